@@ -1,0 +1,63 @@
+/**
+ * The bus: how the server and agents talk. Two implementations share these semantics exactly:
+ * the embedded in-process bus (single machine) and RabbitMQ (distributed).
+ *
+ * Semantics (the RabbitMQ ones; the embedded bus reproduces them):
+ * - At-least-once: a delivery that is neither acked nor dead-lettered is redelivered, to any consumer,
+ *   when its consumer requeues it, fails, or goes away. `deliveryCount` counts deliveries (1 = first).
+ * - Offers past `deliveryLimit` deliveries are dead-lettered with reason `delivery-limit`.
+ * - A consumer holds at most `prefetch` unacked deliveries at once; an agent sets it to its free capacity.
+ * - Publishes resolve once the bus has taken responsibility for the message (publisher confirms).
+ */
+import type { AgentMessage, Control, SignedOffer } from '../protocol/index.js';
+
+export interface Delivery<T> {
+  /** The message as received. Offers are raw (unverified) so the agent verifies signatures itself. */
+  readonly body: T;
+  /** 1 on first delivery; increases on every redelivery. */
+  readonly deliveryCount: number;
+  /** Done with the message: it will not be delivered again. */
+  ack(): Promise<void>;
+  /** Hand it back for another consumer, after `delayMs` (a short jittered pause spreads offers round). */
+  requeue(delayMs?: number): Promise<void>;
+  /** Remove it for good and record why; the server learns of dead-lettered offers. */
+  deadLetter(reason: string): Promise<void>;
+}
+
+export interface Subscription {
+  /** Change how many unacked deliveries this consumer may hold (0 pauses delivery). */
+  setPrefetch(prefetch: number): Promise<void>;
+  /** Stop consuming; unacked deliveries go back to the queue. */
+  cancel(): Promise<void>;
+}
+
+export interface DeadLetter {
+  /** The original body (may be anything a publisher sent). */
+  body: unknown;
+  reason: string;
+  queue: 'offers' | 'events' | 'control';
+  deliveryCount: number;
+}
+
+export type Handler<T> = (delivery: Delivery<T>) => void | Promise<void>;
+
+export interface Bus {
+  readonly kind: 'embedded' | 'amqp';
+  /** Server → any agent. */
+  publishOffer(offer: SignedOffer): Promise<void>;
+  /** Agents consume offers; `prefetch` = free capacity. */
+  consumeOffers(handler: Handler<unknown>, options: { prefetch: number }): Promise<Subscription>;
+  /** Agent → server: job events and heartbeats. */
+  publishEvent(message: AgentMessage): Promise<void>;
+  /**
+   * Server consumes agent messages. The handler's promise decides: resolved → ack, rejected → requeue.
+   * Bodies are raw: the server validates them (and dead-letters what does not parse).
+   */
+  consumeEvents(handler: Handler<unknown>): Promise<Subscription>;
+  /** Server → one agent's own control queue (cancel, drain). */
+  publishControl(agentId: string, control: Control): Promise<void>;
+  consumeControl(agentId: string, handler: Handler<unknown>): Promise<Subscription>;
+  /** Server learns what was dead-lettered (offers past the delivery limit, malformed messages). */
+  consumeDeadLetters(handler: (letter: DeadLetter) => void | Promise<void>): Promise<Subscription>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,174 @@
+/**
+ * Configuration: what people write (`ServerConfig`, `AgentConfig`, durations like "30m") is compiled once at
+ * the boundary into frozen `Compiled*` objects with every default filled in. Internals take only those.
+ * Unknown keys are errors, never silently ignored.
+ */
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { Duration, StewardError } from '../protocol/index.js';
+
+export const StoreConfig = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('sqlite'), /** Default `<dataDir>/steward.db`. */ path: z.string().optional() }).strict(),
+  z.object({ kind: z.literal('postgres'), url: z.string().min(1), schema: z.string().regex(/^[a-z_][a-z0-9_]*$/).optional() }).strict(),
+]);
+export type StoreConfig = z.infer<typeof StoreConfig>;
+
+export const ServerConfig = z
+  .object({
+    /** Interface to listen on. Default `127.0.0.1`. */
+    host: z.string().default('127.0.0.1'),
+    /** TCP port. Default 8080; 0 picks a free one. */
+    port: z.number().int().min(0).max(65535).default(8080),
+    /** Where the store (embedded), results, assets, logs and keys live. Default `./.steward`. */
+    dataDir: z.string().default('.steward'),
+    /** URL executors use to reach this server. Default `http://HOST:PORT` (with the bound port). */
+    publicUrl: z.string().url().optional(),
+    store: StoreConfig.optional(),
+    /** How long an offer may wait for an executor to load it. Default `2m`. */
+    loadTimeout: Duration.default(120_000),
+    /** Lifetime of login tokens. Default `7d`. */
+    sessionTtl: Duration.default(7 * 86_400_000),
+    /** Largest accepted request body (workflow pushes with assets, result uploads are streamed). Default 64 MiB. */
+    bodyLimitBytes: z.number().int().positive().default(64 * 1024 * 1024),
+    /** Largest accepted result upload. Default 10 GiB. */
+    resultLimitBytes: z.number().int().positive().default(10 * 1024 ** 3),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  })
+  .strict();
+export type ServerConfig = z.input<typeof ServerConfig>;
+
+export interface CompiledServerConfig {
+  readonly host: string;
+  readonly port: number;
+  readonly dataDir: string;
+  readonly publicUrl: string | undefined;
+  readonly store: StoreConfig;
+  readonly loadTimeoutMs: number;
+  readonly sessionTtlMs: number;
+  readonly bodyLimitBytes: number;
+  readonly resultLimitBytes: number;
+  readonly logLevel: string;
+}
+
+export function compileServerConfig(input: unknown): CompiledServerConfig {
+  const c = parseOrThrow(ServerConfig, input, 'server config');
+  const dataDir = path.resolve(c.dataDir);
+  return Object.freeze({
+    host: c.host,
+    port: c.port,
+    dataDir,
+    publicUrl: c.publicUrl,
+    store: c.store ?? { kind: 'sqlite', path: path.join(dataDir, 'steward.db') },
+    loadTimeoutMs: c.loadTimeout,
+    sessionTtlMs: c.sessionTtl,
+    bodyLimitBytes: c.bodyLimitBytes,
+    resultLimitBytes: c.resultLimitBytes,
+    logLevel: c.logLevel,
+  });
+}
+
+export const AgentConfig = z
+  .object({
+    /** Unique agent id. Default: the host name. */
+    id: z.string().regex(/^[A-Za-z0-9_.:-]{1,100}$/).optional(),
+    /** Capabilities offers may require (`gpu`, `python3.11`, `knime`). */
+    labels: z.array(z.string().regex(/^[a-zA-Z0-9_.:-]{1,100}$/)).default([]),
+    /** Jobs this machine runs at once. Default: the number of cores. */
+    slots: z.number().int().min(1).max(10_000).optional(),
+    /** Root-owned parent of per-user workspace and temp dirs. Default `<dataDir>/workspaces`. */
+    workspaceRoot: z.string().optional(),
+    /** Root-owned parent of per-user executor logs. Default `<dataDir>/logs`. */
+    logDir: z.string().optional(),
+    /** Server user → OS user, for server-local users with no OS account of their own name. */
+    userMap: z.record(z.string(), z.string()).default({}),
+    /** An executor with no job for this long exits. Default `30m`. */
+    idleTimeout: Duration.default(30 * 60_000),
+    /** Wait after SIGTERM before SIGKILL when stopping an executor. Default `10s`. */
+    stopTimeout: Duration.default(10_000),
+    /** Jobs one executor runs at once. Default 4. */
+    maxJobsPerExecutor: z.number().int().min(1).max(1000).default(4),
+    /** Per-job DuckDB limits. Defaults: 25% of memory, half the cores (at least 1). */
+    duckdb: z
+      .object({ memoryLimit: z.string().regex(/^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/).optional(), threads: z.number().int().min(1).optional() })
+      .strict()
+      .default({}),
+    /** Keep job directories after the job ends (for debugging). Default false. */
+    keepJobDirs: z.boolean().default(false),
+    /** Interpreter for python steps. Default `python3` from the executor's PATH. */
+    python: z.string().default('python3'),
+    /** Executors started ahead of need, waiting to take on a user's identity. Default 1 (root only). */
+    warmExecutors: z.number().int().min(0).max(64).default(1),
+    /** How often the agent reports itself. Default `5s`. */
+    heartbeatInterval: Duration.default(5_000),
+  })
+  .strict();
+export type AgentConfig = z.input<typeof AgentConfig>;
+
+export interface CompiledAgentConfig {
+  readonly id: string;
+  readonly labels: readonly string[];
+  readonly slots: number;
+  readonly workspaceRoot: string;
+  readonly logDir: string;
+  readonly userMap: Readonly<Record<string, string>>;
+  readonly idleTimeoutMs: number;
+  readonly stopTimeoutMs: number;
+  readonly maxJobsPerExecutor: number;
+  readonly duckdb: { readonly memoryLimit: string; readonly threads: number };
+  readonly keepJobDirs: boolean;
+  readonly python: string;
+  readonly warmExecutors: number;
+  readonly heartbeatIntervalMs: number;
+}
+
+export function compileAgentConfig(input: unknown, defaults: { dataDir: string }): CompiledAgentConfig {
+  const c = parseOrThrow(AgentConfig, input, 'agent config');
+  const cores = os.availableParallelism();
+  return Object.freeze({
+    id: c.id ?? os.hostname(),
+    labels: Object.freeze([...c.labels]),
+    slots: c.slots ?? cores,
+    workspaceRoot: path.resolve(c.workspaceRoot ?? path.join(defaults.dataDir, 'workspaces')),
+    logDir: path.resolve(c.logDir ?? path.join(defaults.dataDir, 'logs')),
+    userMap: Object.freeze({ ...c.userMap }),
+    idleTimeoutMs: c.idleTimeout,
+    stopTimeoutMs: c.stopTimeout,
+    maxJobsPerExecutor: c.maxJobsPerExecutor,
+    duckdb: Object.freeze({
+      memoryLimit: c.duckdb.memoryLimit ?? `${Math.max(256, Math.floor(os.totalmem() / 4 / 1024 ** 2))}MiB`,
+      threads: c.duckdb.threads ?? Math.max(1, Math.floor(cores / 2)),
+    }),
+    keepJobDirs: c.keepJobDirs,
+    python: c.python,
+    warmExecutors: c.warmExecutors,
+    heartbeatIntervalMs: c.heartbeatInterval,
+  });
+}
+
+/** Reads a YAML or JSON config file; `{}` when `file` is undefined. */
+export function readConfigFile(file: string | undefined): unknown {
+  if (!file) return {};
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new StewardError('STEWARD_CONFIG_INVALID', `cannot read config file ${file}: ${(error as Error).message}`);
+  }
+  try {
+    return parseYaml(text) ?? {};
+  } catch (error) {
+    throw new StewardError('STEWARD_CONFIG_INVALID', `config file ${file} is not valid YAML/JSON: ${(error as Error).message}`);
+  }
+}
+
+function parseOrThrow<T extends z.ZodType>(schema: T, input: unknown, what: string): z.output<T> {
+  const result = schema.safeParse(input ?? {});
+  if (result.success) return result.data;
+  const first = result.error.issues
+    .map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`)
+    .join('; ');
+  throw new StewardError('STEWARD_CONFIG_INVALID', `${what}: ${first}`);
+}

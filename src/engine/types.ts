@@ -1,0 +1,88 @@
+/**
+ * The engine's public contract. The engine is a library: it knows nothing of the bus, the server or the
+ * agent. The executor hosts it; the server uses only parsing and validation.
+ */
+import type { ErrorInfo, ParamValue, StepEvent } from '../protocol/index.js';
+
+export type ParamType = 'string' | 'number' | 'integer' | 'boolean' | 'date' | 'enum';
+
+export interface ParamSpec {
+  name: string;
+  type: ParamType;
+  required: boolean;
+  default?: ParamValue;
+  /** For `enum`. */
+  values?: string[];
+  description?: string;
+}
+
+export type StepKind = 'read' | 'sql' | 'write' | 'shell' | 'python' | 'command';
+
+export interface StepSpec {
+  id: string;
+  kind: StepKind;
+  /** Every step this one depends on: explicit `needs` plus tables it references, resolved before the run. */
+  needs: string[];
+  /** Steps whose tables this step reads (subset of needs). */
+  tables: string[];
+  timeoutMs?: number;
+  /** The kind-specific definition, as validated. */
+  spec: Record<string, unknown>;
+}
+
+export interface Workflow {
+  name: string;
+  description: string;
+  params: ParamSpec[];
+  steps: StepSpec[];
+  /** Step ids whose results are published (tables as Parquet + CSV, files as-is). */
+  outputs: string[];
+  /** Relative paths of asset files the workflow ships with (copied into the job directory). */
+  assets: string[];
+  format: 'yaml' | 'json';
+  source: string;
+}
+
+/** One validation problem; `path` is dotted (`steps.2.sql`), `line` is 1-based where the source has one. */
+export interface ValidationIssue {
+  path: string;
+  message: string;
+  line?: number;
+}
+
+export interface RunOptions {
+  /** Resolved parameter values (see resolveParams). */
+  params: Record<string, ParamValue>;
+  /** The job directory: assets are here, relative paths resolve here, scripts run here. */
+  workDir: string;
+  /** Job temp directory: the DuckDB database and its temp_directory live here. */
+  tempDir: string;
+  duckdb: { memoryLimit: string; threads: number };
+  /** Base environment for script and command steps (the executor's clean environment). */
+  env: Record<string, string>;
+  signal: AbortSignal;
+  onEvent: (event: StepEvent) => void;
+  /** Interpreter for `python` steps; default `python3`. */
+  python?: string;
+  /** Interpreter for `shell` steps; default `/bin/bash` (falls back to `/bin/sh`). */
+  shell?: string;
+  /** Overall job time limit. */
+  timeoutMs?: number;
+}
+
+export type RunOutput =
+  | { name: string; kind: 'table'; rows: number; parquetPath: string; csvPath: string }
+  | { name: string; kind: 'file'; path: string; size: number };
+
+export interface StepLog {
+  stepId: string;
+  stream: 'stdout' | 'stderr';
+  path: string;
+}
+
+export interface RunResult {
+  state: 'succeeded' | 'failed' | 'canceled';
+  error?: ErrorInfo;
+  outputs: RunOutput[];
+  logs: StepLog[];
+}

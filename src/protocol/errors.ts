@@ -1,0 +1,84 @@
+/**
+ * The catalogue of stable error codes. A code keeps its meaning forever: add new ones, never reuse one.
+ * Every code is documented in docs/errors.md (a test keeps the two in step).
+ */
+export const errorCatalogue = {
+  STEWARD_BAD_REQUEST: { status: 400, summary: 'The request is malformed or fails schema validation.' },
+  STEWARD_UNAUTHENTICATED: { status: 401, summary: 'No valid credentials were presented.' },
+  STEWARD_FORBIDDEN: { status: 403, summary: 'The caller may not do this.' },
+  STEWARD_NOT_FOUND: { status: 404, summary: 'The addressed object does not exist (or is not visible to the caller).' },
+  STEWARD_CONFLICT: { status: 409, summary: 'The object already exists or is in a state that forbids the action.' },
+  STEWARD_PAYLOAD_TOO_LARGE: { status: 413, summary: 'The request body exceeds the configured limit.' },
+  STEWARD_WORKFLOW_INVALID: { status: 422, summary: 'The workflow fails parsing or validation.' },
+  STEWARD_PARAMS_INVALID: { status: 422, summary: 'Job parameters do not match the workflow parameter definitions.' },
+  STEWARD_JOB_NOT_CANCELABLE: { status: 409, summary: 'The job has already ended.' },
+  STEWARD_INTERNAL: { status: 500, summary: 'An unexpected internal error; details are in the server log.' },
+  STEWARD_UNAVAILABLE: { status: 503, summary: 'A dependency (store, bus) is unavailable; retry later.' },
+  STEWARD_CONFIG_INVALID: { status: 500, summary: 'A configuration file or option is invalid.' },
+  STEWARD_SERVER_UNREACHABLE: { status: 503, summary: 'The CLI could not reach the server.' },
+  STEWARD_MESSAGE_INVALID: { status: 400, summary: 'A bus message is malformed, of an unknown version or oversized.' },
+  STEWARD_OFFER_SIGNATURE_INVALID: { status: 400, summary: 'A job offer is unsigned or its signature does not verify.' },
+  STEWARD_OFFER_EXPIRED: { status: 400, summary: 'A job offer arrived after its deadline.' },
+  STEWARD_OFFER_REPLAYED: { status: 400, summary: 'A job offer was already taken by this agent.' },
+  STEWARD_LOAD_TIMEOUT: { status: 408, summary: 'No executor loaded the job within the load timeout.' },
+  STEWARD_DELIVERY_LIMIT: { status: 500, summary: 'The job offer was delivered too many times and was dead-lettered.' },
+  STEWARD_AGENT_LOST: { status: 500, summary: 'The agent holding the job stopped reporting.' },
+  STEWARD_USER_NAME_INVALID: { status: 400, summary: 'The user name cannot be mapped to an OS account name.' },
+  STEWARD_USER_UNKNOWN: { status: 404, summary: 'The OS account does not exist on the executor machine.' },
+  STEWARD_USER_REFUSED: { status: 403, summary: 'Identity policy refuses to run jobs as this OS account.' },
+  STEWARD_WORKSPACE_UNSAFE: { status: 500, summary: 'A workspace path exists with the wrong owner, type or mode.' },
+  STEWARD_EXECUTOR_START_FAILED: { status: 500, summary: 'The per-user executor could not be started.' },
+  STEWARD_EXECUTOR_CRASHED: { status: 500, summary: 'The per-user executor exited while running the job.' },
+  STEWARD_STEP_FAILED: { status: 500, summary: 'A workflow step failed; the message names the step.' },
+  STEWARD_STEP_TIMEOUT: { status: 500, summary: 'A workflow step exceeded its timeout.' },
+  STEWARD_JOB_CANCELED: { status: 409, summary: 'The job was canceled.' },
+  STEWARD_RESULT_UPLOAD_FAILED: { status: 500, summary: 'The executor could not upload a result to the server.' },
+} as const satisfies Record<string, { status: number; summary: string }>;
+
+export type ErrorCode = keyof typeof errorCatalogue;
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.hasOwn(errorCatalogue, value);
+}
+
+/** A failure with a stable code. `details` is safe to show to clients; `cause` is for logs only. */
+export class StewardError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, options: { details?: Record<string, unknown>; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'StewardError';
+    this.code = code;
+    this.status = errorCatalogue[code].status;
+    this.details = options.details;
+  }
+
+  toJSON(): ErrorBody {
+    return { error: { code: this.code, message: this.message, ...(this.details ? { details: this.details } : {}) } };
+  }
+}
+
+export interface ErrorBody {
+  error: { code: ErrorCode; message: string; details?: Record<string, unknown> };
+}
+
+/** Normalises anything thrown into a StewardError; unknown failures become STEWARD_INTERNAL. */
+export function coerceError(error: unknown, fallback: ErrorCode = 'STEWARD_INTERNAL'): StewardError {
+  if (error instanceof StewardError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new StewardError(fallback, fallback === 'STEWARD_INTERNAL' ? 'internal error' : message, { cause: error });
+}
+
+/** Thrown when code asks for a transition the state machine forbids. */
+export class IllegalStateError extends Error {
+  constructor(
+    readonly from: string,
+    readonly to: string,
+    readonly what = 'job',
+  ) {
+    super(`illegal ${what} state transition ${from} → ${to}`);
+    this.name = 'IllegalStateError';
+  }
+}

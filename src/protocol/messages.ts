@@ -1,0 +1,196 @@
+/**
+ * Messages that cross process boundaries: server → agents (offers, control), agents → server (events,
+ * heartbeats) and agent ↔ executor (the pipe). Every message carries `v`; a reader refuses versions it does
+ * not know instead of guessing.
+ */
+import { z } from 'zod';
+import { JobState, StepState } from './states.js';
+import { errorCatalogue, type ErrorCode } from './errors.js';
+
+export const PROTOCOL_VERSION = 1 as const;
+/** Upper bound for any single bus message; larger ones are dead-lettered unread. */
+export const MAX_MESSAGE_BYTES = 256 * 1024;
+
+const id = z.string().min(1).max(200);
+const errorCode = z.string().refine((code): code is ErrorCode => Object.hasOwn(errorCatalogue, code), {
+  message: 'unknown error code',
+});
+export const ParamValue = z.union([z.string(), z.number(), z.boolean()]);
+export type ParamValue = z.infer<typeof ParamValue>;
+
+export const ErrorInfo = z.object({ code: errorCode, message: z.string().max(8000) });
+export type ErrorInfo = { code: ErrorCode; message: string };
+
+/** What the server asks an agent to run. Carried inside a SignedOffer, never bare. */
+export const JobOffer = z
+  .object({
+    v: z.literal(PROTOCOL_VERSION),
+    jobId: id,
+    attempt: z.number().int().min(1),
+    /** Server user who submitted the job; the agent maps it to an OS account. */
+    user: z.string().min(1).max(256),
+    workflow: z.object({ name: id, version: z.number().int().min(1), digest: z.string() }),
+    params: z.record(z.string(), ParamValue),
+    labels: z.array(z.string().max(100)).max(50),
+    /** Job-scoped bearer token the executor uses for this job's REST calls (and nothing else). */
+    jobToken: z.string().min(16).max(512),
+    serverUrl: z.string().url(),
+    /** Per-job limits the agent enforces. */
+    limits: z.object({ timeoutMs: z.number().int().positive().optional() }).strict(),
+    /** Epoch ms after which no agent may start loading this offer (the load timeout). */
+    deadline: z.number().int(),
+    issuedAt: z.number().int(),
+  })
+  .strict();
+export type JobOffer = z.infer<typeof JobOffer>;
+
+export const SignedOffer = z
+  .object({
+    v: z.literal(PROTOCOL_VERSION),
+    /** The JobOffer as the exact JSON text that was signed. */
+    payload: z.string().max(MAX_MESSAGE_BYTES),
+    /** Base64 Ed25519 signature over `payload`. */
+    signature: z.string().max(200),
+    keyId: z.string().max(100),
+  })
+  .strict();
+export type SignedOffer = z.infer<typeof SignedOffer>;
+
+export const ExecutorIdentity = z.object({
+  pid: z.number().int(),
+  osUser: z.string(),
+  uid: z.number().int(),
+  gid: z.number().int(),
+  groups: z.array(z.number().int()),
+});
+export type ExecutorIdentity = z.infer<typeof ExecutorIdentity>;
+
+/** A step-level event as the engine emits it. */
+export const StepEvent = z.object({
+  stepId: id,
+  state: StepState,
+  time: z.number().int(),
+  /** 0..1 where the step kind can tell. */
+  progress: z.number().min(0).max(1).optional(),
+  rows: z.number().int().nonnegative().optional(),
+  durationMs: z.number().nonnegative().optional(),
+  message: z.string().max(8000).optional(),
+  error: ErrorInfo.optional(),
+});
+export type StepEvent = z.infer<typeof StepEvent>;
+
+const eventBase = {
+  v: z.literal(PROTOCOL_VERSION),
+  jobId: id,
+  attempt: z.number().int().min(1),
+  /** Per (jobId, attempt), increasing from 1; the server applies each (jobId, attempt, seq) once. */
+  seq: z.number().int().min(1),
+  time: z.number().int(),
+  agentId: id,
+};
+
+export const JobStateEvent = z
+  .object({
+    ...eventBase,
+    type: z.literal('state'),
+    state: JobState,
+    error: ErrorInfo.optional(),
+    executor: ExecutorIdentity.optional(),
+  })
+  .strict();
+export type JobStateEvent = z.infer<typeof JobStateEvent>;
+
+export const JobStepEvent = z
+  .object({ ...eventBase, type: z.literal('step'), step: StepEvent })
+  .strict();
+export type JobStepEvent = z.infer<typeof JobStepEvent>;
+
+export const ExecutorInfo = z.object({
+  user: z.string(),
+  uid: z.number().int(),
+  pid: z.number().int(),
+  jobs: z.number().int(),
+  idleSinceMs: z.number().int().nullable(),
+  rssBytes: z.number().int().nullable(),
+});
+export type ExecutorInfo = z.infer<typeof ExecutorInfo>;
+
+export const Heartbeat = z
+  .object({
+    v: z.literal(PROTOCOL_VERSION),
+    type: z.literal('heartbeat'),
+    agentId: id,
+    time: z.number().int(),
+    labels: z.array(z.string()),
+    capacity: z.object({ slots: z.number().int(), free: z.number().int() }),
+    executors: z.array(ExecutorInfo),
+    isolation: z.enum(['per-user', 'single-user']),
+  })
+  .strict();
+export type Heartbeat = z.infer<typeof Heartbeat>;
+
+export const AgentMessage = z.discriminatedUnion('type', [JobStateEvent, JobStepEvent, Heartbeat]);
+export type AgentMessage = z.infer<typeof AgentMessage>;
+export type JobEvent = JobStateEvent | JobStepEvent;
+
+export const Control = z.discriminatedUnion('type', [
+  z.object({ v: z.literal(PROTOCOL_VERSION), type: z.literal('cancel'), jobId: id, attempt: z.number().int() }).strict(),
+  z.object({ v: z.literal(PROTOCOL_VERSION), type: z.literal('drain') }).strict(),
+]);
+export type Control = z.infer<typeof Control>;
+
+// ---------------------------------------------------------------------------------------------------------
+// Agent ↔ executor pipe. The executor is started before it knows its user (see docs/architecture.md); the
+// agent assigns the identity once, then sends jobs. Secrets never travel in argv or environment.
+
+export const AgentToExecutor = z.discriminatedUnion('type', [
+  z
+    .object({
+      type: z.literal('assume'),
+      osUser: z.string(),
+      uid: z.number().int(),
+      gid: z.number().int(),
+      home: z.string(),
+      shell: z.string(),
+      tempDir: z.string(),
+      workspaceDir: z.string(),
+      /** Per-job DuckDB limits, set explicitly (see docs/admin-guide.md). */
+      duckdb: z.object({ memoryLimit: z.string(), threads: z.number().int().positive() }),
+      keepJobDirs: z.boolean(),
+    })
+    .strict(),
+  z
+    .object({
+      type: z.literal('job'),
+      jobId: id,
+      attempt: z.number().int(),
+      serverUrl: z.string(),
+      jobToken: z.string(),
+      params: z.record(z.string(), ParamValue),
+      timeoutMs: z.number().int().positive().optional(),
+    })
+    .strict(),
+  z.object({ type: z.literal('cancel'), jobId: id }).strict(),
+  z.object({ type: z.literal('shutdown') }).strict(),
+]);
+export type AgentToExecutor = z.infer<typeof AgentToExecutor>;
+
+export const ExecutorToAgent = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('ready'), pid: z.number().int() }).strict(),
+  z
+    .object({
+      type: z.literal('assumed'),
+      uid: z.number().int(),
+      gid: z.number().int(),
+      groups: z.array(z.number().int()),
+    })
+    .strict(),
+  z.object({ type: z.literal('assume-failed'), message: z.string() }).strict(),
+  /** The workflow was fetched and validated: the agent may now ack the offer. */
+  z.object({ type: z.literal('loaded'), jobId: id }).strict(),
+  z.object({ type: z.literal('step'), jobId: id, step: StepEvent }).strict(),
+  z
+    .object({ type: z.literal('finished'), jobId: id, state: JobState, error: ErrorInfo.optional() })
+    .strict(),
+]);
+export type ExecutorToAgent = z.infer<typeof ExecutorToAgent>;

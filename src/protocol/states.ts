@@ -1,0 +1,52 @@
+import { z } from 'zod';
+import { IllegalStateError } from './errors.js';
+
+export const jobStates = [
+  'queued',
+  'offered',
+  'loading',
+  'running',
+  'succeeded',
+  'failed',
+  'canceled',
+  'expired',
+  'lost',
+] as const;
+export const JobState = z.enum(jobStates);
+export type JobState = z.infer<typeof JobState>;
+
+export const terminalJobStates: ReadonlySet<JobState> = new Set(['succeeded', 'failed', 'canceled', 'expired', 'lost']);
+
+export function isTerminal(state: JobState): boolean {
+  return terminalJobStates.has(state);
+}
+
+/**
+ * Allowed job transitions, in one place. Events may arrive late or twice (at-least-once delivery), so
+ * callers skip events whose target state is not reachable instead of failing; `assertTransition` is for
+ * code paths that must never ask for an illegal one.
+ */
+const transitions: Record<JobState, readonly JobState[]> = {
+  queued: ['offered', 'canceled', 'failed', 'expired'],
+  // An agent can report loading/running before the server recorded the offer as published.
+  offered: ['loading', 'running', 'succeeded', 'failed', 'canceled', 'expired', 'queued'],
+  loading: ['running', 'succeeded', 'failed', 'canceled', 'lost', 'offered', 'expired'],
+  running: ['succeeded', 'failed', 'canceled', 'lost'],
+  succeeded: [],
+  failed: [],
+  canceled: [],
+  expired: [],
+  lost: ['offered'],
+};
+
+export function canTransition(from: JobState, to: JobState): boolean {
+  return transitions[from].includes(to);
+}
+
+export function assertTransition(from: JobState, to: JobState): void {
+  if (!canTransition(from, to)) throw new IllegalStateError(from, to);
+}
+
+export const stepStates = ['pending', 'running', 'succeeded', 'failed', 'canceled', 'skipped'] as const;
+export const StepState = z.enum(stepStates);
+export type StepState = z.infer<typeof StepState>;
