@@ -61,7 +61,7 @@ export function compileServerConfig(input: unknown): CompiledServerConfig {
     port: c.port,
     dataDir,
     publicUrl: c.publicUrl,
-    store: c.store ?? { kind: 'sqlite', path: path.join(dataDir, 'steward.db') },
+    store: c.store ?? { kind: 'sqlite' as const, path: path.join(dataDir, 'steward.db') },
     loadTimeoutMs: c.loadTimeout,
     sessionTtlMs: c.sessionTtl,
     bodyLimitBytes: c.bodyLimitBytes,
