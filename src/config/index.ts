@@ -90,7 +90,7 @@ export const AgentConfig = z
     stopTimeout: Duration.default(10_000),
     /** Jobs one executor runs at once. Default 4. */
     maxJobsPerExecutor: z.number().int().min(1).max(1000).default(4),
-    /** Per-job DuckDB limits. Defaults: 25% of memory, half the cores (at least 1). */
+    /** Per-job DuckDB limits. Defaults: 25% of memory, all cores. */
     duckdb: z
       .object({ memoryLimit: z.string().regex(/^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/).optional(), threads: z.number().int().min(1).optional() })
       .strict()
@@ -139,7 +139,7 @@ export function compileAgentConfig(input: unknown, defaults: { dataDir: string }
     maxJobsPerExecutor: c.maxJobsPerExecutor,
     duckdb: Object.freeze({
       memoryLimit: c.duckdb.memoryLimit ?? `${Math.max(256, Math.floor(os.totalmem() / 4 / 1024 ** 2))}MiB`,
-      threads: c.duckdb.threads ?? Math.max(1, Math.floor(cores / 2)),
+      threads: c.duckdb.threads ?? cores,
     }),
     keepJobDirs: c.keepJobDirs,
     python: c.python,

@@ -1,0 +1,129 @@
+// Shared bench helpers: a private `steward up` on a free port, an OS user when run as root, REST helpers.
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, chmodSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+export function tempDir(prefix) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), `steward-bench-${prefix}-`));
+  chmodSync(dir, 0o755);
+  return dir;
+}
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export function percentile(values, p) {
+  const sorted = [...values].sort((a, b) => a - b);
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+export function machine() {
+  return `${os.cpus()[0]?.model ?? 'cpu'} × ${os.availableParallelism()}, ${(os.totalmem() / 1024 ** 3).toFixed(0)} GiB, Node ${process.version}, ${os.platform()} ${os.release()}`;
+}
+
+/** Starts `steward up`; as root also creates an OS user for the jobs. */
+export async function startSteward({ config } = {}) {
+  const dataDir = tempDir('data');
+  const port = await freePort();
+  const adminPassword = 'bench-admin-password';
+  const args = [path.join(repoRoot, 'bin/steward.js'), 'up', '--port', String(port), '--data-dir', dataDir];
+  if (config) args.push('--config', config);
+  const child = spawn(process.execPath, args, { env: { ...process.env, STEWARD_ADMIN_PASSWORD: adminPassword }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (c) => (output += c));
+  child.stderr.on('data', (c) => (output += c));
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    if (child.exitCode !== null) throw new Error(`steward up exited:\n${output}`);
+    try {
+      if ((await fetch(`${url}/api/health`)).ok && output.includes('Steward is up')) break;
+    } catch {}
+    if (i > 300) throw new Error(`steward up did not start:\n${output}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const api = async (method, route, token, body) => {
+    const response = await fetch(url + route, {
+      method,
+      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { 'content-type': 'application/json' } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const text = await response.text();
+    if (!response.ok) throw new Error(`${method} ${route}: ${response.status} ${text}`);
+    return text ? JSON.parse(text) : undefined;
+  };
+  const adminToken = (await api('POST', '/api/auth/login', undefined, { user: 'admin', password: adminPassword })).token;
+  let user = 'benchuser';
+  let osUser;
+  if (process.getuid() === 0) {
+    osUser = `stbench${process.pid}`.slice(0, 30);
+    execFileSync('useradd', ['-m', '-U', '-s', '/bin/bash', osUser]);
+    user = osUser;
+  }
+  await api('POST', '/api/users', adminToken, { name: user, password: 'bench-user-password', role: 'user' });
+  const token = (await api('POST', '/api/auth/login', undefined, { user, password: 'bench-user-password' })).token;
+  return {
+    url,
+    token,
+    api: (method, route, body) => api(method, route, token, body),
+    async stop() {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+      if (osUser) {
+        try { execFileSync('pkill', ['-KILL', '-u', osUser]); } catch {}
+        try { execFileSync('userdel', ['-r', '-f', osUser], { stdio: 'ignore' }); } catch {}
+      }
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Submits a job and follows its SSE stream; returns client-side times (ms) to running and to done. */
+export async function runAndTime(steward, body) {
+  const t0 = performance.now();
+  const job = await steward.api('POST', '/api/jobs', body);
+  const response = await fetch(`${steward.url}/api/jobs/${job.id}/events`, { headers: { authorization: `Bearer ${steward.token}` } });
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = '';
+  let running;
+  let final;
+  outer: for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let split;
+    while ((split = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, split);
+      buffer = buffer.slice(split + 2);
+      const event = /^event: (.*)$/m.exec(block)?.[1];
+      const data = /^data: (.*)$/m.exec(block)?.[1];
+      if (!event || !data) continue;
+      const payload = JSON.parse(data);
+      if (running === undefined && ['running', 'succeeded', 'failed'].includes(payload.state) && (event === 'job' || event === 'snapshot' || event === 'end')) {
+        running = performance.now() - t0;
+      }
+      if (event === 'end') {
+        final = payload;
+        break outer;
+      }
+    }
+  }
+  await reader.cancel().catch(() => {});
+  const done = performance.now() - t0;
+  if (!final) throw new Error(`job ${job.id}: event stream ended without an end event`);
+  return { job: final, running: running ?? done, done };
+}

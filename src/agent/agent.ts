@@ -1,0 +1,324 @@
+/**
+ * The agent: one per executor machine, the only bus client there. It takes offers, decides accept/reject,
+ * resolves the OS account, prepares directories, hands the job to that user's executor over its pipe, and
+ * relays events. It never parses workflows or runs user code itself.
+ *
+ * Invariant: an offer is acked only after the executor reports the workflow loaded. Before that, any crash
+ * (agent or executor) must lead to redelivery, so the job is never lost.
+ */
+import type { Logger } from 'pino';
+import type { Bus, Delivery, Subscription } from '../bus/index.js';
+import type { CompiledAgentConfig } from '../config/index.js';
+import {
+  Control,
+  PROTOCOL_VERSION,
+  coerceError,
+  createOfferVerifier,
+  type ErrorInfo,
+  type ExecutorIdentity,
+  type ExecutorToAgent,
+  type JobOffer,
+  type JobState,
+  type OfferVerifier,
+  type StepEvent,
+} from '../protocol/index.js';
+import { currentAccount, defaultBannedUsers, resolveAccount, type IdentityPolicy, type OsAccount } from './accounts.js';
+import { ExecutorPool, type UserExecutor } from './pool.js';
+import { UserLogs } from './user-logs.js';
+import { ensureHome, prepareUserDirs, prepareWorkspaceRoot } from './workspaces.js';
+
+export interface AgentOptions {
+  config: CompiledAgentConfig;
+  bus: Bus;
+  /** Public keys (PEM) whose signatures on offers this agent trusts. */
+  publicKeys: readonly string[];
+  logger: Logger;
+}
+
+interface ActiveJob {
+  offer: JobOffer;
+  delivery: Delivery<unknown>;
+  seq: number;
+  acked: boolean;
+  cancelRequested: boolean;
+  executor?: UserExecutor;
+  identity?: ExecutorIdentity;
+}
+
+const REJECT_PAUSE_MS = [150, 450] as const;
+
+export class Agent {
+  readonly isolation: 'per-user' | 'single-user';
+  private readonly config: CompiledAgentConfig;
+  private readonly bus: Bus;
+  private readonly log: Logger;
+  private readonly verifier: OfferVerifier;
+  private readonly policy: IdentityPolicy;
+  private readonly pool: ExecutorPool;
+  private readonly userLogs: UserLogs;
+  private readonly active = new Map<string, ActiveJob>();
+  /** (jobId, attempt) pairs this agent took, so a replayed offer is refused. Bounded. */
+  private readonly taken = new Set<string>();
+  private offers: Subscription | undefined;
+  private control: Subscription | undefined;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private draining = false;
+  private stopped = false;
+
+  constructor(options: AgentOptions) {
+    this.config = options.config;
+    this.bus = options.bus;
+    this.log = options.logger.child({ component: 'agent', agentId: options.config.id });
+    this.verifier = createOfferVerifier(options.publicKeys);
+    this.isolation = process.getuid?.() === 0 ? 'per-user' : 'single-user';
+    this.policy = { userMap: this.config.userMap, minUid: 1000, bannedUsers: defaultBannedUsers };
+    this.userLogs = new UserLogs(this.config.logDir);
+    this.pool = new ExecutorPool({
+      warmExecutors: this.config.warmExecutors,
+      idleTimeoutMs: this.config.idleTimeoutMs,
+      stopTimeoutMs: this.config.stopTimeoutMs,
+      duckdb: this.config.duckdb,
+      keepJobDirs: this.config.keepJobDirs,
+      onOutput: (owner, pid, stream, line) => {
+        if (owner) this.userLogs.write(owner, pid, stream, line);
+        else this.log.info({ pid, stream }, line);
+      },
+      onMessage: (executor, message) => this.onExecutorMessage(executor, message),
+      onExit: (executor, exit, jobs) => {
+        this.log.info({ user: executor.account.name, pid: executor.pid, cause: exit.cause, code: exit.code, signal: exit.signal, jobs }, 'executor exited');
+        for (const jobId of jobs) this.executorLost(jobId, exit.cause);
+      },
+    });
+  }
+
+  get freeSlots(): number {
+    return this.draining || this.stopped ? 0 : Math.max(0, this.config.slots - this.active.size);
+  }
+
+  async start(): Promise<void> {
+    await prepareWorkspaceRoot(this.config.workspaceRoot, this.isolation === 'per-user');
+    await this.pool.prime();
+    this.control = await this.bus.consumeControl(this.config.id, (delivery) => this.onControl(delivery));
+    this.offers = await this.bus.consumeOffers((delivery) => this.onOffer(delivery), { prefetch: this.freeSlots });
+    this.heartbeat = setInterval(() => void this.sendHeartbeat(), this.config.heartbeatIntervalMs);
+    this.heartbeat.unref();
+    await this.sendHeartbeat();
+    this.log.info({ isolation: this.isolation, slots: this.config.slots, labels: this.config.labels }, 'agent started');
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    await this.offers?.cancel();
+    await this.control?.cancel();
+    await this.pool.close();
+    this.userLogs.close();
+  }
+
+  // --- offers --------------------------------------------------------------------------------------------
+
+  private async onOffer(delivery: Delivery<unknown>): Promise<void> {
+    let offer: JobOffer;
+    try {
+      offer = this.verifier.verify(delivery.body);
+    } catch (error) {
+      const reason = coerceError(error, 'STEWARD_MESSAGE_INVALID');
+      this.log.warn({ code: reason.code, deliveryCount: delivery.deliveryCount }, `dead-lettering offer: ${reason.message}`);
+      await delivery.deadLetter(`${reason.code}: ${reason.message}`);
+      return;
+    }
+    const key = `${offer.jobId}:${offer.attempt}`;
+    if (this.active.has(key) || this.taken.has(key)) {
+      await delivery.deadLetter(`STEWARD_OFFER_REPLAYED: job ${offer.jobId} attempt ${offer.attempt} was already taken by agent ${this.config.id}`);
+      return;
+    }
+    const missing = offer.labels.filter((label) => !this.config.labels.includes(label));
+    if (missing.length > 0 || this.freeSlots === 0) {
+      // Not for us (or not now): hand it back after a jittered pause so it goes round to other agents.
+      const [low, high] = REJECT_PAUSE_MS;
+      await delivery.requeue(low + Math.random() * (high - low));
+      return;
+    }
+    const job: ActiveJob = { offer, delivery, seq: 0, acked: false, cancelRequested: false };
+    this.active.set(key, job);
+    this.remember(key);
+    await this.updatePrefetch();
+    await this.emitState(job, 'loading');
+    try {
+      await this.place(job);
+    } catch (error) {
+      const failure = coerceError(error, 'STEWARD_EXECUTOR_START_FAILED');
+      this.log.warn({ jobId: offer.jobId, code: failure.code }, failure.message);
+      // Identity refusals and start failures end the job with a clear reason: no retry loop.
+      await this.finish(job, 'failed', { code: failure.code, message: failure.message });
+    }
+  }
+
+  private async place(job: ActiveJob): Promise<void> {
+    const account: OsAccount =
+      this.isolation === 'per-user' ? await resolveAccount(job.offer.user, this.policy, this.config.id) : currentAccount();
+    if (this.isolation === 'per-user') await ensureHome(account);
+    const dirs = await prepareUserDirs(this.config.workspaceRoot, account, this.isolation === 'per-user');
+    const executor = await this.pool.acquire(account, dirs);
+    if (job.cancelRequested) {
+      await this.finish(job, 'canceled', { code: 'STEWARD_JOB_CANCELED', message: 'canceled before it started' });
+      return;
+    }
+    job.executor = executor;
+    job.identity = executor.identity;
+    this.pool.jobStarted(executor, job.offer.jobId);
+    executor.process.send({
+      type: 'job',
+      jobId: job.offer.jobId,
+      attempt: job.offer.attempt,
+      serverUrl: job.offer.serverUrl,
+      jobToken: job.offer.jobToken,
+      params: job.offer.params,
+      ...(job.offer.limits.timeoutMs ? { timeoutMs: job.offer.limits.timeoutMs } : {}),
+    });
+  }
+
+  private onExecutorMessage(executor: UserExecutor, message: ExecutorToAgent): void {
+    if (message.type !== 'loaded' && message.type !== 'step' && message.type !== 'finished') return;
+    const job = this.findJob(message.jobId, executor);
+    if (!job) return;
+    switch (message.type) {
+      case 'loaded':
+        void this.loaded(job);
+        return;
+      case 'step':
+        void this.emitStep(job, message.step);
+        return;
+      case 'finished':
+        void this.finish(job, message.state, message.error);
+        return;
+    }
+  }
+
+  private async loaded(job: ActiveJob): Promise<void> {
+    if (!job.acked) {
+      job.acked = true;
+      await job.delivery.ack();
+    }
+    await this.emitState(job, 'running');
+  }
+
+  /** The executor died under a job: before the ack the offer goes back for redelivery; after it, the job failed. */
+  private executorLost(jobId: string, cause: string): void {
+    for (const [key, job] of this.active) {
+      if (job.offer.jobId !== jobId) continue;
+      if (!job.acked) {
+        this.active.delete(key);
+        this.taken.delete(key);
+        void job.delivery.requeue(0).then(() => this.updatePrefetch());
+      } else {
+        void this.finish(job, 'failed', { code: 'STEWARD_EXECUTOR_CRASHED', message: `executor for ${job.identity?.osUser ?? job.offer.user} ended during the job: ${cause}` });
+      }
+    }
+  }
+
+  private async finish(job: ActiveJob, state: JobState, error?: ErrorInfo): Promise<void> {
+    const key = `${job.offer.jobId}:${job.offer.attempt}`;
+    if (this.active.get(key) !== job) return;
+    this.active.delete(key);
+    if (job.executor) this.pool.jobEnded(job.executor, job.offer.jobId);
+    // Final state first, then ack: if we die in between, a redelivered offer finds the job ended.
+    await this.emitState(job, state, error);
+    if (!job.acked) {
+      job.acked = true;
+      await job.delivery.ack();
+    }
+    await this.updatePrefetch();
+  }
+
+  // --- control -------------------------------------------------------------------------------------------
+
+  private async onControl(delivery: Delivery<unknown>): Promise<void> {
+    const parsed = Control.safeParse(delivery.body);
+    if (!parsed.success) {
+      await delivery.deadLetter('STEWARD_MESSAGE_INVALID: malformed control message');
+      return;
+    }
+    const control = parsed.data;
+    if (control.type === 'drain') {
+      this.draining = true;
+      await this.updatePrefetch();
+    } else {
+      const job = this.active.get(`${control.jobId}:${control.attempt}`);
+      if (job) {
+        job.cancelRequested = true;
+        job.executor?.process.send({ type: 'cancel', jobId: control.jobId });
+      }
+    }
+    await delivery.ack();
+  }
+
+  // --- events --------------------------------------------------------------------------------------------
+
+  private async emitState(job: ActiveJob, state: JobState, error?: ErrorInfo): Promise<void> {
+    await this.publish({
+      v: PROTOCOL_VERSION,
+      type: 'state',
+      jobId: job.offer.jobId,
+      attempt: job.offer.attempt,
+      seq: ++job.seq,
+      time: Date.now(),
+      agentId: this.config.id,
+      state,
+      ...(error ? { error } : {}),
+      ...(job.identity ? { executor: job.identity } : {}),
+    });
+  }
+
+  private async emitStep(job: ActiveJob, step: StepEvent): Promise<void> {
+    await this.publish({
+      v: PROTOCOL_VERSION,
+      type: 'step',
+      jobId: job.offer.jobId,
+      attempt: job.offer.attempt,
+      seq: ++job.seq,
+      time: Date.now(),
+      agentId: this.config.id,
+      step,
+    });
+  }
+
+  private async publish(message: Parameters<Bus['publishEvent']>[0]): Promise<void> {
+    try {
+      await this.bus.publishEvent(message);
+    } catch (error) {
+      this.log.error({ err: error, type: message.type }, 'could not publish event');
+    }
+  }
+
+  private async sendHeartbeat(): Promise<void> {
+    await this.publish({
+      v: PROTOCOL_VERSION,
+      type: 'heartbeat',
+      agentId: this.config.id,
+      time: Date.now(),
+      labels: [...this.config.labels],
+      capacity: { slots: this.config.slots, free: this.freeSlots },
+      executors: this.pool.executors(),
+      isolation: this.isolation,
+    });
+  }
+
+  private async updatePrefetch(): Promise<void> {
+    await this.offers?.setPrefetch(this.freeSlots);
+  }
+
+  private findJob(jobId: string, executor: UserExecutor): ActiveJob | undefined {
+    for (const job of this.active.values()) if (job.offer.jobId === jobId && job.executor === executor) return job;
+    return undefined;
+  }
+
+  private remember(key: string): void {
+    this.taken.add(key);
+    if (this.taken.size > 100_000) {
+      const oldest = this.taken.values().next().value;
+      if (oldest !== undefined) this.taken.delete(oldest);
+    }
+  }
+}

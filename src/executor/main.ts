@@ -1,0 +1,104 @@
+/**
+ * The executor process. The agent starts it with a clean environment and an IPC pipe as its only channel;
+ * it loads everything it needs (engine, DuckDB) first, says `ready`, and waits to be assigned a user.
+ * It never talks to the broker and holds no credential but the job tokens of its own jobs.
+ */
+import { AgentToExecutor, coerceError, type ExecutorToAgent } from '../protocol/index.js';
+import { assumeIdentity, cleanEnvironment, type AssumeMessage } from './identity.js';
+import { runJob } from './job-runner.js';
+// Loaded before `ready` so a user's first job does not pay for it (the DuckDB native module especially).
+import '../engine/index.js';
+
+if (!process.send) {
+  process.stderr.write('steward executor: must be started by a Steward agent (no IPC channel)\n');
+  process.exit(2);
+}
+
+const running = new Map<string, AbortController>();
+let identity: AssumeMessage | undefined;
+let env: Record<string, string> = {};
+let exiting = false;
+
+function send(message: ExecutorToAgent): void {
+  if (process.connected) process.send!(message);
+}
+
+function log(level: 'info' | 'error', msg: string, extra: Record<string, unknown> = {}): void {
+  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, pid: process.pid, msg, ...extra })}\n`);
+}
+
+async function shutdown(reason: string): Promise<void> {
+  if (exiting) return;
+  exiting = true;
+  log('info', 'executor exiting', { reason, runningJobs: running.size });
+  for (const controller of running.values()) controller.abort(new Error(reason));
+  // Steps kill their process groups on abort; give them a moment, then go.
+  const deadline = Date.now() + 5_000;
+  while (running.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  process.exit(0);
+}
+
+process.on('message', (raw: unknown) => {
+  const parsed = AgentToExecutor.safeParse(raw);
+  if (!parsed.success) {
+    log('error', 'ignoring malformed message from agent', { issue: parsed.error.issues[0]?.message });
+    return;
+  }
+  const message = parsed.data;
+  switch (message.type) {
+    case 'assume': {
+      if (identity) {
+        // One user per executor, forever: it never goes back to root or on to another user.
+        send({ type: 'assume-failed', message: `executor already runs as ${identity.osUser}` });
+        return;
+      }
+      try {
+        const assumed = assumeIdentity(message);
+        identity = message;
+        env = cleanEnvironment(message, process.env);
+        // Replace the environment wholesale so nothing from the launch leaks into steps.
+        for (const key of Object.keys(process.env)) delete process.env[key];
+        Object.assign(process.env, env);
+        process.chdir(message.workspaceDir);
+        send({ type: 'assumed', ...assumed });
+      } catch (error) {
+        send({ type: 'assume-failed', message: (error as Error).message });
+        void shutdown('identity switch failed');
+      }
+      return;
+    }
+    case 'job': {
+      if (!identity) {
+        send({ type: 'finished', jobId: message.jobId, state: 'failed', error: { code: 'STEWARD_EXECUTOR_START_FAILED', message: 'executor has no identity yet' } });
+        return;
+      }
+      const controller = new AbortController();
+      running.set(message.jobId, controller);
+      runJob(message, { identity, env, send, signal: controller.signal })
+        .catch((error: unknown) => {
+          const normalised = coerceError(error);
+          log('error', 'job crashed', { jobId: message.jobId, error: String(error) });
+          send({ type: 'finished', jobId: message.jobId, state: 'failed', error: { code: normalised.code, message: normalised.message } });
+        })
+        .finally(() => running.delete(message.jobId));
+      return;
+    }
+    case 'cancel':
+      running.get(message.jobId)?.abort(new Error('canceled'));
+      return;
+    case 'shutdown':
+      void shutdown('asked by agent');
+      return;
+  }
+});
+
+// The agent is our parent and our only reason to live: when its pipe closes (it exited, even by SIGKILL),
+// stop every job and exit, so no process keeps running as a user without supervision.
+process.on('disconnect', () => void shutdown('agent disconnected'));
+process.on('SIGTERM', () => void shutdown('SIGTERM'));
+process.on('uncaughtException', (error) => {
+  log('error', 'uncaught exception', { error: error.stack ?? String(error) });
+  void shutdown('uncaught exception');
+});
+
+send({ type: 'ready', pid: process.pid });

@@ -1,0 +1,151 @@
+import { describe, expect, it } from 'vitest';
+import { EmbeddedBus, type DeadLetter, type Delivery } from '../../src/bus/index.js';
+import type { AgentMessage, SignedOffer } from '../../src/protocol/index.js';
+
+const offer = (n: number): SignedOffer => ({ v: 1, payload: JSON.stringify({ n }), signature: 'x', keyId: 'k' });
+const heartbeat = (agentId: string): AgentMessage => ({
+  v: 1,
+  type: 'heartbeat',
+  agentId,
+  time: 0,
+  labels: [],
+  capacity: { slots: 1, free: 1 },
+  executors: [],
+  isolation: 'single-user',
+});
+
+function waitFor<T>(predicate: () => T | undefined, timeoutMs = 2000): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const tick = (): void => {
+      const value = predicate();
+      if (value !== undefined) return resolve(value);
+      if (Date.now() - started > timeoutMs) return reject(new Error('timed out waiting'));
+      setTimeout(tick, 5);
+    };
+    tick();
+  });
+}
+
+describe('embedded bus', () => {
+  it('delivers a copy of each offer, not the published object', async () => {
+    const bus = new EmbeddedBus();
+    const published = offer(1);
+    const seen: Delivery<unknown>[] = [];
+    await bus.consumeOffers((d) => void seen.push(d), { prefetch: 1 });
+    await bus.publishOffer(published);
+    const delivery = await waitFor(() => seen[0]);
+    expect(delivery.body).toEqual(published);
+    expect(delivery.body).not.toBe(published);
+    expect(delivery.deliveryCount).toBe(1);
+    await bus.close();
+  });
+
+  it('redelivers a requeued offer with an increased delivery count', async () => {
+    const bus = new EmbeddedBus();
+    const counts: number[] = [];
+    await bus.consumeOffers(async (d) => {
+      counts.push(d.deliveryCount);
+      if (d.deliveryCount < 3) await d.requeue(1);
+      else await d.ack();
+    }, { prefetch: 1 });
+    await bus.publishOffer(offer(1));
+    await waitFor(() => (counts.length === 3 ? true : undefined));
+    expect(counts).toEqual([1, 2, 3]);
+    await bus.close();
+  });
+
+  it('dead-letters an offer at the delivery limit with that reason', async () => {
+    const bus = new EmbeddedBus({ deliveryLimit: 4 });
+    const letters: DeadLetter[] = [];
+    await bus.consumeDeadLetters((letter) => void letters.push(letter));
+    let deliveries = 0;
+    await bus.consumeOffers(async (d) => {
+      deliveries += 1;
+      await d.requeue(0);
+    }, { prefetch: 1 });
+    await bus.publishOffer(offer(7));
+    const letter = await waitFor(() => letters[0]);
+    expect(letter.reason).toBe('delivery-limit');
+    expect(letter.deliveryCount).toBe(4);
+    expect(deliveries).toBe(4);
+    expect(letter.body).toEqual(offer(7));
+    await bus.close();
+  });
+
+  it('never gives a consumer more unacked deliveries than its prefetch, and prefetch 0 pauses it', async () => {
+    const bus = new EmbeddedBus();
+    const held: Delivery<unknown>[] = [];
+    const subscription = await bus.consumeOffers((d) => void held.push(d), { prefetch: 2 });
+    for (let i = 0; i < 5; i++) await bus.publishOffer(offer(i));
+    await waitFor(() => (held.length === 2 ? true : undefined));
+    await new Promise((r) => setTimeout(r, 30));
+    expect(held).toHaveLength(2);
+    await subscription.setPrefetch(0);
+    await held[0]!.ack();
+    await new Promise((r) => setTimeout(r, 30));
+    expect(held).toHaveLength(2);
+    await subscription.setPrefetch(3);
+    // One of the two was acked: with prefetch 3 it may now hold two more.
+    await waitFor(() => (held.length === 4 ? true : undefined));
+    await new Promise((r) => setTimeout(r, 30));
+    expect(held).toHaveLength(4);
+    await held[1]!.ack();
+    await waitFor(() => (held.length === 5 ? true : undefined));
+    await bus.close();
+  });
+
+  it('hands unacked deliveries of a cancelled consumer to another consumer', async () => {
+    const bus = new EmbeddedBus();
+    const first: Delivery<unknown>[] = [];
+    const second: Delivery<unknown>[] = [];
+    const a = await bus.consumeOffers((d) => void first.push(d), { prefetch: 1 });
+    await bus.publishOffer(offer(1));
+    await waitFor(() => first[0]);
+    await bus.consumeOffers((d) => void second.push(d), { prefetch: 1 });
+    await a.cancel();
+    const redelivered = await waitFor(() => second[0]);
+    expect(redelivered.deliveryCount).toBe(2);
+    await bus.close();
+  });
+
+  it('requeues an event whose handler throws, and keeps delivering the others', async () => {
+    const errors: unknown[] = [];
+    const bus = new EmbeddedBus({ onHandlerError: (e) => errors.push(e) });
+    const seen: string[] = [];
+    let failedOnce = false;
+    await bus.consumeEvents(async (d) => {
+      const agentId = (d.body as { agentId: string }).agentId;
+      if (agentId === 'bad' && !failedOnce) {
+        failedOnce = true;
+        throw new Error('boom');
+      }
+      seen.push(`${agentId}#${d.deliveryCount}`);
+    });
+    await bus.publishEvent(heartbeat('bad'));
+    await bus.publishEvent(heartbeat('good'));
+    await waitFor(() => (seen.length === 2 ? true : undefined));
+    expect(seen).toContain('good#1');
+    expect(seen).toContain('bad#2');
+    expect(errors).toHaveLength(1);
+    await bus.close();
+  });
+
+  it('refuses a message larger than the size limit', async () => {
+    const bus = new EmbeddedBus();
+    await expect(bus.publishOffer({ ...offer(1), payload: 'x'.repeat(300 * 1024) })).rejects.toThrow(/exceeds/);
+    await bus.close();
+  });
+
+  it('routes control messages only to the addressed agent', async () => {
+    const bus = new EmbeddedBus();
+    const a: unknown[] = [];
+    const b: unknown[] = [];
+    await bus.consumeControl('a', async (d) => { a.push(d.body); await d.ack(); });
+    await bus.consumeControl('b', async (d) => { b.push(d.body); await d.ack(); });
+    await bus.publishControl('b', { v: 1, type: 'drain' });
+    await waitFor(() => b[0]);
+    expect(a).toHaveLength(0);
+    await bus.close();
+  });
+});
