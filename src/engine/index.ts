@@ -1,1 +1,6 @@
+/** The engine's public surface: parse + validate workflows, resolve params, run jobs. */
 export type * from './types.js';
+export { parseWorkflow, describeWorkflow, type ParseOptions } from './validator.js';
+export { resolveParams } from './params.js';
+export { runWorkflow } from './runner.js';
+export { closeSqlAnalyzer } from './sql-analyzer.js';

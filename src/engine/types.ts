@@ -66,8 +66,12 @@ export interface RunOptions {
   python?: string;
   /** Interpreter for `shell` steps; default `/bin/bash` (falls back to `/bin/sh`). */
   shell?: string;
-  /** Overall job time limit. */
+  /** Overall job time limit. Default: none. */
   timeoutMs?: number;
+  /** Most steps running at once. Default: the number of steps (every independent step in parallel). */
+  concurrency?: number;
+  /** Time between SIGTERM and SIGKILL when a step's process group is stopped. Default 3000 ms. */
+  killGraceMs?: number;
 }
 
 export type RunOutput =
@@ -85,4 +89,48 @@ export interface RunResult {
   error?: ErrorInfo;
   outputs: RunOutput[];
   logs: StepLog[];
+}
+
+/** File formats of `read` and `write` steps. */
+export type TableFormat = 'csv' | 'tsv' | 'parquet' | 'json' | 'ndjson';
+
+/** `StepSpec.spec` of a `read` step. `path` may hold `${param}` placeholders. */
+export interface ReadStepSpec {
+  path: string;
+  format: TableFormat;
+  /** Reader options (`header`, `delim`, …) passed by name to DuckDB's reader; values are bound. */
+  options: Record<string, ParamValue>;
+}
+
+/** `StepSpec.spec` of a `sql` step. */
+export interface SqlStepSpec {
+  sql: string;
+  /** `$name` params the query uses (bound by name at run time). */
+  params: string[];
+}
+
+/** `StepSpec.spec` of a `write` step. */
+export interface WriteStepSpec {
+  table: string;
+  path: string;
+  format: TableFormat;
+  options: Record<string, ParamValue>;
+}
+
+/** `StepSpec.spec` of `shell`, `python` and `command` steps. */
+export interface ScriptStepSpec {
+  /** Script text for `shell` and `python`. */
+  script?: string;
+  /** argv for `command`; each element may hold `${param}` placeholders. */
+  command?: string[];
+  env: Record<string, string>;
+  inputs: string[];
+  inputFormat: 'csv' | 'parquet';
+}
+
+/** What `describeWorkflow` returns (for listings). */
+export interface WorkflowDescription {
+  description: string;
+  params: ParamSpec[];
+  steps: { id: string; kind: StepKind; needs: string[] }[];
 }

@@ -1,0 +1,433 @@
+/**
+ * Runs a validated workflow: starts every step whose dependencies succeeded (up to `concurrency` at once),
+ * stops at the first failure (running steps are canceled, unstarted ones skipped), then publishes outputs.
+ * Never throws for step failures: the outcome is in the RunResult.
+ */
+import { copyFile, link, mkdir, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { DuckDBConnection } from '@duckdb/node-api';
+import { StewardError, type ErrorInfo, type StepEvent } from '../protocol/index.js';
+import { paramToString, substitute } from './params.js';
+import { runProcess } from './processes.js';
+import { bindParams, copyStatement, JobDatabase, quoteIdentifier, readStatement, runCounting } from './tables.js';
+import type {
+  ReadStepSpec,
+  RunOptions,
+  RunOutput,
+  RunResult,
+  ScriptStepSpec,
+  SqlStepSpec,
+  StepLog,
+  StepSpec,
+  Workflow,
+  WriteStepSpec,
+} from './types.js';
+
+type StepOutcome =
+  | { state: 'succeeded'; rows?: number; file?: string }
+  | { state: 'failed'; error: ErrorInfo }
+  | { state: 'canceled' };
+
+/** Why a running step was told to stop. */
+type StopReason = { kind: 'timeout'; ms: number } | { kind: 'job-stopped' };
+
+class StepStopped extends Error {}
+
+export async function runWorkflow(workflow: Workflow, options: RunOptions): Promise<RunResult> {
+  return new JobRun(workflow, options).run();
+}
+
+class JobRun {
+  private readonly stewardDir: string;
+  private readonly logs: StepLog[] = [];
+  private readonly states = new Map<string, 'pending' | 'running' | 'succeeded' | 'failed' | 'canceled' | 'skipped'>();
+  private readonly stepResults = new Map<string, { rows?: number; file?: string }>();
+  /** Aborted when the job stops (cancel, first failure, job timeout): running steps and exports stop. */
+  private readonly stop = new AbortController();
+  private firstError: ErrorInfo | undefined;
+  private canceled = false;
+  private database: Promise<JobDatabase> | undefined;
+  private readonly exports = new Map<string, Promise<string>>();
+  private paramsFile = '';
+
+  constructor(
+    private readonly workflow: Workflow,
+    private readonly options: RunOptions,
+  ) {
+    this.stewardDir = path.join(options.workDir, '.steward');
+  }
+
+  private emit(event: Omit<StepEvent, 'time'>): void {
+    try {
+      this.options.onEvent({ ...event, time: Date.now() });
+    } catch {
+      // A listener that throws must not break the run.
+    }
+  }
+
+  private db(): Promise<JobDatabase> {
+    this.database ??= JobDatabase.open({
+      tempDir: this.options.tempDir,
+      workDir: this.options.workDir,
+      memoryLimit: this.options.duckdb.memoryLimit,
+      threads: this.options.duckdb.threads,
+    });
+    return this.database;
+  }
+
+  async run(): Promise<RunResult> {
+    const { signal } = this.options;
+    const onCancel = () => {
+      if (this.firstError) return;
+      this.canceled = true;
+      this.stop.abort();
+    };
+    signal.addEventListener('abort', onCancel, { once: true });
+    const jobTimer =
+      this.options.timeoutMs !== undefined
+        ? setTimeout(() => {
+            const running = [...this.states].filter(([, state]) => state === 'running').map(([id]) => `"${id}"`);
+            this.fail({
+              code: 'STEWARD_STEP_TIMEOUT',
+              message: `job exceeded its time limit of ${formatMs(this.options.timeoutMs!)}${running.length > 0 ? ` while step ${running.join(', ')} was running` : ''}`,
+            });
+          }, this.options.timeoutMs)
+        : undefined;
+    let outputs: RunOutput[] = [];
+    try {
+      if (signal.aborted) onCancel();
+      await this.prepare();
+      await this.schedule();
+      if (!this.firstError && !this.canceled) outputs = await this.publish();
+    } catch (error) {
+      if (!this.firstError && !this.canceled) {
+        this.firstError = { code: 'STEWARD_STEP_FAILED', message: error instanceof Error ? error.message : String(error) };
+      }
+    } finally {
+      if (jobTimer) clearTimeout(jobTimer);
+      signal.removeEventListener('abort', onCancel);
+      if (this.database) {
+        try {
+          (await this.database).close();
+        } catch {
+          // Opening failed: nothing to close.
+        }
+      }
+    }
+    const logs = this.logs;
+    if (this.firstError) return { state: 'failed', error: this.firstError, outputs: [], logs };
+    if (this.canceled) return { state: 'canceled', error: { code: 'STEWARD_JOB_CANCELED', message: 'job canceled' }, outputs: [], logs };
+    return { state: 'succeeded', outputs, logs };
+  }
+
+  private fail(error: ErrorInfo): void {
+    if (this.firstError || this.canceled) return;
+    this.firstError = error;
+    this.stop.abort();
+  }
+
+  private async prepare(): Promise<void> {
+    for (const dir of ['logs', 'out', 'in', 'scripts', 'tables', 'results']) {
+      await mkdir(path.join(this.stewardDir, dir), { recursive: true, mode: 0o700 });
+    }
+    this.paramsFile = path.join(this.stewardDir, 'params.json');
+    await writeFile(this.paramsFile, JSON.stringify(this.options.params, null, 2), { mode: 0o600 });
+  }
+
+  private async schedule(): Promise<void> {
+    const steps = this.workflow.steps;
+    const limit = Math.max(1, this.options.concurrency ?? steps.length);
+    for (const step of steps) this.states.set(step.id, 'pending');
+    const running = new Map<string, Promise<void>>();
+    for (;;) {
+      if (!this.stop.signal.aborted) {
+        for (const step of steps) {
+          if (running.size >= limit) break;
+          if (this.states.get(step.id) !== 'pending') continue;
+          if (!step.needs.every((need) => this.states.get(need) === 'succeeded')) continue;
+          this.states.set(step.id, 'running');
+          const task = this.runStep(step).finally(() => running.delete(step.id));
+          running.set(step.id, task);
+        }
+      }
+      if (running.size === 0) break;
+      await Promise.race(running.values());
+    }
+    for (const step of steps) {
+      if (this.states.get(step.id) === 'pending') {
+        this.states.set(step.id, 'skipped');
+        this.emit({ stepId: step.id, state: 'skipped' });
+      }
+    }
+  }
+
+  private async runStep(step: StepSpec): Promise<void> {
+    const started = Date.now();
+    this.emit({ stepId: step.id, state: 'running' });
+    const controller = new AbortController();
+    let reason: StopReason | undefined;
+    const onStop = () => {
+      reason ??= { kind: 'job-stopped' };
+      controller.abort();
+    };
+    this.stop.signal.addEventListener('abort', onStop, { once: true });
+    const timer =
+      step.timeoutMs !== undefined
+        ? setTimeout(() => {
+            reason ??= { kind: 'timeout', ms: step.timeoutMs! };
+            controller.abort();
+          }, step.timeoutMs)
+        : undefined;
+    let outcome: StepOutcome;
+    try {
+      if (this.stop.signal.aborted) onStop();
+      const result = await this.execute(step, controller.signal);
+      outcome = reason ? this.stoppedOutcome(step, reason) : { state: 'succeeded', ...result };
+    } catch (error) {
+      outcome = reason ? this.stoppedOutcome(step, reason) : { state: 'failed', error: stepError(step, error) };
+    } finally {
+      if (timer) clearTimeout(timer);
+      this.stop.signal.removeEventListener('abort', onStop);
+    }
+    const durationMs = Date.now() - started;
+    this.states.set(step.id, outcome.state);
+    if (outcome.state === 'succeeded') {
+      this.stepResults.set(step.id, { ...(outcome.rows !== undefined ? { rows: outcome.rows } : {}), ...(outcome.file ? { file: outcome.file } : {}) });
+      this.emit({ stepId: step.id, state: 'succeeded', durationMs, ...(outcome.rows !== undefined ? { rows: outcome.rows } : {}) });
+    } else if (outcome.state === 'failed') {
+      this.fail(outcome.error);
+      this.emit({ stepId: step.id, state: 'failed', durationMs, message: outcome.error.message.slice(0, 8000), error: { ...outcome.error, message: outcome.error.message.slice(0, 8000) } });
+    } else {
+      this.emit({ stepId: step.id, state: 'canceled', durationMs });
+    }
+  }
+
+  private stoppedOutcome(step: StepSpec, reason: StopReason): StepOutcome {
+    if (reason.kind === 'timeout') {
+      return { state: 'failed', error: { code: 'STEWARD_STEP_TIMEOUT', message: `step "${step.id}" timed out after ${formatMs(reason.ms)}` } };
+    }
+    return { state: 'canceled' };
+  }
+
+  private async execute(step: StepSpec, signal: AbortSignal): Promise<{ rows?: number; file?: string }> {
+    switch (step.kind) {
+      case 'read': {
+        const spec = step.spec as unknown as ReadStepSpec;
+        const { sql, values } = readStatement(step.id, spec.format, spec.options);
+        const rows = await this.withConnection(signal, (connection) =>
+          runCounting(connection, sql, { ...values, path: this.resolvePath(spec.path) }),
+        );
+        return { rows };
+      }
+      case 'sql': {
+        const spec = step.spec as unknown as SqlStepSpec;
+        const { values, types } = bindParams(spec.params, this.workflow.params, this.options.params);
+        // The query was checked to be exactly one SELECT, so it can follow `AS` unchanged; the newline
+        // ends any trailing line comment.
+        const sql = `CREATE TABLE ${quoteIdentifier(step.id)} AS\n${spec.sql}\n`;
+        const rows = await this.withConnection(signal, (connection) => runCounting(connection, sql, values, types));
+        return { rows };
+      }
+      case 'write': {
+        const spec = step.spec as unknown as WriteStepSpec;
+        const target = this.resolvePath(spec.path);
+        await mkdir(path.dirname(target), { recursive: true });
+        const rows = await this.withConnection(signal, (connection) =>
+          runCounting(connection, copyStatement(spec.table, target, spec.format, spec.options)),
+        );
+        return { rows, file: target };
+      }
+      case 'shell':
+      case 'python':
+      case 'command':
+        await this.runScript(step, step.spec as unknown as ScriptStepSpec, signal);
+        return {};
+    }
+  }
+
+  private resolvePath(template: string): string {
+    return path.resolve(this.options.workDir, substitute(template, this.options.params));
+  }
+
+  /** One connection per running step; an abort interrupts its query. */
+  private async withConnection<T>(signal: AbortSignal, work: (connection: DuckDBConnection) => Promise<T>): Promise<T> {
+    const database = await this.db();
+    const connection = await database.connect();
+    const onAbort = () => connection.interrupt();
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      if (signal.aborted) throw new StepStopped('stopped');
+      return await work(connection);
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      connection.closeSync();
+    }
+  }
+
+  /** Exports a table to `.steward/tables/<id>.<format>` once per job, however many steps ask for it. */
+  private exportTable(table: string, format: 'csv' | 'parquet'): Promise<string> {
+    const key = `${table}.${format}`;
+    let pending = this.exports.get(key);
+    if (!pending) {
+      const target = path.join(this.stewardDir, 'tables', key);
+      pending = this.withConnection(this.stop.signal, (connection) => runCounting(connection, copyStatement(table, target, format))).then(() => target);
+      this.exports.set(key, pending);
+    }
+    return pending;
+  }
+
+  private async runScript(step: StepSpec, spec: ScriptStepSpec, signal: AbortSignal): Promise<void> {
+    const inputDir = path.join(this.stewardDir, 'in', step.id);
+    const outputDir = path.join(this.stewardDir, 'out', step.id);
+    await rm(outputDir, { recursive: true, force: true });
+    await mkdir(outputDir, { recursive: true, mode: 0o700 });
+    await mkdir(inputDir, { recursive: true, mode: 0o700 });
+    for (const table of spec.inputs) {
+      const exported = await this.exportTable(table, spec.inputFormat);
+      await linkOrCopy(exported, path.join(inputDir, `${table}.${spec.inputFormat}`));
+    }
+    if (signal.aborted) throw new StepStopped('stopped');
+
+    let argv: string[];
+    if (step.kind === 'command') {
+      argv = spec.command!.map((argument) => substitute(argument, this.options.params));
+    } else {
+      const extension = step.kind === 'python' ? 'py' : 'sh';
+      const scriptFile = path.join(this.stewardDir, 'scripts', `${step.id}.${extension}`);
+      await writeFile(scriptFile, spec.script!, { mode: 0o600 });
+      const interpreter = step.kind === 'python' ? (this.options.python ?? 'python3') : (this.options.shell ?? (await defaultShell()));
+      argv = [interpreter, scriptFile];
+    }
+
+    const env: Record<string, string> = { ...this.options.env };
+    for (const param of this.workflow.params) {
+      const value = this.options.params[param.name];
+      if (value !== undefined) env[param.name] = paramToString(value);
+    }
+    for (const [name, value] of Object.entries(spec.env)) env[name] = substitute(value, this.options.params);
+    Object.assign(env, {
+      STEWARD_JOB_DIR: this.options.workDir,
+      STEWARD_INPUT_DIR: inputDir,
+      STEWARD_OUTPUT_DIR: outputDir,
+      STEWARD_STEP_ID: step.id,
+      STEWARD_PARAMS_FILE: this.paramsFile,
+    });
+
+    const stdoutPath = path.join(this.stewardDir, 'logs', `${step.id}.stdout.log`);
+    const stderrPath = path.join(this.stewardDir, 'logs', `${step.id}.stderr.log`);
+    this.logs.push({ stepId: step.id, stream: 'stdout', path: stdoutPath }, { stepId: step.id, stream: 'stderr', path: stderrPath });
+    const outcome = await runProcess({
+      argv,
+      cwd: this.options.workDir,
+      env,
+      stdoutPath,
+      stderrPath,
+      signal,
+      killGraceMs: this.options.killGraceMs ?? 3000,
+    });
+    if (outcome.kind === 'stopped') throw new StepStopped('stopped');
+    if (outcome.kind === 'spawn-error') throw new Error(outcome.message);
+    if (outcome.code !== 0) {
+      const how = outcome.code === null ? `was killed by ${outcome.signal ?? 'a signal'}` : `exited with code ${outcome.code}`;
+      const tail = await tailLines(stderrPath, 10);
+      throw new StewardError('STEWARD_STEP_FAILED', `step "${step.id}" ${how}${tail ? `:\n${tail}` : ''}`);
+    }
+  }
+
+  /** Publishes outputs: tables as Parquet + CSV, write steps' files, script steps' output files. */
+  private async publish(): Promise<RunOutput[]> {
+    const outputs: RunOutput[] = [];
+    const owners = new Map<string, string>();
+    const claim = (name: string, step: string) => {
+      const owner = owners.get(name);
+      if (owner !== undefined) {
+        throw new Error(`outputs: steps "${owner}" and "${step}" both publish "${name}"`);
+      }
+      owners.set(name, step);
+    };
+    const resultsDir = path.join(this.stewardDir, 'results');
+    const tableOutputs: StepSpec[] = [];
+    for (const id of this.workflow.outputs) {
+      const step = this.workflow.steps.find((candidate) => candidate.id === id);
+      if (!step) continue;
+      if (step.kind === 'read' || step.kind === 'sql') {
+        for (const name of [id, `${id}.csv`, `${id}.parquet`]) claim(name, id);
+        tableOutputs.push(step);
+      } else if (step.kind === 'write') {
+        const file = this.stepResults.get(id)?.file;
+        if (!file) continue;
+        const name = path.basename(file);
+        claim(name, id);
+        outputs.push({ name, kind: 'file', path: file, size: (await stat(file)).size });
+      } else {
+        const outputDir = path.join(this.stewardDir, 'out', id);
+        const entries = await readdir(outputDir, { withFileTypes: true }).catch(() => []);
+        for (const entry of entries.sort((a, b) => a.name.localeCompare(b.name))) {
+          if (!entry.isFile()) continue;
+          claim(entry.name, id);
+          const file = path.join(outputDir, entry.name);
+          outputs.push({ name: entry.name, kind: 'file', path: file, size: (await stat(file)).size });
+        }
+      }
+    }
+    const tables = await Promise.all(
+      tableOutputs.map(async (step): Promise<RunOutput> => {
+        const parquetPath = path.join(resultsDir, `${step.id}.parquet`);
+        const csvPath = path.join(resultsDir, `${step.id}.csv`);
+        for (const [format, target] of [['parquet', parquetPath], ['csv', csvPath]] as const) {
+          const already = this.exports.get(`${step.id}.${format}`);
+          if (already) await linkOrCopy(await already, target);
+          else await this.withConnection(this.stop.signal, (connection) => runCounting(connection, copyStatement(step.id, target, format)));
+        }
+        return { name: step.id, kind: 'table', rows: this.stepResults.get(step.id)?.rows ?? 0, parquetPath, csvPath };
+      }),
+    );
+    if (this.stop.signal.aborted) throw new Error('job stopped while publishing outputs');
+    return [...tables, ...outputs];
+  }
+}
+
+function stepError(step: StepSpec, error: unknown): ErrorInfo {
+  if (error instanceof StewardError) return { code: error.code, message: error.message };
+  const message = error instanceof Error ? error.message : String(error);
+  return { code: 'STEWARD_STEP_FAILED', message: `step "${step.id}" failed: ${message}` };
+}
+
+async function linkOrCopy(source: string, target: string): Promise<void> {
+  await rm(target, { force: true });
+  try {
+    await link(source, target);
+  } catch {
+    await copyFile(source, target);
+  }
+}
+
+async function tailLines(file: string, count: number): Promise<string> {
+  const handle = await open(file, 'r').catch(() => undefined);
+  if (!handle) return '';
+  try {
+    const { size } = await handle.stat();
+    const length = Math.min(size, 4096);
+    const buffer = Buffer.alloc(length);
+    await handle.read(buffer, 0, length, size - length);
+    return buffer.toString('utf8').trimEnd().split('\n').slice(-count).join('\n');
+  } finally {
+    await handle.close();
+  }
+}
+
+let shellPath: Promise<string> | undefined;
+function defaultShell(): Promise<string> {
+  shellPath ??= stat('/bin/bash').then(
+    () => '/bin/bash',
+    () => '/bin/sh',
+  );
+  return shellPath;
+}
+
+function formatMs(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}

@@ -1,0 +1,172 @@
+/**
+ * The per-job DuckDB database: read steps and sql steps each create one table named by the step id;
+ * write steps and exports COPY a table to a file. Values are always bound as parameters; the only place
+ * DuckDB cannot bind is a COPY target and its options, which are quoted as SQL literals.
+ */
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import {
+  BIGINT,
+  BOOLEAN,
+  DATE,
+  DOUBLE,
+  DuckDBInstance,
+  VARCHAR,
+  dateValue,
+  type DuckDBConnection,
+  type DuckDBType,
+  type DuckDBValue,
+} from '@duckdb/node-api';
+import type { ParamValue } from '../protocol/index.js';
+import type { ParamSpec, ParamType, TableFormat } from './types.js';
+
+export interface JobDatabaseOptions {
+  tempDir: string;
+  workDir: string;
+  memoryLimit: string;
+  threads: number;
+}
+
+export function quoteIdentifier(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+export function quoteLiteral(value: string): string {
+  if (value.includes('\0')) throw new Error('value contains a NUL character');
+  return `'${value.replaceAll("'", "''")}'`;
+}
+
+function literal(value: ParamValue): string {
+  if (typeof value === 'boolean') return value ? 'true' : 'false';
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) throw new Error(`option value ${value} is not a finite number`);
+    return String(value);
+  }
+  return quoteLiteral(value);
+}
+
+const duckTypes: Record<ParamType, DuckDBType> = {
+  string: VARCHAR,
+  enum: VARCHAR,
+  integer: BIGINT,
+  number: DOUBLE,
+  boolean: BOOLEAN,
+  date: DATE,
+};
+
+function toDuckValue(type: ParamType, value: ParamValue | undefined): DuckDBValue {
+  if (value === undefined) return null;
+  if (type === 'date' && typeof value === 'string') {
+    const [year, month, day] = value.split('-').map(Number);
+    return dateValue({ year: year!, month: month!, day: day! });
+  }
+  if (type === 'integer' && typeof value === 'number') return BigInt(value);
+  return value;
+}
+
+/** Binds exactly the named params a query uses, with their declared types (dates as DATE, not text). */
+export function bindParams(
+  names: readonly string[],
+  specs: readonly ParamSpec[],
+  params: Record<string, ParamValue>,
+): { values: Record<string, DuckDBValue>; types: Record<string, DuckDBType> } {
+  const values: Record<string, DuckDBValue> = {};
+  const types: Record<string, DuckDBType> = {};
+  for (const name of names) {
+    const type = specs.find((spec) => spec.name === name)?.type ?? 'string';
+    values[name] = toDuckValue(type, params[name]);
+    types[name] = duckTypes[type];
+  }
+  return { values, types };
+}
+
+export class JobDatabase {
+  private constructor(
+    readonly instance: DuckDBInstance,
+    readonly dbPath: string,
+  ) {}
+
+  static async open(options: JobDatabaseOptions): Promise<JobDatabase> {
+    const dbPath = path.join(options.tempDir, 'job.duckdb');
+    const spillDir = path.join(options.tempDir, 'duckdb-tmp');
+    await mkdir(spillDir, { recursive: true, mode: 0o700 });
+    const instance = await DuckDBInstance.create(dbPath, {
+      threads: String(options.threads),
+      memory_limit: options.memoryLimit,
+      temp_directory: spillDir,
+      autoinstall_known_extensions: 'false',
+      // Relative file names inside SQL (`FROM 'data/x.csv'`) resolve in the job directory, not the
+      // executor's working directory.
+      file_search_path: options.workDir,
+    });
+    return new JobDatabase(instance, dbPath);
+  }
+
+  connect(): Promise<DuckDBConnection> {
+    return this.instance.connect();
+  }
+
+  close(): void {
+    this.instance.closeSync();
+  }
+}
+
+/** Runs a statement whose single result cell is a row count (CTAS, COPY) and returns it. */
+export async function runCounting(
+  connection: DuckDBConnection,
+  sql: string,
+  values?: Record<string, DuckDBValue>,
+  types?: Record<string, DuckDBType>,
+): Promise<number> {
+  const reader = await connection.runAndReadAll(sql, values, types);
+  const cell = reader.getRows()[0]?.[0];
+  return typeof cell === 'bigint' || typeof cell === 'number' ? Number(cell) : 0;
+}
+
+/** SQL that creates table `id` from a file; the path and reader options are bound parameters. */
+export function readStatement(
+  id: string,
+  format: TableFormat,
+  options: Record<string, ParamValue>,
+): { sql: string; values: Record<string, DuckDBValue> } {
+  const values: Record<string, DuckDBValue> = {};
+  const named: string[] = [];
+  const merged: Record<string, ParamValue> = { ...options };
+  if (format === 'tsv' && merged.delim === undefined && merged.sep === undefined) merged.delim = '\t';
+  if (format === 'ndjson' && merged.format === undefined) merged.format = 'newline_delimited';
+  for (const [name, value] of Object.entries(merged)) {
+    values[`option_${name}`] = value;
+    named.push(`${name} = $option_${name}`);
+  }
+  const reader = format === 'parquet' ? 'read_parquet' : format === 'json' || format === 'ndjson' ? 'read_json' : 'read_csv';
+  const args = ['$path', ...named].join(', ');
+  return { sql: `CREATE TABLE ${quoteIdentifier(id)} AS SELECT * FROM ${reader}(${args})`, values };
+}
+
+/** SQL that copies a table to a file (`target` already absolute). */
+export function copyStatement(table: string, target: string, format: TableFormat, options: Record<string, ParamValue> = {}): string {
+  const merged: Record<string, ParamValue> = {};
+  switch (format) {
+    case 'csv':
+      Object.assign(merged, { format: 'csv', header: true });
+      break;
+    case 'tsv':
+      Object.assign(merged, { format: 'csv', header: true, delimiter: '\t' });
+      break;
+    case 'parquet':
+      Object.assign(merged, { format: 'parquet' });
+      break;
+    case 'json':
+      Object.assign(merged, { format: 'json', array: true });
+      break;
+    case 'ndjson':
+      Object.assign(merged, { format: 'json' });
+      break;
+  }
+  Object.assign(merged, options);
+  // Option names are validated identifiers; values cannot be bound in COPY, so they are literals.
+  const list = Object.entries(merged)
+    .map(([name, value]) => (name === 'format' && typeof value === 'string' && /^[a-z]+$/.test(value) ? `format ${value}` : `${name} ${literal(value)}`))
+    .join(', ');
+  return `COPY ${quoteIdentifier(table)} TO ${quoteLiteral(target)} (${list})`;
+}

@@ -1,0 +1,298 @@
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { DuckDBInstance } from '@duckdb/node-api';
+import { afterAll, describe, expect, it } from 'vitest';
+import { closeSqlAnalyzer } from '../../src/engine/index.js';
+import { makeJobDirs, processAlive, startRun } from './helpers.js';
+
+afterAll(async () => {
+  await closeSqlAnalyzer();
+});
+
+async function writeSalesData(workDir: string): Promise<void> {
+  await mkdir(path.join(workDir, 'data'), { recursive: true });
+  await writeFile(
+    path.join(workDir, 'data', 'sales.csv'),
+    'region;day;amount\nEU;2026-01-01;10\nEU;2026-02-01;20\nUS;2026-02-01;5\nAPAC;2026-02-03;7\n',
+  );
+  await writeFile(path.join(workDir, 'data', 'targets.json'), JSON.stringify([{ region: 'EU', target: 25 }, { region: 'US', target: 1 }]));
+  const instance = await DuckDBInstance.create(':memory:');
+  const connection = await instance.connect();
+  const target = path.join(workDir, 'data', 'names.parquet').replaceAll("'", "''");
+  await connection.run(`COPY (SELECT * FROM (VALUES ('EU', 'Europe'), ('US', 'United States')) AS t(region, label)) TO '${target}' (FORMAT parquet)`);
+  connection.closeSync();
+  instance.closeSync();
+}
+
+const pipeline = `name: pipeline
+params:
+  region: {type: enum, values: [EU, US, APAC], default: EU}
+  since: {type: date, required: true}
+steps:
+  - id: sales
+    read: {path: data/sales.csv, options: {header: true, delim: ";"}}
+  - id: names
+    read: data/names.parquet
+  - id: targets
+    read: data/targets.json
+  - id: by_region
+    sql: |
+      SELECT s.region, n.label, sum(s.amount)::INTEGER AS total, any_value(t.target) AS target
+      FROM sales s JOIN names n USING (region) LEFT JOIN targets t USING (region)
+      WHERE s.region = $region AND s.day >= $since
+      GROUP BY ALL
+  - id: export
+    write: {table: by_region, path: "out/by_region_\${region}.csv"}
+  - id: chart
+    python: |
+      import csv, os
+      rows = list(csv.DictReader(open(os.path.join(os.environ["STEWARD_INPUT_DIR"], "by_region.csv"))))
+      with open(os.path.join(os.environ["STEWARD_OUTPUT_DIR"], "summary.txt"), "w") as out:
+          out.write(f"{rows[0]['label']}={rows[0]['total']} region={os.environ['region']} since={os.environ['since']}\\n")
+    inputs: [by_region]
+  - id: hello
+    shell: |
+      echo "hello $region from $STEWARD_STEP_ID" > "$STEWARD_OUTPUT_DIR/hello.txt"
+      echo "to stderr" >&2
+    needs: [chart]
+  - id: tool
+    command: [python3, -c, "import os,sys; open(os.environ['STEWARD_OUTPUT_DIR'] + '/tool.txt', 'w').write(sys.argv[1] + ' ' + os.environ['REGION'])", "\${region}-$$x"]
+    env: {REGION: "r=\${region}"}
+    needs: [hello]
+outputs: [by_region, export, chart, hello, tool]
+`;
+
+describe('runWorkflow', () => {
+  it('runs read (csv, parquet, json) → sql with bound params → write → python → shell → command and publishes outputs', async (context) => {
+    const dirs = await makeJobDirs(context.task.name);
+    try {
+      await writeSalesData(dirs.workDir);
+      const run = startRun(pipeline, dirs, { since: '2026-01-15' });
+      const result = await run.result;
+      expect(result.error).toBeUndefined();
+      expect(result.state).toBe('succeeded');
+      const succeeded = run.events.filter((event) => event.state === 'succeeded');
+      expect(succeeded.map((event) => event.stepId).sort()).toEqual(['by_region', 'chart', 'export', 'hello', 'names', 'sales', 'targets', 'tool']);
+      expect(succeeded.find((event) => event.stepId === 'sales')?.rows).toBe(4);
+      expect(succeeded.find((event) => event.stepId === 'by_region')?.rows).toBe(1);
+
+      const byName = new Map(result.outputs.map((output) => [output.name, output]));
+      const table = byName.get('by_region');
+      expect(table).toMatchObject({ kind: 'table', rows: 1 });
+      if (table?.kind !== 'table') throw new Error('expected a table output');
+      expect(await readFile(table.csvPath, 'utf8')).toBe('region,label,total,target\nEU,Europe,20,25\n');
+      const exported = byName.get('by_region_EU.csv');
+      expect(exported?.kind).toBe('file');
+      expect(await readFile(path.join(dirs.workDir, 'out', 'by_region_EU.csv'), 'utf8')).toBe('region,label,total,target\nEU,Europe,20,25\n');
+      const read = async (name: string) => {
+        const output = byName.get(name);
+        if (output?.kind !== 'file') throw new Error(`expected file output ${name}`);
+        return readFile(output.path, 'utf8');
+      };
+      expect(await read('summary.txt')).toBe('Europe=20 region=EU since=2026-01-15\n');
+      expect(await read('hello.txt')).toBe('hello EU from hello\n');
+      expect(await read('tool.txt')).toBe('EU-$x r=EU');
+      const stderrLog = result.logs.find((log) => log.stepId === 'hello' && log.stream === 'stderr');
+      expect(await readFile(stderrLog!.path, 'utf8')).toBe('to stderr\n');
+      const parquet = await DuckDBInstance.create(':memory:');
+      const connection = await parquet.connect();
+      const rows = await connection.runAndReadAll('SELECT total FROM read_parquet($p)', { p: table.parquetPath });
+      expect(rows.getRows()).toEqual([[20]]);
+      connection.closeSync();
+      parquet.closeSync();
+    } finally {
+      await dirs.cleanup();
+    }
+  });
+
+  it('treats a param value carrying SQL as data: an injection attempt matches nothing', async (context) => {
+    const dirs = await makeJobDirs(context.task.name);
+    try {
+      await writeSalesData(dirs.workDir);
+      const source = `name: inject
+params:
+  region: {type: string, default: EU}
+steps:
+  - id: sales
+    read: {path: data/sales.csv, options: {delim: ";"}}
+  - id: picked
+    sql: SELECT * FROM sales WHERE region = $region
+`;
+      const run = startRun(source, dirs, { region: "EU' OR 1=1 --" });
+      const result = await run.result;
+      expect(result.state).toBe('succeeded');
+      expect(run.events.find((event) => event.stepId === 'picked' && event.state === 'succeeded')?.rows).toBe(0);
+    } finally {
+      await dirs.cleanup();
+    }
+  });
+
+  it('fails a job whose SQL step errors at run time, naming the step, and skips its downstream steps', async (context) => {
+    const dirs = await makeJobDirs(context.task.name);
+    try {
+      const source = `name: broken
+steps:
+  - id: numbers
+    sql: SELECT range AS n FROM range(3)
+  - id: by_region
+    sql: SELECT no_such_column FROM numbers
+  - id: after
+    shell: echo never
+    needs: [by_region]
+`;
+      const run = startRun(source, dirs);
+      const result = await run.result;
+      expect(result.state).toBe('failed');
+      expect(result.error?.code).toBe('STEWARD_STEP_FAILED');
+      expect(result.error?.message).toMatch(/^step "by_region" failed: Binder Error: /);
+      expect(run.events.find((event) => event.stepId === 'by_region' && event.state === 'failed')?.message).toContain('no_such_column');
+      expect(run.events.filter((event) => event.stepId === 'after').map((event) => event.state)).toEqual(['skipped']);
+    } finally {
+      await dirs.cleanup();
+    }
+  });
+
+  it('fails a job whose script exits non-zero with the exit code and the end of stderr, and cancels its running siblings', async (context) => {
+    const dirs = await makeJobDirs(context.task.name);
+    try {
+      const source = `name: exits
+steps:
+  - id: slow
+    shell: sleep 30
+  - id: boom
+    shell: |
+      echo "first line" >&2
+      echo "it broke" >&2
+      exit 3
+  - id: after
+    shell: echo never
+    needs: [boom]
+`;
+      const started = Date.now();
+      const run = startRun(source, dirs, {}, { killGraceMs: 500 });
+      const result = await run.result;
+      expect(Date.now() - started).toBeLessThan(10_000);
+      expect(result.state).toBe('failed');
+      expect(result.error).toEqual({ code: 'STEWARD_STEP_FAILED', message: 'step "boom" exited with code 3:\nfirst line\nit broke' });
+      const stateOf = (id: string) => run.events.filter((event) => event.stepId === id).map((event) => event.state);
+      expect(stateOf('slow')).toEqual(['running', 'canceled']);
+      expect(stateOf('after')).toEqual(['skipped']);
+    } finally {
+      await dirs.cleanup();
+    }
+  });
+
+  it('cancels a job mid step quickly and leaves neither the shell nor its children running', async (context) => {
+    const dirs = await makeJobDirs(context.task.name);
+    try {
+      const source = `name: cancel
+steps:
+  - id: sleeper
+    shell: |
+      sleep 30 &
+      echo $! > "$STEWARD_OUTPUT_DIR/child.pid"
+      echo $$ > "$STEWARD_OUTPUT_DIR/shell.pid"
+      sleep 30; wait
+  - id: later
+    shell: echo never
+    needs: [sleeper]
+`;
+      const run = startRun(source, dirs);
+      await run.waitFor((event) => event.stepId === 'sleeper' && event.state === 'running');
+      const outDir = path.join(dirs.workDir, '.steward', 'out', 'sleeper');
+      const pids = await waitForPids([path.join(outDir, 'child.pid'), path.join(outDir, 'shell.pid')]);
+      for (const pid of pids) expect(await processAlive(pid)).toBe(true);
+      const canceledAt = Date.now();
+      run.controller.abort();
+      const result = await run.result;
+      expect(Date.now() - canceledAt).toBeLessThan(5000);
+      expect(result.state).toBe('canceled');
+      expect(result.error?.code).toBe('STEWARD_JOB_CANCELED');
+      for (const pid of pids) expect(await processAlive(pid)).toBe(false);
+      expect(run.events.filter((event) => event.stepId === 'sleeper').map((event) => event.state)).toEqual(['running', 'canceled']);
+      expect(run.events.filter((event) => event.stepId === 'later').map((event) => event.state)).toEqual(['skipped']);
+    } finally {
+      await dirs.cleanup();
+    }
+  });
+
+  it('fails a step that exceeds its timeout with STEWARD_STEP_TIMEOUT', async (context) => {
+    const dirs = await makeJobDirs(context.task.name);
+    try {
+      const run = startRun('name: t\nsteps:\n  - id: slow\n    shell: sleep 30\n    timeout: 300ms\n', dirs);
+      const result = await run.result;
+      expect(result.state).toBe('failed');
+      expect(result.error).toEqual({ code: 'STEWARD_STEP_TIMEOUT', message: 'step "slow" timed out after 300ms' });
+    } finally {
+      await dirs.cleanup();
+    }
+  });
+
+  it('interrupts a long SQL query when the whole job exceeds its time limit', async (context) => {
+    const dirs = await makeJobDirs(context.task.name);
+    try {
+      const started = Date.now();
+      const run = startRun('name: t\nsteps:\n  - id: heavy\n    sql: SELECT count(*) AS n FROM range(10000000000) a\n', dirs, {}, { timeoutMs: 500 });
+      const result = await run.result;
+      expect(Date.now() - started).toBeLessThan(10_000);
+      expect(result.state).toBe('failed');
+      expect(result.error?.code).toBe('STEWARD_STEP_TIMEOUT');
+      expect(result.error?.message).toContain('"heavy"');
+    } finally {
+      await dirs.cleanup();
+    }
+  });
+
+  it('runs independent steps in parallel', async (context) => {
+    const dirs = await makeJobDirs(context.task.name);
+    try {
+      const source = `name: parallel
+steps:
+  - id: left
+    shell: sleep 1
+  - id: right
+    shell: sleep 1
+  - id: joined
+    shell: "true"
+    needs: [left, right]
+`;
+      const run = startRun(source, dirs);
+      const result = await run.result;
+      expect(result.state).toBe('succeeded');
+      const at = (id: string, state: string) => run.events.find((event) => event.stepId === id && event.state === state)!.time;
+      // Both started before either finished.
+      expect(at('right', 'running')).toBeLessThan(at('left', 'succeeded'));
+      expect(at('left', 'running')).toBeLessThan(at('right', 'succeeded'));
+      expect(at('joined', 'running')).toBeGreaterThanOrEqual(Math.max(at('left', 'succeeded'), at('right', 'succeeded')));
+    } finally {
+      await dirs.cleanup();
+    }
+  });
+
+  it('fails the job when two steps publish a file of the same name', async (context) => {
+    const dirs = await makeJobDirs(context.task.name);
+    try {
+      const source = `name: clash
+steps:
+  - id: one
+    shell: echo 1 > "$STEWARD_OUTPUT_DIR/report.txt"
+  - id: two
+    shell: echo 2 > "$STEWARD_OUTPUT_DIR/report.txt"
+`;
+      const result = await startRun(source, dirs).result;
+      expect(result.state).toBe('failed');
+      expect(result.error?.message).toBe('outputs: steps "one" and "two" both publish "report.txt"');
+    } finally {
+      await dirs.cleanup();
+    }
+  });
+});
+
+async function waitForPids(files: string[]): Promise<number[]> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const contents = await Promise.all(files.map((file) => readFile(file, 'utf8').catch(() => '')));
+    if (contents.every((text) => text.trim() !== '')) return contents.map((text) => Number(text.trim()));
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error('pid files never appeared');
+}
