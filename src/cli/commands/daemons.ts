@@ -1,0 +1,54 @@
+/**
+ * `steward up`, `server`, `agent`: parse options and hand over to the long-running entry points.
+ * daemon.js pulls in the server and agent, so it is loaded only when one of these commands runs: the
+ * client commands stay quick to start and do not depend on server code.
+ */
+import type { Command } from 'commander';
+import { InvalidArgumentError } from 'commander';
+import type { GlobalOptions } from '../context.js';
+
+interface ServeOptions {
+  host?: string;
+  port?: number;
+  dataDir?: string;
+  config?: string;
+}
+
+export function registerDaemonCommands(program: Command): void {
+  const serve = (name: string, description: string, entry: 'runUp' | 'runServer'): void => {
+    program
+      .command(name)
+      .description(description)
+      .option('--host <host>', 'interface to listen on (default 127.0.0.1)')
+      .option('--port <port>', 'TCP port (default 8080)', parsePort)
+      .option('--data-dir <dir>', 'where the store, results and keys live (default ./.steward)')
+      .option('--config <file>', 'configuration file (YAML)')
+      .action(async (options: ServeOptions, command: Command) => {
+        const { debug } = command.optsWithGlobals<GlobalOptions>();
+        const daemon = await import('../daemon.js');
+        await daemon[entry]({ ...options, debug: debug === true });
+      });
+  };
+  serve('up', 'run a single-machine installation: server, embedded bus and a local agent', 'runUp');
+  serve('server', 'run the server only', 'runServer');
+
+  program
+    .command('agent')
+    .description('run an agent on this executor machine (as root)')
+    .option('--config <file>', 'configuration file (YAML)')
+    .option('--data-dir <dir>', 'where the agent keeps its state and logs')
+    .action(async (options: { config?: string; dataDir?: string }, command: Command) => {
+      const { debug } = command.optsWithGlobals<GlobalOptions>();
+      const { runAgent } = await import('../daemon.js');
+      await runAgent({ ...options, debug: debug === true });
+    });
+}
+
+function parsePort(value: string): number {
+  if (!/^[0-9]{1,5}$/.test(value) || Number(value) > 65535) {
+    throw new InvalidArgumentError(
+      `--port: expected a port number from 0 to 65535, got ${JSON.stringify(value)}`,
+    );
+  }
+  return Number(value);
+}

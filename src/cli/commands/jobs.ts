@@ -1,0 +1,242 @@
+/** `steward run`, `jobs`, `job`, `logs`, `cancel`. */
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { z } from 'zod';
+import {
+  Job,
+  JobDetail,
+  LogsResponse,
+  jobStates,
+  type JobDetail as JobDetailType,
+  type JobState,
+} from '../../protocol/index.js';
+import type { ApiClient } from '../client.js';
+import type { CliContext } from '../context.js';
+import { followJob } from '../follow.js';
+import { formatDuration, formatTable, formatTime, spanMs } from '../output.js';
+import { createProgressView, renderJobTable } from '../progress.js';
+import { parseWorkflowRef } from './workflows.js';
+import { collect, contextOf, positiveInteger, segment } from './shared.js';
+
+export function registerJobCommands(program: Command): void {
+  program
+    .command('run')
+    .description('submit a job; with --wait, follow it and exit 0 only if it succeeds')
+    .argument('<workflow>', 'NAME or NAME@VERSION')
+    .option(
+      '-p, --param <key=value>',
+      'a parameter value (repeatable); the server converts it by the parameter type',
+      collectParam,
+      {},
+    )
+    .option('--label <label>', 'run only on agents with this label (repeatable)', collect)
+    .option(
+      '--timeout <seconds>',
+      'overall job time limit in seconds',
+      positiveInteger('--timeout', 30 * 24 * 3600),
+    )
+    .option('--wait', 'follow the job until it ends')
+    .action(
+      async (
+        ref: string,
+        options: { param: Record<string, string>; label?: string[]; timeout?: number; wait?: boolean },
+        command: Command,
+      ) => {
+        const context = contextOf(command);
+        parseWorkflowRef(ref);
+        const client = await context.client();
+        const job = await client.json('POST', '/api/jobs', Job, {
+          body: {
+            workflow: ref,
+            params: options.param,
+            labels: options.label ?? [],
+            ...(options.timeout === undefined ? {} : { timeoutSeconds: options.timeout }),
+          },
+        });
+        if (!options.wait) {
+          if (context.json) context.printJson(job);
+          else context.out(`${job.id}\n`);
+          return;
+        }
+        if (!context.json) context.note(`submitted job ${job.id}`);
+        await waitAndReport(context, client, job.id);
+      },
+    );
+
+  program
+    .command('jobs')
+    .description("list jobs (yours; admins see everyone's)")
+    .addOption(new Option('--state <state>', 'only jobs in this state').choices(jobStates))
+    .option('--user <name>', 'only jobs of this user')
+    .option('--workflow <name>', 'only jobs of this workflow')
+    .option('--limit <n>', 'at most this many (default 50)', positiveInteger('--limit', 1000))
+    .action(
+      async (
+        options: { state?: JobState; user?: string; workflow?: string; limit?: number },
+        command: Command,
+      ) => {
+        const context = contextOf(command);
+        const client = await context.client();
+        const { jobs } = await client.json('GET', '/api/jobs', z.object({ jobs: z.array(Job) }), {
+          query: {
+            state: options.state,
+            user: options.user,
+            workflow: options.workflow,
+            limit: options.limit,
+          },
+        });
+        if (context.json) return context.printJson({ jobs });
+        context.out(
+          formatTable(
+            ['id', 'workflow', 'user', 'state', 'created', 'duration'],
+            jobs.map((job) => [
+              job.id,
+              `${job.workflow.name}@${job.workflow.version}`,
+              job.user,
+              job.state,
+              formatTime(job.createdAt),
+              formatDuration(spanMs(job.startedAt, job.finishedAt)),
+            ]),
+          ),
+        );
+      },
+    );
+
+  program
+    .command('job')
+    .description('show a job: state, parameters, executor identity, steps, error')
+    .argument('<id>', 'job id')
+    .action(async (id: string, _options: unknown, command: Command) => {
+      const context = contextOf(command);
+      const client = await context.client();
+      const detail = await client.json('GET', `/api/jobs/${segment(id)}`, JobDetail);
+      if (context.json) return context.printJson(detail);
+      context.out(describeJob(detail));
+    });
+
+  program
+    .command('logs')
+    .description("print every step's stdout and stderr")
+    .argument('<id>', 'job id')
+    .option('--step <id>', 'only this step')
+    .action(async (id: string, options: { step?: string }, command: Command) => {
+      const context = contextOf(command);
+      const client = await context.client();
+      const response = await client.json('GET', `/api/jobs/${segment(id)}/logs`, LogsResponse);
+      const logs =
+        options.step === undefined
+          ? response.logs
+          : response.logs.filter((entry) => entry.stepId === options.step);
+      if (context.json) return context.printJson({ jobId: response.jobId, logs });
+      if (logs.length === 0)
+        context.note(
+          options.step === undefined
+            ? `job ${id} has no logs yet`
+            : `job ${id} has no logs for step ${options.step}`,
+        );
+      // Empty streams are left out here (they are in --json): a header with nothing under it is noise.
+      for (const entry of logs.filter((candidate) => candidate.text !== '')) {
+        context.out(`==> step ${entry.stepId} ${entry.stream} <==\n`);
+        context.out(entry.text.endsWith('\n') ? entry.text : `${entry.text}\n`);
+      }
+    });
+
+  program
+    .command('cancel')
+    .description('cancel a job; with --wait, wait until it has stopped')
+    .argument('<id>', 'job id')
+    .option('--wait', 'follow the job until it ends; exit 0 only if it ended canceled')
+    .action(async (id: string, options: { wait?: boolean }, command: Command) => {
+      const context = contextOf(command);
+      const client = await context.client();
+      const job = await client.json('POST', `/api/jobs/${segment(id)}/cancel`, Job);
+      if (!options.wait) {
+        if (context.json) context.printJson(job);
+        else context.out(`cancel requested for job ${job.id} (now ${job.state})\n`);
+        return;
+      }
+      await waitAndReport(context, client, job.id, 'canceled');
+    });
+}
+
+/**
+ * Follows a job, shows progress, prints the summary (or, with --json, only the final JobDetail on stdout) and
+ * sets the exit status: 0 only when the job ended in `wanted`.
+ */
+async function waitAndReport(
+  context: CliContext,
+  client: ApiClient,
+  jobId: string,
+  wanted: JobDetailType['state'] = 'succeeded',
+): Promise<void> {
+  // With --json, stdout carries only the final document; progress goes to stderr, and only for a person.
+  const progressStream = context.json ? (process.stderr.isTTY ? process.stderr : null) : process.stdout;
+  const view = progressStream ? createProgressView(progressStream) : null;
+  let final: JobDetailType;
+  try {
+    final = await followJob(client, jobId, { onUpdate: (detail, change) => view?.update(detail, change) });
+  } finally {
+    view?.close();
+  }
+  if (context.json) context.printJson(final);
+  else context.out(summary(final));
+  if (final.state !== wanted) {
+    if (wanted !== 'succeeded' && !context.json)
+      context.note(`job ${final.id} ended ${final.state}, not ${wanted}`);
+    process.exitCode = 1;
+  }
+}
+
+export function summary(detail: JobDetailType): string {
+  const took = formatDuration(spanMs(detail.startedAt ?? detail.createdAt, detail.finishedAt));
+  let text = `job ${detail.id} ${detail.state} after ${took}\n`;
+  if (detail.error) text += `error: ${detail.error.code}: ${detail.error.message}\n`;
+  for (const step of detail.steps.filter((candidate) => candidate.state === 'failed')) {
+    text += `failed step: ${step.id}${step.message ? `: ${step.message}` : ''}\n`;
+  }
+  return text;
+}
+
+function describeJob(detail: JobDetailType): string {
+  const executor = detail.executor
+    ? `${detail.executor.osUser} uid=${detail.executor.uid} gid=${detail.executor.gid} groups=${detail.executor.groups.join(',') || '-'} pid=${detail.executor.pid}`
+    : '-';
+  const fields: [string, string][] = [
+    ['id', detail.id],
+    ['workflow', `${detail.workflow.name}@${detail.workflow.version}`],
+    ['user', detail.user],
+    ['state', detail.state],
+    ['attempt', String(detail.attempt)],
+    [
+      'params',
+      Object.keys(detail.params).length
+        ? Object.entries(detail.params)
+            .map(([key, value]) => `${key}=${JSON.stringify(value)}`)
+            .join(' ')
+        : '-',
+    ],
+    ['labels', detail.labels.join(', ') || '-'],
+    ['created', formatTime(detail.createdAt)],
+    ['started', formatTime(detail.startedAt)],
+    ['finished', formatTime(detail.finishedAt)],
+    ['duration', formatDuration(spanMs(detail.startedAt, detail.finishedAt))],
+    ['agent', detail.agentId ?? '-'],
+    ['executor', executor],
+    ['error', detail.error ? `${detail.error.code}: ${detail.error.message}` : '-'],
+  ];
+  const width = Math.max(...fields.map(([name]) => name.length));
+  let text = fields.map(([name, value]) => `${`${name}:`.padEnd(width + 2)}${value}`).join('\n') + '\n';
+  if (detail.steps.length > 0) {
+    text += '\n' + renderJobTable(detail).split('\n').slice(1).join('\n');
+    const messages = detail.steps.filter((step) => step.message);
+    for (const step of messages) text += `${step.id}: ${step.message}\n`;
+  }
+  return text;
+}
+
+function collectParam(value: string, previous: Record<string, string>): Record<string, string> {
+  const equals = value.indexOf('=');
+  if (equals <= 0) throw new InvalidArgumentError(`expected key=value, got ${JSON.stringify(value)}`);
+  const key = value.slice(0, equals);
+  if (Object.hasOwn(previous, key)) throw new InvalidArgumentError(`parameter ${key} given twice`);
+  return { ...previous, [key]: value.slice(equals + 1) };
+}

@@ -1,0 +1,27 @@
+import { InvalidArgumentError, type Command } from 'commander';
+import { CliContext, type GlobalOptions } from '../context.js';
+
+/** The context for a command's action: its own options merged with the program's global ones. */
+export function contextOf(command: Command): CliContext {
+  return new CliContext(command.optsWithGlobals<GlobalOptions>());
+}
+
+export function positiveInteger(name: string, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
+  return (value) => {
+    if (!/^[0-9]+$/.test(value) || Number(value) < 1 || Number(value) > max) {
+      throw new InvalidArgumentError(
+        `${name}: expected a whole number from 1 to ${max}, got ${JSON.stringify(value)}`,
+      );
+    }
+    return Number(value);
+  };
+}
+
+export function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+/** Job ids and result names go into URL paths: always one encoded segment. */
+export function segment(value: string): string {
+  return encodeURIComponent(value);
+}

@@ -1,0 +1,71 @@
+/**
+ * What every command gets: the global options, where to write, and (on demand) an API client for the
+ * resolved server and token. Resolution order, most specific first:
+ * server: `--server` > `STEWARD_SERVER` > the stored `current` server;
+ * token: `STEWARD_TOKEN` > the stored login for that server.
+ * Environment variables work without any credentials file.
+ */
+import { ApiClient } from './client.js';
+import { normaliseServerUrl, readCredentials } from './credentials.js';
+import { CliError } from './failures.js';
+import { formatJson } from './output.js';
+
+export interface GlobalOptions {
+  server?: string;
+  json?: boolean;
+  debug?: boolean;
+}
+
+export class CliContext {
+  readonly json: boolean;
+  readonly debug: boolean;
+
+  constructor(
+    readonly globals: GlobalOptions,
+    readonly env: NodeJS.ProcessEnv = process.env,
+  ) {
+    this.json = globals.json === true;
+    this.debug = globals.debug === true;
+  }
+
+  out(text: string): void {
+    process.stdout.write(text);
+  }
+
+  /** Notes for people (never data): stderr, so stdout stays parseable. */
+  note(text: string): void {
+    process.stderr.write(text.endsWith('\n') ? text : `${text}\n`);
+  }
+
+  printJson(value: unknown): void {
+    this.out(formatJson(value));
+  }
+
+  /** The server the user named (flag or env) without consulting the credentials file, or null. */
+  explicitServer(): string | null {
+    const named = this.globals.server ?? (this.env.STEWARD_SERVER || undefined);
+    return named === undefined ? null : normaliseServerUrl(named);
+  }
+
+  async client(): Promise<ApiClient> {
+    const explicit = this.explicitServer();
+    const envToken = this.env.STEWARD_TOKEN || null;
+    // With both from the environment the file is not needed, and a broken file must not get in the way.
+    const stored = explicit !== null && envToken !== null ? null : await readCredentials(this.env);
+    const server = explicit ?? stored?.current ?? null;
+    if (server === null) {
+      throw new CliError(
+        'STEWARD_UNAUTHENTICATED',
+        'not logged in: run `steward login --server URL --user NAME` (or set STEWARD_SERVER and STEWARD_TOKEN)',
+      );
+    }
+    const token = envToken ?? stored?.servers[server]?.token ?? null;
+    if (token === null) {
+      throw new CliError(
+        'STEWARD_UNAUTHENTICATED',
+        `not logged in to ${server}: run \`steward login --server ${server} --user NAME\` (or set STEWARD_TOKEN)`,
+      );
+    }
+    return new ApiClient({ server, token, debug: this.debug });
+  }
+}

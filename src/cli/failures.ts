@@ -1,0 +1,68 @@
+/**
+ * How the CLI fails: every failure the user sees is one line, `steward: CODE: message`, with a stable code
+ * from the protocol catalogue. Usage mistakes exit 2, everything else 1; stacks only with `--debug`.
+ */
+import { StewardError, isErrorCode, type ErrorCode } from '../protocol/index.js';
+
+/** A wrong invocation (bad option value, missing argument): exit status 2. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+/** A failure reported by, or about, the server, with extra lines (validation issues) to print after it. */
+export class CliError extends StewardError {
+  readonly lines: readonly string[];
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: { lines?: readonly string[]; cause?: unknown; details?: Record<string, unknown> } = {},
+  ) {
+    super(code, message, options);
+    this.name = 'CliError';
+    this.lines = options.lines ?? [];
+  }
+}
+
+export const exitCodes = { ok: 0, failure: 1, usage: 2 } as const;
+
+/** Writes the one-line report for `error` to stderr and returns the exit status. */
+export function reportFailure(error: unknown, debug: boolean, write: (text: string) => void): number {
+  if (error instanceof UsageError) {
+    write(`steward: ${error.message}\n`);
+    if (debug && error.stack) write(`${error.stack}\n`);
+    return exitCodes.usage;
+  }
+  if (error instanceof StewardError) {
+    write(`steward: ${error.code}: ${oneLine(error.message)}\n`);
+    if (error instanceof CliError) for (const line of error.lines) write(`  ${line}\n`);
+    if (debug) writeDebug(error, write);
+    return exitCodes.failure;
+  }
+  const code: ErrorCode = isErrorCode((error as { code?: unknown } | null)?.code)
+    ? (error as { code: ErrorCode }).code
+    : 'STEWARD_INTERNAL';
+  const message = error instanceof Error ? error.message : String(error);
+  write(`steward: ${code}: ${oneLine(message)}\n`);
+  if (debug) writeDebug(error, write);
+  return exitCodes.failure;
+}
+
+function writeDebug(error: unknown, write: (text: string) => void): void {
+  let current: unknown = error;
+  let prefix = '';
+  while (current !== undefined && current !== null) {
+    write(
+      `${prefix}${current instanceof Error ? (current.stack ?? current.message) : JSON.stringify(current)}\n`,
+    );
+    current = current instanceof Error ? current.cause : undefined;
+    prefix = 'caused by: ';
+  }
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s*\n\s*/g, ' ').trim();
+}

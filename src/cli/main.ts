@@ -1,0 +1,78 @@
+/**
+ * The `steward` command. bin/steward.js imports this module, which runs the command line at once.
+ *
+ * Shape: one commander program with the global options (`--server`, `--json`, `--debug`); each group of
+ * commands registers itself from `commands/*.ts`. Actions are thin: resolve a `CliContext` (options, server,
+ * token), call the REST API through `ApiClient`, print a table or `--json`. Every failure ends up in
+ * `reportFailure`: one line `steward: CODE: message` on stderr, exit 2 for usage errors and 1 otherwise.
+ */
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
+import { registerAdminCommands } from './commands/admin.js';
+import { registerAuthCommands } from './commands/auth.js';
+import { registerDaemonCommands } from './commands/daemons.js';
+import { registerJobCommands } from './commands/jobs.js';
+import { registerResultCommands } from './commands/results.js';
+import { registerWorkflowCommands } from './commands/workflows.js';
+import { exitCodes, reportFailure } from './failures.js';
+
+export function buildProgram(): Command {
+  const program = new Command('steward');
+  // Settings that subcommands inherit must be set before the subcommands are added.
+  program
+    .exitOverride()
+    .configureOutput({ outputError: (text, write) => write(`steward: ${text.replace(/^error: /, '')}`) })
+    .showSuggestionAfterError(true)
+    .description('Steward: run workflows on a Steward server as your own OS account')
+    .version(packageVersion(), '-V, --version')
+    .option(
+      '--server <url>',
+      'server URL (default: $STEWARD_SERVER, else the server of the last `steward login`)',
+    )
+    .option('--json', 'machine-readable output')
+    .option('--debug', 'show HTTP requests and stack traces')
+    .addHelpText(
+      'after',
+      '\nEnvironment:\n  STEWARD_SERVER  server URL (overrides the stored login)\n  STEWARD_TOKEN   API token (overrides the stored login)\n  XDG_CONFIG_HOME credentials live in $XDG_CONFIG_HOME/steward/credentials.json (default ~/.config)',
+    );
+  registerAuthCommands(program);
+  registerWorkflowCommands(program);
+  registerJobCommands(program);
+  registerResultCommands(program);
+  registerAdminCommands(program);
+  registerDaemonCommands(program);
+  return program;
+}
+
+/** Runs one command line and returns the exit status (it never throws). */
+export async function main(argv: readonly string[]): Promise<number> {
+  const debug = argv.includes('--debug');
+  const program = buildProgram();
+  try {
+    await program.parseAsync([...argv]);
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // Commander has already printed its message (help, version, or a usage error).
+      return error.exitCode === 0 ? exitCodes.ok : exitCodes.usage;
+    }
+    return reportFailure(error, debug, (text) => process.stderr.write(text));
+  }
+  return typeof process.exitCode === 'number' ? process.exitCode : exitCodes.ok;
+}
+
+function packageVersion(): string {
+  try {
+    const text = readFileSync(new URL('../../package.json', import.meta.url), 'utf8');
+    return (JSON.parse(text) as { version?: string }).version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+// `steward jobs | head` closes stdout early: that is not an error worth a stack trace.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw error;
+});
+
+process.exitCode = await main(process.argv);

@@ -1,0 +1,182 @@
+import { promises as fs } from 'node:fs';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import {
+  ServerDouble,
+  buildCli,
+  makeDetail,
+  makeJob,
+  runCli,
+  sendJson,
+  sseEvent,
+  tempDirFor,
+} from './harness.js';
+
+let cli: Awaited<ReturnType<typeof buildCli>>;
+let server: ServerDouble;
+let dir: string;
+let env: Record<string, string>;
+const jobId = '01JTESTJOB0000000000000001';
+
+beforeAll(async () => {
+  cli = await buildCli();
+});
+afterAll(async () => {
+  await cli.remove();
+});
+beforeEach(async (context) => {
+  dir = await tempDirFor(context.task.name);
+  server = await ServerDouble.start();
+  env = { STEWARD_SERVER: server.url, STEWARD_TOKEN: 'admin-token' };
+});
+afterEach(async () => {
+  await server.close();
+  await fs.rm(dir, { recursive: true, force: true });
+});
+
+describe('steward user and token', () => {
+  it('creates a user with the password from stdin, without its trailing newline', async () => {
+    server.on('POST', '/api/users', (request, response) => {
+      const body = JSON.parse(request.body) as { name: string; role: string };
+      sendJson(response, 201, {
+        name: body.name,
+        role: body.role,
+        createdAt: '2026-11-22T10:00:00.000Z',
+        disabled: false,
+      });
+    });
+    const run = await runCli(cli.bin, ['user', 'add', 'bob', '--role', 'admin', '--password-stdin'], {
+      configHome: dir,
+      env,
+      input: 'a long password\n',
+    });
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe('created user bob (admin)\n');
+    expect(JSON.parse(server.calls('POST', '/api/users')[0]!.body)).toEqual({
+      name: 'bob',
+      password: 'a long password',
+      role: 'admin',
+    });
+  });
+
+  it('prints a new token once on stdout and its details on stderr', async () => {
+    server.on('POST', '/api/tokens', (_request, response) =>
+      sendJson(response, 201, {
+        id: 'tok1',
+        name: 'ci',
+        createdAt: '2026-11-22T10:00:00.000Z',
+        expiresAt: '2026-12-22T10:00:00.000Z',
+        lastUsedAt: null,
+        token: 'stw_secret',
+      }),
+    );
+    const run = await runCli(cli.bin, ['token', 'create', 'ci', '--days', '30'], { configHome: dir, env });
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe('stw_secret\n');
+    expect(run.stderr).toContain('shown only this once');
+    expect(JSON.parse(server.calls('POST', '/api/tokens')[0]!.body)).toEqual({
+      name: 'ci',
+      expiresInDays: 30,
+    });
+  });
+
+  it('lists users, tokens and agents as aligned tables and as JSON', async () => {
+    server.on('GET', '/api/users', (_request, response) =>
+      sendJson(response, 200, {
+        users: [
+          { name: 'alice', role: 'admin', createdAt: '2026-11-22T10:00:00.000Z', disabled: false },
+          { name: 'bob', role: 'user', createdAt: '2026-11-22T10:00:00.000Z', disabled: true },
+        ],
+      }),
+    );
+    server.on('GET', '/api/agents', (_request, response) =>
+      sendJson(response, 200, {
+        agents: [
+          {
+            id: 'node-7',
+            labels: ['gpu'],
+            isolation: 'per-user',
+            lastSeen: '2026-11-22T10:00:00.000Z',
+            capacity: { slots: 8, free: 6 },
+            executors: [{ user: 'alice', uid: 1001, pid: 99, jobs: 2, idleSinceMs: null, rssBytes: 1048576 }],
+          },
+        ],
+      }),
+    );
+    const users = await runCli(cli.bin, ['user', 'list'], { configHome: dir, env });
+    const lines = users.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^NAME\s+ROLE\s+CREATED\s+DISABLED$/);
+    // Aligned: the last column starts at the same position on every line.
+    expect(new Set(lines.map((line) => line.search(/\S+$/))).size).toBe(1);
+    const agents = await runCli(cli.bin, ['agents', '--json'], { configHome: dir, env });
+    expect(JSON.parse(agents.stdout)).toMatchObject({ agents: [{ id: 'node-7', capacity: { free: 6 } }] });
+    const agentTable = await runCli(cli.bin, ['agents'], { configHome: dir, env });
+    expect(agentTable.stdout).toMatch(/node-7\s+gpu\s+per-user\s+6\/8\s+alice\(pid 99, 2 jobs, 1\.0 MiB\)/);
+  });
+});
+
+describe('steward cancel', () => {
+  it('requests the cancel and, with --wait, exits 0 once the job has ended canceled', async () => {
+    server.on('POST', `/api/jobs/${jobId}/cancel`, (_request, response) =>
+      sendJson(response, 200, makeJob({ state: 'running' })),
+    );
+    server.on('GET', `/api/jobs/${jobId}/events`, (_request, response) => {
+      response.writeHead(200, { 'content-type': 'text/event-stream' });
+      response.end(
+        sseEvent('snapshot', makeDetail({ state: 'running' })) +
+          sseEvent('end', makeDetail({ state: 'canceled', finishedAt: '2026-11-22T10:00:09.000Z' })),
+      );
+    });
+    const plain = await runCli(cli.bin, ['cancel', jobId], { configHome: dir, env });
+    expect(plain.code).toBe(0);
+    expect(plain.stdout).toBe(`cancel requested for job ${jobId} (now running)\n`);
+    const waited = await runCli(cli.bin, ['cancel', jobId, '--wait', '--json'], { configHome: dir, env });
+    expect(waited.code).toBe(0);
+    expect(JSON.parse(waited.stdout)).toMatchObject({ id: jobId, state: 'canceled' });
+  });
+
+  it('reports a job that already ended with the server code', async () => {
+    server.on('POST', `/api/jobs/${jobId}/cancel`, (_request, response) =>
+      sendJson(response, 409, {
+        error: { code: 'STEWARD_JOB_NOT_CANCELABLE', message: `job ${jobId} already succeeded` },
+      }),
+    );
+    const run = await runCli(cli.bin, ['cancel', jobId], { configHome: dir, env });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toBe(`steward: STEWARD_JOB_NOT_CANCELABLE: job ${jobId} already succeeded\n`);
+  });
+});
+
+describe('steward jobs', () => {
+  it('passes the filters as query parameters and prints a table', async () => {
+    server.on('GET', '/api/jobs', (_request, response) =>
+      sendJson(response, 200, {
+        jobs: [
+          makeJob({
+            state: 'succeeded',
+            startedAt: '2026-11-22T10:00:00.000Z',
+            finishedAt: '2026-11-22T10:04:05.000Z',
+          }),
+        ],
+      }),
+    );
+    const run = await runCli(
+      cli.bin,
+      ['jobs', '--state', 'succeeded', '--user', 'alice', '--workflow', 'sales-report', '--limit', '5'],
+      { configHome: dir, env },
+    );
+    expect(run.code).toBe(0);
+    expect(Object.fromEntries(server.calls('GET', '/api/jobs')[0]!.query)).toEqual({
+      state: 'succeeded',
+      user: 'alice',
+      workflow: 'sales-report',
+      limit: '5',
+    });
+    expect(run.stdout).toMatch(/^ID\s+WORKFLOW\s+USER\s+STATE\s+CREATED\s+DURATION\n/);
+    expect(run.stdout).toMatch(
+      new RegExp(
+        `${jobId}\\s+sales-report@3\\s+alice\\s+succeeded\\s+\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d\\s+4m05s\\n$`,
+      ),
+    );
+  });
+});

@@ -1,0 +1,259 @@
+import { promises as fs } from 'node:fs';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { JobDetail } from '../../src/protocol/index.js';
+import {
+  ServerDouble,
+  buildCli,
+  makeDetail,
+  makeJob,
+  makeStep,
+  runCli,
+  sendJson,
+  sseEvent,
+  tempDirFor,
+} from './harness.js';
+
+let cli: Awaited<ReturnType<typeof buildCli>>;
+let server: ServerDouble;
+let dir: string;
+let env: Record<string, string>;
+const jobId = '01JTESTJOB0000000000000001';
+
+beforeAll(async () => {
+  cli = await buildCli();
+});
+afterAll(async () => {
+  await cli.remove();
+});
+beforeEach(async (context) => {
+  dir = await tempDirFor(context.task.name);
+  server = await ServerDouble.start();
+  env = { STEWARD_SERVER: server.url, STEWARD_TOKEN: 'test-token' };
+  server.on('POST', '/api/jobs', (_request, response) => sendJson(response, 201, makeJob()));
+});
+afterEach(async () => {
+  await server.close();
+  await fs.rm(dir, { recursive: true, force: true });
+});
+
+const executor = { pid: 4242, osUser: 'alice', uid: 1001, gid: 1001, groups: [1001, 2000] };
+const started = {
+  state: 'running' as const,
+  startedAt: '2026-11-22T10:00:01.000Z',
+  agentId: 'agent-1',
+  executor,
+};
+const loadDone = makeStep('load', {
+  kind: 'read',
+  state: 'succeeded',
+  startedAt: '2026-11-22T10:00:01.000Z',
+  finishedAt: '2026-11-22T10:00:03.000Z',
+  durationMs: 2000,
+  rows: 1200,
+});
+
+/** A job that runs `load` then `report`, and ends in `final`. */
+function eventsEndingIn(final: JobDetail): string {
+  return [
+    sseEvent('snapshot', makeDetail(started, [makeStep('load', { kind: 'read' }), makeStep('report')])),
+    ': keep-alive comment\n\n',
+    sseEvent(
+      'step',
+      makeStep('load', { kind: 'read', state: 'running', startedAt: '2026-11-22T10:00:01.000Z' }),
+    ),
+    sseEvent('step', loadDone),
+    sseEvent('step', final.steps[1]!),
+    sseEvent('job', {
+      ...makeJob(started),
+      state: final.state,
+      finishedAt: final.finishedAt,
+      error: final.error,
+    }),
+    sseEvent('end', final),
+  ].join('');
+}
+
+const succeeded = makeDetail({ ...started, state: 'succeeded', finishedAt: '2026-11-22T10:00:05.000Z' }, [
+  loadDone,
+  makeStep('report', { state: 'succeeded', durationMs: 1500, rows: 12 }),
+]);
+const failed = makeDetail(
+  {
+    ...started,
+    state: 'failed',
+    finishedAt: '2026-11-22T10:00:05.000Z',
+    error: {
+      code: 'STEWARD_STEP_FAILED',
+      message: 'step report failed: Catalog Error: Table "salez" does not exist',
+    },
+  },
+  [
+    loadDone,
+    makeStep('report', {
+      state: 'failed',
+      durationMs: 40,
+      message: 'Catalog Error: Table "salez" does not exist',
+    }),
+  ],
+);
+
+function serveEvents(...streams: string[]): void {
+  let call = 0;
+  server.on('GET', `/api/jobs/${jobId}/events`, (_request, response) => {
+    const text = streams[Math.min(call, streams.length - 1)]!;
+    call += 1;
+    response.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    response.end(text);
+  });
+}
+
+describe('steward run', () => {
+  it('submits params as strings with labels and timeout, and prints only the job id', async () => {
+    const run = await runCli(
+      cli.bin,
+      [
+        'run',
+        'sales-report@3',
+        '-p',
+        'since=2026-01-01',
+        '-p',
+        'limit=10',
+        '--label',
+        'gpu',
+        '--timeout',
+        '600',
+      ],
+      { configHome: dir, env },
+    );
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe(`${jobId}\n`);
+    expect(JSON.parse(server.calls('POST', '/api/jobs')[0]!.body)).toEqual({
+      workflow: 'sales-report@3',
+      params: { since: '2026-01-01', limit: '10' },
+      labels: ['gpu'],
+      timeoutSeconds: 600,
+    });
+  });
+
+  it('follows the event stream with --wait, prints one line per change, and exits 0 when the job succeeds', async () => {
+    serveEvents(eventsEndingIn(succeeded));
+    const run = await runCli(cli.bin, ['run', 'sales-report', '--wait'], { configHome: dir, env });
+    expect(run.code).toBe(0);
+    expect(run.stdout.split('\n')).toEqual([
+      `job ${jobId} running on agent-1 as alice (uid 1001)`,
+      'step load running',
+      'step load succeeded (1,200 rows, 2.0s)',
+      'step report succeeded (12 rows, 1.5s)',
+      `job ${jobId} succeeded on agent-1 as alice (uid 1001)`,
+      `job ${jobId} succeeded after 4.0s`,
+      '',
+    ]);
+    expect(run.stderr).toBe(`submitted job ${jobId}\n`);
+  });
+
+  it('exits 1 when the job fails and names the failing step in the summary', async () => {
+    serveEvents(eventsEndingIn(failed));
+    const run = await runCli(cli.bin, ['run', 'sales-report', '--wait'], { configHome: dir, env });
+    expect(run.code).toBe(1);
+    expect(run.stdout).toContain(`job ${jobId} failed after 4.0s\n`);
+    expect(run.stdout).toContain(
+      'error: STEWARD_STEP_FAILED: step report failed: Catalog Error: Table "salez" does not exist\n',
+    );
+    expect(run.stdout).toContain('failed step: report: Catalog Error');
+  });
+
+  it.each(['canceled', 'expired', 'lost'] as const)('exits 1 when the job ends %s', async (state) => {
+    serveEvents(
+      sseEvent('snapshot', makeDetail()) +
+        sseEvent('end', makeDetail({ state, finishedAt: '2026-11-22T10:02:00.000Z' })),
+    );
+    const run = await runCli(cli.bin, ['run', 'sales-report', '--wait'], { configHome: dir, env });
+    expect(run.code).toBe(1);
+    expect(run.stdout).toContain(`job ${jobId} ${state} after 2m00s`);
+  });
+
+  it('prints only the final JobDetail as JSON with --wait --json', async () => {
+    serveEvents(eventsEndingIn(succeeded));
+    const run = await runCli(cli.bin, ['run', 'sales-report', '--wait', '--json'], { configHome: dir, env });
+    expect(run.code).toBe(0);
+    expect(run.stderr).toBe('');
+    const detail = JSON.parse(run.stdout) as JobDetail;
+    expect(detail).toMatchObject({ id: jobId, state: 'succeeded' });
+    expect(detail.steps.map((step) => step.state)).toEqual(['succeeded', 'succeeded']);
+  });
+
+  it('exits 1 with --wait --json for a failed job and still prints parseable JSON', async () => {
+    serveEvents(eventsEndingIn(failed));
+    const run = await runCli(cli.bin, ['--json', 'run', 'sales-report', '--wait'], { configHome: dir, env });
+    expect(run.code).toBe(1);
+    expect(JSON.parse(run.stdout)).toMatchObject({
+      id: jobId,
+      state: 'failed',
+      error: { code: 'STEWARD_STEP_FAILED' },
+    });
+  });
+
+  it('catches up with GET /api/jobs/:id and reconnects when the stream drops before the end', async () => {
+    const running = makeDetail(started, [loadDone, makeStep('report', { state: 'running' })]);
+    // First connection: a snapshot, one step, then the connection closes without `end`.
+    serveEvents(
+      sseEvent('snapshot', makeDetail(started, [makeStep('load'), makeStep('report')])) +
+        sseEvent('step', loadDone),
+      sseEvent('snapshot', running) + sseEvent('end', succeeded),
+    );
+    server.on('GET', `/api/jobs/${jobId}`, (_request, response) => sendJson(response, 200, running));
+    const run = await runCli(cli.bin, ['run', 'sales-report', '--wait', '--json'], { configHome: dir, env });
+    expect(run.code).toBe(0);
+    expect(JSON.parse(run.stdout)).toMatchObject({ id: jobId, state: 'succeeded' });
+    expect(server.calls('GET', `/api/jobs/${jobId}/events`)).toHaveLength(2);
+    expect(server.calls('GET', `/api/jobs/${jobId}`)).toHaveLength(1);
+  });
+
+  it('stops following when the catch-up shows the job already ended', async () => {
+    serveEvents(sseEvent('snapshot', makeDetail(started)));
+    server.on('GET', `/api/jobs/${jobId}`, (_request, response) => sendJson(response, 200, failed));
+    const run = await runCli(cli.bin, ['run', 'sales-report', '--wait'], { configHome: dir, env });
+    expect(run.code).toBe(1);
+    expect(server.calls('GET', `/api/jobs/${jobId}/events`)).toHaveLength(1);
+    expect(run.stdout).toContain('failed step: report');
+  });
+});
+
+describe('steward job and steward logs', () => {
+  it('shows the executor identity and the steps of a job', async () => {
+    server.on('GET', `/api/jobs/${jobId}`, (_request, response) => sendJson(response, 200, failed));
+    const run = await runCli(cli.bin, ['job', jobId], { configHome: dir, env });
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/executor:\s+alice uid=1001 gid=1001 groups=1001,2000 pid=4242/);
+    expect(run.stdout).toMatch(/agent:\s+agent-1/);
+    expect(run.stdout).toMatch(/report\s+failed/);
+  });
+
+  it('prints every stream of every step under a header, or one step with --step', async () => {
+    server.on('GET', `/api/jobs/${jobId}/logs`, (_request, response) =>
+      sendJson(response, 200, {
+        jobId,
+        logs: [
+          { stepId: 'load', stream: 'stdout', text: 'loaded 1200 rows\n' },
+          { stepId: 'load', stream: 'stderr', text: 'warning: slow' },
+          { stepId: 'report', stream: 'stdout', text: 'done\n' },
+        ],
+      }),
+    );
+    const all = await runCli(cli.bin, ['logs', jobId], { configHome: dir, env });
+    expect(all.stdout).toBe(
+      [
+        '==> step load stdout <==',
+        'loaded 1200 rows',
+        '==> step load stderr <==',
+        'warning: slow',
+        '==> step report stdout <==',
+        'done',
+        '',
+      ].join('\n'),
+    );
+    const one = await runCli(cli.bin, ['logs', jobId, '--step', 'report'], { configHome: dir, env });
+    expect(one.stdout).toBe('==> step report stdout <==\ndone\n');
+  });
+});
