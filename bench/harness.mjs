@@ -42,7 +42,10 @@ export async function startSteward({ config } = {}) {
   const adminPassword = 'bench-admin-password';
   const args = [path.join(repoRoot, 'bin/steward.js'), 'up', '--port', String(port), '--data-dir', dataDir];
   if (config) args.push('--config', config);
-  const child = spawn(process.execPath, args, { env: { ...process.env, STEWARD_ADMIN_PASSWORD: adminPassword }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, {
+    env: { ...process.env, STEWARD_ADMIN_PASSWORD: adminPassword },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let output = '';
   child.stdout.on('data', (c) => (output += c));
   child.stderr.on('data', (c) => (output += c));
@@ -51,21 +54,28 @@ export async function startSteward({ config } = {}) {
     if (child.exitCode !== null) throw new Error(`steward up exited:\n${output}`);
     try {
       if ((await fetch(`${url}/api/health`)).ok && output.includes('Steward is up')) break;
-    } catch {}
+    } catch {
+      // not listening yet
+    }
     if (i > 300) throw new Error(`steward up did not start:\n${output}`);
     await new Promise((r) => setTimeout(r, 100));
   }
   const api = async (method, route, token, body) => {
     const response = await fetch(url + route, {
       method,
-      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { 'content-type': 'application/json' } : {}) },
+      headers: {
+        ...(token ? { authorization: `Bearer ${token}` } : {}),
+        ...(body ? { 'content-type': 'application/json' } : {}),
+      },
       body: body ? JSON.stringify(body) : undefined,
     });
     const text = await response.text();
     if (!response.ok) throw new Error(`${method} ${route}: ${response.status} ${text}`);
     return text ? JSON.parse(text) : undefined;
   };
-  const adminToken = (await api('POST', '/api/auth/login', undefined, { user: 'admin', password: adminPassword })).token;
+  const adminToken = (
+    await api('POST', '/api/auth/login', undefined, { user: 'admin', password: adminPassword })
+  ).token;
   let user = 'benchuser';
   let osUser;
   if (process.getuid() === 0) {
@@ -74,7 +84,8 @@ export async function startSteward({ config } = {}) {
     user = osUser;
   }
   await api('POST', '/api/users', adminToken, { name: user, password: 'bench-user-password', role: 'user' });
-  const token = (await api('POST', '/api/auth/login', undefined, { user, password: 'bench-user-password' })).token;
+  const token = (await api('POST', '/api/auth/login', undefined, { user, password: 'bench-user-password' }))
+    .token;
   return {
     url,
     token,
@@ -83,8 +94,16 @@ export async function startSteward({ config } = {}) {
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));
       if (osUser) {
-        try { execFileSync('pkill', ['-KILL', '-u', osUser]); } catch {}
-        try { execFileSync('userdel', ['-r', '-f', osUser], { stdio: 'ignore' }); } catch {}
+        try {
+          execFileSync('pkill', ['-KILL', '-u', osUser]);
+        } catch {
+          /* no processes left */
+        }
+        try {
+          execFileSync('userdel', ['-r', '-f', osUser], { stdio: 'ignore' });
+        } catch {
+          /* already gone */
+        }
       }
       rmSync(dataDir, { recursive: true, force: true });
     },
@@ -95,7 +114,9 @@ export async function startSteward({ config } = {}) {
 export async function runAndTime(steward, body) {
   const t0 = performance.now();
   const job = await steward.api('POST', '/api/jobs', body);
-  const response = await fetch(`${steward.url}/api/jobs/${job.id}/events`, { headers: { authorization: `Bearer ${steward.token}` } });
+  const response = await fetch(`${steward.url}/api/jobs/${job.id}/events`, {
+    headers: { authorization: `Bearer ${steward.token}` },
+  });
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = '';
@@ -113,7 +134,11 @@ export async function runAndTime(steward, body) {
       const data = /^data: (.*)$/m.exec(block)?.[1];
       if (!event || !data) continue;
       const payload = JSON.parse(data);
-      if (running === undefined && ['running', 'succeeded', 'failed'].includes(payload.state) && (event === 'job' || event === 'snapshot' || event === 'end')) {
+      if (
+        running === undefined &&
+        ['running', 'succeeded', 'failed'].includes(payload.state) &&
+        (event === 'job' || event === 'snapshot' || event === 'end')
+      ) {
         running = performance.now() - t0;
       }
       if (event === 'end') {

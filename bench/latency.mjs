@@ -21,7 +21,9 @@ try {
   }
   const f = (v) => `${v.toFixed(1)} ms`;
   console.log(`no-op job latency over ${jobs} sequential jobs (machine: ${machine()})`);
-  console.log(`first job of a user (cold executor): submit→running ${f(first.running)}, submit→done ${f(first.done)}`);
+  console.log(
+    `first job of a user (cold executor): submit→running ${f(first.running)}, submit→done ${f(first.done)}`,
+  );
   console.log(`submit→running: p50 ${f(percentile(running, 50))}  p99 ${f(percentile(running, 99))}`);
   console.log(`submit→done:    p50 ${f(percentile(done, 50))}  p99 ${f(percentile(done, 99))}`);
 } finally {

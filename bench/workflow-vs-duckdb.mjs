@@ -15,8 +15,14 @@ const memoryLimit = '4GiB';
 const steps = [
   ['events', `SELECT * FROM read_parquet($data)`],
   ['daily', `SELECT day, category, count(*) AS n, sum(amount) AS total FROM events GROUP BY day, category`],
-  ['top_users', `SELECT user_id, sum(amount) AS total, count(*) AS n FROM events WHERE amount > $min_amount GROUP BY user_id ORDER BY total DESC LIMIT 1000`],
-  ['by_category', `SELECT category, sum(n) AS n, round(sum(total), 2) AS total FROM daily GROUP BY category ORDER BY category`],
+  [
+    'top_users',
+    `SELECT user_id, sum(amount) AS total, count(*) AS n FROM events WHERE amount > $min_amount GROUP BY user_id ORDER BY total DESC LIMIT 1000`,
+  ],
+  [
+    'by_category',
+    `SELECT category, sum(n) AS n, round(sum(total), 2) AS total FROM daily GROUP BY category ORDER BY category`,
+  ],
 ];
 const outputs = ['daily', 'top_users', 'by_category'];
 
@@ -71,21 +77,31 @@ try {
   const stewardTimes = [];
   const bareTimes = [];
   for (let round = 0; round < rounds; round++) {
-    const { job, done } = await runAndTime(steward, { workflow: 'bench-aggregate', params: { data: dataFile } });
-    if (job.state !== 'succeeded') throw new Error(`job ${job.id} ${job.state}: ${JSON.stringify(job.error)}`);
+    const { job, done } = await runAndTime(steward, {
+      workflow: 'bench-aggregate',
+      params: { data: dataFile },
+    });
+    if (job.state !== 'succeeded')
+      throw new Error(`job ${job.id} ${job.state}: ${JSON.stringify(job.error)}`);
     stewardTimes.push(done);
     const work = tempDir('bare');
     const t = performance.now();
     execFileSync(process.execPath, [bareScript, work], { stdio: 'inherit' });
     bareTimes.push(performance.now() - t);
     rmSync(work, { recursive: true, force: true });
-    console.log(`round ${round + 1}: steward ${(stewardTimes.at(-1) / 1000).toFixed(2)} s, bare duckdb ${(bareTimes.at(-1) / 1000).toFixed(2)} s`);
+    console.log(
+      `round ${round + 1}: steward ${(stewardTimes.at(-1) / 1000).toFixed(2)} s, bare duckdb ${(bareTimes.at(-1) / 1000).toFixed(2)} s`,
+    );
   }
   const s = percentile(stewardTimes, 50);
   const b = percentile(bareTimes, 50);
-  console.log(`\nworkflow over ${rows.toLocaleString()} rows, ${steps.length} steps, ${outputs.length} outputs (parquet + csv), threads=${threads}, memory_limit=${memoryLimit}`);
+  console.log(
+    `\nworkflow over ${rows.toLocaleString()} rows, ${steps.length} steps, ${outputs.length} outputs (parquet + csv), threads=${threads}, memory_limit=${memoryLimit}`,
+  );
   console.log(`machine: ${machine()}`);
-  console.log(`median of ${rounds}: steward ${(s / 1000).toFixed(2)} s | bare duckdb ${(b / 1000).toFixed(2)} s | ratio ${(s / b).toFixed(3)}× (goal ≤ 1.15×)`);
+  console.log(
+    `median of ${rounds}: steward ${(s / 1000).toFixed(2)} s | bare duckdb ${(b / 1000).toFixed(2)} s | ratio ${(s / b).toFixed(3)}× (goal ≤ 1.15×)`,
+  );
 } finally {
   await steward.stop();
   rmSync(dataDir, { recursive: true, force: true });

@@ -22,7 +22,13 @@ import {
   type OfferVerifier,
   type StepEvent,
 } from '../protocol/index.js';
-import { currentAccount, defaultBannedUsers, resolveAccount, type IdentityPolicy, type OsAccount } from './accounts.js';
+import {
+  currentAccount,
+  defaultBannedUsers,
+  resolveAccount,
+  type IdentityPolicy,
+  type OsAccount,
+} from './accounts.js';
 import { ExecutorPool, type UserExecutor } from './pool.js';
 import { UserLogs } from './user-logs.js';
 import { ensureHome, prepareUserDirs, prepareWorkspaceRoot } from './workspaces.js';
@@ -85,7 +91,17 @@ export class Agent {
       },
       onMessage: (executor, message) => this.onExecutorMessage(executor, message),
       onExit: (executor, exit, jobs) => {
-        this.log.info({ user: executor.account.name, pid: executor.pid, cause: exit.cause, code: exit.code, signal: exit.signal, jobs }, 'executor exited');
+        this.log.info(
+          {
+            user: executor.account.name,
+            pid: executor.pid,
+            cause: exit.cause,
+            code: exit.code,
+            signal: exit.signal,
+            jobs,
+          },
+          'executor exited',
+        );
         for (const jobId of jobs) this.executorLost(jobId, exit.cause);
       },
     });
@@ -99,11 +115,16 @@ export class Agent {
     await prepareWorkspaceRoot(this.config.workspaceRoot, this.isolation === 'per-user');
     await this.pool.prime();
     this.control = await this.bus.consumeControl(this.config.id, (delivery) => this.onControl(delivery));
-    this.offers = await this.bus.consumeOffers((delivery) => this.onOffer(delivery), { prefetch: this.freeSlots });
+    this.offers = await this.bus.consumeOffers((delivery) => this.onOffer(delivery), {
+      prefetch: this.freeSlots,
+    });
     this.heartbeat = setInterval(() => void this.sendHeartbeat(), this.config.heartbeatIntervalMs);
     this.heartbeat.unref();
     await this.sendHeartbeat();
-    this.log.info({ isolation: this.isolation, slots: this.config.slots, labels: this.config.labels }, 'agent started');
+    this.log.info(
+      { isolation: this.isolation, slots: this.config.slots, labels: this.config.labels },
+      'agent started',
+    );
   }
 
   async stop(): Promise<void> {
@@ -124,13 +145,18 @@ export class Agent {
       offer = this.verifier.verify(delivery.body);
     } catch (error) {
       const reason = coerceError(error, 'STEWARD_MESSAGE_INVALID');
-      this.log.warn({ code: reason.code, deliveryCount: delivery.deliveryCount }, `dead-lettering offer: ${reason.message}`);
+      this.log.warn(
+        { code: reason.code, deliveryCount: delivery.deliveryCount },
+        `dead-lettering offer: ${reason.message}`,
+      );
       await delivery.deadLetter(`${reason.code}: ${reason.message}`);
       return;
     }
     const key = `${offer.jobId}:${offer.attempt}`;
     if (this.active.has(key) || this.taken.has(key)) {
-      await delivery.deadLetter(`STEWARD_OFFER_REPLAYED: job ${offer.jobId} attempt ${offer.attempt} was already taken by agent ${this.config.id}`);
+      await delivery.deadLetter(
+        `STEWARD_OFFER_REPLAYED: job ${offer.jobId} attempt ${offer.attempt} was already taken by agent ${this.config.id}`,
+      );
       return;
     }
     const missing = offer.labels.filter((label) => !this.config.labels.includes(label));
@@ -157,12 +183,17 @@ export class Agent {
 
   private async place(job: ActiveJob): Promise<void> {
     const account: OsAccount =
-      this.isolation === 'per-user' ? await resolveAccount(job.offer.user, this.policy, this.config.id) : currentAccount();
+      this.isolation === 'per-user'
+        ? await resolveAccount(job.offer.user, this.policy, this.config.id)
+        : currentAccount();
     if (this.isolation === 'per-user') await ensureHome(account);
     const dirs = await prepareUserDirs(this.config.workspaceRoot, account, this.isolation === 'per-user');
     const executor = await this.pool.acquire(account, dirs);
     if (job.cancelRequested) {
-      await this.finish(job, 'canceled', { code: 'STEWARD_JOB_CANCELED', message: 'canceled before it started' });
+      await this.finish(job, 'canceled', {
+        code: 'STEWARD_JOB_CANCELED',
+        message: 'canceled before it started',
+      });
       return;
     }
     job.executor = executor;
@@ -213,7 +244,10 @@ export class Agent {
         this.taken.delete(key);
         void job.delivery.requeue(0).then(() => this.updatePrefetch());
       } else {
-        void this.finish(job, 'failed', { code: 'STEWARD_EXECUTOR_CRASHED', message: `executor for ${job.identity?.osUser ?? job.offer.user} ended during the job: ${cause}` });
+        void this.finish(job, 'failed', {
+          code: 'STEWARD_EXECUTOR_CRASHED',
+          message: `executor for ${job.identity?.osUser ?? job.offer.user} ended during the job: ${cause}`,
+        });
       }
     }
   }
@@ -310,7 +344,8 @@ export class Agent {
   }
 
   private findJob(jobId: string, executor: UserExecutor): ActiveJob | undefined {
-    for (const job of this.active.values()) if (job.offer.jobId === jobId && job.executor === executor) return job;
+    for (const job of this.active.values())
+      if (job.offer.jobId === jobId && job.executor === executor) return job;
     return undefined;
   }
 

@@ -1,3 +1,11 @@
 export { Agent, type AgentOptions } from './agent.js';
-export { resolveAccount, mapToOsName, lookupAccount, currentAccount, defaultBannedUsers, type OsAccount, type IdentityPolicy } from './accounts.js';
+export {
+  resolveAccount,
+  mapToOsName,
+  lookupAccount,
+  currentAccount,
+  defaultBannedUsers,
+  type OsAccount,
+  type IdentityPolicy,
+} from './accounts.js';
 export { ensureOwnedDir, prepareUserDirs, prepareWorkspaceRoot } from './workspaces.js';

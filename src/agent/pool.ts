@@ -10,7 +10,12 @@ import type { UserDirs } from './workspaces.js';
 
 export interface PoolOptions extends Omit<SpawnOptions, 'onOutput'> {
   /** Executor diagnostics, with the OS user once the executor has one. */
-  onOutput: (owner: string | undefined, pid: number | undefined, stream: 'stdout' | 'stderr', line: string) => void;
+  onOutput: (
+    owner: string | undefined,
+    pid: number | undefined,
+    stream: 'stdout' | 'stderr',
+    line: string,
+  ) => void;
   warmExecutors: number;
   idleTimeoutMs: number;
   duckdb: { memoryLimit: string; threads: number };
@@ -123,14 +128,22 @@ export class ExecutorPool {
       const onMessage = (message: ExecutorToAgent): void => {
         if (message.type === 'assumed') {
           process.off('message', onMessage);
-          resolve({ pid: process.pid ?? -1, osUser: account.name, uid: message.uid, gid: message.gid, groups: message.groups });
+          resolve({
+            pid: process.pid ?? -1,
+            osUser: account.name,
+            uid: message.uid,
+            gid: message.gid,
+            groups: message.groups,
+          });
         } else if (message.type === 'assume-failed') {
           process.off('message', onMessage);
           reject(new Error(`executor could not become ${account.name}: ${message.message}`));
         }
       };
       process.on('message', onMessage);
-      process.once('exit', (exit) => reject(new Error(`executor exited while becoming ${account.name} (${exit.cause})`)));
+      process.once('exit', (exit) =>
+        reject(new Error(`executor exited while becoming ${account.name} (${exit.cause})`)),
+      );
     });
     process.send({
       type: 'assume',

@@ -90,7 +90,10 @@ export class ExecutorProcess extends EventEmitter<{
       child.on('message', (raw: unknown) => {
         const parsed = ExecutorToAgent.safeParse(raw);
         if (!parsed.success) {
-          this.options.onOutput('stderr', `agent: ignoring malformed executor message: ${parsed.error.issues[0]?.message ?? ''}`);
+          this.options.onOutput(
+            'stderr',
+            `agent: ignoring malformed executor message: ${parsed.error.issues[0]?.message ?? ''}`,
+          );
           return;
         }
         if (parsed.data.type === 'ready' && this.state === 'starting') {
@@ -105,7 +108,11 @@ export class ExecutorProcess extends EventEmitter<{
       child.on('exit', (code, signal) => {
         const wasStarting = this.state === 'starting';
         this.state = 'exited';
-        this.exitInfo = { code, signal, cause: this.stopCause ?? (signal ? `killed by ${signal}` : `exited with code ${code}`) };
+        this.exitInfo = {
+          code,
+          signal,
+          cause: this.stopCause ?? (signal ? `killed by ${signal}` : `exited with code ${code}`),
+        };
         if (wasStarting) reject(new Error(`executor exited during start (${this.exitInfo.cause})`));
         this.emit('exit', this.exitInfo);
       });

@@ -24,7 +24,10 @@ export class UserLogs {
       entry?.stream.end();
       const dir = path.join(this.logDir, user);
       mkdirSync(dir, { recursive: true, mode: 0o700 });
-      entry = { day, stream: createWriteStream(path.join(dir, `executor-${day}.log`), { flags: 'a', mode: 0o600 }) };
+      entry = {
+        day,
+        stream: createWriteStream(path.join(dir, `executor-${day}.log`), { flags: 'a', mode: 0o600 }),
+      };
       entry.stream.on('error', () => {});
       this.streams.set(user, entry);
     }

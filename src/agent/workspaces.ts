@@ -24,17 +24,28 @@ export interface UserDirs {
 export async function prepareWorkspaceRoot(root: string, asRoot: boolean): Promise<void> {
   await mkdir(root, { recursive: true, mode: 0o755 });
   const info = await lstat(root);
-  if (!info.isDirectory()) throw new StewardError('STEWARD_WORKSPACE_UNSAFE', `workspace root ${root} is not a directory`);
-  if (asRoot && info.uid !== 0) throw new StewardError('STEWARD_WORKSPACE_UNSAFE', `workspace root ${root} must be owned by root (owner uid ${info.uid})`);
+  if (!info.isDirectory())
+    throw new StewardError('STEWARD_WORKSPACE_UNSAFE', `workspace root ${root} is not a directory`);
+  if (asRoot && info.uid !== 0)
+    throw new StewardError(
+      'STEWARD_WORKSPACE_UNSAFE',
+      `workspace root ${root} must be owned by root (owner uid ${info.uid})`,
+    );
   if ((info.mode & 0o022) !== 0) {
-    throw new StewardError('STEWARD_WORKSPACE_UNSAFE', `workspace root ${root} is writable by group or others (mode ${(info.mode & 0o7777).toString(8)})`);
+    throw new StewardError(
+      'STEWARD_WORKSPACE_UNSAFE',
+      `workspace root ${root} is writable by group or others (mode ${(info.mode & 0o7777).toString(8)})`,
+    );
   }
   if (asRoot) {
     // Executors run as users: they must be able to traverse every ancestor to reach their own directory.
     for (let dir = root; ; dir = path.dirname(dir)) {
       const ancestor = await lstat(dir);
       if ((ancestor.mode & 0o001) === 0) {
-        throw new StewardError('STEWARD_WORKSPACE_UNSAFE', `workspace root ${root} is not reachable by users: ${dir} has mode ${(ancestor.mode & 0o7777).toString(8)} (needs o+x); choose another workspaceRoot or data dir`);
+        throw new StewardError(
+          'STEWARD_WORKSPACE_UNSAFE',
+          `workspace root ${root} is not reachable by users: ${dir} has mode ${(ancestor.mode & 0o7777).toString(8)} (needs o+x); choose another workspaceRoot or data dir`,
+        );
       }
       if (dir === path.dirname(dir)) break;
     }
@@ -45,7 +56,12 @@ export async function prepareWorkspaceRoot(root: string, asRoot: boolean): Promi
  * Makes `dir` a directory owned by uid:gid with `mode`, refusing links and foreign owners. When `asRoot` is
  * false (single-user mode) ownership is the invoking user's and only type and mode are enforced.
  */
-export async function ensureOwnedDir(dir: string, account: OsAccount, mode: number, asRoot: boolean): Promise<void> {
+export async function ensureOwnedDir(
+  dir: string,
+  account: OsAccount,
+  mode: number,
+  asRoot: boolean,
+): Promise<void> {
   let created = false;
   try {
     await mkdir(dir, { mode: 0o700 });
@@ -59,7 +75,10 @@ export async function ensureOwnedDir(dir: string, account: OsAccount, mode: numb
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ELOOP' || code === 'ENOTDIR') {
-      throw new StewardError('STEWARD_WORKSPACE_UNSAFE', `${dir} exists and is not a plain directory (a symlink or file was planted there); refusing to use it`);
+      throw new StewardError(
+        'STEWARD_WORKSPACE_UNSAFE',
+        `${dir} exists and is not a plain directory (a symlink or file was planted there); refusing to use it`,
+      );
     }
     throw error;
   }
@@ -70,7 +89,10 @@ export async function ensureOwnedDir(dir: string, account: OsAccount, mode: numb
       if (created) {
         await handle.chown(account.uid, account.gid);
       } else if (info.uid !== account.uid) {
-        throw new StewardError('STEWARD_WORKSPACE_UNSAFE', `${dir} exists but is owned by uid ${info.uid}, not ${account.name} (uid ${account.uid}); refusing to use it`);
+        throw new StewardError(
+          'STEWARD_WORKSPACE_UNSAFE',
+          `${dir} exists but is owned by uid ${info.uid}, not ${account.name} (uid ${account.uid}); refusing to use it`,
+        );
       }
     }
     if ((info.mode & 0o7777) !== mode) await handle.chmod(mode);
@@ -111,7 +133,12 @@ export async function ensureHome(account: OsAccount): Promise<void> {
   }
   for (const entry of entries) {
     const target = path.join(account.home, entry);
-    await cp(path.join('/etc/skel', entry), target, { recursive: true, verbatimSymlinks: true, errorOnExist: false, force: false });
+    await cp(path.join('/etc/skel', entry), target, {
+      recursive: true,
+      verbatimSymlinks: true,
+      errorOnExist: false,
+      force: false,
+    });
     await chownTree(target, account);
   }
 }

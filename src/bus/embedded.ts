@@ -210,7 +210,12 @@ export class EmbeddedBus implements Bus {
 
   /** @internal */
   deadLetter(queue: QueueName, message: Message, reason: string): void {
-    const letter: DeadLetter = { body: JSON.parse(message.text) as unknown, reason, queue, deliveryCount: message.deliveryCount };
+    const letter: DeadLetter = {
+      body: JSON.parse(message.text) as unknown,
+      reason,
+      queue,
+      deliveryCount: message.deliveryCount,
+    };
     if (this.deadLetterHandlers.size === 0) this.pendingDeadLetters.push(letter);
     else this.emitDeadLetter(letter);
   }
@@ -236,7 +241,9 @@ export class EmbeddedBus implements Bus {
     if (this.closed) throw new Error('bus is closed');
     const text = JSON.stringify(body);
     if (Buffer.byteLength(text) > MAX_MESSAGE_BYTES) {
-      throw new Error(`message of ${Buffer.byteLength(text)} bytes exceeds the ${MAX_MESSAGE_BYTES}-byte limit`);
+      throw new Error(
+        `message of ${Buffer.byteLength(text)} bytes exceeds the ${MAX_MESSAGE_BYTES}-byte limit`,
+      );
     }
     queue.push({ text, deliveryCount: 0 });
   }

@@ -35,19 +35,34 @@ interface FileConfig {
 function loadFileConfig(file: string | undefined): FileConfig {
   const raw = readConfigFile(file);
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    throw new StewardError('STEWARD_CONFIG_INVALID', `config file ${file}: expected a mapping with "server" and/or "agent"`);
+    throw new StewardError(
+      'STEWARD_CONFIG_INVALID',
+      `config file ${file}: expected a mapping with "server" and/or "agent"`,
+    );
   }
   const unknown = Object.keys(raw).filter((key) => key !== 'server' && key !== 'agent');
-  if (unknown.length > 0) throw new StewardError('STEWARD_CONFIG_INVALID', `config file ${file}: unknown key(s) ${unknown.join(', ')}`);
-  return raw as FileConfig;
+  if (unknown.length > 0)
+    throw new StewardError(
+      'STEWARD_CONFIG_INVALID',
+      `config file ${file}: unknown key(s) ${unknown.join(', ')}`,
+    );
+  return raw;
 }
 
 function makeLogger(dataDir: string, level: string, debug: boolean): Logger {
   const logDir = path.join(dataDir, 'logs');
   mkdirSync(logDir, { recursive: true, mode: 0o700 });
-  const streams: pino.StreamEntry[] = [{ level: level as pino.Level, stream: pino.destination({ dest: path.join(logDir, 'steward.log'), mkdir: true, sync: false }) }];
+  const streams: pino.StreamEntry[] = [
+    {
+      level: level as pino.Level,
+      stream: pino.destination({ dest: path.join(logDir, 'steward.log'), mkdir: true, sync: false }),
+    },
+  ];
   if (debug) streams.push({ level: 'debug', stream: process.stderr });
-  return pino({ level: debug ? 'debug' : level, base: { pid: process.pid, host: os.hostname() } }, pino.multistream(streams));
+  return pino(
+    { level: debug ? 'debug' : level, base: { pid: process.pid, host: os.hostname() } },
+    pino.multistream(streams),
+  );
 }
 
 function prepareDataDir(dataDir: string): void {
@@ -81,8 +96,15 @@ export async function runUp(options: UpOptions): Promise<void> {
   prepareDataDir(serverConfig.dataDir);
   const agentConfig = compileAgentConfig(file.agent ?? {}, { dataDir: serverConfig.dataDir });
   const logger = makeLogger(serverConfig.dataDir, serverConfig.logLevel, options.debug ?? false);
-  const bus = new EmbeddedBus({ onHandlerError: (error, queue) => logger.error({ err: error, queue }, 'bus handler failed') });
-  const server = await createServer({ config: serverConfig, bus, logger, adminPassword: process.env.STEWARD_ADMIN_PASSWORD });
+  const bus = new EmbeddedBus({
+    onHandlerError: (error, queue) => logger.error({ err: error, queue }, 'bus handler failed'),
+  });
+  const server = await createServer({
+    config: serverConfig,
+    bus,
+    logger,
+    adminPassword: process.env.STEWARD_ADMIN_PASSWORD,
+  });
   const { url } = await server.listen();
   const agent = new Agent({ config: agentConfig, bus, publicKeys: [server.publicKeyPem], logger });
   try {
@@ -101,22 +123,32 @@ export async function runUp(options: UpOptions): Promise<void> {
   out.write(`  data dir:   ${serverConfig.dataDir}\n`);
   out.write(`  store:      ${serverConfig.store.kind}\n`);
   out.write(`  bus:        embedded (single machine)\n`);
-  out.write(`  agent:      ${agentConfig.id}, ${agentConfig.slots} slots, workspaces in ${agentConfig.workspaceRoot}\n`);
+  out.write(
+    `  agent:      ${agentConfig.id}, ${agentConfig.slots} slots, workspaces in ${agentConfig.workspaceRoot}\n`,
+  );
   if (agent.isolation === 'per-user') {
     out.write(`  isolation:  per-user (jobs run as the submitting user's OS account)\n`);
   } else {
     const me = os.userInfo().username;
-    out.write(`  isolation:  OFF — not running as root, so every job runs as ${me}. Start as root for per-user isolation.\n`);
+    out.write(
+      `  isolation:  OFF — not running as root, so every job runs as ${me}. Start as root for per-user isolation.\n`,
+    );
   }
   if (server.generatedAdminPassword) {
-    out.write(`\nFirst start: created user "admin" with password\n\n    ${server.generatedAdminPassword}\n\n(shown once; set STEWARD_ADMIN_PASSWORD before the first start to choose it)\n`);
+    out.write(
+      `\nFirst start: created user "admin" with password\n\n    ${server.generatedAdminPassword}\n\n(shown once; set STEWARD_ADMIN_PASSWORD before the first start to choose it)\n`,
+    );
   }
   out.write(`\nTry: steward login --server ${url} --user admin\n`);
 }
 
 export async function runServer(options: ServerOptions): Promise<void> {
   const file = loadFileConfig(options.config);
-  if (file.agent) throw new StewardError('STEWARD_CONFIG_INVALID', '`steward server` takes no "agent" section; use `steward up` for server + agent');
+  if (file.agent)
+    throw new StewardError(
+      'STEWARD_CONFIG_INVALID',
+      '`steward server` takes no "agent" section; use `steward up` for server + agent',
+    );
   throw new StewardError(
     'STEWARD_CONFIG_INVALID',
     '`steward server` needs a RabbitMQ bus to reach agents on other machines, which is not available yet; use `steward up` (server + embedded bus + local agent)',

@@ -11,8 +11,19 @@ import { z } from 'zod';
 import { Duration, StewardError } from '../protocol/index.js';
 
 export const StoreConfig = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('sqlite'), /** Default `<dataDir>/steward.db`. */ path: z.string().optional() }).strict(),
-  z.object({ kind: z.literal('postgres'), url: z.string().min(1), schema: z.string().regex(/^[a-z_][a-z0-9_]*$/).optional() }).strict(),
+  z
+    .object({ kind: z.literal('sqlite'), /** Default `<dataDir>/steward.db`. */ path: z.string().optional() })
+    .strict(),
+  z
+    .object({
+      kind: z.literal('postgres'),
+      url: z.string().min(1),
+      schema: z
+        .string()
+        .regex(/^[a-z_][a-z0-9_]*$/)
+        .optional(),
+    })
+    .strict(),
 ]);
 export type StoreConfig = z.infer<typeof StoreConfig>;
 
@@ -32,9 +43,17 @@ export const ServerConfig = z
     /** Lifetime of login tokens. Default `7d`. */
     sessionTtl: Duration.default(7 * 86_400_000),
     /** Largest accepted request body (workflow pushes with assets, result uploads are streamed). Default 64 MiB. */
-    bodyLimitBytes: z.number().int().positive().default(64 * 1024 * 1024),
+    bodyLimitBytes: z
+      .number()
+      .int()
+      .positive()
+      .default(64 * 1024 * 1024),
     /** Largest accepted result upload. Default 10 GiB. */
-    resultLimitBytes: z.number().int().positive().default(10 * 1024 ** 3),
+    resultLimitBytes: z
+      .number()
+      .int()
+      .positive()
+      .default(10 * 1024 ** 3),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
   .strict();
@@ -73,7 +92,10 @@ export function compileServerConfig(input: unknown): CompiledServerConfig {
 export const AgentConfig = z
   .object({
     /** Unique agent id. Default: the host name. */
-    id: z.string().regex(/^[A-Za-z0-9_.:-]{1,100}$/).optional(),
+    id: z
+      .string()
+      .regex(/^[A-Za-z0-9_.:-]{1,100}$/)
+      .optional(),
     /** Capabilities offers may require (`gpu`, `python3.11`, `knime`). */
     labels: z.array(z.string().regex(/^[a-zA-Z0-9_.:-]{1,100}$/)).default([]),
     /** Jobs this machine runs at once. Default: the number of cores. */
@@ -92,7 +114,13 @@ export const AgentConfig = z
     maxJobsPerExecutor: z.number().int().min(1).max(1000).default(4),
     /** Per-job DuckDB limits. Defaults: 25% of memory, all cores. */
     duckdb: z
-      .object({ memoryLimit: z.string().regex(/^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/).optional(), threads: z.number().int().min(1).optional() })
+      .object({
+        memoryLimit: z
+          .string()
+          .regex(/^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/)
+          .optional(),
+        threads: z.number().int().min(1).optional(),
+      })
       .strict()
       .default({}),
     /** Keep job directories after the job ends (for debugging). Default false. */
@@ -155,12 +183,18 @@ export function readConfigFile(file: string | undefined): unknown {
   try {
     text = readFileSync(file, 'utf8');
   } catch (error) {
-    throw new StewardError('STEWARD_CONFIG_INVALID', `cannot read config file ${file}: ${(error as Error).message}`);
+    throw new StewardError(
+      'STEWARD_CONFIG_INVALID',
+      `cannot read config file ${file}: ${(error as Error).message}`,
+    );
   }
   try {
     return parseYaml(text) ?? {};
   } catch (error) {
-    throw new StewardError('STEWARD_CONFIG_INVALID', `config file ${file} is not valid YAML/JSON: ${(error as Error).message}`);
+    throw new StewardError(
+      'STEWARD_CONFIG_INVALID',
+      `config file ${file} is not valid YAML/JSON: ${(error as Error).message}`,
+    );
   }
 }
 

@@ -32,7 +32,10 @@ export function assumeIdentity(message: AssumeMessage): AssumedIdentity {
   if (currentUid === 0) {
     if (message.uid === 0 || message.gid === 0) throw new Error('refusing to run user code as root');
     // Typed loosely in @types/node; present on POSIX.
-    (process as unknown as { initgroups(user: string, extraGroup: number): void }).initgroups(message.osUser, message.gid);
+    (process as unknown as { initgroups(user: string, extraGroup: number): void }).initgroups(
+      message.osUser,
+      message.gid,
+    );
     process.setgid!(message.gid);
     process.setuid!(message.uid);
     let regained = false;
@@ -44,7 +47,9 @@ export function assumeIdentity(message: AssumeMessage): AssumedIdentity {
     }
     if (regained) throw new Error('identity switch is reversible; refusing to continue');
   } else if (currentUid !== message.uid) {
-    throw new Error(`executor runs as uid ${currentUid} and cannot switch to uid ${message.uid} without root`);
+    throw new Error(
+      `executor runs as uid ${currentUid} and cannot switch to uid ${message.uid} without root`,
+    );
   }
   if (process.getuid!() !== message.uid || process.geteuid!() !== message.uid) {
     throw new Error(`uid is ${process.getuid!()} after switching, expected ${message.uid}`);

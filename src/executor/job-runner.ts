@@ -6,7 +6,12 @@
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { parseWorkflow, runWorkflow, type RunResult } from '../engine/index.js';
-import { coerceError, type AgentToExecutor, type ErrorInfo, type ExecutorToAgent } from '../protocol/index.js';
+import {
+  coerceError,
+  type AgentToExecutor,
+  type ErrorInfo,
+  type ExecutorToAgent,
+} from '../protocol/index.js';
 import type { AssumeMessage } from './identity.js';
 import { ServerClient } from './server-client.js';
 
@@ -36,7 +41,8 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
     for (const asset of fetched.assets) {
       const target = path.join(workDir, asset.path);
       // Asset paths were validated at push; check again here since this is where they touch the disk.
-      if (!target.startsWith(workDir + path.sep)) throw new Error(`asset path ${asset.path} leaves the job directory`);
+      if (!target.startsWith(workDir + path.sep))
+        throw new Error(`asset path ${asset.path} leaves the job directory`);
       await mkdir(path.dirname(target), { recursive: true, mode: 0o700 });
       await client.downloadAsset(asset.digest, target);
     }
@@ -64,10 +70,20 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
   }
   if (!loaded && !failure) failure = { code: 'STEWARD_INTERNAL', message: 'job ended before loading' };
   if (failure) {
-    send({ type: 'finished', jobId: job.jobId, state: context.signal.aborted ? 'canceled' : 'failed', error: failure });
+    send({
+      type: 'finished',
+      jobId: job.jobId,
+      state: context.signal.aborted ? 'canceled' : 'failed',
+      error: failure,
+    });
     return;
   }
-  send({ type: 'finished', jobId: job.jobId, state: result!.state, ...(result!.error ? { error: result!.error } : {}) });
+  send({
+    type: 'finished',
+    jobId: job.jobId,
+    state: result!.state,
+    ...(result!.error ? { error: result!.error } : {}),
+  });
 }
 
 async function uploadAll(client: ServerClient, result: RunResult): Promise<void> {
@@ -76,8 +92,16 @@ async function uploadAll(client: ServerClient, result: RunResult): Promise<void>
   if (result.state !== 'succeeded') return;
   for (const output of result.outputs) {
     if (output.kind === 'table') {
-      await client.uploadResult(output.name, output.parquetPath, { kind: 'table', format: 'parquet', rows: output.rows });
-      await client.uploadResult(output.name, output.csvPath, { kind: 'table', format: 'csv', rows: output.rows });
+      await client.uploadResult(output.name, output.parquetPath, {
+        kind: 'table',
+        format: 'parquet',
+        rows: output.rows,
+      });
+      await client.uploadResult(output.name, output.csvPath, {
+        kind: 'table',
+        format: 'csv',
+        rows: output.rows,
+      });
     } else {
       await client.uploadResult(output.name, output.path, { kind: 'file' });
     }

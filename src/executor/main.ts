@@ -24,7 +24,9 @@ function send(message: ExecutorToAgent): void {
 }
 
 function log(level: 'info' | 'error', msg: string, extra: Record<string, unknown> = {}): void {
-  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, pid: process.pid, msg, ...extra })}\n`);
+  process.stderr.write(
+    `${JSON.stringify({ time: new Date().toISOString(), level, pid: process.pid, msg, ...extra })}\n`,
+  );
 }
 
 async function shutdown(reason: string): Promise<void> {
@@ -69,7 +71,12 @@ process.on('message', (raw: unknown) => {
     }
     case 'job': {
       if (!identity) {
-        send({ type: 'finished', jobId: message.jobId, state: 'failed', error: { code: 'STEWARD_EXECUTOR_START_FAILED', message: 'executor has no identity yet' } });
+        send({
+          type: 'finished',
+          jobId: message.jobId,
+          state: 'failed',
+          error: { code: 'STEWARD_EXECUTOR_START_FAILED', message: 'executor has no identity yet' },
+        });
         return;
       }
       const controller = new AbortController();
@@ -78,7 +85,12 @@ process.on('message', (raw: unknown) => {
         .catch((error: unknown) => {
           const normalised = coerceError(error);
           log('error', 'job crashed', { jobId: message.jobId, error: String(error) });
-          send({ type: 'finished', jobId: message.jobId, state: 'failed', error: { code: normalised.code, message: normalised.message } });
+          send({
+            type: 'finished',
+            jobId: message.jobId,
+            state: 'failed',
+            error: { code: normalised.code, message: normalised.message },
+          });
         })
         .finally(() => running.delete(message.jobId));
       return;

@@ -44,14 +44,23 @@ export class ServerClient {
     body.on('data', (chunk: Buffer) => hash.update(chunk));
     await pipeline(body, createWriteStream(target, { flags: 'wx', mode: 0o600 }));
     const actual = hash.digest('hex');
-    if (actual !== digest) throw new StewardError('STEWARD_INTERNAL', `asset ${target} digest mismatch (${actual} != ${digest})`);
+    if (actual !== digest)
+      throw new StewardError('STEWARD_INTERNAL', `asset ${target} digest mismatch (${actual} != ${digest})`);
   }
 
-  async uploadResult(name: string, file: string, query: { kind: 'table' | 'file'; format?: string; rows?: number }): Promise<void> {
+  async uploadResult(
+    name: string,
+    file: string,
+    query: { kind: 'table' | 'file'; format?: string; rows?: number },
+  ): Promise<void> {
     const params = new URLSearchParams({ kind: query.kind });
     if (query.format) params.set('format', query.format);
     if (query.rows !== undefined) params.set('rows', String(query.rows));
-    await this.upload(`/results/${encodeURIComponent(name)}?${params.toString()}`, file, 'STEWARD_RESULT_UPLOAD_FAILED');
+    await this.upload(
+      `/results/${encodeURIComponent(name)}?${params.toString()}`,
+      file,
+      'STEWARD_RESULT_UPLOAD_FAILED',
+    );
   }
 
   async uploadLog(stepId: string, stream: 'stdout' | 'stderr', file: string): Promise<void> {
@@ -79,9 +88,13 @@ export class ServerClient {
         method,
         headers: { authorization: `Bearer ${this.token}`, ...init.headers },
         ...(init.body ? { body: init.body, duplex: init.duplex } : {}),
-      } as RequestInit);
+      });
     } catch (error) {
-      throw new StewardError('STEWARD_SERVER_UNREACHABLE', `cannot reach the server for job ${this.jobId}: ${(error as Error).message}`, { cause: error });
+      throw new StewardError(
+        'STEWARD_SERVER_UNREACHABLE',
+        `cannot reach the server for job ${this.jobId}: ${(error as Error).message}`,
+        { cause: error },
+      );
     }
     if (!response.ok) {
       let message = `${method} ${pathAndQuery.split('?')[0]} answered ${response.status}`;

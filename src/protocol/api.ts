@@ -10,7 +10,10 @@ export const UserName = z
   .string()
   .min(1)
   .max(64)
-  .regex(/^[a-z_][a-z0-9_.-]*$/, 'expected a lowercase name: letters, digits, "_", "." or "-", not starting with a digit');
+  .regex(
+    /^[a-z_][a-z0-9_.-]*$/,
+    'expected a lowercase name: letters, digits, "_", "." or "-", not starting with a digit',
+  );
 export const Role = z.enum(['admin', 'user']);
 export type Role = z.infer<typeof Role>;
 export const WorkflowName = z
@@ -24,10 +27,19 @@ export const WorkflowRef = z
   .max(120)
   .regex(/^[a-z0-9][a-z0-9_-]*(@[1-9][0-9]*)?$/, 'expected NAME or NAME@VERSION');
 
-export const ErrorResponse = z.object({ error: ErrorInfo.extend({ details: z.record(z.string(), z.unknown()).optional() }) });
+export const ErrorResponse = z.object({
+  error: ErrorInfo.extend({ details: z.record(z.string(), z.unknown()).optional() }),
+});
 
-export const LoginRequest = z.object({ user: z.string().min(1).max(256), password: z.string().min(1).max(1024) }).strict();
-export const LoginResponse = z.object({ token: z.string(), user: z.string(), role: Role, expiresAt: z.string().nullable() });
+export const LoginRequest = z
+  .object({ user: z.string().min(1).max(256), password: z.string().min(1).max(1024) })
+  .strict();
+export const LoginResponse = z.object({
+  token: z.string(),
+  user: z.string(),
+  role: Role,
+  expiresAt: z.string().nullable(),
+});
 
 export const Me = z.object({ user: z.string(), role: Role });
 
@@ -56,7 +68,10 @@ export const CreateTokenResponse = TokenInfo.extend({ token: z.string() });
 export const PushWorkflowRequest = z
   .object({
     /** Workflow text, YAML or JSON. */
-    source: z.string().min(1).max(1024 * 1024),
+    source: z
+      .string()
+      .min(1)
+      .max(1024 * 1024),
     /** Source file name; its extension picks the parser when `format` is absent. */
     fileName: z.string().max(255).optional(),
     format: z.enum(['yaml', 'json']).optional(),
@@ -86,7 +101,10 @@ export const WorkflowVersion = z.object({
   assets: z.array(z.object({ path: z.string(), size: z.number().int(), digest: z.string() })),
 });
 export type WorkflowVersion = z.infer<typeof WorkflowVersion>;
-export const WorkflowDetail = WorkflowVersion.extend({ source: z.string(), format: z.enum(['yaml', 'json']) });
+export const WorkflowDetail = WorkflowVersion.extend({
+  source: z.string(),
+  format: z.enum(['yaml', 'json']),
+});
 export const WorkflowSummary = z.object({
   name: z.string(),
   latestVersion: z.number().int(),
@@ -100,9 +118,17 @@ export const SubmitJobRequest = z
     workflow: WorkflowRef,
     /** Values as typed JSON or as strings (from `-p key=value`); converted by the parameter definitions. */
     params: z.record(z.string(), ParamValue).default({}),
-    labels: z.array(z.string().regex(/^[a-zA-Z0-9_.:-]{1,100}$/)).max(20).default([]),
+    labels: z
+      .array(z.string().regex(/^[a-zA-Z0-9_.:-]{1,100}$/))
+      .max(20)
+      .default([]),
     /** Overall job time limit in seconds. */
-    timeoutSeconds: z.number().int().positive().max(30 * 24 * 3600).optional(),
+    timeoutSeconds: z
+      .number()
+      .int()
+      .positive()
+      .max(30 * 24 * 3600)
+      .optional(),
   })
   .strict();
 
@@ -173,7 +199,11 @@ export const PreviewResponse = z.object({
   totalRows: z.number().int().nullable(),
 });
 
-export const LogEntry = z.object({ stepId: z.string(), stream: z.enum(['stdout', 'stderr']), text: z.string() });
+export const LogEntry = z.object({
+  stepId: z.string(),
+  stream: z.enum(['stdout', 'stderr']),
+  text: z.string(),
+});
 export const LogsResponse = z.object({ jobId: z.string(), logs: z.array(LogEntry) });
 
 export const AuditEntry = z.object({
@@ -236,36 +266,290 @@ export interface ApiRoute {
 
 /** Every public REST route. The server registers handlers against this list; a test checks none is missing. */
 export const apiRoutes = {
-  health: { method: 'GET', path: '/api/health', summary: 'Liveness check', tag: 'system', auth: 'none', response: Health },
-  openapi: { method: 'GET', path: '/api/openapi.json', summary: 'This OpenAPI document', tag: 'system', auth: 'none', responseMediaType: 'application/json' },
-  login: { method: 'POST', path: '/api/auth/login', summary: 'Exchange a user name and password for an API token', tag: 'auth', auth: 'none', body: LoginRequest, response: LoginResponse },
-  me: { method: 'GET', path: '/api/me', summary: 'The authenticated user', tag: 'auth', auth: 'user', response: Me },
-  createToken: { method: 'POST', path: '/api/tokens', summary: 'Create a named API token for yourself', tag: 'auth', auth: 'user', body: CreateTokenRequest, response: CreateTokenResponse, status: 201 },
-  listTokens: { method: 'GET', path: '/api/tokens', summary: 'Your API tokens (without their secrets)', tag: 'auth', auth: 'user', response: z.object({ tokens: z.array(TokenInfo) }) },
-  revokeToken: { method: 'DELETE', path: '/api/tokens/:id', summary: 'Revoke one of your tokens', tag: 'auth', auth: 'user', params: IdParams, status: 204 },
-  createUser: { method: 'POST', path: '/api/users', summary: 'Create a local user (admins)', tag: 'users', auth: 'admin', body: CreateUserRequest, response: User, status: 201 },
-  listUsers: { method: 'GET', path: '/api/users', summary: 'List users (admins)', tag: 'users', auth: 'admin', response: z.object({ users: z.array(User) }) },
-  pushWorkflow: { method: 'POST', path: '/api/workflows', summary: 'Validate and store a new workflow version', tag: 'workflows', auth: 'user', body: PushWorkflowRequest, response: WorkflowVersion, status: 201 },
-  listWorkflows: { method: 'GET', path: '/api/workflows', summary: 'List workflows with their latest version', tag: 'workflows', auth: 'user', response: z.object({ workflows: z.array(WorkflowSummary) }) },
-  showWorkflow: { method: 'GET', path: '/api/workflows/:name', summary: 'Latest version of a workflow, with its source', tag: 'workflows', auth: 'user', params: NameParams, response: WorkflowDetail },
-  showWorkflowVersion: { method: 'GET', path: '/api/workflows/:name/versions/:version', summary: 'One version of a workflow', tag: 'workflows', auth: 'user', params: z.object({ name: WorkflowName, version: z.coerce.number().int().min(1) }).strict(), response: WorkflowDetail },
-  listWorkflowVersions: { method: 'GET', path: '/api/workflows/:name/versions', summary: 'All versions of a workflow', tag: 'workflows', auth: 'user', params: NameParams, response: z.object({ versions: z.array(WorkflowVersion) }) },
-  submitJob: { method: 'POST', path: '/api/jobs', summary: 'Submit a job', tag: 'jobs', auth: 'user', body: SubmitJobRequest, response: Job, status: 201 },
-  listJobs: { method: 'GET', path: '/api/jobs', summary: 'List jobs (yours; admins see all)', tag: 'jobs', auth: 'user', query: ListJobsQuery, response: z.object({ jobs: z.array(Job) }) },
-  showJob: { method: 'GET', path: '/api/jobs/:id', summary: 'A job with its step states', tag: 'jobs', auth: 'user', params: IdParams, response: JobDetail },
-  jobEvents: { method: 'GET', path: '/api/jobs/:id/events', summary: 'Live job and step events (Server-Sent Events); ends when the job ends', tag: 'jobs', auth: 'user', params: IdParams, responseMediaType: 'text/event-stream' },
-  jobLogs: { method: 'GET', path: '/api/jobs/:id/logs', summary: "Every step's stdout and stderr", tag: 'jobs', auth: 'user', params: IdParams, response: LogsResponse },
-  cancelJob: { method: 'POST', path: '/api/jobs/:id/cancel', summary: 'Cancel a job', tag: 'jobs', auth: 'user', params: IdParams, response: Job },
-  listResults: { method: 'GET', path: '/api/jobs/:id/results', summary: "A job's published results", tag: 'results', auth: 'user', params: IdParams, response: z.object({ results: z.array(ResultInfo) }) },
-  downloadResult: { method: 'GET', path: '/api/jobs/:id/results/:name', summary: 'Download a result file (tables: `NAME.csv` or `NAME.parquet`)', tag: 'results', auth: 'user', params: ResultParams, responseMediaType: 'application/octet-stream' },
-  previewResult: { method: 'GET', path: '/api/jobs/:id/results/:name/preview', summary: 'First rows of a result table as JSON', tag: 'results', auth: 'user', params: ResultParams, query: PreviewQuery, response: PreviewResponse },
-  listAudit: { method: 'GET', path: '/api/audit', summary: 'Audit log (admins)', tag: 'audit', auth: 'admin', query: AuditQuery, response: z.object({ entries: z.array(AuditEntry) }) },
-  listAgents: { method: 'GET', path: '/api/agents', summary: 'Live agents from their heartbeats', tag: 'agents', auth: 'user', response: z.object({ agents: z.array(AgentInfo) }) },
+  health: {
+    method: 'GET',
+    path: '/api/health',
+    summary: 'Liveness check',
+    tag: 'system',
+    auth: 'none',
+    response: Health,
+  },
+  openapi: {
+    method: 'GET',
+    path: '/api/openapi.json',
+    summary: 'This OpenAPI document',
+    tag: 'system',
+    auth: 'none',
+    responseMediaType: 'application/json',
+  },
+  login: {
+    method: 'POST',
+    path: '/api/auth/login',
+    summary: 'Exchange a user name and password for an API token',
+    tag: 'auth',
+    auth: 'none',
+    body: LoginRequest,
+    response: LoginResponse,
+  },
+  me: {
+    method: 'GET',
+    path: '/api/me',
+    summary: 'The authenticated user',
+    tag: 'auth',
+    auth: 'user',
+    response: Me,
+  },
+  createToken: {
+    method: 'POST',
+    path: '/api/tokens',
+    summary: 'Create a named API token for yourself',
+    tag: 'auth',
+    auth: 'user',
+    body: CreateTokenRequest,
+    response: CreateTokenResponse,
+    status: 201,
+  },
+  listTokens: {
+    method: 'GET',
+    path: '/api/tokens',
+    summary: 'Your API tokens (without their secrets)',
+    tag: 'auth',
+    auth: 'user',
+    response: z.object({ tokens: z.array(TokenInfo) }),
+  },
+  revokeToken: {
+    method: 'DELETE',
+    path: '/api/tokens/:id',
+    summary: 'Revoke one of your tokens',
+    tag: 'auth',
+    auth: 'user',
+    params: IdParams,
+    status: 204,
+  },
+  createUser: {
+    method: 'POST',
+    path: '/api/users',
+    summary: 'Create a local user (admins)',
+    tag: 'users',
+    auth: 'admin',
+    body: CreateUserRequest,
+    response: User,
+    status: 201,
+  },
+  listUsers: {
+    method: 'GET',
+    path: '/api/users',
+    summary: 'List users (admins)',
+    tag: 'users',
+    auth: 'admin',
+    response: z.object({ users: z.array(User) }),
+  },
+  pushWorkflow: {
+    method: 'POST',
+    path: '/api/workflows',
+    summary: 'Validate and store a new workflow version',
+    tag: 'workflows',
+    auth: 'user',
+    body: PushWorkflowRequest,
+    response: WorkflowVersion,
+    status: 201,
+  },
+  listWorkflows: {
+    method: 'GET',
+    path: '/api/workflows',
+    summary: 'List workflows with their latest version',
+    tag: 'workflows',
+    auth: 'user',
+    response: z.object({ workflows: z.array(WorkflowSummary) }),
+  },
+  showWorkflow: {
+    method: 'GET',
+    path: '/api/workflows/:name',
+    summary: 'Latest version of a workflow, with its source',
+    tag: 'workflows',
+    auth: 'user',
+    params: NameParams,
+    response: WorkflowDetail,
+  },
+  showWorkflowVersion: {
+    method: 'GET',
+    path: '/api/workflows/:name/versions/:version',
+    summary: 'One version of a workflow',
+    tag: 'workflows',
+    auth: 'user',
+    params: z.object({ name: WorkflowName, version: z.coerce.number().int().min(1) }).strict(),
+    response: WorkflowDetail,
+  },
+  listWorkflowVersions: {
+    method: 'GET',
+    path: '/api/workflows/:name/versions',
+    summary: 'All versions of a workflow',
+    tag: 'workflows',
+    auth: 'user',
+    params: NameParams,
+    response: z.object({ versions: z.array(WorkflowVersion) }),
+  },
+  submitJob: {
+    method: 'POST',
+    path: '/api/jobs',
+    summary: 'Submit a job',
+    tag: 'jobs',
+    auth: 'user',
+    body: SubmitJobRequest,
+    response: Job,
+    status: 201,
+  },
+  listJobs: {
+    method: 'GET',
+    path: '/api/jobs',
+    summary: 'List jobs (yours; admins see all)',
+    tag: 'jobs',
+    auth: 'user',
+    query: ListJobsQuery,
+    response: z.object({ jobs: z.array(Job) }),
+  },
+  showJob: {
+    method: 'GET',
+    path: '/api/jobs/:id',
+    summary: 'A job with its step states',
+    tag: 'jobs',
+    auth: 'user',
+    params: IdParams,
+    response: JobDetail,
+  },
+  jobEvents: {
+    method: 'GET',
+    path: '/api/jobs/:id/events',
+    summary: 'Live job and step events (Server-Sent Events); ends when the job ends',
+    tag: 'jobs',
+    auth: 'user',
+    params: IdParams,
+    responseMediaType: 'text/event-stream',
+  },
+  jobLogs: {
+    method: 'GET',
+    path: '/api/jobs/:id/logs',
+    summary: "Every step's stdout and stderr",
+    tag: 'jobs',
+    auth: 'user',
+    params: IdParams,
+    response: LogsResponse,
+  },
+  cancelJob: {
+    method: 'POST',
+    path: '/api/jobs/:id/cancel',
+    summary: 'Cancel a job',
+    tag: 'jobs',
+    auth: 'user',
+    params: IdParams,
+    response: Job,
+  },
+  listResults: {
+    method: 'GET',
+    path: '/api/jobs/:id/results',
+    summary: "A job's published results",
+    tag: 'results',
+    auth: 'user',
+    params: IdParams,
+    response: z.object({ results: z.array(ResultInfo) }),
+  },
+  downloadResult: {
+    method: 'GET',
+    path: '/api/jobs/:id/results/:name',
+    summary: 'Download a result file (tables: `NAME.csv` or `NAME.parquet`)',
+    tag: 'results',
+    auth: 'user',
+    params: ResultParams,
+    responseMediaType: 'application/octet-stream',
+  },
+  previewResult: {
+    method: 'GET',
+    path: '/api/jobs/:id/results/:name/preview',
+    summary: 'First rows of a result table as JSON',
+    tag: 'results',
+    auth: 'user',
+    params: ResultParams,
+    query: PreviewQuery,
+    response: PreviewResponse,
+  },
+  listAudit: {
+    method: 'GET',
+    path: '/api/audit',
+    summary: 'Audit log (admins)',
+    tag: 'audit',
+    auth: 'admin',
+    query: AuditQuery,
+    response: z.object({ entries: z.array(AuditEntry) }),
+  },
+  listAgents: {
+    method: 'GET',
+    path: '/api/agents',
+    summary: 'Live agents from their heartbeats',
+    tag: 'agents',
+    auth: 'user',
+    response: z.object({ agents: z.array(AgentInfo) }),
+  },
   // Executor-facing routes: a job-scoped token, valid only while its job attempt is live.
-  execWorkflow: { method: 'GET', path: '/api/exec/jobs/:id/workflow', summary: 'Executor: the workflow source and resolved params of its job', tag: 'executor', auth: 'job', params: IdParams, response: z.object({ jobId: z.string(), attempt: z.number().int(), user: z.string(), source: z.string(), format: z.enum(['yaml', 'json']), params: z.record(z.string(), ParamValue), assets: z.array(z.object({ path: z.string(), size: z.number().int(), digest: z.string() })) }) },
-  execAsset: { method: 'GET', path: '/api/exec/jobs/:id/assets/:digest', summary: 'Executor: one asset file of its workflow, by digest', tag: 'executor', auth: 'job', params: z.object({ id: z.string().min(1).max(100), digest: z.string().regex(/^[a-f0-9]{64}$/) }).strict(), responseMediaType: 'application/octet-stream' },
-  execUploadResult: { method: 'PUT', path: '/api/exec/jobs/:id/results/:name', summary: 'Executor: upload one result file (query `kind`, `format`, `rows`)', tag: 'executor', auth: 'job', params: ResultParams, query: z.object({ kind: z.enum(['table', 'file']), format: z.string().regex(/^[a-z0-9]{1,16}$/).optional(), rows: z.coerce.number().int().min(0).optional() }).strict(), status: 204 },
-  execUploadLog: { method: 'PUT', path: '/api/exec/jobs/:id/logs/:step/:stream', summary: "Executor: upload a step's stdout or stderr", tag: 'executor', auth: 'job', params: z.object({ id: z.string().min(1).max(100), step: z.string().min(1).max(100), stream: z.enum(['stdout', 'stderr']) }).strict(), status: 204 },
+  execWorkflow: {
+    method: 'GET',
+    path: '/api/exec/jobs/:id/workflow',
+    summary: 'Executor: the workflow source and resolved params of its job',
+    tag: 'executor',
+    auth: 'job',
+    params: IdParams,
+    response: z.object({
+      jobId: z.string(),
+      attempt: z.number().int(),
+      user: z.string(),
+      source: z.string(),
+      format: z.enum(['yaml', 'json']),
+      params: z.record(z.string(), ParamValue),
+      assets: z.array(z.object({ path: z.string(), size: z.number().int(), digest: z.string() })),
+    }),
+  },
+  execAsset: {
+    method: 'GET',
+    path: '/api/exec/jobs/:id/assets/:digest',
+    summary: 'Executor: one asset file of its workflow, by digest',
+    tag: 'executor',
+    auth: 'job',
+    params: z.object({ id: z.string().min(1).max(100), digest: z.string().regex(/^[a-f0-9]{64}$/) }).strict(),
+    responseMediaType: 'application/octet-stream',
+  },
+  execUploadResult: {
+    method: 'PUT',
+    path: '/api/exec/jobs/:id/results/:name',
+    summary: 'Executor: upload one result file (query `kind`, `format`, `rows`)',
+    tag: 'executor',
+    auth: 'job',
+    params: ResultParams,
+    query: z
+      .object({
+        kind: z.enum(['table', 'file']),
+        format: z
+          .string()
+          .regex(/^[a-z0-9]{1,16}$/)
+          .optional(),
+        rows: z.coerce.number().int().min(0).optional(),
+      })
+      .strict(),
+    status: 204,
+  },
+  execUploadLog: {
+    method: 'PUT',
+    path: '/api/exec/jobs/:id/logs/:step/:stream',
+    summary: "Executor: upload a step's stdout or stderr",
+    tag: 'executor',
+    auth: 'job',
+    params: z
+      .object({
+        id: z.string().min(1).max(100),
+        step: z.string().min(1).max(100),
+        stream: z.enum(['stdout', 'stderr']),
+      })
+      .strict(),
+    status: 204,
+  },
 } as const satisfies Record<string, ApiRoute>;
 
 export type ApiRoutes = typeof apiRoutes;

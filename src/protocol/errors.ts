@@ -6,33 +6,60 @@ export const errorCatalogue = {
   STEWARD_BAD_REQUEST: { status: 400, summary: 'The request is malformed or fails schema validation.' },
   STEWARD_UNAUTHENTICATED: { status: 401, summary: 'No valid credentials were presented.' },
   STEWARD_FORBIDDEN: { status: 403, summary: 'The caller may not do this.' },
-  STEWARD_NOT_FOUND: { status: 404, summary: 'The addressed object does not exist (or is not visible to the caller).' },
-  STEWARD_CONFLICT: { status: 409, summary: 'The object already exists or is in a state that forbids the action.' },
+  STEWARD_NOT_FOUND: {
+    status: 404,
+    summary: 'The addressed object does not exist (or is not visible to the caller).',
+  },
+  STEWARD_CONFLICT: {
+    status: 409,
+    summary: 'The object already exists or is in a state that forbids the action.',
+  },
   STEWARD_PAYLOAD_TOO_LARGE: { status: 413, summary: 'The request body exceeds the configured limit.' },
   STEWARD_WORKFLOW_INVALID: { status: 422, summary: 'The workflow fails parsing or validation.' },
-  STEWARD_PARAMS_INVALID: { status: 422, summary: 'Job parameters do not match the workflow parameter definitions.' },
+  STEWARD_PARAMS_INVALID: {
+    status: 422,
+    summary: 'Job parameters do not match the workflow parameter definitions.',
+  },
   STEWARD_JOB_NOT_CANCELABLE: { status: 409, summary: 'The job has already ended.' },
   STEWARD_INTERNAL: { status: 500, summary: 'An unexpected internal error; details are in the server log.' },
   STEWARD_UNAVAILABLE: { status: 503, summary: 'A dependency (store, bus) is unavailable; retry later.' },
   STEWARD_CONFIG_INVALID: { status: 500, summary: 'A configuration file or option is invalid.' },
   STEWARD_SERVER_UNREACHABLE: { status: 503, summary: 'The CLI could not reach the server.' },
-  STEWARD_MESSAGE_INVALID: { status: 400, summary: 'A bus message is malformed, of an unknown version or oversized.' },
-  STEWARD_OFFER_SIGNATURE_INVALID: { status: 400, summary: 'A job offer is unsigned or its signature does not verify.' },
+  STEWARD_MESSAGE_INVALID: {
+    status: 400,
+    summary: 'A bus message is malformed, of an unknown version or oversized.',
+  },
+  STEWARD_OFFER_SIGNATURE_INVALID: {
+    status: 400,
+    summary: 'A job offer is unsigned or its signature does not verify.',
+  },
   STEWARD_OFFER_EXPIRED: { status: 400, summary: 'A job offer arrived after its deadline.' },
   STEWARD_OFFER_REPLAYED: { status: 400, summary: 'A job offer was already taken by this agent.' },
   STEWARD_LOAD_TIMEOUT: { status: 408, summary: 'No executor loaded the job within the load timeout.' },
-  STEWARD_DELIVERY_LIMIT: { status: 500, summary: 'The job offer was delivered too many times and was dead-lettered.' },
+  STEWARD_DELIVERY_LIMIT: {
+    status: 500,
+    summary: 'The job offer was delivered too many times and was dead-lettered.',
+  },
   STEWARD_AGENT_LOST: { status: 500, summary: 'The agent holding the job stopped reporting.' },
-  STEWARD_USER_NAME_INVALID: { status: 400, summary: 'The user name cannot be mapped to an OS account name.' },
+  STEWARD_USER_NAME_INVALID: {
+    status: 400,
+    summary: 'The user name cannot be mapped to an OS account name.',
+  },
   STEWARD_USER_UNKNOWN: { status: 404, summary: 'The OS account does not exist on the executor machine.' },
   STEWARD_USER_REFUSED: { status: 403, summary: 'Identity policy refuses to run jobs as this OS account.' },
-  STEWARD_WORKSPACE_UNSAFE: { status: 500, summary: 'A workspace path exists with the wrong owner, type or mode.' },
+  STEWARD_WORKSPACE_UNSAFE: {
+    status: 500,
+    summary: 'A workspace path exists with the wrong owner, type or mode.',
+  },
   STEWARD_EXECUTOR_START_FAILED: { status: 500, summary: 'The per-user executor could not be started.' },
   STEWARD_EXECUTOR_CRASHED: { status: 500, summary: 'The per-user executor exited while running the job.' },
   STEWARD_STEP_FAILED: { status: 500, summary: 'A workflow step failed; the message names the step.' },
   STEWARD_STEP_TIMEOUT: { status: 500, summary: 'A workflow step exceeded its timeout.' },
   STEWARD_JOB_CANCELED: { status: 409, summary: 'The job was canceled.' },
-  STEWARD_RESULT_UPLOAD_FAILED: { status: 500, summary: 'The executor could not upload a result to the server.' },
+  STEWARD_RESULT_UPLOAD_FAILED: {
+    status: 500,
+    summary: 'The executor could not upload a result to the server.',
+  },
 } as const satisfies Record<string, { status: number; summary: string }>;
 
 export type ErrorCode = keyof typeof errorCatalogue;
@@ -47,7 +74,11 @@ export class StewardError extends Error {
   readonly status: number;
   readonly details: Record<string, unknown> | undefined;
 
-  constructor(code: ErrorCode, message: string, options: { details?: Record<string, unknown>; cause?: unknown } = {}) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: { details?: Record<string, unknown>; cause?: unknown } = {},
+  ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'StewardError';
     this.code = code;
@@ -56,7 +87,9 @@ export class StewardError extends Error {
   }
 
   toJSON(): ErrorBody {
-    return { error: { code: this.code, message: this.message, ...(this.details ? { details: this.details } : {}) } };
+    return {
+      error: { code: this.code, message: this.message, ...(this.details ? { details: this.details } : {}) },
+    };
   }
 }
 
@@ -68,7 +101,9 @@ export interface ErrorBody {
 export function coerceError(error: unknown, fallback: ErrorCode = 'STEWARD_INTERNAL'): StewardError {
   if (error instanceof StewardError) return error;
   const message = error instanceof Error ? error.message : String(error);
-  return new StewardError(fallback, fallback === 'STEWARD_INTERNAL' ? 'internal error' : message, { cause: error });
+  return new StewardError(fallback, fallback === 'STEWARD_INTERNAL' ? 'internal error' : message, {
+    cause: error,
+  });
 }
 
 /** Thrown when code asks for a transition the state machine forbids. */

@@ -100,9 +100,7 @@ export const JobStateEvent = z
   .strict();
 export type JobStateEvent = z.infer<typeof JobStateEvent>;
 
-export const JobStepEvent = z
-  .object({ ...eventBase, type: z.literal('step'), step: StepEvent })
-  .strict();
+export const JobStepEvent = z.object({ ...eventBase, type: z.literal('step'), step: StepEvent }).strict();
 export type JobStepEvent = z.infer<typeof JobStepEvent>;
 
 export const ExecutorInfo = z.object({
@@ -134,7 +132,14 @@ export type AgentMessage = z.infer<typeof AgentMessage>;
 export type JobEvent = JobStateEvent | JobStepEvent;
 
 export const Control = z.discriminatedUnion('type', [
-  z.object({ v: z.literal(PROTOCOL_VERSION), type: z.literal('cancel'), jobId: id, attempt: z.number().int() }).strict(),
+  z
+    .object({
+      v: z.literal(PROTOCOL_VERSION),
+      type: z.literal('cancel'),
+      jobId: id,
+      attempt: z.number().int(),
+    })
+    .strict(),
   z.object({ v: z.literal(PROTOCOL_VERSION), type: z.literal('drain') }).strict(),
 ]);
 export type Control = z.infer<typeof Control>;
@@ -189,8 +194,6 @@ export const ExecutorToAgent = z.discriminatedUnion('type', [
   /** The workflow was fetched and validated: the agent may now ack the offer. */
   z.object({ type: z.literal('loaded'), jobId: id }).strict(),
   z.object({ type: z.literal('step'), jobId: id, step: StepEvent }).strict(),
-  z
-    .object({ type: z.literal('finished'), jobId: id, state: JobState, error: ErrorInfo.optional() })
-    .strict(),
+  z.object({ type: z.literal('finished'), jobId: id, state: JobState, error: ErrorInfo.optional() }).strict(),
 ]);
 export type ExecutorToAgent = z.infer<typeof ExecutorToAgent>;

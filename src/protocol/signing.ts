@@ -1,4 +1,11 @@
-import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import {
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  sign,
+  verify,
+  type KeyObject,
+} from 'node:crypto';
 import { createHash } from 'node:crypto';
 import { StewardError } from './errors.js';
 import { JobOffer, SignedOffer, PROTOCOL_VERSION } from './messages.js';
@@ -57,8 +64,17 @@ export function createOfferVerifier(publicKeyPems: readonly string[]): OfferVeri
         throw new StewardError('STEWARD_OFFER_SIGNATURE_INVALID', 'offer is not a signed offer envelope');
       }
       const key = keys.get(envelope.data.keyId);
-      if (!key) throw new StewardError('STEWARD_OFFER_SIGNATURE_INVALID', `offer signed with unknown key ${envelope.data.keyId}`);
-      const ok = verify(null, Buffer.from(envelope.data.payload), key, Buffer.from(envelope.data.signature, 'base64'));
+      if (!key)
+        throw new StewardError(
+          'STEWARD_OFFER_SIGNATURE_INVALID',
+          `offer signed with unknown key ${envelope.data.keyId}`,
+        );
+      const ok = verify(
+        null,
+        Buffer.from(envelope.data.payload),
+        key,
+        Buffer.from(envelope.data.signature, 'base64'),
+      );
       if (!ok) throw new StewardError('STEWARD_OFFER_SIGNATURE_INVALID', 'offer signature does not verify');
       let json: unknown;
       try {
@@ -67,9 +83,16 @@ export function createOfferVerifier(publicKeyPems: readonly string[]): OfferVeri
         throw new StewardError('STEWARD_MESSAGE_INVALID', 'signed offer payload is not JSON');
       }
       const offer = JobOffer.safeParse(json);
-      if (!offer.success) throw new StewardError('STEWARD_MESSAGE_INVALID', `signed offer payload invalid: ${offer.error.issues[0]?.message ?? ''}`);
+      if (!offer.success)
+        throw new StewardError(
+          'STEWARD_MESSAGE_INVALID',
+          `signed offer payload invalid: ${offer.error.issues[0]?.message ?? ''}`,
+        );
       if (offer.data.deadline < now) {
-        throw new StewardError('STEWARD_OFFER_EXPIRED', `offer for job ${offer.data.jobId} expired at ${new Date(offer.data.deadline).toISOString()}`);
+        throw new StewardError(
+          'STEWARD_OFFER_EXPIRED',
+          `offer for job ${offer.data.jobId} expired at ${new Date(offer.data.deadline).toISOString()}`,
+        );
       }
       return offer.data;
     },

@@ -15,7 +15,13 @@ export const jobStates = [
 export const JobState = z.enum(jobStates);
 export type JobState = z.infer<typeof JobState>;
 
-export const terminalJobStates: ReadonlySet<JobState> = new Set(['succeeded', 'failed', 'canceled', 'expired', 'lost']);
+export const terminalJobStates: ReadonlySet<JobState> = new Set([
+  'succeeded',
+  'failed',
+  'canceled',
+  'expired',
+  'lost',
+]);
 
 export function isTerminal(state: JobState): boolean {
   return terminalJobStates.has(state);

@@ -14,7 +14,11 @@ import { StewardError } from '../../src/protocol/index.js';
 import { OsUsers, type TestUser } from '../support/os-users.js';
 import { isRoot, run, tempDir } from '../support/steward.js';
 
-const policy: IdentityPolicy = { userMap: { Alice: 'root', svc: 'nobody' }, minUid: 1000, bannedUsers: defaultBannedUsers };
+const policy: IdentityPolicy = {
+  userMap: { Alice: 'root', svc: 'nobody' },
+  minUid: 1000,
+  bannedUsers: defaultBannedUsers,
+};
 
 async function refusal(user: string): Promise<StewardError> {
   try {
@@ -57,7 +61,13 @@ describe.runIf(isRoot)('workspaces as root', () => {
   let root: string;
   let alice: TestUser;
   let bob: TestUser;
-  const account = (user: TestUser): OsAccount => ({ name: user.name, uid: user.uid, gid: user.gid, home: `/home/${user.name}`, shell: '/bin/bash' });
+  const account = (user: TestUser): OsAccount => ({
+    name: user.name,
+    uid: user.uid,
+    gid: user.gid,
+    home: `/home/${user.name}`,
+    shell: '/bin/bash',
+  });
 
   beforeAll(async () => {
     root = path.join(await tempDir('ws'), 'workspaces');
@@ -80,11 +90,13 @@ describe.runIf(isRoot)('workspaces as root', () => {
     expect((await stat(root)).uid).toBe(0);
   });
 
-  it('refuses a symlink planted at a user\'s workspace path and changes nothing it points to', async () => {
+  it("refuses a symlink planted at a user's workspace path and changes nothing it points to", async () => {
     const target = await tempDir('target');
     const before = await stat(target);
     await symlink(target, path.join(root, bob.name));
-    await expect(prepareUserDirs(root, account(bob), true)).rejects.toMatchObject({ code: 'STEWARD_WORKSPACE_UNSAFE' });
+    await expect(prepareUserDirs(root, account(bob), true)).rejects.toMatchObject({
+      code: 'STEWARD_WORKSPACE_UNSAFE',
+    });
     const after = await stat(target);
     expect(after.uid).toBe(before.uid);
     expect(after.mode).toBe(before.mode);
@@ -97,7 +109,9 @@ describe.runIf(isRoot)('workspaces as root', () => {
     const dir = path.join(root, 'foreign');
     await mkdir(dir, { mode: 0o700 });
     await chown(dir, bob.uid, bob.gid);
-    await expect(ensureOwnedDir(dir, account(alice), 0o700, true)).rejects.toMatchObject({ code: 'STEWARD_WORKSPACE_UNSAFE' });
+    await expect(ensureOwnedDir(dir, account(alice), 0o700, true)).rejects.toMatchObject({
+      code: 'STEWARD_WORKSPACE_UNSAFE',
+    });
     expect((await lstat(dir)).uid).toBe(bob.uid);
   });
 
@@ -105,6 +119,8 @@ describe.runIf(isRoot)('workspaces as root', () => {
     const open = path.join(await tempDir('open'), 'ws');
     await mkdir(open, { mode: 0o777 });
     await run('chmod', ['0777', open]);
-    await expect(prepareWorkspaceRoot(open, true)).rejects.toMatchObject({ code: 'STEWARD_WORKSPACE_UNSAFE' });
+    await expect(prepareWorkspaceRoot(open, true)).rejects.toMatchObject({
+      code: 'STEWARD_WORKSPACE_UNSAFE',
+    });
   });
 });

@@ -2,7 +2,12 @@ import { describe, expect, it } from 'vitest';
 import { EmbeddedBus, type DeadLetter, type Delivery } from '../../src/bus/index.js';
 import type { AgentMessage, SignedOffer } from '../../src/protocol/index.js';
 
-const offer = (n: number): SignedOffer => ({ v: 1, payload: JSON.stringify({ n }), signature: 'x', keyId: 'k' });
+const offer = (n: number): SignedOffer => ({
+  v: 1,
+  payload: JSON.stringify({ n }),
+  signature: 'x',
+  keyId: 'k',
+});
 const heartbeat = (agentId: string): AgentMessage => ({
   v: 1,
   type: 'heartbeat',
@@ -44,11 +49,14 @@ describe('embedded bus', () => {
   it('redelivers a requeued offer with an increased delivery count', async () => {
     const bus = new EmbeddedBus();
     const counts: number[] = [];
-    await bus.consumeOffers(async (d) => {
-      counts.push(d.deliveryCount);
-      if (d.deliveryCount < 3) await d.requeue(1);
-      else await d.ack();
-    }, { prefetch: 1 });
+    await bus.consumeOffers(
+      async (d) => {
+        counts.push(d.deliveryCount);
+        if (d.deliveryCount < 3) await d.requeue(1);
+        else await d.ack();
+      },
+      { prefetch: 1 },
+    );
     await bus.publishOffer(offer(1));
     await waitFor(() => (counts.length === 3 ? true : undefined));
     expect(counts).toEqual([1, 2, 3]);
@@ -60,10 +68,13 @@ describe('embedded bus', () => {
     const letters: DeadLetter[] = [];
     await bus.consumeDeadLetters((letter) => void letters.push(letter));
     let deliveries = 0;
-    await bus.consumeOffers(async (d) => {
-      deliveries += 1;
-      await d.requeue(0);
-    }, { prefetch: 1 });
+    await bus.consumeOffers(
+      async (d) => {
+        deliveries += 1;
+        await d.requeue(0);
+      },
+      { prefetch: 1 },
+    );
     await bus.publishOffer(offer(7));
     const letter = await waitFor(() => letters[0]);
     expect(letter.reason).toBe('delivery-limit');
@@ -133,7 +144,9 @@ describe('embedded bus', () => {
 
   it('refuses a message larger than the size limit', async () => {
     const bus = new EmbeddedBus();
-    await expect(bus.publishOffer({ ...offer(1), payload: 'x'.repeat(300 * 1024) })).rejects.toThrow(/exceeds/);
+    await expect(bus.publishOffer({ ...offer(1), payload: 'x'.repeat(300 * 1024) })).rejects.toThrow(
+      /exceeds/,
+    );
     await bus.close();
   });
 
@@ -141,8 +154,14 @@ describe('embedded bus', () => {
     const bus = new EmbeddedBus();
     const a: unknown[] = [];
     const b: unknown[] = [];
-    await bus.consumeControl('a', async (d) => { a.push(d.body); await d.ack(); });
-    await bus.consumeControl('b', async (d) => { b.push(d.body); await d.ack(); });
+    await bus.consumeControl('a', async (d) => {
+      a.push(d.body);
+      await d.ack();
+    });
+    await bus.consumeControl('b', async (d) => {
+      b.push(d.body);
+      await d.ack();
+    });
     await bus.publishControl('b', { v: 1, type: 'drain' });
     await waitFor(() => b[0]);
     expect(a).toHaveLength(0);

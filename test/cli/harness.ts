@@ -4,9 +4,8 @@
  * only the routes a test registers, with the shapes documented in src/protocol/api.ts. The CLI under test is
  * never mocked; the double stands in for the server, which other work provides.
  */
-import { spawn, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { promises as fs, existsSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { promises as fs } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import os from 'node:os';
@@ -17,37 +16,11 @@ import type { Job, JobDetail, StepInfo } from '../../src/protocol/index.js';
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 /**
- * Builds the project into a private directory under node_modules/.cache (so modules resolve from the
- * repository's node_modules, and parallel test files never write the same dist/ at once), with a copy of
- * bin/steward.js beside it. Type errors elsewhere in the tree do not stop tsc from emitting; the typecheck
- * step reports those.
+ * The CLI under test: the repository's own bin/steward.js over dist/, which the global test setup builds
+ * once before any test file runs (test/global-setup.ts).
  */
 export async function buildCli(): Promise<{ bin: string; remove: () => Promise<void> }> {
-  const root = path.join(
-    repoRoot,
-    'node_modules',
-    '.cache',
-    `steward-cli-test-${process.pid}-${randomBytes(4).toString('hex')}`,
-  );
-  await fs.mkdir(path.join(root, 'bin'), { recursive: true });
-  await fs.copyFile(path.join(repoRoot, 'bin', 'steward.js'), path.join(root, 'bin', 'steward.js'));
-  await fs.copyFile(path.join(repoRoot, 'package.json'), path.join(root, 'package.json'));
-  const tsc = path.join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc');
-  const result = spawnSync(
-    process.execPath,
-    [tsc, '-p', path.join(repoRoot, 'tsconfig.build.json'), '--outDir', path.join(root, 'dist')],
-    {
-      cwd: repoRoot,
-      encoding: 'utf8',
-    },
-  );
-  if (!existsSync(path.join(root, 'dist', 'cli', 'main.js'))) {
-    throw new Error(`building the CLI failed:\n${result.stdout}\n${result.stderr}`);
-  }
-  return {
-    bin: path.join(root, 'bin', 'steward.js'),
-    remove: () => fs.rm(root, { recursive: true, force: true }),
-  };
+  return { bin: path.join(repoRoot, 'bin', 'steward.js'), remove: async () => {} };
 }
 
 /** A temp directory named after the test, so leftovers say which test made them. */

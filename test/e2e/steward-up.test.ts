@@ -34,7 +34,10 @@ function parseJson<T>(text: string): T {
   }
 }
 
-async function runJob(user: CliUser, args: string[]): Promise<{ code: number; job: JobJson; stderr: string }> {
+async function runJob(
+  user: CliUser,
+  args: string[],
+): Promise<{ code: number; job: JobJson; stderr: string }> {
   const result = await user.run(['run', ...args, '--wait', '--json']);
   return { code: result.code, job: parseJson<JobJson>(result.stdout), stderr: result.stderr };
 }
@@ -83,7 +86,13 @@ describe('steward up, end to end through the CLI', () => {
     expect(pushed.code, pushed.stderr).toBe(0);
     expect(pushed.stdout).toMatch(/sales-report@\d+/);
 
-    const { code, job, stderr } = await runJob(alice, ['sales-report', '-p', 'region=US', '-p', 'min_units=5']);
+    const { code, job, stderr } = await runJob(alice, [
+      'sales-report',
+      '-p',
+      'region=US',
+      '-p',
+      'min_units=5',
+    ]);
     expect(job.state, `${stderr}\n${JSON.stringify(job)}`).toBe('succeeded');
     expect(code).toBe(0);
 
@@ -91,10 +100,22 @@ describe('steward up, end to end through the CLI', () => {
     const fetched = await alice.run(['results', job.id, '--out', out]);
     expect(fetched.code, fetched.stderr).toBe(0);
     const files = (await readdir(out)).sort();
-    expect(files).toEqual(expect.arrayContaining(['by_product.csv', 'by_product.parquet', 'by_month.csv', 'by_month.parquet', 'sales_US.csv', 'summary.txt']));
+    expect(files).toEqual(
+      expect.arrayContaining([
+        'by_product.csv',
+        'by_product.parquet',
+        'by_month.csv',
+        'by_month.parquet',
+        'sales_US.csv',
+        'summary.txt',
+      ]),
+    );
 
     // Expected figures, computed here from the shipped data.
-    const lines = (await readFile(path.join(repoRoot, 'examples/data/sales.csv'), 'utf8')).trim().split('\n').slice(1);
+    const lines = (await readFile(path.join(repoRoot, 'examples/data/sales.csv'), 'utf8'))
+      .trim()
+      .split('\n')
+      .slice(1);
     const expected = new Map<string, { orders: number; units: number; revenue: number }>();
     for (const line of lines) {
       const [day, region, product, units, amount] = line.split(',');
@@ -107,10 +128,12 @@ describe('steward up, end to end through the CLI', () => {
     }
     const csv = (await readFile(path.join(out, 'by_product.csv'), 'utf8')).trim().split('\n');
     expect(csv[0]).toBe('product,orders,units,revenue');
-    const actual = new Map(csv.slice(1).map((row) => {
-      const [product, orders, units, revenue] = row.split(',');
-      return [product!, { orders: Number(orders), units: Number(units), revenue: Number(revenue) }];
-    }));
+    const actual = new Map(
+      csv.slice(1).map((row) => {
+        const [product, orders, units, revenue] = row.split(',');
+        return [product!, { orders: Number(orders), units: Number(units), revenue: Number(revenue) }];
+      }),
+    );
     expect([...actual.keys()].sort()).toEqual([...expected.keys()].sort());
     for (const [product, figures] of expected) {
       expect(actual.get(product)!.orders).toBe(figures.orders);
@@ -126,10 +149,13 @@ describe('steward up, end to end through the CLI', () => {
     expect(logs.stdout).toContain('summary written for');
   });
 
-  it('runs each user\'s job as that user\'s OS account with its supplementary groups', async () => {
+  it("runs each user's job as that user's OS account with its supplementary groups", async () => {
     const pushed = await alice.run(['workflow', 'push', 'examples/whoami.yaml']);
     expect(pushed.code, pushed.stderr).toBe(0);
-    for (const [user, os] of [[alice, aliceOs], [bob, bobOs]] as const) {
+    for (const [user, os] of [
+      [alice, aliceOs],
+      [bob, bobOs],
+    ] as const) {
       const { job, stderr } = await runJob(user, ['whoami', '-p', `note=from-${user.name}`]);
       expect(job.state, stderr).toBe('succeeded');
       const out = path.join(scratch, `out-whoami-${user.name}`);
@@ -152,10 +178,22 @@ describe('steward up, end to end through the CLI', () => {
 
   it('refuses invalid workflows at push with a message naming the step, and keeps serving', async () => {
     const cases: [string, string, RegExp][] = [
-      ['cycle', 'name: cyc\nsteps:\n  - id: a\n    sql: SELECT * FROM b\n  - id: b\n    sql: SELECT * FROM a\n', /cycle/i],
+      [
+        'cycle',
+        'name: cyc\nsteps:\n  - id: a\n    sql: SELECT * FROM b\n  - id: b\n    sql: SELECT * FROM a\n',
+        /cycle/i,
+      ],
       ['unknown-table', 'name: unk\nsteps:\n  - id: a\n    sql: SELECT * FROM salez\n', /salez/],
-      ['duplicate', 'name: dup\nsteps:\n  - id: a\n    sql: SELECT 1\n  - id: a\n    sql: SELECT 2\n', /duplicate/i],
-      ['bad-param', 'name: badp\nparams:\n  n: {type: integer, default: "ten"}\nsteps:\n  - id: a\n    sql: SELECT $n\n', /params\.n/],
+      [
+        'duplicate',
+        'name: dup\nsteps:\n  - id: a\n    sql: SELECT 1\n  - id: a\n    sql: SELECT 2\n',
+        /duplicate/i,
+      ],
+      [
+        'bad-param',
+        'name: badp\nparams:\n  n: {type: integer, default: "ten"}\nsteps:\n  - id: a\n    sql: SELECT $n\n',
+        /params\.n/,
+      ],
     ];
     for (const [name, text, pattern] of cases) {
       const file = await writeWorkflow(name, text);
@@ -173,9 +211,24 @@ describe('steward up, end to end through the CLI', () => {
 
   it('ends jobs that fail at run time as failed, naming the step and the cause', async () => {
     const cases: [string, string, string, RegExp][] = [
-      ['missing-file', 'name: missing-file\nsteps:\n  - id: data\n    read: no/such/file.csv\n', 'data', /file\.csv/],
-      ['sql-error', "name: sql-error\nsteps:\n  - id: boom\n    sql: SELECT CAST('abc' AS INTEGER) AS n\n", 'boom', /abc|convert|cast/i],
-      ['script-exit', 'name: script-exit\nsteps:\n  - id: fails\n    shell: |\n      echo about to fail >&2\n      exit 3\n', 'fails', /code 3/],
+      [
+        'missing-file',
+        'name: missing-file\nsteps:\n  - id: data\n    read: no/such/file.csv\n',
+        'data',
+        /file\.csv/,
+      ],
+      [
+        'sql-error',
+        "name: sql-error\nsteps:\n  - id: boom\n    sql: SELECT CAST('abc' AS INTEGER) AS n\n",
+        'boom',
+        /abc|convert|cast/i,
+      ],
+      [
+        'script-exit',
+        'name: script-exit\nsteps:\n  - id: fails\n    shell: |\n      echo about to fail >&2\n      exit 3\n',
+        'fails',
+        /code 3/,
+      ],
     ];
     for (const [name, text, step, pattern] of cases) {
       const file = await writeWorkflow(name, text);
@@ -224,7 +277,9 @@ describe('steward up, end to end through the CLI', () => {
   it('shows users only their own jobs', async () => {
     const mine = parseJson<{ jobs: JobJson[] } | JobJson[]>((await bob.run(['jobs', '--json'])).stdout);
     const list = Array.isArray(mine) ? mine : mine.jobs;
-    const aliceJobs = parseJson<{ jobs: JobJson[] } | JobJson[]>((await alice.run(['jobs', '--json'])).stdout);
+    const aliceJobs = parseJson<{ jobs: JobJson[] } | JobJson[]>(
+      (await alice.run(['jobs', '--json'])).stdout,
+    );
     const aliceList = Array.isArray(aliceJobs) ? aliceJobs : aliceJobs.jobs;
     expect(aliceList.length).toBeGreaterThan(0);
     const bobIds = new Set(list.map((job) => job.id));

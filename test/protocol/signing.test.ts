@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { createOfferSigner, createOfferVerifier, generateSigningKeyPem, type JobOffer } from '../../src/protocol/index.js';
+import {
+  createOfferSigner,
+  createOfferVerifier,
+  generateSigningKeyPem,
+  type JobOffer,
+} from '../../src/protocol/index.js';
 
 const offer = (overrides: Partial<JobOffer> = {}): JobOffer => ({
   v: 1,

@@ -34,7 +34,12 @@ export class OsUsers {
     this.users.push(name);
     const id = await run('id', ['-u', name]);
     const gid = await run('id', ['-g', name]);
-    return { name, uid: Number(id.stdout.trim()), gid: Number(gid.stdout.trim()), groups: options.groups ?? [] };
+    return {
+      name,
+      uid: Number(id.stdout.trim()),
+      gid: Number(gid.stdout.trim()),
+      groups: options.groups ?? [],
+    };
   }
 
   async cleanup(): Promise<void> {

@@ -52,7 +52,9 @@ export class StewardInstance {
     this.url = `http://127.0.0.1:${port}`;
   }
 
-  static async start(options: { adminPassword?: string; extraArgs?: string[]; dataDir?: string } = {}): Promise<StewardInstance> {
+  static async start(
+    options: { adminPassword?: string; extraArgs?: string[]; dataDir?: string } = {},
+  ): Promise<StewardInstance> {
     const instance = new StewardInstance(
       options.dataDir ?? (await tempDir('data')),
       await freePort(),
@@ -65,16 +67,21 @@ export class StewardInstance {
 
   async up(): Promise<void> {
     this.output = '';
-    const child = spawn(process.execPath, [stewardBin, 'up', '--port', String(this.port), '--data-dir', this.dataDir, ...this.extraArgs], {
-      env: { ...process.env, STEWARD_ADMIN_PASSWORD: this.adminPassword },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [stewardBin, 'up', '--port', String(this.port), '--data-dir', this.dataDir, ...this.extraArgs],
+      {
+        env: { ...process.env, STEWARD_ADMIN_PASSWORD: this.adminPassword },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     this.child = child;
     child.stdout.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
     const deadline = Date.now() + 30_000;
     for (;;) {
-      if (child.exitCode !== null) throw new Error(`steward up exited with ${child.exitCode}:\n${this.output}`);
+      if (child.exitCode !== null)
+        throw new Error(`steward up exited with ${child.exitCode}:\n${this.output}`);
       try {
         const response = await fetch(`${this.url}/api/health`);
         if (response.ok && this.output.includes('Steward is up')) return;
@@ -114,14 +121,22 @@ export class CliUser {
     return new CliUser(name, await mkdtemp(path.join(os.tmpdir(), `steward-cli-${name}-`)), server);
   }
 
-  run(args: string[], options: { input?: string; env?: Record<string, string>; timeoutMs?: number; cwd?: string } = {}): Promise<CliResult> {
+  run(
+    args: string[],
+    options: { input?: string; env?: Record<string, string>; timeoutMs?: number; cwd?: string } = {},
+  ): Promise<CliResult> {
     return new Promise((resolve) => {
       const child = execFile(
         process.execPath,
         [stewardBin, ...args],
         {
           cwd: options.cwd ?? repoRoot,
-          env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: this.configDir, XDG_CONFIG_HOME: this.configDir, ...options.env },
+          env: {
+            PATH: process.env.PATH ?? '/usr/bin:/bin',
+            HOME: this.configDir,
+            XDG_CONFIG_HOME: this.configDir,
+            ...options.env,
+          },
           timeout: options.timeoutMs ?? 120_000,
           maxBuffer: 64 * 1024 * 1024,
         },
@@ -136,7 +151,10 @@ export class CliUser {
   }
 
   async login(password: string): Promise<void> {
-    const result = await this.run(['login', '--server', this.server, '--user', this.name, '--password-stdin'], { input: password });
+    const result = await this.run(
+      ['login', '--server', this.server, '--user', this.name, '--password-stdin'],
+      { input: password },
+    );
     if (result.code !== 0) throw new Error(`login as ${this.name} failed: ${result.stderr}`);
   }
 
@@ -148,7 +166,11 @@ export class CliUser {
 export function run(command: string, args: string[]): Promise<CliResult> {
   return new Promise((resolve) => {
     execFile(command, args, (error, stdout, stderr) => {
-      resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout: String(stdout), stderr: String(stderr) });
+      resolve({
+        code: error ? (typeof error.code === 'number' ? error.code : 1) : 0,
+        stdout: String(stdout),
+        stderr: String(stderr),
+      });
     });
   });
 }
