@@ -1,0 +1,26 @@
+import type { Logger } from 'pino';
+import type { Bus } from '../bus/index.js';
+import type { CompiledServerConfig } from '../config/index.js';
+import type { Store } from '../store/index.js';
+import type { AuditLog } from './audit.js';
+import type { Authenticator } from './auth.js';
+import type { JobService } from './jobs.js';
+import type { ResultFiles } from './results.js';
+import type { JobWatch } from './watch.js';
+import type { WorkflowRepository } from './workflows.js';
+
+/** The server's parts, wired once in createServer and handed to the route handlers. */
+export interface ServerContext {
+  config: CompiledServerConfig;
+  store: Store;
+  bus: Bus;
+  logger: Logger;
+  audit: AuditLog;
+  auth: Authenticator;
+  workflows: WorkflowRepository;
+  jobs: JobService;
+  results: ResultFiles;
+  watch: JobWatch;
+  version: string;
+  openApiDocument(): Record<string, unknown>;
+}

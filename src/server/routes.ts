@@ -1,0 +1,393 @@
+/**
+ * Every REST route, registered from `apiRoutes` (src/protocol/api.ts): the table decides method, path,
+ * auth and schemas; this file only supplies a handler per entry. The `Handlers` type makes a missing
+ * handler a compile error, and a test checks it at run time too.
+ */
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { z } from 'zod';
+import {
+  apiRoutes,
+  isTerminal,
+  StewardError,
+  type ApiRoute,
+  type ApiRoutes,
+  type RouteName,
+} from '../protocol/index.js';
+import type { JobRecord } from '../store/index.js';
+import type { Principal } from './auth.js';
+import type { ServerContext } from './context.js';
+import { parseInput } from './validation.js';
+import {
+  auditView,
+  iso,
+  jobDetailView,
+  jobView,
+  resultView,
+  stepView,
+  tokenView,
+  userView,
+  workflowDetailView,
+  workflowVersionView,
+} from './views.js';
+
+type Input<R, K extends 'params' | 'query' | 'body'> = R extends { [P in K]: infer S extends z.ZodType }
+  ? z.output<S>
+  : undefined;
+
+export interface HandlerContext<R> {
+  params: Input<R, 'params'>;
+  query: Input<R, 'query'>;
+  body: Input<R, 'body'>;
+  /** Set on `user` and `admin` routes. */
+  principal: R extends { auth: 'user' | 'admin' } ? Principal : undefined;
+  /** Set on `job` routes: the job the token belongs to. */
+  job: R extends { auth: 'job' } ? JobRecord : undefined;
+  /** The raw body for routes without a body schema (streamed uploads). */
+  rawBody: unknown;
+  /** Client address, for the audit log. */
+  source: string;
+  request: FastifyRequest;
+  reply: FastifyReply;
+}
+
+/** A handler returns the JSON body, or the reply when it sent the response itself (streams, SSE). */
+type Handler<R> = (ctx: HandlerContext<R>) => Promise<unknown>;
+export type Handlers = { [K in RouteName]: Handler<ApiRoutes[K]> };
+
+const KEEPALIVE_MS = 15_000;
+
+export function buildHandlers(ctx: ServerContext): Handlers {
+  const { store, auth, jobs, workflows, results } = ctx;
+
+  async function ownJob(principal: Principal, id: string, source: string): Promise<JobRecord> {
+    return jobs.visibleJob(principal, id, source);
+  }
+
+  return {
+    health: async () => ({ status: 'ok', version: ctx.version, time: new Date().toISOString() }),
+
+    openapi: async () => ctx.openApiDocument(),
+
+    login: async ({ body, source }) => {
+      const session = await auth.login(body.user, body.password, source);
+      return {
+        token: session.token,
+        user: session.user,
+        role: session.role,
+        expiresAt: iso(session.expiresAt),
+      };
+    },
+
+    me: async ({ principal }) => ({ user: principal.user, role: principal.role }),
+
+    createToken: async ({ principal, body, source }) => {
+      const { token, record } = await auth.createApiToken(principal, body.name, body.expiresInDays, source);
+      return { ...tokenView(record), token };
+    },
+
+    listTokens: async ({ principal }) => ({
+      tokens: (await store.listTokens(principal.user)).map(tokenView),
+    }),
+
+    revokeToken: async ({ principal, params, source }) => {
+      await auth.revokeApiToken(principal, params.id, source);
+      return undefined;
+    },
+
+    createUser: async ({ principal, body, source }) => {
+      await auth.createUser(principal, body, source);
+      const user = await store.getUser(body.name);
+      return userView(user!);
+    },
+
+    listUsers: async () => ({ users: (await store.listUsers()).map(userView) }),
+
+    pushWorkflow: async ({ principal, body, source }) =>
+      workflowVersionView(await workflows.push(principal, body, source)),
+
+    listWorkflows: async () => ({
+      workflows: (await store.listWorkflows()).map((w) => ({
+        name: w.name,
+        latestVersion: w.latestVersion,
+        description: w.description,
+        updatedAt: iso(w.updatedAt),
+        updatedBy: w.updatedBy,
+      })),
+    }),
+
+    showWorkflow: async ({ params }) => workflowDetailView(await workflows.resolve(params.name)),
+
+    showWorkflowVersion: async ({ params }) =>
+      workflowDetailView(await workflows.resolve(`${params.name}@${params.version}`)),
+
+    listWorkflowVersions: async ({ params }) => {
+      const versions = await store.listWorkflowVersions(params.name);
+      if (versions.length === 0) throw new StewardError('STEWARD_NOT_FOUND', `no workflow ${params.name}`);
+      return { versions: versions.map(workflowVersionView) };
+    },
+
+    submitJob: async ({ principal, body, source }) => jobView(await jobs.submit(principal, body, source)),
+
+    listJobs: async ({ principal, query }) => {
+      // Users see their own jobs whatever `user` they ask for; admins may filter by user.
+      const user = principal.role === 'admin' ? query.user : principal.user;
+      const list = await store.listJobs({
+        limit: query.limit,
+        ...(user !== undefined ? { user } : {}),
+        ...(query.state !== undefined ? { state: query.state } : {}),
+        ...(query.workflow !== undefined ? { workflow: query.workflow } : {}),
+        ...(query.before !== undefined ? { before: query.before } : {}),
+      });
+      return { jobs: list.map(jobView) };
+    },
+
+    showJob: async ({ principal, params, source }) => {
+      const job = await ownJob(principal, params.id, source);
+      return jobDetailView(job, await store.listSteps(job.id));
+    },
+
+    jobEvents: async ({ principal, params, source, request, reply }) => {
+      const job = await ownJob(principal, params.id, source);
+      return streamJobEvents(ctx, job, request, reply);
+    },
+
+    jobLogs: async ({ principal, params, source }) => {
+      const job = await ownJob(principal, params.id, source);
+      return { jobId: job.id, logs: await results.readLogs(job.id) };
+    },
+
+    cancelJob: async ({ principal, params, source }) =>
+      jobView(await jobs.cancel(principal, params.id, source)),
+
+    listResults: async ({ principal, params, source }) => {
+      const job = await ownJob(principal, params.id, source);
+      return { results: (await store.listResults(job.id)).map(resultView) };
+    },
+
+    downloadResult: async ({ principal, params, source, reply }) => {
+      const job = await ownJob(principal, params.id, source);
+      const located = await results.locate(job.id, params.name);
+      const info = await stat(located.file).catch(() => undefined);
+      if (!info)
+        throw new StewardError(
+          'STEWARD_NOT_FOUND',
+          `result file ${params.name} of job ${job.id} is missing on disk`,
+        );
+      await ctx.audit.record({
+        actor: principal.user,
+        action: 'result.download',
+        target: `${job.id}/${located.downloadName}`,
+        source,
+        detail: { size: info.size },
+      });
+      reply
+        .header('content-type', located.contentType)
+        .header('content-length', String(info.size))
+        .header(
+          'content-disposition',
+          `attachment; filename="${located.downloadName.replace(/["\\\r\n]/g, '_')}"`,
+        );
+      return reply.send(createReadStream(located.file));
+    },
+
+    previewResult: async ({ principal, params, query, source }) => {
+      const job = await ownJob(principal, params.id, source);
+      return results.preview(job.id, params.name, query.limit, query.offset);
+    },
+
+    listAudit: async ({ query }) => ({
+      entries: (
+        await store.listAudit({
+          limit: query.limit,
+          ...(query.actor !== undefined ? { actor: query.actor } : {}),
+          ...(query.action !== undefined ? { action: query.action } : {}),
+        })
+      ).map(auditView),
+    }),
+
+    listAgents: async () => {
+      // Agents heartbeat every few seconds; one silent for five minutes is not "live".
+      const agents = await store.listAgents(Date.now() - 5 * 60_000);
+      return {
+        agents: agents.map((a) => ({
+          id: a.id,
+          labels: a.labels,
+          isolation: a.isolation,
+          lastSeen: iso(a.lastSeen),
+          capacity: a.capacity,
+          executors: a.executors,
+        })),
+      };
+    },
+
+    execWorkflow: async ({ job }) => {
+      const record = await workflows.resolve(`${job.workflow.name}@${job.workflow.version}`);
+      return {
+        jobId: job.id,
+        attempt: job.attempt,
+        user: job.user,
+        source: record.source,
+        format: record.format,
+        params: job.params,
+        assets: record.assets,
+      };
+    },
+
+    execAsset: async ({ job, params, reply }) => {
+      const asset = await store.workflowHasAsset(job.workflow.name, job.workflow.version, params.digest);
+      if (!asset)
+        throw new StewardError('STEWARD_NOT_FOUND', `job ${job.id}'s workflow has no asset ${params.digest}`);
+      reply.header('content-type', 'application/octet-stream').header('content-length', String(asset.size));
+      return reply.send(createReadStream(workflows.assetPath(asset.digest)));
+    },
+
+    execUploadResult: async ({ job, params, query, rawBody, request }) => {
+      await results.upload(job.id, params.name, query, rawBody, contentLength(request));
+      return undefined;
+    },
+
+    execUploadLog: async ({ job, params, rawBody, request }) => {
+      await results.uploadLog(job.id, params.step, params.stream, rawBody, contentLength(request));
+      return undefined;
+    },
+  };
+}
+
+function contentLength(request: FastifyRequest): number | undefined {
+  const header = request.headers['content-length'];
+  return header === undefined ? undefined : Number(header);
+}
+
+/**
+ * SSE: `snapshot` (JobDetail) first, then `job`/`step` on every change, `end` (JobDetail) once the job is
+ * terminal, then the stream closes. The subscription is taken before the snapshot is read, so no change
+ * can fall between the two.
+ */
+async function streamJobEvents(
+  ctx: ServerContext,
+  job: JobRecord,
+  request: FastifyRequest,
+  reply: FastifyReply,
+): Promise<FastifyReply> {
+  const pending: (() => void)[] = [];
+  let ready = false;
+  let closed = false;
+  const raw = reply.raw;
+  const send = (event: string, data: unknown): void => {
+    if (!closed) raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+  };
+  const timers: { keepalive?: NodeJS.Timeout } = {};
+  let unsubscribe: () => void = () => {};
+  const finish = (): void => {
+    if (closed) return;
+    closed = true;
+    if (timers.keepalive) clearInterval(timers.keepalive);
+    unsubscribe();
+    raw.end();
+  };
+  const end = async (): Promise<void> => {
+    try {
+      const latest = (await ctx.store.getJob(job.id)) ?? job;
+      send('end', jobDetailView(latest, await ctx.store.listSteps(job.id)));
+    } catch (error) {
+      request.log.warn({ err: error, jobId: job.id }, 'could not send the final job event');
+    }
+    finish();
+  };
+  unsubscribe = ctx.watch.subscribe(job.id, (change) => {
+    const deliver = (): void => {
+      if (closed) return;
+      if (change.type === 'step') {
+        send('step', stepView(change.step));
+        return;
+      }
+      send('job', jobView(change.job));
+      if (isTerminal(change.job.state)) void end();
+    };
+    if (ready) deliver();
+    else pending.push(deliver);
+  });
+
+  reply.hijack();
+  raw.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache, no-transform',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+  });
+  request.raw.on('close', finish);
+  let current: JobRecord;
+  try {
+    current = (await ctx.store.getJob(job.id)) ?? job;
+    send('snapshot', jobDetailView(current, await ctx.store.listSteps(job.id)));
+  } catch (error) {
+    // Headers are out: the error shape cannot be sent any more, so log it and end the stream.
+    request.log.error({ err: error, jobId: job.id }, 'could not send the job snapshot');
+    finish();
+    return reply;
+  }
+  if (isTerminal(current.state)) {
+    await end();
+    return reply;
+  }
+  ready = true;
+  for (const deliver of pending.splice(0)) deliver();
+  timers.keepalive = setInterval(() => {
+    if (!closed) raw.write(': keep-alive\n\n');
+  }, KEEPALIVE_MS);
+  timers.keepalive.unref();
+  return reply;
+}
+
+/** Registers every route of `apiRoutes` with its auth check, input validation and status. */
+export function registerRoutes(app: FastifyInstance, ctx: ServerContext, handlers: Handlers): void {
+  for (const [name, route] of Object.entries(apiRoutes) as [RouteName, ApiRoute][]) {
+    const handler = handlers[name] as Handler<ApiRoute> | undefined;
+    if (!handler) throw new Error(`no handler for route ${name}`);
+    app.route({
+      method: route.method,
+      url: route.path,
+      handler: async (request, reply) => {
+        const source = request.ip;
+        let principal: Principal | undefined;
+        let job: JobRecord | undefined;
+        if (route.auth === 'user' || route.auth === 'admin') {
+          principal = await ctx.auth.authenticate(request.headers.authorization);
+          if (route.auth === 'admin' && principal.role !== 'admin') {
+            await ctx.audit.record({
+              actor: principal.user,
+              action: 'forbidden',
+              target: `${route.method} ${request.url}`,
+              source,
+            });
+            throw new StewardError('STEWARD_FORBIDDEN', 'this needs the admin role');
+          }
+        }
+        const params: unknown = route.params ? parseInput(route.params, request.params, 'params') : undefined;
+        if (route.auth === 'job') {
+          const jobId = (params as { id?: unknown } | undefined)?.id;
+          if (typeof jobId !== 'string') throw new Error(`job route ${name} has no :id parameter`);
+          job = await ctx.jobs.authenticateJob(request.headers.authorization, jobId);
+        }
+        const query: unknown = route.query ? parseInput(route.query, request.query, 'query') : undefined;
+        const body: unknown = route.body ? parseInput(route.body, request.body, 'body') : undefined;
+        const result = await handler({
+          params,
+          query,
+          body,
+          principal,
+          job,
+          rawBody: route.body ? undefined : request.body,
+          source,
+          request,
+          reply,
+        } as HandlerContext<ApiRoute>);
+        if (result === reply || reply.sent) return reply;
+        if (route.status === 204 || result === undefined) return reply.code(route.status ?? 204).send();
+        return reply.code(route.status ?? 200).send(result);
+      },
+    });
+  }
+}

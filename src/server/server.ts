@@ -1,0 +1,183 @@
+/**
+ * createServer wires the store, the bus and the HTTP API. Everything durable lives in the store and the
+ * data directory, so a restarted server (or a second one on the same PostgreSQL and shared directory)
+ * continues where the last one stopped.
+ */
+import { mkdirSync } from 'node:fs';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import { pino, type Logger } from 'pino';
+import type { Bus } from '../bus/index.js';
+import type { CompiledServerConfig } from '../config/index.js';
+import { coerceError, createOfferSigner, createOfferVerifier, StewardError } from '../protocol/index.js';
+import { openStore, type Store } from '../store/index.js';
+import { AuditLog } from './audit.js';
+import { Authenticator } from './auth.js';
+import type { ServerContext } from './context.js';
+import { EventConsumer } from './events.js';
+import { JobService } from './jobs.js';
+import { loadOrCreateSigningKey } from './keys.js';
+import { buildOpenApiDocument } from './openapi.js';
+import { ResultFiles } from './results.js';
+import { buildHandlers, registerRoutes } from './routes.js';
+import { STEWARD_VERSION } from './version.js';
+import { JobWatch } from './watch.js';
+import { WorkflowRepository } from './workflows.js';
+
+export interface CreateServerOptions {
+  config: CompiledServerConfig;
+  bus: Bus;
+  /** Default: a pino logger at `config.logLevel` on stderr. */
+  logger?: Logger;
+  /** Password of the `admin` user created on first start. Default: generated, see `generatedAdminPassword`. */
+  adminPassword?: string | undefined;
+  /** How often overdue offers are expired. Default: a quarter of the load timeout, between 1 s and 15 s. */
+  sweepIntervalMs?: number;
+}
+
+export interface StewardServer {
+  readonly app: FastifyInstance;
+  readonly store: Store;
+  /** PEM of the public key agents use to verify job offers. */
+  readonly publicKeyPem: string;
+  /** Set on first start when no admin password was given: print it once. */
+  readonly generatedAdminPassword: string | undefined;
+  /** Starts listening on config.host:config.port (0 = any free port). */
+  listen(): Promise<{ url: string }>;
+  /** Runs one load-timeout sweep now; returns how many jobs expired. */
+  sweep(now?: number): Promise<number>;
+  /** Stops consuming, closes HTTP, DuckDB and the store. Does not close the bus (the caller owns it). */
+  close(): Promise<void>;
+}
+
+export async function createServer(options: CreateServerOptions): Promise<StewardServer> {
+  const { config } = options;
+  const logger = options.logger ?? pino({ level: config.logLevel });
+  mkdirSync(config.dataDir, { recursive: true });
+  const store = await openStore(config.store);
+  try {
+    return await assemble(options, store, logger);
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
+}
+
+async function assemble(options: CreateServerOptions, store: Store, logger: Logger): Promise<StewardServer> {
+  const { config, bus } = options;
+  const keys = loadOrCreateSigningKey(config.dataDir);
+  const signer = createOfferSigner(keys.privateKeyPem);
+  const verifier = createOfferVerifier([keys.publicKeyPem]);
+  const audit = new AuditLog(store, logger);
+  const auth = new Authenticator(store, audit, config);
+  const generatedAdminPassword = await auth.bootstrapAdmin(options.adminPassword);
+  const watch = new JobWatch(logger);
+  const workflows = new WorkflowRepository(store, config.dataDir, audit);
+  const results = new ResultFiles(store, config.dataDir, config.resultLimitBytes, logger);
+  let serverUrl =
+    config.publicUrl ??
+    `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${config.port}`;
+  const jobs = new JobService({
+    store,
+    bus,
+    signer,
+    workflows,
+    audit,
+    watch,
+    config,
+    logger,
+    serverUrl: () => serverUrl,
+  });
+  let openApi: Record<string, unknown> | undefined;
+  const ctx: ServerContext = {
+    config,
+    store,
+    bus,
+    logger,
+    audit,
+    auth,
+    workflows,
+    jobs,
+    results,
+    watch,
+    version: STEWARD_VERSION,
+    openApiDocument: () => (openApi ??= buildOpenApiDocument(STEWARD_VERSION)),
+  };
+
+  const fastifyLogger: FastifyBaseLogger = logger;
+  const app: FastifyInstance = Fastify({
+    loggerInstance: fastifyLogger,
+    bodyLimit: config.bodyLimitBytes,
+    trustProxy: false,
+  });
+  // Uploads arrive as raw streams; handlers stream them to disk (with their own size limit).
+  app.removeContentTypeParser('text/plain');
+  app.addContentTypeParser(['application/octet-stream', 'text/plain'], (_request, payload, done) =>
+    done(null, payload),
+  );
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    const failure = toStewardError(error);
+    if (failure.status >= 500) request.log.error({ err: error }, failure.message);
+    else request.log.debug({ err: error, code: failure.code }, failure.message);
+    void reply.code(failure.status).send(failure.toJSON());
+  });
+  app.setNotFoundHandler((request, reply) => {
+    void reply
+      .code(404)
+      .send(
+        new StewardError(
+          'STEWARD_NOT_FOUND',
+          `no route ${request.method} ${request.url.split('?')[0] ?? ''}`,
+        ).toJSON(),
+      );
+  });
+  registerRoutes(app, ctx, buildHandlers(ctx));
+
+  const consumer = new EventConsumer({ bus, store, jobs, watch, logger, verifier });
+  await consumer.start();
+  const sweepIntervalMs =
+    options.sweepIntervalMs ?? Math.min(15_000, Math.max(1000, Math.floor(config.loadTimeoutMs / 4)));
+  const sweeper = setInterval(() => {
+    jobs.sweep().catch((error: unknown) => logger.error({ err: error }, 'load-timeout sweep failed'));
+  }, sweepIntervalMs);
+  sweeper.unref();
+
+  let closing: Promise<void> | undefined;
+  return {
+    app,
+    store,
+    publicKeyPem: keys.publicKeyPem,
+    generatedAdminPassword,
+    async listen() {
+      const address = await app.listen({ host: config.host, port: config.port });
+      if (!config.publicUrl) {
+        const bound = app.server.address();
+        const port = bound && typeof bound === 'object' ? bound.port : config.port;
+        serverUrl = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+      }
+      return { url: config.publicUrl ?? (address.startsWith('http') ? serverUrl : address) };
+    },
+    sweep: (now) => jobs.sweep(now),
+    close() {
+      closing ??= (async () => {
+        clearInterval(sweeper);
+        await consumer.stop();
+        await app.close();
+        await results.close();
+        await store.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+/** Fastify's own errors (body too large, bad JSON, wrong content type) mapped onto the catalogue. */
+function toStewardError(error: FastifyError): StewardError {
+  if (error instanceof StewardError) return error;
+  const status = error.statusCode;
+  if (status === 413)
+    return new StewardError('STEWARD_PAYLOAD_TOO_LARGE', 'request body exceeds the configured limit');
+  if (status !== undefined && status >= 400 && status < 500) {
+    return new StewardError('STEWARD_BAD_REQUEST', error.message, { details: { rule: error.code } });
+  }
+  return coerceError(error);
+}

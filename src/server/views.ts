@@ -1,0 +1,116 @@
+/** Store records → API shapes. Times become ISO strings here, at the edge, and nowhere else. */
+import type {
+  AuditRecord,
+  JobRecord,
+  ResultRecord,
+  StepRecord,
+  TokenRecord,
+  UserRecord,
+  WorkflowRecord,
+} from '../store/index.js';
+import type { Job, JobDetail, ResultInfo, StepInfo, User, WorkflowVersion } from '../protocol/index.js';
+
+export function iso(time: number): string;
+export function iso(time: number | null): string | null;
+export function iso(time: number | null): string | null {
+  return time === null ? null : new Date(time).toISOString();
+}
+
+export function jobView(job: JobRecord): Job {
+  return {
+    id: job.id,
+    user: job.user,
+    workflow: { name: job.workflow.name, version: job.workflow.version },
+    params: job.params,
+    labels: job.labels,
+    state: job.state,
+    attempt: job.attempt,
+    createdAt: iso(job.createdAt),
+    startedAt: iso(job.startedAt),
+    finishedAt: iso(job.finishedAt),
+    agentId: job.agentId,
+    executor: job.executor,
+    error: job.error,
+  };
+}
+
+export function stepView(step: StepRecord): StepInfo {
+  return {
+    id: step.id,
+    kind: step.kind,
+    state: step.state,
+    startedAt: iso(step.startedAt),
+    finishedAt: iso(step.finishedAt),
+    durationMs: step.durationMs,
+    rows: step.rows,
+    progress: step.progress,
+    message: step.message,
+  };
+}
+
+export function jobDetailView(job: JobRecord, steps: readonly StepRecord[]): JobDetail {
+  return { ...jobView(job), steps: steps.map(stepView) };
+}
+
+export function userView(user: UserRecord): User {
+  return { name: user.name, role: user.role, createdAt: iso(user.createdAt), disabled: user.disabled };
+}
+
+export function tokenView(token: TokenRecord): {
+  id: string;
+  name: string;
+  createdAt: string;
+  expiresAt: string | null;
+  lastUsedAt: string | null;
+} {
+  return {
+    id: token.id,
+    name: token.name,
+    createdAt: iso(token.createdAt),
+    expiresAt: iso(token.expiresAt),
+    lastUsedAt: iso(token.lastUsedAt),
+  };
+}
+
+export function workflowVersionView(workflow: WorkflowRecord): WorkflowVersion {
+  return {
+    name: workflow.name,
+    version: workflow.version,
+    digest: workflow.digest,
+    description: workflow.description,
+    createdBy: workflow.createdBy,
+    createdAt: iso(workflow.createdAt),
+    params: workflow.params,
+    steps: workflow.steps,
+    assets: workflow.assets,
+  };
+}
+
+export function workflowDetailView(
+  workflow: WorkflowRecord,
+): WorkflowVersion & { source: string; format: 'yaml' | 'json' } {
+  return { ...workflowVersionView(workflow), source: workflow.source, format: workflow.format };
+}
+
+export function resultView(result: ResultRecord): ResultInfo {
+  return {
+    name: result.name,
+    kind: result.kind,
+    formats: result.formats,
+    size: result.size,
+    rows: result.rows,
+    createdAt: iso(result.createdAt),
+  };
+}
+
+export function auditView(entry: AuditRecord): {
+  id: number;
+  time: string;
+  actor: string;
+  action: string;
+  target: string | null;
+  source: string | null;
+  detail: Record<string, unknown> | null;
+} {
+  return { ...entry, time: iso(entry.time) };
+}

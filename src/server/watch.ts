@@ -1,0 +1,51 @@
+/**
+ * In-process fan-out of job and step changes to live listeners (SSE streams). The event consumer and the
+ * job service publish here after the store has committed, so a listener never sees an uncommitted change.
+ * With several servers, a server only hears the changes it applied itself; a later multi-server mode can
+ * feed this same interface from a store poll (jobs.updated_at) without touching the SSE route.
+ */
+import type { Logger } from 'pino';
+import type { JobRecord, StepRecord } from '../store/index.js';
+
+export type JobChange = { type: 'job'; job: JobRecord } | { type: 'step'; step: StepRecord };
+export type JobListener = (change: JobChange) => void;
+
+export class JobWatch {
+  private readonly listeners = new Map<string, Set<JobListener>>();
+
+  constructor(private readonly logger: Logger) {}
+
+  subscribe(jobId: string, listener: JobListener): () => void {
+    let set = this.listeners.get(jobId);
+    if (!set) {
+      set = new Set();
+      this.listeners.set(jobId, set);
+    }
+    set.add(listener);
+    return () => {
+      set.delete(listener);
+      if (set.size === 0) this.listeners.delete(jobId);
+    };
+  }
+
+  publishJob(job: JobRecord): void {
+    this.emit(job.id, { type: 'job', job });
+  }
+
+  publishStep(step: StepRecord): void {
+    this.emit(step.jobId, { type: 'step', step });
+  }
+
+  /** A listener that throws must not stop the others (or the consumer that published). */
+  private emit(jobId: string, change: JobChange): void {
+    const set = this.listeners.get(jobId);
+    if (!set) return;
+    for (const listener of [...set]) {
+      try {
+        listener(change);
+      } catch (error) {
+        this.logger.warn({ err: error, jobId }, 'job listener failed');
+      }
+    }
+  }
+}

@@ -1,0 +1,203 @@
+/**
+ * The workflow repository: every push is validated by the engine and stored as a new immutable version;
+ * assets are stored content-addressed under `<dataDir>/assets/<sha256>`. Parsed workflows are cached by
+ * digest, because submit (a hot path) needs the parsed form and a digest never changes meaning.
+ */
+import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { describeWorkflow, parseWorkflow } from '../engine/index.js';
+import type { Workflow } from '../engine/index.js';
+import { StewardError, WorkflowName } from '../protocol/index.js';
+import type { AssetRecord, Store, WorkflowRecord } from '../store/index.js';
+import type { AuditLog } from './audit.js';
+import type { Principal } from './auth.js';
+import { newId, sha256Hex } from './secrets.js';
+
+const PARSED_CACHE_SIZE = 256;
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+export interface PushInput {
+  source: string;
+  fileName?: string | undefined;
+  format?: 'yaml' | 'json' | undefined;
+  assets?: Record<string, string> | undefined;
+}
+
+/** A relative path with no `..`, `.` or empty segments, no backslashes or NULs. */
+export function isSafeRelativePath(candidate: string): boolean {
+  if (candidate.length === 0 || candidate.length > 255) return false;
+  if (candidate.startsWith('/') || candidate.includes('\\') || candidate.includes('\0')) return false;
+  return candidate.split('/').every((segment) => segment !== '' && segment !== '.' && segment !== '..');
+}
+
+export class WorkflowRepository {
+  private readonly parsed = new Map<string, Promise<Workflow>>();
+  readonly assetDir: string;
+
+  constructor(
+    private readonly store: Store,
+    dataDir: string,
+    private readonly audit: AuditLog,
+  ) {
+    this.assetDir = path.join(dataDir, 'assets');
+    mkdirSync(this.assetDir, { recursive: true, mode: 0o700 });
+  }
+
+  async push(principal: Principal, input: PushInput, source: string): Promise<WorkflowRecord> {
+    const workflow = await parseWorkflow(input.source, {
+      ...(input.format ? { format: input.format } : {}),
+      ...(input.fileName ? { fileName: input.fileName } : {}),
+    });
+    if (!WorkflowName.safeParse(workflow.name).success) {
+      throw new StewardError(
+        'STEWARD_WORKFLOW_INVALID',
+        `name: expected lowercase letters, digits, "_" or "-", got ${JSON.stringify(workflow.name)}`,
+        {
+          details: { issues: [{ path: 'name', message: 'expected lowercase letters, digits, "_" or "-"' }] },
+        },
+      );
+    }
+    const assets = this.checkAssets(workflow, input.assets ?? {});
+    const stored: AssetRecord[] = [];
+    for (const asset of assets) {
+      const digest = sha256Hex(asset.content);
+      this.storeAsset(digest, asset.content);
+      stored.push({ path: asset.path, digest, size: asset.content.length });
+    }
+    stored.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+    const digest = sha256Hex(input.source + '\0' + stored.map((a) => `${a.path}\0${a.digest}\n`).join(''));
+    const description = describeWorkflow(workflow);
+    const record = await this.store.insertWorkflowVersion({
+      name: workflow.name,
+      source: input.source,
+      format: workflow.format,
+      digest,
+      description: description.description,
+      params: description.params,
+      steps: description.steps,
+      assets: stored,
+      createdBy: principal.user,
+      createdAt: Date.now(),
+    });
+    this.remember(digest, Promise.resolve(workflow));
+    await this.audit.record({
+      actor: principal.user,
+      action: 'workflow.push',
+      target: `${record.name}@${record.version}`,
+      source,
+      detail: { digest, assets: stored.length },
+    });
+    return record;
+  }
+
+  /** `name` (latest) or `name@version`; STEWARD_NOT_FOUND when absent. */
+  async resolve(ref: string): Promise<WorkflowRecord> {
+    const at = ref.lastIndexOf('@');
+    const name = at === -1 ? ref : ref.slice(0, at);
+    const version = at === -1 ? undefined : Number(ref.slice(at + 1));
+    const record = await this.store.getWorkflow(name, version);
+    if (!record)
+      throw new StewardError(
+        'STEWARD_NOT_FOUND',
+        version === undefined ? `no workflow ${name}` : `no workflow ${name} version ${version}`,
+      );
+    return record;
+  }
+
+  /** The parsed form of a stored version (cached by digest). */
+  parsedFor(record: WorkflowRecord): Promise<Workflow> {
+    const cached = this.parsed.get(record.digest);
+    if (cached) return cached;
+    const parsing = parseWorkflow(record.source, { format: record.format });
+    this.remember(record.digest, parsing);
+    parsing.catch(() => this.parsed.delete(record.digest));
+    return parsing;
+  }
+
+  assetPath(digest: string): string {
+    return path.join(this.assetDir, digest);
+  }
+
+  private remember(digest: string, workflow: Promise<Workflow>): void {
+    this.parsed.delete(digest);
+    this.parsed.set(digest, workflow);
+    if (this.parsed.size > PARSED_CACHE_SIZE) {
+      const oldest = this.parsed.keys().next().value;
+      if (oldest !== undefined) this.parsed.delete(oldest);
+    }
+  }
+
+  private checkAssets(
+    workflow: Workflow,
+    given: Record<string, string>,
+  ): { path: string; content: Buffer }[] {
+    for (const assetPath of Object.keys(given)) {
+      if (!isSafeRelativePath(assetPath)) {
+        throw new StewardError(
+          'STEWARD_BAD_REQUEST',
+          `assets: path ${JSON.stringify(assetPath)} must be relative, without "..", "." or empty segments`,
+          {
+            details: {
+              issues: [
+                {
+                  field: `body.assets.${assetPath}`,
+                  rule: 'safe_relative_path',
+                  message: 'unsafe asset path',
+                },
+              ],
+            },
+          },
+        );
+      }
+      if (!workflow.assets.includes(assetPath)) {
+        throw new StewardError(
+          'STEWARD_BAD_REQUEST',
+          `assets: ${JSON.stringify(assetPath)} is not listed in the workflow's assets`,
+          {
+            details: {
+              issues: [
+                {
+                  field: `body.assets.${assetPath}`,
+                  rule: 'listed_asset',
+                  message: 'not listed in the workflow',
+                },
+              ],
+            },
+          },
+        );
+      }
+    }
+    const missing = workflow.assets.filter((listed) => !Object.hasOwn(given, listed));
+    if (missing.length > 0) {
+      throw new StewardError(
+        'STEWARD_WORKFLOW_INVALID',
+        `assets: ${missing.map((m) => JSON.stringify(m)).join(', ')} listed in the workflow but not uploaded`,
+        {
+          details: {
+            issues: missing.map((m) => ({ path: 'assets', message: `asset ${m} was not uploaded` })),
+          },
+        },
+      );
+    }
+    return Object.entries(given).map(([assetPath, encoded]) => {
+      if (!BASE64.test(encoded)) {
+        throw new StewardError('STEWARD_BAD_REQUEST', `body.assets.${assetPath}: expected base64 content`, {
+          details: {
+            issues: [
+              { field: `body.assets.${assetPath}`, rule: 'base64', message: 'expected base64 content' },
+            ],
+          },
+        });
+      }
+      return { path: assetPath, content: Buffer.from(encoded, 'base64') };
+    });
+  }
+
+  private storeAsset(digest: string, content: Buffer): void {
+    const target = this.assetPath(digest);
+    if (existsSync(target)) return;
+    const temp = path.join(this.assetDir, `.tmp-${newId()}`);
+    writeFileSync(temp, content, { mode: 0o600 });
+    renameSync(temp, target);
+  }
+}

@@ -1,0 +1,53 @@
+/**
+ * Numbered, append-only migrations, applied in order at open and recorded in `steward_migrations`. The same
+ * schema-builder code runs on SQLite and PostgreSQL (the dialect is passed for the few differences, such as
+ * auto-increment keys).
+ *
+ * All pending migrations run in one transaction (both databases have transactional DDL); on PostgreSQL the
+ * transaction first takes an advisory lock named after the schema, so several servers starting at once
+ * apply each migration exactly once. We keep our own bookkeeping table rather than Kysely's Migrator
+ * because the Migrator introspects every schema of the database, which races with schemas being dropped.
+ */
+import { sql, type Kysely } from 'kysely';
+import * as m0001 from './0001_initial.js';
+
+export type StoreDialect = 'sqlite' | 'postgres';
+
+interface NumberedMigration {
+  up(db: Kysely<unknown>, dialect: StoreDialect): Promise<void>;
+}
+
+/** In application order. Never edit or remove an entry once released; append new ones. */
+const migrations: readonly (readonly [string, NumberedMigration])[] = [['0001_initial', m0001]];
+
+interface MigrationTables {
+  steward_migrations: { name: string; applied_at: number };
+}
+
+/** Applies every migration not yet recorded; returns the names it applied. */
+export async function migrateToLatest(db: Kysely<unknown>, dialect: StoreDialect): Promise<string[]> {
+  return (db as Kysely<MigrationTables>).transaction().execute(async (trx) => {
+    if (dialect === 'postgres') {
+      await sql`SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.steward_migrations'))`.execute(
+        trx,
+      );
+    }
+    await trx.schema
+      .createTable('steward_migrations')
+      .ifNotExists()
+      .addColumn('name', 'text', (c) => c.primaryKey())
+      .addColumn('applied_at', 'bigint', (c) => c.notNull())
+      .execute();
+    const applied = new Set(
+      (await trx.selectFrom('steward_migrations').select('name').execute()).map((row) => row.name),
+    );
+    const done: string[] = [];
+    for (const [name, migration] of migrations) {
+      if (applied.has(name)) continue;
+      await migration.up(trx as unknown as Kysely<unknown>, dialect);
+      await trx.insertInto('steward_migrations').values({ name, applied_at: Date.now() }).execute();
+      done.push(name);
+    }
+    return done;
+  });
+}

@@ -1,0 +1,138 @@
+/**
+ * Row types of the store's tables, as Kysely sees them. Times are epoch-ms integers, JSON is text and
+ * booleans are 0/1 integers, so the same rows come back from SQLite and PostgreSQL.
+ */
+import type { Generated } from 'kysely';
+
+export interface UsersTable {
+  name: string;
+  role: 'admin' | 'user';
+  password_hash: string | null;
+  disabled: number;
+  created_at: number;
+}
+
+export interface ApiTokensTable {
+  id: string;
+  user_name: string;
+  name: string;
+  /** `login` tokens come from POST /api/auth/login; `api` tokens are named and listed. */
+  kind: 'login' | 'api';
+  /** sha256 hex of the secret; the secret itself is never stored. */
+  token_hash: string;
+  created_at: number;
+  expires_at: number | null;
+  last_used_at: number | null;
+  revoked: number;
+}
+
+export interface WorkflowsTable {
+  name: string;
+  version: number;
+  source: string;
+  format: 'yaml' | 'json';
+  digest: string;
+  description: string;
+  /** JSON: ParamDefinition[]. */
+  params_json: string;
+  /** JSON: {id, kind, needs}[]. */
+  steps_json: string;
+  created_by: string;
+  created_at: number;
+}
+
+export interface WorkflowAssetsTable {
+  name: string;
+  version: number;
+  path: string;
+  digest: string;
+  size: number;
+}
+
+export interface JobsTable {
+  id: string;
+  user_name: string;
+  workflow_name: string;
+  workflow_version: number;
+  workflow_digest: string;
+  params_json: string;
+  labels_json: string;
+  state: string;
+  attempt: number;
+  agent_id: string | null;
+  executor_json: string | null;
+  error_code: string | null;
+  error_message: string | null;
+  timeout_ms: number | null;
+  job_token_hash: string;
+  load_deadline: number | null;
+  cancel_requested: number;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  updated_at: number;
+}
+
+export interface JobStepsTable {
+  job_id: string;
+  step_id: string;
+  kind: string;
+  position: number;
+  state: string;
+  started_at: number | null;
+  finished_at: number | null;
+  duration_ms: number | null;
+  rows: number | null;
+  progress: number | null;
+  message: string | null;
+}
+
+/** One row per applied (job, attempt, seq): the idempotency record for agent events. */
+export interface AppliedEventsTable {
+  job_id: string;
+  attempt: number;
+  seq: number;
+  applied_at: number;
+}
+
+export interface ResultsTable {
+  job_id: string;
+  name: string;
+  kind: 'table' | 'file';
+  formats_json: string;
+  size: number;
+  rows: number | null;
+  created_at: number;
+}
+
+export interface AuditTable {
+  id: Generated<number>;
+  time: number;
+  actor: string;
+  action: string;
+  target: string | null;
+  source: string | null;
+  detail_json: string | null;
+}
+
+export interface AgentsTable {
+  id: string;
+  labels_json: string;
+  isolation: 'per-user' | 'single-user';
+  capacity_json: string;
+  executors_json: string;
+  last_seen: number;
+}
+
+export interface Database {
+  users: UsersTable;
+  api_tokens: ApiTokensTable;
+  workflows: WorkflowsTable;
+  workflow_assets: WorkflowAssetsTable;
+  jobs: JobsTable;
+  job_steps: JobStepsTable;
+  applied_events: AppliedEventsTable;
+  results: ResultsTable;
+  audit: AuditTable;
+  agents: AgentsTable;
+}

@@ -1,0 +1,1077 @@
+/**
+ * The durable store: users, tokens, workflow versions, jobs and their steps, results, audit and the agent
+ * registry. One class over Kysely, for SQLite (embedded) and PostgreSQL (several servers at once).
+ *
+ * Invariants:
+ * - Every job state change goes through `transitionJob`, which checks `canTransition` and updates with
+ *   `WHERE state = <the state it read>` inside a transaction, so two servers racing cannot both win.
+ * - Agent events are applied by `applyEvent`, which records (job, attempt, seq) in the same transaction as
+ *   its effect: a duplicate delivery finds the record and changes nothing.
+ */
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
+import { Kysely, PostgresDialect, SqliteDialect, type Transaction } from 'kysely';
+import pg from 'pg';
+import type { StoreConfig } from '../config/index.js';
+import {
+  canTransition,
+  isTerminal,
+  type ErrorInfo,
+  type ExecutorIdentity,
+  type Heartbeat,
+  type JobEvent,
+  type JobState,
+  type ParamValue,
+  type StepState,
+} from '../protocol/index.js';
+import { migrateToLatest, type StoreDialect } from './migrations/index.js';
+import type { Database, JobsTable } from './schema.js';
+
+export interface OpenStoreOptions {
+  /** Called with a line for each applied migration. Default: silent. */
+  onMigration?: (name: string) => void;
+  /** SQLite busy timeout in ms. Default 5000. */
+  busyTimeoutMs?: number;
+  /** PostgreSQL pool size. Default 10. */
+  poolSize?: number;
+}
+
+export interface UserRecord {
+  name: string;
+  role: 'admin' | 'user';
+  passwordHash: string | null;
+  disabled: boolean;
+  createdAt: number;
+}
+
+export interface TokenRecord {
+  id: string;
+  user: string;
+  name: string;
+  kind: 'login' | 'api';
+  createdAt: number;
+  expiresAt: number | null;
+  lastUsedAt: number | null;
+  revoked: boolean;
+}
+
+export interface ParamDefinitionRecord {
+  name: string;
+  type: 'string' | 'number' | 'integer' | 'boolean' | 'date' | 'enum';
+  required: boolean;
+  default?: ParamValue;
+  values?: string[];
+  description?: string;
+}
+
+export interface AssetRecord {
+  path: string;
+  digest: string;
+  size: number;
+}
+
+export interface WorkflowRecord {
+  name: string;
+  version: number;
+  source: string;
+  format: 'yaml' | 'json';
+  digest: string;
+  description: string;
+  params: ParamDefinitionRecord[];
+  steps: { id: string; kind: string; needs: string[] }[];
+  assets: AssetRecord[];
+  createdBy: string;
+  createdAt: number;
+}
+
+export type NewWorkflowVersion = Omit<WorkflowRecord, 'version'>;
+
+export interface WorkflowSummaryRecord {
+  name: string;
+  latestVersion: number;
+  description: string;
+  updatedAt: number;
+  updatedBy: string;
+}
+
+export interface JobRecord {
+  id: string;
+  user: string;
+  workflow: { name: string; version: number; digest: string };
+  params: Record<string, ParamValue>;
+  labels: string[];
+  state: JobState;
+  attempt: number;
+  agentId: string | null;
+  executor: ExecutorIdentity | null;
+  error: ErrorInfo | null;
+  timeoutMs: number | null;
+  jobTokenHash: string;
+  loadDeadline: number | null;
+  cancelRequested: boolean;
+  createdAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  updatedAt: number;
+}
+
+export interface NewJob {
+  id: string;
+  user: string;
+  workflow: { name: string; version: number; digest: string };
+  params: Record<string, ParamValue>;
+  labels: string[];
+  timeoutMs: number | null;
+  jobTokenHash: string;
+  createdAt: number;
+  /** Steps known from the workflow, recorded `pending` so a job's detail lists them from the start. */
+  steps: { id: string; kind: string }[];
+}
+
+export interface StepRecord {
+  jobId: string;
+  id: string;
+  kind: string;
+  state: StepState;
+  startedAt: number | null;
+  finishedAt: number | null;
+  durationMs: number | null;
+  rows: number | null;
+  progress: number | null;
+  message: string | null;
+}
+
+/** Fields a transition may set along with the new state. */
+export interface JobPatch {
+  agentId?: string | null;
+  executor?: ExecutorIdentity | null;
+  error?: ErrorInfo | null;
+  loadDeadline?: number | null;
+  startedAt?: number | null;
+  finishedAt?: number | null;
+  cancelRequested?: boolean;
+}
+
+export type TransitionResult =
+  | { ok: true; job: JobRecord }
+  /** `job` is the current record (null when the job does not exist). */
+  | { ok: false; job: JobRecord | null };
+
+export interface AppliedEvent {
+  /** False when (jobId, attempt, seq) was seen before: nothing changed. */
+  applied: boolean;
+  /** The job after the event, when the event changed it. */
+  job?: JobRecord;
+  /** The step after the event, for step events. */
+  step?: StepRecord;
+}
+
+export interface ResultRecord {
+  jobId: string;
+  name: string;
+  kind: 'table' | 'file';
+  formats: string[];
+  size: number;
+  rows: number | null;
+  createdAt: number;
+}
+
+export interface AuditRecord {
+  id: number;
+  time: number;
+  actor: string;
+  action: string;
+  target: string | null;
+  source: string | null;
+  detail: Record<string, unknown> | null;
+}
+
+export type NewAuditRecord = Omit<AuditRecord, 'id'>;
+
+export interface AgentRecord {
+  id: string;
+  labels: string[];
+  isolation: 'per-user' | 'single-user';
+  capacity: { slots: number; free: number };
+  executors: Heartbeat['executors'];
+  lastSeen: number;
+}
+
+export interface ListJobsFilter {
+  user?: string;
+  state?: JobState;
+  workflow?: string;
+  /** Only jobs with an id before this one (ids sort by creation time). */
+  before?: string;
+  limit: number;
+}
+
+type Db = Kysely<Database>;
+type Executor = Db | Transaction<Database>;
+
+export class Store {
+  private constructor(
+    readonly db: Db,
+    readonly dialect: StoreDialect,
+  ) {}
+
+  /** Opens the database and applies pending migrations. */
+  static async open(config: StoreConfig, options: OpenStoreOptions = {}): Promise<Store> {
+    const { db, dialect } = await connect(config, options);
+    try {
+      for (const name of await migrateToLatest(db as Kysely<unknown>, dialect)) options.onMigration?.(name);
+    } catch (error) {
+      await db.destroy();
+      throw error;
+    }
+    return new Store(db, dialect);
+  }
+
+  async close(): Promise<void> {
+    await this.db.destroy();
+  }
+
+  // ---- users ------------------------------------------------------------------------------------------
+
+  async countUsers(): Promise<number> {
+    const row = await this.db
+      .selectFrom('users')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .executeTakeFirstOrThrow();
+    return Number(row.n);
+  }
+
+  /** Returns false when the name is taken. */
+  async createUser(user: {
+    name: string;
+    role: 'admin' | 'user';
+    passwordHash: string | null;
+    createdAt: number;
+  }): Promise<boolean> {
+    const result = await this.db
+      .insertInto('users')
+      .values({
+        name: user.name,
+        role: user.role,
+        password_hash: user.passwordHash,
+        disabled: 0,
+        created_at: user.createdAt,
+      })
+      .onConflict((oc) => oc.column('name').doNothing())
+      .executeTakeFirst();
+    return Number(result.numInsertedOrUpdatedRows ?? 0n) === 1;
+  }
+
+  async getUser(name: string): Promise<UserRecord | undefined> {
+    const row = await this.db.selectFrom('users').selectAll().where('name', '=', name).executeTakeFirst();
+    return row && toUser(row);
+  }
+
+  async listUsers(): Promise<UserRecord[]> {
+    const rows = await this.db.selectFrom('users').selectAll().orderBy('name').execute();
+    return rows.map(toUser);
+  }
+
+  async setUserDisabled(name: string, disabled: boolean): Promise<boolean> {
+    const result = await this.db
+      .updateTable('users')
+      .set({ disabled: disabled ? 1 : 0 })
+      .where('name', '=', name)
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) === 1;
+  }
+
+  async setUserPassword(name: string, passwordHash: string): Promise<boolean> {
+    const result = await this.db
+      .updateTable('users')
+      .set({ password_hash: passwordHash })
+      .where('name', '=', name)
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) === 1;
+  }
+
+  // ---- tokens -----------------------------------------------------------------------------------------
+
+  async createToken(
+    token: Omit<TokenRecord, 'lastUsedAt' | 'revoked'> & { tokenHash: string },
+  ): Promise<void> {
+    await this.db
+      .insertInto('api_tokens')
+      .values({
+        id: token.id,
+        user_name: token.user,
+        name: token.name,
+        kind: token.kind,
+        token_hash: token.tokenHash,
+        created_at: token.createdAt,
+        expires_at: token.expiresAt,
+        last_used_at: null,
+        revoked: 0,
+      })
+      .execute();
+  }
+
+  /** The token with this hash and its user; expiry, revocation and disabled users are the caller's checks. */
+  async findToken(tokenHash: string): Promise<{ token: TokenRecord; user: UserRecord } | undefined> {
+    const row = await this.db
+      .selectFrom('api_tokens as t')
+      .innerJoin('users as u', 'u.name', 't.user_name')
+      .select([
+        't.id',
+        't.user_name',
+        't.name as token_name',
+        't.kind',
+        't.created_at as token_created_at',
+        't.expires_at',
+        't.last_used_at',
+        't.revoked',
+        'u.name',
+        'u.role',
+        'u.password_hash',
+        'u.disabled',
+        'u.created_at',
+      ])
+      .where('t.token_hash', '=', tokenHash)
+      .executeTakeFirst();
+    if (!row) return undefined;
+    return {
+      token: {
+        id: row.id,
+        user: row.user_name,
+        name: row.token_name,
+        kind: row.kind,
+        createdAt: row.token_created_at,
+        expiresAt: row.expires_at,
+        lastUsedAt: row.last_used_at,
+        revoked: row.revoked === 1,
+      },
+      user: toUser(row),
+    };
+  }
+
+  async touchToken(id: string, time: number): Promise<void> {
+    await this.db.updateTable('api_tokens').set({ last_used_at: time }).where('id', '=', id).execute();
+  }
+
+  async listTokens(user: string, kind: 'login' | 'api' = 'api'): Promise<TokenRecord[]> {
+    const rows = await this.db
+      .selectFrom('api_tokens')
+      .selectAll()
+      .where('user_name', '=', user)
+      .where('kind', '=', kind)
+      .where('revoked', '=', 0)
+      .orderBy('created_at')
+      .execute();
+    return rows.map((row) => ({
+      id: row.id,
+      user: row.user_name,
+      name: row.name,
+      kind: row.kind,
+      createdAt: row.created_at,
+      expiresAt: row.expires_at,
+      lastUsedAt: row.last_used_at,
+      revoked: row.revoked === 1,
+    }));
+  }
+
+  /** Revokes one of `user`'s tokens; false when there is no such live token. */
+  async revokeToken(user: string, id: string): Promise<boolean> {
+    const result = await this.db
+      .updateTable('api_tokens')
+      .set({ revoked: 1 })
+      .where('id', '=', id)
+      .where('user_name', '=', user)
+      .where('revoked', '=', 0)
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) === 1;
+  }
+
+  // ---- workflows --------------------------------------------------------------------------------------
+
+  /**
+   * Stores a new immutable version: previous + 1, decided inside the transaction. Two servers pushing the
+   * same name at once collide on the primary key; the loser retries with the next number.
+   */
+  async insertWorkflowVersion(workflow: NewWorkflowVersion): Promise<WorkflowRecord> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.db.transaction().execute(async (trx) => {
+          const row = await trx
+            .selectFrom('workflows')
+            .select((eb) => eb.fn.max<number | null>('version').as('v'))
+            .where('name', '=', workflow.name)
+            .executeTakeFirst();
+          const version = Number(row?.v ?? 0) + 1;
+          await trx
+            .insertInto('workflows')
+            .values({
+              name: workflow.name,
+              version,
+              source: workflow.source,
+              format: workflow.format,
+              digest: workflow.digest,
+              description: workflow.description,
+              params_json: JSON.stringify(workflow.params),
+              steps_json: JSON.stringify(workflow.steps),
+              created_by: workflow.createdBy,
+              created_at: workflow.createdAt,
+            })
+            .execute();
+          if (workflow.assets.length > 0) {
+            await trx
+              .insertInto('workflow_assets')
+              .values(
+                workflow.assets.map((a) => ({
+                  name: workflow.name,
+                  version,
+                  path: a.path,
+                  digest: a.digest,
+                  size: a.size,
+                })),
+              )
+              .execute();
+          }
+          return { ...workflow, version };
+        });
+      } catch (error) {
+        if (attempt < 5 && isUniqueViolation(error)) continue;
+        throw error;
+      }
+    }
+  }
+
+  /** A version, or the latest when `version` is omitted. */
+  async getWorkflow(name: string, version?: number): Promise<WorkflowRecord | undefined> {
+    let query = this.db.selectFrom('workflows').selectAll().where('name', '=', name);
+    query =
+      version === undefined
+        ? query.orderBy('version', 'desc').limit(1)
+        : query.where('version', '=', version);
+    const row = await query.executeTakeFirst();
+    if (!row) return undefined;
+    const assets = await this.db
+      .selectFrom('workflow_assets')
+      .select(['path', 'digest', 'size'])
+      .where('name', '=', name)
+      .where('version', '=', row.version)
+      .orderBy('path')
+      .execute();
+    return toWorkflow(row, assets);
+  }
+
+  async listWorkflowVersions(name: string): Promise<WorkflowRecord[]> {
+    const rows = await this.db
+      .selectFrom('workflows')
+      .selectAll()
+      .where('name', '=', name)
+      .orderBy('version')
+      .execute();
+    const assets = await this.db
+      .selectFrom('workflow_assets')
+      .selectAll()
+      .where('name', '=', name)
+      .orderBy('path')
+      .execute();
+    return rows.map((row) =>
+      toWorkflow(
+        row,
+        assets.filter((a) => a.version === row.version),
+      ),
+    );
+  }
+
+  async listWorkflows(): Promise<WorkflowSummaryRecord[]> {
+    const rows = await this.db
+      .selectFrom('workflows as w')
+      .innerJoin(
+        (eb) =>
+          eb
+            .selectFrom('workflows')
+            .select(['name'])
+            .select((e) => e.fn.max<number>('version').as('latest'))
+            .groupBy('name')
+            .as('m'),
+        (join) => join.onRef('m.name', '=', 'w.name').onRef('m.latest', '=', 'w.version'),
+      )
+      .select(['w.name', 'w.version', 'w.description', 'w.created_at', 'w.created_by'])
+      .orderBy('w.name')
+      .execute();
+    return rows.map((r) => ({
+      name: r.name,
+      latestVersion: r.version,
+      description: r.description,
+      updatedAt: r.created_at,
+      updatedBy: r.created_by,
+    }));
+  }
+
+  /** Whether an asset with this digest belongs to the given workflow version. */
+  async workflowHasAsset(name: string, version: number, digest: string): Promise<AssetRecord | undefined> {
+    return this.db
+      .selectFrom('workflow_assets')
+      .select(['path', 'digest', 'size'])
+      .where('name', '=', name)
+      .where('version', '=', version)
+      .where('digest', '=', digest)
+      .executeTakeFirst();
+  }
+
+  // ---- jobs -------------------------------------------------------------------------------------------
+
+  async insertJob(job: NewJob): Promise<JobRecord> {
+    await this.db.transaction().execute(async (trx) => {
+      await trx
+        .insertInto('jobs')
+        .values({
+          id: job.id,
+          user_name: job.user,
+          workflow_name: job.workflow.name,
+          workflow_version: job.workflow.version,
+          workflow_digest: job.workflow.digest,
+          params_json: JSON.stringify(job.params),
+          labels_json: JSON.stringify(job.labels),
+          state: 'queued',
+          attempt: 1,
+          agent_id: null,
+          executor_json: null,
+          error_code: null,
+          error_message: null,
+          timeout_ms: job.timeoutMs,
+          job_token_hash: job.jobTokenHash,
+          load_deadline: null,
+          cancel_requested: 0,
+          created_at: job.createdAt,
+          started_at: null,
+          finished_at: null,
+          updated_at: job.createdAt,
+        })
+        .execute();
+      if (job.steps.length > 0) {
+        await trx
+          .insertInto('job_steps')
+          .values(
+            job.steps.map((step, position) => ({
+              job_id: job.id,
+              step_id: step.id,
+              kind: step.kind,
+              position,
+              state: 'pending',
+              started_at: null,
+              finished_at: null,
+              duration_ms: null,
+              rows: null,
+              progress: null,
+              message: null,
+            })),
+          )
+          .execute();
+      }
+    });
+    const created = await this.getJob(job.id);
+    if (!created) throw new Error(`job ${job.id} vanished after insert`);
+    return created;
+  }
+
+  async getJob(id: string, executor: Executor = this.db): Promise<JobRecord | undefined> {
+    const row = await executor.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
+    return row && toJob(row);
+  }
+
+  async listJobs(filter: ListJobsFilter): Promise<JobRecord[]> {
+    let query = this.db.selectFrom('jobs').selectAll();
+    if (filter.user !== undefined) query = query.where('user_name', '=', filter.user);
+    if (filter.state !== undefined) query = query.where('state', '=', filter.state);
+    if (filter.workflow !== undefined) query = query.where('workflow_name', '=', filter.workflow);
+    if (filter.before !== undefined) query = query.where('id', '<', filter.before);
+    const rows = await query.orderBy('id', 'desc').limit(filter.limit).execute();
+    return rows.map(toJob);
+  }
+
+  /**
+   * Moves a job to `to` if the state machine allows it from the state it is in now (and, when `from` is
+   * given, only from one of those states). Returns the updated job, or `ok: false` with the current one.
+   */
+  async transitionJob(
+    id: string,
+    to: JobState,
+    patch: JobPatch = {},
+    options: { from?: readonly JobState[]; attempt?: number; now?: number } = {},
+  ): Promise<TransitionResult> {
+    return this.db.transaction().execute((trx) => this.transitionIn(trx, id, to, patch, options));
+  }
+
+  private async transitionIn(
+    trx: Transaction<Database>,
+    id: string,
+    to: JobState,
+    patch: JobPatch,
+    options: { from?: readonly JobState[]; attempt?: number; now?: number },
+  ): Promise<TransitionResult> {
+    const current = await this.getJob(id, trx);
+    if (!current) return { ok: false, job: null };
+    if (options.from && !options.from.includes(current.state)) return { ok: false, job: current };
+    if (options.attempt !== undefined && options.attempt !== current.attempt)
+      return { ok: false, job: current };
+    if (!canTransition(current.state, to)) return { ok: false, job: current };
+    const now = options.now ?? Date.now();
+    const values: Partial<JobsTable> = { state: to, updated_at: now };
+    if (patch.agentId !== undefined) values.agent_id = patch.agentId;
+    if (patch.executor !== undefined)
+      values.executor_json = patch.executor === null ? null : JSON.stringify(patch.executor);
+    if (patch.error !== undefined) {
+      values.error_code = patch.error?.code ?? null;
+      values.error_message = patch.error?.message ?? null;
+    }
+    if (patch.loadDeadline !== undefined) values.load_deadline = patch.loadDeadline;
+    if (patch.startedAt !== undefined) values.started_at = patch.startedAt;
+    if (patch.finishedAt !== undefined) values.finished_at = patch.finishedAt;
+    else if (isTerminal(to)) values.finished_at = now;
+    if (patch.cancelRequested !== undefined) values.cancel_requested = patch.cancelRequested ? 1 : 0;
+    // Optimistic: the row must still be in the state we read (another server may have moved it).
+    const result = await trx
+      .updateTable('jobs')
+      .set(values)
+      .where('id', '=', id)
+      .where('state', '=', current.state)
+      .executeTakeFirst();
+    if (Number(result.numUpdatedRows) !== 1) return { ok: false, job: (await this.getJob(id, trx)) ?? null };
+    const updated = await this.getJob(id, trx);
+    return { ok: true, job: updated! };
+  }
+
+  /** Marks a loading/running job as cancel-requested; the agent's final event ends it. */
+  async requestCancel(id: string, now = Date.now()): Promise<JobRecord | undefined> {
+    await this.db
+      .updateTable('jobs')
+      .set({ cancel_requested: 1, updated_at: now })
+      .where('id', '=', id)
+      .where('state', 'in', ['loading', 'running'])
+      .execute();
+    return this.getJob(id);
+  }
+
+  /** Jobs waiting for an executor whose load deadline has passed. */
+  async listJobsPastLoadDeadline(now: number, limit = 500): Promise<JobRecord[]> {
+    const rows = await this.db
+      .selectFrom('jobs')
+      .selectAll()
+      .where('state', 'in', ['offered', 'loading'])
+      .where('load_deadline', 'is not', null)
+      .where('load_deadline', '<', now)
+      .orderBy('load_deadline')
+      .limit(limit)
+      .execute();
+    return rows.map(toJob);
+  }
+
+  async listSteps(jobId: string): Promise<StepRecord[]> {
+    const rows = await this.db
+      .selectFrom('job_steps')
+      .selectAll()
+      .where('job_id', '=', jobId)
+      .orderBy('position')
+      .orderBy('step_id')
+      .execute();
+    return rows.map(toStep);
+  }
+
+  /**
+   * Applies an agent event exactly once per (jobId, attempt, seq). State events move the job when the state
+   * machine allows it (late or reordered events that cannot apply are recorded and skipped); events of an
+   * older attempt only count as seen. Step events upsert the step row.
+   */
+  async applyEvent(event: JobEvent, now = Date.now()): Promise<AppliedEvent> {
+    return this.db.transaction().execute(async (trx) => {
+      const job = await this.getJob(event.jobId, trx);
+      // Events for unknown jobs cannot be recorded (foreign key); they are harmless and dropped.
+      if (!job) return { applied: false };
+      const inserted = await trx
+        .insertInto('applied_events')
+        .values({ job_id: event.jobId, attempt: event.attempt, seq: event.seq, applied_at: now })
+        .onConflict((oc) => oc.columns(['job_id', 'attempt', 'seq']).doNothing())
+        .executeTakeFirst();
+      if (Number(inserted.numInsertedOrUpdatedRows ?? 0n) !== 1) return { applied: false };
+      if (event.attempt !== job.attempt) return { applied: true };
+
+      if (event.type === 'state') {
+        if (event.state === job.state) {
+          if (event.executor) {
+            await trx
+              .updateTable('jobs')
+              .set({ executor_json: JSON.stringify(event.executor), updated_at: now })
+              .where('id', '=', job.id)
+              .execute();
+            return { applied: true, job: (await this.getJob(job.id, trx))! };
+          }
+          return { applied: true };
+        }
+        const patch: JobPatch = { agentId: event.agentId };
+        if (event.executor) patch.executor = event.executor;
+        if (event.error) patch.error = event.error;
+        if (event.state === 'running' && job.startedAt === null) patch.startedAt = event.time;
+        if (isTerminal(event.state)) patch.finishedAt = event.time;
+        const result = await this.transitionIn(trx, job.id, event.state, patch, {
+          attempt: event.attempt,
+          now,
+        });
+        return result.ok ? { applied: true, job: result.job } : { applied: true };
+      }
+
+      const step = event.step;
+      const existing = await trx
+        .selectFrom('job_steps')
+        .selectAll()
+        .where('job_id', '=', job.id)
+        .where('step_id', '=', step.stepId)
+        .executeTakeFirst();
+      const startedAt =
+        step.state === 'running' ? (existing?.started_at ?? step.time) : (existing?.started_at ?? null);
+      const finished = step.state !== 'running' && step.state !== 'pending';
+      const values = {
+        state: step.state,
+        started_at: startedAt,
+        finished_at: finished ? step.time : (existing?.finished_at ?? null),
+        duration_ms:
+          step.durationMs ??
+          (finished && startedAt !== null ? step.time - startedAt : (existing?.duration_ms ?? null)),
+        rows: step.rows ?? existing?.rows ?? null,
+        progress: step.progress ?? (step.state === 'succeeded' ? 1 : (existing?.progress ?? null)),
+        message: step.message ?? step.error?.message ?? existing?.message ?? null,
+      };
+      if (existing) {
+        await trx
+          .updateTable('job_steps')
+          .set(values)
+          .where('job_id', '=', job.id)
+          .where('step_id', '=', step.stepId)
+          .execute();
+      } else {
+        const position = await trx
+          .selectFrom('job_steps')
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .where('job_id', '=', job.id)
+          .executeTakeFirstOrThrow();
+        await trx
+          .insertInto('job_steps')
+          .values({
+            job_id: job.id,
+            step_id: step.stepId,
+            kind: 'unknown',
+            position: Number(position.n),
+            ...values,
+          })
+          .execute();
+      }
+      await trx.updateTable('jobs').set({ updated_at: now }).where('id', '=', job.id).execute();
+      const row = await trx
+        .selectFrom('job_steps')
+        .selectAll()
+        .where('job_id', '=', job.id)
+        .where('step_id', '=', step.stepId)
+        .executeTakeFirstOrThrow();
+      return { applied: true, step: toStep(row) };
+    });
+  }
+
+  // ---- results ----------------------------------------------------------------------------------------
+
+  /** Records an uploaded result file. For tables, formats accumulate (`parquet` then `csv`). */
+  async upsertResult(result: {
+    jobId: string;
+    name: string;
+    kind: 'table' | 'file';
+    format: string | null;
+    size: number;
+    rows: number | null;
+    createdAt: number;
+  }): Promise<ResultRecord> {
+    return this.db.transaction().execute(async (trx) => {
+      const existing = await trx
+        .selectFrom('results')
+        .selectAll()
+        .where('job_id', '=', result.jobId)
+        .where('name', '=', result.name)
+        .executeTakeFirst();
+      if (!existing) {
+        const formats = result.format ? [result.format] : [];
+        await trx
+          .insertInto('results')
+          .values({
+            job_id: result.jobId,
+            name: result.name,
+            kind: result.kind,
+            formats_json: JSON.stringify(formats),
+            size: result.size,
+            rows: result.rows,
+            created_at: result.createdAt,
+          })
+          .execute();
+      } else {
+        const formats = new Set(JSON.parse(existing.formats_json) as string[]);
+        if (result.format) formats.add(result.format);
+        // For tables `size` is the Parquet file's size when there is one: that is what a download costs.
+        const size =
+          existing.kind === 'table' && result.format !== 'parquet' && formats.has('parquet')
+            ? existing.size
+            : result.size;
+        await trx
+          .updateTable('results')
+          .set({
+            kind: result.kind,
+            formats_json: JSON.stringify([...formats].sort()),
+            size,
+            rows: result.rows ?? existing.rows,
+          })
+          .where('job_id', '=', result.jobId)
+          .where('name', '=', result.name)
+          .execute();
+      }
+      const row = await trx
+        .selectFrom('results')
+        .selectAll()
+        .where('job_id', '=', result.jobId)
+        .where('name', '=', result.name)
+        .executeTakeFirstOrThrow();
+      return toResult(row);
+    });
+  }
+
+  async listResults(jobId: string): Promise<ResultRecord[]> {
+    const rows = await this.db
+      .selectFrom('results')
+      .selectAll()
+      .where('job_id', '=', jobId)
+      .orderBy('name')
+      .execute();
+    return rows.map(toResult);
+  }
+
+  async getResult(jobId: string, name: string): Promise<ResultRecord | undefined> {
+    const row = await this.db
+      .selectFrom('results')
+      .selectAll()
+      .where('job_id', '=', jobId)
+      .where('name', '=', name)
+      .executeTakeFirst();
+    return row && toResult(row);
+  }
+
+  // ---- audit ------------------------------------------------------------------------------------------
+
+  async appendAudit(entry: NewAuditRecord): Promise<void> {
+    await this.db
+      .insertInto('audit')
+      .values({
+        time: entry.time,
+        actor: entry.actor,
+        action: entry.action,
+        target: entry.target,
+        source: entry.source,
+        detail_json: entry.detail === null ? null : JSON.stringify(entry.detail),
+      })
+      .execute();
+  }
+
+  /** Newest first. */
+  async listAudit(filter: { actor?: string; action?: string; limit: number }): Promise<AuditRecord[]> {
+    let query = this.db.selectFrom('audit').selectAll();
+    if (filter.actor !== undefined) query = query.where('actor', '=', filter.actor);
+    if (filter.action !== undefined) query = query.where('action', '=', filter.action);
+    const rows = await query.orderBy('id', 'desc').limit(filter.limit).execute();
+    return rows.map((row) => ({
+      id: Number(row.id),
+      time: row.time,
+      actor: row.actor,
+      action: row.action,
+      target: row.target,
+      source: row.source,
+      detail: row.detail_json === null ? null : (JSON.parse(row.detail_json) as Record<string, unknown>),
+    }));
+  }
+
+  // ---- agents -----------------------------------------------------------------------------------------
+
+  async upsertAgent(heartbeat: Heartbeat, now = Date.now()): Promise<void> {
+    const values = {
+      labels_json: JSON.stringify(heartbeat.labels),
+      isolation: heartbeat.isolation,
+      capacity_json: JSON.stringify(heartbeat.capacity),
+      executors_json: JSON.stringify(heartbeat.executors),
+      last_seen: now,
+    };
+    await this.db
+      .insertInto('agents')
+      .values({ id: heartbeat.agentId, ...values })
+      .onConflict((oc) => oc.column('id').doUpdateSet(values))
+      .execute();
+  }
+
+  /** Agents seen at or after `since`. */
+  async listAgents(since = 0): Promise<AgentRecord[]> {
+    const rows = await this.db
+      .selectFrom('agents')
+      .selectAll()
+      .where('last_seen', '>=', since)
+      .orderBy('id')
+      .execute();
+    return rows.map((row) => ({
+      id: row.id,
+      labels: JSON.parse(row.labels_json) as string[],
+      isolation: row.isolation,
+      capacity: JSON.parse(row.capacity_json) as { slots: number; free: number },
+      executors: JSON.parse(row.executors_json) as Heartbeat['executors'],
+      lastSeen: row.last_seen,
+    }));
+  }
+}
+
+/** Opens (and migrates) the store described by `config`. */
+export function openStore(config: StoreConfig, options: OpenStoreOptions = {}): Promise<Store> {
+  return Store.open(config, options);
+}
+
+// ---- connections ----------------------------------------------------------------------------------------
+
+const INT8_OID = 20;
+
+async function connect(
+  config: StoreConfig,
+  options: OpenStoreOptions,
+): Promise<{ db: Db; dialect: StoreDialect }> {
+  if (config.kind === 'sqlite') {
+    const file = config.path ?? path.resolve('.steward', 'steward.db');
+    mkdirSync(path.dirname(file), { recursive: true });
+    const database = new BetterSqlite3(file, { timeout: options.busyTimeoutMs ?? 5000 });
+    // WAL + synchronous=FULL: every commit is fsynced before it returns, so an acknowledged write survives a
+    // power cut. foreign_keys is per connection in SQLite and off by default.
+    database.pragma('journal_mode = WAL');
+    database.pragma('synchronous = FULL');
+    database.pragma('foreign_keys = ON');
+    return { db: new Kysely<Database>({ dialect: new SqliteDialect({ database }) }), dialect: 'sqlite' };
+  }
+
+  const schema = config.schema;
+  if (schema !== undefined) {
+    // The schema must exist before a pooled connection can put it on its search_path.
+    const client = new pg.Client({ connectionString: config.url });
+    await client.connect();
+    try {
+      await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdentifier(schema)}`);
+    } catch (error) {
+      // IF NOT EXISTS is not atomic: a server creating the same schema at this moment wins, and that is fine.
+      if (!isUniqueViolation(error) && (error as { code?: unknown }).code !== '42P06') throw error;
+    } finally {
+      await client.end();
+    }
+  }
+  const pool = new pg.Pool({
+    connectionString: config.url,
+    max: options.poolSize ?? 10,
+    ...(schema !== undefined ? { options: `-c search_path=${schema}` } : {}),
+    // Epoch-ms times are int8; they fit a JS number exactly, so read them as numbers rather than strings.
+    types: { getTypeParser: int8AsNumber as typeof pg.types.getTypeParser },
+  });
+  return { db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), dialect: 'postgres' };
+}
+
+function int8AsNumber(oid: number, format?: 'text' | 'binary'): (value: string) => unknown {
+  if (oid === INT8_OID) return (value: string) => Number(value);
+  return pg.types.getTypeParser(oid, format ?? 'text') as (value: string) => unknown;
+}
+
+function quoteIdentifier(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+function isUniqueViolation(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === '23505' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === 'SQLITE_CONSTRAINT_UNIQUE';
+}
+
+// ---- row mapping ----------------------------------------------------------------------------------------
+
+function toUser(row: {
+  name: string;
+  role: 'admin' | 'user';
+  password_hash: string | null;
+  disabled: number;
+  created_at: number;
+}): UserRecord {
+  return {
+    name: row.name,
+    role: row.role,
+    passwordHash: row.password_hash,
+    disabled: row.disabled === 1,
+    createdAt: row.created_at,
+  };
+}
+
+function toWorkflow(row: Database['workflows'], assets: readonly AssetRecord[]): WorkflowRecord {
+  return {
+    name: row.name,
+    version: row.version,
+    source: row.source,
+    format: row.format,
+    digest: row.digest,
+    description: row.description,
+    params: JSON.parse(row.params_json) as ParamDefinitionRecord[],
+    steps: JSON.parse(row.steps_json) as WorkflowRecord['steps'],
+    assets: assets.map((a) => ({ path: a.path, digest: a.digest, size: a.size })),
+    createdBy: row.created_by,
+    createdAt: row.created_at,
+  };
+}
+
+function toJob(row: JobsTable): JobRecord {
+  return {
+    id: row.id,
+    user: row.user_name,
+    workflow: { name: row.workflow_name, version: row.workflow_version, digest: row.workflow_digest },
+    params: JSON.parse(row.params_json) as Record<string, ParamValue>,
+    labels: JSON.parse(row.labels_json) as string[],
+    state: row.state as JobState,
+    attempt: row.attempt,
+    agentId: row.agent_id,
+    executor: row.executor_json === null ? null : (JSON.parse(row.executor_json) as ExecutorIdentity),
+    error:
+      row.error_code === null
+        ? null
+        : ({ code: row.error_code, message: row.error_message ?? '' } as ErrorInfo),
+    timeoutMs: row.timeout_ms,
+    jobTokenHash: row.job_token_hash,
+    loadDeadline: row.load_deadline,
+    cancelRequested: row.cancel_requested === 1,
+    createdAt: row.created_at,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+    updatedAt: row.updated_at,
+  };
+}
+
+function toStep(row: Database['job_steps']): StepRecord {
+  return {
+    jobId: row.job_id,
+    id: row.step_id,
+    kind: row.kind,
+    state: row.state as StepState,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+    durationMs: row.duration_ms,
+    rows: row.rows,
+    progress: row.progress,
+    message: row.message,
+  };
+}
+
+function toResult(row: Database['results']): ResultRecord {
+  return {
+    jobId: row.job_id,
+    name: row.name,
+    kind: row.kind,
+    formats: JSON.parse(row.formats_json) as string[],
+    size: row.size,
+    rows: row.rows,
+    createdAt: row.created_at,
+  };
+}

@@ -1,0 +1,228 @@
+/* eslint-disable @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-call, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ADMIN_PASSWORD, startHarness, type Harness } from './harness.js';
+
+describe('authentication and roles', () => {
+  let h: Harness;
+  beforeEach(async (context) => {
+    h = await startHarness({ title: context.task.name });
+  });
+  afterEach(async () => {
+    await h.dispose();
+  });
+
+  it('creates admin with the given password on first start and lets it log in', async () => {
+    expect(h.server.generatedAdminPassword).toBeUndefined();
+    const login = await h.request({
+      method: 'POST',
+      url: '/api/auth/login',
+      body: { user: 'admin', password: ADMIN_PASSWORD },
+    });
+    expect(login.status).toBe(200);
+    expect(login.json).toMatchObject({ user: 'admin', role: 'admin' });
+    expect(login.json.token).toMatch(/^stw_[A-Za-z0-9_-]{43}$/);
+    const me = await h.request({ method: 'GET', url: '/api/me', token: login.json.token });
+    expect(me.json).toEqual({ user: 'admin', role: 'admin' });
+  });
+
+  it('refuses a wrong password and an unknown user with the same 401 and audits both', async () => {
+    const bad = await h.request({
+      method: 'POST',
+      url: '/api/auth/login',
+      body: { user: 'admin', password: 'nope' },
+    });
+    const unknown = await h.request({
+      method: 'POST',
+      url: '/api/auth/login',
+      body: { user: 'ghost', password: 'nope' },
+    });
+    for (const response of [bad, unknown]) {
+      expect(response.status).toBe(401);
+      expect(response.json).toEqual({
+        error: { code: 'STEWARD_UNAUTHENTICATED', message: 'wrong user name or password' },
+      });
+    }
+    const entries = await h.server.store.listAudit({ action: 'login.failed', limit: 10 });
+    expect(entries.map((e) => [e.actor, e.detail?.reason])).toEqual([
+      ['ghost', 'unknown user'],
+      ['admin', 'bad password'],
+    ]);
+    expect(entries[0]?.source).toBe('127.0.0.1');
+  });
+
+  it('refuses requests without a token or with a made-up one', async () => {
+    expect((await h.request({ method: 'GET', url: '/api/me' })).json.error.code).toBe(
+      'STEWARD_UNAUTHENTICATED',
+    );
+    const forged = await h.request({ method: 'GET', url: '/api/me', token: 'stw_' + 'A'.repeat(43) });
+    expect(forged.status).toBe(401);
+  });
+
+  it('refuses a disabled user at login and with a token issued before it was disabled', async () => {
+    const token = await h.userToken('alice');
+    await h.server.store.setUserDisabled('alice', true);
+    expect((await h.request({ method: 'GET', url: '/api/me', token })).status).toBe(401);
+    const login = await h.request({
+      method: 'POST',
+      url: '/api/auth/login',
+      body: { user: 'alice', password: 'password-of-alice' },
+    });
+    expect(login.status).toBe(401);
+    expect(login.json.error.message).toBe('this user is disabled');
+  });
+
+  it('expires login tokens after the session lifetime', async () => {
+    await h.dispose();
+    h = await startHarness({ title: 'expiry', config: { sessionTtl: '300ms' } });
+    const token = await h.adminToken();
+    expect((await h.request({ method: 'GET', url: '/api/me', token })).status).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    const expired = await h.request({ method: 'GET', url: '/api/me', token });
+    expect(expired.status).toBe(401);
+    expect(expired.json.error.message).toBe('invalid or expired token');
+  });
+
+  it('creates, lists and revokes named API tokens without ever listing their secrets', async () => {
+    const session = await h.userToken('alice');
+    const created = await h.request({
+      method: 'POST',
+      url: '/api/tokens',
+      token: session,
+      body: { name: 'ci', expiresInDays: 30 },
+    });
+    expect(created.status).toBe(201);
+    expect(created.json.token).toMatch(/^stw_/);
+    expect(Date.parse(created.json.expiresAt) - Date.now()).toBeGreaterThan(29 * 86_400_000);
+    const apiToken = created.json.token as string;
+    expect((await h.request({ method: 'GET', url: '/api/me', token: apiToken })).json.user).toBe('alice');
+    const list = await h.request({ method: 'GET', url: '/api/tokens', token: session });
+    expect(list.json.tokens).toHaveLength(1);
+    expect(JSON.stringify(list.json)).not.toContain(apiToken);
+    const bob = await h.userToken('bob');
+    expect(
+      (await h.request({ method: 'DELETE', url: `/api/tokens/${created.json.id}`, token: bob })).status,
+    ).toBe(404);
+    expect(
+      (await h.request({ method: 'DELETE', url: `/api/tokens/${created.json.id}`, token: session })).status,
+    ).toBe(204);
+    expect((await h.request({ method: 'GET', url: '/api/me', token: apiToken })).status).toBe(401);
+    const actions = (await h.server.store.listAudit({ actor: 'alice', limit: 20 })).map((e) => e.action);
+    expect(actions).toEqual(expect.arrayContaining(['token.create', 'token.revoke', 'login']));
+  });
+
+  it('keeps admin routes for admins and audits a user who tries one', async () => {
+    const alice = await h.userToken('alice');
+    const denied = await h.request({ method: 'GET', url: '/api/users', token: alice });
+    expect(denied.status).toBe(403);
+    expect(denied.json.error.code).toBe('STEWARD_FORBIDDEN');
+    expect((await h.request({ method: 'GET', url: '/api/audit', token: alice })).status).toBe(403);
+    const forbidden = await h.server.store.listAudit({ action: 'forbidden', limit: 10 });
+    expect(forbidden.map((e) => e.target)).toEqual(['GET /api/audit', 'GET /api/users']);
+    const admin = await h.adminToken();
+    const users = await h.request({ method: 'GET', url: '/api/users', token: admin });
+    expect(users.json.users.map((u: { name: string }) => u.name)).toEqual(['admin', 'alice']);
+    const audit = await h.request({ method: 'GET', url: '/api/audit?action=user.create', token: admin });
+    expect(audit.json.entries.map((e: { target: string }) => e.target)).toEqual(['alice', 'admin']);
+  });
+
+  it('refuses a second user with a taken name with 409', async () => {
+    const admin = await h.adminToken();
+    await h.userToken('alice');
+    const again = await h.request({
+      method: 'POST',
+      url: '/api/users',
+      token: admin,
+      body: { name: 'alice', password: 'another-password' },
+    });
+    expect(again.status).toBe(409);
+    expect(again.json.error.code).toBe('STEWARD_CONFLICT');
+  });
+
+  it('generates an admin password on first start when none is given and reports it once', async () => {
+    await h.dispose();
+    h = await startHarness({ title: 'generated', adminPassword: undefined });
+    const password = h.server.generatedAdminPassword;
+    expect(password).toMatch(/^[A-Za-z0-9_-]{24}$/);
+    expect(await h.login('admin', password!)).toMatch(/^stw_/);
+    await h.stop();
+    await h.restart();
+    expect(h.server.generatedAdminPassword).toBeUndefined();
+    expect(await h.login('admin', password!)).toMatch(/^stw_/);
+  });
+});
+
+describe('request validation', () => {
+  let h: Harness;
+  beforeEach(async (context) => {
+    h = await startHarness({ title: context.task.name });
+  });
+  afterEach(async () => {
+    await h.dispose();
+  });
+
+  it('answers a schema violation with 400 naming the field, the rule and the value', async () => {
+    const admin = await h.adminToken();
+    const response = await h.request({
+      method: 'POST',
+      url: '/api/users',
+      token: admin,
+      body: { name: 'Bad Name', password: 'long-enough' },
+    });
+    expect(response.status).toBe(400);
+    expect(response.json.error.code).toBe('STEWARD_BAD_REQUEST');
+    expect(response.json.error.message).toMatch(/^body\.name: .*got "Bad Name"$/);
+    expect(response.json.error.details.issues[0]).toMatchObject({
+      field: 'body.name',
+      rule: 'invalid_format',
+      value: 'Bad Name',
+    });
+  });
+
+  it('names unknown fields and never echoes a password', async () => {
+    const admin = await h.adminToken();
+    const response = await h.request({
+      method: 'POST',
+      url: '/api/users',
+      token: admin,
+      body: { name: 'carol', password: 'short', extra: 1 },
+    });
+    expect(response.status).toBe(400);
+    const fields = response.json.error.details.issues.map((i: { field: string }) => i.field);
+    expect(fields).toEqual(['body.password', 'body.extra']);
+    expect(response.text).not.toContain('short');
+    expect(response.json.error.details.issues[1]).toEqual({
+      field: 'body.extra',
+      rule: 'unrecognized_keys',
+      message: 'unknown field',
+    });
+  });
+
+  it('validates query strings with the same error shape', async () => {
+    const admin = await h.adminToken();
+    const response = await h.request({ method: 'GET', url: '/api/jobs?limit=0', token: admin });
+    expect(response.status).toBe(400);
+    expect(response.json.error.message).toMatch(/^query\.limit: .*got "0"$/);
+  });
+
+  it('answers malformed JSON and unknown routes in the error shape without a stack trace', async () => {
+    const bad = await h.request({
+      method: 'POST',
+      url: '/api/auth/login',
+      payload: '{"user":',
+      headers: { 'content-type': 'application/json' },
+    });
+    expect(bad.status).toBe(400);
+    expect(bad.json.error.code).toBe('STEWARD_BAD_REQUEST');
+    expect(bad.text).not.toMatch(/at .*\.js:\d+/);
+    const missing = await h.request({ method: 'GET', url: '/api/nothing' });
+    expect(missing.status).toBe(404);
+    expect(missing.json.error.code).toBe('STEWARD_NOT_FOUND');
+  });
+
+  it('answers health checks without credentials', async () => {
+    const health = await h.request({ method: 'GET', url: '/api/health' });
+    expect(health.status).toBe(200);
+    expect(health.json).toMatchObject({ status: 'ok', version: '0.1.0' });
+    expect(Date.parse(health.json.time)).not.toBeNaN();
+  });
+});

@@ -1,0 +1,394 @@
+/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-return -- HTTP response bodies are checked by assertions, not by static types. */
+import http from 'node:http';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { Delivery, Subscription } from '../../src/bus/index.js';
+import {
+  createOfferVerifier,
+  type AgentMessage,
+  type JobOffer,
+  type JobStateEvent,
+  type JobStepEvent,
+} from '../../src/protocol/index.js';
+import { backends } from '../store/backends.js';
+import { eventually, REPORT_WORKFLOW, startHarness, type Harness } from './harness.js';
+
+/** Takes the next offer from the bus as an agent would, verifying its signature with the server's key. */
+async function takeOffer(
+  h: Harness,
+): Promise<{ offer: JobOffer; delivery: Delivery<unknown>; subscription: Subscription }> {
+  const verifier = createOfferVerifier([h.server.publicKeyPem]);
+  let subscription: Subscription | undefined;
+  const delivery = await new Promise<Delivery<unknown>>((resolve) => {
+    void h.bus.consumeOffers(async (d) => resolve(d), { prefetch: 1 }).then((s) => (subscription = s));
+  });
+  return { offer: verifier.verify(delivery.body), delivery, subscription: subscription! };
+}
+
+function stateEvent(
+  offer: JobOffer,
+  seq: number,
+  state: JobStateEvent['state'],
+  extra: Partial<JobStateEvent> = {},
+): JobStateEvent {
+  return {
+    v: 1,
+    type: 'state',
+    jobId: offer.jobId,
+    attempt: offer.attempt,
+    seq,
+    time: Date.now(),
+    agentId: 'agent-1',
+    state,
+    ...extra,
+  };
+}
+
+function stepEvent(
+  offer: JobOffer,
+  seq: number,
+  stepId: string,
+  state: JobStepEvent['step']['state'],
+  rows?: number,
+): JobStepEvent {
+  return {
+    v: 1,
+    type: 'step',
+    jobId: offer.jobId,
+    attempt: offer.attempt,
+    seq,
+    time: Date.now(),
+    agentId: 'agent-1',
+    step: { stepId, state, time: Date.now(), ...(rows !== undefined ? { rows } : {}) },
+  };
+}
+
+describe.each(backends)('jobs on $name', (backend) => {
+  let h: Harness;
+  let alice: string;
+  beforeEach(async (context) => {
+    h = await startHarness({ backend, title: context.task.name, config: { loadTimeout: '2m' } });
+    alice = await h.userToken('alice');
+    const pushed = await h.request({
+      method: 'POST',
+      url: '/api/workflows',
+      token: alice,
+      body: { source: REPORT_WORKFLOW },
+    });
+    expect(pushed.status).toBe(201);
+  });
+  afterEach(async () => {
+    await h.dispose();
+  });
+
+  async function submit(
+    token = alice,
+    body: Record<string, unknown> = { workflow: 'report', params: { region: 'emea' } },
+  ) {
+    return h.request({ method: 'POST', url: '/api/jobs', token, body });
+  }
+
+  it('publishes a signed offer on submit and records the job as offered', async () => {
+    const taking = takeOffer(h);
+    const submitted = await submit(alice, {
+      workflow: 'report@1',
+      params: { region: 'emea', limit: '5' },
+      labels: ['gpu'],
+      timeoutSeconds: 60,
+    });
+    expect(submitted.status).toBe(201);
+    expect(submitted.json).toMatchObject({
+      user: 'alice',
+      state: 'offered',
+      attempt: 1,
+      workflow: { name: 'report', version: 1 },
+      params: { region: 'emea', limit: 5 },
+      labels: ['gpu'],
+    });
+    expect(submitted.json.id).toMatch(/^\d{17}-[0-9a-f]{8}$/);
+    const { offer } = await taking;
+    expect(offer).toMatchObject({
+      jobId: submitted.json.id,
+      user: 'alice',
+      labels: ['gpu'],
+      params: { region: 'emea', limit: 5 },
+      limits: { timeoutMs: 60_000 },
+    });
+    expect(offer.jobToken).toMatch(/^stj_/);
+    expect(offer.deadline - offer.issuedAt).toBe(120_000);
+    expect(offer.workflow.digest).toMatch(/^[0-9a-f]{64}$/);
+    const audit = await h.server.store.listAudit({ action: 'job.submit', limit: 5 });
+    expect(audit[0]).toMatchObject({ actor: 'alice', target: submitted.json.id });
+  });
+
+  it('refuses params that do not match the workflow with 422', async () => {
+    const response = await submit(alice, { workflow: 'report', params: { limit: 'many' } });
+    expect(response.status).toBe(422);
+    expect(response.json.error.code).toBe('STEWARD_PARAMS_INVALID');
+    expect(response.json.error.message).toContain('params.');
+    expect((await submit(alice, { workflow: 'nope', params: {} })).status).toBe(404);
+  });
+
+  it("hides a user's job from another user (404) but shows it to admins", async () => {
+    const job = (await submit()).json;
+    const bob = await h.userToken('bob');
+    for (const url of [`/api/jobs/${job.id}`, `/api/jobs/${job.id}/results`, `/api/jobs/${job.id}/logs`]) {
+      const response = await h.request({ method: 'GET', url, token: bob });
+      expect(response.status).toBe(404);
+      expect(response.json.error).toEqual({ code: 'STEWARD_NOT_FOUND', message: `no job ${job.id}` });
+    }
+    expect((await h.request({ method: 'POST', url: `/api/jobs/${job.id}/cancel`, token: bob })).status).toBe(
+      404,
+    );
+    expect((await h.request({ method: 'GET', url: '/api/jobs', token: bob })).json.jobs).toEqual([]);
+    expect((await h.request({ method: 'GET', url: '/api/jobs?user=alice', token: bob })).json.jobs).toEqual(
+      [],
+    );
+    const admin = await h.adminToken();
+    expect((await h.request({ method: 'GET', url: `/api/jobs/${job.id}`, token: admin })).json.user).toBe(
+      'alice',
+    );
+    expect(
+      (await h.request({ method: 'GET', url: '/api/jobs?user=alice', token: admin })).json.jobs,
+    ).toHaveLength(1);
+    const forbidden = await h.server.store.listAudit({ actor: 'bob', action: 'forbidden', limit: 10 });
+    expect(forbidden.length).toBeGreaterThanOrEqual(4);
+  });
+
+  it('applies an agent event with the same seq only once and tracks steps', async () => {
+    const taking = takeOffer(h);
+    const job = (await submit()).json;
+    const { offer } = await taking;
+    const executor = { pid: 4242, osUser: 'alice', uid: 1001, gid: 1001, groups: [1001, 27] };
+    const events: AgentMessage[] = [
+      stateEvent(offer, 1, 'loading', { executor }),
+      stateEvent(offer, 2, 'running'),
+      stepEvent(offer, 3, 'numbers', 'running'),
+      stepEvent(offer, 3, 'numbers', 'running'),
+      stepEvent(offer, 4, 'numbers', 'succeeded', 3),
+      stepEvent(offer, 4, 'numbers', 'failed'),
+    ];
+    for (const event of events) await h.bus.publishEvent(event);
+    const detail = await eventually(async () => {
+      const response = await h.request({ method: 'GET', url: `/api/jobs/${job.id}`, token: alice });
+      return response.json.steps[0].state === 'succeeded' ? response.json : undefined;
+    });
+    expect(detail).toMatchObject({ state: 'running', agentId: 'agent-1', executor });
+    expect(detail.startedAt).not.toBeNull();
+    expect(detail.steps[0]).toMatchObject({ id: 'numbers', kind: 'sql', state: 'succeeded', rows: 3 });
+    expect(detail.steps[1]).toMatchObject({ id: 'total', state: 'pending' });
+    // seq 2 again, now claiming success: that (job, attempt, seq) was applied already, so it is ignored.
+    await h.bus.publishEvent(stateEvent(offer, 2, 'succeeded'));
+    await h.bus.publishEvent(
+      stateEvent(offer, 5, 'failed', {
+        error: { code: 'STEWARD_STEP_FAILED', message: 'step total failed' },
+      }),
+    );
+    const ended = await eventually(async () => {
+      const response = await h.request({ method: 'GET', url: `/api/jobs/${job.id}`, token: alice });
+      return response.json.state !== 'running' ? response.json : undefined;
+    });
+    expect(ended.state).toBe('failed');
+    expect(ended.error).toEqual({ code: 'STEWARD_STEP_FAILED', message: 'step total failed' });
+  });
+
+  it('dead-letters an agent message that fails the schema without stopping the consumer', async () => {
+    const letters: unknown[] = [];
+    await h.bus.consumeDeadLetters((letter) => void letters.push(letter));
+    await h.bus.publishEvent({ v: 1, type: 'state', jobId: 'x' } as unknown as AgentMessage);
+    await eventually(() => letters.length > 0);
+    expect(letters[0]).toMatchObject({
+      queue: 'events',
+      reason: expect.stringContaining('invalid agent message'),
+    });
+    await h.bus.publishEvent({
+      v: 1,
+      type: 'heartbeat',
+      agentId: 'agent-9',
+      time: Date.now(),
+      labels: ['x'],
+      capacity: { slots: 2, free: 1 },
+      executors: [],
+      isolation: 'per-user',
+    });
+    const agents = await eventually(async () => {
+      const response = await h.request({ method: 'GET', url: '/api/agents', token: alice });
+      return response.json.agents.length > 0 ? response.json.agents : undefined;
+    });
+    expect(agents[0]).toMatchObject({ id: 'agent-9', capacity: { slots: 2, free: 1 } });
+  });
+
+  it('expires an offer nobody loaded within the load timeout', async () => {
+    const job = (await submit()).json;
+    expect(await h.server.sweep(Date.now() + 60_000)).toBe(0);
+    expect(await h.server.sweep(Date.now() + 121_000)).toBe(1);
+    const detail = (await h.request({ method: 'GET', url: `/api/jobs/${job.id}`, token: alice })).json;
+    expect(detail.state).toBe('expired');
+    expect(detail.error).toEqual({
+      code: 'STEWARD_LOAD_TIMEOUT',
+      message: 'no executor loaded the job within 2m',
+    });
+  });
+
+  it('expires overdue offers on its own with the periodic sweeper', async () => {
+    await h.dispose();
+    h = await startHarness({ backend, title: 'sweeper', config: { loadTimeout: '300ms' } });
+    alice = await h.userToken('alice');
+    await h.request({
+      method: 'POST',
+      url: '/api/workflows',
+      token: alice,
+      body: { source: REPORT_WORKFLOW },
+    });
+    const job = (await submit()).json;
+    const detail = await eventually(async () => {
+      const response = await h.request({ method: 'GET', url: `/api/jobs/${job.id}`, token: alice });
+      return response.json.state === 'expired' ? response.json : undefined;
+    });
+    expect(detail.error.message).toBe('no executor loaded the job within 300ms');
+  });
+
+  it('fails a job whose offer passed the delivery limit', async () => {
+    await h.dispose();
+    h = await startHarness({ backend, title: 'delivery limit' });
+    alice = await h.userToken('alice');
+    await h.request({
+      method: 'POST',
+      url: '/api/workflows',
+      token: alice,
+      body: { source: REPORT_WORKFLOW },
+    });
+    // An agent that rejects every offer: the bus redelivers until its limit, then dead-letters.
+    await h.bus.consumeOffers(async (delivery) => delivery.requeue(0), { prefetch: 1 });
+    const job = (await submit()).json;
+    const detail = await eventually(async () => {
+      const response = await h.request({ method: 'GET', url: `/api/jobs/${job.id}`, token: alice });
+      return response.json.state === 'failed' ? response.json : undefined;
+    });
+    expect(detail.error.code).toBe('STEWARD_DELIVERY_LIMIT');
+    expect(detail.error.message).toMatch(/delivered \d+ times/);
+  });
+
+  it('cancels an offered job at once and refuses to cancel it again', async () => {
+    const job = (await submit()).json;
+    const canceled = await h.request({ method: 'POST', url: `/api/jobs/${job.id}/cancel`, token: alice });
+    expect(canceled.status).toBe(200);
+    expect(canceled.json).toMatchObject({
+      state: 'canceled',
+      error: { code: 'STEWARD_JOB_CANCELED', message: 'canceled by alice' },
+    });
+    const again = await h.request({ method: 'POST', url: `/api/jobs/${job.id}/cancel`, token: alice });
+    expect(again.status).toBe(409);
+    expect(again.json.error.code).toBe('STEWARD_JOB_NOT_CANCELABLE');
+    expect((await h.server.store.listAudit({ action: 'job.cancel', limit: 5 })).map((e) => e.target)).toEqual(
+      [job.id],
+    );
+  });
+
+  it('asks the agent to cancel a running job and lets its final event end it', async () => {
+    const taking = takeOffer(h);
+    const job = (await submit()).json;
+    const { offer } = await taking;
+    const controls: unknown[] = [];
+    await h.bus.consumeControl('agent-1', async (delivery) => {
+      controls.push(delivery.body);
+      await delivery.ack();
+    });
+    await h.bus.publishEvent(stateEvent(offer, 1, 'running'));
+    await eventually(async () => (await h.server.store.getJob(job.id))?.state === 'running');
+    const response = await h.request({ method: 'POST', url: `/api/jobs/${job.id}/cancel`, token: alice });
+    expect(response.status).toBe(200);
+    expect(response.json.state).toBe('running');
+    await eventually(() => controls.length > 0);
+    expect(controls[0]).toEqual({ v: 1, type: 'cancel', jobId: job.id, attempt: 1 });
+    expect((await h.server.store.getJob(job.id))?.cancelRequested).toBe(true);
+    await h.bus.publishEvent(
+      stateEvent(offer, 2, 'canceled', {
+        error: { code: 'STEWARD_JOB_CANCELED', message: 'canceled by alice' },
+      }),
+    );
+    await eventually(async () => (await h.server.store.getJob(job.id))?.state === 'canceled');
+  });
+
+  it('asks an agent to stop a job that expired while it was loading', async () => {
+    const taking = takeOffer(h);
+    const job = (await submit()).json;
+    const { offer } = await taking;
+    const controls: unknown[] = [];
+    await h.bus.consumeControl('agent-1', async (delivery) => {
+      controls.push(delivery.body);
+      await delivery.ack();
+    });
+    await h.bus.publishEvent(stateEvent(offer, 1, 'loading'));
+    await eventually(async () => (await h.server.store.getJob(job.id))?.state === 'loading');
+    expect(await h.server.sweep(Date.now() + 121_000)).toBe(1);
+    await h.bus.publishEvent(stateEvent(offer, 2, 'running'));
+    await eventually(() => controls.length > 0);
+    expect(controls[0]).toEqual({ v: 1, type: 'cancel', jobId: job.id, attempt: 1 });
+    expect((await h.server.store.getJob(job.id))?.state).toBe('expired');
+  });
+
+  it('streams a snapshot, job and step changes, and an end event over SSE', async () => {
+    const { url } = await h.server.listen();
+    const taking = takeOffer(h);
+    const job = (await submit()).json;
+    const { offer } = await taking;
+    const received: { event: string; data: any }[] = [];
+    const done = new Promise<void>((resolve, reject) => {
+      const request = http.get(
+        `${url}/api/jobs/${job.id}/events`,
+        { headers: { authorization: `Bearer ${alice}` } },
+        (response) => {
+          expect(response.statusCode).toBe(200);
+          expect(response.headers['content-type']).toContain('text/event-stream');
+          let buffer = '';
+          response.setEncoding('utf8');
+          response.on('data', (chunk: string) => {
+            buffer += chunk;
+            let index: number;
+            while ((index = buffer.indexOf('\n\n')) !== -1) {
+              const block = buffer.slice(0, index);
+              buffer = buffer.slice(index + 2);
+              const event = /^event: (.*)$/m.exec(block)?.[1];
+              const data = /^data: (.*)$/m.exec(block)?.[1];
+              if (event && data) {
+                received.push({ event, data: JSON.parse(data) });
+                if (event === 'snapshot') {
+                  void (async () => {
+                    await h.bus.publishEvent(stateEvent(offer, 1, 'running'));
+                    await h.bus.publishEvent(stepEvent(offer, 2, 'numbers', 'succeeded', 3));
+                    await h.bus.publishEvent(stateEvent(offer, 3, 'succeeded'));
+                  })();
+                }
+              }
+            }
+          });
+          response.on('end', () => resolve());
+          response.on('error', reject);
+        },
+      );
+      request.on('error', reject);
+    });
+    await done;
+    expect(received.map((r) => r.event)).toEqual(['snapshot', 'job', 'step', 'job', 'end']);
+    expect(received[0]!.data).toMatchObject({
+      id: job.id,
+      state: 'offered',
+      steps: [{ id: 'numbers' }, { id: 'total' }],
+    });
+    expect(received[2]!.data).toMatchObject({ id: 'numbers', state: 'succeeded', rows: 3 });
+    expect(received[4]!.data).toMatchObject({
+      state: 'succeeded',
+      steps: [{ id: 'numbers', state: 'succeeded' }, { id: 'total' }],
+    });
+  });
+
+  it('ends the SSE stream at once for a job that already ended', async () => {
+    const job = (await submit()).json;
+    await h.request({ method: 'POST', url: `/api/jobs/${job.id}/cancel`, token: alice });
+    const response = await h.request({ method: 'GET', url: `/api/jobs/${job.id}/events`, token: alice });
+    expect(response.status).toBe(200);
+    expect(response.text).toMatch(
+      /^event: snapshot\ndata: .*\n\nevent: end\ndata: .*"state":"canceled".*\n\n$/s,
+    );
+  });
+});

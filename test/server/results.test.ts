@@ -1,0 +1,255 @@
+/* eslint-disable @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { DuckDBInstance } from '@duckdb/node-api';
+import { createHash } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { Subscription } from '../../src/bus/index.js';
+import { createOfferVerifier, type JobOffer } from '../../src/protocol/index.js';
+import { checkSegmentName } from '../../src/server/results.js';
+import { eventually, startHarness, type Harness } from './harness.js';
+
+const WORKFLOW = `name: sales
+assets: [query.sql]
+steps:
+  - id: totals
+    sql: SELECT 1 AS region, 2 AS amount
+outputs: [totals]
+`;
+
+let parquet: Buffer;
+let scratch: string;
+
+beforeAll(async () => {
+  scratch = mkdtempSync(path.join(os.tmpdir(), 'steward-parquet-'));
+  const file = path.join(scratch, 'totals.parquet');
+  const instance = await DuckDBInstance.create(':memory:');
+  const connection = await instance.connect();
+  await connection.run(
+    `COPY (SELECT i AS id, 'row ' || i AS label FROM range(25) t(i)) TO '${file}' (FORMAT parquet)`,
+  );
+  connection.closeSync();
+  instance.closeSync();
+  parquet = readFileSync(file);
+});
+
+afterAll(() => {
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+describe('executor routes, results and logs', () => {
+  let h: Harness;
+  let alice: string;
+  let offer: JobOffer;
+  let subscription: Subscription;
+
+  beforeEach(async (context) => {
+    h = await startHarness({ title: context.task.name, config: { resultLimitBytes: 64 * 1024 } });
+    alice = await h.userToken('alice');
+    const pushed = await h.request({
+      method: 'POST',
+      url: '/api/workflows',
+      token: alice,
+      body: { source: WORKFLOW, assets: { 'query.sql': Buffer.from('SELECT 1').toString('base64') } },
+    });
+    expect(pushed.status).toBe(201);
+    const verifier = createOfferVerifier([h.server.publicKeyPem]);
+    const received = new Promise<JobOffer>((resolve) => {
+      void h.bus
+        .consumeOffers(async (delivery) => resolve(verifier.verify(delivery.body)), { prefetch: 1 })
+        .then((s) => (subscription = s));
+    });
+    expect(
+      (await h.request({ method: 'POST', url: '/api/jobs', token: alice, body: { workflow: 'sales' } }))
+        .status,
+    ).toBe(201);
+    offer = await received;
+  });
+  afterEach(async () => {
+    await subscription.cancel();
+    await h.dispose();
+  });
+
+  const exec = (method: 'GET' | 'PUT', url: string, payload?: Buffer | string, token = offer.jobToken) =>
+    h.request({
+      method,
+      url,
+      token,
+      ...(payload !== undefined ? { payload, headers: { 'content-type': 'application/octet-stream' } } : {}),
+    });
+
+  it('gives the executor its workflow, params and assets with the job token only', async () => {
+    const workflow = await exec('GET', `/api/exec/jobs/${offer.jobId}/workflow`);
+    expect(workflow.status).toBe(200);
+    expect(workflow.json).toMatchObject({
+      jobId: offer.jobId,
+      attempt: 1,
+      user: 'alice',
+      source: WORKFLOW,
+      format: 'yaml',
+      params: {},
+    });
+    const digest = createHash('sha256').update('SELECT 1').digest('hex');
+    expect(workflow.json.assets).toEqual([{ path: 'query.sql', size: 8, digest }]);
+    const asset = await exec('GET', `/api/exec/jobs/${offer.jobId}/assets/${digest}`);
+    expect(asset.text).toBe('SELECT 1');
+    expect((await exec('GET', `/api/exec/jobs/${offer.jobId}/assets/${'0'.repeat(64)}`)).status).toBe(404);
+    // A user token is not a job token, and a job token is not a user token.
+    expect((await exec('GET', `/api/exec/jobs/${offer.jobId}/workflow`, undefined, alice)).status).toBe(401);
+    expect((await h.request({ method: 'GET', url: '/api/me', token: offer.jobToken })).status).toBe(401);
+  });
+
+  it('round-trips a table result: upload, list, download as Parquet and CSV, preview', async () => {
+    const csv = 'id,label\n0,row 0\n1,row 1\n';
+    expect(
+      (
+        await exec(
+          'PUT',
+          `/api/exec/jobs/${offer.jobId}/results/totals?kind=table&format=parquet&rows=25`,
+          parquet,
+        )
+      ).status,
+    ).toBe(204);
+    expect(
+      (await exec('PUT', `/api/exec/jobs/${offer.jobId}/results/totals?kind=table&format=csv&rows=25`, csv))
+        .status,
+    ).toBe(204);
+    expect(
+      (await exec('PUT', `/api/exec/jobs/${offer.jobId}/results/notes.txt?kind=file`, 'hello')).status,
+    ).toBe(204);
+
+    const list = await h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/results`, token: alice });
+    expect(list.json.results).toEqual([
+      expect.objectContaining({ name: 'notes.txt', kind: 'file', formats: [], size: 5, rows: null }),
+      expect.objectContaining({
+        name: 'totals',
+        kind: 'table',
+        formats: ['csv', 'parquet'],
+        size: parquet.length,
+        rows: 25,
+      }),
+    ]);
+    const asParquet = await h.server.app.inject({
+      method: 'GET',
+      url: `/api/jobs/${offer.jobId}/results/totals.parquet`,
+      headers: { authorization: `Bearer ${alice}` },
+    });
+    expect(asParquet.statusCode).toBe(200);
+    expect(asParquet.rawPayload.equals(parquet)).toBe(true);
+    expect(asParquet.headers['content-disposition']).toBe('attachment; filename="totals.parquet"');
+    const asCsv = await h.request({
+      method: 'GET',
+      url: `/api/jobs/${offer.jobId}/results/totals.csv`,
+      token: alice,
+    });
+    expect(asCsv.text).toBe(csv);
+    expect(
+      (await h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/results/notes.txt`, token: alice }))
+        .text,
+    ).toBe('hello');
+    expect(
+      (await h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/results/totals.json`, token: alice }))
+        .status,
+    ).toBe(404);
+
+    const preview = await h.request({
+      method: 'GET',
+      url: `/api/jobs/${offer.jobId}/results/totals/preview?limit=3&offset=10`,
+      token: alice,
+    });
+    expect(preview.status).toBe(200);
+    expect(preview.json).toEqual({
+      name: 'totals',
+      columns: [
+        { name: 'id', type: 'BIGINT' },
+        { name: 'label', type: 'VARCHAR' },
+      ],
+      rows: [
+        { id: '10', label: 'row 10' },
+        { id: '11', label: 'row 11' },
+        { id: '12', label: 'row 12' },
+      ],
+      totalRows: 25,
+    });
+    expect(
+      (
+        await h.request({
+          method: 'GET',
+          url: `/api/jobs/${offer.jobId}/results/notes.txt/preview`,
+          token: alice,
+        })
+      ).status,
+    ).toBe(400);
+    const downloads = await h.server.store.listAudit({ action: 'result.download', limit: 10 });
+    expect(downloads.map((e) => e.target)).toEqual(
+      expect.arrayContaining([`${offer.jobId}/totals.parquet`, `${offer.jobId}/totals.csv`]),
+    );
+    const bob = await h.userToken('bob');
+    expect(
+      (await h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/results/totals.csv`, token: bob }))
+        .status,
+    ).toBe(404);
+  });
+
+  it('refuses unsafe result names and uploads over the size limit, leaving no file behind', async () => {
+    // URL clients normalise a literal ".." segment away; an encoded slash reaches the handler.
+    const slash = await exec('PUT', `/api/exec/jobs/${offer.jobId}/results/a%2Fb?kind=file`, 'x');
+    expect(slash.status).toBe(400);
+    expect(slash.json.error.message).toContain('must be a plain name');
+    for (const name of ['..', '.', 'a/b', 'a\\b', 'x'.repeat(256), ''])
+      expect(() => checkSegmentName(name, 'name')).toThrow();
+    expect(() => checkSegmentName('report 2026.csv', 'name')).not.toThrow();
+    const hidden = await exec('PUT', `/api/exec/jobs/${offer.jobId}/results/.env?kind=file`, 'x');
+    expect(hidden.status).toBe(400);
+    expect(
+      (await exec('PUT', `/api/exec/jobs/${offer.jobId}/results/t?kind=table&format=xlsx`, 'x')).status,
+    ).toBe(400);
+    const big = await exec(
+      'PUT',
+      `/api/exec/jobs/${offer.jobId}/results/big.bin?kind=file`,
+      Buffer.alloc(65 * 1024),
+    );
+    expect(big.status).toBe(413);
+    expect(big.json.error.code).toBe('STEWARD_PAYLOAD_TOO_LARGE');
+    const dir = path.join(h.dataDir, 'results', offer.jobId);
+    expect(existsSync(path.join(dir, 'big.bin'))).toBe(false);
+  });
+
+  it('stores step logs and shows them to the job owner', async () => {
+    expect((await exec('PUT', `/api/exec/jobs/${offer.jobId}/logs/totals/stdout`, 'out line\n')).status).toBe(
+      204,
+    );
+    expect((await exec('PUT', `/api/exec/jobs/${offer.jobId}/logs/totals/stderr`, 'err line\n')).status).toBe(
+      204,
+    );
+    expect(readFileSync(path.join(h.dataDir, 'jobs', offer.jobId, 'logs', 'totals.stdout.log'), 'utf8')).toBe(
+      'out line\n',
+    );
+    const logs = await h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/logs`, token: alice });
+    expect(logs.json).toEqual({
+      jobId: offer.jobId,
+      logs: [
+        { stepId: 'totals', stream: 'stderr', text: 'err line\n' },
+        { stepId: 'totals', stream: 'stdout', text: 'out line\n' },
+      ],
+    });
+  });
+
+  it('stops accepting the job token once the job has ended', async () => {
+    await h.bus.publishEvent({
+      v: 1,
+      type: 'state',
+      jobId: offer.jobId,
+      attempt: 1,
+      seq: 1,
+      time: Date.now(),
+      agentId: 'a',
+      state: 'succeeded',
+    });
+    await eventually(async () => (await h.server.store.getJob(offer.jobId))?.state === 'succeeded');
+    const late = await exec('GET', `/api/exec/jobs/${offer.jobId}/workflow`);
+    expect(late.status).toBe(403);
+    expect(late.json.error.code).toBe('STEWARD_FORBIDDEN');
+  });
+});

@@ -1,0 +1,71 @@
+/**
+ * The two store backends every store test runs against: SQLite in a temp directory and PostgreSQL in a
+ * fresh schema named after the test, dropped afterwards.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import type { StoreConfig } from '../../src/config/index.js';
+
+export const POSTGRES_URL =
+  process.env.STEWARD_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+export interface BackendHandle {
+  config: StoreConfig;
+  /** A directory the test may use (and that holds the SQLite file). */
+  dir: string;
+  dispose(): Promise<void>;
+}
+
+export interface Backend {
+  name: 'sqlite' | 'postgres';
+  create(title: string): Promise<BackendHandle>;
+}
+
+function namespace(title: string): string {
+  const slug = title
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '_')
+    .replace(/^_+|_+$/g, '')
+    .slice(0, 40);
+  return `t_${slug}_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+}
+
+export const sqliteBackend: Backend = {
+  name: 'sqlite',
+  async create(title) {
+    const dir = mkdtempSync(path.join(os.tmpdir(), `steward-${namespace(title).slice(0, 30)}-`));
+    return {
+      config: { kind: 'sqlite', path: path.join(dir, 'steward.db') },
+      dir,
+      async dispose() {
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  },
+};
+
+export const postgresBackend: Backend = {
+  name: 'postgres',
+  async create(title) {
+    const schema = namespace(title);
+    const dir = mkdtempSync(path.join(os.tmpdir(), `steward-${schema.slice(0, 30)}-`));
+    return {
+      config: { kind: 'postgres', url: POSTGRES_URL, schema },
+      dir,
+      async dispose() {
+        const client = new pg.Client({ connectionString: POSTGRES_URL });
+        await client.connect();
+        try {
+          await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+        } finally {
+          await client.end();
+        }
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  },
+};
+
+export const backends: Backend[] = [sqliteBackend, postgresBackend];
