@@ -162,6 +162,10 @@ export const AgentConfig = z
     warmExecutors: z.number().int().min(0).max(64).default(1),
     /** How often the agent reports itself. Default `5s`. */
     heartbeatInterval: Duration.default(5_000),
+    /** How long a found OS account (NSS lookup) is reused before looking it up again. Default `30s`. */
+    accountCacheTtl: Duration.default(30_000),
+    /** Longest wait for one NSS account lookup (`getent`) before the job is refused. Default `10s`. */
+    accountLookupTimeout: Duration.default(10_000),
   })
   .strict();
 export type AgentConfig = z.input<typeof AgentConfig>;
@@ -181,6 +185,8 @@ export interface CompiledAgentConfig {
   readonly python: string;
   readonly warmExecutors: number;
   readonly heartbeatIntervalMs: number;
+  readonly accountCacheTtlMs: number;
+  readonly accountLookupTimeoutMs: number;
 }
 
 export function compileAgentConfig(input: unknown, defaults: { dataDir: string }): CompiledAgentConfig {
@@ -204,6 +210,8 @@ export function compileAgentConfig(input: unknown, defaults: { dataDir: string }
     python: c.python,
     warmExecutors: c.warmExecutors,
     heartbeatIntervalMs: c.heartbeatInterval,
+    accountCacheTtlMs: c.accountCacheTtl,
+    accountLookupTimeoutMs: c.accountLookupTimeout,
   });
 }
 
