@@ -167,6 +167,29 @@ describe('LDAP login (search-then-bind over StartTLS)', () => {
     });
   });
 
+  it('follows a role change in the directory at the next re-check of a token', async () => {
+    await withHarness({ ldap: searchBindConfig({ cacheTtl: '300ms' }) }, async (h) => {
+      const { bob } = slapd.people;
+      const token = (await login(h, bob.uid, bob.password)).json.token as string;
+      expect((await h.request({ method: 'GET', url: '/api/me', token })).json.role).toBe('user');
+      await slapd.admin((client) =>
+        client.modify(ADMINS_GROUP_DN, memberChange('add', slapd.personDn(bob.uid))),
+      );
+      try {
+        await eventually(async () => {
+          const me = await h.request({ method: 'GET', url: '/api/me', token });
+          return me.json.role === 'admin';
+        }, 5000);
+        expect((await h.request({ method: 'GET', url: '/api/users', token })).status).toBe(200);
+        expect(await h.server.store.getUser(bob.uid)).toMatchObject({ role: 'admin' });
+      } finally {
+        await slapd.admin((client) =>
+          client.modify(ADMINS_GROUP_DN, memberChange('delete', slapd.personDn(bob.uid))),
+        );
+      }
+    });
+  });
+
   it('audits every token use at most once a minute per token', async () => {
     await withHarness({ ldap: searchBindConfig() }, async (h) => {
       const { bob } = slapd.people;
