@@ -11,6 +11,7 @@
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
 import { chown, mkdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -207,22 +208,32 @@ describe.runIf(canRun)('LDAP users end to end (slapd + nslcd in a private mount 
     expect(refused.stderr).toContain('STEWARD_UNAUTHENTICATED: wrong user name or password');
   });
 
-  it('refuses a job clearly and quickly when the directory is down on the executor side', async () => {
+  it('refuses a job clearly and quickly when the directory is down or silent on the executor side', async () => {
     const { dave } = slapd!.people;
     const daveCli = await cli(dave.uid, dave.password);
     const pushed = await daveCli.run(['workflow', 'push', 'examples/whoami.yaml']);
     expect(pushed.code, pushed.stderr).toBe(0);
     await slapd!.halt();
+    // First nothing listens on the directory's port, then something accepts connections and never answers.
+    const sockets = new Set<Socket>();
+    const silent = createServer((socket) => sockets.add(socket));
     try {
-      const started = Date.now();
-      // The server trusts its cached directory answer (cacheTtl); the agent has to look dave up now.
-      const result = await daveCli.run(['run', 'whoami', '--wait', '--json'], { timeoutMs: 60_000 });
-      const job = JSON.parse(result.stdout) as JobJson;
-      expect(job.state).toBe('failed');
-      expect(job.error?.code).toMatch(/STEWARD_USER_UNKNOWN/);
-      expect(job.error?.message).toContain(dave.uid);
-      expect(Date.now() - started).toBeLessThan(30_000);
+      for (const outage of ['down', 'silent']) {
+        if (outage === 'silent') {
+          await new Promise<void>((resolve) => silent.listen(slapd!.port, '127.0.0.1', resolve));
+        }
+        const started = Date.now();
+        // The server trusts its cached directory answer (cacheTtl); the agent has to look dave up now.
+        const result = await daveCli.run(['run', 'whoami', '--wait', '--json'], { timeoutMs: 60_000 });
+        const job = JSON.parse(result.stdout) as JobJson;
+        expect(job.state, outage).toBe('failed');
+        expect(job.error?.code, outage).toBe('STEWARD_USER_UNKNOWN');
+        expect(job.error?.message, outage).toContain(dave.uid);
+        expect(Date.now() - started, outage).toBeLessThan(30_000);
+      }
     } finally {
+      for (const socket of sockets) socket.destroy();
+      if (silent.listening) await new Promise((resolve) => silent.close(resolve));
       await slapd!.run();
     }
   });
