@@ -118,7 +118,10 @@ export class LdapDirectory {
     work: (open: () => Promise<Client>) => Promise<DirectoryOutcome>,
   ): Promise<DirectoryOutcome> {
     const clients: Client[] = [];
+    let finished = false;
     const open = async (): Promise<Client> => {
+      // Work still running after the deadline must not open connections nobody will close.
+      if (finished) throw new DirectoryDown('operation already timed out');
       // A fresh options object each time: ldapts writes the socket into the object given to startTLS.
       const tlsOptions = (): ConnectionOptions => ({
         ...(this.config.ca !== undefined ? { ca: this.config.ca } : {}),
@@ -151,6 +154,7 @@ export class LdapDirectory {
         { cause: error },
       );
     } finally {
+      finished = true;
       clearTimeout(timer);
       for (const client of clients) void client.unbind().catch(() => undefined);
     }
