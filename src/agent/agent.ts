@@ -26,6 +26,8 @@ import {
   currentAccount,
   defaultBannedUsers,
   resolveAccount,
+  lookupAccount,
+  AccountCache,
   type IdentityPolicy,
   type OsAccount,
 } from './accounts.js';
@@ -60,6 +62,7 @@ export class Agent {
   private readonly log: Logger;
   private readonly verifier: OfferVerifier;
   private readonly policy: IdentityPolicy;
+  private readonly accounts: AccountCache;
   private readonly pool: ExecutorPool;
   private readonly userLogs: UserLogs;
   private readonly active = new Map<string, ActiveJob>();
@@ -78,6 +81,10 @@ export class Agent {
     this.verifier = createOfferVerifier(options.publicKeys);
     this.isolation = process.getuid?.() === 0 ? 'per-user' : 'single-user';
     this.policy = { userMap: this.config.userMap, minUid: 1000, bannedUsers: defaultBannedUsers };
+    const lookupTimeoutMs = this.config.accountLookupTimeoutMs;
+    this.accounts = new AccountCache(this.config.accountCacheTtlMs, (name) =>
+      lookupAccount(name, lookupTimeoutMs),
+    );
     this.userLogs = new UserLogs(this.config.logDir);
     this.pool = new ExecutorPool({
       warmExecutors: this.config.warmExecutors,
@@ -184,7 +191,7 @@ export class Agent {
   private async place(job: ActiveJob): Promise<void> {
     const account: OsAccount =
       this.isolation === 'per-user'
-        ? await resolveAccount(job.offer.user, this.policy, this.config.id)
+        ? await resolveAccount(job.offer.user, this.policy, this.config.id, (name) => this.accounts.get(name))
         : currentAccount();
     if (this.isolation === 'per-user') await ensureHome(account);
     const dirs = await prepareUserDirs(this.config.workspaceRoot, account, this.isolation === 'per-user');

@@ -3,6 +3,7 @@ export {
   resolveAccount,
   mapToOsName,
   lookupAccount,
+  AccountCache,
   currentAccount,
   defaultBannedUsers,
   type OsAccount,

@@ -9,6 +9,21 @@ import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { Duration, StewardError } from '../protocol/index.js';
+import {
+  compileLdapConfig,
+  LdapConfig,
+  LoginThrottleConfig,
+  type CompiledLdapConfig,
+  type CompiledLoginThrottle,
+} from './ldap.js';
+
+export {
+  LdapConfig,
+  LoginThrottleConfig,
+  normalizeDn,
+  type CompiledLdapConfig,
+  type CompiledLoginThrottle,
+} from './ldap.js';
 
 export const StoreConfig = z.discriminatedUnion('kind', [
   z
@@ -55,6 +70,14 @@ export const ServerConfig = z
       .positive()
       .default(10 * 1024 ** 3),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** LDAP authentication beside local users. Default: off (local users only). */
+    ldap: LdapConfig.optional(),
+    /** Refusal of further logins after repeated failures. Defaults: 5 per user, 20 per address, in 15m. */
+    loginThrottle: LoginThrottleConfig.default({
+      maxFailuresPerUser: 5,
+      maxFailuresPerSource: 20,
+      window: 15 * 60_000,
+    }),
   })
   .strict();
 export type ServerConfig = z.input<typeof ServerConfig>;
@@ -70,6 +93,8 @@ export interface CompiledServerConfig {
   readonly bodyLimitBytes: number;
   readonly resultLimitBytes: number;
   readonly logLevel: string;
+  readonly ldap: CompiledLdapConfig | undefined;
+  readonly loginThrottle: CompiledLoginThrottle;
 }
 
 export function compileServerConfig(input: unknown): CompiledServerConfig {
@@ -86,6 +111,12 @@ export function compileServerConfig(input: unknown): CompiledServerConfig {
     bodyLimitBytes: c.bodyLimitBytes,
     resultLimitBytes: c.resultLimitBytes,
     logLevel: c.logLevel,
+    ldap: c.ldap === undefined ? undefined : compileLdapConfig(c.ldap),
+    loginThrottle: Object.freeze({
+      maxFailuresPerUser: c.loginThrottle.maxFailuresPerUser,
+      maxFailuresPerSource: c.loginThrottle.maxFailuresPerSource,
+      windowMs: c.loginThrottle.window,
+    }),
   });
 }
 
@@ -131,6 +162,10 @@ export const AgentConfig = z
     warmExecutors: z.number().int().min(0).max(64).default(1),
     /** How often the agent reports itself. Default `5s`. */
     heartbeatInterval: Duration.default(5_000),
+    /** How long a found OS account (NSS lookup) is reused before looking it up again. Default `30s`. */
+    accountCacheTtl: Duration.default(30_000),
+    /** Longest wait for one NSS account lookup (`getent`) before the job is refused. Default `10s`. */
+    accountLookupTimeout: Duration.default(10_000),
   })
   .strict();
 export type AgentConfig = z.input<typeof AgentConfig>;
@@ -150,6 +185,8 @@ export interface CompiledAgentConfig {
   readonly python: string;
   readonly warmExecutors: number;
   readonly heartbeatIntervalMs: number;
+  readonly accountCacheTtlMs: number;
+  readonly accountLookupTimeoutMs: number;
 }
 
 export function compileAgentConfig(input: unknown, defaults: { dataDir: string }): CompiledAgentConfig {
@@ -173,6 +210,8 @@ export function compileAgentConfig(input: unknown, defaults: { dataDir: string }
     python: c.python,
     warmExecutors: c.warmExecutors,
     heartbeatIntervalMs: c.heartbeatInterval,
+    accountCacheTtlMs: c.accountCacheTtl,
+    accountLookupTimeoutMs: c.accountLookupTimeout,
   });
 }
 

@@ -60,6 +60,14 @@ export const errorCatalogue = {
     status: 500,
     summary: 'The executor could not upload a result to the server.',
   },
+  STEWARD_LOGIN_THROTTLED: {
+    status: 429,
+    summary: 'Too many failed logins for this user or from this address; wait and retry.',
+  },
+  STEWARD_DIRECTORY_UNAVAILABLE: {
+    status: 503,
+    summary: 'The user directory (LDAP) could not be reached or did not answer in time.',
+  },
 } as const satisfies Record<string, { status: number; summary: string }>;
 
 export type ErrorCode = keyof typeof errorCatalogue;

@@ -1,11 +1,18 @@
 /**
- * Local users and bearer tokens. Login tokens expire after `sessionTtlMs`; named API tokens after the
- * lifetime chosen at creation (or never). Disabled users are refused whatever token they hold.
+ * Local and LDAP users and bearer tokens. Login tokens expire after `sessionTtlMs`; named API tokens after
+ * the lifetime chosen at creation (or never). Disabled users are refused whatever token they hold.
+ *
+ * Login order: a local user of that name (source `local`) is checked against its password; otherwise, when
+ * `server.ldap` is set, the directory decides, and the first successful LDAP login creates the user (source
+ * `ldap`, no local password). A directory answer is trusted for `ldap.cacheTtl`; after that, the next use of
+ * any of the user's tokens asks the directory again, so a user deleted there or taken out of the allowed
+ * groups loses access within one TTL, and a changed admin group changes the role.
  */
 import type { CompiledServerConfig } from '../config/index.js';
 import { StewardError, type Role } from '../protocol/index.js';
-import type { Store, TokenRecord } from '../store/index.js';
+import type { Store, TokenRecord, UserRecord } from '../store/index.js';
 import type { AuditLog } from './audit.js';
+import { LdapDirectory, type DirectoryOutcome } from './ldap.js';
 import {
   dummyPasswordHash,
   hashPassword,
@@ -15,6 +22,7 @@ import {
   sha256Hex,
   verifyPassword,
 } from './secrets.js';
+import { LoginThrottle } from './throttle.js';
 
 export interface Principal {
   user: string;
@@ -31,12 +39,27 @@ export function bearerOf(header: string | undefined): string | undefined {
   return match?.[1];
 }
 
+interface DirectoryCheck {
+  checkedAt: number;
+  role: Role;
+}
+
 export class Authenticator {
+  private readonly directory: LdapDirectory | undefined;
+  private readonly throttle: LoginThrottle;
+  /** Last good directory answer per LDAP user; absent = ask the directory at the next token use. */
+  private readonly directoryChecks = new Map<string, DirectoryCheck>();
+  /** In-flight re-checks, so a burst of requests with one token asks the directory once. */
+  private readonly rechecks = new Map<string, Promise<DirectoryOutcome>>();
+
   constructor(
     private readonly store: Store,
     private readonly audit: AuditLog,
     private readonly config: CompiledServerConfig,
-  ) {}
+  ) {
+    this.directory = config.ldap ? new LdapDirectory(config.ldap) : undefined;
+    this.throttle = new LoginThrottle(config.loginThrottle);
+  }
 
   /** On first start (no users at all) creates `admin`; returns the password when it was generated. */
   async bootstrapAdmin(password: string | undefined): Promise<string | undefined> {
@@ -63,23 +86,83 @@ export class Authenticator {
     password: string,
     source: string,
   ): Promise<{ token: string; user: string; role: Role; expiresAt: number }> {
-    const user = await this.store.getUser(name);
-    // Unknown users cost one scrypt too, so response time does not reveal which names exist.
-    const ok = await verifyPassword(password, user?.passwordHash ?? (await dummyPasswordHash()));
-    if (!user || !ok || user.disabled) {
-      const reason = !user ? 'unknown user' : !ok ? 'bad password' : 'user disabled';
+    try {
+      this.throttle.check(name, source);
+    } catch (error) {
+      await this.audit.record({
+        actor: name,
+        action: 'login.throttled',
+        target: name,
+        source,
+      });
+      throw error;
+    }
+    const local = await this.store.getUser(name);
+    let user: UserRecord | undefined;
+    let failure: string | undefined;
+    let method: 'local' | 'ldap' = 'local';
+    if (local?.source === 'local' || !this.directory) {
+      // Unknown users cost one scrypt too, so response time does not reveal which names exist.
+      const ok = await verifyPassword(password, local?.passwordHash ?? (await dummyPasswordHash()));
+      failure = !local ? 'unknown user' : !ok ? 'bad password' : undefined;
+      user = local;
+    } else {
+      method = 'ldap';
+      let outcome: DirectoryOutcome;
+      try {
+        outcome = await this.directory.authenticate(name, password);
+      } catch (error) {
+        await this.audit.record({
+          actor: name,
+          action: 'login.failed',
+          target: name,
+          source,
+          detail: { reason: 'directory unavailable', method },
+        });
+        throw error;
+      }
+      if (outcome.ok) {
+        user = await this.store.upsertDirectoryUser({
+          name: outcome.user.name,
+          role: outcome.user.role,
+          time: Date.now(),
+        });
+        if (user.source !== 'ldap') {
+          // The directory's name differs from the typed one and belongs to a local user: refuse.
+          failure = 'directory name is a local user';
+        } else {
+          this.directoryChecks.set(user.name, { checkedAt: Date.now(), role: user.role });
+          if (local === undefined && outcome.user.name === name) {
+            await this.audit.record({
+              actor: 'system',
+              action: 'user.create',
+              target: user.name,
+              source,
+              detail: { role: user.role, source: 'ldap', dn: outcome.user.dn },
+            });
+          }
+        }
+      } else {
+        failure = outcome.reason;
+      }
+    }
+    if (!failure && user?.disabled) failure = 'user disabled';
+    if (failure || !user) {
+      this.throttle.recordFailure(name, source);
       await this.audit.record({
         actor: name,
         action: 'login.failed',
         target: name,
         source,
-        detail: { reason },
+        detail: { reason: failure ?? 'unknown user', method },
       });
+      // One message for unknown names and wrong passwords alike; "disabled" only after a correct password.
       throw new StewardError(
         'STEWARD_UNAUTHENTICATED',
-        user?.disabled && ok ? 'this user is disabled' : 'wrong user name or password',
+        failure === 'user disabled' ? 'this user is disabled' : 'wrong user name or password',
       );
     }
+    this.throttle.recordSuccess(name);
     const now = Date.now();
     const token = newSecret('stw_');
     const expiresAt = now + this.config.sessionTtlMs;
@@ -92,27 +175,123 @@ export class Authenticator {
       createdAt: now,
       expiresAt,
     });
-    await this.audit.record({ actor: user.name, action: 'login', target: user.name, source });
+    await this.audit.record({
+      actor: user.name,
+      action: 'login',
+      target: user.name,
+      source,
+      detail: { method, role: user.role },
+    });
     return { token, user: user.name, role: user.role, expiresAt };
   }
 
-  /** Resolves `Authorization: Bearer …` to a user, or throws STEWARD_UNAUTHENTICATED. */
-  async authenticate(authorization: string | undefined): Promise<Principal> {
+  /**
+   * Resolves `Authorization: Bearer …` to a user, or throws STEWARD_UNAUTHENTICATED (or
+   * STEWARD_DIRECTORY_UNAVAILABLE when an LDAP user's re-check is due and the directory cannot answer).
+   * Refusals are audited (`token.refused`); uses are audited as `token.use` at most once a minute per token.
+   */
+  async authenticate(authorization: string | undefined, source?: string): Promise<Principal> {
     const secret = bearerOf(authorization);
     if (!secret)
       throw new StewardError('STEWARD_UNAUTHENTICATED', 'missing "Authorization: Bearer <token>" header');
-    if (!secret.startsWith('stw_'))
+    const refuse = async (reason: string, actor = 'anonymous', target: string | null = null) => {
+      await this.audit.record({ actor, action: 'token.refused', target, source, detail: { reason } });
+    };
+    if (!secret.startsWith('stw_')) {
+      await refuse('malformed token');
       throw new StewardError('STEWARD_UNAUTHENTICATED', 'invalid or expired token');
+    }
     const found = await this.store.findToken(sha256Hex(secret));
     const now = Date.now();
     if (!found || found.token.revoked || (found.token.expiresAt !== null && found.token.expiresAt <= now)) {
+      await refuse(
+        !found ? 'unknown token' : found.token.revoked ? 'revoked' : 'expired',
+        found?.user.name,
+        found?.token.id ?? null,
+      );
       throw new StewardError('STEWARD_UNAUTHENTICATED', 'invalid or expired token');
     }
-    if (found.user.disabled) throw new StewardError('STEWARD_UNAUTHENTICATED', 'this user is disabled');
+    if (found.user.disabled) {
+      await refuse('user disabled', found.user.name, found.token.id);
+      throw new StewardError('STEWARD_UNAUTHENTICATED', 'this user is disabled');
+    }
+    let role = found.user.role;
+    if (found.user.source === 'ldap') {
+      role = await this.recheckDirectoryUser(found.user, found.token.id, source, now);
+    }
     if (found.token.lastUsedAt === null || now - found.token.lastUsedAt > TOUCH_INTERVAL_MS) {
       await this.store.touchToken(found.token.id, now);
+      await this.audit.record({
+        actor: found.user.name,
+        action: 'token.use',
+        target: found.token.id,
+        source,
+        detail: { kind: found.token.kind },
+      });
     }
-    return { user: found.user.name, role: found.user.role, tokenId: found.token.id };
+    return { user: found.user.name, role, tokenId: found.token.id };
+  }
+
+  /** The LDAP user's current role, asking the directory when the cached answer is older than the TTL. */
+  private async recheckDirectoryUser(
+    user: UserRecord,
+    tokenId: string,
+    source: string | undefined,
+    now: number,
+  ): Promise<Role> {
+    const cached = this.directoryChecks.get(user.name);
+    const directory = this.directory;
+    if (cached && directory && now - cached.checkedAt < directory.cacheTtlMs) return cached.role;
+    const refuse = async (reason: string, error: StewardError) => {
+      this.directoryChecks.delete(user.name);
+      await this.audit.record({
+        actor: user.name,
+        action: 'token.refused',
+        target: tokenId,
+        source,
+        detail: { reason },
+      });
+      throw error;
+    };
+    if (!directory) {
+      return refuse(
+        'ldap user but no ldap configured',
+        new StewardError('STEWARD_UNAUTHENTICATED', 'this user is disabled or no longer in the directory'),
+      );
+    }
+    let pending = this.rechecks.get(user.name);
+    if (!pending) {
+      pending = directory.lookup(user.name).finally(() => this.rechecks.delete(user.name));
+      this.rechecks.set(user.name, pending);
+    }
+    let outcome: DirectoryOutcome;
+    try {
+      outcome = await pending;
+    } catch (error) {
+      const failure =
+        error instanceof StewardError
+          ? error
+          : new StewardError('STEWARD_DIRECTORY_UNAVAILABLE', 'the user directory (LDAP) is not reachable');
+      return refuse('directory unavailable', failure);
+    }
+    if (!outcome.ok || outcome.user.name !== user.name) {
+      return refuse(
+        outcome.ok ? 'directory name changed' : outcome.reason,
+        new StewardError('STEWARD_UNAUTHENTICATED', 'this user is disabled or no longer in the directory'),
+      );
+    }
+    if (outcome.user.role !== user.role) {
+      await this.store.upsertDirectoryUser({ name: user.name, role: outcome.user.role, time: now });
+      await this.audit.record({
+        actor: 'system',
+        action: 'user.role',
+        target: user.name,
+        source: 'ldap',
+        detail: { from: user.role, to: outcome.user.role },
+      });
+    }
+    this.directoryChecks.set(user.name, { checkedAt: now, role: outcome.user.role });
+    return outcome.user.role;
   }
 
   async createApiToken(

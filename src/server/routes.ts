@@ -354,7 +354,7 @@ export function registerRoutes(app: FastifyInstance, ctx: ServerContext, handler
         let principal: Principal | undefined;
         let job: JobRecord | undefined;
         if (route.auth === 'user' || route.auth === 'admin') {
-          principal = await ctx.auth.authenticate(request.headers.authorization);
+          principal = await ctx.auth.authenticate(request.headers.authorization, source);
           if (route.auth === 'admin' && principal.role !== 'admin') {
             await ctx.audit.record({
               actor: principal.user,

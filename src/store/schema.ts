@@ -10,6 +10,8 @@ export interface UsersTable {
   password_hash: string | null;
   disabled: number;
   created_at: number;
+  /** `local` or `ldap` (migration 0002). */
+  source: Generated<'local' | 'ldap'>;
 }
 
 export interface ApiTokensTable {

@@ -43,6 +43,8 @@ export interface UserRecord {
   passwordHash: string | null;
   disabled: boolean;
   createdAt: number;
+  /** `ldap` users were created by their first LDAP login and have no local password. */
+  source: 'local' | 'ldap';
 }
 
 export interface TokenRecord {
@@ -263,6 +265,39 @@ export class Store {
     return Number(result.numInsertedOrUpdatedRows ?? 0n) === 1;
   }
 
+  /**
+   * Creates or refreshes the record of a directory (LDAP) user: created with no password, role updated on
+   * later logins. A local user of the same name is left untouched; returns the stored record either way.
+   */
+  async upsertDirectoryUser(user: {
+    name: string;
+    role: 'admin' | 'user';
+    time: number;
+  }): Promise<UserRecord> {
+    await this.db
+      .insertInto('users')
+      .values({
+        name: user.name,
+        role: user.role,
+        password_hash: null,
+        disabled: 0,
+        created_at: user.time,
+        source: 'ldap',
+      })
+      .onConflict((oc) => oc.column('name').doNothing())
+      .execute();
+    await this.db
+      .updateTable('users')
+      .set({ role: user.role })
+      .where('name', '=', user.name)
+      .where('source', '=', 'ldap')
+      .where('role', '!=', user.role)
+      .execute();
+    const stored = await this.getUser(user.name);
+    if (!stored) throw new Error(`user ${user.name} vanished while being stored`);
+    return stored;
+  }
+
   async getUser(name: string): Promise<UserRecord | undefined> {
     const row = await this.db.selectFrom('users').selectAll().where('name', '=', name).executeTakeFirst();
     return row && toUser(row);
@@ -331,6 +366,7 @@ export class Store {
         'u.password_hash',
         'u.disabled',
         'u.created_at',
+        'u.source',
       ])
       .where('t.token_hash', '=', tokenHash)
       .executeTakeFirst();
@@ -997,6 +1033,7 @@ function toUser(row: {
   password_hash: string | null;
   disabled: number;
   created_at: number;
+  source: 'local' | 'ldap';
 }): UserRecord {
   return {
     name: row.name,
@@ -1004,6 +1041,7 @@ function toUser(row: {
     passwordHash: row.password_hash,
     disabled: row.disabled === 1,
     createdAt: row.created_at,
+    source: row.source,
   };
 }
 

@@ -77,6 +77,22 @@ describe.each(backends)('store on $name', (backend) => {
       passwordHash: 'x',
       disabled: false,
       createdAt: 5,
+      source: 'local',
+    });
+  });
+
+  it('creates directory users without a password, updates their role, and never touches a local user', async () => {
+    const created = await store.upsertDirectoryUser({ name: 'dora', role: 'user', time: 7 });
+    expect(created).toMatchObject({ name: 'dora', role: 'user', passwordHash: null, source: 'ldap' });
+    expect(await store.upsertDirectoryUser({ name: 'dora', role: 'admin', time: 8 })).toMatchObject({
+      role: 'admin',
+      createdAt: 7,
+    });
+    await store.createUser({ name: 'lena', role: 'user', passwordHash: 'h', createdAt: 1 });
+    expect(await store.upsertDirectoryUser({ name: 'lena', role: 'admin', time: 9 })).toMatchObject({
+      role: 'user',
+      passwordHash: 'h',
+      source: 'local',
     });
   });
 
@@ -89,7 +105,7 @@ describe.each(backends)('store on $name', (backend) => {
         [1, 2, 3].map(() => openStore(fresh.config, { onMigration: (name) => migrated.push(name) })),
       );
       try {
-        expect(migrated).toEqual(['0001_initial']);
+        expect(migrated).toEqual(['0001_initial', '0002_user_source']);
         expect(await stores[2]!.countUsers()).toBe(0);
       } finally {
         await Promise.all(stores.map((s) => s.close()));

@@ -48,18 +48,21 @@ export class StewardInstance {
     readonly port: number,
     readonly adminPassword: string,
     readonly extraArgs: string[] = [],
+    /** A command that runs `node steward up …` for us (e.g. inside a private mount namespace). */
+    readonly launcher: string[] = [],
   ) {
     this.url = `http://127.0.0.1:${port}`;
   }
 
   static async start(
-    options: { adminPassword?: string; extraArgs?: string[]; dataDir?: string } = {},
+    options: { adminPassword?: string; extraArgs?: string[]; dataDir?: string; launcher?: string[] } = {},
   ): Promise<StewardInstance> {
     const instance = new StewardInstance(
       options.dataDir ?? (await tempDir('data')),
       await freePort(),
       options.adminPassword ?? 'admin-password-for-tests',
       options.extraArgs ?? [],
+      options.launcher ?? [],
     );
     await instance.up();
     return instance;
@@ -67,14 +70,21 @@ export class StewardInstance {
 
   async up(): Promise<void> {
     this.output = '';
-    const child = spawn(
+    const command = [
       process.execPath,
-      [stewardBin, 'up', '--port', String(this.port), '--data-dir', this.dataDir, ...this.extraArgs],
-      {
-        env: { ...process.env, STEWARD_ADMIN_PASSWORD: this.adminPassword },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
+      stewardBin,
+      'up',
+      '--port',
+      String(this.port),
+      '--data-dir',
+      this.dataDir,
+      ...this.extraArgs,
+    ];
+    const [program, ...args] = [...this.launcher, ...command];
+    const child = spawn(program!, args, {
+      env: { ...process.env, STEWARD_ADMIN_PASSWORD: this.adminPassword },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     this.child = child;
     child.stdout.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (this.output += chunk.toString()));

@@ -10,6 +10,7 @@
  */
 import { sql, type Kysely } from 'kysely';
 import * as m0001 from './0001_initial.js';
+import * as m0002 from './0002_user_source.js';
 
 export type StoreDialect = 'sqlite' | 'postgres';
 
@@ -18,7 +19,10 @@ interface NumberedMigration {
 }
 
 /** In application order. Never edit or remove an entry once released; append new ones. */
-const migrations: readonly (readonly [string, NumberedMigration])[] = [['0001_initial', m0001]];
+const migrations: readonly (readonly [string, NumberedMigration])[] = [
+  ['0001_initial', m0001],
+  ['0002_user_source', m0002],
+];
 
 interface MigrationTables {
   steward_migrations: { name: string; applied_at: number };

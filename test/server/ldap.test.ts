@@ -1,0 +1,304 @@
+/* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
+/**
+ * LDAP login against a private slapd (test/support/slapd.ts): search-then-bind over StartTLS and LDAPS with
+ * a generated CA, direct bind with a group search, nested groups → roles and the allowed-users policy,
+ * injection, a directory that is down or silent, users removed from the directory, and throttling.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { Attribute, Change } from 'ldapts';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { compileServerConfig } from '../../src/config/index.js';
+import { LdapDirectory } from '../../src/server/ldap.js';
+import {
+  ADMINS_GROUP_DN,
+  GROUPS_DN,
+  PEOPLE_DN,
+  SERVICE_DN,
+  SERVICE_PASSWORD,
+  Slapd,
+  USERS_GROUP_DN,
+} from '../support/slapd.js';
+import { freePort } from '../support/steward.js';
+import { ADMIN_PASSWORD, eventually, startHarness, type Harness } from './harness.js';
+
+let slapd: Slapd;
+
+beforeAll(async () => {
+  slapd = await Slapd.start({ tag: 'sv', homeRoot: path.join(os.tmpdir(), 'steward-ldap-homes') });
+});
+afterAll(async () => {
+  await slapd?.stop();
+});
+
+function searchBindConfig(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    url: slapd.url,
+    startTls: true,
+    caFile: slapd.caFile,
+    bindDn: SERVICE_DN,
+    bindPassword: SERVICE_PASSWORD,
+    userBase: PEOPLE_DN,
+    adminGroups: [ADMINS_GROUP_DN],
+    allowedGroups: [USERS_GROUP_DN],
+    timeout: '2s',
+    ...extra,
+  };
+}
+
+async function withHarness(
+  config: Record<string, unknown>,
+  fn: (h: Harness) => Promise<void>,
+): Promise<void> {
+  const h = await startHarness({ title: 'ldap', config });
+  try {
+    await fn(h);
+  } finally {
+    await h.dispose();
+  }
+}
+
+function memberChange(operation: 'add' | 'delete', dn: string): Change {
+  return new Change({ operation, modification: new Attribute({ type: 'member', values: [dn] }) });
+}
+
+function login(h: Harness, user: string, password: string) {
+  return h.request({ method: 'POST', url: '/api/auth/login', body: { user, password } });
+}
+
+describe('LDAP login (search-then-bind over StartTLS)', () => {
+  it('logs LDAP users in with roles from nested group membership and creates their accounts', async () => {
+    await withHarness({ ldap: searchBindConfig() }, async (h) => {
+      const { alice, bob } = slapd.people;
+      const first = await login(h, alice.uid, alice.password);
+      expect(first.status).toBe(200);
+      expect(first.json).toMatchObject({ user: alice.uid, role: 'admin' });
+      const me = await h.request({ method: 'GET', url: '/api/me', token: first.json.token });
+      expect(me.json).toEqual({ user: alice.uid, role: 'admin' });
+
+      const second = await login(h, bob.uid, bob.password);
+      expect(second.json).toMatchObject({ user: bob.uid, role: 'user' });
+      const forbidden = await h.request({ method: 'GET', url: '/api/users', token: second.json.token });
+      expect(forbidden.status).toBe(403);
+
+      const stored = await h.server.store.getUser(alice.uid);
+      expect(stored).toMatchObject({ source: 'ldap', passwordHash: null, role: 'admin' });
+      const created = await h.server.store.listAudit({ action: 'user.create', limit: 10 });
+      expect(created.map((entry) => entry.target)).toEqual(expect.arrayContaining([alice.uid, bob.uid]));
+      const logins = await h.server.store.listAudit({ action: 'login', limit: 10 });
+      expect(logins.find((entry) => entry.actor === alice.uid)?.detail).toMatchObject({ method: 'ldap' });
+
+      // Local users keep working beside LDAP.
+      expect((await login(h, 'admin', ADMIN_PASSWORD)).status).toBe(200);
+    });
+  });
+
+  it('refuses a wrong password, an unknown user, a user outside the allowed groups and an injection alike', async () => {
+    await withHarness({ ldap: searchBindConfig() }, async (h) => {
+      const { alice, carol } = slapd.people;
+      const attempts = [
+        [alice.uid, 'wrong-password'],
+        ['nobody-here', 'whatever'],
+        [carol.uid, carol.password],
+        ['*)(uid=*', alice.password],
+        ['*', alice.password],
+        [`${alice.uid.slice(0, 3)}*`, alice.password],
+      ] as const;
+      for (const [user, password] of attempts) {
+        const response = await login(h, user, password);
+        expect(response.status, user).toBe(401);
+        expect(response.json, user).toEqual({
+          error: { code: 'STEWARD_UNAUTHENTICATED', message: 'wrong user name or password' },
+        });
+      }
+      const failures = await h.server.store.listAudit({ action: 'login.failed', limit: 20 });
+      const reasons = failures.map((entry) => entry.detail?.reason);
+      expect(reasons).toEqual(
+        expect.arrayContaining(['bad password', 'unknown user', 'not in an allowed group']),
+      );
+      expect(reasons).not.toContain('ambiguous user');
+      expect(await h.server.store.getUser(carol.uid)).toBeUndefined();
+    });
+  });
+
+  it('finds nothing for filter metacharacters and refuses an empty password', async () => {
+    const config = compileServerConfig({ ldap: searchBindConfig() }).ldap!;
+    const directory = new LdapDirectory(config);
+    for (const name of ['*)(uid=*', '*', '*)(|(uid=*', 'stl\\2a']) {
+      expect(await directory.lookup(name), name).toEqual({ ok: false, reason: 'unknown user' });
+    }
+    expect(await directory.authenticate(slapd.people.alice.uid, '')).toEqual({
+      ok: false,
+      reason: 'bad password',
+    });
+    const found = await directory.lookup(slapd.people.alice.uid);
+    expect(found.ok && found.user.groups).toEqual([
+      ADMINS_GROUP_DN.toLowerCase(),
+      USERS_GROUP_DN.toLowerCase(),
+    ]);
+  });
+
+  it('takes access away from a user removed from the directory, including their tokens', async () => {
+    await withHarness({ ldap: searchBindConfig({ cacheTtl: '300ms' }) }, async (h) => {
+      const { dave } = slapd.people;
+      const token = (await login(h, dave.uid, dave.password)).json.token as string;
+      expect((await h.request({ method: 'GET', url: '/api/me', token })).status).toBe(200);
+      await slapd.admin((client) =>
+        // Taken out of the allowed group: as good as gone for Steward.
+        client.modify(USERS_GROUP_DN, memberChange('delete', slapd.personDn(dave.uid))),
+      );
+      try {
+        const refused = await eventually(async () => {
+          const response = await h.request({ method: 'GET', url: '/api/me', token });
+          return response.status === 401 ? response : undefined;
+        }, 5000);
+        expect(refused.json.error.code).toBe('STEWARD_UNAUTHENTICATED');
+        expect((await login(h, dave.uid, dave.password)).status).toBe(401);
+        const refusals = await h.server.store.listAudit({ action: 'token.refused', limit: 10 });
+        expect(
+          refusals.some((e) => e.actor === dave.uid && e.detail?.reason === 'not in an allowed group'),
+        ).toBe(true);
+      } finally {
+        await slapd.admin((client) =>
+          client.modify(USERS_GROUP_DN, memberChange('add', slapd.personDn(dave.uid))),
+        );
+      }
+    });
+  });
+
+  it('follows a role change in the directory at the next re-check of a token', async () => {
+    await withHarness({ ldap: searchBindConfig({ cacheTtl: '300ms' }) }, async (h) => {
+      const { bob } = slapd.people;
+      const token = (await login(h, bob.uid, bob.password)).json.token as string;
+      expect((await h.request({ method: 'GET', url: '/api/me', token })).json.role).toBe('user');
+      await slapd.admin((client) =>
+        client.modify(ADMINS_GROUP_DN, memberChange('add', slapd.personDn(bob.uid))),
+      );
+      try {
+        await eventually(async () => {
+          const me = await h.request({ method: 'GET', url: '/api/me', token });
+          return me.json.role === 'admin';
+        }, 5000);
+        expect((await h.request({ method: 'GET', url: '/api/users', token })).status).toBe(200);
+        expect(await h.server.store.getUser(bob.uid)).toMatchObject({ role: 'admin' });
+      } finally {
+        await slapd.admin((client) =>
+          client.modify(ADMINS_GROUP_DN, memberChange('delete', slapd.personDn(bob.uid))),
+        );
+      }
+    });
+  });
+
+  it('audits every token use at most once a minute per token', async () => {
+    await withHarness({ ldap: searchBindConfig() }, async (h) => {
+      const { bob } = slapd.people;
+      const token = (await login(h, bob.uid, bob.password)).json.token as string;
+      for (let i = 0; i < 3; i++) await h.request({ method: 'GET', url: '/api/me', token });
+      await h.request({ method: 'GET', url: '/api/me', token: 'stw_not-a-real-token' });
+      const uses = await h.server.store.listAudit({ action: 'token.use', limit: 10 });
+      expect(uses.filter((e) => e.actor === bob.uid)).toHaveLength(1);
+      const refused = await h.server.store.listAudit({ action: 'token.refused', limit: 10 });
+      expect(refused.some((e) => e.detail?.reason === 'unknown token')).toBe(true);
+    });
+  });
+});
+
+describe('LDAP login variants', () => {
+  it('binds directly with a DN template over LDAPS and finds nested groups by search', async () => {
+    const ldap = {
+      url: slapd.ldapsUrl,
+      caFile: slapd.caFile,
+      userDnTemplate: `uid={user},${PEOPLE_DN}`,
+      groups: { mode: 'search', base: GROUPS_DN },
+      adminGroups: [ADMINS_GROUP_DN],
+      allowedGroups: [USERS_GROUP_DN],
+    };
+    await withHarness({ ldap }, async (h) => {
+      const { alice, bob, carol } = slapd.people;
+      expect((await login(h, alice.uid, alice.password)).json).toMatchObject({ role: 'admin' });
+      expect((await login(h, bob.uid, bob.password)).json).toMatchObject({ role: 'user' });
+      expect((await login(h, carol.uid, carol.password)).status).toBe(401);
+      expect((await login(h, `${alice.uid},ou=x`, alice.password)).status).toBe(401);
+    });
+  });
+
+  it('refuses with a clear error when the directory certificate is not trusted', async () => {
+    const config = compileServerConfig({
+      ldap: { ...searchBindConfig(), startTls: false, url: slapd.ldapsUrl, caFile: undefined },
+    }).ldap!;
+    await expect(new LdapDirectory(config).lookup(slapd.people.alice.uid)).rejects.toMatchObject({
+      code: 'STEWARD_DIRECTORY_UNAVAILABLE',
+    });
+  });
+
+  it('answers 503 within the timeout when the directory is down or silent, and local users still log in', async () => {
+    const closedPort = await freePort();
+    const sockets = new Set<Socket>();
+    const silent: Server = createServer((socket) => sockets.add(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const silentPort = (silent.address() as { port: number }).port;
+    try {
+      for (const port of [closedPort, silentPort]) {
+        await withHarness(
+          { ldap: searchBindConfig({ url: `ldap://127.0.0.1:${port}`, timeout: '1s' }) },
+          async (h) => {
+            const started = Date.now();
+            const response = await login(h, slapd.people.alice.uid, slapd.people.alice.password);
+            const elapsed = Date.now() - started;
+            expect(response.status).toBe(503);
+            expect(response.json.error.code).toBe('STEWARD_DIRECTORY_UNAVAILABLE');
+            expect(response.text).not.toMatch(/ECONNREFUSED|127\.0\.0\.1|timeout/i);
+            expect(elapsed).toBeLessThan(1800);
+            expect((await login(h, 'admin', ADMIN_PASSWORD)).status).toBe(200);
+          },
+        );
+      }
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
+  });
+
+  it('rejects an LDAP config that cannot work, naming the field', () => {
+    expect(() => compileServerConfig({ ldap: { url: slapd.url } })).toThrow(/ldap\.userBase/);
+    expect(() =>
+      compileServerConfig({ ldap: { ...searchBindConfig(), url: slapd.ldapsUrl, startTls: true } }),
+    ).toThrow(/ldap\.startTls/);
+    expect(() => compileServerConfig({ ldap: { ...searchBindConfig(), bindPassword: undefined } })).toThrow(
+      /ldap\.bindDn/,
+    );
+    expect(() => compileServerConfig({ ldap: { ...searchBindConfig(), colour: 'blue' } })).toThrow(
+      /colour|unrecognized/i,
+    );
+  });
+});
+
+describe('login throttling', () => {
+  it('refuses further attempts for a user after repeated failures, even with the right password', async () => {
+    await withHarness(
+      { ldap: searchBindConfig(), loginThrottle: { maxFailuresPerUser: 3, maxFailuresPerSource: 100 } },
+      async (h) => {
+        const { bob } = slapd.people;
+        for (let i = 0; i < 3; i++) expect((await login(h, bob.uid, 'wrong')).status).toBe(401);
+        const throttled = await login(h, bob.uid, bob.password);
+        expect(throttled.status).toBe(429);
+        expect(throttled.json.error.code).toBe('STEWARD_LOGIN_THROTTLED');
+        expect(throttled.json.error.details.retryAfterSeconds).toBeGreaterThan(0);
+        // Other users are not affected.
+        expect((await login(h, 'admin', ADMIN_PASSWORD)).status).toBe(200);
+        const audited = await h.server.store.listAudit({ action: 'login.throttled', limit: 5 });
+        expect(audited[0]).toMatchObject({ actor: bob.uid });
+      },
+    );
+  });
+
+  it('refuses further attempts from one address after failures across many user names', async () => {
+    await withHarness({ loginThrottle: { maxFailuresPerUser: 100, maxFailuresPerSource: 4 } }, async (h) => {
+      for (let i = 0; i < 4; i++) expect((await login(h, `guess${i}`, 'x')).status).toBe(401);
+      const throttled = await login(h, 'admin', ADMIN_PASSWORD);
+      expect(throttled.status).toBe(429);
+      expect(throttled.json.error.message).toMatch(/from this address/);
+    });
+  });
+});
