@@ -73,9 +73,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
   const watch = new JobWatch(logger);
   const workflows = new WorkflowRepository(store, config.dataDir, audit);
   const results = new ResultFiles(store, config.dataDir, config.resultLimitBytes, logger);
-  let serverUrl =
-    config.publicUrl ??
-    `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${config.port}`;
+  let serverUrl = config.publicUrl ?? localUrl(config.host, config.port);
   const jobs = new JobService({
     store,
     bus,
@@ -152,7 +150,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
       if (!config.publicUrl) {
         const bound = app.server.address();
         const port = bound && typeof bound === 'object' ? bound.port : config.port;
-        serverUrl = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+        serverUrl = localUrl(config.host, port);
       }
       return { url: config.publicUrl ?? (address.startsWith('http') ? serverUrl : address) };
     },
@@ -180,4 +178,13 @@ function toStewardError(error: FastifyError): StewardError {
     return new StewardError('STEWARD_BAD_REQUEST', error.message, { details: { rule: error.code } });
   }
   return coerceError(error);
+}
+
+/**
+ * The URL local executors use when no publicUrl is configured. A wildcard bind address is not a
+ * destination, so it becomes the loopback address of the same family.
+ */
+function localUrl(host: string, port: number): string {
+  const target = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
+  return `http://${target.includes(':') ? `[${target}]` : target}:${port}`;
 }
