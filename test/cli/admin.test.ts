@@ -1,8 +1,8 @@
 import { promises as fs } from 'node:fs';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   ServerDouble,
-  buildCli,
+  cliBin,
   makeDetail,
   makeJob,
   runCli,
@@ -11,18 +11,11 @@ import {
   tempDirFor,
 } from './harness.js';
 
-let cli: Awaited<ReturnType<typeof buildCli>>;
 let server: ServerDouble;
 let dir: string;
 let env: Record<string, string>;
 const jobId = '01JTESTJOB0000000000000001';
 
-beforeAll(async () => {
-  cli = await buildCli();
-});
-afterAll(async () => {
-  await cli.remove();
-});
 beforeEach(async (context) => {
   dir = await tempDirFor(context.task.name);
   server = await ServerDouble.start();
@@ -44,7 +37,7 @@ describe('steward user and token', () => {
         disabled: false,
       });
     });
-    const run = await runCli(cli.bin, ['user', 'add', 'bob', '--role', 'admin', '--password-stdin'], {
+    const run = await runCli(cliBin, ['user', 'add', 'bob', '--role', 'admin', '--password-stdin'], {
       configHome: dir,
       env,
       input: 'a long password\n',
@@ -70,7 +63,7 @@ describe('steward user and token', () => {
         token: 'stw_secret',
       }),
     );
-    const run = await runCli(cli.bin, ['token', 'create', 'ci', '--days', '30'], { configHome: dir, env });
+    const run = await runCli(cliBin, ['token', 'create', 'ci', '--days', '30'], { configHome: dir, env });
     expect(run.code).toBe(0);
     expect(run.stdout).toBe('stw_secret\n');
     expect(run.stderr).toContain('shown only this once');
@@ -103,14 +96,14 @@ describe('steward user and token', () => {
         ],
       }),
     );
-    const users = await runCli(cli.bin, ['user', 'list'], { configHome: dir, env });
+    const users = await runCli(cliBin, ['user', 'list'], { configHome: dir, env });
     const lines = users.stdout.trimEnd().split('\n');
     expect(lines[0]).toMatch(/^NAME\s+ROLE\s+CREATED\s+DISABLED$/);
     // Aligned: the last column starts at the same position on every line.
     expect(new Set(lines.map((line) => line.search(/\S+$/))).size).toBe(1);
-    const agents = await runCli(cli.bin, ['agents', '--json'], { configHome: dir, env });
+    const agents = await runCli(cliBin, ['agents', '--json'], { configHome: dir, env });
     expect(JSON.parse(agents.stdout)).toMatchObject({ agents: [{ id: 'node-7', capacity: { free: 6 } }] });
-    const agentTable = await runCli(cli.bin, ['agents'], { configHome: dir, env });
+    const agentTable = await runCli(cliBin, ['agents'], { configHome: dir, env });
     expect(agentTable.stdout).toMatch(/node-7\s+gpu\s+per-user\s+6\/8\s+alice\(pid 99, 2 jobs, 1\.0 MiB\)/);
   });
 });
@@ -127,10 +120,10 @@ describe('steward cancel', () => {
           sseEvent('end', makeDetail({ state: 'canceled', finishedAt: '2026-11-22T10:00:09.000Z' })),
       );
     });
-    const plain = await runCli(cli.bin, ['cancel', jobId], { configHome: dir, env });
+    const plain = await runCli(cliBin, ['cancel', jobId], { configHome: dir, env });
     expect(plain.code).toBe(0);
     expect(plain.stdout).toBe(`cancel requested for job ${jobId} (now running)\n`);
-    const waited = await runCli(cli.bin, ['cancel', jobId, '--wait', '--json'], { configHome: dir, env });
+    const waited = await runCli(cliBin, ['cancel', jobId, '--wait', '--json'], { configHome: dir, env });
     expect(waited.code).toBe(0);
     expect(JSON.parse(waited.stdout)).toMatchObject({ id: jobId, state: 'canceled' });
   });
@@ -141,7 +134,7 @@ describe('steward cancel', () => {
         error: { code: 'STEWARD_JOB_NOT_CANCELABLE', message: `job ${jobId} already succeeded` },
       }),
     );
-    const run = await runCli(cli.bin, ['cancel', jobId], { configHome: dir, env });
+    const run = await runCli(cliBin, ['cancel', jobId], { configHome: dir, env });
     expect(run.code).toBe(1);
     expect(run.stderr).toBe(`steward: STEWARD_JOB_NOT_CANCELABLE: job ${jobId} already succeeded\n`);
   });
@@ -161,7 +154,7 @@ describe('steward jobs', () => {
       }),
     );
     const run = await runCli(
-      cli.bin,
+      cliBin,
       ['jobs', '--state', 'succeeded', '--user', 'alice', '--workflow', 'sales-report', '--limit', '5'],
       { configHome: dir, env },
     );

@@ -1,18 +1,11 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ServerDouble, bearer, buildCli, runCli, sendJson, tempDirFor } from './harness.js';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ServerDouble, bearer, cliBin, runCli, sendJson, tempDirFor } from './harness.js';
 
-let cli: Awaited<ReturnType<typeof buildCli>>;
 let server: ServerDouble;
 let configHome: string;
 
-beforeAll(async () => {
-  cli = await buildCli();
-});
-afterAll(async () => {
-  await cli.remove();
-});
 beforeEach(async (context) => {
   configHome = await tempDirFor(context.task.name);
   server = await ServerDouble.start();
@@ -43,7 +36,7 @@ const credentialsFile = (): string => path.join(configHome, 'steward', 'credenti
 describe('steward login', () => {
   it('stores the token with mode 0600 in a 0700 directory and sends the password without its trailing newline', async () => {
     const run = await runCli(
-      cli.bin,
+      cliBin,
       ['login', '--server', server.url, '--user', 'alice', '--password-stdin'],
       { configHome, input: 'correct horse\n' },
     );
@@ -71,7 +64,7 @@ describe('steward login', () => {
     await fs.writeFile(credentialsFile(), JSON.stringify({ current: null, servers: {} }), { mode: 0o644 });
     await fs.chmod(credentialsFile(), 0o644);
     const run = await runCli(
-      cli.bin,
+      cliBin,
       ['login', '--server', server.url, '--user', 'alice', '--password-stdin'],
       { configHome, input: 'correct horse' },
     );
@@ -81,11 +74,11 @@ describe('steward login', () => {
   });
 
   it('uses the stored token for later commands against the current server', async () => {
-    await runCli(cli.bin, ['login', '--server', server.url, '--user', 'alice', '--password-stdin'], {
+    await runCli(cliBin, ['login', '--server', server.url, '--user', 'alice', '--password-stdin'], {
       configHome,
       input: 'correct horse\n',
     });
-    const run = await runCli(cli.bin, ['jobs', '--json'], { configHome });
+    const run = await runCli(cliBin, ['jobs', '--json'], { configHome });
     expect(run.code).toBe(0);
     expect(JSON.parse(run.stdout)).toEqual({ jobs: [] });
     expect(bearer(server.calls('GET', '/api/jobs')[0]!)).toBe('token-for-alice');
@@ -93,7 +86,7 @@ describe('steward login', () => {
 
   it('reports a wrong password as one line with the server code and writes no credentials', async () => {
     const run = await runCli(
-      cli.bin,
+      cliBin,
       ['login', '--server', server.url, '--user', 'alice', '--password-stdin'],
       { configHome, input: 'nope\n' },
     );
@@ -103,21 +96,21 @@ describe('steward login', () => {
   });
 
   it('refuses to prompt for a password without a terminal, as a usage error', async () => {
-    const run = await runCli(cli.bin, ['login', '--server', server.url, '--user', 'alice'], { configHome });
+    const run = await runCli(cliBin, ['login', '--server', server.url, '--user', 'alice'], { configHome });
     expect(run.code).toBe(2);
     expect(run.stderr).toMatch(/^steward: .*--password-stdin\n$/);
     expect(server.requests).toEqual([]);
   });
 
   it('forgets the stored token on logout', async () => {
-    await runCli(cli.bin, ['login', '--server', server.url, '--user', 'alice', '--password-stdin'], {
+    await runCli(cliBin, ['login', '--server', server.url, '--user', 'alice', '--password-stdin'], {
       configHome,
       input: 'correct horse\n',
     });
-    const logout = await runCli(cli.bin, ['logout'], { configHome });
+    const logout = await runCli(cliBin, ['logout'], { configHome });
     expect(logout.code).toBe(0);
     expect(JSON.parse(await fs.readFile(credentialsFile(), 'utf8'))).toEqual({ current: null, servers: {} });
-    const after = await runCli(cli.bin, ['jobs'], { configHome });
+    const after = await runCli(cliBin, ['jobs'], { configHome });
     expect(after.code).toBe(1);
     expect(after.stderr).toMatch(/^steward: STEWARD_UNAUTHENTICATED: not logged in.*steward login/);
   });
@@ -125,7 +118,7 @@ describe('steward login', () => {
 
 describe('STEWARD_SERVER and STEWARD_TOKEN', () => {
   it('work without any credentials file', async () => {
-    const run = await runCli(cli.bin, ['jobs', '--json'], {
+    const run = await runCli(cliBin, ['jobs', '--json'], {
       configHome,
       env: { STEWARD_SERVER: server.url, STEWARD_TOKEN: 'env-token' },
     });
@@ -139,11 +132,11 @@ describe('STEWARD_SERVER and STEWARD_TOKEN', () => {
     const other = await ServerDouble.start();
     try {
       other.on('GET', '/api/jobs', (_request, response) => sendJson(response, 200, { jobs: [] }));
-      await runCli(cli.bin, ['login', '--server', server.url, '--user', 'alice', '--password-stdin'], {
+      await runCli(cliBin, ['login', '--server', server.url, '--user', 'alice', '--password-stdin'], {
         configHome,
         input: 'correct horse\n',
       });
-      const run = await runCli(cli.bin, ['jobs'], {
+      const run = await runCli(cliBin, ['jobs'], {
         configHome,
         env: { STEWARD_SERVER: other.url, STEWARD_TOKEN: 'env-token' },
       });
@@ -151,7 +144,7 @@ describe('STEWARD_SERVER and STEWARD_TOKEN', () => {
       expect(server.calls('GET', '/api/jobs')).toEqual([]);
       expect(bearer(other.calls('GET', '/api/jobs')[0]!)).toBe('env-token');
 
-      const tokenOnly = await runCli(cli.bin, ['jobs'], {
+      const tokenOnly = await runCli(cliBin, ['jobs'], {
         configHome,
         env: { STEWARD_TOKEN: 'env-token-2' },
       });
@@ -169,7 +162,7 @@ describe('STEWARD_SERVER and STEWARD_TOKEN', () => {
     server.on('GET', '/api/agents', (_request, response) =>
       sendJson(response, 401, { error: { code: 'STEWARD_UNAUTHENTICATED', message: 'token expired' } }),
     );
-    const run = await runCli(cli.bin, ['agents'], {
+    const run = await runCli(cliBin, ['agents'], {
       configHome,
       env: { STEWARD_SERVER: server.url, STEWARD_TOKEN: 'old' },
     });

@@ -1,17 +1,10 @@
 import { promises as fs } from 'node:fs';
 import net from 'node:net';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ServerDouble, buildCli, runCli, sendJson, tempDirFor } from './harness.js';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ServerDouble, cliBin, runCli, sendJson, tempDirFor } from './harness.js';
 
-let cli: Awaited<ReturnType<typeof buildCli>>;
 let dir: string;
 
-beforeAll(async () => {
-  cli = await buildCli();
-});
-afterAll(async () => {
-  await cli.remove();
-});
 beforeEach(async (context) => {
   dir = await tempDirFor(context.task.name);
 });
@@ -31,7 +24,7 @@ async function closedPort(): Promise<number> {
 describe('errors', () => {
   it('reports an unreachable server as one line with its code and no stack trace', async () => {
     const url = `http://127.0.0.1:${await closedPort()}`;
-    const run = await runCli(cli.bin, ['jobs'], {
+    const run = await runCli(cliBin, ['jobs'], {
       configHome: dir,
       env: { STEWARD_SERVER: url, STEWARD_TOKEN: 't' },
     });
@@ -44,7 +37,7 @@ describe('errors', () => {
 
   it('shows the stack trace of an unreachable server only with --debug', async () => {
     const url = `http://127.0.0.1:${await closedPort()}`;
-    const run = await runCli(cli.bin, ['--debug', 'jobs'], {
+    const run = await runCli(cliBin, ['--debug', 'jobs'], {
       configHome: dir,
       env: { STEWARD_SERVER: url, STEWARD_TOKEN: 't' },
     });
@@ -61,7 +54,7 @@ describe('errors', () => {
       server.on('GET', '/api/jobs/01JNOPE', (_request, response) =>
         sendJson(response, 404, { error: { code: 'STEWARD_NOT_FOUND', message: 'job 01JNOPE not found' } }),
       );
-      const run = await runCli(cli.bin, ['job', '01JNOPE'], {
+      const run = await runCli(cliBin, ['job', '01JNOPE'], {
         configHome: dir,
         env: { STEWARD_SERVER: server.url, STEWARD_TOKEN: 't' },
       });
@@ -73,7 +66,7 @@ describe('errors', () => {
   });
 
   it('tells a user who never logged in to run steward login', async () => {
-    const run = await runCli(cli.bin, ['workflow', 'list'], { configHome: dir });
+    const run = await runCli(cliBin, ['workflow', 'list'], { configHome: dir });
     expect(run.code).toBe(1);
     expect(run.stderr).toBe(
       'steward: STEWARD_UNAUTHENTICATED: not logged in: run `steward login --server URL --user NAME` (or set STEWARD_SERVER and STEWARD_TOKEN)\n',
@@ -90,7 +83,7 @@ describe('errors', () => {
     [['frobnicate']],
     [[]],
   ])('exits 2 for the usage error %j without contacting a server', async (args) => {
-    const run = await runCli(cli.bin, args, {
+    const run = await runCli(cliBin, args, {
       configHome: dir,
       env: { STEWARD_SERVER: 'http://127.0.0.1:1', STEWARD_TOKEN: 't' },
     });
@@ -101,10 +94,10 @@ describe('errors', () => {
   });
 
   it('exits 0 for --help and --version', async () => {
-    const help = await runCli(cli.bin, ['--help'], { configHome: dir });
+    const help = await runCli(cliBin, ['--help'], { configHome: dir });
     expect(help.code).toBe(0);
     expect(help.stdout).toContain('Usage: steward');
-    const version = await runCli(cli.bin, ['--version'], { configHome: dir });
+    const version = await runCli(cliBin, ['--version'], { configHome: dir });
     expect(version.code).toBe(0);
     expect(version.stdout).toMatch(/^\d+\.\d+\.\d+/);
   });

@@ -19,9 +19,7 @@ const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../
  * The CLI under test: the repository's own bin/steward.js over dist/, which the global test setup builds
  * once before any test file runs (test/global-setup.ts).
  */
-export async function buildCli(): Promise<{ bin: string; remove: () => Promise<void> }> {
-  return { bin: path.join(repoRoot, 'bin', 'steward.js'), remove: async () => {} };
-}
+export const cliBin = path.join(repoRoot, 'bin', 'steward.js');
 
 /** A temp directory named after the test, so leftovers say which test made them. */
 export async function tempDirFor(title: string): Promise<string> {

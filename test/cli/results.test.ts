@@ -1,21 +1,14 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ResultInfo } from '../../src/protocol/index.js';
-import { ServerDouble, buildCli, runCli, sendJson, tempDirFor } from './harness.js';
+import { ServerDouble, cliBin, runCli, sendJson, tempDirFor } from './harness.js';
 
-let cli: Awaited<ReturnType<typeof buildCli>>;
 let server: ServerDouble;
 let dir: string;
 let env: Record<string, string>;
 const jobId = '01JTESTJOB0000000000000001';
 
-beforeAll(async () => {
-  cli = await buildCli();
-});
-afterAll(async () => {
-  await cli.remove();
-});
 beforeEach(async (context) => {
   dir = await tempDirFor(context.task.name);
   server = await ServerDouble.start();
@@ -66,7 +59,7 @@ function serveResults(results: ResultInfo[]): void {
 describe('steward results', () => {
   it('lists results without --out', async () => {
     serveResults([result('sales', 'table'), result('chart.png', 'file', { size: 4 })]);
-    const run = await runCli(cli.bin, ['results', jobId], { configHome: dir, env });
+    const run = await runCli(cliBin, ['results', jobId], { configHome: dir, env });
     expect(run.code).toBe(0);
     expect(run.stdout).toMatch(/^NAME\s+KIND\s+FORMATS\s+ROWS\s+SIZE\s+CREATED\n/);
     expect(run.stdout).toMatch(/sales\s+table\s+parquet,csv\s+2\s+100 B/);
@@ -76,7 +69,7 @@ describe('steward results', () => {
   it('writes each table as NAME.csv and NAME.parquet and each file as-is into a new --out directory', async () => {
     serveResults([result('sales', 'table'), result('chart.png', 'file')]);
     const out = path.join(dir, 'out', 'nested');
-    const run = await runCli(cli.bin, ['results', jobId, '--out', out], { configHome: dir, env });
+    const run = await runCli(cliBin, ['results', jobId, '--out', out], { configHome: dir, env });
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     expect((await fs.readdir(out)).sort()).toEqual(['chart.png', 'sales.csv', 'sales.parquet']);
@@ -94,7 +87,7 @@ describe('steward results', () => {
         response.end('owned');
       });
       const out = path.join(dir, 'out');
-      const run = await runCli(cli.bin, ['results', jobId, '--out', out], { configHome: dir, env });
+      const run = await runCli(cliBin, ['results', jobId, '--out', out], { configHome: dir, env });
       expect(run.code).toBe(1);
       expect(run.stderr).toMatch(
         /^steward: STEWARD_BAD_REQUEST: refusing result name .* from the server.*\n$/,

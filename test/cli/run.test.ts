@@ -1,9 +1,9 @@
 import { promises as fs } from 'node:fs';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { JobDetail } from '../../src/protocol/index.js';
 import {
   ServerDouble,
-  buildCli,
+  cliBin,
   makeDetail,
   makeJob,
   makeStep,
@@ -13,18 +13,11 @@ import {
   tempDirFor,
 } from './harness.js';
 
-let cli: Awaited<ReturnType<typeof buildCli>>;
 let server: ServerDouble;
 let dir: string;
 let env: Record<string, string>;
 const jobId = '01JTESTJOB0000000000000001';
 
-beforeAll(async () => {
-  cli = await buildCli();
-});
-afterAll(async () => {
-  await cli.remove();
-});
 beforeEach(async (context) => {
   dir = await tempDirFor(context.task.name);
   server = await ServerDouble.start();
@@ -110,7 +103,7 @@ function serveEvents(...streams: string[]): void {
 describe('steward run', () => {
   it('submits params as strings with labels and timeout, and prints only the job id', async () => {
     const run = await runCli(
-      cli.bin,
+      cliBin,
       [
         'run',
         'sales-report@3',
@@ -138,7 +131,7 @@ describe('steward run', () => {
 
   it('follows the event stream with --wait, prints one line per change, and exits 0 when the job succeeds', async () => {
     serveEvents(eventsEndingIn(succeeded));
-    const run = await runCli(cli.bin, ['run', 'sales-report', '--wait'], { configHome: dir, env });
+    const run = await runCli(cliBin, ['run', 'sales-report', '--wait'], { configHome: dir, env });
     expect(run.code).toBe(0);
     expect(run.stdout.split('\n')).toEqual([
       `job ${jobId} running on agent-1 as alice (uid 1001)`,
@@ -154,7 +147,7 @@ describe('steward run', () => {
 
   it('exits 1 when the job fails and names the failing step in the summary', async () => {
     serveEvents(eventsEndingIn(failed));
-    const run = await runCli(cli.bin, ['run', 'sales-report', '--wait'], { configHome: dir, env });
+    const run = await runCli(cliBin, ['run', 'sales-report', '--wait'], { configHome: dir, env });
     expect(run.code).toBe(1);
     expect(run.stdout).toContain(`job ${jobId} failed after 4.0s\n`);
     expect(run.stdout).toContain(
@@ -168,14 +161,14 @@ describe('steward run', () => {
       sseEvent('snapshot', makeDetail()) +
         sseEvent('end', makeDetail({ state, finishedAt: '2026-11-22T10:02:00.000Z' })),
     );
-    const run = await runCli(cli.bin, ['run', 'sales-report', '--wait'], { configHome: dir, env });
+    const run = await runCli(cliBin, ['run', 'sales-report', '--wait'], { configHome: dir, env });
     expect(run.code).toBe(1);
     expect(run.stdout).toContain(`job ${jobId} ${state} after 2m00s`);
   });
 
   it('prints only the final JobDetail as JSON with --wait --json', async () => {
     serveEvents(eventsEndingIn(succeeded));
-    const run = await runCli(cli.bin, ['run', 'sales-report', '--wait', '--json'], { configHome: dir, env });
+    const run = await runCli(cliBin, ['run', 'sales-report', '--wait', '--json'], { configHome: dir, env });
     expect(run.code).toBe(0);
     expect(run.stderr).toBe('');
     const detail = JSON.parse(run.stdout) as JobDetail;
@@ -185,7 +178,7 @@ describe('steward run', () => {
 
   it('exits 1 with --wait --json for a failed job and still prints parseable JSON', async () => {
     serveEvents(eventsEndingIn(failed));
-    const run = await runCli(cli.bin, ['--json', 'run', 'sales-report', '--wait'], { configHome: dir, env });
+    const run = await runCli(cliBin, ['--json', 'run', 'sales-report', '--wait'], { configHome: dir, env });
     expect(run.code).toBe(1);
     expect(JSON.parse(run.stdout)).toMatchObject({
       id: jobId,
@@ -203,7 +196,7 @@ describe('steward run', () => {
       sseEvent('snapshot', running) + sseEvent('end', succeeded),
     );
     server.on('GET', `/api/jobs/${jobId}`, (_request, response) => sendJson(response, 200, running));
-    const run = await runCli(cli.bin, ['run', 'sales-report', '--wait', '--json'], { configHome: dir, env });
+    const run = await runCli(cliBin, ['run', 'sales-report', '--wait', '--json'], { configHome: dir, env });
     expect(run.code).toBe(0);
     expect(JSON.parse(run.stdout)).toMatchObject({ id: jobId, state: 'succeeded' });
     expect(server.calls('GET', `/api/jobs/${jobId}/events`)).toHaveLength(2);
@@ -213,7 +206,7 @@ describe('steward run', () => {
   it('stops following when the catch-up shows the job already ended', async () => {
     serveEvents(sseEvent('snapshot', makeDetail(started)));
     server.on('GET', `/api/jobs/${jobId}`, (_request, response) => sendJson(response, 200, failed));
-    const run = await runCli(cli.bin, ['run', 'sales-report', '--wait'], { configHome: dir, env });
+    const run = await runCli(cliBin, ['run', 'sales-report', '--wait'], { configHome: dir, env });
     expect(run.code).toBe(1);
     expect(server.calls('GET', `/api/jobs/${jobId}/events`)).toHaveLength(1);
     expect(run.stdout).toContain('failed step: report');
@@ -223,7 +216,7 @@ describe('steward run', () => {
 describe('steward job and steward logs', () => {
   it('shows the executor identity and the steps of a job', async () => {
     server.on('GET', `/api/jobs/${jobId}`, (_request, response) => sendJson(response, 200, failed));
-    const run = await runCli(cli.bin, ['job', jobId], { configHome: dir, env });
+    const run = await runCli(cliBin, ['job', jobId], { configHome: dir, env });
     expect(run.code).toBe(0);
     expect(run.stdout).toMatch(/executor:\s+alice uid=1001 gid=1001 groups=1001,2000 pid=4242/);
     expect(run.stdout).toMatch(/agent:\s+agent-1/);
@@ -241,7 +234,7 @@ describe('steward job and steward logs', () => {
         ],
       }),
     );
-    const all = await runCli(cli.bin, ['logs', jobId], { configHome: dir, env });
+    const all = await runCli(cliBin, ['logs', jobId], { configHome: dir, env });
     expect(all.stdout).toBe(
       [
         '==> step load stdout <==',
@@ -253,7 +246,7 @@ describe('steward job and steward logs', () => {
         '',
       ].join('\n'),
     );
-    const one = await runCli(cli.bin, ['logs', jobId, '--step', 'report'], { configHome: dir, env });
+    const one = await runCli(cliBin, ['logs', jobId, '--step', 'report'], { configHome: dir, env });
     expect(one.stdout).toBe('==> step report stdout <==\ndone\n');
   });
 });

@@ -1,19 +1,12 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ServerDouble, buildCli, runCli, sendJson, tempDirFor } from './harness.js';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ServerDouble, cliBin, runCli, sendJson, tempDirFor } from './harness.js';
 
-let cli: Awaited<ReturnType<typeof buildCli>>;
 let server: ServerDouble;
 let dir: string;
 let env: Record<string, string>;
 
-beforeAll(async () => {
-  cli = await buildCli();
-});
-afterAll(async () => {
-  await cli.remove();
-});
 beforeEach(async (context) => {
   dir = await tempDirFor(context.task.name);
   server = await ServerDouble.start();
@@ -62,7 +55,7 @@ describe('steward workflow push', () => {
   it('sends the source and every listed asset base64-encoded, relative to the workflow file', async () => {
     server.on('POST', '/api/workflows', (_request, response) => sendJson(response, 201, workflowVersion));
     const file = await writeWorkflow();
-    const run = await runCli(cli.bin, ['workflow', 'push', file], { configHome: dir, env, cwd: dir });
+    const run = await runCli(cliBin, ['workflow', 'push', file], { configHome: dir, env, cwd: dir });
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     expect(run.stdout).toBe('pushed sales-report@3\n');
@@ -94,7 +87,7 @@ describe('steward workflow push', () => {
       }),
     );
     const file = await writeWorkflow();
-    const run = await runCli(cli.bin, ['workflow', 'push', file], { configHome: dir, env });
+    const run = await runCli(cliBin, ['workflow', 'push', file], { configHome: dir, env });
     expect(run.code).toBe(1);
     expect(run.stdout).toBe('');
     expect(run.stderr).toBe(
@@ -113,7 +106,7 @@ describe('steward workflow push', () => {
     async (hostile) => {
       const file = path.join(dir, 'flow.yaml');
       await fs.writeFile(file, `name: x\nassets:\n  - ${hostile}\nsteps: []\n`);
-      const run = await runCli(cli.bin, ['workflow', 'push', file], { configHome: dir, env });
+      const run = await runCli(cliBin, ['workflow', 'push', file], { configHome: dir, env });
       expect(run.code).toBe(1);
       expect(run.stderr).toMatch(/^steward: STEWARD_WORKFLOW_INVALID: asset .*\n$/);
       expect(server.requests).toEqual([]);
@@ -132,7 +125,7 @@ describe('steward workflow push', () => {
     );
     const file = path.join(dir, 'broken.yaml');
     await fs.writeFile(file, 'name: [unclosed\n');
-    const run = await runCli(cli.bin, ['workflow', 'push', file], { configHome: dir, env });
+    const run = await runCli(cliBin, ['workflow', 'push', file], { configHome: dir, env });
     expect(run.code).toBe(1);
     expect(run.stderr).toContain('  (line 1): unexpected ":"\n');
     expect(JSON.parse(server.calls('POST', '/api/workflows')[0]!.body)).toEqual({
@@ -148,12 +141,12 @@ describe('steward workflow show', () => {
     server.on('GET', '/api/workflows/sales-report/versions/3', (_request, response) =>
       sendJson(response, 200, { ...workflowVersion, source, format: 'yaml' }),
     );
-    const run = await runCli(cli.bin, ['workflow', 'show', 'sales-report@3'], { configHome: dir, env });
+    const run = await runCli(cliBin, ['workflow', 'show', 'sales-report@3'], { configHome: dir, env });
     expect(run.code).toBe(0);
     expect(run.stdout).toContain('sales-report@3  Monthly sales');
     expect(run.stdout).toMatch(/since\s+date\s+no\s+"2026-01-01"/);
     expect(run.stdout).toMatch(/report\s+sql\s+load/);
-    const sourceRun = await runCli(cli.bin, ['workflow', 'show', 'sales-report@3', '--source'], {
+    const sourceRun = await runCli(cliBin, ['workflow', 'show', 'sales-report@3', '--source'], {
       configHome: dir,
       env,
     });
