@@ -493,7 +493,7 @@ export class AmqpBus implements Bus {
   }
 
   private async declareControl(agentId: string): Promise<void> {
-    if (!/^[A-Za-z0-9._-]{1,128}$/.test(agentId))
+    if (!/^[A-Za-z0-9_.:-]{1,128}$/.test(agentId))
       throw new Error(`invalid agent id for a queue name: ${agentId}`);
     if (this.declaredControls.has(agentId)) return;
     await this.ensureConnected();

@@ -211,8 +211,13 @@ export class JobService {
   async sweep(now = Date.now()): Promise<number> {
     const overdue = await this.deps.store.listJobsPastLoadDeadline(now);
     let expired = 0;
-    const message = `no executor loaded the job within ${formatDuration(this.deps.config.loadTimeoutMs)}`;
+    const base = `no executor loaded the job within ${formatDuration(this.deps.config.loadTimeoutMs)}`;
     for (const job of overdue) {
+      // Labels are the usual cause when agents are up: say which ones the job needed.
+      const message =
+        job.labels.length > 0
+          ? `${base}; it requires label(s) ${job.labels.join(', ')}: is an agent with them running?`
+          : base;
       const result = await this.transition(
         job.id,
         'expired',
