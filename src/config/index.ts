@@ -118,6 +118,11 @@ export const ServerConfig = z
     store: StoreConfig.optional(),
     /** How long an offer may wait for an executor to load it. Default `2m`. */
     loadTimeout: Duration.default(120_000),
+    /**
+     * An agent silent (no heartbeat) for this long loses its running jobs: they end `lost`. Default `30s`;
+     * keep it several times the agents' heartbeat interval.
+     */
+    agentLease: Duration.default(30_000),
     /** Lifetime of login tokens. Default `7d`. */
     sessionTtl: Duration.default(7 * 86_400_000),
     /** Largest accepted request body (workflow pushes with assets, result uploads are streamed). Default 64 MiB. */
@@ -146,6 +151,7 @@ export interface CompiledServerConfig {
   readonly publicUrl: string | undefined;
   readonly store: StoreConfig;
   readonly loadTimeoutMs: number;
+  readonly agentLeaseMs: number;
   readonly sessionTtlMs: number;
   readonly bodyLimitBytes: number;
   readonly resultLimitBytes: number;
@@ -163,6 +169,7 @@ export function compileServerConfig(input: unknown): CompiledServerConfig {
     publicUrl: c.publicUrl,
     store: c.store ?? { kind: 'sqlite' as const, path: path.join(dataDir, 'steward.db') },
     loadTimeoutMs: c.loadTimeout,
+    agentLeaseMs: c.agentLease,
     sessionTtlMs: c.sessionTtl,
     bodyLimitBytes: c.bodyLimitBytes,
     resultLimitBytes: c.resultLimitBytes,

@@ -229,6 +229,27 @@ export class JobService {
         this.deps.logger.info({ jobId: job.id }, message);
       }
     }
-    return expired;
+    return expired + (await this.sweepLost(now));
+  }
+
+  /** Running jobs of agents silent past their lease end `lost` (their outcome is unknown). */
+  async sweepLost(now = Date.now()): Promise<number> {
+    const leaseMs = this.deps.config.agentLeaseMs;
+    const orphans = await this.deps.store.listRunningJobsOfSilentAgents(now - leaseMs);
+    let lost = 0;
+    for (const job of orphans) {
+      const message = `agent ${job.agentId ?? '?'} sent no heartbeat for more than ${formatDuration(leaseMs)}; the job's outcome is unknown`;
+      const result = await this.transition(
+        job.id,
+        'lost',
+        { error: { code: 'STEWARD_AGENT_LOST', message } },
+        { from: ['running'], attempt: job.attempt },
+      );
+      if (result.ok) {
+        lost++;
+        this.deps.logger.warn({ jobId: job.id, agentId: job.agentId }, message);
+      }
+    }
+    return lost;
   }
 }
