@@ -73,6 +73,40 @@ describe('faults', () => {
     console.log(`kill -9 agent, burst ${BURST}: ${JSON.stringify(counts)}, stuck 0`);
   }, 240_000);
 
+  it('kill -9 of an executor mid-run: its running jobs fail saying so, the rest of the burst completes', async () => {
+    const c = cluster!;
+    const pushed = await c.request('POST', '/api/workflows', {
+      source: 'name: short\nsteps:\n  - id: nap\n    shell: sleep 0.5\n',
+    });
+    expect(pushed.status, JSON.stringify(pushed.json)).toBe(201);
+    for (const agent of c.agents.values()) await agent.stop();
+    await c.startAgent('exec-victim', { slots: 8, userMap, warmExecutors: 2 });
+    const total = 80;
+    const ids = await Promise.all(Array.from({ length: total }, () => c.submit('short')));
+    let pid = 0;
+    const deadline = Date.now() + 30_000;
+    while (!pid) {
+      const jobs = await Promise.all(ids.slice(0, 16).map((id) => c.job(id)));
+      pid = jobs.find((job) => job.state === 'running' && job.executor?.pid)?.executor.pid ?? 0;
+      if (Date.now() > deadline) throw new Error('no job was running');
+      if (!pid) await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    process.kill(pid, 'SIGKILL');
+    const jobs = await c.settle(ids, 120_000);
+    const counts: Record<string, number> = {};
+    for (const job of jobs) counts[job.state] = (counts[job.state] ?? 0) + 1;
+    const failed = jobs.filter((job) => job.state !== 'succeeded');
+    expect(failed.length).toBeGreaterThan(0);
+    // One executor per (user, machine): at most the agent's slots were in it.
+    expect(failed.length).toBeLessThanOrEqual(8);
+    for (const job of failed) {
+      expect(job.state).toBe('failed');
+      expect(job.error.code).toBe('STEWARD_EXECUTOR_CRASHED');
+      expect(job.executor.pid).toBe(pid);
+    }
+    console.log(`kill -9 executor, burst ${total}: ${JSON.stringify(counts)}, stuck 0`);
+  }, 180_000);
+
   it('ends the running job of an agent silent past its lease as lost, saying why', async () => {
     const c = cluster!;
     const pushed = await c.request('POST', '/api/workflows', {
