@@ -47,6 +47,8 @@ export class Daemon {
 
 export interface ClusterOptions {
   vhost: string;
+  /** Broker URL; default the machine's broker. */
+  url?: string;
   server?: Record<string, unknown>;
   adminPassword?: string;
 }
@@ -70,7 +72,7 @@ export class Cluster {
   }
 
   get bus(): Record<string, unknown> {
-    return { kind: 'amqp', urls: [brokerUrl], vhost: this.options.vhost };
+    return { kind: 'amqp', urls: [this.options.url ?? brokerUrl], vhost: this.options.vhost };
   }
 
   get dataDir(): string {
