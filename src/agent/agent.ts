@@ -173,7 +173,10 @@ export class Agent {
       await delivery.requeue(low + Math.random() * (high - low));
       return;
     }
-    const job: ActiveJob = { offer, delivery, seq: 0, acked: false, cancelRequested: false };
+    // Each delivery of an offer numbers its events in its own range: when an agent died after reporting and
+    // the offer went to another agent, the new agent's events must not look like duplicates of the old ones.
+    const seq = (delivery.deliveryCount - 1) * 1_000_000;
+    const job: ActiveJob = { offer, delivery, seq, acked: false, cancelRequested: false };
     this.active.set(key, job);
     this.remember(key);
     await this.updatePrefetch();

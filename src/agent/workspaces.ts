@@ -101,7 +101,25 @@ export async function ensureOwnedDir(
   }
 }
 
+/**
+ * Preparations in progress, per user root: two jobs of one user placed at once must not race between one's
+ * mkdir and its chown (the other would find a root-owned directory and refuse it).
+ */
+const preparing = new Map<string, Promise<unknown>>();
+
 export async function prepareUserDirs(root: string, account: OsAccount, asRoot: boolean): Promise<UserDirs> {
+  const key = path.join(root, account.name);
+  const previous = preparing.get(key) ?? Promise.resolve();
+  const next = previous.catch(() => {}).then(() => prepareUserDirsNow(root, account, asRoot));
+  preparing.set(key, next);
+  try {
+    return await next;
+  } finally {
+    if (preparing.get(key) === next) preparing.delete(key);
+  }
+}
+
+async function prepareUserDirsNow(root: string, account: OsAccount, asRoot: boolean): Promise<UserDirs> {
   const userRoot = path.join(root, account.name);
   await ensureOwnedDir(userRoot, account, 0o700, asRoot);
   const workspaceDir = path.join(userRoot, 'work');

@@ -3,13 +3,18 @@
  * single-machine system in one process: server + embedded bus + local agent, the same code paths as the
  * distributed deployment with the bus swapped.
  */
-import { mkdirSync, chmodSync } from 'node:fs';
+import { mkdirSync, chmodSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import { Agent } from '../agent/index.js';
-import { EmbeddedBus } from '../bus/index.js';
-import { compileAgentConfig, compileServerConfig, readConfigFile } from '../config/index.js';
+import { AmqpBus, EmbeddedBus, type Bus } from '../bus/index.js';
+import {
+  compileAgentConfig,
+  compileServerConfig,
+  readConfigFile,
+  type CompiledBusConfig,
+} from '../config/index.js';
 import { StewardError } from '../protocol/index.js';
 import { createServer } from '../server/index.js';
 
@@ -95,6 +100,12 @@ export async function runUp(options: UpOptions): Promise<void> {
   });
   prepareDataDir(serverConfig.dataDir);
   const agentConfig = compileAgentConfig(file.agent ?? {}, { dataDir: serverConfig.dataDir });
+  if (serverConfig.bus.kind !== 'embedded' || file.agent?.bus !== undefined) {
+    throw new StewardError(
+      'STEWARD_CONFIG_INVALID',
+      '`steward up` runs its agent in-process on the embedded bus: remove "bus" from the config, or run `steward server` and `steward agent` for RabbitMQ',
+    );
+  }
   const logger = makeLogger(serverConfig.dataDir, serverConfig.logLevel, options.debug ?? false);
   const bus = new EmbeddedBus({
     onHandlerError: (error, queue) => logger.error({ err: error, queue }, 'bus handler failed'),
@@ -142,6 +153,32 @@ export async function runUp(options: UpOptions): Promise<void> {
   out.write(`\nTry: steward login --server ${url} --user admin\n`);
 }
 
+/** The RabbitMQ bus from a compiled config, connected (with retries across the URLs). */
+async function connectAmqp(config: CompiledBusConfig, logger: Logger, role: string): Promise<Bus> {
+  if (config.kind !== 'amqp') throw new Error('not an amqp bus config');
+  const log = logger.child({ component: 'bus', role });
+  const bus = new AmqpBus({
+    urls: [...config.urls],
+    vhost: config.vhost,
+    user: config.user,
+    password: config.password,
+    ca: config.ca,
+    cert: config.cert,
+    key: config.key,
+    deliveryLimit: config.deliveryLimit,
+    onHandlerError: (error, queue) => log.error({ err: error, queue }, 'bus handler failed'),
+    onConnectionEvent: (event) => {
+      // Never log a URL's credentials.
+      const url = event.url?.replace(/\/\/[^@/]*@/, '//');
+      if (event.type === 'connected') log.info({ url }, 'connected to the broker');
+      else if (event.type === 'dropped') log.warn('broker connection dropped; reconnecting');
+      else log.warn({ url, err: event.error }, 'broker connection failed');
+    },
+  });
+  await bus.connect();
+  return bus;
+}
+
 export async function runServer(options: ServerOptions): Promise<void> {
   const file = loadFileConfig(options.config);
   if (file.agent)
@@ -149,15 +186,88 @@ export async function runServer(options: ServerOptions): Promise<void> {
       'STEWARD_CONFIG_INVALID',
       '`steward server` takes no "agent" section; use `steward up` for server + agent',
     );
-  throw new StewardError(
-    'STEWARD_CONFIG_INVALID',
-    '`steward server` needs a RabbitMQ bus to reach agents on other machines, which is not available yet; use `steward up` (server + embedded bus + local agent)',
-  );
+  const config = compileServerConfig({
+    ...file.server,
+    ...(options.host !== undefined ? { host: options.host } : {}),
+    ...(options.port !== undefined ? { port: options.port } : {}),
+    ...(options.dataDir !== undefined ? { dataDir: options.dataDir } : {}),
+  });
+  if (config.bus.kind !== 'amqp') {
+    throw new StewardError(
+      'STEWARD_CONFIG_INVALID',
+      '`steward server` reaches agents through RabbitMQ: set server.bus to {kind: amqp, urls: [...]} in the config, or use `steward up` (server + embedded bus + local agent)',
+    );
+  }
+  prepareDataDir(config.dataDir);
+  const logger = makeLogger(config.dataDir, config.logLevel, options.debug ?? false);
+  const bus = await connectAmqp(config.bus, logger, 'server');
+  let server;
+  try {
+    server = await createServer({ config, bus, logger, adminPassword: process.env.STEWARD_ADMIN_PASSWORD });
+  } catch (error) {
+    await bus.close();
+    throw error;
+  }
+  // Agents verify offers with this key; they get it as a file (copied to their machines).
+  const publicKeyFile = path.join(config.dataDir, 'keys', 'offer-signing.pub');
+  writeFileSync(publicKeyFile, server.publicKeyPem, { mode: 0o644 });
+  const { url } = await server.listen();
+  const running = server;
+  onShutdown(async () => {
+    await running.close();
+    await bus.close();
+  });
+  const out = process.stdout;
+  out.write(`Steward server is up at ${url}\n`);
+  out.write(`  data dir:   ${config.dataDir}\n`);
+  out.write(`  store:      ${config.store.kind}\n`);
+  out.write(`  bus:        amqp (${config.bus.urls.length} broker URL(s))\n`);
+  out.write(`  offer key:  ${publicKeyFile} (give it to agents as serverPublicKeyFile)\n`);
+  if (server.generatedAdminPassword) {
+    out.write(
+      `\nFirst start: created user "admin" with password\n\n    ${server.generatedAdminPassword}\n\n(shown once; set STEWARD_ADMIN_PASSWORD before the first start to choose it)\n`,
+    );
+  }
 }
 
-export async function runAgent(_options: AgentOptions): Promise<void> {
-  throw new StewardError(
-    'STEWARD_CONFIG_INVALID',
-    '`steward agent` connects to a server through RabbitMQ, which is not available yet; `steward up` runs a local agent with the embedded bus',
-  );
+export async function runAgent(options: AgentOptions): Promise<void> {
+  const file = loadFileConfig(options.config);
+  if (file.server)
+    throw new StewardError(
+      'STEWARD_CONFIG_INVALID',
+      '`steward agent` takes no "server" section; use `steward up` for server + agent',
+    );
+  const dataDir = path.resolve(options.dataDir ?? '.steward-agent');
+  const config = compileAgentConfig(file.agent ?? {}, { dataDir });
+  if (config.bus.kind !== 'amqp') {
+    throw new StewardError(
+      'STEWARD_CONFIG_INVALID',
+      '`steward agent` connects to the server through RabbitMQ: set agent.bus to {kind: amqp, urls: [...]} in the config',
+    );
+  }
+  if (!config.serverPublicKey) {
+    throw new StewardError(
+      'STEWARD_CONFIG_INVALID',
+      "`steward agent` needs agent.serverPublicKeyFile: the server's <dataDir>/keys/offer-signing.pub",
+    );
+  }
+  prepareDataDir(dataDir);
+  const logger = makeLogger(dataDir, 'info', options.debug ?? false);
+  const bus = await connectAmqp(config.bus, logger, 'agent');
+  const agent = new Agent({ config, bus, publicKeys: [config.serverPublicKey], logger });
+  try {
+    await agent.start();
+  } catch (error) {
+    await bus.close();
+    throw error;
+  }
+  onShutdown(async () => {
+    await agent.stop();
+    await bus.close();
+  });
+  const out = process.stdout;
+  out.write(`Steward agent ${config.id} is up\n`);
+  out.write(`  slots:      ${config.slots}, labels: ${config.labels.join(', ') || '(none)'}\n`);
+  out.write(`  workspaces: ${config.workspaceRoot}\n`);
+  out.write(`  isolation:  ${agent.isolation}\n`);
 }

@@ -42,6 +42,84 @@ export const StoreConfig = z.discriminatedUnion('kind', [
 ]);
 export type StoreConfig = z.infer<typeof StoreConfig>;
 
+/** How server and agents talk: in-process (`steward up`) or through RabbitMQ (distributed). */
+export const BusConfig = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('embedded') }).strict(),
+  z
+    .object({
+      kind: z.literal('amqp'),
+      /** Broker URLs (`amqp://host:5672`, `amqps://host:5671`), tried in order: failover. */
+      urls: z.array(z.string().regex(/^amqps?:\/\/[^\s]+$/, 'expected an amqp:// or amqps:// URL')).min(1),
+      /** Virtual host. Default: the one in the URL, else `/`. */
+      vhost: z.string().min(1).optional(),
+      /** User name. Default: the one in the URL, else `guest`. */
+      user: z.string().min(1).optional(),
+      /** Password (prefer `passwordFile`). Default: the one in the URL, else `guest`. */
+      password: z.string().optional(),
+      /** File holding the password (trailing newline ignored). */
+      passwordFile: z.string().optional(),
+      /** PEM files for amqps: CA certificate, and client certificate + key for mutual TLS. */
+      ca: z.string().optional(),
+      cert: z.string().optional(),
+      key: z.string().optional(),
+      /** Deliveries after which an offer nobody takes is dead-lettered. Default 20. */
+      deliveryLimit: z.number().int().min(1).max(1000).default(20),
+    })
+    .strict(),
+]);
+export type BusConfig = z.input<typeof BusConfig>;
+
+export type CompiledBusConfig =
+  | { readonly kind: 'embedded' }
+  | {
+      readonly kind: 'amqp';
+      readonly urls: readonly string[];
+      readonly vhost: string | undefined;
+      readonly user: string | undefined;
+      readonly password: string | undefined;
+      readonly ca: string | undefined;
+      readonly cert: string | undefined;
+      readonly key: string | undefined;
+      readonly deliveryLimit: number;
+    };
+
+function readSecretFile(file: string, what: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new StewardError(
+      'STEWARD_CONFIG_INVALID',
+      `${what}: cannot read ${file}: ${(error as Error).message}`,
+    );
+  }
+}
+
+/** Reads the files a bus config names (password, certificates) once, here at the boundary. */
+function compileBus(bus: z.output<typeof BusConfig> | undefined, what: string): CompiledBusConfig {
+  if (!bus || bus.kind === 'embedded') return Object.freeze({ kind: 'embedded' as const });
+  if (bus.password !== undefined && bus.passwordFile !== undefined) {
+    throw new StewardError('STEWARD_CONFIG_INVALID', `${what}.bus: give password or passwordFile, not both`);
+  }
+  if ((bus.cert === undefined) !== (bus.key === undefined)) {
+    throw new StewardError('STEWARD_CONFIG_INVALID', `${what}.bus: cert and key go together`);
+  }
+  const password =
+    bus.passwordFile !== undefined
+      ? readSecretFile(bus.passwordFile, `${what}.bus.passwordFile`).replace(/\r?\n$/, '')
+      : bus.password;
+  return Object.freeze({
+    kind: 'amqp' as const,
+    urls: Object.freeze([...bus.urls]),
+    vhost: bus.vhost,
+    user: bus.user,
+    password,
+    ca: bus.ca !== undefined ? readSecretFile(bus.ca, `${what}.bus.ca`) : undefined,
+    cert: bus.cert !== undefined ? readSecretFile(bus.cert, `${what}.bus.cert`) : undefined,
+    key: bus.key !== undefined ? readSecretFile(bus.key, `${what}.bus.key`) : undefined,
+    deliveryLimit: bus.deliveryLimit,
+  });
+}
+
 export const ServerConfig = z
   .object({
     /** Interface to listen on. Default `127.0.0.1`. */
@@ -55,6 +133,11 @@ export const ServerConfig = z
     store: StoreConfig.optional(),
     /** How long an offer may wait for an executor to load it. Default `2m`. */
     loadTimeout: Duration.default(120_000),
+    /**
+     * An agent silent (no heartbeat) for this long loses its running jobs: they end `lost`. Default `30s`;
+     * keep it several times the agents' heartbeat interval.
+     */
+    agentLease: Duration.default(30_000),
     /** Lifetime of login tokens. Default `7d`. */
     sessionTtl: Duration.default(7 * 86_400_000),
     /** Largest accepted request body (workflow pushes with assets, result uploads are streamed). Default 64 MiB. */
@@ -78,6 +161,8 @@ export const ServerConfig = z
       maxFailuresPerSource: 20,
       window: 15 * 60_000,
     }),
+    /** The bus to agents. Default `{kind: embedded}` (`steward up`); `steward server` needs `amqp`. */
+    bus: BusConfig.optional(),
   })
   .strict();
 export type ServerConfig = z.input<typeof ServerConfig>;
@@ -89,12 +174,14 @@ export interface CompiledServerConfig {
   readonly publicUrl: string | undefined;
   readonly store: StoreConfig;
   readonly loadTimeoutMs: number;
+  readonly agentLeaseMs: number;
   readonly sessionTtlMs: number;
   readonly bodyLimitBytes: number;
   readonly resultLimitBytes: number;
   readonly logLevel: string;
   readonly ldap: CompiledLdapConfig | undefined;
   readonly loginThrottle: CompiledLoginThrottle;
+  readonly bus: CompiledBusConfig;
 }
 
 export function compileServerConfig(input: unknown): CompiledServerConfig {
@@ -107,6 +194,7 @@ export function compileServerConfig(input: unknown): CompiledServerConfig {
     publicUrl: c.publicUrl,
     store: c.store ?? { kind: 'sqlite' as const, path: path.join(dataDir, 'steward.db') },
     loadTimeoutMs: c.loadTimeout,
+    agentLeaseMs: c.agentLease,
     sessionTtlMs: c.sessionTtl,
     bodyLimitBytes: c.bodyLimitBytes,
     resultLimitBytes: c.resultLimitBytes,
@@ -117,6 +205,7 @@ export function compileServerConfig(input: unknown): CompiledServerConfig {
       maxFailuresPerSource: c.loginThrottle.maxFailuresPerSource,
       windowMs: c.loginThrottle.window,
     }),
+    bus: compileBus(c.bus, 'server'),
   });
 }
 
@@ -166,6 +255,13 @@ export const AgentConfig = z
     accountCacheTtl: Duration.default(30_000),
     /** Longest wait for one NSS account lookup (`getent`) before the job is refused. Default `10s`. */
     accountLookupTimeout: Duration.default(10_000),
+    /** `steward agent` only: the bus to the server (RabbitMQ). */
+    bus: BusConfig.optional(),
+    /**
+     * `steward agent` only: the server's offer-signing public key (PEM), as the server writes it to
+     * `<dataDir>/keys/offer-signing.pub`. Offers not signed by it never run.
+     */
+    serverPublicKeyFile: z.string().optional(),
   })
   .strict();
 export type AgentConfig = z.input<typeof AgentConfig>;
@@ -187,6 +283,9 @@ export interface CompiledAgentConfig {
   readonly heartbeatIntervalMs: number;
   readonly accountCacheTtlMs: number;
   readonly accountLookupTimeoutMs: number;
+  readonly bus: CompiledBusConfig;
+  /** PEM contents of `serverPublicKeyFile`, when given. */
+  readonly serverPublicKey: string | undefined;
 }
 
 export function compileAgentConfig(input: unknown, defaults: { dataDir: string }): CompiledAgentConfig {
@@ -212,6 +311,11 @@ export function compileAgentConfig(input: unknown, defaults: { dataDir: string }
     heartbeatIntervalMs: c.heartbeatInterval,
     accountCacheTtlMs: c.accountCacheTtl,
     accountLookupTimeoutMs: c.accountLookupTimeout,
+    bus: compileBus(c.bus, 'agent'),
+    serverPublicKey:
+      c.serverPublicKeyFile !== undefined
+        ? readSecretFile(c.serverPublicKeyFile, 'agent.serverPublicKeyFile')
+        : undefined,
   });
 }
 

@@ -130,7 +130,11 @@ export class EventConsumer {
       to = 'expired';
       error = {
         code: 'STEWARD_LOAD_TIMEOUT',
-        message: `the job offer expired before an executor loaded it (${letter.reason})`,
+        message:
+          `the job offer expired before an executor loaded it (${letter.reason})` +
+          (offer.labels.length > 0
+            ? `; it requires label(s) ${offer.labels.join(', ')}: is an agent with them running?`
+            : ''),
       };
     } else {
       to = 'failed';
@@ -152,11 +156,11 @@ export class EventConsumer {
   }
 
   /** Only offers carrying our own valid signature may end a job: bus access alone must not fail jobs. */
-  private readOffer(body: unknown): { jobId: string; attempt: number } | undefined {
+  private readOffer(body: unknown): { jobId: string; attempt: number; labels: string[] } | undefined {
     try {
       // now = 0: an expired deadline is expected here and must not hide the offer.
       const offer = this.deps.verifier.verify(body, 0);
-      return { jobId: offer.jobId, attempt: offer.attempt };
+      return { jobId: offer.jobId, attempt: offer.attempt, labels: offer.labels };
     } catch {
       return undefined;
     }

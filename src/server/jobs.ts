@@ -211,8 +211,13 @@ export class JobService {
   async sweep(now = Date.now()): Promise<number> {
     const overdue = await this.deps.store.listJobsPastLoadDeadline(now);
     let expired = 0;
-    const message = `no executor loaded the job within ${formatDuration(this.deps.config.loadTimeoutMs)}`;
+    const base = `no executor loaded the job within ${formatDuration(this.deps.config.loadTimeoutMs)}`;
     for (const job of overdue) {
+      // Labels are the usual cause when agents are up: say which ones the job needed.
+      const message =
+        job.labels.length > 0
+          ? `${base}; it requires label(s) ${job.labels.join(', ')}: is an agent with them running?`
+          : base;
       const result = await this.transition(
         job.id,
         'expired',
@@ -224,6 +229,27 @@ export class JobService {
         this.deps.logger.info({ jobId: job.id }, message);
       }
     }
-    return expired;
+    return expired + (await this.sweepLost(now));
+  }
+
+  /** Running jobs of agents silent past their lease end `lost` (their outcome is unknown). */
+  async sweepLost(now = Date.now()): Promise<number> {
+    const leaseMs = this.deps.config.agentLeaseMs;
+    const orphans = await this.deps.store.listRunningJobsOfSilentAgents(now - leaseMs);
+    let lost = 0;
+    for (const job of orphans) {
+      const message = `agent ${job.agentId ?? '?'} sent no heartbeat for more than ${formatDuration(leaseMs)}; the job's outcome is unknown`;
+      const result = await this.transition(
+        job.id,
+        'lost',
+        { error: { code: 'STEWARD_AGENT_LOST', message } },
+        { from: ['running'], attempt: job.attempt },
+      );
+      if (result.ok) {
+        lost++;
+        this.deps.logger.warn({ jobId: job.id, agentId: job.agentId }, message);
+      }
+    }
+    return lost;
   }
 }

@@ -133,7 +133,8 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
   const consumer = new EventConsumer({ bus, store, jobs, watch, logger, verifier });
   await consumer.start();
   const sweepIntervalMs =
-    options.sweepIntervalMs ?? Math.min(15_000, Math.max(1000, Math.floor(config.loadTimeoutMs / 4)));
+    options.sweepIntervalMs ??
+    Math.min(15_000, Math.max(1000, Math.floor(Math.min(config.loadTimeoutMs, config.agentLeaseMs) / 4)));
   const sweeper = setInterval(() => {
     jobs.sweep().catch((error: unknown) => logger.error({ err: error }, 'load-timeout sweep failed'));
   }, sweepIntervalMs);

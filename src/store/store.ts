@@ -701,6 +701,28 @@ export class Store {
     return rows.map(toJob);
   }
 
+  /**
+   * Running jobs whose agent's last heartbeat is older than `lastSeenBefore` (or that never sent one): the
+   * candidates for `lost`. Jobs still loading are left out: their offer is not acked, so the bus hands it to
+   * another agent by itself.
+   */
+  async listRunningJobsOfSilentAgents(lastSeenBefore: number, limit = 500): Promise<JobRecord[]> {
+    const rows = await this.db
+      .selectFrom('jobs')
+      .selectAll()
+      .where('state', '=', 'running')
+      .where('agent_id', 'is not', null)
+      .where((eb) =>
+        eb.not(
+          eb('agent_id', 'in', eb.selectFrom('agents').select('id').where('last_seen', '>=', lastSeenBefore)),
+        ),
+      )
+      .orderBy('id')
+      .limit(limit)
+      .execute();
+    return rows.map(toJob);
+  }
+
   async listSteps(jobId: string): Promise<StepRecord[]> {
     const rows = await this.db
       .selectFrom('job_steps')

@@ -1,6 +1,52 @@
-import { describe, expect, it } from 'vitest';
-import { EmbeddedBus, type DeadLetter, type Delivery } from '../../src/bus/index.js';
+/**
+ * One behavioural suite for both Bus implementations: the embedded bus and RabbitMQ (on the machine's
+ * broker, in a fresh vhost for this file, a fresh topology prefix for every test).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AmqpBus, EmbeddedBus, type Bus, type DeadLetter, type Delivery } from '../../src/bus/index.js';
 import type { AgentMessage, SignedOffer } from '../../src/protocol/index.js';
+import { brokerUrl, createVhost, deleteVhost } from '../support/rabbitmq.js';
+
+interface BusOptions {
+  deliveryLimit?: number;
+  onHandlerError?: (error: unknown, queue: string) => void;
+}
+
+let vhost = '';
+let testNumber = 0;
+const opened: Bus[] = [];
+
+beforeAll(async () => {
+  vhost = await createVhost('bus');
+});
+afterAll(async () => {
+  for (const bus of opened) await bus.close().catch(() => {});
+  if (vhost) await deleteVhost(vhost);
+});
+
+const implementations: Array<{ name: string; make: (options?: BusOptions) => Promise<Bus> }> = [
+  {
+    name: 'embedded',
+    make: async (options = {}) => new EmbeddedBus(options),
+  },
+  {
+    name: 'amqp',
+    make: async (options = {}) => {
+      testNumber += 1;
+      const bus = new AmqpBus({
+        urls: [brokerUrl],
+        vhost,
+        prefix: `steward.t${testNumber}`,
+        reconnectDelayMs: 50,
+        reconnectMaxDelayMs: 500,
+        ...options,
+      });
+      await bus.connect();
+      opened.push(bus);
+      return bus;
+    },
+  },
+];
 
 const offer = (n: number): SignedOffer => ({
   v: 1,
@@ -19,7 +65,7 @@ const heartbeat = (agentId: string): AgentMessage => ({
   isolation: 'single-user',
 });
 
-function waitFor<T>(predicate: () => T | undefined, timeoutMs = 2000): Promise<T> {
+function waitFor<T>(predicate: () => T | undefined, timeoutMs = 10_000): Promise<T> {
   return new Promise((resolve, reject) => {
     const started = Date.now();
     const tick = (): void => {
@@ -32,9 +78,9 @@ function waitFor<T>(predicate: () => T | undefined, timeoutMs = 2000): Promise<T
   });
 }
 
-describe('embedded bus', () => {
+describe.each(implementations)('$name bus', ({ make }) => {
   it('delivers a copy of each offer, not the published object', async () => {
-    const bus = new EmbeddedBus();
+    const bus = await make();
     const published = offer(1);
     const seen: Delivery<unknown>[] = [];
     await bus.consumeOffers((d) => void seen.push(d), { prefetch: 1 });
@@ -47,7 +93,7 @@ describe('embedded bus', () => {
   });
 
   it('redelivers a requeued offer with an increased delivery count', async () => {
-    const bus = new EmbeddedBus();
+    const bus = await make();
     const counts: number[] = [];
     await bus.consumeOffers(
       async (d) => {
@@ -64,7 +110,7 @@ describe('embedded bus', () => {
   });
 
   it('dead-letters an offer at the delivery limit with that reason', async () => {
-    const bus = new EmbeddedBus({ deliveryLimit: 4 });
+    const bus = await make({ deliveryLimit: 4 });
     const letters: DeadLetter[] = [];
     await bus.consumeDeadLetters((letter) => void letters.push(letter));
     let deliveries = 0;
@@ -85,7 +131,7 @@ describe('embedded bus', () => {
   });
 
   it('never gives a consumer more unacked deliveries than its prefetch, and prefetch 0 pauses it', async () => {
-    const bus = new EmbeddedBus();
+    const bus = await make();
     const held: Delivery<unknown>[] = [];
     const subscription = await bus.consumeOffers((d) => void held.push(d), { prefetch: 2 });
     for (let i = 0; i < 5; i++) await bus.publishOffer(offer(i));
@@ -107,7 +153,7 @@ describe('embedded bus', () => {
   });
 
   it('hands unacked deliveries of a cancelled consumer to another consumer', async () => {
-    const bus = new EmbeddedBus();
+    const bus = await make();
     const first: Delivery<unknown>[] = [];
     const second: Delivery<unknown>[] = [];
     const a = await bus.consumeOffers((d) => void first.push(d), { prefetch: 1 });
@@ -122,7 +168,7 @@ describe('embedded bus', () => {
 
   it('requeues an event whose handler throws, and keeps delivering the others', async () => {
     const errors: unknown[] = [];
-    const bus = new EmbeddedBus({ onHandlerError: (e) => errors.push(e) });
+    const bus = await make({ onHandlerError: (e) => errors.push(e) });
     const seen: string[] = [];
     let failedOnce = false;
     await bus.consumeEvents(async (d) => {
@@ -143,7 +189,7 @@ describe('embedded bus', () => {
   });
 
   it('refuses a message larger than the size limit', async () => {
-    const bus = new EmbeddedBus();
+    const bus = await make();
     await expect(bus.publishOffer({ ...offer(1), payload: 'x'.repeat(300 * 1024) })).rejects.toThrow(
       /exceeds/,
     );
@@ -151,7 +197,7 @@ describe('embedded bus', () => {
   });
 
   it('routes control messages only to the addressed agent', async () => {
-    const bus = new EmbeddedBus();
+    const bus = await make();
     const a: unknown[] = [];
     const b: unknown[] = [];
     await bus.consumeControl('a', async (d) => {

@@ -1,0 +1,236 @@
+// Steward no-op jobs end to end through RabbitMQ (`steward server` + `steward agent`) next to Celery no-op
+// tasks (Debian's python3-celery, prefork pool) on the same broker, in one run on this machine.
+// Throughput: a burst submitted at once, first submit → last done. Latency: sequential submit → done.
+// Usage: node bench/amqp-vs-celery.mjs [stewardJobs=300] [celeryTasks=2000] [sequential=50]
+// Needs: the machine's RabbitMQ on 127.0.0.1:5672 (guest/guest, rabbitmqctl) and python3-celery.
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { machine, percentile, repoRoot, tempDir } from './harness.mjs';
+
+const stewardJobs = Number(process.argv[2] ?? 300);
+const celeryTasks = Number(process.argv[3] ?? 2000);
+const sequential = Number(process.argv[4] ?? 50);
+const python = process.env.CELERY_PYTHON ?? '/usr/bin/python3';
+const cores = os.availableParallelism();
+const bin = path.join(repoRoot, 'bin/steward.js');
+
+const freePort = () =>
+  new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+
+function daemon(args, env = {}) {
+  const child = spawn(process.execPath, [bin, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (c) => (output += c));
+  child.stderr.on('data', (c) => (output += c));
+  return {
+    child,
+    async ready(text) {
+      for (let i = 0; !output.includes(text); i++) {
+        if (child.exitCode !== null || i > 600) throw new Error(`${args[0]} did not start:\n${output}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+    async stop() {
+      if (child.exitCode !== null) return;
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    },
+  };
+}
+
+const vhost = `steward-bench-${randomBytes(3).toString('hex')}`;
+execFileSync('rabbitmqctl', ['-q', 'add_vhost', vhost]);
+execFileSync('rabbitmqctl', ['-q', 'set_permissions', '-p', vhost, 'guest', '.*', '.*', '.*']);
+const dir = tempDir('amqp');
+const brokerUrl = 'amqp://guest:guest@127.0.0.1:5672';
+const bus = { kind: 'amqp', urls: [brokerUrl], vhost };
+const cleanups = [];
+let osUser;
+try {
+  // --- Steward ------------------------------------------------------------------------------------------
+  const port = await freePort();
+  const serverData = path.join(dir, 'server');
+  writeFileSync(path.join(dir, 'server.json'), JSON.stringify({ server: { bus, logLevel: 'warn' } }));
+  const server = daemon(
+    ['server', '--config', path.join(dir, 'server.json'), '--port', String(port), '--data-dir', serverData],
+    { STEWARD_ADMIN_PASSWORD: 'bench-admin-password' },
+  );
+  cleanups.push(() => server.stop());
+  await server.ready('Steward server is up');
+  const userMap = {};
+  if (process.getuid() === 0) {
+    osUser = `stbench${process.pid}`.slice(0, 30);
+    execFileSync('useradd', ['-m', '-U', '-s', '/bin/bash', osUser]);
+    userMap.admin = osUser;
+  }
+  writeFileSync(
+    path.join(dir, 'agent.json'),
+    JSON.stringify({
+      agent: {
+        id: 'bench-agent',
+        slots: cores * 4,
+        warmExecutors: 1,
+        userMap,
+        bus,
+        workspaceRoot: path.join(dir, 'workspaces'),
+        serverPublicKeyFile: path.join(serverData, 'keys', 'offer-signing.pub'),
+      },
+    }),
+  );
+  const agent = daemon([
+    'agent',
+    '--config',
+    path.join(dir, 'agent.json'),
+    '--data-dir',
+    path.join(dir, 'agent'),
+  ]);
+  cleanups.unshift(() => agent.stop());
+  await agent.ready('Steward agent bench-agent is up');
+
+  const url = `http://127.0.0.1:${port}`;
+  const api = async (method, route, token, body) => {
+    const response = await fetch(url + route, {
+      method,
+      headers: {
+        ...(token ? { authorization: `Bearer ${token}` } : {}),
+        ...(body ? { 'content-type': 'application/json' } : {}),
+      },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const text = await response.text();
+    if (!response.ok) throw new Error(`${method} ${route}: ${response.status} ${text}`);
+    return text ? JSON.parse(text) : undefined;
+  };
+  const token = (
+    await api('POST', '/api/auth/login', undefined, { user: 'admin', password: 'bench-admin-password' })
+  ).token;
+  const source = readFileSync(path.join(repoRoot, 'examples/noop.yaml'), 'utf8');
+  await api('POST', '/api/workflows', token, { source, fileName: 'noop.yaml' });
+  const waitDone = async (id) => {
+    for (;;) {
+      const job = await api('GET', `/api/jobs/${id}`, token);
+      if (['succeeded', 'failed', 'expired', 'canceled', 'lost'].includes(job.state)) return job;
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  };
+  // Warm-up (the user's first job takes on a warm executor).
+  await waitDone((await api('POST', '/api/jobs', token, { workflow: 'noop' })).id);
+
+  const seqLatencies = [];
+  for (let i = 0; i < sequential; i++) {
+    const t0 = performance.now();
+    const job = await waitDone((await api('POST', '/api/jobs', token, { workflow: 'noop' })).id);
+    if (job.state !== 'succeeded') throw new Error(`job ${job.id} ${job.state}`);
+    seqLatencies.push(performance.now() - t0);
+  }
+  const t0 = performance.now();
+  const ids = await Promise.all(
+    Array.from(
+      { length: stewardJobs },
+      async () => (await api('POST', '/api/jobs', token, { workflow: 'noop' })).id,
+    ),
+  );
+  const burstJobs = [];
+  for (const id of ids) burstJobs.push(await waitDone(id));
+  const stewardSeconds = (performance.now() - t0) / 1000;
+  const notOk = burstJobs.filter((job) => job.state !== 'succeeded').length;
+  const steward = {
+    throughput: stewardJobs / stewardSeconds,
+    p50: percentile(seqLatencies, 50),
+    p99: percentile(seqLatencies, 99),
+    failed: notOk,
+  };
+  for (const cleanup of cleanups.splice(0)) await cleanup();
+
+  // --- Celery -------------------------------------------------------------------------------------------
+  const celeryDir = path.join(dir, 'celery');
+  execFileSync('mkdir', ['-p', celeryDir]);
+  const broker = `${brokerUrl}/${vhost}`;
+  writeFileSync(
+    path.join(celeryDir, 'benchtasks.py'),
+    `from celery import Celery\napp = Celery('benchtasks', broker=${JSON.stringify(broker)}, backend='rpc://')\napp.conf.worker_prefetch_multiplier = 64\n\n@app.task\ndef noop():\n    return None\n`,
+  );
+  writeFileSync(
+    path.join(celeryDir, 'client.py'),
+    `import json, sys, time\nfrom benchtasks import noop\nn, seq = int(sys.argv[1]), int(sys.argv[2])\nnoop.delay().get(timeout=60)\nlat = []\nfor _ in range(seq):\n    t = time.perf_counter(); noop.delay().get(timeout=60); lat.append((time.perf_counter() - t) * 1000)\nt = time.perf_counter()\nresults = [noop.delay() for _ in range(n)]\nfor r in results: r.get(timeout=300)\nprint(json.dumps({"seconds": time.perf_counter() - t, "lat": lat}))\n`,
+  );
+  const worker = spawn(
+    python,
+    [
+      '-m',
+      'celery',
+      '-A',
+      'benchtasks',
+      'worker',
+      '--pool=prefork',
+      `--concurrency=${cores}`,
+      '--loglevel=WARNING',
+    ],
+    { cwd: celeryDir, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PYTHONPATH: celeryDir } },
+  );
+  let workerOutput = '';
+  worker.stdout.on('data', (c) => (workerOutput += c));
+  worker.stderr.on('data', (c) => (workerOutput += c));
+  cleanups.push(async () => {
+    worker.kill('SIGTERM');
+    await new Promise((r) => (worker.exitCode !== null ? r() : worker.once('exit', r)));
+  });
+  const out = execFileSync(
+    python,
+    [path.join(celeryDir, 'client.py'), String(celeryTasks), String(sequential)],
+    {
+      cwd: celeryDir,
+      env: { ...process.env, PYTHONPATH: celeryDir },
+      timeout: 600_000,
+    },
+  ).toString();
+  const celeryResult = JSON.parse(out.trim().split('\n').pop());
+  const celery = {
+    throughput: celeryTasks / celeryResult.seconds,
+    p50: percentile(celeryResult.lat, 50),
+    p99: percentile(celeryResult.lat, 99),
+  };
+
+  const f = (v) => `${v.toFixed(1)}`;
+  console.log(`no-op work through RabbitMQ on one machine (${machine()})`);
+  console.log(
+    `Steward: ${stewardJobs} jobs, 1 agent with ${cores * 4} slots, throughput ${f(steward.throughput)} jobs/s; sequential submit→done (REST poll) p50 ${f(steward.p50)} ms, p99 ${f(steward.p99)} ms${steward.failed ? `; ${steward.failed} not succeeded` : ''}`,
+  );
+  console.log(
+    `Celery:  ${celeryTasks} tasks, prefork ×${cores}, rpc backend, throughput ${f(celery.throughput)} tasks/s; sequential delay().get() p50 ${f(celery.p50)} ms, p99 ${f(celery.p99)} ms`,
+  );
+  console.log(
+    `ratio Steward/Celery: throughput ${(steward.throughput / celery.throughput).toFixed(3)}×, p50 latency ${(steward.p50 / celery.p50).toFixed(2)}×`,
+  );
+  void workerOutput;
+} finally {
+  for (const cleanup of cleanups) await cleanup().catch(() => {});
+  if (osUser) {
+    try {
+      execFileSync('pkill', ['-KILL', '-u', osUser]);
+    } catch {
+      /* none left */
+    }
+    try {
+      execFileSync('userdel', ['-r', '-f', osUser], { stdio: 'ignore' });
+    } catch {
+      /* gone */
+    }
+  }
+  execFileSync('rabbitmqctl', ['-q', 'delete_vhost', vhost]);
+  rmSync(dir, { recursive: true, force: true });
+}

@@ -1,0 +1,663 @@
+/**
+ * The RabbitMQ bus: the Bus semantics of `types.ts` over AMQP 0-9-1 (amqplib), for the distributed mode.
+ *
+ * Topology (declared here, idempotently, on every connect; names carry a version so that a later change of
+ * arguments is a new set of names and a migration, never a clash with what a broker already holds):
+ * - `<prefix>.offers`: quorum queue, `x-delivery-limit`, dead-lettering to `<prefix>.dlx` (key `offers`);
+ * - `<prefix>.events`: quorum queue, dead-lettering to `<prefix>.dlx` (key `events`);
+ * - `<prefix>.control.<agentId>`: one quorum queue per agent (key `control`);
+ * - `<prefix>.dlx` (direct exchange) → `<prefix>.dead-letters` (quorum queue), consumed by the server.
+ *
+ * Every publish goes through a confirm channel with persistent delivery and resolves on the broker's
+ * confirm; publishes not confirmed when the connection drops are sent again after reconnecting (the
+ * consumers are idempotent). Each subscription has its own channel. Prefetch 0 in AMQP means "unlimited",
+ * so pausing cancels the consumer instead; a prefetch change re-consumes with the new limit minus what the
+ * channel still holds, so the total held never exceeds the prefetch.
+ */
+import amqp from 'amqplib';
+import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
+import { MAX_MESSAGE_BYTES, type AgentMessage, type Control, type SignedOffer } from '../protocol/index.js';
+import type { Bus, DeadLetter, Delivery, Handler, Subscription } from './types.js';
+
+export interface AmqpBusOptions {
+  /** Broker URLs (`amqp://` or `amqps://`), tried in order on every (re)connect: failover. */
+  urls: string[];
+  /** Virtual host; overrides the one in the URLs when set. */
+  vhost?: string;
+  /** Credentials; override the ones in the URLs when set. */
+  user?: string;
+  password?: string;
+  /** TLS (amqps): PEM contents of the CA certificate, client certificate and key. */
+  ca?: string | Buffer;
+  cert?: string | Buffer;
+  key?: string | Buffer;
+  /** Deliveries after which an offer is dead-lettered with reason `delivery-limit`. Default 20. */
+  deliveryLimit?: number;
+  /** Prefix of every queue/exchange name. Default `steward.v1`. */
+  prefix?: string;
+  /** Reconnect backoff: first delay and cap, in ms. Defaults 100 and 5000. */
+  reconnectDelayMs?: number;
+  reconnectMaxDelayMs?: number;
+  /** Called when a handler throws; the bus keeps going. */
+  onHandlerError?: (error: unknown, queue: string) => void;
+  /** Connection events (connected, dropped, reconnecting) for the log. */
+  onConnectionEvent?: (event: {
+    type: 'connected' | 'dropped' | 'failed';
+    url?: string;
+    error?: unknown;
+  }) => void;
+}
+
+type QueueKind = DeadLetter['queue'];
+
+interface PendingPublish {
+  queue: string;
+  content: Buffer;
+  resolve: () => void;
+  reject: (error: Error) => void;
+  /** Connection generation it was last sent on; -1 when waiting for a connection. */
+  sentOn: number;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Maps a broker's x-death reason to the bus's reason vocabulary. */
+function brokerReason(reason: unknown): string {
+  if (reason === 'delivery_limit') return 'delivery-limit';
+  return typeof reason === 'string' ? reason : 'unknown';
+}
+
+class AmqpSubscription implements Subscription {
+  channel: Channel | undefined;
+  generation = -1;
+  consumerTag: string | undefined;
+  /** Prefetch of the current consumer. */
+  consumerPrefetch = 0;
+  /** Unsettled deliveries, by the consumer tag that received them. */
+  readonly held = new Map<number, string>();
+  cancelled = false;
+  private busy: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly bus: AmqpBus,
+    readonly queue: string,
+    readonly kind: QueueKind,
+    readonly handler: Handler<unknown>,
+    public prefetch: number,
+  ) {}
+
+  /** Serialises consumer changes (cancel/consume round trips). */
+  run(step: () => Promise<void>): Promise<void> {
+    this.busy = this.busy.then(step, step).catch((error: unknown) => {
+      this.bus.reportError(error, this.kind);
+    });
+    return this.busy;
+  }
+
+  async setPrefetch(prefetch: number): Promise<void> {
+    this.prefetch = Math.max(0, Math.floor(prefetch));
+    await this.run(() => this.rebalance(true));
+  }
+
+  async cancel(): Promise<void> {
+    this.cancelled = true;
+    this.bus.forget(this);
+    const channel = this.channel;
+    this.channel = undefined;
+    this.consumerTag = undefined;
+    // Closing the channel hands every unacked delivery back to the queue.
+    if (channel) await channel.close().catch(() => {});
+  }
+
+  /** A fresh channel after (re)connecting. */
+  async attach(connection: ChannelModel, generation: number): Promise<void> {
+    this.held.clear();
+    this.consumerTag = undefined;
+    this.consumerPrefetch = 0;
+    const channel = await connection.createChannel();
+    channel.on('error', () => {});
+    this.channel = channel;
+    this.generation = generation;
+    await this.run(() => this.rebalance(true));
+  }
+
+  /**
+   * Keeps held ≤ prefetch: the current consumer may receive up to its own prefetch; deliveries held from
+   * earlier consumers on this channel count against the total.
+   */
+  async rebalance(force: boolean): Promise<void> {
+    const channel = this.channel;
+    if (!channel || this.cancelled) return;
+    const tag = this.consumerTag;
+    const fromOld = [...this.held.values()].filter((t) => t !== tag).length;
+    // Without a reason to change, keep the consumer: widen only once older deliveries are gone.
+    if (tag && !force && !(fromOld === 0 && this.consumerPrefetch < this.prefetch)) return;
+    if (tag) {
+      this.consumerTag = undefined;
+      await channel.cancel(tag);
+    }
+    const room = this.prefetch - this.held.size;
+    if (room <= 0) return;
+    await channel.prefetch(room, false);
+    this.consumerPrefetch = room;
+    const reply = await channel.consume(this.queue, (message) => {
+      if (message) this.bus.deliver(this, channel, message);
+    });
+    if (this.channel === channel && !this.cancelled) this.consumerTag = reply.consumerTag;
+    else await channel.cancel(reply.consumerTag).catch(() => {});
+  }
+
+  /** A delivery was settled: a consumer that was limited by older deliveries may widen again. */
+  settled(deliveryTag: number, channel: Channel): void {
+    if (channel !== this.channel) return;
+    const tag = this.held.get(deliveryTag);
+    this.held.delete(deliveryTag);
+    if (tag !== this.consumerTag || this.consumerTag === undefined) {
+      void this.run(() => this.rebalance(false));
+    }
+  }
+}
+
+export class AmqpBus implements Bus {
+  readonly kind = 'amqp' as const;
+  private readonly options: AmqpBusOptions;
+  private readonly deliveryLimit: number;
+  private readonly prefix: string;
+  private readonly subscriptions = new Set<AmqpSubscription>();
+  private readonly pending = new Set<PendingPublish>();
+  private readonly declaredControls = new Set<string>();
+  private readonly deadLetterHandlers = new Set<(letter: DeadLetter) => void | Promise<void>>();
+  private deadLetterSubscription: AmqpSubscription | undefined;
+  private connection: ChannelModel | undefined;
+  private publisher: ConfirmChannel | undefined;
+  private generation = 0;
+  private connecting: Promise<void> | undefined;
+  private closed = false;
+  private urlIndex = 0;
+  private waiters: Array<() => void> = [];
+
+  constructor(options: AmqpBusOptions) {
+    if (options.urls.length === 0) throw new Error('AmqpBus: at least one broker URL is required');
+    this.options = options;
+    this.deliveryLimit = options.deliveryLimit ?? 20;
+    if (this.deliveryLimit < 1) throw new Error('AmqpBus: deliveryLimit must be at least 1');
+    this.prefix = options.prefix ?? 'steward.v1';
+  }
+
+  /** Connects (with retries and failover) and declares the topology. */
+  async connect(): Promise<void> {
+    if (this.connection) return;
+    await this.ensureConnected();
+  }
+
+  get connected(): boolean {
+    return this.connection !== undefined;
+  }
+
+  name(kind: 'offers' | 'events' | 'dead-letters' | 'dlx'): string {
+    return `${this.prefix}.${kind}`;
+  }
+
+  controlName(agentId: string): string {
+    return `${this.prefix}.control.${agentId}`;
+  }
+
+  // --- Bus ------------------------------------------------------------------------------------------------
+
+  async publishOffer(offer: SignedOffer): Promise<void> {
+    await this.publish(this.name('offers'), offer);
+  }
+
+  async consumeOffers(handler: Handler<unknown>, options: { prefetch: number }): Promise<Subscription> {
+    return this.subscribe(this.name('offers'), 'offers', handler, options.prefetch);
+  }
+
+  async publishEvent(message: AgentMessage): Promise<void> {
+    await this.publish(this.name('events'), message);
+  }
+
+  async consumeEvents(handler: Handler<unknown>): Promise<Subscription> {
+    const wrapped: Handler<unknown> = async (delivery) => {
+      try {
+        await handler(delivery);
+        await delivery.ack();
+      } catch (error) {
+        this.reportError(error, 'events');
+        await delivery.requeue(100);
+      }
+    };
+    return this.subscribe(this.name('events'), 'events', wrapped, 64);
+  }
+
+  async publishControl(agentId: string, control: Control): Promise<void> {
+    await this.declareControl(agentId);
+    await this.publish(this.controlName(agentId), control);
+  }
+
+  async consumeControl(agentId: string, handler: Handler<unknown>): Promise<Subscription> {
+    await this.declareControl(agentId);
+    return this.subscribe(this.controlName(agentId), 'control', handler, 16);
+  }
+
+  async consumeDeadLetters(handler: (letter: DeadLetter) => void | Promise<void>): Promise<Subscription> {
+    this.deadLetterHandlers.add(handler);
+    if (!this.deadLetterSubscription) {
+      this.deadLetterSubscription = await this.subscribe(
+        this.name('dead-letters'),
+        'offers',
+        async (delivery) => {
+          // Handled in deliver(): this handler is never called for dead letters.
+          await delivery.ack();
+        },
+        32,
+        true,
+      );
+    }
+    return {
+      setPrefetch: async () => {},
+      cancel: async () => {
+        this.deadLetterHandlers.delete(handler);
+        if (this.deadLetterHandlers.size === 0 && this.deadLetterSubscription) {
+          const subscription = this.deadLetterSubscription;
+          this.deadLetterSubscription = undefined;
+          await subscription.cancel();
+        }
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const waiter of this.waiters.splice(0)) waiter();
+    for (const publish of this.pending) publish.reject(new Error('bus is closed'));
+    this.pending.clear();
+    const connection = this.connection;
+    this.connection = undefined;
+    this.publisher = undefined;
+    if (connection) await connection.close().catch(() => {});
+  }
+
+  // --- internals -------------------------------------------------------------------------------------------
+
+  /** @internal */
+  reportError(error: unknown, queue: string): void {
+    try {
+      this.options.onHandlerError?.(error, queue);
+    } catch {
+      // a reporter that throws must not stop the bus
+    }
+  }
+
+  /** @internal */
+  forget(subscription: AmqpSubscription): void {
+    this.subscriptions.delete(subscription);
+  }
+
+  private deadLetterSubscriptions = new WeakSet<AmqpSubscription>();
+
+  private async subscribe(
+    queue: string,
+    kind: QueueKind,
+    handler: Handler<unknown>,
+    prefetch: number,
+    deadLetters = false,
+  ): Promise<AmqpSubscription> {
+    if (this.closed) throw new Error('bus is closed');
+    const subscription = new AmqpSubscription(this, queue, kind, handler, Math.max(0, prefetch));
+    if (deadLetters) this.deadLetterSubscriptions.add(subscription);
+    this.subscriptions.add(subscription);
+    await this.ensureConnected();
+    if (this.connection && subscription.generation !== this.generation) {
+      await subscription.attach(this.connection, this.generation);
+    }
+    return subscription;
+  }
+
+  /** @internal Turns an AMQP message into a Delivery and runs the handler. */
+  deliver(subscription: AmqpSubscription, channel: Channel, message: ConsumeMessage): void {
+    const deliveryTag = message.fields.deliveryTag;
+    subscription.held.set(deliveryTag, message.fields.consumerTag);
+    const headers = message.properties.headers ?? {};
+    const redeliveries = Number(headers['x-delivery-count'] ?? 0);
+    const deliveryCount = (Number.isFinite(redeliveries) ? redeliveries : 0) + 1;
+    let settled = false;
+    const settle = (action: () => void): boolean => {
+      if (settled) return false;
+      settled = true;
+      try {
+        // After a drop the broker has already taken the delivery back: nothing to do.
+        if (channel === subscription.channel) action();
+      } catch {
+        // channel closed under us: the broker redelivers
+      }
+      subscription.settled(deliveryTag, channel);
+      return true;
+    };
+
+    if (this.deadLetterSubscriptions.has(subscription)) {
+      void this.onDeadLetter(message).finally(() => settle(() => channel.ack(message)));
+      return;
+    }
+
+    let body: unknown;
+    try {
+      body = JSON.parse(message.content.toString('utf8')) as unknown;
+    } catch {
+      body = undefined;
+    }
+    const delivery: Delivery<unknown> = {
+      body,
+      deliveryCount,
+      ack: async () => {
+        settle(() => channel.ack(message));
+      },
+      requeue: async (delayMs = 0) => {
+        if (settled) return;
+        if (delayMs > 0) await sleep(delayMs);
+        settle(() => channel.nack(message, false, true));
+      },
+      deadLetter: async (reason) => {
+        if (settled) return;
+        await this.publishDeadLetter(subscription.kind, message.content, reason, deliveryCount);
+        settle(() => channel.ack(message));
+      },
+    };
+    if (body === undefined) {
+      // Not JSON: nobody can act on it; record it as a dead letter.
+      void delivery
+        .deadLetter('malformed')
+        .catch((error: unknown) => this.reportError(error, subscription.kind));
+      return;
+    }
+    void Promise.resolve()
+      .then(() => subscription.handler(delivery))
+      .catch((error: unknown) => this.reportError(error, subscription.kind));
+  }
+
+  private async onDeadLetter(message: ConsumeMessage): Promise<void> {
+    const headers = (message.properties.headers ?? {}) as Record<string, unknown>;
+    const deaths = headers['x-death'] as Array<Record<string, unknown>> | undefined;
+    const death = Array.isArray(deaths) ? deaths[0] : undefined;
+    const ownReason = headers['x-steward-reason'];
+    const reason = typeof ownReason === 'string' ? ownReason : brokerReason(death?.reason);
+    const queueHeader = headers['x-steward-queue'];
+    const routingKey = message.fields.routingKey;
+    const queue = (
+      typeof queueHeader === 'string' ? queueHeader : routingKey.split('.')[0]
+    ) as DeadLetter['queue'];
+    let deliveryCount = Number(headers['x-steward-delivery-count']);
+    if (!Number.isFinite(deliveryCount)) {
+      deliveryCount = reason === 'delivery-limit' ? this.deliveryLimit : Number(death?.count ?? 1);
+    }
+    const text = message.content.toString('utf8');
+    let body: unknown;
+    try {
+      body = JSON.parse(text) as unknown;
+    } catch {
+      body = text;
+    }
+    const letter: DeadLetter = {
+      body,
+      reason,
+      queue: ['offers', 'events', 'control'].includes(queue) ? queue : 'offers',
+      deliveryCount,
+    };
+    for (const handler of this.deadLetterHandlers) {
+      try {
+        await handler(letter);
+      } catch (error) {
+        this.reportError(error, 'dead-letters');
+      }
+    }
+  }
+
+  private async publishDeadLetter(
+    kind: QueueKind,
+    content: Buffer,
+    reason: string,
+    deliveryCount: number,
+  ): Promise<void> {
+    await this.publishRaw(this.name('dlx'), kind, content, {
+      headers: {
+        'x-steward-reason': reason,
+        'x-steward-queue': kind,
+        'x-steward-delivery-count': deliveryCount,
+      },
+    });
+  }
+
+  private async publish(queue: string, body: unknown): Promise<void> {
+    if (this.closed) throw new Error('bus is closed');
+    const text = JSON.stringify(body);
+    const size = Buffer.byteLength(text);
+    if (size > MAX_MESSAGE_BYTES) {
+      throw new Error(`message of ${size} bytes exceeds the ${MAX_MESSAGE_BYTES}-byte limit`);
+    }
+    await this.publishRaw('', queue, Buffer.from(text));
+  }
+
+  /** Publishes with a confirm; unconfirmed at a drop → sent again on the next connection. */
+  private publishRaw(
+    exchange: string,
+    routingKey: string,
+    content: Buffer,
+    extra: Options.Publish = {},
+  ): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('bus is closed'));
+    return new Promise<void>((resolve, reject) => {
+      const entry: PendingPublish & { exchange: string; extra: Options.Publish } = {
+        queue: routingKey,
+        exchange,
+        extra,
+        content,
+        resolve,
+        reject,
+        sentOn: -1,
+      };
+      this.pending.add(entry);
+      this.send(entry);
+      if (!this.connection) void this.ensureConnected().catch(() => {});
+    });
+  }
+
+  private send(entry: PendingPublish & { exchange?: string; extra?: Options.Publish }): void {
+    const publisher = this.publisher;
+    if (!publisher) return;
+    const generation = this.generation;
+    entry.sentOn = generation;
+    try {
+      publisher.publish(
+        entry.exchange ?? '',
+        entry.queue,
+        entry.content,
+        { persistent: true, contentType: 'application/json', ...entry.extra },
+        (error: unknown) => {
+          if (!this.pending.has(entry) || entry.sentOn !== generation) return;
+          if (error) {
+            // Nacked by the broker (or channel gone): try again on the current connection.
+            if (this.publisher && this.generation === generation && !this.closed) {
+              setTimeout(() => {
+                if (this.pending.has(entry) && entry.sentOn === generation) this.send(entry);
+              }, 50);
+            } else entry.sentOn = -1;
+            return;
+          }
+          this.pending.delete(entry);
+          entry.resolve();
+        },
+      );
+    } catch {
+      entry.sentOn = -1;
+    }
+  }
+
+  private async declareControl(agentId: string): Promise<void> {
+    if (!/^[A-Za-z0-9_.:-]{1,128}$/.test(agentId))
+      throw new Error(`invalid agent id for a queue name: ${agentId}`);
+    if (this.declaredControls.has(agentId)) return;
+    await this.ensureConnected();
+    const connection = this.connection;
+    if (!connection) throw new Error('bus is closed');
+    await this.declareOn(connection, [this.controlName(agentId), 'control', {}]);
+    this.declaredControls.add(agentId);
+  }
+
+  private queueArguments(kind: QueueKind, extra: Record<string, unknown>): Record<string, unknown> {
+    return {
+      'x-queue-type': 'quorum',
+      'x-dead-letter-exchange': this.name('dlx'),
+      'x-dead-letter-routing-key': kind,
+      ...extra,
+    };
+  }
+
+  private async declareOn(
+    connection: ChannelModel,
+    ...queues: Array<[string, QueueKind, Record<string, unknown>]>
+  ): Promise<void> {
+    const channel = await connection.createChannel();
+    channel.on('error', () => {});
+    try {
+      for (const [queue, kind, extra] of queues) {
+        await channel.assertQueue(queue, { durable: true, arguments: this.queueArguments(kind, extra) });
+      }
+    } finally {
+      await channel.close().catch(() => {});
+    }
+  }
+
+  private async declareTopology(connection: ChannelModel): Promise<void> {
+    const channel = await connection.createChannel();
+    channel.on('error', () => {});
+    try {
+      await channel.assertExchange(this.name('dlx'), 'direct', { durable: true });
+      await channel.assertQueue(this.name('dead-letters'), {
+        durable: true,
+        arguments: { 'x-queue-type': 'quorum' },
+      });
+      for (const key of ['offers', 'events', 'control']) {
+        await channel.bindQueue(this.name('dead-letters'), this.name('dlx'), key);
+      }
+    } finally {
+      await channel.close().catch(() => {});
+    }
+    await this.declareOn(
+      connection,
+      // The broker counts returns; it dead-letters once returns exceed the limit, i.e. after
+      // `deliveryLimit` deliveries in all.
+      [this.name('offers'), 'offers', { 'x-delivery-limit': this.deliveryLimit - 1 }],
+      [this.name('events'), 'events', {}],
+    );
+    for (const agentId of this.declaredControls) {
+      await this.declareOn(connection, [this.controlName(agentId), 'control', {}]);
+    }
+  }
+
+  private connectOptions(url: string): string | Options.Connect {
+    const { vhost, user, password } = this.options;
+    if (vhost === undefined && user === undefined && password === undefined) return url;
+    const parsed = new URL(url);
+    return {
+      protocol: parsed.protocol.replace(':', ''),
+      hostname: parsed.hostname,
+      port: parsed.port ? Number(parsed.port) : parsed.protocol === 'amqps:' ? 5671 : 5672,
+      username: user ?? (decodeURIComponent(parsed.username) || 'guest'),
+      password: password ?? (decodeURIComponent(parsed.password) || 'guest'),
+      vhost: vhost ?? (decodeURIComponent(parsed.pathname.slice(1)) || '/'),
+      heartbeat: 10,
+    };
+  }
+
+  private socketOptions(): Record<string, unknown> {
+    const { ca, cert, key } = this.options;
+    const tls: Record<string, unknown> = {};
+    if (ca) tls.ca = [ca];
+    if (cert) tls.cert = cert;
+    if (key) tls.key = key;
+    return tls;
+  }
+
+  private ensureConnected(): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('bus is closed'));
+    if (this.connection) return Promise.resolve();
+    this.connecting ??= this.connectLoop().finally(() => {
+      this.connecting = undefined;
+    });
+    return this.connecting;
+  }
+
+  private async connectLoop(): Promise<void> {
+    const first = this.options.reconnectDelayMs ?? 100;
+    const cap = this.options.reconnectMaxDelayMs ?? 5000;
+    let delay = first;
+    for (;;) {
+      if (this.closed) throw new Error('bus is closed');
+      const url = this.options.urls[this.urlIndex % this.options.urls.length]!;
+      try {
+        await this.open(url);
+        return;
+      } catch (error) {
+        this.options.onConnectionEvent?.({ type: 'failed', url, error });
+        this.urlIndex += 1;
+        // A full round over the URLs failed: back off (jittered) before the next round.
+        if (this.urlIndex % this.options.urls.length === 0) {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, delay * (0.8 + Math.random() * 0.4));
+            this.waiters.push(() => {
+              clearTimeout(timer);
+              resolve();
+            });
+          });
+          delay = Math.min(cap, delay * 2);
+        }
+      }
+    }
+  }
+
+  private async open(url: string): Promise<void> {
+    const connection = await amqp.connect(this.connectOptions(url), this.socketOptions());
+    let ready = false;
+    try {
+      connection.on('error', () => {});
+      await this.declareTopology(connection);
+      const publisher = await connection.createConfirmChannel();
+      publisher.on('error', () => {});
+      if (this.closed) throw new Error('bus is closed');
+      this.generation += 1;
+      const generation = this.generation;
+      this.connection = connection;
+      this.publisher = publisher;
+      connection.on('close', () => this.onDrop(generation));
+      publisher.on('close', () => {
+        // The publisher channel alone can fail (e.g. a publish to an exchange that vanished): reconnect.
+        if (this.generation === generation && this.connection) void this.connection.close().catch(() => {});
+      });
+      ready = true;
+      this.options.onConnectionEvent?.({ type: 'connected', url });
+      for (const entry of this.pending) this.send(entry);
+      for (const subscription of this.subscriptions) {
+        await subscription.attach(connection, generation).catch((error: unknown) => {
+          this.reportError(error, subscription.kind);
+        });
+      }
+    } finally {
+      if (!ready) await connection.close().catch(() => {});
+    }
+  }
+
+  private onDrop(generation: number): void {
+    if (generation !== this.generation) return;
+    this.connection = undefined;
+    this.publisher = undefined;
+    for (const subscription of this.subscriptions) {
+      subscription.channel = undefined;
+      subscription.consumerTag = undefined;
+      subscription.held.clear();
+    }
+    for (const entry of this.pending) entry.sentOn = -1;
+    if (this.closed) return;
+    this.options.onConnectionEvent?.({ type: 'dropped' });
+    void this.ensureConnected().catch(() => {});
+  }
+}

@@ -1,0 +1,196 @@
+/* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
+/**
+ * Faults with a real server, real agents and RabbitMQ: an agent killed with SIGKILL while a burst of offers
+ * loads, and offers published straight to the broker that are unsigned, forged, tampered or expired.
+ */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import amqp from 'amqplib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createOfferSigner, generateSigningKeyPem, type JobOffer } from '../../src/protocol/index.js';
+import { Cluster } from '../support/distributed.js';
+import { OsUsers } from '../support/os-users.js';
+import { brokerUrl, createVhost, deleteVhost } from '../support/rabbitmq.js';
+import { isRoot } from '../support/steward.js';
+
+const NOOP = `name: noop
+description: one tiny query
+steps:
+  - id: one
+    sql: SELECT 1 AS x
+outputs: [one]
+`;
+const BURST = Number(process.env.STEWARD_TEST_BURST ?? 300);
+
+let vhost = '';
+let cluster: Cluster | undefined;
+let userMap: Record<string, string> = {};
+const osUsers = new OsUsers();
+
+beforeAll(async () => {
+  vhost = await createVhost('faults');
+  cluster = await Cluster.start({ vhost, server: { loadTimeout: '2m', agentLease: '3s' } });
+  userMap = isRoot ? { admin: (await osUsers.user('fa')).name } : {};
+  const pushed = await cluster.request('POST', '/api/workflows', { source: NOOP });
+  expect(pushed.status, JSON.stringify(pushed.json)).toBe(201);
+}, 120_000);
+
+afterAll(async () => {
+  await cluster?.destroy();
+  await osUsers.cleanup();
+  if (vhost) await deleteVhost(vhost);
+}, 60_000);
+
+describe('faults', () => {
+  it(`kill -9 of an agent while a burst of ${BURST} offers loads: nothing stuck, nothing run twice unseen`, async () => {
+    const c = cluster!;
+    const victim = await c.startAgent('victim', { slots: 6, userMap, warmExecutors: 2 });
+    await c.startAgent('survivor', { slots: 6, userMap, warmExecutors: 2 });
+    const ids = await Promise.all(Array.from({ length: BURST }, () => c.submit('noop')));
+    // Wait until the victim holds work, then kill it without a chance to clean up.
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const jobs = await Promise.all(ids.slice(0, 40).map((id) => c.job(id)));
+      if (jobs.some((job) => job.agentId === 'victim')) break;
+      if (Date.now() > deadline) throw new Error('the victim agent never took a job');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await victim.stop('SIGKILL');
+    const jobs = await c.settle(ids, 180_000);
+    const counts: Record<string, number> = {};
+    for (const job of jobs) counts[job.state] = (counts[job.state] ?? 0) + 1;
+    const lost = jobs.filter((job) => job.state === 'lost');
+    // Only jobs the victim had already started may be lost (their outcome is unknown), and each says why.
+    expect(lost.length).toBeLessThanOrEqual(6);
+    for (const job of lost) {
+      expect(job.agentId).toBe('victim');
+      expect(job.error.code).toBe('STEWARD_AGENT_LOST');
+    }
+    expect(counts.succeeded).toBe(BURST - lost.length);
+    // Everything that was loading on the victim went round to the survivor.
+    const bySurvivor = jobs.filter((job) => job.agentId === 'survivor').length;
+    expect(bySurvivor).toBeGreaterThan(0);
+    console.log(`kill -9 agent, burst ${BURST}: ${JSON.stringify(counts)}, stuck 0`);
+  }, 240_000);
+
+  it('kill -9 of an executor mid-run: its running jobs fail saying so, the rest of the burst completes', async () => {
+    const c = cluster!;
+    const pushed = await c.request('POST', '/api/workflows', {
+      source: 'name: short\nsteps:\n  - id: nap\n    shell: sleep 0.5\n',
+    });
+    expect(pushed.status, JSON.stringify(pushed.json)).toBe(201);
+    for (const agent of c.agents.values()) await agent.stop();
+    await c.startAgent('exec-victim', { slots: 8, userMap, warmExecutors: 2 });
+    const total = 80;
+    const ids = await Promise.all(Array.from({ length: total }, () => c.submit('short')));
+    let pid = 0;
+    const deadline = Date.now() + 30_000;
+    while (!pid) {
+      const jobs = await Promise.all(ids.slice(0, 16).map((id) => c.job(id)));
+      pid = jobs.find((job) => job.state === 'running' && job.executor?.pid)?.executor.pid ?? 0;
+      if (Date.now() > deadline) throw new Error('no job was running');
+      if (!pid) await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    process.kill(pid, 'SIGKILL');
+    const jobs = await c.settle(ids, 120_000);
+    const counts: Record<string, number> = {};
+    for (const job of jobs) counts[job.state] = (counts[job.state] ?? 0) + 1;
+    const failed = jobs.filter((job) => job.state !== 'succeeded');
+    expect(failed.length).toBeGreaterThan(0);
+    // One executor per (user, machine): at most the agent's slots were in it.
+    expect(failed.length).toBeLessThanOrEqual(8);
+    for (const job of failed) {
+      expect(job.state).toBe('failed');
+      expect(job.error.code).toBe('STEWARD_EXECUTOR_CRASHED');
+      expect(job.executor.pid).toBe(pid);
+    }
+    console.log(`kill -9 executor, burst ${total}: ${JSON.stringify(counts)}, stuck 0`);
+  }, 180_000);
+
+  it('ends the running job of an agent silent past its lease as lost, saying why', async () => {
+    const c = cluster!;
+    const pushed = await c.request('POST', '/api/workflows', {
+      source: 'name: napper\nsteps:\n  - id: nap\n    shell: sleep 20\n',
+    });
+    expect(pushed.status, JSON.stringify(pushed.json)).toBe(201);
+    for (const agent of c.agents.values()) await agent.stop();
+    const sleepy = await c.startAgent('sleepy', { slots: 1, userMap });
+    const id = await c.submit('napper');
+    const deadline = Date.now() + 30_000;
+    while ((await c.job(id)).state !== 'running') {
+      if (Date.now() > deadline) throw new Error('the job never started');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await sleepy.stop('SIGKILL');
+    const started = Date.now();
+    const [job] = await c.settle([id], 30_000);
+    expect(job.state).toBe('lost');
+    expect(job.agentId).toBe('sleepy');
+    expect(job.error.code).toBe('STEWARD_AGENT_LOST');
+    expect(job.error.message).toMatch(/agent sleepy sent no heartbeat for more than 3s/);
+    // Within the lease (3 s) plus one sweep (1 s) plus slack, well before the 20 s nap would have ended.
+    expect(Date.now() - started).toBeLessThan(10_000);
+  }, 60_000);
+
+  it('never runs unsigned, forged, tampered or expired offers published straight to the broker', async () => {
+    const c = cluster!;
+    for (const agent of c.agents.values()) await agent.stop();
+    const guard = await c.startAgent('guard', { slots: 2, userMap });
+    const serverKey = await readFile(path.join(c.dataDir, 'keys', 'offer-signing.pem'), 'utf8');
+    const genuine = createOfferSigner(serverKey);
+    const stranger = createOfferSigner(generateSigningKeyPem().privateKeyPem);
+    const now = Date.now();
+    const offer = (jobId: string, deadline = now + 60_000): JobOffer => ({
+      v: 1,
+      jobId,
+      attempt: 1,
+      user: 'root',
+      workflow: { name: 'noop', version: 1, digest: 'x'.repeat(64) },
+      params: {},
+      labels: [],
+      jobToken: 'stj_forged_token_not_real',
+      serverUrl: c.url,
+      limits: {},
+      deadline,
+      issuedAt: now,
+    });
+    const tampered = genuine.sign(offer('tampered'));
+    const bodies: Record<string, unknown> = {
+      unsigned: { v: 1, payload: JSON.stringify(offer('unsigned')), signature: '', keyId: 'none' },
+      forged: stranger.sign(offer('forged')),
+      tampered: { ...tampered, payload: tampered.payload.replace('"user":"root"', '"user":"admin"') },
+      expired: genuine.sign(offer('expired', now - 1000)),
+    };
+    const connection = await amqp.connect(`${brokerUrl}/${encodeURIComponent(vhost)}`);
+    const channel = await connection.createConfirmChannel();
+    for (const body of Object.values(bodies)) {
+      channel.sendToQueue('steward.v1.offers', Buffer.from(JSON.stringify(body)), { persistent: true });
+    }
+    await channel.waitForConfirms();
+    await connection.close();
+    const log = path.join(c.root, 'agent-guard', 'logs', 'steward.log');
+    const deadline = Date.now() + 20_000;
+    let lines: Array<{ msg: string; code?: string }> = [];
+    while (Date.now() < deadline) {
+      const text = await readFile(log, 'utf8').catch(() => '');
+      lines = text
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => JSON.parse(line) as { msg: string; code?: string })
+        .filter((line) => line.msg.startsWith('dead-lettering offer'));
+      if (lines.length >= 4) break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(lines).toHaveLength(4);
+    const codes = lines.map((line) => line.code).sort();
+    expect(codes).toEqual([
+      'STEWARD_OFFER_EXPIRED',
+      'STEWARD_OFFER_SIGNATURE_INVALID',
+      'STEWARD_OFFER_SIGNATURE_INVALID',
+      'STEWARD_OFFER_SIGNATURE_INVALID',
+    ]);
+    const text = await readFile(log, 'utf8');
+    expect(text).not.toMatch(/"jobId":"(unsigned|forged|tampered|expired)"/);
+    await guard.stop();
+  }, 60_000);
+});

@@ -1,0 +1,164 @@
+/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
+/**
+ * Distributed Steward for tests: a real `steward server` and real `steward agent` processes talking through
+ * RabbitMQ (a fresh vhost on the machine's broker), each with its own config file, data dir and port.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { stringify } from 'yaml';
+import { brokerUrl } from './rabbitmq.js';
+import { freePort, stewardBin, tempDir } from './steward.js';
+
+export class Daemon {
+  output = '';
+  constructor(readonly child: ChildProcess) {
+    child.stdout?.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
+    child.stderr?.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
+  }
+
+  static start(args: string[], env: Record<string, string> = {}): Daemon {
+    const child = spawn(process.execPath, [stewardBin, ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    return new Daemon(child);
+  }
+
+  async waitForOutput(text: string, timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.output.includes(text)) {
+      if (this.child.exitCode !== null)
+        throw new Error(`exited with ${this.child.exitCode}:\n${this.output}`);
+      if (Date.now() > deadline) throw new Error(`no "${text}" within ${timeoutMs} ms:\n${this.output}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    this.child.kill(signal);
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
+export interface ClusterOptions {
+  vhost: string;
+  /** Broker URL; default the machine's broker. */
+  url?: string;
+  server?: Record<string, unknown>;
+  adminPassword?: string;
+}
+
+export class Cluster {
+  readonly agents = new Map<string, Daemon>();
+  server!: Daemon;
+  url = '';
+  token = '';
+  private readonly dirs: string[] = [];
+
+  private constructor(
+    readonly options: ClusterOptions,
+    readonly root: string,
+  ) {}
+
+  static async start(options: ClusterOptions): Promise<Cluster> {
+    const cluster = new Cluster(options, await tempDir('cluster'));
+    await cluster.startServer();
+    return cluster;
+  }
+
+  get bus(): Record<string, unknown> {
+    return { kind: 'amqp', urls: [this.options.url ?? brokerUrl], vhost: this.options.vhost };
+  }
+
+  get dataDir(): string {
+    return path.join(this.root, 'server');
+  }
+
+  private async startServer(): Promise<void> {
+    const port = await freePort();
+    const config = path.join(this.root, 'server.yaml');
+    await writeFile(config, stringify({ server: { bus: this.bus, ...this.options.server } }));
+    const password = this.options.adminPassword ?? 'admin-password-for-tests';
+    this.server = Daemon.start(
+      ['server', '--config', config, '--port', String(port), '--data-dir', this.dataDir],
+      { STEWARD_ADMIN_PASSWORD: password },
+    );
+    await this.server.waitForOutput('Steward server is up');
+    this.url = `http://127.0.0.1:${port}`;
+    const login = await this.request('POST', '/api/auth/login', { user: 'admin', password });
+    if (login.status !== 200) throw new Error(`login failed: ${JSON.stringify(login.json)}`);
+    this.token = login.json.token as string;
+  }
+
+  async startAgent(id: string, agent: Record<string, unknown>): Promise<Daemon> {
+    const dir = path.join(this.root, `agent-${id}`);
+    const config = path.join(this.root, `agent-${id}.yaml`);
+    await writeFile(
+      config,
+      stringify({
+        agent: {
+          id,
+          bus: this.bus,
+          serverPublicKeyFile: path.join(this.dataDir, 'keys', 'offer-signing.pub'),
+          workspaceRoot: path.join(dir, 'workspaces'),
+          heartbeatInterval: '1s',
+          ...agent,
+        },
+      }),
+    );
+    const daemon = Daemon.start(['agent', '--config', config, '--data-dir', dir]);
+    await daemon.waitForOutput(`Steward agent ${id} is up`);
+    this.agents.set(id, daemon);
+    return daemon;
+  }
+
+  async request(method: string, url: string, body?: unknown): Promise<{ status: number; json: any }> {
+    const response = await fetch(`${this.url}${url}`, {
+      method,
+      headers: {
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+        ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
+      },
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+    });
+    const text = await response.text();
+    return { status: response.status, json: text ? JSON.parse(text) : undefined };
+  }
+
+  async submit(workflow: string, labels: string[] = []): Promise<string> {
+    const response = await this.request('POST', '/api/jobs', { workflow, labels });
+    if (response.status !== 201 && response.status !== 200)
+      throw new Error(`submit failed: ${response.status} ${JSON.stringify(response.json)}`);
+    return response.json.id as string;
+  }
+
+  async job(id: string): Promise<any> {
+    return (await this.request('GET', `/api/jobs/${id}`)).json;
+  }
+
+  /** Waits until every job is in a terminal state; returns them. */
+  async settle(ids: string[], timeoutMs = 60_000): Promise<any[]> {
+    const deadline = Date.now() + timeoutMs;
+    const terminal = new Set(['succeeded', 'failed', 'canceled', 'expired', 'lost']);
+    for (;;) {
+      const jobs = await Promise.all(ids.map((id) => this.job(id)));
+      if (jobs.every((job) => terminal.has(job.state))) return jobs;
+      if (Date.now() > deadline) {
+        const pending = jobs.filter((job) => !terminal.has(job.state)).map((job) => `${job.id}:${job.state}`);
+        throw new Error(`jobs not settled: ${pending.slice(0, 10).join(' ')}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
+
+  async destroy(): Promise<void> {
+    for (const agent of this.agents.values()) await agent.stop();
+    await this.server?.stop();
+    for (const dir of [this.root, ...this.dirs]) await rm(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,107 @@
+/**
+ * A private RabbitMQ node for fault tests: its own node name, ports, data (mnesia), logs, config and plugins
+ * file in a temp dir, started in the foreground so the test can kill -9 it and start it again on the same
+ * data. It shares the machine's epmd and root's Erlang cookie, with a node name of its own.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { connect } from 'node:net';
+import path from 'node:path';
+import { freePort, tempDir } from './steward.js';
+
+/** Debian's server script (the /usr/sbin wrapper switches to the rabbitmq user; this one runs as us). */
+function serverScript(): string {
+  const debian = '/usr/lib/rabbitmq/bin/rabbitmq-server';
+  return process.env.STEWARD_TEST_RABBITMQ_SERVER ?? (existsSync(debian) ? debian : 'rabbitmq-server');
+}
+
+function portOpen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+export class PrivateBroker {
+  child: ChildProcess | undefined;
+  output = '';
+
+  private constructor(
+    readonly dir: string,
+    readonly port: number,
+    readonly distPort: number,
+    readonly nodeName: string,
+  ) {}
+
+  get url(): string {
+    return `amqp://guest:guest@127.0.0.1:${this.port}`;
+  }
+
+  static async create(): Promise<PrivateBroker> {
+    const dir = await tempDir('rabbit');
+    const broker = new PrivateBroker(
+      dir,
+      await freePort(),
+      await freePort(),
+      `steward-test-${randomBytes(3).toString('hex')}@localhost`,
+    );
+    await mkdir(path.join(dir, 'log'));
+    await writeFile(path.join(dir, 'enabled_plugins'), '[].\n');
+    await writeFile(path.join(dir, 'env.conf'), '');
+    await writeFile(
+      path.join(dir, 'rabbitmq.conf'),
+      `listeners.tcp.default = 127.0.0.1:${broker.port}\nloopback_users = none\n`,
+    );
+    return broker;
+  }
+
+  async start(timeoutMs = 60_000): Promise<void> {
+    const dir = this.dir;
+    this.output = '';
+    const child = spawn(serverScript(), [], {
+      cwd: dir,
+      env: {
+        ...process.env,
+        RABBITMQ_NODENAME: this.nodeName,
+        RABBITMQ_NODE_PORT: String(this.port),
+        RABBITMQ_DIST_PORT: String(this.distPort),
+        RABBITMQ_MNESIA_BASE: path.join(dir, 'mnesia'),
+        RABBITMQ_LOG_BASE: path.join(dir, 'log'),
+        RABBITMQ_ENABLED_PLUGINS_FILE: path.join(dir, 'enabled_plugins'),
+        RABBITMQ_CONFIG_FILE: path.join(dir, 'rabbitmq.conf'),
+        RABBITMQ_CONF_ENV_FILE: path.join(dir, 'env.conf'),
+        RABBITMQ_PID_FILE: path.join(dir, 'pid'),
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.child = child;
+    child.stdout.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
+    const deadline = Date.now() + timeoutMs;
+    while (!(await portOpen(this.port))) {
+      if (child.exitCode !== null) throw new Error(`broker exited with ${child.exitCode}:\n${this.output}`);
+      if (Date.now() > deadline) throw new Error(`broker not up within ${timeoutMs} ms:\n${this.output}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  /** kill -9 of the node (the script execs into the Erlang VM, so the child is the VM). */
+  async kill(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGKILL');
+    await exited;
+  }
+
+  async destroy(): Promise<void> {
+    await this.kill();
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
