@@ -88,6 +88,7 @@ export async function startSteward({ config } = {}) {
     .token;
   return {
     url,
+    dataDir,
     token,
     api: (method, route, body) => api(method, route, token, body),
     async stop() {

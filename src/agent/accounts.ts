@@ -5,6 +5,7 @@
 import { execFile } from 'node:child_process';
 import os from 'node:os';
 import { promisify } from 'node:util';
+import type { CompiledIdentityPolicy } from '../config/index.js';
 import { StewardError } from '../protocol/index.js';
 
 const execFileAsync = promisify(execFile);
@@ -17,36 +18,39 @@ export interface OsAccount {
   shell: string;
 }
 
-export interface IdentityPolicy {
+export interface IdentityPolicy extends CompiledIdentityPolicy {
+  /** Server user → OS user, for server-local users with no OS account of their own name. */
   userMap: Readonly<Record<string, string>>;
-  /** Accounts below this uid are refused unless allowed explicitly. Default 1000. */
-  minUid: number;
-  bannedUsers: ReadonlySet<string>;
 }
 
-/** POSIX portable user names (lowercase, not starting with a digit or '-'), at most 32 characters. */
-const NAME_PATTERN = /^[a-z_][a-z0-9_-]{0,31}$/;
+/** Longest OS user name accepted (useradd's limit on Linux). */
+const MAX_NAME_LENGTH = 32;
+/**
+ * A floor no configured pattern can lower: names that could be taken for a uid, a path or a shell word are
+ * refused before any lookup.
+ */
+const NAME_FLOOR = /^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$/;
 
-export const defaultBannedUsers: ReadonlySet<string> = new Set([
-  'root',
-  'bin',
-  'daemon',
-  'sys',
-  'sync',
-  'nobody',
-  'postgres',
-  'rabbitmq',
-  'www-data',
-]);
+/** Why a name is not acceptable as an OS user name, or undefined when it is. */
+export function nameProblem(name: string, pattern: RegExp): string | undefined {
+  if (name.length === 0) return 'it is empty';
+  if (name.length > MAX_NAME_LENGTH) return `it is longer than ${MAX_NAME_LENGTH} characters`;
+  if (/^[0-9]/.test(name)) return 'it starts with a digit (it could be read as a uid)';
+  if (name.includes('..')) return 'it contains ".."';
+  if (!NAME_FLOOR.test(name)) return 'it contains "/", spaces or shell characters';
+  if (!pattern.test(name)) return `it does not match the identity.nameRegex pattern ${pattern.source}`;
+  return undefined;
+}
 
-export function mapToOsName(serverUser: string, policy: IdentityPolicy): string {
+export function mapToOsName(serverUser: string, policy: IdentityPolicy, agentId?: string): string {
   const mapped = Object.hasOwn(policy.userMap, serverUser)
     ? policy.userMap[serverUser]!
     : serverUser.toLowerCase();
-  if (!NAME_PATTERN.test(mapped)) {
+  const problem = nameProblem(mapped, policy.namePattern);
+  if (problem) {
     throw new StewardError(
       'STEWARD_USER_NAME_INVALID',
-      `server user ${JSON.stringify(serverUser)} maps to ${JSON.stringify(mapped)}, which is not a valid OS user name`,
+      `server user ${JSON.stringify(serverUser)} maps to OS user name ${JSON.stringify(mapped)}, which is refused${agentId ? ` on agent ${agentId}` : ''}: ${problem}`,
     );
   }
   return mapped;
@@ -58,7 +62,7 @@ export function mapToOsName(serverUser: string, policy: IdentityPolicy): string 
  * and reported as STEWARD_USER_UNKNOWN naming the timeout, so a directory outage refuses jobs, never hangs.
  */
 export async function lookupAccount(name: string, timeoutMs = 10_000): Promise<OsAccount | undefined> {
-  if (!NAME_PATTERN.test(name)) return undefined;
+  if (!NAME_FLOOR.test(name) || name.length > MAX_NAME_LENGTH) return undefined;
   let stdout: string;
   try {
     ({ stdout } = await execFileAsync('getent', ['passwd', '--', name], {
@@ -77,7 +81,17 @@ export async function lookupAccount(name: string, timeoutMs = 10_000): Promise<O
   }
   const fields = stdout.trim().split('\n')[0]?.split(':') ?? [];
   if (fields.length < 7 || fields[0] !== name) return undefined;
-  return { name, uid: Number(fields[2]), gid: Number(fields[3]), home: fields[5]!, shell: fields[6]! };
+  const uid = Number(fields[2]);
+  const gid = Number(fields[3]);
+  if (!Number.isInteger(uid) || !Number.isInteger(gid) || fields[2] === '' || fields[3] === '')
+    return undefined;
+  return { name, uid, gid, home: fields[5]!, shell: fields[6]! };
+}
+
+/** Names of the account's groups (primary and supplementary), through NSS, as initgroups would set them. */
+export async function accountGroups(name: string): Promise<string[]> {
+  const { stdout } = await execFileAsync('id', ['-Gn', '--', name], { timeout: 10_000 });
+  return stdout.trim().split(/\s+/).filter(Boolean);
 }
 
 /**
@@ -109,33 +123,50 @@ export class AccountCache {
   }
 }
 
+/**
+ * Resolves and checks a server user's OS account. Every refusal is a StewardError with a stable code and a
+ * message naming the account, the rule and the agent, so the job event tells an admin what to change.
+ */
 export async function resolveAccount(
   serverUser: string,
   policy: IdentityPolicy,
   agentId: string,
   lookup: (name: string) => Promise<OsAccount | undefined> = lookupAccount,
 ): Promise<OsAccount> {
-  const name = mapToOsName(serverUser, policy);
+  const name = mapToOsName(serverUser, policy, agentId);
+  const via = name === serverUser ? '' : ` (server user '${serverUser}')`;
   if (policy.bannedUsers.has(name)) {
-    throw new StewardError('STEWARD_USER_REFUSED', `OS account '${name}' is banned on agent ${agentId}`);
+    throw new StewardError(
+      'STEWARD_USER_BANNED',
+      `OS account '${name}'${via} is in identity.bannedUsers on agent ${agentId}`,
+    );
   }
   const account = await lookup(name);
   if (!account)
     throw new StewardError(
       'STEWARD_USER_UNKNOWN',
-      `OS account '${name}' does not exist on agent ${agentId} (or the directory NSS resolves it from is unreachable)`,
+      `OS account '${name}'${via} does not exist on agent ${agentId} (NSS found nothing, or the directory it resolves accounts from is unreachable)`,
     );
   if (account.uid === 0 || account.gid === 0) {
     throw new StewardError(
       'STEWARD_USER_REFUSED',
-      `OS account '${name}' is root-equivalent (uid ${account.uid}, gid ${account.gid}) on agent ${agentId}`,
+      `OS account '${name}'${via} is root-equivalent (uid ${account.uid}, gid ${account.gid}) on agent ${agentId}`,
     );
   }
-  if (account.uid < policy.minUid) {
+  if (account.uid < policy.minUid && !policy.allowedSystemUsers.has(name)) {
     throw new StewardError(
-      'STEWARD_USER_REFUSED',
-      `OS account '${name}' has uid ${account.uid} < minUid ${policy.minUid} on agent ${agentId}`,
+      'STEWARD_USER_UID_TOO_LOW',
+      `OS account '${name}'${via} has uid ${account.uid} < minUid ${policy.minUid} on agent ${agentId}; list it in identity.allowedSystemUsers if intended`,
     );
+  }
+  if (policy.allowedGroups) {
+    const groups = await accountGroups(name);
+    if (!groups.some((group) => policy.allowedGroups!.has(group))) {
+      throw new StewardError(
+        'STEWARD_USER_GROUP_NOT_ALLOWED',
+        `OS account '${name}'${via} is in none of identity.allowedGroups (${[...policy.allowedGroups].join(', ')}) on agent ${agentId}; its groups: ${groups.join(', ') || 'none'}`,
+      );
+    }
   }
   return account;
 }

@@ -24,14 +24,16 @@ import {
 } from '../protocol/index.js';
 import {
   currentAccount,
-  defaultBannedUsers,
+  mapToOsName,
   resolveAccount,
   lookupAccount,
   AccountCache,
   type IdentityPolicy,
   type OsAccount,
 } from './accounts.js';
-import { ExecutorPool, type UserExecutor } from './pool.js';
+import { planCleanup, runCleanup } from './cleanup.js';
+import { detectCgroups, removeCgroupParents, type CgroupSupport } from './cgroups.js';
+import { ExecutorPool, outOfMemory, type UserExecutor } from './pool.js';
 import { UserLogs } from './user-logs.js';
 import { ensureHome, prepareUserDirs, prepareWorkspaceRoot } from './workspaces.js';
 
@@ -51,6 +53,19 @@ interface ActiveJob {
   cancelRequested: boolean;
   executor?: UserExecutor;
   identity?: ExecutorIdentity;
+  /** The executor cgroup's OOM-kill count when the job started, to attribute a later kill to it. */
+  oomKillsBefore: number;
+  /** When the offer reached this agent (performance.now()), for the start-latency record. */
+  receivedAt: number;
+  /** Whether the user had no executor here when the job was placed (a cold start). */
+  coldStart: boolean;
+  firstStepLogged: boolean;
+  timing?: Record<string, number>;
+  sentAt?: number;
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 100) / 100;
 }
 
 const REJECT_PAUSE_MS = [150, 450] as const;
@@ -65,12 +80,14 @@ export class Agent {
   private readonly accounts: AccountCache;
   private readonly pool: ExecutorPool;
   private readonly userLogs: UserLogs;
+  private cgroupSupport: CgroupSupport = { version: 'none', detail: 'not detected yet' };
   private readonly active = new Map<string, ActiveJob>();
   /** (jobId, attempt) pairs this agent took, so a replayed offer is refused. Bounded. */
   private readonly taken = new Set<string>();
   private offers: Subscription | undefined;
   private control: Subscription | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
+  private housekeeping: NodeJS.Timeout | undefined;
   private draining = false;
   private stopped = false;
 
@@ -80,18 +97,20 @@ export class Agent {
     this.log = options.logger.child({ component: 'agent', agentId: options.config.id });
     this.verifier = createOfferVerifier(options.publicKeys);
     this.isolation = process.getuid?.() === 0 ? 'per-user' : 'single-user';
-    this.policy = { userMap: this.config.userMap, minUid: 1000, bannedUsers: defaultBannedUsers };
+    this.policy = { ...this.config.identity, userMap: this.config.userMap };
     const lookupTimeoutMs = this.config.accountLookupTimeoutMs;
     this.accounts = new AccountCache(this.config.accountCacheTtlMs, (name) =>
       lookupAccount(name, lookupTimeoutMs),
     );
-    this.userLogs = new UserLogs(this.config.logDir);
+    this.userLogs = new UserLogs(this.config.logDir, this.config.logRetentionDays);
     this.pool = new ExecutorPool({
       warmExecutors: this.config.warmExecutors,
       idleTimeoutMs: this.config.idleTimeoutMs,
       stopTimeoutMs: this.config.stopTimeoutMs,
       duckdb: this.config.duckdb,
       keepJobDirs: this.config.keepJobDirs,
+      cgroups: this.cgroupSupport,
+      limits: this.config.limits,
       onOutput: (owner, pid, stream, line) => {
         if (owner) this.userLogs.write(owner, pid, stream, line);
         else this.log.info({ pid, stream }, line);
@@ -114,12 +133,23 @@ export class Agent {
     });
   }
 
+  /** Which cgroup interface enforces executor limits (`none` with the reason when none does). */
+  get cgroups(): CgroupSupport {
+    return this.cgroupSupport;
+  }
+
+  get limits(): CompiledAgentConfig['limits'] {
+    return this.config.limits;
+  }
+
   get freeSlots(): number {
     return this.draining || this.stopped ? 0 : Math.max(0, this.config.slots - this.active.size);
   }
 
   async start(): Promise<void> {
     await prepareWorkspaceRoot(this.config.workspaceRoot, this.isolation === 'per-user');
+    this.cgroupSupport = await detectCgroups(this.config.id);
+    this.pool.setCgroups(this.cgroupSupport);
     await this.pool.prime();
     this.control = await this.bus.consumeControl(this.config.id, (delivery) => this.onControl(delivery));
     this.offers = await this.bus.consumeOffers((delivery) => this.onOffer(delivery), {
@@ -127,9 +157,22 @@ export class Agent {
     });
     this.heartbeat = setInterval(() => void this.sendHeartbeat(), this.config.heartbeatIntervalMs);
     this.heartbeat.unref();
+    this.housekeeping = setInterval(
+      () => void this.houseKeep(),
+      Math.min(this.config.cleanup?.everyMs ?? 86_400_000, 86_400_000),
+    );
+    this.housekeeping.unref();
+    void this.houseKeep();
     await this.sendHeartbeat();
     this.log.info(
-      { isolation: this.isolation, slots: this.config.slots, labels: this.config.labels },
+      {
+        isolation: this.isolation,
+        slots: this.config.slots,
+        labels: this.config.labels,
+        cgroups: this.cgroupSupport.version,
+        cgroupDetail: this.cgroupSupport.detail,
+        limits: this.config.limits,
+      },
       'agent started',
     );
   }
@@ -138,15 +181,39 @@ export class Agent {
     if (this.stopped) return;
     this.stopped = true;
     if (this.heartbeat) clearInterval(this.heartbeat);
+    if (this.housekeeping) clearInterval(this.housekeeping);
     await this.offers?.cancel();
     await this.control?.cancel();
     await this.pool.close();
+    await removeCgroupParents(this.cgroupSupport);
     this.userLogs.close();
+  }
+
+  /** Log retention, and the scheduled workspace cleanup when configured. Never throws. */
+  private async houseKeep(): Promise<void> {
+    try {
+      const prunedLogs = await this.userLogs.prune();
+      let removed = 0;
+      let failed = 0;
+      if (this.config.cleanup && this.isolation === 'per-user') {
+        const report = await runCleanup(
+          await planCleanup(this.config.workspaceRoot, this.config.cleanup.olderThanMs),
+        );
+        removed = report.removed.length;
+        failed = report.failed.length;
+        for (const { item, error } of report.failed)
+          this.log.warn({ path: item.path, error }, 'cleanup failed');
+      }
+      if (prunedLogs + removed + failed > 0) this.log.info({ prunedLogs, removed, failed }, 'housekeeping');
+    } catch (error) {
+      this.log.error({ err: error }, 'housekeeping failed');
+    }
   }
 
   // --- offers --------------------------------------------------------------------------------------------
 
   private async onOffer(delivery: Delivery<unknown>): Promise<void> {
+    const receivedAt = performance.now();
     let offer: JobOffer;
     try {
       offer = this.verifier.verify(delivery.body);
@@ -173,10 +240,30 @@ export class Agent {
       await delivery.requeue(low + Math.random() * (high - low));
       return;
     }
+    const verdict = this.fits(offer);
+    if (verdict) {
+      this.log.debug(
+        { jobId: offer.jobId, user: offer.user, reason: verdict },
+        'offer does not fit, handing it back',
+      );
+      const [low, high] = REJECT_PAUSE_MS;
+      await delivery.requeue(low + Math.random() * (high - low));
+      return;
+    }
     // Each delivery of an offer numbers its events in its own range: when an agent died after reporting and
     // the offer went to another agent, the new agent's events must not look like duplicates of the old ones.
     const seq = (delivery.deliveryCount - 1) * 1_000_000;
-    const job: ActiveJob = { offer, delivery, seq, acked: false, cancelRequested: false };
+    const job: ActiveJob = {
+      offer,
+      delivery,
+      seq,
+      acked: false,
+      cancelRequested: false,
+      oomKillsBefore: 0,
+      receivedAt,
+      coldStart: false,
+      firstStepLogged: false,
+    };
     this.active.set(key, job);
     this.remember(key);
     await this.updatePrefetch();
@@ -191,14 +278,79 @@ export class Agent {
     }
   }
 
+  /**
+   * Whether the offer fits this machine's budget now: the user's own cap, then — if the user needs a new
+   * executor — core tokens and memory for it (an idle executor of another user is evicted to make room).
+   * Returns the reason it does not fit, or undefined. Names the identity policy would refuse fit: placing
+   * them ends the job with the refusal, which costs nothing.
+   */
+  private fits(offer: JobOffer): string | undefined {
+    const { capacity } = this.config;
+    let userJobs = 0;
+    for (const job of this.active.values()) if (job.offer.user === offer.user) userJobs += 1;
+    if (userJobs >= capacity.maxJobsPerUser)
+      return `user ${offer.user} already runs ${userJobs} job(s), the per-user cap`;
+    if (this.isolation !== 'per-user') return undefined;
+    let osName: string;
+    try {
+      osName = mapToOsName(offer.user, this.policy);
+    } catch {
+      return undefined;
+    }
+    if (this.pool.hasExecutorFor(osName)) return undefined;
+    const needed = (executors: number) => ({
+      tokens: (executors + 1) * capacity.tokensPerExecutor,
+      memory: (executors + 1) * this.config.limits.memoryBytes,
+    });
+    // Users accepted a moment ago whose executors are not in the pool yet hold their share too.
+    const pending = new Set<string>();
+    for (const job of this.active.values()) {
+      if (job.executor || job.offer.user === offer.user || pending.has(job.offer.user)) continue;
+      let name: string;
+      try {
+        name = mapToOsName(job.offer.user, this.policy);
+      } catch {
+        continue;
+      }
+      if (!this.pool.hasExecutorFor(name)) pending.add(job.offer.user);
+    }
+    for (;;) {
+      const want = needed(this.pool.userExecutorCount + pending.size);
+      if (want.tokens <= capacity.tokens && want.memory <= capacity.memoryBytes) return undefined;
+      if (!this.pool.evictIdle())
+        return `no capacity for another executor (${want.tokens} of ${capacity.tokens} core tokens, ${want.memory} of ${capacity.memoryBytes} bytes)`;
+    }
+  }
+
   private async place(job: ActiveJob): Promise<void> {
     const account: OsAccount =
       this.isolation === 'per-user'
         ? await resolveAccount(job.offer.user, this.policy, this.config.id, (name) => this.accounts.get(name))
         : currentAccount();
-    if (this.isolation === 'per-user') await ensureHome(account);
-    const dirs = await prepareUserDirs(this.config.workspaceRoot, account, this.isolation === 'per-user');
+    const t1 = performance.now();
+    // The home directory and the workspace are independent: prepared side by side.
+    let homeDone = t1;
+    const [, dirs] = await Promise.all([
+      (this.isolation === 'per-user' ? ensureHome(account) : Promise.resolve()).then(() => {
+        homeDone = performance.now();
+      }),
+      prepareUserDirs(this.config.workspaceRoot, account, this.isolation === 'per-user', {
+        auditorsGroup: this.config.auditorsGroup,
+      }),
+    ]);
+    const t3 = performance.now();
+    const t2 = homeDone;
+    job.coldStart = !this.pool.hasExecutorFor(account.name);
     const executor = await this.pool.acquire(account, dirs);
+    const t4 = performance.now();
+    // Where a start's time goes (ms), logged with the start latency: the figures to look at when it is slow.
+    job.timing = {
+      acceptAndResolve: round(t1 - job.receivedAt),
+      home: round(t2 - t1),
+      homeAndDirs: round(t3 - t1),
+      executor: round(t4 - t3),
+      load: 0,
+    };
     if (job.cancelRequested) {
       await this.finish(job, 'canceled', {
         code: 'STEWARD_JOB_CANCELED',
@@ -208,6 +360,7 @@ export class Agent {
     }
     job.executor = executor;
     job.identity = executor.identity;
+    job.oomKillsBefore = (await executor.cgroup?.oomKills()) ?? 0;
     this.pool.jobStarted(executor, job.offer.jobId);
     executor.process.send({
       type: 'job',
@@ -218,6 +371,7 @@ export class Agent {
       params: job.offer.params,
       ...(job.offer.limits.timeoutMs ? { timeoutMs: job.offer.limits.timeoutMs } : {}),
     });
+    job.sentAt = performance.now();
   }
 
   private onExecutorMessage(executor: UserExecutor, message: ExecutorToAgent): void {
@@ -229,6 +383,20 @@ export class Agent {
         void this.loaded(job);
         return;
       case 'step':
+        if (message.step.state === 'running' && !job.firstStepLogged) {
+          job.firstStepLogged = true;
+          // Offer arrival → first step running: the figure `bench/cold-start.mjs` reports.
+          this.log.info(
+            {
+              jobId: job.offer.jobId,
+              user: executor.account.name,
+              coldStart: job.coldStart,
+              startLatencyMs: round(performance.now() - job.receivedAt),
+              phasesMs: job.timing,
+            },
+            'first step started',
+          );
+        }
         void this.emitStep(job, message.step);
         return;
       case 'finished':
@@ -238,6 +406,7 @@ export class Agent {
   }
 
   private async loaded(job: ActiveJob): Promise<void> {
+    if (job.timing && job.sentAt !== undefined) job.timing.load = round(performance.now() - job.sentAt);
     if (!job.acked) {
       job.acked = true;
       await job.delivery.ack();
@@ -254,9 +423,12 @@ export class Agent {
         this.taken.delete(key);
         void job.delivery.requeue(0).then(() => this.updatePrefetch());
       } else {
+        const oom = cause.startsWith('out of memory');
         void this.finish(job, 'failed', {
-          code: 'STEWARD_EXECUTOR_CRASHED',
-          message: `executor for ${job.identity?.osUser ?? job.offer.user} ended during the job: ${cause}`,
+          code: oom ? 'STEWARD_OUT_OF_MEMORY' : 'STEWARD_EXECUTOR_CRASHED',
+          message: oom
+            ? `${cause}: the executor for ${job.identity?.osUser ?? job.offer.user} was killed by the kernel`
+            : `executor for ${job.identity?.osUser ?? job.offer.user} ended during the job: ${cause}`,
         });
       }
     }
@@ -266,6 +438,17 @@ export class Agent {
     const key = `${job.offer.jobId}:${job.offer.attempt}`;
     if (this.active.get(key) !== job) return;
     this.active.delete(key);
+    const cgroup = job.executor?.cgroup;
+    if (state === 'failed' && error?.code !== 'STEWARD_OUT_OF_MEMORY' && cgroup) {
+      // A step the kernel killed for the memory limit looks like any killed process to the engine; the
+      // cgroup's own counter says what happened.
+      if ((await cgroup.oomKills()) > job.oomKillsBefore) {
+        error = {
+          code: 'STEWARD_OUT_OF_MEMORY',
+          message: `${outOfMemory(cgroup.limits)}${error ? `: ${error.message}` : ''}`,
+        };
+      }
+    }
     if (job.executor) this.pool.jobEnded(job.executor, job.offer.jobId);
     // Final state first, then ack: if we die in between, a redelivered offer finds the job ended.
     await this.emitState(job, state, error);

@@ -3,10 +3,20 @@ export {
   resolveAccount,
   mapToOsName,
   lookupAccount,
+  accountGroups,
+  nameProblem,
   AccountCache,
   currentAccount,
-  defaultBannedUsers,
   type OsAccount,
   type IdentityPolicy,
 } from './accounts.js';
 export { ensureOwnedDir, prepareUserDirs, prepareWorkspaceRoot } from './workspaces.js';
+export {
+  detectCgroups,
+  removeCgroupParents,
+  ExecutorCgroup,
+  type CgroupSupport,
+  type ExecutorLimits,
+} from './cgroups.js';
+export { planCleanup, runCleanup, KEEP_MARKER, type CleanupItem, type CleanupReport } from './cleanup.js';
+export { DailyLogFile, UserLogs } from './user-logs.js';

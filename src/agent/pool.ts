@@ -3,8 +3,10 @@
  * while warm, stopped after the idle timeout; plus a few pre-started executors with no user yet, each of
  * which becomes one user's executor and never anyone else's.
  */
+import { readFileSync } from 'node:fs';
 import type { ExecutorIdentity, ExecutorInfo, ExecutorToAgent } from '../protocol/index.js';
 import type { OsAccount } from './accounts.js';
+import { ExecutorCgroup, formatBytes, type CgroupSupport, type ExecutorLimits } from './cgroups.js';
 import { ExecutorProcess, type ExitInfo, type SpawnOptions } from './spawner.js';
 import type { UserDirs } from './workspaces.js';
 
@@ -20,16 +22,36 @@ export interface PoolOptions extends Omit<SpawnOptions, 'onOutput'> {
   idleTimeoutMs: number;
   duckdb: { memoryLimit: string; threads: number };
   keepJobDirs: boolean;
+  /** Where executor cgroups go (`none`: limits recorded but not enforced). */
+  cgroups: CgroupSupport;
+  limits: ExecutorLimits;
   /** Called for every message from a user's executor. */
   onMessage: (executor: UserExecutor, message: ExecutorToAgent) => void;
   /** Called when a user's executor exits, with the jobs it still had. */
   onExit: (executor: UserExecutor, exit: ExitInfo, jobs: string[]) => void;
 }
 
+/** Resident memory of a process from /proc (Linux), or null. */
+function residentBytes(pid: number): number | null {
+  try {
+    const kib = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+    return kib === undefined ? null : Number(kib) * 1024;
+  } catch {
+    return null;
+  }
+}
+
+/** The exit cause of a process the kernel killed for exceeding the cgroup's memory limit. */
+export function outOfMemory(limits: ExecutorLimits): string {
+  return `out of memory (limit ${formatBytes(limits.memoryBytes)})`;
+}
+
 export class UserExecutor {
   readonly jobs = new Set<string>();
   idleSince: number | null = Date.now();
   identity: ExecutorIdentity | undefined;
+  /** Its cgroup, when limits are enforced. */
+  cgroup: ExecutorCgroup | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -48,7 +70,7 @@ export class UserExecutor {
       pid: this.pid,
       jobs: this.jobs.size,
       idleSinceMs: this.idleSince,
-      rssBytes: null,
+      rssBytes: residentBytes(this.pid),
     };
   }
 
@@ -61,11 +83,24 @@ export class UserExecutor {
 
 export class ExecutorPool {
   private readonly byUid = new Map<number, Promise<UserExecutor>>();
+  /** OS user names with an executor starting or running (for capacity decisions before account lookup). */
+  private readonly names = new Map<number, string>();
+  /** The executor currently serving each uid, once started. */
+  private readonly owners = new Map<number, UserExecutor>();
   private readonly live = new Set<UserExecutor>();
   private readonly warm: ExecutorProcess[] = [];
+  /** Reaping and cgroup removals under way. */
+  private readonly cleanups = new Set<Promise<unknown>>();
+  /** Cgroups of pre-started executors, joined before any user is assigned. */
+  private readonly warmCgroups = new Map<ExecutorProcess, Promise<ExecutorCgroup | undefined>>();
   private closed = false;
 
   constructor(private readonly options: PoolOptions) {}
+
+  /** Set once the agent has detected the cgroup interface (before any executor is assigned). */
+  setCgroups(support: CgroupSupport): void {
+    this.options.cgroups = support;
+  }
 
   /** Starts the pre-started executors. */
   async prime(): Promise<void> {
@@ -83,7 +118,11 @@ export class ExecutorPool {
     if (existing) return existing;
     const starting = this.startFor(account, dirs);
     this.byUid.set(account.uid, starting);
-    starting.catch(() => this.byUid.delete(account.uid));
+    this.names.set(account.uid, account.name);
+    starting.catch(() => {
+      this.byUid.delete(account.uid);
+      this.names.delete(account.uid);
+    });
     return starting;
   }
 
@@ -96,6 +135,51 @@ export class ExecutorPool {
   jobEnded(executor: UserExecutor, jobId: string): void {
     executor.jobs.delete(jobId);
     if (executor.jobs.size === 0) this.markIdle(executor);
+  }
+
+  /** User executors starting or running: each holds its share of the machine's capacity. */
+  get userExecutorCount(): number {
+    return this.byUid.size;
+  }
+
+  hasExecutorFor(osName: string): boolean {
+    for (const name of this.names.values()) if (name === osName) return true;
+    return false;
+  }
+
+  /**
+   * Stops the executor idle the longest, to free its capacity for another user. Returns false when none is
+   * idle. Its share counts as free at once: it has no job, and it exits within the stop timeout.
+   */
+  evictIdle(): boolean {
+    let oldest: UserExecutor | undefined;
+    for (const executor of this.live) {
+      if (executor.jobs.size > 0 || executor.idleSince === null) continue;
+      if (!oldest || executor.idleSince < oldest.idleSince!) oldest = executor;
+    }
+    if (!oldest) return false;
+    this.retire(oldest, 'evicted: capacity needed for another user');
+    return true;
+  }
+
+  /**
+   * Takes an executor out of service and stops it. From now on a job for its user starts a new executor:
+   * none is ever handed a job while it is shutting down.
+   */
+  private retire(executor: UserExecutor, cause: string): void {
+    this.forget(executor);
+    executor.setIdleTimer(undefined);
+    void executor.process.stop(cause);
+  }
+
+  private forget(executor: UserExecutor): void {
+    this.live.delete(executor);
+    const uid = executor.account.uid;
+    if (this.owners.get(uid) === executor) {
+      this.owners.delete(uid);
+      this.byUid.delete(uid);
+      this.names.delete(uid);
+    }
   }
 
   executors(): ExecutorInfo[] {
@@ -111,6 +195,13 @@ export class ExecutorPool {
     });
     stops.push(...this.warm.splice(0).map((process) => process.stop('agent stop')));
     await Promise.all(stops);
+    // Exits are reaped asynchronously (cgroup counters, removal): wait for them, so nothing is left behind.
+    while (this.cleanups.size > 0) await Promise.allSettled([...this.cleanups]);
+  }
+
+  private track(cleanup: Promise<unknown>): void {
+    const tracked = cleanup.catch(() => {}).finally(() => this.cleanups.delete(tracked));
+    this.cleanups.add(tracked);
   }
 
   private async startFor(account: OsAccount, dirs: UserDirs): Promise<UserExecutor> {
@@ -120,10 +211,31 @@ export class ExecutorPool {
     process.on('message', (message) => this.options.onMessage(executor, message));
     process.on('exit', (exit) => {
       executor.setIdleTimer(undefined);
-      this.live.delete(executor);
-      if (this.byUid.get(account.uid) && executor.process === process) this.byUid.delete(account.uid);
-      this.options.onExit(executor, exit, [...executor.jobs]);
+      this.forget(executor);
+      this.track(this.reap(executor, exit));
     });
+    // Limits first, identity second: the process joins its cgroup while still root and idle, so nothing the
+    // user runs starts outside it.
+    // A pre-started executor usually sits in its cgroup already (see addWarm): less to do on the user's clock.
+    const prepared = this.warmCgroups.get(process);
+    this.warmCgroups.delete(process);
+    executor.cgroup = await prepared?.catch(() => undefined);
+    if (this.options.cgroups.version !== 'none' && !executor.cgroup) {
+      try {
+        executor.cgroup = await ExecutorCgroup.create(
+          this.options.cgroups,
+          `exec-${process.pid ?? 0}`,
+          this.options.limits,
+        );
+        await executor.cgroup.join(process.pid ?? -1);
+      } catch (error) {
+        void process.stop('cgroup setup failed');
+        await executor.cgroup?.remove();
+        throw new Error(
+          `could not put the executor for ${account.name} into its cgroup: ${(error as Error).message}`,
+        );
+      }
+    }
     const assumed = new Promise<ExecutorIdentity>((resolve, reject) => {
       const onMessage = (message: ExecutorToAgent): void => {
         if (message.type === 'assumed') {
@@ -134,6 +246,11 @@ export class ExecutorPool {
             uid: message.uid,
             gid: message.gid,
             groups: message.groups,
+            limits: {
+              memoryBytes: this.options.limits.memoryBytes,
+              cpus: this.options.limits.cpus,
+              cgroup: this.options.cgroups.version,
+            },
           });
         } else if (message.type === 'assume-failed') {
           process.off('message', onMessage);
@@ -164,14 +281,28 @@ export class ExecutorPool {
       throw error;
     }
     this.live.add(executor);
+    this.owners.set(account.uid, executor);
     this.markIdle(executor);
     return executor;
+  }
+
+  /** Records an exit with its cause — from the cgroup's OOM counter when it says so — and removes the cgroup. */
+  private async reap(executor: UserExecutor, exit: ExitInfo): Promise<void> {
+    let info = exit;
+    if (executor.cgroup) {
+      if ((await executor.cgroup.oomKills()) > 0 && exit.signal === 'SIGKILL') {
+        info = { ...exit, cause: outOfMemory(this.options.limits) };
+      }
+      // Steps that outlived their executor go with it.
+      await executor.cgroup.remove();
+    }
+    this.options.onExit(executor, info, [...executor.jobs]);
   }
 
   private markIdle(executor: UserExecutor): void {
     executor.idleSince = Date.now();
     const timer = setTimeout(() => {
-      if (executor.jobs.size === 0) void executor.process.stop('idle');
+      if (executor.jobs.size === 0) this.retire(executor, 'idle');
     }, this.options.idleTimeoutMs);
     timer.unref();
     executor.setIdleTimer(timer);
@@ -191,14 +322,34 @@ export class ExecutorPool {
     return process;
   }
 
+  /**
+   * Starts a pre-started executor and, when limits are enforced, puts it into its own cgroup right away —
+   * still root, still without a user — so an assignment only has the identity switch left to do.
+   */
   private async addWarm(): Promise<void> {
     const process = this.spawn();
     this.warm.push(process);
     process.once('exit', () => {
       const index = this.warm.indexOf(process);
       if (index >= 0) this.warm.splice(index, 1);
+      const cgroup = this.warmCgroups.get(process);
+      if (cgroup) {
+        this.warmCgroups.delete(process);
+        this.track(cgroup.then((group) => group?.remove()));
+      }
     });
     await process.start();
+    if (this.options.cgroups.version !== 'none' && process.pid) {
+      const pid = process.pid;
+      const joining = ExecutorCgroup.create(this.options.cgroups, `exec-${pid}`, this.options.limits).then(
+        async (group) => {
+          await group.join(pid);
+          return group;
+        },
+      );
+      this.warmCgroups.set(process, joining);
+      await joining.catch(() => {});
+    }
   }
 
   private spawn(): ExecutorProcess {

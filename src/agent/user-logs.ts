@@ -2,7 +2,15 @@
  * Executor output, captured by the agent into root-owned per-user files: <logDir>/<user>/executor-DATE.log.
  * A new file each day (daily rotation by name); files older than the retention are deleted.
  */
-import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
+import {
+  createWriteStream,
+  lstatSync,
+  mkdirSync,
+  renameSync,
+  symlinkSync,
+  unlinkSync,
+  type WriteStream,
+} from 'node:fs';
 import { readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 
@@ -55,5 +63,78 @@ export class UserLogs {
   close(): void {
     for (const { stream } of this.streams.values()) stream.end();
     this.streams.clear();
+  }
+}
+
+/**
+ * The agent's (and `steward up`'s) own log, rotated daily by name: `<dir>/<base>-DATE.log`, with
+ * `<base>.log` a symlink to today's file so `tail -f` and tools find it. Files older than the retention are
+ * deleted at each rotation. Accepts pino's output (one JSON line per write).
+ */
+export class DailyLogFile {
+  private day = '';
+  private stream: WriteStream | undefined;
+
+  constructor(
+    private readonly dir: string,
+    private readonly base: string,
+    private readonly retentionDays = 90,
+  ) {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  }
+
+  /** Today's file. */
+  get file(): string {
+    return path.join(this.dir, `${this.base}-${this.day}.log`);
+  }
+
+  write(chunk: string): boolean {
+    const day = new Date().toISOString().slice(0, 10);
+    if (day !== this.day) this.rotate(day);
+    return this.stream!.write(chunk);
+  }
+
+  end(): void {
+    this.stream?.end();
+    this.stream = undefined;
+  }
+
+  private rotate(day: string): void {
+    this.stream?.end();
+    this.day = day;
+    this.stream = createWriteStream(this.file, { flags: 'a', mode: 0o600 });
+    this.stream.on('error', () => {});
+    const link = path.join(this.dir, `${this.base}.log`);
+    try {
+      const info = lstatSync(link);
+      // A plain file from before rotation existed is kept under another name, never overwritten.
+      if (!info.isSymbolicLink()) renameSync(link, path.join(this.dir, `${this.base}-before-rotation.log`));
+      else unlinkSync(link);
+    } catch {
+      // no link yet
+    }
+    try {
+      symlinkSync(path.basename(this.file), link);
+    } catch {
+      // another process made it; harmless
+    }
+    void this.prune();
+  }
+
+  /** Deletes this log's dated files older than the retention. */
+  async prune(now = Date.now()): Promise<number> {
+    const cutoff = new Date(now - this.retentionDays * 86_400_000).toISOString().slice(0, 10);
+    let removed = 0;
+    const pattern = new RegExp(
+      `^${this.base.replace(/[^A-Za-z0-9]/g, '\\$&')}-(\\d{4}-\\d{2}-\\d{2})\\.log$`,
+    );
+    for (const file of await readdir(this.dir).catch(() => [] as string[])) {
+      const day = pattern.exec(file)?.[1];
+      if (day && day < cutoff) {
+        await rm(path.join(this.dir, file), { force: true });
+        removed += 1;
+      }
+    }
+    return removed;
   }
 }

@@ -8,11 +8,15 @@
  *             work/   jobs/<job>-<n>/     the job directories (created by the executor, as the user)
  *             tmp/                         TMPDIR, DuckDB databases and spill files
  */
+import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
 import { cp, lchown, lstat, mkdir, open, readdir } from 'node:fs/promises';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { StewardError } from '../protocol/index.js';
 import type { OsAccount } from './accounts.js';
+
+const execFileAsync = promisify(execFile);
 
 export interface UserDirs {
   root: string;
@@ -61,6 +65,7 @@ export async function ensureOwnedDir(
   account: OsAccount,
   mode: number,
   asRoot: boolean,
+  acl?: PrivateAcl,
 ): Promise<void> {
   let created = false;
   try {
@@ -96,8 +101,36 @@ export async function ensureOwnedDir(
       }
     }
     if ((info.mode & 0o7777) !== mode) await handle.chmod(mode);
+    // Only on creation: the directory is the user's, who may change its ACL later as they may its mode.
+    if (acl && created && asRoot) await setPrivateAcl(handle.fd, dir, acl);
   } finally {
     await handle.close();
+  }
+}
+
+/** Default ACLs on a user's directories: what they create stays private whatever their umask. */
+export interface PrivateAcl {
+  /** A group given read (and traverse) access to everything, for audits. Default none. */
+  auditorsGroup?: string | undefined;
+}
+
+/**
+ * Sets an access ACL and a default (inherited) ACL on a directory we hold open: owner rwx, group and others
+ * nothing, optionally an auditors group r-x. `setfacl` is given /proc/<our pid>/fd/<fd>, which names the
+ * very directory we opened with O_NOFOLLOW, so a path swapped in the meantime cannot redirect it.
+ */
+async function setPrivateAcl(fd: number, dir: string, acl: PrivateAcl): Promise<void> {
+  const entries = ['u::rwx', 'g::---', 'o::---'];
+  if (acl.auditorsGroup) entries.push(`g:${acl.auditorsGroup}:r-x`, 'm::r-x');
+  const spec = [...entries, ...entries.map((entry) => `d:${entry}`)].join(',');
+  try {
+    await execFileAsync('setfacl', ['-m', spec, `/proc/${process.pid}/fd/${fd}`], { timeout: 10_000 });
+  } catch (error) {
+    throw new StewardError(
+      'STEWARD_WORKSPACE_UNSAFE',
+      `cannot set the private ACL on ${dir} (is the acl package installed and the file system mounted with ACLs?): ${(error as Error).message}`,
+      { cause: error },
+    );
   }
 }
 
@@ -107,10 +140,15 @@ export async function ensureOwnedDir(
  */
 const preparing = new Map<string, Promise<unknown>>();
 
-export async function prepareUserDirs(root: string, account: OsAccount, asRoot: boolean): Promise<UserDirs> {
+export async function prepareUserDirs(
+  root: string,
+  account: OsAccount,
+  asRoot: boolean,
+  acl?: PrivateAcl,
+): Promise<UserDirs> {
   const key = path.join(root, account.name);
   const previous = preparing.get(key) ?? Promise.resolve();
-  const next = previous.catch(() => {}).then(() => prepareUserDirsNow(root, account, asRoot));
+  const next = previous.catch(() => {}).then(() => prepareUserDirsNow(root, account, asRoot, acl));
   preparing.set(key, next);
   try {
     return await next;
@@ -119,13 +157,21 @@ export async function prepareUserDirs(root: string, account: OsAccount, asRoot: 
   }
 }
 
-async function prepareUserDirsNow(root: string, account: OsAccount, asRoot: boolean): Promise<UserDirs> {
+async function prepareUserDirsNow(
+  root: string,
+  account: OsAccount,
+  asRoot: boolean,
+  acl: PrivateAcl | undefined,
+): Promise<UserDirs> {
   const userRoot = path.join(root, account.name);
-  await ensureOwnedDir(userRoot, account, 0o700, asRoot);
+  await ensureOwnedDir(userRoot, account, 0o700, asRoot, acl?.auditorsGroup ? acl : undefined);
   const workspaceDir = path.join(userRoot, 'work');
   const tempDir = path.join(userRoot, 'tmp');
-  await ensureOwnedDir(workspaceDir, account, 0o700, asRoot);
-  await ensureOwnedDir(tempDir, account, 0o700, asRoot);
+  // Independent of each other once their parent is safe: done side by side (each may start a setfacl).
+  await Promise.all([
+    ensureOwnedDir(workspaceDir, account, 0o700, asRoot, acl),
+    ensureOwnedDir(tempDir, account, 0o700, asRoot, acl),
+  ]);
   return { root: userRoot, workspaceDir, tempDir };
 }
 

@@ -7,7 +7,7 @@ import { mkdirSync, chmodSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
-import { Agent } from '../agent/index.js';
+import { Agent, DailyLogFile, planCleanup, runCleanup, type CleanupItem } from '../agent/index.js';
 import { AmqpBus, EmbeddedBus, type Bus } from '../bus/index.js';
 import {
   compileAgentConfig,
@@ -15,7 +15,7 @@ import {
   readConfigFile,
   type CompiledBusConfig,
 } from '../config/index.js';
-import { StewardError } from '../protocol/index.js';
+import { StewardError, parseDuration } from '../protocol/index.js';
 import { createServer } from '../server/index.js';
 
 export interface UpOptions {
@@ -54,14 +54,12 @@ function loadFileConfig(file: string | undefined): FileConfig {
   return raw;
 }
 
-function makeLogger(dataDir: string, level: string, debug: boolean): Logger {
+function makeLogger(dataDir: string, level: string, debug: boolean, retentionDays = 90): Logger {
   const logDir = path.join(dataDir, 'logs');
   mkdirSync(logDir, { recursive: true, mode: 0o700 });
+  // logs/steward-DATE.log, a new file each day, kept `retentionDays`; logs/steward.log links to today's.
   const streams: pino.StreamEntry[] = [
-    {
-      level: level as pino.Level,
-      stream: pino.destination({ dest: path.join(logDir, 'steward.log'), mkdir: true, sync: false }),
-    },
+    { level: level as pino.Level, stream: new DailyLogFile(logDir, 'steward', retentionDays) },
   ];
   if (debug) streams.push({ level: 'debug', stream: process.stderr });
   return pino(
@@ -106,7 +104,12 @@ export async function runUp(options: UpOptions): Promise<void> {
       '`steward up` runs its agent in-process on the embedded bus: remove "bus" from the config, or run `steward server` and `steward agent` for RabbitMQ',
     );
   }
-  const logger = makeLogger(serverConfig.dataDir, serverConfig.logLevel, options.debug ?? false);
+  const logger = makeLogger(
+    serverConfig.dataDir,
+    serverConfig.logLevel,
+    options.debug ?? false,
+    agentConfig.logRetentionDays,
+  );
   const bus = new EmbeddedBus({
     onHandlerError: (error, queue) => logger.error({ err: error, queue }, 'bus handler failed'),
   });
@@ -137,6 +140,7 @@ export async function runUp(options: UpOptions): Promise<void> {
   out.write(
     `  agent:      ${agentConfig.id}, ${agentConfig.slots} slots, workspaces in ${agentConfig.workspaceRoot}\n`,
   );
+  out.write(`  limits:     ${describeLimits(agent)}\n`);
   if (agent.isolation === 'per-user') {
     out.write(`  isolation:  per-user (jobs run as the submitting user's OS account)\n`);
   } else {
@@ -151,6 +155,15 @@ export async function runUp(options: UpOptions): Promise<void> {
     );
   }
   out.write(`\nTry: steward login --server ${url} --user admin\n`);
+}
+
+function describeLimits(agent: Agent): string {
+  const { memoryBytes, cpus } = agent.limits;
+  const what = `${Math.round(memoryBytes / 1024 ** 2)} MiB memory, ${cpus} cpu per executor`;
+  const { version, detail } = agent.cgroups;
+  return version === 'none'
+    ? `${what} — NOT enforced (no cgroups: ${detail})`
+    : `${what}, enforced by cgroup ${version}`;
 }
 
 /** The RabbitMQ bus from a compiled config, connected (with retries across the URLs). */
@@ -230,6 +243,54 @@ export async function runServer(options: ServerOptions): Promise<void> {
   }
 }
 
+export interface CleanupOptions {
+  config?: string;
+  dataDir?: string;
+  olderThan: string;
+  dryRun?: boolean;
+  json?: boolean;
+}
+
+/** `steward cleanup`: deletes (or with --dry-run lists) old job dirs and temp files in users' workspaces. */
+export async function runCleanupCommand(options: CleanupOptions): Promise<number> {
+  const file = loadFileConfig(options.config);
+  const dataDir = path.resolve(
+    options.dataDir ?? (typeof file.server?.dataDir === 'string' ? file.server.dataDir : '.steward'),
+  );
+  const agentConfig = compileAgentConfig(file.agent ?? {}, { dataDir });
+  let olderThanMs: number;
+  try {
+    olderThanMs = parseDuration(options.olderThan);
+  } catch (error) {
+    throw new StewardError('STEWARD_BAD_REQUEST', `--older-than: ${(error as Error).message}`);
+  }
+  const items = await planCleanup(agentConfig.workspaceRoot, olderThanMs);
+  const out = process.stdout;
+  const line = (verb: string, item: CleanupItem): string =>
+    `${verb}  ${item.kind.padEnd(7)}  ${item.user}  ${item.path}  (modified ${item.modifiedAt.toISOString()})\n`;
+  if (options.dryRun) {
+    if (options.json) out.write(`${JSON.stringify({ dryRun: true, items }, null, 2)}\n`);
+    else {
+      for (const item of items) out.write(line('would remove', item));
+      out.write(
+        `${items.length} entr${items.length === 1 ? 'y' : 'ies'} older than ${options.olderThan} in ${agentConfig.workspaceRoot} (dry run: nothing removed)\n`,
+      );
+    }
+    return 0;
+  }
+  const report = await runCleanup(items);
+  if (options.json) out.write(`${JSON.stringify(report, null, 2)}\n`);
+  else {
+    for (const item of report.removed) out.write(line('removed', item));
+    for (const { item, error } of report.failed)
+      process.stderr.write(`steward: could not remove ${item.path}: ${error}\n`);
+    out.write(
+      `removed ${report.removed.length}, failed ${report.failed.length}, in ${agentConfig.workspaceRoot}\n`,
+    );
+  }
+  return report.failed.length > 0 ? 1 : 0;
+}
+
 export async function runAgent(options: AgentOptions): Promise<void> {
   const file = loadFileConfig(options.config);
   if (file.server)
@@ -252,7 +313,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     );
   }
   prepareDataDir(dataDir);
-  const logger = makeLogger(dataDir, 'info', options.debug ?? false);
+  const logger = makeLogger(dataDir, 'info', options.debug ?? false, config.logRetentionDays);
   const bus = await connectAmqp(config.bus, logger, 'agent');
   const agent = new Agent({ config, bus, publicKeys: [config.serverPublicKey], logger });
   try {
@@ -270,4 +331,5 @@ export async function runAgent(options: AgentOptions): Promise<void> {
   out.write(`  slots:      ${config.slots}, labels: ${config.labels.join(', ') || '(none)'}\n`);
   out.write(`  workspaces: ${config.workspaceRoot}\n`);
   out.write(`  isolation:  ${agent.isolation}\n`);
+  out.write(`  limits:     ${describeLimits(agent)}\n`);
 }

@@ -209,6 +209,130 @@ export function compileServerConfig(input: unknown): CompiledServerConfig {
   });
 }
 
+const BYTE_SIZE = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/;
+const BYTE_UNITS: Record<string, number> = {
+  B: 1,
+  KB: 1e3,
+  MB: 1e6,
+  GB: 1e9,
+  TB: 1e12,
+  KiB: 1024,
+  MiB: 1024 ** 2,
+  GiB: 1024 ** 3,
+  TiB: 1024 ** 4,
+};
+/** A size like `512MiB`, `4GiB`, `1.5GB`. */
+const ByteSize = z.string().regex(BYTE_SIZE, 'expected a size like 512MiB or 4GiB');
+
+/** Bytes in a size string (validated by ByteSize). */
+export function parseByteSize(text: string): number {
+  const match = BYTE_SIZE.exec(text.trim());
+  if (!match) throw new StewardError('STEWARD_CONFIG_INVALID', `expected a size like 512MiB, got ${text}`);
+  return Math.floor(Number(match[1]) * BYTE_UNITS[match[2]!]!);
+}
+
+/** Who may run jobs on an agent (see docs/admin-guide.md, "Identity policy"). */
+export const IdentityPolicyConfig = z
+  .object({
+    /**
+     * Pattern an OS user name must match in full (anchors are added). Default: POSIX portable names,
+     * lowercase, not starting with a digit or "-": `[a-z_][a-z0-9_-]*`. Names longer than 32 characters,
+     * all-digit names and names with "/", "..", spaces or shell characters are refused whatever it says.
+     */
+    nameRegex: z.string().min(1).max(200).default('[a-z_][a-z0-9_-]*'),
+    /** Accounts with a lower uid are refused unless listed in `allowedSystemUsers`. Default 1000. */
+    minUid: z
+      .number()
+      .int()
+      .min(1)
+      .max(2 ** 31)
+      .default(1000),
+    /** System accounts (uid below `minUid`) that may still run jobs. Default none. Never root. */
+    allowedSystemUsers: z.array(z.string().min(1).max(64)).default([]),
+    /**
+     * Accounts that never run jobs. Default: root, bin, daemon, sys, sync, nobody and the usual service
+     * accounts (postgres, rabbitmq, www-data, mysql, sshd, messagebus, systemd-*). Setting it replaces the
+     * default list; root is refused in any case.
+     */
+    bannedUsers: z.array(z.string().min(1).max(64)).optional(),
+    /** When set, only accounts in at least one of these groups (primary or supplementary) run jobs. */
+    allowedGroups: z.array(z.string().min(1).max(64)).optional(),
+  })
+  .strict();
+export type IdentityPolicyConfig = z.input<typeof IdentityPolicyConfig>;
+
+/** Service accounts refused by default (the agent never runs user code as them). */
+export const defaultBannedUsers: readonly string[] = Object.freeze([
+  'root',
+  'bin',
+  'daemon',
+  'sys',
+  'sync',
+  'games',
+  'man',
+  'lp',
+  'mail',
+  'news',
+  'uucp',
+  'proxy',
+  'backup',
+  'list',
+  'irc',
+  'nobody',
+  'postgres',
+  'rabbitmq',
+  'www-data',
+  'mysql',
+  'sshd',
+  'messagebus',
+  '_apt',
+  'systemd-network',
+  'systemd-resolve',
+  'systemd-timesync',
+  'steward',
+]);
+
+export interface CompiledIdentityPolicy {
+  readonly namePattern: RegExp;
+  readonly minUid: number;
+  readonly allowedSystemUsers: ReadonlySet<string>;
+  readonly bannedUsers: ReadonlySet<string>;
+  /** Undefined when every group is allowed. */
+  readonly allowedGroups: ReadonlySet<string> | undefined;
+}
+
+export function compileIdentityPolicy(input: unknown): CompiledIdentityPolicy {
+  const c = parseOrThrow(IdentityPolicyConfig, input, 'agent config identity');
+  let namePattern: RegExp;
+  try {
+    namePattern = new RegExp(`^(?:${c.nameRegex})$`, 'u');
+  } catch (error) {
+    throw new StewardError(
+      'STEWARD_CONFIG_INVALID',
+      `agent config identity.nameRegex: not a valid regular expression: ${(error as Error).message}`,
+    );
+  }
+  if (c.allowedSystemUsers.includes('root')) {
+    throw new StewardError(
+      'STEWARD_CONFIG_INVALID',
+      'agent config identity.allowedSystemUsers: root can never run jobs, remove it',
+    );
+  }
+  if (c.allowedGroups && c.allowedGroups.length === 0) {
+    throw new StewardError(
+      'STEWARD_CONFIG_INVALID',
+      'agent config identity.allowedGroups: an empty list would refuse everyone; omit it to allow all groups',
+    );
+  }
+  return Object.freeze({
+    namePattern,
+    minUid: c.minUid,
+    allowedSystemUsers: new Set(c.allowedSystemUsers),
+    bannedUsers: new Set(['root', ...(c.bannedUsers ?? defaultBannedUsers)]),
+    allowedGroups: c.allowedGroups ? new Set(c.allowedGroups) : undefined,
+  });
+}
+
 export const AgentConfig = z
   .object({
     /** Unique agent id. Default: the host name. */
@@ -222,23 +346,64 @@ export const AgentConfig = z
     slots: z.number().int().min(1).max(10_000).optional(),
     /** Root-owned parent of per-user workspace and temp dirs. Default `<dataDir>/workspaces`. */
     workspaceRoot: z.string().optional(),
+    /**
+     * A group given read access (ACL) to every user's workspace and temp files, for audits. Default none.
+     */
+    auditorsGroup: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_-]{0,31}$/)
+      .optional(),
     /** Root-owned parent of per-user executor logs. Default `<dataDir>/logs`. */
     logDir: z.string().optional(),
     /** Server user → OS user, for server-local users with no OS account of their own name. */
     userMap: z.record(z.string(), z.string()).default({}),
+    /** Identity policy: name pattern, minUid, allowed/banned users, allowed groups. Defaults as documented there. */
+    identity: IdentityPolicyConfig.optional(),
     /** An executor with no job for this long exits. Default `30m`. */
     idleTimeout: Duration.default(30 * 60_000),
     /** Wait after SIGTERM before SIGKILL when stopping an executor. Default `10s`. */
     stopTimeout: Duration.default(10_000),
     /** Jobs one executor runs at once. Default 4. */
     maxJobsPerExecutor: z.number().int().min(1).max(1000).default(4),
-    /** Per-job DuckDB limits. Defaults: 25% of memory, all cores. */
+    /**
+     * Per-executor limits, enforced with cgroups (v2, or v1 memory + cpu) when the agent runs as root: the
+     * executor and every process it starts share them. Defaults: memory 50% of RAM, cpus all cores.
+     */
+    limits: z
+      .object({
+        /** Memory for one user's executor and its steps, like `512MiB` or `4GiB`. */
+        memory: ByteSize.optional(),
+        /** CPU share in cores (`0.5`, `2`). */
+        cpus: z.number().min(0.01).max(1024).optional(),
+      })
+      .strict()
+      .default({}),
+    /**
+     * This machine's budget. An offer that would exceed it is handed back (another machine takes it), never
+     * started and failed. A new user's executor costs `duckdb.threads / 2` core tokens and `limits.memory`.
+     */
+    capacity: z
+      .object({
+        /**
+         * Core tokens. Default: enough for one executor per slot (`slots × duckdb.threads / 2`), so only
+         * `slots` binds unless a budget is set.
+         */
+        tokens: z.number().min(0.5).max(100_000).optional(),
+        /** Memory shared by all executors, like `20GiB`. Default `slots × limits.memory` (limits are ceilings). */
+        memory: ByteSize.optional(),
+        /** Jobs one user runs at once on this machine. Default `maxJobsPerExecutor`. */
+        maxJobsPerUser: z.number().int().min(1).max(10_000).optional(),
+      })
+      .strict()
+      .default({}),
+    /**
+     * Per-job DuckDB limits. Defaults: memoryLimit 60% of the executor's memory limit (DuckDB must stay
+     * below the cgroup limit: it exceeds its own limit while spilling), threads = the executor's cpus
+     * rounded up.
+     */
     duckdb: z
       .object({
-        memoryLimit: z
-          .string()
-          .regex(/^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/)
-          .optional(),
+        memoryLimit: ByteSize.optional(),
         threads: z.number().int().min(1).optional(),
       })
       .strict()
@@ -249,6 +414,16 @@ export const AgentConfig = z
     python: z.string().default('python3'),
     /** Executors started ahead of need, waiting to take on a user's identity. Default 1 (root only). */
     warmExecutors: z.number().int().min(0).max(64).default(1),
+    /** Days per-user executor logs and the agent's daily logs are kept. Default 90. */
+    logRetentionDays: z.number().int().min(1).max(36_500).default(90),
+    /**
+     * Scheduled cleanup in the agent: every `every`, delete job dirs and temp files older than `olderThan`
+     * (as `steward cleanup` does) and logs past the retention. Default: off (logs are still pruned daily).
+     */
+    cleanup: z
+      .object({ olderThan: Duration, every: Duration.default(86_400_000) })
+      .strict()
+      .optional(),
     /** How often the agent reports itself. Default `5s`. */
     heartbeatInterval: Duration.default(5_000),
     /** How long a found OS account (NSS lookup) is reused before looking it up again. Default `30s`. */
@@ -272,15 +447,27 @@ export interface CompiledAgentConfig {
   readonly slots: number;
   readonly workspaceRoot: string;
   readonly logDir: string;
+  readonly auditorsGroup: string | undefined;
   readonly userMap: Readonly<Record<string, string>>;
+  readonly identity: CompiledIdentityPolicy;
   readonly idleTimeoutMs: number;
   readonly stopTimeoutMs: number;
   readonly maxJobsPerExecutor: number;
+  readonly limits: { readonly memoryBytes: number; readonly cpus: number };
+  readonly capacity: {
+    readonly tokens: number;
+    readonly memoryBytes: number;
+    readonly maxJobsPerUser: number;
+    /** Core tokens one user's executor takes: duckdb.threads / 2. */
+    readonly tokensPerExecutor: number;
+  };
   readonly duckdb: { readonly memoryLimit: string; readonly threads: number };
   readonly keepJobDirs: boolean;
   readonly python: string;
   readonly warmExecutors: number;
   readonly heartbeatIntervalMs: number;
+  readonly logRetentionDays: number;
+  readonly cleanup: { readonly olderThanMs: number; readonly everyMs: number } | undefined;
   readonly accountCacheTtlMs: number;
   readonly accountLookupTimeoutMs: number;
   readonly bus: CompiledBusConfig;
@@ -291,24 +478,58 @@ export interface CompiledAgentConfig {
 export function compileAgentConfig(input: unknown, defaults: { dataDir: string }): CompiledAgentConfig {
   const c = parseOrThrow(AgentConfig, input, 'agent config');
   const cores = os.availableParallelism();
+  const limits = {
+    memoryBytes: c.limits.memory ? parseByteSize(c.limits.memory) : Math.floor(os.totalmem() / 2),
+    cpus: c.limits.cpus ?? cores,
+  };
+  if (limits.memoryBytes < 64 * 1024 ** 2)
+    throw new StewardError(
+      'STEWARD_CONFIG_INVALID',
+      `agent config limits.memory: at least 64MiB, got ${c.limits.memory}`,
+    );
+  const duckdbBytes = c.duckdb.memoryLimit
+    ? parseByteSize(c.duckdb.memoryLimit)
+    : Math.max(32 * 1024 ** 2, Math.floor(limits.memoryBytes * 0.6));
+  if (duckdbBytes >= limits.memoryBytes) {
+    throw new StewardError(
+      'STEWARD_CONFIG_INVALID',
+      `agent config duckdb.memoryLimit: must be below limits.memory (${c.duckdb.memoryLimit} >= ${c.limits.memory ?? 'half of RAM'}); DuckDB exceeds its limit while spilling and the executor would be OOM-killed`,
+    );
+  }
+  const duckdbThreads = c.duckdb.threads ?? Math.max(1, Math.ceil(limits.cpus));
   return Object.freeze({
     id: c.id ?? os.hostname(),
     labels: Object.freeze([...c.labels]),
     slots: c.slots ?? cores,
     workspaceRoot: path.resolve(c.workspaceRoot ?? path.join(defaults.dataDir, 'workspaces')),
     logDir: path.resolve(c.logDir ?? path.join(defaults.dataDir, 'logs')),
+    auditorsGroup: c.auditorsGroup,
     userMap: Object.freeze({ ...c.userMap }),
+    identity: compileIdentityPolicy(c.identity ?? {}),
     idleTimeoutMs: c.idleTimeout,
     stopTimeoutMs: c.stopTimeout,
     maxJobsPerExecutor: c.maxJobsPerExecutor,
+    limits: Object.freeze(limits),
+    capacity: Object.freeze({
+      tokens: c.capacity.tokens ?? (c.slots ?? cores) * (duckdbThreads / 2),
+      memoryBytes: c.capacity.memory
+        ? parseByteSize(c.capacity.memory)
+        : (c.slots ?? cores) * limits.memoryBytes,
+      maxJobsPerUser: c.capacity.maxJobsPerUser ?? c.maxJobsPerExecutor,
+      tokensPerExecutor: duckdbThreads / 2,
+    }),
     duckdb: Object.freeze({
-      memoryLimit: c.duckdb.memoryLimit ?? `${Math.max(256, Math.floor(os.totalmem() / 4 / 1024 ** 2))}MiB`,
-      threads: c.duckdb.threads ?? cores,
+      memoryLimit: `${Math.floor(duckdbBytes / 1024 ** 2)}MiB`,
+      threads: duckdbThreads,
     }),
     keepJobDirs: c.keepJobDirs,
     python: c.python,
     warmExecutors: c.warmExecutors,
     heartbeatIntervalMs: c.heartbeatInterval,
+    logRetentionDays: c.logRetentionDays,
+    cleanup: c.cleanup
+      ? Object.freeze({ olderThanMs: c.cleanup.olderThan, everyMs: c.cleanup.every })
+      : undefined,
     accountCacheTtlMs: c.accountCacheTtl,
     accountLookupTimeoutMs: c.accountLookupTimeout,
     bus: compileBus(c.bus, 'agent'),

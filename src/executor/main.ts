@@ -4,15 +4,19 @@
  * It never talks to the broker and holds no credential but the job tokens of its own jobs.
  */
 import { AgentToExecutor, coerceError, type ExecutorToAgent } from '../protocol/index.js';
+import { closeInheritedFds } from './fds.js';
 import { assumeIdentity, cleanEnvironment, type AssumeMessage } from './identity.js';
 import { runJob } from './job-runner.js';
 // Loaded before `ready` so a user's first job does not pay for it (the DuckDB native module especially).
-import '../engine/index.js';
+import { parseWorkflow } from '../engine/index.js';
 
 if (!process.send) {
   process.stderr.write('steward executor: must be started by a Steward agent (no IPC channel)\n');
   process.exit(2);
 }
+
+// Before anything can spawn a step: only the standard streams and the agent's pipe may reach user code.
+const strayFds = closeInheritedFds();
 
 const running = new Map<string, AbortController>();
 let identity: AssumeMessage | undefined;
@@ -23,10 +27,25 @@ function send(message: ExecutorToAgent): void {
   if (process.connected) process.send!(message);
 }
 
+/**
+ * stderr is a pipe to the agent. When the agent is gone, writing to it fails with EPIPE; logging that
+ * failure would fail again, in a loop that starves the event loop and keeps the executor (and its steps)
+ * alive. So the first failed write ends logging for good.
+ */
+let stderrOpen = true;
+process.stderr.on('error', () => {
+  stderrOpen = false;
+});
+
 function log(level: 'info' | 'error', msg: string, extra: Record<string, unknown> = {}): void {
-  process.stderr.write(
-    `${JSON.stringify({ time: new Date().toISOString(), level, pid: process.pid, msg, ...extra })}\n`,
-  );
+  if (!stderrOpen) return;
+  try {
+    process.stderr.write(
+      `${JSON.stringify({ time: new Date().toISOString(), level, pid: process.pid, msg, ...extra })}\n`,
+    );
+  } catch {
+    stderrOpen = false;
+  }
 }
 
 async function shutdown(reason: string): Promise<void> {
@@ -109,8 +128,33 @@ process.on('message', (raw: unknown) => {
 process.on('disconnect', () => void shutdown('agent disconnected'));
 process.on('SIGTERM', () => void shutdown('SIGTERM'));
 process.on('uncaughtException', (error) => {
+  if ((error as NodeJS.ErrnoException).code === 'EPIPE') {
+    // Our output pipe to the agent broke: the agent is gone.
+    stderrOpen = false;
+    void shutdown('agent gone (output pipe closed)');
+    return;
+  }
   log('error', 'uncaught exception', { error: error.stack ?? String(error) });
   void shutdown('uncaught exception');
 });
 
+/**
+ * Runs once, as root, before `ready`: exercises the code a first job needs (workflow parsing with DuckDB's
+ * SQL parser, the HTTP client) so a user's first job does not pay for loading and compiling it. It touches no
+ * file and no network (a `data:` URL).
+ */
+async function warmUp(): Promise<void> {
+  try {
+    await parseWorkflow(
+      'name: warm\nsteps:\n  - id: q\n    sql: SELECT 1 AS x\n  - id: s\n    shell: "true"\n',
+      { format: 'yaml' },
+    );
+    await (await fetch('data:text/plain,warm')).text();
+  } catch (error) {
+    log('info', 'warm-up skipped', { error: String(error) });
+  }
+}
+
+if (strayFds.length > 0) log('info', 'closed inherited descriptors', { fds: strayFds });
+await warmUp();
 send({ type: 'ready', pid: process.pid });

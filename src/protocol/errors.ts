@@ -47,12 +47,25 @@ export const errorCatalogue = {
   },
   STEWARD_USER_UNKNOWN: { status: 404, summary: 'The OS account does not exist on the executor machine.' },
   STEWARD_USER_REFUSED: { status: 403, summary: 'Identity policy refuses to run jobs as this OS account.' },
+  STEWARD_USER_BANNED: { status: 403, summary: "The OS account is in the agent's identity.bannedUsers." },
+  STEWARD_USER_UID_TOO_LOW: {
+    status: 403,
+    summary: "The OS account's uid is below identity.minUid and it is not in identity.allowedSystemUsers.",
+  },
+  STEWARD_USER_GROUP_NOT_ALLOWED: {
+    status: 403,
+    summary: "The OS account is in none of the agent's identity.allowedGroups.",
+  },
   STEWARD_WORKSPACE_UNSAFE: {
     status: 500,
     summary: 'A workspace path exists with the wrong owner, type or mode.',
   },
   STEWARD_EXECUTOR_START_FAILED: { status: 500, summary: 'The per-user executor could not be started.' },
   STEWARD_EXECUTOR_CRASHED: { status: 500, summary: 'The per-user executor exited while running the job.' },
+  STEWARD_OUT_OF_MEMORY: {
+    status: 500,
+    summary: "The job's executor or one of its steps was killed for exceeding the executor's memory limit.",
+  },
   STEWARD_STEP_FAILED: { status: 500, summary: 'A workflow step failed; the message names the step.' },
   STEWARD_STEP_TIMEOUT: { status: 500, summary: 'A workflow step exceeded its timeout.' },
   STEWARD_JOB_CANCELED: { status: 409, summary: 'The job was canceled.' },

@@ -62,6 +62,14 @@ export const ExecutorIdentity = z.object({
   uid: z.number().int(),
   gid: z.number().int(),
   groups: z.array(z.number().int()),
+  /** The executor's resource limits and how they are enforced (`none`: recorded, not enforced). */
+  limits: z
+    .object({
+      memoryBytes: z.number().int().positive(),
+      cpus: z.number().positive(),
+      cgroup: z.enum(['v1', 'v2', 'none']),
+    })
+    .optional(),
 });
 export type ExecutorIdentity = z.infer<typeof ExecutorIdentity>;
 

@@ -2,7 +2,6 @@ import { lstat, mkdir, readlink, rm, stat, symlink, chown } from 'node:fs/promis
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  defaultBannedUsers,
   ensureOwnedDir,
   prepareUserDirs,
   prepareWorkspaceRoot,
@@ -10,19 +9,19 @@ import {
   type IdentityPolicy,
   type OsAccount,
 } from '../../src/agent/index.js';
+import { compileAgentConfig, compileIdentityPolicy } from '../../src/config/index.js';
 import { StewardError } from '../../src/protocol/index.js';
 import { OsUsers, type TestUser } from '../support/os-users.js';
 import { isRoot, run, tempDir } from '../support/steward.js';
 
 const policy: IdentityPolicy = {
-  userMap: { Alice: 'root', svc: 'nobody' },
-  minUid: 1000,
-  bannedUsers: defaultBannedUsers,
+  ...compileIdentityPolicy({}),
+  userMap: { Alice: 'root', svc: 'nobody', dots: '../etc', semi: 'a;touch x' },
 };
 
-async function refusal(user: string): Promise<StewardError> {
+async function refusal(user: string, with_: IdentityPolicy = policy): Promise<StewardError> {
   try {
-    await resolveAccount(user, policy, 'exec-test');
+    await resolveAccount(user, with_, 'exec-test');
   } catch (error) {
     if (error instanceof StewardError) return error;
     throw error;
@@ -35,12 +34,18 @@ describe('identity policy', () => {
     ['0day', 'STEWARD_USER_NAME_INVALID'],
     ['#-1', 'STEWARD_USER_NAME_INVALID'],
     ['../etc', 'STEWARD_USER_NAME_INVALID'],
+    ['dots', 'STEWARD_USER_NAME_INVALID'],
     ['a;touch x', 'STEWARD_USER_NAME_INVALID'],
+    ['semi', 'STEWARD_USER_NAME_INVALID'],
     ['with space', 'STEWARD_USER_NAME_INVALID'],
+    ['a/b', 'STEWARD_USER_NAME_INVALID'],
+    ['$(id)', 'STEWARD_USER_NAME_INVALID'],
+    ['12345', 'STEWARD_USER_NAME_INVALID'],
     ['x'.repeat(40), 'STEWARD_USER_NAME_INVALID'],
-    ['root', 'STEWARD_USER_REFUSED'],
-    ['Alice', 'STEWARD_USER_REFUSED'],
-    ['svc', 'STEWARD_USER_REFUSED'],
+    ['root', 'STEWARD_USER_BANNED'],
+    ['Alice', 'STEWARD_USER_BANNED'],
+    ['svc', 'STEWARD_USER_BANNED'],
+    ['daemon', 'STEWARD_USER_BANNED'],
     ['nosuchuser_zz9', 'STEWARD_USER_UNKNOWN'],
   ])('refuses server user %j with %s', async (user, code) => {
     const error = await refusal(user);
@@ -49,10 +54,73 @@ describe('identity policy', () => {
   });
 
   it('refuses an account whose uid is below minUid, naming uid, limit and agent', async () => {
-    // `games` has a system uid on Debian and is not in the banned list.
-    const error = await refusal('games');
-    expect(error.code).toBe('STEWARD_USER_REFUSED');
-    expect(error.message).toMatch(/uid \d+ < minUid 1000 on agent exec-test/);
+    // `games` has a system uid on Debian; with an empty ban list only minUid stands in its way.
+    const open = { ...compileIdentityPolicy({ bannedUsers: [] }), userMap: {} };
+    const error = await refusal('games', open);
+    expect(error.code).toBe('STEWARD_USER_UID_TOO_LOW');
+    expect(error.message).toMatch(/OS account 'games' has uid \d+ < minUid 1000 on agent exec-test/);
+    const allowed = {
+      ...compileIdentityPolicy({ bannedUsers: [], allowedSystemUsers: ['games'] }),
+      userMap: {},
+    };
+    await expect(resolveAccount('games', allowed, 'exec-test')).resolves.toMatchObject({ name: 'games' });
+  });
+
+  it('refuses root even with an empty ban list and refuses a pattern that would let "0day" through only by the floor', async () => {
+    const open = { ...compileIdentityPolicy({ bannedUsers: [], nameRegex: '[a-z0-9_]+' }), userMap: {} };
+    expect((await refusal('root', open)).code).toBe('STEWARD_USER_BANNED');
+    expect((await refusal('0day', open)).code).toBe('STEWARD_USER_NAME_INVALID');
+  });
+
+  it('applies a configured name pattern on top of the floor', async () => {
+    const strict = { ...compileIdentityPolicy({ nameRegex: 'u[0-9]+' }), userMap: {} };
+    const error = await refusal('games', strict);
+    expect(error.code).toBe('STEWARD_USER_NAME_INVALID');
+    expect(error.message).toContain('identity.nameRegex');
+  });
+
+  it.each([
+    [{ nameRegex: '([a-z' }, /identity.nameRegex: not a valid regular expression/],
+    [{ minUid: 0 }, /identity.minUid/],
+    [{ allowedSystemUsers: ['root'] }, /root can never run jobs/],
+    [{ allowedGroups: [] }, /would refuse everyone/],
+    [{ bannedUser: ['x'] }, /identity: Unrecognized key/],
+  ])('refuses the identity config %j at start with a message naming the field', (identity, message) => {
+    let thrown: unknown;
+    try {
+      compileAgentConfig({ identity }, { dataDir: '/tmp' });
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toBeInstanceOf(StewardError);
+    expect((thrown as StewardError).code).toBe('STEWARD_CONFIG_INVALID');
+    expect((thrown as StewardError).message).toMatch(message);
+  });
+});
+
+describe.runIf(isRoot)('identity policy with real accounts', () => {
+  const users = new OsUsers();
+  afterAll(() => users.cleanup());
+
+  it('refuses a user outside allowedGroups and accepts one inside, through NSS group lookups', async () => {
+    const group = await users.group('allow');
+    const inside = await users.user('gin', { groups: [group], createHome: false });
+    const outside = await users.user('gout', { createHome: false });
+    const restricted = { ...compileIdentityPolicy({ allowedGroups: [group] }), userMap: {} };
+    await expect(resolveAccount(inside.name, restricted, 'exec-test')).resolves.toMatchObject({
+      uid: inside.uid,
+    });
+    const error = await refusal(outside.name, restricted);
+    expect(error.code).toBe('STEWARD_USER_GROUP_NOT_ALLOWED');
+    expect(error.message).toContain(`none of identity.allowedGroups (${group})`);
+  });
+
+  it('refuses a system account created below minUid', async () => {
+    const system = await users.user('sys', { system: true, createHome: false });
+    expect(system.uid).toBeLessThan(1000);
+    const error = await refusal(system.name, policy);
+    expect(error.code).toBe('STEWARD_USER_UID_TOO_LOW');
+    expect(error.message).toContain(`has uid ${system.uid} < minUid 1000`);
   });
 });
 

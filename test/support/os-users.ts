@@ -25,10 +25,14 @@ export class OsUsers {
     return name;
   }
 
-  async user(base: string, options: { groups?: string[]; createHome?: boolean } = {}): Promise<TestUser> {
+  async user(
+    base: string,
+    options: { groups?: string[]; createHome?: boolean; system?: boolean } = {},
+  ): Promise<TestUser> {
     const name = `st${base}${this.tag}`.slice(0, 32);
     const args = [options.createHome === false ? '-M' : '-m', '-U', '-s', '/bin/bash'];
     if (options.groups?.length) args.push('-G', options.groups.join(','));
+    if (options.system) args.push('--system');
     const result = await run('useradd', [...args, name]);
     if (result.code !== 0) throw new Error(`useradd ${name}: ${result.stderr}`);
     this.users.push(name);

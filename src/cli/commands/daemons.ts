@@ -32,6 +32,8 @@ export function registerDaemonCommands(program: Command): void {
   serve('up', 'run a single-machine installation: server, embedded bus and a local agent', 'runUp');
   serve('server', 'run the server only', 'runServer');
 
+  registerCleanupCommand(program);
+
   program
     .command('agent')
     .description('run an agent on this executor machine (as root)')
@@ -42,6 +44,32 @@ export function registerDaemonCommands(program: Command): void {
       const { runAgent } = await import('../daemon.js');
       await runAgent({ ...options, debug: debug === true });
     });
+}
+
+export function registerCleanupCommand(program: Command): void {
+  program
+    .command('cleanup')
+    .description("delete old job directories and temp files from users' workspaces (as root)")
+    .option('--config <file>', 'configuration file (YAML); its agent section gives the workspace root')
+    .option(
+      '--data-dir <dir>',
+      'data dir (default ./.steward); the workspace root defaults to <dataDir>/workspaces',
+    )
+    .option('--older-than <duration>', 'delete what was last modified longer ago than this', '7d')
+    .option('--dry-run', 'only list what would be deleted')
+    .option('--json', 'print the result as JSON')
+    .action(
+      async (options: {
+        config?: string;
+        dataDir?: string;
+        olderThan: string;
+        dryRun?: boolean;
+        json?: boolean;
+      }) => {
+        const { runCleanupCommand } = await import('../daemon.js');
+        process.exitCode = await runCleanupCommand(options);
+      },
+    );
 }
 
 function parsePort(value: string): number {
