@@ -305,7 +305,7 @@ describe('steward up, end to end through the CLI', () => {
     expect((await readdir(out)).length).toBeGreaterThan(0);
     const workflows = await alice.run(['workflow', 'list', '--json']);
     expect(workflows.stdout).toContain('sales-report');
-    const { job } = await runJob(alice, ['sales-report']);
-    expect(job.state).toBe('succeeded');
+    const { job, stderr } = await runJob(alice, ['sales-report']);
+    expect(job.state, `${stderr}\n${JSON.stringify(job.error)}\n${steward.output}`).toBe('succeeded');
   });
 });
