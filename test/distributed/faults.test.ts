@@ -117,7 +117,10 @@ describe('faults', () => {
     const sleepy = await c.startAgent('sleepy', { slots: 1, userMap });
     const id = await c.submit('napper');
     const deadline = Date.now() + 30_000;
-    while ((await c.job(id)).state !== 'running') {
+    // Until its step runs: a job lost before any step started would be retried (server.retries.notStarted).
+    for (;;) {
+      const job = await c.job(id);
+      if (job.state === 'running' && job.steps[0].state === 'running') break;
       if (Date.now() > deadline) throw new Error('the job never started');
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
