@@ -1,4 +1,4 @@
-/* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-argument -- HTTP response bodies are checked by assertions, not by static types. */
+/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-call, @typescript-eslint/no-unsafe-return -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * Retries and poison jobs with a real server, real agents and RabbitMQ. A job whose agent is killed with
  * SIGKILL runs again on the other agent as attempt 2. A job whose executor dies every time it loads (here a
@@ -7,13 +7,15 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Cluster } from '../support/distributed.js';
 import { OsUsers, type TestUser } from '../support/os-users.js';
 import { brokerUrl, createVhost, deleteVhost } from '../support/rabbitmq.js';
 import { isRoot } from '../support/steward.js';
 
-const DELIVERY_LIMIT = 4;
+const DELIVERY_LIMIT = 6;
 /** Agent ids unique per run: agents name cgroups after their id, and two of one id kill each other's executors. */
 const tag = randomBytes(3).toString('hex');
 
@@ -69,6 +71,7 @@ beforeAll(async () => {
   poisoned = await osUsers.user('rp');
   for (const source of [
     'name: napper\nsteps:\n  - id: nap\n    shell: sleep 4\n',
+    'name: dozer\nsteps:\n  - id: doze\n    shell: sleep 12\n',
     // The asset makes loading take a moment, so the watcher kills the executor before it reports loaded.
     'name: poison\nassets: [big.bin]\nsteps:\n  - id: one\n    shell: cat big.bin > /dev/null\n',
   ]) {
@@ -120,6 +123,49 @@ describe.runIf(isRoot)('retries over RabbitMQ', () => {
     for (const agent of c.agents.values()) await agent.stop();
     c.agents.clear();
   }, 90_000);
+
+  it('holds a newer attempt on an agent that still runs the older one, stops the older one, then runs it', async () => {
+    const c = cluster!;
+    const id0 = `holder-${tag}`;
+    // Two slots, so the agent is offered the new attempt while it still holds the old one.
+    const holder = await c.startAgent(id0, { slots: 2, userMap: { admin: runner.name }, bus: agentBus() });
+    const submitted = await c.request('POST', '/api/jobs', { workflow: 'dozer', retries: 1 });
+    expect(submitted.status, JSON.stringify(submitted.json)).toBe(201);
+    const id = submitted.json.id as string;
+    const waitFor = async (what: string, check: (job: any) => boolean, timeoutMs = 30_000): Promise<any> => {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const job = await c.job(id);
+        if (check(job)) return job;
+        if (Date.now() > deadline) throw new Error(`${what}: ${JSON.stringify(job)}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    };
+    await waitFor('the step never ran', (job) => job.state === 'running' && job.steps[0].state === 'running');
+    // Frozen, not killed: silent past the lease, so the server gives attempt 1 up and offers attempt 2.
+    holder.child.kill('SIGSTOP');
+    try {
+      await waitFor('no attempt 2', (job) => job.attempt === 2, 20_000);
+    } finally {
+      holder.child.kill('SIGCONT');
+    }
+    const [job] = await c.settle([id], 60_000);
+    expect(job.state, JSON.stringify(job.error)).toBe('succeeded');
+    expect(job.attempt).toBe(2);
+    expect(job.attempts.map((attempt: any) => [attempt.attempt, attempt.state, attempt.agentId])).toEqual([
+      [1, 'lost', id0],
+      [2, 'succeeded', id0],
+    ]);
+    const log = await readFile(path.join(c.root, `agent-${id0}`, 'logs', 'steward.log'), 'utf8');
+    expect(log).toContain('a newer attempt of a job held here arrived; stopping the older attempt');
+    // Attempt 2 began while attempt 1's 12 s nap would still have been running: the old one was stopped,
+    // not waited for (and never ran beside it: the agent held attempt 2 back until then).
+    expect(Date.parse(job.attempts[1].startedAt) - Date.parse(job.attempts[0].startedAt)).toBeLessThan(
+      11_000,
+    );
+    await holder.stop();
+    c.agents.clear();
+  }, 120_000);
 
   it(`fails a job that kills every executor loading it as poison after exactly ${DELIVERY_LIMIT} deliveries`, async () => {
     const c = cluster!;
