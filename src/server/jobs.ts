@@ -202,11 +202,16 @@ export class JobService {
     this.deps.watch.publishJob(result.job);
     for (const step of await this.deps.store.listSteps(job.id)) this.deps.watch.publishStep(step);
     await this.deps.audit.record({
-      actor: job.user,
+      actor: 'system',
       action: 'job.retry',
       target: job.id,
       source: null,
-      detail: { attempt: result.job.attempt, previousAgent: job.agentId, cause: error.code },
+      detail: {
+        user: job.user,
+        attempt: result.job.attempt,
+        previousAgent: job.agentId,
+        cause: error.code,
+      },
     });
     try {
       await this.publishOffer(result.job, jobToken, deadline, now);
