@@ -66,6 +66,10 @@ describe('faults', () => {
       expect(job.agentId).toBe('victim');
       expect(job.error.code).toBe('STEWARD_AGENT_LOST');
     }
+    const odd = jobs.filter((job) => job.state !== 'succeeded' && job.state !== 'lost');
+    expect(
+      odd.map((job) => ({ id: job.id, state: job.state, attempts: job.attempts, error: job.error })),
+    ).toEqual([]);
     expect(counts.succeeded).toBe(BURST - lost.length);
     // Everything that was loading on the victim went round to the survivor.
     const bySurvivor = jobs.filter((job) => job.agentId === 'survivor').length;
