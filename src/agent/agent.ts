@@ -69,6 +69,12 @@ function round(ms: number): number {
 }
 
 const REJECT_PAUSE_MS = [150, 450] as const;
+/**
+ * Pause before handing back a newer attempt of a job whose older attempt is still stopping here. Longer than a
+ * plain reject: every hand-back counts towards the offer's delivery limit, and stopping an executor's job may
+ * take until the TERM → KILL escalation.
+ */
+const HOLD_PAUSE_MS = [1000, 2000] as const;
 
 export class Agent {
   readonly isolation: 'per-user' | 'single-user';
@@ -237,7 +243,7 @@ export class Agent {
       // Two attempts of one job must never run side by side here (same workspace, same results). The newer
       // attempt, signed by the server, proves the older one was given up: stop it, and hand the new offer
       // back meanwhile so another agent can take it (or this one, once the old attempt has ended).
-      const [low, high] = REJECT_PAUSE_MS;
+      const [low, high] = HOLD_PAUSE_MS;
       await delivery.requeue(low + Math.random() * (high - low));
       return;
     }
