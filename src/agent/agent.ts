@@ -69,6 +69,12 @@ function round(ms: number): number {
 }
 
 const REJECT_PAUSE_MS = [150, 450] as const;
+/**
+ * Pause before handing back a newer attempt of a job whose older attempt is still stopping here. Longer than a
+ * plain reject: every hand-back counts towards the offer's delivery limit, and stopping an executor's job may
+ * take until the TERM → KILL escalation.
+ */
+const HOLD_PAUSE_MS = [1000, 2000] as const;
 
 export class Agent {
   readonly isolation: 'per-user' | 'single-user';
@@ -233,6 +239,14 @@ export class Agent {
       );
       return;
     }
+    if (this.holdsOlderAttempt(offer)) {
+      // Two attempts of one job must never run side by side here (same workspace, same results). The newer
+      // attempt, signed by the server, proves the older one was given up: stop it, and hand the new offer
+      // back meanwhile so another agent can take it (or this one, once the old attempt has ended).
+      const [low, high] = HOLD_PAUSE_MS;
+      await delivery.requeue(low + Math.random() * (high - low));
+      return;
+    }
     const missing = offer.labels.filter((label) => !this.config.labels.includes(label));
     if (missing.length > 0 || this.freeSlots === 0) {
       // Not for us (or not now): hand it back after a jittered pause so it goes round to other agents.
@@ -276,6 +290,24 @@ export class Agent {
       // Identity refusals and start failures end the job with a clear reason: no retry loop.
       await this.finish(job, 'failed', { code: failure.code, message: failure.message });
     }
+  }
+
+  /** Whether an older attempt of the offer's job is still held here; if so, asks it to stop. */
+  private holdsOlderAttempt(offer: JobOffer): boolean {
+    let held = false;
+    for (const job of this.active.values()) {
+      if (job.offer.jobId !== offer.jobId || job.offer.attempt >= offer.attempt) continue;
+      held = true;
+      if (!job.cancelRequested) {
+        this.log.warn(
+          { jobId: offer.jobId, heldAttempt: job.offer.attempt, newAttempt: offer.attempt },
+          'a newer attempt of a job held here arrived; stopping the older attempt',
+        );
+        job.cancelRequested = true;
+        job.executor?.process.send({ type: 'cancel', jobId: job.offer.jobId });
+      }
+    }
+    return held;
   }
 
   /**
@@ -414,14 +446,26 @@ export class Agent {
     await this.emitState(job, 'running');
   }
 
-  /** The executor died under a job: before the ack the offer goes back for redelivery; after it, the job failed. */
+  /**
+   * The executor died under a job: before the ack the offer goes back for redelivery (saying why, so that a
+   * job that kills every executor loading it is reported as poison once the bus gives up on it); after the
+   * ack, the job failed and the server decides whether to retry it.
+   */
   private executorLost(jobId: string, cause: string): void {
     for (const [key, job] of this.active) {
       if (job.offer.jobId !== jobId) continue;
       if (!job.acked) {
         this.active.delete(key);
         this.taken.delete(key);
-        void job.delivery.requeue(0).then(() => this.updatePrefetch());
+        const handBack = async (): Promise<void> => {
+          await this.emitState(job, 'offered', {
+            code: cause.startsWith('out of memory') ? 'STEWARD_OUT_OF_MEMORY' : 'STEWARD_EXECUTOR_CRASHED',
+            message: `agent ${this.config.id}: the executor for ${job.identity?.osUser ?? job.offer.user} ended while loading the job (${cause}); offer handed back after delivery ${job.delivery.deliveryCount}`,
+          });
+          await job.delivery.requeue(0);
+          await this.updatePrefetch();
+        };
+        void handBack();
       } else {
         const oom = cause.startsWith('out of memory');
         void this.finish(job, 'failed', {

@@ -161,7 +161,7 @@ class AmqpSubscription implements Subscription {
 export class AmqpBus implements Bus {
   readonly kind = 'amqp' as const;
   private readonly options: AmqpBusOptions;
-  private readonly deliveryLimit: number;
+  readonly deliveryLimit: number;
   private readonly prefix: string;
   private readonly subscriptions = new Set<AmqpSubscription>();
   private readonly pending = new Set<PendingPublish>();

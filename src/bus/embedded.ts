@@ -120,7 +120,7 @@ class Queue {
 
 export class EmbeddedBus implements Bus {
   readonly kind = 'embedded' as const;
-  private readonly deliveryLimit: number;
+  readonly deliveryLimit: number;
   private readonly onHandlerError: (error: unknown, queue: string) => void;
   private readonly offers = new Queue('offers', this);
   private readonly events = new Queue('events', this);

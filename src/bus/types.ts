@@ -43,6 +43,12 @@ export type Handler<T> = (delivery: Delivery<T>) => void | Promise<void>;
 
 export interface Bus {
   readonly kind: 'embedded' | 'amqp';
+  /**
+   * Deliveries of one offer, in all, after which the bus dead-letters it with reason `delivery-limit`
+   * instead of delivering it again. Counts every delivery: rejects, and agents or executors lost before the
+   * ack. The server names this figure when it reports a poison job.
+   */
+  readonly deliveryLimit: number;
   /** Server → any agent. */
   publishOffer(offer: SignedOffer): Promise<void>;
   /** Agents consume offers; `prefetch` = free capacity. */

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { Duration, StewardError } from '../protocol/index.js';
+import { Duration, MAX_RETRIES, StewardError } from '../protocol/index.js';
 import {
   compileLdapConfig,
   LdapConfig,
@@ -120,6 +120,21 @@ function compileBus(bus: z.output<typeof BusConfig> | undefined, what: string): 
   });
 }
 
+const RetryCount = z
+  .number({ error: 'expected a whole number of retries' })
+  .int('expected a whole number of retries')
+  .min(0, 'expected 0 or more retries')
+  .max(MAX_RETRIES, `expected at most ${MAX_RETRIES} retries`);
+
+export const RetriesConfig = z
+  .object({
+    /** Retries of a job that had started a step. Default 0. */
+    ran: RetryCount.default(0),
+    /** Retries of a job that had not started any step. Default 2. */
+    notStarted: RetryCount.default(2),
+  })
+  .strict();
+
 export const ServerConfig = z
   .object({
     /** Interface to listen on. Default `127.0.0.1`. */
@@ -163,6 +178,12 @@ export const ServerConfig = z
     }),
     /** The bus to agents. Default `{kind: embedded}` (`steward up`); `steward server` needs `amqp`. */
     bus: BusConfig.optional(),
+    /**
+     * How many times a job whose attempt ended `lost` or with a crashed executor is run again, as a new
+     * attempt. `ran`: at least one step had started (it may have had side effects), default 0.
+     * `notStarted`: no step had started, default 2. A job's own `retries` overrides both.
+     */
+    retries: RetriesConfig.default({ ran: 0, notStarted: 2 }),
   })
   .strict();
 export type ServerConfig = z.input<typeof ServerConfig>;
@@ -182,6 +203,8 @@ export interface CompiledServerConfig {
   readonly ldap: CompiledLdapConfig | undefined;
   readonly loginThrottle: CompiledLoginThrottle;
   readonly bus: CompiledBusConfig;
+  /** Retry budgets by whether a step had started (see `ServerConfig.retries`). */
+  readonly retries: { readonly ran: number; readonly notStarted: number };
 }
 
 export function compileServerConfig(input: unknown): CompiledServerConfig {
@@ -206,6 +229,7 @@ export function compileServerConfig(input: unknown): CompiledServerConfig {
       windowMs: c.loginThrottle.window,
     }),
     bus: compileBus(c.bus, 'server'),
+    retries: Object.freeze({ ran: c.retries.ran, notStarted: c.retries.notStarted }),
   });
 }
 

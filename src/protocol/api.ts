@@ -113,6 +113,9 @@ export const WorkflowSummary = z.object({
   updatedBy: z.string(),
 });
 
+/** The most retries a job may ask for or a server may grant: beyond it, a failing job only burns machines. */
+export const MAX_RETRIES = 10;
+
 export const SubmitJobRequest = z
   .object({
     workflow: WorkflowRef,
@@ -128,6 +131,16 @@ export const SubmitJobRequest = z
       .int()
       .positive()
       .max(30 * 24 * 3600)
+      .optional(),
+    /**
+     * How many times to run the job again, as a new attempt, if an attempt ends lost or with a crashed
+     * executor. Overrides the server's `retries` policy (default: 0 once a step started, 2 before).
+     */
+    retries: z
+      .number()
+      .int('expected a whole number')
+      .min(0, 'expected 0 or more')
+      .max(MAX_RETRIES, `expected at most ${MAX_RETRIES}`)
       .optional(),
   })
   .strict();
@@ -145,6 +158,18 @@ export const StepInfo = z.object({
 });
 export type StepInfo = z.infer<typeof StepInfo>;
 
+/** One run of a job on one agent. A retry is a new attempt with its own number, token and step records. */
+export const AttemptInfo = z.object({
+  attempt: z.number().int(),
+  /** `offered`, `loading` or `running` while it is the job's current attempt; then how it ended. */
+  state: JobState,
+  agentId: z.string().nullable(),
+  startedAt: z.string().nullable(),
+  finishedAt: z.string().nullable(),
+  error: ErrorInfo.nullable(),
+});
+export type AttemptInfo = z.infer<typeof AttemptInfo>;
+
 export const Job = z.object({
   id: z.string(),
   user: z.string(),
@@ -161,7 +186,11 @@ export const Job = z.object({
   error: ErrorInfo.nullable(),
 });
 export type Job = z.infer<typeof Job>;
-export const JobDetail = Job.extend({ steps: z.array(StepInfo) });
+export const JobDetail = Job.extend({
+  steps: z.array(StepInfo),
+  /** Every attempt, oldest first; the last one is the job's current attempt. (Absent from older servers.) */
+  attempts: z.array(AttemptInfo).default([]),
+});
 export type JobDetail = z.infer<typeof JobDetail>;
 
 export const ListJobsQuery = z

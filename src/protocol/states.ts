@@ -45,6 +45,17 @@ const transitions: Record<JobState, readonly JobState[]> = {
   lost: ['offered'],
 };
 
+/**
+ * States from which a job may begin a new attempt (a retry): its current attempt is lost to the server
+ * (agent silent, executor crashed) while the job itself has not ended. A retry is not an ordinary transition:
+ * the attempt number changes with it, so `Store.retryJob` checks this instead of `canTransition`.
+ */
+const retryableStates: ReadonlySet<JobState> = new Set(['offered', 'loading', 'running', 'lost']);
+
+export function canStartNewAttempt(from: JobState): boolean {
+  return retryableStates.has(from);
+}
+
 export function canTransition(from: JobState, to: JobState): boolean {
   return transitions[from].includes(to);
 }

@@ -16,6 +16,9 @@ import type { Store } from '../store/index.js';
 import type { JobService } from './jobs.js';
 import type { JobWatch } from './watch.js';
 
+/** Causes an agent gives when it hands an offer back because the executor loading it died. */
+const LOST_EXECUTOR: ReadonlySet<string> = new Set(['STEWARD_EXECUTOR_CRASHED', 'STEWARD_OUT_OF_MEMORY']);
+
 export class EventConsumer {
   private readonly subscriptions: Subscription[] = [];
   /** Per job, the tail of its chain of event applications (see inJobOrder). */
@@ -57,7 +60,16 @@ export class EventConsumer {
       await delivery.ack();
       return;
     }
-    const result = await this.inJobOrder(message.jobId, () => this.deps.store.applyEvent(message));
+    const result = await this.inJobOrder(message.jobId, async () => {
+      // An executor that died under the job is not the job's fault: it may run again as a new attempt.
+      const event =
+        message.type === 'state' &&
+        message.state === 'failed' &&
+        this.deps.jobs.isRetryableFailure(message.error)
+          ? await this.deps.jobs.onAttemptFailure(message)
+          : message;
+      return this.deps.store.applyEvent(event);
+    });
     if (result.job) this.deps.watch.publishJob(result.job);
     if (result.step) this.deps.watch.publishStep(result.step);
     if (result.applied && !result.job && message.type === 'state' && !isTerminal(message.state)) {
@@ -73,14 +85,19 @@ export class EventConsumer {
 
   /**
    * An agent reports progress on a job the server already ended (expired by the load timeout, canceled while
-   * the offer was in flight): tell that agent to stop, or it would run a job nobody can collect.
+   * the offer was in flight), or on an attempt the server gave up for a newer one (its agent was silent past
+   * the lease and came back): tell that agent to stop, or it would run a job nobody can collect.
    */
   private async stopIfEnded(jobId: string, attempt: number, agentId: string): Promise<void> {
     const job = await this.deps.store.getJob(jobId);
-    if (!job || job.attempt !== attempt || !isTerminal(job.state)) return;
+    if (!job) return;
+    const superseded = attempt < job.attempt;
+    if (!superseded && (job.attempt !== attempt || !isTerminal(job.state))) return;
     this.deps.logger.info(
-      { jobId, agentId, state: job.state },
-      'agent reports on an ended job; asking it to stop',
+      { jobId, agentId, state: job.state, attempt, currentAttempt: job.attempt },
+      superseded
+        ? 'agent reports on a superseded attempt; asking it to stop'
+        : 'agent reports on an ended job; asking it to stop',
     );
     await this.deps.bus.publishControl(agentId, { v: 1, type: 'cancel', jobId, attempt });
   }
@@ -120,7 +137,21 @@ export class EventConsumer {
     }
     let to: JobState;
     let error: ErrorInfo;
-    if (letter.reason === 'delivery-limit') {
+    let from: readonly JobState[] = ['queued', 'offered'];
+    const poison = letter.reason === 'delivery-limit' ? await this.poisonCause(offer) : undefined;
+    if (poison !== undefined) {
+      // Not retried: a new attempt would only go round the same agents and kill their executors again.
+      to = 'failed';
+      from = ['offered', 'loading'];
+      error = {
+        code: 'STEWARD_POISON_JOB',
+        message:
+          `offer dead-lettered after ${letter.deliveryCount} deliveries (the bus's delivery limit is ` +
+          `${this.deps.bus.deliveryLimit}): the agents that took it lost its executor before the workflow ` +
+          `loaded (last: ${poison}); not retried. See the per-user executor logs on the agents in the job's ` +
+          `attempts, fix the workflow or those machines, and submit it again`,
+      };
+    } else if (letter.reason === 'delivery-limit') {
       to = 'failed';
       error = {
         code: 'STEWARD_DELIVERY_LIMIT',
@@ -144,15 +175,26 @@ export class EventConsumer {
       };
     }
     try {
-      await this.deps.jobs.transition(
-        offer.jobId,
-        to,
-        { error },
-        { from: ['queued', 'offered'], attempt: offer.attempt },
-      );
+      await this.deps.jobs.transition(offer.jobId, to, { error }, { from, attempt: offer.attempt });
     } catch (err) {
       this.deps.logger.error({ err, jobId: offer.jobId }, 'could not record a dead-lettered offer');
     }
+  }
+
+  /**
+   * Why a job whose offer reached the delivery limit is poison, or undefined when it is not. Agents that took
+   * the offer report `loading`; one that loses its executor before the ack hands the offer back with an
+   * `offered` event carrying the cause; one that dies itself just falls silent, leaving the job `loading`.
+   * Either way an agent took it and could not keep it. A job still `offered` without such a cause was never
+   * taken (no agent with its labels or room): that is the plain delivery limit.
+   */
+  private async poisonCause(offer: { jobId: string; attempt: number }): Promise<string | undefined> {
+    const job = await this.deps.store.getJob(offer.jobId);
+    if (!job || job.attempt !== offer.attempt) return undefined;
+    if (job.state === 'loading')
+      return `agent ${job.agentId ?? '?'} stopped reporting while its executor loaded the job`;
+    if (job.state === 'offered' && job.error && LOST_EXECUTOR.has(job.error.code)) return job.error.message;
+    return undefined;
   }
 
   /** Only offers carrying our own valid signature may end a job: bus access alone must not fail jobs. */

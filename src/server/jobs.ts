@@ -9,9 +9,11 @@ import type { Bus } from '../bus/index.js';
 import type { CompiledServerConfig } from '../config/index.js';
 import { resolveParams } from '../engine/index.js';
 import {
+  canStartNewAttempt,
   isTerminal,
   StewardError,
   type ErrorInfo,
+  type JobEvent,
   type JobOffer,
   type JobState,
   type OfferSigner,
@@ -29,7 +31,19 @@ export interface SubmitInput {
   params: Record<string, ParamValue>;
   labels: string[];
   timeoutSeconds?: number | undefined;
+  /** The job's own retry budget; default: the server's `retries` policy. */
+  retries?: number | undefined;
 }
+
+/**
+ * Attempt endings that say nothing against the job itself, so running it again may succeed: its executor
+ * died under it (killed, crashed, the machine went away). Out-of-memory is left out on purpose: the same job
+ * would hit the same limit again.
+ */
+const RETRYABLE_FAILURES: ReadonlySet<string> = new Set(['STEWARD_EXECUTOR_CRASHED']);
+
+/** What `retryOrEnd` did: began the next attempt, or not (with a note on why, for the final error). */
+type RetryOutcome = { retried: true; job: JobRecord } | { retried: false; note: string | undefined };
 
 export interface JobServiceDeps {
   store: Store;
@@ -56,7 +70,7 @@ export class JobService {
   constructor(private readonly deps: JobServiceDeps) {}
 
   async submit(principal: Principal, input: SubmitInput, source: string): Promise<JobRecord> {
-    const { store, workflows, signer, bus, config } = this.deps;
+    const { store, workflows, config } = this.deps;
     const record = await workflows.resolve(input.workflow);
     const workflow = await workflows.parsedFor(record);
     const params = resolveParams(workflow, input.params);
@@ -73,31 +87,21 @@ export class JobService {
       jobTokenHash: sha256Hex(jobToken),
       createdAt: now,
       steps: workflow.steps.map((step) => ({ id: step.id, kind: step.kind })),
+      retries: input.retries ?? null,
     });
     await this.deps.audit.record({
       actor: principal.user,
       action: 'job.submit',
       target: job.id,
       source,
-      detail: { workflow: `${record.name}@${record.version}`, labels: input.labels },
+      detail: {
+        workflow: `${record.name}@${record.version}`,
+        labels: input.labels,
+        ...(input.retries !== undefined ? { retries: input.retries } : {}),
+      },
     });
 
     const deadline = now + config.loadTimeoutMs;
-    const offer: JobOffer = {
-      v: 1,
-      jobId: job.id,
-      attempt: job.attempt,
-      user: job.user,
-      workflow: job.workflow,
-      params,
-      labels: input.labels,
-      jobToken,
-      serverUrl: this.deps.serverUrl(),
-      limits: timeoutMs === null ? {} : { timeoutMs },
-      deadline,
-      issuedAt: now,
-    };
-    const signed = signer.sign(offer);
     // Recorded as offered before publishing: an agent may report `loading` as soon as the offer is out.
     const offered = await this.transition(
       job.id,
@@ -106,17 +110,128 @@ export class JobService {
       { from: ['queued'] },
     );
     try {
-      await bus.publishOffer(signed);
+      await this.publishOffer(offered.job ?? job, jobToken, deadline, now);
     } catch (error) {
-      this.deps.logger.error({ err: error, jobId: job.id }, 'publishing the job offer failed');
-      await this.transition(job.id, 'failed', {
-        error: { code: 'STEWARD_UNAVAILABLE', message: 'the job could not be handed to the bus' },
-      });
       throw new StewardError('STEWARD_UNAVAILABLE', 'the bus did not accept the job offer; retry later', {
         cause: error,
       });
     }
     return offered.job ?? job;
+  }
+
+  /**
+   * Signs and publishes the offer of the job's current attempt. When the bus refuses it the job ends
+   * `failed` (nobody else will ever offer it) and the error is rethrown.
+   */
+  private async publishOffer(job: JobRecord, jobToken: string, deadline: number, now: number): Promise<void> {
+    const offer: JobOffer = {
+      v: 1,
+      jobId: job.id,
+      attempt: job.attempt,
+      user: job.user,
+      workflow: job.workflow,
+      params: job.params,
+      labels: job.labels,
+      jobToken,
+      serverUrl: this.deps.serverUrl(),
+      limits: job.timeoutMs === null ? {} : { timeoutMs: job.timeoutMs },
+      deadline,
+      issuedAt: now,
+    };
+    try {
+      await this.deps.bus.publishOffer(this.deps.signer.sign(offer));
+    } catch (error) {
+      this.deps.logger.error(
+        { err: error, jobId: job.id, attempt: job.attempt },
+        'publishing the job offer failed',
+      );
+      await this.transition(
+        job.id,
+        'failed',
+        { error: { code: 'STEWARD_UNAVAILABLE', message: 'the job could not be handed to the bus' } },
+        { attempt: job.attempt },
+      );
+      throw error;
+    }
+  }
+
+  /** Whether an attempt that failed with this error may be retried (see RETRYABLE_FAILURES). */
+  isRetryableFailure(error: ErrorInfo | undefined): boolean {
+    return error !== undefined && RETRYABLE_FAILURES.has(error.code);
+  }
+
+  /**
+   * The job's current attempt is over without an outcome (`lost`: its agent went silent; `failed`: its
+   * executor crashed). Begins the next attempt when the job's retry budget allows — `retries` of the job,
+   * else the server's `retries.ran` when a step had started (it may have had effects) or `retries.notStarted`
+   * when none had — and publishes its offer. Otherwise returns why not, for the final error's message.
+   */
+  async retryOrEnd(job: JobRecord, endState: 'lost' | 'failed', error: ErrorInfo): Promise<RetryOutcome> {
+    if (!canStartNewAttempt(job.state)) return { retried: false, note: undefined };
+    if (job.cancelRequested) return { retried: false, note: 'not retried: it was being canceled' };
+    const steps = await this.deps.store.listSteps(job.id);
+    const ran = steps.some((step) => step.state !== 'pending');
+    const { retries } = this.deps.config;
+    const budget = job.retries ?? (ran ? retries.ran : retries.notStarted);
+    const rule =
+      job.retries !== null
+        ? `the job's retries is ${job.retries}`
+        : ran
+          ? `a step had started and server.retries.ran is ${retries.ran}`
+          : `no step had started and server.retries.notStarted is ${retries.notStarted}`;
+    if (job.attempt - 1 >= budget)
+      return { retried: false, note: `not retried (attempt ${job.attempt}; ${rule})` };
+
+    const now = Date.now();
+    const jobToken = newSecret('stj_');
+    const deadline = now + this.deps.config.loadTimeoutMs;
+    const result = await this.deps.store.retryJob(job.id, {
+      attempt: job.attempt,
+      endState,
+      error,
+      jobTokenHash: sha256Hex(jobToken),
+      loadDeadline: deadline,
+      now,
+    });
+    // Another server (or an earlier copy of this event) already moved the job on.
+    if (!result.ok) return { retried: false, note: undefined };
+    this.deps.logger.warn(
+      { jobId: job.id, attempt: result.job.attempt, previousAgent: job.agentId, cause: error.code },
+      `retrying the job as attempt ${result.job.attempt} (${rule})`,
+    );
+    this.deps.watch.publishJob(result.job);
+    for (const step of await this.deps.store.listSteps(job.id)) this.deps.watch.publishStep(step);
+    await this.deps.audit.record({
+      actor: 'system',
+      action: 'job.retry',
+      target: job.id,
+      source: null,
+      detail: {
+        user: job.user,
+        attempt: result.job.attempt,
+        previousAgent: job.agentId,
+        cause: error.code,
+      },
+    });
+    try {
+      await this.publishOffer(result.job, jobToken, deadline, now);
+    } catch {
+      // publishOffer ended the job failed; nothing else to do.
+    }
+    return { retried: true, job: result.job };
+  }
+
+  /**
+   * An agent reports a retryable failure (its executor died): retries the job instead of letting the event
+   * end it. Returns the event to apply: unchanged when the job was retried (it now only counts as seen, being
+   * of an older attempt), or with the reason it was not retried added to its message.
+   */
+  async onAttemptFailure(event: JobEvent & { type: 'state' }): Promise<JobEvent> {
+    const job = await this.deps.store.getJob(event.jobId);
+    if (!job || job.attempt !== event.attempt || !event.error) return event;
+    const outcome = await this.retryOrEnd({ ...job, agentId: event.agentId }, 'failed', event.error);
+    if (outcome.retried || outcome.note === undefined) return event;
+    return { ...event, error: { ...event.error, message: `${event.error.message}; ${outcome.note}` } };
   }
 
   /** A job the principal may see; others' jobs are reported as absent (and the attempt audited). */
@@ -232,17 +347,30 @@ export class JobService {
     return expired + (await this.sweepLost(now));
   }
 
-  /** Running jobs of agents silent past their lease end `lost` (their outcome is unknown). */
+  /**
+   * Running jobs of agents silent past their lease end `lost` (their outcome is unknown), or are retried as a
+   * new attempt when their budget allows. Returns how many it handled.
+   */
   async sweepLost(now = Date.now()): Promise<number> {
     const leaseMs = this.deps.config.agentLeaseMs;
     const orphans = await this.deps.store.listRunningJobsOfSilentAgents(now - leaseMs);
     let lost = 0;
     for (const job of orphans) {
       const message = `agent ${job.agentId ?? '?'} sent no heartbeat for more than ${formatDuration(leaseMs)}; the job's outcome is unknown`;
+      const outcome = await this.retryOrEnd(job, 'lost', { code: 'STEWARD_AGENT_LOST', message });
+      if (outcome.retried) {
+        lost++;
+        continue;
+      }
       const result = await this.transition(
         job.id,
         'lost',
-        { error: { code: 'STEWARD_AGENT_LOST', message } },
+        {
+          error: {
+            code: 'STEWARD_AGENT_LOST',
+            message: outcome.note === undefined ? message : `${message}; ${outcome.note}`,
+          },
+        },
         { from: ['running'], attempt: job.attempt },
       );
       if (result.ok) {

@@ -145,7 +145,7 @@ export function buildHandlers(ctx: ServerContext): Handlers {
 
     showJob: async ({ principal, params, source }) => {
       const job = await ownJob(principal, params.id, source);
-      return jobDetailView(job, await store.listSteps(job.id));
+      return jobDetailView(job, await store.listSteps(job.id), await store.listAttempts(job.id));
     },
 
     jobEvents: async ({ principal, params, source, request, reply }) => {
@@ -290,7 +290,10 @@ async function streamJobEvents(
   const end = async (): Promise<void> => {
     try {
       const latest = (await ctx.store.getJob(job.id)) ?? job;
-      send('end', jobDetailView(latest, await ctx.store.listSteps(job.id)));
+      send(
+        'end',
+        jobDetailView(latest, await ctx.store.listSteps(job.id), await ctx.store.listAttempts(job.id)),
+      );
     } catch (error) {
       request.log.warn({ err: error, jobId: job.id }, 'could not send the final job event');
     }
@@ -321,7 +324,10 @@ async function streamJobEvents(
   let current: JobRecord;
   try {
     current = (await ctx.store.getJob(job.id)) ?? job;
-    send('snapshot', jobDetailView(current, await ctx.store.listSteps(job.id)));
+    send(
+      'snapshot',
+      jobDetailView(current, await ctx.store.listSteps(job.id), await ctx.store.listAttempts(job.id)),
+    );
   } catch (error) {
     // Headers are out: the error shape cannot be sent any more, so log it and end the stream.
     request.log.error({ err: error, jobId: job.id }, 'could not send the job snapshot');

@@ -1,5 +1,6 @@
 /** Store records → API shapes. Times become ISO strings here, at the edge, and nowhere else. */
 import type {
+  AttemptRecord,
   AuditRecord,
   JobRecord,
   ResultRecord,
@@ -8,7 +9,15 @@ import type {
   UserRecord,
   WorkflowRecord,
 } from '../store/index.js';
-import type { Job, JobDetail, ResultInfo, StepInfo, User, WorkflowVersion } from '../protocol/index.js';
+import type {
+  AttemptInfo,
+  Job,
+  JobDetail,
+  ResultInfo,
+  StepInfo,
+  User,
+  WorkflowVersion,
+} from '../protocol/index.js';
 
 export function iso(time: number): string;
 export function iso(time: number | null): string | null;
@@ -48,8 +57,23 @@ export function stepView(step: StepRecord): StepInfo {
   };
 }
 
-export function jobDetailView(job: JobRecord, steps: readonly StepRecord[]): JobDetail {
-  return { ...jobView(job), steps: steps.map(stepView) };
+export function attemptView(attempt: AttemptRecord): AttemptInfo {
+  return {
+    attempt: attempt.attempt,
+    state: attempt.state,
+    agentId: attempt.agentId,
+    startedAt: iso(attempt.startedAt),
+    finishedAt: iso(attempt.finishedAt),
+    error: attempt.error,
+  };
+}
+
+export function jobDetailView(
+  job: JobRecord,
+  steps: readonly StepRecord[],
+  attempts: readonly AttemptRecord[],
+): JobDetail {
+  return { ...jobView(job), steps: steps.map(stepView), attempts: attempts.map(attemptView) };
 }
 
 export function userView(user: UserRecord): User {

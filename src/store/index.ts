@@ -2,6 +2,7 @@ export { Store, openStore } from './store.js';
 export type {
   AgentRecord,
   AppliedEvent,
+  AttemptRecord,
   AssetRecord,
   AuditRecord,
   JobPatch,
@@ -13,6 +14,7 @@ export type {
   OpenStoreOptions,
   ParamDefinitionRecord,
   ResultRecord,
+  RetryPlan,
   StepRecord,
   TokenRecord,
   TransitionResult,

@@ -73,6 +73,23 @@ export interface JobsTable {
   started_at: number | null;
   finished_at: number | null;
   updated_at: number;
+  /** The job's own retry budget; null: the server's policy (migration 0003). */
+  retries: number | null;
+}
+
+/** One row per attempt of a job (migration 0003); the job's current attempt is `jobs.attempt`. */
+export interface JobAttemptsTable {
+  job_id: string;
+  attempt: number;
+  state: string;
+  agent_id: string | null;
+  /** When the attempt's offer was made. */
+  offered_at: number;
+  /** When its executor reported the workflow loaded (running). */
+  started_at: number | null;
+  finished_at: number | null;
+  error_code: string | null;
+  error_message: string | null;
 }
 
 export interface JobStepsTable {
@@ -132,6 +149,7 @@ export interface Database {
   workflows: WorkflowsTable;
   workflow_assets: WorkflowAssetsTable;
   jobs: JobsTable;
+  job_attempts: JobAttemptsTable;
   job_steps: JobStepsTable;
   applied_events: AppliedEventsTable;
   results: ResultsTable;

@@ -15,6 +15,7 @@ import { Kysely, PostgresDialect, SqliteDialect, type Transaction } from 'kysely
 import pg from 'pg';
 import type { StoreConfig } from '../config/index.js';
 import {
+  canStartNewAttempt,
   canTransition,
   isTerminal,
   type ErrorInfo,
@@ -116,6 +117,34 @@ export interface JobRecord {
   startedAt: number | null;
   finishedAt: number | null;
   updatedAt: number;
+  /** The job's own retry budget; null when the server's policy applies. */
+  retries: number | null;
+}
+
+/** One attempt of a job: a run on one agent. Attempt numbers start at 1; a retry adds the next. */
+export interface AttemptRecord {
+  jobId: string;
+  attempt: number;
+  /** The job's state while this is its current attempt; afterwards how the attempt ended. */
+  state: JobState;
+  agentId: string | null;
+  offeredAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  error: ErrorInfo | null;
+}
+
+/** What a retry ends and what it begins (see `Store.retryJob`). */
+export interface RetryPlan {
+  /** The attempt being ended; the retry happens only while it is still the job's current attempt. */
+  attempt: number;
+  /** How the old attempt ended: `lost` (agent silent) or `failed` (executor crashed). */
+  endState: 'lost' | 'failed';
+  error: ErrorInfo;
+  /** The new attempt's job token (hash): the old attempt's token stops working at once. */
+  jobTokenHash: string;
+  loadDeadline: number;
+  now?: number;
 }
 
 export interface NewJob {
@@ -129,6 +158,8 @@ export interface NewJob {
   createdAt: number;
   /** Steps known from the workflow, recorded `pending` so a job's detail lists them from the start. */
   steps: { id: string; kind: string }[];
+  /** The job's own retry budget. Default: none (the server's policy). */
+  retries?: number | null;
 }
 
 export interface StepRecord {
@@ -581,6 +612,21 @@ export class Store {
           started_at: null,
           finished_at: null,
           updated_at: job.createdAt,
+          retries: job.retries ?? null,
+        })
+        .execute();
+      await trx
+        .insertInto('job_attempts')
+        .values({
+          job_id: job.id,
+          attempt: 1,
+          state: 'queued',
+          agent_id: null,
+          offered_at: job.createdAt,
+          started_at: null,
+          finished_at: null,
+          error_code: null,
+          error_message: null,
         })
         .execute();
       if (job.steps.length > 0) {
@@ -672,8 +718,132 @@ export class Store {
       .where('state', '=', current.state)
       .executeTakeFirst();
     if (Number(result.numUpdatedRows) !== 1) return { ok: false, job: (await this.getJob(id, trx)) ?? null };
+    await this.recordAttemptState(trx, current.attempt, id, to, patch, now);
     const updated = await this.getJob(id, trx);
     return { ok: true, job: updated! };
+  }
+
+  /** Mirrors a transition of the job onto its current attempt's row. */
+  private async recordAttemptState(
+    trx: Transaction<Database>,
+    attempt: number,
+    id: string,
+    to: JobState,
+    patch: JobPatch,
+    now: number,
+  ): Promise<void> {
+    const values: Partial<Database['job_attempts']> = { state: to };
+    if (patch.agentId !== undefined) values.agent_id = patch.agentId;
+    if (patch.error !== undefined) {
+      values.error_code = patch.error?.code ?? null;
+      values.error_message = patch.error?.message ?? null;
+    }
+    if (isTerminal(to)) values.finished_at = patch.finishedAt ?? now;
+    await trx
+      .updateTable('job_attempts')
+      .set(values)
+      .where('job_id', '=', id)
+      .where('attempt', '=', attempt)
+      .execute();
+    if (to === 'running') {
+      // The attempt's own start (the job's startedAt is its first attempt's).
+      await trx
+        .updateTable('job_attempts')
+        .set({ started_at: patch.startedAt ?? now })
+        .where('job_id', '=', id)
+        .where('attempt', '=', attempt)
+        .where('started_at', 'is', null)
+        .execute();
+    }
+  }
+
+  /**
+   * Ends the job's current attempt (`plan.endState`, with its error) and begins the next one in one
+   * transaction: attempt + 1 in state `offered`, a new job token, no agent, executor or error, and every step
+   * back to `pending`. Happens only while `plan.attempt` is still current and the job has not ended (see
+   * `canStartNewAttempt`), so two servers (or a duplicate event) cannot both retry one attempt. The caller
+   * publishes the new attempt's offer after this commits.
+   */
+  async retryJob(id: string, plan: RetryPlan): Promise<TransitionResult> {
+    const now = plan.now ?? Date.now();
+    return this.db.transaction().execute(async (trx) => {
+      const current = await this.getJob(id, trx);
+      if (!current) return { ok: false, job: null };
+      if (current.attempt !== plan.attempt || !canStartNewAttempt(current.state))
+        return { ok: false, job: current };
+      const next = current.attempt + 1;
+      const moved = await trx
+        .updateTable('jobs')
+        .set({
+          state: 'offered',
+          attempt: next,
+          agent_id: null,
+          executor_json: null,
+          error_code: null,
+          error_message: null,
+          job_token_hash: plan.jobTokenHash,
+          load_deadline: plan.loadDeadline,
+          cancel_requested: 0,
+          finished_at: null,
+          updated_at: now,
+        })
+        .where('id', '=', id)
+        .where('attempt', '=', current.attempt)
+        .where('state', '=', current.state)
+        .executeTakeFirst();
+      if (Number(moved.numUpdatedRows) !== 1) return { ok: false, job: (await this.getJob(id, trx)) ?? null };
+      // A job already `lost` keeps the end recorded when it was lost.
+      await trx
+        .updateTable('job_attempts')
+        .set({
+          state: plan.endState,
+          error_code: plan.error.code,
+          error_message: plan.error.message,
+          finished_at: current.state === 'lost' ? (current.finishedAt ?? now) : now,
+        })
+        .where('job_id', '=', id)
+        .where('attempt', '=', current.attempt)
+        .execute();
+      await trx
+        .insertInto('job_attempts')
+        .values({
+          job_id: id,
+          attempt: next,
+          state: 'offered',
+          agent_id: null,
+          offered_at: now,
+          started_at: null,
+          finished_at: null,
+          error_code: null,
+          error_message: null,
+        })
+        .execute();
+      await trx
+        .updateTable('job_steps')
+        .set({
+          state: 'pending',
+          started_at: null,
+          finished_at: null,
+          duration_ms: null,
+          rows: null,
+          progress: null,
+          message: null,
+        })
+        .where('job_id', '=', id)
+        .execute();
+      return { ok: true, job: (await this.getJob(id, trx))! };
+    });
+  }
+
+  /** A job's attempts, oldest first. */
+  async listAttempts(jobId: string): Promise<AttemptRecord[]> {
+    const rows = await this.db
+      .selectFrom('job_attempts')
+      .selectAll()
+      .where('job_id', '=', jobId)
+      .orderBy('attempt')
+      .execute();
+    return rows.map(toAttempt);
   }
 
   /** Marks a loading/running job as cancel-requested; the agent's final event ends it. */
@@ -767,6 +937,10 @@ export class Store {
         const patch: JobPatch = { agentId: event.agentId };
         if (event.executor) patch.executor = event.executor;
         if (event.error) patch.error = event.error;
+        // An offer handed back after an executor loss carries that error; a later delivery that gets further
+        // must not keep showing it.
+        else if (event.state === 'loading' || event.state === 'running' || event.state === 'succeeded')
+          patch.error = null;
         if (event.state === 'running' && job.startedAt === null) patch.startedAt = event.time;
         if (isTerminal(event.state)) patch.finishedAt = event.time;
         const result = await this.transitionIn(trx, job.id, event.state, patch, {
@@ -1106,6 +1280,23 @@ function toJob(row: JobsTable): JobRecord {
     startedAt: row.started_at,
     finishedAt: row.finished_at,
     updatedAt: row.updated_at,
+    retries: row.retries,
+  };
+}
+
+function toAttempt(row: Database['job_attempts']): AttemptRecord {
+  return {
+    jobId: row.job_id,
+    attempt: row.attempt,
+    state: row.state as JobState,
+    agentId: row.agent_id,
+    offeredAt: row.offered_at,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+    error:
+      row.error_code === null
+        ? null
+        : ({ code: row.error_code, message: row.error_message ?? '' } as ErrorInfo),
   };
 }
 

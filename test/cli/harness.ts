@@ -203,6 +203,24 @@ export function makeStep(id: string, overrides: Partial<StepInfo> = {}): StepInf
   };
 }
 
-export function makeDetail(job: Partial<Job> = {}, steps: StepInfo[] = []): JobDetail {
-  return { ...makeJob(job), steps };
+export function makeDetail(
+  job: Partial<Job> = {},
+  steps: StepInfo[] = [],
+  attempts?: JobDetail['attempts'],
+): JobDetail {
+  const base = makeJob(job);
+  return {
+    ...base,
+    steps,
+    attempts: attempts ?? [
+      {
+        attempt: base.attempt,
+        state: base.state,
+        agentId: base.agentId,
+        startedAt: base.startedAt,
+        finishedAt: base.finishedAt,
+        error: base.error,
+      },
+    ],
+  };
 }

@@ -129,6 +129,26 @@ describe('steward run', () => {
     });
   });
 
+  it('submits --retries as the job retry budget, 0 included, and refuses values outside 0..10', async () => {
+    for (const retries of ['0', '3']) {
+      const run = await runCli(cliBin, ['run', 'sales-report', '--retries', retries], {
+        configHome: dir,
+        env,
+      });
+      expect(run.code, run.stderr).toBe(0);
+      expect(JSON.parse(server.calls('POST', '/api/jobs').at(-1)!.body)).toMatchObject({
+        retries: Number(retries),
+      });
+    }
+    const calls = server.calls('POST', '/api/jobs').length;
+    for (const bad of ['11', '-1', 'two', '1.5']) {
+      const run = await runCli(cliBin, ['run', 'sales-report', `--retries=${bad}`], { configHome: dir, env });
+      expect(run.code).not.toBe(0);
+      expect(run.stderr).toContain(`--retries: expected a whole number from 0 to 10, got "${bad}"`);
+    }
+    expect(server.calls('POST', '/api/jobs')).toHaveLength(calls);
+  });
+
   it('follows the event stream with --wait, prints one line per change, and exits 0 when the job succeeds', async () => {
     serveEvents(eventsEndingIn(succeeded));
     const run = await runCli(cliBin, ['run', 'sales-report', '--wait'], { configHome: dir, env });

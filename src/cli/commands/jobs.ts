@@ -5,6 +5,7 @@ import {
   Job,
   JobDetail,
   LogsResponse,
+  MAX_RETRIES,
   jobStates,
   type JobDetail as JobDetailType,
   type JobState,
@@ -15,7 +16,7 @@ import { followJob } from '../follow.js';
 import { formatDuration, formatTable, formatTime, spanMs } from '../output.js';
 import { createProgressView, renderJobTable } from '../progress.js';
 import { parseWorkflowRef } from './workflows.js';
-import { collect, contextOf, positiveInteger, segment } from './shared.js';
+import { collect, contextOf, positiveInteger, segment, wholeNumber } from './shared.js';
 
 export function registerJobCommands(program: Command): void {
   program
@@ -34,11 +35,22 @@ export function registerJobCommands(program: Command): void {
       'overall job time limit in seconds',
       positiveInteger('--timeout', 30 * 24 * 3600),
     )
+    .option(
+      '--retries <n>',
+      "run it again, as a new attempt, up to N times if its agent or executor is lost (default: the server's policy)",
+      wholeNumber('--retries', MAX_RETRIES),
+    )
     .option('--wait', 'follow the job until it ends')
     .action(
       async (
         ref: string,
-        options: { param: Record<string, string>; label?: string[]; timeout?: number; wait?: boolean },
+        options: {
+          param: Record<string, string>;
+          label?: string[];
+          timeout?: number;
+          retries?: number;
+          wait?: boolean;
+        },
         command: Command,
       ) => {
         const context = contextOf(command);
@@ -50,6 +62,7 @@ export function registerJobCommands(program: Command): void {
             params: options.param,
             labels: options.label ?? [],
             ...(options.timeout === undefined ? {} : { timeoutSeconds: options.timeout }),
+            ...(options.retries === undefined ? {} : { retries: options.retries }),
           },
         });
         if (!options.wait) {
@@ -188,7 +201,7 @@ async function waitAndReport(
 
 export function summary(detail: JobDetailType): string {
   const took = formatDuration(spanMs(detail.startedAt ?? detail.createdAt, detail.finishedAt));
-  let text = `job ${detail.id} ${detail.state} after ${took}\n`;
+  let text = `job ${detail.id} ${detail.state} after ${took}${detail.attempt > 1 ? ` (attempt ${detail.attempt})` : ''}\n`;
   if (detail.error) text += `error: ${detail.error.code}: ${detail.error.message}\n`;
   for (const step of detail.steps.filter((candidate) => candidate.state === 'failed')) {
     text += `failed step: ${step.id}${step.message ? `: ${step.message}` : ''}\n`;
@@ -225,6 +238,21 @@ function describeJob(detail: JobDetailType): string {
   ];
   const width = Math.max(...fields.map(([name]) => name.length));
   let text = fields.map(([name, value]) => `${`${name}:`.padEnd(width + 2)}${value}`).join('\n') + '\n';
+  if (detail.attempts.length > 0) {
+    text +=
+      '\n' +
+      formatTable(
+        ['attempt', 'agent', 'state', 'started', 'finished', 'error'],
+        detail.attempts.map((attempt) => [
+          String(attempt.attempt),
+          attempt.agentId ?? '-',
+          attempt.state,
+          formatTime(attempt.startedAt),
+          formatTime(attempt.finishedAt),
+          attempt.error ? `${attempt.error.code}: ${attempt.error.message}` : '-',
+        ]),
+      );
+  }
   if (detail.steps.length > 0) {
     text += '\n' + renderJobTable(detail).split('\n').slice(1).join('\n');
     const messages = detail.steps.filter((step) => step.message);

@@ -17,6 +17,18 @@ export function positiveInteger(name: string, max = Number.MAX_SAFE_INTEGER): (v
   };
 }
 
+/** Like `positiveInteger` but 0 is allowed (counts such as `--retries 0`). */
+export function wholeNumber(name: string, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
+  return (value) => {
+    if (!/^[0-9]+$/.test(value) || Number(value) > max) {
+      throw new InvalidArgumentError(
+        `${name}: expected a whole number from 0 to ${max}, got ${JSON.stringify(value)}`,
+      );
+    }
+    return Number(value);
+  };
+}
+
 export function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
 }

@@ -1,0 +1,201 @@
+/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-call, @typescript-eslint/no-unsafe-return -- HTTP response bodies are checked by assertions, not by static types. */
+/**
+ * Retries and poison jobs with a real server, real agents and RabbitMQ. A job whose agent is killed with
+ * SIGKILL runs again on the other agent as attempt 2. A job whose executor dies every time it loads (here a
+ * watcher kills every process of its OS user the moment one appears) goes round the agents until the bus's
+ * delivery limit, then ends `failed` with STEWARD_POISON_JOB: exactly that many deliveries, no retry, no loop.
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Cluster } from '../support/distributed.js';
+import { OsUsers, type TestUser } from '../support/os-users.js';
+import { brokerUrl, createVhost, deleteVhost } from '../support/rabbitmq.js';
+import { isRoot } from '../support/steward.js';
+
+const DELIVERY_LIMIT = 6;
+/** Agent ids unique per run: agents name cgroups after their id, and two of one id kill each other's executors. */
+const tag = randomBytes(3).toString('hex');
+
+let vhost = '';
+let cluster: Cluster | undefined;
+const osUsers = new OsUsers();
+let runner: TestUser;
+let poisoned: TestUser;
+
+function pgrep(uid: number): Promise<number[]> {
+  return new Promise((resolve) => {
+    execFile('pgrep', ['-u', String(uid)], (_error, stdout) =>
+      resolve(
+        String(stdout)
+          .split('\n')
+          .filter(Boolean)
+          .map((line) => Number(line)),
+      ),
+    );
+  });
+}
+
+/** Kills every process of `uid` as soon as it is seen, until stopped; remembers each pid it killed. */
+function startKiller(uid: number): { killed: Set<number>; stop: () => Promise<void> } {
+  const killed = new Set<number>();
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      for (const pid of await pgrep(uid)) {
+        try {
+          process.kill(pid, 'SIGKILL');
+          killed.add(pid);
+        } catch {
+          // already gone
+        }
+      }
+    }
+  })();
+  return {
+    killed,
+    stop: async () => {
+      running = false;
+      await loop;
+    },
+  };
+}
+
+beforeAll(async () => {
+  vhost = await createVhost('retries');
+  const bus = { kind: 'amqp', urls: [brokerUrl], vhost, deliveryLimit: DELIVERY_LIMIT };
+  cluster = await Cluster.start({ vhost, server: { bus, loadTimeout: '2m', agentLease: '3s' } });
+  runner = await osUsers.user('rr');
+  poisoned = await osUsers.user('rp');
+  for (const source of [
+    'name: napper\nsteps:\n  - id: nap\n    shell: sleep 4\n',
+    'name: dozer\nsteps:\n  - id: doze\n    shell: sleep 12\n',
+    // The asset makes loading take a moment, so the watcher kills the executor before it reports loaded.
+    'name: poison\nassets: [big.bin]\nsteps:\n  - id: one\n    shell: cat big.bin > /dev/null\n',
+  ]) {
+    const assets = source.includes('poison')
+      ? { 'big.bin': randomBytes(24 * 1024 * 1024).toString('base64') }
+      : undefined;
+    const pushed = await cluster.request('POST', '/api/workflows', { source, ...(assets ? { assets } : {}) });
+    expect(pushed.status, JSON.stringify(pushed.json)).toBe(201);
+  }
+}, 120_000);
+
+afterAll(async () => {
+  await cluster?.destroy();
+  await osUsers.cleanup();
+  if (vhost) await deleteVhost(vhost);
+}, 60_000);
+
+function agentBus(): Record<string, unknown> {
+  return { ...cluster!.bus, deliveryLimit: DELIVERY_LIMIT };
+}
+
+describe.runIf(isRoot)('retries over RabbitMQ', () => {
+  it('runs a job whose agent was killed with SIGKILL again on the other agent as attempt 2', async () => {
+    const c = cluster!;
+    const first = `first-${tag}`;
+    const second = `second-${tag}`;
+    const userMap = { admin: runner.name };
+    const victim = await c.startAgent(first, { slots: 1, userMap, bus: agentBus() });
+    const submitted = await c.request('POST', '/api/jobs', { workflow: 'napper', retries: 1 });
+    expect(submitted.status, JSON.stringify(submitted.json)).toBe(201);
+    const id = submitted.json.id as string;
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const job = await c.job(id);
+      if (job.state === 'running' && job.steps[0].state === 'running') break;
+      if (Date.now() > deadline) throw new Error(`the job never started: ${JSON.stringify(job)}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await c.startAgent(second, { slots: 1, userMap, bus: agentBus() });
+    await victim.stop('SIGKILL');
+    const [job] = await c.settle([id], 60_000);
+    expect(job.state, JSON.stringify(job.error)).toBe('succeeded');
+    expect(job.attempt).toBe(2);
+    expect(job.agentId).toBe(second);
+    expect(job.attempts).toHaveLength(2);
+    expect(job.attempts[0]).toMatchObject({ attempt: 1, state: 'lost', agentId: first });
+    expect(job.attempts[0].error.code).toBe('STEWARD_AGENT_LOST');
+    expect(job.attempts[1]).toMatchObject({ attempt: 2, state: 'succeeded', agentId: second, error: null });
+    for (const agent of c.agents.values()) await agent.stop();
+    c.agents.clear();
+  }, 90_000);
+
+  it('holds a newer attempt on an agent that still runs the older one, stops the older one, then runs it', async () => {
+    const c = cluster!;
+    const id0 = `holder-${tag}`;
+    // Two slots, so the agent is offered the new attempt while it still holds the old one.
+    const holder = await c.startAgent(id0, { slots: 2, userMap: { admin: runner.name }, bus: agentBus() });
+    const submitted = await c.request('POST', '/api/jobs', { workflow: 'dozer', retries: 1 });
+    expect(submitted.status, JSON.stringify(submitted.json)).toBe(201);
+    const id = submitted.json.id as string;
+    const waitFor = async (what: string, check: (job: any) => boolean, timeoutMs = 30_000): Promise<any> => {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const job = await c.job(id);
+        if (check(job)) return job;
+        if (Date.now() > deadline) throw new Error(`${what}: ${JSON.stringify(job)}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    };
+    await waitFor('the step never ran', (job) => job.state === 'running' && job.steps[0].state === 'running');
+    // Frozen, not killed: silent past the lease, so the server gives attempt 1 up and offers attempt 2.
+    holder.child.kill('SIGSTOP');
+    try {
+      await waitFor('no attempt 2', (job) => job.attempt === 2, 20_000);
+    } finally {
+      holder.child.kill('SIGCONT');
+    }
+    const [job] = await c.settle([id], 60_000);
+    expect(job.state, JSON.stringify(job.error)).toBe('succeeded');
+    expect(job.attempt).toBe(2);
+    expect(job.attempts.map((attempt: any) => [attempt.attempt, attempt.state, attempt.agentId])).toEqual([
+      [1, 'lost', id0],
+      [2, 'succeeded', id0],
+    ]);
+    const log = await readFile(path.join(c.root, `agent-${id0}`, 'logs', 'steward.log'), 'utf8');
+    expect(log).toContain('a newer attempt of a job held here arrived; stopping the older attempt');
+    // Attempt 2 began while attempt 1's 12 s nap would still have been running: the old one was stopped,
+    // not waited for (and never ran beside it: the agent held attempt 2 back until then).
+    expect(Date.parse(job.attempts[1].startedAt) - Date.parse(job.attempts[0].startedAt)).toBeLessThan(
+      11_000,
+    );
+    await holder.stop();
+    c.agents.clear();
+  }, 120_000);
+
+  it(`fails a job that kills every executor loading it as poison after exactly ${DELIVERY_LIMIT} deliveries`, async () => {
+    const c = cluster!;
+    const userMap = { admin: poisoned.name };
+    await c.startAgent(`poison-a-${tag}`, { slots: 2, userMap, bus: agentBus() });
+    await c.startAgent(`poison-b-${tag}`, { slots: 2, userMap, bus: agentBus() });
+    const killer = startKiller(poisoned.uid);
+    try {
+      // A generous retry budget: a poison job must not use it.
+      const submitted = await c.request('POST', '/api/jobs', { workflow: 'poison', retries: 5 });
+      expect(submitted.status, JSON.stringify(submitted.json)).toBe(201);
+      const id = submitted.json.id as string;
+      const [job] = await c.settle([id], 90_000);
+      expect(job.state).toBe('failed');
+      expect(job.error.code, job.error.message).toBe('STEWARD_POISON_JOB');
+      expect(job.error.message).toContain(`offer dead-lettered after ${DELIVERY_LIMIT} deliveries`);
+      expect(job.error.message).toContain('not retried');
+      expect(job.attempt).toBe(1);
+      expect(job.attempts).toHaveLength(1);
+      expect(job.attempts[0]).toMatchObject({ state: 'failed', error: { code: 'STEWARD_POISON_JOB' } });
+      // One executor killed per delivery; and no delivery after the dead-lettering.
+      expect(killer.killed.size).toBe(DELIVERY_LIMIT);
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      expect(killer.killed.size).toBe(DELIVERY_LIMIT);
+      expect((await c.job(id)).attempts).toHaveLength(1);
+      console.log(
+        `poison job: ${killer.killed.size} executors killed, ${DELIVERY_LIMIT} deliveries, failed once`,
+      );
+    } finally {
+      await killer.stop();
+    }
+  }, 120_000);
+});
