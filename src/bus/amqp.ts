@@ -75,6 +75,8 @@ class AmqpSubscription implements Subscription {
   consumerPrefetch = 0;
   /** Unsettled deliveries, by the consumer tag that received them. */
   readonly held = new Map<number, string>();
+  /** Unsettled deliveries' revocation callbacks (run when the broker takes them back), by delivery tag. */
+  readonly revokers = new Map<number, () => void>();
   cancelled = false;
   private busy: Promise<void> = Promise.resolve();
 
@@ -105,17 +107,27 @@ class AmqpSubscription implements Subscription {
     const channel = this.channel;
     this.channel = undefined;
     this.consumerTag = undefined;
+    this.revokeAll();
     // Closing the channel hands every unacked delivery back to the queue.
     if (channel) await channel.close().catch(() => {});
   }
 
   /** A fresh channel after (re)connecting. */
   async attach(connection: ChannelModel, generation: number): Promise<void> {
-    this.held.clear();
+    this.revokeAll();
     this.consumerTag = undefined;
     this.consumerPrefetch = 0;
     const channel = await connection.createChannel();
     channel.on('error', () => {});
+    channel.on('close', () => {
+      // The broker closed this channel alone (the connection is fine): its unacked deliveries are back in
+      // the queue. Forget them and consume again on a fresh channel.
+      if (this.channel !== channel || this.cancelled) return;
+      this.channel = undefined;
+      this.consumerTag = undefined;
+      this.revokeAll();
+      this.bus.reattachLater(this, generation);
+    });
     this.channel = channel;
     this.generation = generation;
     await this.run(() => this.rebalance(true));
@@ -147,11 +159,23 @@ class AmqpSubscription implements Subscription {
     else await channel.cancel(reply.consumerTag).catch(() => {});
   }
 
+  /**
+   * The broker took every unsettled delivery back (connection or channel gone): tell their holders, who
+   * must not count on them any more; they come again as new deliveries.
+   */
+  revokeAll(): void {
+    const revokers = [...this.revokers.values()];
+    this.revokers.clear();
+    this.held.clear();
+    for (const revoke of revokers) revoke();
+  }
+
   /** A delivery was settled: a consumer that was limited by older deliveries may widen again. */
   settled(deliveryTag: number, channel: Channel): void {
     if (channel !== this.channel) return;
     const tag = this.held.get(deliveryTag);
     this.held.delete(deliveryTag);
+    this.revokers.delete(deliveryTag);
     if (tag !== this.consumerTag || this.consumerTag === undefined) {
       void this.run(() => this.rebalance(false));
     }
@@ -294,6 +318,19 @@ export class AmqpBus implements Bus {
     this.subscriptions.delete(subscription);
   }
 
+  /** @internal A subscription whose channel alone closed consumes again, if the connection still stands. */
+  reattachLater(subscription: AmqpSubscription, generation: number): void {
+    setTimeout(() => {
+      const connection = this.connection;
+      if (!connection || this.generation !== generation || subscription.cancelled || subscription.channel)
+        return;
+      if (!this.subscriptions.has(subscription)) return;
+      subscription.attach(connection, generation).catch((error: unknown) => {
+        this.reportError(error, subscription.kind);
+      });
+    }, 100).unref();
+  }
+
   private deadLetterSubscriptions = new WeakSet<AmqpSubscription>();
 
   private async subscribe(
@@ -322,6 +359,18 @@ export class AmqpBus implements Bus {
     const redeliveries = Number(headers['x-delivery-count'] ?? 0);
     const deliveryCount = (Number.isFinite(redeliveries) ? redeliveries : 0) + 1;
     let settled = false;
+    const revokedListeners: Array<() => void> = [];
+    subscription.revokers.set(deliveryTag, () => {
+      if (settled) return;
+      settled = true;
+      for (const listener of revokedListeners.splice(0)) {
+        try {
+          listener();
+        } catch (error) {
+          this.reportError(error, subscription.kind);
+        }
+      }
+    });
     const settle = (action: () => void): boolean => {
       if (settled) return false;
       settled = true;
@@ -361,6 +410,9 @@ export class AmqpBus implements Bus {
         if (settled) return;
         await this.publishDeadLetter(subscription.kind, message.content, reason, deliveryCount);
         settle(() => channel.ack(message));
+      },
+      onRevoked: (listener) => {
+        if (!settled) revokedListeners.push(listener);
       },
     };
     if (body === undefined) {
@@ -653,7 +705,7 @@ export class AmqpBus implements Bus {
     for (const subscription of this.subscriptions) {
       subscription.channel = undefined;
       subscription.consumerTag = undefined;
-      subscription.held.clear();
+      subscription.revokeAll();
     }
     for (const entry of this.pending) entry.sentOn = -1;
     if (this.closed) return;

@@ -143,6 +143,27 @@ describe('amqp bus', () => {
     expect(duplicates).toBeLessThan(total);
   });
 
+  it('revokes unsettled deliveries when the connection drops, and delivers them again after reconnecting', async () => {
+    const b = bus('steward.revoke');
+    await b.connect();
+    const seen: Array<{ count: number; revoked: boolean }> = [];
+    await b.consumeOffers(
+      (d) => {
+        const entry = { count: d.deliveryCount, revoked: false };
+        d.onRevoked(() => (entry.revoked = true));
+        seen.push(entry);
+      },
+      { prefetch: 2 },
+    );
+    await b.publishOffer(offer(1));
+    await b.publishOffer(offer(2));
+    await waitFor(() => (seen.length === 2 ? true : undefined));
+    await closeVhostConnections(vhost);
+    await waitFor(() => (seen.length === 4 ? true : undefined));
+    expect(seen.map((entry) => entry.revoked)).toEqual([true, true, false, false]);
+    expect(seen.slice(2).every((entry) => entry.count === 2)).toBe(true);
+  });
+
   it('dead-letters a raw message that is not JSON, with reason "malformed"', async () => {
     const b = bus('steward.raw');
     await b.connect();

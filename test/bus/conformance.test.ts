@@ -166,6 +166,31 @@ describe.each(implementations)('$name bus', ({ make }) => {
     await bus.close();
   });
 
+  it('tells the holder of an unsettled delivery when the bus takes it back, and then ignores its settle', async () => {
+    const bus = await make();
+    const first: Delivery<unknown>[] = [];
+    const second: Delivery<unknown>[] = [];
+    let revoked = 0;
+    const a = await bus.consumeOffers(
+      (d) => {
+        d.onRevoked(() => (revoked += 1));
+        first.push(d);
+      },
+      { prefetch: 1 },
+    );
+    await bus.publishOffer(offer(1));
+    const taken = await waitFor(() => first[0]);
+    await bus.consumeOffers((d) => void second.push(d), { prefetch: 1 });
+    await a.cancel();
+    expect(revoked).toBe(1);
+    await taken.ack();
+    const redelivered = await waitFor(() => second[0]);
+    expect(redelivered.body).toEqual(offer(1));
+    await redelivered.ack();
+    expect(revoked).toBe(1);
+    await bus.close();
+  });
+
   it('requeues an event whose handler throws, and keeps delivering the others', async () => {
     const errors: unknown[] = [];
     const bus = await make({ onHandlerError: (e) => errors.push(e) });
