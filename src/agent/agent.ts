@@ -536,6 +536,7 @@ export class Agent {
           this.log.info(
             {
               jobId: job.offer.jobId,
+              attempt: job.offer.attempt,
               user: executor.account.name,
               coldStart: job.coldStart,
               startLatencyMs: round(performance.now() - job.receivedAt),
