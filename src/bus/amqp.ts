@@ -8,6 +8,13 @@
  * - `<prefix>.control.<agentId>`: one quorum queue per agent (key `control`);
  * - `<prefix>.dlx` (direct exchange) → `<prefix>.dead-letters` (quorum queue), consumed by the server.
  *
+ * Queue type (`queueType`): durable quorum queues, or durable classic queues where the broker has no quorum
+ * queues (`auto` decides from the broker's version on the first connection, then keeps the choice for the
+ * bus's life). Classic queues live under other names, `<prefix>.classic.*`, so the two kinds never meet
+ * under one name with different arguments. Classic queues count no deliveries: `deliveryCount` is 1, or 2
+ * for any redelivery (the `redelivered` flag), and no delivery limit applies. An offer nobody takes then
+ * ends at its deadline (the server's load timeout: agents dead-letter expired offers, the job expires).
+ *
  * Every publish goes through a confirm channel with persistent delivery and resolves on the broker's
  * confirm; publishes not confirmed when the connection drops are sent again after reconnecting (the
  * consumers are idempotent). Each subscription has its own channel. Prefetch 0 in AMQP means "unlimited",
@@ -31,8 +38,13 @@ export interface AmqpBusOptions {
   ca?: string | Buffer;
   cert?: string | Buffer;
   key?: string | Buffer;
-  /** Deliveries after which an offer is dead-lettered with reason `delivery-limit`. Default 20. */
+  /** Deliveries after which an offer is dead-lettered with reason `delivery-limit`. Default 20. Quorum only. */
   deliveryLimit?: number;
+  /**
+   * `quorum`, `classic`, or `auto` (quorum when the broker supports it, RabbitMQ ≥ 3.8, else classic).
+   * Default `auto`.
+   */
+  queueType?: QueueTypeOption;
   /** Prefix of every queue/exchange name. Default `steward.v1`. */
   prefix?: string;
   /** Reconnect backoff: first delay and cap, in ms. Defaults 100 and 5000. */
@@ -49,6 +61,16 @@ export interface AmqpBusOptions {
 }
 
 type QueueKind = DeadLetter['queue'];
+export type QueueTypeOption = 'auto' | 'quorum' | 'classic';
+
+/** Whether a broker announcing this version has quorum queues (RabbitMQ 3.8 and later). */
+export function supportsQuorumQueues(version: string | undefined): boolean {
+  const match = /^(\d+)\.(\d+)/.exec(version ?? '');
+  if (!match) return false;
+  const major = Number(match[1]);
+  const minor = Number(match[2]);
+  return major > 3 || (major === 3 && minor >= 8);
+}
 
 interface PendingPublish {
   queue: string;
@@ -187,6 +209,7 @@ export class AmqpBus implements Bus {
   private readonly options: AmqpBusOptions;
   private readonly deliveryLimit: number;
   private readonly prefix: string;
+  private resolvedQueueType: 'quorum' | 'classic' | undefined;
   private readonly subscriptions = new Set<AmqpSubscription>();
   private readonly pending = new Set<PendingPublish>();
   private readonly declaredControls = new Set<string>();
@@ -206,6 +229,13 @@ export class AmqpBus implements Bus {
     this.deliveryLimit = options.deliveryLimit ?? 20;
     if (this.deliveryLimit < 1) throw new Error('AmqpBus: deliveryLimit must be at least 1');
     this.prefix = options.prefix ?? 'steward.v1';
+    const queueType = options.queueType ?? 'auto';
+    if (queueType !== 'auto') this.resolvedQueueType = queueType;
+  }
+
+  /** The queue type in use; undefined while `auto` has not met a broker yet. */
+  get queueType(): 'quorum' | 'classic' | undefined {
+    return this.resolvedQueueType;
   }
 
   /** Connects (with retries and failover) and declares the topology. */
@@ -218,29 +248,39 @@ export class AmqpBus implements Bus {
     return this.connection !== undefined;
   }
 
+  /** Names of classic queues carry `.classic` so they never clash with quorum queues of the same role. */
+  private get base(): string {
+    if (!this.resolvedQueueType) throw new Error('AmqpBus: queue type not known before the first connection');
+    return this.resolvedQueueType === 'classic' ? `${this.prefix}.classic` : this.prefix;
+  }
+
   name(kind: 'offers' | 'events' | 'dead-letters' | 'dlx'): string {
-    return `${this.prefix}.${kind}`;
+    return `${this.base}.${kind}`;
   }
 
   controlName(agentId: string): string {
-    return `${this.prefix}.control.${agentId}`;
+    return `${this.base}.control.${agentId}`;
   }
 
   // --- Bus ------------------------------------------------------------------------------------------------
 
   async publishOffer(offer: SignedOffer): Promise<void> {
+    await this.knowQueueType();
     await this.publish(this.name('offers'), offer);
   }
 
   async consumeOffers(handler: Handler<unknown>, options: { prefetch: number }): Promise<Subscription> {
+    await this.knowQueueType();
     return this.subscribe(this.name('offers'), 'offers', handler, options.prefetch);
   }
 
   async publishEvent(message: AgentMessage): Promise<void> {
+    await this.knowQueueType();
     await this.publish(this.name('events'), message);
   }
 
   async consumeEvents(handler: Handler<unknown>): Promise<Subscription> {
+    await this.knowQueueType();
     const wrapped: Handler<unknown> = async (delivery) => {
       try {
         await handler(delivery);
@@ -264,6 +304,7 @@ export class AmqpBus implements Bus {
   }
 
   async consumeDeadLetters(handler: (letter: DeadLetter) => void | Promise<void>): Promise<Subscription> {
+    await this.knowQueueType();
     this.deadLetterHandlers.add(handler);
     if (!this.deadLetterSubscription) {
       this.deadLetterSubscription = await this.subscribe(
@@ -303,6 +344,11 @@ export class AmqpBus implements Bus {
   }
 
   // --- internals -------------------------------------------------------------------------------------------
+
+  /** With `auto`, names depend on the broker: the first connection decides them. */
+  private async knowQueueType(): Promise<void> {
+    if (!this.resolvedQueueType) await this.ensureConnected();
+  }
 
   /** @internal */
   reportError(error: unknown, queue: string): void {
@@ -356,7 +402,9 @@ export class AmqpBus implements Bus {
     const deliveryTag = message.fields.deliveryTag;
     subscription.held.set(deliveryTag, message.fields.consumerTag);
     const headers = message.properties.headers ?? {};
-    const redeliveries = Number(headers['x-delivery-count'] ?? 0);
+    // Quorum queues count returns in x-delivery-count; classic queues only flag a redelivery.
+    const counted: unknown = headers['x-delivery-count'];
+    const redeliveries = counted !== undefined ? Number(counted) : message.fields.redelivered ? 1 : 0;
     const deliveryCount = (Number.isFinite(redeliveries) ? redeliveries : 0) + 1;
     let settled = false;
     const revokedListeners: Array<() => void> = [];
@@ -547,6 +595,7 @@ export class AmqpBus implements Bus {
   private async declareControl(agentId: string): Promise<void> {
     if (!/^[A-Za-z0-9_.:-]{1,128}$/.test(agentId))
       throw new Error(`invalid agent id for a queue name: ${agentId}`);
+    await this.knowQueueType();
     if (this.declaredControls.has(agentId)) return;
     await this.ensureConnected();
     const connection = this.connection;
@@ -557,7 +606,7 @@ export class AmqpBus implements Bus {
 
   private queueArguments(kind: QueueKind, extra: Record<string, unknown>): Record<string, unknown> {
     return {
-      'x-queue-type': 'quorum',
+      'x-queue-type': this.resolvedQueueType ?? 'quorum',
       'x-dead-letter-exchange': this.name('dlx'),
       'x-dead-letter-routing-key': kind,
       ...extra,
@@ -586,7 +635,7 @@ export class AmqpBus implements Bus {
       await channel.assertExchange(this.name('dlx'), 'direct', { durable: true });
       await channel.assertQueue(this.name('dead-letters'), {
         durable: true,
-        arguments: { 'x-queue-type': 'quorum' },
+        arguments: { 'x-queue-type': this.resolvedQueueType ?? 'quorum' },
       });
       for (const key of ['offers', 'events', 'control']) {
         await channel.bindQueue(this.name('dead-letters'), this.name('dlx'), key);
@@ -597,8 +646,12 @@ export class AmqpBus implements Bus {
     await this.declareOn(
       connection,
       // The broker counts returns; it dead-letters once returns exceed the limit, i.e. after
-      // `deliveryLimit` deliveries in all.
-      [this.name('offers'), 'offers', { 'x-delivery-limit': this.deliveryLimit - 1 }],
+      // `deliveryLimit` deliveries in all. Classic queues have no such count.
+      [
+        this.name('offers'),
+        'offers',
+        this.resolvedQueueType === 'quorum' ? { 'x-delivery-limit': this.deliveryLimit - 1 } : {},
+      ],
       [this.name('events'), 'events', {}],
     );
     for (const agentId of this.declaredControls) {
@@ -672,6 +725,10 @@ export class AmqpBus implements Bus {
     let ready = false;
     try {
       connection.on('error', () => {});
+      if (!this.resolvedQueueType) {
+        const version = connection.connection.serverProperties.version;
+        this.resolvedQueueType = supportsQuorumQueues(version) ? 'quorum' : 'classic';
+      }
       await this.declareTopology(connection);
       const publisher = await connection.createConfirmChannel();
       publisher.on('error', () => {});

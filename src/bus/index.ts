@@ -1,3 +1,3 @@
 export type { Bus, Delivery, Subscription, DeadLetter, Handler } from './types.js';
 export { EmbeddedBus } from './embedded.js';
-export { AmqpBus, type AmqpBusOptions } from './amqp.js';
+export { AmqpBus, supportsQuorumQueues, type AmqpBusOptions, type QueueTypeOption } from './amqp.js';

@@ -4,7 +4,7 @@
  */
 import amqp from 'amqplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AmqpBus, type DeadLetter } from '../../src/bus/index.js';
+import { AmqpBus, supportsQuorumQueues, type DeadLetter } from '../../src/bus/index.js';
 import type { SignedOffer } from '../../src/protocol/index.js';
 import { freePort } from '../support/steward.js';
 import {
@@ -91,6 +91,60 @@ describe('amqp bus', () => {
     const again = bus('steward.v1', { deliveryLimit: 7 });
     await again.connect();
     expect(again.connected).toBe(true);
+  });
+
+  it('declares classic queues under their own versioned names when queueType is classic', async () => {
+    // The quorum topology of the same prefix already exists: classic names must not clash with it.
+    const quorum = bus('steward.both', { queueType: 'quorum' });
+    await quorum.connect();
+    const classic = bus('steward.both', { queueType: 'classic' });
+    await classic.connect();
+    expect(classic.queueType).toBe('classic');
+    expect(classic.name('offers')).toBe('steward.both.classic.offers');
+    await classic.consumeControl('agent-1', async (d) => d.ack());
+    const listing = await rabbitmqctl(
+      'list_queues',
+      '-p',
+      vhost,
+      'name',
+      'type',
+      'durable',
+      'arguments',
+      '--formatter',
+      'json',
+    );
+    const queues = JSON.parse(listing) as Array<{
+      name: string;
+      type: string;
+      durable: boolean;
+      arguments: Array<[string, string, unknown]>;
+    }>;
+    const byName = new Map(queues.map((q) => [q.name, q]));
+    for (const name of ['offers', 'events', 'dead-letters', 'control.agent-1']) {
+      const queue = byName.get(`steward.both.classic.${name}`);
+      expect(queue, name).toBeDefined();
+      expect(queue!.type).toBe('classic');
+      expect(queue!.durable).toBe(true);
+    }
+    expect(byName.get('steward.both.offers')!.type).toBe('quorum');
+    const offers = Object.fromEntries(
+      byName.get('steward.both.classic.offers')!.arguments.map(([k, , v]) => [k, v]),
+    );
+    expect(offers['x-delivery-limit']).toBeUndefined();
+    expect(offers['x-dead-letter-exchange']).toBe('steward.both.classic.dlx');
+  });
+
+  it('picks quorum queues in auto mode on a broker that has them (RabbitMQ 3.8 and later)', async () => {
+    const b = bus('steward.auto');
+    expect(b.queueType).toBeUndefined();
+    await b.connect();
+    expect(b.queueType).toBe('quorum');
+    expect(b.name('offers')).toBe('steward.auto.offers');
+    expect(supportsQuorumQueues('3.10.8')).toBe(true);
+    expect(supportsQuorumQueues('3.8.0')).toBe(true);
+    expect(supportsQuorumQueues('4.0.1')).toBe(true);
+    expect(supportsQuorumQueues('3.7.28')).toBe(false);
+    expect(supportsQuorumQueues(undefined)).toBe(false);
   });
 
   it('fails over to the next URL when the first broker is unreachable', async () => {
