@@ -83,6 +83,43 @@ interface PendingPublish {
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+const UNTRUSTED_CERTIFICATE = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_SIGNATURE_FAILURE',
+]);
+
+/**
+ * A connection failure as an admin can act on it: TLS trust and name problems say which setting to look at;
+ * anything else is passed on unchanged. Never includes the URL's credentials.
+ */
+export function describeConnectError(url: string, error: unknown): unknown {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return error;
+  let where = url;
+  try {
+    const parsed = new URL(url);
+    where = `${parsed.protocol}//${parsed.host}`;
+  } catch {
+    // keep the URL as given
+  }
+  const detail = `${code}: ${(error as Error).message}`;
+  let message: string | undefined;
+  if (UNTRUSTED_CERTIFICATE.has(code))
+    message = `TLS: the broker at ${where} presented a certificate that the configured CA (bus.ca) did not sign (${detail})`;
+  else if (code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID')
+    message = `TLS: the broker at ${where} presented a certificate outside its validity period (${detail})`;
+  else if (code === 'ERR_TLS_CERT_ALTNAME_INVALID')
+    message = `TLS: the broker's certificate does not name the host in ${where} (${detail})`;
+  else if (/^ERR_SSL_.*ALERT/.test(code))
+    message = `TLS: the broker at ${where} refused the handshake; does it require a client certificate (bus.cert, bus.key) signed by a CA it trusts? (${detail})`;
+  if (!message) return error;
+  return Object.assign(new Error(message, { cause: error }), { code });
+}
+
 /** Maps a broker's x-death reason to the bus's reason vocabulary. */
 function brokerReason(reason: unknown): string {
   if (reason === 'delivery_limit') return 'delivery-limit';
@@ -703,7 +740,7 @@ export class AmqpBus implements Bus {
         await this.open(url);
         return;
       } catch (error) {
-        this.options.onConnectionEvent?.({ type: 'failed', url, error });
+        this.options.onConnectionEvent?.({ type: 'failed', url, error: describeConnectError(url, error) });
         this.urlIndex += 1;
         // A full round over the URLs failed: back off (jittered) before the next round.
         if (this.urlIndex % this.options.urls.length === 0) {

@@ -52,6 +52,8 @@ export interface ClusterOptions {
   vhost: string;
   /** Broker URL; default the machine's broker. */
   url?: string;
+  /** More bus settings for server and agents (`ca`, `cert`, `key`, `queueType`, …). */
+  bus?: Record<string, unknown>;
   server?: Record<string, unknown>;
   adminPassword?: string;
 }
@@ -81,7 +83,12 @@ export class Cluster {
   }
 
   get bus(): Record<string, unknown> {
-    return { kind: 'amqp', urls: [this.options.url ?? brokerUrl], vhost: this.options.vhost };
+    return {
+      kind: 'amqp',
+      urls: [this.options.url ?? brokerUrl],
+      vhost: this.options.vhost,
+      ...this.options.bus,
+    };
   }
 
   get dataDir(): string {
