@@ -557,6 +557,7 @@ export class Agent {
     if (job.timing && job.sentAt !== undefined) job.timing.load = round(performance.now() - job.sentAt);
     job.loaded = true;
     await this.release(job);
+    await this.updatePrefetch();
     await this.emitState(job, 'running');
   }
 
@@ -683,8 +684,15 @@ export class Agent {
     });
   }
 
+  /**
+   * Prefetch = free slots plus the offer deliveries this agent still holds for its loading jobs: the bus
+   * counts those held deliveries against the prefetch already, and counting them as busy slots too would
+   * let only half the free slots load at once.
+   */
   private async updatePrefetch(): Promise<void> {
-    await this.offers?.setPrefetch(this.freeSlots);
+    let holding = 0;
+    for (const job of this.active.values()) if (job.delivery) holding += 1;
+    await this.offers?.setPrefetch(this.draining || this.stopped ? 0 : this.freeSlots + holding);
   }
 
   private findJob(jobId: string, executor: UserExecutor): ActiveJob | undefined {

@@ -156,7 +156,10 @@ class AmqpSubscription implements Subscription {
   }
 
   async setPrefetch(prefetch: number): Promise<void> {
-    this.prefetch = Math.max(0, Math.floor(prefetch));
+    const next = Math.max(0, Math.floor(prefetch));
+    // Unchanged: the consumer in place already enforces it (a re-consume would only cost round trips).
+    if (next === this.prefetch && this.consumerTag !== undefined) return;
+    this.prefetch = next;
     await this.run(() => this.rebalance(true));
   }
 

@@ -90,4 +90,44 @@ describe('broker connection of an agent cut for 30 s', () => {
     expect(counts.duplicated).toBe(0);
     expect(counts.states).toEqual({ succeeded: BURST });
   }, 600_000);
+
+  it('keeps jobs that were loading when the connection dropped and settles their redelivery without a second run', async () => {
+    const c = cluster!;
+    for (const agent of c.agents.values()) await agent.stop();
+    const userMap = isRoot ? { admin: (await osUsers.user('cl')).name } : {};
+    const name = 'loader';
+    await c.startAgent(name, {
+      slots: 4,
+      capacity: { maxJobsPerUser: 4 },
+      userMap,
+      warmExecutors: 1,
+      bus: { kind: 'amqp', urls: [proxy!.rewrite(brokerUrl)], vhost },
+    });
+    const ids = await Promise.all(Array.from({ length: 4 }, () => c.submit('noop')));
+    // Hold the loads: executors fetch their workflow from the server, which is paused for a moment, so the
+    // offers are still unacked (loading) when the agent's broker connection is cut.
+    c.server.child.kill('SIGSTOP');
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      await proxy!.cutOff();
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    } finally {
+      c.server.child.kill('SIGCONT');
+    }
+    // The jobs load and run while the agent cannot reach the broker; then the connection comes back.
+    await new Promise((resolve) => setTimeout(resolve, 5000));
+    await proxy!.restore();
+    const counts = await countFaults(c, ids, 120_000);
+    const log = await readFile(path.join(c.agentDir(name), 'logs', 'steward.log'), 'utf8');
+    const takenBack = log.split('broker took back a loading offer').length - 1;
+    const settled = log.split('offer redelivered after a broker drop').length - 1;
+    console.log(
+      `${formatCounts('loading offers across a drop', counts)}; ${takenBack} taken back, ${settled} redeliveries settled`,
+    );
+    expect(takenBack).toBe(4);
+    expect(settled).toBe(4);
+    expect(counts.duplicated).toBe(0);
+    expect(counts.states).toEqual({ succeeded: 4 });
+    expect(log).not.toContain('STEWARD_OFFER_REPLAYED');
+  }, 180_000);
 });
