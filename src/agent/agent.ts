@@ -4,7 +4,19 @@
  * relays events. It never parses workflows or runs user code itself.
  *
  * Invariant: an offer is acked only after the executor reports the workflow loaded. Before that, any crash
- * (agent or executor) must lead to redelivery, so the job is never lost.
+ * (agent or executor) must lead to redelivery, so the job is never lost. After the ack nothing is held
+ * unacked while the job runs: agent heartbeats cover it.
+ *
+ * A broker connection that drops while an offer is loading makes the broker take that delivery back (the
+ * bus revokes it): the agent drops its hold quietly and keeps loading; when the broker redelivers the same
+ * offer to this agent, the agent recognises its own job and settles the new delivery instead of running
+ * the job a second time.
+ *
+ * An offer that fits this machine's labels but not its current load (no free slot, the user's cap, core or
+ * memory budget) is parked: kept unacked — so it counts against the prefetch and the agent receives no more
+ * than it can hold — and placed as soon as a job here ends. Only after a pause spaced to the offer's
+ * deadline is it handed back for other agents, so waiting for capacity does not burn the delivery limit,
+ * which is for offers no agent can take at all.
  */
 import type { Logger } from 'pino';
 import type { Bus, Delivery, Subscription } from '../bus/index.js';
@@ -47,9 +59,11 @@ export interface AgentOptions {
 
 interface ActiveJob {
   offer: JobOffer;
-  delivery: Delivery<unknown>;
+  /** The offer's delivery while this agent still owes the bus a settle; undefined once acked or revoked. */
+  delivery: Delivery<unknown> | undefined;
   seq: number;
-  acked: boolean;
+  /** The executor reported the workflow loaded (the offer is acked then, or when redelivered). */
+  loaded: boolean;
   cancelRequested: boolean;
   executor?: UserExecutor;
   identity?: ExecutorIdentity;
@@ -75,6 +89,24 @@ const REJECT_PAUSE_MS = [150, 450] as const;
  * take until the TERM → KILL escalation.
  */
 const HOLD_PAUSE_MS = [1000, 2000] as const;
+/** Bounds of the pause before a parked offer (no room here now) is handed back to other agents. */
+const PARK_MS = [2_000, 30_000] as const;
+
+interface ParkedOffer {
+  offer: JobOffer;
+  delivery: Delivery<unknown>;
+  receivedAt: number;
+  timer: NodeJS.Timeout;
+}
+
+/** Adds a key to a set that keeps at most `max` entries, dropping the oldest. */
+function remember(set: Set<string>, key: string, max: number): void {
+  set.add(key);
+  if (set.size > max) {
+    const oldest = set.values().next().value;
+    if (oldest !== undefined) set.delete(oldest);
+  }
+}
 
 export class Agent {
   readonly isolation: 'per-user' | 'single-user';
@@ -90,6 +122,14 @@ export class Agent {
   private readonly active = new Map<string, ActiveJob>();
   /** (jobId, attempt) pairs this agent took, so a replayed offer is refused. Bounded. */
   private readonly taken = new Set<string>();
+  /**
+   * Jobs this agent took whose offer delivery the broker took back (connection drop) before the ack: their
+   * redelivery to this agent is settled, not run again. Bounded.
+   */
+  private readonly awaitingRedelivery = new Set<string>();
+  /** Offers that fit this machine but not its load right now, in arrival order. */
+  private readonly parked = new Map<string, ParkedOffer>();
+  private readonly deliveryLimit: number;
   private offers: Subscription | undefined;
   private control: Subscription | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
@@ -102,6 +142,7 @@ export class Agent {
     this.bus = options.bus;
     this.log = options.logger.child({ component: 'agent', agentId: options.config.id });
     this.verifier = createOfferVerifier(options.publicKeys);
+    this.deliveryLimit = this.config.bus.kind === 'amqp' ? this.config.bus.deliveryLimit : 20;
     this.isolation = process.getuid?.() === 0 ? 'per-user' : 'single-user';
     this.policy = { ...this.config.identity, userMap: this.config.userMap };
     const lookupTimeoutMs = this.config.accountLookupTimeoutMs;
@@ -188,6 +229,7 @@ export class Agent {
     this.stopped = true;
     if (this.heartbeat) clearInterval(this.heartbeat);
     if (this.housekeeping) clearInterval(this.housekeeping);
+    await this.handBackParked();
     await this.offers?.cancel();
     await this.control?.cancel();
     await this.pool.close();
@@ -233,7 +275,14 @@ export class Agent {
       return;
     }
     const key = `${offer.jobId}:${offer.attempt}`;
-    if (this.active.has(key) || this.taken.has(key)) {
+    // A redelivery of a job this agent took (its first delivery was taken back in a drop, or its ack was
+    // lost with the connection) is settled, never run again here.
+    const ours = this.active.has(key) || this.taken.has(key);
+    if (this.awaitingRedelivery.has(key) || (ours && delivery.deliveryCount > 1)) {
+      await this.redelivered(key, delivery);
+      return;
+    }
+    if (this.active.has(key) || this.taken.has(key) || this.parked.has(key)) {
       await delivery.deadLetter(
         `STEWARD_OFFER_REPLAYED: job ${offer.jobId} attempt ${offer.attempt} was already taken by agent ${this.config.id}`,
       );
@@ -248,30 +297,127 @@ export class Agent {
       return;
     }
     const missing = offer.labels.filter((label) => !this.config.labels.includes(label));
-    if (missing.length > 0 || this.freeSlots === 0) {
-      // Not for us (or not now): hand it back after a jittered pause so it goes round to other agents.
+    if (missing.length > 0 || this.draining || this.stopped) {
+      // Not for us (or never again): hand it back after a jittered pause so it goes round to other agents.
       const [low, high] = REJECT_PAUSE_MS;
       await delivery.requeue(low + Math.random() * (high - low));
       return;
     }
-    const verdict = this.fits(offer);
+    const verdict = this.freeSlots === 0 ? 'no free slot' : this.fits(offer);
     if (verdict) {
-      this.log.debug(
-        { jobId: offer.jobId, user: offer.user, reason: verdict },
-        'offer does not fit, handing it back',
-      );
-      const [low, high] = REJECT_PAUSE_MS;
-      await delivery.requeue(low + Math.random() * (high - low));
+      this.park(key, offer, delivery, receivedAt, verdict);
       return;
     }
+    await this.accept(key, offer, delivery, receivedAt);
+  }
+
+  /**
+   * The broker delivered again an offer whose first delivery it took back while this agent loaded the job:
+   * the job is this agent's. Ack the new delivery once the job has loaded (or ended); until then hold it.
+   */
+  private async redelivered(key: string, delivery: Delivery<unknown>): Promise<void> {
+    this.awaitingRedelivery.delete(key);
+    const job = this.active.get(key);
+    this.log.info(
+      { jobId: key.split(':')[0], deliveryCount: delivery.deliveryCount, state: job ? 'active' : 'ended' },
+      'offer redelivered after a broker drop; the job is already ours',
+    );
+    if (job && !job.loaded && !job.delivery) {
+      this.hold(key, job, delivery);
+      return;
+    }
+    await delivery.ack();
+    if (!job) await this.updatePrefetch();
+  }
+
+  /** Keeps the job's offer delivery unsettled until the job loads; a revocation drops the hold quietly. */
+  private hold(key: string, job: ActiveJob, delivery: Delivery<unknown>): void {
+    job.delivery = delivery;
+    delivery.onRevoked(() => {
+      if (job.delivery !== delivery) return;
+      job.delivery = undefined;
+      // Still ours if still running here (or ended here): its redelivery is settled, not run again.
+      if (this.active.get(key) === job || this.taken.has(key)) {
+        remember(this.awaitingRedelivery, key, 10_000);
+        this.log.info({ jobId: job.offer.jobId }, 'broker took back a loading offer; keeping the job');
+      }
+    });
+  }
+
+  /** Settles the job's offer delivery (ack) if this agent still holds it. */
+  private async release(job: ActiveJob): Promise<void> {
+    const delivery = job.delivery;
+    if (!delivery) return;
+    job.delivery = undefined;
+    await delivery.ack();
+  }
+
+  /**
+   * No room here now: hold the offer (unacked, so the prefetch keeps further offers away) and place it when a
+   * job ends. Hand it back only after a pause that spreads its remaining deliveries over its remaining time:
+   * waiting for capacity must not exhaust the delivery limit before the server's load timeout decides.
+   */
+  private park(
+    key: string,
+    offer: JobOffer,
+    delivery: Delivery<unknown>,
+    receivedAt: number,
+    reason: string,
+  ): void {
+    const remainingMs = Math.max(0, offer.deadline - Date.now());
+    const deliveriesLeft = Math.max(1, this.deliveryLimit - delivery.deliveryCount);
+    const [low, high] = PARK_MS;
+    const pause = Math.min(high, Math.max(low, remainingMs / deliveriesLeft)) * (0.8 + Math.random() * 0.4);
+    const timer = setTimeout(() => {
+      if (this.parked.get(key)?.delivery !== delivery) return;
+      this.parked.delete(key);
+      void delivery.requeue(0).then(() => this.updatePrefetch());
+    }, pause);
+    timer.unref();
+    this.parked.set(key, { offer, delivery, receivedAt, timer });
+    delivery.onRevoked(() => {
+      if (this.parked.get(key)?.delivery !== delivery) return;
+      clearTimeout(timer);
+      this.parked.delete(key);
+    });
+    this.log.debug(
+      { jobId: offer.jobId, user: offer.user, reason, handBackMs: Math.round(pause) },
+      'no room for the offer now; holding it until a job ends',
+    );
+  }
+
+  /** A job ended: place parked offers that fit now, oldest first. */
+  private async placeParked(): Promise<void> {
+    for (const [key, parked] of [...this.parked]) {
+      if (this.freeSlots === 0) return;
+      if (this.parked.get(key) !== parked || this.fits(parked.offer)) continue;
+      clearTimeout(parked.timer);
+      this.parked.delete(key);
+      await this.accept(key, parked.offer, parked.delivery, parked.receivedAt);
+    }
+  }
+
+  private async handBackParked(): Promise<void> {
+    const parked = [...this.parked.values()];
+    this.parked.clear();
+    for (const { timer } of parked) clearTimeout(timer);
+    await Promise.all(parked.map(({ delivery }) => delivery.requeue(0)));
+  }
+
+  private async accept(
+    key: string,
+    offer: JobOffer,
+    delivery: Delivery<unknown>,
+    receivedAt: number,
+  ): Promise<void> {
     // Each delivery of an offer numbers its events in its own range: when an agent died after reporting and
     // the offer went to another agent, the new agent's events must not look like duplicates of the old ones.
     const seq = (delivery.deliveryCount - 1) * 1_000_000;
     const job: ActiveJob = {
       offer,
-      delivery,
+      delivery: undefined,
       seq,
-      acked: false,
+      loaded: false,
       cancelRequested: false,
       oomKillsBefore: 0,
       receivedAt,
@@ -279,7 +425,8 @@ export class Agent {
       firstStepLogged: false,
     };
     this.active.set(key, job);
-    this.remember(key);
+    remember(this.taken, key, 100_000);
+    this.hold(key, job, delivery);
     await this.updatePrefetch();
     await this.emitState(job, 'loading');
     try {
@@ -421,6 +568,7 @@ export class Agent {
           this.log.info(
             {
               jobId: job.offer.jobId,
+              attempt: job.offer.attempt,
               user: executor.account.name,
               coldStart: job.coldStart,
               startLatencyMs: round(performance.now() - job.receivedAt),
@@ -439,10 +587,9 @@ export class Agent {
 
   private async loaded(job: ActiveJob): Promise<void> {
     if (job.timing && job.sentAt !== undefined) job.timing.load = round(performance.now() - job.sentAt);
-    if (!job.acked) {
-      job.acked = true;
-      await job.delivery.ack();
-    }
+    job.loaded = true;
+    await this.release(job);
+    await this.updatePrefetch();
     await this.emitState(job, 'running');
   }
 
@@ -454,16 +601,21 @@ export class Agent {
   private executorLost(jobId: string, cause: string): void {
     for (const [key, job] of this.active) {
       if (job.offer.jobId !== jobId) continue;
-      if (!job.acked) {
+      if (!job.loaded) {
         this.active.delete(key);
         this.taken.delete(key);
+        // Without a hold (the broker took the delivery back in a drop) the redelivery is a fresh offer.
+        this.awaitingRedelivery.delete(key);
+        const delivery = job.delivery;
+        job.delivery = undefined;
         const handBack = async (): Promise<void> => {
           await this.emitState(job, 'offered', {
             code: cause.startsWith('out of memory') ? 'STEWARD_OUT_OF_MEMORY' : 'STEWARD_EXECUTOR_CRASHED',
-            message: `agent ${this.config.id}: the executor for ${job.identity?.osUser ?? job.offer.user} ended while loading the job (${cause}); offer handed back after delivery ${job.delivery.deliveryCount}`,
+            message: `agent ${this.config.id}: the executor for ${job.identity?.osUser ?? job.offer.user} ended while loading the job (${cause}); offer handed back after delivery ${delivery?.deliveryCount ?? '?'}`,
           });
-          await job.delivery.requeue(0);
+          if (delivery) await delivery.requeue(0);
           await this.updatePrefetch();
+          await this.placeParked();
         };
         void handBack();
       } else {
@@ -496,10 +648,8 @@ export class Agent {
     if (job.executor) this.pool.jobEnded(job.executor, job.offer.jobId);
     // Final state first, then ack: if we die in between, a redelivered offer finds the job ended.
     await this.emitState(job, state, error);
-    if (!job.acked) {
-      job.acked = true;
-      await job.delivery.ack();
-    }
+    await this.release(job);
+    await this.placeParked();
     await this.updatePrefetch();
   }
 
@@ -514,6 +664,7 @@ export class Agent {
     const control = parsed.data;
     if (control.type === 'drain') {
       this.draining = true;
+      await this.handBackParked();
       await this.updatePrefetch();
     } else {
       const job = this.active.get(`${control.jobId}:${control.attempt}`);
@@ -576,21 +727,20 @@ export class Agent {
     });
   }
 
+  /**
+   * Prefetch = free slots plus the offer deliveries this agent still holds for its loading jobs: the bus
+   * counts those held deliveries against the prefetch already, and counting them as busy slots too would
+   * let only half the free slots load at once.
+   */
   private async updatePrefetch(): Promise<void> {
-    await this.offers?.setPrefetch(this.freeSlots);
+    let holding = 0;
+    for (const job of this.active.values()) if (job.delivery) holding += 1;
+    await this.offers?.setPrefetch(this.draining || this.stopped ? 0 : this.freeSlots + holding);
   }
 
   private findJob(jobId: string, executor: UserExecutor): ActiveJob | undefined {
     for (const job of this.active.values())
       if (job.offer.jobId === jobId && job.executor === executor) return job;
     return undefined;
-  }
-
-  private remember(key: string): void {
-    this.taken.add(key);
-    if (this.taken.size > 100_000) {
-      const oldest = this.taken.values().next().value;
-      if (oldest !== undefined) this.taken.delete(oldest);
-    }
   }
 }

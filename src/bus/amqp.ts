@@ -8,6 +8,13 @@
  * - `<prefix>.control.<agentId>`: one quorum queue per agent (key `control`);
  * - `<prefix>.dlx` (direct exchange) → `<prefix>.dead-letters` (quorum queue), consumed by the server.
  *
+ * Queue type (`queueType`): durable quorum queues, or durable classic queues where the broker has no quorum
+ * queues (`auto` decides from the broker's version on the first connection, then keeps the choice for the
+ * bus's life). Classic queues live under other names, `<prefix>.classic.*`, so the two kinds never meet
+ * under one name with different arguments. Classic queues count no deliveries: `deliveryCount` is 1, or 2
+ * for any redelivery (the `redelivered` flag), and no delivery limit applies. An offer nobody takes then
+ * ends at its deadline (the server's load timeout: agents dead-letter expired offers, the job expires).
+ *
  * Every publish goes through a confirm channel with persistent delivery and resolves on the broker's
  * confirm; publishes not confirmed when the connection drops are sent again after reconnecting (the
  * consumers are idempotent). Each subscription has its own channel. Prefetch 0 in AMQP means "unlimited",
@@ -31,8 +38,13 @@ export interface AmqpBusOptions {
   ca?: string | Buffer;
   cert?: string | Buffer;
   key?: string | Buffer;
-  /** Deliveries after which an offer is dead-lettered with reason `delivery-limit`. Default 20. */
+  /** Deliveries after which an offer is dead-lettered with reason `delivery-limit`. Default 20. Quorum only. */
   deliveryLimit?: number;
+  /**
+   * `quorum`, `classic`, or `auto` (quorum when the broker supports it, RabbitMQ ≥ 3.8, else classic).
+   * Default `auto`.
+   */
+  queueType?: QueueTypeOption;
   /** Prefix of every queue/exchange name. Default `steward.v1`. */
   prefix?: string;
   /** Reconnect backoff: first delay and cap, in ms. Defaults 100 and 5000. */
@@ -49,6 +61,16 @@ export interface AmqpBusOptions {
 }
 
 type QueueKind = DeadLetter['queue'];
+export type QueueTypeOption = 'auto' | 'quorum' | 'classic';
+
+/** Whether a broker announcing this version has quorum queues (RabbitMQ 3.8 and later). */
+export function supportsQuorumQueues(version: string | undefined): boolean {
+  const match = /^(\d+)\.(\d+)/.exec(version ?? '');
+  if (!match) return false;
+  const major = Number(match[1]);
+  const minor = Number(match[2]);
+  return major > 3 || (major === 3 && minor >= 8);
+}
 
 interface PendingPublish {
   queue: string;
@@ -60,6 +82,43 @@ interface PendingPublish {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+const UNTRUSTED_CERTIFICATE = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_SIGNATURE_FAILURE',
+]);
+
+/**
+ * A connection failure as an admin can act on it: TLS trust and name problems say which setting to look at;
+ * anything else is passed on unchanged. Never includes the URL's credentials.
+ */
+export function describeConnectError(url: string, error: unknown): unknown {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return error;
+  let where = url;
+  try {
+    const parsed = new URL(url);
+    where = `${parsed.protocol}//${parsed.host}`;
+  } catch {
+    // keep the URL as given
+  }
+  const detail = `${code}: ${(error as Error).message}`;
+  let message: string | undefined;
+  if (UNTRUSTED_CERTIFICATE.has(code))
+    message = `TLS: the broker at ${where} presented a certificate that the configured CA (bus.ca) did not sign (${detail})`;
+  else if (code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID')
+    message = `TLS: the broker at ${where} presented a certificate outside its validity period (${detail})`;
+  else if (code === 'ERR_TLS_CERT_ALTNAME_INVALID')
+    message = `TLS: the broker's certificate does not name the host in ${where} (${detail})`;
+  else if (/^ERR_SSL_.*ALERT/.test(code))
+    message = `TLS: the broker at ${where} refused the handshake; does it require a client certificate (bus.cert, bus.key) signed by a CA it trusts? (${detail})`;
+  if (!message) return error;
+  return Object.assign(new Error(message, { cause: error }), { code });
+}
 
 /** Maps a broker's x-death reason to the bus's reason vocabulary. */
 function brokerReason(reason: unknown): string {
@@ -75,6 +134,8 @@ class AmqpSubscription implements Subscription {
   consumerPrefetch = 0;
   /** Unsettled deliveries, by the consumer tag that received them. */
   readonly held = new Map<number, string>();
+  /** Unsettled deliveries' revocation callbacks (run when the broker takes them back), by delivery tag. */
+  readonly revokers = new Map<number, () => void>();
   cancelled = false;
   private busy: Promise<void> = Promise.resolve();
 
@@ -95,7 +156,10 @@ class AmqpSubscription implements Subscription {
   }
 
   async setPrefetch(prefetch: number): Promise<void> {
-    this.prefetch = Math.max(0, Math.floor(prefetch));
+    const next = Math.max(0, Math.floor(prefetch));
+    // Unchanged: the consumer in place already enforces it (a re-consume would only cost round trips).
+    if (next === this.prefetch && this.consumerTag !== undefined) return;
+    this.prefetch = next;
     await this.run(() => this.rebalance(true));
   }
 
@@ -105,17 +169,27 @@ class AmqpSubscription implements Subscription {
     const channel = this.channel;
     this.channel = undefined;
     this.consumerTag = undefined;
+    this.revokeAll();
     // Closing the channel hands every unacked delivery back to the queue.
     if (channel) await channel.close().catch(() => {});
   }
 
   /** A fresh channel after (re)connecting. */
   async attach(connection: ChannelModel, generation: number): Promise<void> {
-    this.held.clear();
+    this.revokeAll();
     this.consumerTag = undefined;
     this.consumerPrefetch = 0;
     const channel = await connection.createChannel();
     channel.on('error', () => {});
+    channel.on('close', () => {
+      // The broker closed this channel alone (the connection is fine): its unacked deliveries are back in
+      // the queue. Forget them and consume again on a fresh channel.
+      if (this.channel !== channel || this.cancelled) return;
+      this.channel = undefined;
+      this.consumerTag = undefined;
+      this.revokeAll();
+      this.bus.reattachLater(this, generation);
+    });
     this.channel = channel;
     this.generation = generation;
     await this.run(() => this.rebalance(true));
@@ -147,11 +221,23 @@ class AmqpSubscription implements Subscription {
     else await channel.cancel(reply.consumerTag).catch(() => {});
   }
 
+  /**
+   * The broker took every unsettled delivery back (connection or channel gone): tell their holders, who
+   * must not count on them any more; they come again as new deliveries.
+   */
+  revokeAll(): void {
+    const revokers = [...this.revokers.values()];
+    this.revokers.clear();
+    this.held.clear();
+    for (const revoke of revokers) revoke();
+  }
+
   /** A delivery was settled: a consumer that was limited by older deliveries may widen again. */
   settled(deliveryTag: number, channel: Channel): void {
     if (channel !== this.channel) return;
     const tag = this.held.get(deliveryTag);
     this.held.delete(deliveryTag);
+    this.revokers.delete(deliveryTag);
     if (tag !== this.consumerTag || this.consumerTag === undefined) {
       void this.run(() => this.rebalance(false));
     }
@@ -163,6 +249,7 @@ export class AmqpBus implements Bus {
   private readonly options: AmqpBusOptions;
   readonly deliveryLimit: number;
   private readonly prefix: string;
+  private resolvedQueueType: 'quorum' | 'classic' | undefined;
   private readonly subscriptions = new Set<AmqpSubscription>();
   private readonly pending = new Set<PendingPublish>();
   private readonly declaredControls = new Set<string>();
@@ -182,6 +269,13 @@ export class AmqpBus implements Bus {
     this.deliveryLimit = options.deliveryLimit ?? 20;
     if (this.deliveryLimit < 1) throw new Error('AmqpBus: deliveryLimit must be at least 1');
     this.prefix = options.prefix ?? 'steward.v1';
+    const queueType = options.queueType ?? 'auto';
+    if (queueType !== 'auto') this.resolvedQueueType = queueType;
+  }
+
+  /** The queue type in use; undefined while `auto` has not met a broker yet. */
+  get queueType(): 'quorum' | 'classic' | undefined {
+    return this.resolvedQueueType;
   }
 
   /** Connects (with retries and failover) and declares the topology. */
@@ -194,29 +288,39 @@ export class AmqpBus implements Bus {
     return this.connection !== undefined;
   }
 
+  /** Names of classic queues carry `.classic` so they never clash with quorum queues of the same role. */
+  private get base(): string {
+    if (!this.resolvedQueueType) throw new Error('AmqpBus: queue type not known before the first connection');
+    return this.resolvedQueueType === 'classic' ? `${this.prefix}.classic` : this.prefix;
+  }
+
   name(kind: 'offers' | 'events' | 'dead-letters' | 'dlx'): string {
-    return `${this.prefix}.${kind}`;
+    return `${this.base}.${kind}`;
   }
 
   controlName(agentId: string): string {
-    return `${this.prefix}.control.${agentId}`;
+    return `${this.base}.control.${agentId}`;
   }
 
   // --- Bus ------------------------------------------------------------------------------------------------
 
   async publishOffer(offer: SignedOffer): Promise<void> {
+    await this.knowQueueType();
     await this.publish(this.name('offers'), offer);
   }
 
   async consumeOffers(handler: Handler<unknown>, options: { prefetch: number }): Promise<Subscription> {
+    await this.knowQueueType();
     return this.subscribe(this.name('offers'), 'offers', handler, options.prefetch);
   }
 
   async publishEvent(message: AgentMessage): Promise<void> {
+    await this.knowQueueType();
     await this.publish(this.name('events'), message);
   }
 
   async consumeEvents(handler: Handler<unknown>): Promise<Subscription> {
+    await this.knowQueueType();
     const wrapped: Handler<unknown> = async (delivery) => {
       try {
         await handler(delivery);
@@ -240,6 +344,7 @@ export class AmqpBus implements Bus {
   }
 
   async consumeDeadLetters(handler: (letter: DeadLetter) => void | Promise<void>): Promise<Subscription> {
+    await this.knowQueueType();
     this.deadLetterHandlers.add(handler);
     if (!this.deadLetterSubscription) {
       this.deadLetterSubscription = await this.subscribe(
@@ -280,6 +385,11 @@ export class AmqpBus implements Bus {
 
   // --- internals -------------------------------------------------------------------------------------------
 
+  /** With `auto`, names depend on the broker: the first connection decides them. */
+  private async knowQueueType(): Promise<void> {
+    if (!this.resolvedQueueType) await this.ensureConnected();
+  }
+
   /** @internal */
   reportError(error: unknown, queue: string): void {
     try {
@@ -292,6 +402,19 @@ export class AmqpBus implements Bus {
   /** @internal */
   forget(subscription: AmqpSubscription): void {
     this.subscriptions.delete(subscription);
+  }
+
+  /** @internal A subscription whose channel alone closed consumes again, if the connection still stands. */
+  reattachLater(subscription: AmqpSubscription, generation: number): void {
+    setTimeout(() => {
+      const connection = this.connection;
+      if (!connection || this.generation !== generation || subscription.cancelled || subscription.channel)
+        return;
+      if (!this.subscriptions.has(subscription)) return;
+      subscription.attach(connection, generation).catch((error: unknown) => {
+        this.reportError(error, subscription.kind);
+      });
+    }, 100).unref();
   }
 
   private deadLetterSubscriptions = new WeakSet<AmqpSubscription>();
@@ -319,9 +442,23 @@ export class AmqpBus implements Bus {
     const deliveryTag = message.fields.deliveryTag;
     subscription.held.set(deliveryTag, message.fields.consumerTag);
     const headers = message.properties.headers ?? {};
-    const redeliveries = Number(headers['x-delivery-count'] ?? 0);
+    // Quorum queues count returns in x-delivery-count; classic queues only flag a redelivery.
+    const counted: unknown = headers['x-delivery-count'];
+    const redeliveries = counted !== undefined ? Number(counted) : message.fields.redelivered ? 1 : 0;
     const deliveryCount = (Number.isFinite(redeliveries) ? redeliveries : 0) + 1;
     let settled = false;
+    const revokedListeners: Array<() => void> = [];
+    subscription.revokers.set(deliveryTag, () => {
+      if (settled) return;
+      settled = true;
+      for (const listener of revokedListeners.splice(0)) {
+        try {
+          listener();
+        } catch (error) {
+          this.reportError(error, subscription.kind);
+        }
+      }
+    });
     const settle = (action: () => void): boolean => {
       if (settled) return false;
       settled = true;
@@ -361,6 +498,9 @@ export class AmqpBus implements Bus {
         if (settled) return;
         await this.publishDeadLetter(subscription.kind, message.content, reason, deliveryCount);
         settle(() => channel.ack(message));
+      },
+      onRevoked: (listener) => {
+        if (!settled) revokedListeners.push(listener);
       },
     };
     if (body === undefined) {
@@ -495,6 +635,7 @@ export class AmqpBus implements Bus {
   private async declareControl(agentId: string): Promise<void> {
     if (!/^[A-Za-z0-9_.:-]{1,128}$/.test(agentId))
       throw new Error(`invalid agent id for a queue name: ${agentId}`);
+    await this.knowQueueType();
     if (this.declaredControls.has(agentId)) return;
     await this.ensureConnected();
     const connection = this.connection;
@@ -505,7 +646,7 @@ export class AmqpBus implements Bus {
 
   private queueArguments(kind: QueueKind, extra: Record<string, unknown>): Record<string, unknown> {
     return {
-      'x-queue-type': 'quorum',
+      'x-queue-type': this.resolvedQueueType ?? 'quorum',
       'x-dead-letter-exchange': this.name('dlx'),
       'x-dead-letter-routing-key': kind,
       ...extra,
@@ -534,7 +675,7 @@ export class AmqpBus implements Bus {
       await channel.assertExchange(this.name('dlx'), 'direct', { durable: true });
       await channel.assertQueue(this.name('dead-letters'), {
         durable: true,
-        arguments: { 'x-queue-type': 'quorum' },
+        arguments: { 'x-queue-type': this.resolvedQueueType ?? 'quorum' },
       });
       for (const key of ['offers', 'events', 'control']) {
         await channel.bindQueue(this.name('dead-letters'), this.name('dlx'), key);
@@ -545,8 +686,12 @@ export class AmqpBus implements Bus {
     await this.declareOn(
       connection,
       // The broker counts returns; it dead-letters once returns exceed the limit, i.e. after
-      // `deliveryLimit` deliveries in all.
-      [this.name('offers'), 'offers', { 'x-delivery-limit': this.deliveryLimit - 1 }],
+      // `deliveryLimit` deliveries in all. Classic queues have no such count.
+      [
+        this.name('offers'),
+        'offers',
+        this.resolvedQueueType === 'quorum' ? { 'x-delivery-limit': this.deliveryLimit - 1 } : {},
+      ],
       [this.name('events'), 'events', {}],
     );
     for (const agentId of this.declaredControls) {
@@ -598,7 +743,7 @@ export class AmqpBus implements Bus {
         await this.open(url);
         return;
       } catch (error) {
-        this.options.onConnectionEvent?.({ type: 'failed', url, error });
+        this.options.onConnectionEvent?.({ type: 'failed', url, error: describeConnectError(url, error) });
         this.urlIndex += 1;
         // A full round over the URLs failed: back off (jittered) before the next round.
         if (this.urlIndex % this.options.urls.length === 0) {
@@ -620,6 +765,10 @@ export class AmqpBus implements Bus {
     let ready = false;
     try {
       connection.on('error', () => {});
+      if (!this.resolvedQueueType) {
+        const version = connection.connection.serverProperties.version;
+        this.resolvedQueueType = supportsQuorumQueues(version) ? 'quorum' : 'classic';
+      }
       await this.declareTopology(connection);
       const publisher = await connection.createConfirmChannel();
       publisher.on('error', () => {});
@@ -653,7 +802,7 @@ export class AmqpBus implements Bus {
     for (const subscription of this.subscriptions) {
       subscription.channel = undefined;
       subscription.consumerTag = undefined;
-      subscription.held.clear();
+      subscription.revokeAll();
     }
     for (const entry of this.pending) entry.sentOn = -1;
     if (this.closed) return;

@@ -86,6 +86,7 @@ class Queue {
   private deliver(consumer: Consumer, message: Message): void {
     consumer.unacked += 1;
     let settled = false;
+    const revokedListeners: Array<() => void> = [];
     const settle = (): boolean => {
       if (settled) return false;
       settled = true;
@@ -96,7 +97,15 @@ class Queue {
     };
     // A consumer that went away leaves its unacked deliveries to be redelivered.
     const release = (): void => {
-      if (settle()) this.bus.requeue(this, message, 0);
+      if (!settle()) return;
+      for (const listener of revokedListeners.splice(0)) {
+        try {
+          listener();
+        } catch (error) {
+          this.bus.reportError(error, this.name);
+        }
+      }
+      this.bus.requeue(this, message, 0);
     };
     consumer.outstanding.add(release);
     const delivery: Delivery<unknown> = {
@@ -112,6 +121,9 @@ class Queue {
       deadLetter: async (reason) => {
         if (!settle()) return;
         this.bus.deadLetter(this.name, message, reason);
+      },
+      onRevoked: (listener) => {
+        if (!settled) revokedListeners.push(listener);
       },
     };
     void this.bus.invoke(this.name, consumer.handler, delivery);
@@ -218,6 +230,15 @@ export class EmbeddedBus implements Bus {
     };
     if (this.deadLetterHandlers.size === 0) this.pendingDeadLetters.push(letter);
     else this.emitDeadLetter(letter);
+  }
+
+  /** @internal */
+  reportError(error: unknown, queue: string): void {
+    try {
+      this.onHandlerError(error, queue);
+    } catch {
+      // a reporter that throws must not stop the bus
+    }
   }
 
   /** @internal A handler that throws must not stop the bus (the delivery stays unacked until released). */

@@ -1,3 +1,9 @@
 export type { Bus, Delivery, Subscription, DeadLetter, Handler } from './types.js';
 export { EmbeddedBus } from './embedded.js';
-export { AmqpBus, type AmqpBusOptions } from './amqp.js';
+export {
+  AmqpBus,
+  describeConnectError,
+  supportsQuorumQueues,
+  type AmqpBusOptions,
+  type QueueTypeOption,
+} from './amqp.js';

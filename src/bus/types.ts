@@ -4,7 +4,8 @@
  *
  * Semantics (the RabbitMQ ones; the embedded bus reproduces them):
  * - At-least-once: a delivery that is neither acked nor dead-lettered is redelivered, to any consumer,
- *   when its consumer requeues it, fails, or goes away. `deliveryCount` counts deliveries (1 = first).
+ *   when its consumer requeues it, fails, or goes away (the delivery's `onRevoked` listeners then run).
+ *   `deliveryCount` counts deliveries (1 = first).
  * - Offers past `deliveryLimit` deliveries are dead-lettered with reason `delivery-limit`.
  * - A consumer holds at most `prefetch` unacked deliveries at once; an agent sets it to its free capacity.
  * - Publishes resolve once the bus has taken responsibility for the message (publisher confirms).
@@ -22,6 +23,12 @@ export interface Delivery<T> {
   requeue(delayMs?: number): Promise<void>;
   /** Remove it for good and record why; the server learns of dead-lettered offers. */
   deadLetter(reason: string): Promise<void>;
+  /**
+   * Called once if the bus takes the delivery back before it was settled: the broker connection dropped
+   * (or the consumer went away), the broker requeued it and will deliver it again — possibly to this same
+   * consumer. From then on ack/requeue/deadLetter of this delivery do nothing. Not called after a settle.
+   */
+  onRevoked(listener: () => void): void;
 }
 
 export interface Subscription {

@@ -179,11 +179,12 @@ async function connectAmqp(config: CompiledBusConfig, logger: Logger, role: stri
     cert: config.cert,
     key: config.key,
     deliveryLimit: config.deliveryLimit,
+    queueType: config.queueType,
     onHandlerError: (error, queue) => log.error({ err: error, queue }, 'bus handler failed'),
     onConnectionEvent: (event) => {
       // Never log a URL's credentials.
       const url = event.url?.replace(/\/\/[^@/]*@/, '//');
-      if (event.type === 'connected') log.info({ url }, 'connected to the broker');
+      if (event.type === 'connected') log.info({ url, queueType: bus.queueType }, 'connected to the broker');
       else if (event.type === 'dropped') log.warn('broker connection dropped; reconnecting');
       else log.warn({ url, err: event.error }, 'broker connection failed');
     },

@@ -62,8 +62,14 @@ export const BusConfig = z.discriminatedUnion('kind', [
       ca: z.string().optional(),
       cert: z.string().optional(),
       key: z.string().optional(),
-      /** Deliveries after which an offer nobody takes is dead-lettered. Default 20. */
+      /** Deliveries after which an offer nobody takes is dead-lettered. Default 20. Quorum queues only. */
       deliveryLimit: z.number().int().min(1).max(1000).default(20),
+      /**
+       * Queue type: `quorum`, `classic` (for brokers without quorum queues; no delivery limit, offers end at
+       * the load timeout), or `auto` (quorum when the broker has them, RabbitMQ ≥ 3.8). Classic queues have
+       * their own names (`steward.v1.classic.*`). Default `auto`.
+       */
+      queueType: z.enum(['auto', 'quorum', 'classic']).default('auto'),
     })
     .strict(),
 ]);
@@ -81,6 +87,7 @@ export type CompiledBusConfig =
       readonly cert: string | undefined;
       readonly key: string | undefined;
       readonly deliveryLimit: number;
+      readonly queueType: 'auto' | 'quorum' | 'classic';
     };
 
 function readSecretFile(file: string, what: string): string {
@@ -117,6 +124,7 @@ function compileBus(bus: z.output<typeof BusConfig> | undefined, what: string): 
     cert: bus.cert !== undefined ? readSecretFile(bus.cert, `${what}.bus.cert`) : undefined,
     key: bus.key !== undefined ? readSecretFile(bus.key, `${what}.bus.key`) : undefined,
     deliveryLimit: bus.deliveryLimit,
+    queueType: bus.queueType,
   });
 }
 

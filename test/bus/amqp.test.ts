@@ -4,7 +4,7 @@
  */
 import amqp from 'amqplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AmqpBus, type DeadLetter } from '../../src/bus/index.js';
+import { AmqpBus, supportsQuorumQueues, type DeadLetter } from '../../src/bus/index.js';
 import type { SignedOffer } from '../../src/protocol/index.js';
 import { freePort } from '../support/steward.js';
 import {
@@ -93,6 +93,60 @@ describe('amqp bus', () => {
     expect(again.connected).toBe(true);
   });
 
+  it('declares classic queues under their own versioned names when queueType is classic', async () => {
+    // The quorum topology of the same prefix already exists: classic names must not clash with it.
+    const quorum = bus('steward.both', { queueType: 'quorum' });
+    await quorum.connect();
+    const classic = bus('steward.both', { queueType: 'classic' });
+    await classic.connect();
+    expect(classic.queueType).toBe('classic');
+    expect(classic.name('offers')).toBe('steward.both.classic.offers');
+    await classic.consumeControl('agent-1', async (d) => d.ack());
+    const listing = await rabbitmqctl(
+      'list_queues',
+      '-p',
+      vhost,
+      'name',
+      'type',
+      'durable',
+      'arguments',
+      '--formatter',
+      'json',
+    );
+    const queues = JSON.parse(listing) as Array<{
+      name: string;
+      type: string;
+      durable: boolean;
+      arguments: Array<[string, string, unknown]>;
+    }>;
+    const byName = new Map(queues.map((q) => [q.name, q]));
+    for (const name of ['offers', 'events', 'dead-letters', 'control.agent-1']) {
+      const queue = byName.get(`steward.both.classic.${name}`);
+      expect(queue, name).toBeDefined();
+      expect(queue!.type).toBe('classic');
+      expect(queue!.durable).toBe(true);
+    }
+    expect(byName.get('steward.both.offers')!.type).toBe('quorum');
+    const offers = Object.fromEntries(
+      byName.get('steward.both.classic.offers')!.arguments.map(([k, , v]) => [k, v]),
+    );
+    expect(offers['x-delivery-limit']).toBeUndefined();
+    expect(offers['x-dead-letter-exchange']).toBe('steward.both.classic.dlx');
+  });
+
+  it('picks quorum queues in auto mode on a broker that has them (RabbitMQ 3.8 and later)', async () => {
+    const b = bus('steward.auto');
+    expect(b.queueType).toBeUndefined();
+    await b.connect();
+    expect(b.queueType).toBe('quorum');
+    expect(b.name('offers')).toBe('steward.auto.offers');
+    expect(supportsQuorumQueues('3.10.8')).toBe(true);
+    expect(supportsQuorumQueues('3.8.0')).toBe(true);
+    expect(supportsQuorumQueues('4.0.1')).toBe(true);
+    expect(supportsQuorumQueues('3.7.28')).toBe(false);
+    expect(supportsQuorumQueues(undefined)).toBe(false);
+  });
+
   it('fails over to the next URL when the first broker is unreachable', async () => {
     const dead = `amqp://guest:guest@127.0.0.1:${await freePort()}`;
     const events: string[] = [];
@@ -141,6 +195,27 @@ describe('amqp bus', () => {
     // At least once: nothing lost; duplicates (re-sent after the drop) are allowed and bounded.
     const duplicates = [...seen.values()].reduce((sum, count) => sum + count - 1, 0);
     expect(duplicates).toBeLessThan(total);
+  });
+
+  it('revokes unsettled deliveries when the connection drops, and delivers them again after reconnecting', async () => {
+    const b = bus('steward.revoke');
+    await b.connect();
+    const seen: Array<{ count: number; revoked: boolean }> = [];
+    await b.consumeOffers(
+      (d) => {
+        const entry = { count: d.deliveryCount, revoked: false };
+        d.onRevoked(() => (entry.revoked = true));
+        seen.push(entry);
+      },
+      { prefetch: 2 },
+    );
+    await b.publishOffer(offer(1));
+    await b.publishOffer(offer(2));
+    await waitFor(() => (seen.length === 2 ? true : undefined));
+    await closeVhostConnections(vhost);
+    await waitFor(() => (seen.length === 4 ? true : undefined));
+    expect(seen.map((entry) => entry.revoked)).toEqual([true, true, false, false]);
+    expect(seen.slice(2).every((entry) => entry.count === 2)).toBe(true);
   });
 
   it('dead-letters a raw message that is not JSON, with reason "malformed"', async () => {

@@ -35,6 +35,7 @@ describe('bus config', () => {
       urls: ['amqps://broker-1:5671', 'amqps://broker-2:5671'],
       password: 's3cret',
       deliveryLimit: 20,
+      queueType: 'auto',
     });
     expect(config.bus.kind === 'amqp' && config.bus.ca).toMatch(/BEGIN CERTIFICATE/);
   });
@@ -47,6 +48,7 @@ describe('bus config', () => {
     [{ kind: 'amqp', urls: ['amqp://b'], cert: '/x' }, /cert and key go together/],
     [{ kind: 'amqp', urls: ['amqp://b'], port: 5672 }, /port|Unrecognized/i],
     [{ kind: 'kafka' }, /kind/],
+    [{ kind: 'amqp', urls: ['amqp://b'], queueType: 'stream' }, /queueType/],
   ])('refuses %j with a clear STEWARD_CONFIG_INVALID', (bus, message) => {
     let caught: unknown;
     try {
@@ -56,6 +58,13 @@ describe('bus config', () => {
     }
     expect(caught).toMatchObject({ code: 'STEWARD_CONFIG_INVALID' });
     expect((caught as Error).message).toMatch(message);
+  });
+
+  it('takes queueType quorum or classic as given', () => {
+    for (const queueType of ['quorum', 'classic'] as const) {
+      const config = compileServerConfig({ bus: { kind: 'amqp', urls: ['amqp://b'], queueType } });
+      expect(config.bus).toMatchObject({ kind: 'amqp', queueType });
+    }
   });
 
   it('gives an agent its bus and the server public key', async () => {

@@ -50,7 +50,7 @@ describe('server and agents through RabbitMQ', () => {
       JSON.stringify(jobs.filter((job) => job.state !== 'succeeded').map((job) => job.error)),
     ).toEqual(ids.map(() => 'succeeded'));
     const agents = new Set(jobs.map((job) => job.agentId as string));
-    expect([...agents].sort()).toEqual(['agent-a', 'agent-b']);
+    expect([...agents].sort()).toEqual([cluster!.agentId('agent-a'), cluster!.agentId('agent-b')]);
   });
 
   it('runs a job that needs a label only on the agent that has it', async () => {
@@ -58,7 +58,7 @@ describe('server and agents through RabbitMQ', () => {
     const jobs = await cluster!.settle(ids);
     for (const job of jobs) {
       expect(job.state).toBe('succeeded');
-      expect(job.agentId).toBe('agent-b');
+      expect(job.agentId).toBe(cluster!.agentId('agent-b'));
     }
   });
 

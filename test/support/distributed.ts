@@ -4,6 +4,7 @@
  * RabbitMQ (a fresh vhost on the machine's broker), each with its own config file, data dir and port.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'yaml';
@@ -12,6 +13,8 @@ import { freePort, stewardBin, tempDir } from './steward.js';
 
 export class Daemon {
   output = '';
+  /** The agent id it runs under (agents only). */
+  id = '';
   constructor(readonly child: ChildProcess) {
     child.stdout?.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
     child.stderr?.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
@@ -49,12 +52,20 @@ export interface ClusterOptions {
   vhost: string;
   /** Broker URL; default the machine's broker. */
   url?: string;
+  /** More bus settings for server and agents (`ca`, `cert`, `key`, `queueType`, …). */
+  bus?: Record<string, unknown>;
   server?: Record<string, unknown>;
   adminPassword?: string;
 }
 
 export class Cluster {
+  /** Agents by the name the test gave them (their ids carry this cluster's run tag). */
   readonly agents = new Map<string, Daemon>();
+  /**
+   * Makes agent ids unique per run: agents name their cgroups after their id, so two agents with one id on
+   * this machine (a test's previous run, another engineer's) would kill each other's executors.
+   */
+  readonly runTag = randomBytes(3).toString('hex');
   server!: Daemon;
   url = '';
   token = '';
@@ -72,7 +83,12 @@ export class Cluster {
   }
 
   get bus(): Record<string, unknown> {
-    return { kind: 'amqp', urls: [this.options.url ?? brokerUrl], vhost: this.options.vhost };
+    return {
+      kind: 'amqp',
+      urls: [this.options.url ?? brokerUrl],
+      vhost: this.options.vhost,
+      ...this.options.bus,
+    };
   }
 
   get dataDir(): string {
@@ -95,9 +111,20 @@ export class Cluster {
     this.token = login.json.token as string;
   }
 
-  async startAgent(id: string, agent: Record<string, unknown>): Promise<Daemon> {
-    const dir = path.join(this.root, `agent-${id}`);
-    const config = path.join(this.root, `agent-${id}.yaml`);
+  /** The id an agent started as `name` runs under. */
+  agentId(name: string): string {
+    return `${name}-${this.runTag}`;
+  }
+
+  /** The directory of the agent started as `name` (its data dir: logs/, workspaces/). */
+  agentDir(name: string): string {
+    return path.join(this.root, `agent-${name}`);
+  }
+
+  async startAgent(name: string, agent: Record<string, unknown>): Promise<Daemon> {
+    const id = this.agentId(name);
+    const dir = this.agentDir(name);
+    const config = path.join(this.root, `agent-${name}.yaml`);
     await writeFile(
       config,
       stringify({
@@ -112,8 +139,9 @@ export class Cluster {
       }),
     );
     const daemon = Daemon.start(['agent', '--config', config, '--data-dir', dir]);
+    daemon.id = id;
+    this.agents.set(name, daemon);
     await daemon.waitForOutput(`Steward agent ${id} is up`);
-    this.agents.set(id, daemon);
     return daemon;
   }
 

@@ -1,7 +1,8 @@
 /**
  * A private RabbitMQ node for fault tests: its own node name, ports, data (mnesia), logs, config and plugins
  * file in a temp dir, started in the foreground so the test can kill -9 it and start it again on the same
- * data. It shares the machine's epmd and root's Erlang cookie, with a node name of its own.
+ * data. It shares the machine's epmd and root's Erlang cookie, with a node name of its own. With `tls`, it
+ * also listens for amqps on a port of its own, and (by default) requires a client certificate.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -28,9 +29,20 @@ function portOpen(port: number): Promise<boolean> {
   });
 }
 
+export interface BrokerTls {
+  /** PEM file paths: the CA that signs client certificates, and the broker's own certificate and key. */
+  ca: string;
+  cert: string;
+  key: string;
+  /** Refuse clients without a certificate signed by `ca`. Default true. */
+  requireClientCertificate?: boolean;
+}
+
 export class PrivateBroker {
   child: ChildProcess | undefined;
   output = '';
+  /** The amqps port when started with `tls`. */
+  tlsPort: number | undefined;
 
   private constructor(
     readonly dir: string,
@@ -43,7 +55,12 @@ export class PrivateBroker {
     return `amqp://guest:guest@127.0.0.1:${this.port}`;
   }
 
-  static async create(): Promise<PrivateBroker> {
+  get tlsUrl(): string {
+    if (this.tlsPort === undefined) throw new Error('this broker has no TLS listener');
+    return `amqps://guest:guest@127.0.0.1:${this.tlsPort}`;
+  }
+
+  static async create(options: { tls?: BrokerTls } = {}): Promise<PrivateBroker> {
     const dir = await tempDir('rabbit');
     const broker = new PrivateBroker(
       dir,
@@ -54,10 +71,20 @@ export class PrivateBroker {
     await mkdir(path.join(dir, 'log'));
     await writeFile(path.join(dir, 'enabled_plugins'), '[].\n');
     await writeFile(path.join(dir, 'env.conf'), '');
-    await writeFile(
-      path.join(dir, 'rabbitmq.conf'),
-      `listeners.tcp.default = 127.0.0.1:${broker.port}\nloopback_users = none\n`,
-    );
+    const conf = [`listeners.tcp.default = 127.0.0.1:${broker.port}`, 'loopback_users = none'];
+    if (options.tls) {
+      broker.tlsPort = await freePort();
+      const verify = options.tls.requireClientCertificate ?? true;
+      conf.push(
+        `listeners.ssl.default = 127.0.0.1:${broker.tlsPort}`,
+        `ssl_options.cacertfile = ${options.tls.ca}`,
+        `ssl_options.certfile = ${options.tls.cert}`,
+        `ssl_options.keyfile = ${options.tls.key}`,
+        `ssl_options.verify = ${verify ? 'verify_peer' : 'verify_none'}`,
+        `ssl_options.fail_if_no_peer_cert = ${verify ? 'true' : 'false'}`,
+      );
+    }
+    await writeFile(path.join(dir, 'rabbitmq.conf'), `${conf.join('\n')}\n`);
     return broker;
   }
 
@@ -84,7 +111,7 @@ export class PrivateBroker {
     child.stdout.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
     const deadline = Date.now() + timeoutMs;
-    while (!(await portOpen(this.port))) {
+    while (!(await portOpen(this.port)) || (this.tlsPort !== undefined && !(await portOpen(this.tlsPort)))) {
       if (child.exitCode !== null) throw new Error(`broker exited with ${child.exitCode}:\n${this.output}`);
       if (Date.now() > deadline) throw new Error(`broker not up within ${timeoutMs} ms:\n${this.output}`);
       await new Promise((resolve) => setTimeout(resolve, 100));

@@ -1,0 +1,133 @@
+/* eslint-disable @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
+/**
+ * The agent's broker connection cut for 30 s in the middle of a burst (a TCP proxy between agent and broker
+ * resets its connections and refuses new ones), then restored: the broker takes back the offers that were
+ * loading, the agent keeps those jobs, settles their redelivery instead of running them again, and re-sends
+ * the events it could not publish during the cut. Nothing is lost, stuck or run twice.
+ */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Cluster } from '../support/distributed.js';
+import { countFaults, formatCounts } from '../support/fault-counts.js';
+import { OsUsers } from '../support/os-users.js';
+import { brokerUrl, createVhost, deleteVhost } from '../support/rabbitmq.js';
+import { isRoot } from '../support/steward.js';
+import { TcpProxy } from '../support/tcp-proxy.js';
+
+const NOOP = `name: noop
+description: one tiny query
+steps:
+  - id: one
+    sql: SELECT 1 AS x
+outputs: [one]
+`;
+const BURST = Number(process.env.STEWARD_TEST_BURST ?? 500);
+const CUT_MS = Number(process.env.STEWARD_TEST_CUT_MS ?? 30_000);
+
+let vhost = '';
+let cluster: Cluster | undefined;
+let proxy: TcpProxy | undefined;
+const osUsers = new OsUsers();
+
+beforeAll(async () => {
+  vhost = await createVhost('drop');
+  // The lease outlasts the cut: an agent that is only unreachable through the broker keeps its jobs.
+  cluster = await Cluster.start({ vhost, server: { loadTimeout: '5m', agentLease: '2m' } });
+  proxy = await TcpProxy.start({ port: Number(new URL(brokerUrl).port || 5672) });
+  const pushed = await cluster.request('POST', '/api/workflows', { source: NOOP });
+  expect(pushed.status, JSON.stringify(pushed.json)).toBe(201);
+}, 120_000);
+
+afterAll(async () => {
+  await cluster?.destroy();
+  await proxy?.close();
+  await osUsers.cleanup();
+  if (vhost) await deleteVhost(vhost);
+}, 60_000);
+
+describe('broker connection of an agent cut for 30 s', () => {
+  it(`loses, strands and duplicates no job of a burst of ${BURST}`, async () => {
+    const c = cluster!;
+    const userMap = isRoot ? { admin: (await osUsers.user('cd')).name } : {};
+    await c.startAgent('cut', {
+      slots: 6,
+      userMap,
+      warmExecutors: 2,
+      bus: { kind: 'amqp', urls: [proxy!.rewrite(brokerUrl)], vhost },
+    });
+    const ids = await Promise.all(Array.from({ length: BURST }, () => c.submit('noop')));
+    // Cut once the agent is busy: some jobs done, some loading or running on it.
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      const sample = await Promise.all(ids.slice(0, 60).map((id) => c.job(id)));
+      if (
+        sample.filter((job) => job.state === 'succeeded').length >= 20 &&
+        sample.some((job) => job.state === 'loading' || job.state === 'running')
+      )
+        break;
+      if (Date.now() > deadline) throw new Error('the agent never got busy');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const acceptedBefore = proxy!.accepted;
+    await proxy!.cutOff();
+    const atCut = await Promise.all(ids.map((id) => c.job(id)));
+    const pendingAtCut = atCut.filter((job) => job.state !== 'succeeded').length;
+    await new Promise((resolve) => setTimeout(resolve, CUT_MS));
+    await proxy!.restore();
+    const counts = await countFaults(c, ids, 300_000);
+    const log = await readFile(path.join(c.agentDir('cut'), 'logs', 'steward.log'), 'utf8');
+    const takenBack = log.split('broker took back a loading offer').length - 1;
+    const settledRedeliveries = log.split('offer redelivered after a broker drop').length - 1;
+    console.log(
+      `${formatCounts(`connection cut ${CUT_MS / 1000}s, burst ${BURST}`, counts)}; ` +
+        `${pendingAtCut} not done at the cut, ${takenBack} loading offers taken back by the broker, ` +
+        `${settledRedeliveries} redeliveries settled without a second run`,
+    );
+    expect(proxy!.accepted).toBeGreaterThan(acceptedBefore);
+    expect(counts.stuck).toBe(0);
+    expect(counts.lost).toBe(0);
+    expect(counts.duplicated).toBe(0);
+    expect(counts.states).toEqual({ succeeded: BURST });
+  }, 600_000);
+
+  it('keeps jobs that were loading when the connection dropped and settles their redelivery without a second run', async () => {
+    const c = cluster!;
+    for (const agent of c.agents.values()) await agent.stop();
+    const userMap = isRoot ? { admin: (await osUsers.user('cl')).name } : {};
+    const name = 'loader';
+    await c.startAgent(name, {
+      slots: 4,
+      capacity: { maxJobsPerUser: 4 },
+      userMap,
+      warmExecutors: 1,
+      bus: { kind: 'amqp', urls: [proxy!.rewrite(brokerUrl)], vhost },
+    });
+    const ids = await Promise.all(Array.from({ length: 4 }, () => c.submit('noop')));
+    // Hold the loads: executors fetch their workflow from the server, which is paused for a moment, so the
+    // offers are still unacked (loading) when the agent's broker connection is cut.
+    c.server.child.kill('SIGSTOP');
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      await proxy!.cutOff();
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    } finally {
+      c.server.child.kill('SIGCONT');
+    }
+    // The jobs load and run while the agent cannot reach the broker; then the connection comes back.
+    await new Promise((resolve) => setTimeout(resolve, 5000));
+    await proxy!.restore();
+    const counts = await countFaults(c, ids, 120_000);
+    const log = await readFile(path.join(c.agentDir(name), 'logs', 'steward.log'), 'utf8');
+    const takenBack = log.split('broker took back a loading offer').length - 1;
+    const settled = log.split('offer redelivered after a broker drop').length - 1;
+    console.log(
+      `${formatCounts('loading offers across a drop', counts)}; ${takenBack} taken back, ${settled} redeliveries settled`,
+    );
+    expect(takenBack).toBe(4);
+    expect(settled).toBe(4);
+    expect(counts.duplicated).toBe(0);
+    expect(counts.states).toEqual({ succeeded: 4 });
+    expect(log).not.toContain('STEWARD_OFFER_REPLAYED');
+  }, 180_000);
+});
