@@ -115,11 +115,16 @@ describe.runIf(isRoot)('retries over RabbitMQ', () => {
     const [job] = await c.settle([id], 60_000);
     expect(job.state, JSON.stringify(job.error)).toBe('succeeded');
     expect(job.attempt).toBe(2);
-    expect(job.agentId).toBe(second);
+    expect(job.agentId).toBe(c.agentId(second));
     expect(job.attempts).toHaveLength(2);
-    expect(job.attempts[0]).toMatchObject({ attempt: 1, state: 'lost', agentId: first });
+    expect(job.attempts[0]).toMatchObject({ attempt: 1, state: 'lost', agentId: c.agentId(first) });
     expect(job.attempts[0].error.code).toBe('STEWARD_AGENT_LOST');
-    expect(job.attempts[1]).toMatchObject({ attempt: 2, state: 'succeeded', agentId: second, error: null });
+    expect(job.attempts[1]).toMatchObject({
+      attempt: 2,
+      state: 'succeeded',
+      agentId: c.agentId(second),
+      error: null,
+    });
     for (const agent of c.agents.values()) await agent.stop();
     c.agents.clear();
   }, 90_000);
@@ -153,10 +158,10 @@ describe.runIf(isRoot)('retries over RabbitMQ', () => {
     expect(job.state, JSON.stringify(job.error)).toBe('succeeded');
     expect(job.attempt).toBe(2);
     expect(job.attempts.map((attempt: any) => [attempt.attempt, attempt.state, attempt.agentId])).toEqual([
-      [1, 'lost', id0],
-      [2, 'succeeded', id0],
+      [1, 'lost', c.agentId(id0)],
+      [2, 'succeeded', c.agentId(id0)],
     ]);
-    const log = await readFile(path.join(c.root, `agent-${id0}`, 'logs', 'steward.log'), 'utf8');
+    const log = await readFile(path.join(c.agentDir(id0), 'logs', 'steward.log'), 'utf8');
     expect(log).toContain('a newer attempt of a job held here arrived; stopping the older attempt');
     // Attempt 2 began while attempt 1's 12 s nap would still have been running: the old one was stopped,
     // not waited for (and never ran beside it: the agent held attempt 2 back until then).
