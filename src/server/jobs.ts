@@ -63,6 +63,7 @@ export class JobService {
     const now = Date.now();
     const jobToken = newSecret('stj_');
     const timeoutMs = input.timeoutSeconds === undefined ? null : input.timeoutSeconds * 1000;
+    const deadline = now + config.loadTimeoutMs;
     const job = await store.insertJob({
       id: newJobId(now),
       user: principal.user,
@@ -73,6 +74,7 @@ export class JobService {
       jobTokenHash: sha256Hex(jobToken),
       createdAt: now,
       steps: workflow.steps.map((step) => ({ id: step.id, kind: step.kind })),
+      loadDeadline: deadline,
     });
     await this.deps.audit.record({
       actor: principal.user,
@@ -82,7 +84,6 @@ export class JobService {
       detail: { workflow: `${record.name}@${record.version}`, labels: input.labels },
     });
 
-    const deadline = now + config.loadTimeoutMs;
     const offer: JobOffer = {
       v: 1,
       jobId: job.id,
@@ -207,7 +208,11 @@ export class JobService {
     return result;
   }
 
-  /** Expires jobs no executor loaded within the load timeout. Returns how many it expired. */
+  /**
+   * Expires jobs no executor loaded within the load timeout. Returns how many it expired. Every server runs
+   * it against the shared store: the deadline is in the job's row, and the transition only moves a job still
+   * waiting, so two servers sweeping the same job expire it once.
+   */
   async sweep(now = Date.now()): Promise<number> {
     const overdue = await this.deps.store.listJobsPastLoadDeadline(now);
     let expired = 0;
@@ -222,7 +227,7 @@ export class JobService {
         job.id,
         'expired',
         { error: { code: 'STEWARD_LOAD_TIMEOUT', message } },
-        { from: ['offered', 'loading'] },
+        { from: ['queued', 'offered', 'loading'] },
       );
       if (result.ok) {
         expired++;

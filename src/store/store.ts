@@ -3,15 +3,20 @@
  * registry. One class over Kysely, for SQLite (embedded) and PostgreSQL (several servers at once).
  *
  * Invariants:
- * - Every job state change goes through `transitionJob`, which checks `canTransition` and updates with
- *   `WHERE state = <the state it read>` inside a transaction, so two servers racing cannot both win.
- * - Agent events are applied by `applyEvent`, which records (job, attempt, seq) in the same transaction as
- *   its effect: a duplicate delivery finds the record and changes nothing.
+ * - Every job state change goes through `transitionJob`, which locks the job's row (`SELECT … FOR UPDATE`
+ *   on PostgreSQL), checks `canTransition` and updates with `WHERE state = <the state it read>` inside a
+ *   transaction, so two servers racing serialize and cannot both win.
+ * - Agent events are applied by `applyEvent`, which locks the job's row first and records (job, attempt,
+ *   seq) in the same transaction as its effect: a duplicate delivery, on this server or another one, finds
+ *   the record and changes nothing.
+ * - On PostgreSQL every committed job or step change is announced with NOTIFY (see `changes.ts`), so a
+ *   server's live listeners also hear what other servers applied. SQLite serves one server only.
  */
+import { createHash, randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import { Kysely, PostgresDialect, SqliteDialect, type Transaction } from 'kysely';
+import { Kysely, PostgresDialect, sql, SqliteDialect, type Transaction } from 'kysely';
 import pg from 'pg';
 import type { StoreConfig } from '../config/index.js';
 import {
@@ -25,6 +30,7 @@ import {
   type ParamValue,
   type StepState,
 } from '../protocol/index.js';
+import { ChangeListener, type ChangeListenerOptions, type JobChangeNotice } from './changes.js';
 import { migrateToLatest, type StoreDialect } from './migrations/index.js';
 import type { Database, JobsTable } from './schema.js';
 
@@ -129,6 +135,11 @@ export interface NewJob {
   createdAt: number;
   /** Steps known from the workflow, recorded `pending` so a job's detail lists them from the start. */
   steps: { id: string; kind: string }[];
+  /**
+   * When the job expires if no executor loaded it. Stored with the job so any server's sweeper can end it,
+   * even one whose submitting server died before publishing the offer. Default none.
+   */
+  loadDeadline?: number | null;
 }
 
 export interface StepRecord {
@@ -213,9 +224,15 @@ type Db = Kysely<Database>;
 type Executor = Db | Transaction<Database>;
 
 export class Store {
+  /** Identifies this open store among the servers sharing one database (its notices carry it). */
+  readonly instanceId = randomUUID();
+
   private constructor(
     readonly db: Db,
     readonly dialect: StoreDialect,
+    /** The NOTIFY channel of this database + schema; undefined on SQLite. */
+    readonly changeChannel: string | undefined,
+    private readonly config: StoreConfig,
   ) {}
 
   /** Opens the database and applies pending migrations. */
@@ -227,7 +244,30 @@ export class Store {
       await db.destroy();
       throw error;
     }
-    return new Store(db, dialect);
+    return new Store(
+      db,
+      dialect,
+      config.kind === 'postgres' ? changeChannelFor(config.schema) : undefined,
+      config,
+    );
+  }
+
+  /**
+   * Listens for the changes other servers commit (PostgreSQL only; returns undefined on SQLite, where this
+   * server is the only writer).
+   */
+  async listenForChanges(
+    handlers: Pick<ChangeListenerOptions, 'onNotice' | 'onReconnect' | 'onError'>,
+  ): Promise<ChangeListener | undefined> {
+    if (this.config.kind !== 'postgres' || this.changeChannel === undefined) return undefined;
+    const listener = new ChangeListener({
+      url: this.config.url,
+      channel: this.changeChannel,
+      ownOrigin: this.instanceId,
+      ...handlers,
+    });
+    await listener.start();
+    return listener;
   }
 
   async close(): Promise<void> {
@@ -575,7 +615,7 @@ export class Store {
           error_message: null,
           timeout_ms: job.timeoutMs,
           job_token_hash: job.jobTokenHash,
-          load_deadline: null,
+          load_deadline: job.loadDeadline ?? null,
           cancel_requested: 0,
           created_at: job.createdAt,
           started_at: null,
@@ -614,6 +654,28 @@ export class Store {
     return row && toJob(row);
   }
 
+  /**
+   * Reads a job inside a transaction and, on PostgreSQL, locks its row until the transaction ends: another
+   * server's transition or event for the same job waits here instead of working from a stale read. SQLite
+   * needs no row lock: its transactions are serialized by the database lock.
+   */
+  private async lockJob(trx: Transaction<Database>, id: string): Promise<JobRecord | undefined> {
+    let query = trx.selectFrom('jobs').selectAll().where('id', '=', id);
+    if (this.dialect === 'postgres') query = query.forUpdate();
+    const row = await query.executeTakeFirst();
+    return row && toJob(row);
+  }
+
+  /**
+   * Announces a change to the other servers; PostgreSQL delivers it only if and when the transaction
+   * commits, so listeners never hear of a change that was rolled back.
+   */
+  private async notifyChange(trx: Transaction<Database>, jobId: string, stepId?: string): Promise<void> {
+    if (this.changeChannel === undefined) return;
+    const notice: JobChangeNotice = { origin: this.instanceId, jobId, ...(stepId ? { stepId } : {}) };
+    await sql`SELECT pg_notify(${this.changeChannel}, ${JSON.stringify(notice)})`.execute(trx);
+  }
+
   async listJobs(filter: ListJobsFilter): Promise<JobRecord[]> {
     let query = this.db.selectFrom('jobs').selectAll();
     if (filter.user !== undefined) query = query.where('user_name', '=', filter.user);
@@ -644,7 +706,7 @@ export class Store {
     patch: JobPatch,
     options: { from?: readonly JobState[]; attempt?: number; now?: number },
   ): Promise<TransitionResult> {
-    const current = await this.getJob(id, trx);
+    const current = await this.lockJob(trx, id);
     if (!current) return { ok: false, job: null };
     if (options.from && !options.from.includes(current.state)) return { ok: false, job: current };
     if (options.attempt !== undefined && options.attempt !== current.attempt)
@@ -673,26 +735,33 @@ export class Store {
       .executeTakeFirst();
     if (Number(result.numUpdatedRows) !== 1) return { ok: false, job: (await this.getJob(id, trx)) ?? null };
     const updated = await this.getJob(id, trx);
+    await this.notifyChange(trx, id);
     return { ok: true, job: updated! };
   }
 
   /** Marks a loading/running job as cancel-requested; the agent's final event ends it. */
   async requestCancel(id: string, now = Date.now()): Promise<JobRecord | undefined> {
-    await this.db
-      .updateTable('jobs')
-      .set({ cancel_requested: 1, updated_at: now })
-      .where('id', '=', id)
-      .where('state', 'in', ['loading', 'running'])
-      .execute();
-    return this.getJob(id);
+    return this.db.transaction().execute(async (trx) => {
+      const result = await trx
+        .updateTable('jobs')
+        .set({ cancel_requested: 1, updated_at: now })
+        .where('id', '=', id)
+        .where('state', 'in', ['loading', 'running'])
+        .executeTakeFirst();
+      if (Number(result.numUpdatedRows) === 1) await this.notifyChange(trx, id);
+      return this.getJob(id, trx);
+    });
   }
 
-  /** Jobs waiting for an executor whose load deadline has passed. */
+  /**
+   * Jobs waiting for an executor whose load deadline has passed, including `queued` ones: a server that died
+   * between storing a job and publishing its offer leaves it queued, and another server must end it.
+   */
   async listJobsPastLoadDeadline(now: number, limit = 500): Promise<JobRecord[]> {
     const rows = await this.db
       .selectFrom('jobs')
       .selectAll()
-      .where('state', 'in', ['offered', 'loading'])
+      .where('state', 'in', ['queued', 'offered', 'loading'])
       .where('load_deadline', 'is not', null)
       .where('load_deadline', '<', now)
       .orderBy('load_deadline')
@@ -741,7 +810,9 @@ export class Store {
    */
   async applyEvent(event: JobEvent, now = Date.now()): Promise<AppliedEvent> {
     return this.db.transaction().execute(async (trx) => {
-      const job = await this.getJob(event.jobId, trx);
+      // The row lock makes two servers applying events of one job (a redelivery after a server died, or
+      // two events consumed at once) take turns: the second sees the first's record and effect.
+      const job = await this.lockJob(trx, event.jobId);
       // Events for unknown jobs cannot be recorded (foreign key); they are harmless and dropped.
       if (!job) return { applied: false };
       const inserted = await trx
@@ -760,6 +831,7 @@ export class Store {
               .set({ executor_json: JSON.stringify(event.executor), updated_at: now })
               .where('id', '=', job.id)
               .execute();
+            await this.notifyChange(trx, job.id);
             return { applied: true, job: (await this.getJob(job.id, trx))! };
           }
           return { applied: true };
@@ -828,6 +900,7 @@ export class Store {
         .where('job_id', '=', job.id)
         .where('step_id', '=', step.stepId)
         .executeTakeFirstOrThrow();
+      await this.notifyChange(trx, job.id, step.stepId);
       return { applied: true, step: toStep(row) };
     });
   }
@@ -1036,6 +1109,17 @@ async function connect(
 function int8AsNumber(oid: number, format?: 'text' | 'binary'): (value: string) => unknown {
   if (oid === INT8_OID) return (value: string) => Number(value);
   return pg.types.getTypeParser(oid, format ?? 'text') as (value: string) => unknown;
+}
+
+/**
+ * NOTIFY channels are per database, not per schema: servers on different schemas of one database must not
+ * hear each other, so the channel is named after the schema (hashed: identifiers stop at 63 bytes).
+ */
+function changeChannelFor(schema: string | undefined): string {
+  return `steward_changes_${createHash('sha256')
+    .update(schema ?? 'public')
+    .digest('hex')
+    .slice(0, 24)}`;
 }
 
 function quoteIdentifier(name: string): string {
