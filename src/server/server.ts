@@ -17,6 +17,7 @@ import { EventConsumer } from './events.js';
 import { JobService } from './jobs.js';
 import { loadOrCreateSigningKey } from './keys.js';
 import { buildOpenApiDocument } from './openapi.js';
+import { RemoteChanges } from './remote.js';
 import { ResultFiles } from './results.js';
 import { buildHandlers, registerRoutes } from './routes.js';
 import { STEWARD_VERSION } from './version.js';
@@ -130,8 +131,15 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
   });
   registerRoutes(app, ctx, buildHandlers(ctx));
 
+  const remote = new RemoteChanges(store, watch, logger);
+  await remote.start();
   const consumer = new EventConsumer({ bus, store, jobs, watch, logger, verifier });
-  await consumer.start();
+  try {
+    await consumer.start();
+  } catch (error) {
+    await remote.stop();
+    throw error;
+  }
   const sweepIntervalMs =
     options.sweepIntervalMs ??
     Math.min(15_000, Math.max(1000, Math.floor(Math.min(config.loadTimeoutMs, config.agentLeaseMs) / 4)));
@@ -160,6 +168,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
       closing ??= (async () => {
         clearInterval(sweeper);
         await consumer.stop();
+        await remote.stop();
         await app.close();
         await results.close();
         await store.close();
