@@ -54,6 +54,7 @@ export async function createServer(options: CreateServerOptions): Promise<Stewar
   const { config } = options;
   const logger = options.logger ?? pino({ level: config.logLevel });
   mkdirSync(config.dataDir, { recursive: true });
+  mkdirSync(config.sharedDir, { recursive: true });
   const store = await openStore(config.store);
   try {
     return await assemble(options, store, logger);
@@ -65,15 +66,16 @@ export async function createServer(options: CreateServerOptions): Promise<Stewar
 
 async function assemble(options: CreateServerOptions, store: Store, logger: Logger): Promise<StewardServer> {
   const { config, bus } = options;
-  const keys = loadOrCreateSigningKey(config.dataDir);
+  const keys = loadOrCreateSigningKey(config.signingKeyFile);
   const signer = createOfferSigner(keys.privateKeyPem);
   const verifier = createOfferVerifier([keys.publicKeyPem]);
   const audit = new AuditLog(store, logger);
   const auth = new Authenticator(store, audit, config);
   const generatedAdminPassword = await auth.bootstrapAdmin(options.adminPassword);
   const watch = new JobWatch(logger);
-  const workflows = new WorkflowRepository(store, config.dataDir, audit);
-  const results = new ResultFiles(store, config.dataDir, config.resultLimitBytes, logger);
+  // Results, logs and assets live in the shared directory: any server may take an upload or a download.
+  const workflows = new WorkflowRepository(store, config.sharedDir, audit);
+  const results = new ResultFiles(store, config.sharedDir, config.resultLimitBytes, logger);
   let serverUrl = config.publicUrl ?? localUrl(config.host, config.port);
   const jobs = new JobService({
     store,
