@@ -74,7 +74,9 @@ export const backends: Backend[] = [sqliteBackend, postgresBackend];
  * A private PostgreSQL database for one test (several servers or stores share it the way an HA setup shares
  * one database), dropped afterwards with whatever connections are still open.
  */
-export async function createPrivateDatabase(title: string): Promise<{ url: string; dispose(): Promise<void> }> {
+export async function createPrivateDatabase(
+  title: string,
+): Promise<{ url: string; dispose(): Promise<void> }> {
   const name = namespace(title).slice(0, 63);
   const admin = new pg.Client({ connectionString: POSTGRES_URL });
   await admin.connect();

@@ -64,7 +64,12 @@ function stateEvent(id: string, seq: number, state: JobStateEvent['state']): Job
   return { v: 1, type: 'state', jobId: id, attempt: 1, seq, time: 1000 + seq, agentId: 'agent-1', state };
 }
 
-function stepEvent(id: string, seq: number, stepId: string, state: JobStepEvent['step']['state']): JobStepEvent {
+function stepEvent(
+  id: string,
+  seq: number,
+  stepId: string,
+  state: JobStepEvent['step']['state'],
+): JobStepEvent {
   return {
     v: 1,
     type: 'step',
