@@ -216,7 +216,10 @@ export function compileServerConfig(input: unknown): CompiledServerConfig {
         ? path.join(dataDir, 'keys', 'offer-signing.pem')
         : path.resolve(c.signingKeyFile),
     publicUrl: c.publicUrl,
-    store: c.store ?? { kind: 'sqlite' as const, path: path.join(dataDir, 'steward.db') },
+    store:
+      c.store === undefined || (c.store.kind === 'sqlite' && c.store.path === undefined)
+        ? { kind: 'sqlite' as const, path: path.join(dataDir, 'steward.db') }
+        : c.store,
     loadTimeoutMs: c.loadTimeout,
     agentLeaseMs: c.agentLease,
     sessionTtlMs: c.sessionTtl,

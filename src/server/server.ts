@@ -18,6 +18,7 @@ import { JobService } from './jobs.js';
 import { loadOrCreateSigningKey } from './keys.js';
 import { buildOpenApiDocument } from './openapi.js';
 import { RemoteChanges } from './remote.js';
+import { claimSqliteFile } from './sqlite-guard.js';
 import { ResultFiles } from './results.js';
 import { buildHandlers, registerRoutes } from './routes.js';
 import { STEWARD_VERSION } from './version.js';
@@ -55,11 +56,31 @@ export async function createServer(options: CreateServerOptions): Promise<Stewar
   const logger = options.logger ?? pino({ level: config.logLevel });
   mkdirSync(config.dataDir, { recursive: true });
   mkdirSync(config.sharedDir, { recursive: true });
-  const store = await openStore(config.store);
+  const claim =
+    config.store.kind === 'sqlite' && config.store.path !== undefined
+      ? claimSqliteFile(config.store.path)
+      : undefined;
+  let store: Store;
   try {
-    return await assemble(options, store, logger);
+    store = await openStore(config.store);
+  } catch (error) {
+    claim?.release();
+    throw error;
+  }
+  try {
+    const server = await assemble(options, store, logger);
+    const close = server.close.bind(server);
+    let closing: Promise<void> | undefined;
+    return {
+      ...server,
+      close() {
+        closing ??= close().finally(() => claim?.release());
+        return closing;
+      },
+    };
   } catch (error) {
     await store.close();
+    claim?.release();
     throw error;
   }
 }
