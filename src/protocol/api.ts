@@ -129,6 +129,15 @@ export const SubmitJobRequest = z
       .positive()
       .max(30 * 24 * 3600)
       .optional(),
+    /**
+     * A key the client chooses per submission (a UUID, say). Retrying with the same key returns the job the
+     * first attempt created instead of submitting another: safe retries when an answer was lost (a server
+     * died behind the load balancer). Unique per user; kept as long as the job.
+     */
+    idempotencyKey: z
+      .string()
+      .regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'expected 1-100 letters, digits, "_", ".", ":" or "-"')
+      .optional(),
   })
   .strict();
 

@@ -29,6 +29,7 @@ export interface SubmitInput {
   params: Record<string, ParamValue>;
   labels: string[];
   timeoutSeconds?: number | undefined;
+  idempotencyKey?: string | undefined;
 }
 
 export interface JobServiceDeps {
@@ -52,11 +53,14 @@ export function formatDuration(ms: number): string {
   return `${ms}ms`;
 }
 
+/** How long a job may stay `queued` before it counts as left behind by a dead server (see adoptQueued). */
+export const QUEUED_GRACE_MS = 10_000;
+
 export class JobService {
   constructor(private readonly deps: JobServiceDeps) {}
 
   async submit(principal: Principal, input: SubmitInput, source: string): Promise<JobRecord> {
-    const { store, workflows, signer, bus, config } = this.deps;
+    const { store, workflows, config } = this.deps;
     const record = await workflows.resolve(input.workflow);
     const workflow = await workflows.parsedFor(record);
     const params = resolveParams(workflow, input.params);
@@ -64,7 +68,7 @@ export class JobService {
     const jobToken = newSecret('stj_');
     const timeoutMs = input.timeoutSeconds === undefined ? null : input.timeoutSeconds * 1000;
     const deadline = now + config.loadTimeoutMs;
-    const job = await store.insertJob({
+    const inserted = await store.insertJobOnce({
       id: newJobId(now),
       user: principal.user,
       workflow: { name: record.name, version: record.version, digest: record.digest },
@@ -75,7 +79,12 @@ export class JobService {
       createdAt: now,
       steps: workflow.steps.map((step) => ({ id: step.id, kind: step.kind })),
       loadDeadline: deadline,
+      submitKey: input.idempotencyKey ?? null,
     });
+    // A retry of a submission that already created its job: answer with that job, submit nothing. (If the
+    // first server died before offering it, a sweeper adopts the queued job, see adoptQueued.)
+    if (!inserted.created) return inserted.job;
+    const job = inserted.job;
     await this.deps.audit.record({
       actor: principal.user,
       action: 'job.submit',
@@ -84,28 +93,45 @@ export class JobService {
       detail: { workflow: `${record.name}@${record.version}`, labels: input.labels },
     });
 
+    return this.offer(job, jobToken, deadline, now, {});
+  }
+
+  /**
+   * Signs and publishes the offer of a `queued` job. Recorded as offered before publishing (an agent may
+   * report `loading` as soon as the offer is out), and published only by whoever made that transition: if
+   * another server adopted the job meanwhile (it replaced the token), this one must not publish a second
+   * offer whose token no longer works.
+   */
+  private async offer(
+    job: JobRecord,
+    jobToken: string,
+    deadline: number,
+    now: number,
+    patch: JobPatch,
+  ): Promise<JobRecord> {
+    const { signer, bus } = this.deps;
     const offer: JobOffer = {
       v: 1,
       jobId: job.id,
       attempt: job.attempt,
       user: job.user,
       workflow: job.workflow,
-      params,
-      labels: input.labels,
+      params: job.params,
+      labels: job.labels,
       jobToken,
       serverUrl: this.deps.serverUrl(),
-      limits: timeoutMs === null ? {} : { timeoutMs },
+      limits: job.timeoutMs === null ? {} : { timeoutMs: job.timeoutMs },
       deadline,
       issuedAt: now,
     };
     const signed = signer.sign(offer);
-    // Recorded as offered before publishing: an agent may report `loading` as soon as the offer is out.
     const offered = await this.transition(
       job.id,
       'offered',
-      { loadDeadline: deadline },
-      { from: ['queued'] },
+      { ...patch, loadDeadline: deadline },
+      { from: ['queued'], attempt: job.attempt },
     );
+    if (!offered.ok) return offered.job ?? job;
     try {
       await bus.publishOffer(signed);
     } catch (error) {
@@ -117,7 +143,33 @@ export class JobService {
         cause: error,
       });
     }
-    return offered.job ?? job;
+    return offered.job;
+  }
+
+  /**
+   * Offers jobs left `queued` for longer than `QUEUED_GRACE_MS`: a live server moves its new job to
+   * `offered` within milliseconds of storing it, so such a job belongs to a server that died in between,
+   * and its offer was never published. Publishing it now is no duplicate. A new job token replaces the one
+   * its submitter generated (only the hash was stored). Returns how many it offered.
+   */
+  async adoptQueued(now = Date.now()): Promise<number> {
+    const stale = await this.deps.store.listQueuedJobsCreatedBefore(now - QUEUED_GRACE_MS);
+    let adopted = 0;
+    for (const job of stale) {
+      if (job.loadDeadline !== null && job.loadDeadline <= now) continue; // the expiry sweep ends it
+      const jobToken = newSecret('stj_');
+      const deadline = job.loadDeadline ?? now + this.deps.config.loadTimeoutMs;
+      try {
+        const offered = await this.offer(job, jobToken, deadline, now, { jobTokenHash: sha256Hex(jobToken) });
+        if (offered.state !== 'queued' && offered.jobTokenHash === sha256Hex(jobToken)) {
+          adopted++;
+          this.deps.logger.warn({ jobId: job.id }, 'offered a job its submitting server left queued');
+        }
+      } catch (error) {
+        this.deps.logger.error({ err: error, jobId: job.id }, 'could not offer a job left queued');
+      }
+    }
+    return adopted;
   }
 
   /** A job the principal may see; others' jobs are reported as absent (and the attempt audited). */
@@ -234,7 +286,7 @@ export class JobService {
         this.deps.logger.info({ jobId: job.id }, message);
       }
     }
-    return expired + (await this.sweepLost(now));
+    return expired + (await this.sweepLost(now)) + (await this.adoptQueued(now));
   }
 
   /** Running jobs of agents silent past their lease end `lost` (their outcome is unknown). */

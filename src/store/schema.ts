@@ -73,6 +73,8 @@ export interface JobsTable {
   started_at: number | null;
   finished_at: number | null;
   updated_at: number;
+  /** The client's idempotency key, unique per user (migration 0003). */
+  submit_key: string | null;
 }
 
 export interface JobStepsTable {

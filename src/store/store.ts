@@ -140,6 +140,8 @@ export interface NewJob {
    * even one whose submitting server died before publishing the offer. Default none.
    */
   loadDeadline?: number | null;
+  /** The client's idempotency key (unique per user). Default none. */
+  submitKey?: string | null;
 }
 
 export interface StepRecord {
@@ -158,6 +160,8 @@ export interface StepRecord {
 /** Fields a transition may set along with the new state. */
 export interface JobPatch {
   agentId?: string | null;
+  /** A new job token's hash (the old token stops working). */
+  jobTokenHash?: string;
   executor?: ExecutorIdentity | null;
   error?: ErrorInfo | null;
   loadDeadline?: number | null;
@@ -595,7 +599,44 @@ export class Store {
 
   // ---- jobs -------------------------------------------------------------------------------------------
 
+  /**
+   * Stores a new job. With a `submitKey` the user already used, nothing is inserted and the job created with
+   * that key is returned with `created: false` (two servers racing on one key: the unique index decides).
+   */
   async insertJob(job: NewJob): Promise<JobRecord> {
+    return (await this.insertJobOnce(job)).job;
+  }
+
+  async insertJobOnce(job: NewJob): Promise<{ job: JobRecord; created: boolean }> {
+    if (job.submitKey) {
+      const existing = await this.findJobBySubmitKey(job.user, job.submitKey);
+      if (existing) return { job: existing, created: false };
+    }
+    try {
+      await this.insertJobRows(job);
+    } catch (error) {
+      if (job.submitKey && isUniqueViolation(error)) {
+        const existing = await this.findJobBySubmitKey(job.user, job.submitKey);
+        if (existing) return { job: existing, created: false };
+      }
+      throw error;
+    }
+    const created = await this.getJob(job.id);
+    if (!created) throw new Error(`job ${job.id} vanished after insert`);
+    return { job: created, created: true };
+  }
+
+  private async findJobBySubmitKey(user: string, key: string): Promise<JobRecord | undefined> {
+    const row = await this.db
+      .selectFrom('jobs')
+      .selectAll()
+      .where('user_name', '=', user)
+      .where('submit_key', '=', key)
+      .executeTakeFirst();
+    return row && toJob(row);
+  }
+
+  private async insertJobRows(job: NewJob): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
       await trx
         .insertInto('jobs')
@@ -621,6 +662,7 @@ export class Store {
           started_at: null,
           finished_at: null,
           updated_at: job.createdAt,
+          submit_key: job.submitKey ?? null,
         })
         .execute();
       if (job.steps.length > 0) {
@@ -644,9 +686,6 @@ export class Store {
           .execute();
       }
     });
-    const created = await this.getJob(job.id);
-    if (!created) throw new Error(`job ${job.id} vanished after insert`);
-    return created;
   }
 
   async getJob(id: string, executor: Executor = this.db): Promise<JobRecord | undefined> {
@@ -722,6 +761,7 @@ export class Store {
       values.error_message = patch.error?.message ?? null;
     }
     if (patch.loadDeadline !== undefined) values.load_deadline = patch.loadDeadline;
+    if (patch.jobTokenHash !== undefined) values.job_token_hash = patch.jobTokenHash;
     if (patch.startedAt !== undefined) values.started_at = patch.startedAt;
     if (patch.finishedAt !== undefined) values.finished_at = patch.finishedAt;
     else if (isTerminal(to)) values.finished_at = now;
@@ -765,6 +805,19 @@ export class Store {
       .where('load_deadline', 'is not', null)
       .where('load_deadline', '<', now)
       .orderBy('load_deadline')
+      .limit(limit)
+      .execute();
+    return rows.map(toJob);
+  }
+
+  /** Jobs still `queued` that were created before `createdBefore` (left behind by a server that died). */
+  async listQueuedJobsCreatedBefore(createdBefore: number, limit = 500): Promise<JobRecord[]> {
+    const rows = await this.db
+      .selectFrom('jobs')
+      .selectAll()
+      .where('state', '=', 'queued')
+      .where('created_at', '<', createdBefore)
+      .orderBy('created_at')
       .limit(limit)
       .execute();
     return rows.map(toJob);
