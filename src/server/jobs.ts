@@ -13,6 +13,7 @@ import {
   StewardError,
   type ErrorInfo,
   type JobOffer,
+  type SignedOffer,
   type JobState,
   type OfferSigner,
   type ParamValue,
@@ -109,7 +110,30 @@ export class JobService {
     now: number,
     patch: JobPatch,
   ): Promise<JobRecord> {
-    const { signer, bus } = this.deps;
+    const signed = this.signOffer(job, jobToken, deadline, now);
+    const offered = await this.transition(
+      job.id,
+      'offered',
+      { ...patch, loadDeadline: deadline },
+      { from: ['queued'], attempt: job.attempt },
+    );
+    if (!offered.ok) return offered.job ?? job;
+    try {
+      await this.deps.bus.publishOffer(signed);
+    } catch (error) {
+      this.deps.logger.error({ err: error, jobId: job.id }, 'publishing the job offer failed');
+      await this.transition(job.id, 'failed', {
+        error: { code: 'STEWARD_UNAVAILABLE', message: 'the job could not be handed to the bus' },
+      });
+      throw new StewardError('STEWARD_UNAVAILABLE', 'the bus did not accept the job offer; retry later', {
+        cause: error,
+      });
+    }
+    await this.recordPublished(offered.job);
+    return offered.job;
+  }
+
+  private signOffer(job: JobRecord, jobToken: string, deadline: number, now: number): SignedOffer {
     const offer: JobOffer = {
       v: 1,
       jobId: job.id,
@@ -124,26 +148,57 @@ export class JobService {
       deadline,
       issuedAt: now,
     };
-    const signed = signer.sign(offer);
-    const offered = await this.transition(
-      job.id,
-      'offered',
-      { ...patch, loadDeadline: deadline },
-      { from: ['queued'], attempt: job.attempt },
-    );
-    if (!offered.ok) return offered.job ?? job;
+    return this.deps.signer.sign(offer);
+  }
+
+  /**
+   * Marks the attempt's offer as confirmed by the bus. If this fails (or the server dies first), another
+   * server offers the job again as a new attempt (adoptUnpublished): wasteful, never a hidden second run.
+   */
+  private async recordPublished(job: JobRecord): Promise<void> {
     try {
-      await bus.publishOffer(signed);
+      await this.deps.store.markOfferPublished(job.id, job.attempt);
     } catch (error) {
-      this.deps.logger.error({ err: error, jobId: job.id }, 'publishing the job offer failed');
-      await this.transition(job.id, 'failed', {
-        error: { code: 'STEWARD_UNAVAILABLE', message: 'the job could not be handed to the bus' },
-      });
-      throw new StewardError('STEWARD_UNAVAILABLE', 'the bus did not accept the job offer; retry later', {
-        cause: error,
-      });
+      this.deps.logger.warn({ err: error, jobId: job.id }, 'could not record the offer as published');
     }
-    return offered.job;
+  }
+
+  /**
+   * Offers again, as a new attempt, jobs `offered` for longer than `QUEUED_GRACE_MS` whose offer was never
+   * confirmed published: their server died between recording the offer and publishing it (a live one
+   * records the confirmation within milliseconds). The first offer may have gone out after all; with the
+   * new attempt and token it fails to load and its events are ignored, so the job still runs once, visibly
+   * as attempt 2. Returns how many it offered.
+   */
+  async adoptUnpublished(now = Date.now()): Promise<number> {
+    const stale = await this.deps.store.listUnpublishedOffers(now - QUEUED_GRACE_MS);
+    let adopted = 0;
+    for (const job of stale) {
+      if (job.loadDeadline !== null && job.loadDeadline <= now) continue; // the expiry sweep ends it
+      const jobToken = newSecret('stj_');
+      try {
+        const renewed = await this.deps.store.reofferAsNewAttempt(
+          job.id,
+          job.attempt,
+          sha256Hex(jobToken),
+          now,
+        );
+        if (!renewed) continue;
+        this.deps.watch.publishJob(renewed);
+        const deadline = renewed.loadDeadline ?? now + this.deps.config.loadTimeoutMs;
+        // A failure here leaves it unpublished: the next sweep tries again (as yet another attempt).
+        await this.deps.bus.publishOffer(this.signOffer(renewed, jobToken, deadline, now));
+        await this.recordPublished(renewed);
+        adopted++;
+        this.deps.logger.warn(
+          { jobId: job.id, attempt: renewed.attempt },
+          'offered again, as a new attempt, a job whose server died before publishing its offer',
+        );
+      } catch (error) {
+        this.deps.logger.error({ err: error, jobId: job.id }, 'could not offer again an unpublished job');
+      }
+    }
+    return adopted;
   }
 
   /**
@@ -286,7 +341,12 @@ export class JobService {
         this.deps.logger.info({ jobId: job.id }, message);
       }
     }
-    return expired + (await this.sweepLost(now)) + (await this.adoptQueued(now));
+    return (
+      expired +
+      (await this.sweepLost(now)) +
+      (await this.adoptQueued(now)) +
+      (await this.adoptUnpublished(now))
+    );
   }
 
   /** Running jobs of agents silent past their lease end `lost` (their outcome is unknown). */

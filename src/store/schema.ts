@@ -75,6 +75,8 @@ export interface JobsTable {
   updated_at: number;
   /** The client's idempotency key, unique per user (migration 0003). */
   submit_key: string | null;
+  /** When the bus confirmed the current attempt's offer (migration 0003). */
+  offer_published_at: number | null;
 }
 
 export interface JobStepsTable {

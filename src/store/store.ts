@@ -117,6 +117,8 @@ export interface JobRecord {
   timeoutMs: number | null;
   jobTokenHash: string;
   loadDeadline: number | null;
+  /** When the bus confirmed the current attempt's offer; null while unpublished. */
+  offerPublishedAt: number | null;
   cancelRequested: boolean;
   createdAt: number;
   startedAt: number | null;
@@ -663,6 +665,7 @@ export class Store {
           finished_at: null,
           updated_at: job.createdAt,
           submit_key: job.submitKey ?? null,
+          offer_published_at: null,
         })
         .execute();
       if (job.steps.length > 0) {
@@ -808,6 +811,63 @@ export class Store {
       .limit(limit)
       .execute();
     return rows.map(toJob);
+  }
+
+  /** Records that the bus confirmed the offer of this attempt. */
+  async markOfferPublished(id: string, attempt: number, now = Date.now()): Promise<void> {
+    await this.db
+      .updateTable('jobs')
+      .set({ offer_published_at: now })
+      .where('id', '=', id)
+      .where('attempt', '=', attempt)
+      .where('offer_published_at', 'is', null)
+      .execute();
+  }
+
+  /** `offered` jobs whose offer was never confirmed published, unchanged since `updatedBefore`. */
+  async listUnpublishedOffers(updatedBefore: number, limit = 500): Promise<JobRecord[]> {
+    const rows = await this.db
+      .selectFrom('jobs')
+      .selectAll()
+      .where('state', '=', 'offered')
+      .where('offer_published_at', 'is', null)
+      .where('updated_at', '<', updatedBefore)
+      .orderBy('updated_at')
+      .limit(limit)
+      .execute();
+    return rows.map(toJob);
+  }
+
+  /**
+   * Makes an unpublished `offered` job a new attempt with a new token: its first offer may have been
+   * published after all, and must then fail to load (old token) and have its events ignored (old attempt)
+   * rather than run the job a second time unseen. Only if the job is still as read (offered, that attempt,
+   * unpublished): one of several servers doing this at once wins. Returns the job, or undefined.
+   */
+  async reofferAsNewAttempt(
+    id: string,
+    fromAttempt: number,
+    jobTokenHash: string,
+    now = Date.now(),
+  ): Promise<JobRecord | undefined> {
+    return this.db.transaction().execute(async (trx) => {
+      const job = await this.lockJob(trx, id);
+      if (!job || job.state !== 'offered' || job.attempt !== fromAttempt || job.offerPublishedAt !== null)
+        return undefined;
+      await trx
+        .updateTable('jobs')
+        .set({
+          attempt: fromAttempt + 1,
+          job_token_hash: jobTokenHash,
+          agent_id: null,
+          executor_json: null,
+          updated_at: now,
+        })
+        .where('id', '=', id)
+        .execute();
+      await this.notifyChange(trx, id);
+      return this.getJob(id, trx);
+    });
   }
 
   /** Jobs still `queued` that were created before `createdBefore` (left behind by a server that died). */
@@ -1238,6 +1298,7 @@ function toJob(row: JobsTable): JobRecord {
     timeoutMs: row.timeout_ms,
     jobTokenHash: row.job_token_hash,
     loadDeadline: row.load_deadline,
+    offerPublishedAt: row.offer_published_at,
     cancelRequested: row.cancel_requested === 1,
     createdAt: row.created_at,
     startedAt: row.started_at,

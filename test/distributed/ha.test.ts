@@ -37,6 +37,8 @@ let token = '';
 let runsFile = '';
 // Agents name their cgroups after their id: unique per run so leftovers of another run never collide.
 const runTag = randomBytes(3).toString('hex');
+/** Requests the client had to send again (cut by the kill, or 502/503). */
+let retriedRequests = 0;
 
 async function startServer(index: number, port: number): Promise<Daemon> {
   const config = path.join(root, `server-${index}.yaml`);
@@ -115,6 +117,7 @@ async function request(
     } catch (error) {
       if (Date.now() > deadline) throw error;
     }
+    retriedRequests++;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
@@ -222,6 +225,7 @@ describe('two servers on one PostgreSQL database', () => {
       ((await request('GET', '/api/jobs?limit=500')).json.jobs as { id: string }[]).map((job) => job.id),
     );
     const started = Date.now();
+    retriedRequests = 0;
     const accepted: string[] = [];
     let failedSubmits = 0;
     let killedAt = 0;
@@ -297,6 +301,15 @@ describe('two servers on one PostgreSQL database', () => {
       reRunAsNewAttempt: retried.length,
       succeededWithoutRunRecord: neverRan.length,
       orphanSubmissions: orphans.length,
+      retriedRequests,
+      // Jobs the dead server had stored but not offered, offered by the survivor's sweep.
+      adoptedBySurvivor: (await readFile(path.join(root, 'server-1', 'logs', 'steward.log'), 'utf8'))
+        .split('\n')
+        .filter(
+          (line) =>
+            line.includes('offered a job its submitting server left queued') ||
+            line.includes('a job whose server died before publishing its offer'),
+        ).length,
       proxyConnections: proxy!.connections,
       killAfterMs: killedAt - started,
       submitMs: submitted - started,

@@ -177,6 +177,45 @@ describe.each(backends)('jobs on $name', (backend) => {
     expect(offers).toEqual([]);
   });
 
+  it('offers again, as attempt 2, a job whose server recorded the offer but died before publishing it', async () => {
+    const taking = takeOffer(h);
+    const submitted = await submit();
+    const { offer: first } = await taking;
+    // A published offer is recorded as such and left alone by later sweeps.
+    expect((await h.server.store.getJob(submitted.json.id))?.offerPublishedAt).not.toBeNull();
+    expect(await h.server.sweep(Date.now() + 30_000)).toBe(0);
+
+    // What a server that died between `offered` and publishing leaves behind.
+    const created = Date.now() - 20_000;
+    const job = await h.server.store.insertJob({
+      id: '20260101000000000-0ff0ff00',
+      user: 'alice',
+      workflow: first.workflow,
+      params: first.params,
+      labels: [],
+      timeoutMs: null,
+      jobTokenHash: 'e'.repeat(64),
+      createdAt: created,
+      steps: [],
+      loadDeadline: created + 120_000,
+    });
+    await h.server.store.transitionJob(job.id, 'offered', {}, { now: created + 5 });
+    const retaking = takeOffer(h);
+    await Promise.all([h.server.sweep(), h.server.sweep()]);
+    const { offer } = await retaking;
+    expect(offer).toMatchObject({ jobId: job.id, attempt: 2 });
+    const stored = await h.server.store.getJob(job.id);
+    expect(stored).toMatchObject({ state: 'offered', attempt: 2 });
+    expect(stored?.offerPublishedAt).not.toBeNull();
+    // The new attempt's token works (the first attempt's token was replaced).
+    const fetched = await h.request({
+      method: 'GET',
+      url: `/api/exec/jobs/${job.id}/workflow`,
+      token: offer.jobToken,
+    });
+    expect(fetched.status).toBe(200);
+  });
+
   it('refuses params that do not match the workflow with 422', async () => {
     const response = await submit(alice, { workflow: 'report', params: { limit: 'many' } });
     expect(response.status).toBe(422);

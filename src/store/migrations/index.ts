@@ -11,7 +11,7 @@
 import { sql, type Kysely } from 'kysely';
 import * as m0001 from './0001_initial.js';
 import * as m0002 from './0002_user_source.js';
-import * as m0003 from './0003_submit_key.js';
+import * as m0003 from './0003_ha_jobs.js';
 
 export type StoreDialect = 'sqlite' | 'postgres';
 
@@ -23,7 +23,7 @@ interface NumberedMigration {
 const migrations: readonly (readonly [string, NumberedMigration])[] = [
   ['0001_initial', m0001],
   ['0002_user_source', m0002],
-  ['0003_submit_key', m0003],
+  ['0003_ha_jobs', m0003],
 ];
 
 interface MigrationTables {
