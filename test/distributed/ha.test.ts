@@ -302,14 +302,6 @@ describe('two servers on one PostgreSQL database', () => {
       succeededWithoutRunRecord: neverRan.length,
       orphanSubmissions: orphans.length,
       retriedRequests,
-      // Jobs the dead server had stored but not offered, offered by the survivor's sweep.
-      adoptedBySurvivor: (await readFile(path.join(root, 'server-1', 'logs', 'steward.log'), 'utf8'))
-        .split('\n')
-        .filter(
-          (line) =>
-            line.includes('offered a job its submitting server left queued') ||
-            line.includes('a job whose server died before publishing its offer'),
-        ).length,
       proxyConnections: proxy!.connections,
       killAfterMs: killedAt - started,
       submitMs: submitted - started,
