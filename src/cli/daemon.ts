@@ -224,6 +224,7 @@ export async function runServer(options: ServerOptions): Promise<void> {
   }
   // Agents verify offers with this key; they get it as a file (copied to their machines).
   const publicKeyFile = path.join(config.dataDir, 'keys', 'offer-signing.pub');
+  mkdirSync(path.dirname(publicKeyFile), { recursive: true, mode: 0o700 });
   writeFileSync(publicKeyFile, server.publicKeyPem, { mode: 0o644 });
   const { url } = await server.listen();
   const running = server;
@@ -235,6 +236,7 @@ export async function runServer(options: ServerOptions): Promise<void> {
   out.write(`Steward server is up at ${url}\n`);
   out.write(`  data dir:   ${config.dataDir}\n`);
   out.write(`  store:      ${config.store.kind}\n`);
+  if (config.sharedDir !== config.dataDir) out.write(`  shared dir: ${config.sharedDir}\n`);
   out.write(`  bus:        amqp (${config.bus.urls.length} broker URL(s))\n`);
   out.write(`  offer key:  ${publicKeyFile} (give it to agents as serverPublicKeyFile)\n`);
   if (server.generatedAdminPassword) {

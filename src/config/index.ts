@@ -151,7 +151,22 @@ export const ServerConfig = z
     port: z.number().int().min(0).max(65535).default(8080),
     /** Where the store (embedded), results, assets, logs and keys live. Default `./.steward`. */
     dataDir: z.string().default('.steward'),
-    /** URL executors use to reach this server. Default `http://HOST:PORT` (with the bound port). */
+    /**
+     * Results, job logs and workflow assets. With several servers (HA) it must be one directory all of them
+     * mount (NFS or similar), since any server may take an upload or a download. Default `dataDir`.
+     */
+    sharedDir: z.string().min(1).optional(),
+    /**
+     * The Ed25519 private key that signs job offers (PEM, mode 0600). With several servers it must be one
+     * file all of them read: agents trust a fixed public key. Created by the first server if missing.
+     * Default `<dataDir>/keys/offer-signing.pem`.
+     */
+    signingKeyFile: z.string().min(1).optional(),
+    /**
+     * URL executors use to reach this server. Default `http://HOST:PORT` (with the bound port). With
+     * several servers, the load balancer's URL: a job must reach a live server even if the one that
+     * submitted it died.
+     */
     publicUrl: z.string().url().optional(),
     store: StoreConfig.optional(),
     /** How long an offer may wait for an executor to load it. Default `2m`. */
@@ -200,6 +215,10 @@ export interface CompiledServerConfig {
   readonly host: string;
   readonly port: number;
   readonly dataDir: string;
+  /** Results, logs and assets (absolute). */
+  readonly sharedDir: string;
+  /** The offer-signing private key file (absolute). */
+  readonly signingKeyFile: string;
   readonly publicUrl: string | undefined;
   readonly store: StoreConfig;
   readonly loadTimeoutMs: number;
@@ -222,8 +241,16 @@ export function compileServerConfig(input: unknown): CompiledServerConfig {
     host: c.host,
     port: c.port,
     dataDir,
+    sharedDir: c.sharedDir === undefined ? dataDir : path.resolve(c.sharedDir),
+    signingKeyFile:
+      c.signingKeyFile === undefined
+        ? path.join(dataDir, 'keys', 'offer-signing.pem')
+        : path.resolve(c.signingKeyFile),
     publicUrl: c.publicUrl,
-    store: c.store ?? { kind: 'sqlite' as const, path: path.join(dataDir, 'steward.db') },
+    store:
+      c.store === undefined || (c.store.kind === 'sqlite' && c.store.path === undefined)
+        ? { kind: 'sqlite' as const, path: path.join(dataDir, 'steward.db') }
+        : c.store,
     loadTimeoutMs: c.loadTimeout,
     agentLeaseMs: c.agentLease,
     sessionTtlMs: c.sessionTtl,

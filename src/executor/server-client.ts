@@ -1,6 +1,12 @@
 /**
  * The executor's only channel to the server: HTTP with the job-scoped token of one job. It can fetch that
  * job's workflow and assets and upload that job's results and logs — nothing else.
+ *
+ * With several servers behind a load balancer, one may die or restart under a request. Transient failures
+ * (connection refused/reset, 502/503/504 from the proxy) are retried with capped, jittered backoff for up to
+ * `retryForMs`, so the request lands on another server. Retrying is safe because every request is
+ * idempotent: reads, and uploads that replace the same named file (a temp file renamed into place) and
+ * upsert the same result row.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -20,15 +26,34 @@ export interface JobWorkflow {
   assets: { path: string; size: number; digest: string }[];
 }
 
+export interface ServerClientOptions {
+  /** How long transient failures are retried before the request fails. Default 30000 ms. */
+  retryForMs?: number;
+  /** First pause between attempts, doubled each time. Default 100 ms. */
+  initialBackoffMs?: number;
+  /** Longest pause between attempts. Default 2000 ms. */
+  maxBackoffMs?: number;
+}
+
+/** Statuses a proxy or a stopping server answers while another server could serve the request. */
+const RETRYABLE_STATUSES = new Set([502, 503, 504]);
+
 export class ServerClient {
   private readonly base: string;
+  private readonly retryForMs: number;
+  private readonly initialBackoffMs: number;
+  private readonly maxBackoffMs: number;
 
   constructor(
     serverUrl: string,
     private readonly jobId: string,
     private readonly token: string,
+    options: ServerClientOptions = {},
   ) {
     this.base = `${serverUrl.replace(/\/+$/, '')}/api/exec/jobs/${encodeURIComponent(jobId)}`;
+    this.retryForMs = options.retryForMs ?? 30_000;
+    this.initialBackoffMs = options.initialBackoffMs ?? 100;
+    this.maxBackoffMs = options.maxBackoffMs ?? 2000;
   }
 
   async workflow(): Promise<JobWorkflow> {
@@ -70,7 +95,8 @@ export class ServerClient {
   private async upload(pathAndQuery: string, file: string, code: ErrorCode): Promise<void> {
     const { size } = await stat(file);
     await this.request('PUT', pathAndQuery, {
-      body: Readable.toWeb(createReadStream(file)) as never,
+      // A fresh stream per attempt: a retried upload sends the whole file again.
+      body: () => Readable.toWeb(createReadStream(file)) as never,
       headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
       duplex: 'half',
       code,
@@ -80,21 +106,44 @@ export class ServerClient {
   private async request(
     method: string,
     pathAndQuery: string,
-    init: { body?: never; headers?: Record<string, string>; duplex?: 'half'; code?: ErrorCode } = {},
+    init: { body?: () => never; headers?: Record<string, string>; duplex?: 'half'; code?: ErrorCode } = {},
   ): Promise<Response> {
+    const giveUpAt = Date.now() + this.retryForMs;
+    let backoff = this.initialBackoffMs;
     let response: Response;
-    try {
-      response = await fetch(this.base + pathAndQuery, {
-        method,
-        headers: { authorization: `Bearer ${this.token}`, ...init.headers },
-        ...(init.body ? { body: init.body, duplex: init.duplex } : {}),
-      });
-    } catch (error) {
-      throw new StewardError(
-        'STEWARD_SERVER_UNREACHABLE',
-        `cannot reach the server for job ${this.jobId}: ${(error as Error).message}`,
-        { cause: error },
-      );
+    for (let attempt = 1; ; attempt++) {
+      let failure: string;
+      let cause: unknown;
+      try {
+        response = await fetch(this.base + pathAndQuery, {
+          method,
+          headers: { authorization: `Bearer ${this.token}`, ...init.headers },
+          ...(init.body ? { body: init.body(), duplex: init.duplex } : {}),
+        });
+        if (!RETRYABLE_STATUSES.has(response.status)) break;
+        failure = `${method} ${pathAndQuery.split('?')[0]} answered ${response.status}`;
+        await response.body?.cancel().catch(() => undefined);
+      } catch (error) {
+        if (!isTransientNetworkError(error)) {
+          throw new StewardError(
+            'STEWARD_SERVER_UNREACHABLE',
+            `cannot reach the server for job ${this.jobId}: ${describeNetworkError(error)}`,
+            { cause: error },
+          );
+        }
+        failure = describeNetworkError(error);
+        cause = error;
+      }
+      const pause = Math.min(backoff, this.maxBackoffMs) * (0.5 + Math.random() / 2);
+      if (Date.now() + pause > giveUpAt) {
+        throw new StewardError(
+          'STEWARD_SERVER_UNREACHABLE',
+          `cannot reach the server for job ${this.jobId} after ${attempt} attempt(s) in ${Math.round(this.retryForMs / 1000)}s: ${failure}`,
+          { cause },
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, pause));
+      backoff *= 2;
     }
     if (!response.ok) {
       let message = `${method} ${pathAndQuery.split('?')[0]} answered ${response.status}`;
@@ -110,4 +159,40 @@ export class ServerClient {
     }
     return response;
   }
+}
+
+/** Error codes of a connection that failed or broke before an answer: another server may answer. */
+const TRANSIENT_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_CLOSED',
+]);
+
+/** fetch() reports network failures as `TypeError: fetch failed` with the system error as `cause`. */
+function networkCode(error: unknown): string | undefined {
+  for (let current: unknown = error, depth = 0; current && depth < 4; depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === 'string') return code;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+function isTransientNetworkError(error: unknown): boolean {
+  const code = networkCode(error);
+  return code !== undefined && TRANSIENT_CODES.has(code);
+}
+
+function describeNetworkError(error: unknown): string {
+  const code = networkCode(error);
+  const message = (error as Error).message;
+  return code && !message.includes(code) ? `${message} (${code})` : message;
 }

@@ -142,6 +142,15 @@ export const SubmitJobRequest = z
       .min(0, 'expected 0 or more')
       .max(MAX_RETRIES, `expected at most ${MAX_RETRIES}`)
       .optional(),
+    /**
+     * A key the client chooses per submission (a UUID, say). Retrying with the same key returns the job the
+     * first attempt created instead of submitting another: safe retries when an answer was lost (a server
+     * died behind the load balancer). Unique per user; kept as long as the job.
+     */
+    idempotencyKey: z
+      .string()
+      .regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'expected 1-100 letters, digits, "_", ".", ":" or "-"')
+      .optional(),
   })
   .strict();
 

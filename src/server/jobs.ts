@@ -15,6 +15,7 @@ import {
   type ErrorInfo,
   type JobEvent,
   type JobOffer,
+  type SignedOffer,
   type JobState,
   type OfferSigner,
   type ParamValue,
@@ -33,6 +34,7 @@ export interface SubmitInput {
   timeoutSeconds?: number | undefined;
   /** The job's own retry budget; default: the server's `retries` policy. */
   retries?: number | undefined;
+  idempotencyKey?: string | undefined;
 }
 
 /**
@@ -66,6 +68,9 @@ export function formatDuration(ms: number): string {
   return `${ms}ms`;
 }
 
+/** How long a job may stay `queued` before it counts as left behind by a dead server (see adoptQueued). */
+export const QUEUED_GRACE_MS = 10_000;
+
 export class JobService {
   constructor(private readonly deps: JobServiceDeps) {}
 
@@ -77,7 +82,8 @@ export class JobService {
     const now = Date.now();
     const jobToken = newSecret('stj_');
     const timeoutMs = input.timeoutSeconds === undefined ? null : input.timeoutSeconds * 1000;
-    const job = await store.insertJob({
+    const deadline = now + config.loadTimeoutMs;
+    const inserted = await store.insertJobOnce({
       id: newJobId(now),
       user: principal.user,
       workflow: { name: record.name, version: record.version, digest: record.digest },
@@ -88,7 +94,13 @@ export class JobService {
       createdAt: now,
       steps: workflow.steps.map((step) => ({ id: step.id, kind: step.kind })),
       retries: input.retries ?? null,
+      loadDeadline: deadline,
+      submitKey: input.idempotencyKey ?? null,
     });
+    // A retry of a submission that already created its job: answer with that job, submit nothing. (If the
+    // first server died before offering it, a sweeper adopts the queued job, see adoptQueued.)
+    if (!inserted.created) return inserted.job;
+    const job = inserted.job;
     await this.deps.audit.record({
       actor: principal.user,
       action: 'job.submit',
@@ -101,29 +113,42 @@ export class JobService {
       },
     });
 
-    const deadline = now + config.loadTimeoutMs;
-    // Recorded as offered before publishing: an agent may report `loading` as soon as the offer is out.
+    return this.offer(job, jobToken, deadline, now, {});
+  }
+
+  /**
+   * Signs and publishes the offer of a `queued` job. Recorded as offered before publishing (an agent may
+   * report `loading` as soon as the offer is out), and published only by whoever made that transition: if
+   * another server adopted the job meanwhile (it replaced the token), this one must not publish a second
+   * offer whose token no longer works.
+   */
+  private async offer(
+    job: JobRecord,
+    jobToken: string,
+    deadline: number,
+    now: number,
+    patch: JobPatch,
+  ): Promise<JobRecord> {
+    const signed = this.signOffer(job, jobToken, deadline, now);
     const offered = await this.transition(
       job.id,
       'offered',
-      { loadDeadline: deadline },
-      { from: ['queued'] },
+      { ...patch, loadDeadline: deadline },
+      { from: ['queued'], attempt: job.attempt },
     );
+    if (!offered.ok) return offered.job ?? job;
     try {
-      await this.publishOffer(offered.job ?? job, jobToken, deadline, now);
+      await this.deps.bus.publishOffer(signed);
     } catch (error) {
       throw new StewardError('STEWARD_UNAVAILABLE', 'the bus did not accept the job offer; retry later', {
         cause: error,
       });
     }
-    return offered.job ?? job;
+    await this.recordPublished(offered.job);
+    return offered.job;
   }
 
-  /**
-   * Signs and publishes the offer of the job's current attempt. When the bus refuses it the job ends
-   * `failed` (nobody else will ever offer it) and the error is rethrown.
-   */
-  private async publishOffer(job: JobRecord, jobToken: string, deadline: number, now: number): Promise<void> {
+  private signOffer(job: JobRecord, jobToken: string, deadline: number, now: number): SignedOffer {
     const offer: JobOffer = {
       v: 1,
       jobId: job.id,
@@ -138,21 +163,100 @@ export class JobService {
       deadline,
       issuedAt: now,
     };
+    return this.deps.signer.sign(offer);
+  }
+
+  /**
+   * Marks the attempt's offer as confirmed by the bus. If this fails (or the server dies first), another
+   * server offers the job again as a new attempt (adoptUnpublished): wasteful, never a hidden second run.
+   */
+  private async recordPublished(job: JobRecord): Promise<void> {
     try {
-      await this.deps.bus.publishOffer(this.deps.signer.sign(offer));
+      await this.deps.store.markOfferPublished(job.id, job.attempt);
+    } catch (error) {
+      this.deps.logger.warn({ err: error, jobId: job.id }, 'could not record the offer as published');
+    }
+  }
+
+  /**
+   * Offers again, as a new attempt, jobs `offered` for longer than `QUEUED_GRACE_MS` whose offer was never
+   * confirmed published: their server died between recording the offer and publishing it (a live one
+   * records the confirmation within milliseconds). The first offer may have gone out after all; with the
+   * new attempt and token it fails to load and its events are ignored, so the job still runs once, visibly
+   * as attempt 2. Returns how many it offered.
+   */
+  async adoptUnpublished(now = Date.now()): Promise<number> {
+    const stale = await this.deps.store.listUnpublishedOffers(now - QUEUED_GRACE_MS);
+    let adopted = 0;
+    for (const job of stale) {
+      if (job.loadDeadline !== null && job.loadDeadline <= now) continue; // the expiry sweep ends it
+      const jobToken = newSecret('stj_');
+      try {
+        const renewed = await this.deps.store.reofferAsNewAttempt(
+          job.id,
+          job.attempt,
+          sha256Hex(jobToken),
+          now,
+        );
+        if (!renewed) continue;
+        this.deps.watch.publishJob(renewed);
+        const deadline = renewed.loadDeadline ?? now + this.deps.config.loadTimeoutMs;
+        // A failure here leaves it unpublished: the next sweep tries again (as yet another attempt).
+        await this.deps.bus.publishOffer(this.signOffer(renewed, jobToken, deadline, now));
+        await this.recordPublished(renewed);
+        adopted++;
+        this.deps.logger.warn(
+          { jobId: job.id, attempt: renewed.attempt },
+          'offered again, as a new attempt, a job whose server died before publishing its offer',
+        );
+      } catch (error) {
+        this.deps.logger.error({ err: error, jobId: job.id }, 'could not offer again an unpublished job');
+      }
+    }
+    return adopted;
+  }
+
+  /**
+   * Offers jobs left `queued` for longer than `QUEUED_GRACE_MS`: a live server moves its new job to
+   * `offered` within milliseconds of storing it, so such a job belongs to a server that died in between,
+   * and its offer was never published. Publishing it now is no duplicate. A new job token replaces the one
+   * its submitter generated (only the hash was stored). Returns how many it offered.
+   */
+  async adoptQueued(now = Date.now()): Promise<number> {
+    const stale = await this.deps.store.listQueuedJobsCreatedBefore(now - QUEUED_GRACE_MS);
+    let adopted = 0;
+    for (const job of stale) {
+      if (job.loadDeadline !== null && job.loadDeadline <= now) continue; // the expiry sweep ends it
+      const jobToken = newSecret('stj_');
+      const deadline = job.loadDeadline ?? now + this.deps.config.loadTimeoutMs;
+      try {
+        const offered = await this.offer(job, jobToken, deadline, now, { jobTokenHash: sha256Hex(jobToken) });
+        if (offered.state !== 'queued' && offered.jobTokenHash === sha256Hex(jobToken)) {
+          adopted++;
+          this.deps.logger.warn({ jobId: job.id }, 'offered a job its submitting server left queued');
+        }
+      } catch (error) {
+        this.deps.logger.error({ err: error, jobId: job.id }, 'could not offer a job left queued');
+      }
+    }
+    return adopted;
+  }
+
+  /**
+   * Signs and publishes the offer of the job's current attempt (already recorded `offered`). When the bus
+   * refuses it the offer stays unpublished, and a sweep (adoptUnpublished) offers it again as a new attempt.
+   */
+  private async publishOffer(job: JobRecord, jobToken: string, deadline: number, now: number): Promise<void> {
+    try {
+      await this.deps.bus.publishOffer(this.signOffer(job, jobToken, deadline, now));
     } catch (error) {
       this.deps.logger.error(
         { err: error, jobId: job.id, attempt: job.attempt },
-        'publishing the job offer failed',
+        'publishing the job offer failed; a sweep offers it again',
       );
-      await this.transition(
-        job.id,
-        'failed',
-        { error: { code: 'STEWARD_UNAVAILABLE', message: 'the job could not be handed to the bus' } },
-        { attempt: job.attempt },
-      );
-      throw error;
+      return;
     }
+    await this.recordPublished(job);
   }
 
   /** Whether an attempt that failed with this error may be retried (see RETRYABLE_FAILURES). */
@@ -213,11 +317,7 @@ export class JobService {
         cause: error.code,
       },
     });
-    try {
-      await this.publishOffer(result.job, jobToken, deadline, now);
-    } catch {
-      // publishOffer ended the job failed; nothing else to do.
-    }
+    await this.publishOffer(result.job, jobToken, deadline, now);
     return { retried: true, job: result.job };
   }
 
@@ -322,7 +422,11 @@ export class JobService {
     return result;
   }
 
-  /** Expires jobs no executor loaded within the load timeout. Returns how many it expired. */
+  /**
+   * Expires jobs no executor loaded within the load timeout. Returns how many it expired. Every server runs
+   * it against the shared store: the deadline is in the job's row, and the transition only moves a job still
+   * waiting, so two servers sweeping the same job expire it once.
+   */
   async sweep(now = Date.now()): Promise<number> {
     const overdue = await this.deps.store.listJobsPastLoadDeadline(now);
     let expired = 0;
@@ -337,14 +441,19 @@ export class JobService {
         job.id,
         'expired',
         { error: { code: 'STEWARD_LOAD_TIMEOUT', message } },
-        { from: ['offered', 'loading'] },
+        { from: ['queued', 'offered', 'loading'] },
       );
       if (result.ok) {
         expired++;
         this.deps.logger.info({ jobId: job.id }, message);
       }
     }
-    return expired + (await this.sweepLost(now));
+    return (
+      expired +
+      (await this.sweepLost(now)) +
+      (await this.adoptQueued(now)) +
+      (await this.adoptUnpublished(now))
+    );
   }
 
   /**

@@ -1,9 +1,11 @@
 /**
  * Job results and logs on disk. Uploads stream to a temp file in the job's directory and are renamed into
  * place only when complete, so a reader never sees half a file. Layout:
- *   <dataDir>/results/<jobId>/<name>.parquet|.csv   (tables)
- *   <dataDir>/results/<jobId>/<name>                (files)
- *   <dataDir>/jobs/<jobId>/logs/<step>.<stream>.log
+ *   <sharedDir>/results/<jobId>/<name>.parquet|.csv   (tables)
+ *   <sharedDir>/results/<jobId>/<name>                (files)
+ *   <sharedDir>/jobs/<jobId>/logs/<step>.<stream>.log
+ * `sharedDir` is the directory every server of an HA setup mounts (default the data dir); renames within it
+ * are atomic for readers on any of them.
  * Previews read Parquet/CSV with one lazily created in-memory DuckDB instance.
  */
 import { createWriteStream, mkdirSync } from 'node:fs';
@@ -52,17 +54,17 @@ export class ResultFiles {
 
   constructor(
     private readonly store: Store,
-    private readonly dataDir: string,
+    private readonly sharedDir: string,
     private readonly limitBytes: number,
     private readonly logger: Logger,
   ) {}
 
   resultDir(jobId: string): string {
-    return path.join(this.dataDir, 'results', jobId);
+    return path.join(this.sharedDir, 'results', jobId);
   }
 
   logDir(jobId: string): string {
-    return path.join(this.dataDir, 'jobs', jobId, 'logs');
+    return path.join(this.sharedDir, 'jobs', jobId, 'logs');
   }
 
   async upload(

@@ -17,6 +17,8 @@ import { EventConsumer } from './events.js';
 import { JobService } from './jobs.js';
 import { loadOrCreateSigningKey } from './keys.js';
 import { buildOpenApiDocument } from './openapi.js';
+import { RemoteChanges } from './remote.js';
+import { claimSqliteFile } from './sqlite-guard.js';
 import { ResultFiles } from './results.js';
 import { buildHandlers, registerRoutes } from './routes.js';
 import { STEWARD_VERSION } from './version.js';
@@ -53,26 +55,48 @@ export async function createServer(options: CreateServerOptions): Promise<Stewar
   const { config } = options;
   const logger = options.logger ?? pino({ level: config.logLevel });
   mkdirSync(config.dataDir, { recursive: true });
-  const store = await openStore(config.store);
+  mkdirSync(config.sharedDir, { recursive: true });
+  const claim =
+    config.store.kind === 'sqlite' && config.store.path !== undefined
+      ? claimSqliteFile(config.store.path)
+      : undefined;
+  let store: Store;
   try {
-    return await assemble(options, store, logger);
+    store = await openStore(config.store);
+  } catch (error) {
+    claim?.release();
+    throw error;
+  }
+  try {
+    const server = await assemble(options, store, logger);
+    const close = server.close.bind(server);
+    let closing: Promise<void> | undefined;
+    return {
+      ...server,
+      close() {
+        closing ??= close().finally(() => claim?.release());
+        return closing;
+      },
+    };
   } catch (error) {
     await store.close();
+    claim?.release();
     throw error;
   }
 }
 
 async function assemble(options: CreateServerOptions, store: Store, logger: Logger): Promise<StewardServer> {
   const { config, bus } = options;
-  const keys = loadOrCreateSigningKey(config.dataDir);
+  const keys = loadOrCreateSigningKey(config.signingKeyFile);
   const signer = createOfferSigner(keys.privateKeyPem);
   const verifier = createOfferVerifier([keys.publicKeyPem]);
   const audit = new AuditLog(store, logger);
   const auth = new Authenticator(store, audit, config);
   const generatedAdminPassword = await auth.bootstrapAdmin(options.adminPassword);
   const watch = new JobWatch(logger);
-  const workflows = new WorkflowRepository(store, config.dataDir, audit);
-  const results = new ResultFiles(store, config.dataDir, config.resultLimitBytes, logger);
+  // Results, logs and assets live in the shared directory: any server may take an upload or a download.
+  const workflows = new WorkflowRepository(store, config.sharedDir, audit);
+  const results = new ResultFiles(store, config.sharedDir, config.resultLimitBytes, logger);
   let serverUrl = config.publicUrl ?? localUrl(config.host, config.port);
   const jobs = new JobService({
     store,
@@ -130,8 +154,15 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
   });
   registerRoutes(app, ctx, buildHandlers(ctx));
 
+  const remote = new RemoteChanges(store, watch, logger);
+  await remote.start();
   const consumer = new EventConsumer({ bus, store, jobs, watch, logger, verifier });
-  await consumer.start();
+  try {
+    await consumer.start();
+  } catch (error) {
+    await remote.stop();
+    throw error;
+  }
   const sweepIntervalMs =
     options.sweepIntervalMs ??
     Math.min(15_000, Math.max(1000, Math.floor(Math.min(config.loadTimeoutMs, config.agentLeaseMs) / 4)));
@@ -160,6 +191,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
       closing ??= (async () => {
         clearInterval(sweeper);
         await consumer.stop();
+        await remote.stop();
         await app.close();
         await results.close();
         await store.close();

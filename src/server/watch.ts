@@ -1,8 +1,8 @@
 /**
  * In-process fan-out of job and step changes to live listeners (SSE streams). The event consumer and the
  * job service publish here after the store has committed, so a listener never sees an uncommitted change.
- * With several servers, a server only hears the changes it applied itself; a later multi-server mode can
- * feed this same interface from a store poll (jobs.updated_at) without touching the SSE route.
+ * With several servers on PostgreSQL, `RemoteChanges` (remote.ts) publishes here too what the other servers
+ * applied, so a stream on any server follows a job whichever server consumed its events.
  */
 import type { Logger } from 'pino';
 import type { JobRecord, StepRecord } from '../store/index.js';
@@ -26,6 +26,16 @@ export class JobWatch {
       set.delete(listener);
       if (set.size === 0) this.listeners.delete(jobId);
     };
+  }
+
+  /** Whether anyone listens to this job (remote changes are read from the store only then). */
+  isWatched(jobId: string): boolean {
+    return this.listeners.has(jobId);
+  }
+
+  /** The jobs with listeners now. */
+  watchedJobIds(): string[] {
+    return [...this.listeners.keys()];
   }
 
   publishJob(job: JobRecord): void {

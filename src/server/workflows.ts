@@ -1,6 +1,6 @@
 /**
  * The workflow repository: every push is validated by the engine and stored as a new immutable version;
- * assets are stored content-addressed under `<dataDir>/assets/<sha256>`. Parsed workflows are cached by
+ * assets are stored content-addressed under `<sharedDir>/assets/<sha256>`. Parsed workflows are cached by
  * digest, because submit (a hot path) needs the parsed form and a digest never changes meaning.
  */
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
@@ -36,10 +36,10 @@ export class WorkflowRepository {
 
   constructor(
     private readonly store: Store,
-    dataDir: string,
+    sharedDir: string,
     private readonly audit: AuditLog,
   ) {
-    this.assetDir = path.join(dataDir, 'assets');
+    this.assetDir = path.join(sharedDir, 'assets');
     mkdirSync(this.assetDir, { recursive: true, mode: 0o700 });
   }
 

@@ -1,4 +1,5 @@
 export { Store, openStore } from './store.js';
+export type { ChangeListener, JobChangeNotice } from './changes.js';
 export type {
   AgentRecord,
   AppliedEvent,

@@ -75,6 +75,10 @@ export interface JobsTable {
   updated_at: number;
   /** The job's own retry budget; null: the server's policy (migration 0003). */
   retries: number | null;
+  /** The client's idempotency key, unique per user (migration 0004). */
+  submit_key: string | null;
+  /** When the bus confirmed the current attempt's offer (migration 0004). */
+  offer_published_at: number | null;
 }
 
 /** One row per attempt of a job (migration 0003); the job's current attempt is `jobs.attempt`. */

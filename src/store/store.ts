@@ -3,15 +3,20 @@
  * registry. One class over Kysely, for SQLite (embedded) and PostgreSQL (several servers at once).
  *
  * Invariants:
- * - Every job state change goes through `transitionJob`, which checks `canTransition` and updates with
- *   `WHERE state = <the state it read>` inside a transaction, so two servers racing cannot both win.
- * - Agent events are applied by `applyEvent`, which records (job, attempt, seq) in the same transaction as
- *   its effect: a duplicate delivery finds the record and changes nothing.
+ * - Every job state change goes through `transitionJob`, which locks the job's row (`SELECT … FOR UPDATE`
+ *   on PostgreSQL), checks `canTransition` and updates with `WHERE state = <the state it read>` inside a
+ *   transaction, so two servers racing serialize and cannot both win.
+ * - Agent events are applied by `applyEvent`, which locks the job's row first and records (job, attempt,
+ *   seq) in the same transaction as its effect: a duplicate delivery, on this server or another one, finds
+ *   the record and changes nothing.
+ * - On PostgreSQL every committed job or step change is announced with NOTIFY (see `changes.ts`), so a
+ *   server's live listeners also hear what other servers applied. SQLite serves one server only.
  */
+import { createHash, randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import { Kysely, PostgresDialect, SqliteDialect, type Transaction } from 'kysely';
+import { Kysely, PostgresDialect, sql, SqliteDialect, type Transaction } from 'kysely';
 import pg from 'pg';
 import type { StoreConfig } from '../config/index.js';
 import {
@@ -26,6 +31,7 @@ import {
   type ParamValue,
   type StepState,
 } from '../protocol/index.js';
+import { ChangeListener, type ChangeListenerOptions, type JobChangeNotice } from './changes.js';
 import { migrateToLatest, type StoreDialect } from './migrations/index.js';
 import type { Database, JobsTable } from './schema.js';
 
@@ -112,6 +118,8 @@ export interface JobRecord {
   timeoutMs: number | null;
   jobTokenHash: string;
   loadDeadline: number | null;
+  /** When the bus confirmed the current attempt's offer; null while unpublished. */
+  offerPublishedAt: number | null;
   cancelRequested: boolean;
   createdAt: number;
   startedAt: number | null;
@@ -160,6 +168,13 @@ export interface NewJob {
   steps: { id: string; kind: string }[];
   /** The job's own retry budget. Default: none (the server's policy). */
   retries?: number | null;
+  /**
+   * When the job expires if no executor loaded it. Stored with the job so any server's sweeper can end it,
+   * even one whose submitting server died before publishing the offer. Default none.
+   */
+  loadDeadline?: number | null;
+  /** The client's idempotency key (unique per user). Default none. */
+  submitKey?: string | null;
 }
 
 export interface StepRecord {
@@ -178,6 +193,8 @@ export interface StepRecord {
 /** Fields a transition may set along with the new state. */
 export interface JobPatch {
   agentId?: string | null;
+  /** A new job token's hash (the old token stops working). */
+  jobTokenHash?: string;
   executor?: ExecutorIdentity | null;
   error?: ErrorInfo | null;
   loadDeadline?: number | null;
@@ -244,9 +261,15 @@ type Db = Kysely<Database>;
 type Executor = Db | Transaction<Database>;
 
 export class Store {
+  /** Identifies this open store among the servers sharing one database (its notices carry it). */
+  readonly instanceId = randomUUID();
+
   private constructor(
     readonly db: Db,
     readonly dialect: StoreDialect,
+    /** The NOTIFY channel of this database + schema; undefined on SQLite. */
+    readonly changeChannel: string | undefined,
+    private readonly config: StoreConfig,
   ) {}
 
   /** Opens the database and applies pending migrations. */
@@ -258,7 +281,30 @@ export class Store {
       await db.destroy();
       throw error;
     }
-    return new Store(db, dialect);
+    return new Store(
+      db,
+      dialect,
+      config.kind === 'postgres' ? changeChannelFor(config.schema) : undefined,
+      config,
+    );
+  }
+
+  /**
+   * Listens for the changes other servers commit (PostgreSQL only; returns undefined on SQLite, where this
+   * server is the only writer).
+   */
+  async listenForChanges(
+    handlers: Pick<ChangeListenerOptions, 'onNotice' | 'onReconnect' | 'onError'>,
+  ): Promise<ChangeListener | undefined> {
+    if (this.config.kind !== 'postgres' || this.changeChannel === undefined) return undefined;
+    const listener = new ChangeListener({
+      url: this.config.url,
+      channel: this.changeChannel,
+      ownOrigin: this.instanceId,
+      ...handlers,
+    });
+    await listener.start();
+    return listener;
   }
 
   async close(): Promise<void> {
@@ -586,7 +632,44 @@ export class Store {
 
   // ---- jobs -------------------------------------------------------------------------------------------
 
+  /**
+   * Stores a new job. With a `submitKey` the user already used, nothing is inserted and the job created with
+   * that key is returned with `created: false` (two servers racing on one key: the unique index decides).
+   */
   async insertJob(job: NewJob): Promise<JobRecord> {
+    return (await this.insertJobOnce(job)).job;
+  }
+
+  async insertJobOnce(job: NewJob): Promise<{ job: JobRecord; created: boolean }> {
+    if (job.submitKey) {
+      const existing = await this.findJobBySubmitKey(job.user, job.submitKey);
+      if (existing) return { job: existing, created: false };
+    }
+    try {
+      await this.insertJobRows(job);
+    } catch (error) {
+      if (job.submitKey && isUniqueViolation(error)) {
+        const existing = await this.findJobBySubmitKey(job.user, job.submitKey);
+        if (existing) return { job: existing, created: false };
+      }
+      throw error;
+    }
+    const created = await this.getJob(job.id);
+    if (!created) throw new Error(`job ${job.id} vanished after insert`);
+    return { job: created, created: true };
+  }
+
+  private async findJobBySubmitKey(user: string, key: string): Promise<JobRecord | undefined> {
+    const row = await this.db
+      .selectFrom('jobs')
+      .selectAll()
+      .where('user_name', '=', user)
+      .where('submit_key', '=', key)
+      .executeTakeFirst();
+    return row && toJob(row);
+  }
+
+  private async insertJobRows(job: NewJob): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
       await trx
         .insertInto('jobs')
@@ -606,13 +689,15 @@ export class Store {
           error_message: null,
           timeout_ms: job.timeoutMs,
           job_token_hash: job.jobTokenHash,
-          load_deadline: null,
+          load_deadline: job.loadDeadline ?? null,
           cancel_requested: 0,
           created_at: job.createdAt,
           started_at: null,
           finished_at: null,
           updated_at: job.createdAt,
           retries: job.retries ?? null,
+          submit_key: job.submitKey ?? null,
+          offer_published_at: null,
         })
         .execute();
       await trx
@@ -650,14 +735,33 @@ export class Store {
           .execute();
       }
     });
-    const created = await this.getJob(job.id);
-    if (!created) throw new Error(`job ${job.id} vanished after insert`);
-    return created;
   }
 
   async getJob(id: string, executor: Executor = this.db): Promise<JobRecord | undefined> {
     const row = await executor.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
     return row && toJob(row);
+  }
+
+  /**
+   * Reads a job inside a transaction and, on PostgreSQL, locks its row until the transaction ends: another
+   * server's transition or event for the same job waits here instead of working from a stale read. SQLite
+   * needs no row lock: its transactions are serialized by the database lock.
+   */
+  private async lockJob(trx: Transaction<Database>, id: string): Promise<JobRecord | undefined> {
+    let query = trx.selectFrom('jobs').selectAll().where('id', '=', id);
+    if (this.dialect === 'postgres') query = query.forUpdate();
+    const row = await query.executeTakeFirst();
+    return row && toJob(row);
+  }
+
+  /**
+   * Announces a change to the other servers; PostgreSQL delivers it only if and when the transaction
+   * commits, so listeners never hear of a change that was rolled back.
+   */
+  private async notifyChange(trx: Transaction<Database>, jobId: string, stepId?: string): Promise<void> {
+    if (this.changeChannel === undefined) return;
+    const notice: JobChangeNotice = { origin: this.instanceId, jobId, ...(stepId ? { stepId } : {}) };
+    await sql`SELECT pg_notify(${this.changeChannel}, ${JSON.stringify(notice)})`.execute(trx);
   }
 
   async listJobs(filter: ListJobsFilter): Promise<JobRecord[]> {
@@ -690,7 +794,7 @@ export class Store {
     patch: JobPatch,
     options: { from?: readonly JobState[]; attempt?: number; now?: number },
   ): Promise<TransitionResult> {
-    const current = await this.getJob(id, trx);
+    const current = await this.lockJob(trx, id);
     if (!current) return { ok: false, job: null };
     if (options.from && !options.from.includes(current.state)) return { ok: false, job: current };
     if (options.attempt !== undefined && options.attempt !== current.attempt)
@@ -706,6 +810,7 @@ export class Store {
       values.error_message = patch.error?.message ?? null;
     }
     if (patch.loadDeadline !== undefined) values.load_deadline = patch.loadDeadline;
+    if (patch.jobTokenHash !== undefined) values.job_token_hash = patch.jobTokenHash;
     if (patch.startedAt !== undefined) values.started_at = patch.startedAt;
     if (patch.finishedAt !== undefined) values.finished_at = patch.finishedAt;
     else if (isTerminal(to)) values.finished_at = now;
@@ -720,6 +825,7 @@ export class Store {
     if (Number(result.numUpdatedRows) !== 1) return { ok: false, job: (await this.getJob(id, trx)) ?? null };
     await this.recordAttemptState(trx, current.attempt, id, to, patch, now);
     const updated = await this.getJob(id, trx);
+    await this.notifyChange(trx, id);
     return { ok: true, job: updated! };
   }
 
@@ -767,7 +873,7 @@ export class Store {
   async retryJob(id: string, plan: RetryPlan): Promise<TransitionResult> {
     const now = plan.now ?? Date.now();
     return this.db.transaction().execute(async (trx) => {
-      const current = await this.getJob(id, trx);
+      const current = await this.lockJob(trx, id);
       if (!current) return { ok: false, job: null };
       if (current.attempt !== plan.attempt || !canStartNewAttempt(current.state))
         return { ok: false, job: current };
@@ -783,6 +889,7 @@ export class Store {
           error_message: null,
           job_token_hash: plan.jobTokenHash,
           load_deadline: plan.loadDeadline,
+          offer_published_at: null,
           cancel_requested: 0,
           finished_at: null,
           updated_at: now,
@@ -831,6 +938,7 @@ export class Store {
         })
         .where('job_id', '=', id)
         .execute();
+      await this.notifyChange(trx, id);
       return { ok: true, job: (await this.getJob(id, trx))! };
     });
   }
@@ -848,24 +956,126 @@ export class Store {
 
   /** Marks a loading/running job as cancel-requested; the agent's final event ends it. */
   async requestCancel(id: string, now = Date.now()): Promise<JobRecord | undefined> {
-    await this.db
-      .updateTable('jobs')
-      .set({ cancel_requested: 1, updated_at: now })
-      .where('id', '=', id)
-      .where('state', 'in', ['loading', 'running'])
-      .execute();
-    return this.getJob(id);
+    return this.db.transaction().execute(async (trx) => {
+      const result = await trx
+        .updateTable('jobs')
+        .set({ cancel_requested: 1, updated_at: now })
+        .where('id', '=', id)
+        .where('state', 'in', ['loading', 'running'])
+        .executeTakeFirst();
+      if (Number(result.numUpdatedRows) === 1) await this.notifyChange(trx, id);
+      return this.getJob(id, trx);
+    });
   }
 
-  /** Jobs waiting for an executor whose load deadline has passed. */
+  /**
+   * Jobs waiting for an executor whose load deadline has passed, including `queued` ones: a server that died
+   * between storing a job and publishing its offer leaves it queued, and another server must end it.
+   */
   async listJobsPastLoadDeadline(now: number, limit = 500): Promise<JobRecord[]> {
     const rows = await this.db
       .selectFrom('jobs')
       .selectAll()
-      .where('state', 'in', ['offered', 'loading'])
+      .where('state', 'in', ['queued', 'offered', 'loading'])
       .where('load_deadline', 'is not', null)
       .where('load_deadline', '<', now)
       .orderBy('load_deadline')
+      .limit(limit)
+      .execute();
+    return rows.map(toJob);
+  }
+
+  /** Records that the bus confirmed the offer of this attempt. */
+  async markOfferPublished(id: string, attempt: number, now = Date.now()): Promise<void> {
+    await this.db
+      .updateTable('jobs')
+      .set({ offer_published_at: now })
+      .where('id', '=', id)
+      .where('attempt', '=', attempt)
+      .where('offer_published_at', 'is', null)
+      .execute();
+  }
+
+  /** `offered` jobs whose offer was never confirmed published, unchanged since `updatedBefore`. */
+  async listUnpublishedOffers(updatedBefore: number, limit = 500): Promise<JobRecord[]> {
+    const rows = await this.db
+      .selectFrom('jobs')
+      .selectAll()
+      .where('state', '=', 'offered')
+      .where('offer_published_at', 'is', null)
+      .where('updated_at', '<', updatedBefore)
+      .orderBy('updated_at')
+      .limit(limit)
+      .execute();
+    return rows.map(toJob);
+  }
+
+  /**
+   * Makes an unpublished `offered` job a new attempt with a new token: its first offer may have been
+   * published after all, and must then fail to load (old token) and have its events ignored (old attempt)
+   * rather than run the job a second time unseen. Only if the job is still as read (offered, that attempt,
+   * unpublished): one of several servers doing this at once wins. Returns the job, or undefined.
+   */
+  async reofferAsNewAttempt(
+    id: string,
+    fromAttempt: number,
+    jobTokenHash: string,
+    now = Date.now(),
+  ): Promise<JobRecord | undefined> {
+    return this.db.transaction().execute(async (trx) => {
+      const job = await this.lockJob(trx, id);
+      if (!job || job.state !== 'offered' || job.attempt !== fromAttempt || job.offerPublishedAt !== null)
+        return undefined;
+      await trx
+        .updateTable('jobs')
+        .set({
+          attempt: fromAttempt + 1,
+          job_token_hash: jobTokenHash,
+          agent_id: null,
+          executor_json: null,
+          updated_at: now,
+        })
+        .where('id', '=', id)
+        .execute();
+      // The attempt whose offer may never have gone out ends here; the new one starts offered.
+      await trx
+        .updateTable('job_attempts')
+        .set({
+          state: 'lost',
+          error_code: 'STEWARD_UNAVAILABLE',
+          error_message: 'the bus never confirmed this attempt\'s offer (its server may have died); offered again as a new attempt',
+          finished_at: now,
+        })
+        .where('job_id', '=', id)
+        .where('attempt', '=', fromAttempt)
+        .execute();
+      await trx
+        .insertInto('job_attempts')
+        .values({
+          job_id: id,
+          attempt: fromAttempt + 1,
+          state: 'offered',
+          agent_id: null,
+          offered_at: now,
+          started_at: null,
+          finished_at: null,
+          error_code: null,
+          error_message: null,
+        })
+        .execute();
+      await this.notifyChange(trx, id);
+      return this.getJob(id, trx);
+    });
+  }
+
+  /** Jobs still `queued` that were created before `createdBefore` (left behind by a server that died). */
+  async listQueuedJobsCreatedBefore(createdBefore: number, limit = 500): Promise<JobRecord[]> {
+    const rows = await this.db
+      .selectFrom('jobs')
+      .selectAll()
+      .where('state', '=', 'queued')
+      .where('created_at', '<', createdBefore)
+      .orderBy('created_at')
       .limit(limit)
       .execute();
     return rows.map(toJob);
@@ -911,7 +1121,9 @@ export class Store {
    */
   async applyEvent(event: JobEvent, now = Date.now()): Promise<AppliedEvent> {
     return this.db.transaction().execute(async (trx) => {
-      const job = await this.getJob(event.jobId, trx);
+      // The row lock makes two servers applying events of one job (a redelivery after a server died, or
+      // two events consumed at once) take turns: the second sees the first's record and effect.
+      const job = await this.lockJob(trx, event.jobId);
       // Events for unknown jobs cannot be recorded (foreign key); they are harmless and dropped.
       if (!job) return { applied: false };
       const inserted = await trx
@@ -930,6 +1142,7 @@ export class Store {
               .set({ executor_json: JSON.stringify(event.executor), updated_at: now })
               .where('id', '=', job.id)
               .execute();
+            await this.notifyChange(trx, job.id);
             return { applied: true, job: (await this.getJob(job.id, trx))! };
           }
           return { applied: true };
@@ -1002,6 +1215,7 @@ export class Store {
         .where('job_id', '=', job.id)
         .where('step_id', '=', step.stepId)
         .executeTakeFirstOrThrow();
+      await this.notifyChange(trx, job.id, step.stepId);
       return { applied: true, step: toStep(row) };
     });
   }
@@ -1212,6 +1426,17 @@ function int8AsNumber(oid: number, format?: 'text' | 'binary'): (value: string) 
   return pg.types.getTypeParser(oid, format ?? 'text') as (value: string) => unknown;
 }
 
+/**
+ * NOTIFY channels are per database, not per schema: servers on different schemas of one database must not
+ * hear each other, so the channel is named after the schema (hashed: identifiers stop at 63 bytes).
+ */
+function changeChannelFor(schema: string | undefined): string {
+  return `steward_changes_${createHash('sha256')
+    .update(schema ?? 'public')
+    .digest('hex')
+    .slice(0, 24)}`;
+}
+
 function quoteIdentifier(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
@@ -1275,6 +1500,7 @@ function toJob(row: JobsTable): JobRecord {
     timeoutMs: row.timeout_ms,
     jobTokenHash: row.job_token_hash,
     loadDeadline: row.load_deadline,
+    offerPublishedAt: row.offer_published_at,
     cancelRequested: row.cancel_requested === 1,
     createdAt: row.created_at,
     startedAt: row.started_at,

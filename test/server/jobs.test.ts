@@ -120,6 +120,102 @@ describe.each(backends)('jobs on $name', (backend) => {
     expect(audit[0]).toMatchObject({ actor: 'alice', target: submitted.json.id });
   });
 
+  it('answers a retried submission with the same idempotency key with the job it created, publishing once', async () => {
+    const offers: unknown[] = [];
+    await h.bus.consumeOffers(async (delivery) => void offers.push(delivery.body), { prefetch: 10 });
+    const body = { workflow: 'report', params: { region: 'emea' }, idempotencyKey: 'run-7f3a' };
+    // Concurrent retries too: the unique index decides which one creates the job.
+    const answers = await Promise.all([submit(alice, body), submit(alice, body), submit(alice, body)]);
+    for (const answer of answers) expect(answer.status, answer.text).toBe(201);
+    const ids = new Set(answers.map((answer) => answer.json.id as string));
+    expect(ids.size).toBe(1);
+    // Another user's key is their own.
+    const bob = await h.userToken('bob');
+    const other = await submit(bob, body);
+    expect(other.status).toBe(201);
+    expect(ids.has(other.json.id as string)).toBe(false);
+    await eventually(() => offers.length >= 2 || undefined);
+    expect(offers).toHaveLength(2);
+    const mine = await h.request({ method: 'GET', url: '/api/jobs', token: alice });
+    expect(mine.json.jobs).toHaveLength(1);
+    const bad = await submit(alice, { ...body, idempotencyKey: 'has space' });
+    expect(bad.status).toBe(400);
+    expect(bad.text).toMatch(/idempotencyKey/);
+  });
+
+  it('offers a job that a dead server left queued, with a new token, once, whichever server sweeps', async () => {
+    // What a server that died between storing a job and offering it leaves behind.
+    const created = Date.now() - 20_000;
+    const job = await h.server.store.insertJob({
+      id: '20260101000000000-deadbeef',
+      user: 'alice',
+      workflow: { name: 'report', version: 1, digest: (await h.server.store.getWorkflow('report'))!.digest },
+      params: { region: 'emea', limit: 10 },
+      labels: [],
+      timeoutMs: null,
+      jobTokenHash: 'f'.repeat(64),
+      createdAt: created,
+      steps: [],
+      loadDeadline: created + 120_000,
+    });
+    const taking = takeOffer(h);
+    // Two sweeps at once (two servers): one offer.
+    await Promise.all([h.server.sweep(), h.server.sweep()]);
+    const { offer } = await taking;
+    expect(offer).toMatchObject({ jobId: job.id, attempt: 1, deadline: created + 120_000 });
+    const stored = await h.server.store.getJob(job.id);
+    expect(stored?.state).toBe('offered');
+    const fetched = await h.request({
+      method: 'GET',
+      url: `/api/exec/jobs/${job.id}/workflow`,
+      token: offer.jobToken,
+    });
+    expect(fetched.status, fetched.text).toBe(200);
+    const offers: unknown[] = [];
+    await h.bus.consumeOffers(async (delivery) => void offers.push(delivery.body), { prefetch: 10 });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(offers).toEqual([]);
+  });
+
+  it('offers again, as attempt 2, a job whose server recorded the offer but died before publishing it', async () => {
+    const taking = takeOffer(h);
+    const submitted = await submit();
+    const { offer: first } = await taking;
+    // A published offer is recorded as such and left alone by later sweeps.
+    expect((await h.server.store.getJob(submitted.json.id))?.offerPublishedAt).not.toBeNull();
+    expect(await h.server.sweep(Date.now() + 30_000)).toBe(0);
+
+    // What a server that died between `offered` and publishing leaves behind.
+    const created = Date.now() - 20_000;
+    const job = await h.server.store.insertJob({
+      id: '20260101000000000-0ff0ff00',
+      user: 'alice',
+      workflow: first.workflow,
+      params: first.params,
+      labels: [],
+      timeoutMs: null,
+      jobTokenHash: 'e'.repeat(64),
+      createdAt: created,
+      steps: [],
+      loadDeadline: created + 120_000,
+    });
+    await h.server.store.transitionJob(job.id, 'offered', {}, { now: created + 5 });
+    const retaking = takeOffer(h);
+    await Promise.all([h.server.sweep(), h.server.sweep()]);
+    const { offer } = await retaking;
+    expect(offer).toMatchObject({ jobId: job.id, attempt: 2 });
+    const stored = await h.server.store.getJob(job.id);
+    expect(stored).toMatchObject({ state: 'offered', attempt: 2 });
+    expect(stored?.offerPublishedAt).not.toBeNull();
+    // The new attempt's token works (the first attempt's token was replaced).
+    const fetched = await h.request({
+      method: 'GET',
+      url: `/api/exec/jobs/${job.id}/workflow`,
+      token: offer.jobToken,
+    });
+    expect(fetched.status).toBe(200);
+  });
+
   it('refuses params that do not match the workflow with 422', async () => {
     const response = await submit(alice, { workflow: 'report', params: { limit: 'many' } });
     expect(response.status).toBe(422);

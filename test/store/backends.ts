@@ -69,3 +69,49 @@ export const postgresBackend: Backend = {
 };
 
 export const backends: Backend[] = [sqliteBackend, postgresBackend];
+
+/**
+ * A private PostgreSQL database for one test (several servers or stores share it the way an HA setup shares
+ * one database), dropped afterwards with whatever connections are still open.
+ */
+export async function createPrivateDatabase(
+  title: string,
+): Promise<{ url: string; dispose(): Promise<void> }> {
+  const name = namespace(title).slice(0, 63);
+  const admin = new pg.Client({ connectionString: POSTGRES_URL });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE "${name}"`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(POSTGRES_URL);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async dispose() {
+      const client = new pg.Client({ connectionString: POSTGRES_URL });
+      await client.connect();
+      try {
+        // Closed pools finish disconnecting asynchronously: wait for them rather than kill them (a killed
+        // client raises an uncaught error in the test process). FORCE only for what truly leaked.
+        const deadline = Date.now() + 5000;
+        for (;;) {
+          try {
+            await client.query(`DROP DATABASE IF EXISTS "${name}"`);
+            break;
+          } catch (error) {
+            if ((error as { code?: string }).code !== '55006') throw error;
+            if (Date.now() > deadline) {
+              await client.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+              break;
+            }
+            await new Promise((resolve) => setTimeout(resolve, 50));
+          }
+        }
+      } finally {
+        await client.end();
+      }
+    },
+  };
+}

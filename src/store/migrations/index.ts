@@ -12,6 +12,7 @@ import { sql, type Kysely } from 'kysely';
 import * as m0001 from './0001_initial.js';
 import * as m0002 from './0002_user_source.js';
 import * as m0003 from './0003_job_attempts.js';
+import * as m0004 from './0004_ha_jobs.js';
 
 export type StoreDialect = 'sqlite' | 'postgres';
 
@@ -24,6 +25,7 @@ const migrations: readonly (readonly [string, NumberedMigration])[] = [
   ['0001_initial', m0001],
   ['0002_user_source', m0002],
   ['0003_job_attempts', m0003],
+  ['0004_ha_jobs', m0004],
 ];
 
 interface MigrationTables {

@@ -1,0 +1,130 @@
+/**
+ * The executor's HTTP client against a real local HTTP server that is down, then overloaded, then up: the
+ * situation of a job whose server dies behind a load balancer while another one takes over.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ServerClient } from '../../src/executor/server-client.js';
+import { StewardError } from '../../src/protocol/index.js';
+import { freePort } from '../support/steward.js';
+
+type Handler = (request: IncomingMessage, body: string, response: ServerResponse) => void;
+
+const servers: Server[] = [];
+const dirs: string[] = [];
+
+afterEach(async () => {
+  for (const server of servers.splice(0)) {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
+  for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true });
+});
+
+async function listen(port: number, handler: Handler): Promise<Server> {
+  const server = createServer((request, response) => {
+    let body = '';
+    request.on('data', (chunk: Buffer) => (body += chunk.toString()));
+    request.on('end', () => handler(request, body, response));
+  });
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return server;
+}
+
+const WORKFLOW = {
+  jobId: 'j1',
+  attempt: 1,
+  user: 'alice',
+  source: 'name: x\nsteps: []\n',
+  format: 'yaml',
+  params: {},
+  assets: [],
+};
+
+describe('executor server client', () => {
+  it('retries a refused connection and 503 answers until a server accepts, then returns its answer', async () => {
+    const port = await freePort();
+    const client = new ServerClient(`http://127.0.0.1:${port}`, 'j1', 'stj_token', { initialBackoffMs: 50 });
+    const seen: string[] = [];
+    // Nothing listens yet: the first attempts are refused. A server that answers 503 comes up after 300 ms
+    // and a healthy one replaces it 300 ms later.
+    const started = Date.now();
+    setTimeout(() => {
+      void listen(port, (request, _body, response) => {
+        seen.push(`503 ${request.url}`);
+        response.writeHead(503, { connection: 'close' }).end('{"error":{"code":"STEWARD_UNAVAILABLE"}}');
+      }).then((overloaded) =>
+        setTimeout(() => {
+          overloaded.closeAllConnections();
+          overloaded.close(() => {
+            void listen(port, (request, _body, response) => {
+              seen.push(`200 ${request.url} ${request.headers.authorization}`);
+              response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(WORKFLOW));
+            });
+          });
+        }, 300),
+      );
+    }, 300);
+    const workflow = await client.workflow();
+    expect(workflow).toEqual(WORKFLOW);
+    expect(seen.some((line) => line.startsWith('503'))).toBe(true);
+    expect(seen.filter((line) => line.startsWith('200'))).toEqual([
+      '200 /api/exec/jobs/j1/workflow Bearer stj_token',
+    ]);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(600);
+  });
+
+  it('sends the whole file again when an upload is retried', async () => {
+    const port = await freePort();
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'steward-client-'));
+    dirs.push(dir);
+    const file = path.join(dir, 'out.csv');
+    await writeFile(file, 'x\n1\n2\n');
+    const bodies: string[] = [];
+    let calls = 0;
+    await listen(port, (request, body, response) => {
+      calls++;
+      bodies.push(body);
+      // The first attempt reaches a proxy whose upstream just died.
+      response.writeHead(calls === 1 ? 502 : 200, { 'content-type': 'application/json' }).end('{}');
+    });
+    const client = new ServerClient(`http://127.0.0.1:${port}`, 'j1', 'stj_token', { initialBackoffMs: 20 });
+    await client.uploadResult('out', file, { kind: 'table', format: 'csv', rows: 2 });
+    expect(bodies).toEqual(['x\n1\n2\n', 'x\n1\n2\n']);
+  });
+
+  it('does not retry answers that another server would give too (404, 401)', async () => {
+    const port = await freePort();
+    let calls = 0;
+    await listen(port, (_request, _body, response) => {
+      calls++;
+      response
+        .writeHead(401, { 'content-type': 'application/json' })
+        .end('{"error":{"code":"STEWARD_UNAUTHENTICATED","message":"invalid job token"}}');
+    });
+    const client = new ServerClient(`http://127.0.0.1:${port}`, 'j1', 'stj_bad', { initialBackoffMs: 20 });
+    const error = await client.workflow().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(StewardError);
+    expect((error as StewardError).code).toBe('STEWARD_UNAUTHENTICATED');
+    expect(calls).toBe(1);
+  });
+
+  it('gives up after retryForMs with an error that says how long it tried', async () => {
+    const port = await freePort();
+    const client = new ServerClient(`http://127.0.0.1:${port}`, 'j1', 'stj_token', {
+      retryForMs: 700,
+      initialBackoffMs: 50,
+    });
+    const started = Date.now();
+    const error = await client.workflow().catch((e: unknown) => e);
+    const elapsed = Date.now() - started;
+    expect((error as StewardError).code).toBe('STEWARD_SERVER_UNREACHABLE');
+    expect((error as StewardError).message).toMatch(/after \d+ attempt\(s\) in 1s: .*ECONNREFUSED/);
+    expect(elapsed).toBeGreaterThanOrEqual(300);
+    expect(elapsed).toBeLessThan(3000);
+  });
+});
