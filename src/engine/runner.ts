@@ -9,7 +9,7 @@ import type { DuckDBConnection } from '@duckdb/node-api';
 import { StewardError, type ErrorInfo, type StepEvent } from '../protocol/index.js';
 import { paramToString, substitute } from './params.js';
 import { runProcess } from './processes.js';
-import { bindParams, copyStatement, JobDatabase, quoteIdentifier, readStatement, runCounting } from './tables.js';
+import { bindParams, copyStatement, openJobDatabase, quoteIdentifier, readStatement, runCounting, type JobDatabase } from './tables.js';
 import type {
   ReadStepSpec,
   RunOptions,
@@ -66,12 +66,15 @@ class JobRun {
   }
 
   private db(): Promise<JobDatabase> {
-    this.database ??= JobDatabase.open({
-      tempDir: this.options.tempDir,
-      workDir: this.options.workDir,
-      memoryLimit: this.options.duckdb.memoryLimit,
-      threads: this.options.duckdb.threads,
-    });
+    const { duckdbHost } = this.options;
+    this.database ??= duckdbHost
+      ? duckdbHost.then((host) => host.openJob({ workDir: this.options.workDir }))
+      : openJobDatabase({
+          tempDir: this.options.tempDir,
+          workDir: this.options.workDir,
+          memoryLimit: this.options.duckdb.memoryLimit,
+          threads: this.options.duckdb.threads,
+        });
     return this.database;
   }
 
@@ -108,7 +111,7 @@ class JobRun {
       signal.removeEventListener('abort', onCancel);
       if (this.database) {
         try {
-          (await this.database).close();
+          await (await this.database).close();
         } catch {
           // Opening failed: nothing to close.
         }
