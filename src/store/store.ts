@@ -11,7 +11,13 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import { Kysely, PostgresDialect, SqliteDialect, type Transaction } from 'kysely';
+import {
+  Kysely,
+  PostgresDialect,
+  SqliteDialect,
+  type SqliteDatabase as SqliteDialectDatabase,
+  type Transaction,
+} from 'kysely';
 import pg from 'pg';
 import type { StoreConfig } from '../config/index.js';
 import {
@@ -740,7 +746,25 @@ export class Store {
    * older attempt only count as seen. Step events upsert the step row.
    */
   async applyEvent(event: JobEvent, now = Date.now()): Promise<AppliedEvent> {
+    return this.db.transaction().execute((trx) => this.applyEventIn(trx, event, now));
+  }
+
+  /**
+   * Applies several events in one transaction, in the given order (a group commit: one fsync for all).
+   * Each event is applied exactly as `applyEvent` would; all of them are durable when this resolves, and
+   * none is if it rejects.
+   */
+  async applyEvents(events: readonly JobEvent[], now = Date.now()): Promise<AppliedEvent[]> {
+    if (events.length === 0) return [];
     return this.db.transaction().execute(async (trx) => {
+      const results: AppliedEvent[] = [];
+      for (const event of events) results.push(await this.applyEventIn(trx, event, now));
+      return results;
+    });
+  }
+
+  private async applyEventIn(trx: Transaction<Database>, event: JobEvent, now: number): Promise<AppliedEvent> {
+    {
       const job = await this.getJob(event.jobId, trx);
       // Events for unknown jobs cannot be recorded (foreign key); they are harmless and dropped.
       if (!job) return { applied: false };
@@ -829,7 +853,7 @@ export class Store {
         .where('step_id', '=', step.stepId)
         .executeTakeFirstOrThrow();
       return { applied: true, step: toStep(row) };
-    });
+    }
   }
 
   // ---- results ----------------------------------------------------------------------------------------
@@ -1006,7 +1030,10 @@ async function connect(
     database.pragma('journal_mode = WAL');
     database.pragma('synchronous = FULL');
     database.pragma('foreign_keys = ON');
-    return { db: new Kysely<Database>({ dialect: new SqliteDialect({ database }) }), dialect: 'sqlite' };
+    return {
+      db: new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(database) }) }),
+      dialect: 'sqlite',
+    };
   }
 
   const schema = config.schema;
@@ -1031,6 +1058,35 @@ async function connect(
     types: { getTypeParser: int8AsNumber as typeof pg.types.getTypeParser },
   });
   return { db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), dialect: 'postgres' };
+}
+
+const STATEMENT_CACHE_SIZE = 256;
+
+/**
+ * Kysely's SQLite driver prepares every query anew; the store issues a few dozen distinct statements over
+ * and over, so they are kept prepared (SQLite re-prepares a statement itself when the schema changes).
+ * Safe because the driver uses one connection at a time and runs each statement to completion.
+ */
+function withStatementCache(database: BetterSqlite3.Database): SqliteDialectDatabase {
+  const statements = new Map<string, BetterSqlite3.Statement>();
+  return {
+    prepare(sql: string) {
+      let statement = statements.get(sql);
+      if (!statement) {
+        statement = database.prepare(sql);
+        statements.set(sql, statement);
+        if (statements.size > STATEMENT_CACHE_SIZE) {
+          const oldest = statements.keys().next().value;
+          if (oldest !== undefined) statements.delete(oldest);
+        }
+      }
+      return statement;
+    },
+    close() {
+      statements.clear();
+      database.close();
+    },
+  };
 }
 
 function int8AsNumber(oid: number, format?: 'text' | 'binary'): (value: string) => unknown {
