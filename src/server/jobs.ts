@@ -63,6 +63,9 @@ export class JobService {
     const now = Date.now();
     const jobToken = newSecret('stj_');
     const timeoutMs = input.timeoutSeconds === undefined ? null : input.timeoutSeconds * 1000;
+    const deadline = now + config.loadTimeoutMs;
+    // Recorded as offered before publishing (an agent may report `loading` as soon as the offer is out),
+    // in the same commit as the insert.
     const job = await store.insertJob({
       id: newJobId(now),
       user: principal.user,
@@ -73,16 +76,9 @@ export class JobService {
       jobTokenHash: sha256Hex(jobToken),
       createdAt: now,
       steps: workflow.steps.map((step) => ({ id: step.id, kind: step.kind })),
+      loadDeadline: deadline,
     });
-    await this.deps.audit.record({
-      actor: principal.user,
-      action: 'job.submit',
-      target: job.id,
-      source,
-      detail: { workflow: `${record.name}@${record.version}`, labels: input.labels },
-    });
-
-    const deadline = now + config.loadTimeoutMs;
+    this.deps.watch.publishJob(job);
     const offer: JobOffer = {
       v: 1,
       jobId: job.id,
@@ -98,16 +94,18 @@ export class JobService {
       issuedAt: now,
     };
     const signed = signer.sign(offer);
-    // Recorded as offered before publishing: an agent may report `loading` as soon as the offer is out.
-    const offered = await this.transition(
-      job.id,
-      'offered',
-      { loadDeadline: deadline },
-      { from: ['queued'] },
-    );
+    // The audit entry is written while the broker confirms the offer: both are done before the answer.
+    const audited = this.deps.audit.record({
+      actor: principal.user,
+      action: 'job.submit',
+      target: job.id,
+      source,
+      detail: { workflow: `${record.name}@${record.version}`, labels: input.labels },
+    });
     try {
       await bus.publishOffer(signed);
     } catch (error) {
+      await audited;
       this.deps.logger.error({ err: error, jobId: job.id }, 'publishing the job offer failed');
       await this.transition(job.id, 'failed', {
         error: { code: 'STEWARD_UNAVAILABLE', message: 'the job could not be handed to the bus' },
@@ -116,7 +114,8 @@ export class JobService {
         cause: error,
       });
     }
-    return offered.job ?? job;
+    await audited;
+    return job;
   }
 
   /** A job the principal may see; others' jobs are reported as absent (and the attempt audited). */

@@ -135,6 +135,11 @@ export interface NewJob {
   createdAt: number;
   /** Steps known from the workflow, recorded `pending` so a job's detail lists them from the start. */
   steps: { id: string; kind: string }[];
+  /**
+   * When set, the job is recorded straight as `offered` with this load deadline (the server is about to
+   * publish its offer): one commit instead of an insert and a `queued → offered` transition.
+   */
+  loadDeadline?: number;
 }
 
 export interface StepRecord {
@@ -573,7 +578,7 @@ export class Store {
           workflow_digest: job.workflow.digest,
           params_json: JSON.stringify(job.params),
           labels_json: JSON.stringify(job.labels),
-          state: 'queued',
+          state: job.loadDeadline === undefined ? 'queued' : 'offered',
           attempt: 1,
           agent_id: null,
           executor_json: null,
@@ -581,7 +586,7 @@ export class Store {
           error_message: null,
           timeout_ms: job.timeoutMs,
           job_token_hash: job.jobTokenHash,
-          load_deadline: null,
+          load_deadline: job.loadDeadline ?? null,
           cancel_requested: 0,
           created_at: job.createdAt,
           started_at: null,
