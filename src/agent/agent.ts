@@ -89,6 +89,8 @@ export class Agent {
   private heartbeat: NodeJS.Timeout | undefined;
   private housekeeping: NodeJS.Timeout | undefined;
   private draining = false;
+  /** Offers held for a pause because they did not fit, woken when a job ends (see waitForRoom). */
+  private readonly roomWaiters = new Set<() => void>();
   private stopped = false;
 
   constructor(options: AgentOptions) {
@@ -240,15 +242,21 @@ export class Agent {
       await delivery.requeue(low + Math.random() * (high - low));
       return;
     }
-    const verdict = this.fits(offer);
+    let verdict = this.fits(offer);
     if (verdict) {
-      this.log.debug(
-        { jobId: offer.jobId, user: offer.user, reason: verdict },
-        'offer does not fit, handing it back',
-      );
+      // The offer is held for the pause anyway: if one of this machine's jobs ends meanwhile and makes room,
+      // it is taken then instead of going round the queue again (each round counts towards the delivery
+      // limit, and a freed slot would otherwise go to whichever offer arrives next).
       const [low, high] = REJECT_PAUSE_MS;
-      await delivery.requeue(low + Math.random() * (high - low));
-      return;
+      verdict = await this.waitForRoom(offer, low + Math.random() * (high - low));
+      if (verdict || this.active.has(key) || this.freeSlots === 0 || this.stopped) {
+        this.log.debug(
+          { jobId: offer.jobId, user: offer.user, reason: verdict ?? 'no free slot' },
+          'offer does not fit, handing it back',
+        );
+        await delivery.requeue(0);
+        return;
+      }
     }
     // Each delivery of an offer numbers its events in its own range: when an agent died after reporting and
     // the offer went to another agent, the new agent's events must not look like duplicates of the old ones.
@@ -267,7 +275,10 @@ export class Agent {
     this.active.set(key, job);
     this.remember(key);
     await this.updatePrefetch();
-    await this.emitState(job, 'loading');
+    // Placing does not wait for the broker's confirm of `loading`: it is published now, on the channel every
+    // later event of the job goes out on, so the server still sees it first; and whatever was confirmed, the
+    // offer stays unacked until `loaded`, so a crash before that leads to redelivery.
+    void this.emitState(job, 'loading');
     try {
       await this.place(job);
     } catch (error) {
@@ -319,6 +330,30 @@ export class Agent {
       if (want.tokens <= capacity.tokens && want.memory <= capacity.memoryBytes) return undefined;
       if (!this.pool.evictIdle())
         return `no capacity for another executor (${want.tokens} of ${capacity.tokens} core tokens, ${want.memory} of ${capacity.memoryBytes} bytes)`;
+    }
+  }
+
+  /**
+   * Waits up to `ms` for the offer to fit, re-checking whenever a job ends here. Resolves undefined once it
+   * fits, or the reason it still does not.
+   */
+  private async waitForRoom(offer: JobOffer, ms: number): Promise<string | undefined> {
+    const deadline = performance.now() + ms;
+    for (;;) {
+      const left = deadline - performance.now();
+      if (left <= 0) return this.fits(offer);
+      await new Promise<void>((resolve) => {
+        const waiter = () => {
+          clearTimeout(timer);
+          this.roomWaiters.delete(waiter);
+          resolve();
+        };
+        const timer = setTimeout(waiter, left);
+        this.roomWaiters.add(waiter);
+      });
+      if (this.stopped) return 'agent stopping';
+      const verdict = this.fits(offer);
+      if (!verdict) return undefined;
     }
   }
 
@@ -407,11 +442,14 @@ export class Agent {
 
   private async loaded(job: ActiveJob): Promise<void> {
     if (job.timing && job.sentAt !== undefined) job.timing.load = round(performance.now() - job.sentAt);
+    // `running` is published before the ack, so the broker has it before anything can make the offer
+    // go elsewhere; the final state, published later on the same channel, can never overtake it.
+    const running = this.emitState(job, 'running');
     if (!job.acked) {
       job.acked = true;
       await job.delivery.ack();
     }
-    await this.emitState(job, 'running');
+    await running;
   }
 
   /** The executor died under a job: before the ack the offer goes back for redelivery; after it, the job failed. */
@@ -450,6 +488,7 @@ export class Agent {
       }
     }
     if (job.executor) this.pool.jobEnded(job.executor, job.offer.jobId);
+    for (const waiter of [...this.roomWaiters]) waiter();
     // Final state first, then ack: if we die in between, a redelivered offer finds the job ended.
     await this.emitState(job, state, error);
     if (!job.acked) {
