@@ -146,15 +146,36 @@ export interface DuckDBHostOptions {
 export class DuckDBHost {
   private constructor(private readonly instance: DuckDBInstance) {}
 
-  static async create(options: DuckDBHostOptions): Promise<DuckDBHost> {
-    await mkdir(options.spillDir, { recursive: true, mode: 0o700 });
+  /**
+   * Without options the host has DuckDB's defaults and no spill directory, and touches no file: for a
+   * pre-started executor, which starts it before it knows its user and calls `configure` once it does.
+   */
+  static async create(options?: DuckDBHostOptions): Promise<DuckDBHost> {
+    if (options) await mkdir(options.spillDir, { recursive: true, mode: 0o700 });
     const instance = await DuckDBInstance.create(':memory:', {
-      threads: String(options.threads),
-      memory_limit: options.memoryLimit,
-      temp_directory: options.spillDir,
       autoinstall_known_extensions: 'false',
+      ...(options
+        ? {
+            threads: String(options.threads),
+            memory_limit: options.memoryLimit,
+            temp_directory: options.spillDir,
+          }
+        : {}),
     });
     return new DuckDBHost(instance);
+  }
+
+  /** Sets the limits and the spill directory; before any job runs on the host. */
+  async configure(options: DuckDBHostOptions): Promise<void> {
+    await mkdir(options.spillDir, { recursive: true, mode: 0o700 });
+    const connection = await this.instance.connect();
+    try {
+      await connection.run(
+        `SET threads = ${Math.max(1, Math.floor(options.threads))}; SET memory_limit = ${quoteLiteral(options.memoryLimit)}; SET temp_directory = ${quoteLiteral(options.spillDir)}`,
+      );
+    } finally {
+      connection.closeSync();
+    }
   }
 
   async openJob(options: { workDir: string }): Promise<JobDatabase> {

@@ -26,12 +26,26 @@ let exiting = false;
 /** The DuckDB instance of every job of this executor, started as soon as the user is known. */
 let duckdbHost: Promise<DuckDBHost> | undefined;
 
+/**
+ * Started before `ready` with DuckDB's defaults and no file (like the rest of the warm-up), so that a user's
+ * first job does not wait for it; it gets the user's limits and spill directory once the user is known.
+ */
+let prestartedHost: Promise<DuckDBHost> | undefined;
+
 function startDuckDBHost(assumed: AssumeMessage): Promise<DuckDBHost> {
-  const host = DuckDBHost.create({
+  const options = {
     spillDir: path.join(assumed.tempDir, 'duckdb-tmp'),
     memoryLimit: assumed.duckdb.memoryLimit,
     threads: assumed.duckdb.threads,
-  });
+  };
+  const prestarted = prestartedHost;
+  prestartedHost = undefined;
+  const host = prestarted
+    ? prestarted.then(async (started) => {
+        await started.configure(options);
+        return started;
+      })
+    : DuckDBHost.create(options);
   // A failed start is retried by the next job rather than failing every job to come.
   host.catch((error: unknown) => {
     log('error', 'DuckDB could not start', { error: String(error) });
@@ -170,6 +184,8 @@ async function warmUp(): Promise<void> {
       { format: 'yaml' },
     );
     await (await fetch('data:text/plain,warm')).text();
+    prestartedHost = DuckDBHost.create();
+    await prestartedHost;
   } catch (error) {
     log('info', 'warm-up skipped', { error: String(error) });
   }

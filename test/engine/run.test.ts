@@ -312,6 +312,26 @@ describe('runWorkflow on a shared DuckDBHost (as executors run jobs)', () => {
     }
   });
 
+  it('takes the limits and spill directory given to configure when started before they were known', async (context) => {
+    const dirs = await makeJobDirs(context.task.name);
+    const host = await DuckDBHost.create();
+    try {
+      await host.configure({ spillDir: path.join(dirs.tempDir, 'spill'), memoryLimit: '300MB', threads: 1 });
+      const connection = await (await host.openJob({ workDir: dirs.workDir })).connect();
+      const reader = await connection.runAndReadAll(
+        "SELECT current_setting('threads'), current_setting('memory_limit'), current_setting('temp_directory')",
+      );
+      connection.closeSync();
+      const [threads, memory, spill] = reader.getRows()[0]!;
+      expect(Number(threads)).toBe(1);
+      expect(String(memory)).toMatch(/^28\d\.\d MiB$/);
+      expect(spill).toBe(path.join(dirs.tempDir, 'spill'));
+    } finally {
+      host.close();
+      await dirs.cleanup();
+    }
+  });
+
   it('keeps the tables of two concurrent jobs apart even when their steps have the same names', async (context) => {
     const first = await makeJobDirs(`${context.task.name} one`);
     const second = await makeJobDirs(`${context.task.name} two`);
