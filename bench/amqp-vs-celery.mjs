@@ -99,6 +99,9 @@ try {
       agent: {
         id: 'bench-agent',
         slots: cores * 4,
+        // Every job is the same user's: let that user have every slot (the default per-user cap is 4, and an
+        // offer over the cap goes back to the queue for another agent after a pause).
+        maxJobsPerExecutor: cores * 4,
         warmExecutors: 1,
         userMap,
         bus,
