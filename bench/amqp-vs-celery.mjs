@@ -13,15 +13,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import {
-  machine,
-  percentile,
-  pidsNamed,
-  repoRoot,
-  runAndTime,
-  tempDir,
-  treeCpuMs,
-} from './harness.mjs';
+import { machine, percentile, pidsNamed, repoRoot, runAndTime, tempDir, treeCpuMs } from './harness.mjs';
 
 const stewardJobs = Number(process.argv[2] ?? 300);
 const celeryTasks = Number(process.argv[3] ?? 2000);

@@ -49,10 +49,13 @@ export function treeCpuMs(rootPids) {
     // Fields after the command name (which may hold spaces and parentheses).
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     parents.set(Number(entry), Number(fields[1]));
-    ticks.set(Number(entry), Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]));
+    ticks.set(
+      Number(entry),
+      Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]),
+    );
   }
   const wanted = new Set(rootPids);
-  for (let grew = true; grew; ) {
+  for (let grew = true; grew;) {
     grew = false;
     for (const [pid, parent] of parents) {
       if (!wanted.has(pid) && wanted.has(parent)) {

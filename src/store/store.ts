@@ -768,7 +768,11 @@ export class Store {
     });
   }
 
-  private async applyEventIn(trx: Transaction<Database>, event: JobEvent, now: number): Promise<AppliedEvent> {
+  private async applyEventIn(
+    trx: Transaction<Database>,
+    event: JobEvent,
+    now: number,
+  ): Promise<AppliedEvent> {
     {
       const job = await this.getJob(event.jobId, trx);
       // Events for unknown jobs cannot be recorded (foreign key); they are harmless and dropped.
