@@ -236,25 +236,22 @@ export class Agent {
       return;
     }
     const missing = offer.labels.filter((label) => !this.config.labels.includes(label));
-    if (missing.length > 0) {
-      // Not for us: hand it back after a jittered pause so it goes round to other agents.
+    if (missing.length > 0 || this.freeSlots === 0) {
+      // Not for us (or not now): hand it back after a jittered pause so it goes round to other agents.
       const [low, high] = REJECT_PAUSE_MS;
       await delivery.requeue(low + Math.random() * (high - low));
       return;
     }
-    let verdict = this.roomFor(offer);
+    let verdict = this.fits(offer);
     if (verdict) {
       // The offer is held for the pause anyway: if one of this machine's jobs ends meanwhile and makes room,
       // it is taken then instead of going round the queue again (each round counts towards the delivery
       // limit, and a freed slot would otherwise go to whichever offer arrives next).
       const [low, high] = REJECT_PAUSE_MS;
       verdict = await this.waitForRoom(offer, low + Math.random() * (high - low));
-      // Checked again with nothing awaited until the job is recorded as active below: other offers woken
-      // by the same job end must not take the same room.
-      verdict ??= this.roomFor(offer);
-      if (verdict || this.active.has(key) || this.stopped) {
+      if (verdict || this.active.has(key) || this.freeSlots === 0 || this.stopped) {
         this.log.debug(
-          { jobId: offer.jobId, user: offer.user, reason: verdict ?? 'agent stopping' },
+          { jobId: offer.jobId, user: offer.user, reason: verdict ?? 'no free slot' },
           'offer does not fit, handing it back',
         );
         await delivery.requeue(0);
@@ -336,11 +333,6 @@ export class Agent {
     }
   }
 
-  /** Why the offer cannot be placed here now (no free slot, or see `fits`), or undefined. */
-  private roomFor(offer: JobOffer): string | undefined {
-    return this.freeSlots === 0 ? 'no free slot' : this.fits(offer);
-  }
-
   /**
    * Waits up to `ms` for the offer to fit, re-checking whenever a job ends here. Resolves undefined once it
    * fits, or the reason it still does not.
@@ -349,7 +341,7 @@ export class Agent {
     const deadline = performance.now() + ms;
     for (;;) {
       const left = deadline - performance.now();
-      if (left <= 0) return this.roomFor(offer);
+      if (left <= 0) return this.fits(offer);
       await new Promise<void>((resolve) => {
         const waiter = () => {
           clearTimeout(timer);
@@ -360,7 +352,7 @@ export class Agent {
         this.roomWaiters.add(waiter);
       });
       if (this.stopped) return 'agent stopping';
-      const verdict = this.roomFor(offer);
+      const verdict = this.fits(offer);
       if (!verdict) return undefined;
     }
   }
