@@ -69,6 +69,8 @@ function round(ms: number): number {
 }
 
 const REJECT_PAUSE_MS = [150, 450] as const;
+/** An offer that does not fit is held for at most this many pauses (more for offers that came back often). */
+const MAX_HOLD_ROUNDS = 8;
 
 export class Agent {
   readonly isolation: 'per-user' | 'single-user';
@@ -90,7 +92,7 @@ export class Agent {
   private housekeeping: NodeJS.Timeout | undefined;
   private draining = false;
   /** Offers held for a pause because they did not fit, woken when a job ends (see waitForRoom). */
-  private readonly roomWaiters = new Set<() => void>();
+  private readonly roomWaiters = new Set<{ deliveryCount: number; wake: () => void }>();
   private stopped = false;
 
   constructor(options: AgentOptions) {
@@ -182,6 +184,8 @@ export class Agent {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    // Offers held for room go back now, not when their pause ends.
+    for (const waiter of [...this.roomWaiters]) waiter.wake();
     if (this.heartbeat) clearInterval(this.heartbeat);
     if (this.housekeeping) clearInterval(this.housekeeping);
     await this.offers?.cancel();
@@ -236,22 +240,32 @@ export class Agent {
       return;
     }
     const missing = offer.labels.filter((label) => !this.config.labels.includes(label));
-    if (missing.length > 0 || this.freeSlots === 0) {
-      // Not for us (or not now): hand it back after a jittered pause so it goes round to other agents.
+    if (missing.length > 0) {
+      // Not for us: hand it back after a jittered pause so it goes round to other agents.
       const [low, high] = REJECT_PAUSE_MS;
       await delivery.requeue(low + Math.random() * (high - low));
       return;
     }
-    let verdict = this.fits(offer);
+    let verdict = this.roomFor(offer);
     if (verdict) {
       // The offer is held for the pause anyway: if one of this machine's jobs ends meanwhile and makes room,
       // it is taken then instead of going round the queue again (each round counts towards the delivery
       // limit, and a freed slot would otherwise go to whichever offer arrives next).
+      // An offer that came back often is held longer (and served first, see waitForRoom): during a burst
+      // of one user's jobs over the per-user cap it would otherwise use up its delivery limit going round.
       const [low, high] = REJECT_PAUSE_MS;
-      verdict = await this.waitForRoom(offer, low + Math.random() * (high - low));
-      if (verdict || this.active.has(key) || this.freeSlots === 0 || this.stopped) {
+      const rounds = Math.min(delivery.deliveryCount, MAX_HOLD_ROUNDS);
+      verdict = await this.waitForRoom(
+        offer,
+        (low + Math.random() * (high - low)) * rounds,
+        delivery.deliveryCount,
+      );
+      // Checked again with nothing awaited until the job is recorded as active below: other offers woken
+      // by the same job end must not take the same room.
+      verdict ??= this.roomFor(offer);
+      if (verdict || this.active.has(key) || this.stopped) {
         this.log.debug(
-          { jobId: offer.jobId, user: offer.user, reason: verdict ?? 'no free slot' },
+          { jobId: offer.jobId, user: offer.user, reason: verdict ?? 'agent stopping' },
           'offer does not fit, handing it back',
         );
         await delivery.requeue(0);
@@ -333,26 +347,34 @@ export class Agent {
     }
   }
 
+  /** Why the offer cannot be placed here now (no free slot, or see `fits`), or undefined. */
+  private roomFor(offer: JobOffer): string | undefined {
+    return this.freeSlots === 0 ? 'no free slot' : this.fits(offer);
+  }
+
   /**
    * Waits up to `ms` for the offer to fit, re-checking whenever a job ends here. Resolves undefined once it
    * fits, or the reason it still does not.
    */
-  private async waitForRoom(offer: JobOffer, ms: number): Promise<string | undefined> {
+  private async waitForRoom(offer: JobOffer, ms: number, deliveryCount: number): Promise<string | undefined> {
     const deadline = performance.now() + ms;
     for (;;) {
       const left = deadline - performance.now();
-      if (left <= 0) return this.fits(offer);
+      if (left <= 0) return this.roomFor(offer);
       await new Promise<void>((resolve) => {
-        const waiter = () => {
-          clearTimeout(timer);
-          this.roomWaiters.delete(waiter);
-          resolve();
+        const waiter = {
+          deliveryCount,
+          wake: () => {
+            clearTimeout(timer);
+            this.roomWaiters.delete(waiter);
+            resolve();
+          },
         };
-        const timer = setTimeout(waiter, left);
+        const timer = setTimeout(waiter.wake, left);
         this.roomWaiters.add(waiter);
       });
       if (this.stopped) return 'agent stopping';
-      const verdict = this.fits(offer);
+      const verdict = this.roomFor(offer);
       if (!verdict) return undefined;
     }
   }
@@ -488,7 +510,9 @@ export class Agent {
       }
     }
     if (job.executor) this.pool.jobEnded(job.executor, job.offer.jobId);
-    for (const waiter of [...this.roomWaiters]) waiter();
+    // Most-delivered first: they resume in this order, and the first that fits takes the room.
+    const waiters = [...this.roomWaiters].sort((a, b) => b.deliveryCount - a.deliveryCount);
+    for (const waiter of waiters) waiter.wake();
     // Final state first, then ack: if we die in between, a redelivered offer finds the job ended.
     await this.emitState(job, state, error);
     if (!job.acked) {

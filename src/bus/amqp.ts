@@ -77,6 +77,8 @@ class AmqpSubscription implements Subscription {
   readonly held = new Map<number, string>();
   cancelled = false;
   private busy: Promise<void> = Promise.resolve();
+  /** A forced rebalance queued but not started yet. */
+  private pendingRebalance: Promise<void> | undefined;
 
   constructor(
     private readonly bus: AmqpBus,
@@ -96,7 +98,14 @@ class AmqpSubscription implements Subscription {
 
   async setPrefetch(prefetch: number): Promise<void> {
     this.prefetch = Math.max(0, Math.floor(prefetch));
-    await this.run(() => this.rebalance(true));
+    // A re-consume takes three round trips and they run one at a time; changes asked for while one waits
+    // its turn are folded into it (it reads the latest prefetch when it runs), so a busy agent does not
+    // queue two per job.
+    this.pendingRebalance ??= this.run(() => {
+      this.pendingRebalance = undefined;
+      return this.rebalance(true);
+    });
+    await this.pendingRebalance;
   }
 
   async cancel(): Promise<void> {
