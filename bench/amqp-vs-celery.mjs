@@ -1,15 +1,19 @@
 // Steward no-op jobs end to end through RabbitMQ (`steward server` + `steward agent`) next to Celery no-op
 // tasks (Debian's python3-celery, prefork pool) on the same broker, in one run on this machine.
-// Throughput: a burst submitted at once, first submit → last done. Latency: sequential submit → done.
+// Throughput: a burst submitted at once, first submit → last done. Latency: sequential submit → done, seen
+// by the client as Celery's delay().get() sees it (pushed: the job's SSE stream; not polled).
+// CPU per job: user + system time of the server, the agent and its executors (Celery: worker and client),
+// read from /proc over the burst; the broker's own CPU (shared with anything else using it) separately.
 // Usage: node bench/amqp-vs-celery.mjs [stewardJobs=300] [celeryTasks=2000] [sequential=50]
-// Needs: the machine's RabbitMQ on 127.0.0.1:5672 (guest/guest, rabbitmqctl) and python3-celery.
+// Needs: the machine's RabbitMQ on 127.0.0.1:5672 (guest/guest, rabbitmqctl) and python3-celery
+// (`apt-get install python3-celery`; the bench runs /usr/bin/python3, or $CELERY_PYTHON).
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { machine, percentile, repoRoot, tempDir } from './harness.mjs';
+import { machine, percentile, pidsNamed, repoRoot, runAndTime, tempDir, treeCpuMs } from './harness.mjs';
 
 const stewardJobs = Number(process.argv[2] ?? 300);
 const celeryTasks = Number(process.argv[3] ?? 2000);
@@ -28,8 +32,12 @@ const freePort = () =>
     });
   });
 
+// Extra Node flags for the server and agent, e.g. to profile them during the burst:
+// STEWARD_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" node bench/amqp-vs-celery.mjs
+const nodeArgs = (process.env.STEWARD_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+
 function daemon(args, env = {}) {
-  const child = spawn(process.execPath, [bin, ...args], {
+  const child = spawn(process.execPath, [...nodeArgs, bin, ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -83,6 +91,9 @@ try {
       agent: {
         id: 'bench-agent',
         slots: cores * 4,
+        // Every job is the same user's: let that user have every slot (the default per-user cap is 4, and an
+        // offer over the cap goes back to the queue for another agent after a pause).
+        maxJobsPerExecutor: cores * 4,
         warmExecutors: 1,
         userMap,
         bus,
@@ -120,23 +131,39 @@ try {
   ).token;
   const source = readFileSync(path.join(repoRoot, 'examples/noop.yaml'), 'utf8');
   await api('POST', '/api/workflows', token, { source, fileName: 'noop.yaml' });
+  // The burst is collected by polling, gently: a tight poll loop would spend the server's CPU on GETs.
   const waitDone = async (id) => {
     for (;;) {
       const job = await api('GET', `/api/jobs/${id}`, token);
       if (['succeeded', 'failed', 'expired', 'canceled', 'lost'].includes(job.state)) return job;
-      await new Promise((r) => setTimeout(r, 1));
+      await new Promise((r) => setTimeout(r, 20));
     }
   };
-  // Warm-up (the user's first job takes on a warm executor).
-  await waitDone((await api('POST', '/api/jobs', token, { workflow: 'noop' })).id);
+  const client = { url, token, api: (method, route, body) => api(method, route, token, body) };
+  // Warm-up (the user's first job takes on a warm executor; the next few warm the code paths).
+  for (let i = 0; i < 5; i++) await runAndTime(client, { workflow: 'noop' });
 
   const seqLatencies = [];
+  const phases = { queueToStep: [], step: [], stepToDone: [], doneToClient: [] };
   for (let i = 0; i < sequential; i++) {
-    const t0 = performance.now();
-    const job = await waitDone((await api('POST', '/api/jobs', token, { workflow: 'noop' })).id);
+    const { job, done } = await runAndTime(client, { workflow: 'noop' });
     if (job.state !== 'succeeded') throw new Error(`job ${job.id} ${job.state}`);
-    seqLatencies.push(performance.now() - t0);
+    seqLatencies.push(done);
+    // Where the time goes (ms, server and agent clocks are this machine's): submit → the step starts in the
+    // executor → the step ends → the job's end is recorded → the client sees it.
+    const detail = await api('GET', `/api/jobs/${job.id}`, token);
+    const step = detail.steps?.[0];
+    const at = (iso) => Date.parse(iso);
+    if (step?.startedAt && step.finishedAt) {
+      phases.queueToStep.push(at(step.startedAt) - at(detail.createdAt));
+      phases.step.push(at(step.finishedAt) - at(step.startedAt));
+      phases.stepToDone.push(at(detail.finishedAt) - at(step.finishedAt));
+      phases.doneToClient.push(done - (at(detail.finishedAt) - at(detail.createdAt)));
+    }
   }
+  const cpuPids = { server: [server.child.pid], agent: [agent.child.pid], broker: pidsNamed('beam.smp') };
+  const cpuBefore = Object.fromEntries(Object.entries(cpuPids).map(([k, pids]) => [k, treeCpuMs(pids)]));
+  const benchCpuBefore = process.cpuUsage();
   const t0 = performance.now();
   const ids = await Promise.all(
     Array.from(
@@ -147,6 +174,11 @@ try {
   const burstJobs = [];
   for (const id of ids) burstJobs.push(await waitDone(id));
   const stewardSeconds = (performance.now() - t0) / 1000;
+  const cpuMs = Object.fromEntries(
+    Object.entries(cpuPids).map(([k, pids]) => [k, (treeCpuMs(pids) - cpuBefore[k]) / stewardJobs]),
+  );
+  const benchCpu = process.cpuUsage(benchCpuBefore);
+  cpuMs.client = (benchCpu.user + benchCpu.system) / 1000 / stewardJobs;
   const notOk = burstJobs.filter((job) => job.state !== 'succeeded').length;
   const steward = {
     throughput: stewardJobs / stewardSeconds,
@@ -154,6 +186,19 @@ try {
     p99: percentile(seqLatencies, 99),
     failed: notOk,
   };
+  const f = (v) => `${v.toFixed(1)}`;
+  const p = (values) => `${f(percentile(values, 50))}/${f(percentile(values, 99))}`;
+  // Printed now: the Celery half can still fail (e.g. python3-celery missing).
+  console.log(`no-op work through RabbitMQ on one machine (${machine()})`);
+  console.log(
+    `Steward: ${stewardJobs} jobs, 1 agent with ${cores * 4} slots, throughput ${f(steward.throughput)} jobs/s; sequential submit→done (SSE) p50 ${f(steward.p50)} ms, p99 ${f(steward.p99)} ms${steward.failed ? `; ${steward.failed} not succeeded` : ''}`,
+  );
+  console.log(
+    `Steward CPU per job in the burst: server ${f(cpuMs.server)} ms + agent and executors ${f(cpuMs.agent)} ms = ${f(cpuMs.server + cpuMs.agent)} ms; broker ${f(cpuMs.broker)} ms; bench client ${f(cpuMs.client)} ms`,
+  );
+  console.log(
+    `Steward phases p50/p99 (ms): submit→step running ${p(phases.queueToStep)}, step ${p(phases.step)}, step end→done recorded ${p(phases.stepToDone)}, recorded→client ${p(phases.doneToClient)}`,
+  );
   for (const cleanup of cleanups.splice(0)) await cleanup();
 
   // --- Celery -------------------------------------------------------------------------------------------
@@ -189,6 +234,9 @@ try {
     worker.kill('SIGTERM');
     await new Promise((r) => (worker.exitCode !== null ? r() : worker.once('exit', r)));
   });
+  // The client starts Python and imports Celery before timing; the worker's CPU is counted over its whole
+  // life here (start-up included), so Celery's CPU per task is if anything overstated.
+  const brokerCpuBefore = treeCpuMs(cpuPids.broker);
   const out = execFileSync(
     python,
     [path.join(celeryDir, 'client.py'), String(celeryTasks), String(sequential)],
@@ -199,22 +247,24 @@ try {
     },
   ).toString();
   const celeryResult = JSON.parse(out.trim().split('\n').pop());
+  const celeryCpu = {
+    worker: treeCpuMs([worker.pid]) / (celeryTasks + sequential + 1),
+    broker: (treeCpuMs(cpuPids.broker) - brokerCpuBefore) / (celeryTasks + sequential + 1),
+  };
   const celery = {
     throughput: celeryTasks / celeryResult.seconds,
     p50: percentile(celeryResult.lat, 50),
     p99: percentile(celeryResult.lat, 99),
   };
 
-  const f = (v) => `${v.toFixed(1)}`;
-  console.log(`no-op work through RabbitMQ on one machine (${machine()})`);
-  console.log(
-    `Steward: ${stewardJobs} jobs, 1 agent with ${cores * 4} slots, throughput ${f(steward.throughput)} jobs/s; sequential submit→done (REST poll) p50 ${f(steward.p50)} ms, p99 ${f(steward.p99)} ms${steward.failed ? `; ${steward.failed} not succeeded` : ''}`,
-  );
   console.log(
     `Celery:  ${celeryTasks} tasks, prefork ×${cores}, rpc backend, throughput ${f(celery.throughput)} tasks/s; sequential delay().get() p50 ${f(celery.p50)} ms, p99 ${f(celery.p99)} ms`,
   );
   console.log(
-    `ratio Steward/Celery: throughput ${(steward.throughput / celery.throughput).toFixed(3)}×, p50 latency ${(steward.p50 / celery.p50).toFixed(2)}×`,
+    `Celery CPU per task: worker ${f(celeryCpu.worker)} ms (whole life, start-up included); broker ${f(celeryCpu.broker)} ms`,
+  );
+  console.log(
+    `ratio Steward/Celery: throughput ${(steward.throughput / celery.throughput).toFixed(3)}×, p50 latency ${(steward.p50 / celery.p50).toFixed(2)}×, CPU per unit of work (without broker) ${((cpuMs.server + cpuMs.agent) / celeryCpu.worker).toFixed(2)}×`,
   );
   void workerOutput;
 } finally {

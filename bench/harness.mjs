@@ -1,6 +1,6 @@
 // Shared bench helpers: a private `steward up` on a free port, an OS user when run as root, REST helpers.
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, chmodSync, rmSync } from 'node:fs';
+import { mkdtempSync, chmodSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -29,6 +29,58 @@ export function percentile(values, p) {
   const sorted = [...values].sort((a, b) => a - b);
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+/**
+ * CPU time (ms, user + system) of the given processes and all their descendants, read from /proc. Children
+ * that already exited and were reaped count in their parent's `cutime/cstime`, which are included too.
+ */
+export function treeCpuMs(rootPids) {
+  const parents = new Map();
+  const ticks = new Map();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // exited meanwhile
+    }
+    // Fields after the command name (which may hold spaces and parentheses).
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    parents.set(Number(entry), Number(fields[1]));
+    ticks.set(
+      Number(entry),
+      Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]),
+    );
+  }
+  const wanted = new Set(rootPids);
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const [pid, parent] of parents) {
+      if (!wanted.has(pid) && wanted.has(parent)) {
+        wanted.add(pid);
+        grew = true;
+      }
+    }
+  }
+  let total = 0;
+  for (const pid of wanted) total += ticks.get(pid) ?? 0;
+  return (total * 1000) / 100; // USER_HZ is 100 on Linux
+}
+
+/** Pids of processes whose command name is `name` (e.g. the broker's `beam.smp`). */
+export function pidsNamed(name) {
+  const pids = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/comm`, 'utf8').trim() === name) pids.push(Number(entry));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return pids;
 }
 
 export function machine() {

@@ -386,9 +386,15 @@ export class Agent {
     );
   }
 
-  /** A job ended: place parked offers that fit now, oldest first. */
+  /**
+   * A job ended: place parked offers that fit now, most-delivered first (an offer that came back often is
+   * closest to its delivery limit), then oldest first.
+   */
   private async placeParked(): Promise<void> {
-    for (const [key, parked] of [...this.parked]) {
+    const order = [...this.parked].sort(
+      ([, a], [, b]) => b.delivery.deliveryCount - a.delivery.deliveryCount || a.receivedAt - b.receivedAt,
+    );
+    for (const [key, parked] of order) {
       if (this.freeSlots === 0) return;
       if (this.parked.get(key) !== parked || this.fits(parked.offer)) continue;
       clearTimeout(parked.timer);
@@ -428,7 +434,10 @@ export class Agent {
     remember(this.taken, key, 100_000);
     this.hold(key, job, delivery);
     await this.updatePrefetch();
-    await this.emitState(job, 'loading');
+    // Placing does not wait for the broker's confirm of `loading`: it is published now, on the channel every
+    // later event of the job goes out on, so the server still sees it first; and whatever was confirmed, the
+    // offer stays unacked until `loaded`, so a crash before that leads to redelivery.
+    void this.emitState(job, 'loading');
     try {
       await this.place(job);
     } catch (error) {
@@ -588,9 +597,12 @@ export class Agent {
   private async loaded(job: ActiveJob): Promise<void> {
     if (job.timing && job.sentAt !== undefined) job.timing.load = round(performance.now() - job.sentAt);
     job.loaded = true;
-    await this.release(job);
     await this.updatePrefetch();
-    await this.emitState(job, 'running');
+    // `running` is published before the ack, so the broker has it before anything can make the offer
+    // go elsewhere; the final state, published later on the same channel, can never overtake it.
+    const running = this.emitState(job, 'running');
+    await this.release(job);
+    await running;
   }
 
   /**

@@ -138,6 +138,8 @@ class AmqpSubscription implements Subscription {
   readonly revokers = new Map<number, () => void>();
   cancelled = false;
   private busy: Promise<void> = Promise.resolve();
+  /** A forced rebalance queued but not started yet. */
+  private pendingRebalance: Promise<void> | undefined;
 
   constructor(
     private readonly bus: AmqpBus,
@@ -158,9 +160,16 @@ class AmqpSubscription implements Subscription {
   async setPrefetch(prefetch: number): Promise<void> {
     const next = Math.max(0, Math.floor(prefetch));
     // Unchanged: the consumer in place already enforces it (a re-consume would only cost round trips).
-    if (next === this.prefetch && this.consumerTag !== undefined) return;
+    if (next === this.prefetch && this.consumerTag !== undefined && this.pendingRebalance === undefined) return;
     this.prefetch = next;
-    await this.run(() => this.rebalance(true));
+    // A re-consume takes three round trips and they run one at a time; changes asked for while one waits
+    // its turn are folded into it (it reads the latest prefetch when it runs), so a busy agent does not
+    // queue two per job.
+    this.pendingRebalance ??= this.run(() => {
+      this.pendingRebalance = undefined;
+      return this.rebalance(true);
+    });
+    await this.pendingRebalance;
   }
 
   async cancel(): Promise<void> {
@@ -716,7 +725,9 @@ export class AmqpBus implements Bus {
 
   private socketOptions(): Record<string, unknown> {
     const { ca, cert, key } = this.options;
-    const tls: Record<string, unknown> = {};
+    // Nagle's algorithm would hold a small frame (a publish, an ack) back until the previous one is
+    // acknowledged: tens of ms added to every round trip of a request/confirm protocol.
+    const tls: Record<string, unknown> = { noDelay: true };
     if (ca) tls.ca = [ca];
     if (cert) tls.cert = cert;
     if (key) tls.key = key;

@@ -3,4 +3,5 @@ export type * from './types.js';
 export { parseWorkflow, describeWorkflow, type ParseOptions } from './validator.js';
 export { resolveParams } from './params.js';
 export { runWorkflow } from './runner.js';
+export { DuckDBHost } from './tables.js';
 export { closeSqlAnalyzer } from './sql-analyzer.js';

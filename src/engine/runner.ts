@@ -9,7 +9,7 @@ import type { DuckDBConnection } from '@duckdb/node-api';
 import { StewardError, type ErrorInfo, type StepEvent } from '../protocol/index.js';
 import { paramToString, substitute } from './params.js';
 import { runProcess } from './processes.js';
-import { bindParams, copyStatement, JobDatabase, quoteIdentifier, readStatement, runCounting } from './tables.js';
+import { bindParams, copyStatement, openJobDatabase, quoteIdentifier, readStatement, runCounting, type JobDatabase } from './tables.js';
 import type {
   ReadStepSpec,
   RunOptions,
@@ -49,6 +49,7 @@ class JobRun {
   private database: Promise<JobDatabase> | undefined;
   private readonly exports = new Map<string, Promise<string>>();
   private paramsFile = '';
+  private readonly subdirs = new Map<string, Promise<string>>();
 
   constructor(
     private readonly workflow: Workflow,
@@ -66,12 +67,15 @@ class JobRun {
   }
 
   private db(): Promise<JobDatabase> {
-    this.database ??= JobDatabase.open({
-      tempDir: this.options.tempDir,
-      workDir: this.options.workDir,
-      memoryLimit: this.options.duckdb.memoryLimit,
-      threads: this.options.duckdb.threads,
-    });
+    const { duckdbHost } = this.options;
+    this.database ??= duckdbHost
+      ? duckdbHost.then((host) => host.openJob({ workDir: this.options.workDir }))
+      : openJobDatabase({
+          tempDir: this.options.tempDir,
+          workDir: this.options.workDir,
+          memoryLimit: this.options.duckdb.memoryLimit,
+          threads: this.options.duckdb.threads,
+        });
     return this.database;
   }
 
@@ -108,7 +112,7 @@ class JobRun {
       signal.removeEventListener('abort', onCancel);
       if (this.database) {
         try {
-          (await this.database).close();
+          await (await this.database).close();
         } catch {
           // Opening failed: nothing to close.
         }
@@ -126,10 +130,23 @@ class JobRun {
     this.stop.abort();
   }
 
-  private async prepare(): Promise<void> {
-    for (const dir of ['logs', 'out', 'in', 'scripts', 'tables', 'results']) {
-      await mkdir(path.join(this.stewardDir, dir), { recursive: true, mode: 0o700 });
+  /**
+   * `.steward/<name>`, created on first use: a job that needs no script, export or table output (most small
+   * ones) does not pay for making and removing directories it never uses.
+   */
+  private subdir(name: 'logs' | 'out' | 'in' | 'scripts' | 'tables' | 'results'): Promise<string> {
+    let made = this.subdirs.get(name);
+    if (!made) {
+      const dir = path.join(this.stewardDir, name);
+      made = mkdir(dir, { recursive: true, mode: 0o700 }).then(() => dir);
+      made.catch(() => this.subdirs.delete(name));
+      this.subdirs.set(name, made);
     }
+    return made;
+  }
+
+  private async prepare(): Promise<void> {
+    await mkdir(this.stewardDir, { recursive: true, mode: 0o700 });
     this.paramsFile = path.join(this.stewardDir, 'params.json');
     await writeFile(this.paramsFile, JSON.stringify(this.options.params, null, 2), { mode: 0o600 });
   }
@@ -269,16 +286,20 @@ class JobRun {
     const key = `${table}.${format}`;
     let pending = this.exports.get(key);
     if (!pending) {
-      const target = path.join(this.stewardDir, 'tables', key);
-      pending = this.withConnection(this.stop.signal, (connection) => runCounting(connection, copyStatement(table, target, format))).then(() => target);
+      pending = this.subdir('tables').then(async (tables) => {
+        const target = path.join(tables, key);
+        await this.withConnection(this.stop.signal, (connection) => runCounting(connection, copyStatement(table, target, format)));
+        return target;
+      });
       this.exports.set(key, pending);
     }
     return pending;
   }
 
+
   private async runScript(step: StepSpec, spec: ScriptStepSpec, signal: AbortSignal): Promise<void> {
-    const inputDir = path.join(this.stewardDir, 'in', step.id);
-    const outputDir = path.join(this.stewardDir, 'out', step.id);
+    const inputDir = path.join(await this.subdir('in'), step.id);
+    const outputDir = path.join(await this.subdir('out'), step.id);
     await rm(outputDir, { recursive: true, force: true });
     await mkdir(outputDir, { recursive: true, mode: 0o700 });
     await mkdir(inputDir, { recursive: true, mode: 0o700 });
@@ -293,7 +314,7 @@ class JobRun {
       argv = spec.command!.map((argument) => substitute(argument, this.options.params));
     } else {
       const extension = step.kind === 'python' ? 'py' : 'sh';
-      const scriptFile = path.join(this.stewardDir, 'scripts', `${step.id}.${extension}`);
+      const scriptFile = path.join(await this.subdir('scripts'), `${step.id}.${extension}`);
       await writeFile(scriptFile, spec.script!, { mode: 0o600 });
       const interpreter = step.kind === 'python' ? (this.options.python ?? 'python3') : (this.options.shell ?? (await defaultShell()));
       argv = [interpreter, scriptFile];
@@ -313,8 +334,9 @@ class JobRun {
       STEWARD_PARAMS_FILE: this.paramsFile,
     });
 
-    const stdoutPath = path.join(this.stewardDir, 'logs', `${step.id}.stdout.log`);
-    const stderrPath = path.join(this.stewardDir, 'logs', `${step.id}.stderr.log`);
+    const logDir = await this.subdir('logs');
+    const stdoutPath = path.join(logDir, `${step.id}.stdout.log`);
+    const stderrPath = path.join(logDir, `${step.id}.stderr.log`);
     this.logs.push({ stepId: step.id, stream: 'stdout', path: stdoutPath }, { stepId: step.id, stream: 'stderr', path: stderrPath });
     const outcome = await runProcess({
       argv,
@@ -372,6 +394,7 @@ class JobRun {
     }
     const tables = await Promise.all(
       tableOutputs.map(async (step): Promise<RunOutput> => {
+        await this.subdir('results');
         const parquetPath = path.join(resultsDir, `${step.id}.parquet`);
         const csvPath = path.join(resultsDir, `${step.id}.csv`);
         for (const [format, target] of [['parquet', parquetPath], ['csv', csvPath]] as const) {

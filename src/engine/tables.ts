@@ -3,6 +3,7 @@
  * write steps and exports COPY a table to a file. Values are always bound as parameters; the only place
  * DuckDB cannot bind is a COPY target and its options, which are quoted as SQL literals.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import {
@@ -80,11 +81,21 @@ export function bindParams(
   return { values, types };
 }
 
-export class JobDatabase {
-  private constructor(
-    readonly instance: DuckDBInstance,
-    readonly dbPath: string,
-  ) {}
+/** Where a job's tables live: connections to them, and the end of them. */
+export interface JobDatabase {
+  /** A connection whose unqualified names are the job's tables and whose relative paths are the job's. */
+  connect(): Promise<DuckDBConnection>;
+  /** Drops the job's tables. Every connection must be closed first. */
+  close(): Promise<void>;
+}
+
+/**
+ * A job database with a DuckDB instance of its own: a file in the job's temp dir. Opening and closing one
+ * costs tens of milliseconds (the instance starts its threads; closing checkpoints and fsyncs the file), so
+ * the executor uses a DuckDBHost instead; this is for a job run on its own (tests, local runs).
+ */
+class OwnJobDatabase implements JobDatabase {
+  private constructor(private readonly instance: DuckDBInstance) {}
 
   static async open(options: JobDatabaseOptions): Promise<JobDatabase> {
     const dbPath = path.join(options.tempDir, 'job.duckdb');
@@ -99,11 +110,105 @@ export class JobDatabase {
       // executor's working directory.
       file_search_path: options.workDir,
     });
-    return new JobDatabase(instance, dbPath);
+    return new OwnJobDatabase(instance);
   }
 
   connect(): Promise<DuckDBConnection> {
     return this.instance.connect();
+  }
+
+  close(): Promise<void> {
+    this.instance.closeSync();
+    return Promise.resolve();
+  }
+}
+
+export function openJobDatabase(options: JobDatabaseOptions): Promise<JobDatabase> {
+  return OwnJobDatabase.open(options);
+}
+
+export interface DuckDBHostOptions {
+  /** Spill directory for every job of the host (private to the executor's user). */
+  spillDir: string;
+  memoryLimit: string;
+  threads: number;
+}
+
+/**
+ * One warm DuckDB instance shared by the jobs of an executor (one OS user). Each job gets its own
+ * in-memory database attached under a random name: its own catalog, so its tables never meet another job's,
+ * dropped whole when the job ends. Connections of a job `USE` its database and resolve relative paths in its
+ * job directory (both per connection). Tables larger than memory spill to the host's spill directory, which
+ * is the user's private temp dir; no job table is written anywhere else, and nothing needs to be durable: the
+ * tables are gone when the job is. This saves a per-job instance start and a checkpoint + fsync per job.
+ * `memory_limit` and `threads` bound the executor as a whole, which is what the cgroup limits bound too.
+ */
+export class DuckDBHost {
+  private constructor(private readonly instance: DuckDBInstance) {}
+
+  /**
+   * Without options the host has DuckDB's defaults and no spill directory, and touches no file: for a
+   * pre-started executor, which starts it before it knows its user and calls `configure` once it does.
+   */
+  static async create(options?: DuckDBHostOptions): Promise<DuckDBHost> {
+    if (options) await mkdir(options.spillDir, { recursive: true, mode: 0o700 });
+    const instance = await DuckDBInstance.create(':memory:', {
+      autoinstall_known_extensions: 'false',
+      ...(options
+        ? {
+            threads: String(options.threads),
+            memory_limit: options.memoryLimit,
+            temp_directory: options.spillDir,
+          }
+        : {}),
+    });
+    return new DuckDBHost(instance);
+  }
+
+  /** Sets the limits and the spill directory; before any job runs on the host. */
+  async configure(options: DuckDBHostOptions): Promise<void> {
+    await mkdir(options.spillDir, { recursive: true, mode: 0o700 });
+    const connection = await this.instance.connect();
+    try {
+      await connection.run(
+        `SET threads = ${Math.max(1, Math.floor(options.threads))}; SET memory_limit = ${quoteLiteral(options.memoryLimit)}; SET temp_directory = ${quoteLiteral(options.spillDir)}`,
+      );
+    } finally {
+      connection.closeSync();
+    }
+  }
+
+  async openJob(options: { workDir: string }): Promise<JobDatabase> {
+    // Random, so that a job's SQL cannot name a concurrent job's database by guessing its id.
+    const name = quoteIdentifier(`job_${randomBytes(12).toString('hex')}`);
+    const setup = await this.instance.connect();
+    try {
+      await setup.run(`ATTACH ':memory:' AS ${name}`);
+    } finally {
+      setup.closeSync();
+    }
+    const instance = this.instance;
+    const workDir = quoteLiteral(options.workDir);
+    return {
+      async connect() {
+        const connection = await instance.connect();
+        try {
+          await connection.run(`USE ${name}; SET file_search_path = ${workDir}`);
+        } catch (error) {
+          connection.closeSync();
+          throw error;
+        }
+        return connection;
+      },
+      async close() {
+        const teardown = await instance.connect();
+        try {
+          await teardown.run(`DETACH ${name}`);
+        } finally {
+          teardown.closeSync();
+        }
+      },
+    };
   }
 
   close(): void {

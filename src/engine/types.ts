@@ -3,6 +3,7 @@
  * agent. The executor hosts it; the server uses only parsing and validation.
  */
 import type { ErrorInfo, ParamValue, StepEvent } from '../protocol/index.js';
+import type { DuckDBHost } from './tables.js';
 
 export type ParamType = 'string' | 'number' | 'integer' | 'boolean' | 'date' | 'enum';
 
@@ -58,6 +59,11 @@ export interface RunOptions {
   /** Job temp directory: the DuckDB database and its temp_directory live here. */
   tempDir: string;
   duckdb: { memoryLimit: string; threads: number };
+  /**
+   * A warm DuckDB instance to hold the job's tables (see DuckDBHost). Default: an instance of the job's own,
+   * in `tempDir`, with the `duckdb` settings.
+   */
+  duckdbHost?: Promise<DuckDBHost>;
   /** Base environment for script and command steps (the executor's clean environment). */
   env: Record<string, string>;
   signal: AbortSignal;

@@ -3,9 +3,16 @@
  * `loaded` (the agent acks the offer only then), run it with the engine, upload results and logs, and report
  * the final state. Everything here already runs as the job's user.
  */
+import { createHash } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { parseWorkflow, runWorkflow, type RunResult } from '../engine/index.js';
+import {
+  parseWorkflow,
+  runWorkflow,
+  type DuckDBHost,
+  type RunResult,
+  type Workflow,
+} from '../engine/index.js';
 import {
   coerceError,
   type AgentToExecutor,
@@ -22,6 +29,31 @@ export interface JobContext {
   env: Record<string, string>;
   send: (message: ExecutorToAgent) => void;
   signal: AbortSignal;
+  /** The executor's warm DuckDB instance; the job's tables go in a database of their own inside it. */
+  duckdbHost?: Promise<DuckDBHost>;
+}
+
+/**
+ * Parsed workflows by digest of their source. A user's jobs mostly run the same few workflows, and parsing
+ * validates every SQL step with DuckDB's parser. The parse is a pure function of (format, source), so a
+ * cached result is exactly what parsing again would give; the run never modifies it.
+ */
+const parsedWorkflows = new Map<string, Promise<Workflow>>();
+const PARSED_WORKFLOWS_KEPT = 32;
+
+function parseCached(source: string, format: 'yaml' | 'json'): Promise<Workflow> {
+  const key = createHash('sha256').update(format).update('\0').update(source).digest('hex');
+  let parsed = parsedWorkflows.get(key);
+  if (!parsed) {
+    parsed = parseWorkflow(source, { format });
+    parsed.catch(() => parsedWorkflows.delete(key));
+    parsedWorkflows.set(key, parsed);
+    if (parsedWorkflows.size > PARSED_WORKFLOWS_KEPT) {
+      const oldest = parsedWorkflows.keys().next().value;
+      if (oldest !== undefined) parsedWorkflows.delete(oldest);
+    }
+  }
+  return parsed;
 }
 
 export async function runJob(job: JobMessage, context: JobContext): Promise<void> {
@@ -35,9 +67,9 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
   let loaded = false;
   try {
     await mkdir(workDir, { recursive: true, mode: 0o700 });
-    await mkdir(tempDir, { recursive: true, mode: 0o700 });
+    // The job's temp dir is made only by what uses it (a DuckDB database of the job's own, without a host).
     const fetched = await client.workflow();
-    const workflow = await parseWorkflow(fetched.source, { format: fetched.format });
+    const workflow = await parseCached(fetched.source, fetched.format);
     for (const asset of fetched.assets) {
       const target = path.join(workDir, asset.path);
       // Asset paths were validated at push; check again here since this is where they touch the disk.
@@ -53,6 +85,7 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
       workDir,
       tempDir,
       duckdb: identity.duckdb,
+      ...(context.duckdbHost ? { duckdbHost: context.duckdbHost } : {}),
       env: context.env,
       signal: context.signal,
       timeoutMs: job.timeoutMs,

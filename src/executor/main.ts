@@ -3,12 +3,13 @@
  * it loads everything it needs (engine, DuckDB) first, says `ready`, and waits to be assigned a user.
  * It never talks to the broker and holds no credential but the job tokens of its own jobs.
  */
+import path from 'node:path';
 import { AgentToExecutor, coerceError, type ExecutorToAgent } from '../protocol/index.js';
 import { closeInheritedFds } from './fds.js';
 import { assumeIdentity, cleanEnvironment, type AssumeMessage } from './identity.js';
 import { runJob } from './job-runner.js';
 // Loaded before `ready` so a user's first job does not pay for it (the DuckDB native module especially).
-import { parseWorkflow } from '../engine/index.js';
+import { DuckDBHost, parseWorkflow } from '../engine/index.js';
 
 if (!process.send) {
   process.stderr.write('steward executor: must be started by a Steward agent (no IPC channel)\n');
@@ -22,6 +23,36 @@ const running = new Map<string, AbortController>();
 let identity: AssumeMessage | undefined;
 let env: Record<string, string> = {};
 let exiting = false;
+/** The DuckDB instance of every job of this executor, started as soon as the user is known. */
+let duckdbHost: Promise<DuckDBHost> | undefined;
+
+/**
+ * Started before `ready` with DuckDB's defaults and no file (like the rest of the warm-up), so that a user's
+ * first job does not wait for it; it gets the user's limits and spill directory once the user is known.
+ */
+let prestartedHost: Promise<DuckDBHost> | undefined;
+
+function startDuckDBHost(assumed: AssumeMessage): Promise<DuckDBHost> {
+  const options = {
+    spillDir: path.join(assumed.tempDir, 'duckdb-tmp'),
+    memoryLimit: assumed.duckdb.memoryLimit,
+    threads: assumed.duckdb.threads,
+  };
+  const prestarted = prestartedHost;
+  prestartedHost = undefined;
+  const host = prestarted
+    ? prestarted.then(async (started) => {
+        await started.configure(options);
+        return started;
+      })
+    : DuckDBHost.create(options);
+  // A failed start is retried by the next job rather than failing every job to come.
+  host.catch((error: unknown) => {
+    log('error', 'DuckDB could not start', { error: String(error) });
+    if (duckdbHost === host) duckdbHost = undefined;
+  });
+  return host;
+}
 
 function send(message: ExecutorToAgent): void {
   if (process.connected) process.send!(message);
@@ -82,6 +113,8 @@ process.on('message', (raw: unknown) => {
         Object.assign(process.env, env);
         process.chdir(message.workspaceDir);
         send({ type: 'assumed', ...assumed });
+        // As the user, so its spill files are the user's; in the background, ready by the first job.
+        duckdbHost = startDuckDBHost(message);
       } catch (error) {
         send({ type: 'assume-failed', message: (error as Error).message });
         void shutdown('identity switch failed');
@@ -100,7 +133,8 @@ process.on('message', (raw: unknown) => {
       }
       const controller = new AbortController();
       running.set(message.jobId, controller);
-      runJob(message, { identity, env, send, signal: controller.signal })
+      duckdbHost ??= startDuckDBHost(identity);
+      runJob(message, { identity, env, send, signal: controller.signal, duckdbHost })
         .catch((error: unknown) => {
           const normalised = coerceError(error);
           log('error', 'job crashed', { jobId: message.jobId, error: String(error) });
@@ -150,6 +184,8 @@ async function warmUp(): Promise<void> {
       { format: 'yaml' },
     );
     await (await fetch('data:text/plain,warm')).text();
+    prestartedHost = DuckDBHost.create();
+    await prestartedHost;
   } catch (error) {
     log('info', 'warm-up skipped', { error: String(error) });
   }

@@ -9,20 +9,31 @@ import {
   AgentMessage,
   isTerminal,
   type ErrorInfo,
+  type JobEvent,
   type JobState,
   type OfferVerifier,
 } from '../protocol/index.js';
-import type { Store } from '../store/index.js';
+import type { AppliedEvent, Store } from '../store/index.js';
 import type { JobService } from './jobs.js';
 import type { JobWatch } from './watch.js';
 
 /** Causes an agent gives when it hands an offer back because the executor loading it died. */
 const LOST_EXECUTOR: ReadonlySet<string> = new Set(['STEWARD_EXECUTOR_CRASHED', 'STEWARD_OUT_OF_MEMORY']);
 
+interface QueuedEvent {
+  event: JobEvent;
+  resolve: (result: AppliedEvent) => void;
+  reject: (error: unknown) => void;
+}
+
+/** Most events in one transaction: bounds how long one commit holds the database. */
+const MAX_BATCH = 256;
+
 export class EventConsumer {
   private readonly subscriptions: Subscription[] = [];
-  /** Per job, the tail of its chain of event applications (see inJobOrder). */
-  private readonly chains = new Map<string, Promise<void>>();
+  /** Events waiting for the next group commit (see applyInOrder). */
+  private readonly queued: QueuedEvent[] = [];
+  private writing: Promise<void> | undefined;
 
   constructor(
     private readonly deps: {
@@ -60,16 +71,7 @@ export class EventConsumer {
       await delivery.ack();
       return;
     }
-    const result = await this.inJobOrder(message.jobId, async () => {
-      // An executor that died under the job is not the job's fault: it may run again as a new attempt.
-      const event =
-        message.type === 'state' &&
-        message.state === 'failed' &&
-        this.deps.jobs.isRetryableFailure(message.error)
-          ? await this.deps.jobs.onAttemptFailure(message)
-          : message;
-      return this.deps.store.applyEvent(event);
-    });
+    const result = await this.applyInOrder(message);
     if (result.job) this.deps.watch.publishJob(result.job);
     if (result.step) this.deps.watch.publishStep(result.step);
     if (result.applied && !result.job && message.type === 'state' && !isTerminal(message.state)) {
@@ -103,22 +105,65 @@ export class EventConsumer {
   }
 
   /**
-   * Applies one job's events one at a time, in the order the bus delivered them. The bus may hand over many
-   * deliveries at once; applying them concurrently would reorder a job's events (harmless for the store,
-   * which is idempotent, but live listeners would see a step change after the job's end).
+   * Group commit: events that arrive while a batch is being written wait and then go together, in delivery
+   * order, in one transaction (one fsync for the lot instead of one each). Each delivery is acked by the bus
+   * only after its promise resolves, i.e. after the transaction holding it committed: durability is as with
+   * one transaction per event. Applying in delivery order, one batch at a time, also keeps each job's events
+   * in order, so live listeners never see a step change after the job's end.
    */
-  private inJobOrder<T>(jobId: string, work: () => Promise<T>): Promise<T> {
-    const previous = this.chains.get(jobId) ?? Promise.resolve();
-    const run = previous.then(work, work);
-    const settled = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.chains.set(jobId, settled);
-    void settled.then(() => {
-      if (this.chains.get(jobId) === settled) this.chains.delete(jobId);
+  private applyInOrder(event: JobEvent): Promise<AppliedEvent> {
+    return new Promise<AppliedEvent>((resolve, reject) => {
+      this.queued.push({ event, resolve, reject });
+      if (!this.writing) {
+        // Give the deliveries already read from the socket a chance to join the first batch.
+        this.writing = new Promise<void>((done) => setImmediate(done)).then(() => this.writeQueued());
+      }
     });
-    return run;
+  }
+
+  private async writeQueued(): Promise<void> {
+    try {
+      while (this.queued.length > 0) {
+        // An executor that died under the job is not the job's fault: it may run again as a new attempt. That
+        // decision reads the job as the events before it left it, so it is taken alone, after them.
+        if (this.isRetryableFailure(this.queued[0]!.event)) {
+          const item = this.queued.shift()!;
+          try {
+            const event = await this.deps.jobs.onAttemptFailure(item.event as JobEvent & { type: 'state' });
+            item.resolve(await this.deps.store.applyEvent(event));
+          } catch (error) {
+            item.reject(error);
+          }
+          continue;
+        }
+        const end = this.queued.findIndex((item) => this.isRetryableFailure(item.event));
+        const batch = this.queued.splice(0, Math.min(MAX_BATCH, end < 0 ? this.queued.length : end));
+        let results: AppliedEvent[] | undefined;
+        try {
+          results = await this.deps.store.applyEvents(batch.map((item) => item.event));
+        } catch {
+          // One bad event must not hold back the others: apply them one by one; a failure rejects only its
+          // own delivery (which the bus requeues).
+        }
+        if (results) {
+          batch.forEach((item, index) => item.resolve(results[index]!));
+          continue;
+        }
+        for (const item of batch) {
+          try {
+            item.resolve(await this.deps.store.applyEvent(item.event));
+          } catch (error) {
+            item.reject(error);
+          }
+        }
+      }
+    } finally {
+      this.writing = undefined;
+    }
+  }
+
+  private isRetryableFailure(event: JobEvent): boolean {
+    return event.type === 'state' && event.state === 'failed' && this.deps.jobs.isRetryableFailure(event.error);
   }
 
   /**

@@ -83,6 +83,8 @@ export class JobService {
     const jobToken = newSecret('stj_');
     const timeoutMs = input.timeoutSeconds === undefined ? null : input.timeoutSeconds * 1000;
     const deadline = now + config.loadTimeoutMs;
+    // Recorded as offered before publishing (an agent may report `loading` as soon as the offer is out), in
+    // the same commit as the insert.
     const inserted = await store.insertJobOnce({
       id: newJobId(now),
       user: principal.user,
@@ -95,13 +97,15 @@ export class JobService {
       steps: workflow.steps.map((step) => ({ id: step.id, kind: step.kind })),
       retries: input.retries ?? null,
       loadDeadline: deadline,
+      offered: true,
       submitKey: input.idempotencyKey ?? null,
     });
-    // A retry of a submission that already created its job: answer with that job, submit nothing. (If the
-    // first server died before offering it, a sweeper adopts the queued job, see adoptQueued.)
+    // A retry of a submission that already created its job: answer with that job, submit nothing.
     if (!inserted.created) return inserted.job;
     const job = inserted.job;
-    await this.deps.audit.record({
+    this.deps.watch.publishJob(job);
+    // The audit entry is written while the broker confirms the offer: both are done before the answer.
+    const audited = this.deps.audit.record({
       actor: principal.user,
       action: 'job.submit',
       target: job.id,
@@ -112,8 +116,26 @@ export class JobService {
         ...(input.retries !== undefined ? { retries: input.retries } : {}),
       },
     });
-
-    return this.offer(job, jobToken, deadline, now, {});
+    try {
+      await this.deps.bus.publishOffer(this.signOffer(job, jobToken, deadline, now));
+    } catch (error) {
+      await audited;
+      this.deps.logger.error({ err: error, jobId: job.id }, 'publishing the job offer failed');
+      // The submitter is told it failed, so nobody may offer it later behind their back.
+      await this.transition(
+        job.id,
+        'failed',
+        { error: { code: 'STEWARD_UNAVAILABLE', message: 'the job could not be handed to the bus' } },
+        { attempt: job.attempt },
+      );
+      throw new StewardError('STEWARD_UNAVAILABLE', 'the bus did not accept the job offer; retry later', {
+        cause: error,
+      });
+    }
+    await audited;
+    // Not waited for: if it is lost, a sweep offers the job again as a new attempt (wasteful, never hidden).
+    void this.recordPublished(job);
+    return job;
   }
 
   /**

@@ -16,7 +16,14 @@ import { createHash, randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import { Kysely, PostgresDialect, sql, SqliteDialect, type Transaction } from 'kysely';
+import {
+  Kysely,
+  PostgresDialect,
+  sql,
+  SqliteDialect,
+  type SqliteDatabase as SqliteDialectDatabase,
+  type Transaction,
+} from 'kysely';
 import pg from 'pg';
 import type { StoreConfig } from '../config/index.js';
 import {
@@ -175,6 +182,11 @@ export interface NewJob {
   loadDeadline?: number | null;
   /** The client's idempotency key (unique per user). Default none. */
   submitKey?: string | null;
+  /**
+   * Record the job straight as `offered` (the server is about to publish its offer): one commit instead of
+   * an insert and a `queued → offered` transition. Default: `queued`.
+   */
+  offered?: boolean;
 }
 
 export interface StepRecord {
@@ -681,7 +693,7 @@ export class Store {
           workflow_digest: job.workflow.digest,
           params_json: JSON.stringify(job.params),
           labels_json: JSON.stringify(job.labels),
-          state: 'queued',
+          state: job.offered ? 'offered' : 'queued',
           attempt: 1,
           agent_id: null,
           executor_json: null,
@@ -705,7 +717,7 @@ export class Store {
         .values({
           job_id: job.id,
           attempt: 1,
-          state: 'queued',
+          state: job.offered ? 'offered' : 'queued',
           agent_id: null,
           offered_at: job.createdAt,
           started_at: null,
@@ -1120,7 +1132,29 @@ export class Store {
    * older attempt only count as seen. Step events upsert the step row.
    */
   async applyEvent(event: JobEvent, now = Date.now()): Promise<AppliedEvent> {
+    return this.db.transaction().execute((trx) => this.applyEventIn(trx, event, now));
+  }
+
+  /**
+   * Applies several events in one transaction, in the given order (a group commit: one fsync for all).
+   * Each event is applied exactly as `applyEvent` would; all of them are durable when this resolves, and
+   * none is if it rejects.
+   */
+  async applyEvents(events: readonly JobEvent[], now = Date.now()): Promise<AppliedEvent[]> {
+    if (events.length === 0) return [];
     return this.db.transaction().execute(async (trx) => {
+      const results: AppliedEvent[] = [];
+      for (const event of events) results.push(await this.applyEventIn(trx, event, now));
+      return results;
+    });
+  }
+
+  private async applyEventIn(
+    trx: Transaction<Database>,
+    event: JobEvent,
+    now: number,
+  ): Promise<AppliedEvent> {
+    {
       // The row lock makes two servers applying events of one job (a redelivery after a server died, or
       // two events consumed at once) take turns: the second sees the first's record and effect.
       const job = await this.lockJob(trx, event.jobId);
@@ -1217,7 +1251,7 @@ export class Store {
         .executeTakeFirstOrThrow();
       await this.notifyChange(trx, job.id, step.stepId);
       return { applied: true, step: toStep(row) };
-    });
+    }
   }
 
   // ---- results ----------------------------------------------------------------------------------------
@@ -1394,7 +1428,10 @@ async function connect(
     database.pragma('journal_mode = WAL');
     database.pragma('synchronous = FULL');
     database.pragma('foreign_keys = ON');
-    return { db: new Kysely<Database>({ dialect: new SqliteDialect({ database }) }), dialect: 'sqlite' };
+    return {
+      db: new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(database) }) }),
+      dialect: 'sqlite',
+    };
   }
 
   const schema = config.schema;
@@ -1419,6 +1456,35 @@ async function connect(
     types: { getTypeParser: int8AsNumber as typeof pg.types.getTypeParser },
   });
   return { db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), dialect: 'postgres' };
+}
+
+const STATEMENT_CACHE_SIZE = 256;
+
+/**
+ * Kysely's SQLite driver prepares every query anew; the store issues a few dozen distinct statements over
+ * and over, so they are kept prepared (SQLite re-prepares a statement itself when the schema changes).
+ * Safe because the driver uses one connection at a time and runs each statement to completion.
+ */
+function withStatementCache(database: BetterSqlite3.Database): SqliteDialectDatabase {
+  const statements = new Map<string, BetterSqlite3.Statement>();
+  return {
+    prepare(sql: string) {
+      let statement = statements.get(sql);
+      if (!statement) {
+        statement = database.prepare(sql);
+        statements.set(sql, statement);
+        if (statements.size > STATEMENT_CACHE_SIZE) {
+          const oldest = statements.keys().next().value;
+          if (oldest !== undefined) statements.delete(oldest);
+        }
+      }
+      return statement;
+    },
+    close() {
+      statements.clear();
+      database.close();
+    },
+  };
 }
 
 function int8AsNumber(oid: number, format?: 'text' | 'binary'): (value: string) => unknown {

@@ -2,7 +2,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { afterAll, describe, expect, it } from 'vitest';
-import { closeSqlAnalyzer } from '../../src/engine/index.js';
+import { closeSqlAnalyzer, DuckDBHost } from '../../src/engine/index.js';
 import { makeJobDirs, processAlive, startRun } from './helpers.js';
 
 afterAll(async () => {
@@ -284,6 +284,86 @@ steps:
       expect(result.error?.message).toBe('outputs: steps "one" and "two" both publish "report.txt"');
     } finally {
       await dirs.cleanup();
+    }
+  });
+});
+
+describe('runWorkflow on a shared DuckDBHost (as executors run jobs)', () => {
+  it('runs the full pipeline with relative paths resolved in the job directory and the same outputs', async (context) => {
+    const dirs = await makeJobDirs(context.task.name);
+    const host = await DuckDBHost.create({ spillDir: path.join(dirs.tempDir, 'spill'), memoryLimit: '512MB', threads: 2 });
+    try {
+      await writeSalesData(dirs.workDir);
+      const run = startRun(pipeline, dirs, { since: '2026-01-15' }, { duckdbHost: Promise.resolve(host) });
+      const result = await run.result;
+      expect(result.error).toBeUndefined();
+      expect(result.state).toBe('succeeded');
+      const table = result.outputs.find((output) => output.name === 'by_region');
+      if (table?.kind !== 'table') throw new Error('expected a table output');
+      expect(await readFile(table.csvPath, 'utf8')).toBe('region,label,total,target\nEU,Europe,20,25\n');
+      // The job's database is gone with the job: only the host's own remains attached.
+      const connection = await (await host.openJob({ workDir: dirs.workDir })).connect();
+      const databases = await connection.runAndReadAll("SELECT database_name FROM duckdb_databases() WHERE database_name LIKE 'job_%'");
+      expect(databases.getRows()).toHaveLength(1);
+      connection.closeSync();
+    } finally {
+      host.close();
+      await dirs.cleanup();
+    }
+  });
+
+  it('takes the limits and spill directory given to configure when started before they were known', async (context) => {
+    const dirs = await makeJobDirs(context.task.name);
+    const host = await DuckDBHost.create();
+    try {
+      await host.configure({ spillDir: path.join(dirs.tempDir, 'spill'), memoryLimit: '300MB', threads: 1 });
+      const connection = await (await host.openJob({ workDir: dirs.workDir })).connect();
+      const reader = await connection.runAndReadAll(
+        "SELECT current_setting('threads'), current_setting('memory_limit'), current_setting('temp_directory')",
+      );
+      connection.closeSync();
+      const [threads, memory, spill] = reader.getRows()[0]!;
+      expect(Number(threads)).toBe(1);
+      expect(String(memory)).toMatch(/^28\d\.\d MiB$/);
+      expect(spill).toBe(path.join(dirs.tempDir, 'spill'));
+    } finally {
+      host.close();
+      await dirs.cleanup();
+    }
+  });
+
+  it('keeps the tables of two concurrent jobs apart even when their steps have the same names', async (context) => {
+    const first = await makeJobDirs(`${context.task.name} one`);
+    const second = await makeJobDirs(`${context.task.name} two`);
+    const host = Promise.resolve(await DuckDBHost.create({ spillDir: path.join(first.tempDir, 'spill'), memoryLimit: '512MB', threads: 2 }));
+    const source = (value: number) => `name: same
+steps:
+  - id: t
+    sql: SELECT ${value} AS v
+  - id: wait
+    shell: sleep 0.3
+    needs: [t]
+  - id: r
+    sql: SELECT v FROM t
+    needs: [wait]
+outputs: [r]
+`;
+    try {
+      const runs = [startRun(source(1), first, {}, { duckdbHost: host }), startRun(source(2), second, {}, { duckdbHost: host })];
+      const results = await Promise.all(runs.map((run) => run.result));
+      const values = await Promise.all(
+        results.map(async (result) => {
+          expect(result.state).toBe('succeeded');
+          const table = result.outputs.find((output) => output.name === 'r');
+          if (table?.kind !== 'table') throw new Error('expected a table output');
+          return readFile(table.csvPath, 'utf8');
+        }),
+      );
+      expect(values).toEqual(['v\n1\n', 'v\n2\n']);
+    } finally {
+      (await host).close();
+      await first.cleanup();
+      await second.cleanup();
     }
   });
 });
