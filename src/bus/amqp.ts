@@ -328,6 +328,23 @@ export class AmqpBus implements Bus {
     await this.publish(this.name('events'), message);
   }
 
+  async pendingEvents(): Promise<number | undefined> {
+    const connection = this.connection;
+    if (!connection || this.closed) return undefined;
+    try {
+      // A passive check on a channel of its own: it never changes the queue, and a failure closes only it.
+      const channel = await connection.createChannel();
+      channel.on('error', () => {});
+      try {
+        return (await channel.checkQueue(this.name('events'))).messageCount;
+      } finally {
+        await channel.close().catch(() => {});
+      }
+    } catch {
+      return undefined;
+    }
+  }
+
   async consumeEvents(handler: Handler<unknown>): Promise<Subscription> {
     await this.knowQueueType();
     const wrapped: Handler<unknown> = async (delivery) => {

@@ -159,6 +159,10 @@ export class EmbeddedBus implements Bus {
     this.publish(this.events, message);
   }
 
+  pendingEvents(): Promise<number | undefined> {
+    return Promise.resolve(this.events.ready.length);
+  }
+
   async consumeEvents(handler: Handler<unknown>): Promise<Subscription> {
     // The server's handler settles by its promise: resolved → ack, rejected → requeue after a pause.
     const wrapped: Handler<unknown> = async (delivery) => {

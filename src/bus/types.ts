@@ -70,6 +70,12 @@ export interface Bus {
   /** Server → one agent's own control queue (cancel, drain). */
   publishControl(agentId: string, control: Control): Promise<void>;
   consumeControl(agentId: string, handler: Handler<unknown>): Promise<Subscription>;
+  /**
+   * Agent messages waiting in the bus for a server to take them (ready, not yet delivered), or undefined when
+   * the bus cannot tell right now. While a backlog waits, an agent's latest heartbeat may be in it: the lease
+   * sweep must not call the agent silent.
+   */
+  pendingEvents(): Promise<number | undefined>;
   /** Server learns what was dead-lettered (offers past the delivery limit, malformed messages). */
   consumeDeadLetters(handler: (letter: DeadLetter) => void | Promise<void>): Promise<Subscription>;
   close(): Promise<void>;

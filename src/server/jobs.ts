@@ -484,7 +484,19 @@ export class JobService {
    */
   async sweepLost(now = Date.now()): Promise<number> {
     const leaseMs = this.deps.config.agentLeaseMs;
-    const orphans = await this.deps.store.listRunningJobsOfSilentAgents(now - leaseMs);
+    let orphans = await this.deps.store.listRunningJobsOfSilentAgents(now - leaseMs);
+    if (orphans.length === 0) return 0;
+    // Heartbeats travel with job events: while the servers work through a backlog (a burst, or the events a
+    // dead server held coming back), an agent's latest heartbeat may be waiting in it. With a backlog only
+    // agents silent for three leases count (a queue that never drains must not hide a dead agent for ever).
+    const pending = await this.deps.bus.pendingEvents();
+    if (pending !== undefined && pending > 0) {
+      orphans = await this.deps.store.listRunningJobsOfSilentAgents(now - 3 * leaseMs);
+      if (orphans.length === 0) {
+        this.deps.logger.debug({ pending }, 'agent messages still queued; lease check postponed');
+        return 0;
+      }
+    }
     let lost = 0;
     for (const job of orphans) {
       const message = `agent ${job.agentId ?? '?'} sent no heartbeat for more than ${formatDuration(leaseMs)}; the job's outcome is unknown`;

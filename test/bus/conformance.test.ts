@@ -237,6 +237,18 @@ describe.each(implementations)('$name bus', ({ make, countsDeliveries }) => {
     await bus.close();
   });
 
+  it('counts agent messages waiting for a server, and none once they are taken', async () => {
+    const bus = await make();
+    for (let i = 0; i < 3; i++) await bus.publishEvent(heartbeat(`a${i}`));
+    expect(await bus.pendingEvents()).toBe(3);
+    const seen: string[] = [];
+    await bus.consumeEvents((d) => {
+      seen.push((d.body as { agentId: string }).agentId);
+    });
+    await waitFor(() => (seen.length === 3 ? true : undefined));
+    expect(await bus.pendingEvents()).toBe(0);
+  });
+
   it('refuses a message larger than the size limit', async () => {
     const bus = await make();
     await expect(bus.publishOffer({ ...offer(1), payload: 'x'.repeat(300 * 1024) })).rejects.toThrow(
