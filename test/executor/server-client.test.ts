@@ -50,32 +50,37 @@ describe('executor server client', () => {
     const port = await freePort();
     const client = new ServerClient(`http://127.0.0.1:${port}`, 'j1', 'stj_token', { initialBackoffMs: 50 });
     const seen: string[] = [];
-    // Nothing listens yet: the first attempts are refused. A server that answers 503 comes up after 300 ms
-    // and a healthy one replaces it 300 ms later.
+    // Nothing listens yet: the first attempts are refused. A server that answers 503 comes up after 300 ms;
+    // once it has refused two requests a healthy one replaces it (by count, not by time: the client's
+    // backoff must not be able to skip the overloaded server).
     const started = Date.now();
     setTimeout(() => {
-      void listen(port, (request, _body, response) => {
+      let refused = 0;
+      const overloaded = listen(port, (request, _body, response) => {
         seen.push(`503 ${request.url}`);
         response.writeHead(503, { connection: 'close' }).end('{"error":{"code":"STEWARD_UNAVAILABLE"}}');
-      }).then((overloaded) =>
-        setTimeout(() => {
-          overloaded.closeAllConnections();
-          overloaded.close(() => {
-            void listen(port, (request, _body, response) => {
-              seen.push(`200 ${request.url} ${request.headers.authorization}`);
-              response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(WORKFLOW));
+        refused += 1;
+        if (refused !== 2) return;
+        response.on('finish', () => {
+          void overloaded.then((server) => {
+            server.closeAllConnections();
+            server.close(() => {
+              void listen(port, (next, _nextBody, answer) => {
+                seen.push(`200 ${next.url} ${next.headers.authorization}`);
+                answer.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(WORKFLOW));
+              });
             });
           });
-        }, 300),
-      );
+        });
+      });
     }, 300);
     const workflow = await client.workflow();
     expect(workflow).toEqual(WORKFLOW);
-    expect(seen.some((line) => line.startsWith('503'))).toBe(true);
+    expect(seen.filter((line) => line.startsWith('503'))).toHaveLength(2);
     expect(seen.filter((line) => line.startsWith('200'))).toEqual([
       '200 /api/exec/jobs/j1/workflow Bearer stj_token',
     ]);
-    expect(Date.now() - started).toBeGreaterThanOrEqual(600);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(300);
   });
 
   it('sends the whole file again when an upload is retried', async () => {
