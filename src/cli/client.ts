@@ -23,7 +23,15 @@ export interface RequestOptions {
   anonymous?: boolean;
   signal?: AbortSignal;
   accept?: string;
+  /**
+   * Only for requests that are safe to send again (an idempotent submit): connection failures and gateway
+   * errors (502, 504 — a load balancer whose server died) are retried with backoff for up to this long.
+   */
+  retryForMs?: number;
 }
+
+/** Gateway answers: the request may never have reached a Steward server. */
+const GATEWAY_STATUSES: ReadonlySet<number> = new Set([502, 504]);
 
 export class ApiClient {
   constructor(readonly options: ClientOptions) {}
@@ -66,6 +74,24 @@ export class ApiClient {
 
   /** A request whose success body is not read here (downloads, event streams, 204s). */
   async send(method: string, path: string, options: RequestOptions = {}): Promise<Response> {
+    const deadline = Date.now() + (options.retryForMs ?? 0);
+    for (let delayMs = 200; ; delayMs = Math.min(delayMs * 2, 2000)) {
+      try {
+        return await this.sendOnce(method, path, options);
+      } catch (error) {
+        const retryable =
+          error instanceof CliError &&
+          (error.code === 'STEWARD_SERVER_UNREACHABLE' ||
+            (error.httpStatus !== undefined && GATEWAY_STATUSES.has(error.httpStatus)));
+        const pause = delayMs * (0.5 + Math.random() / 2);
+        if (!retryable || options.signal?.aborted || Date.now() + pause > deadline) throw error;
+        this.debug(`! ${(error as Error).message}; retrying in ${Math.round(pause)} ms`);
+        await new Promise((resolve) => setTimeout(resolve, pause));
+      }
+    }
+  }
+
+  private async sendOnce(method: string, path: string, options: RequestOptions): Promise<Response> {
     const url = new URL(this.options.server + path);
     for (const [key, value] of Object.entries(options.query ?? {})) {
       if (value !== undefined) url.searchParams.set(key, String(value));
@@ -186,7 +212,11 @@ async function failureFrom(
   }
   // A single issue is often the message itself: do not print it twice.
   for (const issue of validationIssues(details)) if (issue !== message) lines.push(issue);
-  return new CliError(code, message, { lines, ...(details ? { details } : {}) });
+  return new CliError(code, message, {
+    lines,
+    httpStatus: response.status,
+    ...(details ? { details } : {}),
+  });
 }
 
 /**

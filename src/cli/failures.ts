@@ -15,15 +15,23 @@ export class UsageError extends Error {
 /** A failure reported by, or about, the server, with extra lines (validation issues) to print after it. */
 export class CliError extends StewardError {
   readonly lines: readonly string[];
+  /** The HTTP status the server (or a proxy in front of it) answered, when there was an answer. */
+  readonly httpStatus: number | undefined;
 
   constructor(
     code: ErrorCode,
     message: string,
-    options: { lines?: readonly string[]; cause?: unknown; details?: Record<string, unknown> } = {},
+    options: {
+      lines?: readonly string[];
+      cause?: unknown;
+      details?: Record<string, unknown>;
+      httpStatus?: number;
+    } = {},
   ) {
     super(code, message, options);
     this.name = 'CliError';
     this.lines = options.lines ?? [];
+    this.httpStatus = options.httpStatus;
   }
 }
 

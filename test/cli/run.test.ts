@@ -121,12 +121,52 @@ describe('steward run', () => {
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     expect(run.stdout).toBe(`${jobId}\n`);
-    expect(JSON.parse(server.calls('POST', '/api/jobs')[0]!.body)).toEqual({
+    const { idempotencyKey, ...body } = JSON.parse(server.calls('POST', '/api/jobs')[0]!.body) as Record<
+      string,
+      unknown
+    >;
+    expect(body).toEqual({
       workflow: 'sales-report@3',
       params: { since: '2026-01-01', limit: '10' },
       labels: ['gpu'],
       timeoutSeconds: 600,
     });
+    expect(idempotencyKey).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it('sends its submission again with the same key after a dropped connection or a 502, never after a 503', async () => {
+    const flaky = await ServerDouble.start();
+    try {
+      let calls = 0;
+      flaky.on('POST', '/api/jobs', (_request, response) => {
+        calls += 1;
+        if (calls === 1) return void response.socket?.destroy(); // the server died mid-request
+        if (calls === 2) return sendJson(response, 502, { message: 'bad gateway' });
+        if (calls === 3) return sendJson(response, 201, makeJob());
+        sendJson(response, 503, { error: { code: 'STEWARD_UNAVAILABLE', message: 'the bus is down' } });
+      });
+      const run = await runCli(cliBin, ['run', 'sales-report'], {
+        configHome: dir,
+        env: { ...env, STEWARD_SERVER: flaky.url },
+      });
+      expect(run.code, run.stderr).toBe(0);
+      expect(run.stdout).toBe(`${jobId}\n`);
+      const keys = flaky
+        .calls('POST', '/api/jobs')
+        .map((call) => (JSON.parse(call.body) as { idempotencyKey: string }).idempotencyKey);
+      expect(keys).toHaveLength(3);
+      expect(new Set(keys).size).toBe(1);
+      // A 503 comes from a Steward server that got the request: answered, not retried.
+      const refused = await runCli(cliBin, ['run', 'sales-report'], {
+        configHome: dir,
+        env: { ...env, STEWARD_SERVER: flaky.url },
+      });
+      expect(refused.code).not.toBe(0);
+      expect(refused.stderr).toContain('STEWARD_UNAVAILABLE');
+      expect(flaky.calls('POST', '/api/jobs')).toHaveLength(4);
+    } finally {
+      await flaky.close();
+    }
   });
 
   it('submits --retries as the job retry budget, 0 included, and refuses values outside 0..10', async () => {

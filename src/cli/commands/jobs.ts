@@ -1,4 +1,5 @@
 /** `steward run`, `jobs`, `job`, `logs`, `cancel`. */
+import { randomUUID } from 'node:crypto';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { z } from 'zod';
 import {
@@ -17,6 +18,9 @@ import { formatDuration, formatTable, formatTime, spanMs } from '../output.js';
 import { createProgressView, renderJobTable } from '../progress.js';
 import { parseWorkflowRef } from './workflows.js';
 import { collect, contextOf, positiveInteger, segment, wholeNumber } from './shared.js';
+
+/** How long `steward run` keeps sending its submission while no server answers (it is idempotent). */
+const SUBMIT_RETRY_MS = 30_000;
 
 export function registerJobCommands(program: Command): void {
   program
@@ -56,6 +60,8 @@ export function registerJobCommands(program: Command): void {
         const context = contextOf(command);
         parseWorkflowRef(ref);
         const client = await context.client();
+        // One key per submission: if the answer is lost (the server died behind a load balancer), sending the
+        // same request again returns the job the first one created instead of submitting a second.
         const job = await client.json('POST', '/api/jobs', Job, {
           body: {
             workflow: ref,
@@ -63,7 +69,9 @@ export function registerJobCommands(program: Command): void {
             labels: options.label ?? [],
             ...(options.timeout === undefined ? {} : { timeoutSeconds: options.timeout }),
             ...(options.retries === undefined ? {} : { retries: options.retries }),
+            idempotencyKey: randomUUID(),
           },
+          retryForMs: SUBMIT_RETRY_MS,
         });
         if (!options.wait) {
           if (context.json) context.printJson(job);
