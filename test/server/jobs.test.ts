@@ -266,7 +266,10 @@ describe.each(backends)('jobs on $name', (backend) => {
     for (const event of events) await h.bus.publishEvent(event);
     const detail = await eventually(async () => {
       const response = await h.request({ method: 'GET', url: `/api/jobs/${job.id}`, token: alice });
-      return response.json.steps[0].state === 'succeeded' ? response.json : undefined;
+      // The job row and its steps are two reads: wait for both (a read between them may see one side only).
+      return response.json.state === 'running' && response.json.steps[0].state === 'succeeded'
+        ? response.json
+        : undefined;
     });
     expect(detail).toMatchObject({ state: 'running', agentId: 'agent-1', executor });
     expect(detail.startedAt).not.toBeNull();
