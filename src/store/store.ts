@@ -712,20 +712,7 @@ export class Store {
           offer_published_at: null,
         })
         .execute();
-      await trx
-        .insertInto('job_attempts')
-        .values({
-          job_id: job.id,
-          attempt: 1,
-          state: job.offered ? 'offered' : 'queued',
-          agent_id: null,
-          offered_at: job.createdAt,
-          started_at: null,
-          finished_at: null,
-          error_code: null,
-          error_message: null,
-        })
-        .execute();
+      await this.beginAttempt(trx, job.id, 1, job.offered ? 'offered' : 'queued', job.createdAt);
       if (job.steps.length > 0) {
         await trx
           .insertInto('job_steps')
@@ -841,6 +828,30 @@ export class Store {
     return { ok: true, job: updated! };
   }
 
+  /** Records a new attempt of a job, not yet taken by any agent. */
+  private async beginAttempt(
+    trx: Transaction<Database>,
+    jobId: string,
+    attempt: number,
+    state: JobState,
+    offeredAt: number,
+  ): Promise<void> {
+    await trx
+      .insertInto('job_attempts')
+      .values({
+        job_id: jobId,
+        attempt,
+        state,
+        agent_id: null,
+        offered_at: offeredAt,
+        started_at: null,
+        finished_at: null,
+        error_code: null,
+        error_message: null,
+      })
+      .execute();
+  }
+
   /** Mirrors a transition of the job onto its current attempt's row. */
   private async recordAttemptState(
     trx: Transaction<Database>,
@@ -923,20 +934,7 @@ export class Store {
         .where('job_id', '=', id)
         .where('attempt', '=', current.attempt)
         .execute();
-      await trx
-        .insertInto('job_attempts')
-        .values({
-          job_id: id,
-          attempt: next,
-          state: 'offered',
-          agent_id: null,
-          offered_at: now,
-          started_at: null,
-          finished_at: null,
-          error_code: null,
-          error_message: null,
-        })
-        .execute();
+      await this.beginAttempt(trx, id, next, 'offered', now);
       await trx
         .updateTable('job_steps')
         .set({
@@ -1055,26 +1053,14 @@ export class Store {
         .set({
           state: 'lost',
           error_code: 'STEWARD_UNAVAILABLE',
-          error_message: 'the bus never confirmed this attempt\'s offer (its server may have died); offered again as a new attempt',
+          error_message:
+            "the bus never confirmed this attempt's offer (its server may have died); offered again as a new attempt",
           finished_at: now,
         })
         .where('job_id', '=', id)
         .where('attempt', '=', fromAttempt)
         .execute();
-      await trx
-        .insertInto('job_attempts')
-        .values({
-          job_id: id,
-          attempt: fromAttempt + 1,
-          state: 'offered',
-          agent_id: null,
-          offered_at: now,
-          started_at: null,
-          finished_at: null,
-          error_code: null,
-          error_message: null,
-        })
-        .execute();
+      await this.beginAttempt(trx, id, fromAttempt + 1, 'offered', now);
       await this.notifyChange(trx, id);
       return this.getJob(id, trx);
     });
