@@ -118,9 +118,18 @@ describe('broker connection of an agent cut for 30 s', () => {
     await new Promise((resolve) => setTimeout(resolve, 5000));
     await proxy!.restore();
     const counts = await countFaults(c, ids, 120_000);
-    const log = await readFile(path.join(c.agentDir(name), 'logs', 'steward.log'), 'utf8');
-    const takenBack = log.split('broker took back a loading offer').length - 1;
-    const settled = log.split('offer redelivered after a broker drop').length - 1;
+    // The jobs' final events may reach the server before the broker redelivers the offers (the agent sends
+    // its unconfirmed publishes as soon as it reconnects): give the redeliveries a moment to arrive and be
+    // logged.
+    let log = '';
+    let takenBack = 0;
+    let settled = 0;
+    for (const deadline = Date.now() + 20_000; ; await new Promise((resolve) => setTimeout(resolve, 200))) {
+      log = await readFile(path.join(c.agentDir(name), 'logs', 'steward.log'), 'utf8');
+      takenBack = log.split('broker took back a loading offer').length - 1;
+      settled = log.split('offer redelivered after a broker drop').length - 1;
+      if ((takenBack === 4 && settled === 4) || Date.now() > deadline) break;
+    }
     console.log(
       `${formatCounts('loading offers across a drop', counts)}; ${takenBack} taken back, ${settled} redeliveries settled`,
     );
