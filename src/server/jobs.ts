@@ -326,7 +326,8 @@ export class JobService {
       `retrying the job as attempt ${result.job.attempt} (${rule})`,
     );
     this.deps.watch.publishJob(result.job);
-    for (const step of await this.deps.store.listSteps(job.id)) this.deps.watch.publishStep(step);
+    // The steps as the retry reset them, not a later read that could be ahead of the job published above.
+    for (const step of result.steps) this.deps.watch.publishStep(step);
     await this.deps.audit.record({
       actor: 'system',
       action: 'job.retry',

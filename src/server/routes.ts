@@ -15,7 +15,7 @@ import {
   type ApiRoutes,
   type RouteName,
 } from '../protocol/index.js';
-import type { JobRecord } from '../store/index.js';
+import type { JobDetailRecord, JobRecord } from '../store/index.js';
 import type { Principal } from './auth.js';
 import type { ServerContext } from './context.js';
 import { parseInput } from './validation.js';
@@ -145,7 +145,7 @@ export function buildHandlers(ctx: ServerContext): Handlers {
 
     showJob: async ({ principal, params, source }) => {
       const job = await ownJob(principal, params.id, source);
-      return jobDetailView(job, await store.listSteps(job.id), await store.listAttempts(job.id));
+      return jobDetailView(await readJobDetail(ctx, job.id));
     },
 
     jobEvents: async ({ principal, params, source, request, reply }) => {
@@ -260,6 +260,13 @@ function contentLength(request: FastifyRequest): number | undefined {
   return header === undefined ? undefined : Number(header);
 }
 
+/** A job with its steps and attempts from one snapshot (see `Store.getJobDetail`). */
+async function readJobDetail(ctx: ServerContext, id: string): Promise<JobDetailRecord> {
+  const detail = await ctx.store.getJobDetail(id);
+  if (!detail) throw new StewardError('STEWARD_NOT_FOUND', `no job ${id}`);
+  return detail;
+}
+
 /**
  * SSE: `snapshot` (JobDetail) first, then `job`/`step` on every change, `end` (JobDetail) once the job is
  * terminal, then the stream closes. The subscription is taken before the snapshot is read, so no change
@@ -289,11 +296,7 @@ async function streamJobEvents(
   };
   const end = async (): Promise<void> => {
     try {
-      const latest = (await ctx.store.getJob(job.id)) ?? job;
-      send(
-        'end',
-        jobDetailView(latest, await ctx.store.listSteps(job.id), await ctx.store.listAttempts(job.id)),
-      );
+      send('end', jobDetailView(await readJobDetail(ctx, job.id)));
     } catch (error) {
       request.log.warn({ err: error, jobId: job.id }, 'could not send the final job event');
     }
@@ -323,11 +326,9 @@ async function streamJobEvents(
   request.raw.on('close', finish);
   let current: JobRecord;
   try {
-    current = (await ctx.store.getJob(job.id)) ?? job;
-    send(
-      'snapshot',
-      jobDetailView(current, await ctx.store.listSteps(job.id), await ctx.store.listAttempts(job.id)),
-    );
+    const detail = await readJobDetail(ctx, job.id);
+    current = detail.job;
+    send('snapshot', jobDetailView(detail));
   } catch (error) {
     // Headers are out: the error shape cannot be sent any more, so log it and end the stream.
     request.log.error({ err: error, jobId: job.id }, 'could not send the job snapshot');

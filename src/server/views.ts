@@ -2,6 +2,7 @@
 import type {
   AttemptRecord,
   AuditRecord,
+  JobDetailRecord,
   JobRecord,
   ResultRecord,
   StepRecord,
@@ -68,11 +69,8 @@ export function attemptView(attempt: AttemptRecord): AttemptInfo {
   };
 }
 
-export function jobDetailView(
-  job: JobRecord,
-  steps: readonly StepRecord[],
-  attempts: readonly AttemptRecord[],
-): JobDetail {
+/** Takes one `Store.getJobDetail` read: a job and steps read apart may contradict each other. */
+export function jobDetailView({ job, steps, attempts }: JobDetailRecord): JobDetail {
   return { ...jobView(job), steps: steps.map(stepView), attempts: attempts.map(attemptView) };
 }
 

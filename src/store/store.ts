@@ -189,6 +189,15 @@ export interface NewJob {
   offered?: boolean;
 }
 
+/** A job with its steps and attempts, all read from one snapshot of the database (`Store.getJobDetail`). */
+export interface JobDetailRecord {
+  job: JobRecord;
+  /** In workflow order. */
+  steps: StepRecord[];
+  /** Oldest first. */
+  attempts: AttemptRecord[];
+}
+
 export interface StepRecord {
   jobId: string;
   id: string;
@@ -219,6 +228,13 @@ export type TransitionResult =
   | { ok: true; job: JobRecord }
   /** `job` is the current record (null when the job does not exist). */
   | { ok: false; job: JobRecord | null };
+
+/**
+ * What `Store.retryJob` did. On success `steps` are the job's steps as the retry left them (all `pending`),
+ * read in the same transaction as `job`.
+ */
+export type RetryResult =
+  { ok: true; job: JobRecord; steps: StepRecord[] } | { ok: false; job: JobRecord | null };
 
 export interface AppliedEvent {
   /** False when (jobId, attempt, seq) was seen before: nothing changed. */
@@ -893,7 +909,7 @@ export class Store {
    * `canStartNewAttempt`), so two servers (or a duplicate event) cannot both retry one attempt. The caller
    * publishes the new attempt's offer after this commits.
    */
-  async retryJob(id: string, plan: RetryPlan): Promise<TransitionResult> {
+  async retryJob(id: string, plan: RetryPlan): Promise<RetryResult> {
     const now = plan.now ?? Date.now();
     return this.db.transaction().execute(async (trx) => {
       const current = await this.lockJob(trx, id);
@@ -949,13 +965,13 @@ export class Store {
         .where('job_id', '=', id)
         .execute();
       await this.notifyChange(trx, id);
-      return { ok: true, job: (await this.getJob(id, trx))! };
+      return { ok: true, job: (await this.getJob(id, trx))!, steps: await this.listSteps(id, trx) };
     });
   }
 
   /** A job's attempts, oldest first. */
-  async listAttempts(jobId: string): Promise<AttemptRecord[]> {
-    const rows = await this.db
+  async listAttempts(jobId: string, executor: Executor = this.db): Promise<AttemptRecord[]> {
+    const rows = await executor
       .selectFrom('job_attempts')
       .selectAll()
       .where('job_id', '=', jobId)
@@ -1101,8 +1117,27 @@ export class Store {
     return rows.map(toJob);
   }
 
-  async listSteps(jobId: string): Promise<StepRecord[]> {
-    const rows = await this.db
+  /**
+   * A job with its steps and attempts as of one moment. Read separately, the job row and its steps can come
+   * from different commits (PostgreSQL's READ COMMITTED takes a new snapshot per statement; an event batch
+   * commits steps and job together), so a reader could see a step `succeeded` under a job still `loading`.
+   * Here the three reads share one transaction: REPEATABLE READ and read-only on PostgreSQL (one snapshot
+   * for the whole transaction, taken at its first read); on SQLite a transaction holds the one connection,
+   * so no write can commit between the reads.
+   */
+  async getJobDetail(id: string): Promise<JobDetailRecord | undefined> {
+    let transaction = this.db.transaction();
+    if (this.dialect === 'postgres')
+      transaction = transaction.setIsolationLevel('repeatable read').setAccessMode('read only');
+    return transaction.execute(async (trx) => {
+      const job = await this.getJob(id, trx);
+      if (!job) return undefined;
+      return { job, steps: await this.listSteps(id, trx), attempts: await this.listAttempts(id, trx) };
+    });
+  }
+
+  async listSteps(jobId: string, executor: Executor = this.db): Promise<StepRecord[]> {
+    const rows = await executor
       .selectFrom('job_steps')
       .selectAll()
       .where('job_id', '=', jobId)
