@@ -58,7 +58,7 @@ export class Authenticator {
     private readonly config: CompiledServerConfig,
   ) {
     this.directory = config.ldap ? new LdapDirectory(config.ldap) : undefined;
-    this.throttle = new LoginThrottle(config.loginThrottle);
+    this.throttle = new LoginThrottle(store, config.loginThrottle);
   }
 
   /** On first start (no users at all) creates `admin`; returns the password when it was generated. */
@@ -87,8 +87,10 @@ export class Authenticator {
     source: string,
   ): Promise<{ token: string; user: string; role: Role; expiresAt: number }> {
     try {
-      this.throttle.check(name, source);
+      await this.throttle.check(name, source);
     } catch (error) {
+      // A store that cannot answer is not a throttled login: report it as the failure it is.
+      if (!(error instanceof StewardError && error.code === 'STEWARD_LOGIN_THROTTLED')) throw error;
       await this.audit.record({
         actor: name,
         action: 'login.throttled',
@@ -148,7 +150,7 @@ export class Authenticator {
     }
     if (!failure && user?.disabled) failure = 'user disabled';
     if (failure || !user) {
-      this.throttle.recordFailure(name, source);
+      await this.throttle.recordFailure(name, source);
       await this.audit.record({
         actor: name,
         action: 'login.failed',
@@ -162,7 +164,7 @@ export class Authenticator {
         failure === 'user disabled' ? 'this user is disabled' : 'wrong user name or password',
       );
     }
-    this.throttle.recordSuccess(name);
+    await this.throttle.recordSuccess(name);
     const now = Date.now();
     const token = newSecret('stw_');
     const expiresAt = now + this.config.sessionTtlMs;

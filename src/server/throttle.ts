@@ -1,24 +1,36 @@
 /**
  * Login throttling: failed logins are counted per user name and per source address in a sliding window;
  * past the limit, further attempts are refused before any password is checked (so a throttled guess
- * reveals nothing). A successful login clears the user's count, not the address's. The counts live in this
- * server process: each server of an HA pair throttles on its own.
+ * reveals nothing). A successful login clears the user's count, not the address's.
+ *
+ * The counts live in the store (table `login_failures`), not in this process: several servers on one
+ * PostgreSQL database throttle together, so an attacker gains nothing by spreading guesses over them. The
+ * cost is one insert per failure (plus a delete of failures older than the window) and one query per check.
+ * Two failures racing on two servers may both pass their check: the limit can be overshot by the number of
+ * attempts in flight at once, never more.
  */
 import type { CompiledLoginThrottle } from '../config/index.js';
 import { StewardError } from '../protocol/index.js';
-
-/** Bounds memory when many distinct names or addresses fail: the oldest keys are dropped first. */
-const MAX_KEYS = 50_000;
+import type { Store } from '../store/index.js';
 
 export class LoginThrottle {
-  private readonly failures = new Map<string, number[]>();
-
-  constructor(private readonly config: CompiledLoginThrottle) {}
+  constructor(
+    private readonly store: Store,
+    private readonly config: CompiledLoginThrottle,
+  ) {}
 
   /** Throws STEWARD_LOGIN_THROTTLED when either the user or the source is over its limit. */
-  check(user: string, source: string, now = Date.now()): void {
-    const userWait = this.waitFor(`u:${user.toLowerCase()}`, this.config.maxFailuresPerUser, now);
-    const sourceWait = this.waitFor(`s:${source}`, this.config.maxFailuresPerSource, now);
+  async check(user: string, source: string, now = Date.now()): Promise<void> {
+    const [userOldest, sourceOldest] = await this.store.nthRecentLoginFailures(
+      [
+        { key: userKey(user), nth: this.config.maxFailuresPerUser },
+        { key: sourceKey(source), nth: this.config.maxFailuresPerSource },
+      ],
+      now - this.config.windowMs,
+    );
+    // The oldest failure that keeps a count at its limit must leave the window first.
+    const userWait = this.waitUntilGone(userOldest ?? null, now);
+    const sourceWait = this.waitUntilGone(sourceOldest ?? null, now);
     const wait = Math.max(userWait, sourceWait);
     if (wait > 0) {
       const retryAfterSeconds = Math.ceil(wait / 1000);
@@ -30,42 +42,23 @@ export class LoginThrottle {
     }
   }
 
-  recordFailure(user: string, source: string, now = Date.now()): void {
-    this.push(`u:${user.toLowerCase()}`, now);
-    this.push(`s:${source}`, now);
+  async recordFailure(user: string, source: string, now = Date.now()): Promise<void> {
+    await this.store.recordLoginFailure([userKey(user), sourceKey(source)], now, now - this.config.windowMs);
   }
 
-  recordSuccess(user: string): void {
-    this.failures.delete(`u:${user.toLowerCase()}`);
+  async recordSuccess(user: string): Promise<void> {
+    await this.store.clearLoginFailures(userKey(user));
   }
 
-  /** Milliseconds until the key is under its limit again; 0 when it is already. */
-  private waitFor(key: string, limit: number, now: number): number {
-    const times = this.prune(key, now);
-    if (times.length < limit) return 0;
-    // The oldest failure that keeps the count at the limit must leave the window first.
-    return times[times.length - limit]! + this.config.windowMs - now;
+  private waitUntilGone(time: number | null, now: number): number {
+    return time === null ? 0 : Math.max(0, time + this.config.windowMs - now);
   }
+}
 
-  private prune(key: string, now: number): number[] {
-    const times = this.failures.get(key);
-    if (!times) return [];
-    const kept = times.filter((t) => now - t < this.config.windowMs);
-    if (kept.length === 0) this.failures.delete(key);
-    else this.failures.set(key, kept);
-    return kept;
-  }
+function userKey(user: string): string {
+  return `u:${user.toLowerCase()}`;
+}
 
-  private push(key: string, now: number): void {
-    const times = this.prune(key, now);
-    times.push(now);
-    // Only the newest `limit` failures matter; keep a few more, never an unbounded list.
-    if (times.length > 1000) times.splice(0, times.length - 1000);
-    this.failures.delete(key);
-    this.failures.set(key, times);
-    if (this.failures.size > MAX_KEYS) {
-      const oldest = this.failures.keys().next().value;
-      if (oldest !== undefined) this.failures.delete(oldest);
-    }
-  }
+function sourceKey(source: string): string {
+  return `s:${source}`;
 }

@@ -147,6 +147,12 @@ export interface AgentsTable {
   last_seen: number;
 }
 
+/** One failed login per row and key (`u:<user>` or `s:<address>`); see migration 0006. */
+export interface LoginFailuresTable {
+  key: string;
+  time: number;
+}
+
 export interface Database {
   users: UsersTable;
   api_tokens: ApiTokensTable;
@@ -159,4 +165,5 @@ export interface Database {
   results: ResultsTable;
   audit: AuditTable;
   agents: AgentsTable;
+  login_failures: LoginFailuresTable;
 }
