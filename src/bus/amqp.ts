@@ -11,9 +11,21 @@
  * Queue type (`queueType`): durable quorum queues, or durable classic queues where the broker has no quorum
  * queues (`auto` decides from the broker's version on the first connection, then keeps the choice for the
  * bus's life). Classic queues live under other names, `<prefix>.classic.*`, so the two kinds never meet
- * under one name with different arguments. Classic queues count no deliveries: `deliveryCount` is 1, or 2
- * for any redelivery (the `redelivered` flag), and no delivery limit applies. An offer nobody takes then
- * ends at its deadline (the server's load timeout: agents dead-letter expired offers, the job expires).
+ * under one name with different arguments.
+ *
+ * Classic queues count no deliveries, so the bus counts offers' deliveries itself, in the message: a classic
+ * offer handed back (`Delivery.requeue`) is not nacked but published again to the offers queue with header
+ * `x-steward-delivery-count` = this delivery's count + 1 (confirmed), and only then is the original acked.
+ * At the limit it is dead-lettered with reason `delivery-limit` instead, as the broker does for quorum
+ * queues, so the server reports a poison job the same way on both. A delivery's count is the header's (1
+ * when absent), plus 1 when the broker flags it `redelivered` (taken back from a consumer that went away
+ * without settling it: its agent died or lost its connection); such a delivery past the limit is
+ * dead-lettered on arrival. The flag is all the broker tells, so repeated broker redeliveries of one copy
+ * count once; an offer that only ever kills its agents still ends at the server's load timeout. Two more
+ * differences from quorum queues: a copy goes to the tail of the queue, where a nacked message would keep
+ * its place; and a connection lost between the copy's confirm and the original's ack leaves both in the
+ * queue (a duplicate offer, which agents and the server already tolerate: at-least-once). Events and
+ * control messages on classic queues are nacked back as before, uncounted.
  *
  * Every publish goes through a confirm channel with persistent delivery and resolves on the broker's
  * confirm; publishes not confirmed when the connection drops are sent again after reconnecting (the
@@ -38,7 +50,10 @@ export interface AmqpBusOptions {
   ca?: string | Buffer;
   cert?: string | Buffer;
   key?: string | Buffer;
-  /** Deliveries after which an offer is dead-lettered with reason `delivery-limit`. Default 20. Quorum only. */
+  /**
+   * Deliveries after which an offer is dead-lettered with reason `delivery-limit`. Default 20. Counted by the
+   * broker on quorum queues, by the bus on classic ones.
+   */
   deliveryLimit?: number;
   /**
    * `quorum`, `classic`, or `auto` (quorum when the broker supports it, RabbitMQ ≥ 3.8, else classic).
@@ -80,6 +95,12 @@ interface PendingPublish {
   /** Connection generation it was last sent on; -1 when waiting for a connection. */
   sentOn: number;
 }
+
+/**
+ * On classic offers, the delivery number of the copy that carries it (the bus's own count; see the top of
+ * this file). Also on dead letters the bus publishes: the deliveries the message had.
+ */
+const DELIVERY_COUNT_HEADER = 'x-steward-delivery-count';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -160,7 +181,8 @@ class AmqpSubscription implements Subscription {
   async setPrefetch(prefetch: number): Promise<void> {
     const next = Math.max(0, Math.floor(prefetch));
     // Unchanged: the consumer in place already enforces it (a re-consume would only cost round trips).
-    if (next === this.prefetch && this.consumerTag !== undefined && this.pendingRebalance === undefined) return;
+    if (next === this.prefetch && this.consumerTag !== undefined && this.pendingRebalance === undefined)
+      return;
     this.prefetch = next;
     // A re-consume takes three round trips and they run one at a time; changes asked for while one waits
     // its turn are folded into it (it reads the latest prefetch when it runs), so a busy agent does not
@@ -467,11 +489,13 @@ export class AmqpBus implements Bus {
   deliver(subscription: AmqpSubscription, channel: Channel, message: ConsumeMessage): void {
     const deliveryTag = message.fields.deliveryTag;
     subscription.held.set(deliveryTag, message.fields.consumerTag);
-    const headers = message.properties.headers ?? {};
-    // Quorum queues count returns in x-delivery-count; classic queues only flag a redelivery.
-    const counted: unknown = headers['x-delivery-count'];
-    const redeliveries = counted !== undefined ? Number(counted) : message.fields.redelivered ? 1 : 0;
-    const deliveryCount = (Number.isFinite(redeliveries) ? redeliveries : 0) + 1;
+    const headers = (message.properties.headers ?? {}) as Record<string, unknown>;
+    const deliveryCount = this.deliveryCountOf(headers, message.fields.redelivered);
+    // Classic offers are counted by the bus (see the top of this file); events and control are not limited.
+    const countsOwnDeliveries =
+      this.resolvedQueueType === 'classic' &&
+      subscription.kind === 'offers' &&
+      !this.deadLetterSubscriptions.has(subscription);
     let settled = false;
     const revokedListeners: Array<() => void> = [];
     subscription.revokers.set(deliveryTag, () => {
@@ -518,7 +542,20 @@ export class AmqpBus implements Bus {
       requeue: async (delayMs = 0) => {
         if (settled) return;
         if (delayMs > 0) await sleep(delayMs);
-        settle(() => channel.nack(message, false, true));
+        if (!countsOwnDeliveries) {
+          settle(() => channel.nack(message, false, true));
+          return;
+        }
+        if (settled) return;
+        if (deliveryCount >= this.deliveryLimit) {
+          await this.publishDeadLetter(subscription.kind, message.content, 'delivery-limit', deliveryCount);
+        } else {
+          // The copy must be in the queue (confirmed) before the original goes: an offer is never lost.
+          await this.publishRaw('', subscription.queue, message.content, {
+            headers: { ...headers, [DELIVERY_COUNT_HEADER]: deliveryCount + 1 },
+          });
+        }
+        settle(() => channel.ack(message));
       },
       deadLetter: async (reason) => {
         if (settled) return;
@@ -529,6 +566,14 @@ export class AmqpBus implements Bus {
         if (!settled) revokedListeners.push(listener);
       },
     };
+    if (countsOwnDeliveries && deliveryCount > this.deliveryLimit) {
+      // Taken back from consumers that went away until past the limit (agents dying on it): a quorum queue
+      // would not deliver it again either.
+      void delivery
+        .deadLetter('delivery-limit')
+        .catch((error: unknown) => this.reportError(error, subscription.kind));
+      return;
+    }
     if (body === undefined) {
       // Not JSON: nobody can act on it; record it as a dead letter.
       void delivery
@@ -539,6 +584,18 @@ export class AmqpBus implements Bus {
     void Promise.resolve()
       .then(() => subscription.handler(delivery))
       .catch((error: unknown) => this.reportError(error, subscription.kind));
+  }
+
+  /**
+   * 1 for a first delivery. Quorum queues count returns in `x-delivery-count`. On classic queues the bus's
+   * own header counts the deliveries before the copy, plus 1 if the broker flags a redelivery of it.
+   */
+  private deliveryCountOf(headers: Record<string, unknown>, redelivered: boolean): number {
+    const returns = Number(headers['x-delivery-count']);
+    if (headers['x-delivery-count'] !== undefined && Number.isFinite(returns)) return returns + 1;
+    const own = Number(headers[DELIVERY_COUNT_HEADER]);
+    const base = headers[DELIVERY_COUNT_HEADER] !== undefined && Number.isFinite(own) && own >= 1 ? own : 1;
+    return base + (redelivered ? 1 : 0);
   }
 
   private async onDeadLetter(message: ConsumeMessage): Promise<void> {
@@ -552,7 +609,7 @@ export class AmqpBus implements Bus {
     const queue = (
       typeof queueHeader === 'string' ? queueHeader : routingKey.split('.')[0]
     ) as DeadLetter['queue'];
-    let deliveryCount = Number(headers['x-steward-delivery-count']);
+    let deliveryCount = Number(headers[DELIVERY_COUNT_HEADER]);
     if (!Number.isFinite(deliveryCount)) {
       deliveryCount = reason === 'delivery-limit' ? this.deliveryLimit : Number(death?.count ?? 1);
     }
@@ -588,7 +645,7 @@ export class AmqpBus implements Bus {
       headers: {
         'x-steward-reason': reason,
         'x-steward-queue': kind,
-        'x-steward-delivery-count': deliveryCount,
+        [DELIVERY_COUNT_HEADER]: deliveryCount,
       },
     });
   }
@@ -712,7 +769,7 @@ export class AmqpBus implements Bus {
     await this.declareOn(
       connection,
       // The broker counts returns; it dead-letters once returns exceed the limit, i.e. after
-      // `deliveryLimit` deliveries in all. Classic queues have no such count.
+      // `deliveryLimit` deliveries in all. Classic queues have no such count: the bus counts (deliver()).
       [
         this.name('offers'),
         'offers',

@@ -62,11 +62,14 @@ export const BusConfig = z.discriminatedUnion('kind', [
       ca: z.string().optional(),
       cert: z.string().optional(),
       key: z.string().optional(),
-      /** Deliveries after which an offer nobody takes is dead-lettered. Default 20. Quorum queues only. */
+      /**
+       * Deliveries after which an offer nobody takes is dead-lettered. Default 20. Counted by the broker on
+       * quorum queues, by Steward on classic ones.
+       */
       deliveryLimit: z.number().int().min(1).max(1000).default(20),
       /**
-       * Queue type: `quorum`, `classic` (for brokers without quorum queues; no delivery limit, offers end at
-       * the load timeout), or `auto` (quorum when the broker has them, RabbitMQ ≥ 3.8). Classic queues have
+       * Queue type: `quorum`, `classic` (for brokers without quorum queues; Steward counts offers' deliveries
+       * itself there), or `auto` (quorum when the broker has them, RabbitMQ ≥ 3.8). Classic queues have
        * their own names (`steward.v1.classic.*`). Default `auto`.
        */
       queueType: z.enum(['auto', 'quorum', 'classic']).default('auto'),

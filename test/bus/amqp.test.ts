@@ -1,6 +1,7 @@
 /**
  * What only the RabbitMQ bus has: the declared topology, failover over several URLs, recovery from a dropped
- * connection (unconfirmed publishes sent again, consumers back), and raw non-JSON messages dead-lettered.
+ * connection (unconfirmed publishes sent again, consumers back), the bus's own delivery count on classic
+ * queues, and raw non-JSON messages dead-lettered.
  */
 import amqp from 'amqplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -216,6 +217,86 @@ describe('amqp bus', () => {
     await waitFor(() => (seen.length === 4 ? true : undefined));
     expect(seen.map((entry) => entry.revoked)).toEqual([true, true, false, false]);
     expect(seen.slice(2).every((entry) => entry.count === 2)).toBe(true);
+  });
+
+  it('counts the deliveries of a classic offer itself and dead-letters it at the delivery limit', async () => {
+    const b = bus('steward.classic-limit', { queueType: 'classic', deliveryLimit: 3 });
+    await b.connect();
+    const letters: DeadLetter[] = [];
+    await b.consumeDeadLetters((letter) => void letters.push(letter));
+    const counts: number[] = [];
+    await b.consumeOffers(
+      async (d) => {
+        counts.push(d.deliveryCount);
+        await d.requeue(0);
+      },
+      { prefetch: 1 },
+    );
+    await b.publishOffer(offer(3));
+    const letter = await waitFor(() => letters[0]);
+    expect(letter).toMatchObject({ reason: 'delivery-limit', queue: 'offers', deliveryCount: 3 });
+    expect(letter.body).toEqual(offer(3));
+    expect(counts).toEqual([1, 2, 3]);
+    // Nothing left behind: each hand-back replaced the offer by one copy, and the last one went to the DLX.
+    await new Promise((r) => setTimeout(r, 100));
+    expect(counts).toEqual([1, 2, 3]);
+    expect(letters).toHaveLength(1);
+    const listing = await rabbitmqctl('list_queues', '-p', vhost, 'name', 'messages', '--formatter', 'json');
+    const queues = JSON.parse(listing) as Array<{ name: string; messages: number }>;
+    expect(queues.find((q) => q.name === 'steward.classic-limit.classic.offers')?.messages).toBe(0);
+  });
+
+  it('counts a broker redelivery of a classic offer one above its header, and past the limit dead-letters it unseen', async () => {
+    const b = bus('steward.classic-redelivery', { queueType: 'classic', deliveryLimit: 3 });
+    await b.connect();
+    const letters: DeadLetter[] = [];
+    await b.consumeDeadLetters((letter) => void letters.push(letter));
+    const seen: Array<{ n: number; count: number; revoked: boolean; requeue: () => Promise<void> }> = [];
+    await b.consumeOffers(
+      (d) => {
+        const n = (JSON.parse((d.body as SignedOffer).payload) as { n: number }).n;
+        const entry = { n, count: d.deliveryCount, revoked: false, requeue: () => d.requeue(0) };
+        d.onRevoked(() => (entry.revoked = true));
+        seen.push(entry);
+      },
+      { prefetch: 2 },
+    );
+    // Copies as the bus makes them on a hand-back: the second and the third delivery of their offers.
+    const connection = await amqp.connect(`${brokerUrl}/${encodeURIComponent(vhost)}`);
+    const channel = await connection.createConfirmChannel();
+    for (const [n, count] of [
+      [1, 2],
+      [2, 3],
+    ] as const) {
+      channel.sendToQueue(
+        'steward.classic-redelivery.classic.offers',
+        Buffer.from(JSON.stringify(offer(n))),
+        {
+          persistent: true,
+          headers: { 'x-steward-delivery-count': count },
+        },
+      );
+    }
+    await channel.waitForConfirms();
+    await connection.close();
+    await waitFor(() => (seen.length === 2 ? true : undefined));
+    expect(seen.map((e) => [e.n, e.count])).toEqual([
+      [1, 2],
+      [2, 3],
+    ]);
+    // The consumer goes away holding both: the broker hands them out again, flagged redelivered.
+    await closeVhostConnections(vhost);
+    const letter = await waitFor(() => letters[0]);
+    // Offer 2 would be its 4th delivery, past the limit of 3: dead-lettered without reaching the handler.
+    expect(letter).toMatchObject({ reason: 'delivery-limit', body: offer(2), deliveryCount: 4 });
+    const again = await waitFor(() => seen[2]);
+    expect([again.n, again.count]).toEqual([1, 3]);
+    expect(seen.slice(0, 2).every((e) => e.revoked)).toBe(true);
+    // Its next hand-back reaches the limit.
+    await again.requeue();
+    const last = await waitFor(() => letters[1]);
+    expect(last).toMatchObject({ reason: 'delivery-limit', body: offer(1), deliveryCount: 3 });
+    expect(seen).toHaveLength(3);
   });
 
   it('dead-letters a raw message that is not JSON, with reason "malformed"', async () => {
