@@ -3,7 +3,8 @@
  * Retries and poison jobs with a real server, real agents and RabbitMQ. A job whose agent is killed with
  * SIGKILL runs again on the other agent as attempt 2. A job whose executor dies every time it loads (here a
  * watcher kills every process of its OS user the moment one appears) goes round the agents until the bus's
- * delivery limit, then ends `failed` with STEWARD_POISON_JOB: exactly that many deliveries, no retry, no loop.
+ * delivery limit, then ends `failed` with STEWARD_POISON_JOB: exactly that many deliveries, no retry, no loop;
+ * on quorum queues (the broker counts) and on classic queues (the bus counts).
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -16,6 +17,9 @@ import { brokerUrl, createVhost, deleteVhost } from '../support/rabbitmq.js';
 import { isRoot } from '../support/steward.js';
 
 const DELIVERY_LIMIT = 6;
+/** The asset makes loading take a moment, so the watcher kills the executor before it reports loaded. */
+const POISON_WORKFLOW =
+  'name: poison\nassets: [big.bin]\nsteps:\n  - id: one\n    shell: cat big.bin > /dev/null\n';
 /** Agent ids unique per run: agents name cgroups after their id, and two of one id kill each other's executors. */
 const tag = randomBytes(3).toString('hex');
 
@@ -72,14 +76,9 @@ beforeAll(async () => {
   for (const source of [
     'name: napper\nsteps:\n  - id: nap\n    shell: sleep 4\n',
     'name: dozer\nsteps:\n  - id: doze\n    shell: sleep 12\n',
-    // The asset makes loading take a moment, so the watcher kills the executor before it reports loaded.
-    'name: poison\nassets: [big.bin]\nsteps:\n  - id: one\n    shell: cat big.bin > /dev/null\n',
+    POISON_WORKFLOW,
   ]) {
-    const assets = source.includes('poison')
-      ? { 'big.bin': randomBytes(24 * 1024 * 1024).toString('base64') }
-      : undefined;
-    const pushed = await cluster.request('POST', '/api/workflows', { source, ...(assets ? { assets } : {}) });
-    expect(pushed.status, JSON.stringify(pushed.json)).toBe(201);
+    await pushWorkflow(cluster, source);
   }
 }, 120_000);
 
@@ -88,6 +87,13 @@ afterAll(async () => {
   await osUsers.cleanup();
   if (vhost) await deleteVhost(vhost);
 }, 60_000);
+
+async function pushWorkflow(c: Cluster, source: string): Promise<void> {
+  const assets =
+    source === POISON_WORKFLOW ? { 'big.bin': randomBytes(24 * 1024 * 1024).toString('base64') } : undefined;
+  const pushed = await c.request('POST', '/api/workflows', { source, ...(assets ? { assets } : {}) });
+  expect(pushed.status, JSON.stringify(pushed.json)).toBe(201);
+}
 
 function agentBus(): Record<string, unknown> {
   return { ...cluster!.bus, deliveryLimit: DELIVERY_LIMIT };
@@ -173,34 +179,72 @@ describe.runIf(isRoot)('retries over RabbitMQ', () => {
   }, 120_000);
 
   it(`fails a job that kills every executor loading it as poison after exactly ${DELIVERY_LIMIT} deliveries`, async () => {
-    const c = cluster!;
-    const userMap = { admin: poisoned.name };
-    await c.startAgent(`poison-a-${tag}`, { slots: 2, userMap, bus: agentBus() });
-    await c.startAgent(`poison-b-${tag}`, { slots: 2, userMap, bus: agentBus() });
-    const killer = startKiller(poisoned.uid);
-    try {
-      // A generous retry budget: a poison job must not use it.
-      const submitted = await c.request('POST', '/api/jobs', { workflow: 'poison', retries: 5 });
-      expect(submitted.status, JSON.stringify(submitted.json)).toBe(201);
-      const id = submitted.json.id as string;
-      const [job] = await c.settle([id], 90_000);
-      expect(job.state).toBe('failed');
-      expect(job.error.code, job.error.message).toBe('STEWARD_POISON_JOB');
-      expect(job.error.message).toContain(`offer dead-lettered after ${DELIVERY_LIMIT} deliveries`);
-      expect(job.error.message).toContain('not retried');
-      expect(job.attempt).toBe(1);
-      expect(job.attempts).toHaveLength(1);
-      expect(job.attempts[0]).toMatchObject({ state: 'failed', error: { code: 'STEWARD_POISON_JOB' } });
-      // One executor killed per delivery; and no delivery after the dead-lettering.
-      expect(killer.killed.size).toBe(DELIVERY_LIMIT);
-      await new Promise((resolve) => setTimeout(resolve, 2000));
-      expect(killer.killed.size).toBe(DELIVERY_LIMIT);
-      expect((await c.job(id)).attempts).toHaveLength(1);
-      console.log(
-        `poison job: ${killer.killed.size} executors killed, ${DELIVERY_LIMIT} deliveries, failed once`,
-      );
-    } finally {
-      await killer.stop();
-    }
+    await expectPoisonJobFailsAtTheLimit(cluster!, agentBus(), 'quorum queues');
   }, 120_000);
 });
+
+/** Classic queues count no deliveries; the bus counts them itself, so the limit holds there as well. */
+describe.runIf(isRoot)('poison jobs over RabbitMQ classic queues', () => {
+  let classicVhost = '';
+  let classic: Cluster | undefined;
+
+  beforeAll(async () => {
+    classicVhost = await createVhost('retries-classic');
+    classic = await Cluster.start({
+      vhost: classicVhost,
+      bus: { queueType: 'classic', deliveryLimit: DELIVERY_LIMIT },
+      server: { loadTimeout: '2m', agentLease: '3s' },
+    });
+    await pushWorkflow(classic, POISON_WORKFLOW);
+  }, 120_000);
+
+  afterAll(async () => {
+    await classic?.destroy();
+    if (classicVhost) await deleteVhost(classicVhost);
+  }, 60_000);
+
+  it(`fails a job that kills every executor loading it as poison after exactly ${DELIVERY_LIMIT} deliveries`, async () => {
+    await expectPoisonJobFailsAtTheLimit(classic!, classic!.bus, 'classic queues');
+  }, 120_000);
+});
+
+/**
+ * A job whose executor dies every time it loads goes round two agents until the bus's delivery limit, then
+ * ends `failed` with STEWARD_POISON_JOB: exactly that many deliveries, no retry, no loop.
+ */
+async function expectPoisonJobFailsAtTheLimit(
+  c: Cluster,
+  bus: Record<string, unknown>,
+  label: string,
+): Promise<void> {
+  const userMap = { admin: poisoned.name };
+  await c.startAgent(`poison-a-${tag}`, { slots: 2, userMap, bus });
+  await c.startAgent(`poison-b-${tag}`, { slots: 2, userMap, bus });
+  const killer = startKiller(poisoned.uid);
+  try {
+    // A generous retry budget: a poison job must not use it.
+    const submitted = await c.request('POST', '/api/jobs', { workflow: 'poison', retries: 5 });
+    expect(submitted.status, JSON.stringify(submitted.json)).toBe(201);
+    const id = submitted.json.id as string;
+    const [job] = await c.settle([id], 90_000);
+    expect(job.state).toBe('failed');
+    expect(job.error.code, job.error.message).toBe('STEWARD_POISON_JOB');
+    expect(job.error.message).toContain(`offer dead-lettered after ${DELIVERY_LIMIT} deliveries`);
+    expect(job.error.message).toContain('not retried');
+    expect(job.attempt).toBe(1);
+    expect(job.attempts).toHaveLength(1);
+    expect(job.attempts[0]).toMatchObject({ state: 'failed', error: { code: 'STEWARD_POISON_JOB' } });
+    // One executor killed per delivery; and no delivery after the dead-lettering.
+    expect(killer.killed.size).toBe(DELIVERY_LIMIT);
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    expect(killer.killed.size).toBe(DELIVERY_LIMIT);
+    expect((await c.job(id)).attempts).toHaveLength(1);
+    console.log(
+      `poison job (${label}): ${killer.killed.size} executors killed, ${DELIVERY_LIMIT} deliveries, failed once`,
+    );
+  } finally {
+    await killer.stop();
+    for (const agent of c.agents.values()) await agent.stop();
+    c.agents.clear();
+  }
+}
