@@ -83,7 +83,8 @@ export const errorCatalogue = {
   },
   STEWARD_ATTEMPT_CLAIMED: {
     status: 409,
-    summary: "Another agent already loads this job attempt; the broker gave the attempt's offer to two agents.",
+    summary:
+      "Another agent already loads this job attempt; the broker gave the attempt's offer to two agents.",
   },
   STEWARD_POISON_JOB: {
     status: 500,

@@ -105,7 +105,13 @@ describe.each(backends)('store on $name', (backend) => {
         [1, 2, 3].map(() => openStore(fresh.config, { onMigration: (name) => migrated.push(name) })),
       );
       try {
-        expect(migrated).toEqual(['0001_initial', '0002_user_source', '0003_job_attempts', '0004_ha_jobs']);
+        expect(migrated).toEqual([
+          '0001_initial',
+          '0002_user_source',
+          '0003_job_attempts',
+          '0004_ha_jobs',
+          '0005_attempt_claims',
+        ]);
         expect(await stores[2]!.countUsers()).toBe(0);
       } finally {
         await Promise.all(stores.map((s) => s.close()));
