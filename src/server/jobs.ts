@@ -351,6 +351,8 @@ export class JobService {
   async onAttemptFailure(event: JobEvent & { type: 'state' }): Promise<JobEvent> {
     const job = await this.deps.store.getJob(event.jobId);
     if (!job || job.attempt !== event.attempt || !event.error) return event;
+    // Only the claim's holder speaks for the attempt (applying the event then ignores it too).
+    if (job.claimedBy !== null && job.claimedBy !== event.agentId) return event;
     const outcome = await this.retryOrEnd({ ...job, agentId: event.agentId }, 'failed', event.error);
     if (outcome.retried || outcome.note === undefined) return event;
     return { ...event, error: { ...event.error, message: `${event.error.message}; ${outcome.note}` } };

@@ -1000,6 +1000,8 @@ export class Store {
    * succeeds only while the attempt is current, its token is the one presented, and nobody else holds its
    * claim. The first agent to claim gets it; the same agent claiming again (its executor retried the fetch,
    * or the broker redelivered the offer to it) is fine; any other agent is refused and told who holds it.
+   * The claim also makes its agent the job's agent: another agent's `loading` may have been recorded first,
+   * and a cancel must reach the agent that loads the job.
    */
   async claimAttempt(
     id: string,
@@ -1010,7 +1012,7 @@ export class Store {
   ): Promise<ClaimResult> {
     const result = await this.db
       .updateTable('jobs')
-      .set({ claimed_by: agentId, updated_at: now })
+      .set({ claimed_by: agentId, agent_id: agentId, updated_at: now })
       .where('id', '=', id)
       .where('attempt', '=', attempt)
       .where('job_token_hash', '=', jobTokenHash)

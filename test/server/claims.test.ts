@@ -140,21 +140,30 @@ describe.each(backends)('attempt claims on $name', (backend) => {
     await h.bus.publishEvent(stateEvent(offer, 'agent-b', 1_000_001, 'loading'));
     await eventually(async () => (await detail(id)).state === 'loading');
     expect((await fetchAs(offer, 'agent-a')).status).toBe(200);
+    // The claim makes agent-a the job's agent: a cancel now would reach the agent that loads the job.
+    expect((await detail(id)).agentId).toBe('agent-a');
     await h.bus.publishEvent(stateEvent(offer, 'agent-a', 1, 'loading'));
-    await h.bus.publishEvent(stateEvent(offer, 'agent-b', 1_000_002, 'running'));
+    // An executor crash reported by the other agent retries nothing.
+    await h.bus.publishEvent(
+      stateEvent(offer, 'agent-b', 1_000_002, 'failed', {
+        error: { code: 'STEWARD_EXECUTOR_CRASHED', message: 'not the holder' },
+      }),
+    );
+    await h.bus.publishEvent(stateEvent(offer, 'agent-b', 1_000_003, 'running'));
     await eventually(() => controls.length > 0);
     expect(controls[0]).toEqual({ v: 1, type: 'cancel', jobId: id, attempt: 1 });
     expect((await detail(id)).state).toBe('loading');
     await h.bus.publishEvent(stateEvent(offer, 'agent-a', 2, 'running'));
     await eventually(async () => (await detail(id)).state === 'running');
     await h.bus.publishEvent(
-      stateEvent(offer, 'agent-b', 1_000_003, 'failed', {
+      stateEvent(offer, 'agent-b', 1_000_004, 'failed', {
         error: { code: 'STEWARD_STEP_FAILED', message: 'a duplicate must not end the job' },
       }),
     );
     await h.bus.publishEvent(stateEvent(offer, 'agent-a', 3, 'succeeded'));
     await eventually(async () => (await detail(id)).state === 'succeeded');
-    expect((await detail(id)).agentId).toBe('agent-a');
+    expect(await detail(id)).toMatchObject({ agentId: 'agent-a', attempt: 1, error: null });
+    expect(offers).toHaveLength(1);
   });
 
   it('frees the claim when its agent hands the offer back, so another agent may load it', async () => {
