@@ -556,6 +556,7 @@ export class Agent {
       attempt: job.offer.attempt,
       serverUrl: job.offer.serverUrl,
       jobToken: job.offer.jobToken,
+      agentId: this.config.id,
       params: job.offer.params,
       ...(job.offer.limits.timeoutMs ? { timeoutMs: job.offer.limits.timeoutMs } : {}),
     });
@@ -589,6 +590,10 @@ export class Agent {
         void this.emitStep(job, message.step);
         return;
       case 'finished':
+        if (!job.loaded && message.error?.code === 'STEWARD_ATTEMPT_CLAIMED') {
+          void this.dropClaimed(job, message.error);
+          return;
+        }
         void this.finish(job, message.state, message.error);
         return;
     }
@@ -640,6 +645,27 @@ export class Agent {
         });
       }
     }
+  }
+
+  /**
+   * The server refused this agent's load: another agent holds the attempt (the broker gave it the same offer
+   * after taking it back from this agent in a connection drop, or the other way round). The job is that
+   * agent's: settle this agent's delivery, if it still holds one, and free the slot, without a state event
+   * (the job's record is the other agent's to write). The key stays in `taken`: should the broker bring the
+   * offer here again, it is settled, not loaded.
+   */
+  private async dropClaimed(job: ActiveJob, error: ErrorInfo): Promise<void> {
+    const key = `${job.offer.jobId}:${job.offer.attempt}`;
+    if (this.active.get(key) !== job) return;
+    this.active.delete(key);
+    if (job.executor) this.pool.jobEnded(job.executor, job.offer.jobId);
+    this.log.info(
+      { jobId: job.offer.jobId, attempt: job.offer.attempt, held: job.delivery !== undefined },
+      `another agent loads the job; dropping this agent's copy (${error.message})`,
+    );
+    await this.release(job);
+    await this.placeParked();
+    await this.updatePrefetch();
   }
 
   private async finish(job: ActiveJob, state: JobState, error?: ErrorInfo): Promise<void> {

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { Duration, MAX_RETRIES, StewardError } from '../protocol/index.js';
+import { AgentId, Duration, MAX_RETRIES, StewardError } from '../protocol/index.js';
 import {
   compileLdapConfig,
   LdapConfig,
@@ -398,10 +398,7 @@ export function compileIdentityPolicy(input: unknown): CompiledIdentityPolicy {
 export const AgentConfig = z
   .object({
     /** Unique agent id. Default: the host name. */
-    id: z
-      .string()
-      .regex(/^[A-Za-z0-9_.:-]{1,100}$/)
-      .optional(),
+    id: AgentId.optional(),
     /** Capabilities offers may require (`gpu`, `python3.11`, `knime`). */
     labels: z.array(z.string().regex(/^[a-zA-Z0-9_.:-]{1,100}$/)).default([]),
     /** Jobs this machine runs at once. Default: the number of cores. */

@@ -68,7 +68,7 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
   try {
     await mkdir(workDir, { recursive: true, mode: 0o700 });
     // The job's temp dir is made only by what uses it (a DuckDB database of the job's own, without a host).
-    const fetched = await client.workflow();
+    const fetched = await client.workflow(job.agentId);
     const workflow = await parseCached(fetched.source, fetched.format);
     for (const asset of fetched.assets) {
       const target = path.join(workDir, asset.path);

@@ -56,8 +56,13 @@ export class ServerClient {
     this.maxBackoffMs = options.maxBackoffMs ?? 2000;
   }
 
-  async workflow(): Promise<JobWorkflow> {
-    const response = await this.request('GET', '/workflow');
+  /**
+   * Fetches the job's workflow. With `agentId`, the fetch claims the job's attempt for that agent; another
+   * agent's claim fails it with STEWARD_ATTEMPT_CLAIMED.
+   */
+  async workflow(agentId?: string): Promise<JobWorkflow> {
+    const query = agentId === undefined ? '' : `?${new URLSearchParams({ agent: agentId }).toString()}`;
+    const response = await this.request('GET', `/workflow${query}`);
     return (await response.json()) as JobWorkflow;
   }
 
@@ -151,7 +156,8 @@ export class ServerClient {
       try {
         const body = (await response.json()) as { error?: { code?: ErrorCode; message?: string } };
         if (body.error?.message) message += `: ${body.error.message}`;
-        if (response.status === 401 || response.status === 404) code = body.error?.code ?? code;
+        if (response.status === 401 || response.status === 404 || response.status === 409)
+          code = body.error?.code ?? code;
       } catch {
         // Not JSON: keep the status line.
       }

@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { JobState, StepState } from './states.js';
-import { ErrorInfo, ExecutorIdentity, ParamValue } from './messages.js';
+import { AgentId, ErrorInfo, ExecutorIdentity, ParamValue } from './messages.js';
 
 export const UserName = z
   .string()
@@ -531,10 +531,12 @@ export const apiRoutes = {
   execWorkflow: {
     method: 'GET',
     path: '/api/exec/jobs/:id/workflow',
-    summary: 'Executor: the workflow source and resolved params of its job',
+    summary:
+      'Executor: the workflow source and resolved params of its job; `agent` claims the attempt for that agent',
     tag: 'executor',
     auth: 'job',
     params: IdParams,
+    query: z.object({ agent: AgentId.optional() }).strict(),
     response: z.object({
       jobId: z.string(),
       attempt: z.number().int(),

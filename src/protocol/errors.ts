@@ -81,6 +81,11 @@ export const errorCatalogue = {
     status: 503,
     summary: 'The user directory (LDAP) could not be reached or did not answer in time.',
   },
+  STEWARD_ATTEMPT_CLAIMED: {
+    status: 409,
+    summary:
+      "Another agent already loads this job attempt; the broker gave the attempt's offer to two agents.",
+  },
   STEWARD_POISON_JOB: {
     status: 500,
     summary: 'Every agent that took the job lost its executor; the offer reached the delivery limit.',

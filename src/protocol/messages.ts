@@ -12,6 +12,10 @@ export const PROTOCOL_VERSION = 1 as const;
 export const MAX_MESSAGE_BYTES = 256 * 1024;
 
 const id = z.string().min(1).max(200);
+/** An agent's id (`agent.id` in its config): letters, digits, `_`, `.`, `:`, `-`. */
+export const AgentId = z
+  .string()
+  .regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'expected 1-100 letters, digits, "_", ".", ":" or "-"');
 const errorCode = z.string().refine((code): code is ErrorCode => Object.hasOwn(errorCatalogue, code), {
   message: 'unknown error code',
 });
@@ -179,6 +183,8 @@ export const AgentToExecutor = z.discriminatedUnion('type', [
       attempt: z.number().int(),
       serverUrl: z.string(),
       jobToken: z.string(),
+      /** The agent placing the job: the executor claims the attempt for it when fetching the workflow. */
+      agentId: AgentId,
       params: z.record(z.string(), ParamValue),
       timeoutMs: z.number().int().positive().optional(),
     })

@@ -72,6 +72,11 @@ export class EventConsumer {
       return;
     }
     const result = await this.applyInOrder(message);
+    if (result.claimedBy !== undefined) {
+      await this.refuseUnclaimed(message, result.claimedBy);
+      await delivery.ack();
+      return;
+    }
     if (result.job) this.deps.watch.publishJob(result.job);
     if (result.step) this.deps.watch.publishStep(result.step);
     if (result.applied && !result.job && message.type === 'state' && !isTerminal(message.state)) {
@@ -100,6 +105,28 @@ export class EventConsumer {
       superseded
         ? 'agent reports on a superseded attempt; asking it to stop'
         : 'agent reports on an ended job; asking it to stop',
+    );
+    await this.deps.bus.publishControl(agentId, { v: 1, type: 'cancel', jobId, attempt });
+  }
+
+  /**
+   * An agent reports on an attempt another agent holds (the store recorded the event as seen and left the
+   * job alone). Its `loading` is expected: an agent reports it before its executor's fetch is refused. A
+   * `running` or step event would mean it runs a second copy of the attempt, which the claim at the fetch
+   * should have made impossible: tell it to stop.
+   */
+  private async refuseUnclaimed(event: JobEvent, claimedBy: string): Promise<void> {
+    const { jobId, attempt, agentId } = event;
+    if (event.type === 'state' && event.state !== 'running') {
+      this.deps.logger.info(
+        { jobId, attempt, agentId, claimedBy, state: event.state },
+        "ignored an event of an agent that does not hold the job's attempt",
+      );
+      return;
+    }
+    this.deps.logger.warn(
+      { jobId, attempt, agentId, claimedBy },
+      "an agent that does not hold the job's attempt reports running it; asking it to stop",
     );
     await this.deps.bus.publishControl(agentId, { v: 1, type: 'cancel', jobId, attempt });
   }

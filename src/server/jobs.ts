@@ -352,6 +352,8 @@ export class JobService {
   async onAttemptFailure(event: JobEvent & { type: 'state' }): Promise<JobEvent> {
     const job = await this.deps.store.getJob(event.jobId);
     if (!job || job.attempt !== event.attempt || !event.error) return event;
+    // Only the claim's holder speaks for the attempt (applying the event then ignores it too).
+    if (job.claimedBy !== null && job.claimedBy !== event.agentId) return event;
     const outcome = await this.retryOrEnd({ ...job, agentId: event.agentId }, 'failed', event.error);
     if (outcome.retried || outcome.note === undefined) return event;
     return { ...event, error: { ...event.error, message: `${event.error.message}; ${outcome.note}` } };
@@ -433,6 +435,31 @@ export class JobService {
     return job;
   }
 
+  /**
+   * Grants the job's current attempt to the agent whose executor fetches its workflow (see
+   * `Store.claimAttempt`): the first agent to fetch holds it, the same agent may fetch again, another agent
+   * is refused with STEWARD_ATTEMPT_CLAIMED. The broker may deliver one offer to two agents (a delivery
+   * taken back in a connection drop goes to whichever agent is next, while the first keeps loading it); this
+   * is what keeps the attempt from running on both.
+   */
+  async claim(job: JobRecord, agentId: string): Promise<void> {
+    if (job.claimedBy === agentId) return;
+    const claimed = await this.deps.store.claimAttempt(job.id, job.attempt, job.jobTokenHash, agentId);
+    if (claimed.ok) return;
+    const current = claimed.job;
+    if (!current || current.attempt !== job.attempt || current.jobTokenHash !== job.jobTokenHash)
+      throw new StewardError('STEWARD_UNAUTHENTICATED', 'invalid job token');
+    this.deps.logger.info(
+      { jobId: job.id, attempt: job.attempt, agentId, claimedBy: current.claimedBy },
+      'refused a workflow fetch: another agent holds the attempt',
+    );
+    throw new StewardError(
+      'STEWARD_ATTEMPT_CLAIMED',
+      `job ${job.id} attempt ${job.attempt} is held by agent ${current.claimedBy ?? '?'}; agent ${agentId} must not load it`,
+      { details: { claimedBy: current.claimedBy } },
+    );
+  }
+
   /** Moves a job and tells live listeners. */
   async transition(
     id: string,
@@ -481,7 +508,10 @@ export class JobService {
 
   /**
    * Running jobs of agents silent past their lease end `lost` (their outcome is unknown), or are retried as a
-   * new attempt when their budget allows. Returns how many it handled.
+   * new attempt when their budget allows. So are loading jobs whose claim such an agent holds: no other
+   * agent may load that attempt, and none of its steps started, so they count as not started (a new attempt
+   * has a new token and a claim of its own). Jobs loading on a live agent are never touched. Returns how many
+   * it handled.
    */
   async sweepLost(now = Date.now()): Promise<number> {
     const leaseMs = this.deps.config.agentLeaseMs;
@@ -500,8 +530,15 @@ export class JobService {
     }
     let lost = 0;
     for (const job of orphans) {
-      const message = `agent ${job.agentId ?? '?'} sent no heartbeat for more than ${formatDuration(leaseMs)}; the job's outcome is unknown`;
-      const outcome = await this.retryOrEnd(job, 'lost', { code: 'STEWARD_AGENT_LOST', message });
+      const agentId = job.state === 'loading' ? job.claimedBy : job.agentId;
+      const message =
+        job.state === 'loading'
+          ? `agent ${agentId ?? '?'} sent no heartbeat for more than ${formatDuration(leaseMs)} while loading the job; it had not started`
+          : `agent ${agentId ?? '?'} sent no heartbeat for more than ${formatDuration(leaseMs)}; the job's outcome is unknown`;
+      const outcome = await this.retryOrEnd({ ...job, agentId }, 'lost', {
+        code: 'STEWARD_AGENT_LOST',
+        message,
+      });
       if (outcome.retried) {
         lost++;
         continue;
@@ -515,11 +552,11 @@ export class JobService {
             message: outcome.note === undefined ? message : `${message}; ${outcome.note}`,
           },
         },
-        { from: ['running'], attempt: job.attempt },
+        { from: ['running', 'loading'], attempt: job.attempt },
       );
       if (result.ok) {
         lost++;
-        this.deps.logger.warn({ jobId: job.id, agentId: job.agentId }, message);
+        this.deps.logger.warn({ jobId: job.id, agentId }, message);
       }
     }
     return lost;

@@ -222,7 +222,10 @@ export function buildHandlers(ctx: ServerContext): Handlers {
       };
     },
 
-    execWorkflow: async ({ job }) => {
+    execWorkflow: async ({ job, query }) => {
+      // The fetch is the claim: it happens once per job before any user code runs (an executor of an
+      // older version sends no agent and claims nothing).
+      if (query.agent !== undefined) await jobs.claim(job, query.agent);
       const record = await workflows.resolve(`${job.workflow.name}@${job.workflow.version}`);
       return {
         jobId: job.id,

@@ -3,6 +3,7 @@ export type { ChangeListener, JobChangeNotice } from './changes.js';
 export type {
   AgentRecord,
   AppliedEvent,
+  ClaimResult,
   AttemptRecord,
   AssetRecord,
   AuditRecord,

@@ -79,6 +79,8 @@ export interface JobsTable {
   submit_key: string | null;
   /** When the bus confirmed the current attempt's offer (migration 0004). */
   offer_published_at: number | null;
+  /** The agent holding the current attempt's claim (its executor fetched the workflow first; migration 0005). */
+  claimed_by: string | null;
 }
 
 /** One row per attempt of a job (migration 0003); the job's current attempt is `jobs.attempt`. */

@@ -134,6 +134,8 @@ export interface JobRecord {
   updatedAt: number;
   /** The job's own retry budget; null when the server's policy applies. */
   retries: number | null;
+  /** The agent holding the current attempt's claim (see `claimAttempt`); null until its first fetch. */
+  claimedBy: string | null;
 }
 
 /** One attempt of a job: a run on one agent. Attempt numbers start at 1; a retry adds the next. */
@@ -222,6 +224,8 @@ export interface JobPatch {
   startedAt?: number | null;
   finishedAt?: number | null;
   cancelRequested?: boolean;
+  /** Gives up the attempt's claim (null): its agent handed the offer back before loading it. */
+  claimedBy?: null;
 }
 
 export type TransitionResult =
@@ -243,7 +247,18 @@ export interface AppliedEvent {
   job?: JobRecord;
   /** The step after the event, for step events. */
   step?: StepRecord;
+  /**
+   * Set when the event was recorded as seen but not applied because another agent holds the attempt's
+   * claim: the agent holding it.
+   */
+  claimedBy?: string;
 }
+
+/** What `claimAttempt` found: the claim is the caller's (new or already), or another agent's. */
+export type ClaimResult =
+  | { ok: true }
+  /** `job` is the current record (null when the job does not exist any more). */
+  | { ok: false; job: JobRecord | null };
 
 export interface ResultRecord {
   jobId: string;
@@ -881,6 +896,7 @@ export class Store {
     if (patch.finishedAt !== undefined) values.finished_at = patch.finishedAt;
     else if (isTerminal(to)) values.finished_at = now;
     if (patch.cancelRequested !== undefined) values.cancel_requested = patch.cancelRequested ? 1 : 0;
+    if (patch.claimedBy !== undefined) values.claimed_by = patch.claimedBy;
     // Optimistic: the row must still be in the state we read (another server may have moved it).
     const result = await trx
       .updateTable('jobs')
@@ -981,6 +997,7 @@ export class Store {
           load_deadline: plan.loadDeadline,
           offer_published_at: null,
           cancel_requested: 0,
+          claimed_by: null,
           finished_at: null,
           updated_at: now,
         })
@@ -1043,6 +1060,35 @@ export class Store {
       if (Number(result.numUpdatedRows) === 1) await this.notifyChange(trx, id);
       return this.getJob(id, trx);
     });
+  }
+
+  /**
+   * Grants the job's attempt `attempt` to `agentId`, atomically across servers: one conditional UPDATE that
+   * succeeds only while the attempt is current, its token is the one presented, and nobody else holds its
+   * claim. The first agent to claim gets it; the same agent claiming again (its executor retried the fetch,
+   * or the broker redelivered the offer to it) is fine; any other agent is refused and told who holds it.
+   * The claim also makes its agent the job's agent: another agent's `loading` may have been recorded first,
+   * and a cancel must reach the agent that loads the job.
+   */
+  async claimAttempt(
+    id: string,
+    attempt: number,
+    jobTokenHash: string,
+    agentId: string,
+    now = Date.now(),
+  ): Promise<ClaimResult> {
+    const result = await this.db
+      .updateTable('jobs')
+      .set({ claimed_by: agentId, agent_id: agentId, updated_at: now })
+      .where('id', '=', id)
+      .where('attempt', '=', attempt)
+      .where('job_token_hash', '=', jobTokenHash)
+      .where('claimed_by', 'is', null)
+      .executeTakeFirst();
+    if (Number(result.numUpdatedRows) === 1) return { ok: true };
+    const job = (await this.getJob(id)) ?? null;
+    const same = job?.attempt === attempt && job.jobTokenHash === jobTokenHash && job.claimedBy === agentId;
+    return same ? { ok: true } : { ok: false, job };
   }
 
   /**
@@ -1110,6 +1156,7 @@ export class Store {
           job_token_hash: jobTokenHash,
           agent_id: null,
           executor_json: null,
+          claimed_by: null,
           updated_at: now,
         })
         .where('id', '=', id)
@@ -1147,21 +1194,31 @@ export class Store {
   }
 
   /**
-   * Running jobs whose agent's last heartbeat is older than `lastSeenBefore` (or that never sent one): the
-   * candidates for `lost`. Jobs still loading are left out: their offer is not acked, so the bus hands it to
-   * another agent by itself.
+   * Jobs whose agent's last heartbeat is older than `lastSeenBefore` (or that never sent one): the candidates
+   * for `lost` or a retry. Running jobs count by the agent that reported them running; loading jobs only
+   * once an agent claimed them (by the claim's agent): the bus would hand their offer to another agent by
+   * itself, but that agent's fetch is refused while the claim stands, so nothing else would ever run them.
+   * Loading jobs nobody claimed are left to the bus.
    */
   async listRunningJobsOfSilentAgents(lastSeenBefore: number, limit = 500): Promise<JobRecord[]> {
     const rows = await this.db
       .selectFrom('jobs')
       .selectAll()
-      .where('state', '=', 'running')
-      .where('agent_id', 'is not', null)
-      .where((eb) =>
-        eb.not(
-          eb('agent_id', 'in', eb.selectFrom('agents').select('id').where('last_seen', '>=', lastSeenBefore)),
-        ),
-      )
+      .where((eb) => {
+        const live = eb.selectFrom('agents').select('id').where('last_seen', '>=', lastSeenBefore);
+        return eb.or([
+          eb.and([
+            eb('state', '=', 'running'),
+            eb('agent_id', 'is not', null),
+            eb.not(eb('agent_id', 'in', live)),
+          ]),
+          eb.and([
+            eb('state', '=', 'loading'),
+            eb('claimed_by', 'is not', null),
+            eb.not(eb('claimed_by', 'in', live)),
+          ]),
+        ]);
+      })
       .orderBy('id')
       .limit(limit)
       .execute();
@@ -1239,6 +1296,10 @@ export class Store {
         .executeTakeFirst();
       if (Number(inserted.numInsertedOrUpdatedRows ?? 0n) !== 1) return { applied: false };
       if (event.attempt !== job.attempt) return { applied: true };
+      // Only the agent holding the attempt's claim may report on it. Before any claim (an agent reports
+      // `loading` before its executor fetches) every agent's events apply as before.
+      if (job.claimedBy !== null && event.agentId !== job.claimedBy)
+        return { applied: true, claimedBy: job.claimedBy };
 
       if (event.type === 'state') {
         if (event.state === job.state) {
@@ -1262,6 +1323,9 @@ export class Store {
           patch.error = null;
         if (event.state === 'running' && job.startedAt === null) patch.startedAt = event.time;
         if (isTerminal(event.state)) patch.finishedAt = event.time;
+        // The claim's agent handed the offer back before loading it (its executor died): the attempt is
+        // free again for whichever agent the bus gives the offer to next.
+        if (event.state === 'offered') patch.claimedBy = null;
         const result = await this.transitionIn(trx, job.id, event.state, patch, {
           attempt: event.attempt,
           now,
@@ -1645,6 +1709,7 @@ function toJob(row: JobsTable): JobRecord {
     finishedAt: row.finished_at,
     updatedAt: row.updated_at,
     retries: row.retries,
+    claimedBy: row.claimed_by,
   };
 }
 

@@ -110,6 +110,7 @@ describe.each(backends)('store on $name', (backend) => {
           '0002_user_source',
           '0003_job_attempts',
           '0004_ha_jobs',
+          '0005_attempt_claims',
           '0006_login_failures',
         ]);
         expect(await stores[2]!.countUsers()).toBe(0);

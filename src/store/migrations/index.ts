@@ -13,6 +13,7 @@ import * as m0001 from './0001_initial.js';
 import * as m0002 from './0002_user_source.js';
 import * as m0003 from './0003_job_attempts.js';
 import * as m0004 from './0004_ha_jobs.js';
+import * as m0005 from './0005_attempt_claims.js';
 import * as m0006 from './0006_login_failures.js';
 
 export type StoreDialect = 'sqlite' | 'postgres';
@@ -27,6 +28,7 @@ const migrations: readonly (readonly [string, NumberedMigration])[] = [
   ['0002_user_source', m0002],
   ['0003_job_attempts', m0003],
   ['0004_ha_jobs', m0004],
+  ['0005_attempt_claims', m0005],
   ['0006_login_failures', m0006],
 ];
 

@@ -1,0 +1,219 @@
+/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
+/**
+ * Attempt claims: the executor's workflow fetch grants the job's attempt to one agent. A real server and
+ * store (SQLite and PostgreSQL) with the embedded bus; the test fetches and publishes events in the agents'
+ * and executors' place.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { Delivery } from '../../src/bus/index.js';
+import { createOfferVerifier, type JobOffer, type JobStateEvent } from '../../src/protocol/index.js';
+import { backends } from '../store/backends.js';
+import { eventually, REPORT_WORKFLOW, startHarness, type Harness } from './harness.js';
+
+function stateEvent(
+  offer: JobOffer,
+  agentId: string,
+  seq: number,
+  state: JobStateEvent['state'],
+  extra: Partial<JobStateEvent> = {},
+): JobStateEvent {
+  return {
+    v: 1,
+    type: 'state',
+    jobId: offer.jobId,
+    attempt: offer.attempt,
+    seq,
+    time: Date.now(),
+    agentId,
+    state,
+    ...extra,
+  };
+}
+
+describe.each(backends)('attempt claims on $name', (backend) => {
+  let h: Harness;
+  let alice: string;
+  const offers: { offer: JobOffer; delivery: Delivery<unknown> }[] = [];
+
+  beforeEach(async (context) => {
+    h = await startHarness({ backend, title: context.task.name, config: { agentLease: '2s' } });
+    alice = await h.userToken('alice');
+    const pushed = await h.request({
+      method: 'POST',
+      url: '/api/workflows',
+      token: alice,
+      body: { source: REPORT_WORKFLOW },
+    });
+    expect(pushed.status).toBe(201);
+    offers.length = 0;
+    const verifier = createOfferVerifier([h.server.publicKeyPem]);
+    await h.bus.consumeOffers(
+      async (delivery) => {
+        offers.push({ offer: verifier.verify(delivery.body), delivery });
+      },
+      { prefetch: 10 },
+    );
+  });
+
+  afterEach(async () => {
+    await h.dispose();
+  });
+
+  async function submit(): Promise<{ id: string; offer: JobOffer }> {
+    const response = await h.request({
+      method: 'POST',
+      url: '/api/jobs',
+      token: alice,
+      body: { workflow: 'report', params: { region: 'north' } },
+    });
+    expect(response.status, response.text).toBe(201);
+    const id = response.json.id as string;
+    const taken = await eventually(() => offers.find((o) => o.offer.jobId === id));
+    return { id, offer: taken.offer };
+  }
+
+  function fetchAs(offer: { jobId: string; jobToken: string }, agent?: string) {
+    return h.request({
+      method: 'GET',
+      url: `/api/exec/jobs/${offer.jobId}/workflow${agent === undefined ? '' : `?agent=${agent}`}`,
+      token: offer.jobToken,
+    });
+  }
+
+  async function detail(id: string): Promise<any> {
+    return (await h.request({ method: 'GET', url: `/api/jobs/${id}`, token: alice })).json;
+  }
+
+  async function heartbeat(agentId: string): Promise<void> {
+    await h.bus.publishEvent({
+      v: 1,
+      type: 'heartbeat',
+      agentId,
+      time: Date.now(),
+      labels: [],
+      capacity: { slots: 1, free: 0 },
+      executors: [],
+      isolation: 'per-user',
+    });
+  }
+
+  it('grants an attempt to the first agent that fetches it, again to that agent, and refuses any other', async () => {
+    const { offer } = await submit();
+    expect((await fetchAs(offer, 'agent-a')).status).toBe(200);
+    const refused = await fetchAs(offer, 'agent-b');
+    expect(refused.status).toBe(409);
+    expect(refused.json.error).toMatchObject({
+      code: 'STEWARD_ATTEMPT_CLAIMED',
+      details: { claimedBy: 'agent-a' },
+    });
+    expect(refused.json.error.message).toMatch(/held by agent agent-a; agent agent-b must not load it/);
+    // Its own executor retrying the fetch, or the offer redelivered to it: fine.
+    expect((await fetchAs(offer, 'agent-a')).status).toBe(200);
+    expect((await fetchAs(offer, 'agent-b')).status).toBe(409);
+    // An agent id that is not one is refused before anything is claimed.
+    expect((await fetchAs(offer, 'no%20such%2Fagent')).status).toBe(400);
+  });
+
+  it('grants an attempt to exactly one of several agents fetching it at once', async () => {
+    const { offer } = await submit();
+    const agents = Array.from({ length: 8 }, (_, index) => `agent-${index}`);
+    const answers = await Promise.all(agents.map((agent) => fetchAs(offer, agent)));
+    expect(answers.filter((answer) => answer.status === 200)).toHaveLength(1);
+    const holder = agents[answers.findIndex((answer) => answer.status === 200)];
+    for (const answer of answers.filter((a) => a.status !== 200)) {
+      expect(answer.status).toBe(409);
+      expect(answer.json.error).toMatchObject({
+        code: 'STEWARD_ATTEMPT_CLAIMED',
+        details: { claimedBy: holder },
+      });
+    }
+  });
+
+  it('ignores the events of an agent that does not hold the attempt and asks it to stop when it reports running', async () => {
+    const { id, offer } = await submit();
+    const controls: unknown[] = [];
+    await h.bus.consumeControl('agent-b', async (delivery) => {
+      controls.push(delivery.body);
+      await delivery.ack();
+    });
+    // Both agents report loading before their executors fetch: before the claim, that applies as always.
+    await h.bus.publishEvent(stateEvent(offer, 'agent-b', 1_000_001, 'loading'));
+    await eventually(async () => (await detail(id)).state === 'loading');
+    expect((await fetchAs(offer, 'agent-a')).status).toBe(200);
+    // The claim makes agent-a the job's agent: a cancel now would reach the agent that loads the job.
+    expect((await detail(id)).agentId).toBe('agent-a');
+    await h.bus.publishEvent(stateEvent(offer, 'agent-a', 1, 'loading'));
+    // An executor crash reported by the other agent retries nothing.
+    await h.bus.publishEvent(
+      stateEvent(offer, 'agent-b', 1_000_002, 'failed', {
+        error: { code: 'STEWARD_EXECUTOR_CRASHED', message: 'not the holder' },
+      }),
+    );
+    await h.bus.publishEvent(stateEvent(offer, 'agent-b', 1_000_003, 'running'));
+    await eventually(() => controls.length > 0);
+    expect(controls[0]).toEqual({ v: 1, type: 'cancel', jobId: id, attempt: 1 });
+    expect((await detail(id)).state).toBe('loading');
+    await h.bus.publishEvent(stateEvent(offer, 'agent-a', 2, 'running'));
+    await eventually(async () => (await detail(id)).state === 'running');
+    await h.bus.publishEvent(
+      stateEvent(offer, 'agent-b', 1_000_004, 'failed', {
+        error: { code: 'STEWARD_STEP_FAILED', message: 'a duplicate must not end the job' },
+      }),
+    );
+    await h.bus.publishEvent(stateEvent(offer, 'agent-a', 3, 'succeeded'));
+    await eventually(async () => (await detail(id)).state === 'succeeded');
+    expect(await detail(id)).toMatchObject({ agentId: 'agent-a', attempt: 1, error: null });
+    expect(offers).toHaveLength(1);
+  });
+
+  it('frees the claim when its agent hands the offer back, so another agent may load it', async () => {
+    const { id, offer } = await submit();
+    await h.bus.publishEvent(stateEvent(offer, 'agent-a', 1, 'loading'));
+    await eventually(async () => (await detail(id)).state === 'loading');
+    expect((await fetchAs(offer, 'agent-a')).status).toBe(200);
+    await h.bus.publishEvent(
+      stateEvent(offer, 'agent-a', 2, 'offered', {
+        error: { code: 'STEWARD_EXECUTOR_CRASHED', message: 'the executor ended while loading the job' },
+      }),
+    );
+    await eventually(async () => (await detail(id)).state === 'offered');
+    expect((await detail(id)).error.code).toBe('STEWARD_EXECUTOR_CRASHED');
+    expect((await fetchAs(offer, 'agent-b')).status).toBe(200);
+    expect((await fetchAs(offer, 'agent-a')).status).toBe(409);
+  });
+
+  it('retries a job claimed by an agent silent past its lease as not started; the new attempt is claimable by another agent', async () => {
+    const { id, offer } = await submit();
+    await heartbeat('agent-a');
+    await h.bus.publishEvent(stateEvent(offer, 'agent-a', 1, 'loading'));
+    expect((await fetchAs(offer, 'agent-a')).status).toBe(200);
+    await eventually(async () => (await detail(id)).state === 'loading');
+    // agent-a is alive: a job loading on it is never touched.
+    expect(await h.server.sweep(Date.now())).toBe(0);
+    expect((await detail(id)).state).toBe('loading');
+    // agent-a was killed: its redelivered offer is refused elsewhere, so the lease sweep retries the job.
+    expect((await fetchAs(offer, 'agent-b')).status).toBe(409);
+    await h.server.sweep(Date.now() + 10_000);
+    const second = await eventually(() => offers.find((o) => o.offer.jobId === id && o.offer.attempt === 2));
+    const job = await detail(id);
+    expect(job).toMatchObject({ state: 'offered', attempt: 2, agentId: null });
+    expect(job.attempts[0]).toMatchObject({
+      attempt: 1,
+      state: 'lost',
+      error: { code: 'STEWARD_AGENT_LOST' },
+    });
+    expect(job.attempts[0].error.message).toMatch(/while loading the job; it had not started/);
+    expect((await fetchAs(offer, 'agent-a')).status).toBe(401);
+    expect((await fetchAs(second.offer, 'agent-b')).status).toBe(200);
+    expect((await fetchAs(second.offer, 'agent-a')).status).toBe(409);
+  });
+
+  it('leaves a loading job nobody claimed to the bus, however silent its agent', async () => {
+    const { id, offer } = await submit();
+    await heartbeat('agent-a');
+    await h.bus.publishEvent(stateEvent(offer, 'agent-a', 1, 'loading'));
+    await eventually(async () => (await detail(id)).state === 'loading');
+    expect(await h.server.sweep(Date.now() + 10_000)).toBe(0);
+    expect(await detail(id)).toMatchObject({ state: 'loading', attempt: 1 });
+  });
+});
