@@ -29,6 +29,7 @@ import {
   type ErrorInfo,
   type ExecutorIdentity,
   type ExecutorToAgent,
+  type JobEvent,
   type JobOffer,
   type JobState,
   type OfferVerifier,
@@ -45,6 +46,7 @@ import {
 } from './accounts.js';
 import { planCleanup, runCleanup } from './cleanup.js';
 import { detectCgroups, removeCgroupParents, type CgroupSupport } from './cgroups.js';
+import { EventBatcher } from './event-batcher.js';
 import { ExecutorPool, outOfMemory, type UserExecutor } from './pool.js';
 import { UserLogs } from './user-logs.js';
 import { ensureHome, prepareUserDirs, prepareWorkspaceRoot } from './workspaces.js';
@@ -130,6 +132,7 @@ export class Agent {
   /** Offers that fit this machine but not its load right now, in arrival order. */
   private readonly parked = new Map<string, ParkedOffer>();
   private readonly deliveryLimit: number;
+  private readonly events: EventBatcher;
   private offers: Subscription | undefined;
   private control: Subscription | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
@@ -142,6 +145,7 @@ export class Agent {
     this.bus = options.bus;
     this.log = options.logger.child({ component: 'agent', agentId: options.config.id });
     this.verifier = createOfferVerifier(options.publicKeys);
+    this.events = new EventBatcher(options.config.id, (message) => this.bus.publishEvent(message));
     this.deliveryLimit = this.config.bus.kind === 'amqp' ? this.config.bus.deliveryLimit : 20;
     this.isolation = process.getuid?.() === 0 ? 'per-user' : 'single-user';
     this.policy = { ...this.config.identity, userMap: this.config.userMap };
@@ -691,7 +695,7 @@ export class Agent {
   // --- events --------------------------------------------------------------------------------------------
 
   private async emitState(job: ActiveJob, state: JobState, error?: ErrorInfo): Promise<void> {
-    await this.publish({
+    await this.publishJobEvent({
       v: PROTOCOL_VERSION,
       type: 'state',
       jobId: job.offer.jobId,
@@ -706,7 +710,7 @@ export class Agent {
   }
 
   private async emitStep(job: ActiveJob, step: StepEvent): Promise<void> {
-    await this.publish({
+    await this.publishJobEvent({
       v: PROTOCOL_VERSION,
       type: 'step',
       jobId: job.offer.jobId,
@@ -716,6 +720,15 @@ export class Agent {
       agentId: this.config.id,
       step,
     });
+  }
+
+  /** Job events go through the batcher: those ready together leave in one message. */
+  private async publishJobEvent(event: JobEvent): Promise<void> {
+    try {
+      await this.events.send(event);
+    } catch (error) {
+      this.log.error({ err: error, type: event.type }, 'could not publish event');
+    }
   }
 
   private async publish(message: Parameters<Bus['publishEvent']>[0]): Promise<void> {
