@@ -91,6 +91,8 @@ const REJECT_PAUSE_MS = [150, 450] as const;
  * take until the TERM → KILL escalation.
  */
 const HOLD_PAUSE_MS = [1000, 2000] as const;
+/** How long a decrease of the prefetch waits, in case a job ending raises it again (see updatePrefetch). */
+const PREFETCH_SHRINK_DELAY_MS = 250;
 /** Bounds of the pause before a parked offer (no room here now) is handed back to other agents. */
 const PARK_MS = [2_000, 30_000] as const;
 
@@ -134,6 +136,9 @@ export class Agent {
   private readonly deliveryLimit: number;
   private readonly events: EventBatcher;
   private offers: Subscription | undefined;
+  /** The prefetch last given to the offers subscription, and a pending decrease of it. */
+  private prefetchApplied = 0;
+  private prefetchShrink: NodeJS.Timeout | undefined;
   private control: Subscription | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   private housekeeping: NodeJS.Timeout | undefined;
@@ -203,8 +208,9 @@ export class Agent {
     this.pool.setCgroups(this.cgroupSupport);
     await this.pool.prime();
     this.control = await this.bus.consumeControl(this.config.id, (delivery) => this.onControl(delivery));
+    this.prefetchApplied = this.freeSlots;
     this.offers = await this.bus.consumeOffers((delivery) => this.onOffer(delivery), {
-      prefetch: this.freeSlots,
+      prefetch: this.prefetchApplied,
     });
     this.heartbeat = setInterval(() => void this.sendHeartbeat(), this.config.heartbeatIntervalMs);
     this.heartbeat.unref();
@@ -233,6 +239,7 @@ export class Agent {
     this.stopped = true;
     if (this.heartbeat) clearInterval(this.heartbeat);
     if (this.housekeeping) clearInterval(this.housekeeping);
+    if (this.prefetchShrink) clearTimeout(this.prefetchShrink);
     await this.handBackParked();
     await this.offers?.cancel();
     await this.control?.cancel();
@@ -757,10 +764,37 @@ export class Agent {
    * counts those held deliveries against the prefetch already, and counting them as busy slots too would
    * let only half the free slots load at once.
    */
-  private async updatePrefetch(): Promise<void> {
+  private wantedPrefetch(): number {
+    if (this.draining || this.stopped) return 0;
     let holding = 0;
     for (const job of this.active.values()) if (job.delivery) holding += 1;
-    await this.offers?.setPrefetch(this.draining || this.stopped ? 0 : this.freeSlots + holding);
+    return this.freeSlots + holding;
+  }
+
+  /**
+   * A larger prefetch applies at once. A smaller one waits a moment: every job lowers it when it loads and
+   * raises it again when it ends, and each change costs a re-consume (three broker round trips); for short
+   * jobs the two cancel out before the pause is over. An offer that arrives meanwhile with no room is parked
+   * and placed when the next job ends, as any offer over capacity is.
+   */
+  private async updatePrefetch(): Promise<void> {
+    const want = this.wantedPrefetch();
+    if (want > 0 && want < this.prefetchApplied) {
+      this.prefetchShrink ??= setTimeout(() => {
+        this.prefetchShrink = undefined;
+        void this.applyPrefetch(this.wantedPrefetch());
+      }, PREFETCH_SHRINK_DELAY_MS);
+      this.prefetchShrink.unref();
+      return;
+    }
+    await this.applyPrefetch(want);
+  }
+
+  private async applyPrefetch(prefetch: number): Promise<void> {
+    if (this.prefetchShrink) clearTimeout(this.prefetchShrink);
+    this.prefetchShrink = undefined;
+    this.prefetchApplied = prefetch;
+    await this.offers?.setPrefetch(prefetch);
   }
 
   private findJob(jobId: string, executor: UserExecutor): ActiveJob | undefined {

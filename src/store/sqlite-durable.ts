@@ -102,13 +102,13 @@ export function withCommitTracking(
 ): SqliteDialectDatabase {
   const statements = new Map<string, SqliteStatement>();
   const track = (statement: BetterSqlite3.Statement): SqliteStatement => {
-    if (statement.reader) return statement as unknown as SqliteStatement;
+    if (statement.reader) return statement;
     return {
       reader: false,
-      all: (parameters) => statement.all(parameters as unknown[]),
-      iterate: (parameters) => statement.iterate(parameters as unknown[]),
+      all: (parameters) => statement.all(parameters),
+      iterate: (parameters) => statement.iterate(parameters),
       run: (parameters) => {
-        const result = statement.run(parameters as unknown[]);
+        const result = statement.run(parameters);
         if (!database.inTransaction) flusher.committed();
         return result;
       },
