@@ -49,7 +49,7 @@ import { detectCgroups, removeCgroupParents, type CgroupSupport } from './cgroup
 import { EventBatcher } from './event-batcher.js';
 import { ExecutorPool, outOfMemory, type UserExecutor } from './pool.js';
 import { UserLogs } from './user-logs.js';
-import { ensureHome, prepareUserDirs, prepareWorkspaceRoot } from './workspaces.js';
+import { ensureHome, prepareUserDirs, prepareWorkspaceRoot, type UserDirs } from './workspaces.js';
 
 export interface AgentOptions {
   config: CompiledAgentConfig;
@@ -91,6 +91,8 @@ const REJECT_PAUSE_MS = [150, 450] as const;
  * take until the TERM → KILL escalation.
  */
 const HOLD_PAUSE_MS = [1000, 2000] as const;
+/** How long a user's checked directories are taken as they are before the next check (see preparedDirs). */
+const DIRS_RECHECK_MS = 60_000;
 /** How long a decrease of the prefetch waits, in case a job ending raises it again (see updatePrefetch). */
 const PREFETCH_SHRINK_DELAY_MS = 250;
 /** Bounds of the pause before a parked offer (no room here now) is handed back to other agents. */
@@ -131,6 +133,12 @@ export class Agent {
    * redelivery to this agent is settled, not run again. Bounded.
    */
   private readonly awaitingRedelivery = new Set<string>();
+  /**
+   * Users whose home and directories were checked (or made) lately: their next jobs skip the checks. Root does
+   * nothing else with those directories (the executor uses them as the user), so a user who changes their own
+   * directories meanwhile affects only their own jobs; the check runs again after DIRS_RECHECK_MS.
+   */
+  private readonly preparedDirs = new Map<string, UserDirs & { uid: number; at: number }>();
   /** Offers that fit this machine but not its load right now, in arrival order. */
   private readonly parked = new Map<string, ParkedOffer>();
   private readonly deliveryLimit: number;
@@ -527,16 +535,25 @@ export class Agent {
         ? await resolveAccount(job.offer.user, this.policy, this.config.id, (name) => this.accounts.get(name))
         : currentAccount();
     const t1 = performance.now();
-    // The home directory and the workspace are independent: prepared side by side.
     let homeDone = t1;
-    const [, dirs] = await Promise.all([
-      (this.isolation === 'per-user' ? ensureHome(account) : Promise.resolve()).then(() => {
-        homeDone = performance.now();
-      }),
-      prepareUserDirs(this.config.workspaceRoot, account, this.isolation === 'per-user', {
-        auditorsGroup: this.config.auditorsGroup,
-      }),
-    ]);
+    let dirs = this.preparedDirs.get(account.name);
+    if (!dirs || dirs.uid !== account.uid || Date.now() - dirs.at > DIRS_RECHECK_MS) {
+      // The home directory and the workspace are independent: prepared side by side.
+      const [, prepared] = await Promise.all([
+        (this.isolation === 'per-user' ? ensureHome(account) : Promise.resolve()).then(() => {
+          homeDone = performance.now();
+        }),
+        prepareUserDirs(this.config.workspaceRoot, account, this.isolation === 'per-user', {
+          auditorsGroup: this.config.auditorsGroup,
+        }),
+      ]);
+      dirs = { ...prepared, uid: account.uid, at: Date.now() };
+      this.preparedDirs.set(account.name, dirs);
+      if (this.preparedDirs.size > 10_000) {
+        const oldest = this.preparedDirs.keys().next().value;
+        if (oldest !== undefined) this.preparedDirs.delete(oldest);
+      }
+    }
     const t3 = performance.now();
     const t2 = homeDone;
     job.coldStart = !this.pool.hasExecutorFor(account.name);
