@@ -98,11 +98,11 @@ const STATEMENT_CACHE_SIZE = 256;
  */
 export function withCommitTracking(
   database: BetterSqlite3.Database,
-  flusher: WalFlusher,
+  flusher: WalFlusher | undefined,
 ): SqliteDialectDatabase {
   const statements = new Map<string, SqliteStatement>();
   const track = (statement: BetterSqlite3.Statement): SqliteStatement => {
-    if (statement.reader) return statement;
+    if (statement.reader || !flusher) return statement;
     return {
       reader: false,
       all: (parameters) => statement.all(parameters),

@@ -1423,11 +1423,12 @@ async function connect(
     mkdirSync(path.dirname(file), { recursive: true });
     const database = new BetterSqlite3(file, { timeout: options.busyTimeoutMs ?? 5000 });
     // WAL + synchronous=NORMAL: a commit is written but not flushed; the flusher makes commits durable in
-    // groups, off the event loop (see sqlite-durable.ts). foreign_keys is per connection and off by default.
-    database.pragma('journal_mode = WAL');
-    database.pragma('synchronous = NORMAL');
+    // groups, off the event loop (see sqlite-durable.ts). A file system without WAL support keeps SQLite's
+    // own durable commit instead. foreign_keys is per connection and off by default.
+    const wal = database.pragma('journal_mode = WAL', { simple: true }) === 'wal';
+    database.pragma(wal ? 'synchronous = NORMAL' : 'synchronous = FULL');
     database.pragma('foreign_keys = ON');
-    const flusher = new WalFlusher(file);
+    const flusher = wal ? new WalFlusher(file) : undefined;
     return {
       db: new Kysely<Database>({
         dialect: new SqliteDialect({ database: withCommitTracking(database, flusher) }),
