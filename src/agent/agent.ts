@@ -29,6 +29,7 @@ import {
   type ErrorInfo,
   type ExecutorIdentity,
   type ExecutorToAgent,
+  type JobEvent,
   type JobOffer,
   type JobState,
   type OfferVerifier,
@@ -45,9 +46,10 @@ import {
 } from './accounts.js';
 import { planCleanup, runCleanup } from './cleanup.js';
 import { detectCgroups, removeCgroupParents, type CgroupSupport } from './cgroups.js';
+import { EventBatcher } from './event-batcher.js';
 import { ExecutorPool, outOfMemory, type UserExecutor } from './pool.js';
 import { UserLogs } from './user-logs.js';
-import { ensureHome, prepareUserDirs, prepareWorkspaceRoot } from './workspaces.js';
+import { ensureHome, prepareUserDirs, prepareWorkspaceRoot, type UserDirs } from './workspaces.js';
 
 export interface AgentOptions {
   config: CompiledAgentConfig;
@@ -89,6 +91,10 @@ const REJECT_PAUSE_MS = [150, 450] as const;
  * take until the TERM → KILL escalation.
  */
 const HOLD_PAUSE_MS = [1000, 2000] as const;
+/** How long a user's checked directories are taken as they are before the next check (see preparedDirs). */
+const DIRS_RECHECK_MS = 60_000;
+/** How long a decrease of the prefetch waits, in case a job ending raises it again (see updatePrefetch). */
+const PREFETCH_SHRINK_DELAY_MS = 250;
 /** Bounds of the pause before a parked offer (no room here now) is handed back to other agents. */
 const PARK_MS = [2_000, 30_000] as const;
 
@@ -127,10 +133,20 @@ export class Agent {
    * redelivery to this agent is settled, not run again. Bounded.
    */
   private readonly awaitingRedelivery = new Set<string>();
+  /**
+   * Users whose home and directories were checked (or made) lately: their next jobs skip the checks. Root does
+   * nothing else with those directories (the executor uses them as the user), so a user who changes their own
+   * directories meanwhile affects only their own jobs; the check runs again after DIRS_RECHECK_MS.
+   */
+  private readonly preparedDirs = new Map<string, UserDirs & { uid: number; at: number }>();
   /** Offers that fit this machine but not its load right now, in arrival order. */
   private readonly parked = new Map<string, ParkedOffer>();
   private readonly deliveryLimit: number;
+  private readonly events: EventBatcher;
   private offers: Subscription | undefined;
+  /** The prefetch last given to the offers subscription, and a pending decrease of it. */
+  private prefetchApplied = 0;
+  private prefetchShrink: NodeJS.Timeout | undefined;
   private control: Subscription | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   private housekeeping: NodeJS.Timeout | undefined;
@@ -142,6 +158,7 @@ export class Agent {
     this.bus = options.bus;
     this.log = options.logger.child({ component: 'agent', agentId: options.config.id });
     this.verifier = createOfferVerifier(options.publicKeys);
+    this.events = new EventBatcher(options.config.id, (message) => this.bus.publishEvent(message));
     this.deliveryLimit = this.config.bus.kind === 'amqp' ? this.config.bus.deliveryLimit : 20;
     this.isolation = process.getuid?.() === 0 ? 'per-user' : 'single-user';
     this.policy = { ...this.config.identity, userMap: this.config.userMap };
@@ -199,8 +216,9 @@ export class Agent {
     this.pool.setCgroups(this.cgroupSupport);
     await this.pool.prime();
     this.control = await this.bus.consumeControl(this.config.id, (delivery) => this.onControl(delivery));
+    this.prefetchApplied = this.freeSlots;
     this.offers = await this.bus.consumeOffers((delivery) => this.onOffer(delivery), {
-      prefetch: this.freeSlots,
+      prefetch: this.prefetchApplied,
     });
     this.heartbeat = setInterval(() => void this.sendHeartbeat(), this.config.heartbeatIntervalMs);
     this.heartbeat.unref();
@@ -229,6 +247,7 @@ export class Agent {
     this.stopped = true;
     if (this.heartbeat) clearInterval(this.heartbeat);
     if (this.housekeeping) clearInterval(this.housekeeping);
+    if (this.prefetchShrink) clearTimeout(this.prefetchShrink);
     await this.handBackParked();
     await this.offers?.cancel();
     await this.control?.cancel();
@@ -516,16 +535,25 @@ export class Agent {
         ? await resolveAccount(job.offer.user, this.policy, this.config.id, (name) => this.accounts.get(name))
         : currentAccount();
     const t1 = performance.now();
-    // The home directory and the workspace are independent: prepared side by side.
     let homeDone = t1;
-    const [, dirs] = await Promise.all([
-      (this.isolation === 'per-user' ? ensureHome(account) : Promise.resolve()).then(() => {
-        homeDone = performance.now();
-      }),
-      prepareUserDirs(this.config.workspaceRoot, account, this.isolation === 'per-user', {
-        auditorsGroup: this.config.auditorsGroup,
-      }),
-    ]);
+    let dirs = this.preparedDirs.get(account.name);
+    if (!dirs || dirs.uid !== account.uid || Date.now() - dirs.at > DIRS_RECHECK_MS) {
+      // The home directory and the workspace are independent: prepared side by side.
+      const [, prepared] = await Promise.all([
+        (this.isolation === 'per-user' ? ensureHome(account) : Promise.resolve()).then(() => {
+          homeDone = performance.now();
+        }),
+        prepareUserDirs(this.config.workspaceRoot, account, this.isolation === 'per-user', {
+          auditorsGroup: this.config.auditorsGroup,
+        }),
+      ]);
+      dirs = { ...prepared, uid: account.uid, at: Date.now() };
+      this.preparedDirs.set(account.name, dirs);
+      if (this.preparedDirs.size > 10_000) {
+        const oldest = this.preparedDirs.keys().next().value;
+        if (oldest !== undefined) this.preparedDirs.delete(oldest);
+      }
+    }
     const t3 = performance.now();
     const t2 = homeDone;
     job.coldStart = !this.pool.hasExecutorFor(account.name);
@@ -717,7 +745,7 @@ export class Agent {
   // --- events --------------------------------------------------------------------------------------------
 
   private async emitState(job: ActiveJob, state: JobState, error?: ErrorInfo): Promise<void> {
-    await this.publish({
+    await this.publishJobEvent({
       v: PROTOCOL_VERSION,
       type: 'state',
       jobId: job.offer.jobId,
@@ -732,7 +760,7 @@ export class Agent {
   }
 
   private async emitStep(job: ActiveJob, step: StepEvent): Promise<void> {
-    await this.publish({
+    await this.publishJobEvent({
       v: PROTOCOL_VERSION,
       type: 'step',
       jobId: job.offer.jobId,
@@ -742,6 +770,15 @@ export class Agent {
       agentId: this.config.id,
       step,
     });
+  }
+
+  /** Job events go through the batcher: those ready together leave in one message. */
+  private async publishJobEvent(event: JobEvent): Promise<void> {
+    try {
+      await this.events.send(event);
+    } catch (error) {
+      this.log.error({ err: error, type: event.type }, 'could not publish event');
+    }
   }
 
   private async publish(message: Parameters<Bus['publishEvent']>[0]): Promise<void> {
@@ -770,10 +807,37 @@ export class Agent {
    * counts those held deliveries against the prefetch already, and counting them as busy slots too would
    * let only half the free slots load at once.
    */
-  private async updatePrefetch(): Promise<void> {
+  private wantedPrefetch(): number {
+    if (this.draining || this.stopped) return 0;
     let holding = 0;
     for (const job of this.active.values()) if (job.delivery) holding += 1;
-    await this.offers?.setPrefetch(this.draining || this.stopped ? 0 : this.freeSlots + holding);
+    return this.freeSlots + holding;
+  }
+
+  /**
+   * A larger prefetch applies at once. A smaller one waits a moment: every job lowers it when it loads and
+   * raises it again when it ends, and each change costs a re-consume (three broker round trips); for short
+   * jobs the two cancel out before the pause is over. An offer that arrives meanwhile with no room is parked
+   * and placed when the next job ends, as any offer over capacity is.
+   */
+  private async updatePrefetch(): Promise<void> {
+    const want = this.wantedPrefetch();
+    if (want > 0 && want < this.prefetchApplied) {
+      this.prefetchShrink ??= setTimeout(() => {
+        this.prefetchShrink = undefined;
+        void this.applyPrefetch(this.wantedPrefetch());
+      }, PREFETCH_SHRINK_DELAY_MS);
+      this.prefetchShrink.unref();
+      return;
+    }
+    await this.applyPrefetch(want);
+  }
+
+  private async applyPrefetch(prefetch: number): Promise<void> {
+    if (this.prefetchShrink) clearTimeout(this.prefetchShrink);
+    this.prefetchShrink = undefined;
+    this.prefetchApplied = prefetch;
+    await this.offers?.setPrefetch(prefetch);
   }
 
   private findJob(jobId: string, executor: UserExecutor): ActiveJob | undefined {

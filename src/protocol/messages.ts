@@ -139,7 +139,29 @@ export const Heartbeat = z
   .strict();
 export type Heartbeat = z.infer<typeof Heartbeat>;
 
-export const AgentMessage = z.discriminatedUnion('type', [JobStateEvent, JobStepEvent, Heartbeat]);
+/** Most job events an agent puts in one message. */
+export const MAX_BATCH_EVENTS = 128;
+
+/**
+ * Several job events of one agent in one message, in the order they happened: an agent sends what is ready
+ * together (one broker publish and confirm, one delivery for the server) instead of one message each. The
+ * server applies them as it would the same events sent one by one (idempotently, by job, attempt and seq).
+ */
+export const EventBatch = z
+  .object({
+    v: z.literal(PROTOCOL_VERSION),
+    type: z.literal('events'),
+    agentId: id,
+    events: z.array(z.discriminatedUnion('type', [JobStateEvent, JobStepEvent])).min(1).max(MAX_BATCH_EVENTS),
+  })
+  .strict()
+  .refine((batch) => batch.events.every((event) => event.agentId === batch.agentId), {
+    message: 'every event of a batch must name the agent that sent the batch',
+    path: ['events'],
+  });
+export type EventBatch = z.infer<typeof EventBatch>;
+
+export const AgentMessage = z.discriminatedUnion('type', [JobStateEvent, JobStepEvent, Heartbeat, EventBatch]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
 export type JobEvent = JobStateEvent | JobStepEvent;
 

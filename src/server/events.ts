@@ -71,23 +71,31 @@ export class EventConsumer {
       await delivery.ack();
       return;
     }
-    const result = await this.applyInOrder(message);
+    const events = message.type === 'events' ? message.events : [message];
+    // A batch's events join the group commit together, in order; the delivery is acked once all are
+    // committed and on disk. If any fails, the bus requeues the whole batch and the ones already applied are
+    // duplicates.
+    const results = await Promise.all(events.map((event) => this.applyInOrder(event)));
+    for (let i = 0; i < events.length; i++) await this.afterApply(events[i]!, results[i]!);
+    await this.deps.store.durable();
+    await delivery.ack();
+  }
+
+  private async afterApply(event: JobEvent, result: AppliedEvent): Promise<void> {
     if (result.claimedBy !== undefined) {
-      await this.refuseUnclaimed(message, result.claimedBy);
-      await delivery.ack();
+      await this.refuseUnclaimed(event, result.claimedBy);
       return;
     }
     if (result.job) this.deps.watch.publishJob(result.job);
     if (result.step) this.deps.watch.publishStep(result.step);
-    if (result.applied && !result.job && message.type === 'state' && !isTerminal(message.state)) {
-      await this.stopIfEnded(message.jobId, message.attempt, message.agentId);
+    if (result.applied && !result.job && event.type === 'state' && !isTerminal(event.state)) {
+      await this.stopIfEnded(event.jobId, event.attempt, event.agentId);
     }
     if (!result.applied)
       this.deps.logger.debug(
-        { jobId: message.jobId, attempt: message.attempt, seq: message.seq },
+        { jobId: event.jobId, attempt: event.attempt, seq: event.seq },
         'duplicate event ignored',
       );
-    await delivery.ack();
   }
 
   /**
@@ -248,6 +256,7 @@ export class EventConsumer {
     }
     try {
       await this.deps.jobs.transition(offer.jobId, to, { error }, { from, attempt: offer.attempt });
+      await this.deps.store.durable();
     } catch (err) {
       this.deps.logger.error({ err, jobId: offer.jobId }, 'could not record a dead-lettered offer');
     }

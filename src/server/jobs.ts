@@ -445,7 +445,11 @@ export class JobService {
   async claim(job: JobRecord, agentId: string): Promise<void> {
     if (job.claimedBy === agentId) return;
     const claimed = await this.deps.store.claimAttempt(job.id, job.attempt, job.jobTokenHash, agentId);
-    if (claimed.ok) return;
+    if (claimed.ok) {
+      // Answered by a GET, which does not wait for the flush by itself: the grant must survive a power cut.
+      await this.deps.store.durable();
+      return;
+    }
     const current = claimed.job;
     if (!current || current.attempt !== job.attempt || current.jobTokenHash !== job.jobTokenHash)
       throw new StewardError('STEWARD_UNAUTHENTICATED', 'invalid job token');

@@ -152,6 +152,12 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
         ).toJSON(),
       );
   });
+  // A request that may have written is answered only once its writes are on disk (the store flushes commits
+  // in groups; see Store.durable). Reads are answered at once.
+  app.addHook('onSend', async (request, _reply, payload) => {
+    if (request.method !== 'GET' && request.method !== 'HEAD') await store.durable();
+    return payload;
+  });
   registerRoutes(app, ctx, buildHandlers(ctx));
 
   const remote = new RemoteChanges(store, watch, logger);

@@ -21,7 +21,6 @@ import {
   PostgresDialect,
   sql,
   SqliteDialect,
-  type SqliteDatabase as SqliteDialectDatabase,
   type Transaction,
 } from 'kysely';
 import pg from 'pg';
@@ -40,6 +39,7 @@ import {
 } from '../protocol/index.js';
 import { ChangeListener, type ChangeListenerOptions, type JobChangeNotice } from './changes.js';
 import { migrateToLatest, type StoreDialect } from './migrations/index.js';
+import { WalFlusher, withCommitTracking } from './sqlite-durable.js';
 import type { Database, JobsTable } from './schema.js';
 
 export interface OpenStoreOptions {
@@ -313,14 +313,17 @@ export class Store {
     /** The NOTIFY channel of this database + schema; undefined on SQLite. */
     readonly changeChannel: string | undefined,
     private readonly config: StoreConfig,
+    private readonly flusher?: WalFlusher,
   ) {}
 
   /** Opens the database and applies pending migrations. */
   static async open(config: StoreConfig, options: OpenStoreOptions = {}): Promise<Store> {
-    const { db, dialect } = await connect(config, options);
+    const { db, dialect, flusher } = await connect(config, options);
     try {
       for (const name of await migrateToLatest(db as Kysely<unknown>, dialect)) options.onMigration?.(name);
+      await flusher?.durable();
     } catch (error) {
+      await flusher?.close();
       await db.destroy();
       throw error;
     }
@@ -329,7 +332,16 @@ export class Store {
       dialect,
       config.kind === 'postgres' ? changeChannelFor(config.schema) : undefined,
       config,
+      flusher,
     );
+  }
+
+  /**
+   * Resolves once every write committed so far is on disk. PostgreSQL commits durably itself (immediate);
+   * SQLite flushes its WAL in groups (sqlite-durable.ts): await this before telling anyone a write is done.
+   */
+  durable(): Promise<void> {
+    return this.flusher ? this.flusher.durable() : Promise.resolve();
   }
 
   /**
@@ -351,6 +363,7 @@ export class Store {
   }
 
   async close(): Promise<void> {
+    await this.flusher?.close();
     await this.db.destroy();
   }
 
@@ -1554,19 +1567,24 @@ const INT8_OID = 20;
 async function connect(
   config: StoreConfig,
   options: OpenStoreOptions,
-): Promise<{ db: Db; dialect: StoreDialect }> {
+): Promise<{ db: Db; dialect: StoreDialect; flusher?: WalFlusher }> {
   if (config.kind === 'sqlite') {
     const file = config.path ?? path.resolve('.steward', 'steward.db');
     mkdirSync(path.dirname(file), { recursive: true });
     const database = new BetterSqlite3(file, { timeout: options.busyTimeoutMs ?? 5000 });
-    // WAL + synchronous=FULL: every commit is fsynced before it returns, so an acknowledged write survives a
-    // power cut. foreign_keys is per connection in SQLite and off by default.
-    database.pragma('journal_mode = WAL');
-    database.pragma('synchronous = FULL');
+    // WAL + synchronous=NORMAL: a commit is written but not flushed; the flusher makes commits durable in
+    // groups, off the event loop (see sqlite-durable.ts). A file system without WAL support keeps SQLite's
+    // own durable commit instead. foreign_keys is per connection and off by default.
+    const wal = database.pragma('journal_mode = WAL', { simple: true }) === 'wal';
+    database.pragma(wal ? 'synchronous = NORMAL' : 'synchronous = FULL');
     database.pragma('foreign_keys = ON');
+    const flusher = wal ? new WalFlusher(file) : undefined;
     return {
-      db: new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(database) }) }),
+      db: new Kysely<Database>({
+        dialect: new SqliteDialect({ database: withCommitTracking(database, flusher) }),
+      }),
       dialect: 'sqlite',
+      flusher,
     };
   }
 
@@ -1592,35 +1610,6 @@ async function connect(
     types: { getTypeParser: int8AsNumber as typeof pg.types.getTypeParser },
   });
   return { db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), dialect: 'postgres' };
-}
-
-const STATEMENT_CACHE_SIZE = 256;
-
-/**
- * Kysely's SQLite driver prepares every query anew; the store issues a few dozen distinct statements over
- * and over, so they are kept prepared (SQLite re-prepares a statement itself when the schema changes).
- * Safe because the driver uses one connection at a time and runs each statement to completion.
- */
-function withStatementCache(database: BetterSqlite3.Database): SqliteDialectDatabase {
-  const statements = new Map<string, BetterSqlite3.Statement>();
-  return {
-    prepare(sql: string) {
-      let statement = statements.get(sql);
-      if (!statement) {
-        statement = database.prepare(sql);
-        statements.set(sql, statement);
-        if (statements.size > STATEMENT_CACHE_SIZE) {
-          const oldest = statements.keys().next().value;
-          if (oldest !== undefined) statements.delete(oldest);
-        }
-      }
-      return statement;
-    },
-    close() {
-      statements.clear();
-      database.close();
-    },
-  };
 }
 
 function int8AsNumber(oid: number, format?: 'text' | 'binary'): (value: string) => unknown {

@@ -1,7 +1,7 @@
 /* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-return -- HTTP response bodies are checked by assertions, not by static types. */
 import http from 'node:http';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Delivery, Subscription } from '../../src/bus/index.js';
+import type { DeadLetter, Delivery, Subscription } from '../../src/bus/index.js';
 import {
   createOfferVerifier,
   type AgentMessage,
@@ -288,6 +288,46 @@ describe.each(backends)('jobs on $name', (backend) => {
     });
     expect(ended.state).toBe('failed');
     expect(ended.error).toEqual({ code: 'STEWARD_STEP_FAILED', message: 'step total failed' });
+  });
+
+  it('applies a batch of events like the same events sent one by one, and refuses a mixed-agent batch', async () => {
+    const taking = takeOffer(h);
+    const job = (await submit()).json;
+    const { offer } = await taking;
+    const letters: DeadLetter[] = [];
+    await h.bus.consumeDeadLetters((letter) => void letters.push(letter));
+    // Another agent's event inside agent-1's batch: the whole message is refused, nothing of it applied.
+    await h.bus.publishEvent({
+      v: 1,
+      type: 'events',
+      agentId: 'agent-1',
+      events: [stateEvent(offer, 1, 'loading'), { ...stateEvent(offer, 2, 'running'), agentId: 'agent-2' }],
+    });
+    await eventually(() => letters.length > 0);
+    expect(letters[0]!.reason).toContain('every event of a batch must name the agent');
+    expect((await h.request({ method: 'GET', url: `/api/jobs/${job.id}`, token: alice })).json.state).toBe(
+      'offered',
+    );
+    await h.bus.publishEvent({
+      v: 1,
+      type: 'events',
+      agentId: 'agent-1',
+      events: [
+        stateEvent(offer, 1, 'loading'),
+        stateEvent(offer, 2, 'running'),
+        stepEvent(offer, 3, 'numbers', 'running'),
+        stepEvent(offer, 4, 'numbers', 'succeeded', 3),
+        stepEvent(offer, 5, 'total', 'running'),
+        stepEvent(offer, 6, 'total', 'succeeded', 1),
+        stateEvent(offer, 7, 'succeeded'),
+      ],
+    });
+    const ended = await eventually(async () => {
+      const response = await h.request({ method: 'GET', url: `/api/jobs/${job.id}`, token: alice });
+      return response.json.state === 'succeeded' ? response.json : undefined;
+    });
+    expect((ended.steps as Array<{ state: string }>).map((step) => step.state)).toEqual(['succeeded', 'succeeded']);
+    expect(ended.steps[0].rows).toBe(3);
   });
 
   it('dead-letters an agent message that fails the schema without stopping the consumer', async () => {
