@@ -35,6 +35,9 @@ export interface ServerClientOptions {
   maxBackoffMs?: number;
 }
 
+/** Pauses before asking again for an attempt another agent holds (see `workflow`). */
+const CLAIM_RECHECK_MS = [200, 400, 800];
+
 /** Statuses a proxy or a stopping server answers while another server could serve the request. */
 const RETRYABLE_STATUSES = new Set([502, 503, 504]);
 
@@ -62,8 +65,20 @@ export class ServerClient {
    */
   async workflow(agentId?: string): Promise<JobWorkflow> {
     const query = agentId === undefined ? '' : `?${new URLSearchParams({ agent: agentId }).toString()}`;
-    const response = await this.request('GET', `/workflow${query}`);
-    return (await response.json()) as JobWorkflow;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const response = await this.request('GET', `/workflow${query}`);
+        return (await response.json()) as JobWorkflow;
+      } catch (error) {
+        // The holder may have just handed the attempt back (its executor died loading it): the hand-back
+        // event that frees the claim can reach the server a moment after this fetch. Ask again a few times
+        // before giving the offer up; a holder that still loads it keeps it.
+        const pause = CLAIM_RECHECK_MS[attempt];
+        if (!(error instanceof StewardError) || error.code !== 'STEWARD_ATTEMPT_CLAIMED' || pause === undefined)
+          throw error;
+        await new Promise((resolve) => setTimeout(resolve, pause));
+      }
+    }
   }
 
   /** Downloads an asset and checks its digest, so a corrupted transfer never reaches a step. */
