@@ -74,7 +74,11 @@ export class ServerClient {
         // event that frees the claim can reach the server a moment after this fetch. Ask again a few times
         // before giving the offer up; a holder that still loads it keeps it.
         const pause = CLAIM_RECHECK_MS[attempt];
-        if (!(error instanceof StewardError) || error.code !== 'STEWARD_ATTEMPT_CLAIMED' || pause === undefined)
+        if (
+          !(error instanceof StewardError) ||
+          error.code !== 'STEWARD_ATTEMPT_CLAIMED' ||
+          pause === undefined
+        )
           throw error;
         await new Promise((resolve) => setTimeout(resolve, pause));
       }

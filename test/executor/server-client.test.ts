@@ -132,4 +132,31 @@ describe('executor server client', () => {
     expect(elapsed).toBeGreaterThanOrEqual(300);
     expect(elapsed).toBeLessThan(3000);
   });
+  it('asks again for an attempt another agent holds, then gives up with STEWARD_ATTEMPT_CLAIMED', async () => {
+    const port = await freePort();
+    let refusals = 2;
+    const urls: string[] = [];
+    await listen(port, (request, _body, response) => {
+      urls.push(request.url ?? '');
+      if (refusals-- > 0 || request.url?.includes('agent=busy')) {
+        response.writeHead(409, { 'content-type': 'application/json' });
+        response.end(
+          JSON.stringify({ error: { code: 'STEWARD_ATTEMPT_CLAIMED', message: 'held by agent b' } }),
+        );
+        return;
+      }
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end(JSON.stringify(WORKFLOW));
+    });
+    const client = new ServerClient(`http://127.0.0.1:${port}`, 'j1', 'stj_token');
+    // The holder handed the attempt back while the first two fetches were refused: the third gets it.
+    await expect(client.workflow('agent-a')).resolves.toEqual(WORKFLOW);
+    expect(urls).toEqual(Array(3).fill('/api/exec/jobs/j1/workflow?agent=agent-a'));
+    // A holder that keeps it: four fetches in all, then the refusal is the answer.
+    urls.length = 0;
+    const refused = await client.workflow('busy').catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(StewardError);
+    expect((refused as StewardError).code).toBe('STEWARD_ATTEMPT_CLAIMED');
+    expect(urls).toHaveLength(4);
+  });
 });
