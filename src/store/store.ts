@@ -842,10 +842,14 @@ export class Store {
    * needs no row lock: its transactions are serialized by the database lock.
    */
   private async lockJob(trx: Transaction<Database>, id: string): Promise<JobRecord | undefined> {
+    const row = await this.lockJobRow(trx, id);
+    return row && toJob(row);
+  }
+
+  private async lockJobRow(trx: Transaction<Database>, id: string): Promise<JobsTable | undefined> {
     let query = trx.selectFrom('jobs').selectAll().where('id', '=', id);
     if (this.dialect === 'postgres') query = query.forUpdate();
-    const row = await query.executeTakeFirst();
-    return row && toJob(row);
+    return query.executeTakeFirst();
   }
 
   /**
@@ -881,15 +885,22 @@ export class Store {
     return this.db.transaction().execute((trx) => this.transitionIn(trx, id, to, patch, options));
   }
 
+  /**
+   * `locked`: the job's row as this transaction already read (and locked) it, which saves reading it again.
+   * The updated job is that row with the new values: the row lock (or SQLite's database lock) means nobody
+   * else changed it in between.
+   */
   private async transitionIn(
     trx: Transaction<Database>,
     id: string,
     to: JobState,
     patch: JobPatch,
     options: { from?: readonly JobState[]; attempt?: number; now?: number },
+    locked?: JobsTable,
   ): Promise<TransitionResult> {
-    const current = await this.lockJob(trx, id);
-    if (!current) return { ok: false, job: null };
+    const row = locked ?? (await this.lockJobRow(trx, id));
+    if (!row) return { ok: false, job: null };
+    const current = toJob(row);
     if (options.from && !options.from.includes(current.state)) return { ok: false, job: current };
     if (options.attempt !== undefined && options.attempt !== current.attempt)
       return { ok: false, job: current };
@@ -919,9 +930,8 @@ export class Store {
       .executeTakeFirst();
     if (Number(result.numUpdatedRows) !== 1) return { ok: false, job: (await this.getJob(id, trx)) ?? null };
     await this.recordAttemptState(trx, current.attempt, id, to, patch, now);
-    const updated = await this.getJob(id, trx);
     await this.notifyChange(trx, id);
-    return { ok: true, job: updated! };
+    return { ok: true, job: toJob({ ...row, ...values }) };
   }
 
   /** Records a new attempt of a job, not yet taken by any agent. */
@@ -1299,9 +1309,10 @@ export class Store {
     {
       // The row lock makes two servers applying events of one job (a redelivery after a server died, or
       // two events consumed at once) take turns: the second sees the first's record and effect.
-      const job = await this.lockJob(trx, event.jobId);
+      const jobRow = await this.lockJobRow(trx, event.jobId);
       // Events for unknown jobs cannot be recorded (foreign key); they are harmless and dropped.
-      if (!job) return { applied: false };
+      if (!jobRow) return { applied: false };
+      const job = toJob(jobRow);
       const inserted = await trx
         .insertInto('applied_events')
         .values({ job_id: event.jobId, attempt: event.attempt, seq: event.seq, applied_at: now })
@@ -1339,10 +1350,14 @@ export class Store {
         // The claim's agent handed the offer back before loading it (its executor died): the attempt is
         // free again for whichever agent the bus gives the offer to next.
         if (event.state === 'offered') patch.claimedBy = null;
-        const result = await this.transitionIn(trx, job.id, event.state, patch, {
-          attempt: event.attempt,
-          now,
-        });
+        const result = await this.transitionIn(
+          trx,
+          job.id,
+          event.state,
+          patch,
+          { attempt: event.attempt, now },
+          jobRow,
+        );
         return result.ok ? { applied: true, job: result.job } : { applied: true };
       }
 
@@ -1392,12 +1407,15 @@ export class Store {
           .execute();
       }
       await trx.updateTable('jobs').set({ updated_at: now }).where('id', '=', job.id).execute();
-      const row = await trx
-        .selectFrom('job_steps')
-        .selectAll()
-        .where('job_id', '=', job.id)
-        .where('step_id', '=', step.stepId)
-        .executeTakeFirstOrThrow();
+      // An updated step is the row read above with the new values (the job's lock keeps others out).
+      const row = existing
+        ? { ...existing, ...values }
+        : await trx
+            .selectFrom('job_steps')
+            .selectAll()
+            .where('job_id', '=', job.id)
+            .where('step_id', '=', step.stepId)
+            .executeTakeFirstOrThrow();
       await this.notifyChange(trx, job.id, step.stepId);
       return { applied: true, step: toStep(row) };
     }
