@@ -6,7 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import path from 'node:path';
@@ -106,6 +106,9 @@ export class PrivateBroker {
         RABBITMQ_PID_FILE: path.join(dir, 'pid'),
       },
       stdio: ['ignore', 'pipe', 'pipe'],
+      // Its own process group: whatever the start script leaves running (the Erlang VM, epmd's children)
+      // goes down with the group in kill().
+      detached: true,
     });
     this.child = child;
     child.stdout.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
@@ -118,12 +121,30 @@ export class PrivateBroker {
     }
   }
 
-  /** kill -9 of the node (the script execs into the Erlang VM, so the child is the VM). */
+  /**
+   * kill -9 of the node: the start script's whole process group, and the VM named in the pid file (the
+   * script does not always exec into the VM; a VM left behind would keep running after the test).
+   */
   async kill(): Promise<void> {
     const child = this.child;
+    const vm = Number(await readFile(path.join(this.dir, 'pid'), 'utf8').catch(() => ''));
+    // Only while that pid is still this node's VM (a pid is reused once its process is gone).
+    const cmdline =
+      Number.isInteger(vm) && vm > 1 ? await readFile(`/proc/${vm}/cmdline`, 'utf8').catch(() => '') : '';
+    if (cmdline.includes(this.nodeName.split('@')[0]!)) {
+      try {
+        process.kill(vm, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    child.kill('SIGKILL');
+    try {
+      process.kill(-child.pid!, 'SIGKILL');
+    } catch {
+      child.kill('SIGKILL');
+    }
     await exited;
   }
 
