@@ -141,6 +141,28 @@ export function describeConnectError(url: string, error: unknown): unknown {
   return Object.assign(new Error(message, { cause: error }), { code });
 }
 
+/**
+ * amqplib hands the socket one frame (or one small message) per write, each its own system call even when a
+ * dozen are ready at once — a burst's publishes and acks, a batch of events. Its multiplexer writes out
+ * everything ready in one synchronous pass: corking the socket around that pass makes it one `writev`.
+ * Looked up defensively on amqplib's connection; if its internals change, writes simply stay as they were.
+ */
+function coalesceWrites(model: ChannelModel): void {
+  const connection = (model as unknown as { connection?: { muxer?: unknown; stream?: unknown } }).connection;
+  const muxer = connection?.muxer as { _readIncoming?: () => void } | undefined;
+  const socket = connection?.stream as { cork?: () => void; uncork?: () => void } | undefined;
+  const pass = muxer?._readIncoming;
+  if (!muxer || typeof pass !== 'function' || typeof socket?.cork !== 'function' || !socket.uncork) return;
+  muxer._readIncoming = function corked(this: unknown): void {
+    socket.cork!();
+    try {
+      pass.call(this);
+    } finally {
+      socket.uncork!();
+    }
+  };
+}
+
 /** Maps a broker's x-death reason to the bus's reason vocabulary. */
 function brokerReason(reason: unknown): string {
   if (reason === 'delivery_limit') return 'delivery-limit';
@@ -847,6 +869,7 @@ export class AmqpBus implements Bus {
 
   private async open(url: string): Promise<void> {
     const connection = await amqp.connect(this.connectOptions(url), this.socketOptions());
+    coalesceWrites(connection);
     let ready = false;
     try {
       connection.on('error', () => {});
