@@ -8,27 +8,16 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Delivery } from '../../src/bus/index.js';
 import { createOfferVerifier, type JobOffer, type JobStateEvent } from '../../src/protocol/index.js';
 import { backends } from '../store/backends.js';
-import { eventually, REPORT_WORKFLOW, startHarness, type Harness } from './harness.js';
+import { eventually, REPORT_WORKFLOW, startHarness, stateEvent as eventOf, type Harness } from './harness.js';
 
-function stateEvent(
+/** A state event of the given agent. */
+const stateEvent = (
   offer: JobOffer,
   agentId: string,
   seq: number,
   state: JobStateEvent['state'],
   extra: Partial<JobStateEvent> = {},
-): JobStateEvent {
-  return {
-    v: 1,
-    type: 'state',
-    jobId: offer.jobId,
-    attempt: offer.attempt,
-    seq,
-    time: Date.now(),
-    agentId,
-    state,
-    ...extra,
-  };
-}
+): JobStateEvent => eventOf(offer, seq, state, { agentId, ...extra });
 
 describe.each(backends)('attempt claims on $name', (backend) => {
   let h: Harness;

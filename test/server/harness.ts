@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { EmbeddedBus } from '../../src/bus/index.js';
+import type { JobOffer, JobStateEvent } from '../../src/protocol/index.js';
 import { compileServerConfig, type StoreConfig } from '../../src/config/index.js';
 import { createServer, type StewardServer } from '../../src/server/index.js';
 import type { Backend, BackendHandle } from '../store/backends.js';
@@ -173,4 +174,24 @@ export async function eventually<T>(
     if (Date.now() - started > timeoutMs) throw new Error('condition not met in time');
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
+}
+
+/** An agent's state event for an offer's attempt (agent `agent-1` unless `extra` names another). */
+export function stateEvent(
+  offer: JobOffer,
+  seq: number,
+  state: JobStateEvent['state'],
+  extra: Partial<JobStateEvent> = {},
+): JobStateEvent {
+  return {
+    v: 1,
+    type: 'state',
+    jobId: offer.jobId,
+    attempt: offer.attempt,
+    seq,
+    time: Date.now(),
+    agentId: 'agent-1',
+    state,
+    ...extra,
+  };
 }

@@ -6,11 +6,10 @@ import {
   createOfferVerifier,
   type AgentMessage,
   type JobOffer,
-  type JobStateEvent,
   type JobStepEvent,
 } from '../../src/protocol/index.js';
 import { backends } from '../store/backends.js';
-import { eventually, REPORT_WORKFLOW, startHarness, type Harness } from './harness.js';
+import { eventually, REPORT_WORKFLOW, startHarness, stateEvent, type Harness } from './harness.js';
 
 /** Takes the next offer from the bus as an agent would, verifying its signature with the server's key. */
 async function takeOffer(
@@ -22,25 +21,6 @@ async function takeOffer(
     void h.bus.consumeOffers(async (d) => resolve(d), { prefetch: 1 }).then((s) => (subscription = s));
   });
   return { offer: verifier.verify(delivery.body), delivery, subscription: subscription! };
-}
-
-function stateEvent(
-  offer: JobOffer,
-  seq: number,
-  state: JobStateEvent['state'],
-  extra: Partial<JobStateEvent> = {},
-): JobStateEvent {
-  return {
-    v: 1,
-    type: 'state',
-    jobId: offer.jobId,
-    attempt: offer.attempt,
-    seq,
-    time: Date.now(),
-    agentId: 'agent-1',
-    state,
-    ...extra,
-  };
 }
 
 function stepEvent(
@@ -326,7 +306,10 @@ describe.each(backends)('jobs on $name', (backend) => {
       const response = await h.request({ method: 'GET', url: `/api/jobs/${job.id}`, token: alice });
       return response.json.state === 'succeeded' ? response.json : undefined;
     });
-    expect((ended.steps as Array<{ state: string }>).map((step) => step.state)).toEqual(['succeeded', 'succeeded']);
+    expect((ended.steps as Array<{ state: string }>).map((step) => step.state)).toEqual([
+      'succeeded',
+      'succeeded',
+    ]);
     expect(ended.steps[0].rows).toBe(3);
   });
 

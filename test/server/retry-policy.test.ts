@@ -5,27 +5,8 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Delivery } from '../../src/bus/index.js';
-import { createOfferVerifier, type JobOffer, type JobStateEvent } from '../../src/protocol/index.js';
-import { eventually, REPORT_WORKFLOW, startHarness, type Harness } from './harness.js';
-
-function stateEvent(
-  offer: JobOffer,
-  seq: number,
-  state: JobStateEvent['state'],
-  extra: Partial<JobStateEvent> = {},
-): JobStateEvent {
-  return {
-    v: 1,
-    type: 'state',
-    jobId: offer.jobId,
-    attempt: offer.attempt,
-    seq,
-    time: Date.now(),
-    agentId: 'agent-1',
-    state,
-    ...extra,
-  };
-}
+import { createOfferVerifier, type JobOffer } from '../../src/protocol/index.js';
+import { eventually, REPORT_WORKFLOW, startHarness, stateEvent, type Harness } from './harness.js';
 
 describe('retry policy and poison jobs in the server', () => {
   let h: Harness;
