@@ -534,9 +534,10 @@ export class JobService {
     }
     let lost = 0;
     for (const job of orphans) {
-      const agentId = job.state === 'loading' ? job.claimedBy : job.agentId;
+      const notStarted = job.state === 'loading' || job.state === 'offered';
+      const agentId = notStarted ? job.claimedBy : job.agentId;
       const message =
-        job.state === 'loading'
+        notStarted
           ? `agent ${agentId ?? '?'} sent no heartbeat for more than ${formatDuration(leaseMs)} while loading the job; it had not started`
           : `agent ${agentId ?? '?'} sent no heartbeat for more than ${formatDuration(leaseMs)}; the job's outcome is unknown`;
       const outcome = await this.retryOrEnd({ ...job, agentId }, 'lost', {

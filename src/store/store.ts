@@ -1235,8 +1235,10 @@ export class Store {
             eb('agent_id', 'is not', null),
             eb.not(eb('agent_id', 'in', live)),
           ]),
+          // Claimed and not started: `loading`, or still `offered` when the agent died before its
+          // `loading` event reached a server.
           eb.and([
-            eb('state', '=', 'loading'),
+            eb('state', 'in', ['loading', 'offered']),
             eb('claimed_by', 'is not', null),
             eb.not(eb('claimed_by', 'in', live)),
           ]),

@@ -197,6 +197,23 @@ describe.each(backends)('attempt claims on $name', (backend) => {
     expect((await fetchAs(second.offer, 'agent-a')).status).toBe(409);
   });
 
+  it('retries a job whose agent claimed it and died before its loading event reached the server', async () => {
+    const { id, offer } = await submit();
+    await heartbeat('agent-a');
+    expect((await fetchAs(offer, 'agent-a')).status).toBe(200);
+    expect((await detail(id)).state).toBe('offered');
+    expect(await h.server.sweep(Date.now())).toBe(0);
+    await h.server.sweep(Date.now() + 10_000);
+    await eventually(() => offers.find((o) => o.offer.jobId === id && o.offer.attempt === 2));
+    const job = await detail(id);
+    expect(job).toMatchObject({ state: 'offered', attempt: 2 });
+    expect(job.attempts[0]).toMatchObject({
+      attempt: 1,
+      state: 'lost',
+      error: { code: 'STEWARD_AGENT_LOST' },
+    });
+  });
+
   it('leaves a loading job nobody claimed to the bus, however silent its agent', async () => {
     const { id, offer } = await submit();
     await heartbeat('agent-a');
