@@ -303,9 +303,13 @@ export interface ListJobsFilter {
 type Db = Kysely<Database>;
 type Executor = Db | Transaction<Database>;
 
+/** Stored workflow versions kept in memory (see getWorkflow). */
+const WORKFLOW_VERSIONS_KEPT = 256;
+
 export class Store {
   /** Identifies this open store among the servers sharing one database (its notices carry it). */
   readonly instanceId = randomUUID();
+  private readonly workflowVersions = new Map<string, WorkflowRecord>();
 
   private constructor(
     readonly db: Db,
@@ -661,14 +665,26 @@ export class Store {
     }
   }
 
-  /** A version, or the latest when `version` is omitted. */
+  /**
+   * A version, or the latest when `version` is omitted. A stored version never changes (pushing makes a new
+   * one; nothing updates or deletes them), so versions read once are kept in memory: every submit and every
+   * executor's workflow fetch reads one. Which version is the latest is always asked of the database (another
+   * server may have pushed one).
+   */
   async getWorkflow(name: string, version?: number): Promise<WorkflowRecord | undefined> {
-    let query = this.db.selectFrom('workflows').selectAll().where('name', '=', name);
-    query =
-      version === undefined
-        ? query.orderBy('version', 'desc').limit(1)
-        : query.where('version', '=', version);
-    const row = await query.executeTakeFirst();
+    if (version !== undefined) {
+      const cached = this.workflowVersions.get(`${version}@${name}`);
+      if (cached) return cached;
+    }
+    let query = this.db.selectFrom('workflows').where('name', '=', name);
+    if (version === undefined) {
+      const latest = await query.select('version').orderBy('version', 'desc').limit(1).executeTakeFirst();
+      if (!latest) return undefined;
+      const cached = this.workflowVersions.get(`${latest.version}@${name}`);
+      if (cached) return cached;
+      query = query.where('version', '=', latest.version);
+    } else query = query.where('version', '=', version);
+    const row = await query.selectAll().executeTakeFirst();
     if (!row) return undefined;
     const assets = await this.db
       .selectFrom('workflow_assets')
@@ -677,7 +693,13 @@ export class Store {
       .where('version', '=', row.version)
       .orderBy('path')
       .execute();
-    return toWorkflow(row, assets);
+    const record = toWorkflow(row, assets);
+    this.workflowVersions.set(`${row.version}@${name}`, record);
+    if (this.workflowVersions.size > WORKFLOW_VERSIONS_KEPT) {
+      const oldest = this.workflowVersions.keys().next().value;
+      if (oldest !== undefined) this.workflowVersions.delete(oldest);
+    }
+    return record;
   }
 
   async listWorkflowVersions(name: string): Promise<WorkflowRecord[]> {

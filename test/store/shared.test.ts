@@ -122,6 +122,24 @@ describe('two stores on one PostgreSQL database', () => {
     }
   });
 
+  it('sees the latest workflow version another store pushed after it read (and kept) an older one', async () => {
+    const base = {
+      name: 'wf-cached',
+      format: 'yaml' as const,
+      description: 'd',
+      params: [],
+      steps: [],
+      createdBy: 'alice',
+      createdAt: 10,
+      assets: [],
+    };
+    await a.insertWorkflowVersion({ ...base, source: 'one', digest: 'd1' });
+    expect((await b.getWorkflow('wf-cached'))?.source).toBe('one');
+    await a.insertWorkflowVersion({ ...base, source: 'two', digest: 'd2' });
+    expect((await b.getWorkflow('wf-cached'))?.source).toBe('two');
+    expect((await b.getWorkflow('wf-cached', 1))?.source).toBe('one');
+  });
+
   it('lets exactly one of two racing transitions of a job win, whichever store makes it', async () => {
     const ids = await seedJobs(30);
     for (const id of ids) await a.transitionJob(id, 'offered');
