@@ -26,12 +26,23 @@ export interface RequestOptions {
   /**
    * Only for requests that are safe to send again (an idempotent submit): connection failures and gateway
    * errors (502, 504 — a load balancer whose server died) are retried with backoff for up to this long.
+   * Reads are retried without it (see READ_RETRY_MS).
    */
   retryForMs?: number;
 }
 
 /** Gateway answers: the request may never have reached a Steward server. */
 const GATEWAY_STATUSES: ReadonlySet<number> = new Set([502, 504]);
+
+/**
+ * Reads (GET, HEAD) change nothing, so they are sent again without being asked to when the answer says
+ * another server may give a better one: a load balancer's 502/503/504 (its server died or none is ready), or
+ * a connection that broke under the request. A refused or unresolvable connection fails at once: nothing is
+ * there to take over.
+ */
+const READ_RETRY_MS = 10_000;
+const READ_RETRY_STATUSES: ReadonlySet<number> = new Set([502, 503, 504]);
+const BROKEN_CONNECTION: ReadonlySet<string> = new Set(['ECONNRESET', 'UND_ERR_SOCKET', 'EPIPE']);
 
 export class ApiClient {
   constructor(readonly options: ClientOptions) {}
@@ -74,15 +85,21 @@ export class ApiClient {
 
   /** A request whose success body is not read here (downloads, event streams, 204s). */
   async send(method: string, path: string, options: RequestOptions = {}): Promise<Response> {
-    const deadline = Date.now() + (options.retryForMs ?? 0);
+    const read = method === 'GET' || method === 'HEAD';
+    const deadline = Date.now() + (options.retryForMs ?? (read ? READ_RETRY_MS : 0));
     for (let delayMs = 200; ; delayMs = Math.min(delayMs * 2, 2000)) {
       try {
         return await this.sendOnce(method, path, options);
       } catch (error) {
         const retryable =
           error instanceof CliError &&
-          (error.code === 'STEWARD_SERVER_UNREACHABLE' ||
-            (error.httpStatus !== undefined && GATEWAY_STATUSES.has(error.httpStatus)));
+          (options.retryForMs !== undefined
+            ? error.code === 'STEWARD_SERVER_UNREACHABLE' ||
+              (error.httpStatus !== undefined && GATEWAY_STATUSES.has(error.httpStatus))
+            : read &&
+              ((error.code === 'STEWARD_SERVER_UNREACHABLE' &&
+                BROKEN_CONNECTION.has(networkCode(error.cause) ?? '')) ||
+                (error.httpStatus !== undefined && READ_RETRY_STATUSES.has(error.httpStatus))));
         const pause = delayMs * (0.5 + Math.random() / 2);
         if (!retryable || options.signal?.aborted || Date.now() + pause > deadline) throw error;
         this.debug(`! ${(error as Error).message}; retrying in ${Math.round(pause)} ms`);
