@@ -47,7 +47,7 @@ import {
 import { planCleanup, runCleanup } from './cleanup.js';
 import { detectCgroups, removeCgroupParents, type CgroupSupport } from './cgroups.js';
 import { EventBatcher } from './event-batcher.js';
-import { ExecutorPool, outOfMemory, type UserExecutor } from './pool.js';
+import { ExecutorExitedError, ExecutorPool, outOfMemory, type UserExecutor } from './pool.js';
 import { UserLogs } from './user-logs.js';
 import { ensureHome, prepareUserDirs, prepareWorkspaceRoot, type UserDirs } from './workspaces.js';
 
@@ -460,6 +460,12 @@ export class Agent {
     try {
       await this.place(job);
     } catch (error) {
+      if (error instanceof ExecutorExitedError && this.active.get(key) === job) {
+        // Killed while becoming the user: a crash before the load, handed back like one during it.
+        this.log.warn({ jobId: offer.jobId, cause: error.exitCause }, error.message);
+        this.handBackLoading(key, job, error.exitCause);
+        return;
+      }
       const failure = coerceError(error, 'STEWARD_EXECUTOR_START_FAILED');
       this.log.warn({ jobId: offer.jobId, code: failure.code }, failure.message);
       // Identity refusals and start failures end the job with a clear reason: no retry loop.
@@ -647,22 +653,7 @@ export class Agent {
     for (const [key, job] of this.active) {
       if (job.offer.jobId !== jobId) continue;
       if (!job.loaded) {
-        this.active.delete(key);
-        this.taken.delete(key);
-        // Without a hold (the broker took the delivery back in a drop) the redelivery is a fresh offer.
-        this.awaitingRedelivery.delete(key);
-        const delivery = job.delivery;
-        job.delivery = undefined;
-        const handBack = async (): Promise<void> => {
-          await this.emitState(job, 'offered', {
-            code: cause.startsWith('out of memory') ? 'STEWARD_OUT_OF_MEMORY' : 'STEWARD_EXECUTOR_CRASHED',
-            message: `agent ${this.config.id}: the executor for ${job.identity?.osUser ?? job.offer.user} ended while loading the job (${cause}); offer handed back after delivery ${delivery?.deliveryCount ?? '?'}`,
-          });
-          if (delivery) await delivery.requeue(0);
-          await this.updatePrefetch();
-          await this.placeParked();
-        };
-        void handBack();
+        this.handBackLoading(key, job, cause);
       } else {
         const oom = cause.startsWith('out of memory');
         void this.finish(job, 'failed', {
@@ -673,6 +664,30 @@ export class Agent {
         });
       }
     }
+  }
+
+  /**
+   * The job's executor died before the workflow loaded: the offer goes back to the bus (its delivery count
+   * grows, so an offer that kills every executor ends at the delivery limit as poison), with an `offered`
+   * event that says why.
+   */
+  private handBackLoading(key: string, job: ActiveJob, cause: string): void {
+    this.active.delete(key);
+    this.taken.delete(key);
+    // Without a hold (the broker took the delivery back in a drop) the redelivery is a fresh offer.
+    this.awaitingRedelivery.delete(key);
+    const delivery = job.delivery;
+    job.delivery = undefined;
+    const handBack = async (): Promise<void> => {
+      await this.emitState(job, 'offered', {
+        code: cause.startsWith('out of memory') ? 'STEWARD_OUT_OF_MEMORY' : 'STEWARD_EXECUTOR_CRASHED',
+        message: `agent ${this.config.id}: the executor for ${job.identity?.osUser ?? job.offer.user} ended while loading the job (${cause}); offer handed back after delivery ${delivery?.deliveryCount ?? '?'}`,
+      });
+      if (delivery) await delivery.requeue(0);
+      await this.updatePrefetch();
+      await this.placeParked();
+    };
+    void handBack();
   }
 
   /**

@@ -10,6 +10,19 @@ import { ExecutorCgroup, formatBytes, type CgroupSupport, type ExecutorLimits } 
 import { ExecutorProcess, type ExitInfo, type SpawnOptions } from './spawner.js';
 import type { UserDirs } from './workspaces.js';
 
+/**
+ * The executor died while taking on a user's identity (killed, or out of memory), as opposed to refusing
+ * it: a crash like one while loading, not a verdict on the job.
+ */
+export class ExecutorExitedError extends Error {
+  constructor(
+    message: string,
+    readonly exitCause: string,
+  ) {
+    super(message);
+    this.name = 'ExecutorExitedError';
+  }
+}
 export interface PoolOptions extends Omit<SpawnOptions, 'onOutput'> {
   /** Executor diagnostics, with the OS user once the executor has one. */
   onOutput: (
@@ -259,7 +272,12 @@ export class ExecutorPool {
       };
       process.on('message', onMessage);
       process.once('exit', (exit) =>
-        reject(new Error(`executor exited while becoming ${account.name} (${exit.cause})`)),
+        reject(
+          new ExecutorExitedError(
+            `executor exited while becoming ${account.name} (${exit.cause})`,
+            exit.cause,
+          ),
+        ),
       );
     });
     process.send({
