@@ -65,11 +65,16 @@ export class ServerClient {
    */
   async workflow(agentId?: string): Promise<JobWorkflow> {
     const query = agentId === undefined ? '' : `?${new URLSearchParams({ agent: agentId }).toString()}`;
+    let refusal: StewardError | undefined;
     for (let attempt = 0; ; attempt++) {
       try {
         const response = await this.request('GET', `/workflow${query}`);
         return (await response.json()) as JobWorkflow;
       } catch (error) {
+        // Asked again after a refusal, the attempt is gone (the server gave it up for a new one while
+        // another agent held it): it was never this agent's, so the refusal stands.
+        if (refusal && error instanceof StewardError && error.code === 'STEWARD_UNAUTHENTICATED')
+          throw refusal;
         // The holder may have just handed the attempt back (its executor died loading it): the hand-back
         // event that frees the claim can reach the server a moment after this fetch. Ask again a few times
         // before giving the offer up; a holder that still loads it keeps it.
@@ -80,6 +85,7 @@ export class ServerClient {
           pause === undefined
         )
           throw error;
+        refusal = error;
         await new Promise((resolve) => setTimeout(resolve, pause));
       }
     }

@@ -94,7 +94,14 @@ describe('faults', () => {
     const deadline = Date.now() + 30_000;
     while (!pid) {
       const jobs = await Promise.all(ids.slice(0, 16).map((id) => c.job(id)));
-      pid = jobs.find((job) => job.state === 'running' && job.executor?.pid)?.executor.pid ?? 0;
+      // A job whose step runs: one killed before its first step would be retried (server.retries.notStarted).
+      pid =
+        jobs.find(
+          (job) =>
+            job.state === 'running' &&
+            job.executor?.pid &&
+            (job.steps as Array<{ state: string }> | undefined)?.some((step) => step.state === 'running'),
+        )?.executor.pid ?? 0;
       if (Date.now() > deadline) throw new Error('no job was running');
       if (!pid) await new Promise((resolve) => setTimeout(resolve, 20));
     }

@@ -138,6 +138,13 @@ describe('executor server client', () => {
     const urls: string[] = [];
     await listen(port, (request, _body, response) => {
       urls.push(request.url ?? '');
+      if (request.headers.authorization === 'Bearer stj_old' && refusals <= 0) {
+        response.writeHead(401, { 'content-type': 'application/json' });
+        response.end(
+          JSON.stringify({ error: { code: 'STEWARD_UNAUTHENTICATED', message: 'invalid job token' } }),
+        );
+        return;
+      }
       if (refusals-- > 0 || request.url?.includes('agent=busy')) {
         response.writeHead(409, { 'content-type': 'application/json' });
         response.end(
@@ -158,5 +165,12 @@ describe('executor server client', () => {
     expect(refused).toBeInstanceOf(StewardError);
     expect((refused as StewardError).code).toBe('STEWARD_ATTEMPT_CLAIMED');
     expect(urls).toHaveLength(4);
+    // Refused, then the attempt was given up for a new one (its token no longer works): still the refusal.
+    urls.length = 0;
+    refusals = 1;
+    const superseded = new ServerClient(`http://127.0.0.1:${port}`, 'j1', 'stj_old');
+    const gone = await superseded.workflow('gone').catch((error: unknown) => error);
+    expect((gone as StewardError).code).toBe('STEWARD_ATTEMPT_CLAIMED');
+    expect(urls).toHaveLength(2);
   });
 });
