@@ -84,6 +84,12 @@ describe.each(backends)('attempt claims on $name', (backend) => {
       executors: [],
       isolation: 'per-user',
     });
+    // Heartbeats are applied asynchronously: a sweep run before this one lands would find the agent silent.
+    const admin = await h.adminToken();
+    await eventually(async () => {
+      const listed = await h.request({ method: 'GET', url: '/api/agents', token: admin });
+      return (listed.json.agents as { id: string }[]).some((agent) => agent.id === agentId);
+    });
   }
 
   it('grants an attempt to the first agent that fetches it, again to that agent, and refuses any other', async () => {
