@@ -44,6 +44,7 @@ import {
   type IdentityPolicy,
   type OsAccount,
 } from './accounts.js';
+import { releaseClaim } from './claim-release.js';
 import { planCleanup, runCleanup } from './cleanup.js';
 import { detectCgroups, removeCgroupParents, type CgroupSupport } from './cgroups.js';
 import { EventBatcher } from './event-batcher.js';
@@ -95,6 +96,8 @@ const HOLD_PAUSE_MS = [1000, 2000] as const;
 const DIRS_RECHECK_MS = 60_000;
 /** How long a decrease of the prefetch waits, in case a job ending raises it again (see updatePrefetch). */
 const PREFETCH_SHRINK_DELAY_MS = 250;
+/** How long a hand-back keeps trying to release its claim on a server that does not answer. */
+const CLAIM_RELEASE_TIMEOUT_MS = 5_000;
 /** Bounds of the pause before a parked offer (no room here now) is handed back to other agents. */
 const PARK_MS = [2_000, 30_000] as const;
 
@@ -679,15 +682,35 @@ export class Agent {
     const delivery = job.delivery;
     job.delivery = undefined;
     const handBack = async (): Promise<void> => {
+      // The claim is freed over HTTP, alongside the event: the event waits behind any backlog in the events
+      // queue, and an agent given the redelivered offer before it lands would be refused.
+      const released = this.releaseClaim(job);
       await this.emitState(job, 'offered', {
         code: cause.startsWith('out of memory') ? 'STEWARD_OUT_OF_MEMORY' : 'STEWARD_EXECUTOR_CRASHED',
         message: `agent ${this.config.id}: the executor for ${job.identity?.osUser ?? job.offer.user} ended while loading the job (${cause}); offer handed back after delivery ${delivery?.deliveryCount ?? '?'}`,
       });
+      await released;
       if (delivery) await delivery.requeue(0);
       await this.updatePrefetch();
       await this.placeParked();
     };
     void handBack();
+  }
+
+  /**
+   * Gives up this agent's claim on a job's attempt that never started (a no-op on the server when the
+   * executor had not fetched yet). A failure is only logged: the hand-back event frees the claim too, later.
+   */
+  private async releaseClaim(job: ActiveJob): Promise<void> {
+    const { offer } = job;
+    try {
+      await releaseClaim(offer, this.config.id, AbortSignal.timeout(CLAIM_RELEASE_TIMEOUT_MS));
+    } catch (error) {
+      this.log.warn(
+        { jobId: offer.jobId, attempt: offer.attempt, err: error },
+        "could not release this agent's claim on the job; another agent may load it only once the hand-back event reaches the server",
+      );
+    }
   }
 
   /**

@@ -547,6 +547,17 @@ export const apiRoutes = {
       assets: z.array(z.object({ path: z.string(), size: z.number().int(), digest: z.string() })),
     }),
   },
+  execReleaseClaim: {
+    method: 'DELETE',
+    path: '/api/exec/jobs/:id/claim',
+    summary:
+      "Agent: gives up its claim on the job's attempt before anything ran (its executor died while loading), so the redelivered offer can load elsewhere at once",
+    tag: 'executor',
+    auth: 'job',
+    params: IdParams,
+    query: z.object({ agent: AgentId }).strict(),
+    status: 204,
+  },
   execAsset: {
     method: 'GET',
     path: '/api/exec/jobs/:id/assets/:digest',

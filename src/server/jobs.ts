@@ -464,6 +464,24 @@ export class JobService {
     );
   }
 
+  /**
+   * The claim's agent gives the attempt up before anything of it ran: its executor died while loading, and
+   * the agent hands the offer back to the bus. Its `offered` event says the same, but travels through the
+   * events queue behind whatever backlog there is; an agent given the redelivered offer meanwhile would be
+   * refused and drop its copy, leaving the job to expire. Releasing first makes the attempt free at once.
+   * Only the claim's own agent can release it, and only while the job has not started; otherwise this is a
+   * no-op (so it is idempotent).
+   */
+  async releaseClaim(job: JobRecord, agentId: string): Promise<void> {
+    const released = await this.deps.store.releaseClaim(job.id, job.attempt, job.jobTokenHash, agentId);
+    if (!released) return;
+    await this.deps.store.durable();
+    this.deps.logger.info(
+      { jobId: job.id, attempt: job.attempt, agentId },
+      "agent released its claim on the job's attempt (its executor died while loading)",
+    );
+  }
+
   /** Moves a job and tells live listeners. */
   async transition(
     id: string,
@@ -536,10 +554,9 @@ export class JobService {
     for (const job of orphans) {
       const notStarted = job.state === 'loading' || job.state === 'offered';
       const agentId = notStarted ? job.claimedBy : job.agentId;
-      const message =
-        notStarted
-          ? `agent ${agentId ?? '?'} sent no heartbeat for more than ${formatDuration(leaseMs)} while loading the job; it had not started`
-          : `agent ${agentId ?? '?'} sent no heartbeat for more than ${formatDuration(leaseMs)}; the job's outcome is unknown`;
+      const message = notStarted
+        ? `agent ${agentId ?? '?'} sent no heartbeat for more than ${formatDuration(leaseMs)} while loading the job; it had not started`
+        : `agent ${agentId ?? '?'} sent no heartbeat for more than ${formatDuration(leaseMs)}; the job's outcome is unknown`;
       const outcome = await this.retryOrEnd({ ...job, agentId }, 'lost', {
         code: 'STEWARD_AGENT_LOST',
         message,

@@ -238,6 +238,11 @@ export function buildHandlers(ctx: ServerContext): Handlers {
       };
     },
 
+    execReleaseClaim: async ({ job, query }) => {
+      await jobs.releaseClaim(job, query.agent);
+      return undefined;
+    },
+
     execAsset: async ({ job, params, reply }) => {
       const asset = await store.workflowHasAsset(job.workflow.name, job.workflow.version, params.digest);
       if (!asset)

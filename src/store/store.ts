@@ -16,13 +16,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import {
-  Kysely,
-  PostgresDialect,
-  sql,
-  SqliteDialect,
-  type Transaction,
-} from 'kysely';
+import { Kysely, PostgresDialect, sql, SqliteDialect, type Transaction } from 'kysely';
 import pg from 'pg';
 import type { StoreConfig } from '../config/index.js';
 import {
@@ -1134,6 +1128,31 @@ export class Store {
     const job = (await this.getJob(id)) ?? null;
     const same = job?.attempt === attempt && job.jobTokenHash === jobTokenHash && job.claimedBy === agentId;
     return same ? { ok: true } : { ok: false, job };
+  }
+
+  /**
+   * Clears the claim of `agentId` on the job's attempt `attempt` while nothing of it ran (`offered` or
+   * `loading`), with the same token check as `claimAttempt`. Returns whether a claim was released; a claim
+   * held by another agent, an attempt that moved on, or a job that started are left alone.
+   */
+  async releaseClaim(
+    id: string,
+    attempt: number,
+    jobTokenHash: string,
+    agentId: string,
+    now = Date.now(),
+  ): Promise<boolean> {
+    // Nothing a job's reader sees changes (the job keeps its agent until the next one claims it).
+    const result = await this.db
+      .updateTable('jobs')
+      .set({ claimed_by: null, updated_at: now })
+      .where('id', '=', id)
+      .where('attempt', '=', attempt)
+      .where('job_token_hash', '=', jobTokenHash)
+      .where('claimed_by', '=', agentId)
+      .where('state', 'in', ['offered', 'loading'])
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) === 1;
   }
 
   /**

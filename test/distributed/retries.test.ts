@@ -10,7 +10,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Cluster } from '../support/distributed.js';
 import { OsUsers, type TestUser } from '../support/os-users.js';
 import { brokerUrl, createVhost, deleteVhost } from '../support/rabbitmq.js';
@@ -100,6 +100,12 @@ function agentBus(): Record<string, unknown> {
 }
 
 describe.runIf(isRoot)('retries over RabbitMQ', () => {
+  // A test that failed half-way leaves its agents running; they must not take the next test's jobs.
+  afterEach(async () => {
+    for (const agent of cluster?.agents.values() ?? []) await agent.stop();
+    cluster?.agents.clear();
+  }, 60_000);
+
   it('runs a job whose agent was killed with SIGKILL again on the other agent as attempt 2', async () => {
     const c = cluster!;
     const first = `first-${tag}`;
@@ -116,8 +122,10 @@ describe.runIf(isRoot)('retries over RabbitMQ', () => {
       if (Date.now() > deadline) throw new Error(`the job never started: ${JSON.stringify(job)}`);
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
-    await c.startAgent(second, { slots: 1, userMap, bus: agentBus() });
+    // Killed first, then the other agent starts: starting it takes a moment, and on a busy machine the
+    // 4 s nap could end before a kill that waited for it.
     await victim.stop('SIGKILL');
+    await c.startAgent(second, { slots: 1, userMap, bus: agentBus() });
     const [job] = await c.settle([id], 60_000);
     expect(job.state, JSON.stringify(job.error)).toBe('succeeded');
     expect(job.attempt).toBe(2);

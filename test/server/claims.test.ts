@@ -177,6 +177,44 @@ describe.each(backends)('attempt claims on $name', (backend) => {
     expect((await fetchAs(offer, 'agent-a')).status).toBe(409);
   });
 
+  it("lets the claim's agent release it before the job starts, so another agent loads the attempt before the hand-back event arrives", async () => {
+    const { id, offer } = await submit();
+    const release = (agent: string, token = offer.jobToken) =>
+      h.request({
+        method: 'DELETE',
+        url: `/api/exec/jobs/${id}/claim?agent=${agent}`,
+        token,
+      });
+    expect((await fetchAs(offer, 'agent-a')).status).toBe(200);
+    // Only the holder can release: another agent's release changes nothing.
+    expect((await release('agent-b')).status).toBe(204);
+    expect((await fetchAs(offer, 'agent-b')).status).toBe(409);
+    // A wrong token or a malformed agent id is refused outright.
+    expect((await release('agent-a', 'stj_not-the-token')).status).toBe(401);
+    expect((await release('no%20such%2Fagent')).status).toBe(400);
+    // The holder's executor died while loading: its agent releases the claim (again: idempotent), and the
+    // redelivered offer loads elsewhere at once, with no `offered` event applied yet.
+    expect((await release('agent-a')).status).toBe(204);
+    expect((await release('agent-a')).status).toBe(204);
+    expect((await detail(id)).state).toBe('offered');
+    expect((await fetchAs(offer, 'agent-b')).status).toBe(200);
+    expect((await fetchAs(offer, 'agent-a')).status).toBe(409);
+    // The hand-back event that follows comes from an agent that no longer holds the attempt: ignored.
+    await h.bus.publishEvent(
+      stateEvent(offer, 'agent-a', 1, 'offered', {
+        error: { code: 'STEWARD_EXECUTOR_CRASHED', message: 'executor died while loading' },
+      }),
+    );
+    await h.bus.publishEvent(stateEvent(offer, 'agent-b', 1_000_001, 'loading'));
+    await h.bus.publishEvent(stateEvent(offer, 'agent-b', 1_000_002, 'running'));
+    await eventually(async () => (await detail(id)).state === 'running');
+    expect(await detail(id)).toMatchObject({ agentId: 'agent-b', attempt: 1, error: null });
+    // Once the job runs, its claim stays: a release is a no-op.
+    expect((await release('agent-b')).status).toBe(204);
+    expect((await fetchAs(offer, 'agent-a')).status).toBe(409);
+    expect(offers).toHaveLength(1);
+  });
+
   it('retries a job claimed by an agent silent past its lease as not started; the new attempt is claimable by another agent', async () => {
     const { id, offer } = await submit();
     await heartbeat('agent-a');
