@@ -48,7 +48,7 @@ class JobRun {
   private canceled = false;
   private database: Promise<JobDatabase> | undefined;
   private readonly exports = new Map<string, Promise<string>>();
-  private paramsFile = '';
+  private paramsFileWritten: Promise<string> | undefined;
   private readonly subdirs = new Map<string, Promise<string>>();
 
   constructor(
@@ -100,7 +100,6 @@ class JobRun {
     let outputs: RunOutput[] = [];
     try {
       if (signal.aborted) onCancel();
-      await this.prepare();
       await this.schedule();
       if (!this.firstError && !this.canceled) outputs = await this.publish();
     } catch (error) {
@@ -145,10 +144,14 @@ class JobRun {
     return made;
   }
 
-  private async prepare(): Promise<void> {
-    await mkdir(this.stewardDir, { recursive: true, mode: 0o700 });
-    this.paramsFile = path.join(this.stewardDir, 'params.json');
-    await writeFile(this.paramsFile, JSON.stringify(this.options.params, null, 2), { mode: 0o600 });
+  /** `.steward/params.json` for script steps (`STEWARD_PARAMS_FILE`), written when the first one runs. */
+  private paramsFile(): Promise<string> {
+    this.paramsFileWritten ??= mkdir(this.stewardDir, { recursive: true, mode: 0o700 }).then(async () => {
+      const file = path.join(this.stewardDir, 'params.json');
+      await writeFile(file, JSON.stringify(this.options.params, null, 2), { mode: 0o600 });
+      return file;
+    });
+    return this.paramsFileWritten;
   }
 
   private async schedule(): Promise<void> {
@@ -331,7 +334,7 @@ class JobRun {
       STEWARD_INPUT_DIR: inputDir,
       STEWARD_OUTPUT_DIR: outputDir,
       STEWARD_STEP_ID: step.id,
-      STEWARD_PARAMS_FILE: this.paramsFile,
+      STEWARD_PARAMS_FILE: await this.paramsFile(),
     });
 
     const logDir = await this.subdir('logs');
