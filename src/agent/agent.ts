@@ -766,10 +766,21 @@ export class Agent {
       return;
     }
     const control = parsed.data;
-    if (control.type === 'drain') {
-      this.draining = true;
-      await this.handBackParked();
-      await this.updatePrefetch();
+    if (control.type === 'drain' || control.type === 'resume') {
+      const draining = control.type === 'drain';
+      if (draining !== this.draining) {
+        this.draining = draining;
+        this.log.info(
+          { running: this.active.size, parked: this.parked.size },
+          draining
+            ? 'drained: taking no new jobs; the ones taken run to their end'
+            : 'resumed: taking jobs again',
+        );
+        if (draining) await this.handBackParked();
+        await this.updatePrefetch();
+        // The registry shows the change at once, not at the next heartbeat.
+        await this.sendHeartbeat();
+      }
     } else {
       const job = this.active.get(`${control.jobId}:${control.attempt}`);
       if (job) {
@@ -834,9 +845,12 @@ export class Agent {
       agentId: this.config.id,
       time: Date.now(),
       labels: [...this.config.labels],
-      capacity: { slots: this.config.slots, free: this.freeSlots },
+      // Slots not in use (a drained agent reports `draining` and still shows how many jobs it has left).
+      capacity: { slots: this.config.slots, free: Math.max(0, this.config.slots - this.active.size) },
       executors: this.pool.executors(),
       isolation: this.isolation,
+      // Only while drained: a heartbeat without the field is one every server version accepts.
+      ...(this.draining ? { draining: true } : {}),
     });
   }
 

@@ -267,6 +267,8 @@ export const AgentInfo = z.object({
   id: z.string(),
   labels: z.array(z.string()),
   isolation: z.enum(['per-user', 'single-user']),
+  /** Drained by an administrator: takes no new jobs, finishes those it has (as of its last heartbeat). */
+  draining: z.boolean().default(false),
   lastSeen: z.string(),
   capacity: z.object({ slots: z.number().int(), free: z.number().int() }),
   executors: z.array(
@@ -282,6 +284,9 @@ export const AgentInfo = z.object({
 });
 
 const IdParams = z.object({ id: z.string().min(1).max(100) }).strict();
+const AgentParams = z.object({ id: AgentId }).strict();
+/** What a drain or resume sent: the agent applies it when the message reaches it (see `draining`). */
+const AgentControlResponse = z.object({ id: z.string(), action: z.enum(['drain', 'resume']) });
 const NameParams = z.object({ name: WorkflowName }).strict();
 const ResultParams = z.object({ id: z.string().min(1).max(100), name: z.string().min(1).max(255) }).strict();
 
@@ -526,6 +531,27 @@ export const apiRoutes = {
     tag: 'agents',
     auth: 'user',
     response: z.object({ agents: z.array(AgentInfo) }),
+  },
+  drainAgent: {
+    method: 'POST',
+    path: '/api/agents/:id/drain',
+    summary:
+      'Drain an agent (admins): it takes no new jobs and hands back offers it parked; jobs it has run to their end',
+    tag: 'agents',
+    auth: 'admin',
+    params: AgentParams,
+    response: AgentControlResponse,
+    status: 202,
+  },
+  resumeAgent: {
+    method: 'POST',
+    path: '/api/agents/:id/resume',
+    summary: 'Let a drained agent take jobs again (admins)',
+    tag: 'agents',
+    auth: 'admin',
+    params: AgentParams,
+    response: AgentControlResponse,
+    status: 202,
   },
   // Executor-facing routes: a job-scoped token, valid only while its job attempt is live.
   execWorkflow: {

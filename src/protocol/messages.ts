@@ -135,6 +135,8 @@ export const Heartbeat = z
     capacity: z.object({ slots: z.number().int(), free: z.number().int() }),
     executors: z.array(ExecutorInfo),
     isolation: z.enum(['per-user', 'single-user']),
+    /** Drained by an administrator (a `drain` control): takes no new jobs. Absent from older agents. */
+    draining: z.boolean().optional(),
   })
   .strict();
 export type Heartbeat = z.infer<typeof Heartbeat>;
@@ -152,7 +154,10 @@ export const EventBatch = z
     v: z.literal(PROTOCOL_VERSION),
     type: z.literal('events'),
     agentId: id,
-    events: z.array(z.discriminatedUnion('type', [JobStateEvent, JobStepEvent])).min(1).max(MAX_BATCH_EVENTS),
+    events: z
+      .array(z.discriminatedUnion('type', [JobStateEvent, JobStepEvent]))
+      .min(1)
+      .max(MAX_BATCH_EVENTS),
   })
   .strict()
   .refine((batch) => batch.events.every((event) => event.agentId === batch.agentId), {
@@ -161,7 +166,12 @@ export const EventBatch = z
   });
 export type EventBatch = z.infer<typeof EventBatch>;
 
-export const AgentMessage = z.discriminatedUnion('type', [JobStateEvent, JobStepEvent, Heartbeat, EventBatch]);
+export const AgentMessage = z.discriminatedUnion('type', [
+  JobStateEvent,
+  JobStepEvent,
+  Heartbeat,
+  EventBatch,
+]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
 export type JobEvent = JobStateEvent | JobStepEvent;
 
@@ -174,7 +184,10 @@ export const Control = z.discriminatedUnion('type', [
       attempt: z.number().int(),
     })
     .strict(),
+  // Stop taking new jobs (offers parked here go back to the queue); jobs already taken run to their end.
   z.object({ v: z.literal(PROTOCOL_VERSION), type: z.literal('drain') }).strict(),
+  // Take jobs again after a drain.
+  z.object({ v: z.literal(PROTOCOL_VERSION), type: z.literal('resume') }).strict(),
 ]);
 export type Control = z.infer<typeof Control>;
 

@@ -10,6 +10,7 @@ import type { z } from 'zod';
 import {
   apiRoutes,
   isTerminal,
+  PROTOCOL_VERSION,
   StewardError,
   type ApiRoute,
   type ApiRoutes,
@@ -218,9 +219,14 @@ export function buildHandlers(ctx: ServerContext): Handlers {
           lastSeen: iso(a.lastSeen),
           capacity: a.capacity,
           executors: a.executors,
+          draining: a.draining,
         })),
       };
     },
+
+    drainAgent: ({ principal, params, source }) => controlAgent(ctx, principal, params.id, 'drain', source),
+
+    resumeAgent: ({ principal, params, source }) => controlAgent(ctx, principal, params.id, 'resume', source),
 
     execWorkflow: async ({ job, query }) => {
       // The fetch is the claim: it happens once per job before any user code runs (an executor of an
@@ -266,6 +272,25 @@ export function buildHandlers(ctx: ServerContext): Handlers {
 function contentLength(request: FastifyRequest): number | undefined {
   const header = request.headers['content-length'];
   return header === undefined ? undefined : Number(header);
+}
+
+/**
+ * Sends a drain or resume to an agent the registry knows (one that ever sent a heartbeat): to its own
+ * control queue, where it waits if the agent is away. Audited.
+ */
+async function controlAgent(
+  ctx: ServerContext,
+  principal: Principal,
+  agentId: string,
+  action: 'drain' | 'resume',
+  source: string,
+): Promise<{ id: string; action: 'drain' | 'resume' }> {
+  const known = (await ctx.store.listAgents()).some((agent) => agent.id === agentId);
+  if (!known)
+    throw new StewardError('STEWARD_NOT_FOUND', `no agent ${agentId} has ever reported to this server`);
+  await ctx.bus.publishControl(agentId, { v: PROTOCOL_VERSION, type: action });
+  await ctx.audit.record({ actor: principal.user, action: `agent.${action}`, target: agentId, source });
+  return { id: agentId, action };
 }
 
 /** A job with its steps and attempts from one snapshot (see `Store.getJobDetail`). */

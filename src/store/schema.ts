@@ -147,6 +147,8 @@ export interface AgentsTable {
   capacity_json: string;
   executors_json: string;
   last_seen: number;
+  /** 1 while the agent reports being drained (migration 0007). */
+  draining: number;
 }
 
 /** One failed login per row and key (`u:<user>` or `s:<address>`); see migration 0006. */

@@ -283,6 +283,8 @@ export interface AgentRecord {
   capacity: { slots: number; free: number };
   executors: Heartbeat['executors'];
   lastSeen: number;
+  /** Drained by an administrator: takes no new jobs, finishes those it has. */
+  draining: boolean;
 }
 
 export interface ListJobsFilter {
@@ -1589,6 +1591,7 @@ export class Store {
       capacity_json: JSON.stringify(heartbeat.capacity),
       executors_json: JSON.stringify(heartbeat.executors),
       last_seen: now,
+      draining: heartbeat.draining === true ? 1 : 0,
     };
     await this.db
       .insertInto('agents')
@@ -1612,6 +1615,7 @@ export class Store {
       capacity: JSON.parse(row.capacity_json) as { slots: number; free: number },
       executors: JSON.parse(row.executors_json) as Heartbeat['executors'],
       lastSeen: row.last_seen,
+      draining: Number(row.draining) === 1,
     }));
   }
 }

@@ -1,12 +1,15 @@
-/** `steward user`, `steward token`, `steward agents`. */
+/** `steward user`, `steward token`, `steward agents` (and `agents drain|resume`). */
 import type { Command } from 'commander';
 import { Option } from 'commander';
 import { z } from 'zod';
 import { AgentInfo, CreateTokenResponse, TokenInfo, User } from '../../protocol/index.js';
 import { formatBytes, formatDuration, formatTable, formatTime } from '../output.js';
 import { promptPassword, readPasswordFromStdin } from '../prompt.js';
-import { UsageError } from '../failures.js';
+import { CliError, UsageError } from '../failures.js';
 import { contextOf, positiveInteger } from './shared.js';
+
+const AgentList = z.object({ agents: z.array(AgentInfo) });
+const AgentControl = z.object({ id: z.string(), action: z.enum(['drain', 'resume']) });
 
 export function registerAdminCommands(program: Command): void {
   const user = program.command('user').description('manage local users (admins)');
@@ -96,19 +99,20 @@ export function registerAdminCommands(program: Command): void {
       );
     });
 
-  program
+  const agents = program
     .command('agents')
-    .description('live agents and their executors')
+    .description('live agents and their executors; `agents drain|resume <id>` to take one out of service')
     .action(async (_options: unknown, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      const { agents } = await client.json('GET', '/api/agents', z.object({ agents: z.array(AgentInfo) }));
+      const { agents } = await client.json('GET', '/api/agents', AgentList);
       if (context.json) return context.printJson({ agents });
       context.out(
         formatTable(
-          ['id', 'labels', 'isolation', 'free/slots', 'executors', 'last seen'],
+          ['id', 'state', 'labels', 'isolation', 'free/slots', 'executors', 'last seen'],
           agents.map((agent) => [
             agent.id,
+            agent.draining ? 'draining' : 'active',
             agent.labels.join(','),
             agent.isolation,
             `${agent.capacity.free}/${agent.capacity.slots}`,
@@ -122,5 +126,59 @@ export function registerAdminCommands(program: Command): void {
           ]),
         ),
       );
+    });
+
+  agents
+    .command('drain')
+    .description(
+      'stop an agent taking new jobs (for maintenance); its running jobs finish. With --wait, return once it has none',
+    )
+    .argument('<id>', 'agent id (see `steward agents`)')
+    .option('--wait', 'wait until the agent reports being drained with no jobs left')
+    .option(
+      '--timeout <seconds>',
+      'with --wait: give up (exit 1) after this long',
+      positiveInteger('--timeout', 7 * 86_400),
+    )
+    .action(async (id: string, options: { wait?: boolean; timeout?: number }, command: Command) => {
+      const context = contextOf(command);
+      const client = await context.client();
+      await client.json('POST', `/api/agents/${encodeURIComponent(id)}/drain`, AgentControl);
+      if (!options.wait) {
+        if (context.json) return context.printJson({ id, action: 'drain' });
+        context.out(`drain sent to agent ${id}: it takes no new jobs; its running jobs finish\n`);
+        return;
+      }
+      const deadline = options.timeout === undefined ? Infinity : Date.now() + options.timeout * 1000;
+      for (;;) {
+        const { agents: live } = await client.json('GET', '/api/agents', AgentList);
+        const agent = live.find((candidate) => candidate.id === id);
+        const running = agent ? agent.capacity.slots - agent.capacity.free : undefined;
+        if (agent?.draining && running === 0) {
+          if (context.json) return context.printJson({ agent });
+          context.out(`agent ${id} is drained: no jobs left\n`);
+          return;
+        }
+        if (Date.now() >= deadline)
+          throw new CliError(
+            'STEWARD_UNAVAILABLE',
+            agent?.draining
+              ? `agent ${id} still has ${running} job(s) after ${options.timeout}s`
+              : `agent ${id} has not reported the drain within ${options.timeout}s (is it running?)`,
+          );
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    });
+
+  agents
+    .command('resume')
+    .description('let a drained agent take jobs again')
+    .argument('<id>', 'agent id')
+    .action(async (id: string, _options: unknown, command: Command) => {
+      const context = contextOf(command);
+      const client = await context.client();
+      await client.json('POST', `/api/agents/${encodeURIComponent(id)}/resume`, AgentControl);
+      if (context.json) return context.printJson({ id, action: 'resume' });
+      context.out(`resume sent to agent ${id}\n`);
     });
 }

@@ -15,6 +15,7 @@ import * as m0003 from './0003_job_attempts.js';
 import * as m0004 from './0004_ha_jobs.js';
 import * as m0005 from './0005_attempt_claims.js';
 import * as m0006 from './0006_login_failures.js';
+import * as m0007 from './0007_agent_draining.js';
 
 export type StoreDialect = 'sqlite' | 'postgres';
 
@@ -30,6 +31,7 @@ const migrations: readonly (readonly [string, NumberedMigration])[] = [
   ['0004_ha_jobs', m0004],
   ['0005_attempt_claims', m0005],
   ['0006_login_failures', m0006],
+  ['0007_agent_draining', m0007],
 ];
 
 interface MigrationTables {

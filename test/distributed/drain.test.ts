@@ -1,0 +1,86 @@
+/* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
+/**
+ * Taking an agent out of service with the CLI: `steward agents drain` stops a real agent (through
+ * RabbitMQ) taking new jobs while the job it runs finishes, `--wait` returns once it has none left, and
+ * `steward agents resume` lets the job that waited meanwhile run there.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Cluster } from '../support/distributed.js';
+import { OsUsers } from '../support/os-users.js';
+import { createVhost, deleteVhost } from '../support/rabbitmq.js';
+import { CliUser, isRoot } from '../support/steward.js';
+
+const ADMIN_PASSWORD = 'admin-password-for-drain-tests';
+
+let vhost = '';
+let cluster: Cluster | undefined;
+let cli: CliUser | undefined;
+const osUsers = new OsUsers();
+
+beforeAll(async () => {
+  vhost = await createVhost('drain');
+  cluster = await Cluster.start({ vhost, server: { loadTimeout: '2m' }, adminPassword: ADMIN_PASSWORD });
+  for (const source of [
+    'name: napper\nsteps:\n  - id: nap\n    shell: sleep 3\n',
+    'name: noop\nsteps:\n  - id: one\n    sql: SELECT 1 AS x\n',
+  ]) {
+    const pushed = await cluster.request('POST', '/api/workflows', { source });
+    expect(pushed.status, JSON.stringify(pushed.json)).toBe(201);
+  }
+  cli = await CliUser.create('admin', cluster.url);
+  await cli.login(ADMIN_PASSWORD);
+}, 120_000);
+
+afterAll(async () => {
+  await cluster?.destroy();
+  await cli?.cleanup();
+  await osUsers.cleanup();
+  if (vhost) await deleteVhost(vhost);
+}, 60_000);
+
+describe.runIf(isRoot)('draining an agent', () => {
+  it('stops new jobs, lets the running one finish, waits for it, and resumes', async () => {
+    const c = cluster!;
+    const userMap = { admin: (await osUsers.user('dr')).name };
+    await c.startAgent('worker', { slots: 2, userMap });
+    const id = c.agentId('worker');
+    const nap = await c.submit('napper');
+    for (let deadline = Date.now() + 30_000; ; ) {
+      const job = await c.job(nap);
+      if (job.state === 'running') break;
+      if (Date.now() > deadline) throw new Error(`the nap never started: ${JSON.stringify(job)}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+
+    const drained = await cli!.run(['agents', 'drain', id]);
+    expect(drained.code, drained.stderr).toBe(0);
+    expect(drained.stdout).toContain(`drain sent to agent ${id}`);
+    // The registry shows the drain once the agent applied it (it reports at once).
+    for (let deadline = Date.now() + 10_000; ; ) {
+      const listed = await cli!.run(['agents']);
+      const row = listed.stdout.split('\n').find((line) => line.startsWith(id));
+      if (row?.includes('draining')) break;
+      if (Date.now() > deadline) throw new Error(`never shown draining:\n${listed.stdout}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    // A job submitted now waits: the agent has a free slot but takes nothing.
+    const waiting = await c.submit('noop');
+    const waited = await cli!.run(['agents', 'drain', id, '--wait', '--timeout', '60']);
+    expect(waited.code, waited.stderr).toBe(0);
+    expect(waited.stdout).toContain(`agent ${id} is drained`);
+    // The job it had ran to its end; the new one was never taken.
+    expect((await c.job(nap)).state).toBe('succeeded');
+    expect((await c.job(waiting)).state).toBe('offered');
+
+    const resumed = await cli!.run(['agents', 'resume', id]);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    const [job] = await c.settle([waiting], 30_000);
+    expect(job.state).toBe('succeeded');
+    expect(job.agentId).toBe(id);
+    expect(job.attempt).toBe(1);
+
+    const unknown = await cli!.run(['agents', 'drain', 'no-such-agent']);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toContain('STEWARD_NOT_FOUND');
+  }, 120_000);
+});

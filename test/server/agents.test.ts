@@ -1,0 +1,94 @@
+/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-call, @typescript-eslint/no-unsafe-return -- HTTP response bodies are checked by assertions, not by static types. */
+/**
+ * The agent registry and its admin controls: drain and resume go to the named agent's control queue, only
+ * from admins, only for agents that reported, and are audited; the registry shows what heartbeats say.
+ * A real server and store (SQLite and PostgreSQL) with the embedded bus; the test stands in for the agent.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { Control } from '../../src/protocol/index.js';
+import { backends } from '../store/backends.js';
+import { eventually, startHarness, type Harness } from './harness.js';
+
+describe.each(backends)('agent registry and controls on $name', (backend) => {
+  let h: Harness;
+  let admin: string;
+  let alice: string;
+  const controls: Control[] = [];
+
+  beforeEach(async (context) => {
+    h = await startHarness({ backend, title: context.task.name });
+    admin = await h.adminToken();
+    alice = await h.userToken('alice');
+    controls.length = 0;
+    await h.bus.consumeControl('agent-1', async (delivery) => {
+      controls.push(delivery.body as Control);
+      await delivery.ack();
+    });
+  });
+
+  afterEach(async () => {
+    await h.dispose();
+  });
+
+  async function heartbeat(draining?: boolean, free = 2): Promise<any> {
+    await h.bus.publishEvent({
+      v: 1,
+      type: 'heartbeat',
+      agentId: 'agent-1',
+      time: Date.now(),
+      labels: ['gpu'],
+      capacity: { slots: 2, free },
+      executors: [],
+      isolation: 'per-user',
+      ...(draining === undefined ? {} : { draining }),
+    });
+    return eventually(async () => {
+      const { agents } = (await h.request({ method: 'GET', url: '/api/agents', token: alice })).json;
+      const agent = agents.find((candidate: any) => candidate.id === 'agent-1');
+      return agent?.capacity.free === free && agent.draining === (draining ?? false) ? agent : undefined;
+    });
+  }
+
+  const control = (action: 'drain' | 'resume', agent: string, token = admin) =>
+    h.request({ method: 'POST', url: `/api/agents/${agent}/${action}`, token });
+
+  it('sends drain and resume to a known agent, audited, and shows the state its heartbeats report', async () => {
+    // An agent without the field (an older version) counts as not draining.
+    expect(await heartbeat()).toMatchObject({ id: 'agent-1', draining: false, labels: ['gpu'] });
+    const drained = await control('drain', 'agent-1');
+    expect(drained.status, drained.text).toBe(202);
+    expect(drained.json).toEqual({ id: 'agent-1', action: 'drain' });
+    await eventually(() => controls.length === 1);
+    expect(controls[0]).toEqual({ v: 1, type: 'drain' });
+    // The registry follows the agent's own report, not the request.
+    expect(await heartbeat(true, 1)).toMatchObject({ draining: true, capacity: { slots: 2, free: 1 } });
+    expect((await control('resume', 'agent-1')).status).toBe(202);
+    await eventually(() => controls.length === 2);
+    expect(controls[1]).toEqual({ v: 1, type: 'resume' });
+    expect(await heartbeat(false)).toMatchObject({ draining: false });
+    const audit = await h.server.store.listAudit({ actor: 'admin', limit: 20 });
+    expect(
+      audit.filter((entry) => entry.action.startsWith('agent.')).map((entry) => [entry.action, entry.target]),
+    ).toEqual([
+      ['agent.resume', 'agent-1'],
+      ['agent.drain', 'agent-1'],
+    ]);
+  });
+
+  it('refuses controls from non-admins, for unknown agents and for malformed ids, and sends nothing', async () => {
+    await heartbeat();
+    const forbidden = await control('drain', 'agent-1', alice);
+    expect(forbidden.status).toBe(403);
+    expect(forbidden.json.error.code).toBe('STEWARD_FORBIDDEN');
+    const unknown = await control('drain', 'agent-2');
+    expect(unknown.status).toBe(404);
+    expect(unknown.json.error).toMatchObject({ code: 'STEWARD_NOT_FOUND' });
+    expect(unknown.json.error.message).toMatch(/no agent agent-2/);
+    expect((await control('resume', 'bad%20agent%2Fid')).status).toBe(400);
+    // Give a wrongly sent control the time to arrive before saying none did.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(controls).toEqual([]);
+    const audit = await h.server.store.listAudit({ actor: 'alice', limit: 5 });
+    expect(audit[0]).toMatchObject({ action: 'forbidden', target: 'POST /api/agents/agent-1/drain' });
+  });
+});
