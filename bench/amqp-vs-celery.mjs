@@ -4,7 +4,7 @@
 // by the client as Celery's delay().get() sees it (pushed: the job's SSE stream; not polled).
 // CPU per job: user + system time of the server, the agent and its executors (Celery: worker and client),
 // read from /proc over the burst; the broker's own CPU (shared with anything else using it) separately.
-// Usage: node bench/amqp-vs-celery.mjs [stewardJobs=300] [celeryTasks=2000] [sequential=50]
+// Usage: node bench/amqp-vs-celery.mjs [stewardJobs=2000] [celeryTasks=2000] [sequential=50]
 // Needs: the machine's RabbitMQ on 127.0.0.1:5672 (guest/guest, rabbitmqctl) and python3-celery
 // (`apt-get install python3-celery`; the bench runs /usr/bin/python3, or $CELERY_PYTHON).
 import { execFileSync, spawn } from 'node:child_process';
@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { machine, percentile, pidsNamed, repoRoot, runAndTime, tempDir, treeCpuMs } from './harness.mjs';
 
-const stewardJobs = Number(process.argv[2] ?? 300);
+const stewardJobs = Number(process.argv[2] ?? 2000);
 const celeryTasks = Number(process.argv[3] ?? 2000);
 const sequential = Number(process.argv[4] ?? 50);
 const python = process.env.CELERY_PYTHON ?? '/usr/bin/python3';
