@@ -112,6 +112,7 @@ describe.each(backends)('store on $name', (backend) => {
           '0004_ha_jobs',
           '0005_attempt_claims',
           '0006_login_failures',
+          '0007_agent_draining',
         ]);
         expect(await stores[2]!.countUsers()).toBe(0);
       } finally {
@@ -423,8 +424,14 @@ describe.each(backends)('store on $name', (backend) => {
         capacity: { slots: 4, free: 2 },
         executors: [],
         lastSeen: 200,
+        draining: false,
       },
     ]);
     expect(await store.listAgents(201)).toEqual([]);
+    // A drained agent says so in its heartbeats; one without the field (an older agent, or resumed) is not.
+    await store.upsertAgent({ ...beat, draining: true }, 300);
+    expect((await store.listAgents())[0]).toMatchObject({ draining: true, lastSeen: 300 });
+    await store.upsertAgent(beat, 400);
+    expect((await store.listAgents())[0]).toMatchObject({ draining: false, lastSeen: 400 });
   });
 });
