@@ -98,6 +98,8 @@ const DIRS_RECHECK_MS = 60_000;
 const PREFETCH_SHRINK_DELAY_MS = 250;
 /** How long a hand-back keeps trying to release its claim on a server that does not answer. */
 const CLAIM_RELEASE_TIMEOUT_MS = 5_000;
+/** Between the two releases of a hand-back: time for a fetch the dead executor sent to reach the server. */
+const CLAIM_RELEASE_SETTLE_MS = 250;
 /** Bounds of the pause before a parked offer (no room here now) is handed back to other agents. */
 const PARK_MS = [2_000, 30_000] as const;
 
@@ -683,8 +685,12 @@ export class Agent {
     job.delivery = undefined;
     const handBack = async (): Promise<void> => {
       // The claim is freed over HTTP, alongside the event: the event waits behind any backlog in the events
-      // queue, and an agent given the redelivered offer before it lands would be refused.
-      const released = this.releaseClaim(job);
+      // queue, and an agent given the redelivered offer before it lands would be refused. Twice: the dead
+      // executor's fetch may still be on its way and claim the attempt after the first release. The second
+      // cannot free a newer claim of this agent's: it holds the delivery until the requeue below.
+      const released = this.releaseClaim(job)
+        .then(() => new Promise((resolve) => setTimeout(resolve, CLAIM_RELEASE_SETTLE_MS)))
+        .then(() => this.releaseClaim(job));
       await this.emitState(job, 'offered', {
         code: cause.startsWith('out of memory') ? 'STEWARD_OUT_OF_MEMORY' : 'STEWARD_EXECUTOR_CRASHED',
         message: `agent ${this.config.id}: the executor for ${job.identity?.osUser ?? job.offer.user} ended while loading the job (${cause}); offer handed back after delivery ${delivery?.deliveryCount ?? '?'}`,

@@ -36,7 +36,7 @@ export interface ServerClientOptions {
 }
 
 /** Pauses before asking again for an attempt another agent holds (see `workflow`). */
-const CLAIM_RECHECK_MS = [200, 400, 800];
+const CLAIM_RECHECK_MS = [200, 400, 800, 1600, 3200];
 
 /** Statuses a proxy or a stopping server answers while another server could serve the request. */
 const RETRYABLE_STATUSES = new Set([502, 503, 504]);
