@@ -156,6 +156,8 @@ export class Agent {
   private heartbeat: NodeJS.Timeout | undefined;
   private housekeeping: NodeJS.Timeout | undefined;
   private draining = false;
+  /** `stop()` was called (it may still be draining; `stopped` is set once it really stops). */
+  private stopping = false;
   private stopped = false;
 
   constructor(options: AgentOptions) {
@@ -247,8 +249,17 @@ export class Agent {
     );
   }
 
-  async stop(): Promise<void> {
-    if (this.stopped) return;
+  /**
+   * Stops the agent. With `graceMs` (the daemons pass `agent.stopGrace`) and jobs running, it drains first:
+   * takes no new jobs, hands back parked offers, and waits up to `graceMs` for its jobs to end, or until
+   * `interrupt` aborts (a second signal). Jobs still running then end with their executors.
+   */
+  async stop(options: { graceMs?: number; interrupt?: AbortSignal } = {}): Promise<void> {
+    if (this.stopped || this.stopping) return;
+    this.stopping = true;
+    const graceMs = options.graceMs ?? 0;
+    if (graceMs > 0 && this.active.size > 0 && !options.interrupt?.aborted)
+      await this.drainBeforeStop(graceMs, options.interrupt);
     this.stopped = true;
     if (this.heartbeat) clearInterval(this.heartbeat);
     if (this.housekeeping) clearInterval(this.housekeeping);
@@ -259,6 +270,28 @@ export class Agent {
     await this.pool.close();
     await removeCgroupParents(this.cgroupSupport);
     this.userLogs.close();
+  }
+
+  private async drainBeforeStop(graceMs: number, interrupt: AbortSignal | undefined): Promise<void> {
+    this.draining = true;
+    this.log.info(
+      { running: this.active.size, graceMs },
+      'stopping: taking no new jobs; waiting for the running ones to end (a second signal stops at once)',
+    );
+    await this.handBackParked();
+    await this.updatePrefetch();
+    await this.sendHeartbeat().catch(() => undefined);
+    const deadline = Date.now() + graceMs;
+    while (this.active.size > 0 && !interrupt?.aborted) {
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(200, left)));
+    }
+    if (this.active.size > 0)
+      this.log.warn(
+        { running: this.active.size, interrupted: interrupt?.aborted ?? false },
+        'stopping with jobs still running: they end with their executors',
+      );
   }
 
   /** Log retention, and the scheduled workspace cleanup when configured. Never throws. */

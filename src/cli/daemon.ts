@@ -74,13 +74,23 @@ function prepareDataDir(dataDir: string): void {
   if (process.getuid?.() === 0) chmodSync(dataDir, 0o755);
 }
 
-function onShutdown(stop: () => Promise<void>): void {
-  let stopping = false;
+/**
+ * Stops on SIGINT/SIGTERM. `stop` gets a signal that a second SIGINT/SIGTERM aborts: an agent draining for
+ * `agent.stopGrace` stops waiting then.
+ */
+function onShutdown(stop: (interrupt: AbortSignal) => Promise<void>): void {
+  let interrupt: AbortController | undefined;
   const handler = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
+    if (interrupt) {
+      if (!interrupt.signal.aborted) {
+        process.stdout.write(`steward: ${signal} received again, stopping now…\n`);
+        interrupt.abort();
+      }
+      return;
+    }
+    interrupt = new AbortController();
     process.stdout.write(`\nsteward: ${signal} received, stopping…\n`);
-    stop()
+    stop(interrupt.signal)
       .catch((error: unknown) => process.stderr.write(`steward: error while stopping: ${String(error)}\n`))
       .finally(() => process.exit(0));
   };
@@ -127,8 +137,8 @@ export async function runUp(options: UpOptions): Promise<void> {
     await server.close();
     throw error;
   }
-  onShutdown(async () => {
-    await agent.stop();
+  onShutdown(async (interrupt) => {
+    await agent.stop({ graceMs: agentConfig.stopGraceMs, interrupt });
     await server.close();
     await bus.close();
   });
@@ -325,8 +335,8 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     await bus.close();
     throw error;
   }
-  onShutdown(async () => {
-    await agent.stop();
+  onShutdown(async (interrupt) => {
+    await agent.stop({ graceMs: config.stopGraceMs, interrupt });
     await bus.close();
   });
   const out = process.stdout;

@@ -422,6 +422,12 @@ export const AgentConfig = z
     idleTimeout: Duration.default(30 * 60_000),
     /** Wait after SIGTERM before SIGKILL when stopping an executor. Default `10s`. */
     stopTimeout: Duration.default(10_000),
+    /**
+     * On SIGTERM/SIGINT the agent first drains (takes no new jobs) and waits up to this long for its running
+     * jobs to end; a second signal stops it at once. Default `0s`: stop at once (running jobs end with
+     * their executors).
+     */
+    stopGrace: Duration.default(0),
     /** Jobs one executor runs at once. Default 4. */
     maxJobsPerExecutor: z.number().int().min(1).max(1000).default(4),
     /**
@@ -511,6 +517,7 @@ export interface CompiledAgentConfig {
   readonly identity: CompiledIdentityPolicy;
   readonly idleTimeoutMs: number;
   readonly stopTimeoutMs: number;
+  readonly stopGraceMs: number;
   readonly maxJobsPerExecutor: number;
   readonly limits: { readonly memoryBytes: number; readonly cpus: number };
   readonly capacity: {
@@ -567,6 +574,7 @@ export function compileAgentConfig(input: unknown, defaults: { dataDir: string }
     identity: compileIdentityPolicy(c.identity ?? {}),
     idleTimeoutMs: c.idleTimeout,
     stopTimeoutMs: c.stopTimeout,
+    stopGraceMs: c.stopGrace,
     maxJobsPerExecutor: c.maxJobsPerExecutor,
     limits: Object.freeze(limits),
     capacity: Object.freeze({

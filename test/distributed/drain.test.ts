@@ -4,8 +4,10 @@
  * RabbitMQ) taking new jobs while the job it runs finishes, `--wait` returns once it has none left, and
  * `steward agents resume` lets the job that waited meanwhile run there.
  */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Cluster } from '../support/distributed.js';
+import { Cluster, type Daemon } from '../support/distributed.js';
 import { OsUsers } from '../support/os-users.js';
 import { createVhost, deleteVhost } from '../support/rabbitmq.js';
 import { CliUser, isRoot } from '../support/steward.js';
@@ -82,5 +84,50 @@ describe.runIf(isRoot)('draining an agent', () => {
     const unknown = await cli!.run(['agents', 'drain', 'no-such-agent']);
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toContain('STEWARD_NOT_FOUND');
+    await c.agents.get('worker')!.stop();
+    c.agents.delete('worker');
+  }, 120_000);
+
+  it('with agent.stopGrace, lets running jobs end before stopping on SIGTERM; a second signal stops at once', async () => {
+    const c = cluster!;
+    const userMap = { admin: (await osUsers.user('dg')).name };
+    const runningJob = async (): Promise<string> => {
+      const jobId = await c.submit('napper');
+      for (let deadline = Date.now() + 30_000; ; ) {
+        const job = await c.job(jobId);
+        if (job.state === 'running' && job.steps[0].state === 'running') return jobId;
+        if (Date.now() > deadline) throw new Error(`the nap never started: ${JSON.stringify(job)}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    };
+    const exited = (agent: Daemon) =>
+      new Promise<void>((resolve) =>
+        agent.child.exitCode !== null ? resolve() : agent.child.once('exit', () => resolve()),
+      );
+
+    const patient = await c.startAgent('patient', { slots: 2, userMap, stopGrace: '30s' });
+    const nap = await runningJob();
+    const started = Date.now();
+    patient.child.kill('SIGTERM');
+    await exited(patient);
+    c.agents.delete('patient');
+    // It waited for the 3 s nap, not for the whole grace.
+    expect((await c.job(nap)).state).toBe('succeeded');
+    expect(Date.now() - started).toBeLessThan(20_000);
+    const log = await readFile(path.join(c.agentDir('patient'), 'logs', 'steward.log'), 'utf8');
+    expect(log).toContain('stopping: taking no new jobs');
+    expect(log).not.toContain('stopping with jobs still running');
+
+    const hurried = await c.startAgent('hurried', { slots: 2, userMap, stopGrace: '5m' });
+    await runningJob();
+    const hurriedAt = Date.now();
+    hurried.child.kill('SIGTERM');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    hurried.child.kill('SIGTERM');
+    await exited(hurried);
+    c.agents.delete('hurried');
+    expect(Date.now() - hurriedAt).toBeLessThan(15_000);
+    const hurriedLog = await readFile(path.join(c.agentDir('hurried'), 'logs', 'steward.log'), 'utf8');
+    expect(hurriedLog).toContain('stopping with jobs still running');
   }, 120_000);
 });
