@@ -620,7 +620,7 @@ export class Agent {
     }
     job.executor = executor;
     job.identity = executor.identity;
-    job.oomKillsBefore = (await executor.cgroup?.oomKills()) ?? 0;
+    job.oomKillsBefore = executor.cgroup?.oomKills() ?? 0;
     this.pool.jobStarted(executor, job.offer.jobId);
     executor.process.send({
       type: 'job',
@@ -781,7 +781,7 @@ export class Agent {
     if (state === 'failed' && error?.code !== 'STEWARD_OUT_OF_MEMORY' && cgroup) {
       // A step the kernel killed for the memory limit looks like any killed process to the engine; the
       // cgroup's own counter says what happened.
-      if ((await cgroup.oomKills()) > job.oomKillsBefore) {
+      if (cgroup.oomKills() > job.oomKillsBefore) {
         error = {
           code: 'STEWARD_OUT_OF_MEMORY',
           message: `${outOfMemory(cgroup.limits)}${error ? `: ${error.message}` : ''}`,

@@ -308,7 +308,7 @@ export class ExecutorPool {
   private async reap(executor: UserExecutor, exit: ExitInfo): Promise<void> {
     let info = exit;
     if (executor.cgroup) {
-      if ((await executor.cgroup.oomKills()) > 0 && exit.signal === 'SIGKILL') {
+      if (executor.cgroup.oomKills() > 0 && exit.signal === 'SIGKILL') {
         info = { ...exit, cause: outOfMemory(this.options.limits) };
       }
       // Steps that outlived their executor go with it.

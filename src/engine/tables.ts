@@ -85,7 +85,10 @@ export function bindParams(
 export interface JobDatabase {
   /** A connection whose unqualified names are the job's tables and whose relative paths are the job's. */
   connect(): Promise<DuckDBConnection>;
-  /** Drops the job's tables. Every connection must be closed first. */
+  /**
+   * Drops the job's tables. Every connection must be closed first. A host's job database is dropped in the
+   * background, behind the host's queued statements (`DuckDBHost.settled` waits for it).
+   */
   close(): Promise<void>;
 }
 
@@ -142,6 +145,12 @@ export interface DuckDBHostOptions {
  * is the user's private temp dir; no job table is written anywhere else, and nothing needs to be durable: the
  * tables are gone when the job is. This saves a per-job instance start and a checkpoint + fsync per job.
  * `memory_limit` and `threads` bound the executor as a whole, which is what the cgroup limits bound too.
+ *
+ * Attaching a database and opening a connection to it are a few statements of DuckDB's (each a turn of
+ * Node's thread pool): milliseconds a job would wait for before its first query. So the host keeps one
+ * database attached ahead, with a connection that already uses it (the spare), and a job takes it; the next
+ * spare is attached when a job's database is detached, after the job. A job that finds none (several start
+ * at once) attaches its own as before. All databases here are the same OS user's, as are all jobs.
  */
 export class DuckDBHost {
   /**
@@ -151,6 +160,11 @@ export class DuckDBHost {
    */
   private admin: DuckDBConnection | undefined;
   private adminQueue: Promise<unknown> = Promise.resolve();
+  /** A job database attached ahead, with a connection using it; undefined when none is ready or coming. */
+  private spare: Promise<Spare | undefined> | undefined;
+  /** The spare once made and until taken, so that closing the host can close its connection. */
+  private spareMade: Spare | undefined;
+  private closed = false;
 
   private constructor(private readonly instance: DuckDBInstance) {}
 
@@ -179,7 +193,9 @@ export class DuckDBHost {
           }
         : {}),
     });
-    return new DuckDBHost(instance);
+    const host = new DuckDBHost(instance);
+    if (options) host.prepareSpare();
+    return host;
   }
 
   /** Sets the limits and the spill directory; before any job runs on the host. */
@@ -193,20 +209,82 @@ export class DuckDBHost {
     } finally {
       connection.closeSync();
     }
+    this.prepareSpare();
   }
 
-  async openJob(options: { workDir: string }): Promise<JobDatabase> {
+  /** Attaches the next spare in the background, unless one is ready or coming. */
+  private prepareSpare(): void {
+    if (this.spare || this.closed) return;
+    const spare = this.attach().then(
+      async (name): Promise<Spare | undefined> => {
+        try {
+          const connection = await this.connectTo(name);
+          if (this.closed) {
+            connection.closeSync();
+            return undefined;
+          }
+          this.spareMade = { name, connection };
+          return this.spareMade;
+        } catch {
+          void this.runAdmin(`DETACH ${name}`).catch(() => {});
+          return undefined;
+        }
+      },
+      () => undefined,
+    );
+    this.spare = spare;
+    // A spare that could not be made leaves room for the next try (at the next job's end).
+    void spare.then((made) => {
+      if (!made && this.spare === spare) this.spare = undefined;
+    });
+  }
+
+  private async attach(): Promise<string> {
     // Random, so that a job's SQL cannot name a concurrent job's database by guessing its id.
     const name = quoteIdentifier(`job_${randomBytes(12).toString('hex')}`);
     await this.runAdmin(`ATTACH ':memory:' AS ${name}`);
-    const instance = this.instance;
-    const detach = () => this.runAdmin(`DETACH ${name}`);
+    return name;
+  }
+
+  private async connectTo(name: string, workDir?: string): Promise<DuckDBConnection> {
+    const connection = await this.instance.connect();
+    try {
+      await connection.run(
+        workDir === undefined ? `USE ${name}` : `USE ${name}; SET file_search_path = ${workDir}`,
+      );
+    } catch (error) {
+      connection.closeSync();
+      throw error;
+    }
+    return connection;
+  }
+
+  async openJob(options: { workDir: string }): Promise<JobDatabase> {
     const workDir = quoteLiteral(options.workDir);
+    const taken = this.spare;
+    this.spare = undefined;
+    const spare = taken ? await taken : undefined;
+    if (spare && this.spareMade === spare) this.spareMade = undefined;
+    const name = spare?.name ?? (await this.attach());
+    // The spare's connection is the job's first: only the job's directory is left to set on it.
+    let ready: DuckDBConnection | undefined = spare?.connection;
+    const detach = (): Promise<void> => {
+      ready?.closeSync();
+      ready = undefined;
+      // Dropped behind the host's other work, not waited for by the job: its outcome does not depend on it.
+      // The next spare follows it.
+      void this.runAdmin(`DETACH ${name}`)
+        .catch(() => {})
+        .then(() => this.prepareSpare());
+      return Promise.resolve();
+    };
     return {
-      async connect() {
-        const connection = await instance.connect();
+      connect: async () => {
+        const connection = ready;
+        ready = undefined;
+        if (!connection) return this.connectTo(name, workDir);
         try {
-          await connection.run(`USE ${name}; SET file_search_path = ${workDir}`);
+          await connection.run(`SET file_search_path = ${workDir}`);
         } catch (error) {
           connection.closeSync();
           throw error;
@@ -217,11 +295,28 @@ export class DuckDBHost {
     };
   }
 
+  /** Resolves once the host's queued ATTACH and DETACH statements have run (tests, orderly shutdown). */
+  async settled(): Promise<void> {
+    for (let queue = this.adminQueue; ; queue = this.adminQueue) {
+      await queue;
+      await this.spare;
+      if (queue === this.adminQueue) return;
+    }
+  }
+
   close(): void {
+    this.closed = true;
+    this.spareMade?.connection.closeSync();
+    this.spareMade = undefined;
     this.admin?.closeSync();
     this.admin = undefined;
     this.instance.closeSync();
   }
+}
+
+interface Spare {
+  name: string;
+  connection: DuckDBConnection;
 }
 
 /** Runs a statement whose single result cell is a row count (CTAS, COPY) and returns it. */
@@ -251,13 +346,23 @@ export function readStatement(
     values[`option_${name}`] = value;
     named.push(`${name} = $option_${name}`);
   }
-  const reader = format === 'parquet' ? 'read_parquet' : format === 'json' || format === 'ndjson' ? 'read_json' : 'read_csv';
+  const reader =
+    format === 'parquet'
+      ? 'read_parquet'
+      : format === 'json' || format === 'ndjson'
+        ? 'read_json'
+        : 'read_csv';
   const args = ['$path', ...named].join(', ');
   return { sql: `CREATE TABLE ${quoteIdentifier(id)} AS SELECT * FROM ${reader}(${args})`, values };
 }
 
 /** SQL that copies a table to a file (`target` already absolute). */
-export function copyStatement(table: string, target: string, format: TableFormat, options: Record<string, ParamValue> = {}): string {
+export function copyStatement(
+  table: string,
+  target: string,
+  format: TableFormat,
+  options: Record<string, ParamValue> = {},
+): string {
   const merged: Record<string, ParamValue> = {};
   switch (format) {
     case 'csv':
@@ -279,7 +384,11 @@ export function copyStatement(table: string, target: string, format: TableFormat
   Object.assign(merged, options);
   // Option names are validated identifiers; values cannot be bound in COPY, so they are literals.
   const list = Object.entries(merged)
-    .map(([name, value]) => (name === 'format' && typeof value === 'string' && /^[a-z]+$/.test(value) ? `format ${value}` : `${name} ${literal(value)}`))
+    .map(([name, value]) =>
+      name === 'format' && typeof value === 'string' && /^[a-z]+$/.test(value)
+        ? `format ${value}`
+        : `${name} ${literal(value)}`,
+    )
     .join(', ');
   return `COPY ${quoteIdentifier(table)} TO ${quoteLiteral(target)} (${list})`;
 }

@@ -95,13 +95,11 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
   } catch (error) {
     const normalised = coerceError(error, 'STEWARD_EXECUTOR_START_FAILED');
     failure = { code: normalised.code, message: normalised.message };
-  } finally {
-    if (!identity.keepJobDirs) {
-      await rm(tempDir, { recursive: true, force: true }).catch(() => {});
-      await rm(workDir, { recursive: true, force: true }).catch(() => {});
-    }
   }
   if (!loaded && !failure) failure = { code: 'STEWARD_INTERNAL', message: 'job ended before loading' };
+  // The outcome is reported before the job's directories are removed: nothing of the job runs any more
+  // (steps ended with their process groups, results and logs are uploaded), and the removal is not the
+  // job's business. The executor still waits for it before it exits (the job counts as running until then).
   if (failure) {
     send({
       type: 'finished',
@@ -109,14 +107,18 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
       state: context.signal.aborted ? 'canceled' : 'failed',
       error: failure,
     });
-    return;
+  } else {
+    send({
+      type: 'finished',
+      jobId: job.jobId,
+      state: result!.state,
+      ...(result!.error ? { error: result!.error } : {}),
+    });
   }
-  send({
-    type: 'finished',
-    jobId: job.jobId,
-    state: result!.state,
-    ...(result!.error ? { error: result!.error } : {}),
-  });
+  if (!identity.keepJobDirs) {
+    await rm(tempDir, { recursive: true, force: true }).catch(() => {});
+    await rm(workDir, { recursive: true, force: true }).catch(() => {});
+  }
 }
 
 async function uploadAll(client: ServerClient, result: RunResult): Promise<void> {

@@ -301,10 +301,14 @@ describe('runWorkflow on a shared DuckDBHost (as executors run jobs)', () => {
       const table = result.outputs.find((output) => output.name === 'by_region');
       if (table?.kind !== 'table') throw new Error('expected a table output');
       expect(await readFile(table.csvPath, 'utf8')).toBe('region,label,total,target\nEU,Europe,20,25\n');
-      // The job's database is gone with the job: only the host's own remains attached.
+      // The job's database is gone with the job (dropped behind the host's queue): no job database attached
+      // now (the next job's, the spare) holds a table.
+      await host.settled();
       const connection = await (await host.openJob({ workDir: dirs.workDir })).connect();
+      const tables = await connection.runAndReadAll("SELECT database_name, table_name FROM duckdb_tables() WHERE database_name LIKE 'job_%'");
+      expect(tables.getRows()).toEqual([]);
       const databases = await connection.runAndReadAll("SELECT database_name FROM duckdb_databases() WHERE database_name LIKE 'job_%'");
-      expect(databases.getRows()).toHaveLength(1);
+      expect(databases.getRows().length).toBeLessThanOrEqual(2);
       connection.closeSync();
     } finally {
       host.close();
@@ -326,6 +330,35 @@ describe('runWorkflow on a shared DuckDBHost (as executors run jobs)', () => {
       expect(Number(threads)).toBe(1);
       expect(String(memory)).toMatch(/^28\d\.\d MiB$/);
       expect(spill).toBe(path.join(dirs.tempDir, 'spill'));
+    } finally {
+      host.close();
+      await dirs.cleanup();
+    }
+  });
+
+  it('runs jobs one after another in fresh databases (the spare attached ahead is empty, the last one is dropped)', async (context) => {
+    const dirs = await makeJobDirs(context.task.name);
+    const host = await DuckDBHost.create({ spillDir: path.join(dirs.tempDir, 'spill'), memoryLimit: '512MB', threads: 1 });
+    const source = (value: number) => `name: again\nsteps:\n  - id: t\n    sql: SELECT ${value} AS v\n  - id: n\n    sql: SELECT count(*) AS tables FROM duckdb_tables() WHERE table_name = 't'\n    needs: [t]\noutputs: [t, n]\n`;
+    try {
+      for (const value of [1, 2, 3]) {
+        const result = await startRun(source(value), dirs, {}, { duckdbHost: Promise.resolve(host) }).result;
+        expect(result.error).toBeUndefined();
+        const csv = async (name: string) => {
+          const table = result.outputs.find((output) => output.name === name);
+          if (table?.kind !== 'table') throw new Error(`expected a table output ${name}`);
+          return readFile(table.csvPath, 'utf8');
+        };
+        // A table named like the last job's is created anew (a reused database would refuse it), and the job
+        // sees only its own table among all the host's databases.
+        expect(await csv('t')).toBe(`v\n${value}\n`);
+        expect(await csv('n')).toBe('tables\n1\n');
+      }
+      await host.settled();
+      const connection = await (await host.openJob({ workDir: dirs.workDir })).connect();
+      const tables = await connection.runAndReadAll('SELECT database_name, table_name FROM duckdb_tables()');
+      expect(tables.getRows()).toEqual([]);
+      connection.closeSync();
     } finally {
       host.close();
       await dirs.cleanup();
