@@ -29,6 +29,7 @@ import {
   type ErrorInfo,
   type ExecutorIdentity,
   type ExecutorToAgent,
+  type Heartbeat,
   type JobEvent,
   type JobOffer,
   type JobState,
@@ -869,16 +870,9 @@ export class Agent {
     }
   }
 
-  private async publish(message: Parameters<Bus['publishEvent']>[0]): Promise<void> {
-    try {
-      await this.bus.publishEvent(message);
-    } catch (error) {
-      this.log.error({ err: error, type: message.type }, 'could not publish event');
-    }
-  }
-
+  /** Through the bus's heartbeats queue: no backlog of job events delays it (servers older than it miss it). */
   private async sendHeartbeat(): Promise<void> {
-    await this.publish({
+    const heartbeat: Heartbeat = {
       v: PROTOCOL_VERSION,
       type: 'heartbeat',
       agentId: this.config.id,
@@ -890,7 +884,12 @@ export class Agent {
       isolation: this.isolation,
       // Only while drained: a heartbeat without the field is one every server version accepts.
       ...(this.draining ? { draining: true } : {}),
-    });
+    };
+    try {
+      await this.bus.publishHeartbeat(heartbeat);
+    } catch (error) {
+      this.log.error({ err: error }, 'could not publish heartbeat');
+    }
   }
 
   /**

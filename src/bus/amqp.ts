@@ -5,6 +5,8 @@
  * arguments is a new set of names and a migration, never a clash with what a broker already holds):
  * - `<prefix>.offers`: quorum queue, `x-delivery-limit`, dead-lettering to `<prefix>.dlx` (key `offers`);
  * - `<prefix>.events`: quorum queue, dead-lettering to `<prefix>.dlx` (key `events`);
+ * - `<prefix>.heartbeats`: quorum queue keeping the newest 10,000 (`x-overflow: drop-head`), not
+ *   dead-lettered: agents' proof of life, apart from the events so that no backlog of those delays it;
  * - `<prefix>.control.<agentId>`: one quorum queue per agent (key `control`);
  * - `<prefix>.dlx` (direct exchange) → `<prefix>.dead-letters` (quorum queue), consumed by the server.
  *
@@ -35,7 +37,13 @@
  */
 import amqp from 'amqplib';
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
-import { MAX_MESSAGE_BYTES, type AgentMessage, type Control, type SignedOffer } from '../protocol/index.js';
+import {
+  MAX_MESSAGE_BYTES,
+  type AgentMessage,
+  type Control,
+  type Heartbeat,
+  type SignedOffer,
+} from '../protocol/index.js';
 import type { Bus, DeadLetter, Delivery, Handler, Subscription } from './types.js';
 
 export interface AmqpBusOptions {
@@ -75,7 +83,14 @@ export interface AmqpBusOptions {
   }) => void;
 }
 
-type QueueKind = DeadLetter['queue'];
+/** Heartbeats are never dead-lettered: a malformed one is dropped by the server, an old one by the queue. */
+type QueueKind = DeadLetter['queue'] | 'heartbeats';
+
+/**
+ * The heartbeats queue keeps the newest this many (drop-head): with every server away for a day, agents
+ * would otherwise pile up tens of thousands each, and only the latest of an agent tells anything.
+ */
+const HEARTBEATS_KEPT = 10_000;
 export type QueueTypeOption = 'auto' | 'quorum' | 'classic';
 
 /** Whether a broker announcing this version has quorum queues (RabbitMQ 3.8 and later). */
@@ -347,7 +362,7 @@ export class AmqpBus implements Bus {
     return this.resolvedQueueType === 'classic' ? `${this.prefix}.classic` : this.prefix;
   }
 
-  name(kind: 'offers' | 'events' | 'dead-letters' | 'dlx'): string {
+  name(kind: 'offers' | 'events' | 'heartbeats' | 'dead-letters' | 'dlx'): string {
     return `${this.base}.${kind}`;
   }
 
@@ -390,17 +405,35 @@ export class AmqpBus implements Bus {
   }
 
   async consumeEvents(handler: Handler<unknown>): Promise<Subscription> {
+    return this.consumeSettled('events', handler, 64);
+  }
+
+  async publishHeartbeat(heartbeat: Heartbeat): Promise<void> {
+    await this.knowQueueType();
+    await this.publish(this.name('heartbeats'), heartbeat);
+  }
+
+  async consumeHeartbeats(handler: Handler<unknown>): Promise<Subscription> {
+    return this.consumeSettled('heartbeats', handler, 16);
+  }
+
+  /** The server's handler settles by its promise: resolved → ack, rejected → requeue after a pause. */
+  private async consumeSettled(
+    kind: 'events' | 'heartbeats',
+    handler: Handler<unknown>,
+    prefetch: number,
+  ): Promise<Subscription> {
     await this.knowQueueType();
     const wrapped: Handler<unknown> = async (delivery) => {
       try {
         await handler(delivery);
         await delivery.ack();
       } catch (error) {
-        this.reportError(error, 'events');
+        this.reportError(error, kind);
         await delivery.requeue(100);
       }
     };
-    return this.subscribe(this.name('events'), 'events', wrapped, 64);
+    return this.subscribe(this.name(kind), kind, wrapped, prefetch);
   }
 
   async publishControl(agentId: string, control: Control): Promise<void> {
@@ -750,6 +783,7 @@ export class AmqpBus implements Bus {
   }
 
   private queueArguments(kind: QueueKind, extra: Record<string, unknown>): Record<string, unknown> {
+    if (kind === 'heartbeats') return { 'x-queue-type': this.resolvedQueueType ?? 'quorum', ...extra };
     return {
       'x-queue-type': this.resolvedQueueType ?? 'quorum',
       'x-dead-letter-exchange': this.name('dlx'),
@@ -798,6 +832,7 @@ export class AmqpBus implements Bus {
         this.resolvedQueueType === 'quorum' ? { 'x-delivery-limit': this.deliveryLimit - 1 } : {},
       ],
       [this.name('events'), 'events', {}],
+      [this.name('heartbeats'), 'heartbeats', { 'x-max-length': HEARTBEATS_KEPT, 'x-overflow': 'drop-head' }],
     );
     for (const agentId of this.declaredControls) {
       await this.declareOn(connection, [this.controlName(agentId), 'control', {}]);

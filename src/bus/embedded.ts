@@ -4,7 +4,13 @@
  * prefetch and a delivery limit, dead-letters with a reason) so that the single-machine mode exercises the
  * same code paths as the distributed one.
  */
-import { MAX_MESSAGE_BYTES, type AgentMessage, type Control, type SignedOffer } from '../protocol/index.js';
+import {
+  MAX_MESSAGE_BYTES,
+  type AgentMessage,
+  type Control,
+  type Heartbeat,
+  type SignedOffer,
+} from '../protocol/index.js';
 import type { Bus, DeadLetter, Delivery, Handler, Subscription } from './types.js';
 
 export interface EmbeddedBusOptions {
@@ -19,7 +25,7 @@ interface Message {
   deliveryCount: number;
 }
 
-type QueueName = DeadLetter['queue'];
+type QueueName = DeadLetter['queue'] | 'heartbeats';
 
 class Consumer {
   unacked = 0;
@@ -136,6 +142,7 @@ export class EmbeddedBus implements Bus {
   private readonly onHandlerError: (error: unknown, queue: string) => void;
   private readonly offers = new Queue('offers', this);
   private readonly events = new Queue('events', this);
+  private readonly heartbeats = new Queue('heartbeats', this);
   private readonly controls = new Map<string, Queue>();
   private readonly deadLetterHandlers = new Set<(letter: DeadLetter) => void | Promise<void>>();
   private readonly pendingDeadLetters: DeadLetter[] = [];
@@ -164,17 +171,33 @@ export class EmbeddedBus implements Bus {
   }
 
   async consumeEvents(handler: Handler<unknown>): Promise<Subscription> {
-    // The server's handler settles by its promise: resolved → ack, rejected → requeue after a pause.
+    return this.consumeSettled(this.events, handler, 64);
+  }
+
+  async publishHeartbeat(heartbeat: Heartbeat): Promise<void> {
+    this.publish(this.heartbeats, heartbeat);
+  }
+
+  async consumeHeartbeats(handler: Handler<unknown>): Promise<Subscription> {
+    return this.consumeSettled(this.heartbeats, handler, 16);
+  }
+
+  /** The server's handler settles by its promise: resolved → ack, rejected → requeue after a pause. */
+  private async consumeSettled(
+    queue: Queue,
+    handler: Handler<unknown>,
+    prefetch: number,
+  ): Promise<Subscription> {
     const wrapped: Handler<unknown> = async (delivery) => {
       try {
         await handler(delivery);
         await delivery.ack();
       } catch (error) {
-        this.onHandlerError(error, 'events');
+        this.onHandlerError(error, queue.name);
         await delivery.requeue(100);
       }
     };
-    return this.subscribe(this.events, wrapped, 64);
+    return this.subscribe(queue, wrapped, prefetch);
   }
 
   async publishControl(agentId: string, control: Control): Promise<void> {
@@ -226,6 +249,8 @@ export class EmbeddedBus implements Bus {
 
   /** @internal */
   deadLetter(queue: QueueName, message: Message, reason: string): void {
+    // As on RabbitMQ, heartbeats are never dead-lettered: one the server cannot use is dropped.
+    if (queue === 'heartbeats') return;
     const letter: DeadLetter = {
       body: JSON.parse(message.text) as unknown,
       reason,

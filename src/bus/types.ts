@@ -10,7 +10,7 @@
  * - A consumer holds at most `prefetch` unacked deliveries at once; an agent sets it to its free capacity.
  * - Publishes resolve once the bus has taken responsibility for the message (publisher confirms).
  */
-import type { AgentMessage, Control, SignedOffer } from '../protocol/index.js';
+import type { AgentMessage, Control, Heartbeat, SignedOffer } from '../protocol/index.js';
 
 export interface Delivery<T> {
   /** The message as received. Offers are raw (unverified) so the agent verifies signatures itself. */
@@ -60,8 +60,15 @@ export interface Bus {
   publishOffer(offer: SignedOffer): Promise<void>;
   /** Agents consume offers; `prefetch` = free capacity. */
   consumeOffers(handler: Handler<unknown>, options: { prefetch: number }): Promise<Subscription>;
-  /** Agent → server: job events and heartbeats. */
+  /** Agent → server: job events (and the heartbeats of agents older than `publishHeartbeat`). */
   publishEvent(message: AgentMessage): Promise<void>;
+  /**
+   * Agent → server: a heartbeat, in a queue of its own, so that no backlog of job events delays the proof
+   * that the agent lives (the lease sweep reads it). Bounded: only the latest few thousand are kept.
+   */
+  publishHeartbeat(heartbeat: Heartbeat): Promise<void>;
+  /** Server consumes heartbeats, settled like `consumeEvents`. Bodies are raw. */
+  consumeHeartbeats(handler: Handler<unknown>): Promise<Subscription>;
   /**
    * Server consumes agent messages. The handler's promise decides: resolved → ack, rejected → requeue.
    * Bodies are raw: the server validates them (and dead-letters what does not parse).
@@ -71,9 +78,10 @@ export interface Bus {
   publishControl(agentId: string, control: Control): Promise<void>;
   consumeControl(agentId: string, handler: Handler<unknown>): Promise<Subscription>;
   /**
-   * Agent messages waiting in the bus for a server to take them (ready, not yet delivered), or undefined when
-   * the bus cannot tell right now. While a backlog waits, an agent's latest heartbeat may be in it: the lease
-   * sweep must not call the agent silent.
+   * Agent messages waiting in the events queue for a server to take them (ready, not yet delivered), or
+   * undefined when the bus cannot tell right now. While a backlog waits, the heartbeat of an agent older than
+   * the heartbeats queue may be in it, and so may the final events of jobs whose agent then died: the lease
+   * sweep gives such agents longer.
    */
   pendingEvents(): Promise<number | undefined>;
   /** Server learns what was dead-lettered (offers past the delivery limit, malformed messages). */

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { Bus, DeadLetter, Delivery, Subscription } from '../bus/index.js';
 import {
   AgentMessage,
+  Heartbeat,
   isTerminal,
   type ErrorInfo,
   type JobEvent,
@@ -48,12 +49,30 @@ export class EventConsumer {
 
   async start(): Promise<void> {
     this.subscriptions.push(await this.deps.bus.consumeEvents((delivery) => this.onEvent(delivery)));
+    this.subscriptions.push(await this.deps.bus.consumeHeartbeats((delivery) => this.onHeartbeat(delivery)));
     this.subscriptions.push(await this.deps.bus.consumeDeadLetters((letter) => this.onDeadLetter(letter)));
   }
 
   async stop(): Promise<void> {
     const subscriptions = this.subscriptions.splice(0);
     await Promise.allSettled(subscriptions.map((s) => s.cancel()));
+  }
+
+  /**
+   * A heartbeat from the heartbeats queue. One that does not parse is logged and dropped (settled by the
+   * bus): the next comes within the agent's heartbeat interval, and keeping a bad one would help nobody.
+   */
+  async onHeartbeat(delivery: Delivery<unknown>): Promise<void> {
+    const parsed = Heartbeat.safeParse(delivery.body);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      this.deps.logger.warn(
+        { reason: issue ? `${issue.path.join('.') || '(root)'}: ${issue.message}` : 'unknown' },
+        'dropped an invalid heartbeat',
+      );
+      return;
+    }
+    await this.deps.store.upsertAgent(parsed.data);
   }
 
   async onEvent(delivery: Delivery<unknown>): Promise<void> {
@@ -67,6 +86,7 @@ export class EventConsumer {
     }
     const message = parsed.data;
     if (message.type === 'heartbeat') {
+      // Agents older than the heartbeats queue send them here.
       await this.deps.store.upsertAgent(message);
       await delivery.ack();
       return;
@@ -198,7 +218,9 @@ export class EventConsumer {
   }
 
   private isRetryableFailure(event: JobEvent): boolean {
-    return event.type === 'state' && event.state === 'failed' && this.deps.jobs.isRetryableFailure(event.error);
+    return (
+      event.type === 'state' && event.state === 'failed' && this.deps.jobs.isRetryableFailure(event.error)
+    );
   }
 
   /**

@@ -539,9 +539,11 @@ export class JobService {
     const leaseMs = this.deps.config.agentLeaseMs;
     let orphans = await this.deps.store.listRunningJobsOfSilentAgents(now - leaseMs);
     if (orphans.length === 0) return 0;
-    // Heartbeats travel with job events: while the servers work through a backlog (a burst, or the events a
-    // dead server held coming back), an agent's latest heartbeat may be waiting in it. With a backlog only
-    // agents silent for three leases count (a queue that never drains must not hide a dead agent for ever).
+    // Heartbeats have a queue of their own, so a backlog of job events (a burst, or the events a dead server
+    // held coming back) does not delay them. While such a backlog waits, agents still get three leases: an
+    // agent older than the heartbeats queue sends its heartbeats among those events, and a job whose agent
+    // then died may have its final events there (a queue that never drains must not hide a dead agent for
+    // ever, hence three leases, not more).
     const pending = await this.deps.bus.pendingEvents();
     if (pending !== undefined && pending > 0) {
       orphans = await this.deps.store.listRunningJobsOfSilentAgents(now - 3 * leaseMs);

@@ -88,6 +88,14 @@ describe('amqp bus', () => {
     const offers = Object.fromEntries(byName.get('steward.v1.offers')!.arguments.map(([k, , v]) => [k, v]));
     expect(offers['x-delivery-limit']).toBe(6);
     expect(offers['x-dead-letter-exchange']).toBe('steward.v1.dlx');
+    // Heartbeats: a bounded quorum queue of their own, keeping the newest, never dead-lettered.
+    const heartbeats = byName.get('steward.v1.heartbeats');
+    expect(heartbeats?.type).toBe('quorum');
+    expect(heartbeats?.durable).toBe(true);
+    const heartbeatArgs = Object.fromEntries(heartbeats!.arguments.map(([k, , v]) => [k, v]));
+    expect(heartbeatArgs['x-max-length']).toBe(10000);
+    expect(heartbeatArgs['x-overflow']).toBe('drop-head');
+    expect(heartbeatArgs['x-dead-letter-exchange']).toBeUndefined();
     // A second client with the same settings redeclares without a clash.
     const again = bus('steward.v1', { deliveryLimit: 7 });
     await again.connect();

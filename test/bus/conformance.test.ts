@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AmqpBus, EmbeddedBus, type Bus, type DeadLetter, type Delivery } from '../../src/bus/index.js';
-import type { AgentMessage, SignedOffer } from '../../src/protocol/index.js';
+import type { AgentMessage, Heartbeat, SignedOffer } from '../../src/protocol/index.js';
 import { brokerUrl, createVhost, deleteVhost } from '../support/rabbitmq.js';
 
 interface BusOptions {
@@ -246,6 +246,31 @@ describe.each(implementations)('$name bus', ({ make }) => {
     });
     await waitFor(() => (seen.length === 3 ? true : undefined));
     expect(await bus.pendingEvents()).toBe(0);
+  });
+
+  it('carries heartbeats in their own queue: not behind waiting events, not counted with them, requeued on failure', async () => {
+    const errors: unknown[] = [];
+    const bus = await make({ onHandlerError: (e) => errors.push(e) });
+    for (let i = 0; i < 3; i++) await bus.publishEvent(heartbeat(`event-${i}`));
+    const seen: string[] = [];
+    let failedOnce = false;
+    await bus.consumeHeartbeats(async (d) => {
+      const agentId = (d.body as { agentId: string }).agentId;
+      if (agentId === 'hb-bad' && !failedOnce) {
+        failedOnce = true;
+        throw new Error('boom');
+      }
+      seen.push(`${agentId}#${d.deliveryCount}`);
+    });
+    await bus.publishHeartbeat(heartbeat('hb-bad') as Heartbeat);
+    await bus.publishHeartbeat(heartbeat('hb-good') as Heartbeat);
+    await waitFor(() => (seen.length === 2 ? true : undefined));
+    expect(seen).toContain('hb-good#1');
+    expect(seen).toContain('hb-bad#2');
+    expect(errors).toHaveLength(1);
+    // The events published first are still there, untouched, for the events consumer.
+    expect(await bus.pendingEvents()).toBe(3);
+    await bus.close();
   });
 
   it('refuses a message larger than the size limit', async () => {

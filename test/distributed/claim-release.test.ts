@@ -56,7 +56,8 @@ async function findFile(dir: string, name: string): Promise<boolean> {
 
 beforeAll(async () => {
   vhost = await createVhost('claim-release');
-  // A long lease: the flood also delays the agents' heartbeats, and a live agent must not look silent.
+  // A long lease: the flood keeps the server busy (and, as the events of older agents, heartbeats used to
+  // queue behind it); a live agent must not look silent.
   cluster = await Cluster.start({
     vhost,
     server: {

@@ -91,4 +91,38 @@ describe.each(backends)('agent registry and controls on $name', (backend) => {
     const audit = await h.server.store.listAudit({ actor: 'alice', limit: 5 });
     expect(audit[0]).toMatchObject({ action: 'forbidden', target: 'POST /api/agents/agent-1/drain' });
   });
+  it('takes heartbeats from their own queue at once while a backlog of job events waits, and drops malformed ones', async () => {
+    // 5,000 events of an unknown job (each applied as harmless and dropped) ahead of the heartbeat.
+    for (let seq = 1; seq <= 5000; seq++) {
+      await h.bus.publishEvent({
+        v: 1,
+        type: 'state',
+        jobId: 'no-such-job',
+        attempt: 1,
+        seq,
+        time: Date.now(),
+        agentId: 'agent-1',
+        state: 'running',
+      });
+    }
+    await h.bus.publishHeartbeat({ v: 1, type: 'heartbeat', agentId: 'agent-9' } as never);
+    await h.bus.publishHeartbeat({
+      v: 1,
+      type: 'heartbeat',
+      agentId: 'agent-2',
+      time: Date.now(),
+      labels: [],
+      capacity: { slots: 4, free: 4 },
+      executors: [],
+      isolation: 'single-user',
+    });
+    await eventually(async () => {
+      const { agents } = (await h.request({ method: 'GET', url: '/api/agents', token: alice })).json;
+      return agents.some((agent: any) => agent.id === 'agent-2');
+    });
+    // Registered while the events before it still wait: it did not queue behind them.
+    expect(await h.bus.pendingEvents()).toBeGreaterThan(0);
+    const { agents } = (await h.request({ method: 'GET', url: '/api/agents', token: alice })).json;
+    expect(agents.map((agent: any) => agent.id)).not.toContain('agent-9');
+  });
 });
