@@ -1265,11 +1265,17 @@ export class Store {
    * once an agent claimed them (by the claim's agent): the bus would hand their offer to another agent by
    * itself, but that agent's fetch is refused while the claim stands, so nothing else would ever run them.
    * Loading jobs nobody claimed are left to the bus.
+   *
+   * A job changed since `lastSeenBefore` is not a candidate either: its claim or its last event is a sign of
+   * its agent's life as good as a heartbeat. A new agent's executor can claim a job before the server has
+   * applied that agent's first heartbeat; without this, a sweep in between would retry the job it just
+   * started loading.
    */
   async listRunningJobsOfSilentAgents(lastSeenBefore: number, limit = 500): Promise<JobRecord[]> {
     const rows = await this.db
       .selectFrom('jobs')
       .selectAll()
+      .where('updated_at', '<', lastSeenBefore)
       .where((eb) => {
         const live = eb.selectFrom('agents').select('id').where('last_seen', '>=', lastSeenBefore);
         return eb.or([

@@ -258,6 +258,18 @@ describe.each(backends)('attempt claims on $name', (backend) => {
     });
   });
 
+  it('leaves a job just claimed by an agent whose first heartbeat has not arrived yet; retries it a lease later', async () => {
+    const { id, offer } = await submit();
+    // A new agent's executor can fetch before the server has applied that agent's first heartbeat.
+    expect((await fetchAs(offer, 'agent-new')).status).toBe(200);
+    expect(await h.server.sweep(Date.now())).toBe(0);
+    expect((await fetchAs(offer, 'agent-new')).status).toBe(200);
+    // Still nothing from it a lease later: it is as good as dead.
+    expect(await h.server.sweep(Date.now() + 10_000)).toBe(1);
+    await eventually(() => offers.find((o) => o.offer.jobId === id && o.offer.attempt === 2));
+    expect((await detail(id)).attempts[0]).toMatchObject({ attempt: 1, state: 'lost' });
+  });
+
   it('leaves a loading job nobody claimed to the bus, however silent its agent', async () => {
     const { id, offer } = await submit();
     await heartbeat('agent-a');
