@@ -15,6 +15,9 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { Buffer } from 'node:buffer';
+import { setImmediate } from 'node:timers';
+import amqp from 'amqplib';
 import { machine, percentile, pidsNamed, repoRoot, runAndTime, tempDir, treeCpuMs } from './harness.mjs';
 
 const stewardJobs = Number(process.argv[2] ?? 2000);
@@ -235,6 +238,97 @@ try {
     console.log(
       `ratio Steward/Celery (${variant}): throughput ${(steward.throughput / celery.throughput).toFixed(3)}×, p50 latency ${(steward.p50 / celery.p50).toFixed(2)}×, CPU per unit of work (without broker) ${((cpuMs.server + cpuMs.agent) / celery.workerCpu).toFixed(2)}×`,
     );
+  }
+
+  // --- The protocol's floor ------------------------------------------------------------------------------
+  // What the broker alone allows for the messages Steward's protocol cannot do without, with no Steward
+  // code, database, HTTP or executor: a persistent, confirmed offer per job on a quorum queue; the "agent"
+  // answers each with a persistent, confirmed event on a quorum queue (the events of one tick as one
+  // message, as Steward's agent batches them) and acks the offer after that confirm; the "server" acks the
+  // events. Prefetch is generous (1,000). The gap between this and Steward is Steward's own work per job
+  // (HTTP submit, database, signing, the executor's fetch and claim, the step), not the broker's.
+  const floor = await runFloor(stewardJobs, sequential);
+  console.log(
+    `protocol floor (amqplib alone: a confirmed persistent offer and event per job on quorum queues, no Steward code): throughput ${f(floor.throughput)} jobs/s; sequential offer→event p50 ${f(floor.p50)} ms, p99 ${f(floor.p99)} ms; broker CPU per job ${floor.brokerCpu.toFixed(2)} ms`,
+  );
+  const celery = celeryRuns[0];
+  console.log(
+    `issue 4's goal next to the floor: ≥ 3× Celery's throughput is ${f(3 * celery.throughput)} jobs/s (the floor: ${(floor.throughput / (3 * celery.throughput)).toFixed(2)}× that, Steward: ${(steward.throughput / (3 * celery.throughput)).toFixed(3)}×); p50 below Celery's ${f(celery.p50)} ms (the floor: ${(floor.p50 / celery.p50).toFixed(2)}× it, Steward: ${(steward.p50 / celery.p50).toFixed(2)}×)`,
+  );
+
+  async function runFloor(jobs, sequentialJobs) {
+    const url = `${brokerUrl}/${encodeURIComponent(vhost)}`;
+    // Without TCP_NODELAY (Steward's bus sets it) a lone message waits for the peer's delayed ACK: 40 ms.
+    const serverConnection = await amqp.connect(url, { noDelay: true });
+    const agentConnection = await amqp.connect(url, { noDelay: true });
+    try {
+      const serverPublish = await serverConnection.createConfirmChannel();
+      const serverConsume = await serverConnection.createChannel();
+      const agentPublish = await agentConnection.createConfirmChannel();
+      const agentConsume = await agentConnection.createChannel();
+      const quorum = { durable: true, arguments: { 'x-queue-type': 'quorum' } };
+      await serverPublish.assertQueue('floor-offers', quorum);
+      await serverPublish.assertQueue('floor-events', quorum);
+      const publish = (channel, queue, body) =>
+        new Promise((resolve, reject) =>
+          channel.sendToQueue(queue, Buffer.from(JSON.stringify(body)), { persistent: true }, (error) =>
+            error ? reject(error) : resolve(),
+          ),
+        );
+      // The agent: an event per offer, a tick's events in one message, each offer acked after its confirm.
+      let tick = [];
+      await agentConsume.prefetch(1000);
+      await agentConsume.consume('floor-offers', (message) => {
+        if (!message) return; // the consumer was cancelled
+        tick.push(message);
+        if (tick.length > 1) return;
+        setImmediate(() => {
+          const messages = tick;
+          tick = [];
+          const ids = messages.map((m) => JSON.parse(m.content.toString()).id);
+          void publish(agentPublish, 'floor-events', { ids, state: 'succeeded' }).then(() => {
+            for (const m of messages) agentConsume.ack(m);
+          });
+        });
+      });
+      // The server: waits for each job's event.
+      const waiting = new Map();
+      await serverConsume.prefetch(1000);
+      await serverConsume.consume('floor-events', (message) => {
+        if (!message) return;
+        for (const id of JSON.parse(message.content.toString()).ids) {
+          waiting.get(id)?.();
+          waiting.delete(id);
+        }
+        serverConsume.ack(message);
+      });
+      let next = 0;
+      const job = () => {
+        const id = next++;
+        const done = new Promise((resolve) => waiting.set(id, resolve));
+        return Promise.all([publish(serverPublish, 'floor-offers', { id, payload: 'x'.repeat(600) }), done]);
+      };
+      for (let i = 0; i < 20; i++) await job();
+      const latencies = [];
+      for (let i = 0; i < sequentialJobs; i++) {
+        const t = performance.now();
+        await job();
+        latencies.push(performance.now() - t);
+      }
+      const brokerBefore = treeCpuMs(cpuPids.broker);
+      const t = performance.now();
+      await Promise.all(Array.from({ length: jobs }, job));
+      const seconds = (performance.now() - t) / 1000;
+      return {
+        throughput: jobs / seconds,
+        p50: percentile(latencies, 50),
+        p99: percentile(latencies, 99),
+        brokerCpu: (treeCpuMs(cpuPids.broker) - brokerBefore) / jobs,
+      };
+    } finally {
+      await serverConnection.close().catch(() => {});
+      await agentConnection.close().catch(() => {});
+    }
   }
 
   async function runCelery(variant) {
