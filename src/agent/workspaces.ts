@@ -10,7 +10,7 @@
  */
 import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
-import { cp, lchown, lstat, mkdir, open, readdir } from 'node:fs/promises';
+import { chmod, cp, lchown, lstat, mkdir, open, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { StewardError } from '../protocol/index.js';
@@ -26,7 +26,7 @@ export interface UserDirs {
 
 /** Creates the workspace root if missing and checks it is safe to create user directories in. */
 export async function prepareWorkspaceRoot(root: string, asRoot: boolean): Promise<void> {
-  await mkdir(root, { recursive: true, mode: 0o755 });
+  await mkdirTraversable(root);
   const info = await lstat(root);
   if (!info.isDirectory())
     throw new StewardError('STEWARD_WORKSPACE_UNSAFE', `workspace root ${root} is not a directory`);
@@ -53,6 +53,20 @@ export async function prepareWorkspaceRoot(root: string, asRoot: boolean): Promi
       }
       if (dir === path.dirname(dir)) break;
     }
+  }
+}
+
+/**
+ * Creates `dir` and its missing ancestors as 0755. mkdir's mode is narrowed by the umask, which is 077 in
+ * the daemons (their store files are private from the first byte), so each directory created here gets its
+ * mode explicitly; existing ones are left as they are.
+ */
+async function mkdirTraversable(dir: string): Promise<void> {
+  const first = await mkdir(dir, { recursive: true, mode: 0o755 });
+  if (first === undefined) return;
+  for (let created = dir; ; created = path.dirname(created)) {
+    await chmod(created, 0o755);
+    if (created === first || created === path.dirname(created)) break;
   }
 }
 
@@ -187,7 +201,7 @@ export async function ensureHome(account: OsAccount): Promise<void> {
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
-  await mkdir(path.dirname(account.home), { recursive: true, mode: 0o755 });
+  await mkdirTraversable(path.dirname(account.home));
   await ensureOwnedDir(account.home, account, 0o700, true);
   let entries: string[] = [];
   try {

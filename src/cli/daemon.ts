@@ -3,7 +3,7 @@
  * single-machine system in one process: server + embedded bus + local agent, the same code paths as the
  * distributed deployment with the bus swapped.
  */
-import { mkdirSync, chmodSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
@@ -14,9 +14,11 @@ import {
   compileServerConfig,
   readConfigFile,
   type CompiledBusConfig,
+  type CompiledServerConfig,
 } from '../config/index.js';
 import { StewardError, parseDuration } from '../protocol/index.js';
 import { createServer } from '../server/index.js';
+import { secureDataDir, sqliteFiles } from './data-dir.js';
 
 export interface UpOptions {
   host?: string;
@@ -68,10 +70,23 @@ function makeLogger(dataDir: string, level: string, debug: boolean, retentionDay
   );
 }
 
-function prepareDataDir(dataDir: string): void {
-  mkdirSync(dataDir, { recursive: true, mode: 0o755 });
-  // Users' executors traverse it to reach their workspaces; everything sensitive inside is 0700.
-  if (process.getuid?.() === 0) chmodSync(dataDir, 0o755);
+const isRoot = process.getuid?.() === 0;
+
+/**
+ * Everything a daemon creates is private from its first byte (the store, its -wal and -shm, keys, logs,
+ * results): the process umask is 077. Directories users must reach are given their mode explicitly
+ * (workspaces.ts); executors set their own umask 077 anyway.
+ */
+function privateUmask(): void {
+  process.umask(0o077);
+}
+
+/** The server's private files: the SQLite store (with its companions) and the signing key. */
+function serverPrivateFiles(config: CompiledServerConfig): string[] {
+  return [
+    ...(config.store.kind === 'sqlite' && config.store.path !== undefined ? sqliteFiles(config.store.path) : []),
+    config.signingKeyFile,
+  ];
 }
 
 /**
@@ -106,7 +121,7 @@ export async function runUp(options: UpOptions): Promise<void> {
     ...(options.port !== undefined ? { port: options.port } : {}),
     ...(options.dataDir !== undefined ? { dataDir: options.dataDir } : {}),
   });
-  prepareDataDir(serverConfig.dataDir);
+  privateUmask();
   const agentConfig = compileAgentConfig(file.agent ?? {}, { dataDir: serverConfig.dataDir });
   if (serverConfig.bus.kind !== 'embedded' || file.agent?.bus !== undefined) {
     throw new StewardError(
@@ -114,6 +129,11 @@ export async function runUp(options: UpOptions): Promise<void> {
       '`steward up` runs its agent in-process on the embedded bus: remove "bus" from the config, or run `steward server` and `steward agent` for RabbitMQ',
     );
   }
+  secureDataDir({
+    dataDir: serverConfig.dataDir,
+    reachableWorkspaceRoot: isRoot ? agentConfig.workspaceRoot : undefined,
+    privateFiles: serverPrivateFiles(serverConfig),
+  });
   const logger = makeLogger(
     serverConfig.dataDir,
     serverConfig.logLevel,
@@ -222,7 +242,8 @@ export async function runServer(options: ServerOptions): Promise<void> {
       '`steward server` reaches agents through RabbitMQ: set server.bus to {kind: amqp, urls: [...]} in the config, or use `steward up` (server + embedded bus + local agent)',
     );
   }
-  prepareDataDir(config.dataDir);
+  privateUmask();
+  secureDataDir({ dataDir: config.dataDir, privateFiles: serverPrivateFiles(config) });
   const logger = makeLogger(config.dataDir, config.logLevel, options.debug ?? false);
   const bus = await connectAmqp(config.bus, logger, 'server');
   let server;
@@ -236,6 +257,8 @@ export async function runServer(options: ServerOptions): Promise<void> {
   const publicKeyFile = path.join(config.dataDir, 'keys', 'offer-signing.pub');
   mkdirSync(path.dirname(publicKeyFile), { recursive: true, mode: 0o700 });
   writeFileSync(publicKeyFile, server.publicKeyPem, { mode: 0o644 });
+  // The public half is no secret (the keys dir is 0700 anyway); the umask must not narrow what admins copy.
+  chmodSync(publicKeyFile, 0o644);
   const { url } = await server.listen();
   const running = server;
   onShutdown(async () => {
@@ -325,7 +348,12 @@ export async function runAgent(options: AgentOptions): Promise<void> {
       "`steward agent` needs agent.serverPublicKeyFile: the server's <dataDir>/keys/offer-signing.pub",
     );
   }
-  prepareDataDir(dataDir);
+  privateUmask();
+  secureDataDir({
+    dataDir,
+    reachableWorkspaceRoot: isRoot ? config.workspaceRoot : undefined,
+    privateFiles: [],
+  });
   const logger = makeLogger(dataDir, 'info', options.debug ?? false, config.logRetentionDays);
   const bus = await connectAmqp(config.bus, logger, 'agent');
   const agent = new Agent({ config, bus, publicKeys: [config.serverPublicKey], logger });

@@ -24,6 +24,11 @@ export const errorCatalogue = {
   STEWARD_INTERNAL: { status: 500, summary: 'An unexpected internal error; details are in the server log.' },
   STEWARD_UNAVAILABLE: { status: 503, summary: 'A dependency (store, bus) is unavailable; retry later.' },
   STEWARD_CONFIG_INVALID: { status: 500, summary: 'A configuration file or option is invalid.' },
+  STEWARD_STORE_READABLE: {
+    status: 500,
+    summary:
+      'A store file (the SQLite database, its -wal or -shm, the signing key) is readable by group or others; the daemon refuses to start.',
+  },
   STEWARD_SERVER_UNREACHABLE: { status: 503, summary: 'The CLI could not reach the server.' },
   STEWARD_MESSAGE_INVALID: {
     status: 400,

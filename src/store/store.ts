@@ -13,7 +13,7 @@
  *   server's live listeners also hear what other servers applied. SQLite serves one server only.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, PostgresDialect, sql, SqliteDialect, type Transaction } from 'kysely';
@@ -1641,7 +1641,10 @@ async function connect(
 ): Promise<{ db: Db; dialect: StoreDialect; flusher?: WalFlusher }> {
   if (config.kind === 'sqlite') {
     const file = config.path ?? path.resolve('.steward', 'steward.db');
-    mkdirSync(path.dirname(file), { recursive: true });
+    mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    // The store holds every password and token hash: it is 0600 from its first byte, whatever the umask.
+    // SQLite gives the -wal and -shm it creates next to it the database file's mode.
+    closeSync(openSync(file, 'a', 0o600));
     const database = new BetterSqlite3(file, { timeout: options.busyTimeoutMs ?? 5000 });
     // WAL + synchronous=NORMAL: a commit is written but not flushed; the flusher makes commits durable in
     // groups, off the event loop (see sqlite-durable.ts). A file system without WAL support keeps SQLite's
