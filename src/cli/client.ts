@@ -8,6 +8,7 @@ import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import type { z } from 'zod';
 import { ErrorResponse, errorCatalogue, isErrorCode, type ErrorCode } from '../protocol/index.js';
 import { CliError } from './failures.js';
+import { stripControl } from './output.js';
 
 export interface ClientOptions {
   server: string;
@@ -141,7 +142,7 @@ export class ApiClient {
   }
 
   private debug(line: string): void {
-    if (this.options.debug) process.stderr.write(`${line}\n`);
+    if (this.options.debug) process.stderr.write(`${stripControl(line)}\n`);
   }
 }
 

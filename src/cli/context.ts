@@ -8,7 +8,7 @@
 import { ApiClient } from './client.js';
 import { normaliseServerUrl, readCredentials } from './credentials.js';
 import { CliError } from './failures.js';
-import { formatJson } from './output.js';
+import { formatJson, stripControl } from './output.js';
 
 export interface GlobalOptions {
   server?: string;
@@ -28,13 +28,22 @@ export class CliContext {
     this.debug = globals.debug === true;
   }
 
+  /** Human output on stdout, stripped of terminal control (server-provided strings are users' text). */
   out(text: string): void {
+    process.stdout.write(stripControl(text));
+  }
+
+  /**
+   * A user's own raw bytes (their step logs), written as they are: `steward logs` shows what the job
+   * printed, as `cat` would.
+   */
+  outRaw(text: string): void {
     process.stdout.write(text);
   }
 
   /** Notes for people (never data): stderr, so stdout stays parseable. */
   note(text: string): void {
-    process.stderr.write(text.endsWith('\n') ? text : `${text}\n`);
+    process.stderr.write(stripControl(text.endsWith('\n') ? text : `${text}\n`));
   }
 
   printJson(value: unknown): void {

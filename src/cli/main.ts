@@ -15,6 +15,7 @@ import { registerJobCommands } from './commands/jobs.js';
 import { registerResultCommands } from './commands/results.js';
 import { registerWorkflowCommands } from './commands/workflows.js';
 import { exitCodes, reportFailure } from './failures.js';
+import { stripControl } from './output.js';
 
 export function buildProgram(): Command {
   const program = new Command('steward');
@@ -55,7 +56,8 @@ export async function main(argv: readonly string[]): Promise<number> {
       // Commander has already printed its message (help, version, or a usage error).
       return error.exitCode === 0 ? exitCodes.ok : exitCodes.usage;
     }
-    return reportFailure(error, debug, (text) => process.stderr.write(text));
+    // Error messages carry server-provided text (names, job errors): no terminal control reaches the screen.
+    return reportFailure(error, debug, (text) => process.stderr.write(stripControl(text)));
   }
   return typeof process.exitCode === 'number' ? process.exitCode : exitCodes.ok;
 }

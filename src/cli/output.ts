@@ -1,5 +1,27 @@
 /** Human output: aligned tables, local times, short durations. Machine output is `--json`, never these. */
 
+/**
+ * Terminal escape sequences, removed whole: CSI (`ESC [ … final`), OSC (`ESC ] … BEL|ST`, e.g. window titles
+ * and hyperlinks), DCS/SOS/PM/APC strings, and two-character escapes. An unterminated string runs to the end.
+ */
+const ESCAPE_SEQUENCES =
+  // eslint-disable-next-line no-control-regex
+  /\x1b(?:\[[0-?]*[ -/]*[@-~]?|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[PX^_][^\x1b]*(?:\x1b\\)?|[ -/]*[0-~]?)|\x9b[0-?]*[ -/]*[@-~]?|\x9d[^\x07\x1b\x9c]*(?:\x07|\x9c)?/g;
+/** C0 controls but tab and newline, DEL, C1 controls: whatever is left once sequences are gone. */
+// eslint-disable-next-line no-control-regex
+const CONTROLS = /[\x00-\x08\x0b-\x1f\x7f-\x9f]/g;
+
+/**
+ * `text` without terminal control: every string the server provides (names, messages, descriptions) is
+ * written by some user, and an escape sequence in it could rewrite the screen, set the window title, plant
+ * a hyperlink or (on some terminals) answer back as keyboard input. Tab and newline stay unless
+ * `keepLines` is false.
+ */
+export function stripControl(text: string, keepLines = true): string {
+  const cleaned = text.replace(ESCAPE_SEQUENCES, '').replace(CONTROLS, '');
+  return keepLines ? cleaned : cleaned.replace(/[\t\n]/g, ' ');
+}
+
 export type Cell = string | number | null | undefined;
 
 /** Columns separated by two spaces; the last column is not padded so lines carry no trailing blanks. */
@@ -19,7 +41,7 @@ export function formatTable(headers: readonly string[], rows: readonly (readonly
 
 function cellText(cell: Cell): string {
   if (cell === null || cell === undefined || cell === '') return '-';
-  return String(cell).replace(/[\r\n\t]+/g, ' ');
+  return stripControl(String(cell).replace(/[\r\n\t]+/g, ' '));
 }
 
 /** `2026-11-22 14:03:09` in the local time zone; `-` for null. */
@@ -72,7 +94,14 @@ export function formatCount(value: number | null | undefined): string {
   return value === null || value === undefined ? '-' : value.toLocaleString('en-US');
 }
 
-/** Stable machine output: two-space indented JSON and a newline. */
+/**
+ * Stable machine output: two-space indented JSON and a newline. JSON.stringify escapes C0 controls; DEL and
+ * C1 controls are escaped too (`\u009b` is a CSI on some terminals), so the document reaches a terminal
+ * inert and parses to the same values.
+ */
 export function formatJson(value: unknown): string {
-  return `${JSON.stringify(value, null, 2)}\n`;
+  return `${JSON.stringify(value, null, 2).replace(
+    /[\x7f-\x9f]/g,
+    (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  )}\n`;
 }

@@ -4,7 +4,7 @@
  */
 import type { JobDetail } from '../protocol/index.js';
 import type { Change } from './follow.js';
-import { formatCount, formatDuration, formatTable, spanMs } from './output.js';
+import { formatCount, formatDuration, formatTable, spanMs, stripControl } from './output.js';
 
 export interface ProgressView {
   update(detail: JobDetail, change: Change): void;
@@ -17,7 +17,10 @@ export function createProgressView(stream: NodeJS.WriteStream): ProgressView {
 }
 
 export function renderJobTable(detail: JobDetail, now = Date.now()): string {
-  const header = `job ${detail.id}  ${detail.workflow.name}@${detail.workflow.version}  ${detail.state}  ${formatDuration(spanMs(detail.startedAt ?? detail.createdAt, detail.finishedAt, now))}\n`;
+  const header = `${stripControl(
+    `job ${detail.id}  ${detail.workflow.name}@${detail.workflow.version}  ${detail.state}  ${formatDuration(spanMs(detail.startedAt ?? detail.createdAt, detail.finishedAt, now))}`,
+    false,
+  )}\n`;
   if (detail.steps.length === 0) return header;
   return (
     header +
@@ -79,7 +82,7 @@ class LineView implements ProgressView {
       const where = detail.executor
         ? ` on ${detail.agentId ?? '?'} as ${detail.executor.osUser} (uid ${detail.executor.uid})`
         : '';
-      this.stream.write(`job ${detail.id} ${detail.state}${where}\n`);
+      this.stream.write(`${stripControl(`job ${detail.id} ${detail.state}${where}`, false)}\n`);
     }
     for (const step of detail.steps) {
       if (this.stepStates.get(step.id) === step.state) continue;
@@ -93,7 +96,9 @@ class LineView implements ProgressView {
         step.durationMs === null ? null : formatDuration(step.durationMs),
         step.state === 'failed' && step.message ? step.message : null,
       ].filter((fact) => fact !== null);
-      this.stream.write(`step ${step.id} ${step.state}${facts.length ? ` (${facts.join(', ')})` : ''}\n`);
+      this.stream.write(
+        `${stripControl(`step ${step.id} ${step.state}${facts.length ? ` (${facts.join(', ')})` : ''}`, false)}\n`,
+      );
     }
   }
 

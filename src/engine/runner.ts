@@ -6,7 +6,7 @@
 import { copyFile, link, mkdir, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { DuckDBConnection } from '@duckdb/node-api';
-import { StewardError, type ErrorInfo, type StepEvent } from '../protocol/index.js';
+import { plainNameProblem, StewardError, type ErrorInfo, type StepEvent } from '../protocol/index.js';
 import { paramToString, substitute } from './params.js';
 import { runProcess } from './processes.js';
 import { bindParams, copyStatement, openJobDatabase, quoteIdentifier, readStatement, runCounting, type JobDatabase } from './tables.js';
@@ -364,6 +364,12 @@ class JobRun {
     const outputs: RunOutput[] = [];
     const owners = new Map<string, string>();
     const claim = (name: string, step: string) => {
+      // Checked before any upload starts: one bad name fails the job with its reason, not with an HTTP error
+      // halfway through the uploads.
+      const problem = plainNameProblem(name);
+      if (problem !== undefined) {
+        throw new StewardError('STEWARD_RESULT_NAME_INVALID', `step "${step}" publishes ${JSON.stringify(name)}, which ${problem}: a result is one file name of at most 255 bytes, not starting with "."`);
+      }
       const owner = owners.get(name);
       if (owner !== undefined) {
         throw new Error(`outputs: steps "${owner}" and "${step}" both publish "${name}"`);

@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import type { z } from 'zod';
-import { parseDuration, StewardError, type ParamValue } from '../protocol/index.js';
+import { parseDuration, plainNameProblem, StewardError, type ParamValue } from '../protocol/index.js';
 import { convertParam, paramNameProblem, placeholders } from './params.js';
 import { findCycle, leafSteps } from './planner.js';
 import { ParamDefinitionSchema, stepKinds, stepSchemas, tableFormats, WorkflowFileSchema, type StepKindName, type TableFormat } from './schema.js';
@@ -286,6 +286,12 @@ export async function parseWorkflow(source: string, options: ParseOptions = {}):
           checkPlaceholders([...at, 'write', 'path'], write.path);
           const format = write.format ?? formatFromPath(write.path);
           if (!format) issues.add([...at, 'write', 'path'], `cannot tell the format of "${write.path}" from its extension: add format (${tableFormats.join(', ')})`);
+          // The file's name is its result name: refused now rather than at upload, after every step ran.
+          if (placeholders(write.path).length === 0) {
+            const resultName = path.posix.basename(write.path);
+            const problem = plainNameProblem(resultName);
+            if (problem) issues.add([...at, 'write', 'path'], `the result name ${JSON.stringify(resultName)} ${problem}: a result is one file name of at most 255 bytes`);
+          }
           spec = { table: write.table, path: write.path, format: format ?? 'csv', options: write.options ?? {} };
           break;
         }

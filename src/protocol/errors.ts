@@ -24,6 +24,10 @@ export const errorCatalogue = {
   STEWARD_INTERNAL: { status: 500, summary: 'An unexpected internal error; details are in the server log.' },
   STEWARD_UNAVAILABLE: { status: 503, summary: 'A dependency (store, bus) is unavailable; retry later.' },
   STEWARD_CONFIG_INVALID: { status: 500, summary: 'A configuration file or option is invalid.' },
+  STEWARD_RESULT_NAME_INVALID: {
+    status: 422,
+    summary: 'A result name is not one plain file name of at most 255 bytes (no "/", not starting with ".").',
+  },
   STEWARD_STORE_READABLE: {
     status: 500,
     summary:

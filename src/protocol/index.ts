@@ -4,3 +4,4 @@ export * from './messages.js';
 export * from './signing.js';
 export * from './api.js';
 export * from './duration.js';
+export * from './names.js';

@@ -15,31 +15,40 @@ import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
 import type { Logger } from 'pino';
-import { StewardError } from '../protocol/index.js';
+import { MAX_RESULT_NAME_BYTES, StewardError, plainNameProblem } from '../protocol/index.js';
 import type { ResultRecord, Store } from '../store/index.js';
 import { newId } from './secrets.js';
 
 const TABLE_FORMATS = new Set(['parquet', 'csv']);
 
-/** A result, step or file name that is safe as one path segment. */
+/** A result, step or file name that is safe as one path segment (the rule is `plainNameProblem`'s). */
 export function checkSegmentName(name: string, what: string): void {
-  const ok =
-    name.length > 0 &&
-    Buffer.byteLength(name) <= 255 &&
-    !name.includes('/') &&
-    !name.includes('\\') &&
-    !name.includes('\0') &&
-    !name.startsWith('.') &&
-    name !== '..';
-  if (!ok) {
+  const problem = plainNameProblem(name);
+  if (problem !== undefined) {
     throw new StewardError(
       'STEWARD_BAD_REQUEST',
-      `${what}: ${JSON.stringify(name)} must be a plain name (no "/", no "..", not starting with ".", at most 255 bytes)`,
+      `${what}: ${JSON.stringify(name)} ${problem}; it must be a plain name (no "/", no "..", not starting with ".", at most ${MAX_RESULT_NAME_BYTES} bytes)`,
       {
-        details: { issues: [{ field: what, rule: 'plain_name', message: 'unsafe name', value: name }] },
+        details: { issues: [{ field: what, rule: 'plain_name', message: problem, value: name }] },
       },
     );
   }
+}
+
+/**
+ * `Content-Disposition` for a download of any UTF-8 name (RFC 6266): `filename*` carries it exactly
+ * (RFC 8187 encoding), `filename` an ASCII stand-in for old clients. A raw non-Latin-1 name is not a legal
+ * header value at all (Node refuses it).
+ */
+export function contentDisposition(name: string): string {
+  // encodeURIComponent throws on a lone surrogate: replace those as String#toWellFormed does (ES2024).
+  const wellFormed = name.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD');
+  const fallback = wellFormed.replace(/[^\x20-\x7e]|["\\%]/g, '_');
+  const encoded = encodeURIComponent(wellFormed).replace(
+    /['()*]/g,
+    (char) => `%${char.charCodeAt(0).toString(16).toUpperCase()}`,
+  );
+  return `attachment; filename="${fallback}"; filename*=UTF-8''${encoded}`;
 }
 
 export interface PreviewResult {

@@ -19,6 +19,7 @@ import {
 import type { JobDetailRecord, JobRecord } from '../store/index.js';
 import type { Principal } from './auth.js';
 import type { ServerContext } from './context.js';
+import { contentDisposition } from './results.js';
 import { parseInput } from './validation.js';
 import {
   auditView,
@@ -186,10 +187,7 @@ export function buildHandlers(ctx: ServerContext): Handlers {
       reply
         .header('content-type', located.contentType)
         .header('content-length', String(info.size))
-        .header(
-          'content-disposition',
-          `attachment; filename="${located.downloadName.replace(/["\\\r\n]/g, '_')}"`,
-        );
+        .header('content-disposition', contentDisposition(located.downloadName));
       return reply.send(createReadStream(located.file));
     },
 

@@ -8,7 +8,13 @@ import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstanc
 import { pino, type Logger } from 'pino';
 import type { Bus } from '../bus/index.js';
 import type { CompiledServerConfig } from '../config/index.js';
-import { coerceError, createOfferSigner, createOfferVerifier, StewardError } from '../protocol/index.js';
+import {
+  coerceError,
+  createOfferSigner,
+  createOfferVerifier,
+  MAX_URL_PARAM_LENGTH,
+  StewardError,
+} from '../protocol/index.js';
 import { openStore, type Store } from '../store/index.js';
 import { AuditLog } from './audit.js';
 import { Authenticator } from './auth.js';
@@ -129,6 +135,9 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
   const app: FastifyInstance = Fastify({
     loggerInstance: fastifyLogger,
     bodyLimit: config.bodyLimitBytes,
+    // A result name of 255 bytes percent-encoded is up to 765 characters (Fastify's default is 100: a long
+    // name's upload got 414 after all the job's steps had succeeded).
+    maxParamLength: MAX_URL_PARAM_LENGTH,
     trustProxy: false,
   });
   // Uploads arrive as raw streams; handlers stream them to disk (with their own size limit).

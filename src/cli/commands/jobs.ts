@@ -157,7 +157,8 @@ export function registerJobCommands(program: Command): void {
       // Empty streams are left out here (they are in --json): a header with nothing under it is noise.
       for (const entry of logs.filter((candidate) => candidate.text !== '')) {
         context.out(`==> step ${entry.stepId} ${entry.stream} <==\n`);
-        context.out(entry.text.endsWith('\n') ? entry.text : `${entry.text}\n`);
+        // The log body is the user's own output, shown raw; everything around it is stripped.
+        context.outRaw(entry.text.endsWith('\n') ? entry.text : `${entry.text}\n`);
       }
     });
 

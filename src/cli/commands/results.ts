@@ -1,4 +1,5 @@
 /** `steward results ID [--out DIR]`: list a job's results or download them, streaming each to disk. */
+import { randomBytes } from 'node:crypto';
 import { createWriteStream, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -102,9 +103,12 @@ export function checkResultName(name: string): void {
   }
 }
 
-/** Streams into `file.part` and renames on success, so an interrupted download never looks complete. */
+/**
+ * Streams into a temporary file next to `file` and renames it on success, so an interrupted download never
+ * looks complete. The temporary name is short: `NAME.part` of a 255-byte name would be too long a file name.
+ */
 async function streamToFile(response: Response, file: string): Promise<number> {
-  const partial = `${file}.part`;
+  const partial = path.join(path.dirname(file), `.steward-${process.pid}-${randomBytes(6).toString('hex')}.part`);
   let bytes = 0;
   const body = ApiClient.bodyStream(response);
   body.on('data', (chunk: Buffer) => {
