@@ -104,7 +104,11 @@ class JobRun {
       if (!this.firstError && !this.canceled) outputs = await this.publish();
     } catch (error) {
       if (!this.firstError && !this.canceled) {
-        this.firstError = { code: 'STEWARD_STEP_FAILED', message: error instanceof Error ? error.message : String(error) };
+        // A StewardError keeps its code (a result name refused while publishing); anything else is the step's.
+        this.firstError =
+          error instanceof StewardError
+            ? { code: error.code, message: error.message }
+            : { code: 'STEWARD_STEP_FAILED', message: error instanceof Error ? error.message : String(error) };
       }
     } finally {
       if (jobTimer) clearTimeout(jobTimer);
