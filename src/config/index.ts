@@ -4,6 +4,7 @@
  * Unknown keys are errors, never silently ignored.
  */
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
@@ -196,10 +197,31 @@ export const ServerConfig = z
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** LDAP authentication beside local users. Default: off (local users only). */
     ldap: LdapConfig.optional(),
-    /** Refusal of further logins after repeated failures. Defaults: 5 per user, 20 per address, in 15m. */
+    /**
+     * Which proxies in front of the server to believe about the client's address (`X-Forwarded-For`): a
+     * list of addresses or CIDR ranges (or `loopback`, `linklocal`, `uniquelocal`). The address is what the login throttle counts and the audit log records; behind a proxy that
+     * is not trusted every client looks like the proxy. Never trust more than your own proxies: whoever
+     * reaches the server directly could then claim any address. Default `false`: the TCP peer is the client.
+     */
+    trustProxy: z
+      .union([
+        z.literal(false),
+        z
+          .array(
+            z
+              .string()
+              .refine(isProxyAddress, 'expected an IP address, a CIDR range, loopback, linklocal or uniquelocal'),
+          )
+          .min(1),
+      ])
+      .default(false),
+    /**
+     * Refusal of further logins after repeated failures. Defaults: 5 per user and address, 50 per user, in
+     * 15m; no per-address bound.
+     */
     loginThrottle: LoginThrottleConfig.default({
-      maxFailuresPerUser: 5,
-      maxFailuresPerSource: 20,
+      maxFailuresPerUserAndSource: 5,
+      maxFailuresPerUser: 50,
       window: 15 * 60_000,
     }),
     /** The bus to agents. Default `{kind: embedded}` (`steward up`); `steward server` needs `amqp`. */
@@ -232,6 +254,8 @@ export interface CompiledServerConfig {
   readonly logLevel: string;
   readonly ldap: CompiledLdapConfig | undefined;
   readonly loginThrottle: CompiledLoginThrottle;
+  /** Fastify's `trustProxy`: false, or the trusted proxies' addresses and ranges. */
+  readonly trustProxy: false | readonly string[];
   readonly bus: CompiledBusConfig;
   /** Retry budgets by whether a step had started (see `ServerConfig.retries`). */
   readonly retries: { readonly ran: number; readonly notStarted: number };
@@ -262,13 +286,27 @@ export function compileServerConfig(input: unknown): CompiledServerConfig {
     logLevel: c.logLevel,
     ldap: c.ldap === undefined ? undefined : compileLdapConfig(c.ldap),
     loginThrottle: Object.freeze({
+      maxFailuresPerUserAndSource: c.loginThrottle.maxFailuresPerUserAndSource,
       maxFailuresPerUser: c.loginThrottle.maxFailuresPerUser,
       maxFailuresPerSource: c.loginThrottle.maxFailuresPerSource,
       windowMs: c.loginThrottle.window,
     }),
+    trustProxy: Array.isArray(c.trustProxy) ? Object.freeze([...c.trustProxy]) : c.trustProxy,
     bus: compileBus(c.bus, 'server'),
     retries: Object.freeze({ ran: c.retries.ran, notStarted: c.retries.notStarted }),
   });
+}
+
+/** What proxy-addr (Fastify's trustProxy) accepts in a list: an address, a CIDR range, or a named range. */
+function isProxyAddress(value: string): boolean {
+  if (['loopback', 'linklocal', 'uniquelocal'].includes(value)) return true;
+  const [address, bits, ...rest] = value.split('/');
+  if (rest.length > 0 || address === undefined) return false;
+  const family = isIP(address);
+  if (family === 0) return false;
+  if (bits === undefined) return true;
+  if (!/^\d{1,3}$/.test(bits)) return false;
+  return Number(bits) <= (family === 4 ? 32 : 128);
 }
 
 const BYTE_SIZE = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/;

@@ -91,12 +91,28 @@ export interface CompiledLdapConfig {
   readonly cacheTtlMs: number;
 }
 
+/**
+ * Failed logins are counted per (name, address) pair, per name, and optionally per address. The pair is the
+ * close bound: a burst of wrong passwords locks that name out of that address only, so failures on other
+ * names (or from other addresses) never lock out a user who knows their password. The per-name bound is
+ * against guessing spread over many addresses; one address adds at most `maxFailuresPerUserAndSource` to it
+ * in a window, so it takes several addresses to reach it.
+ */
 export const LoginThrottleConfig = z
   .object({
-    /** Failed logins for one user name within `window` before further attempts are refused. Default 5. */
-    maxFailuresPerUser: z.number().int().min(1).default(5),
-    /** Failed logins from one address within `window` before further attempts are refused. Default 20. */
-    maxFailuresPerSource: z.number().int().min(1).default(20),
+    /** Failed logins for one user name from one address within `window`; then that pair waits. Default 5. */
+    maxFailuresPerUserAndSource: z.number().int().min(1).default(5),
+    /**
+     * Failed logins for one user name from all addresses within `window`; then the name waits, from
+     * everywhere. Default 50 (ten addresses' worth of the pair bound).
+     */
+    maxFailuresPerUser: z.number().int().min(1).default(50),
+    /**
+     * Failed logins from one address over all names within `window`; then the address waits, for every
+     * name, including a user with the right password behind the same address (a shared NAT or proxy).
+     * Default none: off. Set it only where one address is one person.
+     */
+    maxFailuresPerSource: z.number().int().min(1).optional(),
     /** The sliding window failures are counted in. Default `15m`. */
     window: Duration.default(15 * 60_000),
   })
@@ -104,8 +120,10 @@ export const LoginThrottleConfig = z
 export type LoginThrottleConfig = z.input<typeof LoginThrottleConfig>;
 
 export interface CompiledLoginThrottle {
+  readonly maxFailuresPerUserAndSource: number;
   readonly maxFailuresPerUser: number;
-  readonly maxFailuresPerSource: number;
+  /** Undefined: no per-address bound. */
+  readonly maxFailuresPerSource: number | undefined;
   readonly windowMs: number;
 }
 

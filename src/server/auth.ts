@@ -164,7 +164,7 @@ export class Authenticator {
         failure === 'user disabled' ? 'this user is disabled' : 'wrong user name or password',
       );
     }
-    await this.throttle.recordSuccess(name);
+    await this.throttle.recordSuccess(name, source);
     const now = Date.now();
     const token = newSecret('stw_');
     const expiresAt = now + this.config.sessionTtlMs;

@@ -138,7 +138,8 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     // A result name of 255 bytes percent-encoded is up to 765 characters (Fastify's default is 100: a long
     // name's upload got 414 after all the job's steps had succeeded).
     maxParamLength: MAX_URL_PARAM_LENGTH,
-    trustProxy: false,
+    // Behind the admin's own proxies only: see ServerConfig.trustProxy.
+    trustProxy: config.trustProxy === false ? false : [...config.trustProxy],
   });
   // Uploads arrive as raw streams; handlers stream them to disk (with their own size limit).
   app.removeContentTypeParser('text/plain');

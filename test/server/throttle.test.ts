@@ -2,7 +2,8 @@
 /**
  * The login throttle counts failures in the store: two servers on one PostgreSQL database (as in HA) throttle
  * together, so guesses spread over them gain nothing. And on either backend the window slides: failures
- * older than it stop counting and are deleted.
+ * older than it stop counting and are deleted. Failures are counted per user and address: a burst on other
+ * accounts from one address does not lock out a user with the right password.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -97,7 +98,12 @@ describe('login throttle shared by two servers on one PostgreSQL database', () =
 describe.each(backends)('login throttle window on $name', (backend) => {
   let handle: BackendHandle;
   let store: Store;
-  const config = { maxFailuresPerUser: 3, maxFailuresPerSource: 10, windowMs: 60_000 };
+  const config = {
+    maxFailuresPerUserAndSource: 5,
+    maxFailuresPerUser: 3,
+    maxFailuresPerSource: 10,
+    windowMs: 60_000,
+  };
   const T0 = 1_767_225_600_000;
 
   beforeEach(async (context) => {
@@ -138,10 +144,82 @@ describe.each(backends)('login throttle window on $name', (backend) => {
       .orderBy('key')
       .execute();
     expect(rows.map((row) => [row.key, Number(row.time)])).toEqual([
+      ['p:10.0.0.3 bob', T0 + 20_000],
       ['s:10.0.0.3', T0 + 20_000],
       ['u:bob', T0 + 20_000],
+      ['p:10.0.0.5 carol', T0 + 70_000],
       ['s:10.0.0.5', T0 + 70_000],
       ['u:carol', T0 + 70_000],
     ]);
+  });
+});
+
+describe('login throttle by user and address', () => {
+  let h: Harness | undefined;
+
+  afterEach(async () => {
+    await h?.dispose();
+    h = undefined;
+  });
+
+  function login(user: string, password: string, from?: string) {
+    return h!.request({
+      method: 'POST',
+      url: '/api/auth/login',
+      body: { user, password },
+      ...(from ? { headers: { 'x-forwarded-for': from } } : {}),
+    });
+  }
+
+  it('lets the correct user in after a burst of wrong passwords for other accounts from the same address', async () => {
+    h = await startHarness({ title: 'throttle-burst' });
+    const statuses = new Set<number>();
+    // Forty wrong passwords over eight other names (the last of each name's six is already refused).
+    for (let name = 0; name < 8; name++) {
+      for (let attempt = 0; attempt < 6; attempt++) statuses.add((await login(`other${name}`, 'wrong')).status);
+    }
+    expect([...statuses].sort()).toEqual([401, 429]);
+    const correct = await login('admin', ADMIN_PASSWORD);
+    expect(correct.status, correct.text).toBe(200);
+  });
+
+  it('locks a name out of the address its failures came from, not out of another address', async () => {
+    h = await startHarness({ title: 'throttle-pair', config: { trustProxy: ['127.0.0.1'] } });
+    for (let i = 0; i < 5; i++) expect((await login('admin', 'wrong', '203.0.113.7')).status).toBe(401);
+    const refused = await login('admin', ADMIN_PASSWORD, '203.0.113.7');
+    expect(refused.status).toBe(429);
+    expect(refused.json.error.code).toBe('STEWARD_LOGIN_THROTTLED');
+    expect(refused.json.error.message).toMatch(/for this user from this address/);
+    expect((await login('admin', ADMIN_PASSWORD, '198.51.100.9')).status).toBe(200);
+    // The audit log records the client's address, as the trusted proxy reported it.
+    const token = await h.adminToken();
+    const audit = await h.request({ method: 'GET', url: '/api/audit?action=login.throttled', token });
+    expect(JSON.stringify(audit.json)).toContain('203.0.113.7');
+  });
+
+  it('throttles a name from every address once failures spread over several addresses reach the per-user bound', async () => {
+    h = await startHarness({
+      title: 'throttle-user',
+      config: { trustProxy: ['127.0.0.1'], loginThrottle: { maxFailuresPerUser: 6 } },
+    });
+    for (const from of ['192.0.2.1', '192.0.2.2', '192.0.2.3']) {
+      for (let i = 0; i < 2; i++) expect((await login('admin', 'wrong', from)).status).toBe(401);
+    }
+    const refused = await login('admin', ADMIN_PASSWORD, '192.0.2.4');
+    expect(refused.status).toBe(429);
+    expect(refused.json.error.message).toMatch(/too many failed logins for this user;/);
+  });
+
+  it('ignores X-Forwarded-For unless trustProxy names the proxy', async () => {
+    h = await startHarness({ title: 'throttle-untrusted' });
+    for (let i = 0; i < 5; i++) expect((await login('admin', 'wrong', `192.0.2.${i + 10}`)).status).toBe(401);
+    // Every attempt came from the TCP peer, whatever the header claimed.
+    expect((await login('admin', ADMIN_PASSWORD, '192.0.2.99')).status).toBe(429);
+  });
+
+  it('refuses a trustProxy entry that is not an address or a range', async () => {
+    await expect(startHarness({ title: 'throttle-bad', config: { trustProxy: ['proxy.example'] } })).rejects.toThrow(
+      /trustProxy/,
+    );
   });
 });
