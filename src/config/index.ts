@@ -297,6 +297,14 @@ export function compileServerConfig(input: unknown): CompiledServerConfig {
   });
 }
 
+/**
+ * The per-user cap when none is set: it must fit the slots (the former default, `maxJobsPerExecutor` = 4,
+ * let one user fill a 2-slot machine), and leave one slot to others where there is more than one.
+ */
+export function defaultMaxJobsPerUser(slots: number, maxJobsPerExecutor: number): number {
+  return Math.max(1, Math.min(maxJobsPerExecutor, slots - 1));
+}
+
 /** What proxy-addr (Fastify's trustProxy) accepts in a list: an address, a CIDR range, or a named range. */
 function isProxyAddress(value: string): boolean {
   if (['loopback', 'linklocal', 'uniquelocal'].includes(value)) return true;
@@ -494,7 +502,11 @@ export const AgentConfig = z
         tokens: z.number().min(0.5).max(100_000).optional(),
         /** Memory shared by all executors, like `20GiB`. Default `slots × limits.memory` (limits are ceilings). */
         memory: ByteSize.optional(),
-        /** Jobs one user runs at once on this machine. Default `maxJobsPerExecutor`. */
+        /**
+         * Jobs one user runs at once on this machine. Default `slots − 1` (at least 1, at most
+         * `maxJobsPerExecutor`): one user alone never holds every slot, so another user's job always finds
+         * one (with 2 slots, 1 each).
+         */
         maxJobsPerUser: z.number().int().min(1).max(10_000).optional(),
       })
       .strict()
@@ -620,7 +632,7 @@ export function compileAgentConfig(input: unknown, defaults: { dataDir: string }
       memoryBytes: c.capacity.memory
         ? parseByteSize(c.capacity.memory)
         : (c.slots ?? cores) * limits.memoryBytes,
-      maxJobsPerUser: c.capacity.maxJobsPerUser ?? c.maxJobsPerExecutor,
+      maxJobsPerUser: c.capacity.maxJobsPerUser ?? defaultMaxJobsPerUser(c.slots ?? cores, c.maxJobsPerExecutor),
       tokensPerExecutor: duckdbThreads / 2,
     }),
     duckdb: Object.freeze({
