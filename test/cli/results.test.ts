@@ -78,7 +78,7 @@ describe('steward results', () => {
     expect([...(await fs.readFile(path.join(out, 'chart.png')))]).toEqual([0x89, 0x50, 0x4e, 0x47]);
   });
 
-  it.each(['../x', 'a/b', 'a\\b', '..', 'x\u0000y'])(
+  it.each(['../x', 'a/b', 'a\\b', '..', '.', '.profile', 'x\u0000y'])(
     'refuses the hostile result name %j and writes nothing',
     async (hostile) => {
       serveResults([result('sales', 'table'), result(hostile, 'file')]);

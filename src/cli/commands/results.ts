@@ -5,7 +5,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { ResultInfo } from '../../protocol/index.js';
+import { ResultInfo, plainNameProblem } from '../../protocol/index.js';
 import { ApiClient } from '../client.js';
 import { CliError } from '../failures.js';
 import { formatBytes, formatCount, formatTable, formatTime } from '../output.js';
@@ -86,19 +86,16 @@ function plannedFiles(result: ResultInfo): PlannedFile[] {
   });
 }
 
-/** A result name becomes a file name in DIR: one plain path component, nothing else. */
+/**
+ * A result name becomes a file name in DIR: one plain path component, by the same rule the server and the
+ * engine apply (`plainNameProblem`), so every name a job can publish downloads and nothing else does.
+ */
 export function checkResultName(name: string): void {
-  if (
-    name === '' ||
-    name === '.' ||
-    name.includes('/') ||
-    name.includes('\\') ||
-    name.includes('..') ||
-    name.includes('\0')
-  ) {
+  const problem = plainNameProblem(name);
+  if (problem !== undefined) {
     throw new CliError(
       'STEWARD_BAD_REQUEST',
-      `refusing result name ${JSON.stringify(name)} from the server: it must not contain "/", "\\", ".." or NUL`,
+      `refusing result name ${JSON.stringify(name)} from the server: it ${problem} (a result name is one file name, no "/", "\\" or NUL, not starting with ".")`,
     );
   }
 }
