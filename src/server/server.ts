@@ -137,7 +137,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     bodyLimit: config.bodyLimitBytes,
     // A result name of 255 bytes percent-encoded is up to 765 characters (Fastify's default is 100: a long
     // name's upload got 414 after all the job's steps had succeeded).
-    maxParamLength: MAX_URL_PARAM_LENGTH,
+    routerOptions: { maxParamLength: MAX_URL_PARAM_LENGTH },
     // Behind the admin's own proxies only: see ServerConfig.trustProxy.
     trustProxy: config.trustProxy === false ? false : [...config.trustProxy],
   });
