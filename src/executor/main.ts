@@ -3,13 +3,14 @@
  * it loads everything it needs (engine, DuckDB) first, says `ready`, and waits to be assigned a user.
  * It never talks to the broker and holds no credential but the job tokens of its own jobs.
  */
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { AgentToExecutor, coerceError, type ExecutorToAgent } from '../protocol/index.js';
 import { closeInheritedFds } from './fds.js';
 import { assumeIdentity, cleanEnvironment, type AssumeMessage } from './identity.js';
 import { runJob } from './job-runner.js';
 // Loaded before `ready` so a user's first job does not pay for it (the DuckDB native module especially).
-import { DuckDBHost, parseWorkflow } from '../engine/index.js';
+import { DuckDBHost, parseWorkflow, type SpawnWrapper } from '../engine/index.js';
 
 if (!process.send) {
   process.stderr.write('steward executor: must be started by a Steward agent (no IPC channel)\n');
@@ -52,6 +53,25 @@ function startDuckDBHost(assumed: AssumeMessage): Promise<DuckDBHost> {
     if (duckdbHost === host) duckdbHost = undefined;
   });
   return host;
+}
+
+/**
+ * Starts each step of a job inside the job's cgroup: the executor steps into it for the instant of the
+ * synchronous fork (so the child is born there, and everything the child ever starts stays there), and steps
+ * back into its own. Nothing else runs on this thread meanwhile. The agent made both files writable by this
+ * user (cgroup.procs only); see src/agent/cgroups.ts.
+ */
+function cgroupSpawner(jobProcs: string, homeProcs: string): SpawnWrapper {
+  return <T>(start: () => T): T => {
+    const pid = String(process.pid);
+    // A failure here must not start the step outside its job's cgroup: it fails the step.
+    writeFileSync(jobProcs, pid);
+    try {
+      return start();
+    } finally {
+      writeFileSync(homeProcs, pid);
+    }
+  };
 }
 
 function send(message: ExecutorToAgent): void {
@@ -113,6 +133,9 @@ process.on('message', (raw: unknown) => {
         Object.assign(process.env, env);
         process.chdir(message.workspaceDir);
         send({ type: 'assumed', ...assumed });
+        // Proof of life on the pipe: an executor that stops pinging (stopped, stuck) is killed by the agent,
+        // which then ends its jobs itself.
+        if (message.heartbeatMs) setInterval(() => send({ type: 'ping' }), message.heartbeatMs).unref();
         // As the user, so its spill files are the user's; in the background, ready by the first job.
         duckdbHost = startDuckDBHost(message);
       } catch (error) {
@@ -134,7 +157,16 @@ process.on('message', (raw: unknown) => {
       const controller = new AbortController();
       running.set(message.jobId, controller);
       duckdbHost ??= startDuckDBHost(identity);
-      runJob(message, { identity, env, send, signal: controller.signal, duckdbHost })
+      runJob(message, {
+        identity,
+        env,
+        send,
+        signal: controller.signal,
+        duckdbHost,
+        ...(message.cgroupProcs && identity.cgroupProcs
+          ? { spawnWrapper: cgroupSpawner(message.cgroupProcs, identity.cgroupProcs) }
+          : {}),
+      })
         .catch((error: unknown) => {
           const normalised = coerceError(error);
           log('error', 'job crashed', { jobId: message.jobId, error: String(error) });
