@@ -840,7 +840,10 @@ export class Agent {
     if (job.cgroup) {
       const killed = await job.cgroup.remove().catch(() => 0);
       if (killed > 0)
-        this.log.info({ jobId: job.offer.jobId, killed }, "killed processes the job left behind in its cgroup");
+        this.log.info(
+          { jobId: job.offer.jobId, killed },
+          'killed processes the job left behind in its cgroup',
+        );
     }
     if (job.executor?.cgroup) await job.executor.cgroup.killStrays(job.executor.pid).catch(() => 0);
     const cgroup = job.executor?.cgroup;
@@ -900,7 +903,10 @@ export class Agent {
     );
     if (executor && (unresponsive || !job.cgroup)) {
       // Without a job cgroup the executor's is the only way to reach every process of the job.
-      this.pool.killHung(executor, unresponsive ? 'unresponsive (ended by the agent)' : 'killed by the agent to end a job');
+      this.pool.killHung(
+        executor,
+        unresponsive ? 'unresponsive (ended by the agent)' : 'killed by the agent to end a job',
+      );
     }
     await this.finish(job, state, {
       code: 'STEWARD_AGENT_ENDED_JOB',

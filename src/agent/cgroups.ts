@@ -127,7 +127,8 @@ export async function detectCgroups(agentId: string, instance: string): Promise<
       ['cpu', path.join(cpuRoot, own.get('cpu') ?? '/')],
     ];
     const pidsRoot = path.join(CGROUP_ROOT, 'pids');
-    if (existsSync(path.join(pidsRoot, 'cgroup.procs'))) homes.push(['pids', path.join(pidsRoot, own.get('pids') ?? '/')]);
+    if (existsSync(path.join(pidsRoot, 'cgroup.procs')))
+      homes.push(['pids', path.join(pidsRoot, own.get('pids') ?? '/')]);
     const freezerRoot = path.join(CGROUP_ROOT, 'freezer');
     if (existsSync(path.join(freezerRoot, 'cgroup.procs')))
       homes.push(['freezer', path.join(freezerRoot, own.get('freezer') ?? '/')]);
@@ -263,7 +264,9 @@ async function freeze(dir: string, v1: boolean, v2: boolean): Promise<boolean> {
 }
 
 async function thaw(dir: string, v1: boolean): Promise<void> {
-  await writeFile(path.join(dir, v1 ? 'freezer.state' : 'cgroup.freeze'), v1 ? 'THAWED' : '0').catch(() => {});
+  await writeFile(path.join(dir, v1 ? 'freezer.state' : 'cgroup.freeze'), v1 ? 'THAWED' : '0').catch(
+    () => {},
+  );
 }
 
 /** One job's cgroup below its executor's. */
@@ -327,9 +330,10 @@ export class ExecutorCgroup {
     } else {
       await writeFile(path.join(dirs.memory, 'memory.limit_in_bytes'), String(limits.memoryBytes));
       // Without swap accounting this file is absent; the plain limit then applies to RAM only.
-      await writeFile(path.join(dirs.memory, 'memory.memsw.limit_in_bytes'), String(limits.memoryBytes)).catch(
-        () => {},
-      );
+      await writeFile(
+        path.join(dirs.memory, 'memory.memsw.limit_in_bytes'),
+        String(limits.memoryBytes),
+      ).catch(() => {});
       await writeFile(path.join(dirs.cpu, 'cpu.cfs_period_us'), String(periodUs));
       await writeFile(path.join(dirs.cpu, 'cpu.cfs_quota_us'), String(quotaUs));
     }
@@ -354,7 +358,8 @@ export class ExecutorCgroup {
 
   /** Moves a process (and so everything it will start) into the cgroup. */
   async join(pid: number): Promise<void> {
-    for (const dir of new Set(Object.values(this.dirs))) await writeFile(path.join(dir, 'cgroup.procs'), String(pid));
+    for (const dir of new Set(Object.values(this.dirs)))
+      await writeFile(path.join(dir, 'cgroup.procs'), String(pid));
   }
 
   /**
@@ -366,7 +371,12 @@ export class ExecutorCgroup {
   }
 
   /** Makes a job's cgroup, writable (its `cgroup.procs` only) by the executor's user. */
-  async createJob(name: string, executorPid: number, uid: number, gid: number): Promise<JobCgroup | undefined> {
+  async createJob(
+    name: string,
+    executorPid: number,
+    uid: number,
+    gid: number,
+  ): Promise<JobCgroup | undefined> {
     if (!this.dirs.jobs) return undefined;
     const dir = path.join(this.dirs.jobs, name);
     await mkdir(dir);
@@ -406,7 +416,9 @@ export class ExecutorCgroup {
   pidsLimitHits(): number {
     if (!this.dirs.pids) return 0;
     try {
-      return Number(/^max (\d+)$/m.exec(readFileSync(path.join(this.dirs.pids, 'pids.events'), 'utf8'))?.[1] ?? 0);
+      return Number(
+        /^max (\d+)$/m.exec(readFileSync(path.join(this.dirs.pids, 'pids.events'), 'utf8'))?.[1] ?? 0,
+      );
     } catch {
       return 0;
     }

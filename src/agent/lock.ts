@@ -99,7 +99,10 @@ export class AgentLock {
       }
       await unlink(aside).catch(() => {});
     }
-    throw new StewardError('STEWARD_AGENT_ID_IN_USE', `could not take the lock ${file} for agent id "${agentId}": set agent.id to an id of its own for this agent`);
+    throw new StewardError(
+      'STEWARD_AGENT_ID_IN_USE',
+      `could not take the lock ${file} for agent id "${agentId}": set agent.id to an id of its own for this agent`,
+    );
   }
 
   /** Removes the lock, if it is still this process's. */

@@ -134,7 +134,10 @@ export class ExecutorPool {
     const now = Date.now();
     for (const executor of this.live) {
       if (executor.hung || now - executor.lastHeard <= limit) continue;
-      this.killHung(executor, `unresponsive: no heartbeat on its pipe for ${Math.round((now - executor.lastHeard) / 1000)} s`);
+      this.killHung(
+        executor,
+        `unresponsive: no heartbeat on its pipe for ${Math.round((now - executor.lastHeard) / 1000)} s`,
+      );
     }
   }
 

@@ -606,7 +606,9 @@ export function compileAgentConfig(input: unknown, defaults: { dataDir: string }
     id: c.id ?? agentIdFromEnvironment() ?? os.hostname(),
     lockDir: path.resolve(
       c.lockDir ??
-        (process.getuid?.() === 0 ? '/run/steward' : path.join(os.tmpdir(), `steward-${process.getuid?.() ?? 0}`)),
+        (process.getuid?.() === 0
+          ? '/run/steward'
+          : path.join(os.tmpdir(), `steward-${process.getuid?.() ?? 0}`)),
     ),
     deadlineGraceMs: c.deadlineGrace,
     executorHeartbeat: Object.freeze({

@@ -1,4 +1,4 @@
-/* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
+/* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-argument -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * The agent's own enforcement with a real `steward agent` on RabbitMQ: a job that freezes its executor ends
  * at its time limit plus the grace, reported by the agent, and the slot serves the next job; a second agent
@@ -15,7 +15,7 @@ let cluster: Cluster | undefined;
 const osUsers = new OsUsers();
 
 async function running(c: Cluster, id: string): Promise<void> {
-  for (let deadline = Date.now() + 30_000; ; ) {
+  for (let deadline = Date.now() + 30_000; ;) {
     const job = await c.job(id);
     if (job.state === 'running') return;
     if (Date.now() > deadline) throw new Error(`job never ran: ${JSON.stringify(job)}`);
@@ -51,7 +51,11 @@ describe.runIf(isRoot)('what a RabbitMQ agent enforces itself', () => {
       deadlineGrace: '2s',
       executorHeartbeat: { interval: '1s', misses: 30 },
     });
-    const submitted = await c.request('POST', '/api/jobs', { workflow: 'freeze', params: {}, timeoutSeconds: 4 });
+    const submitted = await c.request('POST', '/api/jobs', {
+      workflow: 'freeze',
+      params: {},
+      timeoutSeconds: 4,
+    });
     expect(submitted.status, JSON.stringify(submitted.json)).toBe(201);
     const frozen = submitted.json.id as string;
     await running(c, frozen);
@@ -72,7 +76,9 @@ describe.runIf(isRoot)('what a RabbitMQ agent enforces itself', () => {
       () => undefined,
       (error: Error) => error,
     );
-    const lines = (refused?.message ?? '').split('\n').filter((line) => line.includes('STEWARD_AGENT_ID_IN_USE'));
+    const lines = (refused?.message ?? '')
+      .split('\n')
+      .filter((line) => line.includes('STEWARD_AGENT_ID_IN_USE'));
     expect(lines, refused?.message).toHaveLength(1);
     expect(lines[0]).toContain(`another agent with id "${c.agentId('worker')}" runs on this host`);
     expect(lines[0]).toContain('set agent.id');

@@ -215,7 +215,11 @@ describe.runIf(hasJobCgroups)('jobs the agent ends and contains', () => {
     expect(await running(pid)).toBe(false);
     const userTmp = path.join(steward.dataDir, 'workspaces', alice.name, 'tmp');
     expect((await result(aliceApi, job.id, 'tmpdir.txt')).trim()).toBe(path.join(userTmp, `${job.id}-1`));
-    await until('the job TMPDIR is removed', async () => !(await readdir(userTmp)).includes(`${job.id}-1`), 5_000);
+    await until(
+      'the job TMPDIR is removed',
+      async () => !(await readdir(userTmp)).includes(`${job.id}-1`),
+      5_000,
+    );
   }, 60_000);
 
   it('stops a fork loop at the pids limit, kills what it forked at the job end, and keeps serving', async () => {
@@ -251,7 +255,9 @@ describe.runIf(hasJobCgroups)('jobs the agent ends and contains', () => {
       (refused: Error) => refused,
     );
     expect(error?.message).toContain('steward up exited with');
-    const lines = (error?.message ?? '').split('\n').filter((line) => line.includes('STEWARD_AGENT_ID_IN_USE'));
+    const lines = (error?.message ?? '')
+      .split('\n')
+      .filter((line) => line.includes('STEWARD_AGENT_ID_IN_USE'));
     expect(lines).toHaveLength(1);
     expect(lines[0]).toContain(`another agent with id "${steward.agentId}" runs on this host`);
     expect(lines[0]).toContain('set agent.id');

@@ -106,7 +106,9 @@ describe.runIf(hasCgroups)('executor limits with cgroups', () => {
     expect(bytes).toBeGreaterThan(100 * MiB);
     expect(bytes).toBeLessThan(512 * MiB);
     const { body: where } = await api.request('GET', `/api/jobs/${job.id}/results/cgroup.txt`);
-    expect(String(where)).toMatch(new RegExp(`steward-exec-limits\\+[0-9a-f]+/exec-${job.executor!.pid}$`, 'm'));
+    expect(String(where)).toMatch(
+      new RegExp(`steward-exec-limits\\+[0-9a-f]+/exec-${job.executor!.pid}$`, 'm'),
+    );
     // The agent's heartbeat reports the executor with its resident memory.
     const deadline = Date.now() + 5_000;
     let rss: number | null | undefined;
