@@ -143,7 +143,8 @@ describe.runIf(isRoot)("one user's job cannot reach another user's files", () =>
       `/home/${bob.name}`,
       userRoot,
       path.join(userRoot, 'work'),
-      path.join(userRoot, 'tmp'),
+      // The job's own TMPDIR (kept: keepJobDirs).
+      path.join(userRoot, 'tmp', `${bobJob}-1`),
       path.join(userRoot, 'work', 'jobs', jobDirs[0]!),
       path.join(steward.dataDir, 'logs', bob.name),
       path.join(steward.dataDir, 'jobs', bobJob),
