@@ -173,6 +173,11 @@ export class Agent {
   /** Names this run's cgroups: cgroups of any other instance of this id are a dead run's (see cgroups.ts). */
   readonly instance = randomBytes(4).toString('hex');
   private lock: AgentLock | undefined;
+  /**
+   * Job directories (`<job>-<attempt>`) left by executors the agent killed, by OS user: the user's next
+   * executor removes them (as the user; root never deletes inside a user's tree). Bounded.
+   */
+  private readonly leftDirs = new Map<string, Set<string>>();
 
   constructor(options: AgentOptions) {
     this.config = options.config;
@@ -629,6 +634,11 @@ export class Agent {
     job.coldStart = !this.pool.hasExecutorFor(account.name);
     const executor = await this.pool.acquire(account, dirs);
     const t4 = performance.now();
+    const left = this.leftDirs.get(account.name);
+    if (left) {
+      this.leftDirs.delete(account.name);
+      executor.process.send({ type: 'remove-job-dirs', names: [...left] });
+    }
     // Where a start's time goes (ms), logged with the start latency: the figures to look at when it is slow.
     job.timing = {
       acceptAndResolve: round(t1 - job.receivedAt),
@@ -745,6 +755,7 @@ export class Agent {
       if (!job.loaded) {
         this.handBackLoading(key, job, cause);
       } else if (hung) {
+        this.leftBehind(job);
         void this.finish(job, job.cancelRequested ? 'canceled' : 'failed', {
           code: 'STEWARD_AGENT_ENDED_JOB',
           message: `agent ${this.config.id} ended the job: the executor for ${job.identity?.osUser ?? job.offer.user} was ${cause}, so the agent killed it and every process of the job`,
@@ -902,6 +913,7 @@ export class Agent {
       `ending the job from the agent: ${why}`,
     );
     if (executor && (unresponsive || !job.cgroup)) {
+      this.leftBehind(job);
       // Without a job cgroup the executor's is the only way to reach every process of the job.
       this.pool.killHung(
         executor,
@@ -912,6 +924,19 @@ export class Agent {
       code: 'STEWARD_AGENT_ENDED_JOB',
       message: `agent ${this.config.id} ended the job: ${why}${unresponsive ? '; the executor did not answer and was killed' : ''}`,
     });
+  }
+
+  /** Notes the directories of a job whose executor the agent killed, for the user's next executor. */
+  private leftBehind(job: ActiveJob): void {
+    const user = job.executor?.account.name;
+    if (!user || this.config.keepJobDirs) return;
+    let names = this.leftDirs.get(user);
+    if (!names) {
+      if (this.leftDirs.size >= 10_000) return;
+      names = new Set();
+      this.leftDirs.set(user, names);
+    }
+    if (names.size < 1000) names.add(`${job.offer.jobId}-${job.offer.attempt}`);
   }
 
   // --- control -------------------------------------------------------------------------------------------

@@ -240,6 +240,16 @@ export const AgentToExecutor = z.discriminatedUnion('type', [
     .strict(),
   z.object({ type: z.literal('cancel'), jobId: id }).strict(),
   z.object({ type: z.literal('shutdown') }).strict(),
+  /**
+   * Remove the job directories (`tmp/<name>`, `work/jobs/<name>`, name `<job>-<attempt>`) of jobs the agent
+   * ended after killing this user's previous executor, which could not remove them itself.
+   */
+  z
+    .object({
+      type: z.literal('remove-job-dirs'),
+      names: z.array(z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,250}$/)).max(1000),
+    })
+    .strict(),
 ]);
 export type AgentToExecutor = z.infer<typeof AgentToExecutor>;
 

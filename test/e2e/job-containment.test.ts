@@ -99,6 +99,8 @@ describe.runIf(hasJobCgroups)('jobs the agent ends and contains', () => {
   let bob: TestUser;
   let aliceApi: ApiUser;
   let bobApi: ApiUser;
+  /** The first frozen job: its executor was killed, so its directories wait for alice's next executor. */
+  let frozenJob = '';
 
   async function submit(api: ApiUser, workflow: string, timeoutSeconds?: number): Promise<string> {
     const { status, body } = await api.request('POST', '/api/jobs', {
@@ -160,6 +162,7 @@ describe.runIf(hasJobCgroups)('jobs the agent ends and contains', () => {
 
   it('ends a job that froze its executor at its time limit plus the grace, frees its slot, and runs the next user’s job', async () => {
     const frozen = await submit(aliceApi, 'freeze', 5);
+    frozenJob = frozen;
     await until('the step started', async () => (await aliceApi.job(frozen)).state === 'running');
     const next = await submit(bobApi, 'quick');
     const ended = await aliceApi.waitFor(frozen, 30_000);
@@ -174,11 +177,21 @@ describe.runIf(hasJobCgroups)('jobs the agent ends and contains', () => {
     const after = await bobApi.waitFor(next, 30_000);
     expect(after.state, JSON.stringify(after.error)).toBe('succeeded');
     expect(ms(after.startedAt)).toBeGreaterThanOrEqual(ms(ended.finishedAt) - 100);
+    // Its executor was killed before it could remove the job's TMPDIR: still there, until alice's next job.
+    const userTmp = path.join(steward.dataDir, 'workspaces', alice.name, 'tmp');
+    expect(await readdir(userTmp)).toContain(`${frozen}-1`);
   }, 60_000);
 
   it('ends a canceled job whose executor is frozen within the grace, as canceled by the agent', async () => {
     const id = await submit(aliceApi, 'freeze');
     await until('the step started', async () => (await aliceApi.job(id)).state === 'running');
+    // Alice's new executor removed what the killed one left of the first frozen job.
+    const userTmp = path.join(steward.dataDir, 'workspaces', alice.name, 'tmp');
+    await until(
+      'the left TMPDIR is removed',
+      async () => !(await readdir(userTmp)).includes(`${frozenJob}-1`),
+      5_000,
+    );
     // Give the step the moment to freeze its executor.
     await new Promise((resolve) => setTimeout(resolve, 300));
     const canceledAt = Date.now();
