@@ -779,6 +779,7 @@ export class Agent {
    */
   private handBackLoading(key: string, job: ActiveJob, cause: string): void {
     this.active.delete(key);
+    this.dropJobResources(job);
     this.taken.delete(key);
     // Without a hold (the broker took the delivery back in a drop) the redelivery is a fresh offer.
     this.awaitingRedelivery.delete(key);
@@ -831,6 +832,7 @@ export class Agent {
     const key = `${job.offer.jobId}:${job.offer.attempt}`;
     if (this.active.get(key) !== job) return;
     this.active.delete(key);
+    this.dropJobResources(job);
     if (job.executor) this.pool.jobEnded(job.executor, job.offer.jobId);
     this.log.info(
       { jobId: job.offer.jobId, attempt: job.offer.attempt, held: job.delivery !== undefined },
@@ -924,6 +926,12 @@ export class Agent {
       code: 'STEWARD_AGENT_ENDED_JOB',
       message: `agent ${this.config.id} ended the job: ${why}${unresponsive ? '; the executor did not answer and was killed' : ''}`,
     });
+  }
+
+  /** Stops the job's enforcement timer and removes its cgroup with anything in it (in the background). */
+  private dropJobResources(job: ActiveJob): void {
+    if (job.enforcer) clearTimeout(job.enforcer);
+    void job.cgroup?.remove().catch(() => 0);
   }
 
   /** Notes the directories of a job whose executor the agent killed, for the user's next executor. */

@@ -379,9 +379,16 @@ export class ExecutorCgroup {
   ): Promise<JobCgroup | undefined> {
     if (!this.dirs.jobs) return undefined;
     const dir = path.join(this.dirs.jobs, name);
-    await mkdir(dir);
+    const job = new JobCgroup(dir, executorPid);
+    try {
+      await mkdir(dir);
+    } catch (error) {
+      // The same attempt placed here again (handed back while loading, then redelivered): start it empty.
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      await job.kill();
+    }
     await chown(path.join(dir, 'cgroup.procs'), uid, gid);
-    return new JobCgroup(dir, executorPid);
+    return job;
   }
 
   /**
