@@ -105,8 +105,15 @@ export async function detectCgroups(agentId: string, instance: string): Promise<
       await removeOtherInstances(home, base, name);
       const parent = path.join(home, name);
       await mkdir(parent, { recursive: true });
-      const pids = available.includes('pids');
-      await writeFile(path.join(parent, 'cgroup.subtree_control'), `+memory +cpu${pids ? ' +pids' : ''}`);
+      let pids = available.includes('pids');
+      try {
+        await writeFile(path.join(parent, 'cgroup.subtree_control'), `+memory +cpu${pids ? ' +pids' : ''}`);
+      } catch (error) {
+        // pids listed but not enabled for our cgroup's children: limits without the pids limit, said at start.
+        if (!pids) throw error;
+        pids = false;
+        await writeFile(path.join(parent, 'cgroup.subtree_control'), '+memory +cpu');
+      }
       return {
         version: 'v2',
         detail: parent,
