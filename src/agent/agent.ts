@@ -18,6 +18,7 @@
  * deadline is it handed back for other agents, so waiting for capacity does not burn the delivery limit,
  * which is for offers no agent can take at all.
  */
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Bus, Delivery, Subscription } from '../bus/index.js';
 import type { CompiledAgentConfig } from '../config/index.js';
@@ -47,7 +48,8 @@ import {
 } from './accounts.js';
 import { releaseClaim } from './claim-release.js';
 import { planCleanup, runCleanup } from './cleanup.js';
-import { detectCgroups, removeCgroupParents, type CgroupSupport } from './cgroups.js';
+import { detectCgroups, removeCgroupParents, type CgroupSupport, type JobCgroup } from './cgroups.js';
+import { AgentLock } from './lock.js';
 import { EventBatcher } from './event-batcher.js';
 import { ExecutorExitedError, ExecutorPool, outOfMemory, type UserExecutor } from './pool.js';
 import { UserLogs } from './user-logs.js';
@@ -80,6 +82,14 @@ interface ActiveJob {
   firstStepLogged: boolean;
   timing?: Record<string, number>;
   sentAt?: number;
+  /** The job's own cgroup (every process of the job), when cgroups are in force. */
+  cgroup?: JobCgroup;
+  /** Ends the job from the agent when the executor overruns the time limit or a cancel (see enforce). */
+  enforcer?: NodeJS.Timeout;
+}
+
+function formatSeconds(ms: number): string {
+  return `${Math.round(ms / 100) / 10} s`;
 }
 
 function round(ms: number): number {
@@ -160,6 +170,14 @@ export class Agent {
   /** `stop()` was called (it may still be draining; `stopped` is set once it really stops). */
   private stopping = false;
   private stopped = false;
+  /** Names this run's cgroups: cgroups of any other instance of this id are a dead run's (see cgroups.ts). */
+  readonly instance = randomBytes(4).toString('hex');
+  private lock: AgentLock | undefined;
+  /**
+   * Job directories (`<job>-<attempt>`) left by executors the agent killed, by OS user: the user's next
+   * executor removes them (as the user; root never deletes inside a user's tree). Bounded.
+   */
+  private readonly leftDirs = new Map<string, Set<string>>();
 
   constructor(options: AgentOptions) {
     this.config = options.config;
@@ -183,6 +201,7 @@ export class Agent {
       keepJobDirs: this.config.keepJobDirs,
       cgroups: this.cgroupSupport,
       limits: this.config.limits,
+      heartbeat: this.config.executorHeartbeat,
       onOutput: (owner, pid, stream, line) => {
         if (owner) this.userLogs.write(owner, pid, stream, line);
         else this.log.info({ pid, stream }, line);
@@ -200,7 +219,7 @@ export class Agent {
           },
           'executor exited',
         );
-        for (const jobId of jobs) this.executorLost(jobId, exit.cause);
+        for (const jobId of jobs) this.executorLost(jobId, exit.cause, exit.hung === true);
       },
     });
   }
@@ -219,8 +238,19 @@ export class Agent {
   }
 
   async start(): Promise<void> {
+    // First: a second agent with this id must not touch anything (cgroups, queues) of the first.
+    this.lock = await AgentLock.acquire(this.config.lockDir, this.config.id);
+    try {
+      await this.startHoldingLock();
+    } catch (error) {
+      await this.lock.release();
+      throw error;
+    }
+  }
+
+  private async startHoldingLock(): Promise<void> {
     await prepareWorkspaceRoot(this.config.workspaceRoot, this.isolation === 'per-user');
-    this.cgroupSupport = await detectCgroups(this.config.id);
+    this.cgroupSupport = await detectCgroups(this.config.id, this.instance);
     this.pool.setCgroups(this.cgroupSupport);
     await this.pool.prime();
     this.control = await this.bus.consumeControl(this.config.id, (delivery) => this.onControl(delivery));
@@ -271,6 +301,7 @@ export class Agent {
     await this.pool.close();
     await removeCgroupParents(this.cgroupSupport);
     this.userLogs.close();
+    await this.lock?.release();
   }
 
   private async drainBeforeStop(graceMs: number, interrupt: AbortSignal | undefined): Promise<void> {
@@ -523,8 +554,7 @@ export class Agent {
           { jobId: offer.jobId, heldAttempt: job.offer.attempt, newAttempt: offer.attempt },
           'a newer attempt of a job held here arrived; stopping the older attempt',
         );
-        job.cancelRequested = true;
-        job.executor?.process.send({ type: 'cancel', jobId: job.offer.jobId });
+        this.requestCancel(job);
       }
     }
     return held;
@@ -604,6 +634,11 @@ export class Agent {
     job.coldStart = !this.pool.hasExecutorFor(account.name);
     const executor = await this.pool.acquire(account, dirs);
     const t4 = performance.now();
+    const left = this.leftDirs.get(account.name);
+    if (left) {
+      this.leftDirs.delete(account.name);
+      executor.process.send({ type: 'remove-job-dirs', names: [...left] });
+    }
     // Where a start's time goes (ms), logged with the start latency: the figures to look at when it is slow.
     job.timing = {
       acceptAndResolve: round(t1 - job.receivedAt),
@@ -622,6 +657,15 @@ export class Agent {
     job.executor = executor;
     job.identity = executor.identity;
     job.oomKillsBefore = executor.cgroup?.oomKills() ?? 0;
+    if (executor.cgroup?.jobCgroups) {
+      // Made by root, writable (its cgroup.procs only) by the user: every step of the job starts in it.
+      job.cgroup = await executor.cgroup.createJob(
+        `job-${job.offer.jobId}-${job.offer.attempt}`.replace(/[^A-Za-z0-9_.-]/g, '_'),
+        executor.pid,
+        account.uid,
+        account.gid,
+      );
+    }
     this.pool.jobStarted(executor, job.offer.jobId);
     executor.process.send({
       type: 'job',
@@ -632,8 +676,11 @@ export class Agent {
       agentId: this.config.id,
       params: job.offer.params,
       ...(job.offer.limits.timeoutMs ? { timeoutMs: job.offer.limits.timeoutMs } : {}),
+      ...(job.cgroup ? { cgroupProcs: job.cgroup.procsFile } : {}),
     });
     job.sentAt = performance.now();
+    // A cancel that came while the executor was being prepared is the executor's to honour now.
+    if (job.cancelRequested) this.requestCancel(job);
   }
 
   private onExecutorMessage(executor: UserExecutor, message: ExecutorToAgent): void {
@@ -675,6 +722,20 @@ export class Agent {
   private async loaded(job: ActiveJob): Promise<void> {
     if (job.timing && job.sentAt !== undefined) job.timing.load = round(performance.now() - job.sentAt);
     job.loaded = true;
+    // The engine's clock for the time limit starts now; the agent's runs alongside, plus the grace.
+    const { timeoutMs } = job.offer.limits;
+    if (timeoutMs && !job.enforcer) {
+      job.enforcer = setTimeout(
+        () =>
+          void this.endByAgent(
+            job,
+            'failed',
+            `the job exceeded its time limit of ${formatSeconds(timeoutMs)} and the executor had not ended it ${formatSeconds(this.config.deadlineGraceMs)} later`,
+          ),
+        timeoutMs + this.config.deadlineGraceMs,
+      );
+      job.enforcer.unref();
+    }
     await this.updatePrefetch();
     // `running` is published before the ack, so the broker has it before anything can make the offer
     // go elsewhere; the final state, published later on the same channel, can never overtake it.
@@ -688,11 +749,17 @@ export class Agent {
    * job that kills every executor loading it is reported as poison once the bus gives up on it); after the
    * ack, the job failed and the server decides whether to retry it.
    */
-  private executorLost(jobId: string, cause: string): void {
+  private executorLost(jobId: string, cause: string, hung: boolean): void {
     for (const [key, job] of this.active) {
       if (job.offer.jobId !== jobId) continue;
       if (!job.loaded) {
         this.handBackLoading(key, job, cause);
+      } else if (hung) {
+        this.leftBehind(job);
+        void this.finish(job, job.cancelRequested ? 'canceled' : 'failed', {
+          code: 'STEWARD_AGENT_ENDED_JOB',
+          message: `agent ${this.config.id} ended the job: the executor for ${job.identity?.osUser ?? job.offer.user} was ${cause}, so the agent killed it and every process of the job`,
+        });
       } else {
         const oom = cause.startsWith('out of memory');
         void this.finish(job, 'failed', {
@@ -712,6 +779,7 @@ export class Agent {
    */
   private handBackLoading(key: string, job: ActiveJob, cause: string): void {
     this.active.delete(key);
+    this.dropJobResources(job);
     this.taken.delete(key);
     // Without a hold (the broker took the delivery back in a drop) the redelivery is a fresh offer.
     this.awaitingRedelivery.delete(key);
@@ -764,6 +832,7 @@ export class Agent {
     const key = `${job.offer.jobId}:${job.offer.attempt}`;
     if (this.active.get(key) !== job) return;
     this.active.delete(key);
+    this.dropJobResources(job);
     if (job.executor) this.pool.jobEnded(job.executor, job.offer.jobId);
     this.log.info(
       { jobId: job.offer.jobId, attempt: job.offer.attempt, held: job.delivery !== undefined },
@@ -778,6 +847,18 @@ export class Agent {
     const key = `${job.offer.jobId}:${job.offer.attempt}`;
     if (this.active.get(key) !== job) return;
     this.active.delete(key);
+    if (job.enforcer) clearTimeout(job.enforcer);
+    // Everything of the job dies with it — daemons that left the step's process group included — before
+    // the end is reported; and anything of a job that slipped out of its job's cgroup goes too.
+    if (job.cgroup) {
+      const killed = await job.cgroup.remove().catch(() => 0);
+      if (killed > 0)
+        this.log.info(
+          { jobId: job.offer.jobId, killed },
+          'killed processes the job left behind in its cgroup',
+        );
+    }
+    if (job.executor?.cgroup) await job.executor.cgroup.killStrays(job.executor.pid).catch(() => 0);
     const cgroup = job.executor?.cgroup;
     if (state === 'failed' && error?.code !== 'STEWARD_OUT_OF_MEMORY' && cgroup) {
       // A step the kernel killed for the memory limit looks like any killed process to the engine; the
@@ -795,6 +876,75 @@ export class Agent {
     await this.release(job);
     await this.placeParked();
     await this.updatePrefetch();
+  }
+
+  /**
+   * Asks the job's executor to cancel it, and holds the cancel: should the executor not end the job within
+   * the grace, the agent ends it itself.
+   */
+  private requestCancel(job: ActiveJob): void {
+    job.cancelRequested = true;
+    if (!job.executor) return; // Still being placed: place() passes the cancel on.
+    job.executor.process.send({ type: 'cancel', jobId: job.offer.jobId });
+    if (job.enforcer) clearTimeout(job.enforcer);
+    job.enforcer = setTimeout(
+      () =>
+        void this.endByAgent(
+          job,
+          'canceled',
+          `the executor had not ended the job ${formatSeconds(this.config.deadlineGraceMs)} after its cancel`,
+        ),
+      this.config.deadlineGraceMs,
+    );
+    job.enforcer.unref();
+  }
+
+  /**
+   * The executor did not end the job in time (a time limit or a cancel, plus the grace): the agent does.
+   * It kills every process of the job; an executor that does not answer either (stopped, hung) is killed too,
+   * with everything it runs. The job ends `failed` or `canceled` with STEWARD_AGENT_ENDED_JOB, and its slot
+   * is free.
+   */
+  private async endByAgent(job: ActiveJob, state: 'failed' | 'canceled', why: string): Promise<void> {
+    const key = `${job.offer.jobId}:${job.offer.attempt}`;
+    if (this.active.get(key) !== job) return;
+    const executor = job.executor;
+    const unresponsive = executor !== undefined && !this.pool.responsive(executor);
+    this.log.warn(
+      { jobId: job.offer.jobId, attempt: job.offer.attempt, user: executor?.account.name, unresponsive },
+      `ending the job from the agent: ${why}`,
+    );
+    if (executor && (unresponsive || !job.cgroup)) {
+      this.leftBehind(job);
+      // Without a job cgroup the executor's is the only way to reach every process of the job.
+      this.pool.killHung(
+        executor,
+        unresponsive ? 'unresponsive (ended by the agent)' : 'killed by the agent to end a job',
+      );
+    }
+    await this.finish(job, state, {
+      code: 'STEWARD_AGENT_ENDED_JOB',
+      message: `agent ${this.config.id} ended the job: ${why}${unresponsive ? '; the executor did not answer and was killed' : ''}`,
+    });
+  }
+
+  /** Stops the job's enforcement timer and removes its cgroup with anything in it (in the background). */
+  private dropJobResources(job: ActiveJob): void {
+    if (job.enforcer) clearTimeout(job.enforcer);
+    void job.cgroup?.remove().catch(() => 0);
+  }
+
+  /** Notes the directories of a job whose executor the agent killed, for the user's next executor. */
+  private leftBehind(job: ActiveJob): void {
+    const user = job.executor?.account.name;
+    if (!user || this.config.keepJobDirs) return;
+    let names = this.leftDirs.get(user);
+    if (!names) {
+      if (this.leftDirs.size >= 10_000) return;
+      names = new Set();
+      this.leftDirs.set(user, names);
+    }
+    if (names.size < 1000) names.add(`${job.offer.jobId}-${job.offer.attempt}`);
   }
 
   // --- control -------------------------------------------------------------------------------------------
@@ -823,10 +973,7 @@ export class Agent {
       }
     } else {
       const job = this.active.get(`${control.jobId}:${control.attempt}`);
-      if (job) {
-        job.cancelRequested = true;
-        job.executor?.process.send({ type: 'cancel', jobId: control.jobId });
-      }
+      if (job) this.requestCancel(job);
     }
     await delivery.ack();
   }

@@ -1,15 +1,36 @@
 /**
- * Per-executor resource limits through cgroups: a memory limit and a CPU quota for one executor and every
- * process it starts. The agent detects at start which interface the kernel offers — cgroup v2 (one unified
- * hierarchy) or v1 (separate `memory` and `cpu` hierarchies) — and says which is in force.
+ * Per-executor resource limits and per-job process containment through cgroups.
+ *
+ * Each executor gets a cgroup with a memory limit, a CPU quota and a pids limit, for itself and every process
+ * it starts. The agent detects at start which interface the kernel offers — cgroup v2 (one unified hierarchy)
+ * or v1 (separate `memory`, `cpu`, `pids` and `freezer` hierarchies) — and says which is in force.
  *
  * An executor joins its cgroup *before* it takes on the user's identity (the agent writes the pid while the
  * process is still root and waiting), so nothing the user runs ever escapes the limits. After the executor
  * exits, the cgroup's own counters tell whether the kernel's OOM killer ended it, and any process left in it
  * is killed before the cgroup is removed.
+ *
+ * Every job gets a cgroup of its own below its executor's (v2: the unified tree; v1: the freezer hierarchy),
+ * so that a job's end can kill everything it started — `setsid` and double-forked daemons included: a
+ * process cannot leave a cgroup by changing session or parent. The agent (root) creates it and gives the
+ * executor's user write access to its `cgroup.procs` file only, and to the executor cgroup's `cgroup.procs`:
+ * the executor steps into the job cgroup just for the instant of a `fork` (the child is born there) and steps
+ * back. Nothing else is delegated: the directories, the limit files and `cgroup.subtree_control` stay
+ * root's, so the user can neither create cgroups, nor raise a limit, nor move anything above the executor's
+ * cgroup (v1 needs write access to the destination's `cgroup.procs`; v2 also to the common ancestor's).
+ * A process of the job could move itself into its executor's cgroup or a sibling job's: the agent kills
+ * every process in the executor's cgroup but the executor at each job's end, and a sibling job's cgroup is
+ * the same user's, under the same limits, and killed at that job's end.
+ *
+ * Killing a job is freeze → kill → thaw: frozen, nothing in the cgroup can fork, so one pass of SIGKILL
+ * reaches all of it (a fork loop included); thawed, every process dies.
+ *
+ * Cgroup names carry a random instance id (`steward-<agent id>+<instance>`): the agent id lock (lock.ts)
+ * guarantees that no other live agent on this host has this id, so the cgroups of any other instance of this
+ * id are stale and removed at start — and a live agent of another id is never touched.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, readFile, readdir, rmdir, writeFile } from 'node:fs/promises';
+import { chown, mkdir, readFile, readdir, rmdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 export type CgroupVersion = 'v2' | 'v1' | 'none';
@@ -19,6 +40,8 @@ export interface ExecutorLimits {
   memoryBytes: number;
   /** CPU share in cores (quota/period). */
   cpus: number;
+  /** Most processes and threads of the executor and all its processes (the executor's own threads count). */
+  pids: number;
 }
 
 export interface CgroupSupport {
@@ -28,6 +51,10 @@ export interface CgroupSupport {
   /** v2: the parent directory; v1: parent directories per controller. */
   memoryParent?: string;
   cpuParent?: string;
+  /** Where the pids limit lives (absent: the kernel has no pids controller here). */
+  pidsParent?: string;
+  /** Where job cgroups go below the executor's (v2: the unified tree; v1: the freezer hierarchy). */
+  jobsParent?: string;
 }
 
 const CGROUP_ROOT = '/sys/fs/cgroup';
@@ -53,26 +80,48 @@ function ownPaths(): Map<string, string> {
   return paths;
 }
 
+/** The agent's cgroup name prefix for an id (ids may not contain `+`, so `+` ends the id unambiguously). */
+function baseName(agentId: string): string {
+  return `steward-${agentId.replace(/[^A-Za-z0-9_.-]/g, '_')}`;
+}
+
 /**
- * Finds the cgroup interface in force and a parent directory for executor cgroups under this process's own
- * cgroup (`steward-<agent id>`). Returns `none` with the reason when limits cannot be applied (not root,
- * controllers missing, read-only cgroup file system).
+ * Finds the cgroup interface in force and makes a parent directory for executor cgroups under this process's
+ * own cgroup (`steward-<agent id>+<instance>`), after removing the cgroups of dead instances of this agent id
+ * (call only while holding the agent id lock). Returns `none` with the reason when limits cannot be applied
+ * (not root, controllers missing, read-only cgroup file system).
  */
-export async function detectCgroups(agentId: string): Promise<CgroupSupport> {
+export async function detectCgroups(agentId: string, instance: string): Promise<CgroupSupport> {
   if (process.getuid?.() !== 0) return { version: 'none', detail: 'not running as root' };
   const own = ownPaths();
-  const name = `steward-${agentId.replace(/[^A-Za-z0-9_.-]/g, '_')}`;
+  const base = baseName(agentId);
+  const name = `${base}+${instance}`;
   try {
     if (existsSync(path.join(CGROUP_ROOT, 'cgroup.controllers'))) {
-      const base = path.join(CGROUP_ROOT, own.get('') ?? '/');
-      const available = (await readFile(path.join(base, 'cgroup.controllers'), 'utf8')).split(/\s+/);
+      const home = path.join(CGROUP_ROOT, own.get('') ?? '/');
+      const available = (await readFile(path.join(home, 'cgroup.controllers'), 'utf8')).split(/\s+/);
       if (!available.includes('memory') || !available.includes('cpu'))
-        return { version: 'none', detail: `cgroup v2 at ${base} lacks the memory or cpu controller` };
-      const parent = path.join(base, name);
+        return { version: 'none', detail: `cgroup v2 at ${home} lacks the memory or cpu controller` };
+      await removeOtherInstances(home, base, name);
+      const parent = path.join(home, name);
       await mkdir(parent, { recursive: true });
-      await writeFile(path.join(parent, 'cgroup.subtree_control'), '+memory +cpu');
-      await removeStale([parent]);
-      return { version: 'v2', detail: parent, memoryParent: parent, cpuParent: parent };
+      let pids = available.includes('pids');
+      try {
+        await writeFile(path.join(parent, 'cgroup.subtree_control'), `+memory +cpu${pids ? ' +pids' : ''}`);
+      } catch (error) {
+        // pids listed but not enabled for our cgroup's children: limits without the pids limit, said at start.
+        if (!pids) throw error;
+        pids = false;
+        await writeFile(path.join(parent, 'cgroup.subtree_control'), '+memory +cpu');
+      }
+      return {
+        version: 'v2',
+        detail: parent,
+        memoryParent: parent,
+        cpuParent: parent,
+        jobsParent: parent,
+        ...(pids ? { pidsParent: parent } : {}),
+      };
     }
     const memoryRoot = path.join(CGROUP_ROOT, 'memory');
     const cpuRoot = [path.join(CGROUP_ROOT, 'cpu'), path.join(CGROUP_ROOT, 'cpu,cpuacct')].find((dir) =>
@@ -80,49 +129,185 @@ export async function detectCgroups(agentId: string): Promise<CgroupSupport> {
     );
     if (!existsSync(path.join(memoryRoot, 'memory.limit_in_bytes')) || !cpuRoot)
       return { version: 'none', detail: 'no cgroup v2 and no cgroup v1 memory and cpu hierarchies' };
-    const memoryParent = path.join(memoryRoot, own.get('memory') ?? '/', name);
-    const cpuParent = path.join(cpuRoot, own.get('cpu') ?? '/', name);
-    await mkdir(memoryParent, { recursive: true });
-    await mkdir(cpuParent, { recursive: true });
-    await removeStale([memoryParent, cpuParent]);
-    return { version: 'v1', detail: `${memoryParent}, ${cpuParent}`, memoryParent, cpuParent };
+    const homes: [string, string][] = [
+      ['memory', path.join(memoryRoot, own.get('memory') ?? '/')],
+      ['cpu', path.join(cpuRoot, own.get('cpu') ?? '/')],
+    ];
+    const pidsRoot = path.join(CGROUP_ROOT, 'pids');
+    if (existsSync(path.join(pidsRoot, 'cgroup.procs')))
+      homes.push(['pids', path.join(pidsRoot, own.get('pids') ?? '/')]);
+    const freezerRoot = path.join(CGROUP_ROOT, 'freezer');
+    if (existsSync(path.join(freezerRoot, 'cgroup.procs')))
+      homes.push(['freezer', path.join(freezerRoot, own.get('freezer') ?? '/')]);
+    const parents = new Map<string, string>();
+    for (const [controller, home] of homes) {
+      await removeOtherInstances(home, base, name);
+      const parent = path.join(home, name);
+      await mkdir(parent, { recursive: true });
+      parents.set(controller, parent);
+    }
+    return {
+      version: 'v1',
+      detail: [...parents.values()].join(', '),
+      memoryParent: parents.get('memory')!,
+      cpuParent: parents.get('cpu')!,
+      ...(parents.has('pids') ? { pidsParent: parents.get('pids')! } : {}),
+      ...(parents.has('freezer') ? { jobsParent: parents.get('freezer')! } : {}),
+    };
   } catch (error) {
     return { version: 'none', detail: `cannot create cgroups: ${(error as Error).message}` };
   }
 }
 
-/** Removes the agent's parent cgroup directories when they are empty (on agent stop). */
+function parentsOf(support: CgroupSupport): string[] {
+  return [
+    ...new Set(
+      [support.memoryParent, support.cpuParent, support.pidsParent, support.jobsParent].filter(
+        (dir): dir is string => !!dir,
+      ),
+    ),
+  ];
+}
+
+/** Removes the agent's parent cgroup directories, and whatever is left in them (on agent stop). */
 export async function removeCgroupParents(support: CgroupSupport): Promise<void> {
-  await removeStale([support.memoryParent, support.cpuParent].filter((dir): dir is string => !!dir));
-  for (const dir of new Set([support.memoryParent, support.cpuParent])) {
-    if (dir) await rmdir(dir).catch(() => {});
-  }
+  for (const dir of parentsOf(support)) await removeTree(dir);
 }
 
 /**
- * Executor cgroups left by an earlier run of this agent (killed with SIGKILL, say): whatever still runs in
- * them has no agent any more, so it is killed, and the cgroups are removed.
+ * Cgroups of other instances of this agent id (an earlier run killed with SIGKILL, say, or a version that
+ * named them `steward-<id>`): whatever still runs in them has no agent any more, so it is killed, and the
+ * cgroups are removed. Only names of exactly this id are touched.
  */
-async function removeStale(parents: string[]): Promise<void> {
-  for (const parent of parents) {
-    for (const entry of await readdir(parent, { withFileTypes: true }).catch(() => [])) {
-      if (!entry.isDirectory() || !entry.name.startsWith('exec-')) continue;
-      const dir = path.join(parent, entry.name);
-      for (let round = 0; round < 20; round++) {
-        const text = await readFile(path.join(dir, 'cgroup.procs'), 'utf8').catch(() => '');
-        const pids = text.split('\n').filter(Boolean).map(Number);
-        if (pids.length === 0) break;
-        for (const pid of pids) {
-          try {
-            process.kill(pid, 'SIGKILL');
-          } catch {
-            // gone
-          }
-        }
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
-      await rmdir(dir).catch(() => {});
+async function removeOtherInstances(home: string, base: string, ours: string): Promise<void> {
+  const pattern = new RegExp(`^${base.replace(/[.]/g, '\\.')}(\\+[0-9a-f]+)?$`);
+  for (const entry of await readdir(home, { withFileTypes: true }).catch(() => [])) {
+    if (!entry.isDirectory() || entry.name === ours || !pattern.test(entry.name)) continue;
+    await removeTree(path.join(home, entry.name));
+  }
+}
+
+/** Kills every process in a cgroup directory and its descendants, then removes them (deepest first). */
+async function removeTree(dir: string): Promise<void> {
+  for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    if (entry.isDirectory()) await removeTree(path.join(dir, entry.name));
+  }
+  await killIn(dir, undefined);
+  for (let attempt = 0; attempt < 50; attempt++) {
+    try {
+      await rmdir(dir);
+      return;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+      await killIn(dir, undefined);
+      await delay(20);
     }
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+async function procsIn(dir: string): Promise<number[]> {
+  const text = await readFile(path.join(dir, 'cgroup.procs'), 'utf8').catch(() => '');
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map(Number)
+    .filter((pid) => Number.isInteger(pid) && pid > 0);
+}
+
+/**
+ * SIGKILLs every process in one cgroup directory but `spare`, freezing it first where the kernel can (v1:
+ * `freezer.state`; v2: `cgroup.freeze`) so that nothing forks meanwhile, and thawing it after. Repeats until
+ * only `spare` (or nothing) is left. Returns how many were signalled.
+ */
+async function killIn(dir: string, spare: number | undefined): Promise<number> {
+  const v1Freezer = existsSync(path.join(dir, 'freezer.state'));
+  const v2Freezer = !v1Freezer && existsSync(path.join(dir, 'cgroup.freeze'));
+  let count = 0;
+  for (let round = 0; round < 20; round++) {
+    const before = (await procsIn(dir)).filter((pid) => pid !== spare);
+    if (before.length === 0) break;
+    const frozen = await freeze(dir, v1Freezer, v2Freezer);
+    for (const pid of await procsIn(dir)) {
+      if (pid === spare) continue;
+      try {
+        process.kill(pid, 'SIGKILL');
+        count += 1;
+      } catch {
+        // already gone
+      }
+    }
+    if (frozen) await thaw(dir, v1Freezer);
+    await delay(round === 0 ? 2 : 10);
+  }
+  return count;
+}
+
+async function freeze(dir: string, v1: boolean, v2: boolean): Promise<boolean> {
+  try {
+    if (v1) {
+      await writeFile(path.join(dir, 'freezer.state'), 'FROZEN');
+      for (let i = 0; i < 100; i++) {
+        if ((await readFile(path.join(dir, 'freezer.state'), 'utf8')).trim() === 'FROZEN') return true;
+        await delay(5);
+      }
+      return true;
+    }
+    if (v2) {
+      await writeFile(path.join(dir, 'cgroup.freeze'), '1');
+      for (let i = 0; i < 100; i++) {
+        if (/^frozen 1$/m.test(await readFile(path.join(dir, 'cgroup.events'), 'utf8'))) return true;
+        await delay(5);
+      }
+      return true;
+    }
+  } catch {
+    // The cgroup went away, or freezing is not possible: kill without it (repeated rounds).
+  }
+  return false;
+}
+
+async function thaw(dir: string, v1: boolean): Promise<void> {
+  await writeFile(path.join(dir, v1 ? 'freezer.state' : 'cgroup.freeze'), v1 ? 'THAWED' : '0').catch(
+    () => {},
+  );
+}
+
+/** One job's cgroup below its executor's. */
+export class JobCgroup {
+  constructor(
+    /** The directory (v2: unified; v1: freezer hierarchy). */
+    readonly dir: string,
+    private readonly executorPid: number,
+  ) {}
+
+  /** The `cgroup.procs` file the executor writes itself into to start a step inside the job. */
+  get procsFile(): string {
+    return path.join(this.dir, 'cgroup.procs');
+  }
+
+  /** Kills every process of the job (freeze → kill → thaw) but the executor, should it be inside right now. */
+  kill(): Promise<number> {
+    return killIn(this.dir, this.executorPid);
+  }
+
+  /** Kills what is left and removes the cgroup. */
+  async remove(): Promise<number> {
+    const killed = await this.kill();
+    for (let attempt = 0; attempt < 50; attempt++) {
+      try {
+        await rmdir(this.dir);
+        break;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') break;
+        await this.kill();
+        await delay(10);
+      }
+    }
+    return killed;
   }
 }
 
@@ -131,38 +316,98 @@ export class ExecutorCgroup {
   private constructor(
     readonly version: 'v1' | 'v2',
     readonly limits: ExecutorLimits,
-    private readonly memoryDir: string,
-    private readonly cpuDir: string,
+    private readonly dirs: { memory: string; cpu: string; pids?: string; jobs?: string },
   ) {}
 
   static async create(support: CgroupSupport, name: string, limits: ExecutorLimits): Promise<ExecutorCgroup> {
     if (support.version === 'none') throw new Error(`cgroups unavailable: ${support.detail}`);
-    const memoryDir = path.join(support.memoryParent!, name);
-    const cpuDir = path.join(support.cpuParent!, name);
-    await mkdir(memoryDir, { recursive: true });
-    if (cpuDir !== memoryDir) await mkdir(cpuDir, { recursive: true });
+    const dirs = {
+      memory: path.join(support.memoryParent!, name),
+      cpu: path.join(support.cpuParent!, name),
+      ...(support.pidsParent ? { pids: path.join(support.pidsParent, name) } : {}),
+      ...(support.jobsParent ? { jobs: path.join(support.jobsParent, name) } : {}),
+    };
+    for (const dir of new Set(Object.values(dirs))) await mkdir(dir, { recursive: true });
     const periodUs = 100_000;
     const quotaUs = Math.max(1000, Math.round(limits.cpus * periodUs));
     if (support.version === 'v2') {
-      await writeFile(path.join(memoryDir, 'memory.max'), String(limits.memoryBytes));
-      await writeFile(path.join(memoryDir, 'memory.swap.max'), '0').catch(() => {});
-      await writeFile(path.join(cpuDir, 'cpu.max'), `${quotaUs} ${periodUs}`);
+      await writeFile(path.join(dirs.memory, 'memory.max'), String(limits.memoryBytes));
+      await writeFile(path.join(dirs.memory, 'memory.swap.max'), '0').catch(() => {});
+      await writeFile(path.join(dirs.cpu, 'cpu.max'), `${quotaUs} ${periodUs}`);
     } else {
-      await writeFile(path.join(memoryDir, 'memory.limit_in_bytes'), String(limits.memoryBytes));
+      await writeFile(path.join(dirs.memory, 'memory.limit_in_bytes'), String(limits.memoryBytes));
       // Without swap accounting this file is absent; the plain limit then applies to RAM only.
-      await writeFile(path.join(memoryDir, 'memory.memsw.limit_in_bytes'), String(limits.memoryBytes)).catch(
-        () => {},
-      );
-      await writeFile(path.join(cpuDir, 'cpu.cfs_period_us'), String(periodUs));
-      await writeFile(path.join(cpuDir, 'cpu.cfs_quota_us'), String(quotaUs));
+      await writeFile(
+        path.join(dirs.memory, 'memory.memsw.limit_in_bytes'),
+        String(limits.memoryBytes),
+      ).catch(() => {});
+      await writeFile(path.join(dirs.cpu, 'cpu.cfs_period_us'), String(periodUs));
+      await writeFile(path.join(dirs.cpu, 'cpu.cfs_quota_us'), String(quotaUs));
     }
-    return new ExecutorCgroup(support.version, limits, memoryDir, cpuDir);
+    if (dirs.pids) await writeFile(path.join(dirs.pids, 'pids.max'), String(limits.pids));
+    return new ExecutorCgroup(support.version, limits, dirs);
+  }
+
+  /** Whether jobs get cgroups of their own (v2, or v1 with the freezer hierarchy). */
+  get jobCgroups(): boolean {
+    return this.dirs.jobs !== undefined;
+  }
+
+  /** Whether the pids limit is enforced. */
+  get pidsLimited(): boolean {
+    return this.dirs.pids !== undefined;
+  }
+
+  /** The executor's own `cgroup.procs` in the job hierarchy: where it steps back to after starting a step. */
+  get homeProcsFile(): string | undefined {
+    return this.dirs.jobs ? path.join(this.dirs.jobs, 'cgroup.procs') : undefined;
   }
 
   /** Moves a process (and so everything it will start) into the cgroup. */
   async join(pid: number): Promise<void> {
-    await writeFile(path.join(this.memoryDir, 'cgroup.procs'), String(pid));
-    if (this.cpuDir !== this.memoryDir) await writeFile(path.join(this.cpuDir, 'cgroup.procs'), String(pid));
+    for (const dir of new Set(Object.values(this.dirs)))
+      await writeFile(path.join(dir, 'cgroup.procs'), String(pid));
+  }
+
+  /**
+   * Lets the executor's user move its own processes into this cgroup (its `cgroup.procs` file only; see the
+   * module comment for why that is safe). Done once, when the executor is assigned its user.
+   */
+  async delegate(uid: number, gid: number): Promise<void> {
+    if (this.dirs.jobs) await chown(path.join(this.dirs.jobs, 'cgroup.procs'), uid, gid);
+  }
+
+  /** Makes a job's cgroup, writable (its `cgroup.procs` only) by the executor's user. */
+  async createJob(
+    name: string,
+    executorPid: number,
+    uid: number,
+    gid: number,
+  ): Promise<JobCgroup | undefined> {
+    if (!this.dirs.jobs) return undefined;
+    const dir = path.join(this.dirs.jobs, name);
+    const job = new JobCgroup(dir, executorPid);
+    try {
+      await mkdir(dir);
+    } catch (error) {
+      // The same attempt placed here again (handed back while loading, then redelivered): start it empty.
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      await job.kill();
+    }
+    await chown(path.join(dir, 'cgroup.procs'), uid, gid);
+    return job;
+  }
+
+  /**
+   * Kills every process in the executor's own cgroup that is neither the executor nor inside a job's cgroup
+   * (v1: the freezer hierarchy; v2: the executor's directory): a process of a job that moved itself out of
+   * its job's cgroup. No legitimate process lives there: steps are born inside their job's cgroup.
+   */
+  async killStrays(executorPid: number): Promise<number> {
+    if (!this.dirs.jobs) return 0;
+    const strays = (await procsIn(this.dirs.jobs)).filter((pid) => pid !== executorPid);
+    if (strays.length === 0) return 0;
+    return killIn(this.dirs.jobs, executorPid);
   }
 
   /**
@@ -174,67 +419,46 @@ export class ExecutorCgroup {
     const file = this.version === 'v2' ? 'memory.events' : 'memory.oom_control';
     let text = '';
     try {
-      text = readFileSync(path.join(this.memoryDir, file), 'utf8');
+      text = readFileSync(path.join(this.dirs.memory, file), 'utf8');
     } catch {
       // The cgroup is gone (its last process exited and it was removed): nothing more was killed.
     }
     return Number(/^oom_kill (\d+)$/m.exec(text)?.[1] ?? 0);
   }
 
-  /** Pids still in the cgroup. */
-  async pids(): Promise<number[]> {
-    const text = await readFile(path.join(this.memoryDir, 'cgroup.procs'), 'utf8').catch(() => '');
-    return text
-      .split('\n')
-      .filter(Boolean)
-      .map(Number)
-      .filter((pid) => Number.isInteger(pid) && pid > 0);
+  /** Whether the pids limit refused a fork (v2: `pids.events` max; v1: `pids.events` max), for the record. */
+  pidsLimitHits(): number {
+    if (!this.dirs.pids) return 0;
+    try {
+      return Number(
+        /^max (\d+)$/m.exec(readFileSync(path.join(this.dirs.pids, 'pids.events'), 'utf8'))?.[1] ?? 0,
+      );
+    } catch {
+      return 0;
+    }
   }
 
-  /** SIGKILLs every process left in the cgroup (steps that outlived their executor included). */
+  /** Pids still in the cgroup (its own directory; v1: the memory hierarchy, where every process is). */
+  async pids(): Promise<number[]> {
+    return procsIn(this.dirs.memory);
+  }
+
+  /** SIGKILLs every process of the executor and its jobs, the executor included. */
   async killAll(): Promise<number> {
-    if (this.version === 'v2') {
-      const killed = await writeFile(path.join(this.memoryDir, 'cgroup.kill'), '1').then(
-        () => true,
-        () => false,
-      );
-      if (killed) return (await this.pids()).length;
-    }
     let count = 0;
-    // New processes may fork while we kill: repeat until the list is empty (bounded).
-    for (let round = 0; round < 20; round++) {
-      const pids = await this.pids();
-      if (pids.length === 0) break;
-      for (const pid of pids) {
-        try {
-          process.kill(pid, 'SIGKILL');
-          count += 1;
-        } catch {
-          // already gone
-        }
-      }
-      await new Promise((resolve) => setTimeout(resolve, 10));
+    // Jobs first (frozen while killed), then whatever is left anywhere in the executor's cgroups.
+    if (this.dirs.jobs) {
+      for (const entry of await readdir(this.dirs.jobs, { withFileTypes: true }).catch(() => []))
+        if (entry.isDirectory()) count += await killIn(path.join(this.dirs.jobs, entry.name), undefined);
     }
+    for (const dir of new Set(Object.values(this.dirs))) count += await killIn(dir, undefined);
     return count;
   }
 
-  /** Kills what is left and removes the cgroup directories. */
+  /** Kills what is left and removes the cgroup directories (job cgroups included). */
   async remove(): Promise<void> {
     await this.killAll();
-    for (let attempt = 0; attempt < 50; attempt++) {
-      try {
-        await rmdir(this.memoryDir).catch((error: NodeJS.ErrnoException) => {
-          if (error.code !== 'ENOENT') throw error;
-        });
-        if (this.cpuDir !== this.memoryDir)
-          await rmdir(this.cpuDir).catch((error: NodeJS.ErrnoException) => {
-            if (error.code !== 'ENOENT') throw error;
-          });
-        return;
-      } catch {
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
-    }
+    for (const dir of new Set(Object.values(this.dirs))) await removeTree(dir);
   }
 }
 

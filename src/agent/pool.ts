@@ -42,6 +42,11 @@ export interface PoolOptions extends Omit<SpawnOptions, 'onOutput'> {
   onMessage: (executor: UserExecutor, message: ExecutorToAgent) => void;
   /** Called when a user's executor exits, with the jobs it still had. */
   onExit: (executor: UserExecutor, exit: ExitInfo, jobs: string[]) => void;
+  /**
+   * The executor → agent ping on the pipe: the executor sends one every `intervalMs`; one silent for
+   * `intervalMs × misses` is taken as stopped or hung and killed (see `ExecutorProcess.kill`).
+   */
+  heartbeat: { intervalMs: number; misses: number };
 }
 
 /** Resident memory of a process from /proc (Linux), or null. */
@@ -65,6 +70,10 @@ export class UserExecutor {
   identity: ExecutorIdentity | undefined;
   /** Its cgroup, when limits are enforced. */
   cgroup: ExecutorCgroup | undefined;
+  /** When the agent last heard from it on the pipe (any message; the executor pings while it has a user). */
+  lastHeard = Date.now();
+  /** Set once it was killed for missing its heartbeats. */
+  hung = false;
   private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -108,7 +117,45 @@ export class ExecutorPool {
   private readonly warmCgroups = new Map<ExecutorProcess, Promise<ExecutorCgroup | undefined>>();
   private closed = false;
 
-  constructor(private readonly options: PoolOptions) {}
+  private readonly watchdog: NodeJS.Timeout;
+
+  constructor(private readonly options: PoolOptions) {
+    this.watchdog = setInterval(() => this.checkHeartbeats(), options.heartbeat.intervalMs);
+    this.watchdog.unref();
+  }
+
+  /**
+   * Kills every user's executor that missed its heartbeats (stopped with SIGSTOP, or its event loop stuck):
+   * it can no longer end its jobs, report them, or honour a cancel. Its exit then ends its jobs
+   * (`ExitInfo.hung`).
+   */
+  private checkHeartbeats(): void {
+    const limit = this.options.heartbeat.intervalMs * this.options.heartbeat.misses;
+    const now = Date.now();
+    for (const executor of this.live) {
+      if (executor.hung || now - executor.lastHeard <= limit) continue;
+      this.killHung(
+        executor,
+        `unresponsive: no heartbeat on its pipe for ${Math.round((now - executor.lastHeard) / 1000)} s`,
+      );
+    }
+  }
+
+  /** Kills an executor that does not answer, with all its processes, and takes it out of service. */
+  killHung(executor: UserExecutor, cause: string): void {
+    if (executor.hung) return;
+    executor.hung = true;
+    this.forget(executor);
+    executor.setIdleTimer(undefined);
+    executor.process.kill(cause, true);
+    // SIGKILL reaches a stopped process too; the cgroup catches whatever left its process group.
+    void executor.cgroup?.killAll();
+  }
+
+  /** Whether an executor was heard from lately (within two ping intervals). */
+  responsive(executor: UserExecutor): boolean {
+    return !executor.hung && Date.now() - executor.lastHeard <= 2 * this.options.heartbeat.intervalMs;
+  }
 
   /** Set once the agent has detected the cgroup interface (before any executor is assigned). */
   setCgroups(support: CgroupSupport): void {
@@ -202,6 +249,7 @@ export class ExecutorPool {
   /** Stops every executor (TERM, then KILL after the stop timeout). */
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.watchdog);
     const stops = [...this.live].map((executor) => {
       executor.setIdleTimer(undefined);
       return executor.process.stop('agent stop');
@@ -221,7 +269,10 @@ export class ExecutorPool {
     const process = await this.takeWarm();
     const executor = new UserExecutor(account, process);
     process.owner = account.name;
-    process.on('message', (message) => this.options.onMessage(executor, message));
+    process.on('message', (message) => {
+      executor.lastHeard = Date.now();
+      this.options.onMessage(executor, message);
+    });
     process.on('exit', (exit) => {
       executor.setIdleTimer(undefined);
       this.forget(executor);
@@ -249,10 +300,20 @@ export class ExecutorPool {
         );
       }
     }
+    // The user may move its own processes between the executor's cgroup and its jobs' (see cgroups.ts).
+    try {
+      await executor.cgroup?.delegate(account.uid, account.gid);
+    } catch (error) {
+      void process.stop('cgroup setup failed');
+      throw new Error(
+        `could not delegate the executor's cgroup to ${account.name}: ${(error as Error).message}`,
+      );
+    }
     const assumed = new Promise<ExecutorIdentity>((resolve, reject) => {
       const onMessage = (message: ExecutorToAgent): void => {
         if (message.type === 'assumed') {
           process.off('message', onMessage);
+          executor.lastHeard = Date.now();
           resolve({
             pid: process.pid ?? -1,
             osUser: account.name,
@@ -263,6 +324,7 @@ export class ExecutorPool {
               memoryBytes: this.options.limits.memoryBytes,
               cpus: this.options.limits.cpus,
               cgroup: this.options.cgroups.version,
+              ...(executor.cgroup?.pidsLimited ? { pids: this.options.limits.pids } : {}),
             },
           });
         } else if (message.type === 'assume-failed') {
@@ -291,6 +353,8 @@ export class ExecutorPool {
       workspaceDir: dirs.workspaceDir,
       duckdb: this.options.duckdb,
       keepJobDirs: this.options.keepJobDirs,
+      heartbeatMs: this.options.heartbeat.intervalMs,
+      ...(executor.cgroup?.homeProcsFile ? { cgroupProcs: executor.cgroup.homeProcsFile } : {}),
     });
     try {
       executor.identity = await assumed;

@@ -19,6 +19,8 @@ export interface ExitInfo {
   signal: NodeJS.Signals | null;
   /** Why it ended, for the record: `idle`, `agent stop`, `crashed`, … */
   cause: string;
+  /** The agent killed it for missing its heartbeats (stopped or hung): its jobs were ended by the agent. */
+  hung?: boolean;
 }
 
 export interface SpawnOptions {
@@ -50,6 +52,7 @@ export class ExecutorProcess extends EventEmitter<{
   private stopPromise: Promise<ExitInfo> | undefined;
   private exitInfo: ExitInfo | undefined;
   private stopCause: string | undefined;
+  private killedAsHung = false;
 
   constructor(private readonly options: SpawnOptions) {
     super();
@@ -112,6 +115,7 @@ export class ExecutorProcess extends EventEmitter<{
           code,
           signal,
           cause: this.stopCause ?? (signal ? `killed by ${signal}` : `exited with code ${code}`),
+          ...(this.killedAsHung ? { hung: true } : {}),
         };
         if (wasStarting) reject(new Error(`executor exited during start (${this.exitInfo.cause})`));
         this.emit('exit', this.exitInfo);
@@ -147,6 +151,26 @@ export class ExecutorProcess extends EventEmitter<{
       this.once('exit', () => clearTimeout(timer));
     });
     return this.stopPromise;
+  }
+
+  /**
+   * SIGKILLs it at once (its process group and itself), for an executor that does not answer: a stopped
+   * process cannot read a shutdown message, and one that ignores it would hold its jobs past their time.
+   */
+  kill(cause: string, hung: boolean): void {
+    if (this.exitInfo) return;
+    this.stopCause = cause;
+    this.killedAsHung = hung;
+    this.state = 'stopping';
+    this.signal('SIGKILL');
+    const pid = this.child?.pid;
+    if (pid) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
   }
 
   /** Signals the executor's whole process group (it leads its own session). */

@@ -443,8 +443,18 @@ export function compileIdentityPolicy(input: unknown): CompiledIdentityPolicy {
 
 export const AgentConfig = z
   .object({
-    /** Unique agent id. Default: the host name. */
+    /**
+     * Unique agent id. Default: the `STEWARD_AGENT_ID` environment variable when set, else the host name.
+     * One agent per id runs on a host at a time (see `lockDir`): give a second agent on the same host an id
+     * of its own.
+     */
     id: AgentId.optional(),
+    /**
+     * Host-wide directory for the agent id lock that keeps a second agent with the same id from starting on
+     * this host. Must be owned by the agent's user and writable by nobody else. Default `/run/steward` as
+     * root, else `<os tmp dir>/steward-<uid>`.
+     */
+    lockDir: z.string().optional(),
     /** Capabilities offers may require (`gpu`, `python3.11`, `knime`). */
     labels: z.array(z.string().regex(/^[a-zA-Z0-9_.:-]{1,100}$/)).default([]),
     /** Jobs this machine runs at once. Default: the number of cores. */
@@ -469,6 +479,25 @@ export const AgentConfig = z
     /** Wait after SIGTERM before SIGKILL when stopping an executor. Default `10s`. */
     stopTimeout: Duration.default(10_000),
     /**
+     * How long the agent lets an executor overrun a job's time limit, or take to honour a cancel, before it
+     * ends the job itself: it kills every process of the job (and the executor, when that does not answer),
+     * reports the job `failed` or `canceled` with `STEWARD_AGENT_ENDED_JOB`, and frees the slot.
+     * Default `5s`.
+     */
+    deadlineGrace: Duration.default(5_000),
+    /**
+     * The executor → agent ping on the IPC pipe. An executor silent for `interval × misses` (stopped with
+     * SIGSTOP, or stuck) is killed with all its processes, and its jobs end with `STEWARD_AGENT_ENDED_JOB`.
+     * Defaults: interval `1s`, misses 5.
+     */
+    executorHeartbeat: z
+      .object({
+        interval: Duration.optional(),
+        misses: z.number().int().min(2).max(1000).optional(),
+      })
+      .strict()
+      .default({}),
+    /**
      * On SIGTERM/SIGINT the agent first drains (takes no new jobs) and waits up to this long for its running
      * jobs to end; a second signal stops it at once. Default `0s`: stop at once (running jobs end with
      * their executors).
@@ -486,6 +515,12 @@ export const AgentConfig = z
         memory: ByteSize.optional(),
         /** CPU share in cores (`0.5`, `2`). */
         cpus: z.number().min(0.01).max(1024).optional(),
+        /**
+         * Most processes and threads of one executor and all its steps together (cgroup pids controller):
+         * a fork loop stops there. The executor itself uses a few dozen (Node and DuckDB threads).
+         * Default 1024.
+         */
+        pids: z.number().int().min(64).max(4_194_304).optional(),
       })
       .strict()
       .default({}),
@@ -569,7 +604,10 @@ export interface CompiledAgentConfig {
   readonly stopTimeoutMs: number;
   readonly stopGraceMs: number;
   readonly maxJobsPerExecutor: number;
-  readonly limits: { readonly memoryBytes: number; readonly cpus: number };
+  readonly limits: { readonly memoryBytes: number; readonly cpus: number; readonly pids: number };
+  readonly lockDir: string;
+  readonly deadlineGraceMs: number;
+  readonly executorHeartbeat: { readonly intervalMs: number; readonly misses: number };
   readonly capacity: {
     readonly tokens: number;
     readonly memoryBytes: number;
@@ -597,6 +635,7 @@ export function compileAgentConfig(input: unknown, defaults: { dataDir: string }
   const limits = {
     memoryBytes: c.limits.memory ? parseByteSize(c.limits.memory) : Math.floor(os.totalmem() / 2),
     cpus: c.limits.cpus ?? cores,
+    pids: c.limits.pids ?? 1024,
   };
   if (limits.memoryBytes < 64 * 1024 ** 2)
     throw new StewardError(
@@ -614,7 +653,18 @@ export function compileAgentConfig(input: unknown, defaults: { dataDir: string }
   }
   const duckdbThreads = c.duckdb.threads ?? Math.max(1, Math.ceil(limits.cpus));
   return Object.freeze({
-    id: c.id ?? os.hostname(),
+    id: c.id ?? agentIdFromEnvironment() ?? os.hostname(),
+    lockDir: path.resolve(
+      c.lockDir ??
+        (process.getuid?.() === 0
+          ? '/run/steward'
+          : path.join(os.tmpdir(), `steward-${process.getuid?.() ?? 0}`)),
+    ),
+    deadlineGraceMs: c.deadlineGrace,
+    executorHeartbeat: Object.freeze({
+      intervalMs: c.executorHeartbeat.interval ?? 1_000,
+      misses: c.executorHeartbeat.misses ?? 5,
+    }),
     labels: Object.freeze([...c.labels]),
     slots: c.slots ?? cores,
     workspaceRoot: path.resolve(c.workspaceRoot ?? path.join(defaults.dataDir, 'workspaces')),
@@ -655,6 +705,19 @@ export function compileAgentConfig(input: unknown, defaults: { dataDir: string }
         ? readSecretFile(c.serverPublicKeyFile, 'agent.serverPublicKeyFile')
         : undefined,
   });
+}
+
+/** `STEWARD_AGENT_ID`, checked like `agent.id`; undefined when unset or empty. */
+function agentIdFromEnvironment(): string | undefined {
+  const value = process.env.STEWARD_AGENT_ID;
+  if (!value) return undefined;
+  const parsed = AgentId.safeParse(value);
+  if (!parsed.success)
+    throw new StewardError(
+      'STEWARD_CONFIG_INVALID',
+      `STEWARD_AGENT_ID: ${parsed.error.issues[0]?.message ?? 'invalid'} (got ${JSON.stringify(value.slice(0, 100))})`,
+    );
+  return parsed.data;
 }
 
 /** Reads a YAML or JSON config file; `{}` when `file` is undefined. */

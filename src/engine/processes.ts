@@ -15,6 +15,8 @@ export interface ProcessSpec {
   signal: AbortSignal;
   /** SIGTERM → SIGKILL delay. */
   killGraceMs: number;
+  /** Runs around the synchronous spawn (see RunOptions.spawnWrapper). */
+  spawnWrapper?: <T>(start: () => T) => T;
 }
 
 export type ProcessOutcome =
@@ -28,13 +30,20 @@ export async function runProcess(spec: ProcessSpec): Promise<ProcessOutcome> {
   const stderr = await open(spec.stderrPath, 'w', 0o600);
   try {
     const [program, ...args] = spec.argv;
-    const child = spawn(program!, args, {
-      cwd: spec.cwd,
-      env: spec.env,
-      // Own process group: cancel and timeout signal the step and everything it started.
-      detached: true,
-      stdio: ['ignore', stdout.fd, stderr.fd],
-    });
+    const start = () =>
+      spawn(program!, args, {
+        cwd: spec.cwd,
+        env: spec.env,
+        // Own process group: cancel and timeout signal the step and everything it started.
+        detached: true,
+        stdio: ['ignore', stdout.fd, stderr.fd],
+      });
+    let child: ReturnType<typeof start>;
+    try {
+      child = spec.spawnWrapper ? spec.spawnWrapper(start) : start();
+    } catch (error) {
+      return { kind: 'spawn-error', message: `cannot start ${JSON.stringify(program)}: ${(error as Error).message}` };
+    }
     const exited = new Promise<ProcessOutcome>((resolve) => {
       child.once('error', (error) => resolve({ kind: 'spawn-error', message: `cannot start ${JSON.stringify(program)}: ${error.message}` }));
       child.once('exit', (code, signal) => resolve({ kind: 'exited', code, signal }));

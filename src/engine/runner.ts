@@ -353,6 +353,7 @@ class JobRun {
       stderrPath,
       signal,
       killGraceMs: this.options.killGraceMs ?? 3000,
+      ...(this.options.spawnWrapper ? { spawnWrapper: this.options.spawnWrapper } : {}),
     });
     if (outcome.kind === 'stopped') throw new StepStopped('stopped');
     if (outcome.kind === 'spawn-error') throw new Error(outcome.message);

@@ -78,7 +78,14 @@ export interface RunOptions {
   concurrency?: number;
   /** Time between SIGTERM and SIGKILL when a step's process group is stopped. Default 3000 ms. */
   killGraceMs?: number;
+  /**
+   * Runs around each step's synchronous `spawn` (the fork happens inside): the executor uses it to have
+   * every step born inside its job's cgroup. It must call `start` exactly once and return its result.
+   */
+  spawnWrapper?: SpawnWrapper;
 }
+
+export type SpawnWrapper = <T>(start: () => T) => T;
 
 export type RunOutput =
   | { name: string; kind: 'table'; rows: number; parquetPath: string; csvPath: string }

@@ -11,6 +11,7 @@ import {
   runWorkflow,
   type DuckDBHost,
   type RunResult,
+  type SpawnWrapper,
   type Workflow,
 } from '../engine/index.js';
 import {
@@ -31,6 +32,8 @@ export interface JobContext {
   signal: AbortSignal;
   /** The executor's warm DuckDB instance; the job's tables go in a database of their own inside it. */
   duckdbHost?: Promise<DuckDBHost>;
+  /** Starts each step inside the job's cgroup (see main.ts). */
+  spawnWrapper?: SpawnWrapper;
 }
 
 /**
@@ -67,7 +70,8 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
   let loaded = false;
   try {
     await mkdir(workDir, { recursive: true, mode: 0o700 });
-    // The job's temp dir is made only by what uses it (a DuckDB database of the job's own, without a host).
+    // The job's own TMPDIR (tmp/<job>-<attempt>): private, and removed with everything in it at the job's end.
+    await mkdir(tempDir, { recursive: true, mode: 0o700 });
     const fetched = await client.workflow(job.agentId);
     const workflow = await parseCached(fetched.source, fetched.format);
     for (const asset of fetched.assets) {
@@ -86,8 +90,9 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
       tempDir,
       duckdb: identity.duckdb,
       ...(context.duckdbHost ? { duckdbHost: context.duckdbHost } : {}),
-      env: context.env,
+      env: { ...context.env, TMPDIR: tempDir },
       signal: context.signal,
+      ...(context.spawnWrapper ? { spawnWrapper: context.spawnWrapper } : {}),
       timeoutMs: job.timeoutMs,
       onEvent: (step) => send({ type: 'step', jobId: job.jobId, step }),
     });

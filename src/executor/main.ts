@@ -3,13 +3,15 @@
  * it loads everything it needs (engine, DuckDB) first, says `ready`, and waits to be assigned a user.
  * It never talks to the broker and holds no credential but the job tokens of its own jobs.
  */
+import { writeFileSync } from 'node:fs';
+import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { AgentToExecutor, coerceError, type ExecutorToAgent } from '../protocol/index.js';
 import { closeInheritedFds } from './fds.js';
 import { assumeIdentity, cleanEnvironment, type AssumeMessage } from './identity.js';
 import { runJob } from './job-runner.js';
 // Loaded before `ready` so a user's first job does not pay for it (the DuckDB native module especially).
-import { DuckDBHost, parseWorkflow } from '../engine/index.js';
+import { DuckDBHost, parseWorkflow, type SpawnWrapper } from '../engine/index.js';
 
 if (!process.send) {
   process.stderr.write('steward executor: must be started by a Steward agent (no IPC channel)\n');
@@ -32,9 +34,39 @@ let duckdbHost: Promise<DuckDBHost> | undefined;
  */
 let prestartedHost: Promise<DuckDBHost> | undefined;
 
+/**
+ * The shared DuckDB instance's spill directory: one per executor (`temp_directory` is a setting of the
+ * whole instance, which all of this user's jobs share), private to the user, removed when the executor
+ * exits, and — should it have been killed — by the user's next executor (see removeStaleSpillDirs).
+ */
+function spillDirOf(assumed: AssumeMessage): string {
+  return path.join(assumed.tempDir, `duckdb-spill-${process.pid}`);
+}
+
+/** Spill directories of this user's executors that are gone (killed, so they could not remove their own). */
+async function removeStaleSpillDirs(tempDir: string): Promise<void> {
+  for (const name of await readdir(tempDir).catch(() => [] as string[])) {
+    const pid = /^duckdb-spill-(\d+)$/.exec(name)?.[1];
+    // `duckdb-tmp`: the one spill directory of earlier versions.
+    if (name !== 'duckdb-tmp' && (pid === undefined || Number(pid) === process.pid || alive(Number(pid))))
+      continue;
+    await rm(path.join(tempDir, name), { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: a process of another user has the pid now; its directory is not ours to judge.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 function startDuckDBHost(assumed: AssumeMessage): Promise<DuckDBHost> {
   const options = {
-    spillDir: path.join(assumed.tempDir, 'duckdb-tmp'),
+    spillDir: spillDirOf(assumed),
     memoryLimit: assumed.duckdb.memoryLimit,
     threads: assumed.duckdb.threads,
   };
@@ -52,6 +84,25 @@ function startDuckDBHost(assumed: AssumeMessage): Promise<DuckDBHost> {
     if (duckdbHost === host) duckdbHost = undefined;
   });
   return host;
+}
+
+/**
+ * Starts each step of a job inside the job's cgroup: the executor steps into it for the instant of the
+ * synchronous fork (so the child is born there, and everything the child ever starts stays there), and steps
+ * back into its own. Nothing else runs on this thread meanwhile. The agent made both files writable by this
+ * user (cgroup.procs only); see src/agent/cgroups.ts.
+ */
+function cgroupSpawner(jobProcs: string, homeProcs: string): SpawnWrapper {
+  return <T>(start: () => T): T => {
+    const pid = String(process.pid);
+    // A failure here must not start the step outside its job's cgroup: it fails the step.
+    writeFileSync(jobProcs, pid);
+    try {
+      return start();
+    } finally {
+      writeFileSync(homeProcs, pid);
+    }
+  };
 }
 
 function send(message: ExecutorToAgent): void {
@@ -87,6 +138,7 @@ async function shutdown(reason: string): Promise<void> {
   // Steps kill their process groups on abort; give them a moment, then go.
   const deadline = Date.now() + 5_000;
   while (running.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  if (identity) await rm(spillDirOf(identity), { recursive: true, force: true }).catch(() => {});
   process.exit(0);
 }
 
@@ -113,8 +165,12 @@ process.on('message', (raw: unknown) => {
         Object.assign(process.env, env);
         process.chdir(message.workspaceDir);
         send({ type: 'assumed', ...assumed });
+        // Proof of life on the pipe: an executor that stops pinging (stopped, stuck) is killed by the agent,
+        // which then ends its jobs itself.
+        if (message.heartbeatMs) setInterval(() => send({ type: 'ping' }), message.heartbeatMs).unref();
         // As the user, so its spill files are the user's; in the background, ready by the first job.
         duckdbHost = startDuckDBHost(message);
+        void removeStaleSpillDirs(message.tempDir);
       } catch (error) {
         send({ type: 'assume-failed', message: (error as Error).message });
         void shutdown('identity switch failed');
@@ -134,7 +190,16 @@ process.on('message', (raw: unknown) => {
       const controller = new AbortController();
       running.set(message.jobId, controller);
       duckdbHost ??= startDuckDBHost(identity);
-      runJob(message, { identity, env, send, signal: controller.signal, duckdbHost })
+      runJob(message, {
+        identity,
+        env,
+        send,
+        signal: controller.signal,
+        duckdbHost,
+        ...(message.cgroupProcs && identity.cgroupProcs
+          ? { spawnWrapper: cgroupSpawner(message.cgroupProcs, identity.cgroupProcs) }
+          : {}),
+      })
         .catch((error: unknown) => {
           const normalised = coerceError(error);
           log('error', 'job crashed', { jobId: message.jobId, error: String(error) });
@@ -153,6 +218,16 @@ process.on('message', (raw: unknown) => {
       return;
     case 'shutdown':
       void shutdown('asked by agent');
+      return;
+    case 'remove-job-dirs':
+      // Jobs the agent ended after killing this user's previous executor: their directories were left.
+      if (identity && !identity.keepJobDirs) {
+        for (const name of message.names) {
+          if (running.has(name.slice(0, name.lastIndexOf('-')))) continue;
+          void rm(path.join(identity.tempDir, name), { recursive: true, force: true }).catch(() => {});
+          void rm(path.join(identity.workspaceDir, 'jobs', name), { recursive: true, force: true }).catch(() => {});
+        }
+      }
       return;
   }
 });

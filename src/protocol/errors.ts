@@ -75,6 +75,15 @@ export const errorCatalogue = {
     status: 500,
     summary: "The job's executor or one of its steps was killed for exceeding the executor's memory limit.",
   },
+  STEWARD_AGENT_ENDED_JOB: {
+    status: 500,
+    summary:
+      'The executor did not end the job at its time limit or cancel, or stopped answering (stopped or hung), so the agent killed every process of the job itself.',
+  },
+  STEWARD_AGENT_ID_IN_USE: {
+    status: 500,
+    summary: 'Another agent with the same id runs on this host; only one agent per id runs on a host.',
+  },
   STEWARD_STEP_FAILED: { status: 500, summary: 'A workflow step failed; the message names the step.' },
   STEWARD_STEP_TIMEOUT: { status: 500, summary: 'A workflow step exceeded its timeout.' },
   STEWARD_JOB_CANCELED: { status: 409, summary: 'The job was canceled.' },

@@ -72,6 +72,8 @@ export const ExecutorIdentity = z.object({
       memoryBytes: z.number().int().positive(),
       cpus: z.number().positive(),
       cgroup: z.enum(['v1', 'v2', 'none']),
+      /** Most processes and threads of the executor and its steps, when the pids controller enforces it. */
+      pids: z.number().int().positive().optional(),
     })
     .optional(),
 });
@@ -209,6 +211,13 @@ export const AgentToExecutor = z.discriminatedUnion('type', [
       /** Per-job DuckDB limits, set explicitly (see docs/admin-guide.md). */
       duckdb: z.object({ memoryLimit: z.string(), threads: z.number().int().positive() }),
       keepJobDirs: z.boolean(),
+      /** How often the executor pings the agent on the pipe (a missed ping marks it stopped or hung). */
+      heartbeatMs: z.number().int().positive().optional(),
+      /**
+       * The executor's own `cgroup.procs` in the hierarchy of job cgroups, writable by its user: it steps
+       * back here after starting a step inside a job's cgroup. Absent when jobs get no cgroups.
+       */
+      cgroupProcs: z.string().optional(),
     })
     .strict(),
   z
@@ -222,10 +231,25 @@ export const AgentToExecutor = z.discriminatedUnion('type', [
       agentId: AgentId,
       params: z.record(z.string(), ParamValue),
       timeoutMs: z.number().int().positive().optional(),
+      /**
+       * The job's `cgroup.procs` (made by the agent, writable by the user): every step of the job starts
+       * inside it, so the agent can kill all of the job's processes at its end. Absent without cgroups.
+       */
+      cgroupProcs: z.string().optional(),
     })
     .strict(),
   z.object({ type: z.literal('cancel'), jobId: id }).strict(),
   z.object({ type: z.literal('shutdown') }).strict(),
+  /**
+   * Remove the job directories (`tmp/<name>`, `work/jobs/<name>`, name `<job>-<attempt>`) of jobs the agent
+   * ended after killing this user's previous executor, which could not remove them itself.
+   */
+  z
+    .object({
+      type: z.literal('remove-job-dirs'),
+      names: z.array(z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,250}$/)).max(1000),
+    })
+    .strict(),
 ]);
 export type AgentToExecutor = z.infer<typeof AgentToExecutor>;
 
@@ -240,6 +264,8 @@ export const ExecutorToAgent = z.discriminatedUnion('type', [
     })
     .strict(),
   z.object({ type: z.literal('assume-failed'), message: z.string() }).strict(),
+  /** The executor is alive and its event loop turns (sent every `heartbeatMs` once it has a user). */
+  z.object({ type: z.literal('ping') }).strict(),
   /** The workflow was fetched and validated: the agent may now ack the offer. */
   z.object({ type: z.literal('loaded'), jobId: id }).strict(),
   z.object({ type: z.literal('step'), jobId: id, step: StepEvent }).strict(),

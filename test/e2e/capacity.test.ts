@@ -127,7 +127,8 @@ describe.runIf(isRoot)('capacity, idle timeout and agent death', () => {
     await until('job running', async () => (await aliceApi.job(id)).state === 'running');
     const job = await aliceApi.job(id);
     const executorPid = job.executor!.pid;
-    const pidFile = path.join(steward.dataDir, 'workspaces', alice.name, 'tmp', 'nap-60.pid');
+    // The job's own TMPDIR: tmp/<job>-<attempt>.
+    const pidFile = path.join(steward.dataDir, 'workspaces', alice.name, 'tmp', `${id}-1`, 'nap-60.pid');
     await until('step started', async () => (await readFile(pidFile, 'utf8').catch(() => '')).trim() !== '');
     const stepPid = Number((await readFile(pidFile, 'utf8')).trim());
     expect(alive(executorPid) && alive(stepPid)).toBe(true);

@@ -143,7 +143,8 @@ describe.runIf(isRoot)("one user's job cannot reach another user's files", () =>
       `/home/${bob.name}`,
       userRoot,
       path.join(userRoot, 'work'),
-      path.join(userRoot, 'tmp'),
+      // The job's own TMPDIR (kept: keepJobDirs).
+      path.join(userRoot, 'tmp', `${bobJob}-1`),
       path.join(userRoot, 'work', 'jobs', jobDirs[0]!),
       path.join(steward.dataDir, 'logs', bob.name),
       path.join(steward.dataDir, 'jobs', bobJob),
@@ -198,7 +199,8 @@ describe.runIf(isRoot)("one user's job cannot reach another user's files", () =>
     }
     expect(Number.parseInt(await result(bobApi, bobJob, 'pymodes.txt'), 8) & 0o027).toBe(0);
     const tmp = path.join(steward.dataDir, 'workspaces', bob.name, 'tmp');
-    const { stdout } = await execFileAsync('getfacl', ['-p', path.join(tmp, 'umask022.txt')]);
+    // TMPDIR is the job's own (kept here: keepJobDirs), inside the user's tmp dir.
+    const { stdout } = await execFileAsync('getfacl', ['-p', path.join(tmp, `${bobJob}-1`, 'umask022.txt')]);
     expect(stdout).toContain(`group:${auditors}:r-x\t#effective:r--`);
     expect(stdout).toMatch(/^other::---$/m);
     const dirAcl = (await execFileAsync('getfacl', ['-p', tmp])).stdout;
@@ -218,7 +220,7 @@ describe.runIf(isRoot)("one user's job cannot reach another user's files", () =>
     expect(env.HOME).toBe(`/home/${bob.name}`);
     expect(env.USER).toBe(bob.name);
     expect(env.LOGNAME).toBe(bob.name);
-    expect(env.TMPDIR).toBe(path.join(steward.dataDir, 'workspaces', bob.name, 'tmp'));
+    expect(env.TMPDIR).toBe(path.join(steward.dataDir, 'workspaces', bob.name, 'tmp', `${bobJob}-1`));
     const names = Object.keys(env);
     const allowed = new Set([
       'HOME',

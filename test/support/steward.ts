@@ -3,6 +3,7 @@
  * processes with their own credentials dirs.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, chmod, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import os from 'node:os';
@@ -42,6 +43,8 @@ export class StewardInstance {
   child: ChildProcess | undefined;
   output = '';
   url: string;
+  /** The agent id this instance runs under unless its config names one (STEWARD_AGENT_ID). */
+  readonly agentId = `up-${randomBytes(4).toString('hex')}`;
 
   constructor(
     readonly dataDir: string,
@@ -82,7 +85,8 @@ export class StewardInstance {
     ];
     const [program, ...args] = [...this.launcher, ...command];
     const child = spawn(program!, args, {
-      env: { ...process.env, STEWARD_ADMIN_PASSWORD: this.adminPassword },
+      // One agent per id per host: each instance gets an id of its own (a config's agent.id still wins).
+      env: { ...process.env, STEWARD_ADMIN_PASSWORD: this.adminPassword, STEWARD_AGENT_ID: this.agentId },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.child = child;
