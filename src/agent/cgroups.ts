@@ -30,7 +30,7 @@
  * id are stale and removed at start — and a live agent of another id is never touched.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { chown, mkdir, readFile, readdir, rmdir, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile, readdir, rmdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 export type CgroupVersion = 'v2' | 'v1' | 'none';
@@ -58,6 +58,16 @@ export interface CgroupSupport {
 }
 
 const CGROUP_ROOT = '/sys/fs/cgroup';
+
+/**
+ * Creates a cgroup directory that the executor's user can traverse (0755, as the kernel's own are): the
+ * daemons run with umask 077, which would leave it 0700 and the `cgroup.procs` file delegated to the user
+ * unreachable. Only that one file is ever chowned; the directory and the limit files stay root's.
+ */
+async function makeCgroupDir(dir: string, recursive: boolean): Promise<void> {
+  await mkdir(dir, { recursive });
+  await chmod(dir, 0o755);
+}
 
 /** This process's path in each hierarchy, from /proc/self/cgroup (`0::/x` for v2, `4:memory:/x` for v1). */
 function ownPaths(): Map<string, string> {
@@ -104,7 +114,7 @@ export async function detectCgroups(agentId: string, instance: string): Promise<
         return { version: 'none', detail: `cgroup v2 at ${home} lacks the memory or cpu controller` };
       await removeOtherInstances(home, base, name);
       const parent = path.join(home, name);
-      await mkdir(parent, { recursive: true });
+      await makeCgroupDir(parent, true);
       let pids = available.includes('pids');
       try {
         await writeFile(path.join(parent, 'cgroup.subtree_control'), `+memory +cpu${pids ? ' +pids' : ''}`);
@@ -143,7 +153,7 @@ export async function detectCgroups(agentId: string, instance: string): Promise<
     for (const [controller, home] of homes) {
       await removeOtherInstances(home, base, name);
       const parent = path.join(home, name);
-      await mkdir(parent, { recursive: true });
+      await makeCgroupDir(parent, true);
       parents.set(controller, parent);
     }
     return {
@@ -327,7 +337,7 @@ export class ExecutorCgroup {
       ...(support.pidsParent ? { pids: path.join(support.pidsParent, name) } : {}),
       ...(support.jobsParent ? { jobs: path.join(support.jobsParent, name) } : {}),
     };
-    for (const dir of new Set(Object.values(dirs))) await mkdir(dir, { recursive: true });
+    for (const dir of new Set(Object.values(dirs))) await makeCgroupDir(dir, true);
     const periodUs = 100_000;
     const quotaUs = Math.max(1000, Math.round(limits.cpus * periodUs));
     if (support.version === 'v2') {
@@ -388,7 +398,7 @@ export class ExecutorCgroup {
     const dir = path.join(this.dirs.jobs, name);
     const job = new JobCgroup(dir, executorPid);
     try {
-      await mkdir(dir);
+      await makeCgroupDir(dir, false);
     } catch (error) {
       // The same attempt placed here again (handed back while loading, then redelivered): start it empty.
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
