@@ -349,6 +349,7 @@ class JobRun {
       stderrPath,
       signal,
       killGraceMs: this.options.killGraceMs ?? 3000,
+      ...(this.options.logLimitBytes !== undefined ? { logLimitBytes: this.options.logLimitBytes } : {}),
     });
     if (outcome.kind === 'stopped') throw new StepStopped('stopped');
     if (outcome.kind === 'spawn-error') throw new Error(outcome.message);

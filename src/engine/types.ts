@@ -78,6 +78,11 @@ export interface RunOptions {
   concurrency?: number;
   /** Time between SIGTERM and SIGKILL when a step's process group is stopped. Default 3000 ms. */
   killGraceMs?: number;
+  /**
+   * Cap of each stored step log stream: a longer stdout or stderr keeps its first and last half of this,
+   * with a marker line between (see step-log.ts). Default 32 MiB (`DEFAULT_STEP_LOG_LIMIT_BYTES`).
+   */
+  logLimitBytes?: number;
 }
 
 export type RunOutput =
