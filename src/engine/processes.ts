@@ -47,7 +47,7 @@ export async function runProcess(spec: ProcessSpec): Promise<ProcessOutcome> {
   const fifos = await openFifos(`${spec.stdoutPath}.fifo`, `${spec.stderrPath}.fifo`);
   const captures: Capture[] = [];
   let outcome: ProcessOutcome | undefined;
-  let failure: unknown;
+  let failure: { error: Error } | undefined;
   try {
     outcome = await runGroup(spec, fifos, (child) => {
       const out = fifos ? readerOf(fifos.stdout) : child.stdout;
@@ -56,7 +56,7 @@ export async function runProcess(spec: ProcessSpec): Promise<ProcessOutcome> {
       if (err) captures.push(capture(err, stderrLog));
     });
   } catch (error) {
-    failure = error;
+    failure = { error: error instanceof Error ? error : new Error('step process failed', { cause: error }) };
   } finally {
     if (fifos) {
       for (const fifo of [fifos.stdout, fifos.stderr]) {
@@ -75,7 +75,7 @@ export async function runProcess(spec: ProcessSpec): Promise<ProcessOutcome> {
     await drained;
   }
   const [stdout, stderr] = await Promise.all([stdoutLog.finish(), stderrLog.finish()]);
-  if (failure) throw failure;
+  if (failure) throw failure.error;
   return { ...outcome!, logs: { stdout, stderr } };
 }
 
