@@ -25,12 +25,18 @@ export const STEP_LOG_MARKER_MAX_BYTES = 256;
 export const MIN_STEP_LOG_LIMIT_BYTES = 1024;
 
 /** The line between head and tail. Starts a line of its own; `leadingNewline` when the head did not end one. */
-export function stepLogMarker(dropped: number, headBytes: number, tailBytes: number, leadingNewline: boolean): string {
+export function stepLogMarker(
+  dropped: number,
+  headBytes: number,
+  tailBytes: number,
+  leadingNewline: boolean,
+): string {
   return `${leadingNewline ? '\n' : ''}[steward: ${dropped} bytes dropped here; this log keeps the first ${headBytes} and the last ${tailBytes} bytes]\n`;
 }
 
 /** Matches a marker line in a stored log (for clients that want to find it). */
-export const STEP_LOG_MARKER_PATTERN = /^\[steward: (\d+) bytes dropped here; this log keeps the first (\d+) and the last (\d+) bytes\]$/m;
+export const STEP_LOG_MARKER_PATTERN =
+  /^\[steward: (\d+) bytes dropped here; this log keeps the first (\d+) and the last (\d+) bytes\]$/m;
 
 export interface StepLogSummary {
   /** Bytes the stream carried. */
@@ -142,7 +148,9 @@ export class StepLogWriter extends Writable {
       if (this.ring && this.tailBytes > 0) {
         const kept = Math.min(this.tailBytes, this.tailLimit);
         if (dropped > 0) {
-          const marker = Buffer.from(stepLogMarker(dropped, this.headBytes, kept, this.lastHeadByte !== 0x0a));
+          const marker = Buffer.from(
+            stepLogMarker(dropped, this.headBytes, kept, this.lastHeadByte !== 0x0a),
+          );
           await this.handle.write(marker, 0, marker.length, position);
           position += marker.length;
         }
@@ -200,7 +208,13 @@ function splitBuffers(chunks: Buffer[], count: number): [Buffer[], Buffer[]] {
   return [first, rest];
 }
 
-async function copyRange(from: FileHandle, start: number, length: number, to: FileHandle, position: number): Promise<number> {
+async function copyRange(
+  from: FileHandle,
+  start: number,
+  length: number,
+  to: FileHandle,
+  position: number,
+): Promise<number> {
   const buffer = Buffer.allocUnsafe(Math.min(length, 1024 * 1024));
   let done = 0;
   while (done < length) {

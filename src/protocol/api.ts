@@ -535,7 +535,7 @@ export const apiRoutes = {
     method: 'GET',
     path: '/api/jobs/:id/logs/:step/:stream',
     summary:
-      'One stored step log, streamed as text: a byte range (`offset`, `limit`) or the last `tail` lines. Header `x-steward-log-size` is the whole log\'s size, `x-steward-log-offset` where the bytes sent start',
+      "One stored step log, streamed as text: a byte range (`offset`, `limit`) or the last `tail` lines. Header `x-steward-log-size` is the whole log's size, `x-steward-log-offset` where the bytes sent start",
     tag: 'jobs',
     auth: 'user',
     params: LogParams,

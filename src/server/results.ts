@@ -18,7 +18,7 @@ import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
 import type { Logger } from 'pino';
-import { StepLogWriter } from '../engine/step-log.js';
+import { STEP_LOG_MARKER_MAX_BYTES, StepLogWriter } from '../engine/step-log.js';
 import { StewardError } from '../protocol/index.js';
 import type { ResultRecord, Store } from '../store/index.js';
 import { newId } from './secrets.js';
@@ -183,7 +183,8 @@ export class ResultFiles {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const temp = path.join(dir, `.upload-${newId()}`);
     // Stored bounded whatever the executor sent: it runs the user's code, so nothing it says is trusted.
-    const writer = await StepLogWriter.create(temp, this.limits.stepLogBytes);
+    // An executor's own marker fits in the allowance, so a log it capped is stored as it is.
+    const writer = await StepLogWriter.create(temp, this.limits.stepLogBytes + STEP_LOG_MARKER_MAX_BYTES);
     try {
       await pipeline(body as Readable, counter, writer);
       await writer.finish();
@@ -242,8 +243,13 @@ export class ResultFiles {
     const source =
       format === 'parquet' ? `read_parquet(${sqlString(file)})` : `read_csv_auto(${sqlString(file)})`;
     const { connection } = await this.openDuckdb();
-    const described = (await connection.runAndReadAll(`DESCRIBE SELECT * FROM ${source}`)).getRowObjectsJson();
-    const columns = described.map((row) => ({ name: row.column_name as string, type: row.column_type as string }));
+    const described = (
+      await connection.runAndReadAll(`DESCRIBE SELECT * FROM ${source}`)
+    ).getRowObjectsJson();
+    const columns = described.map((row) => ({
+      name: row.column_name as string,
+      type: row.column_type as string,
+    }));
     const { previewCellBytes: cellBytes, previewBytes: responseBytes } = this.limits;
     // Every value is cut in SQL, so no long value ever reaches JavaScript: text to cellBytes + 1 characters
     // (cut to bytes below); other long values (lists, structs, blobs…) are sent as their cut text form.
@@ -360,7 +366,12 @@ export class ResultFiles {
           const { bytesRead } = await handle.read(buffer, 0, length, 0);
           sent = bytesRead < size ? utf8Boundary(buffer, bytesRead) : bytesRead;
           text = buffer.toString('utf8', 0, sent);
-          budget -= sent;
+          // The budget is of the response: control characters take up to six bytes in JSON.
+          for (let encoded = jsonTextBytes(text); encoded > budget; encoded = jsonTextBytes(text)) {
+            sent = utf8Boundary(buffer, Math.floor((sent * budget) / encoded));
+            text = buffer.toString('utf8', 0, sent);
+          }
+          budget -= jsonTextBytes(text);
         }
         logs.push({
           stepId: match[1]!,
@@ -388,9 +399,17 @@ export class ResultFiles {
   ): Promise<LogSlice> {
     checkSegmentName(step, 'params.step');
     if (query.tail !== undefined && query.offset !== undefined) {
-      throw new StewardError('STEWARD_BAD_REQUEST', 'query: give either tail (lines) or offset (bytes), not both', {
-        details: { issues: [{ field: 'query.tail', rule: 'exclusive', message: 'tail excludes offset', value: query.tail }] },
-      });
+      throw new StewardError(
+        'STEWARD_BAD_REQUEST',
+        'query: give either tail (lines) or offset (bytes), not both',
+        {
+          details: {
+            issues: [
+              { field: 'query.tail', rule: 'exclusive', message: 'tail excludes offset', value: query.tail },
+            ],
+          },
+        },
+      );
     }
     const file = path.join(this.logDir(jobId), `${step}.${stream}.log`);
     const handle = await open(file, 'r').catch((error: NodeJS.ErrnoException) => {
@@ -501,6 +520,11 @@ function utf8Boundary(bytes: Buffer, length: number): number {
   // bytes[end] is the first byte left out: if it continues a character, that character goes too.
   while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
   return end;
+}
+
+/** Bytes of a string's JSON form, quotes left out. */
+function jsonTextBytes(text: string): number {
+  return Buffer.byteLength(JSON.stringify(text)) - 2;
 }
 
 /** Cuts a row's text values (longest first) until its JSON fits `budget`; returns its size. */

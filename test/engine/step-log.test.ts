@@ -6,7 +6,12 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { closeSqlAnalyzer } from '../../src/engine/index.js';
-import { STEP_LOG_MARKER_MAX_BYTES, STEP_LOG_MARKER_PATTERN, StepLogWriter, stepLogMarker } from '../../src/engine/step-log.js';
+import {
+  STEP_LOG_MARKER_MAX_BYTES,
+  STEP_LOG_MARKER_PATTERN,
+  StepLogWriter,
+  stepLogMarker,
+} from '../../src/engine/step-log.js';
 import { makeJobDirs, startRun } from './helpers.js';
 
 afterAll(async () => {
@@ -76,7 +81,9 @@ describe('step log writer', () => {
       const file = path.join(dirs.workDir, 'lines.log');
       const lines = Buffer.from('line\n'.repeat(2000));
       const stored = (await store(lines, 2000, [4096], file)).toString();
-      expect(stored).toBe(`${'line\n'.repeat(200)}[steward: 8000 bytes dropped here; this log keeps the first 1000 and the last 1000 bytes]\n${'line\n'.repeat(200)}`);
+      expect(stored).toBe(
+        `${'line\n'.repeat(200)}[steward: 8000 bytes dropped here; this log keeps the first 1000 and the last 1000 bytes]\n${'line\n'.repeat(200)}`,
+      );
     } finally {
       await dirs.cleanup();
     }

@@ -253,29 +253,52 @@ describe('executor routes, results and logs', () => {
     expect(lines.length).toBe(60_000);
     expect((await exec('PUT', `/api/exec/jobs/${offer.jobId}/logs/loud/stdout`, lines)).status).toBe(204);
     const stored = readFileSync(path.join(h.dataDir, 'jobs', offer.jobId, 'logs', 'loud.stdout.log'), 'utf8');
-    const marker = '[steward: 55904 bytes dropped here; this log keeps the first 2048 and the last 2048 bytes]\n';
-    expect(stored).toBe(lines.slice(0, 2048) + '\n' + marker + lines.slice(-2048));
+    // The server's cap is the step log limit plus room for an executor's own marker line (256 bytes).
+    const marker =
+      '[steward: 55648 bytes dropped here; this log keeps the first 2176 and the last 2176 bytes]\n';
+    expect(stored).toBe(lines.slice(0, 2176) + '\n' + marker + lines.slice(-2176));
+    // A log an executor capped already (limit + its marker) is stored byte for byte.
+    const capped =
+      lines.slice(0, 2048) +
+      '\n[steward: 55904 bytes dropped here; this log keeps the first 2048 and the last 2048 bytes]\n' +
+      lines.slice(-2048);
+    expect((await exec('PUT', `/api/exec/jobs/${offer.jobId}/logs/capped/stdout`, capped)).status).toBe(204);
+    expect(readFileSync(path.join(h.dataDir, 'jobs', offer.jobId, 'logs', 'capped.stdout.log'), 'utf8')).toBe(
+      capped,
+    );
     // Nothing of the upload is left beside the log (temp file, tail ring).
-    expect(readdirSync(path.join(h.dataDir, 'jobs', offer.jobId, 'logs'))).toEqual(['loud.stdout.log']);
-    // The listing gives sizes, and text only within its budget, cut on a character boundary.
+    expect(readdirSync(path.join(h.dataDir, 'jobs', offer.jobId, 'logs')).sort()).toEqual([
+      'capped.stdout.log',
+      'loud.stdout.log',
+    ]);
+    // The listing gives sizes, and text only within its budget of JSON bytes ("\n" takes two: 14 lines of
+    // seven, then two bytes), cut on a character boundary.
     const listing = await h.request({
       method: 'GET',
       url: `/api/jobs/${offer.jobId}/logs?maxBytes=100`,
       token: alice,
     });
     expect(listing.json.logs).toEqual([
-      { stepId: 'loud', stream: 'stdout', text: lines.slice(0, 100), size: stored.length, truncated: true },
+      { stepId: 'capped', stream: 'stdout', text: lines.slice(0, 86), size: capped.length, truncated: true },
+      { stepId: 'loud', stream: 'stdout', text: '', size: stored.length, truncated: true },
     ]);
     expect(
-      (await h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/logs?maxBytes=2000000`, token: alice }))
-        .status,
+      (
+        await h.request({
+          method: 'GET',
+          url: `/api/jobs/${offer.jobId}/logs?maxBytes=2000000`,
+          token: alice,
+        })
+      ).status,
     ).toBe(400);
   });
 
   it('streams one stored log whole, by byte range or by its last lines, to its owner only', async () => {
     const text = 'one\ntwo\nthree\nfour\n';
     expect((await exec('PUT', `/api/exec/jobs/${offer.jobId}/logs/totals/stdout`, text)).status).toBe(204);
-    expect((await exec('PUT', `/api/exec/jobs/${offer.jobId}/logs/totals/stderr`, 'no newline')).status).toBe(204);
+    expect((await exec('PUT', `/api/exec/jobs/${offer.jobId}/logs/totals/stderr`, 'no newline')).status).toBe(
+      204,
+    );
     const get = (query: string, token = alice, stream = 'stdout') =>
       h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/logs/totals/${stream}${query}`, token });
     const whole = await get('');
@@ -296,10 +319,17 @@ describe('executor routes, results and logs', () => {
     const both = await get('?tail=1&offset=2');
     expect(both.status).toBe(400);
     expect(both.json.error.code).toBe('STEWARD_BAD_REQUEST');
-    const missing = await h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/logs/other/stdout`, token: alice });
+    const missing = await h.request({
+      method: 'GET',
+      url: `/api/jobs/${offer.jobId}/logs/other/stdout`,
+      token: alice,
+    });
     expect(missing.status).toBe(404);
     expect(missing.json.error.message).toContain('no stdout log for step other');
-    expect((await h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/logs/totals/stdin`, token: alice })).status).toBe(400);
+    expect(
+      (await h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/logs/totals/stdin`, token: alice }))
+        .status,
+    ).toBe(400);
     const bob = await h.userToken('bob');
     expect((await get('', bob)).status).toBe(404);
   });
@@ -319,13 +349,27 @@ describe('executor routes, results and logs', () => {
     connection.closeSync();
     instance.closeSync();
     expect(
-      (await exec('PUT', `/api/exec/jobs/${offer.jobId}/results/wide?kind=table&format=parquet&rows=3`, readFileSync(file)))
-        .status,
+      (
+        await exec(
+          'PUT',
+          `/api/exec/jobs/${offer.jobId}/results/wide?kind=table&format=parquet&rows=3`,
+          readFileSync(file),
+        )
+      ).status,
     ).toBe(204);
-    const preview = await h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/results/wide/preview`, token: alice });
+    const preview = await h.request({
+      method: 'GET',
+      url: `/api/jobs/${offer.jobId}/results/wide/preview`,
+      token: alice,
+    });
     expect(preview.status).toBe(200);
     expect(preview.text.length).toBeLessThan(16 * 1024 + 1024);
-    const body = preview.json;
+    const body = preview.json as {
+      truncated: boolean;
+      omittedRows: number;
+      rows: Record<string, unknown>[];
+      truncatedCells: unknown[];
+    };
     expect(body.truncated).toBe(true);
     expect(body.omittedRows).toBe(0);
     expect(body.rows).toHaveLength(3);
@@ -346,14 +390,25 @@ describe('executor routes, results and logs', () => {
     const many = path.join(scratch, 'many.parquet');
     const second = await DuckDBInstance.create(':memory:');
     const conn2 = await second.connect();
-    await conn2.run(`COPY (SELECT i AS id, repeat('z', 900) AS filler FROM range(200) t(i)) TO '${many}' (FORMAT parquet)`);
+    await conn2.run(
+      `COPY (SELECT i AS id, repeat('z', 900) AS filler FROM range(200) t(i)) TO '${many}' (FORMAT parquet)`,
+    );
     conn2.closeSync();
     second.closeSync();
     expect(
-      (await exec('PUT', `/api/exec/jobs/${offer.jobId}/results/many?kind=table&format=parquet&rows=200`, readFileSync(many)))
-        .status,
+      (
+        await exec(
+          'PUT',
+          `/api/exec/jobs/${offer.jobId}/results/many?kind=table&format=parquet&rows=200`,
+          readFileSync(many),
+        )
+      ).status,
     ).toBe(204);
-    const paged = await h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/results/many/preview?limit=200`, token: alice });
+    const paged = await h.request({
+      method: 'GET',
+      url: `/api/jobs/${offer.jobId}/results/many/preview?limit=200`,
+      token: alice,
+    });
     expect(paged.status).toBe(200);
     expect(paged.text.length).toBeLessThan(16 * 1024 + 1024);
     expect(paged.json.truncated).toBe(true);
