@@ -367,7 +367,7 @@ describe('executor routes, results and logs', () => {
     const body = preview.json as {
       truncated: boolean;
       omittedRows: number;
-      rows: Record<string, unknown>[];
+      rows: [Record<string, unknown>, Record<string, unknown>, Record<string, unknown>];
       truncatedCells: unknown[];
     };
     expect(body.truncated).toBe(true);
