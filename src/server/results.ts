@@ -91,6 +91,15 @@ export interface LogSlice {
   end: number;
 }
 
+/** Memory of the server's preview DuckDB instance (shared by concurrent previews). */
+const PREVIEW_MEMORY = '256MB';
+
+/**
+ * A column is not read for a preview when, in a row group the page touches, its values average more than
+ * this (its chunk holds few, very large values: reading one means decoding a page that large).
+ */
+const PREVIEW_UNREAD_VALUE_BYTES = 4 * 1024 * 1024;
+
 const LOG_NAME = /^(.+)\.(stdout|stderr)\.log$/;
 
 /** Types whose JSON form is short whatever the value: sent as they are. */
@@ -251,14 +260,29 @@ export class ResultFiles {
       type: row.column_type as string,
     }));
     const { previewCellBytes: cellBytes, previewBytes: responseBytes } = this.limits;
+    let totalRows = result.rows;
+    if (totalRows === null) {
+      const count = await connection.runAndReadAll(`SELECT count(*)::BIGINT AS n FROM ${source}`);
+      totalRows = Number(count.getRowObjectsJS()[0]?.n ?? 0);
+    }
+    const wanted = Math.max(0, Math.min(Math.trunc(limit), totalRows - Math.trunc(offset)));
+    // Columns whose values in these rows are too large to read at all (DuckDB decodes a Parquet page whole:
+    // a 200 MB value is 200 MB of memory however little of it is sent): sent as null and listed as cut.
+    const unread =
+      format === 'parquet'
+        ? await oversizedColumns(connection, file, Math.trunc(offset), wanted)
+        : new Set<string>();
     // Every value is cut in SQL, so no long value ever reaches JavaScript: text to cellBytes + 1 characters
     // (cut to bytes below); other long values (lists, structs, blobs…) are sent as their cut text form.
     const projections: string[] = [];
-    const plans: { name: string; kind: 'short' | 'text' | 'other'; at: number }[] = [];
+    const plans: { name: string; kind: 'short' | 'text' | 'other' | 'unread'; at: number }[] = [];
     columns.forEach((column, index) => {
       const ref = quoteIdentifier(column.name);
       const at = projections.length;
-      if (SHORT_TYPES.test(column.type)) {
+      if (unread.has(column.name)) {
+        projections.push(`NULL AS c${index}`);
+        plans.push({ name: column.name, kind: 'unread', at });
+      } else if (SHORT_TYPES.test(column.type)) {
         projections.push(`${ref} AS c${index}`);
         plans.push({ name: column.name, kind: 'short', at });
       } else if (column.type === 'VARCHAR' || column.type === 'JSON') {
@@ -273,12 +297,6 @@ export class ResultFiles {
         plans.push({ name: column.name, kind: 'other', at });
       }
     });
-    let totalRows = result.rows;
-    if (totalRows === null) {
-      const count = await connection.runAndReadAll(`SELECT count(*)::BIGINT AS n FROM ${source}`);
-      totalRows = Number(count.getRowObjectsJS()[0]?.n ?? 0);
-    }
-    const wanted = Math.max(0, Math.min(Math.trunc(limit), totalRows - Math.trunc(offset)));
     // A page's values are at most (cellBytes + 1) characters each: fetch few enough rows that one page holds
     // about eight responses' worth, so memory stays bounded for wide tables of long values too.
     const perRow = Math.max(1, columns.length) * 4 * (cellBytes + 1);
@@ -288,9 +306,19 @@ export class ResultFiles {
     let used = 2;
     let full = false;
     while (!full && rows.length < wanted && projections.length > 0) {
-      const page = await connection.runAndReadAll(
-        `SELECT ${projections.join(', ')} FROM ${source} LIMIT ${Math.min(pageRows, wanted - rows.length)} OFFSET ${Math.trunc(offset) + rows.length}`,
-      );
+      const page = await connection
+        .runAndReadAll(
+          `SELECT ${projections.join(', ')} FROM ${source} LIMIT ${Math.min(pageRows, wanted - rows.length)} OFFSET ${Math.trunc(offset) + rows.length}`,
+        )
+        .catch((error: Error) => {
+          // The preview instance has a memory limit: a value too large for it fails the query, not the server.
+          if (/out of memory/i.test(error.message))
+            throw new StewardError(
+              'STEWARD_PREVIEW_TOO_LARGE',
+              `result ${name} of job ${jobId} holds values too large to preview (over the server's ${PREVIEW_MEMORY} of preview memory); download it instead`,
+            );
+          throw error;
+        });
       const values = page.getRowsJson();
       if (values.length === 0) break;
       for (const value of values) {
@@ -302,6 +330,8 @@ export class ResultFiles {
           let wasCut = false;
           if (plan.kind === 'text' && typeof cell === 'string') {
             [cell, wasCut] = cutText(cell, cellBytes);
+          } else if (plan.kind === 'unread') {
+            wasCut = true;
           } else if (plan.kind === 'other') {
             const long = value[plan.at + 1];
             if (typeof long === 'string') [cell, wasCut] = [cutText(long, cellBytes)[0], true];
@@ -445,7 +475,11 @@ export class ResultFiles {
   private openDuckdb(): Promise<{ instance: DuckDBInstance; connection: DuckDBConnection }> {
     this.duckdb ??= (async () => {
       const { DuckDBInstance } = await import('@duckdb/node-api');
-      const instance = await DuckDBInstance.create(':memory:', { threads: '2' });
+      // Bounded: previews share this instance, and a result's values are whatever a user's job wrote.
+      const instance = await DuckDBInstance.create(':memory:', {
+        threads: '2',
+        memory_limit: PREVIEW_MEMORY,
+      });
       const connection = await instance.connect();
       return { instance, connection };
     })();
@@ -520,6 +554,44 @@ function utf8Boundary(bytes: Buffer, length: number): number {
   // bytes[end] is the first byte left out: if it continues a character, that character goes too.
   while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
   return end;
+}
+
+/**
+ * Top-level columns of a Parquet file whose values, in the row groups holding rows [offset, offset + count),
+ * average more than PREVIEW_UNREAD_VALUE_BYTES (from the file's metadata; nothing of the data is read).
+ */
+async function oversizedColumns(
+  connection: DuckDBConnection,
+  file: string,
+  offset: number,
+  count: number,
+): Promise<Set<string>> {
+  const oversized = new Set<string>();
+  if (count <= 0) return oversized;
+  const metadata = (
+    await connection.runAndReadAll(
+      `SELECT row_group_id::BIGINT AS rg, row_group_num_rows::BIGINT AS n, path_in_schema AS path, total_uncompressed_size::BIGINT AS size FROM parquet_metadata(${sqlString(file)}) ORDER BY row_group_id`,
+    )
+  ).getRowObjectsJS();
+  const groups = new Map<number, { rows: number; sizes: Map<string, number> }>();
+  for (const entry of metadata) {
+    const id = Number(entry.rg);
+    const group = groups.get(id) ?? { rows: Number(entry.n), sizes: new Map<string, number>() };
+    // Leaves of nested columns are "column, list, element": they count for their top-level column.
+    const column = (entry.path as string).split(', ')[0]!;
+    group.sizes.set(column, (group.sizes.get(column) ?? 0) + Number(entry.size));
+    groups.set(id, group);
+  }
+  let start = 0;
+  for (const [, group] of [...groups].sort((a, b) => a[0] - b[0])) {
+    const end = start + group.rows;
+    if (end > offset && start < offset + count) {
+      for (const [column, size] of group.sizes)
+        if (size / Math.max(1, group.rows) > PREVIEW_UNREAD_VALUE_BYTES) oversized.add(column);
+    }
+    start = end;
+  }
+  return oversized;
 }
 
 /** Bytes of a string's JSON form, quotes left out. */

@@ -211,4 +211,59 @@ steps:
     expect(hwm).toBeLessThan(RSS_BOUND);
     expect(answered.slowestMs).toBeLessThan(1000);
   }, 300_000);
+
+  it('previews a table of two 200 MB strings with its memory and response bounded, and says it cut them', async () => {
+    const workflow = path.join(scratch, 'wide.yaml');
+    await writeFile(
+      workflow,
+      `name: wide
+steps:
+  - id: wide
+    sql: SELECT i AS id, repeat('é', 100000000) AS big FROM range(2) t(i)
+outputs: [wide]
+`,
+    );
+    const pushed = await user.run(['workflow', 'push', workflow]);
+    expect(pushed.code, pushed.stderr).toBe(0);
+    const run = await user.run(['run', 'wide', '--wait', '--json'], { timeoutMs: 300_000 });
+    const job = JSON.parse(run.stdout) as { id: string; state: string };
+    expect(job.state, `${run.stderr}\n${run.stdout}`).toBe('succeeded');
+
+    const login = await fetch(`${steward.url}/api/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ user: user.name, password: `${user.name}-password` }),
+    });
+    const { token } = (await login.json()) as { token: string };
+    const pid = steward.child!.pid!;
+    const rss = sampleRss(pid);
+    const response = await fetch(`${steward.url}/api/jobs/${job.id}/results/wide/preview`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    const text = await response.text();
+    const highest = await rss.stop();
+    expect(response.status, text.slice(0, 500)).toBe(200);
+    const body = JSON.parse(text) as {
+      rows: { id: string; big: string | null }[];
+      truncated: boolean;
+      truncatedCells: { row: number; column: string }[];
+      limits: { cellBytes: number; responseBytes: number };
+    };
+    console.log(
+      `preview of two 200 MB strings: ${text.length} bytes; steward up VmRSS peak during it ${(highest / MiB).toFixed(0)} MiB`,
+    );
+    expect(text.length).toBeLessThan(64 * 1024);
+    expect(body.limits).toEqual({ cellBytes: 8192, responseBytes: MiB });
+    expect(body.truncated).toBe(true);
+    expect(body.truncatedCells).toEqual([
+      { row: 0, column: 'big' },
+      { row: 1, column: 'big' },
+    ]);
+    // 200 MB values are not even read: the column is sent as null, and said to be cut.
+    expect(body.rows).toEqual([
+      { id: '0', big: null },
+      { id: '1', big: null },
+    ]);
+    expect(highest).toBeLessThan(RSS_BOUND);
+  }, 400_000);
 });
