@@ -176,4 +176,40 @@ steps:
       await dirs.cleanup();
     }
   });
+
+  it('falls back to socket pairs where mkfifo cannot run, and still bounds the log', async (context) => {
+    const dirs = await makeJobDirs(context.task.name);
+    const path0 = process.env.PATH;
+    try {
+      // The executor's PATH, where mkfifo is looked up, has none; the step gets its own.
+      process.env.PATH = '/nonexistent';
+      const run = startRun(
+        `name: nofifo
+steps:
+  - id: nofifo
+    env: {PATH: "${path0}"}
+    shell: |
+      ls -l /proc/self/fd/ >&2
+      head -c 300000 /dev/zero | tr '\\0' y
+      echo
+      echo done
+`,
+        dirs,
+        {},
+        { logLimitBytes: 4096, shell: '/bin/sh' },
+      );
+      const result = await run.result;
+      process.env.PATH = path0;
+      expect(result.state, JSON.stringify(result.error)).toBe('succeeded');
+      const stderr = await readFile(result.logs.find((log) => log.stream === 'stderr')!.path, 'utf8');
+      expect(stderr).toMatch(/socket:\[\d+\]/);
+      const stdout = await readFile(result.logs.find((log) => log.stream === 'stdout')!.path, 'utf8');
+      expect(stdout).toBe(
+        `${'y'.repeat(2048)}${stepLogMarker(300006 - 4096, 2048, 2048, true)}${'y'.repeat(2042)}\ndone\n`,
+      );
+    } finally {
+      process.env.PATH = path0;
+      await dirs.cleanup();
+    }
+  });
 });
