@@ -99,6 +99,8 @@ describe('executor routes, results and logs', () => {
     });
     const digest = createHash('sha256').update('SELECT 1').digest('hex');
     expect(workflow.json.assets).toEqual([{ path: 'query.sql', size: 8, digest }]);
+    // The executor caps step logs at the server's limit while steps write.
+    expect(workflow.json.limits).toEqual({ stepLogBytes: 4096 });
     const asset = await exec('GET', `/api/exec/jobs/${offer.jobId}/assets/${digest}`);
     expect(asset.text).toBe('SELECT 1');
     expect((await exec('GET', `/api/exec/jobs/${offer.jobId}/assets/${'0'.repeat(64)}`)).status).toBe(404);
