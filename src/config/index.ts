@@ -194,6 +194,39 @@ export const ServerConfig = z
       .int()
       .positive()
       .default(10 * 1024 ** 3),
+    /**
+     * Cap of one stored step log stream (a step's stdout or its stderr). A longer stream keeps its first and
+     * last half of this with a marker line between, which says how many bytes were dropped. Executors cap
+     * while the step writes (they learn the value with their job); the server caps every upload again, since
+     * it cannot trust an executor. Default 32 MiB; at least 1 KiB.
+     */
+    stepLogLimitBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .default(32 * 1024 * 1024),
+    /**
+     * Result previews (`GET /api/jobs/:id/results/:name/preview`): `cellBytes` caps one value (a longer one
+     * is cut and listed in `truncatedCells`), `responseBytes` caps the rows of one response (rows past it
+     * are left out and counted in `omittedRows`). Defaults 8 KiB and 1 MiB.
+     */
+    preview: z
+      .object({
+        cellBytes: z
+          .number()
+          .int()
+          .min(16)
+          .max(16 * 1024 * 1024)
+          .default(8 * 1024),
+        responseBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(256 * 1024 * 1024)
+          .default(1024 * 1024),
+      })
+      .strict()
+      .default({ cellBytes: 8 * 1024, responseBytes: 1024 * 1024 }),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** LDAP authentication beside local users. Default: off (local users only). */
     ldap: LdapConfig.optional(),
@@ -251,6 +284,10 @@ export interface CompiledServerConfig {
   readonly sessionTtlMs: number;
   readonly bodyLimitBytes: number;
   readonly resultLimitBytes: number;
+  /** Cap of one stored step log stream (see `ServerConfig.stepLogLimitBytes`). */
+  readonly stepLogLimitBytes: number;
+  /** Preview caps (see `ServerConfig.preview`). */
+  readonly preview: { readonly cellBytes: number; readonly responseBytes: number };
   readonly logLevel: string;
   readonly ldap: CompiledLdapConfig | undefined;
   readonly loginThrottle: CompiledLoginThrottle;
@@ -283,6 +320,8 @@ export function compileServerConfig(input: unknown): CompiledServerConfig {
     sessionTtlMs: c.sessionTtl,
     bodyLimitBytes: c.bodyLimitBytes,
     resultLimitBytes: c.resultLimitBytes,
+    stepLogLimitBytes: c.stepLogLimitBytes,
+    preview: Object.freeze({ cellBytes: c.preview.cellBytes, responseBytes: c.preview.responseBytes }),
     logLevel: c.logLevel,
     ldap: c.ldap === undefined ? undefined : compileLdapConfig(c.ldap),
     loginThrottle: Object.freeze({

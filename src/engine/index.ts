@@ -5,3 +5,12 @@ export { resolveParams } from './params.js';
 export { runWorkflow } from './runner.js';
 export { DuckDBHost } from './tables.js';
 export { closeSqlAnalyzer } from './sql-analyzer.js';
+export {
+  DEFAULT_STEP_LOG_LIMIT_BYTES,
+  MIN_STEP_LOG_LIMIT_BYTES,
+  STEP_LOG_MARKER_MAX_BYTES,
+  STEP_LOG_MARKER_PATTERN,
+  StepLogWriter,
+  stepLogMarker,
+  type StepLogSummary,
+} from './step-log.js';

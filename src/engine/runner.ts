@@ -9,7 +9,15 @@ import type { DuckDBConnection } from '@duckdb/node-api';
 import { plainNameProblem, StewardError, type ErrorInfo, type StepEvent } from '../protocol/index.js';
 import { paramToString, substitute } from './params.js';
 import { runProcess } from './processes.js';
-import { bindParams, copyStatement, openJobDatabase, quoteIdentifier, readStatement, runCounting, type JobDatabase } from './tables.js';
+import {
+  bindParams,
+  copyStatement,
+  openJobDatabase,
+  quoteIdentifier,
+  readStatement,
+  runCounting,
+  type JobDatabase,
+} from './tables.js';
 import type {
   ReadStepSpec,
   RunOptions,
@@ -40,7 +48,10 @@ export async function runWorkflow(workflow: Workflow, options: RunOptions): Prom
 class JobRun {
   private readonly stewardDir: string;
   private readonly logs: StepLog[] = [];
-  private readonly states = new Map<string, 'pending' | 'running' | 'succeeded' | 'failed' | 'canceled' | 'skipped'>();
+  private readonly states = new Map<
+    string,
+    'pending' | 'running' | 'succeeded' | 'failed' | 'canceled' | 'skipped'
+  >();
   private readonly stepResults = new Map<string, { rows?: number; file?: string }>();
   /** Aborted when the job stops (cancel, first failure, job timeout): running steps and exports stop. */
   private readonly stop = new AbortController();
@@ -90,7 +101,9 @@ class JobRun {
     const jobTimer =
       this.options.timeoutMs !== undefined
         ? setTimeout(() => {
-            const running = [...this.states].filter(([, state]) => state === 'running').map(([id]) => `"${id}"`);
+            const running = [...this.states]
+              .filter(([, state]) => state === 'running')
+              .map(([id]) => `"${id}"`);
             this.fail({
               code: 'STEWARD_STEP_TIMEOUT',
               message: `job exceeded its time limit of ${formatMs(this.options.timeoutMs!)}${running.length > 0 ? ` while step ${running.join(', ')} was running` : ''}`,
@@ -108,7 +121,10 @@ class JobRun {
         this.firstError =
           error instanceof StewardError
             ? { code: error.code, message: error.message }
-            : { code: 'STEWARD_STEP_FAILED', message: error instanceof Error ? error.message : String(error) };
+            : {
+                code: 'STEWARD_STEP_FAILED',
+                message: error instanceof Error ? error.message : String(error),
+              };
       }
     } finally {
       if (jobTimer) clearTimeout(jobTimer);
@@ -123,7 +139,13 @@ class JobRun {
     }
     const logs = this.logs;
     if (this.firstError) return { state: 'failed', error: this.firstError, outputs: [], logs };
-    if (this.canceled) return { state: 'canceled', error: { code: 'STEWARD_JOB_CANCELED', message: 'job canceled' }, outputs: [], logs };
+    if (this.canceled)
+      return {
+        state: 'canceled',
+        error: { code: 'STEWARD_JOB_CANCELED', message: 'job canceled' },
+        outputs: [],
+        logs,
+      };
     return { state: 'succeeded', outputs, logs };
   }
 
@@ -208,7 +230,9 @@ class JobRun {
       const result = await this.execute(step, controller.signal);
       outcome = reason ? this.stoppedOutcome(step, reason) : { state: 'succeeded', ...result };
     } catch (error) {
-      outcome = reason ? this.stoppedOutcome(step, reason) : { state: 'failed', error: stepError(step, error) };
+      outcome = reason
+        ? this.stoppedOutcome(step, reason)
+        : { state: 'failed', error: stepError(step, error) };
     } finally {
       if (timer) clearTimeout(timer);
       this.stop.signal.removeEventListener('abort', onStop);
@@ -216,11 +240,25 @@ class JobRun {
     const durationMs = Date.now() - started;
     this.states.set(step.id, outcome.state);
     if (outcome.state === 'succeeded') {
-      this.stepResults.set(step.id, { ...(outcome.rows !== undefined ? { rows: outcome.rows } : {}), ...(outcome.file ? { file: outcome.file } : {}) });
-      this.emit({ stepId: step.id, state: 'succeeded', durationMs, ...(outcome.rows !== undefined ? { rows: outcome.rows } : {}) });
+      this.stepResults.set(step.id, {
+        ...(outcome.rows !== undefined ? { rows: outcome.rows } : {}),
+        ...(outcome.file ? { file: outcome.file } : {}),
+      });
+      this.emit({
+        stepId: step.id,
+        state: 'succeeded',
+        durationMs,
+        ...(outcome.rows !== undefined ? { rows: outcome.rows } : {}),
+      });
     } else if (outcome.state === 'failed') {
       this.fail(outcome.error);
-      this.emit({ stepId: step.id, state: 'failed', durationMs, message: outcome.error.message.slice(0, 8000), error: { ...outcome.error, message: outcome.error.message.slice(0, 8000) } });
+      this.emit({
+        stepId: step.id,
+        state: 'failed',
+        durationMs,
+        message: outcome.error.message.slice(0, 8000),
+        error: { ...outcome.error, message: outcome.error.message.slice(0, 8000) },
+      });
     } else {
       this.emit({ stepId: step.id, state: 'canceled', durationMs });
     }
@@ -228,7 +266,13 @@ class JobRun {
 
   private stoppedOutcome(step: StepSpec, reason: StopReason): StepOutcome {
     if (reason.kind === 'timeout') {
-      return { state: 'failed', error: { code: 'STEWARD_STEP_TIMEOUT', message: `step "${step.id}" timed out after ${formatMs(reason.ms)}` } };
+      return {
+        state: 'failed',
+        error: {
+          code: 'STEWARD_STEP_TIMEOUT',
+          message: `step "${step.id}" timed out after ${formatMs(reason.ms)}`,
+        },
+      };
     }
     return { state: 'canceled' };
   }
@@ -249,7 +293,9 @@ class JobRun {
         // The query was checked to be exactly one SELECT, so it can follow `AS` unchanged; the newline
         // ends any trailing line comment.
         const sql = `CREATE TABLE ${quoteIdentifier(step.id)} AS\n${spec.sql}\n`;
-        const rows = await this.withConnection(signal, (connection) => runCounting(connection, sql, values, types));
+        const rows = await this.withConnection(signal, (connection) =>
+          runCounting(connection, sql, values, types),
+        );
         return { rows };
       }
       case 'write': {
@@ -274,7 +320,10 @@ class JobRun {
   }
 
   /** One connection per running step; an abort interrupts its query. */
-  private async withConnection<T>(signal: AbortSignal, work: (connection: DuckDBConnection) => Promise<T>): Promise<T> {
+  private async withConnection<T>(
+    signal: AbortSignal,
+    work: (connection: DuckDBConnection) => Promise<T>,
+  ): Promise<T> {
     const database = await this.db();
     const connection = await database.connect();
     const onAbort = () => connection.interrupt();
@@ -295,14 +344,15 @@ class JobRun {
     if (!pending) {
       pending = this.subdir('tables').then(async (tables) => {
         const target = path.join(tables, key);
-        await this.withConnection(this.stop.signal, (connection) => runCounting(connection, copyStatement(table, target, format)));
+        await this.withConnection(this.stop.signal, (connection) =>
+          runCounting(connection, copyStatement(table, target, format)),
+        );
         return target;
       });
       this.exports.set(key, pending);
     }
     return pending;
   }
-
 
   private async runScript(step: StepSpec, spec: ScriptStepSpec, signal: AbortSignal): Promise<void> {
     const inputDir = path.join(await this.subdir('in'), step.id);
@@ -323,7 +373,10 @@ class JobRun {
       const extension = step.kind === 'python' ? 'py' : 'sh';
       const scriptFile = path.join(await this.subdir('scripts'), `${step.id}.${extension}`);
       await writeFile(scriptFile, spec.script!, { mode: 0o600 });
-      const interpreter = step.kind === 'python' ? (this.options.python ?? 'python3') : (this.options.shell ?? (await defaultShell()));
+      const interpreter =
+        step.kind === 'python'
+          ? (this.options.python ?? 'python3')
+          : (this.options.shell ?? (await defaultShell()));
       argv = [interpreter, scriptFile];
     }
 
@@ -344,7 +397,10 @@ class JobRun {
     const logDir = await this.subdir('logs');
     const stdoutPath = path.join(logDir, `${step.id}.stdout.log`);
     const stderrPath = path.join(logDir, `${step.id}.stderr.log`);
-    this.logs.push({ stepId: step.id, stream: 'stdout', path: stdoutPath }, { stepId: step.id, stream: 'stderr', path: stderrPath });
+    this.logs.push(
+      { stepId: step.id, stream: 'stdout', path: stdoutPath },
+      { stepId: step.id, stream: 'stderr', path: stderrPath },
+    );
     const outcome = await runProcess({
       argv,
       cwd: this.options.workDir,
@@ -354,11 +410,15 @@ class JobRun {
       signal,
       killGraceMs: this.options.killGraceMs ?? 3000,
       ...(this.options.spawnWrapper ? { spawnWrapper: this.options.spawnWrapper } : {}),
+      ...(this.options.logLimitBytes !== undefined ? { logLimitBytes: this.options.logLimitBytes } : {}),
     });
     if (outcome.kind === 'stopped') throw new StepStopped('stopped');
     if (outcome.kind === 'spawn-error') throw new Error(outcome.message);
     if (outcome.code !== 0) {
-      const how = outcome.code === null ? `was killed by ${outcome.signal ?? 'a signal'}` : `exited with code ${outcome.code}`;
+      const how =
+        outcome.code === null
+          ? `was killed by ${outcome.signal ?? 'a signal'}`
+          : `exited with code ${outcome.code}`;
       const tail = await tailLines(stderrPath, 10);
       throw new StewardError('STEWARD_STEP_FAILED', `step "${step.id}" ${how}${tail ? `:\n${tail}` : ''}`);
     }
@@ -373,7 +433,10 @@ class JobRun {
       // halfway through the uploads.
       const problem = plainNameProblem(name);
       if (problem !== undefined) {
-        throw new StewardError('STEWARD_RESULT_NAME_INVALID', `step "${step}" publishes ${JSON.stringify(name)}, which ${problem}: a result is one file name of at most 255 bytes, not starting with "."`);
+        throw new StewardError(
+          'STEWARD_RESULT_NAME_INVALID',
+          `step "${step}" publishes ${JSON.stringify(name)}, which ${problem}: a result is one file name of at most 255 bytes, not starting with "."`,
+        );
       }
       const owner = owners.get(name);
       if (owner !== undefined) {
@@ -411,12 +474,24 @@ class JobRun {
         await this.subdir('results');
         const parquetPath = path.join(resultsDir, `${step.id}.parquet`);
         const csvPath = path.join(resultsDir, `${step.id}.csv`);
-        for (const [format, target] of [['parquet', parquetPath], ['csv', csvPath]] as const) {
+        for (const [format, target] of [
+          ['parquet', parquetPath],
+          ['csv', csvPath],
+        ] as const) {
           const already = this.exports.get(`${step.id}.${format}`);
           if (already) await linkOrCopy(await already, target);
-          else await this.withConnection(this.stop.signal, (connection) => runCounting(connection, copyStatement(step.id, target, format)));
+          else
+            await this.withConnection(this.stop.signal, (connection) =>
+              runCounting(connection, copyStatement(step.id, target, format)),
+            );
         }
-        return { name: step.id, kind: 'table', rows: this.stepResults.get(step.id)?.rows ?? 0, parquetPath, csvPath };
+        return {
+          name: step.id,
+          kind: 'table',
+          rows: this.stepResults.get(step.id)?.rows ?? 0,
+          parquetPath,
+          csvPath,
+        };
       }),
     );
     if (this.stop.signal.aborted) throw new Error('job stopped while publishing outputs');

@@ -83,6 +83,11 @@ export interface RunOptions {
    * every step born inside its job's cgroup. It must call `start` exactly once and return its result.
    */
   spawnWrapper?: SpawnWrapper;
+  /**
+   * Cap of each stored step log stream: a longer stdout or stderr keeps its first and last half of this,
+   * with a marker line between (see step-log.ts). Default 32 MiB (`DEFAULT_STEP_LOG_LIMIT_BYTES`).
+   */
+  logLimitBytes?: number;
 }
 
 export type SpawnWrapper = <T>(start: () => T) => T;

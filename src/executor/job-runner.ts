@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import {
+  MIN_STEP_LOG_LIMIT_BYTES,
   parseWorkflow,
   runWorkflow,
   type DuckDBHost,
@@ -94,6 +95,7 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
       signal: context.signal,
       ...(context.spawnWrapper ? { spawnWrapper: context.spawnWrapper } : {}),
       timeoutMs: job.timeoutMs,
+      ...stepLogLimit(fetched.limits?.stepLogBytes),
       onEvent: (step) => send({ type: 'step', jobId: job.jobId, step }),
     });
     await uploadAll(client, result);
@@ -124,6 +126,13 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
     await rm(tempDir, { recursive: true, force: true }).catch(() => {});
     await rm(workDir, { recursive: true, force: true }).catch(() => {});
   }
+}
+
+/** The server's step log cap when it sent a usable one; else the engine's default (an older server). */
+function stepLogLimit(bytes: unknown): { logLimitBytes?: number } {
+  return typeof bytes === 'number' && Number.isSafeInteger(bytes) && bytes >= MIN_STEP_LOG_LIMIT_BYTES
+    ? { logLimitBytes: bytes }
+    : {};
 }
 
 async function uploadAll(client: ServerClient, result: RunResult): Promise<void> {

@@ -235,14 +235,58 @@ export const PreviewResponse = z.object({
   columns: z.array(z.object({ name: z.string(), type: z.string() })),
   rows: z.array(z.record(z.string(), z.unknown())),
   totalRows: z.number().int().nullable(),
+  /**
+   * True when this response is not the whole page asked for: a value was cut (`truncatedCells`) or rows were
+   * left out to keep the response within its byte cap (`omittedRows`). (Absent from older servers.)
+   */
+  truncated: z.boolean().default(false),
+  /**
+   * Values cut to the server's cell cap: `row` is the index in `rows`. A cut text keeps its first bytes (whole
+   * UTF-8 characters); any other cut value is its text form, cut alike.
+   */
+  truncatedCells: z.array(z.object({ row: z.number().int(), column: z.string() })).default([]),
+  /** Rows of the page asked for that were left out (ask again with a larger `offset` for them). */
+  omittedRows: z.number().int().default(0),
+  /** The caps this server applies (server config `preview`). */
+  limits: z.object({ cellBytes: z.number().int(), responseBytes: z.number().int() }).optional(),
 });
 
 export const LogEntry = z.object({
   stepId: z.string(),
   stream: z.enum(['stdout', 'stderr']),
+  /**
+   * The stored log's first bytes, within the listing's `maxBytes` budget (whole UTF-8 characters). The
+   * whole log streams from `GET /api/jobs/:id/logs/:step/:stream`.
+   */
   text: z.string(),
+  /** Size of the stored log in bytes. (Absent from older servers, whose `text` is the whole log.) */
+  size: z.number().int().optional(),
+  /** True when `text` is not the whole stored log. */
+  truncated: z.boolean().default(false),
 });
 export const LogsResponse = z.object({ jobId: z.string(), logs: z.array(LogEntry) });
+export const LogsQuery = z
+  .object({
+    /** Bytes of log text inlined in the whole listing (first logs first). Default and maximum 1 MiB. */
+    maxBytes: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .max(1024 * 1024)
+      .default(1024 * 1024),
+  })
+  .strict();
+/** One stored log stream: a byte range (`offset`, `limit`) or the last `tail` lines. */
+export const LogQuery = z
+  .object({
+    /** First byte to send. Default 0. */
+    offset: z.coerce.number().int().min(0).optional(),
+    /** Most bytes to send. Default: to the end. */
+    limit: z.coerce.number().int().min(1).optional(),
+    /** Only the last N lines (not with `offset`). */
+    tail: z.coerce.number().int().min(1).max(10_000_000).optional(),
+  })
+  .strict();
 
 export const AuditEntry = z.object({
   id: z.number().int(),
@@ -289,6 +333,13 @@ const AgentParams = z.object({ id: AgentId }).strict();
 const AgentControlResponse = z.object({ id: z.string(), action: z.enum(['drain', 'resume']) });
 const NameParams = z.object({ name: WorkflowName }).strict();
 const ResultParams = z.object({ id: z.string().min(1).max(100), name: z.string().min(1).max(255) }).strict();
+const LogParams = z
+  .object({
+    id: z.string().min(1).max(100),
+    step: z.string().min(1).max(100),
+    stream: z.enum(['stdout', 'stderr']),
+  })
+  .strict();
 
 export interface ApiRoute {
   method: 'GET' | 'POST' | 'PUT' | 'DELETE';
@@ -472,11 +523,24 @@ export const apiRoutes = {
   jobLogs: {
     method: 'GET',
     path: '/api/jobs/:id/logs',
-    summary: "Every step's stdout and stderr",
+    summary:
+      "Every step's stdout and stderr: sizes, and each log's first bytes within `maxBytes` (`truncated` says when that is not all of it)",
     tag: 'jobs',
     auth: 'user',
     params: IdParams,
+    query: LogsQuery,
     response: LogsResponse,
+  },
+  jobLog: {
+    method: 'GET',
+    path: '/api/jobs/:id/logs/:step/:stream',
+    summary:
+      "One stored step log, streamed as text: a byte range (`offset`, `limit`) or the last `tail` lines. Header `x-steward-log-size` is the whole log's size, `x-steward-log-offset` where the bytes sent start",
+    tag: 'jobs',
+    auth: 'user',
+    params: LogParams,
+    query: LogQuery,
+    responseMediaType: 'text/plain',
   },
   cancelJob: {
     method: 'POST',
@@ -571,6 +635,8 @@ export const apiRoutes = {
       format: z.enum(['yaml', 'json']),
       params: z.record(z.string(), ParamValue),
       assets: z.array(z.object({ path: z.string(), size: z.number().int(), digest: z.string() })),
+      /** Limits the executor applies while running the job. (Absent from older servers.) */
+      limits: z.object({ stepLogBytes: z.number().int() }).optional(),
     }),
   },
   execReleaseClaim: {
@@ -615,16 +681,11 @@ export const apiRoutes = {
   execUploadLog: {
     method: 'PUT',
     path: '/api/exec/jobs/:id/logs/:step/:stream',
-    summary: "Executor: upload a step's stdout or stderr",
+    summary:
+      "Executor: upload a step's stdout or stderr; the server stores at most its step log limit (head, marker, tail)",
     tag: 'executor',
     auth: 'job',
-    params: z
-      .object({
-        id: z.string().min(1).max(100),
-        step: z.string().min(1).max(100),
-        stream: z.enum(['stdout', 'stderr']),
-      })
-      .strict(),
+    params: LogParams,
     status: 204,
   },
 } as const satisfies Record<string, ApiRoute>;

@@ -108,6 +108,11 @@ export const errorCatalogue = {
     status: 500,
     summary: 'Every agent that took the job lost its executor; the offer reached the delivery limit.',
   },
+  STEWARD_PREVIEW_TOO_LARGE: {
+    status: 422,
+    summary:
+      "Previewing these rows needs more memory than the server's preview allows (one value is too large); download the result instead.",
+  },
 } as const satisfies Record<string, { status: number; summary: string }>;
 
 export type ErrorCode = keyof typeof errorCatalogue;

@@ -155,9 +155,25 @@ export function buildHandlers(ctx: ServerContext): Handlers {
       return streamJobEvents(ctx, job, request, reply);
     },
 
-    jobLogs: async ({ principal, params, source }) => {
+    jobLogs: async ({ principal, params, query, source }) => {
       const job = await ownJob(principal, params.id, source);
-      return { jobId: job.id, logs: await results.readLogs(job.id) };
+      return { jobId: job.id, logs: await results.listLogs(job.id, query.maxBytes) };
+    },
+
+    jobLog: async ({ principal, params, query, source, reply }) => {
+      const job = await ownJob(principal, params.id, source);
+      const slice = await results.logSlice(job.id, params.step, params.stream, query);
+      reply
+        .header('content-type', 'text/plain; charset=utf-8')
+        .header('content-length', String(slice.end - slice.start))
+        .header('x-steward-log-size', String(slice.size))
+        .header('x-steward-log-offset', String(slice.start));
+      // Streamed from disk in 64 KiB pieces: a reader costs no more memory however large the log.
+      if (slice.end === slice.start) {
+        await slice.handle.close();
+        return reply.send('');
+      }
+      return reply.send(slice.handle.createReadStream({ start: slice.start, end: slice.end - 1 }));
     },
 
     cancelJob: async ({ principal, params, source }) =>
@@ -239,6 +255,7 @@ export function buildHandlers(ctx: ServerContext): Handlers {
         format: record.format,
         params: job.params,
         assets: record.assets,
+        limits: { stepLogBytes: results.stepLogLimitBytes },
       };
     },
 

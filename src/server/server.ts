@@ -102,7 +102,11 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
   const watch = new JobWatch(logger);
   // Results, logs and assets live in the shared directory: any server may take an upload or a download.
   const workflows = new WorkflowRepository(store, config.sharedDir, audit);
-  const results = new ResultFiles(store, config.sharedDir, config.resultLimitBytes, logger);
+  const results = new ResultFiles(store, config.sharedDir, config.resultLimitBytes, logger, {
+    stepLogBytes: config.stepLogLimitBytes,
+    previewCellBytes: config.preview.cellBytes,
+    previewBytes: config.preview.responseBytes,
+  });
   let serverUrl = config.publicUrl ?? localUrl(config.host, config.port);
   const jobs = new JobService({
     store,

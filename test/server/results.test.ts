@@ -1,5 +1,5 @@
 /* eslint-disable @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
@@ -45,7 +45,14 @@ describe('executor routes, results and logs', () => {
   let subscription: Subscription;
 
   beforeEach(async (context) => {
-    h = await startHarness({ title: context.task.name, config: { resultLimitBytes: 64 * 1024 } });
+    h = await startHarness({
+      title: context.task.name,
+      config: {
+        resultLimitBytes: 64 * 1024,
+        stepLogLimitBytes: 4096,
+        preview: { cellBytes: 1024, responseBytes: 16 * 1024 },
+      },
+    });
     alice = await h.userToken('alice');
     const pushed = await h.request({
       method: 'POST',
@@ -92,6 +99,8 @@ describe('executor routes, results and logs', () => {
     });
     const digest = createHash('sha256').update('SELECT 1').digest('hex');
     expect(workflow.json.assets).toEqual([{ path: 'query.sql', size: 8, digest }]);
+    // The executor caps step logs at the server's limit while steps write.
+    expect(workflow.json.limits).toEqual({ stepLogBytes: 4096 });
     const asset = await exec('GET', `/api/exec/jobs/${offer.jobId}/assets/${digest}`);
     expect(asset.text).toBe('SELECT 1');
     expect((await exec('GET', `/api/exec/jobs/${offer.jobId}/assets/${'0'.repeat(64)}`)).status).toBe(404);
@@ -171,6 +180,10 @@ describe('executor routes, results and logs', () => {
         { id: '12', label: 'row 12' },
       ],
       totalRows: 25,
+      truncated: false,
+      truncatedCells: [],
+      omittedRows: 0,
+      limits: { cellBytes: 1024, responseBytes: 16 * 1024 },
     });
     expect(
       (
@@ -230,10 +243,181 @@ describe('executor routes, results and logs', () => {
     expect(logs.json).toEqual({
       jobId: offer.jobId,
       logs: [
-        { stepId: 'totals', stream: 'stderr', text: 'err line\n' },
-        { stepId: 'totals', stream: 'stdout', text: 'out line\n' },
+        { stepId: 'totals', stream: 'stderr', text: 'err line\n', size: 9, truncated: false },
+        { stepId: 'totals', stream: 'stdout', text: 'out line\n', size: 9, truncated: false },
       ],
     });
+  });
+
+  it('stores a log upload over the step log limit as its head, a marker and its tail, whatever the executor sent', async () => {
+    // 60,000 bytes of numbered lines against a 4 KiB cap (an executor that did not cap, or an older one).
+    const lines = Array.from({ length: 10_000 }, (_, i) => `${String(i).padStart(5, '0')}`).join('\n') + '\n';
+    expect(lines.length).toBe(60_000);
+    expect((await exec('PUT', `/api/exec/jobs/${offer.jobId}/logs/loud/stdout`, lines)).status).toBe(204);
+    const stored = readFileSync(path.join(h.dataDir, 'jobs', offer.jobId, 'logs', 'loud.stdout.log'), 'utf8');
+    // The server's cap is the step log limit plus room for an executor's own marker line (256 bytes).
+    const marker =
+      '[steward: 55648 bytes dropped here; this log keeps the first 2176 and the last 2176 bytes]\n';
+    expect(stored).toBe(lines.slice(0, 2176) + '\n' + marker + lines.slice(-2176));
+    // A log an executor capped already (limit + its marker) is stored byte for byte.
+    const capped =
+      lines.slice(0, 2048) +
+      '\n[steward: 55904 bytes dropped here; this log keeps the first 2048 and the last 2048 bytes]\n' +
+      lines.slice(-2048);
+    expect((await exec('PUT', `/api/exec/jobs/${offer.jobId}/logs/capped/stdout`, capped)).status).toBe(204);
+    expect(readFileSync(path.join(h.dataDir, 'jobs', offer.jobId, 'logs', 'capped.stdout.log'), 'utf8')).toBe(
+      capped,
+    );
+    // Nothing of the upload is left beside the log (temp file, tail ring).
+    expect(readdirSync(path.join(h.dataDir, 'jobs', offer.jobId, 'logs')).sort()).toEqual([
+      'capped.stdout.log',
+      'loud.stdout.log',
+    ]);
+    // The listing gives sizes, and text only within its budget of JSON bytes ("\n" takes two: 14 lines of
+    // seven, then two bytes), cut on a character boundary.
+    const listing = await h.request({
+      method: 'GET',
+      url: `/api/jobs/${offer.jobId}/logs?maxBytes=100`,
+      token: alice,
+    });
+    expect(listing.json.logs).toEqual([
+      { stepId: 'capped', stream: 'stdout', text: lines.slice(0, 86), size: capped.length, truncated: true },
+      { stepId: 'loud', stream: 'stdout', text: '', size: stored.length, truncated: true },
+    ]);
+    expect(
+      (
+        await h.request({
+          method: 'GET',
+          url: `/api/jobs/${offer.jobId}/logs?maxBytes=2000000`,
+          token: alice,
+        })
+      ).status,
+    ).toBe(400);
+  });
+
+  it('streams one stored log whole, by byte range or by its last lines, to its owner only', async () => {
+    const text = 'one\ntwo\nthree\nfour\n';
+    expect((await exec('PUT', `/api/exec/jobs/${offer.jobId}/logs/totals/stdout`, text)).status).toBe(204);
+    expect((await exec('PUT', `/api/exec/jobs/${offer.jobId}/logs/totals/stderr`, 'no newline')).status).toBe(
+      204,
+    );
+    const get = (query: string, token = alice, stream = 'stdout') =>
+      h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/logs/totals/${stream}${query}`, token });
+    const whole = await get('');
+    expect(whole.status).toBe(200);
+    expect(whole.text).toBe(text);
+    expect(whole.headers['content-type']).toBe('text/plain; charset=utf-8');
+    expect(whole.headers['x-steward-log-size']).toBe(String(text.length));
+    expect(whole.headers['x-steward-log-offset']).toBe('0');
+    const range = await get('?offset=4&limit=5');
+    expect(range.text).toBe('two\nt');
+    expect(range.headers['x-steward-log-offset']).toBe('4');
+    expect((await get('?offset=1000')).text).toBe('');
+    expect((await get('?tail=2')).text).toBe('three\nfour\n');
+    expect((await get('?tail=2')).headers['x-steward-log-offset']).toBe('8');
+    expect((await get('?tail=99')).text).toBe(text);
+    expect((await get('?tail=1&limit=3')).text).toBe('fou');
+    expect((await get('?tail=1', alice, 'stderr')).text).toBe('no newline');
+    const both = await get('?tail=1&offset=2');
+    expect(both.status).toBe(400);
+    expect(both.json.error.code).toBe('STEWARD_BAD_REQUEST');
+    const missing = await h.request({
+      method: 'GET',
+      url: `/api/jobs/${offer.jobId}/logs/other/stdout`,
+      token: alice,
+    });
+    expect(missing.status).toBe(404);
+    expect(missing.json.error.message).toContain('no stdout log for step other');
+    expect(
+      (await h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/logs/totals/stdin`, token: alice }))
+        .status,
+    ).toBe(400);
+    const bob = await h.userToken('bob');
+    expect((await get('', bob)).status).toBe(404);
+  });
+
+  it('caps every preview value and the whole preview response, and says what it cut', async () => {
+    // Two long strings (over the 1 KiB cell cap), a list holding a long string, a short row, and multi-byte
+    // characters right at the cut.
+    const file = path.join(scratch, 'wide.parquet');
+    const instance = await DuckDBInstance.create(':memory:');
+    const connection = await instance.connect();
+    await connection.run(
+      `COPY (SELECT * FROM (VALUES
+         (1, repeat('a', 300000), [repeat('b', 5000)], 'short'),
+         (2, repeat('é', 200000), ['x'], 'short'),
+         (3, 'tiny', [], 'short')) AS t(id, big, list, small)) TO '${file}' (FORMAT parquet)`,
+    );
+    connection.closeSync();
+    instance.closeSync();
+    expect(
+      (
+        await exec(
+          'PUT',
+          `/api/exec/jobs/${offer.jobId}/results/wide?kind=table&format=parquet&rows=3`,
+          readFileSync(file),
+        )
+      ).status,
+    ).toBe(204);
+    const preview = await h.request({
+      method: 'GET',
+      url: `/api/jobs/${offer.jobId}/results/wide/preview`,
+      token: alice,
+    });
+    expect(preview.status).toBe(200);
+    expect(preview.text.length).toBeLessThan(16 * 1024 + 1024);
+    const body = preview.json as {
+      truncated: boolean;
+      omittedRows: number;
+      rows: [Record<string, unknown>, Record<string, unknown>, Record<string, unknown>];
+      truncatedCells: unknown[];
+    };
+    expect(body.truncated).toBe(true);
+    expect(body.omittedRows).toBe(0);
+    expect(body.rows).toHaveLength(3);
+    expect(body.rows[0].big).toBe('a'.repeat(1024));
+    // 1024 bytes of two-byte characters: 512 whole ones.
+    expect(body.rows[1].big).toBe('é'.repeat(512));
+    expect(typeof body.rows[0].list).toBe('string');
+    expect(Buffer.byteLength(body.rows[0].list as string)).toBeLessThanOrEqual(1024);
+    expect(body.rows[1].list).toEqual(['x']);
+    expect(body.rows[2]).toEqual({ id: 3, big: 'tiny', list: [], small: 'short' });
+    expect(body.truncatedCells).toEqual([
+      { row: 0, column: 'big' },
+      { row: 0, column: 'list' },
+      { row: 1, column: 'big' },
+    ]);
+
+    // Many rows: the response stops at its byte cap and counts what it left out.
+    const many = path.join(scratch, 'many.parquet');
+    const second = await DuckDBInstance.create(':memory:');
+    const conn2 = await second.connect();
+    await conn2.run(
+      `COPY (SELECT i AS id, repeat('z', 900) AS filler FROM range(200) t(i)) TO '${many}' (FORMAT parquet)`,
+    );
+    conn2.closeSync();
+    second.closeSync();
+    expect(
+      (
+        await exec(
+          'PUT',
+          `/api/exec/jobs/${offer.jobId}/results/many?kind=table&format=parquet&rows=200`,
+          readFileSync(many),
+        )
+      ).status,
+    ).toBe(204);
+    const paged = await h.request({
+      method: 'GET',
+      url: `/api/jobs/${offer.jobId}/results/many/preview?limit=200`,
+      token: alice,
+    });
+    expect(paged.status).toBe(200);
+    expect(paged.text.length).toBeLessThan(16 * 1024 + 1024);
+    expect(paged.json.truncated).toBe(true);
+    expect(paged.json.truncatedCells).toEqual([]);
+    expect(paged.json.rows.length).toBeGreaterThan(10);
+    expect(paged.json.rows.length + paged.json.omittedRows).toBe(200);
+    expect(paged.json.rows[0]).toEqual({ id: '0', filler: 'z'.repeat(900) });
   });
 
   it('stops accepting the job token once the job has ended', async () => {

@@ -1,5 +1,6 @@
 /** `steward run`, `jobs`, `job`, `logs`, `cancel`. */
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { z } from 'zod';
 import {
@@ -11,7 +12,7 @@ import {
   type JobDetail as JobDetailType,
   type JobState,
 } from '../../protocol/index.js';
-import type { ApiClient } from '../client.js';
+import { ApiClient } from '../client.js';
 import type { CliContext } from '../context.js';
 import { followJob } from '../follow.js';
 import { formatDuration, formatTable, formatTime, spanMs } from '../output.js';
@@ -136,31 +137,59 @@ export function registerJobCommands(program: Command): void {
 
   program
     .command('logs')
-    .description("print every step's stdout and stderr")
+    .description(
+      "print every step's stdout and stderr, streamed (a log over the server's cap shows its head, a marker line and its tail)",
+    )
     .argument('<id>', 'job id')
     .option('--step <id>', 'only this step')
-    .action(async (id: string, options: { step?: string }, command: Command) => {
-      const context = contextOf(command);
-      const client = await context.client();
-      const response = await client.json('GET', `/api/jobs/${segment(id)}/logs`, LogsResponse);
-      const logs =
-        options.step === undefined
-          ? response.logs
-          : response.logs.filter((entry) => entry.stepId === options.step);
-      if (context.json) return context.printJson({ jobId: response.jobId, logs });
-      if (logs.length === 0)
-        context.note(
-          options.step === undefined
-            ? `job ${id} has no logs yet`
-            : `job ${id} has no logs for step ${options.step}`,
+    .addOption(new Option('--stream <stream>', 'only this stream').choices(['stdout', 'stderr']))
+    .option('--tail <lines>', 'only the last N lines of each log', positiveInteger('--tail', 10_000_000))
+    .action(
+      async (
+        id: string,
+        options: { step?: string; stream?: 'stdout' | 'stderr'; tail?: number },
+        command: Command,
+      ) => {
+        const context = contextOf(command);
+        const client = await context.client();
+        // Text is streamed per log below; the listing only names them (with --json it inlines what fits).
+        const response = await client.json('GET', `/api/jobs/${segment(id)}/logs`, LogsResponse, {
+          query: { maxBytes: context.json ? undefined : 0 },
+        });
+        const logs = response.logs.filter(
+          (entry) =>
+            (options.step === undefined || entry.stepId === options.step) &&
+            (options.stream === undefined || entry.stream === options.stream),
         );
-      // Empty streams are left out here (they are in --json): a header with nothing under it is noise.
-      for (const entry of logs.filter((candidate) => candidate.text !== '')) {
-        context.out(`==> step ${entry.stepId} ${entry.stream} <==\n`);
-        // The log body is the user's own output, shown raw; everything around it is stripped.
-        context.outRaw(entry.text.endsWith('\n') ? entry.text : `${entry.text}\n`);
-      }
-    });
+        if (context.json) return context.printJson({ jobId: response.jobId, logs });
+        if (logs.length === 0)
+          context.note(
+            options.step === undefined
+              ? `job ${id} has no logs yet`
+              : `job ${id} has no logs for step ${options.step}`,
+          );
+        // Empty streams are left out here (they are in --json): a header with nothing under it is noise.
+        for (const entry of logs) {
+          if (entry.size === undefined) {
+            // An older server: the listing holds the whole text.
+            if (entry.text === '') continue;
+            const text = options.tail === undefined ? entry.text : lastLines(entry.text, options.tail);
+            context.out(`==> step ${entry.stepId} ${entry.stream} <==\n`);
+            // The log body is the user's own output, shown raw; everything around it is stripped.
+            context.outRaw(text.endsWith('\n') ? text : `${text}\n`);
+            continue;
+          }
+          if (entry.size === 0) continue;
+          const body = await client.send(
+            'GET',
+            `/api/jobs/${segment(id)}/logs/${segment(entry.stepId)}/${entry.stream}`,
+            { accept: 'text/plain', query: { tail: options.tail } },
+          );
+          context.out(`==> step ${entry.stepId} ${entry.stream} <==\n`);
+          await streamToStdout(body);
+        }
+      },
+    );
 
   program
     .command('cancel')
@@ -276,4 +305,25 @@ function collectParam(value: string, previous: Record<string, string>): Record<s
   const key = value.slice(0, equals);
   if (Object.hasOwn(previous, key)) throw new InvalidArgumentError(`parameter ${key} given twice`);
   return { ...previous, [key]: value.slice(equals + 1) };
+}
+
+/** The last `count` lines of a text (a final newline ends the last line). */
+function lastLines(text: string, count: number): string {
+  const lines = text.split('\n');
+  if (lines[lines.length - 1] === '') lines.pop();
+  return lines.slice(-count).join('\n') + '\n';
+}
+
+/**
+ * Writes a log body to stdout as it arrives, waiting for stdout to drain, so a long log never sits in
+ * memory. The content is the user's own output and is written as it is; a final newline is added if missing.
+ */
+async function streamToStdout(response: Response): Promise<void> {
+  let last = 0x0a;
+  for await (const chunk of ApiClient.bodyStream(response) as AsyncIterable<Buffer>) {
+    if (chunk.length === 0) continue;
+    last = chunk[chunk.length - 1]!;
+    if (!process.stdout.write(chunk)) await once(process.stdout, 'drain');
+  }
+  if (last !== 0x0a) process.stdout.write('\n');
 }
