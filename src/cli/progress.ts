@@ -17,7 +17,7 @@ export function createProgressView(stream: NodeJS.WriteStream): ProgressView {
 }
 
 export function renderJobTable(detail: JobDetail, now = Date.now()): string {
-  const header = `job ${detail.id}  ${detail.workflow.name}@${detail.workflow.version}  ${detail.state}  ${formatDuration(spanMs(detail.startedAt ?? detail.createdAt, detail.finishedAt, now))}\n`;
+  const header = `job ${detail.id}  ${detail.workflow.space}/${detail.workflow.name}@${detail.workflow.version}  ${detail.state}  ${formatDuration(spanMs(detail.startedAt ?? detail.createdAt, detail.finishedAt, now))}\n`;
   if (detail.steps.length === 0) return header;
   return (
     header +

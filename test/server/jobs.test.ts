@@ -129,7 +129,12 @@ describe.each(backends)('jobs on $name', (backend) => {
     const job = await h.server.store.insertJob({
       id: '20260101000000000-deadbeef',
       user: 'alice',
-      workflow: { name: 'report', version: 1, digest: (await h.server.store.getWorkflow('report'))!.digest },
+      workflow: {
+        space: 'alice',
+        name: 'report',
+        version: 1,
+        digest: (await h.server.store.getWorkflow('alice', 'report'))!.digest,
+      },
       params: { region: 'emea', limit: 10 },
       labels: [],
       timeoutMs: null,
@@ -170,7 +175,7 @@ describe.each(backends)('jobs on $name', (backend) => {
     const job = await h.server.store.insertJob({
       id: '20260101000000000-0ff0ff00',
       user: 'alice',
-      workflow: first.workflow,
+      workflow: { space: 'alice', ...first.workflow },
       params: first.params,
       labels: [],
       timeoutMs: null,
