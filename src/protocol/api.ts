@@ -30,7 +30,11 @@ export const SpaceName = UserName;
  * `[space/]name[@version]` as a string. The shape is checked by `parseWorkflowRef` on the server, which
  * answers STEWARD_WORKFLOW_REF_INVALID (one code for every malformed reference) rather than a schema error.
  */
-export const WorkflowRef = z.string().min(1).max(200);
+export const WorkflowRef = z
+  .string()
+  .min(1)
+  .max(200)
+  .regex(/^[a-z0-9_.@/-]+$/, 'expected [SPACE/]NAME[@VERSION]: lowercase letters, digits, "_", ".", "-"');
 
 export interface ParsedWorkflowRef {
   /** Absent: the caller's personal space. */

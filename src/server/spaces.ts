@@ -104,8 +104,28 @@ export class SpaceService {
     return best;
   }
 
-  /** Checks that the caller may do `action` in the space; returns the space and the caller's role. */
+  /**
+   * Checks that the caller may do `action` in the space; returns the space and the caller's role. A refused
+   * change (push, delete, member management) is audited as `space.denied`: an attempt to slip code into
+   * someone's space should leave a trace.
+   */
   async require(principal: Principal, spaceName: string, action: SpaceAction): Promise<SpaceAccess> {
+    try {
+      return await this.check(principal, spaceName, action);
+    } catch (error) {
+      if (action !== 'view' && error instanceof StewardError && error.status === 403) {
+        await this.audit.record({
+          actor: principal.user,
+          action: 'space.denied',
+          target: spaceName,
+          detail: { action, code: error.code },
+        });
+      }
+      throw error;
+    }
+  }
+
+  private async check(principal: Principal, spaceName: string, action: SpaceAction): Promise<SpaceAccess> {
     const space = await this.find(spaceName);
     const role = await this.roleIn(principal, space);
     const admin = principal.role === 'admin';

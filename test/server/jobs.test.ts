@@ -109,8 +109,15 @@ describe.each(backends)('jobs on $name', (backend) => {
     for (const answer of answers) expect(answer.status, answer.text).toBe(201);
     const ids = new Set(answers.map((answer) => answer.json.id as string));
     expect(ids.size).toBe(1);
-    // Another user's key is their own.
+    // Another user's key is their own (bob runs his own `report`, in his personal space).
     const bob = await h.userToken('bob');
+    const pushed = await h.request({
+      method: 'POST',
+      url: '/api/workflows',
+      token: bob,
+      body: { source: REPORT_WORKFLOW },
+    });
+    expect(pushed.status, pushed.text).toBe(201);
     const other = await submit(bob, body);
     expect(other.status).toBe(201);
     expect(ids.has(other.json.id as string)).toBe(false);
