@@ -5,6 +5,7 @@
  */
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { parse as parseYaml } from 'yaml';
 import { describeWorkflow, parseWorkflow } from '../engine/index.js';
 import type { Workflow } from '../engine/index.js';
 import { StewardError, WorkflowName } from '../protocol/index.js';
@@ -22,6 +23,17 @@ export interface PushInput {
   fileName?: string | undefined;
   format?: 'yaml' | 'json' | undefined;
   assets?: Record<string, string> | undefined;
+}
+
+/** The top-level `name` of a workflow source (YAML or JSON), if it has a string one. */
+function declaredName(source: string): string | undefined {
+  try {
+    const document: unknown = parseYaml(source);
+    const name = (document as { name?: unknown } | null)?.name;
+    return typeof name === 'string' ? name : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** A relative path with no `..`, `.` or empty segments, no backslashes or NULs. */
@@ -62,13 +74,17 @@ export class WorkflowRepository {
     const workflow = await parseWorkflow(input.source, {
       ...(input.format ? { format: input.format } : {}),
       ...(input.fileName ? { fileName: input.fileName } : {}),
+    }).catch((error: unknown) => {
+      // `name: finance/report` is someone addressing a space from inside the file: say how to do it.
+      const name = declaredName(input.source);
+      if (name?.includes('/'))
+        throw new StewardError(
+          'STEWARD_WORKFLOW_REF_INVALID',
+          `name: ${JSON.stringify(name)} has a "/": a workflow's name is its name alone; choose the space when pushing (steward workflow push --space SPACE FILE)`,
+          { cause: error },
+        );
+      throw error;
     });
-    if (workflow.name.includes('/')) {
-      throw new StewardError(
-        'STEWARD_WORKFLOW_REF_INVALID',
-        `name: ${JSON.stringify(workflow.name)} has a "/": a workflow's name is its name alone; choose the space when pushing (steward workflow push --space SPACE FILE)`,
-      );
-    }
     if (!WorkflowName.safeParse(workflow.name).success) {
       throw new StewardError(
         'STEWARD_WORKFLOW_INVALID',
