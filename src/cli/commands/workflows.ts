@@ -117,10 +117,11 @@ export function registerWorkflowCommands(program: Command): void {
     });
 }
 
-/** `[SPACE/]NAME[@VERSION]`; a malformed one fails with the server's code for it, before any request. */
+/** `[SPACE/]NAME[@VERSION]`; a malformed one fails before any request. */
 export function parseWorkflowRef(ref: string): ParsedWorkflowRef {
   const parsed = parseRef(ref);
-  if ('error' in parsed) throw new CliError('STEWARD_WORKFLOW_REF_INVALID', parsed.error);
+  // A usage error (exit 2, nothing sent), worded with the code the server gives the same mistake.
+  if ('error' in parsed) throw new UsageError(`STEWARD_WORKFLOW_REF_INVALID: ${parsed.error}`);
   return parsed;
 }
 
