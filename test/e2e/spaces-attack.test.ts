@@ -217,5 +217,62 @@ describe.runIf(isRoot)(
         }),
       );
     }, 120_000);
+
+    it('manages groups, shared spaces, members and deletions through the CLI, each change audited', async () => {
+      const adminCli = await CliUser.create('admin', steward.url);
+      try {
+        await adminCli.login(steward.adminPassword);
+        const report = (who: string) => path.join(scratch, `${who}-report.yaml`);
+        const steps: [CliUser, string[], number, string][] = [
+          [adminCli, ['group', 'add', 'ops', '--description', 'operators'], 0, 'created group ops'],
+          [adminCli, ['group', 'member', 'add', 'ops', bob.name], 0, `added ${bob.name} to group ops`],
+          [adminCli, ['space', 'create', 'lab'], 0, 'created space lab'],
+          [
+            adminCli,
+            ['space', 'member', 'add', 'lab', '--user', alice.name, '--role', 'owner'],
+            0,
+            'is owner',
+          ],
+          // alice, an owner, lets the ops group run the space's workflows.
+          [aliceCli, ['space', 'member', 'add', 'lab', '--group', 'ops'], 0, 'group ops is viewer'],
+          [aliceCli, ['workflow', 'push', '--space', 'lab', report('alice')], 0, 'pushed lab/report@1'],
+          [bobCli, ['workflow', 'list', '--space', 'lab'], 0, 'lab/report'],
+          [bobCli, ['workflow', 'push', '--space', 'lab', report('bob')], 1, 'STEWARD_SPACE_ROLE_REQUIRED'],
+          [bobCli, ['space', 'list'], 0, 'lab'],
+          [adminCli, ['group', 'list'], 0, bob.name],
+          [adminCli, ['space', 'delete', 'lab'], 1, 'STEWARD_SPACE_NOT_EMPTY'],
+          [bobCli, ['workflow', 'delete', 'lab/report'], 1, 'STEWARD_SPACE_ROLE_REQUIRED'],
+          [aliceCli, ['workflow', 'delete', 'lab/report'], 0, 'deleted lab/report (1 version)'],
+          [bobCli, ['run', 'lab/report'], 1, 'STEWARD_NOT_FOUND'],
+          [adminCli, ['group', 'member', 'remove', 'ops', bob.name], 0, `removed ${bob.name} from group ops`],
+          [bobCli, ['workflow', 'list', '--space', 'lab'], 1, 'STEWARD_SPACE_NOT_MEMBER'],
+          [aliceCli, ['space', 'member', 'remove', 'lab', '--group', 'ops'], 0, 'removed group ops'],
+          [adminCli, ['space', 'delete', 'lab'], 0, 'deleted space lab'],
+          [bobCli, ['run', 'report/extra/slash'], 2, 'STEWARD_WORKFLOW_REF_INVALID'],
+        ];
+        for (const [user, args, code, fragment] of steps) {
+          const result = await user.run(args);
+          expect(result.code, `${args.join(' ')}: ${result.stderr}`).toBe(code);
+          expect(code === 0 ? result.stdout : result.stderr, args.join(' ')).toContain(fragment);
+        }
+        const audit = await admin.request('GET', '/api/audit?limit=1000');
+        const actions = new Set(
+          (audit.body as { entries: { action: string }[] }).entries.map((e) => e.action),
+        );
+        for (const action of [
+          'group.create',
+          'group.member.add',
+          'group.member.remove',
+          'space.create',
+          'space.member.add',
+          'space.member.remove',
+          'space.delete',
+          'workflow.delete',
+        ])
+          expect(actions, action).toContain(action);
+      } finally {
+        await adminCli.cleanup();
+      }
+    }, 120_000);
   },
 );
