@@ -5,9 +5,10 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createOfferVerifier, type JobOffer } from '../../src/protocol/index.js';
+import { backends } from '../store/backends.js';
 import { REPORT_WORKFLOW, startHarness, type Harness } from './harness.js';
 
-describe('spaces, roles and groups', () => {
+describe.each(backends)('spaces, roles and groups on $name', (backend) => {
   let h: Harness;
   let admin: string;
   let alice: string;
@@ -15,7 +16,7 @@ describe('spaces, roles and groups', () => {
   let carol: string;
 
   beforeEach(async (context) => {
-    h = await startHarness({ title: context.task.name });
+    h = await startHarness({ backend, title: context.task.name });
     admin = await h.adminToken();
     alice = await h.userToken('alice');
     bob = await h.userToken('bob');
