@@ -186,6 +186,11 @@ describe.each(backends)('spaces, roles and groups on $name', (backend) => {
       prefetch: 10,
     });
     expect((await push(alice)).status).toBe(201);
+    // Admins read personal spaces (they cannot push there: see the refusals test).
+    expect((await call('GET', '/api/spaces/alice/workflows/report', admin)).json.createdBy).toBe('alice');
+    expect((await call('GET', '/api/spaces/alice/workflows', bob)).json.error.code).toBe(
+      'STEWARD_SPACE_NOT_MEMBER',
+    );
     const job = await submit(alice, 'report');
     expect(job.status).toBe(201);
     expect(job.json.workflow).toEqual({ space: 'alice', name: 'report', version: 1 });
