@@ -54,16 +54,20 @@ try {
     if (!response.ok) throw new Error(`${method} ${route}: ${response.status} ${text}`);
     return JSON.parse(text);
   };
-  await call(admin, 'POST', '/api/workflows', { source: workflow, fileName: 'hello.yaml' });
+  // Every user runs the same workflow: it lives in a shared space where they are viewers.
+  await call(admin, 'POST', '/api/spaces', { name: 'bench' });
+  await call(admin, 'PUT', '/api/spaces/bench/members', { kind: 'user', name: 'admin', role: 'editor' });
+  await call(admin, 'POST', '/api/spaces/bench/workflows', { source: workflow, fileName: 'hello.yaml' });
   for (let i = 0; i < count; i++) {
     const name = `stcold${tag}u${i}`;
     // -M: no home directory, so the agent creates it from /etc/skel as part of the cold start.
     execFileSync('useradd', ['-M', '-U', '-s', '/bin/bash', name]);
     users.push(name);
     await call(admin, 'POST', '/api/users', { name, password: 'bench-user-password' });
+    await call(admin, 'PUT', '/api/spaces/bench/members', { kind: 'user', name, role: 'viewer' });
   }
   const runOne = async (token) => {
-    const job = await call(token, 'POST', '/api/jobs', { workflow: 'hello' });
+    const job = await call(token, 'POST', '/api/jobs', { workflow: 'bench/hello' });
     for (;;) {
       const detail = await call(token, 'GET', `/api/jobs/${job.id}`);
       if (['succeeded', 'failed', 'canceled', 'expired'].includes(detail.state)) {

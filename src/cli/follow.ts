@@ -57,7 +57,12 @@ export async function followJob(
           case 'job':
             if (view !== null)
               update(
-                { ...(view as JobDetail), ...parseEvent(Job, message.event, message.data) },
+                {
+                  ...(view as JobDetail),
+                  ...parseEvent(Job, message.event, message.data),
+                  // A job event carries no pusher; the pinned version never changes, so keep the snapshot's.
+                  workflow: (view as JobDetail).workflow,
+                },
                 { kind: 'job' },
               );
             break;

@@ -13,6 +13,7 @@ import { registerAuthCommands } from './commands/auth.js';
 import { registerDaemonCommands } from './commands/daemons.js';
 import { registerJobCommands } from './commands/jobs.js';
 import { registerResultCommands } from './commands/results.js';
+import { registerSpaceCommands } from './commands/spaces.js';
 import { registerWorkflowCommands } from './commands/workflows.js';
 import { exitCodes, reportFailure } from './failures.js';
 import { stripControl } from './output.js';
@@ -38,6 +39,7 @@ export function buildProgram(): Command {
     );
   registerAuthCommands(program);
   registerWorkflowCommands(program);
+  registerSpaceCommands(program);
   registerJobCommands(program);
   registerResultCommands(program);
   registerAdminCommands(program);

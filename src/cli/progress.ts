@@ -18,7 +18,7 @@ export function createProgressView(stream: NodeJS.WriteStream): ProgressView {
 
 export function renderJobTable(detail: JobDetail, now = Date.now()): string {
   const header = `${stripControl(
-    `job ${detail.id}  ${detail.workflow.name}@${detail.workflow.version}  ${detail.state}  ${formatDuration(spanMs(detail.startedAt ?? detail.createdAt, detail.finishedAt, now))}`,
+    `job ${detail.id}  ${detail.workflow.space}/${detail.workflow.name}@${detail.workflow.version}  ${detail.state}  ${formatDuration(spanMs(detail.startedAt ?? detail.createdAt, detail.finishedAt, now))}`,
     false,
   )}\n`;
   if (detail.steps.length === 0) return header;

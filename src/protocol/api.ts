@@ -21,11 +21,58 @@ export const WorkflowName = z
   .min(1)
   .max(100)
   .regex(/^[a-z0-9][a-z0-9_-]*$/, 'expected lowercase letters, digits, "_" or "-"');
-/** `name` or `name@version`. */
+/**
+ * A space's name. Personal spaces are named after their user, so the rule is the user-name rule; shared
+ * spaces follow it too, so one namespace serves both.
+ */
+export const SpaceName = UserName;
+/**
+ * `[space/]name[@version]` as a string. The shape is checked by `parseWorkflowRef` on the server, which
+ * answers STEWARD_WORKFLOW_REF_INVALID (one code for every malformed reference) rather than a schema error.
+ */
 export const WorkflowRef = z
   .string()
-  .max(120)
-  .regex(/^[a-z0-9][a-z0-9_-]*(@[1-9][0-9]*)?$/, 'expected NAME or NAME@VERSION');
+  .min(1)
+  .max(200)
+  .regex(/^[a-z0-9_.@/-]+$/, 'expected [SPACE/]NAME[@VERSION]: lowercase letters, digits, "_", ".", "-"');
+
+export interface ParsedWorkflowRef {
+  /** Absent: the caller's personal space. */
+  space?: string;
+  name: string;
+  /** Absent: the latest version. */
+  version?: number;
+}
+
+const REF_PATTERN = /^(?:([a-z_][a-z0-9_.-]{0,63})\/)?([a-z0-9][a-z0-9_-]{0,99})(?:@([1-9][0-9]{0,8}))?$/;
+
+/**
+ * Parses `NAME`, `NAME@VERSION`, `SPACE/NAME` or `SPACE/NAME@VERSION`; returns a sentence saying what is
+ * wrong otherwise (a slash anywhere but between space and name, two slashes, a bad version).
+ */
+export function parseWorkflowRef(ref: string): ParsedWorkflowRef | { error: string } {
+  const match = REF_PATTERN.exec(ref);
+  if (match) {
+    const [, space, name = '', version] = match;
+    return {
+      ...(space !== undefined ? { space } : {}),
+      name,
+      ...(version !== undefined ? { version: Number(version) } : {}),
+    };
+  }
+  const slashes = ref.split('/').length - 1;
+  const quoted = JSON.stringify(ref.length > 200 ? `${ref.slice(0, 200)}…` : ref);
+  const at = ref.indexOf('@');
+  const misplaced =
+    slashes === 1 && (ref.startsWith('/') || ref.endsWith('/') || (at !== -1 && at < ref.indexOf('/')));
+  const why =
+    slashes > 1
+      ? 'has more than one "/"; only SPACE/NAME has one'
+      : misplaced
+        ? 'has its "/" in the wrong place; the space comes first: SPACE/NAME@VERSION'
+        : 'is not NAME, NAME@VERSION, SPACE/NAME or SPACE/NAME@VERSION (lowercase letters, digits, "_" or "-"; versions from 1)';
+  return { error: `workflow ${quoted} ${why}` };
+}
 
 export const ErrorResponse = z.object({
   error: ErrorInfo.extend({ details: z.record(z.string(), z.unknown()).optional() }),
@@ -90,6 +137,8 @@ export const ParamDefinition = z.object({
 });
 
 export const WorkflowVersion = z.object({
+  /** The space the workflow lives in. */
+  space: z.string(),
   name: z.string(),
   version: z.number().int(),
   digest: z.string(),
@@ -106,6 +155,7 @@ export const WorkflowDetail = WorkflowVersion.extend({
   format: z.enum(['yaml', 'json']),
 });
 export const WorkflowSummary = z.object({
+  space: z.string(),
   name: z.string(),
   latestVersion: z.number().int(),
   description: z.string(),
@@ -182,7 +232,8 @@ export type AttemptInfo = z.infer<typeof AttemptInfo>;
 export const Job = z.object({
   id: z.string(),
   user: z.string(),
-  workflow: z.object({ name: z.string(), version: z.number().int() }),
+  /** The version the job pinned at submit; it never changes afterwards. */
+  workflow: z.object({ space: z.string(), name: z.string(), version: z.number().int() }),
   params: z.record(z.string(), ParamValue),
   labels: z.array(z.string()),
   state: JobState,
@@ -196,6 +247,13 @@ export const Job = z.object({
 });
 export type Job = z.infer<typeof Job>;
 export const JobDetail = Job.extend({
+  /** The pinned version, with who pushed it (null if that version's record cannot be read). */
+  workflow: z.object({
+    space: z.string(),
+    name: z.string(),
+    version: z.number().int(),
+    pushedBy: z.string().nullable(),
+  }),
   steps: z.array(StepInfo),
   /** Every attempt, oldest first; the last one is the job's current attempt. (Absent from older servers.) */
   attempts: z.array(AttemptInfo).default([]),
@@ -327,7 +385,74 @@ export const AgentInfo = z.object({
   ),
 });
 
+export const SpaceRole = z.enum(['viewer', 'editor', 'owner']);
+export type SpaceRole = z.infer<typeof SpaceRole>;
+/** `user`: a server user; `group`: a local group's name or an LDAP group's DN (a DN contains "="). */
+export const MemberKind = z.enum(['user', 'group']);
+export const GroupName = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(/^[a-z_][a-z0-9_.-]*$/, 'expected a lowercase name: letters, digits, "_", "." or "-"');
+/** A member's name: a user name, a local group name, or an LDAP group DN. */
+export const MemberName = z
+  .string()
+  .min(1)
+  .max(512)
+  .refine((value) => !/\p{Cc}/u.test(value), 'no control characters');
+export const SpaceMember = z.object({
+  kind: MemberKind,
+  name: z.string(),
+  role: SpaceRole,
+  addedBy: z.string(),
+  addedAt: z.string(),
+});
+export type SpaceMember = z.infer<typeof SpaceMember>;
+export const SpaceInfo = z.object({
+  name: z.string(),
+  kind: z.enum(['personal', 'shared']),
+  /** The user of a personal space; null for shared spaces. */
+  owner: z.string().nullable(),
+  description: z.string(),
+  createdBy: z.string(),
+  createdAt: z.string(),
+  /** The caller's role here (null: none; admins still see every space). */
+  role: SpaceRole.nullable(),
+});
+export type SpaceInfo = z.infer<typeof SpaceInfo>;
+export const SpaceDetail = SpaceInfo.extend({
+  members: z.array(SpaceMember),
+  workflows: z.number().int(),
+});
+export const CreateSpaceRequest = z
+  .object({ name: SpaceName, description: z.string().max(500).default('') })
+  .strict();
+export const SetSpaceMemberRequest = z
+  .object({ kind: MemberKind, name: MemberName, role: SpaceRole })
+  .strict();
+export const RemoveSpaceMemberQuery = z.object({ kind: MemberKind, name: MemberName }).strict();
+export const GroupInfo = z.object({
+  name: z.string(),
+  description: z.string(),
+  createdBy: z.string(),
+  createdAt: z.string(),
+  members: z.array(z.string()),
+});
+export type GroupInfo = z.infer<typeof GroupInfo>;
+export const CreateGroupRequest = z
+  .object({ name: GroupName, description: z.string().max(500).default('') })
+  .strict();
+export const DeleteWorkflowResponse = z.object({
+  space: z.string(),
+  name: z.string(),
+  /** How many versions were marked deleted (jobs that ran them keep them readable). */
+  versions: z.number().int(),
+});
+
 const IdParams = z.object({ id: z.string().min(1).max(100) }).strict();
+const SpaceParams = z.object({ space: SpaceName }).strict();
+const SpaceNameParams = z.object({ space: SpaceName, name: WorkflowName }).strict();
+const GroupMemberParams = z.object({ group: GroupName, user: UserName }).strict();
 const AgentParams = z.object({ id: AgentId }).strict();
 /** What a drain or resume sent: the agent applies it when the message reaches it (see `draining`). */
 const AgentControlResponse = z.object({ id: z.string(), action: z.enum(['drain', 'resume']) });
@@ -441,7 +566,7 @@ export const apiRoutes = {
   pushWorkflow: {
     method: 'POST',
     path: '/api/workflows',
-    summary: 'Validate and store a new workflow version',
+    summary: 'Validate and store a new workflow version in your personal space',
     tag: 'workflows',
     auth: 'user',
     body: PushWorkflowRequest,
@@ -451,7 +576,7 @@ export const apiRoutes = {
   listWorkflows: {
     method: 'GET',
     path: '/api/workflows',
-    summary: 'List workflows with their latest version',
+    summary: 'Workflows of your personal space with their latest version',
     tag: 'workflows',
     auth: 'user',
     response: z.object({ workflows: z.array(WorkflowSummary) }),
@@ -459,7 +584,7 @@ export const apiRoutes = {
   showWorkflow: {
     method: 'GET',
     path: '/api/workflows/:name',
-    summary: 'Latest version of a workflow, with its source',
+    summary: 'Latest version of a workflow of your personal space, with its source',
     tag: 'workflows',
     auth: 'user',
     params: NameParams,
@@ -482,6 +607,167 @@ export const apiRoutes = {
     auth: 'user',
     params: NameParams,
     response: z.object({ versions: z.array(WorkflowVersion) }),
+  },
+  deleteWorkflow: {
+    method: 'DELETE',
+    path: '/api/workflows/:name',
+    summary:
+      'Delete a workflow of your personal space: it cannot be run any more; jobs that ran it keep their version',
+    tag: 'workflows',
+    auth: 'user',
+    params: NameParams,
+    response: DeleteWorkflowResponse,
+  },
+  createSpace: {
+    method: 'POST',
+    path: '/api/spaces',
+    summary: 'Create a shared space (admins)',
+    tag: 'spaces',
+    auth: 'admin',
+    body: CreateSpaceRequest,
+    response: SpaceInfo,
+    status: 201,
+  },
+  listSpaces: {
+    method: 'GET',
+    path: '/api/spaces',
+    summary: 'Spaces you are a member of, with your role (admins: every space)',
+    tag: 'spaces',
+    auth: 'user',
+    response: z.object({ spaces: z.array(SpaceInfo) }),
+  },
+  showSpace: {
+    method: 'GET',
+    path: '/api/spaces/:space',
+    summary: 'A space with its members (viewers and up)',
+    tag: 'spaces',
+    auth: 'user',
+    params: SpaceParams,
+    response: SpaceDetail,
+  },
+  deleteSpace: {
+    method: 'DELETE',
+    path: '/api/spaces/:space',
+    summary: 'Delete an empty shared space (admins)',
+    tag: 'spaces',
+    auth: 'admin',
+    params: SpaceParams,
+    status: 204,
+  },
+  setSpaceMember: {
+    method: 'PUT',
+    path: '/api/spaces/:space/members',
+    summary: "Add a member to a shared space or change its role (the space's owners, admins)",
+    tag: 'spaces',
+    auth: 'user',
+    params: SpaceParams,
+    body: SetSpaceMemberRequest,
+    response: SpaceMember,
+  },
+  removeSpaceMember: {
+    method: 'DELETE',
+    path: '/api/spaces/:space/members',
+    summary: "Remove a member from a shared space (the space's owners, admins)",
+    tag: 'spaces',
+    auth: 'user',
+    params: SpaceParams,
+    query: RemoveSpaceMemberQuery,
+    status: 204,
+  },
+  pushSpaceWorkflow: {
+    method: 'POST',
+    path: '/api/spaces/:space/workflows',
+    summary: 'Validate and store a new workflow version in a space (editors)',
+    tag: 'workflows',
+    auth: 'user',
+    params: SpaceParams,
+    body: PushWorkflowRequest,
+    response: WorkflowVersion,
+    status: 201,
+  },
+  listSpaceWorkflows: {
+    method: 'GET',
+    path: '/api/spaces/:space/workflows',
+    summary: "A space's workflows with their latest version (viewers)",
+    tag: 'workflows',
+    auth: 'user',
+    params: SpaceParams,
+    response: z.object({ workflows: z.array(WorkflowSummary) }),
+  },
+  showSpaceWorkflow: {
+    method: 'GET',
+    path: '/api/spaces/:space/workflows/:name',
+    summary: 'Latest version of a workflow in a space, with its source (viewers)',
+    tag: 'workflows',
+    auth: 'user',
+    params: SpaceNameParams,
+    response: WorkflowDetail,
+  },
+  listSpaceWorkflowVersions: {
+    method: 'GET',
+    path: '/api/spaces/:space/workflows/:name/versions',
+    summary: 'All versions of a workflow in a space (viewers)',
+    tag: 'workflows',
+    auth: 'user',
+    params: SpaceNameParams,
+    response: z.object({ versions: z.array(WorkflowVersion) }),
+  },
+  showSpaceWorkflowVersion: {
+    method: 'GET',
+    path: '/api/spaces/:space/workflows/:name/versions/:version',
+    summary: 'One version of a workflow in a space (viewers)',
+    tag: 'workflows',
+    auth: 'user',
+    params: z
+      .object({ space: SpaceName, name: WorkflowName, version: z.coerce.number().int().min(1) })
+      .strict(),
+    response: WorkflowDetail,
+  },
+  deleteSpaceWorkflow: {
+    method: 'DELETE',
+    path: '/api/spaces/:space/workflows/:name',
+    summary:
+      'Delete a workflow of a space (editors): it cannot be run any more; jobs that ran it keep their version',
+    tag: 'workflows',
+    auth: 'user',
+    params: SpaceNameParams,
+    response: DeleteWorkflowResponse,
+  },
+  createGroup: {
+    method: 'POST',
+    path: '/api/groups',
+    summary: 'Create a local group (admins)',
+    tag: 'groups',
+    auth: 'admin',
+    body: CreateGroupRequest,
+    response: GroupInfo,
+    status: 201,
+  },
+  listGroups: {
+    method: 'GET',
+    path: '/api/groups',
+    summary: 'Local groups with their members (admins)',
+    tag: 'groups',
+    auth: 'admin',
+    response: z.object({ groups: z.array(GroupInfo) }),
+  },
+  addGroupMember: {
+    method: 'PUT',
+    path: '/api/groups/:group/members/:user',
+    summary: 'Add a user to a local group (admins)',
+    tag: 'groups',
+    auth: 'admin',
+    params: GroupMemberParams,
+    response: GroupInfo,
+  },
+  removeGroupMember: {
+    method: 'DELETE',
+    path: '/api/groups/:group/members/:user',
+    summary: 'Remove a user from a local group (admins)',
+    tag: 'groups',
+    auth: 'admin',
+    params: GroupMemberParams,
+    response: GroupInfo,
   },
   submitJob: {
     method: 'POST',

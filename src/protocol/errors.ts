@@ -113,6 +113,40 @@ export const errorCatalogue = {
     summary:
       "Previewing these rows needs more memory than the server's preview allows (one value is too large); download the result instead.",
   },
+  STEWARD_SPACE_NOT_FOUND: {
+    status: 404,
+    summary:
+      'No space of that name. Personal spaces are named after their user; shared spaces are created by admins (`steward space create`).',
+  },
+  STEWARD_SPACE_NOT_MEMBER: {
+    status: 403,
+    summary:
+      "The caller is not a member of the space, directly or through a group; the space's owners or an admin add members.",
+  },
+  STEWARD_SPACE_ROLE_REQUIRED: {
+    status: 403,
+    summary:
+      "The caller's role in the space is too low for this action (pushing and deleting need editor, managing members needs owner); the space's owners or an admin grant roles.",
+  },
+  STEWARD_SPACE_PERSONAL: {
+    status: 403,
+    summary:
+      "The space is another user's personal space: only that user pushes, deletes or shares there, admins included. Share workflows through a shared space.",
+  },
+  STEWARD_SPACE_NOT_SHARED: {
+    status: 409,
+    summary:
+      'The action applies to shared spaces only (personal spaces have no members and are not deleted on their own).',
+  },
+  STEWARD_SPACE_NOT_EMPTY: {
+    status: 409,
+    summary: 'The space still holds workflows; delete them (`steward workflow delete`) before the space.',
+  },
+  STEWARD_WORKFLOW_REF_INVALID: {
+    status: 400,
+    summary:
+      'A workflow reference is malformed: expected NAME, NAME@VERSION, SPACE/NAME or SPACE/NAME@VERSION (one slash at most, between space and name).',
+  },
 } as const satisfies Record<string, { status: number; summary: string }>;
 
 export type ErrorCode = keyof typeof errorCatalogue;

@@ -28,6 +28,11 @@ export interface Principal {
   user: string;
   role: Role;
   tokenId: string;
+  /**
+   * For LDAP users, the group DNs the directory reported at its last check (renewed every `cacheTtl`, like
+   * the role): space memberships of LDAP groups match these. Absent for local users.
+   */
+  directoryGroups?: readonly string[];
 }
 
 /** last_used_at is written at most this often per token: reads should not each cost a write. */
@@ -42,6 +47,7 @@ export function bearerOf(header: string | undefined): string | undefined {
 interface DirectoryCheck {
   checkedAt: number;
   role: Role;
+  groups: readonly string[];
 }
 
 export class Authenticator {
@@ -133,7 +139,11 @@ export class Authenticator {
           // The directory's name differs from the typed one and belongs to a local user: refuse.
           failure = 'directory name is a local user';
         } else {
-          this.directoryChecks.set(user.name, { checkedAt: Date.now(), role: user.role });
+          this.directoryChecks.set(user.name, {
+            checkedAt: Date.now(),
+            role: user.role,
+            groups: outcome.user.groups,
+          });
           if (local === undefined && outcome.user.name === name) {
             await this.audit.record({
               actor: 'system',
@@ -218,8 +228,14 @@ export class Authenticator {
       throw new StewardError('STEWARD_UNAUTHENTICATED', 'this user is disabled');
     }
     let role = found.user.role;
+    let directoryGroups: readonly string[] | undefined;
     if (found.user.source === 'ldap') {
-      role = await this.recheckDirectoryUser(found.user, found.token.id, source, now);
+      ({ role, groups: directoryGroups } = await this.recheckDirectoryUser(
+        found.user,
+        found.token.id,
+        source,
+        now,
+      ));
     }
     if (found.token.lastUsedAt === null || now - found.token.lastUsedAt > TOUCH_INTERVAL_MS) {
       await this.store.touchToken(found.token.id, now);
@@ -231,19 +247,28 @@ export class Authenticator {
         detail: { kind: found.token.kind },
       });
     }
-    return { user: found.user.name, role, tokenId: found.token.id };
+    return {
+      user: found.user.name,
+      role,
+      tokenId: found.token.id,
+      ...(directoryGroups !== undefined ? { directoryGroups } : {}),
+    };
   }
 
-  /** The LDAP user's current role, asking the directory when the cached answer is older than the TTL. */
+  /**
+   * The LDAP user's current role and groups, asking the directory when the cached answer is older than the
+   * TTL.
+   */
   private async recheckDirectoryUser(
     user: UserRecord,
     tokenId: string,
     source: string | undefined,
     now: number,
-  ): Promise<Role> {
+  ): Promise<{ role: Role; groups: readonly string[] }> {
     const cached = this.directoryChecks.get(user.name);
     const directory = this.directory;
-    if (cached && directory && now - cached.checkedAt < directory.cacheTtlMs) return cached.role;
+    if (cached && directory && now - cached.checkedAt < directory.cacheTtlMs)
+      return { role: cached.role, groups: cached.groups };
     const refuse = async (reason: string, error: StewardError) => {
       this.directoryChecks.delete(user.name);
       await this.audit.record({
@@ -292,8 +317,12 @@ export class Authenticator {
         detail: { from: user.role, to: outcome.user.role },
       });
     }
-    this.directoryChecks.set(user.name, { checkedAt: now, role: outcome.user.role });
-    return outcome.user.role;
+    this.directoryChecks.set(user.name, {
+      checkedAt: now,
+      role: outcome.user.role,
+      groups: outcome.user.groups,
+    });
+    return { role: outcome.user.role, groups: outcome.user.groups };
   }
 
   async createApiToken(

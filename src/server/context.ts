@@ -6,6 +6,7 @@ import type { AuditLog } from './audit.js';
 import type { Authenticator } from './auth.js';
 import type { JobService } from './jobs.js';
 import type { ResultFiles } from './results.js';
+import type { SpaceService } from './spaces.js';
 import type { JobWatch } from './watch.js';
 import type { WorkflowRepository } from './workflows.js';
 
@@ -18,6 +19,7 @@ export interface ServerContext {
   audit: AuditLog;
   auth: Authenticator;
   workflows: WorkflowRepository;
+  spaces: SpaceService;
   jobs: JobService;
   results: ResultFiles;
   watch: JobWatch;

@@ -76,7 +76,8 @@ export class JobService {
 
   async submit(principal: Principal, input: SubmitInput, source: string): Promise<JobRecord> {
     const { store, workflows, config } = this.deps;
-    const record = await workflows.resolve(input.workflow);
+    // Needs the viewer role in the workflow's space; the version resolved here is pinned for good.
+    const record = await workflows.resolve(principal, input.workflow);
     const workflow = await workflows.parsedFor(record);
     const params = resolveParams(workflow, input.params);
     const now = Date.now();
@@ -88,7 +89,7 @@ export class JobService {
     const inserted = await store.insertJobOnce({
       id: newJobId(now),
       user: principal.user,
-      workflow: { name: record.name, version: record.version, digest: record.digest },
+      workflow: { space: record.space, name: record.name, version: record.version, digest: record.digest },
       params,
       labels: input.labels,
       timeoutMs,
@@ -111,7 +112,7 @@ export class JobService {
       target: job.id,
       source,
       detail: {
-        workflow: `${record.name}@${record.version}`,
+        workflow: `${record.space}/${record.name}@${record.version}`,
         labels: input.labels,
         ...(input.retries !== undefined ? { retries: input.retries } : {}),
       },
@@ -176,7 +177,9 @@ export class JobService {
       jobId: job.id,
       attempt: job.attempt,
       user: job.user,
-      workflow: job.workflow,
+      // The offer's shape is unchanged (agents validate it strictly): the executor's fetch, by job, serves
+      // the pinned (space, name, version).
+      workflow: { name: job.workflow.name, version: job.workflow.version, digest: job.workflow.digest },
       params: job.params,
       labels: job.labels,
       jobToken,

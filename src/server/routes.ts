@@ -14,6 +14,7 @@ import {
   StewardError,
   type ApiRoute,
   type ApiRoutes,
+  type JobDetail,
   type RouteName,
 } from '../protocol/index.js';
 import type { JobDetailRecord, JobRecord } from '../store/index.js';
@@ -23,10 +24,13 @@ import { contentDisposition } from './results.js';
 import { parseInput } from './validation.js';
 import {
   auditView,
+  groupView,
   iso,
   jobDetailView,
   jobView,
   resultView,
+  spaceMemberView,
+  spaceView,
   stepView,
   tokenView,
   userView,
@@ -61,7 +65,21 @@ export type Handlers = { [K in RouteName]: Handler<ApiRoutes[K]> };
 const KEEPALIVE_MS = 15_000;
 
 export function buildHandlers(ctx: ServerContext): Handlers {
-  const { store, auth, jobs, workflows, results } = ctx;
+  const { store, auth, jobs, workflows, results, spaces } = ctx;
+
+  async function listSpaceWorkflows(principal: Principal, space: string) {
+    await spaces.require(principal, space, 'view');
+    return {
+      workflows: (await store.listWorkflows(space)).map((w) => ({
+        space: w.space,
+        name: w.name,
+        latestVersion: w.latestVersion,
+        description: w.description,
+        updatedAt: iso(w.updatedAt),
+        updatedBy: w.updatedBy,
+      })),
+    };
+  }
 
   async function ownJob(principal: Principal, id: string, source: string): Promise<JobRecord> {
     return jobs.visibleJob(principal, id, source);
@@ -109,26 +127,95 @@ export function buildHandlers(ctx: ServerContext): Handlers {
     pushWorkflow: async ({ principal, body, source }) =>
       workflowVersionView(await workflows.push(principal, body, source)),
 
-    listWorkflows: async () => ({
-      workflows: (await store.listWorkflows()).map((w) => ({
-        name: w.name,
-        latestVersion: w.latestVersion,
-        description: w.description,
-        updatedAt: iso(w.updatedAt),
-        updatedBy: w.updatedBy,
-      })),
+    listWorkflows: async ({ principal }) =>
+      listSpaceWorkflows(principal, (await spaces.ownPersonal(principal)).name),
+
+    showWorkflow: async ({ principal, params }) =>
+      workflowDetailView(await workflows.resolve(principal, { space: principal.user, name: params.name })),
+
+    showWorkflowVersion: async ({ principal, params }) =>
+      workflowDetailView(
+        await workflows.resolve(principal, {
+          space: principal.user,
+          name: params.name,
+          version: params.version,
+        }),
+      ),
+
+    listWorkflowVersions: async ({ principal, params }) => ({
+      versions: (await workflows.versions(principal, { space: principal.user, name: params.name })).map(
+        workflowVersionView,
+      ),
     }),
 
-    showWorkflow: async ({ params }) => workflowDetailView(await workflows.resolve(params.name)),
+    deleteWorkflow: async ({ principal, params, source }) =>
+      workflows.delete(principal, { space: principal.user, name: params.name }, source),
 
-    showWorkflowVersion: async ({ params }) =>
-      workflowDetailView(await workflows.resolve(`${params.name}@${params.version}`)),
+    createSpace: async ({ principal, body, source }) =>
+      spaceView(await spaces.createShared(principal, body.name, body.description, source), null),
 
-    listWorkflowVersions: async ({ params }) => {
-      const versions = await store.listWorkflowVersions(params.name);
-      if (versions.length === 0) throw new StewardError('STEWARD_NOT_FOUND', `no workflow ${params.name}`);
-      return { versions: versions.map(workflowVersionView) };
+    listSpaces: async ({ principal }) => ({
+      spaces: (await spaces.visible(principal)).map(({ space, role }) => spaceView(space, role)),
+    }),
+
+    showSpace: async ({ principal, params }) => {
+      const { space, role } = await spaces.require(principal, params.space, 'view');
+      return {
+        ...spaceView(space, role),
+        members: (await store.spaces.listMembers(space.name)).map(spaceMemberView),
+        workflows: await store.countWorkflows(space.name),
+      };
     },
+
+    deleteSpace: async ({ principal, params, source }) => {
+      await spaces.deleteShared(principal, params.space, source);
+      return undefined;
+    },
+
+    setSpaceMember: async ({ principal, params, body, source }) =>
+      spaceMemberView(await spaces.setMember(principal, params.space, body, source)),
+
+    removeSpaceMember: async ({ principal, params, query, source }) => {
+      await spaces.removeMember(principal, params.space, query, source);
+      return undefined;
+    },
+
+    pushSpaceWorkflow: async ({ principal, params, body, source }) =>
+      workflowVersionView(await workflows.push(principal, body, source, params.space)),
+
+    listSpaceWorkflows: async ({ principal, params }) => listSpaceWorkflows(principal, params.space),
+
+    showSpaceWorkflow: async ({ principal, params }) =>
+      workflowDetailView(await workflows.resolve(principal, { space: params.space, name: params.name })),
+
+    listSpaceWorkflowVersions: async ({ principal, params }) => ({
+      versions: (await workflows.versions(principal, { space: params.space, name: params.name })).map(
+        workflowVersionView,
+      ),
+    }),
+
+    showSpaceWorkflowVersion: async ({ principal, params }) =>
+      workflowDetailView(
+        await workflows.resolve(principal, {
+          space: params.space,
+          name: params.name,
+          version: params.version,
+        }),
+      ),
+
+    deleteSpaceWorkflow: async ({ principal, params, source }) =>
+      workflows.delete(principal, { space: params.space, name: params.name }, source),
+
+    createGroup: async ({ principal, body, source }) =>
+      groupView(await spaces.createGroup(principal, body.name, body.description, source)),
+
+    listGroups: async () => ({ groups: (await store.spaces.listGroups()).map(groupView) }),
+
+    addGroupMember: async ({ principal, params, source }) =>
+      groupView(await spaces.addGroupMember(principal, params.group, params.user, source)),
+
+    removeGroupMember: async ({ principal, params, source }) =>
+      groupView(await spaces.removeGroupMember(principal, params.group, params.user, source)),
 
     submitJob: async ({ principal, body, source }) => jobView(await jobs.submit(principal, body, source)),
 
@@ -147,7 +234,7 @@ export function buildHandlers(ctx: ServerContext): Handlers {
 
     showJob: async ({ principal, params, source }) => {
       const job = await ownJob(principal, params.id, source);
-      return jobDetailView(await readJobDetail(ctx, job.id));
+      return readJobDetailView(ctx, job.id);
     },
 
     jobEvents: async ({ principal, params, source, request, reply }) => {
@@ -246,7 +333,8 @@ export function buildHandlers(ctx: ServerContext): Handlers {
       // The fetch is the claim: it happens once per job before any user code runs (an executor of an
       // older version sends no agent and claims nothing).
       if (query.agent !== undefined) await jobs.claim(job, query.agent);
-      const record = await workflows.resolve(`${job.workflow.name}@${job.workflow.version}`);
+      // Exactly the version pinned at submit, even if the workflow was deleted or pushed again since.
+      const record = await workflows.pinned(job.workflow);
       return {
         jobId: job.id,
         attempt: job.attempt,
@@ -265,7 +353,7 @@ export function buildHandlers(ctx: ServerContext): Handlers {
     },
 
     execAsset: async ({ job, params, reply }) => {
-      const asset = await store.workflowHasAsset(job.workflow.name, job.workflow.version, params.digest);
+      const asset = await store.workflowHasAsset(job.workflow, params.digest);
       if (!asset)
         throw new StewardError('STEWARD_NOT_FOUND', `job ${job.id}'s workflow has no asset ${params.digest}`);
       reply.header('content-type', 'application/octet-stream').header('content-length', String(asset.size));
@@ -315,6 +403,16 @@ async function readJobDetail(ctx: ServerContext, id: string): Promise<JobDetailR
   return detail;
 }
 
+/** The job's detail as the API shows it, with who pushed the version it pinned. */
+async function readJobDetailView(ctx: ServerContext, id: string): Promise<JobDetail> {
+  return detailView(ctx, await readJobDetail(ctx, id));
+}
+
+async function detailView(ctx: ServerContext, detail: JobDetailRecord): Promise<JobDetail> {
+  const pinned = await ctx.workflows.pinned(detail.job.workflow).catch(() => undefined);
+  return jobDetailView(detail, pinned?.createdBy ?? null);
+}
+
 /**
  * SSE: `snapshot` (JobDetail) first, then `job`/`step` on every change, `end` (JobDetail) once the job is
  * terminal, then the stream closes. The subscription is taken before the snapshot is read, so no change
@@ -344,7 +442,7 @@ async function streamJobEvents(
   };
   const end = async (): Promise<void> => {
     try {
-      send('end', jobDetailView(await readJobDetail(ctx, job.id)));
+      send('end', await readJobDetailView(ctx, job.id));
     } catch (error) {
       request.log.warn({ err: error, jobId: job.id }, 'could not send the final job event');
     }
@@ -376,7 +474,7 @@ async function streamJobEvents(
   try {
     const detail = await readJobDetail(ctx, job.id);
     current = detail.job;
-    send('snapshot', jobDetailView(detail));
+    send('snapshot', await detailView(ctx, detail));
   } catch (error) {
     // Headers are out: the error shape cannot be sent any more, so log it and end the stream.
     request.log.error({ err: error, jobId: job.id }, 'could not send the job snapshot');

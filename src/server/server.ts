@@ -29,6 +29,7 @@ import { ResultFiles } from './results.js';
 import { buildHandlers, registerRoutes } from './routes.js';
 import { STEWARD_VERSION } from './version.js';
 import { JobWatch } from './watch.js';
+import { SpaceService } from './spaces.js';
 import { WorkflowRepository } from './workflows.js';
 
 export interface CreateServerOptions {
@@ -101,7 +102,8 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
   const generatedAdminPassword = await auth.bootstrapAdmin(options.adminPassword);
   const watch = new JobWatch(logger);
   // Results, logs and assets live in the shared directory: any server may take an upload or a download.
-  const workflows = new WorkflowRepository(store, config.sharedDir, audit);
+  const spaces = new SpaceService(store, audit);
+  const workflows = new WorkflowRepository(store, config.sharedDir, audit, spaces);
   const results = new ResultFiles(store, config.sharedDir, config.resultLimitBytes, logger, {
     stepLogBytes: config.stepLogLimitBytes,
     previewCellBytes: config.preview.cellBytes,
@@ -128,6 +130,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     audit,
     auth,
     workflows,
+    spaces,
     jobs,
     results,
     watch,

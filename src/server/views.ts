@@ -2,9 +2,12 @@
 import type {
   AttemptRecord,
   AuditRecord,
+  GroupRecord,
   JobDetailRecord,
   JobRecord,
   ResultRecord,
+  SpaceMemberRecord,
+  SpaceRecord,
   StepRecord,
   TokenRecord,
   UserRecord,
@@ -12,9 +15,13 @@ import type {
 } from '../store/index.js';
 import type {
   AttemptInfo,
+  GroupInfo,
   Job,
   JobDetail,
   ResultInfo,
+  SpaceInfo,
+  SpaceMember,
+  SpaceRole,
   StepInfo,
   User,
   WorkflowVersion,
@@ -30,7 +37,7 @@ export function jobView(job: JobRecord): Job {
   return {
     id: job.id,
     user: job.user,
-    workflow: { name: job.workflow.name, version: job.workflow.version },
+    workflow: { space: job.workflow.space, name: job.workflow.name, version: job.workflow.version },
     params: job.params,
     labels: job.labels,
     state: job.state,
@@ -69,9 +76,53 @@ export function attemptView(attempt: AttemptRecord): AttemptInfo {
   };
 }
 
-/** Takes one `Store.getJobDetail` read: a job and steps read apart may contradict each other. */
-export function jobDetailView({ job, steps, attempts }: JobDetailRecord): JobDetail {
-  return { ...jobView(job), steps: steps.map(stepView), attempts: attempts.map(attemptView) };
+/**
+ * Takes one `Store.getJobDetail` read: a job and steps read apart may contradict each other. `pushedBy`: who
+ * pushed the pinned version (null when unknown).
+ */
+export function jobDetailView(
+  { job, steps, attempts }: JobDetailRecord,
+  pushedBy: string | null,
+): JobDetail {
+  const view = jobView(job);
+  return {
+    ...view,
+    workflow: { ...view.workflow, pushedBy },
+    steps: steps.map(stepView),
+    attempts: attempts.map(attemptView),
+  };
+}
+
+export function spaceView(space: SpaceRecord, role: SpaceRole | null): SpaceInfo {
+  return {
+    name: space.name,
+    kind: space.kind,
+    owner: space.owner,
+    description: space.description,
+    createdBy: space.createdBy,
+    createdAt: iso(space.createdAt),
+    role,
+  };
+}
+
+export function spaceMemberView(member: SpaceMemberRecord): SpaceMember {
+  return {
+    kind: member.kind,
+    name: member.member,
+    role: member.role,
+    addedBy: member.addedBy,
+    addedAt: iso(member.addedAt),
+  };
+}
+
+export function groupView(group: GroupRecord): GroupInfo {
+  return {
+    name: group.name,
+    description: group.description,
+    createdBy: group.createdBy,
+    createdAt: iso(group.createdAt),
+    members: group.members,
+  };
 }
 
 export function userView(user: UserRecord): User {
@@ -96,6 +147,7 @@ export function tokenView(token: TokenRecord): {
 
 export function workflowVersionView(workflow: WorkflowRecord): WorkflowVersion {
   return {
+    space: workflow.space,
     name: workflow.name,
     version: workflow.version,
     digest: workflow.digest,

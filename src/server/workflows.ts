@@ -5,6 +5,7 @@
  */
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { parse as parseYaml } from 'yaml';
 import { describeWorkflow, parseWorkflow } from '../engine/index.js';
 import type { Workflow } from '../engine/index.js';
 import { StewardError, WorkflowName } from '../protocol/index.js';
@@ -12,6 +13,7 @@ import type { AssetRecord, Store, WorkflowRecord } from '../store/index.js';
 import type { AuditLog } from './audit.js';
 import type { Principal } from './auth.js';
 import { newId, sha256Hex } from './secrets.js';
+import type { SpaceService, WorkflowAddress } from './spaces.js';
 
 const PARSED_CACHE_SIZE = 256;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
@@ -21,6 +23,17 @@ export interface PushInput {
   fileName?: string | undefined;
   format?: 'yaml' | 'json' | undefined;
   assets?: Record<string, string> | undefined;
+}
+
+/** The top-level `name` of a workflow source (YAML or JSON), if it has a string one. */
+function declaredName(source: string): string | undefined {
+  try {
+    const document: unknown = parseYaml(source);
+    const name = (document as { name?: unknown } | null)?.name;
+    return typeof name === 'string' ? name : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** A relative path with no `..`, `.` or empty segments, no backslashes or NULs. */
@@ -38,15 +51,39 @@ export class WorkflowRepository {
     private readonly store: Store,
     sharedDir: string,
     private readonly audit: AuditLog,
+    private readonly spaces: SpaceService,
   ) {
     this.assetDir = path.join(sharedDir, 'assets');
     mkdirSync(this.assetDir, { recursive: true, mode: 0o700 });
   }
 
-  async push(principal: Principal, input: PushInput, source: string): Promise<WorkflowRecord> {
+  /**
+   * Stores a new version in `spaceName` (default: the caller's personal space), which needs the editor role
+   * there; nobody but its user pushes into a personal space.
+   */
+  async push(
+    principal: Principal,
+    input: PushInput,
+    source: string,
+    spaceName?: string,
+  ): Promise<WorkflowRecord> {
+    const space =
+      spaceName === undefined
+        ? await this.spaces.ownPersonal(principal)
+        : (await this.spaces.require(principal, spaceName, 'push')).space;
     const workflow = await parseWorkflow(input.source, {
       ...(input.format ? { format: input.format } : {}),
       ...(input.fileName ? { fileName: input.fileName } : {}),
+    }).catch((error: unknown) => {
+      // `name: finance/report` is someone addressing a space from inside the file: say how to do it.
+      const name = declaredName(input.source);
+      if (name?.includes('/'))
+        throw new StewardError(
+          'STEWARD_WORKFLOW_REF_INVALID',
+          `name: ${JSON.stringify(name)} has a "/": a workflow's name is its name alone; choose the space when pushing (steward workflow push --space SPACE FILE)`,
+          { cause: error },
+        );
+      throw error;
     });
     if (!WorkflowName.safeParse(workflow.name).success) {
       throw new StewardError(
@@ -68,6 +105,7 @@ export class WorkflowRepository {
     const digest = sha256Hex(input.source + '\0' + stored.map((a) => `${a.path}\0${a.digest}\n`).join(''));
     const description = describeWorkflow(workflow);
     const record = await this.store.insertWorkflowVersion({
+      space: space.name,
       name: workflow.name,
       source: input.source,
       format: workflow.format,
@@ -83,25 +121,77 @@ export class WorkflowRepository {
     await this.audit.record({
       actor: principal.user,
       action: 'workflow.push',
-      target: `${record.name}@${record.version}`,
+      target: `${record.space}/${record.name}@${record.version}`,
       source,
       detail: { digest, assets: stored.length },
     });
     return record;
   }
 
-  /** `name` (latest) or `name@version`; STEWARD_NOT_FOUND when absent. */
-  async resolve(ref: string): Promise<WorkflowRecord> {
-    const at = ref.lastIndexOf('@');
-    const name = at === -1 ? ref : ref.slice(0, at);
-    const version = at === -1 ? undefined : Number(ref.slice(at + 1));
-    const record = await this.store.getWorkflow(name, version);
+  /**
+   * `[space/]name[@version]` (latest when no version; a bare name is in the caller's personal space), for
+   * reading or running it: needs the viewer role in the space. Deleted workflows are not found.
+   */
+  async resolve(principal: Principal, ref: string | WorkflowAddress): Promise<WorkflowRecord> {
+    const address = typeof ref === 'string' ? this.spaces.address(principal, ref) : ref;
+    await this.spaces.require(principal, address.space, 'view');
+    const record = await this.store.getWorkflow(address.space, address.name, address.version);
     if (!record)
       throw new StewardError(
         'STEWARD_NOT_FOUND',
-        version === undefined ? `no workflow ${name}` : `no workflow ${name} version ${version}`,
+        address.version === undefined
+          ? `no workflow ${address.space}/${address.name}`
+          : `no workflow ${address.space}/${address.name} version ${address.version}`,
       );
     return record;
+  }
+
+  /** Every version of a live workflow (viewer role). */
+  async versions(principal: Principal, address: WorkflowAddress): Promise<WorkflowRecord[]> {
+    await this.spaces.require(principal, address.space, 'view');
+    const versions = await this.store.listWorkflowVersions(address.space, address.name);
+    if (versions.length === 0)
+      throw new StewardError('STEWARD_NOT_FOUND', `no workflow ${address.space}/${address.name}`);
+    return versions;
+  }
+
+  /**
+   * The exact version a job pinned at submit, deleted or not: what its executor loads and what its detail
+   * shows. No permission check: the job's token or its owner's access was checked by the caller.
+   */
+  async pinned(workflow: { space: string; name: string; version: number }): Promise<WorkflowRecord> {
+    const record = await this.store.getWorkflow(workflow.space, workflow.name, workflow.version, {
+      includeDeleted: true,
+    });
+    if (!record)
+      throw new StewardError(
+        'STEWARD_NOT_FOUND',
+        `no workflow ${workflow.space}/${workflow.name} version ${workflow.version}`,
+      );
+    return record;
+  }
+
+  /**
+   * Deletes every version of a workflow (editor role; admins in shared spaces): it can no longer be run or
+   * listed, and jobs that ran it keep their version readable.
+   */
+  async delete(
+    principal: Principal,
+    address: { space: string; name: string },
+    source: string,
+  ): Promise<{ space: string; name: string; versions: number }> {
+    await this.spaces.require(principal, address.space, 'delete-workflow');
+    const versions = await this.store.deleteWorkflow(address.space, address.name, principal.user, Date.now());
+    if (versions === 0)
+      throw new StewardError('STEWARD_NOT_FOUND', `no workflow ${address.space}/${address.name}`);
+    await this.audit.record({
+      actor: principal.user,
+      action: 'workflow.delete',
+      target: `${address.space}/${address.name}`,
+      source,
+      detail: { versions },
+    });
+    return { space: address.space, name: address.name, versions };
   }
 
   /** The parsed form of a stored version (cached by digest). */

@@ -1,4 +1,12 @@
 export { Store, openStore } from './store.js';
+export type {
+  GroupRecord,
+  MemberKind,
+  SpaceMemberRecord,
+  SpaceRecord,
+  SpaceRole,
+  SpaceStore,
+} from './spaces.js';
 export type { ChangeListener, JobChangeNotice } from './changes.js';
 export type {
   AgentRecord,

@@ -29,6 +29,8 @@ export interface ApiTokensTable {
 }
 
 export interface WorkflowsTable {
+  /** The space the version lives in (migration 0008): the key is (space, name, version). */
+  space: string;
   name: string;
   version: number;
   source: string;
@@ -41,9 +43,13 @@ export interface WorkflowsTable {
   steps_json: string;
   created_by: string;
   created_at: number;
+  /** Set when the workflow was deleted (migration 0008): kept for the jobs that ran it, never run again. */
+  deleted_at: number | null;
+  deleted_by: string | null;
 }
 
 export interface WorkflowAssetsTable {
+  space: string;
   name: string;
   version: number;
   path: string;
@@ -54,6 +60,8 @@ export interface WorkflowAssetsTable {
 export interface JobsTable {
   id: string;
   user_name: string;
+  /** The space of the version the job pinned at submit (migration 0008). */
+  workflow_space: string;
   workflow_name: string;
   workflow_version: number;
   workflow_digest: string;
@@ -157,6 +165,40 @@ export interface LoginFailuresTable {
   time: number;
 }
 
+/** Personal spaces (one per user, `owner` = the user) and shared spaces admins create (migration 0008). */
+export interface SpacesTable {
+  name: string;
+  kind: 'personal' | 'shared';
+  owner: string | null;
+  description: string;
+  created_by: string;
+  created_at: number;
+}
+
+/** `kind` `user`: a server user; `group`: a local group name or an LDAP group DN (contains `=`). */
+export interface SpaceMembersTable {
+  space: string;
+  kind: 'user' | 'group';
+  member: string;
+  role: 'viewer' | 'editor' | 'owner';
+  added_by: string;
+  added_at: number;
+}
+
+export interface GroupsTable {
+  name: string;
+  description: string;
+  created_by: string;
+  created_at: number;
+}
+
+export interface GroupMembersTable {
+  group_name: string;
+  user_name: string;
+  added_by: string;
+  added_at: number;
+}
+
 export interface Database {
   users: UsersTable;
   api_tokens: ApiTokensTable;
@@ -170,4 +212,8 @@ export interface Database {
   audit: AuditTable;
   agents: AgentsTable;
   login_failures: LoginFailuresTable;
+  spaces: SpacesTable;
+  space_members: SpaceMembersTable;
+  groups: GroupsTable;
+  group_members: GroupMembersTable;
 }

@@ -35,6 +35,7 @@ import { ChangeListener, type ChangeListenerOptions, type JobChangeNotice } from
 import { migrateToLatest, type StoreDialect } from './migrations/index.js';
 import { WalFlusher, withCommitTracking } from './sqlite-durable.js';
 import type { Database, JobsTable } from './schema.js';
+import { SpaceStore } from './spaces.js';
 
 export interface OpenStoreOptions {
   /** Called with a line for each applied migration. Default: silent. */
@@ -43,6 +44,11 @@ export interface OpenStoreOptions {
   busyTimeoutMs?: number;
   /** PostgreSQL pool size. Default 10. */
   poolSize?: number;
+  /**
+   * Stop after applying this migration (by name, e.g. `0007_agent_draining`), leaving later ones pending:
+   * for tests that build a database as an older release left it. Default: apply every migration.
+   */
+  migrateUntil?: string;
 }
 
 export interface UserRecord {
@@ -82,6 +88,8 @@ export interface AssetRecord {
 }
 
 export interface WorkflowRecord {
+  /** The space the workflow lives in; (space, name, version) is its key. */
+  space: string;
   name: string;
   version: number;
   source: string;
@@ -98,6 +106,7 @@ export interface WorkflowRecord {
 export type NewWorkflowVersion = Omit<WorkflowRecord, 'version'>;
 
 export interface WorkflowSummaryRecord {
+  space: string;
   name: string;
   latestVersion: number;
   description: string;
@@ -108,7 +117,7 @@ export interface WorkflowSummaryRecord {
 export interface JobRecord {
   id: string;
   user: string;
-  workflow: { name: string; version: number; digest: string };
+  workflow: { space: string; name: string; version: number; digest: string };
   params: Record<string, ParamValue>;
   labels: string[];
   state: JobState;
@@ -161,7 +170,7 @@ export interface RetryPlan {
 export interface NewJob {
   id: string;
   user: string;
-  workflow: { name: string; version: number; digest: string };
+  workflow: { space: string; name: string; version: number; digest: string };
   params: Record<string, ParamValue>;
   labels: string[];
   timeoutMs: number | null;
@@ -306,6 +315,8 @@ export class Store {
   /** Identifies this open store among the servers sharing one database (its notices carry it). */
   readonly instanceId = randomUUID();
   private readonly workflowVersions = new Map<string, WorkflowRecord>();
+  /** Spaces, space members and local groups. */
+  readonly spaces: SpaceStore;
 
   private constructor(
     readonly db: Db,
@@ -314,13 +325,16 @@ export class Store {
     readonly changeChannel: string | undefined,
     private readonly config: StoreConfig,
     private readonly flusher?: WalFlusher,
-  ) {}
+  ) {
+    this.spaces = new SpaceStore(db);
+  }
 
   /** Opens the database and applies pending migrations. */
   static async open(config: StoreConfig, options: OpenStoreOptions = {}): Promise<Store> {
     const { db, dialect, flusher } = await connect(config, options);
     try {
-      for (const name of await migrateToLatest(db as Kysely<unknown>, dialect)) options.onMigration?.(name);
+      for (const name of await migrateToLatest(db as Kysely<unknown>, dialect, options.migrateUntil))
+        options.onMigration?.(name);
       await flusher?.durable();
     } catch (error) {
       await flusher?.close();
@@ -610,8 +624,9 @@ export class Store {
   // ---- workflows --------------------------------------------------------------------------------------
 
   /**
-   * Stores a new immutable version: previous + 1, decided inside the transaction. Two servers pushing the
-   * same name at once collide on the primary key; the loser retries with the next number.
+   * Stores a new immutable version in its space: previous + 1 (deleted versions count, so a number is never
+   * given twice), decided inside the transaction. Two servers pushing the same name at once collide on the
+   * primary key; the loser retries with the next number.
    */
   async insertWorkflowVersion(workflow: NewWorkflowVersion): Promise<WorkflowRecord> {
     for (let attempt = 0; ; attempt++) {
@@ -620,12 +635,14 @@ export class Store {
           const row = await trx
             .selectFrom('workflows')
             .select((eb) => eb.fn.max<number | null>('version').as('v'))
+            .where('space', '=', workflow.space)
             .where('name', '=', workflow.name)
             .executeTakeFirst();
           const version = Number(row?.v ?? 0) + 1;
           await trx
             .insertInto('workflows')
             .values({
+              space: workflow.space,
               name: workflow.name,
               version,
               source: workflow.source,
@@ -636,6 +653,8 @@ export class Store {
               steps_json: JSON.stringify(workflow.steps),
               created_by: workflow.createdBy,
               created_at: workflow.createdAt,
+              deleted_at: null,
+              deleted_by: null,
             })
             .execute();
           if (workflow.assets.length > 0) {
@@ -643,6 +662,7 @@ export class Store {
               .insertInto('workflow_assets')
               .values(
                 workflow.assets.map((a) => ({
+                  space: workflow.space,
                   name: workflow.name,
                   version,
                   path: a.path,
@@ -662,35 +682,49 @@ export class Store {
   }
 
   /**
-   * A version, or the latest when `version` is omitted. A stored version never changes (pushing makes a new
-   * one; nothing updates or deletes them), so versions read once are kept in memory: every submit and every
-   * executor's workflow fetch reads one. Which version is the latest is always asked of the database (another
-   * server may have pushed one).
+   * A version of a live (not deleted) workflow, or its latest when `version` is omitted. With
+   * `includeDeleted` (a job's pinned version, for its executor and its detail) deleted versions are found
+   * too. A stored version's content never changes, so versions read once are kept in memory: every submit
+   * and every executor's workflow fetch reads one. Which version is the latest, and whether it is deleted, is
+   * always asked of the database (another server may have pushed or deleted).
    */
-  async getWorkflow(name: string, version?: number): Promise<WorkflowRecord | undefined> {
-    if (version !== undefined) {
-      const cached = this.workflowVersions.get(`${version}@${name}`);
+  async getWorkflow(
+    space: string,
+    name: string,
+    version?: number,
+    options: { includeDeleted?: boolean } = {},
+  ): Promise<WorkflowRecord | undefined> {
+    const key = (v: number) => `${space}/${name}@${v}`;
+    if (version !== undefined && options.includeDeleted) {
+      const cached = this.workflowVersions.get(key(version));
       if (cached) return cached;
     }
-    let query = this.db.selectFrom('workflows').where('name', '=', name);
-    if (version === undefined) {
-      const latest = await query.select('version').orderBy('version', 'desc').limit(1).executeTakeFirst();
-      if (!latest) return undefined;
-      const cached = this.workflowVersions.get(`${latest.version}@${name}`);
+    let query = this.db.selectFrom('workflows').where('space', '=', space).where('name', '=', name);
+    if (!options.includeDeleted) query = query.where('deleted_at', 'is', null);
+    if (version === undefined || !options.includeDeleted) {
+      let find = query.select('version');
+      find =
+        version === undefined
+          ? find.orderBy('version', 'desc').limit(1)
+          : find.where('version', '=', version);
+      const found = await find.executeTakeFirst();
+      if (!found) return undefined;
+      const cached = this.workflowVersions.get(key(found.version));
       if (cached) return cached;
-      query = query.where('version', '=', latest.version);
+      query = query.where('version', '=', found.version);
     } else query = query.where('version', '=', version);
     const row = await query.selectAll().executeTakeFirst();
     if (!row) return undefined;
     const assets = await this.db
       .selectFrom('workflow_assets')
       .select(['path', 'digest', 'size'])
+      .where('space', '=', space)
       .where('name', '=', name)
       .where('version', '=', row.version)
       .orderBy('path')
       .execute();
     const record = toWorkflow(row, assets);
-    this.workflowVersions.set(`${row.version}@${name}`, record);
+    this.workflowVersions.set(key(row.version), record);
     if (this.workflowVersions.size > WORKFLOW_VERSIONS_KEPT) {
       const oldest = this.workflowVersions.keys().next().value;
       if (oldest !== undefined) this.workflowVersions.delete(oldest);
@@ -698,16 +732,21 @@ export class Store {
     return record;
   }
 
-  async listWorkflowVersions(name: string): Promise<WorkflowRecord[]> {
+  /** Every version of a live workflow, oldest first (empty when it does not exist or was deleted). */
+  async listWorkflowVersions(space: string, name: string): Promise<WorkflowRecord[]> {
     const rows = await this.db
       .selectFrom('workflows')
       .selectAll()
+      .where('space', '=', space)
       .where('name', '=', name)
+      .where('deleted_at', 'is', null)
       .orderBy('version')
       .execute();
+    if (rows.length === 0) return [];
     const assets = await this.db
       .selectFrom('workflow_assets')
       .selectAll()
+      .where('space', '=', space)
       .where('name', '=', name)
       .orderBy('path')
       .execute();
@@ -719,7 +758,8 @@ export class Store {
     );
   }
 
-  async listWorkflows(): Promise<WorkflowSummaryRecord[]> {
+  /** The live workflows of one space with their latest version. */
+  async listWorkflows(space: string): Promise<WorkflowSummaryRecord[]> {
     const rows = await this.db
       .selectFrom('workflows as w')
       .innerJoin(
@@ -728,14 +768,18 @@ export class Store {
             .selectFrom('workflows')
             .select(['name'])
             .select((e) => e.fn.max<number>('version').as('latest'))
+            .where('space', '=', space)
+            .where('deleted_at', 'is', null)
             .groupBy('name')
             .as('m'),
         (join) => join.onRef('m.name', '=', 'w.name').onRef('m.latest', '=', 'w.version'),
       )
-      .select(['w.name', 'w.version', 'w.description', 'w.created_at', 'w.created_by'])
+      .select(['w.space', 'w.name', 'w.version', 'w.description', 'w.created_at', 'w.created_by'])
+      .where('w.space', '=', space)
       .orderBy('w.name')
       .execute();
     return rows.map((r) => ({
+      space: r.space,
       name: r.name,
       latestVersion: r.version,
       description: r.description,
@@ -744,13 +788,43 @@ export class Store {
     }));
   }
 
+  /** How many live workflows a space holds. */
+  async countWorkflows(space: string): Promise<number> {
+    const row = await this.db
+      .selectFrom('workflows')
+      .select((eb) => eb.fn.count<number>('name').distinct().as('n'))
+      .where('space', '=', space)
+      .where('deleted_at', 'is', null)
+      .executeTakeFirstOrThrow();
+    return Number(row.n);
+  }
+
+  /**
+   * Marks every version of a live workflow deleted: it cannot be run or listed any more, and the rows stay
+   * for the jobs that ran them. Returns how many versions it deleted (0: no such live workflow).
+   */
+  async deleteWorkflow(space: string, name: string, by: string, time: number): Promise<number> {
+    const result = await this.db
+      .updateTable('workflows')
+      .set({ deleted_at: time, deleted_by: by })
+      .where('space', '=', space)
+      .where('name', '=', name)
+      .where('deleted_at', 'is', null)
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows);
+  }
+
   /** Whether an asset with this digest belongs to the given workflow version. */
-  async workflowHasAsset(name: string, version: number, digest: string): Promise<AssetRecord | undefined> {
+  async workflowHasAsset(
+    workflow: { space: string; name: string; version: number },
+    digest: string,
+  ): Promise<AssetRecord | undefined> {
     return this.db
       .selectFrom('workflow_assets')
       .select(['path', 'digest', 'size'])
-      .where('name', '=', name)
-      .where('version', '=', version)
+      .where('space', '=', workflow.space)
+      .where('name', '=', workflow.name)
+      .where('version', '=', workflow.version)
       .where('digest', '=', digest)
       .executeTakeFirst();
   }
@@ -801,6 +875,7 @@ export class Store {
         .values({
           id: job.id,
           user_name: job.user,
+          workflow_space: job.workflow.space,
           workflow_name: job.workflow.name,
           workflow_version: job.workflow.version,
           workflow_digest: job.workflow.digest,
@@ -1733,6 +1808,7 @@ function toUser(row: {
 
 function toWorkflow(row: Database['workflows'], assets: readonly AssetRecord[]): WorkflowRecord {
   return {
+    space: row.space,
     name: row.name,
     version: row.version,
     source: row.source,
@@ -1751,7 +1827,12 @@ function toJob(row: JobsTable): JobRecord {
   return {
     id: row.id,
     user: row.user_name,
-    workflow: { name: row.workflow_name, version: row.workflow_version, digest: row.workflow_digest },
+    workflow: {
+      space: row.workflow_space,
+      name: row.workflow_name,
+      version: row.workflow_version,
+      digest: row.workflow_digest,
+    },
     params: JSON.parse(row.params_json) as Record<string, ParamValue>,
     labels: JSON.parse(row.labels_json) as string[],
     state: row.state as JobState,

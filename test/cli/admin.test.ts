@@ -171,7 +171,7 @@ describe('steward jobs', () => {
     expect(run.stdout).toMatch(/^ID\s+WORKFLOW\s+USER\s+STATE\s+CREATED\s+DURATION\n/);
     expect(run.stdout).toMatch(
       new RegExp(
-        `${jobId}\\s+sales-report@3\\s+alice\\s+succeeded\\s+\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d\\s+4m05s\\n$`,
+        `${jobId}\\s+alice/sales-report@3\\s+alice\\s+succeeded\\s+\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d\\s+4m05s\\n$`,
       ),
     );
   });

@@ -173,7 +173,7 @@ export function makeJob(overrides: Partial<Job> = {}): Job {
   return {
     id: '01JTESTJOB0000000000000001',
     user: 'alice',
-    workflow: { name: 'sales-report', version: 3 },
+    workflow: { space: 'alice', name: 'sales-report', version: 3 },
     params: {},
     labels: [],
     state: 'queued',
@@ -211,6 +211,7 @@ export function makeDetail(
   const base = makeJob(job);
   return {
     ...base,
+    workflow: { ...base.workflow, pushedBy: base.user },
     steps,
     attempts: attempts ?? [
       {

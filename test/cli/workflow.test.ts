@@ -18,6 +18,7 @@ afterEach(async () => {
 });
 
 const workflowVersion = {
+  space: 'alice',
   name: 'sales-report',
   version: 3,
   digest: 'a'.repeat(64),
@@ -58,7 +59,7 @@ describe('steward workflow push', () => {
     const run = await runCli(cliBin, ['workflow', 'push', file], { configHome: dir, env, cwd: dir });
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
-    expect(run.stdout).toBe('pushed sales-report@3\n');
+    expect(run.stdout).toBe('pushed alice/sales-report@3\n');
     const body = JSON.parse(server.calls('POST', '/api/workflows')[0]!.body) as Record<string, unknown>;
     expect(body).toEqual({
       source,
@@ -143,7 +144,7 @@ describe('steward workflow show', () => {
     );
     const run = await runCli(cliBin, ['workflow', 'show', 'sales-report@3'], { configHome: dir, env });
     expect(run.code).toBe(0);
-    expect(run.stdout).toContain('sales-report@3  Monthly sales');
+    expect(run.stdout).toContain('alice/sales-report@3  Monthly sales');
     expect(run.stdout).toMatch(/since\s+date\s+no\s+"2026-01-01"/);
     expect(run.stdout).toMatch(/report\s+sql\s+load/);
     const sourceRun = await runCli(cliBin, ['workflow', 'show', 'sales-report@3', '--source'], {

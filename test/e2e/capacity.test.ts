@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobDetail } from '../../src/protocol/index.js';
 import { ApiUser } from '../support/api.js';
 import { OsUsers, type TestUser } from '../support/os-users.js';
-import { CliUser, StewardInstance, isRoot, tempDir } from '../support/steward.js';
+import { StewardInstance, isRoot, tempDir } from '../support/steward.js';
 
 const nap = {
   name: 'nap',
@@ -72,15 +72,10 @@ describe.runIf(isRoot)('capacity, idle timeout and agent death', () => {
     steward = await StewardInstance.start({ extraArgs: ['--config', config] });
     const admin = await ApiUser.login(steward.url, 'admin', steward.adminPassword);
     for (const user of [alice, bob]) await admin.createUser(user.name, 'capacity-password-1');
-    const cli = await CliUser.create('admin', steward.url);
-    await cli.login(steward.adminPassword);
-    const file = path.join(scratch, 'nap.yaml');
-    await writeFile(file, stringify(nap));
-    const pushed = await cli.run(['workflow', 'push', file]);
-    expect(pushed.code, pushed.stderr).toBe(0);
-    await cli.cleanup();
     aliceApi = await ApiUser.login(steward.url, alice.name, 'capacity-password-1');
     bobApi = await ApiUser.login(steward.url, bob.name, 'capacity-password-1');
+    // Each user runs the workflow of their own personal space.
+    for (const user of [aliceApi, bobApi]) await user.push(stringify(nap));
   }, 60_000);
 
   afterAll(async () => {

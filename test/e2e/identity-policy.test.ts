@@ -2,13 +2,13 @@
  * The identity policy through a real `steward up` (as root): adversarial identities each end their job
  * `failed` with a stable code and an actionable message, and the agent keeps serving the next user.
  */
-import { readdir, rm, writeFile } from 'node:fs/promises';
+import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiUser } from '../support/api.js';
 import { OsUsers, type TestUser } from '../support/os-users.js';
-import { CliUser, StewardInstance, isRoot, tempDir } from '../support/steward.js';
+import { StewardInstance, isRoot, repoRoot, tempDir } from '../support/steward.js';
 
 describe.runIf(isRoot)('identity policy in a running agent', () => {
   const osUsers = new OsUsers();
@@ -52,11 +52,10 @@ describe.runIf(isRoot)('identity policy in a running agent', () => {
     steward = await StewardInstance.start({ extraArgs: ['--config', config] });
     admin = await ApiUser.login(steward.url, 'admin', steward.adminPassword);
     for (const name of [...cases.keys(), good.name]) await admin.createUser(name, password);
-    const cli = await CliUser.create('admin', steward.url);
-    await cli.login(steward.adminPassword);
-    const pushed = await cli.run(['workflow', 'push', 'examples/whoami.yaml']);
-    expect(pushed.code, pushed.stderr).toBe(0);
-    await cli.cleanup();
+    // Every user runs `whoami` from their own personal space.
+    const whoami = await readFile(path.join(repoRoot, 'examples', 'whoami.yaml'), 'utf8');
+    for (const name of [...cases.keys(), good.name])
+      await (await ApiUser.login(steward.url, name, password)).push(whoami);
   }, 60_000);
 
   afterAll(async () => {

@@ -11,7 +11,7 @@ import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiUser } from '../support/api.js';
 import { OsUsers, type TestUser } from '../support/os-users.js';
-import { CliUser, StewardInstance, isRoot, tempDir } from '../support/steward.js';
+import { StewardInstance, isRoot, tempDir } from '../support/steward.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -113,17 +113,11 @@ describe.runIf(isRoot)("one user's job cannot reach another user's files", () =>
     steward = await StewardInstance.start({ extraArgs: ['--config', config] });
     const admin = await ApiUser.login(steward.url, 'admin', steward.adminPassword);
     for (const user of [alice, bob]) await admin.createUser(user.name, password);
-    const cli = await CliUser.create('admin', steward.url);
-    await cli.login(steward.adminPassword);
-    for (const workflow of [plant, probe]) {
-      const file = path.join(scratch, `${workflow.name}.yaml`);
-      await writeFile(file, stringify(workflow));
-      const pushed = await cli.run(['workflow', 'push', file]);
-      expect(pushed.code, pushed.stderr).toBe(0);
-    }
-    await cli.cleanup();
     aliceApi = await ApiUser.login(steward.url, alice.name, password);
     bobApi = await ApiUser.login(steward.url, bob.name, password);
+    // Each user runs workflows of their own personal space.
+    for (const user of [aliceApi, bobApi])
+      for (const workflow of [plant, probe]) await user.push(stringify(workflow));
     const planted = await bobApi.run('plant', {}, 60_000);
     expect(planted.state, JSON.stringify(planted)).toBe('succeeded');
     bobJob = planted.id;

@@ -20,6 +20,7 @@ import {
   ADMINS_GROUP_DN,
   BASE_DN,
   DATA_GROUP,
+  GROUPS_DN,
   PEOPLE_DN,
   SERVICE_DN,
   SERVICE_PASSWORD,
@@ -206,6 +207,53 @@ describe.runIf(canRun)('LDAP users end to end (slapd + nslcd in a private mount 
     );
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain('STEWARD_UNAUTHENTICATED: wrong user name or password');
+  });
+
+  it("runs a shared space's workflow, pushed by one member of an LDAP group, as another member's own account", async () => {
+    const { alice, bob, dave } = slapd!.people;
+    const groupDn = `cn=stlfin${randomBytes(2).toString('hex')},${GROUPS_DN}`;
+    await slapd!.admin((client) =>
+      client.add(groupDn, {
+        objectClass: 'groupOfNames',
+        cn: groupDn.slice(3, groupDn.indexOf(',')),
+        member: [slapd!.personDn(alice.uid), slapd!.personDn(bob.uid)],
+      }),
+    );
+    // alice is an admin (through her group): she creates the space and gives the LDAP group the editor role.
+    const aliceCli = await cli(alice.uid, alice.password);
+    for (const args of [
+      ['space', 'create', 'finance', '--description', 'finance reports'],
+      ['space', 'member', 'add', 'finance', '--group', groupDn, '--role', 'editor'],
+      ['workflow', 'push', '--space', 'finance', 'examples/whoami.yaml'],
+    ]) {
+      const done = await aliceCli.run(args);
+      expect(done.code, `${args.join(' ')}: ${done.stderr}`).toBe(0);
+    }
+    const shown = await aliceCli.run(['space', 'show', 'finance']);
+    expect(shown.stdout).toContain(groupDn);
+
+    const bobCli = await cli(bob.uid, bob.password);
+    const result = await bobCli.run(['run', 'finance/whoami', '--wait', '--json']);
+    const job = JSON.parse(result.stdout) as JobJson & {
+      workflow: { space: string; name: string; version: number; pushedBy: string };
+    };
+    expect(job.state, `${result.stderr}\n${result.stdout}`).toBe('succeeded');
+    expect(job.workflow).toEqual({ space: 'finance', name: 'whoami', version: 1, pushedBy: alice.uid });
+    expect(job.executor?.uid).toBe(bob.uidNumber);
+    expect(job.executor?.osUser).toBe(bob.uid);
+
+    // dave is in no group of the space.
+    const daveCli = await cli(dave.uid, dave.password);
+    for (const args of [
+      ['workflow', 'list', '--space', 'finance'],
+      ['workflow', 'show', 'finance/whoami'],
+      ['run', 'finance/whoami'],
+      ['workflow', 'push', '--space', 'finance', 'examples/whoami.yaml'],
+    ]) {
+      const refused = await daveCli.run(args);
+      expect(refused.code, args.join(' ')).toBe(1);
+      expect(refused.stderr, args.join(' ')).toContain('STEWARD_SPACE_NOT_MEMBER');
+    }
   });
 
   it('refuses a job clearly and quickly when the directory is down or silent on the executor side', async () => {

@@ -150,12 +150,13 @@ describe('steward up, end to end through the CLI', () => {
   });
 
   it("runs each user's job as that user's OS account with its supplementary groups", async () => {
-    const pushed = await alice.run(['workflow', 'push', 'examples/whoami.yaml']);
-    expect(pushed.code, pushed.stderr).toBe(0);
     for (const [user, os] of [
       [alice, aliceOs],
       [bob, bobOs],
     ] as const) {
+      // Each user runs `whoami` from their own personal space.
+      const pushed = await user.run(['workflow', 'push', 'examples/whoami.yaml']);
+      expect(pushed.code, pushed.stderr).toBe(0);
       const { job, stderr } = await runJob(user, ['whoami', '-p', `note=from-${user.name}`]);
       expect(job.state, stderr).toBe('succeeded');
       const out = path.join(scratch, `out-whoami-${user.name}`);

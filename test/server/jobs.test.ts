@@ -109,8 +109,15 @@ describe.each(backends)('jobs on $name', (backend) => {
     for (const answer of answers) expect(answer.status, answer.text).toBe(201);
     const ids = new Set(answers.map((answer) => answer.json.id as string));
     expect(ids.size).toBe(1);
-    // Another user's key is their own.
+    // Another user's key is their own (bob runs his own `report`, in his personal space).
     const bob = await h.userToken('bob');
+    const pushed = await h.request({
+      method: 'POST',
+      url: '/api/workflows',
+      token: bob,
+      body: { source: REPORT_WORKFLOW },
+    });
+    expect(pushed.status, pushed.text).toBe(201);
     const other = await submit(bob, body);
     expect(other.status).toBe(201);
     expect(ids.has(other.json.id as string)).toBe(false);
@@ -129,7 +136,12 @@ describe.each(backends)('jobs on $name', (backend) => {
     const job = await h.server.store.insertJob({
       id: '20260101000000000-deadbeef',
       user: 'alice',
-      workflow: { name: 'report', version: 1, digest: (await h.server.store.getWorkflow('report'))!.digest },
+      workflow: {
+        space: 'alice',
+        name: 'report',
+        version: 1,
+        digest: (await h.server.store.getWorkflow('alice', 'report'))!.digest,
+      },
       params: { region: 'emea', limit: 10 },
       labels: [],
       timeoutMs: null,
@@ -170,7 +182,7 @@ describe.each(backends)('jobs on $name', (backend) => {
     const job = await h.server.store.insertJob({
       id: '20260101000000000-0ff0ff00',
       user: 'alice',
-      workflow: first.workflow,
+      workflow: { space: 'alice', ...first.workflow },
       params: first.params,
       labels: [],
       timeoutMs: null,

@@ -21,7 +21,7 @@ import {
   USERS_GROUP_DN,
 } from '../support/slapd.js';
 import { freePort } from '../support/steward.js';
-import { ADMIN_PASSWORD, eventually, startHarness, type Harness } from './harness.js';
+import { ADMIN_PASSWORD, eventually, REPORT_WORKFLOW, startHarness, type Harness } from './harness.js';
 
 let slapd: Slapd;
 
@@ -302,3 +302,113 @@ describe('login throttling', () => {
     });
   });
 });
+
+describe('shared spaces through LDAP groups', () => {
+  it('lets members of an LDAP group use a shared space, refuses others, and ends access at the re-check after removal', async () => {
+    await withHarness({ ldap: searchBindConfig({ cacheTtl: '300ms' }) }, async (h) => {
+      const { alice, bob, dave } = slapd.people;
+      const financeDn = `cn=stlfinance${Date.now().toString(36)},${GROUPS_DN}`;
+      await slapd.admin((client) =>
+        client.add(financeDn, {
+          objectClass: 'groupOfNames',
+          cn: financeDn.slice(3, financeDn.indexOf(',')),
+          member: [slapd.personDn(alice.uid), slapd.personDn(bob.uid)],
+        }),
+      );
+      try {
+        const aliceToken = (await login(h, alice.uid, alice.password)).json.token as string;
+        const bobToken = (await login(h, bob.uid, bob.password)).json.token as string;
+        const daveToken = (await login(h, dave.uid, dave.password)).json.token as string;
+        const admin = await h.adminToken();
+        expect(
+          (await h.request({ method: 'POST', url: '/api/spaces', token: admin, body: { name: 'finance' } }))
+            .status,
+        ).toBe(201);
+        // The DN as an admin might type it: other case, blanks after commas.
+        const typed = financeDn.toUpperCase().replace(/,/g, ', ');
+        const member = await h.request({
+          method: 'PUT',
+          url: '/api/spaces/finance/members',
+          token: admin,
+          body: { kind: 'group', name: typed, role: 'editor' },
+        });
+        expect(member.status, member.text).toBe(200);
+
+        // alice (a member through the group) pushes, bob (another member) runs it.
+        const pushed = await h.request({
+          method: 'POST',
+          url: '/api/spaces/finance/workflows',
+          token: aliceToken,
+          body: { source: REPORT_WORKFLOW },
+        });
+        expect(pushed.status, pushed.text).toBe(201);
+        expect(pushed.json).toMatchObject({
+          space: 'finance',
+          name: 'report',
+          version: 1,
+          createdBy: alice.uid,
+        });
+        const submitted = await h.request({
+          method: 'POST',
+          url: '/api/jobs',
+          token: bobToken,
+          body: { workflow: 'finance/report', params: { region: 'emea' } },
+        });
+        expect(submitted.status, submitted.text).toBe(201);
+        expect(submitted.json.workflow).toEqual({ space: 'finance', name: 'report', version: 1 });
+        expect(submitted.json.user).toBe(bob.uid);
+
+        // dave is in no group of the space: refused on list, show, run and push.
+        const refusals = await spaceRequests(h, daveToken);
+        for (const [what, response] of Object.entries(refusals)) {
+          expect(response.status, what).toBe(403);
+          expect(response.json.error.code, what).toBe('STEWARD_SPACE_NOT_MEMBER');
+          expect(response.json.error.message, what).toContain("space's owners or an admin");
+        }
+        expect(Object.values(await spaceRequests(h, bobToken)).map((r) => r.status)).toEqual([
+          200, 200, 201, 201,
+        ]);
+
+        // bob leaves the group in the directory: his access ends at the next re-check of his token.
+        await slapd.admin((client) =>
+          client.modify(financeDn, memberChange('delete', slapd.personDn(bob.uid))),
+        );
+        const ended = await eventually(async () => {
+          const response = await h.request({
+            method: 'GET',
+            url: '/api/spaces/finance/workflows',
+            token: bobToken,
+          });
+          return response.status === 403 ? response : undefined;
+        }, 5000);
+        expect(ended.json.error.code).toBe('STEWARD_SPACE_NOT_MEMBER');
+        for (const [what, response] of Object.entries(await spaceRequests(h, bobToken)))
+          expect(response.status, what).toBe(403);
+        // The token itself still works for bob's own things.
+        expect((await h.request({ method: 'GET', url: '/api/me', token: bobToken })).status).toBe(200);
+      } finally {
+        await slapd.admin((client) => client.del(financeDn));
+      }
+    });
+  });
+});
+
+/** List, show, run and push in the `finance` space, as the token's user. */
+async function spaceRequests(h: Harness, token: string) {
+  return {
+    list: await h.request({ method: 'GET', url: '/api/spaces/finance/workflows', token }),
+    show: await h.request({ method: 'GET', url: '/api/spaces/finance/workflows/report', token }),
+    run: await h.request({
+      method: 'POST',
+      url: '/api/jobs',
+      token,
+      body: { workflow: 'finance/report', params: { region: 'emea' } },
+    }),
+    push: await h.request({
+      method: 'POST',
+      url: '/api/spaces/finance/workflows',
+      token,
+      body: { source: REPORT_WORKFLOW },
+    }),
+  };
+}

@@ -87,7 +87,7 @@ describe('workflow repository', () => {
       404,
     );
     const audit = await h.server.store.listAudit({ action: 'workflow.push', limit: 10 });
-    expect(audit.map((e) => e.target)).toEqual(['report@2', 'report@1']);
+    expect(audit.map((e) => e.target)).toEqual(['alice/report@2', 'alice/report@1']);
   });
 
   it('stores assets content-addressed and includes them in the digest', async () => {

@@ -26,6 +26,7 @@ describe.each(backends)('job attempts on $name', (backend) => {
     }
     await store.createUser({ name: 'alice', role: 'user', passwordHash: null, createdAt: 1 });
     await store.insertWorkflowVersion({
+      space: 'alice',
       name: 'wf',
       source: 'name: wf',
       format: 'yaml',
@@ -51,7 +52,7 @@ describe.each(backends)('job attempts on $name', (backend) => {
     await store.insertJob({
       id: JOB,
       user: 'alice',
-      workflow: { name: 'wf', version: 1, digest: 'd1' },
+      workflow: { space: 'alice', name: 'wf', version: 1, digest: 'd1' },
       params: {},
       labels: [],
       timeoutMs: null,
@@ -240,6 +241,7 @@ describe('migration 0003 on an existing database', () => {
       let store = await openStore(handle.config);
       await store.createUser({ name: 'bob', role: 'user', passwordHash: null, createdAt: 1 });
       await store.insertWorkflowVersion({
+        space: 'bob',
         name: 'wf',
         source: 'name: wf',
         format: 'yaml',
@@ -254,7 +256,7 @@ describe('migration 0003 on an existing database', () => {
       await store.insertJob({
         id: JOB,
         user: 'bob',
-        workflow: { name: 'wf', version: 1, digest: 'd1' },
+        workflow: { space: 'bob', name: 'wf', version: 1, digest: 'd1' },
         params: {},
         labels: [],
         timeoutMs: null,

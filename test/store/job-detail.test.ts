@@ -52,6 +52,7 @@ describe.each(backends)('job detail on $name', (backend) => {
     }
     await store.createUser({ name: 'alice', role: 'user', passwordHash: null, createdAt: 1 });
     await store.insertWorkflowVersion({
+      space: 'alice',
       name: 'wf',
       source: 'name: wf',
       format: 'yaml',
@@ -77,7 +78,7 @@ describe.each(backends)('job detail on $name', (backend) => {
     await store.insertJob({
       id: JOB,
       user: 'alice',
-      workflow: { name: 'wf', version: 1, digest: 'd1' },
+      workflow: { space: 'alice', name: 'wf', version: 1, digest: 'd1' },
       params: {},
       labels: [],
       timeoutMs: null,

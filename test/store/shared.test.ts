@@ -18,6 +18,7 @@ beforeEach(async (context) => {
   b = await openStore({ kind: 'postgres', url: database.url });
   await a.createUser({ name: 'alice', role: 'user', passwordHash: null, createdAt: 1 });
   await a.insertWorkflowVersion({
+    space: 'alice',
     name: 'wf',
     source: 'name: wf',
     format: 'yaml',
@@ -47,7 +48,7 @@ async function seedJobs(count: number, loadDeadline: number | null = null): Prom
     await a.insertJob({
       id,
       user: 'alice',
-      workflow: { name: 'wf', version: 1, digest: 'd1' },
+      workflow: { space: 'alice', name: 'wf', version: 1, digest: 'd1' },
       params: {},
       labels: [],
       timeoutMs: null,
@@ -124,6 +125,7 @@ describe('two stores on one PostgreSQL database', () => {
 
   it('sees the latest workflow version another store pushed after it read (and kept) an older one', async () => {
     const base = {
+      space: 'alice',
       name: 'wf-cached',
       format: 'yaml' as const,
       description: 'd',
@@ -134,10 +136,10 @@ describe('two stores on one PostgreSQL database', () => {
       assets: [],
     };
     await a.insertWorkflowVersion({ ...base, source: 'one', digest: 'd1' });
-    expect((await b.getWorkflow('wf-cached'))?.source).toBe('one');
+    expect((await b.getWorkflow('alice', 'wf-cached'))?.source).toBe('one');
     await a.insertWorkflowVersion({ ...base, source: 'two', digest: 'd2' });
-    expect((await b.getWorkflow('wf-cached'))?.source).toBe('two');
-    expect((await b.getWorkflow('wf-cached', 1))?.source).toBe('one');
+    expect((await b.getWorkflow('alice', 'wf-cached'))?.source).toBe('two');
+    expect((await b.getWorkflow('alice', 'wf-cached', 1))?.source).toBe('one');
   });
 
   it('lets exactly one of two racing transitions of a job win, whichever store makes it', async () => {

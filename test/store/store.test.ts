@@ -25,6 +25,7 @@ describe.each(backends)('store on $name', (backend) => {
   async function seedJob(id = '20260101000000000-aaaaaaaa'): Promise<void> {
     await store.createUser({ name: 'alice', role: 'user', passwordHash: null, createdAt: 1 });
     await store.insertWorkflowVersion({
+      space: 'alice',
       name: 'wf',
       source: 'name: wf',
       format: 'yaml',
@@ -39,7 +40,7 @@ describe.each(backends)('store on $name', (backend) => {
     await store.insertJob({
       id,
       user: 'alice',
-      workflow: { name: 'wf', version: 1, digest: 'd1' },
+      workflow: { space: 'alice', name: 'wf', version: 1, digest: 'd1' },
       params: { n: 1 },
       labels: ['gpu'],
       timeoutMs: null,
@@ -113,6 +114,7 @@ describe.each(backends)('store on $name', (backend) => {
           '0005_attempt_claims',
           '0006_login_failures',
           '0007_agent_draining',
+          '0008_spaces',
         ]);
         expect(await stores[2]!.countUsers()).toBe(0);
       } finally {
@@ -163,6 +165,7 @@ describe.each(backends)('store on $name', (backend) => {
   it('numbers workflow versions from 1 and keeps every version with its assets', async () => {
     await store.createUser({ name: 'alice', role: 'user', passwordHash: null, createdAt: 1 });
     const base = {
+      space: 'alice',
       name: 'wf',
       format: 'yaml' as const,
       description: 'd',
@@ -180,23 +183,38 @@ describe.each(backends)('store on $name', (backend) => {
       assets: [{ path: 'q.sql', digest: 'f'.repeat(64), size: 3 }],
     });
     expect([v1.version, v2.version]).toEqual([1, 2]);
-    expect((await store.getWorkflow('wf'))?.source).toBe('two');
-    expect((await store.getWorkflow('wf', 1))?.source).toBe('one');
-    expect((await store.getWorkflow('wf', 2))?.assets).toEqual([
+    expect((await store.getWorkflow('alice', 'wf'))?.source).toBe('two');
+    expect((await store.getWorkflow('alice', 'wf', 1))?.source).toBe('one');
+    expect((await store.getWorkflow('alice', 'wf', 2))?.assets).toEqual([
       { path: 'q.sql', digest: 'f'.repeat(64), size: 3 },
     ]);
-    expect(await store.getWorkflow('wf', 3)).toBeUndefined();
-    expect((await store.listWorkflowVersions('wf')).map((w) => w.version)).toEqual([1, 2]);
-    expect(await store.listWorkflows()).toEqual([
-      { name: 'wf', latestVersion: 2, description: 'd', updatedAt: 20, updatedBy: 'alice' },
+    expect(await store.getWorkflow('alice', 'wf', 3)).toBeUndefined();
+    expect(await store.getWorkflow('bob', 'wf')).toBeUndefined();
+    expect((await store.listWorkflowVersions('alice', 'wf')).map((w) => w.version)).toEqual([1, 2]);
+    expect(await store.listWorkflows('alice')).toEqual([
+      { space: 'alice', name: 'wf', latestVersion: 2, description: 'd', updatedAt: 20, updatedBy: 'alice' },
     ]);
-    expect(await store.workflowHasAsset('wf', 2, 'f'.repeat(64))).toBeDefined();
-    expect(await store.workflowHasAsset('wf', 1, 'f'.repeat(64))).toBeUndefined();
+    expect(await store.listWorkflows('bob')).toEqual([]);
+    const v2ref = { space: 'alice', name: 'wf', version: 2 };
+    expect(await store.workflowHasAsset(v2ref, 'f'.repeat(64))).toBeDefined();
+    expect(await store.workflowHasAsset({ ...v2ref, version: 1 }, 'f'.repeat(64))).toBeUndefined();
+
+    // Deleting hides every version from runs and lists, and keeps them for the jobs that ran them.
+    expect(await store.deleteWorkflow('alice', 'wf', 'alice', 30)).toBe(2);
+    expect(await store.getWorkflow('alice', 'wf')).toBeUndefined();
+    expect(await store.getWorkflow('alice', 'wf', 2)).toBeUndefined();
+    expect(await store.listWorkflows('alice')).toEqual([]);
+    expect((await store.getWorkflow('alice', 'wf', 2, { includeDeleted: true }))?.source).toBe('two');
+    // A push after the delete starts a new live workflow, numbered after the deleted versions.
+    const v3 = await store.insertWorkflowVersion({ ...base, source: 'three', digest: 'd3', assets: [] });
+    expect(v3.version).toBe(3);
+    expect((await store.listWorkflowVersions('alice', 'wf')).map((w) => w.version)).toEqual([3]);
   });
 
   it('gives concurrent pushes of one workflow distinct consecutive versions', async () => {
     await store.createUser({ name: 'alice', role: 'user', passwordHash: null, createdAt: 1 });
     const base = {
+      space: 'alice',
       name: 'wf',
       format: 'yaml' as const,
       description: '',
@@ -329,7 +347,7 @@ describe.each(backends)('store on $name', (backend) => {
       await store.insertJob({
         id,
         user: 'alice',
-        workflow: { name: 'wf', version: 1, digest: 'd1' },
+        workflow: { space: 'alice', name: 'wf', version: 1, digest: 'd1' },
         params: {},
         labels: [],
         timeoutMs: 5,

@@ -49,6 +49,13 @@ export class ApiUser {
       throw new Error(`create user ${name}: ${status} ${JSON.stringify(body)}`);
   }
 
+  /** Pushes a workflow (its source text) into this user's personal space, or into `space`. */
+  async push(source: string, space?: string): Promise<void> {
+    const route = space === undefined ? '/api/workflows' : `/api/spaces/${space}/workflows`;
+    const { status, body } = await this.request('POST', route, { source });
+    if (status !== 201) throw new Error(`push as ${this.name}: ${status} ${JSON.stringify(body)}`);
+  }
+
   async submit(workflow: string, params: Record<string, unknown> = {}): Promise<string> {
     const { status, body } = await this.request('POST', '/api/jobs', { workflow, params });
     if (status !== 201)

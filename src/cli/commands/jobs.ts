@@ -27,7 +27,7 @@ export function registerJobCommands(program: Command): void {
   program
     .command('run')
     .description('submit a job; with --wait, follow it and exit 0 only if it succeeds')
-    .argument('<workflow>', 'NAME or NAME@VERSION')
+    .argument('<workflow>', '[SPACE/]NAME[@VERSION] (a bare NAME is in your personal space)')
     .option(
       '-p, --param <key=value>',
       'a parameter value (repeatable); the server converts it by the parameter type',
@@ -112,7 +112,7 @@ export function registerJobCommands(program: Command): void {
             ['id', 'workflow', 'user', 'state', 'created', 'duration'],
             jobs.map((job) => [
               job.id,
-              `${job.workflow.name}@${job.workflow.version}`,
+              `${job.workflow.space}/${job.workflow.name}@${job.workflow.version}`,
               job.user,
               job.state,
               formatTime(job.createdAt),
@@ -253,7 +253,11 @@ function describeJob(detail: JobDetailType): string {
     : '-';
   const fields: [string, string][] = [
     ['id', detail.id],
-    ['workflow', `${detail.workflow.name}@${detail.workflow.version}`],
+    [
+      'workflow',
+      `${detail.workflow.space}/${detail.workflow.name}@${detail.workflow.version}` +
+        (detail.workflow.pushedBy ? ` (pushed by ${detail.workflow.pushedBy})` : ''),
+    ],
     ['user', detail.user],
     ['state', detail.state],
     ['attempt', String(detail.attempt)],

@@ -1,10 +1,21 @@
-/** `steward workflow push|list|show`. The server parses and validates workflows; the CLI only ships files. */
+/**
+ * `steward workflow push|list|show|delete`. The server parses and validates workflows; the CLI only ships
+ * files. Workflows are addressed as `[SPACE/]NAME[@VERSION]`; a bare name is in your personal space.
+ */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { WorkflowDetail, WorkflowRef, WorkflowSummary, WorkflowVersion } from '../../protocol/index.js';
+import {
+  DeleteWorkflowResponse,
+  parseWorkflowRef as parseRef,
+  SpaceName,
+  WorkflowDetail,
+  WorkflowSummary,
+  WorkflowVersion,
+  type ParsedWorkflowRef,
+} from '../../protocol/index.js';
 import { CliError, UsageError } from '../failures.js';
 import { formatBytes, formatTable, formatTime } from '../output.js';
 import { contextOf, segment } from './shared.js';
@@ -14,37 +25,46 @@ export function registerWorkflowCommands(program: Command): void {
 
   workflow
     .command('push')
-    .description('upload a workflow file (YAML or JSON) and the asset files it lists as a new version')
+    .description(
+      'upload a workflow file (YAML or JSON) and the asset files it lists as a new version, into your personal space or --space',
+    )
     .argument('<file>', 'workflow file')
-    .action(async (file: string, _options: unknown, command: Command) => {
+    .option('--space <space>', 'a shared space where you are an editor (default: your personal space)')
+    .action(async (file: string, options: { space?: string }, command: Command) => {
       const context = contextOf(command);
+      const space = options.space === undefined ? undefined : checkSpace(options.space);
       const source = await readText(file);
       const assets = await readAssets(file, source);
       const client = await context.client();
-      const version = await client.json('POST', '/api/workflows', WorkflowVersion, {
-        body: { source, fileName: path.basename(file), assets },
-      });
+      const version = await client.json(
+        'POST',
+        space === undefined ? '/api/workflows' : `/api/spaces/${segment(space)}/workflows`,
+        WorkflowVersion,
+        { body: { source, fileName: path.basename(file), assets } },
+      );
       if (context.json) context.printJson(version);
-      else context.out(`pushed ${version.name}@${version.version}\n`);
+      else context.out(`pushed ${version.space}/${version.name}@${version.version}\n`);
     });
 
   workflow
     .command('list')
-    .description('list workflows with their latest version')
-    .action(async (_options: unknown, command: Command) => {
+    .description("list a space's workflows with their latest version (default: your personal space)")
+    .option('--space <space>', 'a space you are a member of')
+    .action(async (options: { space?: string }, command: Command) => {
       const context = contextOf(command);
+      const space = options.space === undefined ? undefined : checkSpace(options.space);
       const client = await context.client();
       const { workflows } = await client.json(
         'GET',
-        '/api/workflows',
+        space === undefined ? '/api/workflows' : `/api/spaces/${segment(space)}/workflows`,
         z.object({ workflows: z.array(WorkflowSummary) }),
       );
       if (context.json) return context.printJson({ workflows });
       context.out(
         formatTable(
-          ['name', 'latest', 'updated', 'by', 'description'],
+          ['workflow', 'latest', 'updated', 'by', 'description'],
           workflows.map((item) => [
-            item.name,
+            `${item.space}/${item.name}`,
             item.latestVersion,
             formatTime(item.updatedAt),
             item.updatedBy,
@@ -57,17 +77,17 @@ export function registerWorkflowCommands(program: Command): void {
   workflow
     .command('show')
     .description('show a workflow version: parameters, steps, assets')
-    .argument('<ref>', 'NAME or NAME@VERSION')
+    .argument('<ref>', '[SPACE/]NAME[@VERSION] (a bare NAME is in your personal space)')
     .option('--source', 'print the workflow source instead')
     .action(async (ref: string, options: { source?: boolean }, command: Command) => {
       const context = contextOf(command);
-      const { name, version } = parseWorkflowRef(ref);
+      const parsed = parseWorkflowRef(ref);
       const client = await context.client();
       const detail = await client.json(
         'GET',
-        version === null
-          ? `/api/workflows/${segment(name)}`
-          : `/api/workflows/${segment(name)}/versions/${version}`,
+        parsed.version === undefined
+          ? workflowPath(parsed)
+          : `${workflowPath(parsed)}/versions/${parsed.version}`,
         WorkflowDetail,
       );
       if (context.json)
@@ -76,18 +96,53 @@ export function registerWorkflowCommands(program: Command): void {
         return context.out(detail.source.endsWith('\n') ? detail.source : `${detail.source}\n`);
       context.out(describeWorkflow(detail));
     });
+
+  workflow
+    .command('delete')
+    .description(
+      'delete a workflow (every version): it cannot be run any more; jobs that ran it keep their version',
+    )
+    .argument('<ref>', '[SPACE/]NAME (a bare NAME is in your personal space)')
+    .action(async (ref: string, _options: unknown, command: Command) => {
+      const context = contextOf(command);
+      const parsed = parseWorkflowRef(ref);
+      if (parsed.version !== undefined)
+        throw new UsageError('delete removes a whole workflow: give [SPACE/]NAME without @VERSION');
+      const client = await context.client();
+      const deleted = await client.json('DELETE', workflowPath(parsed), DeleteWorkflowResponse);
+      if (context.json) return context.printJson(deleted);
+      context.out(
+        `deleted ${deleted.space}/${deleted.name} (${deleted.versions} version${deleted.versions === 1 ? '' : 's'})\n`,
+      );
+    });
 }
 
-export function parseWorkflowRef(ref: string): { name: string; version: number | null } {
-  if (!WorkflowRef.safeParse(ref).success)
-    throw new UsageError(`invalid workflow ${JSON.stringify(ref)}: expected NAME or NAME@VERSION`);
-  const [name = '', version] = ref.split('@');
-  return { name, version: version === undefined ? null : Number(version) };
+/** `[SPACE/]NAME[@VERSION]`; a malformed one fails before any request. */
+export function parseWorkflowRef(ref: string): ParsedWorkflowRef {
+  const parsed = parseRef(ref);
+  // A usage error (exit 2, nothing sent), worded with the code the server gives the same mistake.
+  if ('error' in parsed) throw new UsageError(`STEWARD_WORKFLOW_REF_INVALID: ${parsed.error}`);
+  return parsed;
+}
+
+function checkSpace(space: string): string {
+  if (!SpaceName.safeParse(space).success)
+    throw new UsageError(
+      `--space: ${JSON.stringify(space)} is not a space name (lowercase letters, digits, "_", "." or "-")`,
+    );
+  return space;
+}
+
+/** The API path of a workflow: the personal-space routes for a bare name, the space's routes otherwise. */
+function workflowPath(ref: ParsedWorkflowRef): string {
+  return ref.space === undefined
+    ? `/api/workflows/${segment(ref.name)}`
+    : `/api/spaces/${segment(ref.space)}/workflows/${segment(ref.name)}`;
 }
 
 function describeWorkflow(detail: z.infer<typeof WorkflowDetail>): string {
   const lines = [
-    `${detail.name}@${detail.version}${detail.description ? `  ${detail.description}` : ''}`,
+    `${detail.space}/${detail.name}@${detail.version}${detail.description ? `  ${detail.description}` : ''}`,
     `created ${formatTime(detail.createdAt)} by ${detail.createdBy}, digest ${detail.digest}`,
     '',
     'Parameters:',

@@ -16,6 +16,7 @@ import * as m0004 from './0004_ha_jobs.js';
 import * as m0005 from './0005_attempt_claims.js';
 import * as m0006 from './0006_login_failures.js';
 import * as m0007 from './0007_agent_draining.js';
+import * as m0008 from './0008_spaces.js';
 
 export type StoreDialect = 'sqlite' | 'postgres';
 
@@ -32,6 +33,7 @@ const migrations: readonly (readonly [string, NumberedMigration])[] = [
   ['0005_attempt_claims', m0005],
   ['0006_login_failures', m0006],
   ['0007_agent_draining', m0007],
+  ['0008_spaces', m0008],
 ];
 
 interface MigrationTables {
@@ -39,7 +41,28 @@ interface MigrationTables {
 }
 
 /** Applies every migration not yet recorded; returns the names it applied. */
-export async function migrateToLatest(db: Kysely<unknown>, dialect: StoreDialect): Promise<string[]> {
+export async function migrateToLatest(
+  db: Kysely<unknown>,
+  dialect: StoreDialect,
+  until?: string,
+): Promise<string[]> {
+  if (dialect === 'postgres') return migrateInTransaction(db, dialect, until);
+  // SQLite changes a primary or foreign key only by rebuilding the table (0008), which foreign keys
+  // forbid; they can only be switched off outside a transaction. The transaction checks them itself
+  // (`foreign_key_check`) before committing, so nothing inconsistent is ever committed.
+  await sql`PRAGMA foreign_keys = OFF`.execute(db);
+  try {
+    return await migrateInTransaction(db, dialect, until);
+  } finally {
+    await sql`PRAGMA foreign_keys = ON`.execute(db);
+  }
+}
+
+async function migrateInTransaction(
+  db: Kysely<unknown>,
+  dialect: StoreDialect,
+  until: string | undefined,
+): Promise<string[]> {
   return (db as Kysely<MigrationTables>).transaction().execute(async (trx) => {
     if (dialect === 'postgres') {
       await sql`SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.steward_migrations'))`.execute(
@@ -61,6 +84,14 @@ export async function migrateToLatest(db: Kysely<unknown>, dialect: StoreDialect
       await migration.up(trx as unknown as Kysely<unknown>, dialect);
       await trx.insertInto('steward_migrations').values({ name, applied_at: Date.now() }).execute();
       done.push(name);
+      if (name === until) break;
+    }
+    if (dialect === 'sqlite' && done.length > 0) {
+      const { rows } = await sql<Record<string, unknown>>`PRAGMA foreign_key_check`.execute(trx);
+      if (rows.length > 0)
+        throw new Error(
+          `migrations left rows whose foreign keys point nowhere: ${JSON.stringify(rows.slice(0, 5))}`,
+        );
     }
     return done;
   });
