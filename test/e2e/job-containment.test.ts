@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { detectCgroups, removeCgroupParents } from '../../src/agent/index.js';
 import { ApiUser } from '../support/api.js';
 import { OsUsers, type TestUser } from '../support/os-users.js';
-import { CliUser, StewardInstance, isRoot, tempDir } from '../support/steward.js';
+import { StewardInstance, isRoot, tempDir } from '../support/steward.js';
 
 const probe = isRoot ? await detectCgroups('probe-containment', 'probe') : undefined;
 if (probe) await removeCgroupParents(probe);
@@ -141,17 +141,11 @@ describe.runIf(hasJobCgroups)('jobs the agent ends and contains', () => {
     steward = await StewardInstance.start({ extraArgs: ['--config', config] });
     const admin = await ApiUser.login(steward.url, 'admin', steward.adminPassword);
     for (const user of [alice, bob]) await admin.createUser(user.name, 'contain-password-1');
-    const cli = await CliUser.create('admin', steward.url);
-    await cli.login(steward.adminPassword);
-    for (const workflow of workflows) {
-      const file = path.join(scratch, `${workflow.name}.yaml`);
-      await writeFile(file, stringify(workflow));
-      const pushed = await cli.run(['workflow', 'push', file]);
-      expect(pushed.code, pushed.stderr).toBe(0);
-    }
-    await cli.cleanup();
     aliceApi = await ApiUser.login(steward.url, alice.name, 'contain-password-1');
     bobApi = await ApiUser.login(steward.url, bob.name, 'contain-password-1');
+    // Each user runs workflows of their own personal space (spaces: nobody runs another's code by name).
+    for (const api of [aliceApi, bobApi])
+      for (const workflow of workflows) await api.push(stringify(workflow));
   }, 60_000);
 
   afterAll(async () => {

@@ -79,8 +79,9 @@ describe.runIf(isRoot)('the store is private to root', () => {
     ];
     const admin = await ApiUser.login(steward.url, 'admin', steward.adminPassword);
     await admin.createUser(user.name, password);
-    const cli = await CliUser.create('admin', steward.url);
-    await cli.login(steward.adminPassword);
+    // The user pushes into their own space and runs from it (workflows live in spaces).
+    const cli = await CliUser.create(user.name, steward.url);
+    await cli.login(password);
     const workflows: Record<string, unknown>[] = [
       {
         name: 'peek',
