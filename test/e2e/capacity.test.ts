@@ -11,6 +11,7 @@ import type { JobDetail } from '../../src/protocol/index.js';
 import { ApiUser } from '../support/api.js';
 import { OsUsers, type TestUser } from '../support/os-users.js';
 import { StewardInstance, isRoot, tempDir } from '../support/steward.js';
+import { until } from '../support/wait.js';
 
 const nap = {
   name: 'nap',
@@ -24,18 +25,6 @@ function alive(pid: number): boolean {
     return true;
   } catch {
     return false;
-  }
-}
-
-async function until(
-  what: string,
-  check: () => boolean | Promise<boolean>,
-  timeoutMs = 15_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
 

@@ -13,6 +13,7 @@ import { detectCgroups, removeCgroupParents } from '../../src/agent/index.js';
 import { ApiUser } from '../support/api.js';
 import { OsUsers, type TestUser } from '../support/os-users.js';
 import { StewardInstance, isRoot, tempDir } from '../support/steward.js';
+import { until } from '../support/wait.js';
 
 const probe = isRoot ? await detectCgroups('probe-containment', 'probe') : undefined;
 if (probe) await removeCgroupParents(probe);
@@ -79,14 +80,6 @@ async function running(pid: number): Promise<boolean> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
   if (!stat) return false;
   return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-}
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 const ms = (time: string | null) => (time ? Date.parse(time) : Number.NaN);
