@@ -5,6 +5,7 @@ import type { Store } from '../store/index.js';
 import type { AuditLog } from './audit.js';
 import type { Authenticator } from './auth.js';
 import type { JobService } from './jobs.js';
+import type { UserAdmin } from './users.js';
 import type { ResultFiles } from './results.js';
 import type { JobWatch } from './watch.js';
 import type { WorkflowRepository } from './workflows.js';
@@ -19,6 +20,7 @@ export interface ServerContext {
   auth: Authenticator;
   workflows: WorkflowRepository;
   jobs: JobService;
+  users: UserAdmin;
   results: ResultFiles;
   watch: JobWatch;
   version: string;

@@ -103,6 +103,18 @@ export class JobService {
     // A retry of a submission that already created its job: answer with that job, submit nothing.
     if (!inserted.created) return inserted.job;
     const job = inserted.job;
+    // The user may have been disabled after this request authenticated; disabling cancels the jobs it finds
+    // after its commit, so a job written after that commit must cancel itself here, before any offer.
+    const owner = await store.getUser(principal.user);
+    if (!owner || owner.disabled) {
+      await this.transition(
+        job.id,
+        'canceled',
+        { error: { code: 'STEWARD_JOB_CANCELED', message: `canceled: user ${principal.user} is disabled` } },
+        { from: ['queued', 'offered'] },
+      );
+      throw new StewardError('STEWARD_UNAUTHENTICATED', 'this user is disabled');
+    }
     this.deps.watch.publishJob(job);
     // The audit entry is written while the broker confirms the offer: both are done before the answer.
     const audited = this.deps.audit.record({
@@ -374,11 +386,15 @@ export class JobService {
     throw new StewardError('STEWARD_NOT_FOUND', `no job ${id}`);
   }
 
-  async cancel(principal: Principal, id: string, source: string): Promise<JobRecord> {
+  /** `reason` replaces "canceled by USER" in the job's error message (e.g. the user was disabled). */
+  async cancel(principal: Principal, id: string, source: string, reason?: string): Promise<JobRecord> {
     const job = await this.visibleJob(principal, id, source);
     if (isTerminal(job.state))
       throw new StewardError('STEWARD_JOB_NOT_CANCELABLE', `job ${id} already ended (${job.state})`);
-    const error: ErrorInfo = { code: 'STEWARD_JOB_CANCELED', message: `canceled by ${principal.user}` };
+    const error: ErrorInfo = {
+      code: 'STEWARD_JOB_CANCELED',
+      message: reason ?? `canceled by ${principal.user}`,
+    };
     let result: JobRecord = job;
     if (job.state === 'queued' || job.state === 'offered') {
       const moved = await this.transition(id, 'canceled', { error }, { from: ['queued', 'offered'] });
@@ -395,7 +411,7 @@ export class JobService {
       action: 'job.cancel',
       target: id,
       source,
-      detail: { state: job.state },
+      detail: { state: job.state, ...(reason === undefined ? {} : { reason }) },
     });
     return result;
   }

@@ -15,6 +15,7 @@ import { Authenticator } from './auth.js';
 import type { ServerContext } from './context.js';
 import { EventConsumer } from './events.js';
 import { JobService } from './jobs.js';
+import { UserAdmin } from './users.js';
 import { loadOrCreateSigningKey } from './keys.js';
 import { buildOpenApiDocument } from './openapi.js';
 import { RemoteChanges } from './remote.js';
@@ -119,6 +120,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     auth,
     workflows,
     jobs,
+    users: new UserAdmin({ store, audit, jobs }),
     results,
     watch,
     version: STEWARD_VERSION,

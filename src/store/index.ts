@@ -22,6 +22,8 @@ export type {
   StepRecord,
   TokenRecord,
   TransitionResult,
+  UserChange,
+  UserChangeOutcome,
   UserRecord,
   WorkflowRecord,
   WorkflowSummaryRecord,
