@@ -98,7 +98,10 @@ describe('steward user and token', () => {
     );
     const users = await runCli(cliBin, ['user', 'list'], { configHome: dir, env });
     const lines = users.stdout.trimEnd().split('\n');
-    expect(lines[0]).toMatch(/^NAME\s+ROLE\s+CREATED\s+DISABLED$/);
+    expect(lines[0]).toMatch(/^NAME\s+ROLE\s+SOURCE\s+CREATED\s+STATE$/);
+    // A server of an older version sends no source: its users are all local.
+    expect(lines[1]).toMatch(/^alice\s+admin\s+local\s+.+\s+enabled$/);
+    expect(lines[2]).toMatch(/^bob\s+user\s+local\s+.+\s+disabled$/);
     // Aligned: the last column starts at the same position on every line.
     expect(new Set(lines.map((line) => line.search(/\S+$/))).size).toBe(1);
     const agents = await runCli(cliBin, ['agents', '--json'], { configHome: dir, env });
