@@ -210,6 +210,14 @@ export class Authenticator {
     }
     const found = await this.store.findToken(sha256Hex(secret));
     const now = Date.now();
+    // Checked first: disabling revoked the user's tokens too, and "disabled" is what its holder needs to hear.
+    if (found?.user.disabled) {
+      await refuse('user disabled', found.user.name, found.token.id);
+      throw new StewardError(
+        'STEWARD_UNAUTHENTICATED',
+        'this user is disabled; an admin can enable it (`steward user enable NAME`)',
+      );
+    }
     if (!found || found.token.revoked || (found.token.expiresAt !== null && found.token.expiresAt <= now)) {
       await refuse(
         !found ? 'unknown token' : found.token.revoked ? 'revoked' : 'expired',
@@ -217,10 +225,6 @@ export class Authenticator {
         found?.token.id ?? null,
       );
       throw new StewardError('STEWARD_UNAUTHENTICATED', 'invalid or expired token');
-    }
-    if (found.user.disabled) {
-      await refuse('user disabled', found.user.name, found.token.id);
-      throw new StewardError('STEWARD_UNAUTHENTICATED', 'this user is disabled');
     }
     let role = found.user.role;
     if (found.user.source === 'ldap') {
