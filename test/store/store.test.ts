@@ -78,6 +78,7 @@ describe.each(backends)('store on $name', (backend) => {
       disabled: false,
       createdAt: 5,
       source: 'local',
+      deletedAt: null,
     });
   });
 
@@ -113,6 +114,7 @@ describe.each(backends)('store on $name', (backend) => {
           '0005_attempt_claims',
           '0006_login_failures',
           '0007_agent_draining',
+          '0009_user_deleted',
         ]);
         expect(await stores[2]!.countUsers()).toBe(0);
       } finally {
