@@ -114,6 +114,89 @@ describe('steward user and token', () => {
   });
 });
 
+describe('steward user passwd, role and whoami (client side)', () => {
+  function meIs(user: string, role: 'admin' | 'user' = 'user'): void {
+    server.on('GET', '/api/me', (_request, response) => sendJson(response, 200, { user, role }));
+  }
+
+  it('sends the current and the new password, read one a line from stdin, for your own password', async () => {
+    meIs('alice');
+    server.on('PUT', '/api/users/alice/password', (_request, response) => {
+      response.writeHead(204).end();
+    });
+    const run = await runCli(cliBin, ['user', 'passwd', '--password-stdin'], {
+      configHome: dir,
+      env,
+      input: 'old password\nnew password\n',
+    });
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe('password changed; your other login sessions were ended\n');
+    expect(JSON.parse(server.calls('PUT', '/api/users/alice/password')[0]!.body)).toEqual({
+      currentPassword: 'old password',
+      password: 'new password',
+    });
+  });
+
+  it('sends only the new password for an admin reset of another user', async () => {
+    meIs('admin', 'admin');
+    server.on('PUT', '/api/users/bob/password', (_request, response) => {
+      response.writeHead(204).end();
+    });
+    const run = await runCli(cliBin, ['user', 'passwd', 'bob', '--password-stdin'], {
+      configHome: dir,
+      env,
+      input: 'reset password\n',
+    });
+    expect(run.code, run.stderr).toBe(0);
+    expect(JSON.parse(server.calls('PUT', '/api/users/bob/password')[0]!.body)).toEqual({
+      password: 'reset password',
+    });
+  });
+
+  it('refuses, as usage errors sending nothing, one line for your own password, a short one, and an unknown role', async () => {
+    meIs('alice');
+    const oneLine = await runCli(cliBin, ['user', 'passwd', '--password-stdin'], {
+      configHome: dir,
+      env,
+      input: 'only the new one\n',
+    });
+    expect(oneLine.code).toBe(2);
+    expect(oneLine.stderr).toMatch(/expected 2 passwords, one a line/);
+    const short = await runCli(cliBin, ['user', 'passwd', '--password-stdin'], {
+      configHome: dir,
+      env,
+      input: 'old password\nshort\n',
+    });
+    expect(short.code).toBe(2);
+    expect(short.stderr).toMatch(/at least 8 characters/);
+    const role = await runCli(cliBin, ['user', 'role', 'bob', 'root'], { configHome: dir, env });
+    expect(role.code).toBe(2);
+    expect(role.stderr).toMatch(/expected "admin" or "user", got "root"/);
+    expect(server.calls('PUT', '/api/users/alice/password')).toEqual([]);
+  });
+
+  it('prints the server refusal of the last admin as one line with its code, exit 1', async () => {
+    server.on('POST', '/api/users/admin/disable', (_request, response) =>
+      sendJson(response, 409, {
+        error: { code: 'STEWARD_LAST_ADMIN', message: 'cannot disable admin: it is the last enabled admin' },
+      }),
+    );
+    const run = await runCli(cliBin, ['user', 'disable', 'admin'], { configHome: dir, env });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toBe(
+      'steward: STEWARD_LAST_ADMIN: cannot disable admin: it is the last enabled admin\n',
+    );
+  });
+
+  it('shows who you are, and copes with an older server that sends no source or token', async () => {
+    meIs('alice');
+    const run = await runCli(cliBin, ['whoami'], { configHome: dir, env });
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toBe(`alice (user) at ${server.url}\n`);
+  });
+});
+
 describe('steward cancel', () => {
   it('requests the cancel and, with --wait, exits 0 once the job has ended canceled', async () => {
     server.on('POST', `/api/jobs/${jobId}/cancel`, (_request, response) =>
