@@ -71,7 +71,12 @@ export const User = z.object({
   deletedAt: z.string().nullable().default(null),
 });
 export type User = z.infer<typeof User>;
-const UserParams = z.object({ name: UserName }).strict();
+/**
+ * An existing user's name: not `UserName`, because LDAP users are named by the directory (their first login
+ * creates them) and may not follow the local-user pattern; they must still be manageable.
+ */
+const ExistingUserName = z.string().min(1).max(256);
+const UserParams = z.object({ name: ExistingUserName }).strict();
 export const ListUsersQuery = z
   .object({
     /** `true`: include deleted users (kept so their past jobs and audit entries keep their name). */
@@ -114,7 +119,7 @@ export const CreateTokenResponse = TokenInfo.extend({ token: z.string() });
 export const ListTokensQuery = z
   .object({
     /** Admins: another user's tokens. */
-    user: UserName.optional(),
+    user: ExistingUserName.optional(),
   })
   .strict();
 
