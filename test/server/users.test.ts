@@ -123,6 +123,32 @@ describe.each(backends)('user lifecycle on $name', (backend) => {
     expect(cancels.map((entry) => entry.target).sort()).toEqual([waiting, running].sort());
   });
 
+  it('cancels a job whose submission authenticated before its user was disabled but was written after', async () => {
+    // The exact interleaving: the request has authenticated; the whole disable (commit, listing of live jobs,
+    // cancels) runs before the job row is written.
+    const store = h.server.store;
+    const insert = store.insertJobOnce.bind(store);
+    let disabled: Awaited<ReturnType<typeof call>> | undefined;
+    store.insertJobOnce = async (job) => {
+      disabled = await call('POST', '/api/users/alice/disable');
+      return insert(job);
+    };
+    const late = await submit();
+    expect(disabled?.status, disabled?.text).toBe(200);
+    expect(disabled?.json.canceledJobs).toEqual([]);
+    expect(late.status).toBe(401);
+    expect(late.json.error.message).toBe('this user is disabled');
+    const jobs = (await call('GET', '/api/jobs?user=alice')).json.jobs as any[];
+    expect(jobs).toHaveLength(1);
+    expect(jobs[0]).toMatchObject({
+      state: 'canceled',
+      error: { code: 'STEWARD_JOB_CANCELED', message: 'canceled: user alice is disabled' },
+    });
+    // No offer was ever sent for it.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(offers).toEqual([]);
+  });
+
   it('refuses to disable, delete or demote the last enabled admin with STEWARD_LAST_ADMIN, and allows it while another admin remains', async () => {
     for (const [method, url, body] of [
       ['POST', '/api/users/admin/disable', undefined],
