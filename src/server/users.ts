@@ -37,18 +37,24 @@ export class UserAdmin {
     const outcome = await this.change(principal, name, { kind: 'disable' }, source);
     // Listed after the commit: a job inserted before it is in the list, and a submission that authenticated
     // before it but is written after it sees the user disabled and cancels itself (JobService.submit).
-    const canceledJobs = await this.cancelLiveJobs(principal, name, source);
-    await this.deps.audit.record({
-      actor: principal.user,
-      action: 'user.disable',
-      target: name,
-      source,
-      detail: {
-        wasDisabled: outcome.before.disabled,
-        revokedTokens: outcome.revokedTokens,
-        canceledJobs: canceledJobs.length,
-      },
-    });
+    // If a cancel fails (the bus is down), the disable stands and is audited with the jobs canceled so far;
+    // running the disable again cancels the rest.
+    const canceledJobs: string[] = [];
+    try {
+      await this.cancelLiveJobs(principal, name, source, canceledJobs);
+    } finally {
+      await this.deps.audit.record({
+        actor: principal.user,
+        action: 'user.disable',
+        target: name,
+        source,
+        detail: {
+          wasDisabled: outcome.before.disabled,
+          revokedTokens: outcome.revokedTokens,
+          canceledJobs: canceledJobs.length,
+        },
+      });
+    }
     return { user: outcome.user, canceledJobs };
   }
 
@@ -143,8 +149,12 @@ export class UserAdmin {
     );
   }
 
-  private async cancelLiveJobs(principal: Principal, name: string, source: string): Promise<string[]> {
-    const canceled: string[] = [];
+  private async cancelLiveJobs(
+    principal: Principal,
+    name: string,
+    source: string,
+    canceled: string[],
+  ): Promise<void> {
     for (const id of await this.deps.store.listLiveJobIds(name)) {
       try {
         await this.deps.jobs.cancel(
@@ -159,6 +169,5 @@ export class UserAdmin {
         if (!(error instanceof StewardError && error.code === 'STEWARD_JOB_NOT_CANCELABLE')) throw error;
       }
     }
-    return canceled;
   }
 }
