@@ -176,6 +176,16 @@ describe('steward user passwd, role and whoami (client side)', () => {
     expect(server.calls('PUT', '/api/users/alice/password')).toEqual([]);
   });
 
+  it("refuses to change an LDAP user's own password before asking for any, sending nothing", async () => {
+    server.on('GET', '/api/me', (_request, response) =>
+      sendJson(response, 200, { user: 'dora', role: 'user', source: 'ldap' }),
+    );
+    const run = await runCli(cliBin, ['user', 'passwd'], { configHome: dir, env });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^steward: STEWARD_USER_IN_DIRECTORY: dora is an LDAP user/);
+    expect(server.calls('PUT', '/api/users/dora/password')).toEqual([]);
+  });
+
   it('prints the server refusal of the last admin as one line with its code, exit 1', async () => {
     server.on('POST', '/api/users/admin/disable', (_request, response) =>
       sendJson(response, 409, {

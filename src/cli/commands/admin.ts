@@ -146,6 +146,12 @@ export function registerAdminCommands(program: Command): void {
       const me = await client.json('GET', '/api/me', Me);
       const target = name ?? me.user;
       const own = target === me.user;
+      // Say it before asking for passwords (the server refuses it anyway).
+      if (own && me.source === 'ldap')
+        throw new CliError(
+          'STEWARD_USER_IN_DIRECTORY',
+          `${me.user} is an LDAP user: its password is the directory's; change it with the directory's own tools (or ask its administrators)`,
+        );
       let currentPassword: string | undefined;
       let password: string;
       if (options.passwordStdin) {
