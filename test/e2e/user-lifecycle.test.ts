@@ -71,6 +71,10 @@ async function startSleeper(user: CliUser): Promise<{ id: string; pids: number[]
     const lines = (await readFile(pidFile, 'utf8').catch(() => '')).trim().split('\n').filter(Boolean);
     return lines.length === 2 ? lines.map(Number) : undefined;
   });
+  // The step runs before the agent's `running` event reaches the server: wait for the server to know it.
+  await until(`the server to see ${user.name}'s job running`, async () =>
+    parseJson<JobJson>((await user.run(['job', id, '--json'])).stdout).state === 'running' ? true : undefined,
+  );
   return { id, pids };
 }
 
@@ -189,13 +193,16 @@ describe.skipIf(!isRoot)('user lifecycle through the CLI against steward up', ()
     ] as const) {
       const agents = await agentsOf(user);
       expect(agents.length).toBeGreaterThan(0);
-      expect(agents.flatMap((agent) => agent.executors.map((e) => e.user))).toEqual([user.name]);
+      expect(
+        agents.flatMap((agent) => agent.executors.map((e) => e.user)),
+        JSON.stringify(agents),
+      ).toEqual([user.name]);
       expect(JSON.stringify(agents)).not.toContain(other.name);
     }
 
     const disabled = await admin.run(['user', 'disable', alice.name]);
     expect(disabled.code, disabled.stderr).toBe(0);
-    expect(disabled.stdout).toBe(
+    expect(disabled.stdout, disabled.stderr).toBe(
       `disabled user ${alice.name}: tokens revoked, 1 job(s) canceled: ${mine.id}\n`,
     );
     // At once: the next request with the user's token is refused.
