@@ -398,8 +398,13 @@ export class JobService {
     let result: JobRecord = job;
     if (job.state === 'queued' || job.state === 'offered') {
       const moved = await this.transition(id, 'canceled', { error }, { from: ['queued', 'offered'] });
-      if (moved.ok) result = moved.job;
-      else if (moved.job && (moved.job.state === 'loading' || moved.job.state === 'running'))
+      if (moved.ok) {
+        result = moved.job;
+        // Still `offered` here, but an agent's executor already fetched the workflow (its `loading` and
+        // `running` events are on their way): that agent is running it, and only the agent can stop it.
+        const claimedBy = moved.job.claimedBy ?? job.claimedBy;
+        if (claimedBy !== null) await this.sendCancel(claimedBy, moved.job);
+      } else if (moved.job && (moved.job.state === 'loading' || moved.job.state === 'running'))
         result = await this.requestCancel(moved.job);
       else if (moved.job && isTerminal(moved.job.state))
         throw new StewardError('STEWARD_JOB_NOT_CANCELABLE', `job ${id} already ended (${moved.job.state})`);
@@ -420,16 +425,20 @@ export class JobService {
   private async requestCancel(job: JobRecord): Promise<JobRecord> {
     const updated = (await this.deps.store.requestCancel(job.id)) ?? job;
     if (updated.agentId) {
-      await this.deps.bus.publishControl(updated.agentId, {
-        v: 1,
-        type: 'cancel',
-        jobId: updated.id,
-        attempt: updated.attempt,
-      });
+      await this.sendCancel(updated.agentId, updated);
     } else {
       this.deps.logger.warn({ jobId: job.id }, 'cancel requested for a job with no agent recorded');
     }
     return updated;
+  }
+
+  private async sendCancel(agentId: string, job: JobRecord): Promise<void> {
+    await this.deps.bus.publishControl(agentId, {
+      v: 1,
+      type: 'cancel',
+      jobId: job.id,
+      attempt: job.attempt,
+    });
   }
 
   /** Checks an executor's job token for `jobId`: valid only for that job and only while it has not ended. */

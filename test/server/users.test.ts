@@ -123,6 +123,25 @@ describe.each(backends)('user lifecycle on $name', (backend) => {
     expect(cancels.map((entry) => entry.target).sort()).toEqual([waiting, running].sort());
   });
 
+  it('asks the agent to cancel a job it already loads while the server still sees it offered', async () => {
+    const id = (await submit()).json.id as string;
+    await eventually(() => offers.length === 1);
+    const offer = offers[0]!;
+    // The executor fetched the workflow (the claim); its loading/running events have not arrived yet.
+    const fetched = await h.request({
+      method: 'GET',
+      url: `/api/exec/jobs/${id}/workflow?agent=agent-1`,
+      token: offer.jobToken,
+    });
+    expect(fetched.status, fetched.text).toBe(200);
+    expect((await job(id)).state).toBe('offered');
+    const disabled = await call('POST', '/api/users/alice/disable');
+    expect(disabled.json.canceledJobs).toEqual([id]);
+    expect((await job(id)).state).toBe('canceled');
+    await eventually(() => controls.length === 1);
+    expect(controls[0]).toEqual({ v: 1, type: 'cancel', jobId: id, attempt: 1 });
+  });
+
   it('cancels a job whose submission authenticated before its user was disabled but was written after', async () => {
     // The exact interleaving: the request has authenticated; the whole disable (commit, listing of live jobs,
     // cancels) runs before the job row is written.
