@@ -72,9 +72,13 @@ async function startSleeper(user: CliUser): Promise<{ id: string; pids: number[]
     return lines.length === 2 ? lines.map(Number) : undefined;
   });
   // The step runs before the agent's `running` event reaches the server: wait for the server to know it.
-  await until(`the server to see ${user.name}'s job running`, async () =>
-    parseJson<JobJson>((await user.run(['job', id, '--json'])).stdout).state === 'running' ? true : undefined,
-  );
+  let last = '';
+  await until(`the server to see ${user.name}'s job running`, async () => {
+    last = (await user.run(['job', id, '--json'])).stdout;
+    return parseJson<JobJson>(last).state === 'running' ? true : undefined;
+  }).catch((error: Error) => {
+    throw new Error(`${error.message}; last seen: ${last}\n${steward.output.slice(-3000)}`);
+  });
   return { id, pids };
 }
 
@@ -82,7 +86,11 @@ beforeAll(async () => {
   if (!isRoot) return;
   scratch = await tempDir('users');
   await chmod(scratch, 0o777);
-  steward = await StewardInstance.start();
+  // An agent id of its own: agents default to the host name, and an agent starting with the same id (another
+  // test's `steward up` on this machine) kills what runs in that id's executor cgroups as stale.
+  const config = path.join(scratch, 'steward.yaml');
+  await writeFile(config, JSON.stringify({ agent: { id: `exec-users-${osUsers.tag}` } }));
+  steward = await StewardInstance.start({ extraArgs: ['--config', config] });
   admin = await CliUser.create('admin', steward.url);
   await admin.login(steward.adminPassword);
   const aliceOs = await osUsers.user('ua');
@@ -202,7 +210,7 @@ describe.skipIf(!isRoot)('user lifecycle through the CLI against steward up', ()
 
     const disabled = await admin.run(['user', 'disable', alice.name]);
     expect(disabled.code, disabled.stderr).toBe(0);
-    expect(disabled.stdout, disabled.stderr).toBe(
+    expect(disabled.stdout, (await admin.run(['job', mine.id, '--json'])).stdout).toBe(
       `disabled user ${alice.name}: tokens revoked, 1 job(s) canceled: ${mine.id}\n`,
     );
     // At once: the next request with the user's token is refused.
