@@ -11,6 +11,19 @@ export async function readPasswordFromStdin(): Promise<string> {
   return password;
 }
 
+/** `count` passwords from stdin, one a line (for a change: the current one, then the new one). */
+export async function readPasswordLinesFromStdin(count: number): Promise<string[]> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  const lines = Buffer.concat(chunks).toString('utf8').split(/\r?\n/);
+  if (lines.length > count && lines.slice(count).every((line) => line === '')) lines.length = count;
+  if (lines.length !== count || lines.some((line) => line === ''))
+    throw new UsageError(
+      `--password-stdin: expected ${count === 1 ? 'one password' : `${count} passwords, one a line`} on stdin`,
+    );
+  return lines;
+}
+
 /** Reads a line from the controlling terminal with echo off. Without a terminal this is a usage error. */
 export async function promptPassword(label = 'Password: '): Promise<string> {
   const input = process.stdin;

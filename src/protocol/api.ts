@@ -88,10 +88,60 @@ export const LoginResponse = z.object({
   expiresAt: z.string().nullable(),
 });
 
-export const Me = z.object({ user: z.string(), role: Role });
+export const UserSource = z.enum(['local', 'ldap']);
 
-export const User = z.object({ name: z.string(), role: Role, createdAt: z.string(), disabled: z.boolean() });
+/** Who the caller is. `source` and `token` are absent from older servers. */
+export const Me = z.object({
+  user: z.string(),
+  role: Role,
+  /** `local` (password kept by Steward) or `ldap` (the directory's). */
+  source: UserSource.optional(),
+  /** The token this request used: a `login` session or a named `api` token. */
+  token: z
+    .object({
+      id: z.string(),
+      kind: z.enum(['login', 'api']),
+      name: z.string(),
+      expiresAt: z.string().nullable(),
+    })
+    .optional(),
+});
+
+export const User = z.object({
+  name: z.string(),
+  role: Role,
+  createdAt: z.string(),
+  disabled: z.boolean(),
+  /** Where the user comes from: `local` or `ldap`. (Absent from older servers: `local`.) */
+  source: UserSource.default('local'),
+  /** When an admin deleted the user; null while it exists. Deleted users are listed only on request. */
+  deletedAt: z.string().nullable().default(null),
+});
 export type User = z.infer<typeof User>;
+/**
+ * An existing user's name: not `UserName`, because LDAP users are named by the directory (their first login
+ * creates them) and may not follow the local-user pattern; they must still be manageable.
+ */
+const ExistingUserName = z.string().min(1).max(256);
+const UserParams = z.object({ name: ExistingUserName }).strict();
+export const ListUsersQuery = z
+  .object({
+    /** `true`: include deleted users (kept so their past jobs and audit entries keep their name). */
+    deleted: z.enum(['true', 'false']).default('false'),
+  })
+  .strict();
+export const SetPasswordRequest = z
+  .object({
+    /** Required when changing your own password; admins resetting someone else's leave it out. */
+    currentPassword: z.string().min(1).max(1024).optional(),
+    password: z.string().min(8, 'the password must have at least 8 characters').max(1024),
+  })
+  .strict();
+export const SetRoleRequest = z.object({ role: Role }).strict();
+export const DisableUserResponse = User.extend({
+  /** The user's jobs that were canceled because they had not ended. */
+  canceledJobs: z.array(z.string()),
+});
 export const CreateUserRequest = z
   .object({ name: UserName, password: z.string().min(8).max(1024), role: Role.default('user') })
   .strict();
@@ -106,11 +156,19 @@ export const CreateTokenRequest = z
 export const TokenInfo = z.object({
   id: z.string(),
   name: z.string(),
+  /** The owner (absent from older servers). */
+  user: z.string().optional(),
   createdAt: z.string(),
   expiresAt: z.string().nullable(),
   lastUsedAt: z.string().nullable(),
 });
 export const CreateTokenResponse = TokenInfo.extend({ token: z.string() });
+export const ListTokensQuery = z
+  .object({
+    /** Admins: another user's tokens. */
+    user: ExistingUserName.optional(),
+  })
+  .strict();
 
 export const PushWorkflowRequest = z
   .object({
@@ -531,15 +589,16 @@ export const apiRoutes = {
   listTokens: {
     method: 'GET',
     path: '/api/tokens',
-    summary: 'Your API tokens (without their secrets)',
+    summary: "Your API tokens (without their secrets); admins may ask for another user's with `user`",
     tag: 'auth',
     auth: 'user',
+    query: ListTokensQuery,
     response: z.object({ tokens: z.array(TokenInfo) }),
   },
   revokeToken: {
     method: 'DELETE',
     path: '/api/tokens/:id',
-    summary: 'Revoke one of your tokens',
+    summary: "Revoke one of your tokens (admins: anyone's); the next request with it is refused",
     tag: 'auth',
     auth: 'user',
     params: IdParams,
@@ -558,10 +617,61 @@ export const apiRoutes = {
   listUsers: {
     method: 'GET',
     path: '/api/users',
-    summary: 'List users (admins)',
+    summary: 'List users with their source (admins); deleted ones with `deleted=true`',
     tag: 'users',
     auth: 'admin',
+    query: ListUsersQuery,
     response: z.object({ users: z.array(User) }),
+  },
+  disableUser: {
+    method: 'POST',
+    path: '/api/users/:name/disable',
+    summary:
+      "Disable a user (admins): revokes every token, blocks login, cancels the user's jobs that have not ended",
+    tag: 'users',
+    auth: 'admin',
+    params: UserParams,
+    response: DisableUserResponse,
+  },
+  enableUser: {
+    method: 'POST',
+    path: '/api/users/:name/enable',
+    summary: 'Enable a disabled user (admins); the user logs in again (revoked tokens stay revoked)',
+    tag: 'users',
+    auth: 'admin',
+    params: UserParams,
+    response: User,
+  },
+  setUserRole: {
+    method: 'PUT',
+    path: '/api/users/:name/role',
+    summary: "Set a local user's role (admins); an LDAP user's role follows the directory",
+    tag: 'users',
+    auth: 'admin',
+    params: UserParams,
+    body: SetRoleRequest,
+    response: User,
+  },
+  setUserPassword: {
+    method: 'PUT',
+    path: '/api/users/:name/password',
+    summary:
+      "Change your own password (give the current one) or, as an admin, reset anyone's; ends the user's other login sessions",
+    tag: 'users',
+    auth: 'user',
+    params: UserParams,
+    body: SetPasswordRequest,
+    status: 204,
+  },
+  deleteUser: {
+    method: 'DELETE',
+    path: '/api/users/:name',
+    summary:
+      'Delete a user (admins): refused while it has jobs not ended; its past jobs and audit stay, its name is retired',
+    tag: 'users',
+    auth: 'admin',
+    params: UserParams,
+    status: 204,
   },
   pushWorkflow: {
     method: 'POST',
@@ -877,7 +987,7 @@ export const apiRoutes = {
   listAgents: {
     method: 'GET',
     path: '/api/agents',
-    summary: 'Live agents from their heartbeats',
+    summary: 'Live agents from their heartbeats; non-admins see only their own executors',
     tag: 'agents',
     auth: 'user',
     response: z.object({ agents: z.array(AgentInfo) }),

@@ -147,6 +147,30 @@ export const errorCatalogue = {
     summary:
       'A workflow reference is malformed: expected NAME, NAME@VERSION, SPACE/NAME or SPACE/NAME@VERSION (one slash at most, between space and name).',
   },
+  STEWARD_LAST_ADMIN: {
+    status: 409,
+    summary:
+      'The change would leave no enabled admin (disabling, deleting or demoting the last one); make another user an admin first.',
+  },
+  STEWARD_USER_HAS_JOBS: {
+    status: 409,
+    summary:
+      'The user still has jobs that have not ended; disable the user (which cancels them) or wait, then delete.',
+  },
+  STEWARD_USER_NAME_RETIRED: {
+    status: 409,
+    summary:
+      'The name belonged to a deleted user; names are not reused, so the old history never passes to a new account.',
+  },
+  STEWARD_USER_IN_DIRECTORY: {
+    status: 409,
+    summary:
+      "The user comes from LDAP: its password and role are the directory's; change them there, not in Steward.",
+  },
+  STEWARD_PASSWORD_WRONG: {
+    status: 403,
+    summary: 'The current password given to change a password is wrong.',
+  },
 } as const satisfies Record<string, { status: number; summary: string }>;
 
 export type ErrorCode = keyof typeof errorCatalogue;

@@ -158,6 +158,7 @@ export class Authenticator {
         failure = outcome.reason;
       }
     }
+    if (!failure && user?.deletedAt != null) failure = 'user deleted';
     if (!failure && user?.disabled) failure = 'user disabled';
     if (failure || !user) {
       await this.throttle.recordFailure(name, source);
@@ -171,7 +172,11 @@ export class Authenticator {
       // One message for unknown names and wrong passwords alike; "disabled" only after a correct password.
       throw new StewardError(
         'STEWARD_UNAUTHENTICATED',
-        failure === 'user disabled' ? 'this user is disabled' : 'wrong user name or password',
+        failure === 'user disabled'
+          ? 'this user is disabled; an admin can enable it (`steward user enable NAME`)'
+          : failure === 'user deleted'
+            ? 'this user was deleted'
+            : 'wrong user name or password',
       );
     }
     await this.throttle.recordSuccess(name, source);
@@ -215,6 +220,14 @@ export class Authenticator {
     }
     const found = await this.store.findToken(sha256Hex(secret));
     const now = Date.now();
+    // Checked first: disabling revoked the user's tokens too, and "disabled" is what its holder needs to hear.
+    if (found?.user.disabled) {
+      await refuse('user disabled', found.user.name, found.token.id);
+      throw new StewardError(
+        'STEWARD_UNAUTHENTICATED',
+        'this user is disabled; an admin can enable it (`steward user enable NAME`)',
+      );
+    }
     if (!found || found.token.revoked || (found.token.expiresAt !== null && found.token.expiresAt <= now)) {
       await refuse(
         !found ? 'unknown token' : found.token.revoked ? 'revoked' : 'expired',
@@ -222,10 +235,6 @@ export class Authenticator {
         found?.token.id ?? null,
       );
       throw new StewardError('STEWARD_UNAUTHENTICATED', 'invalid or expired token');
-    }
-    if (found.user.disabled) {
-      await refuse('user disabled', found.user.name, found.token.id);
-      throw new StewardError('STEWARD_UNAUTHENTICATED', 'this user is disabled');
     }
     let role = found.user.role;
     let directoryGroups: readonly string[] | undefined;
@@ -354,10 +363,109 @@ export class Authenticator {
     return { token, record };
   }
 
+  /**
+   * Revokes a token (API or login) by id: one's own, or, for admins, anyone's. Someone else's token is
+   * reported to a non-admin as absent, like an unknown id.
+   */
   async revokeApiToken(principal: Principal, id: string, source: string): Promise<void> {
-    const revoked = await this.store.revokeToken(principal.user, id);
-    if (!revoked) throw new StewardError('STEWARD_NOT_FOUND', `no token ${id}`);
-    await this.audit.record({ actor: principal.user, action: 'token.revoke', target: id, source });
+    const token = await this.store.getToken(id);
+    const mayRevoke = token !== undefined && (token.user === principal.user || principal.role === 'admin');
+    const revoked = mayRevoke && (await this.store.revokeToken(token.user, id));
+    if (!revoked) {
+      if (token && !mayRevoke)
+        await this.audit.record({
+          actor: principal.user,
+          action: 'forbidden',
+          target: `token ${id}`,
+          source,
+          detail: { owner: token.user },
+        });
+      throw new StewardError(
+        'STEWARD_NOT_FOUND',
+        `no live token ${id} of yours (see \`steward token list\`)`,
+      );
+    }
+    await this.audit.record({
+      actor: principal.user,
+      action: 'token.revoke',
+      target: id,
+      source,
+      detail: { user: token.user, kind: token.kind, name: token.name },
+    });
+  }
+
+  /**
+   * Sets a local user's password. Users change their own and must give the current one (checked under the
+   * login throttle, so a stolen token cannot be used to guess it); admins reset anyone else's without it.
+   * An LDAP user's password is the directory's. Afterwards the user's other login sessions are revoked (an
+   * admin reset ends all of them); named API tokens stay, they are separate credentials (revoke them with
+   * `token revoke`).
+   */
+  async changePassword(
+    principal: Principal,
+    name: string,
+    input: { currentPassword?: string | undefined; password: string },
+    source: string,
+  ): Promise<{ revokedSessions: number }> {
+    const own = name === principal.user;
+    const refuse = async (reason: string, error: StewardError): Promise<never> => {
+      await this.audit.record({
+        actor: principal.user,
+        action: 'user.password.refused',
+        target: name,
+        source,
+        detail: { reason },
+      });
+      throw error;
+    };
+    if (!own && principal.role !== 'admin')
+      return refuse(
+        'not admin',
+        new StewardError(
+          'STEWARD_FORBIDDEN',
+          "only an admin can set another user's password; change your own with `steward user passwd`, or ask an admin to reset it",
+        ),
+      );
+    const user = await this.store.getUser(name);
+    if (!user || user.deletedAt !== null)
+      return refuse('not found', new StewardError('STEWARD_NOT_FOUND', `no user ${name}`));
+    if (user.source === 'ldap')
+      return refuse(
+        'ldap user',
+        new StewardError(
+          'STEWARD_USER_IN_DIRECTORY',
+          `${name} is an LDAP user: its password is the directory's; change it with the directory's own tools (or ask its administrators)`,
+        ),
+      );
+    if (own) {
+      if (input.currentPassword === undefined)
+        return refuse(
+          'no current password',
+          new StewardError('STEWARD_BAD_REQUEST', 'changing your own password needs your current password'),
+        );
+      await this.throttle.check(name, source);
+      if (!(await verifyPassword(input.currentPassword, user.passwordHash ?? (await dummyPasswordHash())))) {
+        await this.throttle.recordFailure(name, source);
+        return refuse(
+          'wrong current password',
+          new StewardError(
+            'STEWARD_PASSWORD_WRONG',
+            'the current password is wrong; if you forgot it, an admin can reset it (`steward user passwd NAME`)',
+          ),
+        );
+      }
+      await this.throttle.recordSuccess(name, source);
+    }
+    await this.store.setUserPassword(name, await hashPassword(input.password));
+    const revokedSessions = await this.store.revokeLoginTokens(name, own ? principal.tokenId : undefined);
+    await this.audit.record({
+      actor: principal.user,
+      action: 'user.password',
+      target: name,
+      source,
+      detail: { reset: !own, revokedSessions },
+    });
+    return { revokedSessions };
   }
 
   async createUser(
@@ -365,13 +473,29 @@ export class Authenticator {
     input: { name: string; password: string; role: Role },
     source: string,
   ): Promise<void> {
+    // A user's name is their personal space's name: taking a shared space's name would leave the user
+    // without a space of their own, and their bare workflow names resolving into the shared one.
+    const space = await this.store.spaces.getSpace(input.name);
+    if (space?.kind === 'shared')
+      throw new StewardError(
+        'STEWARD_CONFLICT',
+        `${input.name} is the name of a shared space, and a user's name is their personal space's name: choose another name`,
+      );
     const created = await this.store.createUser({
       name: input.name,
       role: input.role,
       passwordHash: await hashPassword(input.password),
       createdAt: Date.now(),
     });
-    if (!created) throw new StewardError('STEWARD_CONFLICT', `user ${input.name} already exists`);
+    if (!created) {
+      const existing = await this.store.getUser(input.name);
+      if (existing?.deletedAt != null)
+        throw new StewardError(
+          'STEWARD_USER_NAME_RETIRED',
+          `the name ${input.name} belonged to a user deleted on ${new Date(existing.deletedAt).toISOString()}; names are not reused, so its past jobs and audit entries never pass to a new account: choose another name`,
+        );
+      throw new StewardError('STEWARD_CONFLICT', `user ${input.name} already exists`);
+    }
     await this.audit.record({
       actor: principal.user,
       action: 'user.create',

@@ -5,6 +5,7 @@ import type { Store } from '../store/index.js';
 import type { AuditLog } from './audit.js';
 import type { Authenticator } from './auth.js';
 import type { JobService } from './jobs.js';
+import type { UserAdmin } from './users.js';
 import type { ResultFiles } from './results.js';
 import type { SpaceService } from './spaces.js';
 import type { JobWatch } from './watch.js';
@@ -21,6 +22,7 @@ export interface ServerContext {
   workflows: WorkflowRepository;
   spaces: SpaceService;
   jobs: JobService;
+  users: UserAdmin;
   results: ResultFiles;
   watch: JobWatch;
   version: string;

@@ -104,6 +104,18 @@ export class JobService {
     // A retry of a submission that already created its job: answer with that job, submit nothing.
     if (!inserted.created) return inserted.job;
     const job = inserted.job;
+    // The user may have been disabled after this request authenticated; disabling cancels the jobs it finds
+    // after its commit, so a job written after that commit must cancel itself here, before any offer.
+    const owner = await store.getUser(principal.user);
+    if (!owner || owner.disabled) {
+      await this.transition(
+        job.id,
+        'canceled',
+        { error: { code: 'STEWARD_JOB_CANCELED', message: `canceled: user ${principal.user} is disabled` } },
+        { from: ['queued', 'offered'] },
+      );
+      throw new StewardError('STEWARD_UNAUTHENTICATED', 'this user is disabled');
+    }
     this.deps.watch.publishJob(job);
     // The audit entry is written while the broker confirms the offer: both are done before the answer.
     const audited = this.deps.audit.record({
@@ -377,16 +389,25 @@ export class JobService {
     throw new StewardError('STEWARD_NOT_FOUND', `no job ${id}`);
   }
 
-  async cancel(principal: Principal, id: string, source: string): Promise<JobRecord> {
+  /** `reason` replaces "canceled by USER" in the job's error message (e.g. the user was disabled). */
+  async cancel(principal: Principal, id: string, source: string, reason?: string): Promise<JobRecord> {
     const job = await this.visibleJob(principal, id, source);
     if (isTerminal(job.state))
       throw new StewardError('STEWARD_JOB_NOT_CANCELABLE', `job ${id} already ended (${job.state})`);
-    const error: ErrorInfo = { code: 'STEWARD_JOB_CANCELED', message: `canceled by ${principal.user}` };
+    const error: ErrorInfo = {
+      code: 'STEWARD_JOB_CANCELED',
+      message: reason ?? `canceled by ${principal.user}`,
+    };
     let result: JobRecord = job;
     if (job.state === 'queued' || job.state === 'offered') {
       const moved = await this.transition(id, 'canceled', { error }, { from: ['queued', 'offered'] });
-      if (moved.ok) result = moved.job;
-      else if (moved.job && (moved.job.state === 'loading' || moved.job.state === 'running'))
+      if (moved.ok) {
+        result = moved.job;
+        // Still `offered` here, but an agent's executor already fetched the workflow (its `loading` and
+        // `running` events are on their way): that agent is running it, and only the agent can stop it.
+        const claimedBy = moved.job.claimedBy ?? job.claimedBy;
+        if (claimedBy !== null) await this.sendCancel(claimedBy, moved.job);
+      } else if (moved.job && (moved.job.state === 'loading' || moved.job.state === 'running'))
         result = await this.requestCancel(moved.job);
       else if (moved.job && isTerminal(moved.job.state))
         throw new StewardError('STEWARD_JOB_NOT_CANCELABLE', `job ${id} already ended (${moved.job.state})`);
@@ -398,7 +419,7 @@ export class JobService {
       action: 'job.cancel',
       target: id,
       source,
-      detail: { state: job.state },
+      detail: { state: job.state, ...(reason === undefined ? {} : { reason }) },
     });
     return result;
   }
@@ -407,16 +428,20 @@ export class JobService {
   private async requestCancel(job: JobRecord): Promise<JobRecord> {
     const updated = (await this.deps.store.requestCancel(job.id)) ?? job;
     if (updated.agentId) {
-      await this.deps.bus.publishControl(updated.agentId, {
-        v: 1,
-        type: 'cancel',
-        jobId: updated.id,
-        attempt: updated.attempt,
-      });
+      await this.sendCancel(updated.agentId, updated);
     } else {
       this.deps.logger.warn({ jobId: job.id }, 'cancel requested for a job with no agent recorded');
     }
     return updated;
+  }
+
+  private async sendCancel(agentId: string, job: JobRecord): Promise<void> {
+    await this.deps.bus.publishControl(agentId, {
+      v: 1,
+      type: 'cancel',
+      jobId: job.id,
+      attempt: job.attempt,
+    });
   }
 
   /** Checks an executor's job token for `jobId`: valid only for that job and only while it has not ended. */

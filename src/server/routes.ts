@@ -100,16 +100,42 @@ export function buildHandlers(ctx: ServerContext): Handlers {
       };
     },
 
-    me: async ({ principal }) => ({ user: principal.user, role: principal.role }),
+    me: async ({ principal }) => {
+      const [user, token] = await Promise.all([
+        store.getUser(principal.user),
+        store.getToken(principal.tokenId),
+      ]);
+      return {
+        user: principal.user,
+        role: principal.role,
+        ...(user ? { source: user.source } : {}),
+        ...(token
+          ? { token: { id: token.id, kind: token.kind, name: token.name, expiresAt: iso(token.expiresAt) } }
+          : {}),
+      };
+    },
 
     createToken: async ({ principal, body, source }) => {
       const { token, record } = await auth.createApiToken(principal, body.name, body.expiresInDays, source);
       return { ...tokenView(record), token };
     },
 
-    listTokens: async ({ principal }) => ({
-      tokens: (await store.listTokens(principal.user)).map(tokenView),
-    }),
+    listTokens: async ({ principal, query, source }) => {
+      const user = query.user ?? principal.user;
+      if (user !== principal.user && principal.role !== 'admin') {
+        await ctx.audit.record({
+          actor: principal.user,
+          action: 'forbidden',
+          target: `tokens of ${user}`,
+          source,
+        });
+        throw new StewardError(
+          'STEWARD_FORBIDDEN',
+          "only admins can list another user's tokens; an admin grants the admin role (`steward user role NAME admin`)",
+        );
+      }
+      return { tokens: (await store.listTokens(user)).map(tokenView) };
+    },
 
     revokeToken: async ({ principal, params, source }) => {
       await auth.revokeApiToken(principal, params.id, source);
@@ -122,7 +148,32 @@ export function buildHandlers(ctx: ServerContext): Handlers {
       return userView(user!);
     },
 
-    listUsers: async () => ({ users: (await store.listUsers()).map(userView) }),
+    listUsers: async ({ query }) => ({
+      users: (await store.listUsers())
+        .filter((user) => query.deleted === 'true' || user.deletedAt === null)
+        .map(userView),
+    }),
+
+    disableUser: async ({ principal, params, source }) => {
+      const { user, canceledJobs } = await ctx.users.disable(principal, params.name, source);
+      return { ...userView(user), canceledJobs };
+    },
+
+    enableUser: async ({ principal, params, source }) =>
+      userView(await ctx.users.enable(principal, params.name, source)),
+
+    setUserRole: async ({ principal, params, body, source }) =>
+      userView(await ctx.users.setRole(principal, params.name, body.role, source)),
+
+    setUserPassword: async ({ principal, params, body, source }) => {
+      await auth.changePassword(principal, params.name, body, source);
+      return undefined;
+    },
+
+    deleteUser: async ({ principal, params, source }) => {
+      await ctx.users.delete(principal, params.name, source);
+      return undefined;
+    },
 
     pushWorkflow: async ({ principal, body, source }) =>
       workflowVersionView(await workflows.push(principal, body, source)),
@@ -309,9 +360,12 @@ export function buildHandlers(ctx: ServerContext): Handlers {
       ).map(auditView),
     }),
 
-    listAgents: async () => {
+    listAgents: async ({ principal }) => {
       // Agents heartbeat every few seconds; one silent for five minutes is not "live".
       const agents = await store.listAgents(Date.now() - 5 * 60_000);
+      // Other users' executors would tell a non-admin who works here, their uids and pids: admins only.
+      const visible = (executor: { user: string }): boolean =>
+        principal.role === 'admin' || executor.user === principal.user;
       return {
         agents: agents.map((a) => ({
           id: a.id,
@@ -319,7 +373,7 @@ export function buildHandlers(ctx: ServerContext): Handlers {
           isolation: a.isolation,
           lastSeen: iso(a.lastSeen),
           capacity: a.capacity,
-          executors: a.executors,
+          executors: a.executors.filter(visible),
           draining: a.draining,
         })),
       };
@@ -515,7 +569,10 @@ export function registerRoutes(app: FastifyInstance, ctx: ServerContext, handler
               target: `${route.method} ${request.url}`,
               source,
             });
-            throw new StewardError('STEWARD_FORBIDDEN', 'this needs the admin role');
+            throw new StewardError(
+              'STEWARD_FORBIDDEN',
+              'this needs the admin role; ask an admin to do it, or to grant you the role (`steward user role NAME admin`)',
+            );
           }
         }
         const params: unknown = route.params ? parseInput(route.params, request.params, 'params') : undefined;

@@ -21,6 +21,7 @@ import { Authenticator } from './auth.js';
 import type { ServerContext } from './context.js';
 import { EventConsumer } from './events.js';
 import { JobService } from './jobs.js';
+import { UserAdmin } from './users.js';
 import { loadOrCreateSigningKey } from './keys.js';
 import { buildOpenApiDocument } from './openapi.js';
 import { RemoteChanges } from './remote.js';
@@ -132,6 +133,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     workflows,
     spaces,
     jobs,
+    users: new UserAdmin({ store, audit, jobs }),
     results,
     watch,
     version: STEWARD_VERSION,

@@ -126,12 +126,20 @@ export function groupView(group: GroupRecord): GroupInfo {
 }
 
 export function userView(user: UserRecord): User {
-  return { name: user.name, role: user.role, createdAt: iso(user.createdAt), disabled: user.disabled };
+  return {
+    name: user.name,
+    role: user.role,
+    createdAt: iso(user.createdAt),
+    disabled: user.disabled,
+    source: user.source,
+    deletedAt: iso(user.deletedAt),
+  };
 }
 
 export function tokenView(token: TokenRecord): {
   id: string;
   name: string;
+  user: string;
   createdAt: string;
   expiresAt: string | null;
   lastUsedAt: string | null;
@@ -139,6 +147,7 @@ export function tokenView(token: TokenRecord): {
   return {
     id: token.id,
     name: token.name,
+    user: token.user,
     createdAt: iso(token.createdAt),
     expiresAt: iso(token.expiresAt),
     lastUsedAt: iso(token.lastUsedAt),

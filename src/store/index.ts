@@ -30,6 +30,8 @@ export type {
   StepRecord,
   TokenRecord,
   TransitionResult,
+  UserChange,
+  UserChangeOutcome,
   UserRecord,
   WorkflowRecord,
   WorkflowSummaryRecord,

@@ -12,6 +12,8 @@ export interface UsersTable {
   created_at: number;
   /** `local` or `ldap` (migration 0002). */
   source: Generated<'local' | 'ldap'>;
+  /** When an admin deleted the user; null while it exists (migration 0009). */
+  deleted_at: Generated<number | null>;
 }
 
 export interface ApiTokensTable {

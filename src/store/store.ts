@@ -23,6 +23,7 @@ import {
   canStartNewAttempt,
   canTransition,
   isTerminal,
+  terminalJobStates,
   type ErrorInfo,
   type ExecutorIdentity,
   type Heartbeat,
@@ -59,7 +60,22 @@ export interface UserRecord {
   createdAt: number;
   /** `ldap` users were created by their first LDAP login and have no local password. */
   source: 'local' | 'ldap';
+  /** When an admin deleted the user (the row stays, disabled, so its history keeps its name); else null. */
+  deletedAt: number | null;
 }
+
+/** A change to a user that `changeUser` makes only if at least one enabled admin remains. */
+export type UserChange =
+  | { kind: 'disable' }
+  | { kind: 'enable' }
+  | { kind: 'role'; role: 'admin' | 'user' }
+  | { kind: 'delete'; time: number };
+
+export type UserChangeOutcome =
+  | { ok: true; user: UserRecord; before: UserRecord; revokedTokens: number }
+  | { ok: false; reason: 'not-found' }
+  | { ok: false; reason: 'last-admin'; user: UserRecord }
+  | { ok: false; reason: 'live-jobs'; user: UserRecord; jobs: number };
 
 export interface TokenRecord {
   id: string;
@@ -473,6 +489,92 @@ export class Store {
     return Number(result.numUpdatedRows) === 1;
   }
 
+  /**
+   * Disables, enables, re-roles or deletes a user in one transaction, refusing (`last-admin`) a change that
+   * would leave no enabled admin, and a delete (`live-jobs`) while the user has jobs that have not ended.
+   * Disabling and deleting revoke every token of the user in the same transaction, so no request
+   * authenticated after the commit passes with any of them. A deleted user keeps its row (disabled, no
+   * password, no tokens): jobs reference it, and the name cannot be created again.
+   *
+   * On PostgreSQL the enabled admins' rows are locked first, so two admins disabling each other at once
+   * cannot both succeed; SQLite serialises write transactions anyway.
+   */
+  async changeUser(name: string, change: UserChange): Promise<UserChangeOutcome> {
+    return this.db.transaction().execute(async (trx) => {
+      let admins = trx
+        .selectFrom('users')
+        .select('name')
+        .where('role', '=', 'admin')
+        .where('disabled', '=', 0)
+        .where('deleted_at', 'is', null);
+      if (this.dialect === 'postgres') admins = admins.forUpdate();
+      const enabledAdmins = (await admins.execute()).map((row) => row.name);
+      let target = trx.selectFrom('users').selectAll().where('name', '=', name);
+      if (this.dialect === 'postgres') target = target.forUpdate();
+      const row = await target.executeTakeFirst();
+      if (!row || row.deleted_at !== null) return { ok: false, reason: 'not-found' };
+      const before = toUser(row);
+      const leavesAdmins =
+        change.kind === 'disable' ||
+        change.kind === 'delete' ||
+        (change.kind === 'role' && change.role !== 'admin');
+      if (leavesAdmins && enabledAdmins.includes(name) && enabledAdmins.length === 1)
+        return { ok: false, reason: 'last-admin', user: before };
+      if (change.kind === 'delete') {
+        const live = await trx
+          .selectFrom('jobs')
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .where('user_name', '=', name)
+          .where('state', 'not in', [...terminalJobStates])
+          .executeTakeFirstOrThrow();
+        if (Number(live.n) > 0) return { ok: false, reason: 'live-jobs', user: before, jobs: Number(live.n) };
+      }
+      let revokedTokens = 0;
+      if (change.kind === 'disable' || change.kind === 'delete') {
+        const revoked = await trx
+          .updateTable('api_tokens')
+          .set({ revoked: 1 })
+          .where('user_name', '=', name)
+          .where('revoked', '=', 0)
+          .executeTakeFirst();
+        revokedTokens = Number(revoked.numUpdatedRows);
+      }
+      if (change.kind === 'disable') {
+        await trx.updateTable('users').set({ disabled: 1 }).where('name', '=', name).execute();
+      } else if (change.kind === 'enable') {
+        await trx.updateTable('users').set({ disabled: 0 }).where('name', '=', name).execute();
+      } else if (change.kind === 'role') {
+        await trx.updateTable('users').set({ role: change.role }).where('name', '=', name).execute();
+      } else {
+        // The tokens go entirely: nothing of a deleted user's can ever authenticate again.
+        await trx.deleteFrom('api_tokens').where('user_name', '=', name).execute();
+        await trx
+          .updateTable('users')
+          .set({ disabled: 1, password_hash: null, deleted_at: change.time })
+          .where('name', '=', name)
+          .execute();
+      }
+      const after = await trx
+        .selectFrom('users')
+        .selectAll()
+        .where('name', '=', name)
+        .executeTakeFirstOrThrow();
+      return { ok: true, user: toUser(after), before, revokedTokens };
+    });
+  }
+
+  /** Ids of `user`'s jobs that have not ended (queued, offered, loading, running), oldest first. */
+  async listLiveJobIds(user: string): Promise<string[]> {
+    const rows = await this.db
+      .selectFrom('jobs')
+      .select('id')
+      .where('user_name', '=', user)
+      .where('state', 'not in', [...terminalJobStates])
+      .orderBy('id')
+      .execute();
+    return rows.map((row) => row.id);
+  }
+
   // ---- login failures (the login throttle) -------------------------------------------------------------
 
   /**
@@ -565,6 +667,7 @@ export class Store {
         'u.disabled',
         'u.created_at',
         'u.source',
+        'u.deleted_at',
       ])
       .where('t.token_hash', '=', tokenHash)
       .executeTakeFirst();
@@ -607,6 +710,39 @@ export class Store {
       lastUsedAt: row.last_used_at,
       revoked: row.revoked === 1,
     }));
+  }
+
+  /** A token by id (without its hash), or undefined. */
+  async getToken(id: string): Promise<TokenRecord | undefined> {
+    const row = await this.db.selectFrom('api_tokens').selectAll().where('id', '=', id).executeTakeFirst();
+    return (
+      row && {
+        id: row.id,
+        user: row.user_name,
+        name: row.name,
+        kind: row.kind,
+        createdAt: row.created_at,
+        expiresAt: row.expires_at,
+        lastUsedAt: row.last_used_at,
+        revoked: row.revoked === 1,
+      }
+    );
+  }
+
+  /**
+   * Revokes `user`'s live login tokens (sessions), except `keep`: a changed password ends the other
+   * sessions. Returns how many it revoked.
+   */
+  async revokeLoginTokens(user: string, keep?: string): Promise<number> {
+    let query = this.db
+      .updateTable('api_tokens')
+      .set({ revoked: 1 })
+      .where('user_name', '=', user)
+      .where('kind', '=', 'login')
+      .where('revoked', '=', 0);
+    if (keep !== undefined) query = query.where('id', '!=', keep);
+    const result = await query.executeTakeFirst();
+    return Number(result.numUpdatedRows);
   }
 
   /** Revokes one of `user`'s tokens; false when there is no such live token. */
@@ -1795,6 +1931,7 @@ function toUser(row: {
   disabled: number;
   created_at: number;
   source: 'local' | 'ldap';
+  deleted_at: number | null;
 }): UserRecord {
   return {
     name: row.name,
@@ -1803,6 +1940,7 @@ function toUser(row: {
     disabled: row.disabled === 1,
     createdAt: row.created_at,
     source: row.source,
+    deletedAt: row.deleted_at === null ? null : Number(row.deleted_at),
   };
 }
 

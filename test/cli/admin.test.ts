@@ -98,7 +98,10 @@ describe('steward user and token', () => {
     );
     const users = await runCli(cliBin, ['user', 'list'], { configHome: dir, env });
     const lines = users.stdout.trimEnd().split('\n');
-    expect(lines[0]).toMatch(/^NAME\s+ROLE\s+CREATED\s+DISABLED$/);
+    expect(lines[0]).toMatch(/^NAME\s+ROLE\s+SOURCE\s+CREATED\s+STATE$/);
+    // A server of an older version sends no source: its users are all local.
+    expect(lines[1]).toMatch(/^alice\s+admin\s+local\s+.+\s+enabled$/);
+    expect(lines[2]).toMatch(/^bob\s+user\s+local\s+.+\s+disabled$/);
     // Aligned: the last column starts at the same position on every line.
     expect(new Set(lines.map((line) => line.search(/\S+$/))).size).toBe(1);
     const agents = await runCli(cliBin, ['agents', '--json'], { configHome: dir, env });
@@ -108,6 +111,99 @@ describe('steward user and token', () => {
     expect(agentTable.stdout).toMatch(
       /node-7\s+active\s+gpu\s+per-user\s+6\/8\s+alice\(pid 99, 2 jobs, 1\.0 MiB\)/,
     );
+  });
+});
+
+describe('steward user passwd, role and whoami (client side)', () => {
+  function meIs(user: string, role: 'admin' | 'user' = 'user'): void {
+    server.on('GET', '/api/me', (_request, response) => sendJson(response, 200, { user, role }));
+  }
+
+  it('sends the current and the new password, read one a line from stdin, for your own password', async () => {
+    meIs('alice');
+    server.on('PUT', '/api/users/alice/password', (_request, response) => {
+      response.writeHead(204).end();
+    });
+    const run = await runCli(cliBin, ['user', 'passwd', '--password-stdin'], {
+      configHome: dir,
+      env,
+      input: 'old password\nnew password\n',
+    });
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe('password changed; your other login sessions were ended\n');
+    expect(JSON.parse(server.calls('PUT', '/api/users/alice/password')[0]!.body)).toEqual({
+      currentPassword: 'old password',
+      password: 'new password',
+    });
+  });
+
+  it('sends only the new password for an admin reset of another user', async () => {
+    meIs('admin', 'admin');
+    server.on('PUT', '/api/users/bob/password', (_request, response) => {
+      response.writeHead(204).end();
+    });
+    const run = await runCli(cliBin, ['user', 'passwd', 'bob', '--password-stdin'], {
+      configHome: dir,
+      env,
+      input: 'reset password\n',
+    });
+    expect(run.code, run.stderr).toBe(0);
+    expect(JSON.parse(server.calls('PUT', '/api/users/bob/password')[0]!.body)).toEqual({
+      password: 'reset password',
+    });
+  });
+
+  it('refuses, as usage errors sending nothing, one line for your own password, a short one, and an unknown role', async () => {
+    meIs('alice');
+    const oneLine = await runCli(cliBin, ['user', 'passwd', '--password-stdin'], {
+      configHome: dir,
+      env,
+      input: 'only the new one\n',
+    });
+    expect(oneLine.code).toBe(2);
+    expect(oneLine.stderr).toMatch(/expected 2 passwords, one a line/);
+    const short = await runCli(cliBin, ['user', 'passwd', '--password-stdin'], {
+      configHome: dir,
+      env,
+      input: 'old password\nshort\n',
+    });
+    expect(short.code).toBe(2);
+    expect(short.stderr).toMatch(/at least 8 characters/);
+    const role = await runCli(cliBin, ['user', 'role', 'bob', 'root'], { configHome: dir, env });
+    expect(role.code).toBe(2);
+    expect(role.stderr).toMatch(/expected "admin" or "user", got "root"/);
+    expect(server.calls('PUT', '/api/users/alice/password')).toEqual([]);
+  });
+
+  it("refuses to change an LDAP user's own password before asking for any, sending nothing", async () => {
+    server.on('GET', '/api/me', (_request, response) =>
+      sendJson(response, 200, { user: 'dora', role: 'user', source: 'ldap' }),
+    );
+    const run = await runCli(cliBin, ['user', 'passwd'], { configHome: dir, env });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^steward: STEWARD_USER_IN_DIRECTORY: dora is an LDAP user/);
+    expect(server.calls('PUT', '/api/users/dora/password')).toEqual([]);
+  });
+
+  it('prints the server refusal of the last admin as one line with its code, exit 1', async () => {
+    server.on('POST', '/api/users/admin/disable', (_request, response) =>
+      sendJson(response, 409, {
+        error: { code: 'STEWARD_LAST_ADMIN', message: 'cannot disable admin: it is the last enabled admin' },
+      }),
+    );
+    const run = await runCli(cliBin, ['user', 'disable', 'admin'], { configHome: dir, env });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toBe(
+      'steward: STEWARD_LAST_ADMIN: cannot disable admin: it is the last enabled admin\n',
+    );
+  });
+
+  it('shows who you are, and copes with an older server that sends no source or token', async () => {
+    meIs('alice');
+    const run = await runCli(cliBin, ['whoami'], { configHome: dir, env });
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toBe(`alice (user) at ${server.url}\n`);
   });
 });
 

@@ -91,6 +91,43 @@ describe.each(backends)('agent registry and controls on $name', (backend) => {
     const audit = await h.server.store.listAudit({ actor: 'alice', limit: 5 });
     expect(audit[0]).toMatchObject({ action: 'forbidden', target: 'POST /api/agents/agent-1/drain' });
   });
+  it("shows a non-admin only its own executors, with no other user's name, uid or pid, and an admin all of them", async () => {
+    const bob = await h.userToken('bob');
+    const executor = (user: string, uid: number, pid: number) => ({
+      user,
+      uid,
+      pid,
+      jobs: 1,
+      idleSinceMs: null,
+      rssBytes: 1000,
+    });
+    await h.bus.publishHeartbeat({
+      v: 1,
+      type: 'heartbeat',
+      agentId: 'agent-1',
+      time: Date.now(),
+      labels: [],
+      capacity: { slots: 4, free: 2 },
+      executors: [executor('alice', 2001, 7001), executor('bob', 2002, 7002)],
+      isolation: 'per-user',
+    });
+    const seenBy = async (token: string): Promise<any> => {
+      const response = await h.request({ method: 'GET', url: '/api/agents', token });
+      expect(response.status).toBe(200);
+      return response.json.agents.find((agent: any) => agent.id === 'agent-1');
+    };
+    await eventually(async () => (await seenBy(admin))?.executors.length === 2);
+    expect((await seenBy(admin)).executors.map((e: any) => e.user)).toEqual(['alice', 'bob']);
+    const asAlice = await h.request({ method: 'GET', url: '/api/agents', token: alice });
+    expect((await seenBy(alice)).executors).toEqual([executor('alice', 2001, 7001)]);
+    expect(asAlice.text).not.toMatch(/bob|2002|7002/);
+    const asBob = await h.request({ method: 'GET', url: '/api/agents', token: bob });
+    expect((await seenBy(bob)).executors).toEqual([executor('bob', 2002, 7002)]);
+    expect(asBob.text).not.toMatch(/alice|2001|7001/);
+    // The agent itself stays visible to everyone, with its capacity.
+    expect(await seenBy(bob)).toMatchObject({ id: 'agent-1', capacity: { slots: 4, free: 2 } });
+  });
+
   it('takes heartbeats from their own queue at once while a backlog of job events waits, and drops malformed ones', async () => {
     // 5,000 events of an unknown job (each applied as harmless and dropped) ahead of the heartbeat.
     for (let seq = 1; seq <= 5000; seq++) {

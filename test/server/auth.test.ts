@@ -22,7 +22,12 @@ describe('authentication and roles', () => {
     expect(login.json).toMatchObject({ user: 'admin', role: 'admin' });
     expect(login.json.token).toMatch(/^stw_[A-Za-z0-9_-]{43}$/);
     const me = await h.request({ method: 'GET', url: '/api/me', token: login.json.token });
-    expect(me.json).toEqual({ user: 'admin', role: 'admin' });
+    expect(me.json).toMatchObject({
+      user: 'admin',
+      role: 'admin',
+      source: 'local',
+      token: { kind: 'login' },
+    });
   });
 
   it('refuses a wrong password and an unknown user with the same 401 and audits both', async () => {
@@ -68,7 +73,9 @@ describe('authentication and roles', () => {
       body: { user: 'alice', password: 'password-of-alice' },
     });
     expect(login.status).toBe(401);
-    expect(login.json.error.message).toBe('this user is disabled');
+    expect(login.json.error.message).toBe(
+      'this user is disabled; an admin can enable it (`steward user enable NAME`)',
+    );
   });
 
   it('expires login tokens after the session lifetime', async () => {

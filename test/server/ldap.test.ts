@@ -75,7 +75,7 @@ describe('LDAP login (search-then-bind over StartTLS)', () => {
       expect(first.status).toBe(200);
       expect(first.json).toMatchObject({ user: alice.uid, role: 'admin' });
       const me = await h.request({ method: 'GET', url: '/api/me', token: first.json.token });
-      expect(me.json).toEqual({ user: alice.uid, role: 'admin' });
+      expect(me.json).toMatchObject({ user: alice.uid, role: 'admin', source: 'ldap' });
 
       const second = await login(h, bob.uid, bob.password);
       expect(second.json).toMatchObject({ user: bob.uid, role: 'user' });
@@ -187,6 +187,56 @@ describe('LDAP login (search-then-bind over StartTLS)', () => {
           client.modify(ADMINS_GROUP_DN, memberChange('delete', slapd.personDn(bob.uid))),
         );
       }
+    });
+  });
+
+  it("keeps an LDAP user's password and role with the directory, and lets a disable or delete here override the directory's yes", async () => {
+    await withHarness({ ldap: searchBindConfig() }, async (h) => {
+      const { bob } = slapd.people;
+      const admin = await h.adminToken();
+      const first = await login(h, bob.uid, bob.password);
+      expect(first.status).toBe(200);
+      const token = first.json.token as string;
+      const users = await h.request({ method: 'GET', url: '/api/users', token: admin });
+      expect(users.json.users).toEqual(
+        expect.arrayContaining([
+          expect.objectContaining({ name: 'admin', source: 'local' }),
+          expect.objectContaining({ name: bob.uid, source: 'ldap' }),
+        ]),
+      );
+      const own = await h.request({
+        method: 'PUT',
+        url: `/api/users/${bob.uid}/password`,
+        token,
+        body: { currentPassword: bob.password, password: 'a-new-password' },
+      });
+      expect(own.status).toBe(409);
+      expect(own.json.error.code).toBe('STEWARD_USER_IN_DIRECTORY');
+      const role = await h.request({
+        method: 'PUT',
+        url: `/api/users/${bob.uid}/role`,
+        token: admin,
+        body: { role: 'admin' },
+      });
+      expect(role.json.error.code).toBe('STEWARD_USER_IN_DIRECTORY');
+
+      expect(
+        (await h.request({ method: 'POST', url: `/api/users/${bob.uid}/disable`, token: admin })).status,
+      ).toBe(200);
+      expect((await h.request({ method: 'GET', url: '/api/me', token })).status).toBe(401);
+      const disabled = await login(h, bob.uid, bob.password);
+      expect(disabled.status).toBe(401);
+      expect(disabled.json.error.message).toMatch(/this user is disabled/);
+
+      expect((await h.request({ method: 'DELETE', url: `/api/users/${bob.uid}`, token: admin })).status).toBe(
+        204,
+      );
+      // The directory still says yes; the deleted name stays retired here.
+      const deleted = await login(h, bob.uid, bob.password);
+      expect(deleted.status).toBe(401);
+      expect(deleted.json.error.message).toBe('this user was deleted');
+      const failed = await h.server.store.listAudit({ action: 'login.failed', limit: 1 });
+      expect(failed[0]).toMatchObject({ actor: bob.uid, detail: { reason: 'user deleted', method: 'ldap' } });
     });
   });
 

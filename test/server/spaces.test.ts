@@ -162,6 +162,10 @@ describe.each(backends)('spaces, roles and groups on $name', (backend) => {
     expect((await call('POST', '/api/spaces', admin, { name: 'bob' })).json.error.code).toBe(
       'STEWARD_CONFLICT',
     );
+    // Nor can a new user take a shared space's name (their personal space would be missing).
+    const taken = await call('POST', '/api/users', admin, { name: 'finance', password: 'finance-pass-1' });
+    expect(taken.status, taken.text).toBe(409);
+    expect(taken.json.error.message).toContain('shared space');
 
     const listed = await call('GET', '/api/spaces', carol);
     expect(listed.json.spaces.map((s: { name: string; role: string }) => [s.name, s.role])).toEqual([

@@ -79,6 +79,7 @@ describe.each(backends)('store on $name', (backend) => {
       disabled: false,
       createdAt: 5,
       source: 'local',
+      deletedAt: null,
     });
   });
 
@@ -115,6 +116,7 @@ describe.each(backends)('store on $name', (backend) => {
           '0006_login_failures',
           '0007_agent_draining',
           '0008_spaces',
+          '0009_user_deleted',
         ]);
         expect(await stores[2]!.countUsers()).toBe(0);
       } finally {

@@ -1,18 +1,27 @@
-/** `steward user`, `steward token`, `steward agents` (and `agents drain|resume`). */
+/** `steward user`, `steward token`, `steward whoami`, `steward agents` (and `agents drain|resume`). */
 import type { Command } from 'commander';
 import { Option } from 'commander';
 import { z } from 'zod';
-import { AgentInfo, CreateTokenResponse, TokenInfo, User } from '../../protocol/index.js';
+import {
+  AgentInfo,
+  CreateTokenResponse,
+  DisableUserResponse,
+  Me,
+  TokenInfo,
+  User,
+} from '../../protocol/index.js';
 import { formatBytes, formatDuration, formatTable, formatTime } from '../output.js';
-import { promptPassword, readPasswordFromStdin } from '../prompt.js';
+import { promptPassword, readPasswordFromStdin, readPasswordLinesFromStdin } from '../prompt.js';
 import { CliError, UsageError } from '../failures.js';
-import { contextOf, positiveInteger } from './shared.js';
+import { contextOf, positiveInteger, segment } from './shared.js';
 
 const AgentList = z.object({ agents: z.array(AgentInfo) });
 const AgentControl = z.object({ id: z.string(), action: z.enum(['drain', 'resume']) });
 
 export function registerAdminCommands(program: Command): void {
-  const user = program.command('user').description('manage local users (admins)');
+  const user = program
+    .command('user')
+    .description('manage users (admins); `user passwd` changes your own password');
   user
     .command('add')
     .description('create a local user')
@@ -40,22 +49,130 @@ export function registerAdminCommands(program: Command): void {
     );
   user
     .command('list')
-    .description('list users')
-    .action(async (_options: unknown, command: Command) => {
+    .description('list users with their source (local or ldap)')
+    .option('--deleted', 'include deleted users (their names stay retired)')
+    .action(async (options: { deleted?: boolean }, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      const { users } = await client.json('GET', '/api/users', z.object({ users: z.array(User) }));
+      const { users } = await client.json('GET', '/api/users', z.object({ users: z.array(User) }), {
+        query: options.deleted ? { deleted: 'true' } : {},
+      });
       if (context.json) return context.printJson({ users });
       context.out(
         formatTable(
-          ['name', 'role', 'created', 'disabled'],
+          ['name', 'role', 'source', 'created', 'state'],
           users.map((item) => [
             item.name,
             item.role,
+            item.source,
             formatTime(item.createdAt),
-            item.disabled ? 'yes' : 'no',
+            item.deletedAt ? `deleted ${formatTime(item.deletedAt)}` : item.disabled ? 'disabled' : 'enabled',
           ]),
         ),
+      );
+    });
+
+  user
+    .command('disable')
+    .description(
+      "disable a user: blocks login, revokes all the user's tokens at once, cancels the user's queued and running jobs",
+    )
+    .argument('<name>', 'user name')
+    .action(async (name: string, _options: unknown, command: Command) => {
+      const context = contextOf(command);
+      const client = await context.client();
+      const result = await client.json('POST', `/api/users/${segment(name)}/disable`, DisableUserResponse);
+      if (context.json) return context.printJson(result);
+      const jobs = result.canceledJobs.length;
+      context.out(
+        `disabled user ${result.name}: tokens revoked${jobs > 0 ? `, ${jobs} job(s) canceled: ${result.canceledJobs.join(' ')}` : ', no jobs to cancel'}\n`,
+      );
+    });
+
+  user
+    .command('enable')
+    .description('enable a disabled user (who logs in again: revoked tokens stay revoked)')
+    .argument('<name>', 'user name')
+    .action(async (name: string, _options: unknown, command: Command) => {
+      const context = contextOf(command);
+      const client = await context.client();
+      const result = await client.json('POST', `/api/users/${segment(name)}/enable`, User);
+      if (context.json) return context.printJson(result);
+      context.out(`enabled user ${result.name}\n`);
+    });
+
+  user
+    .command('role')
+    .description("set a local user's role (an LDAP user's role follows the directory's admin group)")
+    .argument('<name>', 'user name')
+    .argument('<role>', 'admin or user')
+    .action(async (name: string, role: string, _options: unknown, command: Command) => {
+      if (role !== 'admin' && role !== 'user')
+        throw new UsageError(`user role: expected "admin" or "user", got ${JSON.stringify(role)}`);
+      const context = contextOf(command);
+      const client = await context.client();
+      const result = await client.json('PUT', `/api/users/${segment(name)}/role`, User, { body: { role } });
+      if (context.json) return context.printJson(result);
+      context.out(`user ${result.name} is now ${result.role}\n`);
+    });
+
+  user
+    .command('delete')
+    .description(
+      'delete a user: refused while it has jobs not ended (disable it first); its past jobs and audit entries stay, and its name cannot be used again',
+    )
+    .argument('<name>', 'user name')
+    .action(async (name: string, _options: unknown, command: Command) => {
+      const context = contextOf(command);
+      const client = await context.client();
+      await client.send('DELETE', `/api/users/${segment(name)}`);
+      if (context.json) return context.printJson({ name, deleted: true });
+      context.out(`deleted user ${name}\n`);
+    });
+
+  user
+    .command('passwd')
+    .description(
+      "change your own password (asks for the current one), or as an admin reset another user's; ends that user's other login sessions",
+    )
+    .argument('[name]', 'whose password (default: yours)')
+    .option(
+      '--password-stdin',
+      'read from stdin instead of prompting: for your own, the current password on the first line and the new one on the second; for a reset, the new one',
+    )
+    .action(async (name: string | undefined, options: { passwordStdin?: boolean }, command: Command) => {
+      const context = contextOf(command);
+      const client = await context.client();
+      const me = await client.json('GET', '/api/me', Me);
+      const target = name ?? me.user;
+      const own = target === me.user;
+      // Say it before asking for passwords (the server refuses it anyway).
+      if (own && me.source === 'ldap')
+        throw new CliError(
+          'STEWARD_USER_IN_DIRECTORY',
+          `${me.user} is an LDAP user: its password is the directory's; change it with the directory's own tools (or ask its administrators)`,
+        );
+      let currentPassword: string | undefined;
+      let password: string;
+      if (options.passwordStdin) {
+        const lines = await readPasswordLinesFromStdin(own ? 2 : 1);
+        if (own) currentPassword = lines[0];
+        password = lines[own ? 1 : 0]!;
+      } else {
+        if (own) currentPassword = await promptPassword('Current password: ');
+        password = await promptPassword(own ? 'New password: ' : `New password for ${target}: `);
+        const again = await promptPassword('Again: ');
+        if (again !== password) throw new UsageError('the two new passwords differ; nothing changed');
+      }
+      if (password.length < 8) throw new UsageError('the password must have at least 8 characters');
+      await client.send('PUT', `/api/users/${segment(target)}/password`, {
+        body: { password, ...(currentPassword === undefined ? {} : { currentPassword }) },
+      });
+      if (context.json) return context.printJson({ user: target, changed: true });
+      context.out(
+        own
+          ? 'password changed; your other login sessions were ended\n'
+          : `password of ${target} reset; its login sessions were ended\n`,
       );
     });
 
@@ -80,10 +197,13 @@ export function registerAdminCommands(program: Command): void {
   token
     .command('list')
     .description('list your tokens (without their secrets)')
-    .action(async (_options: unknown, command: Command) => {
+    .option('--user <name>', "admins: another user's tokens")
+    .action(async (options: { user?: string }, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      const { tokens } = await client.json('GET', '/api/tokens', z.object({ tokens: z.array(TokenInfo) }));
+      const { tokens } = await client.json('GET', '/api/tokens', z.object({ tokens: z.array(TokenInfo) }), {
+        query: options.user === undefined ? {} : { user: options.user },
+      });
       if (context.json) return context.printJson({ tokens });
       context.out(
         formatTable(
@@ -96,6 +216,36 @@ export function registerAdminCommands(program: Command): void {
             formatTime(item.lastUsedAt),
           ]),
         ),
+      );
+    });
+
+  token
+    .command('revoke')
+    .description(
+      "revoke a token by id (see `token list`); admins may revoke anyone's. The next request with it is refused",
+    )
+    .argument('<id>', 'token id')
+    .action(async (id: string, _options: unknown, command: Command) => {
+      const context = contextOf(command);
+      const client = await context.client();
+      await client.send('DELETE', `/api/tokens/${segment(id)}`);
+      if (context.json) return context.printJson({ id, revoked: true });
+      context.out(`revoked token ${id}\n`);
+    });
+
+  program
+    .command('whoami')
+    .description('who the server says you are: user, role, source (local or ldap) and the token in use')
+    .action(async (_options: unknown, command: Command) => {
+      const context = contextOf(command);
+      const client = await context.client();
+      const me = await client.json('GET', '/api/me', Me);
+      if (context.json) return context.printJson({ server: client.server, ...me });
+      const token = me.token
+        ? `; ${me.token.kind === 'login' ? 'login session' : `API token ${me.token.name}`} ${me.token.id}, ${me.token.expiresAt ? `expires ${formatTime(me.token.expiresAt)}` : 'does not expire'}`
+        : '';
+      context.out(
+        `${me.user} (${me.role}${me.source ? `, ${me.source}` : ''}) at ${client.server}${token}\n`,
       );
     });
 

@@ -17,6 +17,7 @@ import * as m0005 from './0005_attempt_claims.js';
 import * as m0006 from './0006_login_failures.js';
 import * as m0007 from './0007_agent_draining.js';
 import * as m0008 from './0008_spaces.js';
+import * as m0009 from './0009_user_deleted.js';
 
 export type StoreDialect = 'sqlite' | 'postgres';
 
@@ -34,6 +35,7 @@ const migrations: readonly (readonly [string, NumberedMigration])[] = [
   ['0006_login_failures', m0006],
   ['0007_agent_draining', m0007],
   ['0008_spaces', m0008],
+  ['0009_user_deleted', m0009],
 ];
 
 interface MigrationTables {
