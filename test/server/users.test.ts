@@ -94,6 +94,14 @@ describe.each(backends)('user lifecycle on $name', (backend) => {
 
   it("disabling a user cancels its offered jobs at once and asks the agent to cancel its running ones; other users' jobs go on", async () => {
     const bob = await h.userToken('bob');
+    // Workflows live in spaces: bob runs a copy of his own.
+    const pushed = await h.request({
+      method: 'POST',
+      url: '/api/workflows',
+      token: bob,
+      body: { source: REPORT_WORKFLOW },
+    });
+    expect(pushed.status, pushed.text).toBe(201);
     const waiting = (await submit()).json.id as string;
     const running = (await submit()).json.id as string;
     const bobs = (await submit(bob)).json.id as string;
