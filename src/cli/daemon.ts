@@ -84,7 +84,9 @@ function privateUmask(): void {
 /** The server's private files: the SQLite store (with its companions) and the signing key. */
 function serverPrivateFiles(config: CompiledServerConfig): string[] {
   return [
-    ...(config.store.kind === 'sqlite' && config.store.path !== undefined ? sqliteFiles(config.store.path) : []),
+    ...(config.store.kind === 'sqlite' && config.store.path !== undefined
+      ? sqliteFiles(config.store.path)
+      : []),
     config.signingKeyFile,
   ];
 }

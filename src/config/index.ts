@@ -243,7 +243,10 @@ export const ServerConfig = z
           .array(
             z
               .string()
-              .refine(isProxyAddress, 'expected an IP address, a CIDR range, loopback, linklocal or uniquelocal'),
+              .refine(
+                isProxyAddress,
+                'expected an IP address, a CIDR range, loopback, linklocal or uniquelocal',
+              ),
           )
           .min(1),
       ])
@@ -721,7 +724,8 @@ export function compileAgentConfig(input: unknown, defaults: { dataDir: string }
       memoryBytes: c.capacity.memory
         ? parseByteSize(c.capacity.memory)
         : (c.slots ?? cores) * limits.memoryBytes,
-      maxJobsPerUser: c.capacity.maxJobsPerUser ?? defaultMaxJobsPerUser(c.slots ?? cores, c.maxJobsPerExecutor),
+      maxJobsPerUser:
+        c.capacity.maxJobsPerUser ?? defaultMaxJobsPerUser(c.slots ?? cores, c.maxJobsPerExecutor),
       tokensPerExecutor: duckdbThreads / 2,
     }),
     duckdb: Object.freeze({

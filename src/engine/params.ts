@@ -12,8 +12,23 @@ export const PARAM_NAME = /^[a-z_][a-z0-9_]*$/;
  * variables programs rely on are refused (compared case-insensitively).
  */
 const reservedParamNames = new Set([
-  'path', 'home', 'user', 'shell', 'lang', 'tmpdir', 'logname', 'pwd', 'ifs', 'term', 'tz', 'env',
-  'ld_preload', 'ld_library_path', 'pythonpath', 'pythonhome', 'bash_env',
+  'path',
+  'home',
+  'user',
+  'shell',
+  'lang',
+  'tmpdir',
+  'logname',
+  'pwd',
+  'ifs',
+  'term',
+  'tz',
+  'env',
+  'ld_preload',
+  'ld_library_path',
+  'pythonpath',
+  'pythonhome',
+  'bash_env',
 ]);
 
 export function paramNameProblem(name: string): string | undefined {
@@ -21,7 +36,8 @@ export function paramNameProblem(name: string): string | undefined {
     return `param name "${name}" is invalid: expected lowercase letters, digits and "_", not starting with a digit (at most 64)`;
   }
   const lower = name.toLowerCase();
-  if (lower.startsWith('steward_')) return `param name "${name}" clashes with the STEWARD_* environment variables`;
+  if (lower.startsWith('steward_'))
+    return `param name "${name}" clashes with the STEWARD_* environment variables`;
   if (reservedParamNames.has(lower) || lower.startsWith('lc_')) {
     return `param name "${name}" clashes with the environment variable ${name.toUpperCase()} that script steps rely on`;
   }
@@ -29,7 +45,10 @@ export function paramNameProblem(name: string): string | undefined {
 }
 
 /** Converts one value (typed JSON or a CLI string) to the param's type; returns an error message on failure. */
-export function convertParam(spec: Pick<ParamSpec, 'type' | 'values'>, value: ParamValue): { value: ParamValue } | { error: string } {
+export function convertParam(
+  spec: Pick<ParamSpec, 'type' | 'values'>,
+  value: ParamValue,
+): { value: ParamValue } | { error: string } {
   const got = typeof value === 'string' ? JSON.stringify(value) : String(value);
   switch (spec.type) {
     case 'string':
@@ -45,7 +64,8 @@ export function convertParam(spec: Pick<ParamSpec, 'type' | 'values'>, value: Pa
       return { error: `expected an integer, got ${got}` };
     }
     case 'number': {
-      if (typeof value === 'number') return Number.isFinite(value) ? { value } : { error: `expected a number, got ${got}` };
+      if (typeof value === 'number')
+        return Number.isFinite(value) ? { value } : { error: `expected a number, got ${got}` };
       if (typeof value === 'string' && value.trim() !== '') {
         const parsed = Number(value);
         if (Number.isFinite(parsed)) return { value: parsed };
@@ -87,21 +107,28 @@ function isCalendarDate(text: string): boolean {
  * enforces required params. Unknown names are errors. Optional params without a default and without a
  * value are left out of the result (SQL sees NULL, `${name}` expands to nothing).
  */
-export function resolveParams(workflow: Pick<Workflow, 'params'>, raw: Record<string, ParamValue>): Record<string, ParamValue> {
+export function resolveParams(
+  workflow: Pick<Workflow, 'params'>,
+  raw: Record<string, ParamValue>,
+): Record<string, ParamValue> {
   const issues: ValidationIssue[] = [];
   const resolved: Record<string, ParamValue> = {};
   const known = new Map(workflow.params.map((spec) => [spec.name, spec]));
   for (const name of Object.keys(raw)) {
     if (!known.has(name)) {
       const list = workflow.params.map((spec) => spec.name).join(', ');
-      issues.push({ path: `params.${name}`, message: `unknown param (this workflow takes ${list === '' ? 'no params' : list})` });
+      issues.push({
+        path: `params.${name}`,
+        message: `unknown param (this workflow takes ${list === '' ? 'no params' : list})`,
+      });
     }
   }
   for (const spec of workflow.params) {
     const given = Object.hasOwn(raw, spec.name) ? raw[spec.name] : undefined;
     if (given === undefined) {
       if (spec.default !== undefined) resolved[spec.name] = spec.default;
-      else if (spec.required) issues.push({ path: `params.${spec.name}`, message: `required, but no value was given` });
+      else if (spec.required)
+        issues.push({ path: `params.${spec.name}`, message: `required, but no value was given` });
       continue;
     }
     const converted = convertParam(spec, given);
@@ -111,7 +138,9 @@ export function resolveParams(workflow: Pick<Workflow, 'params'>, raw: Record<st
   if (issues.length > 0) {
     const first = issues[0]!;
     const more = issues.length > 1 ? ` (and ${issues.length - 1} more)` : '';
-    throw new StewardError('STEWARD_PARAMS_INVALID', `${first.path}: ${first.message}${more}`, { details: { issues } });
+    throw new StewardError('STEWARD_PARAMS_INVALID', `${first.path}: ${first.message}${more}`, {
+      details: { issues },
+    });
   }
   return resolved;
 }

@@ -13,7 +13,10 @@ export type TableFormat = (typeof tableFormats)[number];
 const Scalar = z.union([z.string(), z.number(), z.boolean()]);
 const OptionName = z.string().regex(/^[a-z_][a-z0-9_]*$/, 'expected a lowercase option name');
 const Options = z.record(OptionName, Scalar);
-const StepId = z.string().max(64).regex(STEP_ID, 'expected lowercase letters, digits and "_", not starting with a digit');
+const StepId = z
+  .string()
+  .max(64)
+  .regex(STEP_ID, 'expected lowercase letters, digits and "_", not starting with a digit');
 const Timeout = z.union([z.string(), z.number()]);
 
 export const ParamDefinitionSchema = z
@@ -51,7 +54,13 @@ export const stepSchemas = {
       ...common,
       read: z.union([
         z.string().min(1),
-        z.object({ path: z.string().min(1), format: z.enum(tableFormats).optional(), options: Options.optional() }).strict(),
+        z
+          .object({
+            path: z.string().min(1),
+            format: z.enum(tableFormats).optional(),
+            options: Options.optional(),
+          })
+          .strict(),
       ]),
     })
     .strict(),
@@ -60,14 +69,23 @@ export const stepSchemas = {
     .object({
       ...common,
       write: z
-        .object({ table: z.string(), path: z.string().min(1), format: z.enum(tableFormats).optional(), options: Options.optional() })
+        .object({
+          table: z.string(),
+          path: z.string().min(1),
+          format: z.enum(tableFormats).optional(),
+          options: Options.optional(),
+        })
         .strict(),
     })
     .strict(),
   shell: z.object({ ...common, ...scriptCommon, shell: z.string().min(1) }).strict(),
   python: z.object({ ...common, ...scriptCommon, python: z.string().min(1) }).strict(),
   command: z
-    .object({ ...common, ...scriptCommon, command: z.array(z.union([z.string(), z.number()])).min(1, 'expected a program and its arguments') })
+    .object({
+      ...common,
+      ...scriptCommon,
+      command: z.array(z.union([z.string(), z.number()])).min(1, 'expected a program and its arguments'),
+    })
     .strict(),
 } as const;
 

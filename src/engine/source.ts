@@ -2,7 +2,17 @@
  * Turns workflow text into plain data plus a way to find the source line of any field path, so every
  * validation issue can point at the line a person has to edit.
  */
-import { isNode, isPair, isScalar, isMap, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
+import {
+  isNode,
+  isPair,
+  isScalar,
+  isMap,
+  isSeq,
+  LineCounter,
+  parseDocument,
+  type Document,
+  type Node,
+} from 'yaml';
 import type { ValidationIssue } from './types.js';
 
 export type PathSegment = string | number;
@@ -26,7 +36,10 @@ export function detectFormat(format: SourceFormat | undefined, fileName: string 
 }
 
 /** Parses YAML or JSON. Syntax problems come back as issues, never as exceptions. */
-export function parseSource(source: string, format: SourceFormat): { parsed?: ParsedSource; issues: ValidationIssue[] } {
+export function parseSource(
+  source: string,
+  format: SourceFormat,
+): { parsed?: ParsedSource; issues: ValidationIssue[] } {
   const lineCounter = new LineCounter();
   if (format === 'json') {
     try {
@@ -53,7 +66,11 @@ export function parseSource(source: string, format: SourceFormat): { parsed?: Pa
   try {
     data = doc.toJS({ maxAliasCount: 100 });
   } catch (error) {
-    return { issues: [{ path: '', message: `${format === 'json' ? 'JSON' : 'YAML'} error: ${(error as Error).message}` }] };
+    return {
+      issues: [
+        { path: '', message: `${format === 'json' ? 'JSON' : 'YAML'} error: ${(error as Error).message}` },
+      ],
+    };
   }
   const line = (offset: number | undefined): number | undefined =>
     offset === undefined ? undefined : lineCounter.linePos(offset).line;
@@ -72,7 +89,11 @@ export function parseSource(source: string, format: SourceFormat): { parsed?: Pa
         if (!isScalar(node) || !node.range) return undefined;
         const start = line(node.range[0]);
         if (start === undefined) return undefined;
-        return node.type === 'BLOCK_LITERAL' ? start + 1 : node.type === 'PLAIN' || node.type === 'QUOTE_DOUBLE' || node.type === 'QUOTE_SINGLE' ? start : undefined;
+        return node.type === 'BLOCK_LITERAL'
+          ? start + 1
+          : node.type === 'PLAIN' || node.type === 'QUOTE_DOUBLE' || node.type === 'QUOTE_SINGLE'
+            ? start
+            : undefined;
       },
     },
   };
@@ -91,7 +112,9 @@ function findPair(doc: Document, path: readonly PathSegment[]) {
   const parent: unknown = path.length === 1 ? doc.contents : doc.getIn(path.slice(0, -1), true);
   const key = path[path.length - 1];
   if (isMap(parent)) {
-    return parent.items.find((pair) => isPair(pair) && isScalar(pair.key) && String(pair.key.value) === String(key));
+    return parent.items.find(
+      (pair) => isPair(pair) && isScalar(pair.key) && String(pair.key.value) === String(key),
+    );
   }
   if (isSeq(parent)) return undefined;
   return undefined;

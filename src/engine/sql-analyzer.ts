@@ -15,7 +15,8 @@ export interface SqlAnalysis {
   positional: boolean;
 }
 
-export type SqlAnalysisResult = { ok: true; analysis: SqlAnalysis } | { ok: false; message: string; position?: number };
+export type SqlAnalysisResult =
+  { ok: true; analysis: SqlAnalysis } | { ok: false; message: string; position?: number };
 
 let analyzer: Promise<{ instance: DuckDBInstance; connection: DuckDBConnection }> | undefined;
 let queue: Promise<unknown> = Promise.resolve();
@@ -50,7 +51,9 @@ export async function closeSqlAnalyzer(): Promise<void> {
 export function analyzeSql(sql: string): Promise<SqlAnalysisResult> {
   const next = queue.then(async () => {
     const { connection } = await getAnalyzer();
-    const reader = await connection.runAndReadAll('SELECT json_serialize_sql($q::VARCHAR) AS ast', { q: sql });
+    const reader = await connection.runAndReadAll('SELECT json_serialize_sql($q::VARCHAR) AS ast', {
+      q: sql,
+    });
     const text = reader.getRows()[0]?.[0];
     return interpret(typeof text === 'string' ? text : '');
   });
@@ -75,7 +78,11 @@ function interpret(text: string): SqlAnalysisResult {
       ? 'expected one SELECT (or WITH … SELECT) query; statements that change data or settings are not allowed'
       : `${typeof ast.error_type === 'string' ? ast.error_type : 'parser'} error: ${raw}`;
     const position = Number(ast.position);
-    return { ok: false, message, ...(Number.isFinite(position) && typeof ast.position === 'string' ? { position } : {}) };
+    return {
+      ok: false,
+      message,
+      ...(Number.isFinite(position) && typeof ast.position === 'string' ? { position } : {}),
+    };
   }
   const statements = Array.isArray(ast.statements) ? ast.statements : [];
   if (statements.length !== 1) {
@@ -93,7 +100,9 @@ function interpret(text: string): SqlAnalysisResult {
     if (value === null || typeof value !== 'object') return;
     const node = value as AstNode;
     if (node.type === 'BASE_TABLE' && typeof node.table_name === 'string') {
-      const qualifier = [node.catalog_name, node.schema_name].filter((part) => typeof part === 'string' && part !== '');
+      const qualifier = [node.catalog_name, node.schema_name].filter(
+        (part) => typeof part === 'string' && part !== '',
+      );
       tables.add(qualifier.length > 0 ? `${qualifier.join('.')}.${node.table_name}` : node.table_name);
     }
     if (node.class === 'PARAMETER' && typeof node.identifier === 'string') {
@@ -102,7 +111,8 @@ function interpret(text: string): SqlAnalysisResult {
     }
     const cteMap = node.cte_map as AstNode | undefined;
     if (cteMap && Array.isArray(cteMap.map)) {
-      for (const entry of cteMap.map as AstNode[]) if (typeof entry.key === 'string') ctes.add(entry.key.toLowerCase());
+      for (const entry of cteMap.map as AstNode[])
+        if (typeof entry.key === 'string') ctes.add(entry.key.toLowerCase());
     }
     for (const child of Object.values(node)) if (child !== null && typeof child === 'object') visit(child);
   };

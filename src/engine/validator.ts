@@ -8,7 +8,15 @@ import type { z } from 'zod';
 import { parseDuration, plainNameProblem, StewardError, type ParamValue } from '../protocol/index.js';
 import { convertParam, paramNameProblem, placeholders } from './params.js';
 import { findCycle, leafSteps } from './planner.js';
-import { ParamDefinitionSchema, stepKinds, stepSchemas, tableFormats, WorkflowFileSchema, type StepKindName, type TableFormat } from './schema.js';
+import {
+  ParamDefinitionSchema,
+  stepKinds,
+  stepSchemas,
+  tableFormats,
+  WorkflowFileSchema,
+  type StepKindName,
+  type TableFormat,
+} from './schema.js';
 import { detectFormat, parseSource, type ParsedSource, type PathSegment } from './source.js';
 import { analyzeSql } from './sql-analyzer.js';
 import type {
@@ -37,15 +45,23 @@ class IssueList {
   readonly items: ValidationIssue[] = [];
   constructor(private readonly source: ParsedSource | undefined) {}
 
-  add(pathSegments: readonly PathSegment[], message: string, options: { keyLine?: boolean; line?: number } = {}): void {
+  add(
+    pathSegments: readonly PathSegment[],
+    message: string,
+    options: { keyLine?: boolean; line?: number } = {},
+  ): void {
     const line =
-      options.line ?? (options.keyLine ? this.source?.keyLineOf(pathSegments) : this.source?.lineOf(pathSegments));
+      options.line ??
+      (options.keyLine ? this.source?.keyLineOf(pathSegments) : this.source?.lineOf(pathSegments));
     this.items.push({ path: pathSegments.join('.'), message, ...(line !== undefined ? { line } : {}) });
   }
 
   addZod(prefix: readonly PathSegment[], error: z.ZodError): void {
     for (const issue of error.issues) {
-      const at = [...prefix, ...issue.path.map((segment) => (typeof segment === 'number' ? segment : String(segment)))];
+      const at = [
+        ...prefix,
+        ...issue.path.map((segment) => (typeof segment === 'number' ? segment : String(segment))),
+      ];
       if (issue.code === 'unrecognized_keys') {
         for (const key of issue.keys) this.add([...at, key], `unknown key "${key}"`, { keyLine: true });
       } else if (issue.code === 'invalid_type' && /received undefined/.test(issue.message)) {
@@ -60,11 +76,16 @@ class IssueList {
 function invalid(issues: ValidationIssue[], fileName: string | undefined): StewardError {
   const first = issues[0]!;
   const where = [fileName, first.line].filter((part) => part !== undefined).join(':');
-  const more = issues.length > 1 ? ` (and ${issues.length - 1} more problem${issues.length > 2 ? 's' : ''})` : '';
+  const more =
+    issues.length > 1 ? ` (and ${issues.length - 1} more problem${issues.length > 2 ? 's' : ''})` : '';
   const fieldPath = first.path === '' ? '' : `${first.path}: `;
-  return new StewardError('STEWARD_WORKFLOW_INVALID', `${where === '' ? '' : `${where}: `}${fieldPath}${first.message}${more}`, {
-    details: { issues },
-  });
+  return new StewardError(
+    'STEWARD_WORKFLOW_INVALID',
+    `${where === '' ? '' : `${where}: `}${fieldPath}${first.message}${more}`,
+    {
+      details: { issues },
+    },
+  );
 }
 
 function formatFromPath(template: string): TableFormat | undefined {
@@ -121,8 +142,10 @@ export async function parseWorkflow(source: string, options: ParseOptions = {}):
     if (result.data.description !== undefined) spec.description = result.data.description;
     if (spec.type === 'enum') {
       const values = (result.data.values ?? []).map(String);
-      if (values.length === 0) issues.add(['params', name, 'values'], 'an enum param needs a non-empty list of values');
-      else if (new Set(values).size !== values.length) issues.add(['params', name, 'values'], 'enum values must be unique');
+      if (values.length === 0)
+        issues.add(['params', name, 'values'], 'an enum param needs a non-empty list of values');
+      else if (new Set(values).size !== values.length)
+        issues.add(['params', name, 'values'], 'enum values must be unique');
       spec.values = values;
     } else if (result.data.values !== undefined) {
       issues.add(['params', name, 'values'], `values are only allowed for enum params, not ${spec.type}`);
@@ -148,7 +171,10 @@ export async function parseWorkflow(source: string, options: ParseOptions = {}):
   (file.assets ?? []).forEach((asset, index) => {
     const normalized = path.posix.normalize(asset);
     if (path.posix.isAbsolute(asset) || /^[A-Za-z]:|\\|\0/.test(asset)) {
-      issues.add(['assets', index], `asset path "${asset}" must be relative to the workflow, with "/" separators`);
+      issues.add(
+        ['assets', index],
+        `asset path "${asset}" must be relative to the workflow, with "/" separators`,
+      );
     } else if (asset.split('/').includes('..')) {
       issues.add(['assets', index], `asset path "${asset}" must not contain ".."`);
     } else if (normalized === '.' || normalized.startsWith('.steward/') || normalized === '.steward') {
@@ -177,7 +203,11 @@ export async function parseWorkflow(source: string, options: ParseOptions = {}):
       return;
     }
     if (kinds.length > 1) {
-      issues.add([...at, kinds[1]!], `${label} has several kinds (${kinds.join(', ')}): a step does exactly one thing`, { keyLine: true });
+      issues.add(
+        [...at, kinds[1]!],
+        `${label} has several kinds (${kinds.join(', ')}): a step does exactly one thing`,
+        { keyLine: true },
+      );
       return;
     }
     const kind = kinds[0]!;
@@ -209,8 +239,10 @@ export async function parseWorkflow(source: string, options: ParseOptions = {}):
       const tables = new Set<string>();
       const data = draft.data;
       ((data.needs as string[] | undefined) ?? []).forEach((need, needIndex) => {
-        if (need === draft.id) issues.add([...at, 'needs', needIndex], `step "${draft.id}" cannot need itself`);
-        else if (!kindOf.has(need)) issues.add([...at, 'needs', needIndex], `step "${draft.id}" needs unknown step "${need}"`);
+        if (need === draft.id)
+          issues.add([...at, 'needs', needIndex], `step "${draft.id}" cannot need itself`);
+        else if (!kindOf.has(need))
+          issues.add([...at, 'needs', needIndex], `step "${draft.id}" needs unknown step "${need}"`);
         else needs.add(need);
       });
       let timeoutMs: number | undefined;
@@ -224,9 +256,13 @@ export async function parseWorkflow(source: string, options: ParseOptions = {}):
       }
       const useTable = (table: string, where: PathSegment[], what: string): void => {
         if (table === draft.id) issues.add(where, `step "${draft.id}" cannot ${what} its own table`);
-        else if (!kindOf.has(table)) issues.add(where, `${what} unknown table "${table}" (tables: ${describeTables()})`);
+        else if (!kindOf.has(table))
+          issues.add(where, `${what} unknown table "${table}" (tables: ${describeTables()})`);
         else if (!isTableStep(table)) {
-          issues.add(where, `${what} "${table}", which is a ${kindOf.get(table)} step and produces no table (tables: ${describeTables()})`);
+          issues.add(
+            where,
+            `${what} "${table}", which is a ${kindOf.get(table)} step and produces no table (tables: ${describeTables()})`,
+          );
         } else {
           tables.add(table);
           needs.add(table);
@@ -236,13 +272,22 @@ export async function parseWorkflow(source: string, options: ParseOptions = {}):
       let spec: ReadStepSpec | SqlStepSpec | WriteStepSpec | ScriptStepSpec;
       switch (draft.kind) {
         case 'read': {
-          const read = data.read as string | { path: string; format?: TableFormat; options?: Record<string, ParamValue> };
+          const read = data.read as
+            string | { path: string; format?: TableFormat; options?: Record<string, ParamValue> };
           const readPath = typeof read === 'string' ? read : read.path;
           const pathAt = typeof read === 'string' ? [...at, 'read'] : [...at, 'read', 'path'];
           checkPlaceholders(pathAt, readPath);
           const format = (typeof read === 'string' ? undefined : read.format) ?? formatFromPath(readPath);
-          if (!format) issues.add(pathAt, `cannot tell the format of "${readPath}" from its extension: add format (${tableFormats.join(', ')})`);
-          spec = { path: readPath, format: format ?? 'csv', options: (typeof read === 'string' ? undefined : read.options) ?? {} };
+          if (!format)
+            issues.add(
+              pathAt,
+              `cannot tell the format of "${readPath}" from its extension: add format (${tableFormats.join(', ')})`,
+            );
+          spec = {
+            path: readPath,
+            format: format ?? 'csv',
+            options: (typeof read === 'string' ? undefined : read.options) ?? {},
+          };
           break;
         }
         case 'sql': {
@@ -263,17 +308,26 @@ export async function parseWorkflow(source: string, options: ParseOptions = {}):
               if (isFileScan(table)) continue;
               const name = table.toLowerCase().replace(/^(memory\.)?main\./, '');
               if (name.includes('.')) {
-                issues.add(sqlAt, `step "${draft.id}": table "${table}" is not a step table; only step tables can be referenced (tables: ${describeTables()})`);
+                issues.add(
+                  sqlAt,
+                  `step "${draft.id}": table "${table}" is not a step table; only step tables can be referenced (tables: ${describeTables()})`,
+                );
                 continue;
               }
               useTable(name, sqlAt, `step "${draft.id}" reads`);
             }
             if (result.analysis.positional) {
-              issues.add(sqlAt, `step "${draft.id}": positional parameters ($1, ?) are not supported; use $name of a declared param`);
+              issues.add(
+                sqlAt,
+                `step "${draft.id}": positional parameters ($1, ?) are not supported; use $name of a declared param`,
+              );
             }
             for (const name of result.analysis.params) {
               if (!paramNames.has(name) && !declaredParamNames.has(name)) {
-                issues.add(sqlAt, `step "${draft.id}": $${name} is not a declared param (params: ${[...declaredParamNames].join(', ') || 'none'})`);
+                issues.add(
+                  sqlAt,
+                  `step "${draft.id}": $${name} is not a declared param (params: ${[...declaredParamNames].join(', ') || 'none'})`,
+                );
               } else used.push(name);
             }
           }
@@ -281,38 +335,72 @@ export async function parseWorkflow(source: string, options: ParseOptions = {}):
           break;
         }
         case 'write': {
-          const write = data.write as { table: string; path: string; format?: TableFormat; options?: Record<string, ParamValue> };
+          const write = data.write as {
+            table: string;
+            path: string;
+            format?: TableFormat;
+            options?: Record<string, ParamValue>;
+          };
           useTable(write.table, [...at, 'write', 'table'], `step "${draft.id}" writes`);
           checkPlaceholders([...at, 'write', 'path'], write.path);
           const format = write.format ?? formatFromPath(write.path);
-          if (!format) issues.add([...at, 'write', 'path'], `cannot tell the format of "${write.path}" from its extension: add format (${tableFormats.join(', ')})`);
+          if (!format)
+            issues.add(
+              [...at, 'write', 'path'],
+              `cannot tell the format of "${write.path}" from its extension: add format (${tableFormats.join(', ')})`,
+            );
           // The file's name is its result name: refused now rather than at upload, after every step ran.
           if (placeholders(write.path).length === 0) {
             const resultName = path.posix.basename(write.path);
             const problem = plainNameProblem(resultName);
-            if (problem) issues.add([...at, 'write', 'path'], `the result name ${JSON.stringify(resultName)} ${problem}: a result is one file name of at most 255 bytes`);
+            if (problem)
+              issues.add(
+                [...at, 'write', 'path'],
+                `the result name ${JSON.stringify(resultName)} ${problem}: a result is one file name of at most 255 bytes`,
+              );
           }
-          spec = { table: write.table, path: write.path, format: format ?? 'csv', options: write.options ?? {} };
+          spec = {
+            table: write.table,
+            path: write.path,
+            format: format ?? 'csv',
+            options: write.options ?? {},
+          };
           break;
         }
         case 'shell':
         case 'python':
         case 'command': {
           const env: Record<string, string> = {};
-          for (const [name, value] of Object.entries((data.env as Record<string, ParamValue> | undefined) ?? {})) {
-            if (!ENV_NAME.test(name)) issues.add([...at, 'env', name], `environment variable name "${name}" is invalid`, { keyLine: true });
-            else if (name.toUpperCase().startsWith('STEWARD_')) issues.add([...at, 'env', name], `environment variable "${name}" is reserved (STEWARD_*)`, { keyLine: true });
+          for (const [name, value] of Object.entries(
+            (data.env as Record<string, ParamValue> | undefined) ?? {},
+          )) {
+            if (!ENV_NAME.test(name))
+              issues.add([...at, 'env', name], `environment variable name "${name}" is invalid`, {
+                keyLine: true,
+              });
+            else if (name.toUpperCase().startsWith('STEWARD_'))
+              issues.add([...at, 'env', name], `environment variable "${name}" is reserved (STEWARD_*)`, {
+                keyLine: true,
+              });
             else {
               env[name] = String(value);
               checkPlaceholders([...at, 'env', name], env[name]);
             }
           }
           const inputs = (data.inputs as string[] | undefined) ?? [];
-          inputs.forEach((input, inputIndex) => useTable(input, [...at, 'inputs', inputIndex], `step "${draft.id}" takes as input`));
-          const script: ScriptStepSpec = { env, inputs: [...new Set(inputs)], inputFormat: (data.inputFormat as 'csv' | 'parquet' | undefined) ?? 'csv' };
+          inputs.forEach((input, inputIndex) =>
+            useTable(input, [...at, 'inputs', inputIndex], `step "${draft.id}" takes as input`),
+          );
+          const script: ScriptStepSpec = {
+            env,
+            inputs: [...new Set(inputs)],
+            inputFormat: (data.inputFormat as 'csv' | 'parquet' | undefined) ?? 'csv',
+          };
           if (draft.kind === 'command') {
             script.command = (data.command as (string | number)[]).map(String);
-            script.command.forEach((argument, argumentIndex) => checkPlaceholders([...at, 'command', argumentIndex], argument));
+            script.command.forEach((argument, argumentIndex) =>
+              checkPlaceholders([...at, 'command', argumentIndex], argument),
+            );
           } else {
             script.script = data[draft.kind] as string;
           }
@@ -320,7 +408,13 @@ export async function parseWorkflow(source: string, options: ParseOptions = {}):
           break;
         }
       }
-      const step: StepSpec = { id: draft.id, kind: draft.kind, needs: [...needs], tables: [...tables], spec: spec as unknown as Record<string, unknown> };
+      const step: StepSpec = {
+        id: draft.id,
+        kind: draft.kind,
+        needs: [...needs],
+        tables: [...tables],
+        spec: spec as unknown as Record<string, unknown>,
+      };
       if (timeoutMs !== undefined) step.timeoutMs = timeoutMs;
       return step;
     }),
@@ -359,14 +453,19 @@ export async function parseWorkflow(source: string, options: ParseOptions = {}):
 
 /** Issues in source order (line, then path), so "the first problem" is the first a reader meets. */
 function sortIssues(issues: ValidationIssue[]): ValidationIssue[] {
-  return [...issues].sort((a, b) => (a.line ?? Number.MAX_SAFE_INTEGER) - (b.line ?? Number.MAX_SAFE_INTEGER));
+  return [...issues].sort(
+    (a, b) => (a.line ?? Number.MAX_SAFE_INTEGER) - (b.line ?? Number.MAX_SAFE_INTEGER),
+  );
 }
 
 /** A workflow's summary for listings. */
 export function describeWorkflow(workflow: Workflow): WorkflowDescription {
   return {
     description: workflow.description,
-    params: workflow.params.map((param) => ({ ...param, ...(param.values ? { values: [...param.values] } : {}) })),
+    params: workflow.params.map((param) => ({
+      ...param,
+      ...(param.values ? { values: [...param.values] } : {}),
+    })),
     steps: workflow.steps.map((step) => ({ id: step.id, kind: step.kind, needs: [...step.needs] })),
   };
 }

@@ -225,7 +225,9 @@ process.on('message', (raw: unknown) => {
         for (const name of message.names) {
           if (running.has(name.slice(0, name.lastIndexOf('-')))) continue;
           void rm(path.join(identity.tempDir, name), { recursive: true, force: true }).catch(() => {});
-          void rm(path.join(identity.workspaceDir, 'jobs', name), { recursive: true, force: true }).catch(() => {});
+          void rm(path.join(identity.workspaceDir, 'jobs', name), { recursive: true, force: true }).catch(
+            () => {},
+          );
         }
       }
       return;

@@ -43,7 +43,11 @@ export class LoginThrottle {
       { key: userKey(user), nth: this.config.maxFailuresPerUser, what: 'for this user' },
     ];
     if (this.config.maxFailuresPerSource !== undefined) {
-      bounds.push({ key: sourceKey(source), nth: this.config.maxFailuresPerSource, what: 'from this address' });
+      bounds.push({
+        key: sourceKey(source),
+        nth: this.config.maxFailuresPerSource,
+        what: 'from this address',
+      });
     }
     const oldest = await this.store.nthRecentLoginFailures(bounds, now - this.config.windowMs);
     // The oldest failure that keeps a count at its limit must leave the window first.

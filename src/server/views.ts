@@ -80,10 +80,7 @@ export function attemptView(attempt: AttemptRecord): AttemptInfo {
  * Takes one `Store.getJobDetail` read: a job and steps read apart may contradict each other. `pushedBy`: who
  * pushed the pinned version (null when unknown).
  */
-export function jobDetailView(
-  { job, steps, attempts }: JobDetailRecord,
-  pushedBy: string | null,
-): JobDetail {
+export function jobDetailView({ job, steps, attempts }: JobDetailRecord, pushedBy: string | null): JobDetail {
   const view = jobView(job);
   return {
     ...view,

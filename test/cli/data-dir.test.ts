@@ -31,7 +31,8 @@ describe('data dir modes at start', () => {
     }
     secureDataDir({ dataDir, reachableWorkspaceRoot: path.join(dataDir, 'workspaces'), privateFiles: [] });
     expect(await mode(dataDir)).toBe(0o711);
-    for (const child of ['keys', 'logs', 'results']) expect(await mode(path.join(dataDir, child)), child).toBe(0o700);
+    for (const child of ['keys', 'logs', 'results'])
+      expect(await mode(path.join(dataDir, child)), child).toBe(0o700);
     expect(await mode(path.join(dataDir, 'workspaces'))).toBe(0o755);
   });
 

@@ -22,7 +22,13 @@ describe('stripping terminal control from server-provided text', () => {
   });
 
   it('strips table cells and measures columns without the escapes', () => {
-    const table = formatTable(['name', 'size'], [['\x1b[31mred\x1b[0m', 1], ['plain', 2]]);
+    const table = formatTable(
+      ['name', 'size'],
+      [
+        ['\x1b[31mred\x1b[0m', 1],
+        ['plain', 2],
+      ],
+    );
     expect(table).toBe('NAME   SIZE\nred    1\nplain  2\n');
   });
 

@@ -47,7 +47,7 @@ describe.runIf(isRoot)('draining an agent', () => {
     await c.startAgent('worker', { slots: 2, userMap });
     const id = c.agentId('worker');
     const nap = await c.submit('napper');
-    for (let deadline = Date.now() + 30_000; ; ) {
+    for (let deadline = Date.now() + 30_000; ;) {
       const job = await c.job(nap);
       if (job.state === 'running') break;
       if (Date.now() > deadline) throw new Error(`the nap never started: ${JSON.stringify(job)}`);
@@ -58,7 +58,7 @@ describe.runIf(isRoot)('draining an agent', () => {
     expect(drained.code, drained.stderr).toBe(0);
     expect(drained.stdout).toContain(`drain sent to agent ${id}`);
     // The registry shows the drain once the agent applied it (it reports at once).
-    for (let deadline = Date.now() + 10_000; ; ) {
+    for (let deadline = Date.now() + 10_000; ;) {
       const listed = await cli!.run(['agents']);
       const row = listed.stdout.split('\n').find((line) => line.startsWith(id));
       if (row?.includes('draining')) break;
@@ -93,7 +93,7 @@ describe.runIf(isRoot)('draining an agent', () => {
     const userMap = { admin: (await osUsers.user('dg')).name };
     const runningJob = async (): Promise<string> => {
       const jobId = await c.submit('napper');
-      for (let deadline = Date.now() + 30_000; ; ) {
+      for (let deadline = Date.now() + 30_000; ;) {
         const job = await c.job(jobId);
         if (job.state === 'running' && job.steps[0].state === 'running') return jobId;
         if (Date.now() > deadline) throw new Error(`the nap never started: ${JSON.stringify(job)}`);

@@ -9,15 +9,7 @@ import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiUser } from '../support/api.js';
 import { OsUsers, type TestUser } from '../support/os-users.js';
-import {
-  CliUser,
-  StewardInstance,
-  freePort,
-  isRoot,
-  run,
-  stewardBin,
-  tempDir,
-} from '../support/steward.js';
+import { CliUser, StewardInstance, freePort, isRoot, run, stewardBin, tempDir } from '../support/steward.js';
 
 const probeShell = [
   'probe() { if "$@" >/dev/null 2>&1; then echo "ALLOWED $*"; else echo "denied $*"; fi; }',
@@ -133,11 +125,7 @@ describe.runIf(isRoot)('the store is private to root', () => {
   });
 
   it("denies a shell step and a python step every file of the store and the keys, but not the user's own file", async () => {
-    const job = await api.run(
-      'peek',
-      { targets: targets.join(' '), data: steward.dataDir, own },
-      60_000,
-    );
+    const job = await api.run('peek', { targets: targets.join(' '), data: steward.dataDir, own }, 60_000);
     expect(job.state, JSON.stringify(job)).toBe('succeeded');
     const shell = String((await api.request('GET', `/api/jobs/${job.id}/results/shell.txt`)).body);
     const python = String((await api.request('GET', `/api/jobs/${job.id}/results/python.txt`)).body);
@@ -158,7 +146,9 @@ describe.runIf(isRoot)('the store is private to root', () => {
       expect(job.steps[0]?.rows, JSON.stringify(job)).toBe(1);
     }
     const jobs = await Promise.all(
-      targets.flatMap((_, index) => [`blob${index}`, `text${index}`]).map((name) => api.run(name, {}, 60_000)),
+      targets
+        .flatMap((_, index) => [`blob${index}`, `text${index}`])
+        .map((name) => api.run(name, {}, 60_000)),
     );
     for (const job of jobs) {
       // A file in the data dir (0711) can be found but not opened; one in keys/ (0700) cannot even be

@@ -2,11 +2,23 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { StewardError, type StepEvent } from '../../src/protocol/index.js';
-import { parseWorkflow, resolveParams, runWorkflow, type RunOptions, type RunResult, type ValidationIssue } from '../../src/engine/index.js';
+import {
+  parseWorkflow,
+  resolveParams,
+  runWorkflow,
+  type RunOptions,
+  type RunResult,
+  type ValidationIssue,
+} from '../../src/engine/index.js';
 
 /** A fresh job directory and temp directory, named after the test. */
-export async function makeJobDirs(title: string): Promise<{ workDir: string; tempDir: string; cleanup: () => Promise<void> }> {
-  const slug = title.toLowerCase().replace(/[^a-z0-9]+/g, '-').slice(0, 40);
+export async function makeJobDirs(
+  title: string,
+): Promise<{ workDir: string; tempDir: string; cleanup: () => Promise<void> }> {
+  const slug = title
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .slice(0, 40);
   const root = await mkdtemp(path.join(os.tmpdir(), `steward-engine-${slug}-`));
   const workDir = path.join(root, 'work');
   const tempDir = path.join(root, 'tmp');
@@ -67,7 +79,10 @@ export function startRun(
 }
 
 /** Parses a workflow that must be invalid and returns its issues. */
-export async function invalidIssues(source: string, options: { format?: 'yaml' | 'json' } = {}): Promise<{ message: string; issues: ValidationIssue[] }> {
+export async function invalidIssues(
+  source: string,
+  options: { format?: 'yaml' | 'json' } = {},
+): Promise<{ message: string; issues: ValidationIssue[] }> {
   try {
     await parseWorkflow(source, options);
   } catch (error) {

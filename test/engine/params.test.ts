@@ -32,7 +32,9 @@ function paramsError(run: () => unknown): StewardError {
 describe('resolveParams', () => {
   it('converts CLI strings to typed values and applies defaults', async () => {
     const workflow = await parseWorkflow(source);
-    expect(resolveParams(workflow, { n: '42', ratio: '0.5', flag: 'yes', since: '2026-02-28', label: 'x' })).toEqual({
+    expect(
+      resolveParams(workflow, { n: '42', ratio: '0.5', flag: 'yes', since: '2026-02-28', label: 'x' }),
+    ).toEqual({
       n: 42,
       ratio: 0.5,
       flag: true,
@@ -54,7 +56,14 @@ describe('resolveParams', () => {
     expect(missing.code).toBe('STEWARD_PARAMS_INVALID');
     expect(missing.message).toBe('params.since: required, but no value was given');
     const wrong = paramsError(() =>
-      resolveParams(workflow, { since: 'yesterday', n: '1.5', ratio: 'abc', flag: 'maybe', region: 'MARS', extra: '1' }),
+      resolveParams(workflow, {
+        since: 'yesterday',
+        n: '1.5',
+        ratio: 'abc',
+        flag: 'maybe',
+        region: 'MARS',
+        extra: '1',
+      }),
     );
     const issues = wrong.details?.issues as { path: string; message: string }[];
     expect(issues).toEqual([
@@ -72,6 +81,8 @@ describe('resolveParams', () => {
     expect(paramsError(() => resolveParams(workflow, { since: '2026-02-30' })).message).toBe(
       'params.since: expected a date like 2026-01-31, got "2026-02-30"',
     );
-    expect(paramsError(() => resolveParams(workflow, { since: '2026-1-5' })).message).toContain('expected a date');
+    expect(paramsError(() => resolveParams(workflow, { since: '2026-1-5' })).message).toContain(
+      'expected a date',
+    );
   });
 });

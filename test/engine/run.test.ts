@@ -15,11 +15,19 @@ async function writeSalesData(workDir: string): Promise<void> {
     path.join(workDir, 'data', 'sales.csv'),
     'region;day;amount\nEU;2026-01-01;10\nEU;2026-02-01;20\nUS;2026-02-01;5\nAPAC;2026-02-03;7\n',
   );
-  await writeFile(path.join(workDir, 'data', 'targets.json'), JSON.stringify([{ region: 'EU', target: 25 }, { region: 'US', target: 1 }]));
+  await writeFile(
+    path.join(workDir, 'data', 'targets.json'),
+    JSON.stringify([
+      { region: 'EU', target: 25 },
+      { region: 'US', target: 1 },
+    ]),
+  );
   const instance = await DuckDBInstance.create(':memory:');
   const connection = await instance.connect();
   const target = path.join(workDir, 'data', 'names.parquet').replaceAll("'", "''");
-  await connection.run(`COPY (SELECT * FROM (VALUES ('EU', 'Europe'), ('US', 'United States')) AS t(region, label)) TO '${target}' (FORMAT parquet)`);
+  await connection.run(
+    `COPY (SELECT * FROM (VALUES ('EU', 'Europe'), ('US', 'United States')) AS t(region, label)) TO '${target}' (FORMAT parquet)`,
+  );
   connection.closeSync();
   instance.closeSync();
 }
@@ -72,7 +80,16 @@ describe('runWorkflow', () => {
       expect(result.error).toBeUndefined();
       expect(result.state).toBe('succeeded');
       const succeeded = run.events.filter((event) => event.state === 'succeeded');
-      expect(succeeded.map((event) => event.stepId).sort()).toEqual(['by_region', 'chart', 'export', 'hello', 'names', 'sales', 'targets', 'tool']);
+      expect(succeeded.map((event) => event.stepId).sort()).toEqual([
+        'by_region',
+        'chart',
+        'export',
+        'hello',
+        'names',
+        'sales',
+        'targets',
+        'tool',
+      ]);
       expect(succeeded.find((event) => event.stepId === 'sales')?.rows).toBe(4);
       expect(succeeded.find((event) => event.stepId === 'by_region')?.rows).toBe(1);
 
@@ -83,7 +100,9 @@ describe('runWorkflow', () => {
       expect(await readFile(table.csvPath, 'utf8')).toBe('region,label,total,target\nEU,Europe,20,25\n');
       const exported = byName.get('by_region_EU.csv');
       expect(exported?.kind).toBe('file');
-      expect(await readFile(path.join(dirs.workDir, 'out', 'by_region_EU.csv'), 'utf8')).toBe('region,label,total,target\nEU,Europe,20,25\n');
+      expect(await readFile(path.join(dirs.workDir, 'out', 'by_region_EU.csv'), 'utf8')).toBe(
+        'region,label,total,target\nEU,Europe,20,25\n',
+      );
       const read = async (name: string) => {
         const output = byName.get(name);
         if (output?.kind !== 'file') throw new Error(`expected file output ${name}`);
@@ -96,7 +115,9 @@ describe('runWorkflow', () => {
       expect(await readFile(stderrLog!.path, 'utf8')).toBe('to stderr\n');
       const parquet = await DuckDBInstance.create(':memory:');
       const connection = await parquet.connect();
-      const rows = await connection.runAndReadAll('SELECT total FROM read_parquet($p)', { p: table.parquetPath });
+      const rows = await connection.runAndReadAll('SELECT total FROM read_parquet($p)', {
+        p: table.parquetPath,
+      });
       expect(rows.getRows()).toEqual([[20]]);
       connection.closeSync();
       parquet.closeSync();
@@ -121,7 +142,9 @@ steps:
       const run = startRun(source, dirs, { region: "EU' OR 1=1 --" });
       const result = await run.result;
       expect(result.state).toBe('succeeded');
-      expect(run.events.find((event) => event.stepId === 'picked' && event.state === 'succeeded')?.rows).toBe(0);
+      expect(run.events.find((event) => event.stepId === 'picked' && event.state === 'succeeded')?.rows).toBe(
+        0,
+      );
     } finally {
       await dirs.cleanup();
     }
@@ -145,8 +168,12 @@ steps:
       expect(result.state).toBe('failed');
       expect(result.error?.code).toBe('STEWARD_STEP_FAILED');
       expect(result.error?.message).toMatch(/^step "by_region" failed: Binder Error: /);
-      expect(run.events.find((event) => event.stepId === 'by_region' && event.state === 'failed')?.message).toContain('no_such_column');
-      expect(run.events.filter((event) => event.stepId === 'after').map((event) => event.state)).toEqual(['skipped']);
+      expect(
+        run.events.find((event) => event.stepId === 'by_region' && event.state === 'failed')?.message,
+      ).toContain('no_such_column');
+      expect(run.events.filter((event) => event.stepId === 'after').map((event) => event.state)).toEqual([
+        'skipped',
+      ]);
     } finally {
       await dirs.cleanup();
     }
@@ -173,8 +200,12 @@ steps:
       const result = await run.result;
       expect(Date.now() - started).toBeLessThan(10_000);
       expect(result.state).toBe('failed');
-      expect(result.error).toEqual({ code: 'STEWARD_STEP_FAILED', message: 'step "boom" exited with code 3:\nfirst line\nit broke' });
-      const stateOf = (id: string) => run.events.filter((event) => event.stepId === id).map((event) => event.state);
+      expect(result.error).toEqual({
+        code: 'STEWARD_STEP_FAILED',
+        message: 'step "boom" exited with code 3:\nfirst line\nit broke',
+      });
+      const stateOf = (id: string) =>
+        run.events.filter((event) => event.stepId === id).map((event) => event.state);
       expect(stateOf('slow')).toEqual(['running', 'canceled']);
       expect(stateOf('after')).toEqual(['skipped']);
     } finally {
@@ -209,8 +240,13 @@ steps:
       expect(result.state).toBe('canceled');
       expect(result.error?.code).toBe('STEWARD_JOB_CANCELED');
       for (const pid of pids) expect(await processAlive(pid)).toBe(false);
-      expect(run.events.filter((event) => event.stepId === 'sleeper').map((event) => event.state)).toEqual(['running', 'canceled']);
-      expect(run.events.filter((event) => event.stepId === 'later').map((event) => event.state)).toEqual(['skipped']);
+      expect(run.events.filter((event) => event.stepId === 'sleeper').map((event) => event.state)).toEqual([
+        'running',
+        'canceled',
+      ]);
+      expect(run.events.filter((event) => event.stepId === 'later').map((event) => event.state)).toEqual([
+        'skipped',
+      ]);
     } finally {
       await dirs.cleanup();
     }
@@ -222,7 +258,10 @@ steps:
       const run = startRun('name: t\nsteps:\n  - id: slow\n    shell: sleep 30\n    timeout: 300ms\n', dirs);
       const result = await run.result;
       expect(result.state).toBe('failed');
-      expect(result.error).toEqual({ code: 'STEWARD_STEP_TIMEOUT', message: 'step "slow" timed out after 300ms' });
+      expect(result.error).toEqual({
+        code: 'STEWARD_STEP_TIMEOUT',
+        message: 'step "slow" timed out after 300ms',
+      });
     } finally {
       await dirs.cleanup();
     }
@@ -232,7 +271,12 @@ steps:
     const dirs = await makeJobDirs(context.task.name);
     try {
       const started = Date.now();
-      const run = startRun('name: t\nsteps:\n  - id: heavy\n    sql: SELECT count(*) AS n FROM range(10000000000) a\n', dirs, {}, { timeoutMs: 500 });
+      const run = startRun(
+        'name: t\nsteps:\n  - id: heavy\n    sql: SELECT count(*) AS n FROM range(10000000000) a\n',
+        dirs,
+        {},
+        { timeoutMs: 500 },
+      );
       const result = await run.result;
       expect(Date.now() - started).toBeLessThan(10_000);
       expect(result.state).toBe('failed');
@@ -259,11 +303,14 @@ steps:
       const run = startRun(source, dirs);
       const result = await run.result;
       expect(result.state).toBe('succeeded');
-      const at = (id: string, state: string) => run.events.find((event) => event.stepId === id && event.state === state)!.time;
+      const at = (id: string, state: string) =>
+        run.events.find((event) => event.stepId === id && event.state === state)!.time;
       // Both started before either finished.
       expect(at('right', 'running')).toBeLessThan(at('left', 'succeeded'));
       expect(at('left', 'running')).toBeLessThan(at('right', 'succeeded'));
-      expect(at('joined', 'running')).toBeGreaterThanOrEqual(Math.max(at('left', 'succeeded'), at('right', 'succeeded')));
+      expect(at('joined', 'running')).toBeGreaterThanOrEqual(
+        Math.max(at('left', 'succeeded'), at('right', 'succeeded')),
+      );
     } finally {
       await dirs.cleanup();
     }
@@ -291,7 +338,11 @@ steps:
 describe('runWorkflow on a shared DuckDBHost (as executors run jobs)', () => {
   it('runs the full pipeline with relative paths resolved in the job directory and the same outputs', async (context) => {
     const dirs = await makeJobDirs(context.task.name);
-    const host = await DuckDBHost.create({ spillDir: path.join(dirs.tempDir, 'spill'), memoryLimit: '512MB', threads: 2 });
+    const host = await DuckDBHost.create({
+      spillDir: path.join(dirs.tempDir, 'spill'),
+      memoryLimit: '512MB',
+      threads: 2,
+    });
     try {
       await writeSalesData(dirs.workDir);
       const run = startRun(pipeline, dirs, { since: '2026-01-15' }, { duckdbHost: Promise.resolve(host) });
@@ -305,9 +356,13 @@ describe('runWorkflow on a shared DuckDBHost (as executors run jobs)', () => {
       // now (the next job's, the spare) holds a table.
       await host.settled();
       const connection = await (await host.openJob({ workDir: dirs.workDir })).connect();
-      const tables = await connection.runAndReadAll("SELECT database_name, table_name FROM duckdb_tables() WHERE database_name LIKE 'job_%'");
+      const tables = await connection.runAndReadAll(
+        "SELECT database_name, table_name FROM duckdb_tables() WHERE database_name LIKE 'job_%'",
+      );
       expect(tables.getRows()).toEqual([]);
-      const databases = await connection.runAndReadAll("SELECT database_name FROM duckdb_databases() WHERE database_name LIKE 'job_%'");
+      const databases = await connection.runAndReadAll(
+        "SELECT database_name FROM duckdb_databases() WHERE database_name LIKE 'job_%'",
+      );
       expect(databases.getRows().length).toBeLessThanOrEqual(2);
       connection.closeSync();
     } finally {
@@ -338,8 +393,13 @@ describe('runWorkflow on a shared DuckDBHost (as executors run jobs)', () => {
 
   it('runs jobs one after another in fresh databases (the spare attached ahead is empty, the last one is dropped)', async (context) => {
     const dirs = await makeJobDirs(context.task.name);
-    const host = await DuckDBHost.create({ spillDir: path.join(dirs.tempDir, 'spill'), memoryLimit: '512MB', threads: 1 });
-    const source = (value: number) => `name: again\nsteps:\n  - id: t\n    sql: SELECT ${value} AS v\n  - id: n\n    sql: SELECT count(*) AS tables FROM duckdb_tables() WHERE table_name = 't'\n    needs: [t]\noutputs: [t, n]\n`;
+    const host = await DuckDBHost.create({
+      spillDir: path.join(dirs.tempDir, 'spill'),
+      memoryLimit: '512MB',
+      threads: 1,
+    });
+    const source = (value: number) =>
+      `name: again\nsteps:\n  - id: t\n    sql: SELECT ${value} AS v\n  - id: n\n    sql: SELECT count(*) AS tables FROM duckdb_tables() WHERE table_name = 't'\n    needs: [t]\noutputs: [t, n]\n`;
     try {
       for (const value of [1, 2, 3]) {
         const result = await startRun(source(value), dirs, {}, { duckdbHost: Promise.resolve(host) }).result;
@@ -368,7 +428,13 @@ describe('runWorkflow on a shared DuckDBHost (as executors run jobs)', () => {
   it('keeps the tables of two concurrent jobs apart even when their steps have the same names', async (context) => {
     const first = await makeJobDirs(`${context.task.name} one`);
     const second = await makeJobDirs(`${context.task.name} two`);
-    const host = Promise.resolve(await DuckDBHost.create({ spillDir: path.join(first.tempDir, 'spill'), memoryLimit: '512MB', threads: 2 }));
+    const host = Promise.resolve(
+      await DuckDBHost.create({
+        spillDir: path.join(first.tempDir, 'spill'),
+        memoryLimit: '512MB',
+        threads: 2,
+      }),
+    );
     const source = (value: number) => `name: same
 steps:
   - id: t
@@ -382,7 +448,10 @@ steps:
 outputs: [r]
 `;
     try {
-      const runs = [startRun(source(1), first, {}, { duckdbHost: host }), startRun(source(2), second, {}, { duckdbHost: host })];
+      const runs = [
+        startRun(source(1), first, {}, { duckdbHost: host }),
+        startRun(source(2), second, {}, { duckdbHost: host }),
+      ];
       const results = await Promise.all(runs.map((run) => run.result));
       const values = await Promise.all(
         results.map(async (result) => {

@@ -67,7 +67,9 @@ describe('parseWorkflow', () => {
   });
 
   it('defaults outputs to every leaf step', async () => {
-    const workflow = await parseWorkflow('name: w\nsteps:\n  - id: a\n    sql: SELECT 1 AS x\n  - id: b\n    sql: SELECT * FROM a\n  - id: c\n    shell: "true"\n');
+    const workflow = await parseWorkflow(
+      'name: w\nsteps:\n  - id: a\n    sql: SELECT 1 AS x\n  - id: b\n    sql: SELECT * FROM a\n  - id: c\n    shell: "true"\n',
+    );
     expect(workflow.outputs).toEqual(['b', 'c']);
   });
 
@@ -78,7 +80,9 @@ describe('parseWorkflow', () => {
   });
 
   it('reports an unknown key with its path and line', async () => {
-    const { message, issues } = await invalidIssues('name: w\nsteps:\n  - id: a\n    sql: SELECT 1\n    colour: red\n');
+    const { message, issues } = await invalidIssues(
+      'name: w\nsteps:\n  - id: a\n    sql: SELECT 1\n    colour: red\n',
+    );
     expect(message).toContain('steps.0.colour: unknown key "colour"');
     expect(issues[0]).toMatchObject({ path: 'steps.0.colour', line: 5 });
   });
@@ -86,7 +90,9 @@ describe('parseWorkflow', () => {
   it('reports a step without an id, and duplicate step ids', async () => {
     const missing = await invalidIssues('name: w\nsteps:\n  - sql: SELECT 1\n');
     expect(missing.issues[0]).toMatchObject({ path: 'steps.0.id', message: 'is required', line: 3 });
-    const duplicate = await invalidIssues('name: w\nsteps:\n  - id: a\n    sql: SELECT 1\n  - id: a\n    sql: SELECT 2\n');
+    const duplicate = await invalidIssues(
+      'name: w\nsteps:\n  - id: a\n    sql: SELECT 1\n  - id: a\n    sql: SELECT 2\n',
+    );
     expect(duplicate.issues[0]).toMatchObject({ path: 'steps.1.id', line: 5 });
     expect(duplicate.message).toContain('duplicate step id "a"');
   });
@@ -95,32 +101,48 @@ describe('parseWorkflow', () => {
     const none = await invalidIssues('name: w\nsteps:\n  - id: a\n    needs: []\n');
     expect(none.issues[0]).toMatchObject({ path: 'steps.0', line: 3 });
     expect(none.message).toContain('step "a" has no kind');
-    const several = await invalidIssues('name: w\nsteps:\n  - id: a\n    sql: SELECT 1\n    shell: echo hi\n');
+    const several = await invalidIssues(
+      'name: w\nsteps:\n  - id: a\n    sql: SELECT 1\n    shell: echo hi\n',
+    );
     expect(several.issues[0]).toMatchObject({ path: 'steps.0.shell', line: 5 });
     expect(several.message).toContain('several kinds (sql, shell)');
   });
 
   it('reports needs naming an unknown step', async () => {
-    const { issues } = await invalidIssues('name: w\nsteps:\n  - id: a\n    shell: "true"\n    needs: [ghost]\n');
-    expect(issues[0]).toMatchObject({ path: 'steps.0.needs.0', message: 'step "a" needs unknown step "ghost"', line: 5 });
+    const { issues } = await invalidIssues(
+      'name: w\nsteps:\n  - id: a\n    shell: "true"\n    needs: [ghost]\n',
+    );
+    expect(issues[0]).toMatchObject({
+      path: 'steps.0.needs.0',
+      message: 'step "a" needs unknown step "ghost"',
+      line: 5,
+    });
   });
 
   it('reports SQL that reads an unknown table or a non-table step, naming the step and line', async () => {
-    const unknown = await invalidIssues('name: w\nsteps:\n  - id: a\n    sql: SELECT 1 AS x\n  - id: b\n    sql: |\n      WITH t AS (SELECT * FROM a)\n      SELECT * FROM t JOIN salez USING (x)\n');
+    const unknown = await invalidIssues(
+      'name: w\nsteps:\n  - id: a\n    sql: SELECT 1 AS x\n  - id: b\n    sql: |\n      WITH t AS (SELECT * FROM a)\n      SELECT * FROM t JOIN salez USING (x)\n',
+    );
     expect(unknown.issues).toHaveLength(1);
     expect(unknown.issues[0]).toMatchObject({ path: 'steps.1.sql', line: 6 });
     expect(unknown.message).toContain('step "b" reads unknown table "salez" (tables: a, b)');
-    const script = await invalidIssues('name: w\nsteps:\n  - id: s\n    shell: "true"\n  - id: b\n    sql: SELECT * FROM s\n');
+    const script = await invalidIssues(
+      'name: w\nsteps:\n  - id: s\n    shell: "true"\n  - id: b\n    sql: SELECT * FROM s\n',
+    );
     expect(script.message).toContain('"s", which is a shell step and produces no table');
   });
 
   it('allows SQL to read a table step declared later, as a dependency', async () => {
-    const workflow = await parseWorkflow('name: w\nsteps:\n  - id: b\n    sql: SELECT * FROM a\n  - id: a\n    sql: SELECT 1 AS x\n');
+    const workflow = await parseWorkflow(
+      'name: w\nsteps:\n  - id: b\n    sql: SELECT * FROM a\n  - id: a\n    sql: SELECT 1 AS x\n',
+    );
     expect(workflow.steps[0]?.needs).toEqual(['a']);
   });
 
   it('reports SQL using an undeclared param, positional params and statements other than one SELECT', async () => {
-    const param = await invalidIssues('name: w\nparams:\n  n: {type: integer, default: 1}\nsteps:\n  - id: a\n    sql: SELECT $m AS x\n');
+    const param = await invalidIssues(
+      'name: w\nparams:\n  n: {type: integer, default: 1}\nsteps:\n  - id: a\n    sql: SELECT $m AS x\n',
+    );
     expect(param.issues[0]).toMatchObject({ path: 'steps.0.sql', line: 6 });
     expect(param.message).toContain('$m is not a declared param (params: n)');
     const positional = await invalidIssues('name: w\nsteps:\n  - id: a\n    sql: SELECT $1 AS x\n');
@@ -129,32 +151,48 @@ describe('parseWorkflow', () => {
     expect(del.message).toContain('steps.0.sql: step "a": expected one SELECT');
     const two = await invalidIssues('name: w\nsteps:\n  - id: a\n    sql: SELECT 1; DROP TABLE a\n');
     expect(two.message).toContain('steps.0.sql');
-    const syntax = await invalidIssues('name: w\nsteps:\n  - id: a\n    sql: |\n      SELECT 1\n      FROMM x\n');
+    const syntax = await invalidIssues(
+      'name: w\nsteps:\n  - id: a\n    sql: |\n      SELECT 1\n      FROMM x\n',
+    );
     expect(syntax.issues[0]).toMatchObject({ path: 'steps.0.sql' });
     expect(syntax.message).toMatch(/syntax error/i);
   });
 
   it('names the cycle a → b → a', async () => {
-    const { message, issues } = await invalidIssues('name: w\nsteps:\n  - id: a\n    shell: "true"\n    needs: [b]\n  - id: b\n    shell: "true"\n    needs: [a]\n');
+    const { message, issues } = await invalidIssues(
+      'name: w\nsteps:\n  - id: a\n    shell: "true"\n    needs: [b]\n  - id: b\n    shell: "true"\n    needs: [a]\n',
+    );
     expect(message).toMatch(/steps form a cycle: (a → b → a|b → a → b)/);
     expect(issues[0]?.line).toBeDefined();
   });
 
   it('names a cycle made by table references', async () => {
-    const { message } = await invalidIssues('name: w\nsteps:\n  - id: a\n    sql: SELECT * FROM b\n  - id: b\n    sql: SELECT * FROM a\n');
+    const { message } = await invalidIssues(
+      'name: w\nsteps:\n  - id: a\n    sql: SELECT * FROM b\n  - id: b\n    sql: SELECT * FROM a\n',
+    );
     expect(message).toContain('cycle');
   });
 
   it('reports bad param definitions: a default of the wrong type, an enum without values, a clashing name', async () => {
-    const badDefault = await invalidIssues('name: w\nparams:\n  since:\n    type: date\n    default: yesterday\nsteps:\n  - id: a\n    sql: SELECT 1\n');
+    const badDefault = await invalidIssues(
+      'name: w\nparams:\n  since:\n    type: date\n    default: yesterday\nsteps:\n  - id: a\n    sql: SELECT 1\n',
+    );
     expect(badDefault.issues[0]).toMatchObject({ path: 'params.since.default', line: 5 });
-    expect(badDefault.message).toContain('params.since.default: expected a date like 2026-01-31, got "yesterday"');
-    const enumWithout = await invalidIssues('name: w\nparams:\n  region: {type: enum}\nsteps:\n  - id: a\n    sql: SELECT 1\n');
+    expect(badDefault.message).toContain(
+      'params.since.default: expected a date like 2026-01-31, got "yesterday"',
+    );
+    const enumWithout = await invalidIssues(
+      'name: w\nparams:\n  region: {type: enum}\nsteps:\n  - id: a\n    sql: SELECT 1\n',
+    );
     expect(enumWithout.issues[0]).toMatchObject({ path: 'params.region.values', line: 3 });
-    const clash = await invalidIssues('name: w\nparams:\n  path: {type: string}\n  steward_job: {type: string}\nsteps:\n  - id: a\n    sql: SELECT 1\n');
+    const clash = await invalidIssues(
+      'name: w\nparams:\n  path: {type: string}\n  steward_job: {type: string}\nsteps:\n  - id: a\n    sql: SELECT 1\n',
+    );
     expect(clash.issues.map((issue) => issue.path)).toEqual(['params.path', 'params.steward_job']);
     expect(clash.issues[0]?.line).toBe(3);
-    const badType = await invalidIssues('name: w\nparams:\n  n: {type: float}\nsteps:\n  - id: a\n    sql: SELECT 1\n');
+    const badType = await invalidIssues(
+      'name: w\nparams:\n  n: {type: float}\nsteps:\n  - id: a\n    sql: SELECT 1\n',
+    );
     expect(badType.issues[0]).toMatchObject({ path: 'params.n.type', line: 3 });
   });
 
@@ -173,16 +211,26 @@ describe('parseWorkflow', () => {
 
   it('reports outputs naming unknown steps and writes or inputs naming non-table steps', async () => {
     const outputs = await invalidIssues('name: w\nsteps:\n  - id: a\n    sql: SELECT 1\noutputs: [a, b]\n');
-    expect(outputs.issues[0]).toMatchObject({ path: 'outputs.1', message: 'output "b" is not a step', line: 5 });
-    const write = await invalidIssues('name: w\nsteps:\n  - id: s\n    shell: "true"\n  - id: w\n    write: {table: s, path: x.csv}\n');
+    expect(outputs.issues[0]).toMatchObject({
+      path: 'outputs.1',
+      message: 'output "b" is not a step',
+      line: 5,
+    });
+    const write = await invalidIssues(
+      'name: w\nsteps:\n  - id: s\n    shell: "true"\n  - id: w\n    write: {table: s, path: x.csv}\n',
+    );
     expect(write.issues[0]).toMatchObject({ path: 'steps.1.write.table', line: 6 });
-    const inputs = await invalidIssues('name: w\nsteps:\n  - id: s\n    shell: "true"\n  - id: p\n    python: print(1)\n    inputs: [s]\n');
+    const inputs = await invalidIssues(
+      'name: w\nsteps:\n  - id: s\n    shell: "true"\n  - id: p\n    python: print(1)\n    inputs: [s]\n',
+    );
     expect(inputs.issues[0]).toMatchObject({ path: 'steps.1.inputs.0', line: 7 });
     expect(inputs.message).toContain('which is a shell step and produces no table');
   });
 
   it('reports asset paths that are absolute or climb out with ..', async () => {
-    const { issues } = await invalidIssues('name: w\nassets: [/etc/passwd, ../secret.csv, ok/x.csv]\nsteps:\n  - id: a\n    sql: SELECT 1\n');
+    const { issues } = await invalidIssues(
+      'name: w\nassets: [/etc/passwd, ../secret.csv, ok/x.csv]\nsteps:\n  - id: a\n    sql: SELECT 1\n',
+    );
     expect(issues.map((issue) => issue.path)).toEqual(['assets.0', 'assets.1']);
   });
 

@@ -146,7 +146,9 @@ describe('executor routes, results and logs', () => {
     });
     expect(asParquet.statusCode).toBe(200);
     expect(asParquet.rawPayload.equals(parquet)).toBe(true);
-    expect(asParquet.headers['content-disposition']).toBe(`attachment; filename="totals.parquet"; filename*=UTF-8''totals.parquet`);
+    expect(asParquet.headers['content-disposition']).toBe(
+      `attachment; filename="totals.parquet"; filename*=UTF-8''totals.parquet`,
+    );
     const asCsv = await h.request({
       method: 'GET',
       url: `/api/jobs/${offer.jobId}/results/totals.csv`,

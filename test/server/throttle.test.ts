@@ -176,7 +176,8 @@ describe('login throttle by user and address', () => {
     const statuses = new Set<number>();
     // Forty wrong passwords over eight other names (the last of each name's six is already refused).
     for (let name = 0; name < 8; name++) {
-      for (let attempt = 0; attempt < 6; attempt++) statuses.add((await login(`other${name}`, 'wrong')).status);
+      for (let attempt = 0; attempt < 6; attempt++)
+        statuses.add((await login(`other${name}`, 'wrong')).status);
     }
     expect([...statuses].sort()).toEqual([401, 429]);
     const correct = await login('admin', ADMIN_PASSWORD);
@@ -218,8 +219,8 @@ describe('login throttle by user and address', () => {
   });
 
   it('refuses a trustProxy entry that is not an address or a range', async () => {
-    await expect(startHarness({ title: 'throttle-bad', config: { trustProxy: ['proxy.example'] } })).rejects.toThrow(
-      /trustProxy/,
-    );
+    await expect(
+      startHarness({ title: 'throttle-bad', config: { trustProxy: ['proxy.example'] } }),
+    ).rejects.toThrow(/trustProxy/);
   });
 });

@@ -105,7 +105,10 @@ export function checkResultName(name: string): void {
  * looks complete. The temporary name is short: `NAME.part` of a 255-byte name would be too long a file name.
  */
 async function streamToFile(response: Response, file: string): Promise<number> {
-  const partial = path.join(path.dirname(file), `.steward-${process.pid}-${randomBytes(6).toString('hex')}.part`);
+  const partial = path.join(
+    path.dirname(file),
+    `.steward-${process.pid}-${randomBytes(6).toString('hex')}.part`,
+  );
   let bytes = 0;
   const body = ApiClient.bodyStream(response);
   body.on('data', (chunk: Buffer) => {
