@@ -3,7 +3,7 @@
  * values, and `${name}` substitution in paths, arguments and environment values.
  */
 import { StewardError, type ParamValue } from '../protocol/index.js';
-import type { ParamSpec, ParamType, ValidationIssue, Workflow } from './types.js';
+import type { ParamSpec, ValidationIssue, Workflow } from './types.js';
 
 export const PARAM_NAME = /^[a-z_][a-z0-9_]*$/;
 
@@ -163,8 +163,4 @@ export function substitute(template: string, params: Record<string, ParamValue>)
   return template.replace(PLACEHOLDER, (_whole, escaped: string, name: string | undefined) =>
     name === undefined ? escaped.slice(0, 1) : paramToString(params[name]),
   );
-}
-
-export function paramTypes(): readonly ParamType[] {
-  return ['string', 'number', 'integer', 'boolean', 'date', 'enum'];
 }

@@ -38,18 +38,3 @@ export function leafSteps(steps: readonly Pick<StepSpec, 'id' | 'needs'>[]): str
   const depended = new Set(steps.flatMap((step) => step.needs));
   return steps.filter((step) => !depended.has(step.id)).map((step) => step.id);
 }
-
-/** Steps in an order where every step comes after its dependencies (declaration order where free). */
-export function topologicalOrder<T extends Pick<StepSpec, 'id' | 'needs'>>(steps: readonly T[]): T[] {
-  const done = new Set<string>();
-  const ordered: T[] = [];
-  const remaining = [...steps];
-  while (remaining.length > 0) {
-    const index = remaining.findIndex((step) => step.needs.every((dependency) => done.has(dependency)));
-    if (index < 0) throw new Error('step graph has a cycle');
-    const [step] = remaining.splice(index, 1);
-    done.add(step!.id);
-    ordered.push(step!);
-  }
-  return ordered;
-}

@@ -216,15 +216,3 @@ export function coerceError(error: unknown, fallback: ErrorCode = 'STEWARD_INTER
     cause: error,
   });
 }
-
-/** Thrown when code asks for a transition the state machine forbids. */
-export class IllegalStateError extends Error {
-  constructor(
-    readonly from: string,
-    readonly to: string,
-    readonly what = 'job',
-  ) {
-    super(`illegal ${what} state transition ${from} → ${to}`);
-    this.name = 'IllegalStateError';
-  }
-}

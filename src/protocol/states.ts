@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import { IllegalStateError } from './errors.js';
 
 export const jobStates = [
   'queued',
@@ -29,8 +28,7 @@ export function isTerminal(state: JobState): boolean {
 
 /**
  * Allowed job transitions, in one place. Events may arrive late or twice (at-least-once delivery), so
- * callers skip events whose target state is not reachable instead of failing; `assertTransition` is for
- * code paths that must never ask for an illegal one.
+ * callers skip events whose target state is not reachable (`canTransition`) instead of failing.
  */
 const transitions: Record<JobState, readonly JobState[]> = {
   queued: ['offered', 'canceled', 'failed', 'expired'],
@@ -58,10 +56,6 @@ export function canStartNewAttempt(from: JobState): boolean {
 
 export function canTransition(from: JobState, to: JobState): boolean {
   return transitions[from].includes(to);
-}
-
-export function assertTransition(from: JobState, to: JobState): void {
-  if (!canTransition(from, to)) throw new IllegalStateError(from, to);
 }
 
 export const stepStates = ['pending', 'running', 'succeeded', 'failed', 'canceled', 'skipped'] as const;

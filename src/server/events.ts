@@ -9,6 +9,7 @@ import {
   AgentMessage,
   Heartbeat,
   isTerminal,
+  PROTOCOL_VERSION,
   type ErrorInfo,
   type JobEvent,
   type JobState,
@@ -134,7 +135,7 @@ export class EventConsumer {
         ? 'agent reports on a superseded attempt; asking it to stop'
         : 'agent reports on an ended job; asking it to stop',
     );
-    await this.deps.bus.publishControl(agentId, { v: 1, type: 'cancel', jobId, attempt });
+    await this.deps.bus.publishControl(agentId, { v: PROTOCOL_VERSION, type: 'cancel', jobId, attempt });
   }
 
   /**
@@ -156,7 +157,7 @@ export class EventConsumer {
       { jobId, attempt, agentId, claimedBy },
       "an agent that does not hold the job's attempt reports running it; asking it to stop",
     );
-    await this.deps.bus.publishControl(agentId, { v: 1, type: 'cancel', jobId, attempt });
+    await this.deps.bus.publishControl(agentId, { v: PROTOCOL_VERSION, type: 'cancel', jobId, attempt });
   }
 
   /**

@@ -11,6 +11,7 @@ import { resolveParams } from '../engine/index.js';
 import {
   canStartNewAttempt,
   isTerminal,
+  PROTOCOL_VERSION,
   StewardError,
   type ErrorInfo,
   type JobEvent,
@@ -185,7 +186,7 @@ export class JobService {
 
   private signOffer(job: JobRecord, jobToken: string, deadline: number, now: number): SignedOffer {
     const offer: JobOffer = {
-      v: 1,
+      v: PROTOCOL_VERSION,
       jobId: job.id,
       attempt: job.attempt,
       user: job.user,
@@ -437,7 +438,7 @@ export class JobService {
 
   private async sendCancel(agentId: string, job: JobRecord): Promise<void> {
     await this.deps.bus.publishControl(agentId, {
-      v: 1,
+      v: PROTOCOL_VERSION,
       type: 'cancel',
       jobId: job.id,
       attempt: job.attempt,
