@@ -16,7 +16,7 @@ import {
   type OfferVerifier,
 } from '../protocol/index.js';
 import type { AppliedEvent, Store } from '../store/index.js';
-import type { JobService } from './jobs.js';
+import type { JobService } from './jobs/index.js';
 import type { JobWatch } from './watch.js';
 
 /** Causes an agent gives when it hands an offer back because the executor loading it died. */
