@@ -6,7 +6,13 @@
 import { copyFile, link, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { DuckDBConnection } from '@duckdb/node-api';
-import { plainNameProblem, StewardError, type ErrorInfo, type StepEvent } from '../protocol/index.js';
+import {
+  formatExactDuration,
+  plainNameProblem,
+  StewardError,
+  type ErrorInfo,
+  type StepEvent,
+} from '../protocol/index.js';
 import { substitute } from './params.js';
 import { checkExit, defaultShell, stepEnvironment } from './process-step.js';
 import { runProcess } from './processes.js';
@@ -96,7 +102,7 @@ class JobRun {
               .map(([id]) => `"${id}"`);
             this.fail({
               code: 'STEWARD_STEP_TIMEOUT',
-              message: `job exceeded its time limit of ${formatMs(this.options.timeoutMs!)}${running.length > 0 ? ` while step ${running.join(', ')} was running` : ''}`,
+              message: `job exceeded its time limit of ${formatExactDuration(this.options.timeoutMs!)}${running.length > 0 ? ` while step ${running.join(', ')} was running` : ''}`,
             });
           }, this.options.timeoutMs)
         : undefined;
@@ -260,7 +266,7 @@ class JobRun {
         state: 'failed',
         error: {
           code: 'STEWARD_STEP_TIMEOUT',
-          message: `step "${step.id}" timed out after ${formatMs(reason.ms)}`,
+          message: `step "${step.id}" timed out after ${formatExactDuration(reason.ms)}`,
         },
       };
     }
@@ -492,11 +498,4 @@ async function linkOrCopy(source: string, target: string): Promise<void> {
   } catch {
     await copyFile(source, target);
   }
-}
-
-function formatMs(ms: number): string {
-  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
-  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
-  if (ms % 1000 === 0) return `${ms / 1000}s`;
-  return `${ms}ms`;
 }

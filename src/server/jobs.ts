@@ -10,6 +10,7 @@ import type { CompiledServerConfig } from '../config/index.js';
 import { resolveParams } from '../engine/index.js';
 import {
   canStartNewAttempt,
+  formatExactDuration,
   isTerminal,
   PROTOCOL_VERSION,
   StewardError,
@@ -59,14 +60,6 @@ export interface JobServiceDeps {
   logger: Logger;
   /** The URL executors use to reach this server (known once listening). */
   serverUrl: () => string;
-}
-
-export function formatDuration(ms: number): string {
-  if (ms % 86_400_000 === 0) return `${ms / 86_400_000}d`;
-  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
-  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
-  if (ms % 1000 === 0) return `${ms / 1000}s`;
-  return `${ms}ms`;
 }
 
 /** How long a job may stay `queued` before it counts as left behind by a dead server (see adoptQueued). */
@@ -531,7 +524,7 @@ export class JobService {
   async sweep(now = Date.now()): Promise<number> {
     const overdue = await this.deps.store.listJobsPastLoadDeadline(now);
     let expired = 0;
-    const base = `no executor loaded the job within ${formatDuration(this.deps.config.loadTimeoutMs)}`;
+    const base = `no executor loaded the job within ${formatExactDuration(this.deps.config.loadTimeoutMs)}`;
     for (const job of overdue) {
       // Labels are the usual cause when agents are up: say which ones the job needed.
       const message =
@@ -586,8 +579,8 @@ export class JobService {
       const notStarted = job.state === 'loading' || job.state === 'offered';
       const agentId = notStarted ? job.claimedBy : job.agentId;
       const message = notStarted
-        ? `agent ${agentId ?? '?'} sent no heartbeat for more than ${formatDuration(leaseMs)} while loading the job; it had not started`
-        : `agent ${agentId ?? '?'} sent no heartbeat for more than ${formatDuration(leaseMs)}; the job's outcome is unknown`;
+        ? `agent ${agentId ?? '?'} sent no heartbeat for more than ${formatExactDuration(leaseMs)} while loading the job; it had not started`
+        : `agent ${agentId ?? '?'} sent no heartbeat for more than ${formatExactDuration(leaseMs)}; the job's outcome is unknown`;
       const outcome = await this.retryOrEnd({ ...job, agentId }, 'lost', {
         code: 'STEWARD_AGENT_LOST',
         message,
