@@ -269,7 +269,7 @@ export function registerAdminCommands(program: Command): void {
             agent.executors
               .map(
                 (executor) =>
-                  `${executor.user}(pid ${executor.pid}, ${executor.jobs} jobs${executor.rssBytes === null ? '' : `, ${formatBytes(executor.rssBytes)}`}${executor.idleSinceMs === null ? '' : `, idle ${formatElapsed(executor.idleSinceMs)}`})`,
+                  `${executor.user}(pid ${executor.pid}, ${executor.jobs} jobs${executor.rssBytes === null ? '' : `, ${formatBytes(executor.rssBytes)}`}${executor.idleSinceMs === null ? '' : `, idle ${formatElapsed(Date.now() - executor.idleSinceMs)}`})`,
               )
               .join(' ') || '-',
             formatTime(agent.lastSeen),
