@@ -91,7 +91,18 @@ describe('steward user and token', () => {
             isolation: 'per-user',
             lastSeen: '2026-11-22T10:00:00.000Z',
             capacity: { slots: 8, free: 6 },
-            executors: [{ user: 'alice', uid: 1001, pid: 99, jobs: 2, idleSinceMs: null, rssBytes: 1048576 }],
+            executors: [
+              { user: 'alice', uid: 1001, pid: 99, jobs: 2, idleSinceMs: null, rssBytes: 1048576 },
+              // idleSinceMs is when it became idle (epoch ms), not for how long.
+              {
+                user: 'bob',
+                uid: 1002,
+                pid: 100,
+                jobs: 0,
+                idleSinceMs: Date.now() - 125_000,
+                rssBytes: null,
+              },
+            ],
           },
         ],
       }),
@@ -109,7 +120,7 @@ describe('steward user and token', () => {
     const agentTable = await runCli(cliBin, ['agents'], { configHome: dir, env });
     // A server of an older version reports no `draining`: the agent is shown active.
     expect(agentTable.stdout).toMatch(
-      /node-7\s+active\s+gpu\s+per-user\s+6\/8\s+alice\(pid 99, 2 jobs, 1\.0 MiB\)/,
+      /node-7\s+active\s+gpu\s+per-user\s+6\/8\s+alice\(pid 99, 2 jobs, 1\.0 MiB\) bob\(pid 100, 0 jobs, idle 2m0[5-9]s\)/,
     );
   });
 });

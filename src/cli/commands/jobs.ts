@@ -15,7 +15,7 @@ import {
 import { ApiClient } from '../client.js';
 import type { CliContext } from '../context.js';
 import { followJob } from '../follow.js';
-import { formatDuration, formatTable, formatTime, spanMs } from '../output.js';
+import { formatElapsed, formatTable, formatTime, spanMs } from '../output.js';
 import { createProgressView, renderJobTable } from '../progress.js';
 import { parseWorkflowRef } from './workflows.js';
 import { collect, contextOf, positiveInteger, segment, wholeNumber } from './shared.js';
@@ -116,7 +116,7 @@ export function registerJobCommands(program: Command): void {
               job.user,
               job.state,
               formatTime(job.createdAt),
-              formatDuration(spanMs(job.startedAt, job.finishedAt)),
+              formatElapsed(spanMs(job.startedAt, job.finishedAt)),
             ]),
           ),
         );
@@ -238,7 +238,7 @@ async function waitAndReport(
 }
 
 export function summary(detail: JobDetailType): string {
-  const took = formatDuration(spanMs(detail.startedAt ?? detail.createdAt, detail.finishedAt));
+  const took = formatElapsed(spanMs(detail.startedAt ?? detail.createdAt, detail.finishedAt));
   let text = `job ${detail.id} ${detail.state} after ${took}${detail.attempt > 1 ? ` (attempt ${detail.attempt})` : ''}\n`;
   if (detail.error) text += `error: ${detail.error.code}: ${detail.error.message}\n`;
   for (const step of detail.steps.filter((candidate) => candidate.state === 'failed')) {
@@ -273,7 +273,7 @@ function describeJob(detail: JobDetailType): string {
     ['created', formatTime(detail.createdAt)],
     ['started', formatTime(detail.startedAt)],
     ['finished', formatTime(detail.finishedAt)],
-    ['duration', formatDuration(spanMs(detail.startedAt, detail.finishedAt))],
+    ['duration', formatElapsed(spanMs(detail.startedAt, detail.finishedAt))],
     ['agent', detail.agentId ?? '-'],
     ['executor', executor],
     ['error', detail.error ? `${detail.error.code}: ${detail.error.message}` : '-'],

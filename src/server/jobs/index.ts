@@ -26,7 +26,7 @@ import { JobRecovery, type RetryOutcome, type SweepCounts } from './recovery.js'
 import { JobSubmission, type SubmitInput } from './submission.js';
 import { jobTransitions, type TransitionJob } from './transition.js';
 
-export { formatDuration, QUEUED_GRACE_MS, type SweepCounts } from './recovery.js';
+export { QUEUED_GRACE_MS, type SweepCounts } from './recovery.js';
 export type { SubmitInput } from './submission.js';
 
 export interface JobServiceDeps {

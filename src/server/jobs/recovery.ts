@@ -6,7 +6,12 @@
 import type { Logger } from 'pino';
 import type { Bus } from '../../bus/index.js';
 import type { CompiledServerConfig } from '../../config/index.js';
-import { canStartNewAttempt, type ErrorInfo, type JobEvent } from '../../protocol/index.js';
+import {
+  canStartNewAttempt,
+  formatExactDuration,
+  type ErrorInfo,
+  type JobEvent,
+} from '../../protocol/index.js';
 import type { JobRecord, Store } from '../../store/index.js';
 import type { AuditLog } from '../audit.js';
 import { newJobToken } from '../secrets.js';
@@ -50,18 +55,6 @@ export interface JobRecoveryDeps {
   transition: TransitionJob;
 }
 
-/**
- * `90000` → `90s`, `120000` → `2m`: the largest unit that divides the value, in the duration syntax the
- * config takes, so a message can name the setting's value as it would be written.
- */
-export function formatDuration(ms: number): string {
-  if (ms % 86_400_000 === 0) return `${ms / 86_400_000}d`;
-  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
-  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
-  if (ms % 1000 === 0) return `${ms / 1000}s`;
-  return `${ms}ms`;
-}
-
 export class JobRecovery {
   constructor(private readonly deps: JobRecoveryDeps) {}
 
@@ -78,7 +71,7 @@ export class JobRecovery {
   async expireOverdue(now: number): Promise<number> {
     const overdue = await this.deps.store.listJobsPastLoadDeadline(now);
     let expired = 0;
-    const base = `no executor loaded the job within ${formatDuration(this.deps.config.loadTimeoutMs)}`;
+    const base = `no executor loaded the job within ${formatExactDuration(this.deps.config.loadTimeoutMs)}`;
     for (const job of overdue) {
       // Labels are the usual cause when agents are up: say which ones the job needed.
       const message =
@@ -135,8 +128,8 @@ export class JobRecovery {
     const notStarted = job.state === 'loading' || job.state === 'offered';
     const agentId = notStarted ? job.claimedBy : job.agentId;
     const message = notStarted
-      ? `agent ${agentId ?? '?'} sent no heartbeat for more than ${formatDuration(leaseMs)} while loading the job; it had not started`
-      : `agent ${agentId ?? '?'} sent no heartbeat for more than ${formatDuration(leaseMs)}; the job's outcome is unknown`;
+      ? `agent ${agentId ?? '?'} sent no heartbeat for more than ${formatExactDuration(leaseMs)} while loading the job; it had not started`
+      : `agent ${agentId ?? '?'} sent no heartbeat for more than ${formatExactDuration(leaseMs)}; the job's outcome is unknown`;
     const outcome = await this.retryOrEnd({ ...job, agentId }, 'lost', {
       code: 'STEWARD_AGENT_LOST',
       message,
