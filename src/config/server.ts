@@ -29,6 +29,11 @@ export const RetriesConfig = z
   })
   .strict();
 
+/** A whole number of bytes within bounds, with its default. */
+function byteCount(min: number, max: number, fallback: number) {
+  return z.number().int().min(min).max(max).default(fallback);
+}
+
 export const ServerConfig = z
   .object({
     /** Interface to listen on. Default `127.0.0.1`. */
@@ -94,18 +99,8 @@ export const ServerConfig = z
      */
     preview: z
       .object({
-        cellBytes: z
-          .number()
-          .int()
-          .min(16)
-          .max(16 * 1024 * 1024)
-          .default(8 * 1024),
-        responseBytes: z
-          .number()
-          .int()
-          .min(1024)
-          .max(256 * 1024 * 1024)
-          .default(1024 * 1024),
+        cellBytes: byteCount(16, 16 * 1024 * 1024, 8 * 1024),
+        responseBytes: byteCount(1024, 256 * 1024 * 1024, 1024 * 1024),
       })
       .strict()
       .default({ cellBytes: 8 * 1024, responseBytes: 1024 * 1024 }),
