@@ -185,7 +185,7 @@ export class Agent {
     this.log = options.logger.child({ component: 'agent', agentId: options.config.id });
     this.verifier = createOfferVerifier(options.publicKeys);
     this.events = new EventBatcher(options.config.id, (message) => this.bus.publishEvent(message));
-    this.deliveryLimit = this.config.bus.kind === 'amqp' ? this.config.bus.deliveryLimit : 20;
+    this.deliveryLimit = this.bus.deliveryLimit;
     this.isolation = process.getuid?.() === 0 ? 'per-user' : 'single-user';
     this.policy = { ...this.config.identity, userMap: this.config.userMap };
     const lookupTimeoutMs = this.config.accountLookupTimeoutMs;

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { AgentId, Duration, MAX_RETRIES, StewardError } from '../protocol/index.js';
+import { AgentId, DEFAULT_DELIVERY_LIMIT, Duration, MAX_RETRIES, StewardError } from '../protocol/index.js';
 import {
   compileLdapConfig,
   LdapConfig,
@@ -67,7 +67,7 @@ export const BusConfig = z.discriminatedUnion('kind', [
        * Deliveries after which an offer nobody takes is dead-lettered. Default 20. Counted by the broker on
        * quorum queues, by Steward on classic ones.
        */
-      deliveryLimit: z.number().int().min(1).max(1000).default(20),
+      deliveryLimit: z.number().int().min(1).max(1000).default(DEFAULT_DELIVERY_LIMIT),
       /**
        * Queue type: `quorum`, `classic` (for brokers without quorum queues; Steward counts offers' deliveries
        * itself there), or `auto` (quorum when the broker has them, RabbitMQ ≥ 3.8). Classic queues have

@@ -10,6 +10,12 @@ import { errorCatalogue, type ErrorCode } from './errors.js';
 export const PROTOCOL_VERSION = 1 as const;
 /** Upper bound for any single bus message; larger ones are dead-lettered unread. */
 export const MAX_MESSAGE_BYTES = 256 * 1024;
+/**
+ * Deliveries of one offer, in all, after which a bus dead-letters it with reason `delivery-limit`, unless
+ * configured otherwise (`bus.deliveryLimit`). RabbitMQ's own default for quorum queues; the embedded bus
+ * uses it too.
+ */
+export const DEFAULT_DELIVERY_LIMIT = 20;
 
 const id = z.string().min(1).max(200);
 /** An agent's id (`agent.id` in its config): letters, digits, `_`, `.`, `:`, `-`. */

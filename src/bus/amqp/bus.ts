@@ -5,7 +5,13 @@
  * the bus's own delivery count on classic queues (`delivery.ts`), and dead letters (`dead-letters.ts`).
  */
 import type { ChannelModel } from 'amqplib';
-import type { AgentMessage, Control, Heartbeat, SignedOffer } from '../../protocol/index.js';
+import {
+  DEFAULT_DELIVERY_LIMIT,
+  type AgentMessage,
+  type Control,
+  type Heartbeat,
+  type SignedOffer,
+} from '../../protocol/index.js';
 import type { Bus, DeadLetter, Handler, Subscription } from '../types.js';
 import { BrokerConnection, type ConnectionSettings } from './connection.js';
 import { DeadLetterConsumer, publishDeadLetter } from './dead-letters.js';
@@ -24,7 +30,8 @@ import {
 
 export interface AmqpBusOptions extends ConnectionSettings {
   /**
-   * Deliveries after which an offer is dead-lettered with reason `delivery-limit`. Default 20. Counted by the
+   * Deliveries after which an offer is dead-lettered with reason `delivery-limit`. Default
+   * `DEFAULT_DELIVERY_LIMIT` (20). Counted by the
    * broker on quorum queues, by the bus on classic ones.
    */
   deliveryLimit?: number;
@@ -56,7 +63,7 @@ export class AmqpBus implements Bus, SubscriptionHost {
       dropped: () => this.dropped(),
       closed: () => this.publisher.rejectAll(new Error('bus is closed')),
     });
-    this.deliveryLimit = options.deliveryLimit ?? 20;
+    this.deliveryLimit = options.deliveryLimit ?? DEFAULT_DELIVERY_LIMIT;
     if (this.deliveryLimit < 1) throw new Error('AmqpBus: deliveryLimit must be at least 1');
     this.topology = new Topology(
       options.prefix ?? 'steward.v1',
