@@ -1017,7 +1017,7 @@ export class Agent {
     }
   }
 
-  /** Through the bus's heartbeats queue: no backlog of job events delays it (servers older than it miss it). */
+  /** Through the bus's heartbeats queue: no backlog of job events delays it. */
   private async sendHeartbeat(): Promise<void> {
     const heartbeat: Heartbeat = {
       v: PROTOCOL_VERSION,
@@ -1029,8 +1029,7 @@ export class Agent {
       capacity: { slots: this.config.slots, free: Math.max(0, this.config.slots - this.active.size) },
       executors: this.pool.executors(),
       isolation: this.isolation,
-      // Only while drained: a heartbeat without the field is one every server version accepts.
-      ...(this.draining ? { draining: true } : {}),
+      draining: this.draining,
     };
     try {
       await this.bus.publishHeartbeat(heartbeat);

@@ -143,8 +143,8 @@ export const Heartbeat = z
     capacity: z.object({ slots: z.number().int(), free: z.number().int() }),
     executors: z.array(ExecutorInfo),
     isolation: z.enum(['per-user', 'single-user']),
-    /** Drained by an administrator (a `drain` control): takes no new jobs. Absent from older agents. */
-    draining: z.boolean().optional(),
+    /** Drained by an administrator (a `drain` control): takes no new jobs. */
+    draining: z.boolean(),
   })
   .strict();
 export type Heartbeat = z.infer<typeof Heartbeat>;
@@ -174,12 +174,8 @@ export const EventBatch = z
   });
 export type EventBatch = z.infer<typeof EventBatch>;
 
-export const AgentMessage = z.discriminatedUnion('type', [
-  JobStateEvent,
-  JobStepEvent,
-  Heartbeat,
-  EventBatch,
-]);
+/** What agents publish to the events queue (heartbeats have a queue of their own). */
+export const AgentMessage = z.discriminatedUnion('type', [JobStateEvent, JobStepEvent, EventBatch]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
 export type JobEvent = JobStateEvent | JobStepEvent;
 
