@@ -35,6 +35,8 @@ describe('steward user and token', () => {
         role: body.role,
         createdAt: '2026-11-22T10:00:00.000Z',
         disabled: false,
+        source: 'local',
+        deletedAt: null,
       });
     });
     const run = await runCli(cliBin, ['user', 'add', 'bob', '--role', 'admin', '--password-stdin'], {
@@ -57,6 +59,7 @@ describe('steward user and token', () => {
       sendJson(response, 201, {
         id: 'tok1',
         name: 'ci',
+        user: 'admin',
         createdAt: '2026-11-22T10:00:00.000Z',
         expiresAt: '2026-12-22T10:00:00.000Z',
         lastUsedAt: null,
@@ -77,8 +80,22 @@ describe('steward user and token', () => {
     server.on('GET', '/api/users', (_request, response) =>
       sendJson(response, 200, {
         users: [
-          { name: 'alice', role: 'admin', createdAt: '2026-11-22T10:00:00.000Z', disabled: false },
-          { name: 'bob', role: 'user', createdAt: '2026-11-22T10:00:00.000Z', disabled: true },
+          {
+            name: 'alice',
+            role: 'admin',
+            createdAt: '2026-11-22T10:00:00.000Z',
+            disabled: false,
+            source: 'local',
+            deletedAt: null,
+          },
+          {
+            name: 'bob',
+            role: 'user',
+            createdAt: '2026-11-22T10:00:00.000Z',
+            disabled: true,
+            source: 'ldap',
+            deletedAt: null,
+          },
         ],
       }),
     );
@@ -92,6 +109,7 @@ describe('steward user and token', () => {
             lastSeen: '2026-11-22T10:00:00.000Z',
             capacity: { slots: 8, free: 6 },
             executors: [{ user: 'alice', uid: 1001, pid: 99, jobs: 2, idleSinceMs: null, rssBytes: 1048576 }],
+            draining: false,
           },
         ],
       }),
@@ -99,9 +117,8 @@ describe('steward user and token', () => {
     const users = await runCli(cliBin, ['user', 'list'], { configHome: dir, env });
     const lines = users.stdout.trimEnd().split('\n');
     expect(lines[0]).toMatch(/^NAME\s+ROLE\s+SOURCE\s+CREATED\s+STATE$/);
-    // A server of an older version sends no source: its users are all local.
     expect(lines[1]).toMatch(/^alice\s+admin\s+local\s+.+\s+enabled$/);
-    expect(lines[2]).toMatch(/^bob\s+user\s+local\s+.+\s+disabled$/);
+    expect(lines[2]).toMatch(/^bob\s+user\s+ldap\s+.+\s+disabled$/);
     // Aligned: the last column starts at the same position on every line.
     expect(new Set(lines.map((line) => line.search(/\S+$/))).size).toBe(1);
     const agents = await runCli(cliBin, ['agents', '--json'], { configHome: dir, env });
