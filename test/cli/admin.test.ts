@@ -124,7 +124,7 @@ describe('steward user and token', () => {
     const agents = await runCli(cliBin, ['agents', '--json'], { configHome: dir, env });
     expect(JSON.parse(agents.stdout)).toMatchObject({ agents: [{ id: 'node-7', capacity: { free: 6 } }] });
     const agentTable = await runCli(cliBin, ['agents'], { configHome: dir, env });
-    // A server of an older version reports no `draining`: the agent is shown active.
+    // An agent that is not draining is shown active.
     expect(agentTable.stdout).toMatch(
       /node-7\s+active\s+gpu\s+per-user\s+6\/8\s+alice\(pid 99, 2 jobs, 1\.0 MiB\)/,
     );
@@ -216,7 +216,7 @@ describe('steward user passwd, role and whoami (client side)', () => {
     );
   });
 
-  it('shows who you are, and copes with an older server that sends no source or token', async () => {
+  it('shows who you are, also when the server leaves out the source and token (their records gone)', async () => {
     meIs('alice');
     const run = await runCli(cliBin, ['whoami'], { configHome: dir, env });
     expect(run.code, run.stderr).toBe(0);

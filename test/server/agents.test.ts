@@ -53,7 +53,7 @@ describe.each(backends)('agent registry and controls on $name', (backend) => {
     h.request({ method: 'POST', url: `/api/agents/${agent}/${action}`, token });
 
   it('sends drain and resume to a known agent, audited, and shows the state its heartbeats report', async () => {
-    // An agent without the field (an older version) counts as not draining.
+    // An agent not drained says so in every heartbeat.
     expect(await heartbeat()).toMatchObject({ id: 'agent-1', draining: false, labels: ['gpu'] });
     const drained = await control('drain', 'agent-1');
     expect(drained.status, drained.text).toBe(202);
