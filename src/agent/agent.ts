@@ -186,7 +186,7 @@ export class Agent {
     this.log = options.logger.child({ component: 'agent', agentId: options.config.id });
     this.verifier = createOfferVerifier(options.publicKeys);
     this.events = new EventBatcher(options.config.id, (message) => this.bus.publishEvent(message));
-    this.deliveryLimit = this.config.bus.kind === 'amqp' ? this.config.bus.deliveryLimit : 20;
+    this.deliveryLimit = this.bus.deliveryLimit;
     this.isolation = process.getuid?.() === 0 ? 'per-user' : 'single-user';
     this.policy = { ...this.config.identity, userMap: this.config.userMap };
     const lookupTimeoutMs = this.config.accountLookupTimeoutMs;
@@ -1021,7 +1021,7 @@ export class Agent {
     }
   }
 
-  /** Through the bus's heartbeats queue: no backlog of job events delays it (servers older than it miss it). */
+  /** Through the bus's heartbeats queue: no backlog of job events delays it. */
   private async sendHeartbeat(): Promise<void> {
     const heartbeat: Heartbeat = {
       v: PROTOCOL_VERSION,
@@ -1033,8 +1033,7 @@ export class Agent {
       capacity: { slots: this.config.slots, free: Math.max(0, this.config.slots - this.active.size) },
       executors: this.pool.executors(),
       isolation: this.isolation,
-      // Only while drained: a heartbeat without the field is one every server version accepts.
-      ...(this.draining ? { draining: true } : {}),
+      draining: this.draining,
     };
     try {
       await this.bus.publishHeartbeat(heartbeat);

@@ -1,6 +1,6 @@
 /** The bus between server and agents, and the compiled form with the files it names already read. */
 import { z } from 'zod';
-import { StewardError } from '../protocol/index.js';
+import { DEFAULT_DELIVERY_LIMIT, StewardError } from '../protocol/index.js';
 import { readSecretFile } from './read.js';
 
 /** How server and agents talk: in-process (`steward up`) or through RabbitMQ (distributed). */
@@ -27,7 +27,7 @@ export const BusConfig = z.discriminatedUnion('kind', [
        * Deliveries after which an offer nobody takes is dead-lettered. Default 20. Counted by the broker on
        * quorum queues, by Steward on classic ones.
        */
-      deliveryLimit: z.number().int().min(1).max(1000).default(20),
+      deliveryLimit: z.number().int().min(1).max(1000).default(DEFAULT_DELIVERY_LIMIT),
       /**
        * Queue type: `quorum`, `classic` (for brokers without quorum queues; Steward counts offers' deliveries
        * itself there), or `auto` (quorum when the broker has them, RabbitMQ ≥ 3.8). Classic queues have

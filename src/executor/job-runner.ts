@@ -91,7 +91,7 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
       signal: context.signal,
       ...(context.spawnWrapper ? { spawnWrapper: context.spawnWrapper } : {}),
       timeoutMs: job.timeoutMs,
-      ...stepLogLimit(fetched.limits?.stepLogBytes),
+      ...stepLogLimit(fetched.limits.stepLogBytes),
       onEvent: (step) => send({ type: 'step', jobId: job.jobId, step }),
     });
     await uploadAll(client, result);
@@ -124,7 +124,7 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
   }
 }
 
-/** The server's step log cap when it sent a usable one; else the engine's default (an older server). */
+/** The server's step log cap when it is usable; else the engine's default. */
 function stepLogLimit(bytes: unknown): { logLimitBytes?: number } {
   return typeof bytes === 'number' && Number.isSafeInteger(bytes) && bytes >= MIN_STEP_LOG_LIMIT_BYTES
     ? { logLimitBytes: bytes }

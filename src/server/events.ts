@@ -86,12 +86,6 @@ export class EventConsumer {
       return;
     }
     const message = parsed.data;
-    if (message.type === 'heartbeat') {
-      // Agents older than the heartbeats queue send them here.
-      await this.deps.store.upsertAgent(message);
-      await delivery.ack();
-      return;
-    }
     const events = message.type === 'events' ? message.events : [message];
     // A batch's events join the group commit together, in order; the delivery is acked once all are
     // committed and on disk. If any fails, the bus requeues the whole batch and the ones already applied are

@@ -76,7 +76,7 @@ describe.each(backends)('attempt claims on $name', (backend) => {
   }
 
   async function heartbeat(agentId: string): Promise<void> {
-    await h.bus.publishEvent({
+    await h.bus.publishHeartbeat({
       v: 1,
       type: 'heartbeat',
       agentId,
@@ -85,6 +85,7 @@ describe.each(backends)('attempt claims on $name', (backend) => {
       capacity: { slots: 1, free: 0 },
       executors: [],
       isolation: 'per-user',
+      draining: false,
     });
     // Heartbeats are applied asynchronously: a sweep run before this one lands would find the agent silent.
     const admin = await h.adminToken();

@@ -341,7 +341,7 @@ describe.each(backends)('jobs on $name', (backend) => {
       queue: 'events',
       reason: expect.stringContaining('invalid agent message'),
     });
-    await h.bus.publishEvent({
+    await h.bus.publishHeartbeat({
       v: 1,
       type: 'heartbeat',
       agentId: 'agent-9',
@@ -350,6 +350,7 @@ describe.each(backends)('jobs on $name', (backend) => {
       capacity: { slots: 2, free: 1 },
       executors: [],
       isolation: 'per-user',
+      draining: false,
     });
     const agents = await eventually(async () => {
       const response = await h.request({ method: 'GET', url: '/api/agents', token: alice });

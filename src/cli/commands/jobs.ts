@@ -170,15 +170,6 @@ export function registerJobCommands(program: Command): void {
           );
         // Empty streams are left out here (they are in --json): a header with nothing under it is noise.
         for (const entry of logs) {
-          if (entry.size === undefined) {
-            // An older server: the listing holds the whole text.
-            if (entry.text === '') continue;
-            const text = options.tail === undefined ? entry.text : lastLines(entry.text, options.tail);
-            context.out(`==> step ${entry.stepId} ${entry.stream} <==\n`);
-            // The log body is the user's own output, shown raw; everything around it is stripped.
-            context.outRaw(text.endsWith('\n') ? text : `${text}\n`);
-            continue;
-          }
           if (entry.size === 0) continue;
           const body = await client.send(
             'GET',
@@ -309,13 +300,6 @@ function collectParam(value: string, previous: Record<string, string>): Record<s
   const key = value.slice(0, equals);
   if (Object.hasOwn(previous, key)) throw new InvalidArgumentError(`parameter ${key} given twice`);
   return { ...previous, [key]: value.slice(equals + 1) };
-}
-
-/** The last `count` lines of a text (a final newline ends the last line). */
-function lastLines(text: string, count: number): string {
-  const lines = text.split('\n');
-  if (lines[lines.length - 1] === '') lines.pop();
-  return lines.slice(-count).join('\n') + '\n';
 }
 
 /**
