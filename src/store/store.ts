@@ -12,12 +12,8 @@
  * - On PostgreSQL every committed job or step change is announced with NOTIFY (see `changes.ts`), so a
  *   server's live listeners also hear what other servers applied. SQLite serves one server only.
  */
-import { createHash, randomUUID } from 'node:crypto';
-import { closeSync, mkdirSync, openSync } from 'node:fs';
-import path from 'node:path';
-import BetterSqlite3 from 'better-sqlite3';
-import { Kysely, PostgresDialect, sql, SqliteDialect, type Transaction } from 'kysely';
-import pg from 'pg';
+import { randomUUID } from 'node:crypto';
+import type { Kysely, Transaction } from 'kysely';
 import type { StoreConfig } from '../config/index.js';
 import {
   canStartNewAttempt,
@@ -32,19 +28,22 @@ import {
   type ParamValue,
   type StepState,
 } from '../protocol/index.js';
-import { ChangeListener, type ChangeListenerOptions, type JobChangeNotice } from './changes.js';
+import { ChangeListener, ChangeNotifier, changeChannelFor, type ChangeListenerOptions } from './changes.js';
+import { connect, type Connection, type ConnectOptions } from './connection.js';
+import { isUniqueViolation, type Clock, type Db, type Executor, type StoreContext } from './context.js';
 import { migrateToLatest, type StoreDialect } from './migrations/index.js';
-import { WalFlusher, withCommitTracking } from './sqlite-durable.js';
+import type { WalFlusher } from './sqlite-durable.js';
 import type { Database, JobsTable } from './schema.js';
 import { SpaceStore } from './spaces.js';
 
-export interface OpenStoreOptions {
+export interface OpenStoreOptions extends ConnectOptions {
   /** Called with a line for each applied migration. Default: silent. */
   onMigration?: (name: string) => void;
-  /** SQLite busy timeout in ms. Default 5000. */
-  busyTimeoutMs?: number;
-  /** PostgreSQL pool size. Default 10. */
-  poolSize?: number;
+  /**
+   * The store's clock (epoch ms): the default time of every write a caller does not date, and what token
+   * expiry is judged against. Default `Date.now`; tests inject their own.
+   */
+  clock?: Clock;
   /**
    * Stop after applying this migration (by name, e.g. `0007_agent_draining`), leaving later ones pending:
    * for tests that build a database as an older release left it. Default: apply every migration.
@@ -321,33 +320,42 @@ export interface ListJobsFilter {
   limit: number;
 }
 
-type Db = Kysely<Database>;
-type Executor = Db | Transaction<Database>;
 
 /** Stored workflow versions kept in memory (see getWorkflow). */
 const WORKFLOW_VERSIONS_KEPT = 256;
 
 export class Store {
   /** Identifies this open store among the servers sharing one database (its notices carry it). */
-  readonly instanceId = randomUUID();
+  readonly instanceId: string;
+  /** The NOTIFY channel of this database + schema; undefined on SQLite. */
+  readonly changeChannel: string | undefined;
+  readonly db: Db;
+  readonly dialect: StoreDialect;
+  private readonly ctx: StoreContext;
+  private readonly flusher: WalFlusher | undefined;
   private readonly workflowVersions = new Map<string, WorkflowRecord>();
   /** Spaces, space members and local groups. */
   readonly spaces: SpaceStore;
 
   private constructor(
-    readonly db: Db,
-    readonly dialect: StoreDialect,
-    /** The NOTIFY channel of this database + schema; undefined on SQLite. */
-    readonly changeChannel: string | undefined,
+    connection: Connection,
     private readonly config: StoreConfig,
-    private readonly flusher?: WalFlusher,
+    clock: Clock,
   ) {
-    this.spaces = new SpaceStore(db);
+    this.db = connection.db;
+    this.dialect = connection.dialect;
+    this.flusher = connection.flusher;
+    this.instanceId = randomUUID();
+    this.changeChannel = config.kind === 'postgres' ? changeChannelFor(config.schema) : undefined;
+    const changes = new ChangeNotifier(this.instanceId, this.changeChannel);
+    this.ctx = { db: this.db, dialect: this.dialect, clock, changes };
+    this.spaces = new SpaceStore(this.db);
   }
 
   /** Opens the database and applies pending migrations. */
   static async open(config: StoreConfig, options: OpenStoreOptions = {}): Promise<Store> {
-    const { db, dialect, flusher } = await connect(config, options);
+    const connection = await connect(config, options);
+    const { db, dialect, flusher } = connection;
     try {
       for (const name of await migrateToLatest(db as Kysely<unknown>, dialect, options.migrateUntil))
         options.onMigration?.(name);
@@ -357,13 +365,7 @@ export class Store {
       await db.destroy();
       throw error;
     }
-    return new Store(
-      db,
-      dialect,
-      config.kind === 'postgres' ? changeChannelFor(config.schema) : undefined,
-      config,
-      flusher,
-    );
+    return new Store(connection, config, options.clock ?? Date.now);
   }
 
   /**
@@ -1081,14 +1083,8 @@ export class Store {
     return query.executeTakeFirst();
   }
 
-  /**
-   * Announces a change to the other servers; PostgreSQL delivers it only if and when the transaction
-   * commits, so listeners never hear of a change that was rolled back.
-   */
   private async notifyChange(trx: Transaction<Database>, jobId: string, stepId?: string): Promise<void> {
-    if (this.changeChannel === undefined) return;
-    const notice: JobChangeNotice = { origin: this.instanceId, jobId, ...(stepId ? { stepId } : {}) };
-    await sql`SELECT pg_notify(${this.changeChannel}, ${JSON.stringify(notice)})`.execute(trx);
+    await this.ctx.changes.notify(trx, jobId, stepId);
   }
 
   async listJobs(filter: ListJobsFilter): Promise<JobRecord[]> {
@@ -1840,86 +1836,6 @@ export class Store {
 /** Opens (and migrates) the store described by `config`. */
 export function openStore(config: StoreConfig, options: OpenStoreOptions = {}): Promise<Store> {
   return Store.open(config, options);
-}
-
-// ---- connections ----------------------------------------------------------------------------------------
-
-const INT8_OID = 20;
-
-async function connect(
-  config: StoreConfig,
-  options: OpenStoreOptions,
-): Promise<{ db: Db; dialect: StoreDialect; flusher?: WalFlusher }> {
-  if (config.kind === 'sqlite') {
-    const file = config.path ?? path.resolve('.steward', 'steward.db');
-    mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-    // The store holds every password and token hash: it is 0600 from its first byte, whatever the umask.
-    // SQLite gives the -wal and -shm it creates next to it the database file's mode.
-    closeSync(openSync(file, 'a', 0o600));
-    const database = new BetterSqlite3(file, { timeout: options.busyTimeoutMs ?? 5000 });
-    // WAL + synchronous=NORMAL: a commit is written but not flushed; the flusher makes commits durable in
-    // groups, off the event loop (see sqlite-durable.ts). A file system without WAL support keeps SQLite's
-    // own durable commit instead. foreign_keys is per connection and off by default.
-    const wal = database.pragma('journal_mode = WAL', { simple: true }) === 'wal';
-    database.pragma(wal ? 'synchronous = NORMAL' : 'synchronous = FULL');
-    database.pragma('foreign_keys = ON');
-    const flusher = wal ? new WalFlusher(file) : undefined;
-    return {
-      db: new Kysely<Database>({
-        dialect: new SqliteDialect({ database: withCommitTracking(database, flusher) }),
-      }),
-      dialect: 'sqlite',
-      flusher,
-    };
-  }
-
-  const schema = config.schema;
-  if (schema !== undefined) {
-    // The schema must exist before a pooled connection can put it on its search_path.
-    const client = new pg.Client({ connectionString: config.url });
-    await client.connect();
-    try {
-      await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdentifier(schema)}`);
-    } catch (error) {
-      // IF NOT EXISTS is not atomic: a server creating the same schema at this moment wins, and that is fine.
-      if (!isUniqueViolation(error) && (error as { code?: unknown }).code !== '42P06') throw error;
-    } finally {
-      await client.end();
-    }
-  }
-  const pool = new pg.Pool({
-    connectionString: config.url,
-    max: options.poolSize ?? 10,
-    ...(schema !== undefined ? { options: `-c search_path=${schema}` } : {}),
-    // Epoch-ms times are int8; they fit a JS number exactly, so read them as numbers rather than strings.
-    types: { getTypeParser: int8AsNumber as typeof pg.types.getTypeParser },
-  });
-  return { db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), dialect: 'postgres' };
-}
-
-function int8AsNumber(oid: number, format?: 'text' | 'binary'): (value: string) => unknown {
-  if (oid === INT8_OID) return (value: string) => Number(value);
-  return pg.types.getTypeParser(oid, format ?? 'text') as (value: string) => unknown;
-}
-
-/**
- * NOTIFY channels are per database, not per schema: servers on different schemas of one database must not
- * hear each other, so the channel is named after the schema (hashed: identifiers stop at 63 bytes).
- */
-function changeChannelFor(schema: string | undefined): string {
-  return `steward_changes_${createHash('sha256')
-    .update(schema ?? 'public')
-    .digest('hex')
-    .slice(0, 24)}`;
-}
-
-function quoteIdentifier(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
-}
-
-function isUniqueViolation(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
-  return code === '23505' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === 'SQLITE_CONSTRAINT_UNIQUE';
 }
 
 // ---- row mapping ----------------------------------------------------------------------------------------
