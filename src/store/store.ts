@@ -34,7 +34,13 @@ import { isUniqueViolation, type Clock, type Db, type Executor, type StoreContex
 import { migrateToLatest, type StoreDialect } from './migrations/index.js';
 import type { WalFlusher } from './sqlite-durable.js';
 import type { Database, JobsTable } from './schema.js';
+import { LoginFailureStore } from './login-failures.js';
 import { SpaceStore } from './spaces.js';
+import { TokenStore, type FoundToken, type TokenRecord } from './tokens.js';
+import { UserStore, type UserChange, type UserChangeOutcome, type UserRecord } from './users.js';
+
+export type { FoundToken, TokenRecord } from './tokens.js';
+export type { UserChange, UserChangeOutcome, UserRecord } from './users.js';
 
 export interface OpenStoreOptions extends ConnectOptions {
   /** Called with a line for each applied migration. Default: silent. */
@@ -49,42 +55,6 @@ export interface OpenStoreOptions extends ConnectOptions {
    * for tests that build a database as an older release left it. Default: apply every migration.
    */
   migrateUntil?: string;
-}
-
-export interface UserRecord {
-  name: string;
-  role: 'admin' | 'user';
-  passwordHash: string | null;
-  disabled: boolean;
-  createdAt: number;
-  /** `ldap` users were created by their first LDAP login and have no local password. */
-  source: 'local' | 'ldap';
-  /** When an admin deleted the user (the row stays, disabled, so its history keeps its name); else null. */
-  deletedAt: number | null;
-}
-
-/** A change to a user that `changeUser` makes only if at least one enabled admin remains. */
-export type UserChange =
-  | { kind: 'disable' }
-  | { kind: 'enable' }
-  | { kind: 'role'; role: 'admin' | 'user' }
-  | { kind: 'delete'; time: number };
-
-export type UserChangeOutcome =
-  | { ok: true; user: UserRecord; before: UserRecord; revokedTokens: number }
-  | { ok: false; reason: 'not-found' }
-  | { ok: false; reason: 'last-admin'; user: UserRecord }
-  | { ok: false; reason: 'live-jobs'; user: UserRecord; jobs: number };
-
-export interface TokenRecord {
-  id: string;
-  user: string;
-  name: string;
-  kind: 'login' | 'api';
-  createdAt: number;
-  expiresAt: number | null;
-  lastUsedAt: number | null;
-  revoked: boolean;
 }
 
 export interface ParamDefinitionRecord {
@@ -320,7 +290,6 @@ export interface ListJobsFilter {
   limit: number;
 }
 
-
 /** Stored workflow versions kept in memory (see getWorkflow). */
 const WORKFLOW_VERSIONS_KEPT = 256;
 
@@ -336,6 +305,9 @@ export class Store {
   private readonly workflowVersions = new Map<string, WorkflowRecord>();
   /** Spaces, space members and local groups. */
   readonly spaces: SpaceStore;
+  private readonly users: UserStore;
+  private readonly tokens: TokenStore;
+  private readonly loginFailures: LoginFailureStore;
 
   private constructor(
     connection: Connection,
@@ -350,6 +322,9 @@ export class Store {
     const changes = new ChangeNotifier(this.instanceId, this.changeChannel);
     this.ctx = { db: this.db, dialect: this.dialect, clock, changes };
     this.spaces = new SpaceStore(this.db);
+    this.users = new UserStore(this.ctx);
+    this.tokens = new TokenStore(this.ctx);
+    this.loginFailures = new LoginFailureStore(this.ctx);
   }
 
   /** Opens the database and applies pending migrations. */
@@ -399,170 +374,45 @@ export class Store {
     await this.db.destroy();
   }
 
-  // ---- users ------------------------------------------------------------------------------------------
+  // ---- users, tokens and login failures (users.ts, tokens.ts, login-failures.ts) -----------------------
 
-  async countUsers(): Promise<number> {
-    const row = await this.db
-      .selectFrom('users')
-      .select((eb) => eb.fn.countAll<number>().as('n'))
-      .executeTakeFirstOrThrow();
-    return Number(row.n);
+  countUsers(): Promise<number> {
+    return this.users.countUsers();
   }
 
   /** Returns false when the name is taken. */
-  async createUser(user: {
+  createUser(user: {
     name: string;
     role: 'admin' | 'user';
     passwordHash: string | null;
     createdAt: number;
   }): Promise<boolean> {
-    const result = await this.db
-      .insertInto('users')
-      .values({
-        name: user.name,
-        role: user.role,
-        password_hash: user.passwordHash,
-        disabled: 0,
-        created_at: user.createdAt,
-      })
-      .onConflict((oc) => oc.column('name').doNothing())
-      .executeTakeFirst();
-    return Number(result.numInsertedOrUpdatedRows ?? 0n) === 1;
+    return this.users.createUser(user);
   }
 
-  /**
-   * Creates or refreshes the record of a directory (LDAP) user: created with no password, role updated on
-   * later logins. A local user of the same name is left untouched; returns the stored record either way.
-   */
-  async upsertDirectoryUser(user: {
-    name: string;
-    role: 'admin' | 'user';
-    time: number;
-  }): Promise<UserRecord> {
-    await this.db
-      .insertInto('users')
-      .values({
-        name: user.name,
-        role: user.role,
-        password_hash: null,
-        disabled: 0,
-        created_at: user.time,
-        source: 'ldap',
-      })
-      .onConflict((oc) => oc.column('name').doNothing())
-      .execute();
-    await this.db
-      .updateTable('users')
-      .set({ role: user.role })
-      .where('name', '=', user.name)
-      .where('source', '=', 'ldap')
-      .where('role', '!=', user.role)
-      .execute();
-    const stored = await this.getUser(user.name);
-    if (!stored) throw new Error(`user ${user.name} vanished while being stored`);
-    return stored;
+  upsertDirectoryUser(user: { name: string; role: 'admin' | 'user'; time: number }): Promise<UserRecord> {
+    return this.users.upsertDirectoryUser(user);
   }
 
-  async getUser(name: string): Promise<UserRecord | undefined> {
-    const row = await this.db.selectFrom('users').selectAll().where('name', '=', name).executeTakeFirst();
-    return row && toUser(row);
+  getUser(name: string): Promise<UserRecord | undefined> {
+    return this.users.getUser(name);
   }
 
-  async listUsers(): Promise<UserRecord[]> {
-    const rows = await this.db.selectFrom('users').selectAll().orderBy('name').execute();
-    return rows.map(toUser);
+  listUsers(): Promise<UserRecord[]> {
+    return this.users.listUsers();
   }
 
-  async setUserDisabled(name: string, disabled: boolean): Promise<boolean> {
-    const result = await this.db
-      .updateTable('users')
-      .set({ disabled: disabled ? 1 : 0 })
-      .where('name', '=', name)
-      .executeTakeFirst();
-    return Number(result.numUpdatedRows) === 1;
+  setUserDisabled(name: string, disabled: boolean): Promise<boolean> {
+    return this.users.setUserDisabled(name, disabled);
   }
 
-  async setUserPassword(name: string, passwordHash: string): Promise<boolean> {
-    const result = await this.db
-      .updateTable('users')
-      .set({ password_hash: passwordHash })
-      .where('name', '=', name)
-      .executeTakeFirst();
-    return Number(result.numUpdatedRows) === 1;
+  setUserPassword(name: string, passwordHash: string): Promise<boolean> {
+    return this.users.setUserPassword(name, passwordHash);
   }
 
-  /**
-   * Disables, enables, re-roles or deletes a user in one transaction, refusing (`last-admin`) a change that
-   * would leave no enabled admin, and a delete (`live-jobs`) while the user has jobs that have not ended.
-   * Disabling and deleting revoke every token of the user in the same transaction, so no request
-   * authenticated after the commit passes with any of them. A deleted user keeps its row (disabled, no
-   * password, no tokens): jobs reference it, and the name cannot be created again.
-   *
-   * On PostgreSQL the enabled admins' rows are locked first, so two admins disabling each other at once
-   * cannot both succeed; SQLite serialises write transactions anyway.
-   */
-  async changeUser(name: string, change: UserChange): Promise<UserChangeOutcome> {
-    return this.db.transaction().execute(async (trx) => {
-      let admins = trx
-        .selectFrom('users')
-        .select('name')
-        .where('role', '=', 'admin')
-        .where('disabled', '=', 0)
-        .where('deleted_at', 'is', null);
-      if (this.dialect === 'postgres') admins = admins.forUpdate();
-      const enabledAdmins = (await admins.execute()).map((row) => row.name);
-      let target = trx.selectFrom('users').selectAll().where('name', '=', name);
-      if (this.dialect === 'postgres') target = target.forUpdate();
-      const row = await target.executeTakeFirst();
-      if (!row || row.deleted_at !== null) return { ok: false, reason: 'not-found' };
-      const before = toUser(row);
-      const leavesAdmins =
-        change.kind === 'disable' ||
-        change.kind === 'delete' ||
-        (change.kind === 'role' && change.role !== 'admin');
-      if (leavesAdmins && enabledAdmins.includes(name) && enabledAdmins.length === 1)
-        return { ok: false, reason: 'last-admin', user: before };
-      if (change.kind === 'delete') {
-        const live = await trx
-          .selectFrom('jobs')
-          .select((eb) => eb.fn.countAll<number>().as('n'))
-          .where('user_name', '=', name)
-          .where('state', 'not in', [...terminalJobStates])
-          .executeTakeFirstOrThrow();
-        if (Number(live.n) > 0) return { ok: false, reason: 'live-jobs', user: before, jobs: Number(live.n) };
-      }
-      let revokedTokens = 0;
-      if (change.kind === 'disable' || change.kind === 'delete') {
-        const revoked = await trx
-          .updateTable('api_tokens')
-          .set({ revoked: 1 })
-          .where('user_name', '=', name)
-          .where('revoked', '=', 0)
-          .executeTakeFirst();
-        revokedTokens = Number(revoked.numUpdatedRows);
-      }
-      if (change.kind === 'disable') {
-        await trx.updateTable('users').set({ disabled: 1 }).where('name', '=', name).execute();
-      } else if (change.kind === 'enable') {
-        await trx.updateTable('users').set({ disabled: 0 }).where('name', '=', name).execute();
-      } else if (change.kind === 'role') {
-        await trx.updateTable('users').set({ role: change.role }).where('name', '=', name).execute();
-      } else {
-        // The tokens go entirely: nothing of a deleted user's can ever authenticate again.
-        await trx.deleteFrom('api_tokens').where('user_name', '=', name).execute();
-        await trx
-          .updateTable('users')
-          .set({ disabled: 1, password_hash: null, deleted_at: change.time })
-          .where('name', '=', name)
-          .execute();
-      }
-      const after = await trx
-        .selectFrom('users')
-        .selectAll()
-        .where('name', '=', name)
-        .executeTakeFirstOrThrow();
-      return { ok: true, user: toUser(after), before, revokedTokens };
-    });
+  /** See `UserStore.changeUser`: guarded so that an enabled admin always remains. */
+  changeUser(name: string, change: UserChange): Promise<UserChangeOutcome> {
+    return this.users.changeUser(name, change);
   }
 
   /** Ids of `user`'s jobs that have not ended (queued, offered, loading, running), oldest first. */
@@ -577,186 +427,47 @@ export class Store {
     return rows.map((row) => row.id);
   }
 
-  // ---- login failures (the login throttle) -------------------------------------------------------------
-
-  /**
-   * Records one failed login under each of `keys` (one insert) and deletes every failure at or before
-   * `forgetBefore`: the table holds only the failures of the current window.
-   */
-  async recordLoginFailure(keys: readonly string[], time: number, forgetBefore: number): Promise<void> {
-    if (keys.length === 0) return;
-    await this.db
-      .insertInto('login_failures')
-      .values(keys.map((key) => ({ key, time })))
-      .execute();
-    await this.db.deleteFrom('login_failures').where('time', '<=', forgetBefore).execute();
+  recordLoginFailure(keys: readonly string[], time: number, forgetBefore: number): Promise<void> {
+    return this.loginFailures.recordLoginFailure(keys, time, forgetBefore);
   }
 
-  /**
-   * For each `{ key, nth }`, the time of the key's `nth` most recent failure after `since`, or null when it
-   * has fewer: the failure that must leave the window before the key is under a limit of `nth`. One query
-   * for all keys.
-   */
-  async nthRecentLoginFailures(
+  nthRecentLoginFailures(
     queries: readonly { key: string; nth: number }[],
     since: number,
   ): Promise<(number | null)[]> {
-    if (queries.length === 0) return [];
-    const row = (await this.db
-      .selectNoFrom((eb) =>
-        queries.map((query, index) =>
-          eb
-            .selectFrom('login_failures')
-            .select('time')
-            .where('key', '=', query.key)
-            .where('time', '>', since)
-            .orderBy('time', 'desc')
-            .limit(1)
-            .offset(query.nth - 1)
-            .as(`t${index}`),
-        ),
-      )
-      .executeTakeFirstOrThrow()) as Record<string, number | string | null>;
-    return queries.map((_, index) => {
-      const time = row[`t${index}`];
-      return time === null || time === undefined ? null : Number(time);
-    });
+    return this.loginFailures.nthRecentLoginFailures(queries, since);
   }
 
-  /** Forgets the failures recorded under `key` (a successful login clears its user's count). */
-  async clearLoginFailures(key: string): Promise<void> {
-    await this.db.deleteFrom('login_failures').where('key', '=', key).execute();
+  clearLoginFailures(key: string): Promise<void> {
+    return this.loginFailures.clearLoginFailures(key);
   }
 
-  // ---- tokens -----------------------------------------------------------------------------------------
-
-  async createToken(
-    token: Omit<TokenRecord, 'lastUsedAt' | 'revoked'> & { tokenHash: string },
-  ): Promise<void> {
-    await this.db
-      .insertInto('api_tokens')
-      .values({
-        id: token.id,
-        user_name: token.user,
-        name: token.name,
-        kind: token.kind,
-        token_hash: token.tokenHash,
-        created_at: token.createdAt,
-        expires_at: token.expiresAt,
-        last_used_at: null,
-        revoked: 0,
-      })
-      .execute();
+  createToken(token: Omit<TokenRecord, 'lastUsedAt' | 'revoked'> & { tokenHash: string }): Promise<void> {
+    return this.tokens.createToken(token);
   }
 
-  /** The token with this hash and its user; expiry, revocation and disabled users are the caller's checks. */
-  async findToken(tokenHash: string): Promise<{ token: TokenRecord; user: UserRecord } | undefined> {
-    const row = await this.db
-      .selectFrom('api_tokens as t')
-      .innerJoin('users as u', 'u.name', 't.user_name')
-      .select([
-        't.id',
-        't.user_name',
-        't.name as token_name',
-        't.kind',
-        't.created_at as token_created_at',
-        't.expires_at',
-        't.last_used_at',
-        't.revoked',
-        'u.name',
-        'u.role',
-        'u.password_hash',
-        'u.disabled',
-        'u.created_at',
-        'u.source',
-        'u.deleted_at',
-      ])
-      .where('t.token_hash', '=', tokenHash)
-      .executeTakeFirst();
-    if (!row) return undefined;
-    return {
-      token: {
-        id: row.id,
-        user: row.user_name,
-        name: row.token_name,
-        kind: row.kind,
-        createdAt: row.token_created_at,
-        expiresAt: row.expires_at,
-        lastUsedAt: row.last_used_at,
-        revoked: row.revoked === 1,
-      },
-      user: toUser(row),
-    };
+  findToken(tokenHash: string): Promise<FoundToken | undefined> {
+    return this.tokens.findToken(tokenHash);
   }
 
-  async touchToken(id: string, time: number): Promise<void> {
-    await this.db.updateTable('api_tokens').set({ last_used_at: time }).where('id', '=', id).execute();
+  touchToken(id: string, time: number): Promise<void> {
+    return this.tokens.touchToken(id, time);
   }
 
-  async listTokens(user: string, kind: 'login' | 'api' = 'api'): Promise<TokenRecord[]> {
-    const rows = await this.db
-      .selectFrom('api_tokens')
-      .selectAll()
-      .where('user_name', '=', user)
-      .where('kind', '=', kind)
-      .where('revoked', '=', 0)
-      .orderBy('created_at')
-      .execute();
-    return rows.map((row) => ({
-      id: row.id,
-      user: row.user_name,
-      name: row.name,
-      kind: row.kind,
-      createdAt: row.created_at,
-      expiresAt: row.expires_at,
-      lastUsedAt: row.last_used_at,
-      revoked: row.revoked === 1,
-    }));
+  listTokens(user: string, kind: 'login' | 'api' = 'api'): Promise<TokenRecord[]> {
+    return this.tokens.listTokens(user, kind);
   }
 
-  /** A token by id (without its hash), or undefined. */
-  async getToken(id: string): Promise<TokenRecord | undefined> {
-    const row = await this.db.selectFrom('api_tokens').selectAll().where('id', '=', id).executeTakeFirst();
-    return (
-      row && {
-        id: row.id,
-        user: row.user_name,
-        name: row.name,
-        kind: row.kind,
-        createdAt: row.created_at,
-        expiresAt: row.expires_at,
-        lastUsedAt: row.last_used_at,
-        revoked: row.revoked === 1,
-      }
-    );
+  getToken(id: string): Promise<TokenRecord | undefined> {
+    return this.tokens.getToken(id);
   }
 
-  /**
-   * Revokes `user`'s live login tokens (sessions), except `keep`: a changed password ends the other
-   * sessions. Returns how many it revoked.
-   */
-  async revokeLoginTokens(user: string, keep?: string): Promise<number> {
-    let query = this.db
-      .updateTable('api_tokens')
-      .set({ revoked: 1 })
-      .where('user_name', '=', user)
-      .where('kind', '=', 'login')
-      .where('revoked', '=', 0);
-    if (keep !== undefined) query = query.where('id', '!=', keep);
-    const result = await query.executeTakeFirst();
-    return Number(result.numUpdatedRows);
+  revokeLoginTokens(user: string, keep?: string): Promise<number> {
+    return this.tokens.revokeLoginTokens(user, keep);
   }
 
-  /** Revokes one of `user`'s tokens; false when there is no such live token. */
-  async revokeToken(user: string, id: string): Promise<boolean> {
-    const result = await this.db
-      .updateTable('api_tokens')
-      .set({ revoked: 1 })
-      .where('id', '=', id)
-      .where('user_name', '=', user)
-      .where('revoked', '=', 0)
-      .executeTakeFirst();
-    return Number(result.numUpdatedRows) === 1;
+  revokeToken(user: string, id: string): Promise<boolean> {
+    return this.tokens.revokeToken(user, id);
   }
 
   // ---- workflows --------------------------------------------------------------------------------------
@@ -1839,26 +1550,6 @@ export function openStore(config: StoreConfig, options: OpenStoreOptions = {}): 
 }
 
 // ---- row mapping ----------------------------------------------------------------------------------------
-
-function toUser(row: {
-  name: string;
-  role: 'admin' | 'user';
-  password_hash: string | null;
-  disabled: number;
-  created_at: number;
-  source: 'local' | 'ldap';
-  deleted_at: number | null;
-}): UserRecord {
-  return {
-    name: row.name,
-    role: row.role,
-    passwordHash: row.password_hash,
-    disabled: row.disabled === 1,
-    createdAt: row.created_at,
-    source: row.source,
-    deletedAt: row.deleted_at === null ? null : Number(row.deleted_at),
-  };
-}
 
 function toWorkflow(row: Database['workflows'], assets: readonly AssetRecord[]): WorkflowRecord {
   return {
