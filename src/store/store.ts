@@ -34,11 +34,17 @@ import { isUniqueViolation, type Clock, type Db, type Executor, type StoreContex
 import { migrateToLatest, type StoreDialect } from './migrations/index.js';
 import type { WalFlusher } from './sqlite-durable.js';
 import type { Database, JobsTable } from './schema.js';
+import { AgentStore, type AgentRecord } from './agents.js';
+import { AuditStore, type AuditRecord, type ListAuditFilter, type NewAuditRecord } from './audit.js';
+import { ResultStore, type ResultRecord, type ResultUpload } from './results.js';
 import { LoginFailureStore } from './login-failures.js';
 import { SpaceStore } from './spaces.js';
 import { TokenStore, type FoundToken, type TokenRecord } from './tokens.js';
 import { UserStore, type UserChange, type UserChangeOutcome, type UserRecord } from './users.js';
 
+export type { AgentRecord } from './agents.js';
+export type { AuditRecord, ListAuditFilter, NewAuditRecord } from './audit.js';
+export type { ResultRecord, ResultUpload } from './results.js';
 export type { FoundToken, TokenRecord } from './tokens.js';
 export type { UserChange, UserChangeOutcome, UserRecord } from './users.js';
 
@@ -248,39 +254,6 @@ export type ClaimResult =
   /** `job` is the current record (null when the job does not exist any more). */
   | { ok: false; job: JobRecord | null };
 
-export interface ResultRecord {
-  jobId: string;
-  name: string;
-  kind: 'table' | 'file';
-  formats: string[];
-  size: number;
-  rows: number | null;
-  createdAt: number;
-}
-
-export interface AuditRecord {
-  id: number;
-  time: number;
-  actor: string;
-  action: string;
-  target: string | null;
-  source: string | null;
-  detail: Record<string, unknown> | null;
-}
-
-export type NewAuditRecord = Omit<AuditRecord, 'id'>;
-
-export interface AgentRecord {
-  id: string;
-  labels: string[];
-  isolation: 'per-user' | 'single-user';
-  capacity: { slots: number; free: number };
-  executors: Heartbeat['executors'];
-  lastSeen: number;
-  /** Drained by an administrator: takes no new jobs, finishes those it has. */
-  draining: boolean;
-}
-
 export interface ListJobsFilter {
   user?: string;
   state?: JobState;
@@ -308,6 +281,9 @@ export class Store {
   private readonly users: UserStore;
   private readonly tokens: TokenStore;
   private readonly loginFailures: LoginFailureStore;
+  private readonly results: ResultStore;
+  private readonly audit: AuditStore;
+  private readonly agents: AgentStore;
 
   private constructor(
     connection: Connection,
@@ -325,6 +301,9 @@ export class Store {
     this.users = new UserStore(this.ctx);
     this.tokens = new TokenStore(this.ctx);
     this.loginFailures = new LoginFailureStore(this.ctx);
+    this.results = new ResultStore(this.ctx);
+    this.audit = new AuditStore(this.ctx);
+    this.agents = new AgentStore(this.ctx);
   }
 
   /** Opens the database and applies pending migrations. */
@@ -1390,157 +1369,37 @@ export class Store {
     }
   }
 
-  // ---- results ----------------------------------------------------------------------------------------
+  // ---- results, audit and agents (results.ts, audit.ts, agents.ts) ---------------------------------
 
   /** Records an uploaded result file. For tables, formats accumulate (`parquet` then `csv`). */
-  async upsertResult(result: {
-    jobId: string;
-    name: string;
-    kind: 'table' | 'file';
-    format: string | null;
-    size: number;
-    rows: number | null;
-    createdAt: number;
-  }): Promise<ResultRecord> {
-    return this.db.transaction().execute(async (trx) => {
-      const existing = await trx
-        .selectFrom('results')
-        .selectAll()
-        .where('job_id', '=', result.jobId)
-        .where('name', '=', result.name)
-        .executeTakeFirst();
-      if (!existing) {
-        const formats = result.format ? [result.format] : [];
-        await trx
-          .insertInto('results')
-          .values({
-            job_id: result.jobId,
-            name: result.name,
-            kind: result.kind,
-            formats_json: JSON.stringify(formats),
-            size: result.size,
-            rows: result.rows,
-            created_at: result.createdAt,
-          })
-          .execute();
-      } else {
-        const formats = new Set(JSON.parse(existing.formats_json) as string[]);
-        if (result.format) formats.add(result.format);
-        // For tables `size` is the Parquet file's size when there is one: that is what a download costs.
-        const size =
-          existing.kind === 'table' && result.format !== 'parquet' && formats.has('parquet')
-            ? existing.size
-            : result.size;
-        await trx
-          .updateTable('results')
-          .set({
-            kind: result.kind,
-            formats_json: JSON.stringify([...formats].sort()),
-            size,
-            rows: result.rows ?? existing.rows,
-          })
-          .where('job_id', '=', result.jobId)
-          .where('name', '=', result.name)
-          .execute();
-      }
-      const row = await trx
-        .selectFrom('results')
-        .selectAll()
-        .where('job_id', '=', result.jobId)
-        .where('name', '=', result.name)
-        .executeTakeFirstOrThrow();
-      return toResult(row);
-    });
+  upsertResult(result: ResultUpload): Promise<ResultRecord> {
+    return this.results.upsertResult(result);
   }
 
-  async listResults(jobId: string): Promise<ResultRecord[]> {
-    const rows = await this.db
-      .selectFrom('results')
-      .selectAll()
-      .where('job_id', '=', jobId)
-      .orderBy('name')
-      .execute();
-    return rows.map(toResult);
+  listResults(jobId: string): Promise<ResultRecord[]> {
+    return this.results.listResults(jobId);
   }
 
-  async getResult(jobId: string, name: string): Promise<ResultRecord | undefined> {
-    const row = await this.db
-      .selectFrom('results')
-      .selectAll()
-      .where('job_id', '=', jobId)
-      .where('name', '=', name)
-      .executeTakeFirst();
-    return row && toResult(row);
+  getResult(jobId: string, name: string): Promise<ResultRecord | undefined> {
+    return this.results.getResult(jobId, name);
   }
 
-  // ---- audit ------------------------------------------------------------------------------------------
-
-  async appendAudit(entry: NewAuditRecord): Promise<void> {
-    await this.db
-      .insertInto('audit')
-      .values({
-        time: entry.time,
-        actor: entry.actor,
-        action: entry.action,
-        target: entry.target,
-        source: entry.source,
-        detail_json: entry.detail === null ? null : JSON.stringify(entry.detail),
-      })
-      .execute();
+  appendAudit(entry: NewAuditRecord): Promise<void> {
+    return this.audit.appendAudit(entry);
   }
 
   /** Newest first. */
-  async listAudit(filter: { actor?: string; action?: string; limit: number }): Promise<AuditRecord[]> {
-    let query = this.db.selectFrom('audit').selectAll();
-    if (filter.actor !== undefined) query = query.where('actor', '=', filter.actor);
-    if (filter.action !== undefined) query = query.where('action', '=', filter.action);
-    const rows = await query.orderBy('id', 'desc').limit(filter.limit).execute();
-    return rows.map((row) => ({
-      id: Number(row.id),
-      time: row.time,
-      actor: row.actor,
-      action: row.action,
-      target: row.target,
-      source: row.source,
-      detail: row.detail_json === null ? null : (JSON.parse(row.detail_json) as Record<string, unknown>),
-    }));
+  listAudit(filter: ListAuditFilter): Promise<AuditRecord[]> {
+    return this.audit.listAudit(filter);
   }
 
-  // ---- agents -----------------------------------------------------------------------------------------
-
-  async upsertAgent(heartbeat: Heartbeat, now = Date.now()): Promise<void> {
-    const values = {
-      labels_json: JSON.stringify(heartbeat.labels),
-      isolation: heartbeat.isolation,
-      capacity_json: JSON.stringify(heartbeat.capacity),
-      executors_json: JSON.stringify(heartbeat.executors),
-      last_seen: now,
-      draining: heartbeat.draining === true ? 1 : 0,
-    };
-    await this.db
-      .insertInto('agents')
-      .values({ id: heartbeat.agentId, ...values })
-      .onConflict((oc) => oc.column('id').doUpdateSet(values))
-      .execute();
+  upsertAgent(heartbeat: Heartbeat, now?: number): Promise<void> {
+    return this.agents.upsertAgent(heartbeat, now);
   }
 
   /** Agents seen at or after `since`. */
-  async listAgents(since = 0): Promise<AgentRecord[]> {
-    const rows = await this.db
-      .selectFrom('agents')
-      .selectAll()
-      .where('last_seen', '>=', since)
-      .orderBy('id')
-      .execute();
-    return rows.map((row) => ({
-      id: row.id,
-      labels: JSON.parse(row.labels_json) as string[],
-      isolation: row.isolation,
-      capacity: JSON.parse(row.capacity_json) as { slots: number; free: number },
-      executors: JSON.parse(row.executors_json) as Heartbeat['executors'],
-      lastSeen: row.last_seen,
-      draining: Number(row.draining) === 1,
-    }));
+  listAgents(since?: number): Promise<AgentRecord[]> {
+    return this.agents.listAgents(since);
   }
 }
 
@@ -1630,17 +1489,5 @@ function toStep(row: Database['job_steps']): StepRecord {
     rows: row.rows,
     progress: row.progress,
     message: row.message,
-  };
-}
-
-function toResult(row: Database['results']): ResultRecord {
-  return {
-    jobId: row.job_id,
-    name: row.name,
-    kind: row.kind,
-    formats: JSON.parse(row.formats_json) as string[],
-    size: row.size,
-    rows: row.rows,
-    createdAt: row.created_at,
   };
 }
