@@ -40,12 +40,26 @@ import { ResultStore, type ResultRecord, type ResultUpload } from './results.js'
 import { LoginFailureStore } from './login-failures.js';
 import { SpaceStore } from './spaces.js';
 import { TokenStore, type FoundToken, type TokenRecord } from './tokens.js';
+import {
+  WorkflowStore,
+  type AssetRecord,
+  type NewWorkflowVersion,
+  type WorkflowRecord,
+  type WorkflowSummaryRecord,
+} from './workflows.js';
 import { UserStore, type UserChange, type UserChangeOutcome, type UserRecord } from './users.js';
 
 export type { AgentRecord } from './agents.js';
 export type { AuditRecord, ListAuditFilter, NewAuditRecord } from './audit.js';
 export type { ResultRecord, ResultUpload } from './results.js';
 export type { FoundToken, TokenRecord } from './tokens.js';
+export type {
+  AssetRecord,
+  NewWorkflowVersion,
+  ParamDefinitionRecord,
+  WorkflowRecord,
+  WorkflowSummaryRecord,
+} from './workflows.js';
 export type { UserChange, UserChangeOutcome, UserRecord } from './users.js';
 
 export interface OpenStoreOptions extends ConnectOptions {
@@ -61,48 +75,6 @@ export interface OpenStoreOptions extends ConnectOptions {
    * for tests that build a database as an older release left it. Default: apply every migration.
    */
   migrateUntil?: string;
-}
-
-export interface ParamDefinitionRecord {
-  name: string;
-  type: 'string' | 'number' | 'integer' | 'boolean' | 'date' | 'enum';
-  required: boolean;
-  default?: ParamValue;
-  values?: string[];
-  description?: string;
-}
-
-export interface AssetRecord {
-  path: string;
-  digest: string;
-  size: number;
-}
-
-export interface WorkflowRecord {
-  /** The space the workflow lives in; (space, name, version) is its key. */
-  space: string;
-  name: string;
-  version: number;
-  source: string;
-  format: 'yaml' | 'json';
-  digest: string;
-  description: string;
-  params: ParamDefinitionRecord[];
-  steps: { id: string; kind: string; needs: string[] }[];
-  assets: AssetRecord[];
-  createdBy: string;
-  createdAt: number;
-}
-
-export type NewWorkflowVersion = Omit<WorkflowRecord, 'version'>;
-
-export interface WorkflowSummaryRecord {
-  space: string;
-  name: string;
-  latestVersion: number;
-  description: string;
-  updatedAt: number;
-  updatedBy: string;
 }
 
 export interface JobRecord {
@@ -263,9 +235,6 @@ export interface ListJobsFilter {
   limit: number;
 }
 
-/** Stored workflow versions kept in memory (see getWorkflow). */
-const WORKFLOW_VERSIONS_KEPT = 256;
-
 export class Store {
   /** Identifies this open store among the servers sharing one database (its notices carry it). */
   readonly instanceId: string;
@@ -275,7 +244,6 @@ export class Store {
   readonly dialect: StoreDialect;
   private readonly ctx: StoreContext;
   private readonly flusher: WalFlusher | undefined;
-  private readonly workflowVersions = new Map<string, WorkflowRecord>();
   /** Spaces, space members and local groups. */
   readonly spaces: SpaceStore;
   private readonly users: UserStore;
@@ -284,6 +252,7 @@ export class Store {
   private readonly results: ResultStore;
   private readonly audit: AuditStore;
   private readonly agents: AgentStore;
+  private readonly workflows: WorkflowStore;
 
   private constructor(
     connection: Connection,
@@ -304,6 +273,7 @@ export class Store {
     this.results = new ResultStore(this.ctx);
     this.audit = new AuditStore(this.ctx);
     this.agents = new AgentStore(this.ctx);
+    this.workflows = new WorkflowStore(this.ctx);
   }
 
   /** Opens the database and applies pending migrations. */
@@ -449,212 +419,44 @@ export class Store {
     return this.tokens.revokeToken(user, id);
   }
 
-  // ---- workflows --------------------------------------------------------------------------------------
+  // ---- workflows (workflows.ts) -------------------------------------------------------------------------
 
-  /**
-   * Stores a new immutable version in its space: previous + 1 (deleted versions count, so a number is never
-   * given twice), decided inside the transaction. Two servers pushing the same name at once collide on the
-   * primary key; the loser retries with the next number.
-   */
-  async insertWorkflowVersion(workflow: NewWorkflowVersion): Promise<WorkflowRecord> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await this.db.transaction().execute(async (trx) => {
-          const row = await trx
-            .selectFrom('workflows')
-            .select((eb) => eb.fn.max<number | null>('version').as('v'))
-            .where('space', '=', workflow.space)
-            .where('name', '=', workflow.name)
-            .executeTakeFirst();
-          const version = Number(row?.v ?? 0) + 1;
-          await trx
-            .insertInto('workflows')
-            .values({
-              space: workflow.space,
-              name: workflow.name,
-              version,
-              source: workflow.source,
-              format: workflow.format,
-              digest: workflow.digest,
-              description: workflow.description,
-              params_json: JSON.stringify(workflow.params),
-              steps_json: JSON.stringify(workflow.steps),
-              created_by: workflow.createdBy,
-              created_at: workflow.createdAt,
-              deleted_at: null,
-              deleted_by: null,
-            })
-            .execute();
-          if (workflow.assets.length > 0) {
-            await trx
-              .insertInto('workflow_assets')
-              .values(
-                workflow.assets.map((a) => ({
-                  space: workflow.space,
-                  name: workflow.name,
-                  version,
-                  path: a.path,
-                  digest: a.digest,
-                  size: a.size,
-                })),
-              )
-              .execute();
-          }
-          return { ...workflow, version };
-        });
-      } catch (error) {
-        if (attempt < 5 && isUniqueViolation(error)) continue;
-        throw error;
-      }
-    }
+  /** A new immutable version, numbered previous + 1 (see `WorkflowStore.insertWorkflowVersion`). */
+  insertWorkflowVersion(workflow: NewWorkflowVersion): Promise<WorkflowRecord> {
+    return this.workflows.insertWorkflowVersion(workflow);
   }
 
-  /**
-   * A version of a live (not deleted) workflow, or its latest when `version` is omitted. With
-   * `includeDeleted` (a job's pinned version, for its executor and its detail) deleted versions are found
-   * too. A stored version's content never changes, so versions read once are kept in memory: every submit
-   * and every executor's workflow fetch reads one. Which version is the latest, and whether it is deleted, is
-   * always asked of the database (another server may have pushed or deleted).
-   */
-  async getWorkflow(
+  /** A version of a live workflow (or, with `includeDeleted`, of any), or its latest; cached by version. */
+  getWorkflow(
     space: string,
     name: string,
     version?: number,
     options: { includeDeleted?: boolean } = {},
   ): Promise<WorkflowRecord | undefined> {
-    const key = (v: number) => `${space}/${name}@${v}`;
-    if (version !== undefined && options.includeDeleted) {
-      const cached = this.workflowVersions.get(key(version));
-      if (cached) return cached;
-    }
-    let query = this.db.selectFrom('workflows').where('space', '=', space).where('name', '=', name);
-    if (!options.includeDeleted) query = query.where('deleted_at', 'is', null);
-    if (version === undefined || !options.includeDeleted) {
-      let find = query.select('version');
-      find =
-        version === undefined
-          ? find.orderBy('version', 'desc').limit(1)
-          : find.where('version', '=', version);
-      const found = await find.executeTakeFirst();
-      if (!found) return undefined;
-      const cached = this.workflowVersions.get(key(found.version));
-      if (cached) return cached;
-      query = query.where('version', '=', found.version);
-    } else query = query.where('version', '=', version);
-    const row = await query.selectAll().executeTakeFirst();
-    if (!row) return undefined;
-    const assets = await this.db
-      .selectFrom('workflow_assets')
-      .select(['path', 'digest', 'size'])
-      .where('space', '=', space)
-      .where('name', '=', name)
-      .where('version', '=', row.version)
-      .orderBy('path')
-      .execute();
-    const record = toWorkflow(row, assets);
-    this.workflowVersions.set(key(row.version), record);
-    if (this.workflowVersions.size > WORKFLOW_VERSIONS_KEPT) {
-      const oldest = this.workflowVersions.keys().next().value;
-      if (oldest !== undefined) this.workflowVersions.delete(oldest);
-    }
-    return record;
+    return this.workflows.getWorkflow(space, name, version, options);
   }
 
-  /** Every version of a live workflow, oldest first (empty when it does not exist or was deleted). */
-  async listWorkflowVersions(space: string, name: string): Promise<WorkflowRecord[]> {
-    const rows = await this.db
-      .selectFrom('workflows')
-      .selectAll()
-      .where('space', '=', space)
-      .where('name', '=', name)
-      .where('deleted_at', 'is', null)
-      .orderBy('version')
-      .execute();
-    if (rows.length === 0) return [];
-    const assets = await this.db
-      .selectFrom('workflow_assets')
-      .selectAll()
-      .where('space', '=', space)
-      .where('name', '=', name)
-      .orderBy('path')
-      .execute();
-    return rows.map((row) =>
-      toWorkflow(
-        row,
-        assets.filter((a) => a.version === row.version),
-      ),
-    );
+  listWorkflowVersions(space: string, name: string): Promise<WorkflowRecord[]> {
+    return this.workflows.listWorkflowVersions(space, name);
   }
 
-  /** The live workflows of one space with their latest version. */
-  async listWorkflows(space: string): Promise<WorkflowSummaryRecord[]> {
-    const rows = await this.db
-      .selectFrom('workflows as w')
-      .innerJoin(
-        (eb) =>
-          eb
-            .selectFrom('workflows')
-            .select(['name'])
-            .select((e) => e.fn.max<number>('version').as('latest'))
-            .where('space', '=', space)
-            .where('deleted_at', 'is', null)
-            .groupBy('name')
-            .as('m'),
-        (join) => join.onRef('m.name', '=', 'w.name').onRef('m.latest', '=', 'w.version'),
-      )
-      .select(['w.space', 'w.name', 'w.version', 'w.description', 'w.created_at', 'w.created_by'])
-      .where('w.space', '=', space)
-      .orderBy('w.name')
-      .execute();
-    return rows.map((r) => ({
-      space: r.space,
-      name: r.name,
-      latestVersion: r.version,
-      description: r.description,
-      updatedAt: r.created_at,
-      updatedBy: r.created_by,
-    }));
+  listWorkflows(space: string): Promise<WorkflowSummaryRecord[]> {
+    return this.workflows.listWorkflows(space);
   }
 
-  /** How many live workflows a space holds. */
-  async countWorkflows(space: string): Promise<number> {
-    const row = await this.db
-      .selectFrom('workflows')
-      .select((eb) => eb.fn.count<number>('name').distinct().as('n'))
-      .where('space', '=', space)
-      .where('deleted_at', 'is', null)
-      .executeTakeFirstOrThrow();
-    return Number(row.n);
+  countWorkflows(space: string): Promise<number> {
+    return this.workflows.countWorkflows(space);
   }
 
-  /**
-   * Marks every version of a live workflow deleted: it cannot be run or listed any more, and the rows stay
-   * for the jobs that ran them. Returns how many versions it deleted (0: no such live workflow).
-   */
-  async deleteWorkflow(space: string, name: string, by: string, time: number): Promise<number> {
-    const result = await this.db
-      .updateTable('workflows')
-      .set({ deleted_at: time, deleted_by: by })
-      .where('space', '=', space)
-      .where('name', '=', name)
-      .where('deleted_at', 'is', null)
-      .executeTakeFirst();
-    return Number(result.numUpdatedRows);
+  deleteWorkflow(space: string, name: string, by: string, time: number): Promise<number> {
+    return this.workflows.deleteWorkflow(space, name, by, time);
   }
 
-  /** Whether an asset with this digest belongs to the given workflow version. */
-  async workflowHasAsset(
+  workflowHasAsset(
     workflow: { space: string; name: string; version: number },
     digest: string,
   ): Promise<AssetRecord | undefined> {
-    return this.db
-      .selectFrom('workflow_assets')
-      .select(['path', 'digest', 'size'])
-      .where('space', '=', workflow.space)
-      .where('name', '=', workflow.name)
-      .where('version', '=', workflow.version)
-      .where('digest', '=', digest)
-      .executeTakeFirst();
+    return this.workflows.workflowHasAsset(workflow, digest);
   }
 
   // ---- jobs -------------------------------------------------------------------------------------------
@@ -1409,23 +1211,6 @@ export function openStore(config: StoreConfig, options: OpenStoreOptions = {}): 
 }
 
 // ---- row mapping ----------------------------------------------------------------------------------------
-
-function toWorkflow(row: Database['workflows'], assets: readonly AssetRecord[]): WorkflowRecord {
-  return {
-    space: row.space,
-    name: row.name,
-    version: row.version,
-    source: row.source,
-    format: row.format,
-    digest: row.digest,
-    description: row.description,
-    params: JSON.parse(row.params_json) as ParamDefinitionRecord[],
-    steps: JSON.parse(row.steps_json) as WorkflowRecord['steps'],
-    assets: assets.map((a) => ({ path: a.path, digest: a.digest, size: a.size })),
-    createdBy: row.created_by,
-    createdAt: row.created_at,
-  };
-}
 
 function toJob(row: JobsTable): JobRecord {
   return {
