@@ -13,33 +13,28 @@
  *   server's live listeners also hear what other servers applied. SQLite serves one server only.
  */
 import { randomUUID } from 'node:crypto';
-import type { Kysely, Transaction } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { StoreConfig } from '../config/index.js';
-import {
-  canStartNewAttempt,
-  canTransition,
-  isTerminal,
-  terminalJobStates,
-  type ErrorInfo,
-  type ExecutorIdentity,
-  type Heartbeat,
-  type JobEvent,
-  type JobState,
-  type ParamValue,
-  type StepState,
-} from '../protocol/index.js';
-import { ChangeListener, ChangeNotifier, changeChannelFor, type ChangeListenerOptions } from './changes.js';
-import { connect, type Connection, type ConnectOptions } from './connection.js';
-import { isUniqueViolation, type Clock, type Db, type Executor, type StoreContext } from './context.js';
-import { migrateToLatest, type StoreDialect } from './migrations/index.js';
-import type { WalFlusher } from './sqlite-durable.js';
-import type { Database, JobsTable } from './schema.js';
+import type { Heartbeat, JobEvent, JobState } from '../protocol/index.js';
 import { AgentStore, type AgentRecord } from './agents.js';
+import { AttemptStore, type RetryPlan, type RetryResult } from './attempts.js';
 import { AuditStore, type AuditRecord, type ListAuditFilter, type NewAuditRecord } from './audit.js';
-import { ResultStore, type ResultRecord, type ResultUpload } from './results.js';
+import { ChangeListener, ChangeNotifier, changeChannelFor, type ChangeListenerOptions } from './changes.js';
+import { ClaimStore, type ClaimResult } from './claims.js';
+import { connect, type Connection, type ConnectOptions } from './connection.js';
+import type { Clock, Db, Executor, StoreContext } from './context.js';
+import { EventStore, type AppliedEvent } from './events.js';
+import type { AttemptRecord, JobDetailRecord, JobRecord, StepRecord } from './job-records.js';
+import { JobStore, type ListJobsFilter, type NewJob } from './jobs.js';
 import { LoginFailureStore } from './login-failures.js';
+import { migrateToLatest, type StoreDialect } from './migrations/index.js';
+import { ResultStore, type ResultRecord, type ResultUpload } from './results.js';
 import { SpaceStore } from './spaces.js';
+import type { WalFlusher } from './sqlite-durable.js';
+import { SweepStore } from './sweeps.js';
 import { TokenStore, type FoundToken, type TokenRecord } from './tokens.js';
+import type { JobPatch, TransitionOptions, TransitionResult } from './transitions.js';
+import { UserStore, type UserChange, type UserChangeOutcome, type UserRecord } from './users.js';
 import {
   WorkflowStore,
   type AssetRecord,
@@ -47,12 +42,18 @@ import {
   type WorkflowRecord,
   type WorkflowSummaryRecord,
 } from './workflows.js';
-import { UserStore, type UserChange, type UserChangeOutcome, type UserRecord } from './users.js';
 
 export type { AgentRecord } from './agents.js';
+export type { RetryPlan, RetryResult } from './attempts.js';
 export type { AuditRecord, ListAuditFilter, NewAuditRecord } from './audit.js';
+export type { ClaimResult } from './claims.js';
+export type { Clock, Executor } from './context.js';
+export type { AppliedEvent } from './events.js';
+export type { AttemptRecord, JobDetailRecord, JobRecord, StepRecord } from './job-records.js';
+export type { ListJobsFilter, NewJob } from './jobs.js';
 export type { ResultRecord, ResultUpload } from './results.js';
 export type { FoundToken, TokenRecord } from './tokens.js';
+export type { JobPatch, TransitionOptions, TransitionResult } from './transitions.js';
 export type {
   AssetRecord,
   NewWorkflowVersion,
@@ -77,164 +78,6 @@ export interface OpenStoreOptions extends ConnectOptions {
   migrateUntil?: string;
 }
 
-export interface JobRecord {
-  id: string;
-  user: string;
-  workflow: { space: string; name: string; version: number; digest: string };
-  params: Record<string, ParamValue>;
-  labels: string[];
-  state: JobState;
-  attempt: number;
-  agentId: string | null;
-  executor: ExecutorIdentity | null;
-  error: ErrorInfo | null;
-  timeoutMs: number | null;
-  jobTokenHash: string;
-  loadDeadline: number | null;
-  /** When the bus confirmed the current attempt's offer; null while unpublished. */
-  offerPublishedAt: number | null;
-  cancelRequested: boolean;
-  createdAt: number;
-  startedAt: number | null;
-  finishedAt: number | null;
-  updatedAt: number;
-  /** The job's own retry budget; null when the server's policy applies. */
-  retries: number | null;
-  /** The agent holding the current attempt's claim (see `claimAttempt`); null until its first fetch. */
-  claimedBy: string | null;
-}
-
-/** One attempt of a job: a run on one agent. Attempt numbers start at 1; a retry adds the next. */
-export interface AttemptRecord {
-  jobId: string;
-  attempt: number;
-  /** The job's state while this is its current attempt; afterwards how the attempt ended. */
-  state: JobState;
-  agentId: string | null;
-  offeredAt: number;
-  startedAt: number | null;
-  finishedAt: number | null;
-  error: ErrorInfo | null;
-}
-
-/** What a retry ends and what it begins (see `Store.retryJob`). */
-export interface RetryPlan {
-  /** The attempt being ended; the retry happens only while it is still the job's current attempt. */
-  attempt: number;
-  /** How the old attempt ended: `lost` (agent silent) or `failed` (executor crashed). */
-  endState: 'lost' | 'failed';
-  error: ErrorInfo;
-  /** The new attempt's job token (hash): the old attempt's token stops working at once. */
-  jobTokenHash: string;
-  loadDeadline: number;
-  now?: number;
-}
-
-export interface NewJob {
-  id: string;
-  user: string;
-  workflow: { space: string; name: string; version: number; digest: string };
-  params: Record<string, ParamValue>;
-  labels: string[];
-  timeoutMs: number | null;
-  jobTokenHash: string;
-  createdAt: number;
-  /** Steps known from the workflow, recorded `pending` so a job's detail lists them from the start. */
-  steps: { id: string; kind: string }[];
-  /** The job's own retry budget. Default: none (the server's policy). */
-  retries?: number | null;
-  /**
-   * When the job expires if no executor loaded it. Stored with the job so any server's sweeper can end it,
-   * even one whose submitting server died before publishing the offer. Default none.
-   */
-  loadDeadline?: number | null;
-  /** The client's idempotency key (unique per user). Default none. */
-  submitKey?: string | null;
-  /**
-   * Record the job straight as `offered` (the server is about to publish its offer): one commit instead of
-   * an insert and a `queued → offered` transition. Default: `queued`.
-   */
-  offered?: boolean;
-}
-
-/** A job with its steps and attempts, all read from one snapshot of the database (`Store.getJobDetail`). */
-export interface JobDetailRecord {
-  job: JobRecord;
-  /** In workflow order. */
-  steps: StepRecord[];
-  /** Oldest first. */
-  attempts: AttemptRecord[];
-}
-
-export interface StepRecord {
-  jobId: string;
-  id: string;
-  kind: string;
-  state: StepState;
-  startedAt: number | null;
-  finishedAt: number | null;
-  durationMs: number | null;
-  rows: number | null;
-  progress: number | null;
-  message: string | null;
-}
-
-/** Fields a transition may set along with the new state. */
-export interface JobPatch {
-  agentId?: string | null;
-  /** A new job token's hash (the old token stops working). */
-  jobTokenHash?: string;
-  executor?: ExecutorIdentity | null;
-  error?: ErrorInfo | null;
-  loadDeadline?: number | null;
-  startedAt?: number | null;
-  finishedAt?: number | null;
-  cancelRequested?: boolean;
-  /** Gives up the attempt's claim (null): its agent handed the offer back before loading it. */
-  claimedBy?: null;
-}
-
-export type TransitionResult =
-  | { ok: true; job: JobRecord }
-  /** `job` is the current record (null when the job does not exist). */
-  | { ok: false; job: JobRecord | null };
-
-/**
- * What `Store.retryJob` did. On success `steps` are the job's steps as the retry left them (all `pending`),
- * read in the same transaction as `job`.
- */
-export type RetryResult =
-  { ok: true; job: JobRecord; steps: StepRecord[] } | { ok: false; job: JobRecord | null };
-
-export interface AppliedEvent {
-  /** False when (jobId, attempt, seq) was seen before: nothing changed. */
-  applied: boolean;
-  /** The job after the event, when the event changed it. */
-  job?: JobRecord;
-  /** The step after the event, for step events. */
-  step?: StepRecord;
-  /**
-   * Set when the event was recorded as seen but not applied because another agent holds the attempt's
-   * claim: the agent holding it.
-   */
-  claimedBy?: string;
-}
-
-/** What `claimAttempt` found: the claim is the caller's (new or already), or another agent's. */
-export type ClaimResult =
-  | { ok: true }
-  /** `job` is the current record (null when the job does not exist any more). */
-  | { ok: false; job: JobRecord | null };
-
-export interface ListJobsFilter {
-  user?: string;
-  state?: JobState;
-  workflow?: string;
-  /** Only jobs with an id before this one (ids sort by creation time). */
-  before?: string;
-  limit: number;
-}
-
 export class Store {
   /** Identifies this open store among the servers sharing one database (its notices carry it). */
   readonly instanceId: string;
@@ -253,6 +96,11 @@ export class Store {
   private readonly audit: AuditStore;
   private readonly agents: AgentStore;
   private readonly workflows: WorkflowStore;
+  private readonly jobs: JobStore;
+  private readonly attempts: AttemptStore;
+  private readonly claims: ClaimStore;
+  private readonly sweeps: SweepStore;
+  private readonly events: EventStore;
 
   private constructor(
     connection: Connection,
@@ -274,6 +122,11 @@ export class Store {
     this.audit = new AuditStore(this.ctx);
     this.agents = new AgentStore(this.ctx);
     this.workflows = new WorkflowStore(this.ctx);
+    this.jobs = new JobStore(this.ctx);
+    this.attempts = new AttemptStore(this.ctx);
+    this.claims = new ClaimStore(this.ctx);
+    this.sweeps = new SweepStore(this.ctx);
+    this.events = new EventStore(this.ctx);
   }
 
   /** Opens the database and applies pending migrations. */
@@ -364,18 +217,6 @@ export class Store {
     return this.users.changeUser(name, change);
   }
 
-  /** Ids of `user`'s jobs that have not ended (queued, offered, loading, running), oldest first. */
-  async listLiveJobIds(user: string): Promise<string[]> {
-    const rows = await this.db
-      .selectFrom('jobs')
-      .select('id')
-      .where('user_name', '=', user)
-      .where('state', 'not in', [...terminalJobStates])
-      .orderBy('id')
-      .execute();
-    return rows.map((row) => row.id);
-  }
-
   recordLoginFailure(keys: readonly string[], time: number, forgetBefore: number): Promise<void> {
     return this.loginFailures.recordLoginFailure(keys, time, forgetBefore);
   }
@@ -459,716 +300,121 @@ export class Store {
     return this.workflows.workflowHasAsset(workflow, digest);
   }
 
-  // ---- jobs -------------------------------------------------------------------------------------------
+  // ---- jobs, attempts, claims and sweeps (jobs.ts, transitions.ts, attempts.ts, claims.ts, sweeps.ts) ---
 
-  /**
-   * Stores a new job. With a `submitKey` the user already used, nothing is inserted and the job created with
-   * that key is returned with `created: false` (two servers racing on one key: the unique index decides).
-   */
-  async insertJob(job: NewJob): Promise<JobRecord> {
-    return (await this.insertJobOnce(job)).job;
+  /** Stores a new job, or finds the one stored with its `submitKey` (`created: false`). */
+  insertJobOnce(job: NewJob): Promise<{ job: JobRecord; created: boolean }> {
+    return this.jobs.insertJobOnce(job);
   }
 
-  async insertJobOnce(job: NewJob): Promise<{ job: JobRecord; created: boolean }> {
-    if (job.submitKey) {
-      const existing = await this.findJobBySubmitKey(job.user, job.submitKey);
-      if (existing) return { job: existing, created: false };
-    }
-    try {
-      await this.insertJobRows(job);
-    } catch (error) {
-      if (job.submitKey && isUniqueViolation(error)) {
-        const existing = await this.findJobBySubmitKey(job.user, job.submitKey);
-        if (existing) return { job: existing, created: false };
-      }
-      throw error;
-    }
-    const created = await this.getJob(job.id);
-    if (!created) throw new Error(`job ${job.id} vanished after insert`);
-    return { job: created, created: true };
+  getJob(id: string, executor?: Executor): Promise<JobRecord | undefined> {
+    return this.jobs.getJob(id, executor);
   }
 
-  private async findJobBySubmitKey(user: string, key: string): Promise<JobRecord | undefined> {
-    const row = await this.db
-      .selectFrom('jobs')
-      .selectAll()
-      .where('user_name', '=', user)
-      .where('submit_key', '=', key)
-      .executeTakeFirst();
-    return row && toJob(row);
+  listJobs(filter: ListJobsFilter): Promise<JobRecord[]> {
+    return this.jobs.listJobs(filter);
   }
 
-  private async insertJobRows(job: NewJob): Promise<void> {
-    await this.db.transaction().execute(async (trx) => {
-      await trx
-        .insertInto('jobs')
-        .values({
-          id: job.id,
-          user_name: job.user,
-          workflow_space: job.workflow.space,
-          workflow_name: job.workflow.name,
-          workflow_version: job.workflow.version,
-          workflow_digest: job.workflow.digest,
-          params_json: JSON.stringify(job.params),
-          labels_json: JSON.stringify(job.labels),
-          state: job.offered ? 'offered' : 'queued',
-          attempt: 1,
-          agent_id: null,
-          executor_json: null,
-          error_code: null,
-          error_message: null,
-          timeout_ms: job.timeoutMs,
-          job_token_hash: job.jobTokenHash,
-          load_deadline: job.loadDeadline ?? null,
-          cancel_requested: 0,
-          created_at: job.createdAt,
-          started_at: null,
-          finished_at: null,
-          updated_at: job.createdAt,
-          retries: job.retries ?? null,
-          submit_key: job.submitKey ?? null,
-          offer_published_at: null,
-        })
-        .execute();
-      await this.beginAttempt(trx, job.id, 1, job.offered ? 'offered' : 'queued', job.createdAt);
-      if (job.steps.length > 0) {
-        await trx
-          .insertInto('job_steps')
-          .values(
-            job.steps.map((step, position) => ({
-              job_id: job.id,
-              step_id: step.id,
-              kind: step.kind,
-              position,
-              state: 'pending',
-              started_at: null,
-              finished_at: null,
-              duration_ms: null,
-              rows: null,
-              progress: null,
-              message: null,
-            })),
-          )
-          .execute();
-      }
-    });
+  /** Ids of `user`'s jobs that have not ended (queued, offered, loading, running), oldest first. */
+  listLiveJobIds(user: string): Promise<string[]> {
+    return this.jobs.listLiveJobIds(user);
   }
 
-  async getJob(id: string, executor: Executor = this.db): Promise<JobRecord | undefined> {
-    const row = await executor.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
-    return row && toJob(row);
-  }
-
-  /**
-   * Reads a job inside a transaction and, on PostgreSQL, locks its row until the transaction ends: another
-   * server's transition or event for the same job waits here instead of working from a stale read. SQLite
-   * needs no row lock: its transactions are serialized by the database lock.
-   */
-  private async lockJob(trx: Transaction<Database>, id: string): Promise<JobRecord | undefined> {
-    const row = await this.lockJobRow(trx, id);
-    return row && toJob(row);
-  }
-
-  private async lockJobRow(trx: Transaction<Database>, id: string): Promise<JobsTable | undefined> {
-    let query = trx.selectFrom('jobs').selectAll().where('id', '=', id);
-    if (this.dialect === 'postgres') query = query.forUpdate();
-    return query.executeTakeFirst();
-  }
-
-  private async notifyChange(trx: Transaction<Database>, jobId: string, stepId?: string): Promise<void> {
-    await this.ctx.changes.notify(trx, jobId, stepId);
-  }
-
-  async listJobs(filter: ListJobsFilter): Promise<JobRecord[]> {
-    let query = this.db.selectFrom('jobs').selectAll();
-    if (filter.user !== undefined) query = query.where('user_name', '=', filter.user);
-    if (filter.state !== undefined) query = query.where('state', '=', filter.state);
-    if (filter.workflow !== undefined) query = query.where('workflow_name', '=', filter.workflow);
-    if (filter.before !== undefined) query = query.where('id', '<', filter.before);
-    const rows = await query.orderBy('id', 'desc').limit(filter.limit).execute();
-    return rows.map(toJob);
-  }
-
-  /**
-   * Moves a job to `to` if the state machine allows it from the state it is in now (and, when `from` is
-   * given, only from one of those states). Returns the updated job, or `ok: false` with the current one.
-   */
-  async transitionJob(
+  /** The one way a job's state changes (see `transitions.ts`); `ok: false` with the current job if not. */
+  transitionJob(
     id: string,
     to: JobState,
     patch: JobPatch = {},
-    options: { from?: readonly JobState[]; attempt?: number; now?: number } = {},
+    options: TransitionOptions = {},
   ): Promise<TransitionResult> {
-    return this.db.transaction().execute((trx) => this.transitionIn(trx, id, to, patch, options));
-  }
-
-  /**
-   * `locked`: the job's row as this transaction already read (and locked) it, which saves reading it again.
-   * The updated job is that row with the new values: the row lock (or SQLite's database lock) means nobody
-   * else changed it in between.
-   */
-  private async transitionIn(
-    trx: Transaction<Database>,
-    id: string,
-    to: JobState,
-    patch: JobPatch,
-    options: { from?: readonly JobState[]; attempt?: number; now?: number },
-    locked?: JobsTable,
-  ): Promise<TransitionResult> {
-    const row = locked ?? (await this.lockJobRow(trx, id));
-    if (!row) return { ok: false, job: null };
-    const current = toJob(row);
-    if (options.from && !options.from.includes(current.state)) return { ok: false, job: current };
-    if (options.attempt !== undefined && options.attempt !== current.attempt)
-      return { ok: false, job: current };
-    if (!canTransition(current.state, to)) return { ok: false, job: current };
-    const now = options.now ?? Date.now();
-    const values: Partial<JobsTable> = { state: to, updated_at: now };
-    if (patch.agentId !== undefined) values.agent_id = patch.agentId;
-    if (patch.executor !== undefined)
-      values.executor_json = patch.executor === null ? null : JSON.stringify(patch.executor);
-    if (patch.error !== undefined) {
-      values.error_code = patch.error?.code ?? null;
-      values.error_message = patch.error?.message ?? null;
-    }
-    if (patch.loadDeadline !== undefined) values.load_deadline = patch.loadDeadline;
-    if (patch.jobTokenHash !== undefined) values.job_token_hash = patch.jobTokenHash;
-    if (patch.startedAt !== undefined) values.started_at = patch.startedAt;
-    if (patch.finishedAt !== undefined) values.finished_at = patch.finishedAt;
-    else if (isTerminal(to)) values.finished_at = now;
-    if (patch.cancelRequested !== undefined) values.cancel_requested = patch.cancelRequested ? 1 : 0;
-    if (patch.claimedBy !== undefined) values.claimed_by = patch.claimedBy;
-    // Optimistic: the row must still be in the state we read (another server may have moved it).
-    const result = await trx
-      .updateTable('jobs')
-      .set(values)
-      .where('id', '=', id)
-      .where('state', '=', current.state)
-      .executeTakeFirst();
-    if (Number(result.numUpdatedRows) !== 1) return { ok: false, job: (await this.getJob(id, trx)) ?? null };
-    await this.recordAttemptState(trx, current.attempt, id, to, patch, now);
-    await this.notifyChange(trx, id);
-    return { ok: true, job: toJob({ ...row, ...values }) };
-  }
-
-  /** Records a new attempt of a job, not yet taken by any agent. */
-  private async beginAttempt(
-    trx: Transaction<Database>,
-    jobId: string,
-    attempt: number,
-    state: JobState,
-    offeredAt: number,
-  ): Promise<void> {
-    await trx
-      .insertInto('job_attempts')
-      .values({
-        job_id: jobId,
-        attempt,
-        state,
-        agent_id: null,
-        offered_at: offeredAt,
-        started_at: null,
-        finished_at: null,
-        error_code: null,
-        error_message: null,
-      })
-      .execute();
-  }
-
-  /** Mirrors a transition of the job onto its current attempt's row. */
-  private async recordAttemptState(
-    trx: Transaction<Database>,
-    attempt: number,
-    id: string,
-    to: JobState,
-    patch: JobPatch,
-    now: number,
-  ): Promise<void> {
-    const values: Partial<Database['job_attempts']> = { state: to };
-    if (patch.agentId !== undefined) values.agent_id = patch.agentId;
-    if (patch.error !== undefined) {
-      values.error_code = patch.error?.code ?? null;
-      values.error_message = patch.error?.message ?? null;
-    }
-    if (isTerminal(to)) values.finished_at = patch.finishedAt ?? now;
-    await trx
-      .updateTable('job_attempts')
-      .set(values)
-      .where('job_id', '=', id)
-      .where('attempt', '=', attempt)
-      .execute();
-    if (to === 'running') {
-      // The attempt's own start (the job's startedAt is its first attempt's).
-      await trx
-        .updateTable('job_attempts')
-        .set({ started_at: patch.startedAt ?? now })
-        .where('job_id', '=', id)
-        .where('attempt', '=', attempt)
-        .where('started_at', 'is', null)
-        .execute();
-    }
-  }
-
-  /**
-   * Ends the job's current attempt (`plan.endState`, with its error) and begins the next one in one
-   * transaction: attempt + 1 in state `offered`, a new job token, no agent, executor or error, and every step
-   * back to `pending`. Happens only while `plan.attempt` is still current and the job has not ended (see
-   * `canStartNewAttempt`), so two servers (or a duplicate event) cannot both retry one attempt. The caller
-   * publishes the new attempt's offer after this commits.
-   */
-  async retryJob(id: string, plan: RetryPlan): Promise<RetryResult> {
-    const now = plan.now ?? Date.now();
-    return this.db.transaction().execute(async (trx) => {
-      const current = await this.lockJob(trx, id);
-      if (!current) return { ok: false, job: null };
-      if (current.attempt !== plan.attempt || !canStartNewAttempt(current.state))
-        return { ok: false, job: current };
-      const next = current.attempt + 1;
-      const moved = await trx
-        .updateTable('jobs')
-        .set({
-          state: 'offered',
-          attempt: next,
-          agent_id: null,
-          executor_json: null,
-          error_code: null,
-          error_message: null,
-          job_token_hash: plan.jobTokenHash,
-          load_deadline: plan.loadDeadline,
-          offer_published_at: null,
-          cancel_requested: 0,
-          claimed_by: null,
-          finished_at: null,
-          updated_at: now,
-        })
-        .where('id', '=', id)
-        .where('attempt', '=', current.attempt)
-        .where('state', '=', current.state)
-        .executeTakeFirst();
-      if (Number(moved.numUpdatedRows) !== 1) return { ok: false, job: (await this.getJob(id, trx)) ?? null };
-      // A job already `lost` keeps the end recorded when it was lost.
-      await trx
-        .updateTable('job_attempts')
-        .set({
-          state: plan.endState,
-          error_code: plan.error.code,
-          error_message: plan.error.message,
-          finished_at: current.state === 'lost' ? (current.finishedAt ?? now) : now,
-        })
-        .where('job_id', '=', id)
-        .where('attempt', '=', current.attempt)
-        .execute();
-      await this.beginAttempt(trx, id, next, 'offered', now);
-      await trx
-        .updateTable('job_steps')
-        .set({
-          state: 'pending',
-          started_at: null,
-          finished_at: null,
-          duration_ms: null,
-          rows: null,
-          progress: null,
-          message: null,
-        })
-        .where('job_id', '=', id)
-        .execute();
-      await this.notifyChange(trx, id);
-      return { ok: true, job: (await this.getJob(id, trx))!, steps: await this.listSteps(id, trx) };
-    });
-  }
-
-  /** A job's attempts, oldest first. */
-  async listAttempts(jobId: string, executor: Executor = this.db): Promise<AttemptRecord[]> {
-    const rows = await executor
-      .selectFrom('job_attempts')
-      .selectAll()
-      .where('job_id', '=', jobId)
-      .orderBy('attempt')
-      .execute();
-    return rows.map(toAttempt);
+    return this.jobs.transitionJob(id, to, patch, options);
   }
 
   /** Marks a loading/running job as cancel-requested; the agent's final event ends it. */
-  async requestCancel(id: string, now = Date.now()): Promise<JobRecord | undefined> {
-    return this.db.transaction().execute(async (trx) => {
-      const result = await trx
-        .updateTable('jobs')
-        .set({ cancel_requested: 1, updated_at: now })
-        .where('id', '=', id)
-        .where('state', 'in', ['loading', 'running'])
-        .executeTakeFirst();
-      if (Number(result.numUpdatedRows) === 1) await this.notifyChange(trx, id);
-      return this.getJob(id, trx);
-    });
-  }
-
-  /**
-   * Grants the job's attempt `attempt` to `agentId`, atomically across servers: one conditional UPDATE that
-   * succeeds only while the attempt is current, its token is the one presented, and nobody else holds its
-   * claim. The first agent to claim gets it; the same agent claiming again (its executor retried the fetch,
-   * or the broker redelivered the offer to it) is fine; any other agent is refused and told who holds it.
-   * The claim also makes its agent the job's agent: another agent's `loading` may have been recorded first,
-   * and a cancel must reach the agent that loads the job.
-   */
-  async claimAttempt(
-    id: string,
-    attempt: number,
-    jobTokenHash: string,
-    agentId: string,
-    now = Date.now(),
-  ): Promise<ClaimResult> {
-    const result = await this.db
-      .updateTable('jobs')
-      .set({ claimed_by: agentId, agent_id: agentId, updated_at: now })
-      .where('id', '=', id)
-      .where('attempt', '=', attempt)
-      .where('job_token_hash', '=', jobTokenHash)
-      .where('claimed_by', 'is', null)
-      .executeTakeFirst();
-    if (Number(result.numUpdatedRows) === 1) return { ok: true };
-    const job = (await this.getJob(id)) ?? null;
-    const same = job?.attempt === attempt && job.jobTokenHash === jobTokenHash && job.claimedBy === agentId;
-    return same ? { ok: true } : { ok: false, job };
-  }
-
-  /**
-   * Clears the claim of `agentId` on the job's attempt `attempt` while nothing of it ran (`offered` or
-   * `loading`), with the same token check as `claimAttempt`. Returns whether a claim was released; a claim
-   * held by another agent, an attempt that moved on, or a job that started are left alone.
-   */
-  async releaseClaim(
-    id: string,
-    attempt: number,
-    jobTokenHash: string,
-    agentId: string,
-    now = Date.now(),
-  ): Promise<boolean> {
-    // Nothing a job's reader sees changes (the job keeps its agent until the next one claims it).
-    const result = await this.db
-      .updateTable('jobs')
-      .set({ claimed_by: null, updated_at: now })
-      .where('id', '=', id)
-      .where('attempt', '=', attempt)
-      .where('job_token_hash', '=', jobTokenHash)
-      .where('claimed_by', '=', agentId)
-      .where('state', 'in', ['offered', 'loading'])
-      .executeTakeFirst();
-    return Number(result.numUpdatedRows) === 1;
-  }
-
-  /**
-   * Jobs waiting for an executor whose load deadline has passed, including `queued` ones: a server that died
-   * between storing a job and publishing its offer leaves it queued, and another server must end it.
-   */
-  async listJobsPastLoadDeadline(now: number, limit = 500): Promise<JobRecord[]> {
-    const rows = await this.db
-      .selectFrom('jobs')
-      .selectAll()
-      .where('state', 'in', ['queued', 'offered', 'loading'])
-      .where('load_deadline', 'is not', null)
-      .where('load_deadline', '<', now)
-      .orderBy('load_deadline')
-      .limit(limit)
-      .execute();
-    return rows.map(toJob);
+  requestCancel(id: string, now?: number): Promise<JobRecord | undefined> {
+    return this.jobs.requestCancel(id, now);
   }
 
   /** Records that the bus confirmed the offer of this attempt. */
-  async markOfferPublished(id: string, attempt: number, now = Date.now()): Promise<void> {
-    await this.db
-      .updateTable('jobs')
-      .set({ offer_published_at: now })
-      .where('id', '=', id)
-      .where('attempt', '=', attempt)
-      .where('offer_published_at', 'is', null)
-      .execute();
+  markOfferPublished(id: string, attempt: number, now?: number): Promise<void> {
+    return this.jobs.markOfferPublished(id, attempt, now);
   }
 
-  /** `offered` jobs whose offer was never confirmed published, unchanged since `updatedBefore`. */
-  async listUnpublishedOffers(updatedBefore: number, limit = 500): Promise<JobRecord[]> {
-    const rows = await this.db
-      .selectFrom('jobs')
-      .selectAll()
-      .where('state', '=', 'offered')
-      .where('offer_published_at', 'is', null)
-      .where('updated_at', '<', updatedBefore)
-      .orderBy('updated_at')
-      .limit(limit)
-      .execute();
-    return rows.map(toJob);
+  /** A job with its steps and attempts as of one snapshot. */
+  getJobDetail(id: string): Promise<JobDetailRecord | undefined> {
+    return this.jobs.getJobDetail(id);
   }
 
-  /**
-   * Makes an unpublished `offered` job a new attempt with a new token: its first offer may have been
-   * published after all, and must then fail to load (old token) and have its events ignored (old attempt)
-   * rather than run the job a second time unseen. Only if the job is still as read (offered, that attempt,
-   * unpublished): one of several servers doing this at once wins. Returns the job, or undefined.
-   */
-  async reofferAsNewAttempt(
+  listSteps(jobId: string, executor?: Executor): Promise<StepRecord[]> {
+    return this.jobs.listSteps(jobId, executor);
+  }
+
+  /** Ends the current attempt and begins the next (see `AttemptStore.retryJob`). */
+  retryJob(id: string, plan: RetryPlan): Promise<RetryResult> {
+    return this.attempts.retryJob(id, plan);
+  }
+
+  listAttempts(jobId: string, executor?: Executor): Promise<AttemptRecord[]> {
+    return this.attempts.listAttempts(jobId, executor);
+  }
+
+  /** Offers an unpublished job again as a new attempt (see `AttemptStore.reofferAsNewAttempt`). */
+  reofferAsNewAttempt(
     id: string,
     fromAttempt: number,
     jobTokenHash: string,
-    now = Date.now(),
+    now?: number,
   ): Promise<JobRecord | undefined> {
-    return this.db.transaction().execute(async (trx) => {
-      const job = await this.lockJob(trx, id);
-      if (!job || job.state !== 'offered' || job.attempt !== fromAttempt || job.offerPublishedAt !== null)
-        return undefined;
-      await trx
-        .updateTable('jobs')
-        .set({
-          attempt: fromAttempt + 1,
-          job_token_hash: jobTokenHash,
-          agent_id: null,
-          executor_json: null,
-          claimed_by: null,
-          updated_at: now,
-        })
-        .where('id', '=', id)
-        .execute();
-      // The attempt whose offer may never have gone out ends here; the new one starts offered.
-      await trx
-        .updateTable('job_attempts')
-        .set({
-          state: 'lost',
-          error_code: 'STEWARD_UNAVAILABLE',
-          error_message:
-            "the bus never confirmed this attempt's offer (its server may have died); offered again as a new attempt",
-          finished_at: now,
-        })
-        .where('job_id', '=', id)
-        .where('attempt', '=', fromAttempt)
-        .execute();
-      await this.beginAttempt(trx, id, fromAttempt + 1, 'offered', now);
-      await this.notifyChange(trx, id);
-      return this.getJob(id, trx);
-    });
+    return this.attempts.reofferAsNewAttempt(id, fromAttempt, jobTokenHash, now);
   }
 
-  /** Jobs still `queued` that were created before `createdBefore` (left behind by a server that died). */
-  async listQueuedJobsCreatedBefore(createdBefore: number, limit = 500): Promise<JobRecord[]> {
-    const rows = await this.db
-      .selectFrom('jobs')
-      .selectAll()
-      .where('state', '=', 'queued')
-      .where('created_at', '<', createdBefore)
-      .orderBy('created_at')
-      .limit(limit)
-      .execute();
-    return rows.map(toJob);
+  /** Grants the attempt to `agentId` unless another agent holds it (see `ClaimStore.claimAttempt`). */
+  claimAttempt(
+    id: string,
+    attempt: number,
+    jobTokenHash: string,
+    agentId: string,
+    now?: number,
+  ): Promise<ClaimResult> {
+    return this.claims.claimAttempt(id, attempt, jobTokenHash, agentId, now);
   }
 
-  /**
-   * Jobs whose agent's last heartbeat is older than `lastSeenBefore` (or that never sent one): the candidates
-   * for `lost` or a retry. Running jobs count by the agent that reported them running; loading jobs only
-   * once an agent claimed them (by the claim's agent): the bus would hand their offer to another agent by
-   * itself, but that agent's fetch is refused while the claim stands, so nothing else would ever run them.
-   * Loading jobs nobody claimed are left to the bus.
-   *
-   * A job changed since `lastSeenBefore` is not a candidate either: its claim or its last event is a sign of
-   * its agent's life as good as a heartbeat. A new agent's executor can claim a job before the server has
-   * applied that agent's first heartbeat; without this, a sweep in between would retry the job it just
-   * started loading.
-   */
-  async listRunningJobsOfSilentAgents(lastSeenBefore: number, limit = 500): Promise<JobRecord[]> {
-    const rows = await this.db
-      .selectFrom('jobs')
-      .selectAll()
-      .where('updated_at', '<', lastSeenBefore)
-      .where((eb) => {
-        const live = eb.selectFrom('agents').select('id').where('last_seen', '>=', lastSeenBefore);
-        return eb.or([
-          eb.and([
-            eb('state', '=', 'running'),
-            eb('agent_id', 'is not', null),
-            eb.not(eb('agent_id', 'in', live)),
-          ]),
-          // Claimed and not started: `loading`, or still `offered` when the agent died before its
-          // `loading` event reached a server.
-          eb.and([
-            eb('state', 'in', ['loading', 'offered']),
-            eb('claimed_by', 'is not', null),
-            eb.not(eb('claimed_by', 'in', live)),
-          ]),
-        ]);
-      })
-      .orderBy('id')
-      .limit(limit)
-      .execute();
-    return rows.map(toJob);
+  releaseClaim(
+    id: string,
+    attempt: number,
+    jobTokenHash: string,
+    agentId: string,
+    now?: number,
+  ): Promise<boolean> {
+    return this.claims.releaseClaim(id, attempt, jobTokenHash, agentId, now);
   }
 
-  /**
-   * A job with its steps and attempts as of one moment. Read separately, the job row and its steps can come
-   * from different commits (PostgreSQL's READ COMMITTED takes a new snapshot per statement; an event batch
-   * commits steps and job together), so a reader could see a step `succeeded` under a job still `loading`.
-   * Here the three reads share one transaction: REPEATABLE READ and read-only on PostgreSQL (one snapshot
-   * for the whole transaction, taken at its first read); on SQLite a transaction holds the one connection,
-   * so no write can commit between the reads.
-   */
-  async getJobDetail(id: string): Promise<JobDetailRecord | undefined> {
-    let transaction = this.db.transaction();
-    if (this.dialect === 'postgres')
-      transaction = transaction.setIsolationLevel('repeatable read').setAccessMode('read only');
-    return transaction.execute(async (trx) => {
-      const job = await this.getJob(id, trx);
-      if (!job) return undefined;
-      return { job, steps: await this.listSteps(id, trx), attempts: await this.listAttempts(id, trx) };
-    });
+  listJobsPastLoadDeadline(now: number, limit?: number): Promise<JobRecord[]> {
+    return this.sweeps.listJobsPastLoadDeadline(now, limit);
   }
 
-  async listSteps(jobId: string, executor: Executor = this.db): Promise<StepRecord[]> {
-    const rows = await executor
-      .selectFrom('job_steps')
-      .selectAll()
-      .where('job_id', '=', jobId)
-      .orderBy('position')
-      .orderBy('step_id')
-      .execute();
-    return rows.map(toStep);
+  listUnpublishedOffers(updatedBefore: number, limit?: number): Promise<JobRecord[]> {
+    return this.sweeps.listUnpublishedOffers(updatedBefore, limit);
   }
 
-  /**
-   * Applies an agent event exactly once per (jobId, attempt, seq). State events move the job when the state
-   * machine allows it (late or reordered events that cannot apply are recorded and skipped); events of an
-   * older attempt only count as seen. Step events upsert the step row.
-   */
-  async applyEvent(event: JobEvent, now = Date.now()): Promise<AppliedEvent> {
-    return this.db.transaction().execute((trx) => this.applyEventIn(trx, event, now));
+  listQueuedJobsCreatedBefore(createdBefore: number, limit?: number): Promise<JobRecord[]> {
+    return this.sweeps.listQueuedJobsCreatedBefore(createdBefore, limit);
   }
 
-  /**
-   * Applies several events in one transaction, in the given order (a group commit: one fsync for all).
-   * Each event is applied exactly as `applyEvent` would; all of them are durable when this resolves, and
-   * none is if it rejects.
-   */
-  async applyEvents(events: readonly JobEvent[], now = Date.now()): Promise<AppliedEvent[]> {
-    if (events.length === 0) return [];
-    return this.db.transaction().execute(async (trx) => {
-      const results: AppliedEvent[] = [];
-      for (const event of events) results.push(await this.applyEventIn(trx, event, now));
-      return results;
-    });
+  listRunningJobsOfSilentAgents(lastSeenBefore: number, limit?: number): Promise<JobRecord[]> {
+    return this.sweeps.listRunningJobsOfSilentAgents(lastSeenBefore, limit);
   }
 
-  private async applyEventIn(
-    trx: Transaction<Database>,
-    event: JobEvent,
-    now: number,
-  ): Promise<AppliedEvent> {
-    {
-      // The row lock makes two servers applying events of one job (a redelivery after a server died, or
-      // two events consumed at once) take turns: the second sees the first's record and effect.
-      const jobRow = await this.lockJobRow(trx, event.jobId);
-      // Events for unknown jobs cannot be recorded (foreign key); they are harmless and dropped.
-      if (!jobRow) return { applied: false };
-      const job = toJob(jobRow);
-      const inserted = await trx
-        .insertInto('applied_events')
-        .values({ job_id: event.jobId, attempt: event.attempt, seq: event.seq, applied_at: now })
-        .onConflict((oc) => oc.columns(['job_id', 'attempt', 'seq']).doNothing())
-        .executeTakeFirst();
-      if (Number(inserted.numInsertedOrUpdatedRows ?? 0n) !== 1) return { applied: false };
-      if (event.attempt !== job.attempt) return { applied: true };
-      // Only the agent holding the attempt's claim may report on it. Before any claim (an agent reports
-      // `loading` before its executor fetches) every agent's events apply as before.
-      if (job.claimedBy !== null && event.agentId !== job.claimedBy)
-        return { applied: true, claimedBy: job.claimedBy };
+  // ---- agents' job events (events.ts) -------------------------------------------------------------------
 
-      if (event.type === 'state') {
-        if (event.state === job.state) {
-          if (event.executor) {
-            await trx
-              .updateTable('jobs')
-              .set({ executor_json: JSON.stringify(event.executor), updated_at: now })
-              .where('id', '=', job.id)
-              .execute();
-            await this.notifyChange(trx, job.id);
-            return { applied: true, job: (await this.getJob(job.id, trx))! };
-          }
-          return { applied: true };
-        }
-        const patch: JobPatch = { agentId: event.agentId };
-        if (event.executor) patch.executor = event.executor;
-        if (event.error) patch.error = event.error;
-        // An offer handed back after an executor loss carries that error; a later delivery that gets further
-        // must not keep showing it.
-        else if (event.state === 'loading' || event.state === 'running' || event.state === 'succeeded')
-          patch.error = null;
-        if (event.state === 'running' && job.startedAt === null) patch.startedAt = event.time;
-        if (isTerminal(event.state)) patch.finishedAt = event.time;
-        // The claim's agent handed the offer back before loading it (its executor died): the attempt is
-        // free again for whichever agent the bus gives the offer to next.
-        if (event.state === 'offered') patch.claimedBy = null;
-        const result = await this.transitionIn(
-          trx,
-          job.id,
-          event.state,
-          patch,
-          { attempt: event.attempt, now },
-          jobRow,
-        );
-        return result.ok ? { applied: true, job: result.job } : { applied: true };
-      }
+  /** Applies an agent event exactly once per (jobId, attempt, seq). */
+  applyEvent(event: JobEvent, now?: number): Promise<AppliedEvent> {
+    return this.events.applyEvent(event, now);
+  }
 
-      const step = event.step;
-      const existing = await trx
-        .selectFrom('job_steps')
-        .selectAll()
-        .where('job_id', '=', job.id)
-        .where('step_id', '=', step.stepId)
-        .executeTakeFirst();
-      const startedAt =
-        step.state === 'running' ? (existing?.started_at ?? step.time) : (existing?.started_at ?? null);
-      const finished = step.state !== 'running' && step.state !== 'pending';
-      const values = {
-        state: step.state,
-        started_at: startedAt,
-        finished_at: finished ? step.time : (existing?.finished_at ?? null),
-        duration_ms:
-          step.durationMs ??
-          (finished && startedAt !== null ? step.time - startedAt : (existing?.duration_ms ?? null)),
-        rows: step.rows ?? existing?.rows ?? null,
-        progress: step.progress ?? (step.state === 'succeeded' ? 1 : (existing?.progress ?? null)),
-        message: step.message ?? step.error?.message ?? existing?.message ?? null,
-      };
-      if (existing) {
-        await trx
-          .updateTable('job_steps')
-          .set(values)
-          .where('job_id', '=', job.id)
-          .where('step_id', '=', step.stepId)
-          .execute();
-      } else {
-        const position = await trx
-          .selectFrom('job_steps')
-          .select((eb) => eb.fn.countAll<number>().as('n'))
-          .where('job_id', '=', job.id)
-          .executeTakeFirstOrThrow();
-        await trx
-          .insertInto('job_steps')
-          .values({
-            job_id: job.id,
-            step_id: step.stepId,
-            kind: 'unknown',
-            position: Number(position.n),
-            ...values,
-          })
-          .execute();
-      }
-      await trx.updateTable('jobs').set({ updated_at: now }).where('id', '=', job.id).execute();
-      // An updated step is the row read above with the new values (the job's lock keeps others out).
-      const row = existing
-        ? { ...existing, ...values }
-        : await trx
-            .selectFrom('job_steps')
-            .selectAll()
-            .where('job_id', '=', job.id)
-            .where('step_id', '=', step.stepId)
-            .executeTakeFirstOrThrow();
-      await this.notifyChange(trx, job.id, step.stepId);
-      return { applied: true, step: toStep(row) };
-    }
+  /** Applies several events in one transaction (a group commit), each as `applyEvent` would. */
+  applyEvents(events: readonly JobEvent[], now?: number): Promise<AppliedEvent[]> {
+    return this.events.applyEvents(events, now);
   }
 
   // ---- results, audit and agents (results.ts, audit.ts, agents.ts) ---------------------------------
@@ -1208,71 +454,4 @@ export class Store {
 /** Opens (and migrates) the store described by `config`. */
 export function openStore(config: StoreConfig, options: OpenStoreOptions = {}): Promise<Store> {
   return Store.open(config, options);
-}
-
-// ---- row mapping ----------------------------------------------------------------------------------------
-
-function toJob(row: JobsTable): JobRecord {
-  return {
-    id: row.id,
-    user: row.user_name,
-    workflow: {
-      space: row.workflow_space,
-      name: row.workflow_name,
-      version: row.workflow_version,
-      digest: row.workflow_digest,
-    },
-    params: JSON.parse(row.params_json) as Record<string, ParamValue>,
-    labels: JSON.parse(row.labels_json) as string[],
-    state: row.state as JobState,
-    attempt: row.attempt,
-    agentId: row.agent_id,
-    executor: row.executor_json === null ? null : (JSON.parse(row.executor_json) as ExecutorIdentity),
-    error:
-      row.error_code === null
-        ? null
-        : ({ code: row.error_code, message: row.error_message ?? '' } as ErrorInfo),
-    timeoutMs: row.timeout_ms,
-    jobTokenHash: row.job_token_hash,
-    loadDeadline: row.load_deadline,
-    offerPublishedAt: row.offer_published_at,
-    cancelRequested: row.cancel_requested === 1,
-    createdAt: row.created_at,
-    startedAt: row.started_at,
-    finishedAt: row.finished_at,
-    updatedAt: row.updated_at,
-    retries: row.retries,
-    claimedBy: row.claimed_by,
-  };
-}
-
-function toAttempt(row: Database['job_attempts']): AttemptRecord {
-  return {
-    jobId: row.job_id,
-    attempt: row.attempt,
-    state: row.state as JobState,
-    agentId: row.agent_id,
-    offeredAt: row.offered_at,
-    startedAt: row.started_at,
-    finishedAt: row.finished_at,
-    error:
-      row.error_code === null
-        ? null
-        : ({ code: row.error_code, message: row.error_message ?? '' } as ErrorInfo),
-  };
-}
-
-function toStep(row: Database['job_steps']): StepRecord {
-  return {
-    jobId: row.job_id,
-    id: row.step_id,
-    kind: row.kind,
-    state: row.state as StepState,
-    startedAt: row.started_at,
-    finishedAt: row.finished_at,
-    durationMs: row.duration_ms,
-    rows: row.rows,
-    progress: row.progress,
-    message: row.message,
-  };
 }
