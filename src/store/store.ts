@@ -1,16 +1,15 @@
 /**
  * The durable store: users, tokens, workflow versions, jobs and their steps, results, audit and the agent
- * registry. One class over Kysely, for SQLite (embedded) and PostgreSQL (several servers at once).
+ * registry, over Kysely, for SQLite (embedded) and PostgreSQL (several servers at once).
  *
- * Invariants:
- * - Every job state change goes through `transitionJob`, which locks the job's row (`SELECT … FOR UPDATE`
- *   on PostgreSQL), checks `canTransition` and updates with `WHERE state = <the state it read>` inside a
- *   transaction, so two servers racing serialize and cannot both win.
- * - Agent events are applied by `applyEvent`, which locks the job's row first and records (job, attempt,
- *   seq) in the same transaction as its effect: a duplicate delivery, on this server or another one, finds
- *   the record and changes nothing.
- * - On PostgreSQL every committed job or step change is announced with NOTIFY (see `changes.ts`), so a
- *   server's live listeners also hear what other servers applied. SQLite serves one server only.
+ * `Store` is a façade: it opens the database (`connection.ts`), migrates it, builds the shared
+ * `StoreContext` (database, dialect, clock, change notifier: `context.ts`) and delegates each call to the
+ * module of its aggregate. The invariants live, and are documented, where they are kept:
+ * - row locking of a job being changed: `lockJobRow` in `context.ts`;
+ * - every job state change goes through one transition with a state check: `transitions.ts`;
+ * - agents' events apply exactly once per (job, attempt, seq), deduplicated in the effect's transaction:
+ *   `events.ts`;
+ * - every committed job or step change is announced with NOTIFY on PostgreSQL: `changes.ts`.
  */
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
