@@ -8,6 +8,7 @@ import type { Transaction } from 'kysely';
 import { canStartNewAttempt, type ErrorInfo, type JobState } from '../protocol/index.js';
 import { lockJobRow, type Executor, type StoreContext } from './context.js';
 import {
+  PENDING_STEP,
   readAttempts,
   readJob,
   readSteps,
@@ -203,17 +204,5 @@ async function endAttempt(
 
 /** Every step of the job back to `pending`, as before its first attempt. */
 async function resetSteps(trx: Transaction<Database>, jobId: string): Promise<void> {
-  await trx
-    .updateTable('job_steps')
-    .set({
-      state: 'pending',
-      started_at: null,
-      finished_at: null,
-      duration_ms: null,
-      rows: null,
-      progress: null,
-      message: null,
-    })
-    .where('job_id', '=', jobId)
-    .execute();
+  await trx.updateTable('job_steps').set(PENDING_STEP).where('job_id', '=', jobId).execute();
 }

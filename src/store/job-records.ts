@@ -69,6 +69,17 @@ export interface JobDetailRecord {
   attempts: AttemptRecord[];
 }
 
+/** A step's columns before any attempt ran it: how a job lists its steps at first and after a retry. */
+export const PENDING_STEP = {
+  state: 'pending',
+  started_at: null,
+  finished_at: null,
+  duration_ms: null,
+  rows: null,
+  progress: null,
+  message: null,
+} as const satisfies Partial<Database['job_steps']>;
+
 function errorOf(code: string | null, message: string | null): ErrorInfo | null {
   return code === null ? null : ({ code, message: message ?? '' } as ErrorInfo);
 }

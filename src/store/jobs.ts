@@ -9,6 +9,7 @@ import { terminalJobStates, type JobState, type ParamValue } from '../protocol/i
 import { beginAttempt } from './attempts.js';
 import { isUniqueViolation, type Executor, type StoreContext } from './context.js';
 import {
+  PENDING_STEP,
   readAttempts,
   readJob,
   readSteps,
@@ -225,13 +226,7 @@ async function insertJobRows(trx: Transaction<Database>, job: NewJob): Promise<v
         step_id: step.id,
         kind: step.kind,
         position,
-        state: 'pending',
-        started_at: null,
-        finished_at: null,
-        duration_ms: null,
-        rows: null,
-        progress: null,
-        message: null,
+        ...PENDING_STEP,
       })),
     )
     .execute();

@@ -4,7 +4,7 @@ import { openStore, type Store } from '../../src/store/index.js';
 import { backends, type BackendHandle } from './backends.js';
 
 /** Token expiry is judged by the store's clock: these tests move an injected clock, never wait on the real one. */
-describe.each(backends)('token expiry on $name', (backend) => {
+describe.each(backends)('token expiry and the store clock on $name', (backend) => {
   const start = Date.UTC(2026, 0, 1);
   let now = start;
   let handle: BackendHandle;
