@@ -173,8 +173,9 @@ describe.each(backends)('jobs on $name', (backend) => {
     const taking = takeOffer(h);
     const submitted = await submit();
     const { offer: first } = await taking;
-    // A published offer is recorded as such and left alone by later sweeps.
-    expect((await h.server.store.getJob(submitted.json.id))?.offerPublishedAt).not.toBeNull();
+    // A published offer is recorded as such (submit does not wait for the record) and left alone by
+    // later sweeps.
+    await eventually(async () => (await h.server.store.getJob(submitted.json.id))?.offerPublishedAt);
     expect(await h.server.sweep(Date.now() + 30_000)).toBe(0);
 
     // What a server that died between `offered` and publishing leaves behind.
