@@ -228,7 +228,7 @@ export class Authenticator {
         'this user is disabled; an admin can enable it (`steward user enable NAME`)',
       );
     }
-    if (!found || found.token.revoked || (found.token.expiresAt !== null && found.token.expiresAt <= now)) {
+    if (!found || found.token.revoked || found.expired) {
       await refuse(
         !found ? 'unknown token' : found.token.revoked ? 'revoked' : 'expired',
         found?.user.name,

@@ -1,10 +1,20 @@
 /**
- * Hears the job changes other servers commit to the same PostgreSQL database (LISTEN on the store's NOTIFY
+ * Live changes across servers sharing one PostgreSQL database.
+ *
+ * Invariant (write side, `ChangeNotifier`): every committed job or step change is announced with NOTIFY in
+ * the transaction that makes it, so PostgreSQL delivers the notice only if and when that transaction commits:
+ * listeners never hear of a change that was rolled back, and a server's live watchers also hear what other
+ * servers applied. SQLite serves one server only and announces nothing.
+ *
+ * Read side (`ChangeListener`): hears the job changes other servers commit (LISTEN on the store's NOTIFY
  * channel), over one dedicated connection outside the pool: a pooled connection would be handed to other
  * queries and drop the LISTEN. When the connection breaks it reconnects with capped backoff and reports
  * `onReconnect`, because notifications sent while it was away are gone and listeners must re-read.
  */
+import { createHash } from 'node:crypto';
+import { sql, type Transaction } from 'kysely';
 import pg from 'pg';
+import type { Database } from './schema.js';
 
 /** A committed change of one job (and one of its steps), as announced to every server. */
 export interface JobChangeNotice {
@@ -13,6 +23,33 @@ export interface JobChangeNotice {
   jobId: string;
   /** Set for step changes. */
   stepId?: string;
+}
+
+/**
+ * NOTIFY channels are per database, not per schema: servers on different schemas of one database must not
+ * hear each other, so the channel is named after the schema (hashed: identifiers stop at 63 bytes).
+ */
+export function changeChannelFor(schema: string | undefined): string {
+  return `steward_changes_${createHash('sha256')
+    .update(schema ?? 'public')
+    .digest('hex')
+    .slice(0, 24)}`;
+}
+
+/** The write side: announces a job's change from inside the transaction that makes it (see above). */
+export class ChangeNotifier {
+  constructor(
+    /** The announcing store's instance id: its own listener skips what it announced. */
+    readonly origin: string,
+    /** The NOTIFY channel of this database + schema; undefined on SQLite (nothing to announce). */
+    readonly channel: string | undefined,
+  ) {}
+
+  async notify(trx: Transaction<Database>, jobId: string, stepId?: string): Promise<void> {
+    if (this.channel === undefined) return;
+    const notice: JobChangeNotice = { origin: this.origin, jobId, ...(stepId ? { stepId } : {}) };
+    await sql`SELECT pg_notify(${this.channel}, ${JSON.stringify(notice)})`.execute(trx);
+  }
 }
 
 export interface ChangeListenerOptions {

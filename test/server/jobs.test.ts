@@ -136,7 +136,7 @@ describe.each(backends)('jobs on $name', (backend) => {
   it('offers a job that a dead server left queued, with a new token, once, whichever server sweeps', async () => {
     // What a server that died between storing a job and offering it leaves behind.
     const created = Date.now() - 20_000;
-    const job = await h.server.store.insertJob({
+    const { job } = await h.server.store.insertJobOnce({
       id: '20260101000000000-deadbeef',
       user: 'alice',
       workflow: {
@@ -186,7 +186,7 @@ describe.each(backends)('jobs on $name', (backend) => {
 
     // What a server that died between `offered` and publishing leaves behind.
     const created = Date.now() - 20_000;
-    const job = await h.server.store.insertJob({
+    const { job } = await h.server.store.insertJobOnce({
       id: '20260101000000000-0ff0ff00',
       user: 'alice',
       workflow: { space: 'alice', ...first.workflow },

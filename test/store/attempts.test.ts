@@ -49,7 +49,7 @@ describe.each(backends)('job attempts on $name', (backend) => {
   });
 
   async function seedJob(retries?: number): Promise<void> {
-    await store.insertJob({
+    await store.insertJobOnce({
       id: JOB,
       user: 'alice',
       workflow: { space: 'alice', name: 'wf', version: 1, digest: 'd1' },
@@ -253,7 +253,7 @@ describe('migration 0003 on an existing database', () => {
         createdBy: 'bob',
         createdAt: 2,
       });
-      await store.insertJob({
+      await store.insertJobOnce({
         id: JOB,
         user: 'bob',
         workflow: { space: 'bob', name: 'wf', version: 1, digest: 'd1' },

@@ -75,7 +75,7 @@ describe.each(backends)('job detail on $name', (backend) => {
   });
 
   it('never shows steps or attempts that contradict the job while events and retries are applied', async () => {
-    await store.insertJob({
+    await store.insertJobOnce({
       id: JOB,
       user: 'alice',
       workflow: { space: 'alice', name: 'wf', version: 1, digest: 'd1' },

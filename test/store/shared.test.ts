@@ -45,7 +45,7 @@ function jobId(n: number): string {
 async function seedJobs(count: number, loadDeadline: number | null = null): Promise<string[]> {
   const ids = Array.from({ length: count }, (_, n) => jobId(n));
   for (const id of ids) {
-    await a.insertJob({
+    await a.insertJobOnce({
       id,
       user: 'alice',
       workflow: { space: 'alice', name: 'wf', version: 1, digest: 'd1' },

@@ -37,7 +37,7 @@ describe.each(backends)('store on $name', (backend) => {
       createdBy: 'alice',
       createdAt: 2,
     });
-    await store.insertJob({
+    await store.insertJobOnce({
       id,
       user: 'alice',
       workflow: { space: 'alice', name: 'wf', version: 1, digest: 'd1' },
@@ -346,7 +346,7 @@ describe.each(backends)('store on $name', (backend) => {
   it('lists jobs newest first with filters and paging', async () => {
     await seedJob('20260101000000000-aaaaaaaa');
     for (const id of ['20260101000001000-bbbbbbbb', '20260101000002000-cccccccc']) {
-      await store.insertJob({
+      await store.insertJobOnce({
         id,
         user: 'alice',
         workflow: { space: 'alice', name: 'wf', version: 1, digest: 'd1' },

@@ -1,0 +1,216 @@
+/**
+ * Agents' job events (state and step reports), applied exactly once.
+ *
+ * Invariant: `applyEventIn` locks the job's row first (`lockJobRow`) and records (job, attempt, seq) in
+ * `applied_events` in the same transaction as the event's effect. A duplicate delivery, on this server or
+ * another one, waits for the lock, finds the record and changes nothing. Events of an older attempt only
+ * count as seen; events from an agent other than the one holding the attempt's claim are recorded and not
+ * applied. State events move the job through `transitionIn` (the one path for state changes); step events
+ * upsert the step's row. Every change is announced (`ChangeNotifier`) in the same transaction.
+ */
+import type { Transaction } from 'kysely';
+import { isTerminal, type JobEvent, type JobStateEvent, type JobStepEvent } from '../protocol/index.js';
+import { insertedRows, lockJobRow, type StoreContext } from './context.js';
+import { readJob, toJob, toStep, type JobRecord, type StepRecord } from './job-records.js';
+import type { Database, JobsTable } from './schema.js';
+import { transitionIn, type JobPatch } from './transitions.js';
+
+export interface AppliedEvent {
+  /** False when (jobId, attempt, seq) was seen before: nothing changed. */
+  applied: boolean;
+  /** The job after the event, when the event changed it. */
+  job?: JobRecord;
+  /** The step after the event, for step events. */
+  step?: StepRecord;
+  /**
+   * Set when the event was recorded as seen but not applied because another agent holds the attempt's
+   * claim: the agent holding it.
+   */
+  claimedBy?: string;
+}
+
+type StepRow = Database['job_steps'];
+/** The columns a step event sets. */
+type StepValues = Pick<
+  StepRow,
+  'state' | 'started_at' | 'finished_at' | 'duration_ms' | 'rows' | 'progress' | 'message'
+>;
+
+export class EventStore {
+  constructor(private readonly ctx: StoreContext) {}
+
+  /**
+   * Applies an agent event exactly once per (jobId, attempt, seq). State events move the job when the state
+   * machine allows it (late or reordered events that cannot apply are recorded and skipped); events of an
+   * older attempt only count as seen. Step events upsert the step row.
+   */
+  async applyEvent(event: JobEvent, now = this.ctx.clock()): Promise<AppliedEvent> {
+    return this.ctx.db.transaction().execute((trx) => this.applyEventIn(trx, event, now));
+  }
+
+  /**
+   * Applies several events in one transaction, in the given order (a group commit: one fsync for all).
+   * Each event is applied exactly as `applyEvent` would; all of them are durable when this resolves, and
+   * none is if it rejects.
+   */
+  async applyEvents(events: readonly JobEvent[], now = this.ctx.clock()): Promise<AppliedEvent[]> {
+    if (events.length === 0) return [];
+    return this.ctx.db.transaction().execute(async (trx) => {
+      const results: AppliedEvent[] = [];
+      for (const event of events) results.push(await this.applyEventIn(trx, event, now));
+      return results;
+    });
+  }
+
+  /** Records the event as seen and, when it is new, current and from the claim's agent, applies it. */
+  private async applyEventIn(
+    trx: Transaction<Database>,
+    event: JobEvent,
+    now: number,
+  ): Promise<AppliedEvent> {
+    // The row lock makes two servers applying events of one job (a redelivery after a server died, or
+    // two events consumed at once) take turns: the second sees the first's record and effect.
+    const jobRow = await lockJobRow(this.ctx, trx, event.jobId);
+    // Events for unknown jobs cannot be recorded (foreign key); they are harmless and dropped.
+    if (!jobRow) return { applied: false };
+    const inserted = await trx
+      .insertInto('applied_events')
+      .values({ job_id: event.jobId, attempt: event.attempt, seq: event.seq, applied_at: now })
+      .onConflict((oc) => oc.columns(['job_id', 'attempt', 'seq']).doNothing())
+      .executeTakeFirst();
+    if (insertedRows(inserted) !== 1) return { applied: false };
+    const job = toJob(jobRow);
+    if (event.attempt !== job.attempt) return { applied: true };
+    // Only the agent holding the attempt's claim may report on it. Before any claim (an agent reports
+    // `loading` before its executor fetches) every agent's events apply as before.
+    if (job.claimedBy !== null && event.agentId !== job.claimedBy)
+      return { applied: true, claimedBy: job.claimedBy };
+    return event.type === 'state'
+      ? this.applyStateEvent(trx, event, job, jobRow, now)
+      : this.applyStepEvent(trx, event, job, now);
+  }
+
+  /**
+   * A state event of the current attempt: the same state again may bring the executor's identity; another
+   * state is a transition (one the state machine refuses is skipped).
+   */
+  private async applyStateEvent(
+    trx: Transaction<Database>,
+    event: JobStateEvent,
+    job: JobRecord,
+    jobRow: JobsTable,
+    now: number,
+  ): Promise<AppliedEvent> {
+    if (event.state === job.state) {
+      if (!event.executor) return { applied: true };
+      await trx
+        .updateTable('jobs')
+        .set({ executor_json: JSON.stringify(event.executor), updated_at: now })
+        .where('id', '=', job.id)
+        .execute();
+      await this.ctx.changes.notify(trx, job.id);
+      return { applied: true, job: (await readJob(trx, job.id))! };
+    }
+    const options = { attempt: event.attempt, now };
+    const result = await transitionIn(
+      this.ctx,
+      trx,
+      job.id,
+      event.state,
+      patchOf(event, job),
+      options,
+      jobRow,
+    );
+    return result.ok ? { applied: true, job: result.job } : { applied: true };
+  }
+
+  /** A step event of the current attempt: upserts the step's row (a step the job did not list is added). */
+  private async applyStepEvent(
+    trx: Transaction<Database>,
+    event: JobStepEvent,
+    job: JobRecord,
+    now: number,
+  ): Promise<AppliedEvent> {
+    const step = event.step;
+    const existing = await trx
+      .selectFrom('job_steps')
+      .selectAll()
+      .where('job_id', '=', job.id)
+      .where('step_id', '=', step.stepId)
+      .executeTakeFirst();
+    const values = stepValues(step, existing);
+    if (existing) {
+      await trx
+        .updateTable('job_steps')
+        .set(values)
+        .where('job_id', '=', job.id)
+        .where('step_id', '=', step.stepId)
+        .execute();
+    } else await insertUnlistedStep(trx, job.id, step.stepId, values);
+    await trx.updateTable('jobs').set({ updated_at: now }).where('id', '=', job.id).execute();
+    // An updated step is the row read above with the new values (the job's lock keeps others out).
+    const row = existing
+      ? { ...existing, ...values }
+      : await trx
+          .selectFrom('job_steps')
+          .selectAll()
+          .where('job_id', '=', job.id)
+          .where('step_id', '=', step.stepId)
+          .executeTakeFirstOrThrow();
+    await this.ctx.changes.notify(trx, job.id, step.stepId);
+    return { applied: true, step: toStep(row) };
+  }
+}
+
+/** What a state event changes along with the state. */
+function patchOf(event: JobStateEvent, job: JobRecord): JobPatch {
+  const patch: JobPatch = { agentId: event.agentId };
+  if (event.executor) patch.executor = event.executor;
+  if (event.error) patch.error = event.error;
+  // An offer handed back after an executor loss carries that error; a later delivery that gets further
+  // must not keep showing it.
+  else if (event.state === 'loading' || event.state === 'running' || event.state === 'succeeded')
+    patch.error = null;
+  if (event.state === 'running' && job.startedAt === null) patch.startedAt = event.time;
+  if (isTerminal(event.state)) patch.finishedAt = event.time;
+  // The claim's agent handed the offer back before loading it (its executor died): the attempt is
+  // free again for whichever agent the bus gives the offer to next.
+  if (event.state === 'offered') patch.claimedBy = null;
+  return patch;
+}
+
+/** The step's row after the event: what the event reports, else what was stored, else derived. */
+function stepValues(step: JobStepEvent['step'], existing: StepRow | undefined): StepValues {
+  const startedAt =
+    step.state === 'running' ? (existing?.started_at ?? step.time) : (existing?.started_at ?? null);
+  const finished = step.state !== 'running' && step.state !== 'pending';
+  return {
+    state: step.state,
+    started_at: startedAt,
+    finished_at: finished ? step.time : (existing?.finished_at ?? null),
+    duration_ms:
+      step.durationMs ??
+      (finished && startedAt !== null ? step.time - startedAt : (existing?.duration_ms ?? null)),
+    rows: step.rows ?? existing?.rows ?? null,
+    progress: step.progress ?? (step.state === 'succeeded' ? 1 : (existing?.progress ?? null)),
+    message: step.message ?? step.error?.message ?? existing?.message ?? null,
+  };
+}
+
+/** A step the job's workflow did not list (kind unknown), placed after the known ones. */
+async function insertUnlistedStep(
+  trx: Transaction<Database>,
+  jobId: string,
+  stepId: string,
+  values: StepValues,
+): Promise<void> {
+  const position = await trx
+    .selectFrom('job_steps')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('job_id', '=', jobId)
+    .executeTakeFirstOrThrow();
+  await trx
+    .insertInto('job_steps')
+    .values({ job_id: jobId, step_id: stepId, kind: 'unknown', position: Number(position.n), ...values })
+    .execute();
+}

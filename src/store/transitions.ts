@@ -1,0 +1,141 @@
+/**
+ * Job state transitions: the one path by which a job's state changes (besides a retry or a re-offer, which
+ * begin a new attempt: `attempts.ts`).
+ *
+ * Invariant: every job state change goes through `transitionIn` (from `Store.transitionJob`, or from an
+ * agent's state event in `events.ts`). It reads the job's row with `lockJobRow` (`SELECT … FOR UPDATE` on
+ * PostgreSQL), checks `canTransition` and updates with `WHERE state = <the state it read>` inside the
+ * caller's transaction, so two servers racing serialize and cannot both win. The change is mirrored onto
+ * the current attempt's row and announced (`ChangeNotifier`) in the same transaction.
+ */
+import type { Transaction } from 'kysely';
+import {
+  canTransition,
+  isTerminal,
+  type ErrorInfo,
+  type ExecutorIdentity,
+  type JobState,
+} from '../protocol/index.js';
+import { lockJobRow, type StoreContext } from './context.js';
+import { readJob, toJob, type JobRecord } from './job-records.js';
+import type { Database, JobsTable } from './schema.js';
+
+/** Fields a transition may set along with the new state. */
+export interface JobPatch {
+  agentId?: string | null;
+  /** A new job token's hash (the old token stops working). */
+  jobTokenHash?: string;
+  executor?: ExecutorIdentity | null;
+  error?: ErrorInfo | null;
+  loadDeadline?: number | null;
+  startedAt?: number | null;
+  finishedAt?: number | null;
+  cancelRequested?: boolean;
+  /** Gives up the attempt's claim (null): its agent handed the offer back before loading it. */
+  claimedBy?: null;
+}
+
+export interface TransitionOptions {
+  /** Only from one of these states. */
+  from?: readonly JobState[];
+  /** Only while this is the job's current attempt. */
+  attempt?: number;
+  /** The transition's time. Default: the store's clock. */
+  now?: number;
+}
+
+export type TransitionResult =
+  | { ok: true; job: JobRecord }
+  /** `job` is the current record (null when the job does not exist). */
+  | { ok: false; job: JobRecord | null };
+
+/**
+ * Moves a job to `to` inside `trx` if the state machine allows it from the state it is in now (see the
+ * invariant above). `locked`: the job's row as this transaction already read (and locked) it, which saves
+ * reading it again. The updated job is that row with the new values: the row lock (or SQLite's database
+ * lock) means nobody else changed it in between.
+ */
+export async function transitionIn(
+  ctx: StoreContext,
+  trx: Transaction<Database>,
+  id: string,
+  to: JobState,
+  patch: JobPatch,
+  options: TransitionOptions,
+  locked?: JobsTable,
+): Promise<TransitionResult> {
+  const row = locked ?? (await lockJobRow(ctx, trx, id));
+  if (!row) return { ok: false, job: null };
+  const current = toJob(row);
+  if (options.from && !options.from.includes(current.state)) return { ok: false, job: current };
+  if (options.attempt !== undefined && options.attempt !== current.attempt)
+    return { ok: false, job: current };
+  if (!canTransition(current.state, to)) return { ok: false, job: current };
+  const now = options.now ?? ctx.clock();
+  const values = jobValues(to, patch, now);
+  // Optimistic: the row must still be in the state we read (another server may have moved it).
+  const result = await trx
+    .updateTable('jobs')
+    .set(values)
+    .where('id', '=', id)
+    .where('state', '=', current.state)
+    .executeTakeFirst();
+  if (Number(result.numUpdatedRows) !== 1) return { ok: false, job: (await readJob(trx, id)) ?? null };
+  await recordAttemptState(trx, current.attempt, id, to, patch, now);
+  await ctx.changes.notify(trx, id);
+  return { ok: true, job: toJob({ ...row, ...values }) };
+}
+
+/** The job row's new values for a transition to `to` with `patch`. */
+function jobValues(to: JobState, patch: JobPatch, now: number): Partial<JobsTable> {
+  const values: Partial<JobsTable> = { state: to, updated_at: now };
+  if (patch.agentId !== undefined) values.agent_id = patch.agentId;
+  if (patch.executor !== undefined)
+    values.executor_json = patch.executor === null ? null : JSON.stringify(patch.executor);
+  if (patch.error !== undefined) {
+    values.error_code = patch.error?.code ?? null;
+    values.error_message = patch.error?.message ?? null;
+  }
+  if (patch.loadDeadline !== undefined) values.load_deadline = patch.loadDeadline;
+  if (patch.jobTokenHash !== undefined) values.job_token_hash = patch.jobTokenHash;
+  if (patch.startedAt !== undefined) values.started_at = patch.startedAt;
+  if (patch.finishedAt !== undefined) values.finished_at = patch.finishedAt;
+  else if (isTerminal(to)) values.finished_at = now;
+  if (patch.cancelRequested !== undefined) values.cancel_requested = patch.cancelRequested ? 1 : 0;
+  if (patch.claimedBy !== undefined) values.claimed_by = patch.claimedBy;
+  return values;
+}
+
+/** Mirrors a transition of the job onto its current attempt's row. */
+async function recordAttemptState(
+  trx: Transaction<Database>,
+  attempt: number,
+  id: string,
+  to: JobState,
+  patch: JobPatch,
+  now: number,
+): Promise<void> {
+  const values: Partial<Database['job_attempts']> = { state: to };
+  if (patch.agentId !== undefined) values.agent_id = patch.agentId;
+  if (patch.error !== undefined) {
+    values.error_code = patch.error?.code ?? null;
+    values.error_message = patch.error?.message ?? null;
+  }
+  if (isTerminal(to)) values.finished_at = patch.finishedAt ?? now;
+  await trx
+    .updateTable('job_attempts')
+    .set(values)
+    .where('job_id', '=', id)
+    .where('attempt', '=', attempt)
+    .execute();
+  if (to === 'running') {
+    // The attempt's own start (the job's startedAt is its first attempt's).
+    await trx
+      .updateTable('job_attempts')
+      .set({ started_at: patch.startedAt ?? now })
+      .where('job_id', '=', id)
+      .where('attempt', '=', attempt)
+      .where('started_at', 'is', null)
+      .execute();
+  }
+}
