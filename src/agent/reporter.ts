@@ -40,13 +40,8 @@ export class Reporter {
 
   async state(job: ReportedJob, state: JobState, error?: ErrorInfo): Promise<void> {
     await this.publish({
-      v: PROTOCOL_VERSION,
+      ...this.next(job),
       type: 'state',
-      jobId: job.offer.jobId,
-      attempt: job.offer.attempt,
-      seq: ++job.seq,
-      time: this.clock.now(),
-      agentId: this.agentId,
       state,
       ...(error ? { error } : {}),
       ...(job.identity ? { executor: job.identity } : {}),
@@ -54,16 +49,19 @@ export class Reporter {
   }
 
   async step(job: ReportedJob, step: StepEvent): Promise<void> {
-    await this.publish({
+    await this.publish({ ...this.next(job), type: 'step', step });
+  }
+
+  /** The fields every event of the job carries, with the job's next event number. */
+  private next(job: ReportedJob) {
+    return {
       v: PROTOCOL_VERSION,
-      type: 'step',
       jobId: job.offer.jobId,
       attempt: job.offer.attempt,
       seq: ++job.seq,
       time: this.clock.now(),
       agentId: this.agentId,
-      step,
-    });
+    } as const;
   }
 
   /** Through the bus's heartbeats queue: no backlog of job events delays it (servers older than it miss it). */

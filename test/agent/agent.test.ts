@@ -178,9 +178,9 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-async function startAgent(config: Record<string, unknown>): Promise<Harness> {
+async function startAgent(config: Record<string, unknown>, deliveryLimit = 20): Promise<Harness> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'agent-in-process-'));
-  const bus = new EmbeddedBus();
+  const bus = new EmbeddedBus({ deliveryLimit });
   const keys = generateSigningKeyPem();
   const signer = createOfferSigner(keys.privateKeyPem);
   const events: JobEvent[] = [];
@@ -246,6 +246,13 @@ async function startAgent(config: Record<string, unknown>): Promise<Harness> {
         .filter((e) => e.jobId === jobId && e.type === 'state')
         .map((e) => (e.type === 'state' ? e.state : '')),
   };
+}
+
+/** Runs a job of alice's, then sends the agent a cancel for it. */
+async function runThenCancel(h: Harness, jobId: string): Promise<void> {
+  h.publish(jobId);
+  await until(`${jobId} running`, () => h.states(jobId).includes('running'));
+  await h.bus.publishControl('agent-in-process', { v: PROTOCOL_VERSION, type: 'cancel', jobId, attempt: 1 });
 }
 
 describe('agent (in-process, embedded bus)', () => {
@@ -334,39 +341,25 @@ describe('agent (in-process, embedded bus)', () => {
   });
 
   it('hands an offer back for other agents when it lacks the labels', async () => {
-    const h = await startAgent({ slots: 1, labels: ['cpu'] });
+    const h = await startAgent({ slots: 1, labels: ['cpu'] }, 5);
     h.publish('job-gpu', { labels: ['gpu'] });
     h.publish('job-cpu', { labels: ['cpu'] });
     await until('job-cpu running', () => h.states('job-cpu').includes('running'));
     // job-gpu went round the queue (to nobody else) until its delivery limit dead-lettered it.
-    await until('job-gpu dead-lettered', () => h.deadLetters.length === 1, 30_000);
-    expect(h.deadLetters[0]).toMatchObject({ queue: 'offers', deliveryCount: 20 });
+    await until('job-gpu dead-lettered', () => h.deadLetters.length === 1);
+    expect(h.deadLetters[0]).toMatchObject({ queue: 'offers', deliveryCount: 5 });
     expect(h.states('job-gpu')).toEqual([]);
   });
 
   it('passes a cancel to the executor, and ends the job itself when the executor does not honour it', async () => {
     const h = await startAgent({ slots: 2, deadlineGrace: 200 });
-    h.publish('job-c1');
-    await until('job-c1 running', () => h.states('job-c1').includes('running'));
-    await h.bus.publishControl('agent-in-process', {
-      v: PROTOCOL_VERSION,
-      type: 'cancel',
-      jobId: 'job-c1',
-      attempt: 1,
-    });
+    await runThenCancel(h, 'job-c1');
     await until('job-c1 canceled', () => h.states('job-c1').includes('canceled'));
     expect(h.pool.executorOf('job-c1')!.received.map((m) => m.type)).toContain('cancel');
     expect(h.pool.killed).toEqual([]);
 
     h.pool.honoursCancel = false;
-    h.publish('job-c2');
-    await until('job-c2 running', () => h.states('job-c2').includes('running'));
-    await h.bus.publishControl('agent-in-process', {
-      v: PROTOCOL_VERSION,
-      type: 'cancel',
-      jobId: 'job-c2',
-      attempt: 1,
-    });
+    await runThenCancel(h, 'job-c2');
     await until('job-c2 ended by the agent', () => h.states('job-c2').includes('canceled'));
     const end = h.events.find((e) => e.jobId === 'job-c2' && e.type === 'state' && e.state === 'canceled');
     expect(end).toMatchObject({ error: { code: 'STEWARD_AGENT_ENDED_JOB' } });
