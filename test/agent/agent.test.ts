@@ -255,6 +255,20 @@ async function runThenCancel(h: Harness, jobId: string): Promise<void> {
   await h.bus.publishControl('agent-in-process', { v: PROTOCOL_VERSION, type: 'cancel', jobId, attempt: 1 });
 }
 
+/**
+ * An agent with 3 slots and a cap of 1 job per user, running alice's `running` and bob's `bobs`, with
+ * alice's `parked` parked: bob's came after it, so once bob's runs, alice's second has reached the agent.
+ */
+async function parkedBehindAlice(running: string, parked: string, bobs: string): Promise<Harness> {
+  const h = await startAgent({ slots: 3, capacity: { maxJobsPerUser: 1 } });
+  h.publish(running);
+  await until(`${running} running`, () => h.states(running).includes('running'));
+  h.publish(parked);
+  h.publish(bobs, { user: 'bob' });
+  await until('bob’s job running', () => h.states(bobs).includes('running'));
+  return h;
+}
+
 describe('agent (in-process, embedded bus)', () => {
   it('loads an offer on the user’s executor, reports running only once loaded, and reports the executor’s end', async () => {
     const h = await startAgent({ slots: 2 });
@@ -291,13 +305,8 @@ describe('agent (in-process, embedded bus)', () => {
   });
 
   it('parks an offer over the per-user cap and places it, on its first delivery, when the user’s job ends', async () => {
-    const h = await startAgent({ slots: 3, capacity: { maxJobsPerUser: 1 } });
-    h.publish('job-1');
-    await until('job-1 running', () => h.states('job-1').includes('running'));
-    h.publish('job-2');
+    const h = await parkedBehindAlice('job-1', 'job-2', 'job-3');
     // Another user's job is not held up by alice's cap: it runs while job-2 waits.
-    h.publish('job-3', { user: 'bob' });
-    await until('bob’s job running', () => h.states('job-3').includes('running'));
     expect(h.states('job-2')).toEqual([]);
     h.pool.finish('job-1', 'succeeded');
     await until('job-2 running', () => h.states('job-2').includes('running'));
@@ -312,13 +321,7 @@ describe('agent (in-process, embedded bus)', () => {
   });
 
   it('hands parked offers back when drained, takes none while drained, and takes jobs again once resumed', async () => {
-    const h = await startAgent({ slots: 3, capacity: { maxJobsPerUser: 1 } });
-    h.publish('job-d1');
-    await until('job-d1 running', () => h.states('job-d1').includes('running'));
-    h.publish('job-p');
-    h.publish('job-b', { user: 'bob' });
-    // bob's job came after job-p: once it runs, job-p has reached the agent and is parked (alice's cap).
-    await until('bob’s job running', () => h.states('job-b').includes('running'));
+    const h = await parkedBehindAlice('job-d1', 'job-p', 'job-b');
     await h.bus.publishControl('agent-in-process', { v: PROTOCOL_VERSION, type: 'drain' });
     await until('a draining heartbeat', () => h.heartbeats.some((b) => b.draining === true));
     expect(h.heartbeats.at(-1)).toMatchObject({ draining: true, capacity: { slots: 3, free: 1 } });
