@@ -17,149 +17,51 @@
  * than it can hold — and placed as soon as a job here ends. Only after a pause spaced to the offer's
  * deadline is it handed back for other agents, so waiting for capacity does not burn the delivery limit,
  * which is for offers no agent can take at all.
+ *
+ * Each offer's life here is one `OfferState` in an `OfferTable` (offer-state.ts); the decisions are pure
+ * modules (placement, capacity, parking, prefetch); the pool, the machine and the clock are given
+ * (collaborators.ts, and wiring.ts for the real ones).
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Bus, Delivery, Subscription } from '../bus/index.js';
 import type { CompiledAgentConfig } from '../config/index.js';
+import { Control, coerceError, type JobOffer, type OfferVerifier } from '../protocol/index.js';
+import { capacityVerdict, executorShortfall, type CapacityBudget } from './capacity.js';
+import type { CgroupSupport } from './cgroups.js';
 import {
-  Control,
-  PROTOCOL_VERSION,
-  coerceError,
-  createOfferVerifier,
-  type ErrorInfo,
-  type ExecutorIdentity,
-  type ExecutorToAgent,
-  type Heartbeat,
-  type JobEvent,
-  type JobOffer,
-  type JobState,
-  type OfferVerifier,
-  type StepEvent,
-} from '../protocol/index.js';
-import {
-  currentAccount,
-  mapToOsName,
-  resolveAccount,
-  lookupAccount,
-  AccountCache,
-  type IdentityPolicy,
-  type OsAccount,
-} from './accounts.js';
-import { releaseClaim } from './claim-release.js';
-import { planCleanup, runCleanup } from './cleanup.js';
-import { detectCgroups, removeCgroupParents, type CgroupSupport, type JobCgroup } from './cgroups.js';
-import { AgentLock } from './lock.js';
-import { EventBatcher } from './event-batcher.js';
-import { ExecutorExitedError, ExecutorPool, outOfMemory, type UserExecutor } from './pool.js';
-import type { ExitInfo } from './spawner.js';
-import { UserLogs } from './user-logs.js';
-import { ensureHome, prepareUserDirs, prepareWorkspaceRoot, type UserDirs } from './workspaces.js';
-
-export interface AgentOptions {
-  config: CompiledAgentConfig;
-  bus: Bus;
-  /** Public keys (PEM) whose signatures on offers this agent trusts. */
-  publicKeys: readonly string[];
-  logger: Logger;
-}
-
-interface ActiveJob {
-  offer: JobOffer;
-  /** The offer's delivery while this agent still owes the bus a settle; undefined once acked or revoked. */
-  delivery: Delivery<unknown> | undefined;
-  seq: number;
-  /** The executor reported the workflow loaded (the offer is acked then, or when redelivered). */
-  loaded: boolean;
-  cancelRequested: boolean;
-  executor?: UserExecutor;
-  identity?: ExecutorIdentity;
-  /** The executor cgroup's OOM-kill count when the job started, to attribute a later kill to it. */
-  oomKillsBefore: number;
-  /** When the offer reached this agent (performance.now()), for the start-latency record. */
-  receivedAt: number;
-  /** Whether the user had no executor here when the job was placed (a cold start). */
-  coldStart: boolean;
-  firstStepLogged: boolean;
-  timing?: Record<string, number>;
-  sentAt?: number;
-  /** The job's own cgroup (every process of the job), when cgroups are in force. */
-  cgroup?: JobCgroup;
-  /** Ends the job from the agent when the executor overruns the time limit or a cancel (see enforce). */
-  enforcer?: NodeJS.Timeout;
-}
-
-function formatSeconds(ms: number): string {
-  return `${Math.round(ms / 100) / 10} s`;
-}
-
-function round(ms: number): number {
-  return Math.round(ms * 100) / 100;
-}
-
-const REJECT_PAUSE_MS = [150, 450] as const;
-/**
- * Pause before handing back a newer attempt of a job whose older attempt is still stopping here. Longer than a
- * plain reject: every hand-back counts towards the offer's delivery limit, and stopping an executor's job may
- * take until the TERM → KILL escalation.
- */
-const HOLD_PAUSE_MS = [1000, 2000] as const;
-/** How long a user's checked directories are taken as they are before the next check (see preparedDirs). */
-const DIRS_RECHECK_MS = 60_000;
-/** How long a decrease of the prefetch waits, in case a job ending raises it again (see updatePrefetch). */
-const PREFETCH_SHRINK_DELAY_MS = 250;
-/** How long a hand-back keeps trying to release its claim on a server that does not answer. */
-const CLAIM_RELEASE_TIMEOUT_MS = 5_000;
-/** Between the two releases of a hand-back: time for a fetch the dead executor sent to reach the server. */
-const CLAIM_RELEASE_SETTLE_MS = 250;
-/** Bounds of the pause before a parked offer (no room here now) is handed back to other agents. */
-const PARK_MS = [2_000, 30_000] as const;
-
-interface ParkedOffer {
-  offer: JobOffer;
-  delivery: Delivery<unknown>;
-  receivedAt: number;
-  timer: NodeJS.Timeout;
-}
-
-/** Adds a key to a set that keeps at most `max` entries, dropping the oldest. */
-function remember(set: Set<string>, key: string, max: number): void {
-  set.add(key);
-  if (set.size > max) {
-    const oldest = set.values().next().value;
-    if (oldest !== undefined) set.delete(oldest);
-  }
-}
+  systemClock,
+  type AgentClock,
+  type AgentDeps,
+  type AgentHost,
+  type AgentPool,
+} from './collaborators.js';
+import { JobRunner } from './job-runner.js';
+import { Launcher } from './launcher.js';
+import { OfferTable, offerKey, type ActiveJob } from './offer-state.js';
+import { HOLD_PAUSE_MS, REJECT_PAUSE_MS, jitteredPause, parkPause, placementOrder } from './parking.js';
+import { decideOffer } from './placement.js';
+import { PREFETCH_SHRINK_DELAY_MS, freeSlots, prefetchChange, wantedPrefetch } from './prefetch.js';
+import { Reporter } from './reporter.js';
 
 export class Agent {
   readonly isolation: 'per-user' | 'single-user';
+  /** Names this run's cgroups: cgroups of any other instance of this id are a dead run's (see cgroups.ts). */
+  readonly instance = randomBytes(4).toString('hex');
   private readonly config: CompiledAgentConfig;
   private readonly bus: Bus;
   private readonly log: Logger;
   private readonly verifier: OfferVerifier;
-  private readonly policy: IdentityPolicy;
-  private readonly accounts: AccountCache;
-  private readonly pool: ExecutorPool;
-  private readonly userLogs: UserLogs;
-  private cgroupSupport: CgroupSupport = { version: 'none', detail: 'not detected yet' };
-  private readonly active = new Map<string, ActiveJob>();
-  /** (jobId, attempt) pairs this agent took, so a replayed offer is refused. Bounded. */
-  private readonly taken = new Set<string>();
-  /**
-   * Jobs this agent took whose offer delivery the broker took back (connection drop) before the ack: their
-   * redelivery to this agent is settled, not run again. Bounded.
-   */
-  private readonly awaitingRedelivery = new Set<string>();
-  /**
-   * Users whose home and directories were checked (or made) lately: their next jobs skip the checks. Root does
-   * nothing else with those directories (the executor uses them as the user), so a user who changes their own
-   * directories meanwhile affects only their own jobs; the check runs again after DIRS_RECHECK_MS.
-   */
-  private readonly preparedDirs = new Map<string, UserDirs & { uid: number; at: number }>();
-  /** Offers that fit this machine but not its load right now, in arrival order. */
-  private readonly parked = new Map<string, ParkedOffer>();
+  private readonly host: AgentHost;
+  private readonly pool: AgentPool;
+  private readonly clock: AgentClock;
+  private readonly report: Reporter;
+  private readonly jobs: JobRunner;
+  /** Every offer this agent parks, runs or ran (bounded), in its one state. */
+  private readonly table = new OfferTable();
   private readonly deliveryLimit: number;
-  private readonly events: EventBatcher;
+  private readonly budget: CapacityBudget;
+  private cgroupSupport: CgroupSupport = { version: 'none', detail: 'not detected yet' };
   private offers: Subscription | undefined;
   /** The prefetch last given to the offers subscription, and a pending decrease of it. */
   private prefetchApplied = 0;
@@ -171,43 +73,25 @@ export class Agent {
   /** `stop()` was called (it may still be draining; `stopped` is set once it really stops). */
   private stopping = false;
   private stopped = false;
-  /** Names this run's cgroups: cgroups of any other instance of this id are a dead run's (see cgroups.ts). */
-  readonly instance = randomBytes(4).toString('hex');
-  private lock: AgentLock | undefined;
-  /**
-   * Job directories (`<job>-<attempt>`) left by executors the agent killed, by OS user: the user's next
-   * executor removes them (as the user; root never deletes inside a user's tree). Bounded.
-   */
-  private readonly leftDirs = new Map<string, Set<string>>();
+  private lock: { release(): Promise<void> } | undefined;
 
-  constructor(options: AgentOptions) {
-    this.config = options.config;
-    this.bus = options.bus;
-    this.log = options.logger.child({ component: 'agent', agentId: options.config.id });
-    this.verifier = createOfferVerifier(options.publicKeys);
-    this.events = new EventBatcher(options.config.id, (message) => this.bus.publishEvent(message));
+  constructor(deps: AgentDeps) {
+    this.config = deps.config;
+    this.bus = deps.bus;
+    this.log = deps.logger.child({ component: 'agent', agentId: deps.config.id });
+    this.verifier = deps.verifier;
+    this.host = deps.host;
+    this.isolation = deps.host.isolation;
+    this.clock = deps.clock ?? systemClock;
     this.deliveryLimit = this.bus.deliveryLimit;
-    this.isolation = process.getuid?.() === 0 ? 'per-user' : 'single-user';
-    this.policy = { ...this.config.identity, userMap: this.config.userMap };
-    const lookupTimeoutMs = this.config.accountLookupTimeoutMs;
-    this.accounts = new AccountCache(this.config.accountCacheTtlMs, (name) =>
-      lookupAccount(name, lookupTimeoutMs),
-    );
-    this.userLogs = new UserLogs(this.config.logDir, this.config.logRetentionDays);
-    this.pool = new ExecutorPool({
-      warmExecutors: this.config.warmExecutors,
-      idleTimeoutMs: this.config.idleTimeoutMs,
-      stopTimeoutMs: this.config.stopTimeoutMs,
-      duckdb: this.config.duckdb,
-      keepJobDirs: this.config.keepJobDirs,
-      cgroups: this.cgroupSupport,
-      limits: this.config.limits,
-      heartbeat: this.config.executorHeartbeat,
+    this.budget = { ...this.config.capacity, executorMemoryBytes: this.config.limits.memoryBytes };
+    this.report = new Reporter(this.config.id, this.bus, this.clock, this.log);
+    this.pool = deps.pool({
       onOutput: (owner, pid, stream, line) => {
-        if (owner) this.userLogs.write(owner, pid, stream, line);
+        if (owner) this.host.userLog(owner, pid, stream, line);
         else this.log.info({ pid, stream }, line);
       },
-      onMessage: (executor, message) => this.onExecutorMessage(executor, message),
+      onMessage: (executor, message) => this.jobs.onExecutorMessage(executor, message),
       onExit: (executor, exit, jobs) => {
         this.log.info(
           {
@@ -221,8 +105,19 @@ export class Agent {
           },
           'executor exited',
         );
-        for (const jobId of jobs) this.executorLost(jobId, exit);
+        for (const jobId of jobs) this.jobs.executorLost(jobId, exit);
       },
+    });
+    this.jobs = new JobRunner({
+      config: this.config,
+      log: this.log,
+      clock: this.clock,
+      host: this.host,
+      pool: this.pool,
+      table: this.table,
+      report: this.report,
+      launcher: new Launcher(this.host, this.pool, this.clock, this.config.keepJobDirs),
+      slots: { updatePrefetch: () => this.updatePrefetch(), placeParked: () => this.placeParked() },
     });
   }
 
@@ -236,12 +131,17 @@ export class Agent {
   }
 
   get freeSlots(): number {
-    return this.draining || this.stopped ? 0 : Math.max(0, this.config.slots - this.active.size);
+    return freeSlots({ open: this.open, slots: this.config.slots, jobs: this.table.jobs });
+  }
+
+  /** Whether the agent takes new jobs: neither drained nor stopped. */
+  private get open(): boolean {
+    return !this.draining && !this.stopped;
   }
 
   async start(): Promise<void> {
     // First: a second agent with this id must not touch anything (cgroups, queues) of the first.
-    this.lock = await AgentLock.acquire(this.config.lockDir, this.config.id);
+    this.lock = await this.host.lock();
     try {
       await this.startHoldingLock();
     } catch (error) {
@@ -251,8 +151,8 @@ export class Agent {
   }
 
   private async startHoldingLock(): Promise<void> {
-    await prepareWorkspaceRoot(this.config.workspaceRoot, this.isolation === 'per-user');
-    this.cgroupSupport = await detectCgroups(this.config.id, this.instance);
+    await this.host.prepareWorkspaceRoot();
+    this.cgroupSupport = await this.host.detectCgroups(this.instance);
     this.pool.setCgroups(this.cgroupSupport);
     await this.pool.prime();
     this.control = await this.bus.consumeControl(this.config.id, (delivery) => this.onControl(delivery));
@@ -291,7 +191,7 @@ export class Agent {
     if (this.stopped || this.stopping) return;
     this.stopping = true;
     const graceMs = options.graceMs ?? 0;
-    if (graceMs > 0 && this.active.size > 0 && !options.interrupt?.aborted)
+    if (graceMs > 0 && this.table.jobs > 0 && !options.interrupt?.aborted)
       await this.drainBeforeStop(graceMs, options.interrupt);
     this.stopped = true;
     if (this.heartbeat) clearInterval(this.heartbeat);
@@ -301,29 +201,29 @@ export class Agent {
     await this.offers?.cancel();
     await this.control?.cancel();
     await this.pool.close();
-    await removeCgroupParents(this.cgroupSupport);
-    this.userLogs.close();
+    await this.host.removeCgroupParents(this.cgroupSupport);
+    this.host.closeLogs();
     await this.lock?.release();
   }
 
   private async drainBeforeStop(graceMs: number, interrupt: AbortSignal | undefined): Promise<void> {
     this.draining = true;
     this.log.info(
-      { running: this.active.size, graceMs },
+      { running: this.table.jobs, graceMs },
       'stopping: taking no new jobs; waiting for the running ones to end (a second signal stops at once)',
     );
     await this.handBackParked();
     await this.updatePrefetch();
     await this.sendHeartbeat().catch(() => undefined);
     const deadline = Date.now() + graceMs;
-    while (this.active.size > 0 && !interrupt?.aborted) {
+    while (this.table.jobs > 0 && !interrupt?.aborted) {
       const left = deadline - Date.now();
       if (left <= 0) break;
       await new Promise((resolve) => setTimeout(resolve, Math.min(200, left)));
     }
-    if (this.active.size > 0)
+    if (this.table.jobs > 0)
       this.log.warn(
-        { running: this.active.size, interrupted: interrupt?.aborted ?? false },
+        { running: this.table.jobs, interrupted: interrupt?.aborted ?? false },
         'stopping with jobs still running: they end with their executors',
       );
   }
@@ -331,19 +231,10 @@ export class Agent {
   /** Log retention, and the scheduled workspace cleanup when configured. Never throws. */
   private async houseKeep(): Promise<void> {
     try {
-      const prunedLogs = await this.userLogs.prune();
-      let removed = 0;
-      let failed = 0;
-      if (this.config.cleanup && this.isolation === 'per-user') {
-        const report = await runCleanup(
-          await planCleanup(this.config.workspaceRoot, this.config.cleanup.olderThanMs),
-        );
-        removed = report.removed.length;
-        failed = report.failed.length;
-        for (const { item, error } of report.failed)
-          this.log.warn({ path: item.path, error }, 'cleanup failed');
-      }
-      if (prunedLogs + removed + failed > 0) this.log.info({ prunedLogs, removed, failed }, 'housekeeping');
+      const { prunedLogs, removed, failed } = await this.host.houseKeep();
+      for (const { path, error } of failed) this.log.warn({ path, error }, 'cleanup failed');
+      if (prunedLogs + removed + failed.length > 0)
+        this.log.info({ prunedLogs, removed, failed: failed.length }, 'housekeeping');
     } catch (error) {
       this.log.error({ err: error }, 'housekeeping failed');
     }
@@ -352,10 +243,10 @@ export class Agent {
   // --- offers --------------------------------------------------------------------------------------------
 
   private async onOffer(delivery: Delivery<unknown>): Promise<void> {
-    const receivedAt = performance.now();
+    const receivedAt = this.clock.monotonic();
     let offer: JobOffer;
     try {
-      offer = this.verifier.verify(delivery.body);
+      offer = this.verifier.verify(delivery.body, this.clock.now());
     } catch (error) {
       const reason = coerceError(error, 'STEWARD_MESSAGE_INVALID');
       this.log.warn(
@@ -365,41 +256,39 @@ export class Agent {
       await delivery.deadLetter(`${reason.code}: ${reason.message}`);
       return;
     }
-    const key = `${offer.jobId}:${offer.attempt}`;
-    // A redelivery of a job this agent took (its first delivery was taken back in a drop, or its ack was
-    // lost with the connection) is settled, never run again here.
-    const ours = this.active.has(key) || this.taken.has(key);
-    if (this.awaitingRedelivery.has(key) || (ours && delivery.deliveryCount > 1)) {
-      await this.redelivered(key, delivery);
-      return;
+    const key = offerKey(offer);
+    const older = this.olderAttempts(offer);
+    const action = decideOffer({
+      // A redelivery of a job this agent took (its first delivery was taken back in a drop, or its ack was
+      // lost with the connection) is settled, never run again here.
+      redelivery: this.table.isRedelivery(key, delivery.deliveryCount),
+      known: this.table.get(key) !== undefined,
+      olderAttemptHeld: older.length > 0,
+      missingLabels: offer.labels.filter((label) => !this.config.labels.includes(label)),
+      open: this.open,
+      freeSlots: this.freeSlots,
+      room: () => this.fits(offer),
+    });
+    switch (action.kind) {
+      case 'redelivered':
+        return this.redelivered(key, delivery);
+      case 'replayed':
+        return delivery.deadLetter(
+          `STEWARD_OFFER_REPLAYED: job ${offer.jobId} attempt ${offer.attempt} was already taken by agent ${this.config.id}`,
+        );
+      case 'older-attempt-held':
+        // The newer attempt, signed by the server, proves the older one was given up: stop it, and hand the
+        // new offer back meanwhile so another agent can take it (or this one, once the old attempt ended).
+        this.stopOlderAttempts(offer, older);
+        return delivery.requeue(jitteredPause(HOLD_PAUSE_MS));
+      case 'not-for-us':
+        // Not for us (or never again): hand it back after a jittered pause so it goes round to other agents.
+        return delivery.requeue(jitteredPause(REJECT_PAUSE_MS));
+      case 'park':
+        return this.park(key, offer, delivery, receivedAt, action.reason);
+      case 'accept':
+        return this.jobs.accept(key, offer, delivery, receivedAt);
     }
-    if (this.active.has(key) || this.taken.has(key) || this.parked.has(key)) {
-      await delivery.deadLetter(
-        `STEWARD_OFFER_REPLAYED: job ${offer.jobId} attempt ${offer.attempt} was already taken by agent ${this.config.id}`,
-      );
-      return;
-    }
-    if (this.holdsOlderAttempt(offer)) {
-      // Two attempts of one job must never run side by side here (same workspace, same results). The newer
-      // attempt, signed by the server, proves the older one was given up: stop it, and hand the new offer
-      // back meanwhile so another agent can take it (or this one, once the old attempt has ended).
-      const [low, high] = HOLD_PAUSE_MS;
-      await delivery.requeue(low + Math.random() * (high - low));
-      return;
-    }
-    const missing = offer.labels.filter((label) => !this.config.labels.includes(label));
-    if (missing.length > 0 || this.draining || this.stopped) {
-      // Not for us (or never again): hand it back after a jittered pause so it goes round to other agents.
-      const [low, high] = REJECT_PAUSE_MS;
-      await delivery.requeue(low + Math.random() * (high - low));
-      return;
-    }
-    const verdict = this.freeSlots === 0 ? 'no free slot' : this.fits(offer);
-    if (verdict) {
-      this.park(key, offer, delivery, receivedAt, verdict);
-      return;
-    }
-    await this.accept(key, offer, delivery, receivedAt);
   }
 
   /**
@@ -407,40 +296,18 @@ export class Agent {
    * the job is this agent's. Ack the new delivery once the job has loaded (or ended); until then hold it.
    */
   private async redelivered(key: string, delivery: Delivery<unknown>): Promise<void> {
-    this.awaitingRedelivery.delete(key);
-    const job = this.active.get(key);
+    const job = this.table.activeJob(key);
     this.log.info(
       { jobId: key.split(':')[0], deliveryCount: delivery.deliveryCount, state: job ? 'active' : 'ended' },
       'offer redelivered after a broker drop; the job is already ours',
     );
-    if (job && !job.loaded && !job.delivery) {
-      this.hold(key, job, delivery);
+    const holder = this.table.redelivered(key, delivery);
+    if (holder) {
+      this.jobs.watchRevocation(holder, delivery);
       return;
     }
     await delivery.ack();
     if (!job) await this.updatePrefetch();
-  }
-
-  /** Keeps the job's offer delivery unsettled until the job loads; a revocation drops the hold quietly. */
-  private hold(key: string, job: ActiveJob, delivery: Delivery<unknown>): void {
-    job.delivery = delivery;
-    delivery.onRevoked(() => {
-      if (job.delivery !== delivery) return;
-      job.delivery = undefined;
-      // Still ours if still running here (or ended here): its redelivery is settled, not run again.
-      if (this.active.get(key) === job || this.taken.has(key)) {
-        remember(this.awaitingRedelivery, key, 10_000);
-        this.log.info({ jobId: job.offer.jobId }, 'broker took back a loading offer; keeping the job');
-      }
-    });
-  }
-
-  /** Settles the job's offer delivery (ack) if this agent still holds it. */
-  private async release(job: ActiveJob): Promise<void> {
-    const delivery = job.delivery;
-    if (!delivery) return;
-    job.delivery = undefined;
-    await delivery.ack();
   }
 
   /**
@@ -455,21 +322,20 @@ export class Agent {
     receivedAt: number,
     reason: string,
   ): void {
-    const remainingMs = Math.max(0, offer.deadline - Date.now());
-    const deliveriesLeft = Math.max(1, this.deliveryLimit - delivery.deliveryCount);
-    const [low, high] = PARK_MS;
-    const pause = Math.min(high, Math.max(low, remainingMs / deliveriesLeft)) * (0.8 + Math.random() * 0.4);
+    const pause = parkPause({
+      deadline: offer.deadline,
+      now: this.clock.now(),
+      deliveryLimit: this.deliveryLimit,
+      deliveryCount: delivery.deliveryCount,
+    });
     const timer = setTimeout(() => {
-      if (this.parked.get(key)?.delivery !== delivery) return;
-      this.parked.delete(key);
+      if (!this.table.unpark(key, delivery)) return;
       void delivery.requeue(0).then(() => this.updatePrefetch());
     }, pause);
     timer.unref();
-    this.parked.set(key, { offer, delivery, receivedAt, timer });
+    this.table.park(key, { offer, delivery, receivedAt, timer });
     delivery.onRevoked(() => {
-      if (this.parked.get(key)?.delivery !== delivery) return;
-      clearTimeout(timer);
-      this.parked.delete(key);
+      if (this.table.unpark(key, delivery)) clearTimeout(timer);
     });
     this.log.debug(
       { jobId: offer.jobId, user: offer.user, reason, handBackMs: Math.round(pause) },
@@ -482,473 +348,70 @@ export class Agent {
    * closest to its delivery limit), then oldest first.
    */
   private async placeParked(): Promise<void> {
-    const order = [...this.parked].sort(
-      ([, a], [, b]) => b.delivery.deliveryCount - a.delivery.deliveryCount || a.receivedAt - b.receivedAt,
-    );
-    for (const [key, parked] of order) {
+    const parked = [...this.table.parked()].map((entry) => ({
+      ...entry,
+      deliveryCount: entry.delivery.deliveryCount,
+    }));
+    for (const entry of placementOrder(parked)) {
       if (this.freeSlots === 0) return;
-      if (this.parked.get(key) !== parked || this.fits(parked.offer)) continue;
-      clearTimeout(parked.timer);
-      this.parked.delete(key);
-      await this.accept(key, parked.offer, parked.delivery, parked.receivedAt);
+      const current = this.table.get(entry.key);
+      if (current?.kind !== 'parked' || current.delivery !== entry.delivery || this.fits(entry.offer))
+        continue;
+      this.table.unpark(entry.key, entry.delivery);
+      clearTimeout(entry.timer);
+      await this.jobs.accept(entry.key, entry.offer, entry.delivery, entry.receivedAt);
     }
   }
 
   private async handBackParked(): Promise<void> {
-    const parked = [...this.parked.values()];
-    this.parked.clear();
-    for (const { timer } of parked) clearTimeout(timer);
+    const parked = [...this.table.parked()];
+    for (const { key, delivery, timer } of parked) {
+      this.table.unpark(key, delivery);
+      clearTimeout(timer);
+    }
     await Promise.all(parked.map(({ delivery }) => delivery.requeue(0)));
   }
 
-  private async accept(
-    key: string,
-    offer: JobOffer,
-    delivery: Delivery<unknown>,
-    receivedAt: number,
-  ): Promise<void> {
-    // Each delivery of an offer numbers its events in its own range: when an agent died after reporting and
-    // the offer went to another agent, the new agent's events must not look like duplicates of the old ones.
-    const seq = (delivery.deliveryCount - 1) * 1_000_000;
-    const job: ActiveJob = {
-      offer,
-      delivery: undefined,
-      seq,
-      loaded: false,
-      cancelRequested: false,
-      oomKillsBefore: 0,
-      receivedAt,
-      coldStart: false,
-      firstStepLogged: false,
-    };
-    this.active.set(key, job);
-    remember(this.taken, key, 100_000);
-    this.hold(key, job, delivery);
-    await this.updatePrefetch();
-    // Placing does not wait for the broker's confirm of `loading`: it is published now, on the channel every
-    // later event of the job goes out on, so the server still sees it first; and whatever was confirmed, the
-    // offer stays unacked until `loaded`, so a crash before that leads to redelivery.
-    void this.emitState(job, 'loading');
-    try {
-      await this.place(job);
-    } catch (error) {
-      if (error instanceof ExecutorExitedError && this.active.get(key) === job) {
-        // Killed while becoming the user: a crash before the load, handed back like one during it.
-        this.log.warn({ jobId: offer.jobId, cause: error.exit.cause }, error.message);
-        this.handBackLoading(key, job, error.exit);
-        return;
-      }
-      const failure = coerceError(error, 'STEWARD_EXECUTOR_START_FAILED');
-      this.log.warn({ jobId: offer.jobId, code: failure.code }, failure.message);
-      // Identity refusals and start failures end the job with a clear reason: no retry loop.
-      await this.finish(job, 'failed', { code: failure.code, message: failure.message });
-    }
+  /** The older attempts of the offer's job held here (two attempts of one job never run side by side). */
+  private olderAttempts(offer: JobOffer): ActiveJob[] {
+    return [...this.table.activeJobs()].filter(
+      (job) => job.offer.jobId === offer.jobId && job.offer.attempt < offer.attempt,
+    );
   }
 
-  /** Whether an older attempt of the offer's job is still held here; if so, asks it to stop. */
-  private holdsOlderAttempt(offer: JobOffer): boolean {
-    let held = false;
-    for (const job of this.active.values()) {
-      if (job.offer.jobId !== offer.jobId || job.offer.attempt >= offer.attempt) continue;
-      held = true;
-      if (!job.cancelRequested) {
-        this.log.warn(
-          { jobId: offer.jobId, heldAttempt: job.offer.attempt, newAttempt: offer.attempt },
-          'a newer attempt of a job held here arrived; stopping the older attempt',
-        );
-        this.requestCancel(job);
-      }
+  private stopOlderAttempts(offer: JobOffer, older: readonly ActiveJob[]): void {
+    for (const job of older) {
+      if (job.cancelRequested) continue;
+      this.log.warn(
+        { jobId: offer.jobId, heldAttempt: job.offer.attempt, newAttempt: offer.attempt },
+        'a newer attempt of a job held here arrived; stopping the older attempt',
+      );
+      this.jobs.requestCancel(job);
     }
-    return held;
   }
 
   /**
-   * Whether the offer fits this machine's budget now: the user's own cap, then — if the user needs a new
-   * executor — core tokens and memory for it (an idle executor of another user is evicted to make room).
-   * Returns the reason it does not fit, or undefined. Names the identity policy would refuse fit: placing
-   * them ends the job with the refusal, which costs nothing.
+   * Whether the offer fits this machine's budget now (see capacity.ts); an idle executor of another user is
+   * evicted to make room for a new one. Returns the reason it does not fit, or undefined.
    */
   private fits(offer: JobOffer): string | undefined {
-    const { capacity } = this.config;
-    let userJobs = 0;
-    for (const job of this.active.values()) if (job.offer.user === offer.user) userJobs += 1;
-    if (userJobs >= capacity.maxJobsPerUser)
-      return `user ${offer.user} already runs ${userJobs} job(s), the per-user cap`;
-    if (this.isolation !== 'per-user') return undefined;
-    let osName: string;
-    try {
-      osName = mapToOsName(offer.user, this.policy);
-    } catch {
-      return undefined;
-    }
-    if (this.pool.hasExecutorFor(osName)) return undefined;
-    const needed = (executors: number) => ({
-      tokens: (executors + 1) * capacity.tokensPerExecutor,
-      memory: (executors + 1) * this.config.limits.memoryBytes,
+    const verdict = capacityVerdict({
+      user: offer.user,
+      jobs: [...this.table.activeJobs()].map((job) => ({
+        user: job.offer.user,
+        placed: job.executor !== undefined,
+      })),
+      budget: this.budget,
+      perUser: this.isolation === 'per-user',
+      osNameOf: (user) => this.host.osNameOf(user),
+      hasExecutorFor: (osName) => this.pool.hasExecutorFor(osName),
     });
-    // Users accepted a moment ago whose executors are not in the pool yet hold their share too.
-    const pending = new Set<string>();
-    for (const job of this.active.values()) {
-      if (job.executor || job.offer.user === offer.user || pending.has(job.offer.user)) continue;
-      let name: string;
-      try {
-        name = mapToOsName(job.offer.user, this.policy);
-      } catch {
-        continue;
-      }
-      if (!this.pool.hasExecutorFor(name)) pending.add(job.offer.user);
-    }
+    if (verdict.kind === 'fits') return undefined;
+    if (verdict.kind === 'full') return verdict.reason;
     for (;;) {
-      const want = needed(this.pool.userExecutorCount + pending.size);
-      if (want.tokens <= capacity.tokens && want.memory <= capacity.memoryBytes) return undefined;
-      if (!this.pool.evictIdle())
-        return `no capacity for another executor (${want.tokens} of ${capacity.tokens} core tokens, ${want.memory} of ${capacity.memoryBytes} bytes)`;
+      const shortfall = executorShortfall(this.pool.userExecutorCount + verdict.pending, this.budget);
+      if (shortfall === undefined || !this.pool.evictIdle()) return shortfall;
     }
-  }
-
-  private async place(job: ActiveJob): Promise<void> {
-    const account: OsAccount =
-      this.isolation === 'per-user'
-        ? await resolveAccount(job.offer.user, this.policy, this.config.id, (name) => this.accounts.get(name))
-        : currentAccount();
-    const t1 = performance.now();
-    let homeDone = t1;
-    let dirs = this.preparedDirs.get(account.name);
-    if (!dirs || dirs.uid !== account.uid || Date.now() - dirs.at > DIRS_RECHECK_MS) {
-      // The home directory and the workspace are independent: prepared side by side.
-      const [, prepared] = await Promise.all([
-        (this.isolation === 'per-user' ? ensureHome(account) : Promise.resolve()).then(() => {
-          homeDone = performance.now();
-        }),
-        prepareUserDirs(this.config.workspaceRoot, account, this.isolation === 'per-user', {
-          auditorsGroup: this.config.auditorsGroup,
-        }),
-      ]);
-      dirs = { ...prepared, uid: account.uid, at: Date.now() };
-      this.preparedDirs.set(account.name, dirs);
-      if (this.preparedDirs.size > 10_000) {
-        const oldest = this.preparedDirs.keys().next().value;
-        if (oldest !== undefined) this.preparedDirs.delete(oldest);
-      }
-    }
-    const t3 = performance.now();
-    const t2 = homeDone;
-    job.coldStart = !this.pool.hasExecutorFor(account.name);
-    const executor = await this.pool.acquire(account, dirs);
-    const t4 = performance.now();
-    const left = this.leftDirs.get(account.name);
-    if (left) {
-      this.leftDirs.delete(account.name);
-      executor.process.send({ type: 'remove-job-dirs', names: [...left] });
-    }
-    // Where a start's time goes (ms), logged with the start latency: the figures to look at when it is slow.
-    job.timing = {
-      acceptAndResolve: round(t1 - job.receivedAt),
-      home: round(t2 - t1),
-      homeAndDirs: round(t3 - t1),
-      executor: round(t4 - t3),
-      load: 0,
-    };
-    if (job.cancelRequested) {
-      await this.finish(job, 'canceled', {
-        code: 'STEWARD_JOB_CANCELED',
-        message: 'canceled before it started',
-      });
-      return;
-    }
-    job.executor = executor;
-    job.identity = executor.identity;
-    job.oomKillsBefore = executor.cgroup?.oomKills() ?? 0;
-    if (executor.cgroup?.jobCgroups) {
-      // Made by root, writable (its cgroup.procs only) by the user: every step of the job starts in it.
-      job.cgroup = await executor.cgroup.createJob(
-        `job-${job.offer.jobId}-${job.offer.attempt}`.replace(/[^A-Za-z0-9_.-]/g, '_'),
-        executor.pid,
-        account.uid,
-        account.gid,
-      );
-    }
-    this.pool.jobStarted(executor, job.offer.jobId);
-    executor.process.send({
-      type: 'job',
-      jobId: job.offer.jobId,
-      attempt: job.offer.attempt,
-      serverUrl: job.offer.serverUrl,
-      jobToken: job.offer.jobToken,
-      agentId: this.config.id,
-      params: job.offer.params,
-      ...(job.offer.limits.timeoutMs ? { timeoutMs: job.offer.limits.timeoutMs } : {}),
-      ...(job.cgroup ? { cgroupProcs: job.cgroup.procsFile } : {}),
-    });
-    job.sentAt = performance.now();
-    // A cancel that came while the executor was being prepared is the executor's to honour now.
-    if (job.cancelRequested) this.requestCancel(job);
-  }
-
-  private onExecutorMessage(executor: UserExecutor, message: ExecutorToAgent): void {
-    if (message.type !== 'loaded' && message.type !== 'step' && message.type !== 'finished') return;
-    const job = this.findJob(message.jobId, executor);
-    if (!job) return;
-    switch (message.type) {
-      case 'loaded':
-        void this.loaded(job);
-        return;
-      case 'step':
-        if (message.step.state === 'running' && !job.firstStepLogged) {
-          job.firstStepLogged = true;
-          // Offer arrival → first step running: the figure `bench/cold-start.mjs` reports.
-          this.log.info(
-            {
-              jobId: job.offer.jobId,
-              attempt: job.offer.attempt,
-              user: executor.account.name,
-              coldStart: job.coldStart,
-              startLatencyMs: round(performance.now() - job.receivedAt),
-              phasesMs: job.timing,
-            },
-            'first step started',
-          );
-        }
-        void this.emitStep(job, message.step);
-        return;
-      case 'finished':
-        if (!job.loaded && message.error?.code === 'STEWARD_ATTEMPT_CLAIMED') {
-          void this.dropClaimed(job, message.error);
-          return;
-        }
-        void this.finish(job, message.state, message.error);
-        return;
-    }
-  }
-
-  private async loaded(job: ActiveJob): Promise<void> {
-    if (job.timing && job.sentAt !== undefined) job.timing.load = round(performance.now() - job.sentAt);
-    job.loaded = true;
-    // The engine's clock for the time limit starts now; the agent's runs alongside, plus the grace.
-    const { timeoutMs } = job.offer.limits;
-    if (timeoutMs && !job.enforcer) {
-      job.enforcer = setTimeout(
-        () =>
-          void this.endByAgent(
-            job,
-            'failed',
-            `the job exceeded its time limit of ${formatSeconds(timeoutMs)} and the executor had not ended it ${formatSeconds(this.config.deadlineGraceMs)} later`,
-          ),
-        timeoutMs + this.config.deadlineGraceMs,
-      );
-      job.enforcer.unref();
-    }
-    await this.updatePrefetch();
-    // `running` is published before the ack, so the broker has it before anything can make the offer
-    // go elsewhere; the final state, published later on the same channel, can never overtake it.
-    const running = this.emitState(job, 'running');
-    await this.release(job);
-    await running;
-  }
-
-  /**
-   * The executor died under a job: before the ack the offer goes back for redelivery (saying why, so that a
-   * job that kills every executor loading it is reported as poison once the bus gives up on it); after the
-   * ack, the job failed and the server decides whether to retry it.
-   */
-  private executorLost(jobId: string, exit: ExitInfo): void {
-    const { cause } = exit;
-    for (const [key, job] of this.active) {
-      if (job.offer.jobId !== jobId) continue;
-      if (!job.loaded) {
-        this.handBackLoading(key, job, exit);
-      } else if (exit.kind === 'unresponsive') {
-        this.leftBehind(job);
-        void this.finish(job, job.cancelRequested ? 'canceled' : 'failed', {
-          code: 'STEWARD_AGENT_ENDED_JOB',
-          message: `agent ${this.config.id} ended the job: the executor for ${job.identity?.osUser ?? job.offer.user} was ${cause}, so the agent killed it and every process of the job`,
-        });
-      } else {
-        const oom = exit.kind === 'out-of-memory';
-        void this.finish(job, 'failed', {
-          code: oom ? 'STEWARD_OUT_OF_MEMORY' : 'STEWARD_EXECUTOR_CRASHED',
-          message: oom
-            ? `${cause}: the executor for ${job.identity?.osUser ?? job.offer.user} was killed by the kernel`
-            : `executor for ${job.identity?.osUser ?? job.offer.user} ended during the job: ${cause}`,
-        });
-      }
-    }
-  }
-
-  /**
-   * The job's executor died before the workflow loaded: the offer goes back to the bus (its delivery count
-   * grows, so an offer that kills every executor ends at the delivery limit as poison), with an `offered`
-   * event that says why.
-   */
-  private handBackLoading(key: string, job: ActiveJob, exit: Pick<ExitInfo, 'kind' | 'cause'>): void {
-    const { cause } = exit;
-    this.active.delete(key);
-    this.dropJobResources(job);
-    this.taken.delete(key);
-    // Without a hold (the broker took the delivery back in a drop) the redelivery is a fresh offer.
-    this.awaitingRedelivery.delete(key);
-    const delivery = job.delivery;
-    job.delivery = undefined;
-    const handBack = async (): Promise<void> => {
-      // The claim is freed over HTTP, alongside the event: the event waits behind any backlog in the events
-      // queue, and an agent given the redelivered offer before it lands would be refused. Twice: the dead
-      // executor's fetch may still be on its way and claim the attempt after the first release. The second
-      // cannot free a newer claim of this agent's: it holds the delivery until the requeue below.
-      const released = this.releaseClaim(job)
-        .then(() => new Promise((resolve) => setTimeout(resolve, CLAIM_RELEASE_SETTLE_MS)))
-        .then(() => this.releaseClaim(job));
-      await this.emitState(job, 'offered', {
-        code: exit.kind === 'out-of-memory' ? 'STEWARD_OUT_OF_MEMORY' : 'STEWARD_EXECUTOR_CRASHED',
-        message: `agent ${this.config.id}: the executor for ${job.identity?.osUser ?? job.offer.user} ended while loading the job (${cause}); offer handed back after delivery ${delivery?.deliveryCount ?? '?'}`,
-      });
-      await released;
-      if (delivery) await delivery.requeue(0);
-      await this.updatePrefetch();
-      await this.placeParked();
-    };
-    void handBack();
-  }
-
-  /**
-   * Gives up this agent's claim on a job's attempt that never started (a no-op on the server when the
-   * executor had not fetched yet). A failure is only logged: the hand-back event frees the claim too, later.
-   */
-  private async releaseClaim(job: ActiveJob): Promise<void> {
-    const { offer } = job;
-    try {
-      await releaseClaim(offer, this.config.id, AbortSignal.timeout(CLAIM_RELEASE_TIMEOUT_MS));
-    } catch (error) {
-      this.log.warn(
-        { jobId: offer.jobId, attempt: offer.attempt, err: error },
-        "could not release this agent's claim on the job; another agent may load it only once the hand-back event reaches the server",
-      );
-    }
-  }
-
-  /**
-   * The server refused this agent's load: another agent holds the attempt (the broker gave it the same offer
-   * after taking it back from this agent in a connection drop, or the other way round). The job is that
-   * agent's: settle this agent's delivery, if it still holds one, and free the slot, without a state event
-   * (the job's record is the other agent's to write). The key stays in `taken`: should the broker bring the
-   * offer here again, it is settled, not loaded.
-   */
-  private async dropClaimed(job: ActiveJob, error: ErrorInfo): Promise<void> {
-    const key = `${job.offer.jobId}:${job.offer.attempt}`;
-    if (this.active.get(key) !== job) return;
-    this.active.delete(key);
-    this.dropJobResources(job);
-    if (job.executor) this.pool.jobEnded(job.executor, job.offer.jobId);
-    this.log.info(
-      { jobId: job.offer.jobId, attempt: job.offer.attempt, held: job.delivery !== undefined },
-      `another agent loads the job; dropping this agent's copy (${error.message})`,
-    );
-    await this.release(job);
-    await this.placeParked();
-    await this.updatePrefetch();
-  }
-
-  private async finish(job: ActiveJob, state: JobState, error?: ErrorInfo): Promise<void> {
-    const key = `${job.offer.jobId}:${job.offer.attempt}`;
-    if (this.active.get(key) !== job) return;
-    this.active.delete(key);
-    if (job.enforcer) clearTimeout(job.enforcer);
-    // Everything of the job dies with it — daemons that left the step's process group included — before
-    // the end is reported; and anything of a job that slipped out of its job's cgroup goes too.
-    if (job.cgroup) {
-      const killed = await job.cgroup.remove().catch(() => 0);
-      if (killed > 0)
-        this.log.info(
-          { jobId: job.offer.jobId, killed },
-          'killed processes the job left behind in its cgroup',
-        );
-    }
-    if (job.executor?.cgroup) await job.executor.cgroup.killStrays(job.executor.pid).catch(() => 0);
-    const cgroup = job.executor?.cgroup;
-    if (state === 'failed' && error?.code !== 'STEWARD_OUT_OF_MEMORY' && cgroup) {
-      // A step the kernel killed for the memory limit looks like any killed process to the engine; the
-      // cgroup's own counter says what happened.
-      if (cgroup.oomKills() > job.oomKillsBefore) {
-        error = {
-          code: 'STEWARD_OUT_OF_MEMORY',
-          message: `${outOfMemory(cgroup.limits)}${error ? `: ${error.message}` : ''}`,
-        };
-      }
-    }
-    if (job.executor) this.pool.jobEnded(job.executor, job.offer.jobId);
-    // Final state first, then ack: if we die in between, a redelivered offer finds the job ended.
-    await this.emitState(job, state, error);
-    await this.release(job);
-    await this.placeParked();
-    await this.updatePrefetch();
-  }
-
-  /**
-   * Asks the job's executor to cancel it, and holds the cancel: should the executor not end the job within
-   * the grace, the agent ends it itself.
-   */
-  private requestCancel(job: ActiveJob): void {
-    job.cancelRequested = true;
-    if (!job.executor) return; // Still being placed: place() passes the cancel on.
-    job.executor.process.send({ type: 'cancel', jobId: job.offer.jobId });
-    if (job.enforcer) clearTimeout(job.enforcer);
-    job.enforcer = setTimeout(
-      () =>
-        void this.endByAgent(
-          job,
-          'canceled',
-          `the executor had not ended the job ${formatSeconds(this.config.deadlineGraceMs)} after its cancel`,
-        ),
-      this.config.deadlineGraceMs,
-    );
-    job.enforcer.unref();
-  }
-
-  /**
-   * The executor did not end the job in time (a time limit or a cancel, plus the grace): the agent does.
-   * It kills every process of the job; an executor that does not answer either (stopped, hung) is killed too,
-   * with everything it runs. The job ends `failed` or `canceled` with STEWARD_AGENT_ENDED_JOB, and its slot
-   * is free.
-   */
-  private async endByAgent(job: ActiveJob, state: 'failed' | 'canceled', why: string): Promise<void> {
-    const key = `${job.offer.jobId}:${job.offer.attempt}`;
-    if (this.active.get(key) !== job) return;
-    const executor = job.executor;
-    const unresponsive = executor !== undefined && !this.pool.responsive(executor);
-    this.log.warn(
-      { jobId: job.offer.jobId, attempt: job.offer.attempt, user: executor?.account.name, unresponsive },
-      `ending the job from the agent: ${why}`,
-    );
-    if (executor && (unresponsive || !job.cgroup)) {
-      this.leftBehind(job);
-      // Without a job cgroup the executor's is the only way to reach every process of the job.
-      this.pool.killHung(
-        executor,
-        unresponsive ? 'unresponsive (ended by the agent)' : 'killed by the agent to end a job',
-      );
-    }
-    await this.finish(job, state, {
-      code: 'STEWARD_AGENT_ENDED_JOB',
-      message: `agent ${this.config.id} ended the job: ${why}${unresponsive ? '; the executor did not answer and was killed' : ''}`,
-    });
-  }
-
-  /** Stops the job's enforcement timer and removes its cgroup with anything in it (in the background). */
-  private dropJobResources(job: ActiveJob): void {
-    if (job.enforcer) clearTimeout(job.enforcer);
-    void job.cgroup?.remove().catch(() => 0);
-  }
-
-  /** Notes the directories of a job whose executor the agent killed, for the user's next executor. */
-  private leftBehind(job: ActiveJob): void {
-    const user = job.executor?.account.name;
-    if (!user || this.config.keepJobDirs) return;
-    let names = this.leftDirs.get(user);
-    if (!names) {
-      if (this.leftDirs.size >= 10_000) return;
-      names = new Set();
-      this.leftDirs.set(user, names);
-    }
-    if (names.size < 1000) names.add(`${job.offer.jobId}-${job.offer.attempt}`);
   }
 
   // --- control -------------------------------------------------------------------------------------------
@@ -961,108 +424,46 @@ export class Agent {
     }
     const control = parsed.data;
     if (control.type === 'drain' || control.type === 'resume') {
-      const draining = control.type === 'drain';
-      if (draining !== this.draining) {
-        this.draining = draining;
-        this.log.info(
-          { running: this.active.size, parked: this.parked.size },
-          draining
-            ? 'drained: taking no new jobs; the ones taken run to their end'
-            : 'resumed: taking jobs again',
-        );
-        if (draining) await this.handBackParked();
-        await this.updatePrefetch();
-        // The registry shows the change at once, not at the next heartbeat.
-        await this.sendHeartbeat();
-      }
+      await this.setDraining(control.type === 'drain');
     } else {
-      const job = this.active.get(`${control.jobId}:${control.attempt}`);
-      if (job) this.requestCancel(job);
+      const job = this.table.activeJob(offerKey(control));
+      if (job) this.jobs.requestCancel(job);
     }
     await delivery.ack();
   }
 
-  // --- events --------------------------------------------------------------------------------------------
-
-  private async emitState(job: ActiveJob, state: JobState, error?: ErrorInfo): Promise<void> {
-    await this.publishJobEvent({
-      v: PROTOCOL_VERSION,
-      type: 'state',
-      jobId: job.offer.jobId,
-      attempt: job.offer.attempt,
-      seq: ++job.seq,
-      time: Date.now(),
-      agentId: this.config.id,
-      state,
-      ...(error ? { error } : {}),
-      ...(job.identity ? { executor: job.identity } : {}),
-    });
+  private async setDraining(draining: boolean): Promise<void> {
+    if (draining === this.draining) return;
+    this.draining = draining;
+    this.log.info(
+      { running: this.table.jobs, parked: this.table.parkedOffers },
+      draining
+        ? 'drained: taking no new jobs; the ones taken run to their end'
+        : 'resumed: taking jobs again',
+    );
+    if (draining) await this.handBackParked();
+    await this.updatePrefetch();
+    // The registry shows the change at once, not at the next heartbeat.
+    await this.sendHeartbeat();
   }
 
-  private async emitStep(job: ActiveJob, step: StepEvent): Promise<void> {
-    await this.publishJobEvent({
-      v: PROTOCOL_VERSION,
-      type: 'step',
-      jobId: job.offer.jobId,
-      attempt: job.offer.attempt,
-      seq: ++job.seq,
-      time: Date.now(),
-      agentId: this.config.id,
-      step,
-    });
-  }
+  // --- heartbeat and prefetch ----------------------------------------------------------------------------
 
-  /** Job events go through the batcher: those ready together leave in one message. */
-  private async publishJobEvent(event: JobEvent): Promise<void> {
-    try {
-      await this.events.send(event);
-    } catch (error) {
-      this.log.error({ err: error, type: event.type }, 'could not publish event');
-    }
-  }
-
-  /** Through the bus's heartbeats queue: no backlog of job events delays it. */
   private async sendHeartbeat(): Promise<void> {
-    const heartbeat: Heartbeat = {
-      v: PROTOCOL_VERSION,
-      type: 'heartbeat',
-      agentId: this.config.id,
-      time: Date.now(),
+    await this.report.heartbeat({
       labels: [...this.config.labels],
       // Slots not in use (a drained agent reports `draining` and still shows how many jobs it has left).
-      capacity: { slots: this.config.slots, free: Math.max(0, this.config.slots - this.active.size) },
+      capacity: { slots: this.config.slots, free: Math.max(0, this.config.slots - this.table.jobs) },
       executors: this.pool.executors(),
       isolation: this.isolation,
       draining: this.draining,
-    };
-    try {
-      await this.bus.publishHeartbeat(heartbeat);
-    } catch (error) {
-      this.log.error({ err: error }, 'could not publish heartbeat');
-    }
+    });
   }
 
-  /**
-   * Prefetch = free slots plus the offer deliveries this agent still holds for its loading jobs: the bus
-   * counts those held deliveries against the prefetch already, and counting them as busy slots too would
-   * let only half the free slots load at once.
-   */
-  private wantedPrefetch(): number {
-    if (this.draining || this.stopped) return 0;
-    let holding = 0;
-    for (const job of this.active.values()) if (job.delivery) holding += 1;
-    return this.freeSlots + holding;
-  }
-
-  /**
-   * A larger prefetch applies at once. A smaller one waits a moment: every job lowers it when it loads and
-   * raises it again when it ends, and each change costs a re-consume (three broker round trips); for short
-   * jobs the two cancel out before the pause is over. An offer that arrives meanwhile with no room is parked
-   * and placed when the next job ends, as any offer over capacity is.
-   */
+  /** See prefetch.ts: free slots plus the offer deliveries held for loading jobs; decreases wait a moment. */
   private async updatePrefetch(): Promise<void> {
-    const want = this.wantedPrefetch();
-    if (want > 0 && want < this.prefetchApplied) {
+    const change = prefetchChange(this.wantedPrefetch(), this.prefetchApplied);
+    if (change.kind === 'shrink-later') {
       this.prefetchShrink ??= setTimeout(() => {
         this.prefetchShrink = undefined;
         void this.applyPrefetch(this.wantedPrefetch());
@@ -1070,7 +471,13 @@ export class Agent {
       this.prefetchShrink.unref();
       return;
     }
-    await this.applyPrefetch(want);
+    await this.applyPrefetch(change.prefetch);
+  }
+
+  private wantedPrefetch(): number {
+    let holding = 0;
+    for (const job of this.table.activeJobs()) if (job.hold.kind === 'held') holding += 1;
+    return wantedPrefetch({ open: this.open, slots: this.config.slots, jobs: this.table.jobs, holding });
   }
 
   private async applyPrefetch(prefetch: number): Promise<void> {
@@ -1078,11 +485,5 @@ export class Agent {
     this.prefetchShrink = undefined;
     this.prefetchApplied = prefetch;
     await this.offers?.setPrefetch(prefetch);
-  }
-
-  private findJob(jobId: string, executor: UserExecutor): ActiveJob | undefined {
-    for (const job of this.active.values())
-      if (job.offer.jobId === jobId && job.executor === executor) return job;
-    return undefined;
   }
 }

@@ -1,4 +1,16 @@
-export { Agent, type AgentOptions } from './agent.js';
+export { Agent } from './agent.js';
+export { createAgent, type AgentOptions } from './wiring.js';
+export { createHost } from './host.js';
+export {
+  systemClock,
+  type AgentClock,
+  type AgentDeps,
+  type AgentHost,
+  type AgentPool,
+  type HousekeepingReport,
+  type PoolEvents,
+  type PooledExecutor,
+} from './collaborators.js';
 export {
   resolveAccount,
   mapToOsName,

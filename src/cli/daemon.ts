@@ -7,7 +7,14 @@ import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
-import { Agent, DailyLogFile, planCleanup, runCleanup, type CleanupItem } from '../agent/index.js';
+import {
+  createAgent,
+  type Agent,
+  DailyLogFile,
+  planCleanup,
+  runCleanup,
+  type CleanupItem,
+} from '../agent/index.js';
 import { AmqpBus, EmbeddedBus, type Bus } from '../bus/index.js';
 import {
   compileAgentConfig,
@@ -152,7 +159,7 @@ export async function runUp(options: UpOptions): Promise<void> {
     adminPassword: process.env.STEWARD_ADMIN_PASSWORD,
   });
   const { url } = await server.listen();
-  const agent = new Agent({ config: agentConfig, bus, publicKeys: [server.publicKeyPem], logger });
+  const agent = createAgent({ config: agentConfig, bus, publicKeys: [server.publicKeyPem], logger });
   try {
     await agent.start();
   } catch (error) {
@@ -358,7 +365,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
   });
   const logger = makeLogger(dataDir, 'info', options.debug ?? false, config.logRetentionDays);
   const bus = await connectAmqp(config.bus, logger, 'agent');
-  const agent = new Agent({ config, bus, publicKeys: [config.serverPublicKey], logger });
+  const agent = createAgent({ config, bus, publicKeys: [config.serverPublicKey], logger });
   try {
     await agent.start();
   } catch (error) {

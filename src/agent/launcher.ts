@@ -1,0 +1,102 @@
+/**
+ * Readies a user's executor for a job: resolves the OS account, checks (or makes) the user's home and
+ * directories, and takes the user's executor from the pool — recording where a start's time goes. It also
+ * keeps the job directories that executors killed by the agent left behind, for the user's next executor
+ * to remove (as the user; root never deletes inside a user's tree).
+ */
+import type { OsAccount } from './accounts.js';
+import type { AgentClock, AgentHost, AgentPool, PooledExecutor } from './collaborators.js';
+import type { ActiveJob } from './offer-state.js';
+import type { UserDirs } from './workspaces.js';
+
+/** How long a user's checked directories are taken as they are before the next check (see `prepared`). */
+const DIRS_RECHECK_MS = 60_000;
+/** Most users whose checked directories are remembered. */
+const MAX_PREPARED_USERS = 10_000;
+/** Most users, and job directories per user, remembered as left behind. */
+const MAX_LEFT_USERS = 10_000;
+const MAX_LEFT_DIRS_PER_USER = 1000;
+
+/** Milliseconds to two decimals, for timing records. */
+export function roundMs(ms: number): number {
+  return Math.round(ms * 100) / 100;
+}
+
+export class Launcher {
+  /**
+   * Users whose home and directories were checked (or made) lately: their next jobs skip the checks. Root does
+   * nothing else with those directories (the executor uses them as the user), so a user who changes their own
+   * directories meanwhile affects only their own jobs; the check runs again after DIRS_RECHECK_MS.
+   */
+  private readonly prepared = new Map<string, UserDirs & { uid: number; at: number }>();
+  /** Job directories (`<job>-<attempt>`) left by executors the agent killed, by OS user. Bounded. */
+  private readonly leftDirs = new Map<string, Set<string>>();
+
+  constructor(
+    private readonly host: AgentHost,
+    private readonly pool: AgentPool,
+    private readonly clock: AgentClock,
+    private readonly keepJobDirs: boolean,
+  ) {}
+
+  /**
+   * The job's user's executor, ready for the job; sets the job's `coldStart` and `timing`. Throws the
+   * account's refusal, a directory problem, or the executor's failure to start.
+   */
+  async executorFor(job: ActiveJob): Promise<{ executor: PooledExecutor; account: OsAccount }> {
+    const account = await this.host.resolveAccount(job.offer.user);
+    const t1 = this.clock.monotonic();
+    let homeDone = t1;
+    let dirs = this.prepared.get(account.name);
+    if (!dirs || dirs.uid !== account.uid || this.clock.now() - dirs.at > DIRS_RECHECK_MS) {
+      // The home directory and the workspace are independent: prepared side by side.
+      const [, prepared] = await Promise.all([
+        this.host.ensureHome(account).then(() => {
+          homeDone = this.clock.monotonic();
+        }),
+        this.host.prepareUserDirs(account),
+      ]);
+      dirs = { ...prepared, uid: account.uid, at: this.clock.now() };
+      this.remember(account.name, dirs);
+    }
+    const t3 = this.clock.monotonic();
+    job.coldStart = !this.pool.hasExecutorFor(account.name);
+    const executor = await this.pool.acquire(account, dirs);
+    const t4 = this.clock.monotonic();
+    const left = this.leftDirs.get(account.name);
+    if (left) {
+      this.leftDirs.delete(account.name);
+      executor.process.send({ type: 'remove-job-dirs', names: [...left] });
+    }
+    // Where a start's time goes (ms), logged with the start latency: the figures to look at when it is slow.
+    job.timing = {
+      acceptAndResolve: roundMs(t1 - job.receivedAt),
+      home: roundMs(homeDone - t1),
+      homeAndDirs: roundMs(t3 - t1),
+      executor: roundMs(t4 - t3),
+      load: 0,
+    };
+    return { executor, account };
+  }
+
+  /** Notes the directories of a job whose executor the agent killed, for the user's next executor. */
+  leftBehind(job: ActiveJob): void {
+    const user = job.executor?.account.name;
+    if (!user || this.keepJobDirs) return;
+    let names = this.leftDirs.get(user);
+    if (!names) {
+      if (this.leftDirs.size >= MAX_LEFT_USERS) return;
+      names = new Set();
+      this.leftDirs.set(user, names);
+    }
+    if (names.size < MAX_LEFT_DIRS_PER_USER) names.add(`${job.offer.jobId}-${job.offer.attempt}`);
+  }
+
+  private remember(user: string, dirs: UserDirs & { uid: number; at: number }): void {
+    this.prepared.set(user, dirs);
+    if (this.prepared.size > MAX_PREPARED_USERS) {
+      const oldest = this.prepared.keys().next().value;
+      if (oldest !== undefined) this.prepared.delete(oldest);
+    }
+  }
+}
