@@ -342,7 +342,7 @@ describe('agent (in-process, embedded bus)', () => {
     // in the queue (its first).
     expect(h.events.find((e) => e.jobId === 'job-p')!.seq).toBe(1_000_001);
     expect(h.events.find((e) => e.jobId === 'job-d2')!.seq).toBe(1);
-    expect(h.heartbeats.at(-1)?.draining).toBeUndefined();
+    expect(h.heartbeats.at(-1)?.draining).toBe(false);
   });
 
   it('hands an offer back for other agents when it lacks the labels', async () => {
