@@ -1,3 +1,4 @@
+/* eslint-disable @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-call, @typescript-eslint/no-explicit-any -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * File params and live logs under a real `steward up`, as real OS users: a CSV uploaded with the run is read
  * by the job (its totals checked against ones computed here), hostile file names stay inside the job
@@ -193,7 +194,7 @@ describe('file params', () => {
         },
       }),
       duplex: 'half',
-    } as RequestInit);
+    });
     expect(response.status).toBe(413);
     expect(((await response.json()) as any).error.code).toBe('STEWARD_PAYLOAD_TOO_LARGE');
     const exact = await upload(alice, 'fits.csv', Buffer.alloc(MAX_UPLOAD, 0x61));
