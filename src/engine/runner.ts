@@ -380,6 +380,7 @@ class JobRun {
       { stepId: step.id, stream: 'stdout', path: stdoutPath },
       { stepId: step.id, stream: 'stderr', path: stderrPath },
     );
+    const logsClosed = this.options.onStepLogs?.({ stepId: step.id, stdoutPath, stderrPath });
     const outcome = await runProcess({
       argv,
       cwd: this.options.workDir,
@@ -390,7 +391,7 @@ class JobRun {
       killGraceMs: this.options.killGraceMs ?? 3000,
       ...(this.options.spawnWrapper ? { spawnWrapper: this.options.spawnWrapper } : {}),
       ...(this.options.logLimitBytes !== undefined ? { logLimitBytes: this.options.logLimitBytes } : {}),
-    });
+    }).finally(() => logsClosed?.());
     if (outcome.kind === 'stopped') throw new StepStopped('stopped');
     await checkExit(step, outcome, stderrPath);
   }

@@ -173,7 +173,8 @@ export class JobStore {
     return readSteps(executor, jobId);
   }
 
-  private async findJobBySubmitKey(user: string, key: string): Promise<JobRecord | undefined> {
+  /** The job `user` created with idempotency key `key`, if any. */
+  async findJobBySubmitKey(user: string, key: string): Promise<JobRecord | undefined> {
     const row = await this.ctx.db
       .selectFrom('jobs')
       .selectAll()

@@ -28,6 +28,7 @@ import { JobStore, type ListJobsFilter, type NewJob } from './jobs.js';
 import { LoginFailureStore } from './login-failures.js';
 import { migrateToLatest, type StoreDialect } from './migrations/index.js';
 import { ResultStore, type ResultRecord, type ResultUpload } from './results.js';
+import { JobFileStore } from './job-files.js';
 import { SpaceStore } from './spaces.js';
 import type { WalFlusher } from './sqlite-durable.js';
 import { SweepStore } from './sweeps.js';
@@ -88,6 +89,8 @@ export class Store {
   private readonly flusher: WalFlusher | undefined;
   /** Spaces, space members and local groups. */
   readonly spaces: SpaceStore;
+  /** Uploads, job inputs and live log notices. */
+  readonly files: JobFileStore;
   private readonly users: UserStore;
   private readonly tokens: TokenStore;
   private readonly loginFailures: LoginFailureStore;
@@ -114,6 +117,7 @@ export class Store {
     const changes = new ChangeNotifier(this.instanceId, this.changeChannel);
     this.ctx = { db: this.db, dialect: this.dialect, clock, changes };
     this.spaces = new SpaceStore(this.db);
+    this.files = new JobFileStore(this.db, this.changeChannel, this.instanceId);
     this.users = new UserStore(this.ctx);
     this.tokens = new TokenStore(this.ctx);
     this.loginFailures = new LoginFailureStore(this.ctx);
@@ -304,6 +308,11 @@ export class Store {
   /** Stores a new job, or finds the one stored with its `submitKey` (`created: false`). */
   insertJobOnce(job: NewJob): Promise<{ job: JobRecord; created: boolean }> {
     return this.jobs.insertJobOnce(job);
+  }
+
+  /** The job `user` created with idempotency key `key`, if any. */
+  findJobBySubmitKey(user: string, key: string): Promise<JobRecord | undefined> {
+    return this.jobs.findJobBySubmitKey(user, key);
   }
 
   getJob(id: string, executor?: Executor): Promise<JobRecord | undefined> {

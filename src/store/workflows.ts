@@ -11,11 +11,14 @@ import type { Database } from './schema.js';
 
 export interface ParamDefinitionRecord {
   name: string;
-  type: 'string' | 'number' | 'integer' | 'boolean' | 'date' | 'enum';
+  type: 'string' | 'number' | 'integer' | 'boolean' | 'date' | 'enum' | 'file';
   required: boolean;
   default?: ParamValue;
   values?: string[];
   description?: string;
+  /** `file` params (see the engine's ParamSpec). */
+  accept?: string[];
+  maxSize?: number;
 }
 
 export interface AssetRecord {

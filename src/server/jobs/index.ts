@@ -18,6 +18,7 @@ import {
 import type { JobRecord, Store } from '../../store/index.js';
 import type { AuditLog } from '../audit.js';
 import type { Principal } from '../auth.js';
+import type { UploadService } from '../uploads.js';
 import type { JobWatch } from '../watch.js';
 import type { WorkflowRepository } from '../workflows.js';
 import { JobClaims } from './claims.js';
@@ -40,6 +41,8 @@ export interface JobServiceDeps {
   logger: Logger;
   /** The URL executors use to reach this server (known once listening). */
   serverUrl: () => string;
+  /** Uploaded files for `file` params (moved into a job's inputs at submit). */
+  uploads: UploadService;
 }
 
 export class JobService {

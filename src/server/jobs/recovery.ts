@@ -111,10 +111,9 @@ export class JobRecovery {
     const orphans = await this.deps.store.listRunningJobsOfSilentAgents(now - leaseMs);
     if (orphans.length === 0) return orphans;
     // Heartbeats have a queue of their own, so a backlog of job events (a burst, or the events a dead server
-    // held coming back) does not delay them. While such a backlog waits, agents still get three leases: an
-    // agent older than the heartbeats queue sends its heartbeats among those events, and a job whose agent
-    // then died may have its final events there (a queue that never drains must not hide a dead agent for
-    // ever, hence three leases, not more).
+    // held coming back) does not delay them. But a dead agent's final events may wait in that backlog, so
+    // while it is there, agents get three leases (a queue that never drains must not hide a dead agent for
+    // ever, hence three, not more).
     const pending = await this.deps.bus.pendingEvents();
     if (pending === undefined || pending === 0) return orphans;
     const overdue = await this.deps.store.listRunningJobsOfSilentAgents(now - 3 * leaseMs);

@@ -4,12 +4,13 @@
  */
 import type { Logger } from 'pino';
 import type { CompiledServerConfig } from '../../config/index.js';
-import { resolveParams } from '../../engine/index.js';
+import { resolveParams, type ParamSpec, type Workflow } from '../../engine/index.js';
 import { StewardError, type ParamValue } from '../../protocol/index.js';
-import type { JobRecord, Store } from '../../store/index.js';
+import type { JobRecord, Store, WorkflowRecord } from '../../store/index.js';
 import type { AuditLog } from '../audit.js';
 import type { Principal } from '../auth.js';
 import { newJobId, newJobToken } from '../secrets.js';
+import type { ReservedInputs, UploadService } from '../uploads.js';
 import type { JobWatch } from '../watch.js';
 import type { WorkflowRepository } from '../workflows.js';
 import type { OfferPublisher } from './offers.js';
@@ -34,40 +35,38 @@ export interface JobSubmissionDeps {
   logger: Logger;
   offers: OfferPublisher;
   transition: TransitionJob;
+  /** Uploaded files for `file` params (moved into a job's inputs at submit). */
+  uploads: UploadService;
 }
 
 export class JobSubmission {
   constructor(private readonly deps: JobSubmissionDeps) {}
 
   async submit(principal: Principal, input: SubmitInput, source: string): Promise<JobRecord> {
-    const { store, workflows, config } = this.deps;
+    const { workflows, config } = this.deps;
     // Needs the viewer role in the workflow's space; the version resolved here is pinned for good.
     const record = await workflows.resolve(principal, input.workflow);
     const workflow = await workflows.parsedFor(record);
-    const params = resolveParams(workflow, input.params);
+    const resolved = resolveParams(workflow, input.params);
     const now = Date.now();
+    const id = newJobId(now);
+    const reserved = await this.reserveInputs(principal.user, id, workflow.params, resolved, input);
+    if (!('uploads' in reserved)) return reserved;
     const token = newJobToken();
     const deadline = now + config.loadTimeoutMs;
-    // Recorded as offered before publishing (an agent may report `loading` as soon as the offer is out), in
-    // the same commit as the insert.
-    const inserted = await store.insertJobOnce({
-      id: newJobId(now),
-      user: principal.user,
-      workflow: { space: record.space, name: record.name, version: record.version, digest: record.digest },
-      params,
-      labels: input.labels,
-      timeoutMs: input.timeoutSeconds === undefined ? null : input.timeoutSeconds * 1000,
-      jobTokenHash: token.hash,
-      createdAt: now,
-      steps: workflow.steps.map((step) => ({ id: step.id, kind: step.kind })),
-      retries: input.retries ?? null,
-      loadDeadline: deadline,
-      offered: true,
-      submitKey: input.idempotencyKey ?? null,
-    });
+    const inserted = await this.insert(
+      principal,
+      input,
+      { id, record, workflow, reserved, now, deadline },
+      token.hash,
+    );
     // A retry of a submission that already created its job: answer with that job, submit nothing.
-    if (!inserted.created) return inserted.job;
+    if (!inserted.created) {
+      await this.deps.uploads.release(id);
+      return inserted.job;
+    }
     const job = inserted.job;
+    await this.attachInputs(job, reserved);
     await this.cancelIfOwnerDisabled(principal, job);
     this.deps.watch.publishJob(job);
     // The audit entry is written while the broker confirms the offer: both are done before the answer.
@@ -99,6 +98,87 @@ export class JobSubmission {
     }
     await audited;
     return job;
+  }
+
+  /**
+   * Stores the job, recorded as offered before publishing (an agent may report `loading` as soon as the
+   * offer is out), in the same commit as the insert. Without a job, what the submission reserved is free
+   * again at once, not only when it expires.
+   */
+  private async insert(
+    principal: Principal,
+    input: SubmitInput,
+    job: {
+      id: string;
+      record: WorkflowRecord;
+      workflow: Workflow;
+      reserved: ReservedInputs;
+      now: number;
+      deadline: number;
+    },
+    jobTokenHash: string,
+  ): Promise<{ created: boolean; job: JobRecord }> {
+    const { id, record, workflow, now } = job;
+    try {
+      return await this.deps.store.insertJobOnce({
+        id,
+        user: principal.user,
+        workflow: { space: record.space, name: record.name, version: record.version, digest: record.digest },
+        params: job.reserved.params,
+        labels: input.labels,
+        timeoutMs: input.timeoutSeconds === undefined ? null : input.timeoutSeconds * 1000,
+        jobTokenHash,
+        createdAt: now,
+        steps: workflow.steps.map((step) => ({ id: step.id, kind: step.kind })),
+        retries: input.retries ?? null,
+        loadDeadline: job.deadline,
+        offered: true,
+        submitKey: input.idempotencyKey ?? null,
+      });
+    } catch (error) {
+      await this.deps.uploads.release(id).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /** The inputs are in place before the offer exists, so an executor always finds them. */
+  private async attachInputs(job: JobRecord, reserved: ReservedInputs): Promise<void> {
+    try {
+      await this.deps.uploads.attach(reserved);
+    } catch (error) {
+      this.deps.logger.error({ err: error, jobId: job.id }, 'moving the uploaded inputs into the job failed');
+      await this.deps.transition(
+        job.id,
+        'failed',
+        {
+          error: { code: 'STEWARD_INTERNAL', message: 'the uploaded files could not be stored with the job' },
+        },
+        { attempt: job.attempt },
+      );
+      throw error;
+    }
+  }
+
+  /**
+   * Reserves the uploads named by `file` params for job `id`. When they are gone because this very
+   * submission (same idempotency key) already used them, returns the job it created instead.
+   */
+  private async reserveInputs(
+    user: string,
+    id: string,
+    specs: readonly ParamSpec[],
+    params: Record<string, ParamValue>,
+    input: SubmitInput,
+  ): Promise<ReservedInputs | JobRecord> {
+    try {
+      return await this.deps.uploads.reserve(user, id, specs, params);
+    } catch (error) {
+      if (!(error instanceof StewardError) || error.code !== 'STEWARD_NOT_FOUND' || !input.idempotencyKey)
+        throw error;
+      const existing = await this.deps.store.findJobBySubmitKey(user, input.idempotencyKey);
+      if (existing) return existing;
+      throw error;
+    }
   }
 
   /**
