@@ -8,6 +8,8 @@ export type {
   SpaceStore,
 } from './spaces.js';
 export type { ChangeListener, JobChangeNotice } from './changes.js';
+export { decodeJobCursor, encodeJobCursor } from './listings.js';
+export type { AuditPageFilter, JobCursor, JobPageFilter, Listings, Page } from './listings.js';
 export type {
   AgentRecord,
   AppliedEvent,

@@ -37,6 +37,7 @@ import { migrateToLatest, type StoreDialect } from './migrations/index.js';
 import { WalFlusher, withCommitTracking } from './sqlite-durable.js';
 import type { Database, JobsTable } from './schema.js';
 import { SpaceStore } from './spaces.js';
+import { Listings } from './listings.js';
 
 export interface OpenStoreOptions {
   /** Called with a line for each applied migration. Default: silent. */
@@ -334,6 +335,8 @@ export class Store {
   private readonly workflowVersions = new Map<string, WorkflowRecord>();
   /** Spaces, space members and local groups. */
   readonly spaces: SpaceStore;
+  /** Paged job and audit listings (portal, CLI). */
+  readonly listings: Listings;
 
   private constructor(
     readonly db: Db,
@@ -344,6 +347,7 @@ export class Store {
     private readonly flusher?: WalFlusher,
   ) {
     this.spaces = new SpaceStore(db);
+    this.listings = new Listings(db, toJob);
   }
 
   /** Opens the database and applies pending migrations. */
