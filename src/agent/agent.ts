@@ -52,6 +52,7 @@ import { detectCgroups, removeCgroupParents, type CgroupSupport, type JobCgroup 
 import { AgentLock } from './lock.js';
 import { EventBatcher } from './event-batcher.js';
 import { ExecutorExitedError, ExecutorPool, outOfMemory, type UserExecutor } from './pool.js';
+import type { ExitInfo } from './spawner.js';
 import { UserLogs } from './user-logs.js';
 import { ensureHome, prepareUserDirs, prepareWorkspaceRoot, type UserDirs } from './workspaces.js';
 
@@ -185,7 +186,7 @@ export class Agent {
     this.log = options.logger.child({ component: 'agent', agentId: options.config.id });
     this.verifier = createOfferVerifier(options.publicKeys);
     this.events = new EventBatcher(options.config.id, (message) => this.bus.publishEvent(message));
-    this.deliveryLimit = this.config.bus.kind === 'amqp' ? this.config.bus.deliveryLimit : 20;
+    this.deliveryLimit = this.bus.deliveryLimit;
     this.isolation = process.getuid?.() === 0 ? 'per-user' : 'single-user';
     this.policy = { ...this.config.identity, userMap: this.config.userMap };
     const lookupTimeoutMs = this.config.accountLookupTimeoutMs;
@@ -212,6 +213,7 @@ export class Agent {
           {
             user: executor.account.name,
             pid: executor.pid,
+            kind: exit.kind,
             cause: exit.cause,
             code: exit.code,
             signal: exit.signal,
@@ -219,7 +221,7 @@ export class Agent {
           },
           'executor exited',
         );
-        for (const jobId of jobs) this.executorLost(jobId, exit.cause, exit.hung === true);
+        for (const jobId of jobs) this.executorLost(jobId, exit);
       },
     });
   }
@@ -532,8 +534,8 @@ export class Agent {
     } catch (error) {
       if (error instanceof ExecutorExitedError && this.active.get(key) === job) {
         // Killed while becoming the user: a crash before the load, handed back like one during it.
-        this.log.warn({ jobId: offer.jobId, cause: error.exitCause }, error.message);
-        this.handBackLoading(key, job, error.exitCause);
+        this.log.warn({ jobId: offer.jobId, cause: error.exit.cause }, error.message);
+        this.handBackLoading(key, job, error.exit);
         return;
       }
       const failure = coerceError(error, 'STEWARD_EXECUTOR_START_FAILED');
@@ -749,19 +751,20 @@ export class Agent {
    * job that kills every executor loading it is reported as poison once the bus gives up on it); after the
    * ack, the job failed and the server decides whether to retry it.
    */
-  private executorLost(jobId: string, cause: string, hung: boolean): void {
+  private executorLost(jobId: string, exit: ExitInfo): void {
+    const { cause } = exit;
     for (const [key, job] of this.active) {
       if (job.offer.jobId !== jobId) continue;
       if (!job.loaded) {
-        this.handBackLoading(key, job, cause);
-      } else if (hung) {
+        this.handBackLoading(key, job, exit);
+      } else if (exit.kind === 'unresponsive') {
         this.leftBehind(job);
         void this.finish(job, job.cancelRequested ? 'canceled' : 'failed', {
           code: 'STEWARD_AGENT_ENDED_JOB',
           message: `agent ${this.config.id} ended the job: the executor for ${job.identity?.osUser ?? job.offer.user} was ${cause}, so the agent killed it and every process of the job`,
         });
       } else {
-        const oom = cause.startsWith('out of memory');
+        const oom = exit.kind === 'out-of-memory';
         void this.finish(job, 'failed', {
           code: oom ? 'STEWARD_OUT_OF_MEMORY' : 'STEWARD_EXECUTOR_CRASHED',
           message: oom
@@ -777,7 +780,8 @@ export class Agent {
    * grows, so an offer that kills every executor ends at the delivery limit as poison), with an `offered`
    * event that says why.
    */
-  private handBackLoading(key: string, job: ActiveJob, cause: string): void {
+  private handBackLoading(key: string, job: ActiveJob, exit: Pick<ExitInfo, 'kind' | 'cause'>): void {
+    const { cause } = exit;
     this.active.delete(key);
     this.dropJobResources(job);
     this.taken.delete(key);
@@ -794,7 +798,7 @@ export class Agent {
         .then(() => new Promise((resolve) => setTimeout(resolve, CLAIM_RELEASE_SETTLE_MS)))
         .then(() => this.releaseClaim(job));
       await this.emitState(job, 'offered', {
-        code: cause.startsWith('out of memory') ? 'STEWARD_OUT_OF_MEMORY' : 'STEWARD_EXECUTOR_CRASHED',
+        code: exit.kind === 'out-of-memory' ? 'STEWARD_OUT_OF_MEMORY' : 'STEWARD_EXECUTOR_CRASHED',
         message: `agent ${this.config.id}: the executor for ${job.identity?.osUser ?? job.offer.user} ended while loading the job (${cause}); offer handed back after delivery ${delivery?.deliveryCount ?? '?'}`,
       });
       await released;
@@ -1017,7 +1021,7 @@ export class Agent {
     }
   }
 
-  /** Through the bus's heartbeats queue: no backlog of job events delays it (servers older than it miss it). */
+  /** Through the bus's heartbeats queue: no backlog of job events delays it. */
   private async sendHeartbeat(): Promise<void> {
     const heartbeat: Heartbeat = {
       v: PROTOCOL_VERSION,
@@ -1029,8 +1033,7 @@ export class Agent {
       capacity: { slots: this.config.slots, free: Math.max(0, this.config.slots - this.active.size) },
       executors: this.pool.executors(),
       isolation: this.isolation,
-      // Only while drained: a heartbeat without the field is one every server version accepts.
-      ...(this.draining ? { draining: true } : {}),
+      draining: this.draining,
     };
     try {
       await this.bus.publishHeartbeat(heartbeat);

@@ -17,7 +17,7 @@ import type { UserDirs } from './workspaces.js';
 export class ExecutorExitedError extends Error {
   constructor(
     message: string,
-    readonly exitCause: string,
+    readonly exit: ExitInfo,
   ) {
     super(message);
     this.name = 'ExecutorExitedError';
@@ -127,7 +127,7 @@ export class ExecutorPool {
   /**
    * Kills every user's executor that missed its heartbeats (stopped with SIGSTOP, or its event loop stuck):
    * it can no longer end its jobs, report them, or honour a cancel. Its exit then ends its jobs
-   * (`ExitInfo.hung`).
+   * (`ExitInfo.kind` `unresponsive`).
    */
   private checkHeartbeats(): void {
     const limit = this.options.heartbeat.intervalMs * this.options.heartbeat.misses;
@@ -335,10 +335,7 @@ export class ExecutorPool {
       process.on('message', onMessage);
       process.once('exit', (exit) =>
         reject(
-          new ExecutorExitedError(
-            `executor exited while becoming ${account.name} (${exit.cause})`,
-            exit.cause,
-          ),
+          new ExecutorExitedError(`executor exited while becoming ${account.name} (${exit.cause})`, exit),
         ),
       );
     });
@@ -373,7 +370,7 @@ export class ExecutorPool {
     let info = exit;
     if (executor.cgroup) {
       if (executor.cgroup.oomKills() > 0 && exit.signal === 'SIGKILL') {
-        info = { ...exit, cause: outOfMemory(this.options.limits) };
+        info = { ...exit, kind: 'out-of-memory', cause: outOfMemory(this.options.limits) };
       }
       // Steps that outlived their executor go with it.
       await executor.cgroup.remove();

@@ -14,13 +14,22 @@ import { ExecutorToAgent, type AgentToExecutor } from '../protocol/index.js';
 
 export type ExecutorState = 'starting' | 'ready' | 'assuming' | 'assigned' | 'stopping' | 'exited';
 
+/**
+ * How an executor ended:
+ * - `exited`: it exited by itself (see `code`);
+ * - `signaled`: a signal the agent did not send killed it;
+ * - `stopped`: the agent stopped it (idle, agent stop, a failed setup: see `cause`);
+ * - `unresponsive`: the agent killed it for missing its heartbeats (stopped or hung), and so ended its jobs;
+ * - `out-of-memory`: the kernel killed it for its cgroup's memory limit (the pool reads the cgroup's counter).
+ */
+export type ExitKind = 'exited' | 'signaled' | 'stopped' | 'unresponsive' | 'out-of-memory';
+
 export interface ExitInfo {
+  kind: ExitKind;
   code: number | null;
   signal: NodeJS.Signals | null;
-  /** Why it ended, for the record: `idle`, `agent stop`, `crashed`, … */
+  /** Why it ended, in words, for logs and job messages: `idle`, `killed by SIGSEGV`, … */
   cause: string;
-  /** The agent killed it for missing its heartbeats (stopped or hung): its jobs were ended by the agent. */
-  hung?: boolean;
 }
 
 export interface SpawnOptions {
@@ -112,10 +121,10 @@ export class ExecutorProcess extends EventEmitter<{
         const wasStarting = this.state === 'starting';
         this.state = 'exited';
         this.exitInfo = {
+          kind: this.exitKind(signal),
           code,
           signal,
           cause: this.stopCause ?? (signal ? `killed by ${signal}` : `exited with code ${code}`),
-          ...(this.killedAsHung ? { hung: true } : {}),
         };
         if (wasStarting) reject(new Error(`executor exited during start (${this.exitInfo.cause})`));
         this.emit('exit', this.exitInfo);
@@ -124,6 +133,12 @@ export class ExecutorProcess extends EventEmitter<{
       child.unref();
     });
     return this.readyPromise;
+  }
+
+  private exitKind(signal: NodeJS.Signals | null): ExitKind {
+    if (this.killedAsHung) return 'unresponsive';
+    if (this.stopCause !== undefined) return 'stopped';
+    return signal ? 'signaled' : 'exited';
   }
 
   send(message: AgentToExecutor): boolean {

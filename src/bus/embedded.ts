@@ -5,6 +5,7 @@
  * same code paths as the distributed one.
  */
 import {
+  DEFAULT_DELIVERY_LIMIT,
   MAX_MESSAGE_BYTES,
   type AgentMessage,
   type Control,
@@ -14,7 +15,7 @@ import {
 import type { Bus, DeadLetter, Delivery, Handler, Subscription } from './types.js';
 
 export interface EmbeddedBusOptions {
-  /** Deliveries after which an offer is dead-lettered. Default 20 (RabbitMQ's quorum-queue default). */
+  /** Deliveries after which an offer is dead-lettered. Default `DEFAULT_DELIVERY_LIMIT` (20). */
   deliveryLimit?: number;
   /** Called when a handler throws; the bus itself keeps going. */
   onHandlerError?: (error: unknown, queue: string) => void;
@@ -150,7 +151,7 @@ export class EmbeddedBus implements Bus {
   private closed = false;
 
   constructor(options: EmbeddedBusOptions = {}) {
-    this.deliveryLimit = options.deliveryLimit ?? 20;
+    this.deliveryLimit = options.deliveryLimit ?? DEFAULT_DELIVERY_LIMIT;
     this.onHandlerError = options.onHandlerError ?? (() => {});
   }
 

@@ -6,4 +6,4 @@ export {
   supportsQuorumQueues,
   type AmqpBusOptions,
   type QueueTypeOption,
-} from './amqp.js';
+} from './amqp/index.js';

@@ -60,7 +60,7 @@ export interface Bus {
   publishOffer(offer: SignedOffer): Promise<void>;
   /** Agents consume offers; `prefetch` = free capacity. */
   consumeOffers(handler: Handler<unknown>, options: { prefetch: number }): Promise<Subscription>;
-  /** Agent → server: job events (and the heartbeats of agents older than `publishHeartbeat`). */
+  /** Agent → server: job events, one or a batch per message. */
   publishEvent(message: AgentMessage): Promise<void>;
   /**
    * Agent → server: a heartbeat, in a queue of its own, so that no backlog of job events delays the proof
@@ -79,9 +79,8 @@ export interface Bus {
   consumeControl(agentId: string, handler: Handler<unknown>): Promise<Subscription>;
   /**
    * Agent messages waiting in the events queue for a server to take them (ready, not yet delivered), or
-   * undefined when the bus cannot tell right now. While a backlog waits, the heartbeat of an agent older than
-   * the heartbeats queue may be in it, and so may the final events of jobs whose agent then died: the lease
-   * sweep gives such agents longer.
+   * undefined when the bus cannot tell right now. While a backlog waits, the final events of jobs whose agent
+   * then died may be in it: the lease sweep gives agents longer.
    */
   pendingEvents(): Promise<number | undefined>;
   /** Server learns what was dead-lettered (offers past the delivery limit, malformed messages). */

@@ -53,8 +53,12 @@ export function formatTime(iso: string | null | undefined): string {
   return `${date.getFullYear()}-${two(date.getMonth() + 1)}-${two(date.getDate())} ${two(date.getHours())}:${two(date.getMinutes())}:${two(date.getSeconds())}`;
 }
 
-/** `850ms`, `12.3s`, `4m05s`, `2h03m`, `3d04h`. */
-export function formatDuration(ms: number | null | undefined): string {
+/**
+ * An elapsed time for people to read, rounded to what matters at its size: `850ms`, `12.3s`, `4m05s`,
+ * `2h03m`, `3d04h` (columns line up). Not parseable as a duration setting: for an exact value that
+ * `parseDuration` reads back, see `formatExactDuration` in protocol.
+ */
+export function formatElapsed(ms: number | null | undefined): string {
   if (ms === null || ms === undefined || !Number.isFinite(ms) || ms < 0) return '-';
   if (ms < 1000) return `${Math.round(ms)}ms`;
   if (ms < 60_000) return `${(ms / 1000).toFixed(1)}s`;

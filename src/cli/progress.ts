@@ -4,7 +4,7 @@
  */
 import type { JobDetail } from '../protocol/index.js';
 import type { Change } from './follow.js';
-import { formatCount, formatDuration, formatTable, spanMs, stripControl } from './output.js';
+import { formatCount, formatElapsed, formatTable, spanMs, stripControl } from './output.js';
 
 export interface ProgressView {
   update(detail: JobDetail, change: Change): void;
@@ -18,7 +18,7 @@ export function createProgressView(stream: NodeJS.WriteStream): ProgressView {
 
 export function renderJobTable(detail: JobDetail, now = Date.now()): string {
   const header = `${stripControl(
-    `job ${detail.id}  ${detail.workflow.space}/${detail.workflow.name}@${detail.workflow.version}  ${detail.state}  ${formatDuration(spanMs(detail.startedAt ?? detail.createdAt, detail.finishedAt, now))}`,
+    `job ${detail.id}  ${detail.workflow.space}/${detail.workflow.name}@${detail.workflow.version}  ${detail.state}  ${formatElapsed(spanMs(detail.startedAt ?? detail.createdAt, detail.finishedAt, now))}`,
     false,
   )}\n`;
   if (detail.steps.length === 0) return header;
@@ -30,7 +30,7 @@ export function renderJobTable(detail: JobDetail, now = Date.now()): string {
         step.id,
         step.state,
         formatCount(step.rows),
-        formatDuration(step.durationMs ?? spanMs(step.startedAt, step.finishedAt, now)),
+        formatElapsed(step.durationMs ?? spanMs(step.startedAt, step.finishedAt, now)),
       ]),
     )
   );
@@ -93,7 +93,7 @@ class LineView implements ProgressView {
       this.stepStates.set(step.id, step.state);
       const facts = [
         step.rows === null ? null : `${formatCount(step.rows)} rows`,
-        step.durationMs === null ? null : formatDuration(step.durationMs),
+        step.durationMs === null ? null : formatElapsed(step.durationMs),
         step.state === 'failed' && step.message ? step.message : null,
       ].filter((fact) => fact !== null);
       this.stream.write(

@@ -3,11 +3,18 @@
  * stops at the first failure (running steps are canceled, unstarted ones skipped), then publishes outputs.
  * Never throws for step failures: the outcome is in the RunResult.
  */
-import { copyFile, link, mkdir, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, link, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { DuckDBConnection } from '@duckdb/node-api';
-import { plainNameProblem, StewardError, type ErrorInfo, type StepEvent } from '../protocol/index.js';
-import { paramToString, substitute } from './params.js';
+import {
+  formatExactDuration,
+  plainNameProblem,
+  StewardError,
+  type ErrorInfo,
+  type StepEvent,
+} from '../protocol/index.js';
+import { substitute } from './params.js';
+import { checkExit, defaultShell, stepEnvironment } from './process-step.js';
 import { runProcess } from './processes.js';
 import {
   bindParams,
@@ -18,18 +25,7 @@ import {
   runCounting,
   type JobDatabase,
 } from './tables.js';
-import type {
-  ReadStepSpec,
-  RunOptions,
-  RunOutput,
-  RunResult,
-  ScriptStepSpec,
-  SqlStepSpec,
-  StepLog,
-  StepSpec,
-  Workflow,
-  WriteStepSpec,
-} from './types.js';
+import type { ProcessStep, RunOptions, RunOutput, RunResult, StepLog, StepSpec, Workflow } from './types.js';
 
 type StepOutcome =
   | { state: 'succeeded'; rows?: number; file?: string }
@@ -106,7 +102,7 @@ class JobRun {
               .map(([id]) => `"${id}"`);
             this.fail({
               code: 'STEWARD_STEP_TIMEOUT',
-              message: `job exceeded its time limit of ${formatMs(this.options.timeoutMs!)}${running.length > 0 ? ` while step ${running.join(', ')} was running` : ''}`,
+              message: `job exceeded its time limit of ${formatExactDuration(this.options.timeoutMs!)}${running.length > 0 ? ` while step ${running.join(', ')} was running` : ''}`,
             });
           }, this.options.timeoutMs)
         : undefined;
@@ -270,7 +266,7 @@ class JobRun {
         state: 'failed',
         error: {
           code: 'STEWARD_STEP_TIMEOUT',
-          message: `step "${step.id}" timed out after ${formatMs(reason.ms)}`,
+          message: `step "${step.id}" timed out after ${formatExactDuration(reason.ms)}`,
         },
       };
     }
@@ -280,7 +276,7 @@ class JobRun {
   private async execute(step: StepSpec, signal: AbortSignal): Promise<{ rows?: number; file?: string }> {
     switch (step.kind) {
       case 'read': {
-        const spec = step.spec as unknown as ReadStepSpec;
+        const { spec } = step;
         const { sql, values } = readStatement(step.id, spec.format, spec.options);
         const rows = await this.withConnection(signal, (connection) =>
           runCounting(connection, sql, { ...values, path: this.resolvePath(spec.path) }),
@@ -288,7 +284,7 @@ class JobRun {
         return { rows };
       }
       case 'sql': {
-        const spec = step.spec as unknown as SqlStepSpec;
+        const { spec } = step;
         const { values, types } = bindParams(spec.params, this.workflow.params, this.options.params);
         // The query was checked to be exactly one SELECT, so it can follow `AS` unchanged; the newline
         // ends any trailing line comment.
@@ -299,7 +295,7 @@ class JobRun {
         return { rows };
       }
       case 'write': {
-        const spec = step.spec as unknown as WriteStepSpec;
+        const { spec } = step;
         const target = this.resolvePath(spec.path);
         await mkdir(path.dirname(target), { recursive: true });
         const rows = await this.withConnection(signal, (connection) =>
@@ -310,7 +306,7 @@ class JobRun {
       case 'shell':
       case 'python':
       case 'command':
-        await this.runScript(step, step.spec as unknown as ScriptStepSpec, signal);
+        await this.runProcessStep(step, signal);
         return {};
     }
   }
@@ -354,7 +350,9 @@ class JobRun {
     return pending;
   }
 
-  private async runScript(step: StepSpec, spec: ScriptStepSpec, signal: AbortSignal): Promise<void> {
+  /** Runs a `shell`, `python` or `command` step: its input tables exported, its program in its own group. */
+  private async runProcessStep(step: ProcessStep, signal: AbortSignal): Promise<void> {
+    const { spec } = step;
     const inputDir = path.join(await this.subdir('in'), step.id);
     const outputDir = path.join(await this.subdir('out'), step.id);
     await rm(outputDir, { recursive: true, force: true });
@@ -366,27 +364,8 @@ class JobRun {
     }
     if (signal.aborted) throw new StepStopped('stopped');
 
-    let argv: string[];
-    if (step.kind === 'command') {
-      argv = spec.command!.map((argument) => substitute(argument, this.options.params));
-    } else {
-      const extension = step.kind === 'python' ? 'py' : 'sh';
-      const scriptFile = path.join(await this.subdir('scripts'), `${step.id}.${extension}`);
-      await writeFile(scriptFile, spec.script!, { mode: 0o600 });
-      const interpreter =
-        step.kind === 'python'
-          ? (this.options.python ?? 'python3')
-          : (this.options.shell ?? (await defaultShell()));
-      argv = [interpreter, scriptFile];
-    }
-
-    const env: Record<string, string> = { ...this.options.env };
-    for (const param of this.workflow.params) {
-      const value = this.options.params[param.name];
-      if (value !== undefined) env[param.name] = paramToString(value);
-    }
-    for (const [name, value] of Object.entries(spec.env)) env[name] = substitute(value, this.options.params);
-    Object.assign(env, {
+    const argv = await this.argv(step);
+    const env = stepEnvironment(this.workflow.params, this.options, spec.env, {
       STEWARD_JOB_DIR: this.options.workDir,
       STEWARD_INPUT_DIR: inputDir,
       STEWARD_OUTPUT_DIR: outputDir,
@@ -413,15 +392,22 @@ class JobRun {
       ...(this.options.logLimitBytes !== undefined ? { logLimitBytes: this.options.logLimitBytes } : {}),
     });
     if (outcome.kind === 'stopped') throw new StepStopped('stopped');
-    if (outcome.kind === 'spawn-error') throw new Error(outcome.message);
-    if (outcome.code !== 0) {
-      const how =
-        outcome.code === null
-          ? `was killed by ${outcome.signal ?? 'a signal'}`
-          : `exited with code ${outcome.code}`;
-      const tail = await tailLines(stderrPath, 10);
-      throw new StewardError('STEWARD_STEP_FAILED', `step "${step.id}" ${how}${tail ? `:\n${tail}` : ''}`);
+    await checkExit(step, outcome, stderrPath);
+  }
+
+  /** A command step's arguments, or the interpreter and the script written to `.steward/scripts`. */
+  private async argv(step: ProcessStep): Promise<string[]> {
+    if (step.kind === 'command') {
+      return step.spec.command.map((argument) => substitute(argument, this.options.params));
     }
+    const extension = step.kind === 'python' ? 'py' : 'sh';
+    const scriptFile = path.join(await this.subdir('scripts'), `${step.id}.${extension}`);
+    await writeFile(scriptFile, step.spec.script, { mode: 0o600 });
+    const interpreter =
+      step.kind === 'python'
+        ? (this.options.python ?? 'python3')
+        : (this.options.shell ?? (await defaultShell()));
+    return [interpreter, scriptFile];
   }
 
   /** Publishes outputs: tables as Parquet + CSV, write steps' files, script steps' output files. */
@@ -512,34 +498,4 @@ async function linkOrCopy(source: string, target: string): Promise<void> {
   } catch {
     await copyFile(source, target);
   }
-}
-
-async function tailLines(file: string, count: number): Promise<string> {
-  const handle = await open(file, 'r').catch(() => undefined);
-  if (!handle) return '';
-  try {
-    const { size } = await handle.stat();
-    const length = Math.min(size, 4096);
-    const buffer = Buffer.alloc(length);
-    await handle.read(buffer, 0, length, size - length);
-    return buffer.toString('utf8').trimEnd().split('\n').slice(-count).join('\n');
-  } finally {
-    await handle.close();
-  }
-}
-
-let shellPath: Promise<string> | undefined;
-function defaultShell(): Promise<string> {
-  shellPath ??= stat('/bin/bash').then(
-    () => '/bin/bash',
-    () => '/bin/sh',
-  );
-  return shellPath;
-}
-
-function formatMs(ms: number): string {
-  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
-  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
-  if (ms % 1000 === 0) return `${ms / 1000}s`;
-  return `${ms}ms`;
 }

@@ -19,17 +19,46 @@ export interface ParamSpec {
 
 export type StepKind = 'read' | 'sql' | 'write' | 'shell' | 'python' | 'command';
 
-export interface StepSpec {
+/** What every step has, whatever its kind. */
+interface StepCommon {
   id: string;
-  kind: StepKind;
   /** Every step this one depends on: explicit `needs` plus tables it references, resolved before the run. */
   needs: string[];
   /** Steps whose tables this step reads (subset of needs). */
   tables: string[];
   timeoutMs?: number;
-  /** The kind-specific definition, as validated. */
-  spec: Record<string, unknown>;
 }
+
+export interface ReadStep extends StepCommon {
+  kind: 'read';
+  spec: ReadStepSpec;
+}
+
+export interface SqlStep extends StepCommon {
+  kind: 'sql';
+  spec: SqlStepSpec;
+}
+
+export interface WriteStep extends StepCommon {
+  kind: 'write';
+  spec: WriteStepSpec;
+}
+
+export interface ScriptStep extends StepCommon {
+  kind: 'shell' | 'python';
+  spec: ScriptStepSpec;
+}
+
+export interface CommandStep extends StepCommon {
+  kind: 'command';
+  spec: CommandStepSpec;
+}
+
+/** A step that runs a program in its own process group (`shell`, `python`, `command`). */
+export type ProcessStep = ScriptStep | CommandStep;
+
+/** One validated step; `kind` says which definition `spec` holds. */
+export type StepSpec = ReadStep | SqlStep | WriteStep | ProcessStep;
 
 export interface Workflow {
   name: string;
@@ -135,15 +164,23 @@ export interface WriteStepSpec {
   options: Record<string, ParamValue>;
 }
 
-/** `StepSpec.spec` of `shell`, `python` and `command` steps. */
-export interface ScriptStepSpec {
-  /** Script text for `shell` and `python`. */
-  script?: string;
-  /** argv for `command`; each element may hold `${param}` placeholders. */
-  command?: string[];
+/** What `shell`, `python` and `command` steps share: their environment and input tables. */
+export interface ProcessStepInputs {
   env: Record<string, string>;
   inputs: string[];
   inputFormat: 'csv' | 'parquet';
+}
+
+/** `StepSpec.spec` of `shell` and `python` steps. */
+export interface ScriptStepSpec extends ProcessStepInputs {
+  /** The script text. */
+  script: string;
+}
+
+/** `StepSpec.spec` of a `command` step. */
+export interface CommandStepSpec extends ProcessStepInputs {
+  /** argv; each element may hold `${param}` placeholders. */
+  command: string[];
 }
 
 /** What `describeWorkflow` returns (for listings). */

@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { LRUCache } from 'lru-cache';
 import {
   MIN_STEP_LOG_LIMIT_BYTES,
   parseWorkflow,
@@ -42,8 +43,7 @@ export interface JobContext {
  * validates every SQL step with DuckDB's parser. The parse is a pure function of (format, source), so a
  * cached result is exactly what parsing again would give; the run never modifies it.
  */
-const parsedWorkflows = new Map<string, Promise<Workflow>>();
-const PARSED_WORKFLOWS_KEPT = 32;
+const parsedWorkflows = new LRUCache<string, Promise<Workflow>>({ max: 32 });
 
 function parseCached(source: string, format: 'yaml' | 'json'): Promise<Workflow> {
   const key = createHash('sha256').update(format).update('\0').update(source).digest('hex');
@@ -52,10 +52,6 @@ function parseCached(source: string, format: 'yaml' | 'json'): Promise<Workflow>
     parsed = parseWorkflow(source, { format });
     parsed.catch(() => parsedWorkflows.delete(key));
     parsedWorkflows.set(key, parsed);
-    if (parsedWorkflows.size > PARSED_WORKFLOWS_KEPT) {
-      const oldest = parsedWorkflows.keys().next().value;
-      if (oldest !== undefined) parsedWorkflows.delete(oldest);
-    }
   }
   return parsed;
 }
@@ -95,7 +91,7 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
       signal: context.signal,
       ...(context.spawnWrapper ? { spawnWrapper: context.spawnWrapper } : {}),
       timeoutMs: job.timeoutMs,
-      ...stepLogLimit(fetched.limits?.stepLogBytes),
+      ...stepLogLimit(fetched.limits.stepLogBytes),
       onEvent: (step) => send({ type: 'step', jobId: job.jobId, step }),
     });
     await uploadAll(client, result);
@@ -128,7 +124,7 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
   }
 }
 
-/** The server's step log cap when it sent a usable one; else the engine's default (an older server). */
+/** The server's step log cap when it is usable; else the engine's default. */
 function stepLogLimit(bytes: unknown): { logLimitBytes?: number } {
   return typeof bytes === 'number' && Number.isSafeInteger(bytes) && bytes >= MIN_STEP_LOG_LIMIT_BYTES
     ? { logLimitBytes: bytes }

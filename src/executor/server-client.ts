@@ -24,8 +24,8 @@ export interface JobWorkflow {
   format: 'yaml' | 'json';
   params: Record<string, ParamValue>;
   assets: { path: string; size: number; digest: string }[];
-  /** Limits the server sets for the run (absent from older servers). */
-  limits?: { stepLogBytes?: number };
+  /** Limits the server sets for the run. */
+  limits: { stepLogBytes: number };
 }
 
 export interface ServerClientOptions {

@@ -106,7 +106,7 @@ export type SessionInfo = z.infer<typeof SessionInfo>;
 
 export const UserSource = z.enum(['local', 'ldap']);
 
-/** Who the caller is. `source` and `token` are absent from older servers. */
+/** Who the caller is. `source` and `token` are left out when their record is gone (deleted meanwhile). */
 export const Me = z.object({
   user: z.string(),
   role: Role,
@@ -128,10 +128,10 @@ export const User = z.object({
   role: Role,
   createdAt: z.string(),
   disabled: z.boolean(),
-  /** Where the user comes from: `local` or `ldap`. (Absent from older servers: `local`.) */
-  source: UserSource.default('local'),
+  /** Where the user comes from: `local` or `ldap`. */
+  source: UserSource,
   /** When an admin deleted the user; null while it exists. Deleted users are listed only on request. */
-  deletedAt: z.string().nullable().default(null),
+  deletedAt: z.string().nullable(),
 });
 export type User = z.infer<typeof User>;
 /**
@@ -172,8 +172,8 @@ export const CreateTokenRequest = z
 export const TokenInfo = z.object({
   id: z.string(),
   name: z.string(),
-  /** The owner (absent from older servers). */
-  user: z.string().optional(),
+  /** The owner. */
+  user: z.string(),
   createdAt: z.string(),
   expiresAt: z.string().nullable(),
   lastUsedAt: z.string().nullable(),
@@ -329,8 +329,8 @@ export const JobDetail = Job.extend({
     pushedBy: z.string().nullable(),
   }),
   steps: z.array(StepInfo),
-  /** Every attempt, oldest first; the last one is the job's current attempt. (Absent from older servers.) */
-  attempts: z.array(AttemptInfo).default([]),
+  /** Every attempt, oldest first; the last one is the job's current attempt. */
+  attempts: z.array(AttemptInfo),
 });
 export type JobDetail = z.infer<typeof JobDetail>;
 
@@ -364,15 +364,15 @@ export const ListJobsQuery = z
     /** Created before this time. */
     until: IsoTime.optional(),
     limit: z.coerce.number().int().min(1).max(1000).default(50),
-    /** The `next` of the previous page (older jobs follow). A job id is accepted too (older clients). */
+    /** The `next` of the previous page (older jobs follow), or a job id (the page starts after that job). */
     before: z.string().max(200).optional(),
   })
   .strict();
 export const JobList = z.object({
   /** Newest first. */
   jobs: z.array(Job),
-  /** Pass as `before` for the following (older) page; null on the last page. (Absent from older servers.) */
-  next: z.string().nullable().default(null),
+  /** Pass as `before` for the following (older) page; null on the last page. */
+  next: z.string().nullable(),
 });
 
 export const ResultInfo = z.object({
@@ -399,18 +399,18 @@ export const PreviewResponse = z.object({
   totalRows: z.number().int().nullable(),
   /**
    * True when this response is not the whole page asked for: a value was cut (`truncatedCells`) or rows were
-   * left out to keep the response within its byte cap (`omittedRows`). (Absent from older servers.)
+   * left out to keep the response within its byte cap (`omittedRows`).
    */
-  truncated: z.boolean().default(false),
+  truncated: z.boolean(),
   /**
    * Values cut to the server's cell cap: `row` is the index in `rows`. A cut text keeps its first bytes (whole
    * UTF-8 characters); any other cut value is its text form, cut alike.
    */
-  truncatedCells: z.array(z.object({ row: z.number().int(), column: z.string() })).default([]),
+  truncatedCells: z.array(z.object({ row: z.number().int(), column: z.string() })),
   /** Rows of the page asked for that were left out (ask again with a larger `offset` for them). */
-  omittedRows: z.number().int().default(0),
+  omittedRows: z.number().int(),
   /** The caps this server applies (server config `preview`). */
-  limits: z.object({ cellBytes: z.number().int(), responseBytes: z.number().int() }).optional(),
+  limits: z.object({ cellBytes: z.number().int(), responseBytes: z.number().int() }),
 });
 
 export const LogEntry = z.object({
@@ -421,10 +421,10 @@ export const LogEntry = z.object({
    * whole log streams from `GET /api/jobs/:id/logs/:step/:stream`.
    */
   text: z.string(),
-  /** Size of the stored log in bytes. (Absent from older servers, whose `text` is the whole log.) */
-  size: z.number().int().optional(),
+  /** Size of the stored log in bytes. */
+  size: z.number().int(),
   /** True when `text` is not the whole stored log. */
-  truncated: z.boolean().default(false),
+  truncated: z.boolean(),
 });
 export const LogsResponse = z.object({ jobId: z.string(), logs: z.array(LogEntry) });
 export const LogsQuery = z
@@ -477,8 +477,8 @@ export const AuditQuery = z
 export const AuditList = z.object({
   /** Newest first. */
   entries: z.array(AuditEntry),
-  /** Pass as `before` for the following (older) page; null on the last page. (Absent from older servers.) */
-  next: z.number().int().nullable().default(null),
+  /** Pass as `before` for the following (older) page; null on the last page. */
+  next: z.number().int().nullable(),
 });
 
 export const Health = z.object({ status: z.literal('ok'), version: z.string(), time: z.string() });
@@ -488,7 +488,7 @@ export const AgentInfo = z.object({
   labels: z.array(z.string()),
   isolation: z.enum(['per-user', 'single-user']),
   /** Drained by an administrator: takes no new jobs, finishes those it has (as of its last heartbeat). */
-  draining: z.boolean().default(false),
+  draining: z.boolean(),
   lastSeen: z.string(),
   capacity: z.object({ slots: z.number().int(), free: z.number().int() }),
   executors: z.array(
@@ -1139,8 +1139,8 @@ export const apiRoutes = {
       format: z.enum(['yaml', 'json']),
       params: z.record(z.string(), ParamValue),
       assets: z.array(z.object({ path: z.string(), size: z.number().int(), digest: z.string() })),
-      /** Limits the executor applies while running the job. (Absent from older servers.) */
-      limits: z.object({ stepLogBytes: z.number().int() }).optional(),
+      /** Limits the executor applies while running the job. */
+      limits: z.object({ stepLogBytes: z.number().int() }),
     }),
   },
   execReleaseClaim: {

@@ -13,6 +13,19 @@ export function parseDuration(text: string | number): number {
   return Math.round(Number(match[1]) * units[match[2] ?? 'ms']!);
 }
 
+/**
+ * The exact text of a duration in the largest unit that divides it (`2m`, `90s`, `1500ms`): what
+ * `parseDuration` reads back to the same value. For messages that quote a setting or a limit as it would be
+ * written in a config or a workflow file. Not for elapsed times shown to people: see the CLI's
+ * `formatElapsed`, which rounds (`4m05s`).
+ */
+export function formatExactDuration(ms: number): string {
+  for (const unit of ['d', 'h', 'm', 's'] as const) {
+    if (ms !== 0 && ms % units[unit]! === 0) return `${ms / units[unit]!}${unit}`;
+  }
+  return `${ms}ms`;
+}
+
 /** A zod schema that accepts a human duration and yields milliseconds. */
 export const Duration = z.union([z.string(), z.number()]).transform((value, ctx) => {
   try {

@@ -10,6 +10,12 @@ import { errorCatalogue, type ErrorCode } from './errors.js';
 export const PROTOCOL_VERSION = 1 as const;
 /** Upper bound for any single bus message; larger ones are dead-lettered unread. */
 export const MAX_MESSAGE_BYTES = 256 * 1024;
+/**
+ * Deliveries of one offer, in all, after which a bus dead-letters it with reason `delivery-limit`, unless
+ * configured otherwise (`bus.deliveryLimit`). RabbitMQ's own default for quorum queues; the embedded bus
+ * uses it too.
+ */
+export const DEFAULT_DELIVERY_LIMIT = 20;
 
 const id = z.string().min(1).max(200);
 /** An agent's id (`agent.id` in its config): letters, digits, `_`, `.`, `:`, `-`. */
@@ -137,8 +143,8 @@ export const Heartbeat = z
     capacity: z.object({ slots: z.number().int(), free: z.number().int() }),
     executors: z.array(ExecutorInfo),
     isolation: z.enum(['per-user', 'single-user']),
-    /** Drained by an administrator (a `drain` control): takes no new jobs. Absent from older agents. */
-    draining: z.boolean().optional(),
+    /** Drained by an administrator (a `drain` control): takes no new jobs. */
+    draining: z.boolean(),
   })
   .strict();
 export type Heartbeat = z.infer<typeof Heartbeat>;
@@ -168,12 +174,8 @@ export const EventBatch = z
   });
 export type EventBatch = z.infer<typeof EventBatch>;
 
-export const AgentMessage = z.discriminatedUnion('type', [
-  JobStateEvent,
-  JobStepEvent,
-  Heartbeat,
-  EventBatch,
-]);
+/** What agents publish to the events queue (heartbeats have a queue of their own). */
+export const AgentMessage = z.discriminatedUnion('type', [JobStateEvent, JobStepEvent, EventBatch]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
 export type JobEvent = JobStateEvent | JobStepEvent;
 

@@ -4,7 +4,7 @@ import type { CompiledServerConfig } from '../config/index.js';
 import type { Store } from '../store/index.js';
 import type { AuditLog } from './audit.js';
 import type { Authenticator } from './auth.js';
-import type { JobService } from './jobs.js';
+import type { JobService } from './jobs/index.js';
 import type { UserAdmin } from './users.js';
 import type { ResultFiles } from './results.js';
 import type { PortalSessions } from './sessions.js';

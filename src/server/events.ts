@@ -16,7 +16,7 @@ import {
   type OfferVerifier,
 } from '../protocol/index.js';
 import type { AppliedEvent, Store } from '../store/index.js';
-import type { JobService } from './jobs.js';
+import type { JobService } from './jobs/index.js';
 import type { JobWatch } from './watch.js';
 
 /** Causes an agent gives when it hands an offer back because the executor loading it died. */
@@ -86,12 +86,6 @@ export class EventConsumer {
       return;
     }
     const message = parsed.data;
-    if (message.type === 'heartbeat') {
-      // Agents older than the heartbeats queue send them here.
-      await this.deps.store.upsertAgent(message);
-      await delivery.ack();
-      return;
-    }
     const events = message.type === 'events' ? message.events : [message];
     // A batch's events join the group commit together, in order; the delivery is acked once all are
     // committed and on disk. If any fails, the bus requeues the whole batch and the ones already applied are

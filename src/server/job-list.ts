@@ -32,7 +32,7 @@ export async function listJobPage(
   if (query.since !== undefined) filter.since = parseIsoTime(query.since);
   if (query.until !== undefined) filter.until = parseIsoTime(query.until);
   if (query.before !== undefined) {
-    // A bare job id (clients before paging by cursor): its creation time is the id's own prefix.
+    // A job id instead of a cursor: the page starts after that job.
     filter.before = decodeJobCursor(query.before) ?? (await cursorOfJob(ctx, query.before));
   }
   const page = await ctx.store.listings.jobs(filter);

@@ -78,3 +78,9 @@ export function newJobId(now = Date.now()): string {
   const stamp = new Date(now).toISOString().replace(/[-:T.Z]/g, '');
   return `${stamp}-${randomBytes(4).toString('hex')}`;
 }
+
+/** A new job token and the hash the store keeps of it (the token itself goes only into the signed offer). */
+export function newJobToken(): { token: string; hash: string } {
+  const token = newSecret('stj_');
+  return { token, hash: sha256Hex(token) };
+}

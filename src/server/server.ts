@@ -21,7 +21,7 @@ import { AuditLog } from './audit.js';
 import { Authenticator } from './auth.js';
 import type { ServerContext } from './context.js';
 import { EventConsumer } from './events.js';
-import { JobService } from './jobs.js';
+import { JobService, type SweepCounts } from './jobs/index.js';
 import { UserAdmin } from './users.js';
 import { loadOrCreateSigningKey } from './keys.js';
 import { buildOpenApiDocument } from './openapi.js';
@@ -58,8 +58,8 @@ export interface StewardServer {
   readonly generatedAdminPassword: string | undefined;
   /** Starts listening on config.host:config.port (0 = any free port). */
   listen(): Promise<{ url: string }>;
-  /** Runs one load-timeout sweep now; returns how many jobs expired. */
-  sweep(now?: number): Promise<number>;
+  /** Runs every recovery sweep once now (expiry, lost agents, adoption); returns what each did. */
+  sweep(now?: number): Promise<SweepCounts>;
   /** Stops consuming, closes HTTP, DuckDB and the store. Does not close the bus (the caller owns it). */
   close(): Promise<void>;
 }
@@ -191,7 +191,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     options.sweepIntervalMs ??
     Math.min(15_000, Math.max(1000, Math.floor(Math.min(config.loadTimeoutMs, config.agentLeaseMs) / 4)));
   const sweeper = setInterval(() => {
-    jobs.sweep().catch((error: unknown) => logger.error({ err: error }, 'load-timeout sweep failed'));
+    jobs.sweep().catch((error: unknown) => logger.error({ err: error }, 'recovery sweep failed'));
   }, sweepIntervalMs);
   sweeper.unref();
 

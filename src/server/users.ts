@@ -17,7 +17,7 @@ import { StewardError, type Role } from '../protocol/index.js';
 import type { Store, UserChange, UserRecord } from '../store/index.js';
 import type { AuditLog } from './audit.js';
 import type { Principal } from './auth.js';
-import type { JobService } from './jobs.js';
+import type { JobService } from './jobs/index.js';
 
 export interface UserAdminDeps {
   store: Store;

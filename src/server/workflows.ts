@@ -5,6 +5,7 @@
  */
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { LRUCache } from 'lru-cache';
 import { parse as parseYaml } from 'yaml';
 import { describeWorkflow, parseWorkflow } from '../engine/index.js';
 import type { Workflow } from '../engine/index.js';
@@ -44,7 +45,7 @@ export function isSafeRelativePath(candidate: string): boolean {
 }
 
 export class WorkflowRepository {
-  private readonly parsed = new Map<string, Promise<Workflow>>();
+  private readonly parsed = new LRUCache<string, Promise<Workflow>>({ max: PARSED_CACHE_SIZE });
   readonly assetDir: string;
 
   constructor(
@@ -117,7 +118,7 @@ export class WorkflowRepository {
       createdBy: principal.user,
       createdAt: Date.now(),
     });
-    this.remember(digest, Promise.resolve(workflow));
+    this.parsed.set(digest, Promise.resolve(workflow));
     await this.audit.record({
       actor: principal.user,
       action: 'workflow.push',
@@ -199,22 +200,13 @@ export class WorkflowRepository {
     const cached = this.parsed.get(record.digest);
     if (cached) return cached;
     const parsing = parseWorkflow(record.source, { format: record.format });
-    this.remember(record.digest, parsing);
+    this.parsed.set(record.digest, parsing);
     parsing.catch(() => this.parsed.delete(record.digest));
     return parsing;
   }
 
   assetPath(digest: string): string {
     return path.join(this.assetDir, digest);
-  }
-
-  private remember(digest: string, workflow: Promise<Workflow>): void {
-    this.parsed.delete(digest);
-    this.parsed.set(digest, workflow);
-    if (this.parsed.size > PARSED_CACHE_SIZE) {
-      const oldest = this.parsed.keys().next().value;
-      if (oldest !== undefined) this.parsed.delete(oldest);
-    }
   }
 
   private checkAssets(

@@ -16,6 +16,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type BetterSqlite3 from 'better-sqlite3';
+import { LRUCache } from 'lru-cache';
 import type { SqliteDatabase as SqliteDialectDatabase, SqliteStatement } from 'kysely';
 
 export class WalFlusher {
@@ -100,7 +101,7 @@ export function withCommitTracking(
   database: BetterSqlite3.Database,
   flusher: WalFlusher | undefined,
 ): SqliteDialectDatabase {
-  const statements = new Map<string, SqliteStatement>();
+  const statements = new LRUCache<string, SqliteStatement>({ max: STATEMENT_CACHE_SIZE });
   const track = (statement: BetterSqlite3.Statement): SqliteStatement => {
     if (statement.reader || !flusher) return statement;
     return {
@@ -120,10 +121,6 @@ export function withCommitTracking(
       if (!statement) {
         statement = track(database.prepare(sql));
         statements.set(sql, statement);
-        if (statements.size > STATEMENT_CACHE_SIZE) {
-          const oldest = statements.keys().next().value;
-          if (oldest !== undefined) statements.delete(oldest);
-        }
       }
       return statement;
     },

@@ -1815,7 +1815,7 @@ export class Store {
       capacity_json: JSON.stringify(heartbeat.capacity),
       executors_json: JSON.stringify(heartbeat.executors),
       last_seen: now,
-      draining: heartbeat.draining === true ? 1 : 0,
+      draining: heartbeat.draining ? 1 : 0,
     };
     await this.db
       .insertInto('agents')

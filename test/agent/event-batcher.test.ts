@@ -18,7 +18,7 @@ function event(seq: number, message = ''): JobEvent {
 
 /** The events a published message carries, in order. */
 const carried = (message: AgentMessage): JobEvent[] =>
-  message.type === 'events' ? message.events : message.type === 'heartbeat' ? [] : [message];
+  message.type === 'events' ? message.events : [message];
 
 describe('agent event batcher', () => {
   it('sends events handed in together as one valid message, in order, and a lone event as it is', async () => {

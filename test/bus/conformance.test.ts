@@ -59,7 +59,17 @@ const offer = (n: number): SignedOffer => ({
   signature: 'x',
   keyId: 'k',
 });
-const heartbeat = (agentId: string): AgentMessage => ({
+const event = (agentId: string): AgentMessage => ({
+  v: 1,
+  type: 'state',
+  jobId: 'job-1',
+  attempt: 1,
+  seq: 1,
+  time: 0,
+  agentId,
+  state: 'running',
+});
+const heartbeat = (agentId: string): Heartbeat => ({
   v: 1,
   type: 'heartbeat',
   agentId,
@@ -68,6 +78,7 @@ const heartbeat = (agentId: string): AgentMessage => ({
   capacity: { slots: 1, free: 1 },
   executors: [],
   isolation: 'single-user',
+  draining: false,
 });
 
 function waitFor<T>(predicate: () => T | undefined, timeoutMs = 10_000): Promise<T> {
@@ -227,8 +238,8 @@ describe.each(implementations)('$name bus', ({ make }) => {
       }
       seen.push(`${agentId}#${d.deliveryCount}`);
     });
-    await bus.publishEvent(heartbeat('bad'));
-    await bus.publishEvent(heartbeat('good'));
+    await bus.publishEvent(event('bad'));
+    await bus.publishEvent(event('good'));
     await waitFor(() => (seen.length === 2 ? true : undefined));
     expect(seen).toContain('good#1');
     expect(seen).toContain('bad#2');
@@ -238,7 +249,7 @@ describe.each(implementations)('$name bus', ({ make }) => {
 
   it('counts agent messages waiting for a server, and none once they are taken', async () => {
     const bus = await make();
-    for (let i = 0; i < 3; i++) await bus.publishEvent(heartbeat(`a${i}`));
+    for (let i = 0; i < 3; i++) await bus.publishEvent(event(`a${i}`));
     expect(await bus.pendingEvents()).toBe(3);
     const seen: string[] = [];
     await bus.consumeEvents((d) => {
@@ -251,7 +262,7 @@ describe.each(implementations)('$name bus', ({ make }) => {
   it('carries heartbeats in their own queue: not behind waiting events, not counted with them, requeued on failure', async () => {
     const errors: unknown[] = [];
     const bus = await make({ onHandlerError: (e) => errors.push(e) });
-    for (let i = 0; i < 3; i++) await bus.publishEvent(heartbeat(`event-${i}`));
+    for (let i = 0; i < 3; i++) await bus.publishEvent(event(`event-${i}`));
     const seen: string[] = [];
     let failedOnce = false;
     await bus.consumeHeartbeats(async (d) => {
@@ -262,8 +273,8 @@ describe.each(implementations)('$name bus', ({ make }) => {
       }
       seen.push(`${agentId}#${d.deliveryCount}`);
     });
-    await bus.publishHeartbeat(heartbeat('hb-bad') as Heartbeat);
-    await bus.publishHeartbeat(heartbeat('hb-good') as Heartbeat);
+    await bus.publishHeartbeat(heartbeat('hb-bad'));
+    await bus.publishHeartbeat(heartbeat('hb-good'));
     await waitFor(() => (seen.length === 2 ? true : undefined));
     expect(seen).toContain('hb-good#1');
     expect(seen).toContain('hb-bad#2');

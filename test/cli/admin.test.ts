@@ -35,6 +35,8 @@ describe('steward user and token', () => {
         role: body.role,
         createdAt: '2026-11-22T10:00:00.000Z',
         disabled: false,
+        source: 'local',
+        deletedAt: null,
       });
     });
     const run = await runCli(cliBin, ['user', 'add', 'bob', '--role', 'admin', '--password-stdin'], {
@@ -57,6 +59,7 @@ describe('steward user and token', () => {
       sendJson(response, 201, {
         id: 'tok1',
         name: 'ci',
+        user: 'admin',
         createdAt: '2026-11-22T10:00:00.000Z',
         expiresAt: '2026-12-22T10:00:00.000Z',
         lastUsedAt: null,
@@ -77,8 +80,22 @@ describe('steward user and token', () => {
     server.on('GET', '/api/users', (_request, response) =>
       sendJson(response, 200, {
         users: [
-          { name: 'alice', role: 'admin', createdAt: '2026-11-22T10:00:00.000Z', disabled: false },
-          { name: 'bob', role: 'user', createdAt: '2026-11-22T10:00:00.000Z', disabled: true },
+          {
+            name: 'alice',
+            role: 'admin',
+            createdAt: '2026-11-22T10:00:00.000Z',
+            disabled: false,
+            source: 'local',
+            deletedAt: null,
+          },
+          {
+            name: 'bob',
+            role: 'user',
+            createdAt: '2026-11-22T10:00:00.000Z',
+            disabled: true,
+            source: 'ldap',
+            deletedAt: null,
+          },
         ],
       }),
     );
@@ -91,7 +108,19 @@ describe('steward user and token', () => {
             isolation: 'per-user',
             lastSeen: '2026-11-22T10:00:00.000Z',
             capacity: { slots: 8, free: 6 },
-            executors: [{ user: 'alice', uid: 1001, pid: 99, jobs: 2, idleSinceMs: null, rssBytes: 1048576 }],
+            executors: [
+              { user: 'alice', uid: 1001, pid: 99, jobs: 2, idleSinceMs: null, rssBytes: 1048576 },
+              // idleSinceMs is when it became idle (epoch ms), not for how long.
+              {
+                user: 'bob',
+                uid: 1002,
+                pid: 100,
+                jobs: 0,
+                idleSinceMs: Date.now() - 125_000,
+                rssBytes: null,
+              },
+            ],
+            draining: false,
           },
         ],
       }),
@@ -99,17 +128,16 @@ describe('steward user and token', () => {
     const users = await runCli(cliBin, ['user', 'list'], { configHome: dir, env });
     const lines = users.stdout.trimEnd().split('\n');
     expect(lines[0]).toMatch(/^NAME\s+ROLE\s+SOURCE\s+CREATED\s+STATE$/);
-    // A server of an older version sends no source: its users are all local.
     expect(lines[1]).toMatch(/^alice\s+admin\s+local\s+.+\s+enabled$/);
-    expect(lines[2]).toMatch(/^bob\s+user\s+local\s+.+\s+disabled$/);
+    expect(lines[2]).toMatch(/^bob\s+user\s+ldap\s+.+\s+disabled$/);
     // Aligned: the last column starts at the same position on every line.
     expect(new Set(lines.map((line) => line.search(/\S+$/))).size).toBe(1);
     const agents = await runCli(cliBin, ['agents', '--json'], { configHome: dir, env });
     expect(JSON.parse(agents.stdout)).toMatchObject({ agents: [{ id: 'node-7', capacity: { free: 6 } }] });
     const agentTable = await runCli(cliBin, ['agents'], { configHome: dir, env });
-    // A server of an older version reports no `draining`: the agent is shown active.
+    // An agent that is not draining is shown active.
     expect(agentTable.stdout).toMatch(
-      /node-7\s+active\s+gpu\s+per-user\s+6\/8\s+alice\(pid 99, 2 jobs, 1\.0 MiB\)/,
+      /node-7\s+active\s+gpu\s+per-user\s+6\/8\s+alice\(pid 99, 2 jobs, 1\.0 MiB\) bob\(pid 100, 0 jobs, idle 2m0[5-9]s\)/,
     );
   });
 });
@@ -199,7 +227,7 @@ describe('steward user passwd, role and whoami (client side)', () => {
     );
   });
 
-  it('shows who you are, and copes with an older server that sends no source or token', async () => {
+  it('shows who you are, also when the server leaves out the source and token (their records gone)', async () => {
     meIs('alice');
     const run = await runCli(cliBin, ['whoami'], { configHome: dir, env });
     expect(run.code, run.stderr).toBe(0);
@@ -250,6 +278,7 @@ describe('steward jobs', () => {
             finishedAt: '2026-11-22T10:04:05.000Z',
           }),
         ],
+        next: null,
       }),
     );
     const run = await runCli(

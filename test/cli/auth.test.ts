@@ -23,7 +23,7 @@ beforeEach(async (context) => {
     });
   });
   server.on('GET', '/api/jobs', (request, response) =>
-    sendJson(response, 200, { jobs: [], seenToken: bearer(request) }),
+    sendJson(response, 200, { jobs: [], next: null, seenToken: bearer(request) }),
   );
 });
 afterEach(async () => {

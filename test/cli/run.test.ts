@@ -284,16 +284,30 @@ describe('steward job and steward logs', () => {
   });
 
   it('prints every stream of every step under a header, or one step with --step', async () => {
+    const stored = [
+      { stepId: 'load', stream: 'stdout', text: 'loaded 1200 rows\n' },
+      { stepId: 'load', stream: 'stderr', text: 'warning: slow' },
+      { stepId: 'report', stream: 'stdout', text: 'done\n' },
+      { stepId: 'report', stream: 'stderr', text: '' },
+    ];
     server.on('GET', `/api/jobs/${jobId}/logs`, (_request, response) =>
       sendJson(response, 200, {
         jobId,
-        logs: [
-          { stepId: 'load', stream: 'stdout', text: 'loaded 1200 rows\n' },
-          { stepId: 'load', stream: 'stderr', text: 'warning: slow' },
-          { stepId: 'report', stream: 'stdout', text: 'done\n' },
-        ],
+        // The CLI asks for the listing alone (maxBytes=0) and streams each log.
+        logs: stored.map(({ stepId, stream, text }) => ({
+          stepId,
+          stream,
+          text: '',
+          size: Buffer.byteLength(text),
+          truncated: text !== '',
+        })),
       }),
     );
+    server.on('GET', new RegExp(`^/api/jobs/${jobId}/logs/(\\w+)/(stdout|stderr)$`), (request, response) => {
+      const [, stepId, stream] = /\/logs\/(\w+)\/(\w+)$/.exec(request.path)!;
+      const log = stored.find((entry) => entry.stepId === stepId && entry.stream === stream)!;
+      response.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' }).end(log.text);
+    });
     const all = await runCli(cliBin, ['logs', jobId], { configHome: dir, env });
     expect(all.stdout).toBe(
       [

@@ -2,9 +2,10 @@
 /**
  * A hand-back that must not wait for the events queue. Agent A's executor claims a job's attempt (its
  * workflow fetch) and dies while loading; A hands the offer back. Its `offered` event, which would free the
- * claim, is stuck behind a backlog in the events queue (here: a flood of heartbeats), and the offer goes to
- * agent B. B's fetch must be granted at once, because A released its claim over HTTP; otherwise B is
- * refused, drops its copy, and the job sits `offered` until the load timeout. Real server, agents, RabbitMQ
+ * claim, is stuck behind a backlog in the events queue (here: a flood of events of an unknown job), and the
+ * offer goes to agent B. B's fetch must be granted at once, because A released its claim over HTTP;
+ * otherwise B is refused, drops its copy, and the job sits `offered` until the load timeout. Real server,
+ * agents, RabbitMQ
  * and OS users; A's user has every process killed the moment it appears.
  */
 import { execFile } from 'node:child_process';
@@ -56,8 +57,7 @@ async function findFile(dir: string, name: string): Promise<boolean> {
 
 beforeAll(async () => {
   vhost = await createVhost('claim-release');
-  // A long lease: the flood keeps the server busy (and, as the events of older agents, heartbeats used to
-  // queue behind it); a live agent must not look silent.
+  // A long lease: the flood keeps the server busy; a live agent must not look silent.
   cluster = await Cluster.start({
     vhost,
     server: {
@@ -101,20 +101,20 @@ describe.runIf(isRoot)('claim release on a hand-back', () => {
     // The backlog: the server works through these before it sees A's hand-back event.
     const connection = await amqp.connect(`${brokerUrl}/${encodeURIComponent(vhost)}`);
     const channel = await connection.createConfirmChannel();
-    const heartbeat = Buffer.from(
+    // Events of a job no server knows: each is read and dropped, as harmless as the server can make them.
+    const flood = Buffer.from(
       JSON.stringify({
         v: 1,
-        type: 'heartbeat',
-        agentId: `flood-${c.runTag}`,
+        type: 'state',
+        jobId: `no-such-job-${c.runTag}`,
+        attempt: 1,
+        seq: 1,
         time: Date.now(),
-        labels: [],
-        capacity: { slots: 0, free: 0 },
-        executors: [],
-        isolation: 'per-user',
+        agentId: `flood-${c.runTag}`,
+        state: 'running',
       }),
     );
-    for (let i = 0; i < FLOOD; i++)
-      channel.sendToQueue('steward.v1.events', heartbeat, { persistent: false });
+    for (let i = 0; i < FLOOD; i++) channel.sendToQueue('steward.v1.events', flood, { persistent: false });
     await channel.waitForConfirms();
     const backlog = (await channel.checkQueue('steward.v1.events')).messageCount;
 

@@ -47,7 +47,8 @@ describe('parseWorkflow', () => {
     ]);
     const byId = new Map(workflow.steps.map((step) => [step.id, step]));
     expect(byId.get('by_region')?.needs).toEqual(['sales']);
-    expect(byId.get('by_region')?.spec.params).toEqual(['region', 'since', 'min_amount']);
+    const byRegion = byId.get('by_region');
+    expect(byRegion?.kind === 'sql' && byRegion.spec.params).toEqual(['region', 'since', 'min_amount']);
     expect(byId.get('export')?.needs).toEqual(['by_region']);
     expect(byId.get('chart')?.needs).toEqual(['by_region']);
     expect(byId.get('chart')?.timeoutMs).toBe(300_000);

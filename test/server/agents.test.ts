@@ -30,8 +30,8 @@ describe.each(backends)('agent registry and controls on $name', (backend) => {
     await h.dispose();
   });
 
-  async function heartbeat(draining?: boolean, free = 2): Promise<any> {
-    await h.bus.publishEvent({
+  async function heartbeat(draining = false, free = 2): Promise<any> {
+    await h.bus.publishHeartbeat({
       v: 1,
       type: 'heartbeat',
       agentId: 'agent-1',
@@ -40,12 +40,12 @@ describe.each(backends)('agent registry and controls on $name', (backend) => {
       capacity: { slots: 2, free },
       executors: [],
       isolation: 'per-user',
-      ...(draining === undefined ? {} : { draining }),
+      draining,
     });
     return eventually(async () => {
       const { agents } = (await h.request({ method: 'GET', url: '/api/agents', token: alice })).json;
       const agent = agents.find((candidate: any) => candidate.id === 'agent-1');
-      return agent?.capacity.free === free && agent.draining === (draining ?? false) ? agent : undefined;
+      return agent?.capacity.free === free && agent.draining === draining ? agent : undefined;
     });
   }
 
@@ -53,7 +53,7 @@ describe.each(backends)('agent registry and controls on $name', (backend) => {
     h.request({ method: 'POST', url: `/api/agents/${agent}/${action}`, token });
 
   it('sends drain and resume to a known agent, audited, and shows the state its heartbeats report', async () => {
-    // An agent without the field (an older version) counts as not draining.
+    // An agent not drained says so in every heartbeat.
     expect(await heartbeat()).toMatchObject({ id: 'agent-1', draining: false, labels: ['gpu'] });
     const drained = await control('drain', 'agent-1');
     expect(drained.status, drained.text).toBe(202);
@@ -110,6 +110,7 @@ describe.each(backends)('agent registry and controls on $name', (backend) => {
       capacity: { slots: 4, free: 2 },
       executors: [executor('alice', 2001, 7001), executor('bob', 2002, 7002)],
       isolation: 'per-user',
+      draining: false,
     });
     const seenBy = async (token: string): Promise<any> => {
       const response = await h.request({ method: 'GET', url: '/api/agents', token });
@@ -152,6 +153,7 @@ describe.each(backends)('agent registry and controls on $name', (backend) => {
       capacity: { slots: 4, free: 4 },
       executors: [],
       isolation: 'single-user',
+      draining: false,
     });
     await eventually(async () => {
       const { agents } = (await h.request({ method: 'GET', url: '/api/agents', token: alice })).json;

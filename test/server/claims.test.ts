@@ -10,6 +10,8 @@ import { createOfferVerifier, type JobOffer, type JobStateEvent } from '../../sr
 import { backends } from '../store/backends.js';
 import { eventually, REPORT_WORKFLOW, startHarness, stateEvent as eventOf, type Harness } from './harness.js';
 
+const NOTHING_SWEPT = { expired: 0, lost: 0, adoptedQueued: 0, adoptedUnpublished: 0 };
+
 /** A state event of the given agent. */
 const stateEvent = (
   offer: JobOffer,
@@ -74,7 +76,7 @@ describe.each(backends)('attempt claims on $name', (backend) => {
   }
 
   async function heartbeat(agentId: string): Promise<void> {
-    await h.bus.publishEvent({
+    await h.bus.publishHeartbeat({
       v: 1,
       type: 'heartbeat',
       agentId,
@@ -83,6 +85,7 @@ describe.each(backends)('attempt claims on $name', (backend) => {
       capacity: { slots: 1, free: 0 },
       executors: [],
       isolation: 'per-user',
+      draining: false,
     });
     // Heartbeats are applied asynchronously: a sweep run before this one lands would find the agent silent.
     const admin = await h.adminToken();
@@ -222,7 +225,7 @@ describe.each(backends)('attempt claims on $name', (backend) => {
     expect((await fetchAs(offer, 'agent-a')).status).toBe(200);
     await eventually(async () => (await detail(id)).state === 'loading');
     // agent-a is alive: a job loading on it is never touched.
-    expect(await h.server.sweep(Date.now())).toBe(0);
+    expect(await h.server.sweep(Date.now())).toEqual(NOTHING_SWEPT);
     expect((await detail(id)).state).toBe('loading');
     // agent-a was killed: its redelivered offer is refused elsewhere, so the lease sweep retries the job.
     expect((await fetchAs(offer, 'agent-b')).status).toBe(409);
@@ -246,7 +249,7 @@ describe.each(backends)('attempt claims on $name', (backend) => {
     await heartbeat('agent-a');
     expect((await fetchAs(offer, 'agent-a')).status).toBe(200);
     expect((await detail(id)).state).toBe('offered');
-    expect(await h.server.sweep(Date.now())).toBe(0);
+    expect(await h.server.sweep(Date.now())).toEqual(NOTHING_SWEPT);
     await h.server.sweep(Date.now() + 10_000);
     await eventually(() => offers.find((o) => o.offer.jobId === id && o.offer.attempt === 2));
     const job = await detail(id);
@@ -262,10 +265,10 @@ describe.each(backends)('attempt claims on $name', (backend) => {
     const { id, offer } = await submit();
     // A new agent's executor can fetch before the server has applied that agent's first heartbeat.
     expect((await fetchAs(offer, 'agent-new')).status).toBe(200);
-    expect(await h.server.sweep(Date.now())).toBe(0);
+    expect(await h.server.sweep(Date.now())).toEqual(NOTHING_SWEPT);
     expect((await fetchAs(offer, 'agent-new')).status).toBe(200);
     // Still nothing from it a lease later: it is as good as dead.
-    expect(await h.server.sweep(Date.now() + 10_000)).toBe(1);
+    expect(await h.server.sweep(Date.now() + 10_000)).toEqual({ ...NOTHING_SWEPT, lost: 1 });
     await eventually(() => offers.find((o) => o.offer.jobId === id && o.offer.attempt === 2));
     expect((await detail(id)).attempts[0]).toMatchObject({ attempt: 1, state: 'lost' });
   });
@@ -275,7 +278,7 @@ describe.each(backends)('attempt claims on $name', (backend) => {
     await heartbeat('agent-a');
     await h.bus.publishEvent(stateEvent(offer, 'agent-a', 1, 'loading'));
     await eventually(async () => (await detail(id)).state === 'loading');
-    expect(await h.server.sweep(Date.now() + 10_000)).toBe(0);
+    expect(await h.server.sweep(Date.now() + 10_000)).toEqual(NOTHING_SWEPT);
     expect(await detail(id)).toMatchObject({ state: 'loading', attempt: 1 });
   });
 });

@@ -9,7 +9,10 @@ import {
   type JobStepEvent,
 } from '../../src/protocol/index.js';
 import { backends } from '../store/backends.js';
+import { until } from '../support/wait.js';
 import { eventually, REPORT_WORKFLOW, startHarness, stateEvent, type Harness } from './harness.js';
+
+const NOTHING_SWEPT = { expired: 0, lost: 0, adoptedQueued: 0, adoptedUnpublished: 0 };
 
 /** Takes the next offer from the bus as an agent would, verifying its signature with the server's key. */
 async function takeOffer(
@@ -173,9 +176,13 @@ describe.each(backends)('jobs on $name', (backend) => {
     const taking = takeOffer(h);
     const submitted = await submit();
     const { offer: first } = await taking;
-    // A published offer is recorded as such and left alone by later sweeps.
-    expect((await h.server.store.getJob(submitted.json.id))?.offerPublishedAt).not.toBeNull();
-    expect(await h.server.sweep(Date.now() + 30_000)).toBe(0);
+    // A published offer is recorded as such (in the background, after the answer) and left alone by later
+    // sweeps.
+    await until(
+      'the offer recorded as published',
+      async () => (await h.server.store.getJob(submitted.json.id))?.offerPublishedAt != null,
+    );
+    expect(await h.server.sweep(Date.now() + 30_000)).toEqual(NOTHING_SWEPT);
 
     // What a server that died between `offered` and publishing leaves behind.
     const created = Date.now() - 20_000;
@@ -334,7 +341,7 @@ describe.each(backends)('jobs on $name', (backend) => {
       queue: 'events',
       reason: expect.stringContaining('invalid agent message'),
     });
-    await h.bus.publishEvent({
+    await h.bus.publishHeartbeat({
       v: 1,
       type: 'heartbeat',
       agentId: 'agent-9',
@@ -343,6 +350,7 @@ describe.each(backends)('jobs on $name', (backend) => {
       capacity: { slots: 2, free: 1 },
       executors: [],
       isolation: 'per-user',
+      draining: false,
     });
     const agents = await eventually(async () => {
       const response = await h.request({ method: 'GET', url: '/api/agents', token: alice });
@@ -353,8 +361,8 @@ describe.each(backends)('jobs on $name', (backend) => {
 
   it('expires an offer nobody loaded within the load timeout', async () => {
     const job = (await submit()).json;
-    expect(await h.server.sweep(Date.now() + 60_000)).toBe(0);
-    expect(await h.server.sweep(Date.now() + 121_000)).toBe(1);
+    expect(await h.server.sweep(Date.now() + 60_000)).toEqual(NOTHING_SWEPT);
+    expect(await h.server.sweep(Date.now() + 121_000)).toEqual({ ...NOTHING_SWEPT, expired: 1 });
     const detail = (await h.request({ method: 'GET', url: `/api/jobs/${job.id}`, token: alice })).json;
     expect(detail.state).toBe('expired');
     expect(detail.error).toEqual({
@@ -454,7 +462,7 @@ describe.each(backends)('jobs on $name', (backend) => {
     });
     await h.bus.publishEvent(stateEvent(offer, 1, 'loading'));
     await eventually(async () => (await h.server.store.getJob(job.id))?.state === 'loading');
-    expect(await h.server.sweep(Date.now() + 121_000)).toBe(1);
+    expect(await h.server.sweep(Date.now() + 121_000)).toEqual({ ...NOTHING_SWEPT, expired: 1 });
     await h.bus.publishEvent(stateEvent(offer, 2, 'running'));
     await eventually(() => controls.length > 0);
     expect(controls[0]).toEqual({ v: 1, type: 'cancel', jobId: job.id, attempt: 1 });

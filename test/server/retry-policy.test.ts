@@ -60,7 +60,7 @@ describe('retry policy and poison jobs in the server', () => {
     await collectOffers();
     const id = await submit();
     const first = await eventually(() => offers[0]);
-    await h.bus.publishEvent({
+    await h.bus.publishHeartbeat({
       v: 1,
       type: 'heartbeat',
       agentId: 'agent-1',
@@ -69,6 +69,7 @@ describe('retry policy and poison jobs in the server', () => {
       capacity: { slots: 1, free: 0 },
       executors: [],
       isolation: 'per-user',
+      draining: false,
     });
     await h.bus.publishEvent(stateEvent(first.offer, 1, 'loading'));
     await h.bus.publishEvent(stateEvent(first.offer, 2, 'running'));

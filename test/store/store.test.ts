@@ -434,6 +434,7 @@ describe.each(backends)('store on $name', (backend) => {
       capacity: { slots: 4, free: 4 },
       executors: [],
       isolation: 'per-user' as const,
+      draining: false,
     };
     await store.upsertAgent(beat, 100);
     await store.upsertAgent({ ...beat, capacity: { slots: 4, free: 2 } }, 200);
@@ -449,7 +450,7 @@ describe.each(backends)('store on $name', (backend) => {
       },
     ]);
     expect(await store.listAgents(201)).toEqual([]);
-    // A drained agent says so in its heartbeats; one without the field (an older agent, or resumed) is not.
+    // A drained agent says so in its heartbeats; a resumed one says it is not.
     await store.upsertAgent({ ...beat, draining: true }, 300);
     expect((await store.listAgents())[0]).toMatchObject({ draining: true, lastSeen: 300 });
     await store.upsertAgent(beat, 400);

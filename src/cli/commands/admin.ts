@@ -10,7 +10,7 @@ import {
   TokenInfo,
   User,
 } from '../../protocol/index.js';
-import { formatBytes, formatDuration, formatTable, formatTime } from '../output.js';
+import { formatBytes, formatElapsed, formatTable, formatTime } from '../output.js';
 import { promptPassword, readPasswordFromStdin, readPasswordLinesFromStdin } from '../prompt.js';
 import { CliError, UsageError } from '../failures.js';
 import { contextOf, positiveInteger, segment } from './shared.js';
@@ -269,7 +269,7 @@ export function registerAdminCommands(program: Command): void {
             agent.executors
               .map(
                 (executor) =>
-                  `${executor.user}(pid ${executor.pid}, ${executor.jobs} jobs${executor.rssBytes === null ? '' : `, ${formatBytes(executor.rssBytes)}`}${executor.idleSinceMs === null ? '' : `, idle ${formatDuration(executor.idleSinceMs)}`})`,
+                  `${executor.user}(pid ${executor.pid}, ${executor.jobs} jobs${executor.rssBytes === null ? '' : `, ${formatBytes(executor.rssBytes)}`}${executor.idleSinceMs === null ? '' : `, idle ${formatElapsed(Date.now() - executor.idleSinceMs)}`})`,
               )
               .join(' ') || '-',
             formatTime(agent.lastSeen),

@@ -15,7 +15,7 @@ import {
 import { ApiClient } from '../client.js';
 import type { CliContext } from '../context.js';
 import { followJob } from '../follow.js';
-import { formatDuration, formatTable, formatTime, spanMs } from '../output.js';
+import { formatElapsed, formatTable, formatTime, spanMs } from '../output.js';
 import { createProgressView, renderJobTable } from '../progress.js';
 import { parseWorkflowRef } from './workflows.js';
 import { collect, contextOf, positiveInteger, segment, wholeNumber } from './shared.js';
@@ -131,7 +131,7 @@ export function registerJobCommands(program: Command): void {
             job.user,
             job.state,
             formatTime(job.createdAt),
-            formatDuration(spanMs(job.startedAt, job.finishedAt)),
+            formatElapsed(spanMs(job.startedAt, job.finishedAt)),
           ]),
         ),
       );
@@ -185,15 +185,6 @@ export function registerJobCommands(program: Command): void {
           );
         // Empty streams are left out here (they are in --json): a header with nothing under it is noise.
         for (const entry of logs) {
-          if (entry.size === undefined) {
-            // An older server: the listing holds the whole text.
-            if (entry.text === '') continue;
-            const text = options.tail === undefined ? entry.text : lastLines(entry.text, options.tail);
-            context.out(`==> step ${entry.stepId} ${entry.stream} <==\n`);
-            // The log body is the user's own output, shown raw; everything around it is stripped.
-            context.outRaw(text.endsWith('\n') ? text : `${text}\n`);
-            continue;
-          }
           if (entry.size === 0) continue;
           const body = await client.send(
             'GET',
@@ -253,7 +244,7 @@ export async function waitAndReport(
 }
 
 export function summary(detail: JobDetailType): string {
-  const took = formatDuration(spanMs(detail.startedAt ?? detail.createdAt, detail.finishedAt));
+  const took = formatElapsed(spanMs(detail.startedAt ?? detail.createdAt, detail.finishedAt));
   let text = `job ${detail.id} ${detail.state} after ${took}${detail.attempt > 1 ? ` (attempt ${detail.attempt})` : ''}\n`;
   if (detail.error) text += `error: ${detail.error.code}: ${detail.error.message}\n`;
   for (const step of detail.steps.filter((candidate) => candidate.state === 'failed')) {
@@ -288,7 +279,7 @@ function describeJob(detail: JobDetailType): string {
     ['created', formatTime(detail.createdAt)],
     ['started', formatTime(detail.startedAt)],
     ['finished', formatTime(detail.finishedAt)],
-    ['duration', formatDuration(spanMs(detail.startedAt, detail.finishedAt))],
+    ['duration', formatElapsed(spanMs(detail.startedAt, detail.finishedAt))],
     ['agent', detail.agentId ?? '-'],
     ['executor', executor],
     ['error', detail.error ? `${detail.error.code}: ${detail.error.message}` : '-'],
@@ -324,13 +315,6 @@ function collectParam(value: string, previous: Record<string, string>): Record<s
   const key = value.slice(0, equals);
   if (Object.hasOwn(previous, key)) throw new InvalidArgumentError(`parameter ${key} given twice`);
   return { ...previous, [key]: value.slice(equals + 1) };
-}
-
-/** The last `count` lines of a text (a final newline ends the last line). */
-function lastLines(text: string, count: number): string {
-  const lines = text.split('\n');
-  if (lines[lines.length - 1] === '') lines.pop();
-  return lines.slice(-count).join('\n') + '\n';
 }
 
 /**

@@ -1,0 +1,81 @@
+/**
+ * The one path by which a job's offer reaches the bus: signed with the server key, published, then recorded
+ * as confirmed. Submission, recovery sweeps and retries all call `publish`; they differ only in what they do
+ * when the bus refuses it.
+ */
+import type { Logger } from 'pino';
+import type { Bus } from '../../bus/index.js';
+import {
+  PROTOCOL_VERSION,
+  StewardError,
+  type JobOffer,
+  type OfferSigner,
+  type SignedOffer,
+} from '../../protocol/index.js';
+import type { JobRecord, Store } from '../../store/index.js';
+
+export interface OfferPublisherDeps {
+  store: Store;
+  bus: Bus;
+  signer: OfferSigner;
+  logger: Logger;
+  /** The URL executors use to reach this server (known once listening). */
+  serverUrl: () => string;
+}
+
+/** What the offer carries besides the job's row: the token (only its hash is stored) and the load deadline. */
+export interface OfferTerms {
+  jobToken: string;
+  deadline: number;
+  now: number;
+}
+
+export class OfferPublisher {
+  constructor(private readonly deps: OfferPublisherDeps) {}
+
+  /**
+   * Signs and publishes the offer of the job's current attempt (already recorded `offered`). Resolves once
+   * the broker confirmed it, with `recorded`: the write marking it confirmed (never rejects). A caller that
+   * answers a client need not wait for that write: if it is lost, a sweep (adoptUnpublished) offers the job
+   * again as a new attempt — wasteful, never a hidden second run. Throws STEWARD_UNAVAILABLE when the bus
+   * refuses the offer.
+   */
+  async publish(job: JobRecord, terms: OfferTerms): Promise<{ recorded: Promise<void> }> {
+    try {
+      await this.deps.bus.publishOffer(this.sign(job, terms));
+    } catch (error) {
+      throw new StewardError('STEWARD_UNAVAILABLE', 'the bus did not accept the job offer; retry later', {
+        cause: error,
+      });
+    }
+    return { recorded: this.recordPublished(job) };
+  }
+
+  private sign(job: JobRecord, { jobToken, deadline, now }: OfferTerms): SignedOffer {
+    const offer: JobOffer = {
+      v: PROTOCOL_VERSION,
+      jobId: job.id,
+      attempt: job.attempt,
+      user: job.user,
+      // The offer's shape is unchanged (agents validate it strictly): the executor's fetch, by job, serves
+      // the pinned (space, name, version).
+      workflow: { name: job.workflow.name, version: job.workflow.version, digest: job.workflow.digest },
+      params: job.params,
+      labels: job.labels,
+      jobToken,
+      serverUrl: this.deps.serverUrl(),
+      limits: job.timeoutMs === null ? {} : { timeoutMs: job.timeoutMs },
+      deadline,
+      issuedAt: now,
+    };
+    return this.deps.signer.sign(offer);
+  }
+
+  private async recordPublished(job: JobRecord): Promise<void> {
+    try {
+      await this.deps.store.markOfferPublished(job.id, job.attempt);
+    } catch (error) {
+      this.deps.logger.warn({ err: error, jobId: job.id }, 'could not record the offer as published');
+    }
+  }
+}

@@ -1,0 +1,122 @@
+/**
+ * Submission: resolves the workflow version the job pins and its params, stores the job as `offered` and
+ * publishes its offer, in that order (an agent may report `loading` as soon as the offer is out).
+ */
+import type { Logger } from 'pino';
+import type { CompiledServerConfig } from '../../config/index.js';
+import { resolveParams } from '../../engine/index.js';
+import { StewardError, type ParamValue } from '../../protocol/index.js';
+import type { JobRecord, Store } from '../../store/index.js';
+import type { AuditLog } from '../audit.js';
+import type { Principal } from '../auth.js';
+import { newJobId, newJobToken } from '../secrets.js';
+import type { JobWatch } from '../watch.js';
+import type { WorkflowRepository } from '../workflows.js';
+import type { OfferPublisher } from './offers.js';
+import type { TransitionJob } from './transition.js';
+
+export interface SubmitInput {
+  workflow: string;
+  params: Record<string, ParamValue>;
+  labels: string[];
+  timeoutSeconds?: number | undefined;
+  /** The job's own retry budget; default: the server's `retries` policy. */
+  retries?: number | undefined;
+  idempotencyKey?: string | undefined;
+  /** Set by a rerun (rerun.ts): the job this one repeats, recorded in the audit entry. */
+  rerunOf?: string | undefined;
+}
+
+export interface JobSubmissionDeps {
+  store: Store;
+  workflows: WorkflowRepository;
+  audit: AuditLog;
+  watch: JobWatch;
+  config: CompiledServerConfig;
+  logger: Logger;
+  offers: OfferPublisher;
+  transition: TransitionJob;
+}
+
+export class JobSubmission {
+  constructor(private readonly deps: JobSubmissionDeps) {}
+
+  async submit(principal: Principal, input: SubmitInput, source: string): Promise<JobRecord> {
+    const { store, workflows, config } = this.deps;
+    // Needs the viewer role in the workflow's space; the version resolved here is pinned for good.
+    const record = await workflows.resolve(principal, input.workflow);
+    const workflow = await workflows.parsedFor(record);
+    const params = resolveParams(workflow, input.params);
+    const now = Date.now();
+    const token = newJobToken();
+    const deadline = now + config.loadTimeoutMs;
+    // Recorded as offered before publishing (an agent may report `loading` as soon as the offer is out), in
+    // the same commit as the insert.
+    const inserted = await store.insertJobOnce({
+      id: newJobId(now),
+      user: principal.user,
+      workflow: { space: record.space, name: record.name, version: record.version, digest: record.digest },
+      params,
+      labels: input.labels,
+      timeoutMs: input.timeoutSeconds === undefined ? null : input.timeoutSeconds * 1000,
+      jobTokenHash: token.hash,
+      createdAt: now,
+      steps: workflow.steps.map((step) => ({ id: step.id, kind: step.kind })),
+      retries: input.retries ?? null,
+      loadDeadline: deadline,
+      offered: true,
+      submitKey: input.idempotencyKey ?? null,
+    });
+    // A retry of a submission that already created its job: answer with that job, submit nothing.
+    if (!inserted.created) return inserted.job;
+    const job = inserted.job;
+    await this.cancelIfOwnerDisabled(principal, job);
+    this.deps.watch.publishJob(job);
+    // The audit entry is written while the broker confirms the offer: both are done before the answer.
+    const audited = this.deps.audit.record({
+      actor: principal.user,
+      action: 'job.submit',
+      target: job.id,
+      source,
+      detail: {
+        workflow: `${record.space}/${record.name}@${record.version}`,
+        labels: input.labels,
+        ...(input.retries !== undefined ? { retries: input.retries } : {}),
+        ...(input.rerunOf !== undefined ? { rerunOf: input.rerunOf } : {}),
+      },
+    });
+    try {
+      // The confirmation's write is not waited for: if it is lost, a sweep offers the job again.
+      await this.deps.offers.publish(job, { jobToken: token.token, deadline, now });
+    } catch (error) {
+      await audited;
+      this.deps.logger.error({ err: error, jobId: job.id }, 'publishing the job offer failed');
+      // The submitter is told it failed, so nobody may offer it later behind their back.
+      await this.deps.transition(
+        job.id,
+        'failed',
+        { error: { code: 'STEWARD_UNAVAILABLE', message: 'the job could not be handed to the bus' } },
+        { attempt: job.attempt },
+      );
+      throw error;
+    }
+    await audited;
+    return job;
+  }
+
+  /**
+   * The user may have been disabled after this request authenticated; disabling cancels the jobs it finds
+   * after its commit, so a job written after that commit must cancel itself here, before any offer.
+   */
+  private async cancelIfOwnerDisabled(principal: Principal, job: JobRecord): Promise<void> {
+    const owner = await this.deps.store.getUser(principal.user);
+    if (owner && !owner.disabled) return;
+    await this.deps.transition(
+      job.id,
+      'canceled',
+      { error: { code: 'STEWARD_JOB_CANCELED', message: `canceled: user ${principal.user} is disabled` } },
+      { from: ['queued', 'offered'] },
+    );
+    throw new StewardError('STEWARD_UNAUTHENTICATED', 'this user is disabled');
+  }
+}

@@ -1,0 +1,20 @@
+/** Every job state change the job service makes goes through here: the store's checked transition, then live listeners. */
+import type { JobState } from '../../protocol/index.js';
+import type { JobPatch, Store, TransitionResult } from '../../store/index.js';
+import type { JobWatch } from '../watch.js';
+
+export type TransitionJob = (
+  id: string,
+  to: JobState,
+  patch?: JobPatch,
+  options?: { from?: readonly JobState[]; attempt?: number },
+) => Promise<TransitionResult>;
+
+/** Moves a job (see `Store.transitionJob`) and, once committed, tells live listeners. */
+export function jobTransitions(store: Store, watch: JobWatch): TransitionJob {
+  return async (id, to, patch = {}, options = {}) => {
+    const result = await store.transitionJob(id, to, patch, options);
+    if (result.ok) watch.publishJob(result.job);
+    return result;
+  };
+}
