@@ -88,6 +88,22 @@ export const LoginResponse = z.object({
   expiresAt: z.string().nullable(),
 });
 
+/** The portal's sign-in (`POST /api/auth/session`): the same checks and throttle as `LoginRequest`. */
+export const SessionRequest = z
+  .object({ name: z.string().min(1).max(256), password: z.string().min(1).max(1024) })
+  .strict();
+/**
+ * A portal browser session. The session itself travels in the HttpOnly `steward_session` cookie, which page
+ * scripts cannot read; `csrfToken` goes back in `X-CSRF-Token` on every POST, PUT, PATCH and DELETE.
+ */
+export const SessionInfo = z.object({
+  user: z.object({ name: z.string(), role: Role }),
+  csrfToken: z.string(),
+  /** When the session ends (fixed at sign-in: server config `session.ttl`). */
+  expiresAt: z.string(),
+});
+export type SessionInfo = z.infer<typeof SessionInfo>;
+
 export const UserSource = z.enum(['local', 'ldap']);
 
 /** Who the caller is. `source` and `token` are left out when their record is gone (deleted meanwhile). */
@@ -96,11 +112,11 @@ export const Me = z.object({
   role: Role,
   /** `local` (password kept by Steward) or `ldap` (the directory's). */
   source: UserSource.optional(),
-  /** The token this request used: a `login` session or a named `api` token. */
+  /** The token this request used: a `login` token, a named `api` token or a portal `session`. */
   token: z
     .object({
       id: z.string(),
-      kind: z.enum(['login', 'api']),
+      kind: z.enum(['login', 'api', 'session']),
       name: z.string(),
       expiresAt: z.string().nullable(),
     })
@@ -358,16 +374,46 @@ export const JobDetail = Job.extend({
 });
 export type JobDetail = z.infer<typeof JobDetail>;
 
+/** A time in a listing filter: an ISO 8601 time (`2026-01-31T12:00:00Z`) or a date (`2026-01-31`, UTC). */
+export const IsoTime = z
+  .string()
+  .max(64)
+  .refine(
+    (value) =>
+      /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/.test(value) &&
+      !Number.isNaN(Date.parse(value)),
+    'expected an ISO time like 2026-01-31T12:00:00Z, or a date like 2026-01-31',
+  );
+
+/** Epoch ms of an `IsoTime`; a time written without a zone is UTC, whatever the server's zone. */
+export function parseIsoTime(value: string): number {
+  const zoned = /(?:Z|[+-]\d{2}:?\d{2})$/.test(value) || !value.includes(':');
+  return Date.parse(zoned ? value : `${value.replace(' ', 'T')}Z`);
+}
+
 export const ListJobsQuery = z
   .object({
     state: JobState.optional(),
+    /** Admins: only this user's jobs (users always see only their own). */
     user: z.string().max(256).optional(),
+    /** The workflow's name (in any space unless `space` is given). */
     workflow: WorkflowName.optional(),
+    space: SpaceName.optional(),
+    /** Created at or after this time. */
+    since: IsoTime.optional(),
+    /** Created before this time. */
+    until: IsoTime.optional(),
     limit: z.coerce.number().int().min(1).max(1000).default(50),
-    /** Return jobs created before this job id's creation (paging). */
-    before: z.string().max(100).optional(),
+    /** The `next` of the previous page (older jobs follow), or a job id (the page starts after that job). */
+    before: z.string().max(200).optional(),
   })
   .strict();
+export const JobList = z.object({
+  /** Newest first. */
+  jobs: z.array(Job),
+  /** Pass as `before` for the following (older) page; null on the last page. */
+  next: z.string().nullable(),
+});
 
 export const ResultInfo = z.object({
   name: z.string(),
@@ -457,9 +503,23 @@ export const AuditQuery = z
   .object({
     actor: z.string().max(256).optional(),
     action: z.string().max(100).optional(),
+    /** Exactly this target (a job id, a user name, `METHOD /path` of a refusal…). */
+    target: z.string().max(512).optional(),
+    /** At or after this time. */
+    since: IsoTime.optional(),
+    /** Before this time. */
+    until: IsoTime.optional(),
     limit: z.coerce.number().int().min(1).max(1000).default(100),
+    /** The `next` of the previous page (older entries follow). */
+    before: z.coerce.number().int().min(1).optional(),
   })
   .strict();
+export const AuditList = z.object({
+  /** Newest first. */
+  entries: z.array(AuditEntry),
+  /** Pass as `before` for the following (older) page; null on the last page. */
+  next: z.number().int().nullable(),
+});
 
 export const Health = z.object({ status: z.literal('ok'), version: z.string(), time: z.string() });
 
@@ -610,6 +670,34 @@ export const apiRoutes = {
     auth: 'none',
     body: LoginRequest,
     response: LoginResponse,
+  },
+  createSession: {
+    method: 'POST',
+    path: '/api/auth/session',
+    summary:
+      'Portal sign-in: sets the HttpOnly `steward_session` cookie and returns the CSRF token for state-changing requests',
+    tag: 'auth',
+    auth: 'none',
+    body: SessionRequest,
+    response: SessionInfo,
+  },
+  getSession: {
+    method: 'GET',
+    path: '/api/auth/session',
+    summary:
+      'The portal session of the `steward_session` cookie, with its CSRF token (401 without a valid one)',
+    tag: 'auth',
+    auth: 'none',
+    response: SessionInfo,
+  },
+  deleteSession: {
+    method: 'DELETE',
+    path: '/api/auth/session',
+    summary:
+      'Portal sign-out: revokes the session of the cookie (needs its X-CSRF-Token) and clears the cookie',
+    tag: 'auth',
+    auth: 'none',
+    status: 204,
   },
   me: {
     method: 'GET',
@@ -939,7 +1027,27 @@ export const apiRoutes = {
     tag: 'jobs',
     auth: 'user',
     query: ListJobsQuery,
-    response: z.object({ jobs: z.array(Job) }),
+    response: JobList,
+  },
+  jobStream: {
+    method: 'GET',
+    path: '/api/jobs/stream',
+    summary:
+      'Live changes of the jobs you may see (Server-Sent Events: `job` with a Job on each change, `resync` when changes may have been missed; admins: all jobs)',
+    tag: 'jobs',
+    auth: 'user',
+    responseMediaType: 'text/event-stream',
+  },
+  rerunJob: {
+    method: 'POST',
+    path: '/api/jobs/:id/rerun',
+    summary:
+      'Run a job again: a new job of the same pinned workflow version with the same params, as you, with your rights now',
+    tag: 'jobs',
+    auth: 'user',
+    params: IdParams,
+    response: Job,
+    status: 201,
   },
   showJob: {
     method: 'GET',
@@ -1045,7 +1153,7 @@ export const apiRoutes = {
     tag: 'audit',
     auth: 'admin',
     query: AuditQuery,
-    response: z.object({ entries: z.array(AuditEntry) }),
+    response: AuditList,
   },
   listAgents: {
     method: 'GET',

@@ -71,7 +71,11 @@ export class JobStore {
       if (existing) return { job: existing, created: false };
     }
     try {
-      await this.ctx.db.transaction().execute((trx) => insertJobRows(trx, job));
+      await this.ctx.db.transaction().execute(async (trx) => {
+        await insertJobRows(trx, job);
+        // New jobs appear in the jobs list streams of every server.
+        await this.ctx.changes.notify(trx, job.id);
+      });
     } catch (error) {
       if (job.submitKey && isUniqueViolation(error)) {
         const existing = await this.findJobBySubmitKey(job.user, job.submitKey);

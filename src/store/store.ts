@@ -23,12 +23,19 @@ import { ClaimStore, type ClaimResult } from './claims.js';
 import { connect, type Connection, type ConnectOptions } from './connection.js';
 import type { Clock, Db, Executor, StoreContext } from './context.js';
 import { EventStore, type AppliedEvent } from './events.js';
-import type { AttemptRecord, JobDetailRecord, JobRecord, StepRecord } from './job-records.js';
+import {
+  toJob,
+  type AttemptRecord,
+  type JobDetailRecord,
+  type JobRecord,
+  type StepRecord,
+} from './job-records.js';
 import { JobStore, type ListJobsFilter, type NewJob } from './jobs.js';
 import { LoginFailureStore } from './login-failures.js';
 import { migrateToLatest, type StoreDialect } from './migrations/index.js';
 import { ResultStore, type ResultRecord, type ResultUpload } from './results.js';
 import { JobFileStore } from './job-files.js';
+import { Listings } from './listings.js';
 import { SpaceStore } from './spaces.js';
 import type { WalFlusher } from './sqlite-durable.js';
 import { SweepStore } from './sweeps.js';
@@ -89,6 +96,8 @@ export class Store {
   private readonly flusher: WalFlusher | undefined;
   /** Spaces, space members and local groups. */
   readonly spaces: SpaceStore;
+  /** Paged job and audit listings (portal, CLI). */
+  readonly listings: Listings;
   /** Uploads, job inputs and live log notices. */
   readonly files: JobFileStore;
   private readonly users: UserStore;
@@ -117,6 +126,7 @@ export class Store {
     const changes = new ChangeNotifier(this.instanceId, this.changeChannel);
     this.ctx = { db: this.db, dialect: this.dialect, clock, changes };
     this.spaces = new SpaceStore(this.db);
+    this.listings = new Listings(this.db, toJob);
     this.files = new JobFileStore(this.db, this.changeChannel, this.instanceId);
     this.users = new UserStore(this.ctx);
     this.tokens = new TokenStore(this.ctx);
@@ -247,7 +257,7 @@ export class Store {
     return this.tokens.touchToken(id, time);
   }
 
-  listTokens(user: string, kind: 'login' | 'api' = 'api'): Promise<TokenRecord[]> {
+  listTokens(user: string, kind: TokenRecord['kind'] = 'api'): Promise<TokenRecord[]> {
     return this.tokens.listTokens(user, kind);
   }
 

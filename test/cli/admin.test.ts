@@ -278,6 +278,7 @@ describe('steward jobs', () => {
             finishedAt: '2026-11-22T10:04:05.000Z',
           }),
         ],
+        next: null,
       }),
     );
     const run = await runCli(

@@ -23,7 +23,7 @@ beforeEach(async (context) => {
     });
   });
   server.on('GET', '/api/jobs', (request, response) =>
-    sendJson(response, 200, { jobs: [], seenToken: bearer(request) }),
+    sendJson(response, 200, { jobs: [], next: null, seenToken: bearer(request) }),
   );
 });
 afterEach(async () => {
@@ -80,7 +80,7 @@ describe('steward login', () => {
     });
     const run = await runCli(cliBin, ['jobs', '--json'], { configHome });
     expect(run.code).toBe(0);
-    expect(JSON.parse(run.stdout)).toEqual({ jobs: [] });
+    expect(JSON.parse(run.stdout)).toEqual({ jobs: [], next: null });
     expect(bearer(server.calls('GET', '/api/jobs')[0]!)).toBe('token-for-alice');
   });
 
@@ -131,7 +131,7 @@ describe('STEWARD_SERVER and STEWARD_TOKEN', () => {
   it('take precedence over the stored login', async () => {
     const other = await ServerDouble.start();
     try {
-      other.on('GET', '/api/jobs', (_request, response) => sendJson(response, 200, { jobs: [] }));
+      other.on('GET', '/api/jobs', (_request, response) => sendJson(response, 200, { jobs: [], next: null }));
       await runCli(cliBin, ['login', '--server', server.url, '--user', 'alice', '--password-stdin'], {
         configHome,
         input: 'correct horse\n',
