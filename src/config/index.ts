@@ -182,6 +182,14 @@ export const ServerConfig = z
     agentLease: Duration.default(30_000),
     /** Lifetime of login tokens. Default `7d`. */
     sessionTtl: Duration.default(7 * 86_400_000),
+    /**
+     * Browser sessions of the web portal (`POST /api/auth/session`, an HttpOnly cookie). `ttl`: how long a
+     * session lasts from sign-in, fixed (use does not extend it). Default `12h`.
+     */
+    session: z
+      .object({ ttl: Duration.default(12 * 3_600_000) })
+      .strict()
+      .default({ ttl: 12 * 3_600_000 }),
     /** Largest accepted request body (workflow pushes with assets, result uploads are streamed). Default 64 MiB. */
     bodyLimitBytes: z
       .number()
@@ -285,6 +293,8 @@ export interface CompiledServerConfig {
   readonly loadTimeoutMs: number;
   readonly agentLeaseMs: number;
   readonly sessionTtlMs: number;
+  /** Portal browser sessions (see `ServerConfig.session`). */
+  readonly session: { readonly ttlMs: number };
   readonly bodyLimitBytes: number;
   readonly resultLimitBytes: number;
   /** Cap of one stored step log stream (see `ServerConfig.stepLogLimitBytes`). */
@@ -321,6 +331,7 @@ export function compileServerConfig(input: unknown): CompiledServerConfig {
     loadTimeoutMs: c.loadTimeout,
     agentLeaseMs: c.agentLease,
     sessionTtlMs: c.sessionTtl,
+    session: Object.freeze({ ttlMs: c.session.ttl }),
     bodyLimitBytes: c.bodyLimitBytes,
     resultLimitBytes: c.resultLimitBytes,
     stepLogLimitBytes: c.stepLogLimitBytes,

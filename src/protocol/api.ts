@@ -88,6 +88,22 @@ export const LoginResponse = z.object({
   expiresAt: z.string().nullable(),
 });
 
+/** The portal's sign-in (`POST /api/auth/session`): the same checks and throttle as `LoginRequest`. */
+export const SessionRequest = z
+  .object({ name: z.string().min(1).max(256), password: z.string().min(1).max(1024) })
+  .strict();
+/**
+ * A portal browser session. The session itself travels in the HttpOnly `steward_session` cookie, which page
+ * scripts cannot read; `csrfToken` goes back in `X-CSRF-Token` on every POST, PUT, PATCH and DELETE.
+ */
+export const SessionInfo = z.object({
+  user: z.object({ name: z.string(), role: Role }),
+  csrfToken: z.string(),
+  /** When the session ends (fixed at sign-in: server config `session.ttl`). */
+  expiresAt: z.string(),
+});
+export type SessionInfo = z.infer<typeof SessionInfo>;
+
 export const UserSource = z.enum(['local', 'ldap']);
 
 /** Who the caller is. `source` and `token` are absent from older servers. */
@@ -96,11 +112,11 @@ export const Me = z.object({
   role: Role,
   /** `local` (password kept by Steward) or `ldap` (the directory's). */
   source: UserSource.optional(),
-  /** The token this request used: a `login` session or a named `api` token. */
+  /** The token this request used: a `login` token, a named `api` token or a portal `session`. */
   token: z
     .object({
       id: z.string(),
-      kind: z.enum(['login', 'api']),
+      kind: z.enum(['login', 'api', 'session']),
       name: z.string(),
       expiresAt: z.string().nullable(),
     })
@@ -567,6 +583,34 @@ export const apiRoutes = {
     auth: 'none',
     body: LoginRequest,
     response: LoginResponse,
+  },
+  createSession: {
+    method: 'POST',
+    path: '/api/auth/session',
+    summary:
+      'Portal sign-in: sets the HttpOnly `steward_session` cookie and returns the CSRF token for state-changing requests',
+    tag: 'auth',
+    auth: 'none',
+    body: SessionRequest,
+    response: SessionInfo,
+  },
+  getSession: {
+    method: 'GET',
+    path: '/api/auth/session',
+    summary:
+      'The portal session of the `steward_session` cookie, with its CSRF token (401 without a valid one)',
+    tag: 'auth',
+    auth: 'none',
+    response: SessionInfo,
+  },
+  deleteSession: {
+    method: 'DELETE',
+    path: '/api/auth/session',
+    summary:
+      'Portal sign-out: revokes the session of the cookie (needs its X-CSRF-Token) and clears the cookie',
+    tag: 'auth',
+    auth: 'none',
+    status: 204,
   },
   me: {
     method: 'GET',

@@ -171,6 +171,11 @@ export const errorCatalogue = {
     status: 403,
     summary: 'The current password given to change a password is wrong.',
   },
+  STEWARD_CSRF_REJECTED: {
+    status: 403,
+    summary:
+      'A state-changing request authenticated by the portal session cookie lacked the X-CSRF-Token of that session, or came from another origin.',
+  },
 } as const satisfies Record<string, { status: number; summary: string }>;
 
 export type ErrorCode = keyof typeof errorCatalogue;

@@ -35,6 +35,9 @@ export interface Principal {
   directoryGroups?: readonly string[];
 }
 
+/** The token kinds an `Authorization: Bearer` header may carry (portal sessions travel as a cookie). */
+const BEARER_KINDS: readonly TokenRecord['kind'][] = ['login', 'api'];
+
 /** last_used_at is written at most this often per token: reads should not each cost a write. */
 const TOUCH_INTERVAL_MS = 60_000;
 
@@ -87,11 +90,16 @@ export class Authenticator {
     return password && password.length > 0 ? undefined : chosen;
   }
 
+  /**
+   * Checks the password (or the directory) and issues a token: a CLI `login` token by default, or a portal
+   * `session` (sessions.ts) with its own lifetime. Both go through the same throttle and audit.
+   */
   async login(
     name: string,
     password: string,
     source: string,
-  ): Promise<{ token: string; user: string; role: Role; expiresAt: number }> {
+    issue: { kind: 'login' | 'session'; ttlMs: number } = { kind: 'login', ttlMs: this.config.sessionTtlMs },
+  ): Promise<{ token: string; tokenId: string; user: string; role: Role; expiresAt: number }> {
     try {
       await this.throttle.check(name, source);
     } catch (error) {
@@ -182,12 +190,13 @@ export class Authenticator {
     await this.throttle.recordSuccess(name, source);
     const now = Date.now();
     const token = newSecret('stw_');
-    const expiresAt = now + this.config.sessionTtlMs;
+    const tokenId = newId();
+    const expiresAt = now + issue.ttlMs;
     await this.store.createToken({
-      id: newId(),
+      id: tokenId,
       user: user.name,
-      name: 'login',
-      kind: 'login',
+      name: issue.kind === 'session' ? 'portal' : 'login',
+      kind: issue.kind,
       tokenHash: sha256Hex(token),
       createdAt: now,
       expiresAt,
@@ -197,9 +206,9 @@ export class Authenticator {
       action: 'login',
       target: user.name,
       source,
-      detail: { method, role: user.role },
+      detail: { method, role: user.role, ...(issue.kind === 'session' ? { session: tokenId } : {}) },
     });
-    return { token, user: user.name, role: user.role, expiresAt };
+    return { token, tokenId, user: user.name, role: user.role, expiresAt };
   }
 
   /**
@@ -211,6 +220,19 @@ export class Authenticator {
     const secret = bearerOf(authorization);
     if (!secret)
       throw new StewardError('STEWARD_UNAUTHENTICATED', 'missing "Authorization: Bearer <token>" header');
+    return this.authenticateSecret(secret, BEARER_KINDS, source);
+  }
+
+  /**
+   * Resolves a token secret of one of `kinds` to a user, with the checks `authenticate` describes. A bearer
+   * header takes `login` and `api` tokens, the portal cookie only `session` ones: a session secret never
+   * works as a bearer, and an API token planted as a cookie is refused.
+   */
+  async authenticateSecret(
+    secret: string,
+    kinds: readonly TokenRecord['kind'][],
+    source?: string,
+  ): Promise<Principal> {
     const refuse = async (reason: string, actor = 'anonymous', target: string | null = null) => {
       await this.audit.record({ actor, action: 'token.refused', target, source, detail: { reason } });
     };
@@ -228,9 +250,20 @@ export class Authenticator {
         'this user is disabled; an admin can enable it (`steward user enable NAME`)',
       );
     }
-    if (!found || found.token.revoked || (found.token.expiresAt !== null && found.token.expiresAt <= now)) {
+    if (
+      !found ||
+      !kinds.includes(found.token.kind) ||
+      found.token.revoked ||
+      (found.token.expiresAt !== null && found.token.expiresAt <= now)
+    ) {
       await refuse(
-        !found ? 'unknown token' : found.token.revoked ? 'revoked' : 'expired',
+        !found
+          ? 'unknown token'
+          : !kinds.includes(found.token.kind)
+            ? `${found.token.kind} token used as ${kinds.join('/')}`
+            : found.token.revoked
+              ? 'revoked'
+              : 'expired',
         found?.user.name,
         found?.token.id ?? null,
       );

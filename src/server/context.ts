@@ -7,6 +7,7 @@ import type { Authenticator } from './auth.js';
 import type { JobService } from './jobs.js';
 import type { UserAdmin } from './users.js';
 import type { ResultFiles } from './results.js';
+import type { PortalSessions } from './sessions.js';
 import type { SpaceService } from './spaces.js';
 import type { JobWatch } from './watch.js';
 import type { WorkflowRepository } from './workflows.js';
@@ -19,6 +20,8 @@ export interface ServerContext {
   logger: Logger;
   audit: AuditLog;
   auth: Authenticator;
+  /** Portal browser sessions; also resolves the caller of every user/admin route (bearer or cookie). */
+  sessions: PortalSessions;
   workflows: WorkflowRepository;
   spaces: SpaceService;
   jobs: JobService;

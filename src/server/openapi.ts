@@ -64,7 +64,12 @@ export function buildOpenApiDocument(version: string): Record<string, unknown> {
       tags: [route.tag],
       parameters: [...parametersOf(route.params, 'path'), ...parametersOf(route.query, 'query')],
       responses,
-      security: route.auth === 'none' ? [] : route.auth === 'job' ? [{ jobToken: [] }] : [{ bearer: [] }],
+      security:
+        route.auth === 'none'
+          ? []
+          : route.auth === 'job'
+            ? [{ jobToken: [] }]
+            : [{ bearer: [] }, { session: [] }],
     };
     if (route.body) {
       operation.requestBody = {
@@ -96,6 +101,13 @@ export function buildOpenApiDocument(version: string): Record<string, unknown> {
           type: 'http',
           scheme: 'bearer',
           description: 'A login token (POST /api/auth/login) or a named API token (stw_…).',
+        },
+        session: {
+          type: 'apiKey',
+          in: 'cookie',
+          name: 'steward_session',
+          description:
+            'A portal session (POST /api/auth/session). POST, PUT, PATCH and DELETE with it also need the header X-CSRF-Token (the `csrfToken` of the session) and no foreign Origin.',
         },
         jobToken: {
           type: 'http',

@@ -100,6 +100,16 @@ export function buildHandlers(ctx: ServerContext): Handlers {
       };
     },
 
+    createSession: async ({ body, source, request, reply }) =>
+      ctx.sessions.signIn(request, reply, body, source),
+
+    getSession: async ({ source, request, reply }) => ctx.sessions.current(request, reply, source),
+
+    deleteSession: async ({ source, request, reply }) => {
+      await ctx.sessions.signOut(request, reply, source);
+      return undefined;
+    },
+
     me: async ({ principal }) => {
       const [user, token] = await Promise.all([
         store.getUser(principal.user),
@@ -561,7 +571,7 @@ export function registerRoutes(app: FastifyInstance, ctx: ServerContext, handler
         let principal: Principal | undefined;
         let job: JobRecord | undefined;
         if (route.auth === 'user' || route.auth === 'admin') {
-          principal = await ctx.auth.authenticate(request.headers.authorization, source);
+          principal = await ctx.sessions.authenticateRequest(request, source);
           if (route.auth === 'admin' && principal.role !== 'admin') {
             await ctx.audit.record({
               actor: principal.user,

@@ -4,6 +4,7 @@
  * continues where the last one stopped.
  */
 import { mkdirSync } from 'node:fs';
+import fastifyCookie from '@fastify/cookie';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import type { Bus } from '../bus/index.js';
@@ -24,7 +25,9 @@ import { JobService } from './jobs.js';
 import { UserAdmin } from './users.js';
 import { loadOrCreateSigningKey } from './keys.js';
 import { buildOpenApiDocument } from './openapi.js';
+import { defaultPortalDir, registerPortal, registerSecurityHeaders } from './portal.js';
 import { RemoteChanges } from './remote.js';
+import { PortalSessions } from './sessions.js';
 import { claimSqliteFile } from './sqlite-guard.js';
 import { ResultFiles } from './results.js';
 import { buildHandlers, registerRoutes } from './routes.js';
@@ -42,6 +45,8 @@ export interface CreateServerOptions {
   adminPassword?: string | undefined;
   /** How often overdue offers are expired. Default: a quarter of the load timeout, between 1 s and 15 s. */
   sweepIntervalMs?: number;
+  /** The built web portal served at `/`. Default `dist/web` beside the server's own code. */
+  portalDir?: string;
 }
 
 export interface StewardServer {
@@ -130,6 +135,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     logger,
     audit,
     auth,
+    sessions: new PortalSessions(auth, store, audit, config),
     workflows,
     spaces,
     jobs,
@@ -161,16 +167,9 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     else request.log.debug({ err: error, code: failure.code }, failure.message);
     void reply.code(failure.status).send(failure.toJSON());
   });
-  app.setNotFoundHandler((request, reply) => {
-    void reply
-      .code(404)
-      .send(
-        new StewardError(
-          'STEWARD_NOT_FOUND',
-          `no route ${request.method} ${request.url.split('?')[0] ?? ''}`,
-        ).toJSON(),
-      );
-  });
+  registerSecurityHeaders(app);
+  await app.register(fastifyCookie);
+  await registerPortal(app, options.portalDir ?? defaultPortalDir());
   // A request that may have written is answered only once its writes are on disk (the store flushes commits
   // in groups; see Store.durable). Reads are answered at once.
   app.addHook('onSend', async (request, _reply, payload) => {

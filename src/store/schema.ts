@@ -20,8 +20,11 @@ export interface ApiTokensTable {
   id: string;
   user_name: string;
   name: string;
-  /** `login` tokens come from POST /api/auth/login; `api` tokens are named and listed. */
-  kind: 'login' | 'api';
+  /**
+   * `login` tokens come from POST /api/auth/login; `api` tokens are named and listed; `session` tokens are
+   * portal browser sessions (POST /api/auth/session), sent as a cookie.
+   */
+  kind: 'login' | 'api' | 'session';
   /** sha256 hex of the secret; the secret itself is never stored. */
   token_hash: string;
   created_at: number;

@@ -81,7 +81,8 @@ export interface TokenRecord {
   id: string;
   user: string;
   name: string;
-  kind: 'login' | 'api';
+  /** `login`: CLI sign-in; `api`: named; `session`: a portal browser session (sent as a cookie). */
+  kind: 'login' | 'api' | 'session';
   createdAt: number;
   expiresAt: number | null;
   lastUsedAt: number | null;
@@ -691,7 +692,7 @@ export class Store {
     await this.db.updateTable('api_tokens').set({ last_used_at: time }).where('id', '=', id).execute();
   }
 
-  async listTokens(user: string, kind: 'login' | 'api' = 'api'): Promise<TokenRecord[]> {
+  async listTokens(user: string, kind: TokenRecord['kind'] = 'api'): Promise<TokenRecord[]> {
     const rows = await this.db
       .selectFrom('api_tokens')
       .selectAll()
@@ -730,15 +731,15 @@ export class Store {
   }
 
   /**
-   * Revokes `user`'s live login tokens (sessions), except `keep`: a changed password ends the other
-   * sessions. Returns how many it revoked.
+   * Revokes `user`'s live login tokens and portal sessions, except `keep`: a changed password ends the
+   * other sessions. Returns how many it revoked.
    */
   async revokeLoginTokens(user: string, keep?: string): Promise<number> {
     let query = this.db
       .updateTable('api_tokens')
       .set({ revoked: 1 })
       .where('user_name', '=', user)
-      .where('kind', '=', 'login')
+      .where('kind', 'in', ['login', 'session'])
       .where('revoked', '=', 0);
     if (keep !== undefined) query = query.where('id', '!=', keep);
     const result = await query.executeTakeFirst();

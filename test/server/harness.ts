@@ -62,6 +62,8 @@ export interface HarnessOptions {
   title?: string;
   config?: Record<string, unknown>;
   adminPassword?: string | undefined;
+  /** The built portal to serve at `/` (default: the server's own, absent when running from src). */
+  portalDir?: string;
 }
 
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
@@ -78,6 +80,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
       bus,
       logger,
       adminPassword: 'adminPassword' in options ? options.adminPassword : ADMIN_PASSWORD,
+      ...(options.portalDir !== undefined ? { portalDir: options.portalDir } : {}),
     });
   let server: StewardServer;
   try {
