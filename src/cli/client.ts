@@ -30,6 +30,8 @@ export interface RequestOptions {
    * Reads are retried without it (see READ_RETRY_MS).
    */
   retryForMs?: number;
+  /** A raw body (a file upload), sent as application/octet-stream with its length; not with `body`. */
+  rawBody?: { open: () => Readable; length: number };
 }
 
 /** Gateway answers: the request may never have reached a Steward server. */
@@ -117,13 +119,23 @@ export class ApiClient {
     const headers: Record<string, string> = { accept: options.accept ?? 'application/json' };
     if (!options.anonymous && this.options.token) headers.authorization = `Bearer ${this.options.token}`;
     if (options.body !== undefined) headers['content-type'] = 'application/json';
+    if (options.rawBody !== undefined) {
+      headers['content-type'] = 'application/octet-stream';
+      headers['content-length'] = String(options.rawBody.length);
+    }
     this.debug(`> ${method} ${url.toString()}`);
     let response: Response;
     try {
       response = await fetch(url, {
         method,
         headers,
-        body: options.body === undefined ? null : JSON.stringify(options.body),
+        body:
+          options.rawBody !== undefined
+            ? (Readable.toWeb(options.rawBody.open()) as ReadableStream<Uint8Array>)
+            : options.body === undefined
+              ? null
+              : JSON.stringify(options.body),
+        ...(options.rawBody !== undefined ? { duplex: 'half' } : {}),
         signal: options.signal ?? null,
       });
     } catch (error) {

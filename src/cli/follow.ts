@@ -4,7 +4,7 @@
  * reconnect, backing off, until the job is terminal. Only the server unreachable for `giveUpMs` ends it.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Job, JobDetail, StepInfo, isTerminal } from '../protocol/index.js';
+import { Job, JobDetail, LogChunkEvent, StepInfo, isTerminal } from '../protocol/index.js';
 import type { z } from 'zod';
 import { ApiClient, unreachable } from './client.js';
 import { CliError } from './failures.js';
@@ -13,6 +13,8 @@ import { readSse } from './sse.js';
 export interface FollowOptions {
   /** Called with the current view after every change. */
   onUpdate?: (detail: JobDetail, change: Change) => void;
+  /** Called with each piece of a running step's log (`event: log`). */
+  onLog?: (chunk: LogChunkEvent) => void;
   /** How long the server may stay unreachable before giving up. Default 60 s. */
   giveUpMs?: number;
 }
@@ -77,6 +79,9 @@ export async function followJob(
             update({ ...current, steps }, { kind: 'step', step });
             break;
           }
+          case 'log':
+            options.onLog?.(parseEvent(LogChunkEvent, message.event, message.data));
+            break;
           case 'end': {
             const final = parseEvent(JobDetail, message.event, message.data);
             update(final, { kind: 'end' });

@@ -235,6 +235,21 @@ export const ServerConfig = z
       })
       .strict()
       .default({ cellBytes: 8 * 1024, responseBytes: 1024 * 1024 }),
+    /**
+     * Files uploaded for `file` params (`POST /api/uploads`): `maxBytes` caps one file (default 1 GiB), `ttl`
+     * is how long an upload no job has used is kept (default `24h`).
+     */
+    uploads: z
+      .object({
+        maxBytes: z
+          .number()
+          .int()
+          .positive()
+          .default(1024 ** 3),
+        ttl: Duration.default(86_400_000),
+      })
+      .strict()
+      .default({ maxBytes: 1024 ** 3, ttl: 86_400_000 }),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** LDAP authentication beside local users. Default: off (local users only). */
     ldap: LdapConfig.optional(),
@@ -301,6 +316,8 @@ export interface CompiledServerConfig {
   readonly stepLogLimitBytes: number;
   /** Preview caps (see `ServerConfig.preview`). */
   readonly preview: { readonly cellBytes: number; readonly responseBytes: number };
+  /** Upload caps (see `ServerConfig.uploads`). */
+  readonly uploads: { readonly maxBytes: number; readonly ttlMs: number };
   readonly logLevel: string;
   readonly ldap: CompiledLdapConfig | undefined;
   readonly loginThrottle: CompiledLoginThrottle;
@@ -336,6 +353,7 @@ export function compileServerConfig(input: unknown): CompiledServerConfig {
     resultLimitBytes: c.resultLimitBytes,
     stepLogLimitBytes: c.stepLogLimitBytes,
     preview: Object.freeze({ cellBytes: c.preview.cellBytes, responseBytes: c.preview.responseBytes }),
+    uploads: Object.freeze({ maxBytes: c.uploads.maxBytes, ttlMs: c.uploads.ttl }),
     logLevel: c.logLevel,
     ldap: c.ldap === undefined ? undefined : compileLdapConfig(c.ldap),
     loginThrottle: Object.freeze({

@@ -85,6 +85,13 @@ export function convertParam(
       if (typeof value === 'string' && isCalendarDate(value.trim())) return { value: value.trim() };
       return { error: `expected a date like 2026-01-31, got ${got}` };
     }
+    case 'file': {
+      // Before the run: the id of an upload (the server swaps it for the stored input). In the run: the
+      // file's absolute path in the job directory (the executor sets it).
+      if (typeof value === 'string' && value.trim() !== '' && value.length <= 4096)
+        return { value: value.trim() };
+      return { error: `expected an uploaded file (an upload id), got ${got}` };
+    }
     case 'enum': {
       const text = typeof value === 'boolean' ? undefined : String(value);
       const values = spec.values ?? [];
@@ -138,8 +145,9 @@ export function resolveParams(
   if (issues.length > 0) {
     const first = issues[0]!;
     const more = issues.length > 1 ? ` (and ${issues.length - 1} more)` : '';
+    // `param` names the first param at fault, so a form can show the error at its field.
     throw new StewardError('STEWARD_PARAMS_INVALID', `${first.path}: ${first.message}${more}`, {
-      details: { issues },
+      details: { issues, param: first.path.replace(/^params\./, '') },
     });
   }
   return resolved;

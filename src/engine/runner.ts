@@ -401,6 +401,7 @@ class JobRun {
       { stepId: step.id, stream: 'stdout', path: stdoutPath },
       { stepId: step.id, stream: 'stderr', path: stderrPath },
     );
+    const logsClosed = this.options.onStepLogs?.({ stepId: step.id, stdoutPath, stderrPath });
     const outcome = await runProcess({
       argv,
       cwd: this.options.workDir,
@@ -411,7 +412,7 @@ class JobRun {
       killGraceMs: this.options.killGraceMs ?? 3000,
       ...(this.options.spawnWrapper ? { spawnWrapper: this.options.spawnWrapper } : {}),
       ...(this.options.logLimitBytes !== undefined ? { logLimitBytes: this.options.logLimitBytes } : {}),
-    });
+    }).finally(() => logsClosed?.());
     if (outcome.kind === 'stopped') throw new StepStopped('stopped');
     if (outcome.kind === 'spawn-error') throw new Error(outcome.message);
     if (outcome.code !== 0) {

@@ -21,11 +21,21 @@ const Timeout = z.union([z.string(), z.number()]);
 
 export const ParamDefinitionSchema = z
   .object({
-    type: z.enum(['string', 'number', 'integer', 'boolean', 'date', 'enum']),
+    type: z.enum(['string', 'number', 'integer', 'boolean', 'date', 'enum', 'file']),
     required: z.boolean().optional(),
     default: Scalar.optional(),
     values: z.array(Scalar).optional(),
     description: z.string().max(2000).optional(),
+    /** `file` params: accepted extensions (`csv` or `.csv`). */
+    accept: z
+      .array(
+        z.string().regex(/^\.?[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/, 'expected a file name extension like .csv'),
+      )
+      .min(1)
+      .max(50)
+      .optional(),
+    /** `file` params: largest accepted file in bytes. */
+    maxSize: z.number().int().positive().optional(),
   })
   .strict();
 

@@ -53,6 +53,8 @@ const duckTypes: Record<ParamType, DuckDBType> = {
   number: DOUBLE,
   boolean: BOOLEAN,
   date: DATE,
+  // A file param's value in a step is the file's absolute path.
+  file: VARCHAR,
 };
 
 function toDuckValue(type: ParamType, value: ParamValue | undefined): DuckDBValue {

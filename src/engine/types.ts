@@ -5,7 +5,7 @@
 import type { ErrorInfo, ParamValue, StepEvent } from '../protocol/index.js';
 import type { DuckDBHost } from './tables.js';
 
-export type ParamType = 'string' | 'number' | 'integer' | 'boolean' | 'date' | 'enum';
+export type ParamType = 'string' | 'number' | 'integer' | 'boolean' | 'date' | 'enum' | 'file';
 
 export interface ParamSpec {
   name: string;
@@ -15,6 +15,10 @@ export interface ParamSpec {
   /** For `enum`. */
   values?: string[];
   description?: string;
+  /** For `file`: accepted file name extensions, lowercase with their dot (`.csv`); any when absent. */
+  accept?: string[];
+  /** For `file`: largest accepted file in bytes (the server's `uploads.maxBytes` bounds it too). */
+  maxSize?: number;
 }
 
 export type StepKind = 'read' | 'sql' | 'write' | 'shell' | 'python' | 'command';
@@ -88,6 +92,12 @@ export interface RunOptions {
    * with a marker line between (see step-log.ts). Default 32 MiB (`DEFAULT_STEP_LOG_LIMIT_BYTES`).
    */
   logLimitBytes?: number;
+  /**
+   * Called as a script step starts, with the files its stdout and stderr are being written to (bounded, see
+   * step-log.ts: the first half of the limit is written straight to the file as it arrives, so it can be read
+   * while the step runs). The function it may return is called once the step's logs are complete.
+   */
+  onStepLogs?: (logs: { stepId: string; stdoutPath: string; stderrPath: string }) => (() => void) | void;
 }
 
 export type SpawnWrapper = <T>(start: () => T) => T;

@@ -150,7 +150,22 @@ export async function parseWorkflow(source: string, options: ParseOptions = {}):
     } else if (result.data.values !== undefined) {
       issues.add(['params', name, 'values'], `values are only allowed for enum params, not ${spec.type}`);
     }
-    if (result.data.default !== undefined) {
+    if (spec.type === 'file') {
+      if (result.data.accept !== undefined)
+        spec.accept = result.data.accept.map((ext) => (ext.startsWith('.') ? ext : `.${ext}`).toLowerCase());
+      if (result.data.maxSize !== undefined) spec.maxSize = result.data.maxSize;
+      if (result.data.default !== undefined)
+        issues.add(
+          ['params', name, 'default'],
+          'a file param cannot have a default (the file is uploaded with the run)',
+        );
+    } else {
+      if (result.data.accept !== undefined)
+        issues.add(['params', name, 'accept'], `accept is only allowed for file params, not ${spec.type}`);
+      if (result.data.maxSize !== undefined)
+        issues.add(['params', name, 'maxSize'], `maxSize is only allowed for file params, not ${spec.type}`);
+    }
+    if (result.data.default !== undefined && spec.type !== 'file') {
       const converted = convertParam(spec, result.data.default);
       if ('error' in converted) issues.add(['params', name, 'default'], converted.error);
       else spec.default = converted.value;

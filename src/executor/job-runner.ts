@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import {
+  DEFAULT_STEP_LOG_LIMIT_BYTES,
   MIN_STEP_LOG_LIMIT_BYTES,
   parseWorkflow,
   runWorkflow,
@@ -22,6 +23,8 @@ import {
   type ExecutorToAgent,
 } from '../protocol/index.js';
 import type { AssumeMessage } from './identity.js';
+import { placeInputs } from './inputs.js';
+import { LiveLogShipper } from './live-logs.js';
 import { ServerClient } from './server-client.js';
 
 export type JobMessage = Extract<AgentToExecutor, { type: 'job' }>;
@@ -69,6 +72,7 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
   let result: RunResult | undefined;
   let failure: ErrorInfo | undefined;
   let loaded = false;
+  let shipper: LiveLogShipper | undefined;
   try {
     await mkdir(workDir, { recursive: true, mode: 0o700 });
     // The job's own TMPDIR (tmp/<job>-<attempt>): private, and removed with everything in it at the job's end.
@@ -83,10 +87,14 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
       await mkdir(path.dirname(target), { recursive: true, mode: 0o700 });
       await client.downloadAsset(asset.digest, target);
     }
+    const params = await placeInputs(client, workflow, fetched, workDir);
     send({ type: 'loaded', jobId: job.jobId });
     loaded = true;
+    const limit = stepLogLimit(fetched.limits?.stepLogBytes);
+    shipper = new LiveLogShipper(client, { limitBytes: limit.logLimitBytes ?? DEFAULT_STEP_LOG_LIMIT_BYTES });
+    const liveLogs = shipper;
     result = await runWorkflow(workflow, {
-      params: fetched.params,
+      params,
       workDir,
       tempDir,
       duckdb: identity.duckdb,
@@ -95,14 +103,18 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
       signal: context.signal,
       ...(context.spawnWrapper ? { spawnWrapper: context.spawnWrapper } : {}),
       timeoutMs: job.timeoutMs,
-      ...stepLogLimit(fetched.limits?.stepLogBytes),
+      ...limit,
       onEvent: (step) => send({ type: 'step', jobId: job.jobId, step }),
+      onStepLogs: (logs) => liveLogs.watch(logs),
     });
+    // The final uploads replace the live logs: nothing live may arrive after them.
+    await shipper.stop();
     await uploadAll(client, result);
   } catch (error) {
     const normalised = coerceError(error, 'STEWARD_EXECUTOR_START_FAILED');
     failure = { code: normalised.code, message: normalised.message };
   }
+  await shipper?.stop();
   if (!loaded && !failure) failure = { code: 'STEWARD_INTERNAL', message: 'job ended before loading' };
   // The outcome is reported before the job's directories are removed: nothing of the job runs any more
   // (steps ended with their process groups, results and logs are uploaded), and the removal is not the

@@ -26,7 +26,17 @@ export interface JobWorkflow {
   assets: { path: string; size: number; digest: string }[];
   /** Limits the server sets for the run (absent from older servers). */
   limits?: { stepLogBytes?: number };
+  /** Files given for `file` params (absent from older servers). */
+  inputs?: { param: string; name: string; size: number; sha256: string }[];
 }
+
+/** What the server said to a live log chunk (see `appendLog`). */
+export type AppendLogOutcome =
+  | { kind: 'stored'; size: number }
+  /** The server has `size` bytes: send from there. */
+  | { kind: 'mismatch'; size: number }
+  /** Not worth sending more of this stream (past the limit) or of any (an older server, a dead token). */
+  | { kind: 'refused'; status: number };
 
 export interface ServerClientOptions {
   /** How long transient failures are retried before the request fails. Default 30000 ms. */
@@ -103,6 +113,65 @@ export class ServerClient {
     const actual = hash.digest('hex');
     if (actual !== digest)
       throw new StewardError('STEWARD_INTERNAL', `asset ${target} digest mismatch (${actual} != ${digest})`);
+  }
+
+  /**
+   * Fetches the job's input file for `param` into `target` (created, must not exist), checking its size and
+   * sha256 against what the server announced.
+   */
+  async downloadInput(
+    param: string,
+    target: string,
+    expected: { size: number; sha256: string },
+  ): Promise<void> {
+    const response = await this.request('GET', `/inputs/${encodeURIComponent(param)}`);
+    const hash = createHash('sha256');
+    let size = 0;
+    const body = Readable.fromWeb(response.body as never);
+    body.on('data', (chunk: Buffer) => {
+      hash.update(chunk);
+      size += chunk.length;
+    });
+    await pipeline(body, createWriteStream(target, { flags: 'wx', mode: 0o600 }));
+    const actual = hash.digest('hex');
+    if (actual !== expected.sha256 || size !== expected.size)
+      throw new StewardError(
+        'STEWARD_INTERNAL',
+        `input ${param}: got ${size} bytes with sha256 ${actual}, expected ${expected.size} bytes with ${expected.sha256}`,
+      );
+  }
+
+  /**
+   * Sends one piece of a running step's log at `offset`. One try, a few seconds at most: live logs are best
+   * effort (the final upload is the authority), and a slow server must not hold the step's shipper.
+   */
+  async appendLog(
+    stepId: string,
+    stream: 'stdout' | 'stderr',
+    offset: number,
+    bytes: Buffer,
+  ): Promise<AppendLogOutcome> {
+    const response = await fetch(
+      `${this.base}/logs/${encodeURIComponent(stepId)}/${stream}/chunks?offset=${offset}`,
+      {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${this.token}`,
+          'content-type': 'application/octet-stream',
+        },
+        body: bytes,
+        signal: AbortSignal.timeout(10_000),
+      },
+    );
+    const body = (await response.json().catch(() => ({}))) as {
+      size?: unknown;
+      error?: { details?: { size?: unknown } };
+    };
+    if (response.ok && typeof body.size === 'number') return { kind: 'stored', size: body.size };
+    const known = body.error?.details?.size;
+    if (response.status === 409 && typeof known === 'number') return { kind: 'mismatch', size: known };
+    if ([401, 404, 413].includes(response.status)) return { kind: 'refused', status: response.status };
+    throw new Error(`live log chunk answered ${response.status}`);
   }
 
   async uploadResult(

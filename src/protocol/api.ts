@@ -203,11 +203,15 @@ export const PushWorkflowRequest = z
 
 export const ParamDefinition = z.object({
   name: z.string(),
-  type: z.enum(['string', 'number', 'integer', 'boolean', 'date', 'enum']),
+  type: z.enum(['string', 'number', 'integer', 'boolean', 'date', 'enum', 'file']),
   required: z.boolean(),
   default: ParamValue.optional(),
   values: z.array(z.string()).optional(),
   description: z.string().optional(),
+  /** `file` params: accepted file name extensions (`.csv`); any when absent. */
+  accept: z.array(z.string()).optional(),
+  /** `file` params: largest accepted file in bytes (the server's `uploads.maxBytes` bounds it too). */
+  maxSize: z.number().int().optional(),
 });
 
 export const WorkflowVersion = z.object({
@@ -303,6 +307,40 @@ export const AttemptInfo = z.object({
 });
 export type AttemptInfo = z.infer<typeof AttemptInfo>;
 
+/** A file a job was given for one `file` param. */
+export const JobInputInfo = z.object({
+  param: z.string(),
+  /** The file's name as stored (sanitised at upload: one plain segment). */
+  name: z.string(),
+  size: z.number().int(),
+  sha256: z.string(),
+});
+export type JobInputInfo = z.infer<typeof JobInputInfo>;
+
+/** `POST /api/uploads?name=`: the file's name as the client knows it (only its last segment is kept). */
+export const UploadQuery = z.object({ name: z.string().min(1).max(1024) }).strict();
+/** An uploaded file, to pass as a `file` param's value (`id`) when submitting. */
+export const UploadInfo = z.object({
+  id: z.string(),
+  /** The stored name: the last path segment, control characters replaced, no leading dots. */
+  name: z.string(),
+  size: z.number().int(),
+  sha256: z.string(),
+  /** When it is removed if no job used it. */
+  expiresAt: z.string(),
+});
+export type UploadInfo = z.infer<typeof UploadInfo>;
+
+/** One piece of a running step's log, as the job event stream sends it (`event: log`). */
+export const LogChunkEvent = z.object({
+  stepId: z.string(),
+  stream: z.enum(['stdout', 'stderr']),
+  /** Byte offset of `text` in the stored log. */
+  offset: z.number().int(),
+  text: z.string(),
+});
+export type LogChunkEvent = z.infer<typeof LogChunkEvent>;
+
 export const Job = z.object({
   id: z.string(),
   user: z.string(),
@@ -331,6 +369,8 @@ export const JobDetail = Job.extend({
   steps: z.array(StepInfo),
   /** Every attempt, oldest first; the last one is the job's current attempt. (Absent from older servers.) */
   attempts: z.array(AttemptInfo).default([]),
+  /** The files given for `file` params (`GET /api/jobs/:id/inputs/:param`). (Absent from older servers.) */
+  inputs: z.array(JobInputInfo).default([]),
 });
 export type JobDetail = z.infer<typeof JobDetail>;
 
@@ -538,6 +578,9 @@ const LogParams = z
     step: z.string().min(1).max(100),
     stream: z.enum(['stdout', 'stderr']),
   })
+  .strict();
+const InputParams = z
+  .object({ id: z.string().min(1).max(100), param: z.string().regex(/^[a-z_][a-z0-9_]{0,63}$/) })
   .strict();
 
 export interface ApiRoute {
@@ -982,6 +1025,26 @@ export const apiRoutes = {
     query: LogQuery,
     responseMediaType: 'text/plain',
   },
+  jobInput: {
+    method: 'GET',
+    path: '/api/jobs/:id/inputs/:param',
+    summary: 'Download the file a job was given for a `file` param',
+    tag: 'jobs',
+    auth: 'user',
+    params: InputParams,
+    responseMediaType: 'application/octet-stream',
+  },
+  createUpload: {
+    method: 'POST',
+    path: '/api/uploads',
+    summary:
+      'Upload a file for a `file` param: the raw file as the body (application/octet-stream), its name in `name`. Pass the returned `id` as the param value when submitting; unused uploads expire',
+    tag: 'jobs',
+    auth: 'user',
+    query: UploadQuery,
+    response: UploadInfo,
+    status: 201,
+  },
   cancelJob: {
     method: 'POST',
     path: '/api/jobs/:id/cancel',
@@ -1077,6 +1140,8 @@ export const apiRoutes = {
       assets: z.array(z.object({ path: z.string(), size: z.number().int(), digest: z.string() })),
       /** Limits the executor applies while running the job. (Absent from older servers.) */
       limits: z.object({ stepLogBytes: z.number().int() }).optional(),
+      /** Files given for `file` params, fetched from `inputs/:param`. (Absent from older servers.) */
+      inputs: z.array(JobInputInfo).optional(),
     }),
   },
   execReleaseClaim: {
@@ -1098,6 +1163,26 @@ export const apiRoutes = {
     auth: 'job',
     params: z.object({ id: z.string().min(1).max(100), digest: z.string().regex(/^[a-f0-9]{64}$/) }).strict(),
     responseMediaType: 'application/octet-stream',
+  },
+  execInput: {
+    method: 'GET',
+    path: '/api/exec/jobs/:id/inputs/:param',
+    summary: 'Executor: the file its job was given for a `file` param',
+    tag: 'executor',
+    auth: 'job',
+    params: InputParams,
+    responseMediaType: 'application/octet-stream',
+  },
+  execLogChunk: {
+    method: 'POST',
+    path: '/api/exec/jobs/:id/logs/:step/:stream/chunks',
+    summary:
+      "Executor: append a piece of a running step's stdout or stderr at byte `offset` (idempotent by offset; a gap is refused with the size stored)",
+    tag: 'executor',
+    auth: 'job',
+    params: LogParams,
+    query: z.object({ offset: z.coerce.number().int().min(0) }).strict(),
+    response: z.object({ size: z.number().int() }),
   },
   execUploadResult: {
     method: 'PUT',

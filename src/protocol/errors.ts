@@ -21,6 +21,10 @@ export const errorCatalogue = {
     summary: 'Job parameters do not match the workflow parameter definitions.',
   },
   STEWARD_JOB_NOT_CANCELABLE: { status: 409, summary: 'The job has already ended.' },
+  STEWARD_LOG_OFFSET_MISMATCH: {
+    status: 409,
+    summary: 'A live log chunk starts past the end of what the server has of that log (`details.size`).',
+  },
   STEWARD_INTERNAL: { status: 500, summary: 'An unexpected internal error; details are in the server log.' },
   STEWARD_UNAVAILABLE: { status: 503, summary: 'A dependency (store, bus) is unavailable; retry later.' },
   STEWARD_CONFIG_INVALID: { status: 500, summary: 'A configuration file or option is invalid.' },

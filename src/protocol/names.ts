@@ -28,3 +28,32 @@ export function plainNameProblem(name: string): string | undefined {
   if (name.startsWith('.')) return 'starts with "." (hidden files are not published)';
   return undefined;
 }
+
+/** Longest name kept for an uploaded file, in UTF-8 bytes (room for a prefix within one file name). */
+export const MAX_UPLOAD_NAME_BYTES = 200;
+
+/**
+ * The name an uploaded file is stored and placed under, from whatever name the client sent: its last path
+ * segment (either separator), control and format characters and NUL replaced by "_", no leading dots or
+ * spaces, at most MAX_UPLOAD_NAME_BYTES (whole characters). Always one plain, visible segment: a hostile
+ * name (`../../etc/passwd`, `a\nb`) can neither leave a directory nor break a line of a log or a header.
+ * The server applies it at upload and the executor again before writing (it trusts no name).
+ */
+export function safeFileName(raw: string): string {
+  let name = raw
+    .replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '_')
+    .replace(/\\/g, '/');
+  name = name.slice(name.lastIndexOf('/') + 1);
+  name = name
+    .replace(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\uFFFD]/gu, '_')
+    .replace(/^[.\s]+/u, '')
+    .replace(/\s+$/u, '');
+  let bytes = encoder.encode(name);
+  if (bytes.length > MAX_UPLOAD_NAME_BYTES) {
+    let end = MAX_UPLOAD_NAME_BYTES;
+    while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
+    name = new TextDecoder().decode(bytes.subarray(0, end));
+    bytes = encoder.encode(name);
+  }
+  return name === '' ? 'upload' : name;
+}

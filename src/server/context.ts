@@ -10,6 +10,8 @@ import type { ResultFiles } from './results.js';
 import type { PortalSessions } from './sessions.js';
 import type { SpaceService } from './spaces.js';
 import type { JobWatch } from './watch.js';
+import type { LiveLogs } from './live-logs.js';
+import type { UploadService } from './uploads.js';
 import type { WorkflowRepository } from './workflows.js';
 
 /** The server's parts, wired once in createServer and handed to the route handlers. */
@@ -27,6 +29,10 @@ export interface ServerContext {
   jobs: JobService;
   users: UserAdmin;
   results: ResultFiles;
+  /** Uploads for `file` params and jobs' input files. */
+  uploads: UploadService;
+  /** Step logs arriving while their step runs. */
+  liveLogs: LiveLogs;
   watch: JobWatch;
   version: string;
   openApiDocument(): Record<string, unknown>;

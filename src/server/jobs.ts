@@ -7,7 +7,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Bus } from '../bus/index.js';
 import type { CompiledServerConfig } from '../config/index.js';
-import { resolveParams } from '../engine/index.js';
+import { resolveParams, type ParamSpec } from '../engine/index.js';
 import {
   canStartNewAttempt,
   isTerminal,
@@ -25,6 +25,7 @@ import type { JobPatch, JobRecord, Store, TransitionResult } from '../store/inde
 import type { AuditLog } from './audit.js';
 import { bearerOf, type Principal } from './auth.js';
 import { newJobId, newSecret, sha256Hex } from './secrets.js';
+import type { ReservedInputs, UploadService } from './uploads.js';
 import type { JobWatch } from './watch.js';
 import type { WorkflowRepository } from './workflows.js';
 
@@ -59,6 +60,8 @@ export interface JobServiceDeps {
   logger: Logger;
   /** The URL executors use to reach this server (known once listening). */
   serverUrl: () => string;
+  /** Uploaded files for `file` params (moved into a job's inputs at submit). */
+  uploads: UploadService;
 }
 
 export function formatDuration(ms: number): string {
@@ -80,15 +83,19 @@ export class JobService {
     // Needs the viewer role in the workflow's space; the version resolved here is pinned for good.
     const record = await workflows.resolve(principal, input.workflow);
     const workflow = await workflows.parsedFor(record);
-    const params = resolveParams(workflow, input.params);
+    const resolved = resolveParams(workflow, input.params);
     const now = Date.now();
+    const id = newJobId(now);
+    const reserved = await this.reserveInputs(principal.user, id, workflow.params, resolved, input);
+    if (!('uploads' in reserved)) return reserved;
+    const params = reserved.params;
     const jobToken = newSecret('stj_');
     const timeoutMs = input.timeoutSeconds === undefined ? null : input.timeoutSeconds * 1000;
     const deadline = now + config.loadTimeoutMs;
     // Recorded as offered before publishing (an agent may report `loading` as soon as the offer is out), in
     // the same commit as the insert.
     const inserted = await store.insertJobOnce({
-      id: newJobId(now),
+      id,
       user: principal.user,
       workflow: { space: record.space, name: record.name, version: record.version, digest: record.digest },
       params,
@@ -103,8 +110,26 @@ export class JobService {
       submitKey: input.idempotencyKey ?? null,
     });
     // A retry of a submission that already created its job: answer with that job, submit nothing.
-    if (!inserted.created) return inserted.job;
+    if (!inserted.created) {
+      await this.deps.uploads.release(id);
+      return inserted.job;
+    }
     const job = inserted.job;
+    // The inputs are in place before the offer exists, so an executor always finds them.
+    try {
+      await this.deps.uploads.attach(reserved);
+    } catch (error) {
+      this.deps.logger.error({ err: error, jobId: job.id }, 'moving the uploaded inputs into the job failed');
+      await this.transition(
+        job.id,
+        'failed',
+        {
+          error: { code: 'STEWARD_INTERNAL', message: 'the uploaded files could not be stored with the job' },
+        },
+        { attempt: job.attempt },
+      );
+      throw error;
+    }
     // The user may have been disabled after this request authenticated; disabling cancels the jobs it finds
     // after its commit, so a job written after that commit must cancel itself here, before any offer.
     const owner = await store.getUser(principal.user);
@@ -150,6 +175,28 @@ export class JobService {
     // Not waited for: if it is lost, a sweep offers the job again as a new attempt (wasteful, never hidden).
     void this.recordPublished(job);
     return job;
+  }
+
+  /**
+   * Reserves the uploads named by `file` params for job `id`. When they are gone because this very
+   * submission (same idempotency key) already used them, returns the job it created instead.
+   */
+  private async reserveInputs(
+    user: string,
+    id: string,
+    specs: readonly ParamSpec[],
+    params: Record<string, ParamValue>,
+    input: SubmitInput,
+  ): Promise<ReservedInputs | JobRecord> {
+    try {
+      return await this.deps.uploads.reserve(user, id, specs, params);
+    } catch (error) {
+      if (!(error instanceof StewardError) || error.code !== 'STEWARD_NOT_FOUND' || !input.idempotencyKey)
+        throw error;
+      const existing = await this.deps.store.findJobBySubmitKey(user, input.idempotencyKey);
+      if (existing) return existing;
+      throw error;
+    }
   }
 
   /**

@@ -6,7 +6,7 @@
  */
 import type { Logger } from 'pino';
 import type { ChangeListener, JobChangeNotice, Store } from '../store/index.js';
-import type { JobWatch } from './watch.js';
+import type { JobWatch, LiveLogChunk } from './watch.js';
 
 export class RemoteChanges {
   private listener: ChangeListener | undefined;
@@ -17,6 +17,11 @@ export class RemoteChanges {
     private readonly store: Store,
     private readonly watch: JobWatch,
     private readonly logger: Logger,
+    /** Reads the bytes of a live log another server announced (see live-logs.ts). */
+    private readonly readLog?: (
+      jobId: string,
+      log: NonNullable<JobChangeNotice['log']>,
+    ) => Promise<LiveLogChunk | undefined>,
   ) {}
 
   /** No-op on SQLite (a single server hears all its own changes). */
@@ -51,6 +56,11 @@ export class RemoteChanges {
   /** Never rejects: a failed read is logged; the next notice or the stream's own end re-reads. */
   private async deliver(notice: JobChangeNotice): Promise<void> {
     try {
+      if (notice.log !== undefined) {
+        const chunk = await this.readLog?.(notice.jobId, notice.log);
+        if (chunk) this.watch.publishLog(notice.jobId, chunk);
+        return;
+      }
       if (notice.stepId !== undefined) {
         const step = (await this.store.listSteps(notice.jobId)).find((s) => s.id === notice.stepId);
         if (step) this.watch.publishStep(step);

@@ -112,7 +112,8 @@ const PREVIEW_MEMORY = '256MB';
  */
 const PREVIEW_UNREAD_VALUE_BYTES = 4 * 1024 * 1024;
 
-const LOG_NAME = /^(.+)\.(stdout|stderr)\.log$/;
+/** A stored log (`.log`), or what arrived of it while its step runs (`.live`, see live-logs.ts). */
+const LOG_NAME = /^(.+)\.(stdout|stderr)\.(log|live)$/;
 
 /** Types whose JSON form is short whatever the value: sent as they are. */
 const SHORT_TYPES =
@@ -210,6 +211,8 @@ export class ResultFiles {
       await pipeline(body as Readable, counter, writer);
       await writer.finish();
       await rename(temp, path.join(dir, `${step}.${stream}.log`));
+      // The final log replaces what arrived live while the step ran (live-logs.ts).
+      await rm(path.join(dir, `${step}.${stream}.live`), { force: true });
     } catch (error) {
       await writer.discard();
       throw error;
@@ -393,9 +396,12 @@ export class ResultFiles {
     }
     const logs: LogListing[] = [];
     let budget = maxBytes;
+    const present = new Set(names);
     for (const name of names.sort()) {
       const match = LOG_NAME.exec(name);
       if (!match) continue;
+      // A live log whose final log is there already is about to be removed.
+      if (match[3] === 'live' && present.has(`${match[1]}.${match[2]}.log`)) continue;
       const handle = await open(path.join(dir, name), 'r').catch(() => undefined);
       if (!handle) continue;
       try {
@@ -453,12 +459,16 @@ export class ResultFiles {
         },
       );
     }
-    const file = path.join(this.logDir(jobId), `${step}.${stream}.log`);
-    const handle = await open(file, 'r').catch((error: NodeJS.ErrnoException) => {
-      if (error.code === 'ENOENT')
-        throw new StewardError('STEWARD_NOT_FOUND', `job ${jobId} has no ${stream} log for step ${step}`);
-      throw error;
-    });
+    const base = path.join(this.logDir(jobId), `${step}.${stream}`);
+    // The final log once the step ended; while it runs, what has arrived of it so far.
+    const openLog = (suffix: string) =>
+      open(`${base}.${suffix}`, 'r').catch((error: NodeJS.ErrnoException) => {
+        if (error.code === 'ENOENT') return undefined;
+        throw error;
+      });
+    const handle = (await openLog('log')) ?? (await openLog('live'));
+    if (!handle)
+      throw new StewardError('STEWARD_NOT_FOUND', `job ${jobId} has no ${stream} log for step ${step}`);
     try {
       const { size } = await handle.stat();
       let start = Math.min(query.offset ?? 0, size);

@@ -27,12 +27,14 @@ import {
   groupView,
   iso,
   jobDetailView,
+  jobInputView,
   jobView,
   resultView,
   spaceMemberView,
   spaceView,
   stepView,
   tokenView,
+  uploadView,
   userView,
   workflowDetailView,
   workflowVersionView,
@@ -324,6 +326,34 @@ export function buildHandlers(ctx: ServerContext): Handlers {
       return reply.send(slice.handle.createReadStream({ start: slice.start, end: slice.end - 1 }));
     },
 
+    jobInput: async ({ principal, params, source, reply }) => {
+      const job = await ownJob(principal, params.id, source);
+      const { file, input } = await ctx.uploads.locateInput(job.id, params.param);
+      const info = await stat(file).catch(() => undefined);
+      if (!info)
+        throw new StewardError(
+          'STEWARD_NOT_FOUND',
+          `input ${params.param} of job ${job.id} is missing on disk`,
+        );
+      reply
+        .header('content-type', 'application/octet-stream')
+        .header('content-length', String(info.size))
+        .header('content-disposition', contentDisposition(input.name));
+      return reply.send(createReadStream(file));
+    },
+
+    createUpload: async ({ principal, query, rawBody, request, source }) => {
+      const upload = await ctx.uploads.create(principal.user, query.name, rawBody, contentLength(request));
+      await ctx.audit.record({
+        actor: principal.user,
+        action: 'upload.create',
+        target: upload.id,
+        source,
+        detail: { name: upload.name, size: upload.size, sha256: upload.sha256 },
+      });
+      return uploadView(upload);
+    },
+
     cancelJob: async ({ principal, params, source }) =>
       jobView(await jobs.cancel(principal, params.id, source)),
 
@@ -408,6 +438,7 @@ export function buildHandlers(ctx: ServerContext): Handlers {
         params: job.params,
         assets: record.assets,
         limits: { stepLogBytes: results.stepLogLimitBytes },
+        inputs: (await ctx.uploads.listInputs(job.id)).map(jobInputView),
       };
     },
 
@@ -423,6 +454,15 @@ export function buildHandlers(ctx: ServerContext): Handlers {
       reply.header('content-type', 'application/octet-stream').header('content-length', String(asset.size));
       return reply.send(createReadStream(workflows.assetPath(asset.digest)));
     },
+
+    execInput: async ({ job, params, reply }) => {
+      const { file, input } = await ctx.uploads.locateInput(job.id, params.param);
+      reply.header('content-type', 'application/octet-stream').header('content-length', String(input.size));
+      return reply.send(createReadStream(file));
+    },
+
+    execLogChunk: async ({ job, params, query, rawBody, request }) =>
+      ctx.liveLogs.append(job.id, params.step, params.stream, query.offset, rawBody, contentLength(request)),
 
     execUploadResult: async ({ job, params, query, rawBody, request }) => {
       await results.upload(job.id, params.name, query, rawBody, contentLength(request));
@@ -473,8 +513,11 @@ async function readJobDetailView(ctx: ServerContext, id: string): Promise<JobDet
 }
 
 async function detailView(ctx: ServerContext, detail: JobDetailRecord): Promise<JobDetail> {
-  const pinned = await ctx.workflows.pinned(detail.job.workflow).catch(() => undefined);
-  return jobDetailView(detail, pinned?.createdBy ?? null);
+  const [pinned, inputs] = await Promise.all([
+    ctx.workflows.pinned(detail.job.workflow).catch(() => undefined),
+    ctx.uploads.listInputs(detail.job.id),
+  ]);
+  return jobDetailView(detail, pinned?.createdBy ?? null, inputs);
 }
 
 /**
@@ -517,6 +560,10 @@ async function streamJobEvents(
       if (closed) return;
       if (change.type === 'step') {
         send('step', stepView(change.step));
+        return;
+      }
+      if (change.type === 'log') {
+        send('log', change.log);
         return;
       }
       send('job', jobView(change.job));

@@ -29,7 +29,9 @@ import { defaultPortalDir, registerPortal, registerSecurityHeaders } from './por
 import { RemoteChanges } from './remote.js';
 import { PortalSessions } from './sessions.js';
 import { claimSqliteFile } from './sqlite-guard.js';
+import { LiveLogs } from './live-logs.js';
 import { ResultFiles } from './results.js';
+import { UploadService } from './uploads.js';
 import { buildHandlers, registerRoutes } from './routes.js';
 import { STEWARD_VERSION } from './version.js';
 import { JobWatch } from './watch.js';
@@ -115,6 +117,8 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     previewCellBytes: config.preview.cellBytes,
     previewBytes: config.preview.responseBytes,
   });
+  const uploads = new UploadService(store, config.sharedDir, config.uploads, logger);
+  const liveLogs = new LiveLogs(store, config.sharedDir, watch, config.stepLogLimitBytes, logger);
   let serverUrl = config.publicUrl ?? localUrl(config.host, config.port);
   const jobs = new JobService({
     store,
@@ -126,6 +130,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     config,
     logger,
     serverUrl: () => serverUrl,
+    uploads,
   });
   let openApi: Record<string, unknown> | undefined;
   const ctx: ServerContext = {
@@ -141,6 +146,8 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     jobs,
     users: new UserAdmin({ store, audit, jobs }),
     results,
+    uploads,
+    liveLogs,
     watch,
     version: STEWARD_VERSION,
     openApiDocument: () => (openApi ??= buildOpenApiDocument(STEWARD_VERSION)),
@@ -178,7 +185,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
   });
   registerRoutes(app, ctx, buildHandlers(ctx));
 
-  const remote = new RemoteChanges(store, watch, logger);
+  const remote = new RemoteChanges(store, watch, logger, (jobId, log) => liveLogs.read(jobId, log));
   await remote.start();
   const consumer = new EventConsumer({ bus, store, jobs, watch, logger, verifier });
   try {
@@ -194,6 +201,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     jobs.sweep().catch((error: unknown) => logger.error({ err: error }, 'load-timeout sweep failed'));
   }, sweepIntervalMs);
   sweeper.unref();
+  uploads.start();
 
   let closing: Promise<void> | undefined;
   return {
@@ -214,6 +222,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     close() {
       closing ??= (async () => {
         clearInterval(sweeper);
+        uploads.stop();
         await consumer.stop();
         await remote.stop();
         await app.close();

@@ -4,12 +4,14 @@ import type {
   AuditRecord,
   GroupRecord,
   JobDetailRecord,
+  JobInputRecord,
   JobRecord,
   ResultRecord,
   SpaceMemberRecord,
   SpaceRecord,
   StepRecord,
   TokenRecord,
+  UploadRecord,
   UserRecord,
   WorkflowRecord,
 } from '../store/index.js';
@@ -18,11 +20,13 @@ import type {
   GroupInfo,
   Job,
   JobDetail,
+  JobInputInfo,
   ResultInfo,
   SpaceInfo,
   SpaceMember,
   SpaceRole,
   StepInfo,
+  UploadInfo,
   User,
   WorkflowVersion,
 } from '../protocol/index.js';
@@ -80,13 +84,32 @@ export function attemptView(attempt: AttemptRecord): AttemptInfo {
  * Takes one `Store.getJobDetail` read: a job and steps read apart may contradict each other. `pushedBy`: who
  * pushed the pinned version (null when unknown).
  */
-export function jobDetailView({ job, steps, attempts }: JobDetailRecord, pushedBy: string | null): JobDetail {
+export function jobDetailView(
+  { job, steps, attempts }: JobDetailRecord,
+  pushedBy: string | null,
+  inputs: readonly JobInputRecord[] = [],
+): JobDetail {
   const view = jobView(job);
   return {
     ...view,
     workflow: { ...view.workflow, pushedBy },
     steps: steps.map(stepView),
     attempts: attempts.map(attemptView),
+    inputs: inputs.map(jobInputView),
+  };
+}
+
+export function jobInputView(input: JobInputRecord): JobInputInfo {
+  return { param: input.param, name: input.name, size: input.size, sha256: input.sha256 };
+}
+
+export function uploadView(upload: UploadRecord): UploadInfo {
+  return {
+    id: upload.id,
+    name: upload.name,
+    size: upload.size,
+    sha256: upload.sha256,
+    expiresAt: iso(upload.expiresAt),
   };
 }
 

@@ -7,7 +7,16 @@
 import type { Logger } from 'pino';
 import type { JobRecord, StepRecord } from '../store/index.js';
 
-export type JobChange = { type: 'job'; job: JobRecord } | { type: 'step'; step: StepRecord };
+/** A piece of a running step's log: `text` is the stored log's bytes from `offset` (see live-logs.ts). */
+export interface LiveLogChunk {
+  stepId: string;
+  stream: 'stdout' | 'stderr';
+  offset: number;
+  text: string;
+}
+
+export type JobChange =
+  { type: 'job'; job: JobRecord } | { type: 'step'; step: StepRecord } | { type: 'log'; log: LiveLogChunk };
 export type JobListener = (change: JobChange) => void;
 
 export class JobWatch {
@@ -44,6 +53,10 @@ export class JobWatch {
 
   publishStep(step: StepRecord): void {
     this.emit(step.jobId, { type: 'step', step });
+  }
+
+  publishLog(jobId: string, log: LiveLogChunk): void {
+    this.emit(jobId, { type: 'log', log });
   }
 
   /** A listener that throws must not stop the others (or the consumer that published). */

@@ -13,6 +13,8 @@ export interface JobChangeNotice {
   jobId: string;
   /** Set for step changes. */
   stepId?: string;
+  /** Set when a live step log grew: its bytes [offset, size) arrived (see JobFileStore.announceLog). */
+  log?: { stepId: string; stream: 'stdout' | 'stderr'; offset: number; size: number };
 }
 
 export interface ChangeListenerOptions {

@@ -8,6 +8,7 @@ export type {
   SpaceStore,
 } from './spaces.js';
 export type { ChangeListener, JobChangeNotice } from './changes.js';
+export type { JobFileStore, JobInputRecord, UploadRecord } from './job-files.js';
 export type {
   AgentRecord,
   AppliedEvent,

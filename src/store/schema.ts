@@ -204,6 +204,30 @@ export interface GroupMembersTable {
   added_at: number;
 }
 
+/** A file uploaded for a `file` param, not yet a job's input (migration 0011). */
+export interface UploadsTable {
+  id: string;
+  owner: string;
+  /** The file's name as sanitised at upload (one plain segment). */
+  name: string;
+  size: number;
+  sha256: string;
+  created_at: number;
+  expires_at: number;
+  /** The job a submission reserved it for; null while free. */
+  job_id: string | null;
+}
+
+/** A job's input file for one `file` param (migration 0011). */
+export interface JobInputsTable {
+  job_id: string;
+  param: string;
+  name: string;
+  size: number;
+  sha256: string;
+  created_at: number;
+}
+
 export interface Database {
   users: UsersTable;
   api_tokens: ApiTokensTable;
@@ -221,4 +245,6 @@ export interface Database {
   space_members: SpaceMembersTable;
   groups: GroupsTable;
   group_members: GroupMembersTable;
+  uploads: UploadsTable;
+  job_inputs: JobInputsTable;
 }

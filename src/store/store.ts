@@ -37,6 +37,7 @@ import { migrateToLatest, type StoreDialect } from './migrations/index.js';
 import { WalFlusher, withCommitTracking } from './sqlite-durable.js';
 import type { Database, JobsTable } from './schema.js';
 import { SpaceStore } from './spaces.js';
+import { JobFileStore } from './job-files.js';
 
 export interface OpenStoreOptions {
   /** Called with a line for each applied migration. Default: silent. */
@@ -91,11 +92,14 @@ export interface TokenRecord {
 
 export interface ParamDefinitionRecord {
   name: string;
-  type: 'string' | 'number' | 'integer' | 'boolean' | 'date' | 'enum';
+  type: 'string' | 'number' | 'integer' | 'boolean' | 'date' | 'enum' | 'file';
   required: boolean;
   default?: ParamValue;
   values?: string[];
   description?: string;
+  /** `file` params (see the engine's ParamSpec). */
+  accept?: string[];
+  maxSize?: number;
 }
 
 export interface AssetRecord {
@@ -334,6 +338,8 @@ export class Store {
   private readonly workflowVersions = new Map<string, WorkflowRecord>();
   /** Spaces, space members and local groups. */
   readonly spaces: SpaceStore;
+  /** Uploads, job inputs and live log notices. */
+  readonly files: JobFileStore;
 
   private constructor(
     readonly db: Db,
@@ -344,6 +350,7 @@ export class Store {
     private readonly flusher?: WalFlusher,
   ) {
     this.spaces = new SpaceStore(db);
+    this.files = new JobFileStore(db, changeChannel, this.instanceId);
   }
 
   /** Opens the database and applies pending migrations. */
@@ -995,7 +1002,8 @@ export class Store {
     return { job: created, created: true };
   }
 
-  private async findJobBySubmitKey(user: string, key: string): Promise<JobRecord | undefined> {
+  /** The job `user` created with idempotency key `key`, if any. */
+  async findJobBySubmitKey(user: string, key: string): Promise<JobRecord | undefined> {
     const row = await this.db
       .selectFrom('jobs')
       .selectAll()

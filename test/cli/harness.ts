@@ -213,6 +213,7 @@ export function makeDetail(
     ...base,
     workflow: { ...base.workflow, pushedBy: base.user },
     steps,
+    inputs: [],
     attempts: attempts ?? [
       {
         attempt: base.attempt,

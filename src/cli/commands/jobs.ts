@@ -17,6 +17,8 @@ import type { CliContext } from '../context.js';
 import { followJob } from '../follow.js';
 import { formatDuration, formatTable, formatTime, spanMs } from '../output.js';
 import { createProgressView, renderJobTable } from '../progress.js';
+import { followLogs } from '../log-follow.js';
+import { uploadFileParams } from '../uploads.js';
 import { parseWorkflowRef } from './workflows.js';
 import { collect, contextOf, positiveInteger, segment, wholeNumber } from './shared.js';
 
@@ -30,7 +32,7 @@ export function registerJobCommands(program: Command): void {
     .argument('<workflow>', '[SPACE/]NAME[@VERSION] (a bare NAME is in your personal space)')
     .option(
       '-p, --param <key=value>',
-      'a parameter value (repeatable); the server converts it by the parameter type',
+      'a parameter value (repeatable); the server converts it by the parameter type. For a file param, @PATH uploads that local file (@@ for a literal leading @)',
       collectParam,
       {},
     )
@@ -61,12 +63,15 @@ export function registerJobCommands(program: Command): void {
         const context = contextOf(command);
         parseWorkflowRef(ref);
         const client = await context.client();
+        const params = await uploadFileParams(client, options.param, (line) => {
+          if (!context.json) context.note(line);
+        });
         // One key per submission: if the answer is lost (the server died behind a load balancer), sending the
         // same request again returns the job the first one created instead of submitting a second.
         const job = await client.json('POST', '/api/jobs', Job, {
           body: {
             workflow: ref,
-            params: options.param,
+            params,
             labels: options.label ?? [],
             ...(options.timeout === undefined ? {} : { timeoutSeconds: options.timeout }),
             ...(options.retries === undefined ? {} : { retries: options.retries }),
@@ -144,14 +149,27 @@ export function registerJobCommands(program: Command): void {
     .option('--step <id>', 'only this step')
     .addOption(new Option('--stream <stream>', 'only this stream').choices(['stdout', 'stderr']))
     .option('--tail <lines>', 'only the last N lines of each log', positiveInteger('--tail', 10_000_000))
+    .option('-f, --follow', 'print the logs as the steps write them, until the job ends')
     .action(
       async (
         id: string,
-        options: { step?: string; stream?: 'stdout' | 'stderr'; tail?: number },
+        options: { step?: string; stream?: 'stdout' | 'stderr'; tail?: number; follow?: boolean },
         command: Command,
       ) => {
         const context = contextOf(command);
         const client = await context.client();
+        if (options.follow) {
+          if (options.tail !== undefined || context.json)
+            throw new InvalidArgumentError(
+              '--follow prints the whole logs as text: not with --tail or --json',
+            );
+          await followLogs(client, id, {
+            ...(options.step !== undefined ? { step: options.step } : {}),
+            ...(options.stream !== undefined ? { stream: options.stream } : {}),
+            note: (line) => context.note(line),
+          });
+          return;
+        }
         // Text is streamed per log below; the listing only names them (with --json it inlines what fits).
         const response = await client.json('GET', `/api/jobs/${segment(id)}/logs`, LogsResponse, {
           query: { maxBytes: context.json ? undefined : 0 },
