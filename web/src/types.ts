@@ -22,6 +22,10 @@ import type {
   StepInfo,
   LogEntry,
   CreateTokenResponse,
+  SessionInfo,
+  UploadInfo,
+  JobInputInfo,
+  LogChunkEvent,
 } from '../../src/protocol/api.js';
 import type { JobState, StepState } from '../../src/protocol/states.js';
 
@@ -38,38 +42,14 @@ export type NewToken = z.infer<typeof CreateTokenResponse>;
 export type Workflow = z.infer<typeof WorkflowDetail>;
 export type WorkflowListItem = z.infer<typeof WorkflowSummary>;
 export type StepLog = z.infer<typeof LogEntry>;
-
-/** The session as `POST/GET /api/auth/session` answer it. */
-export interface Session {
-  user: { name: string; role: 'admin' | 'user' };
-  csrfToken: string;
-  expiresAt: string | null;
-}
-
+/** The session as `POST/GET /api/auth/session` answer it (the cookie itself is HttpOnly). */
+export type Session = SessionInfo;
 /** `POST /api/uploads`: a file stored for a `file` param, owned by the caller until a job takes it. */
-export interface Upload {
-  id: string;
-  name: string;
-  size: number;
-  sha256: string;
-  expiresAt: string;
-}
-
-/** An input file a job took from an upload (JobDetail `inputs`, once the server has file params). */
-export interface JobInput {
-  param: string;
-  name: string;
-  size: number;
-  sha256: string;
-}
-
+export type Upload = UploadInfo;
+/** An input file a job took from an upload (JobDetail `inputs`). */
+export type JobInput = JobInputInfo;
 /** `event: log` of the job SSE stream: a chunk of a step's stdout or stderr as it arrived. */
-export interface LogChunk {
-  stepId: string;
-  stream: 'stdout' | 'stderr';
-  offset: number;
-  text: string;
-}
+export type LogChunk = LogChunkEvent;
 
 export const terminalStates: ReadonlySet<string> = new Set([
   'succeeded',

@@ -13,7 +13,7 @@ export interface DagStep {
   needs: string[];
 }
 
-const W = 168;
+const W = 200;
 const H = 54;
 const GAP_X = 48;
 const GAP_Y = 16;
@@ -127,13 +127,13 @@ export function Dag({ steps, states, label }: { steps: DagStep[]; states?: StepI
             <g key={step.id} className={`dag-node state-${state?.state ?? 'none'}`} data-step={step.id}>
               <rect x={x} y={y} width={W} height={H} rx={6} />
               <text x={x + 8} y={y + 18} className="dag-id">
-                {clip(step.id, 20)}
+                {clip(step.id, 22)}
               </text>
               <text x={x + W - 8} y={y + 18} className="dag-kind" textAnchor="end">
                 {step.kind}
               </text>
               <text x={x + 8} y={y + 40} className="dag-detail">
-                {clip(detail, 26)}
+                {clip(detail, 32)}
               </text>
             </g>
           );

@@ -96,8 +96,9 @@ function FileView({ jobId, result }: { jobId: string; result: ResultInfo }) {
   const [view, setView] = useState<{ text?: string; image?: string } | undefined>(undefined);
   const [error, setError] = useState<unknown>(undefined);
   useEffect(() => () => (view?.image ? URL.revokeObjectURL(view.image) : undefined), [view]);
-  const isText = textFile.test(result.name);
   const isImage = imageFile.test(result.name);
+  // Known text extensions, and any other small file that is not an image: shown as text (never as HTML).
+  const isText = textFile.test(result.name) || (!isImage && result.size <= 256 * 1024);
   if (!isText && !isImage) return null;
   const open = async () => {
     setError(undefined);

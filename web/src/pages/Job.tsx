@@ -25,13 +25,12 @@ import {
   terminalStates,
   type Job,
   type JobDetail,
-  type JobInput,
   type LogChunk,
   type StepInfo,
   type Workflow,
 } from '../types.js';
 
-type Detail = JobDetail & { inputs?: JobInput[] };
+type Detail = JobDetail;
 
 function mergeStep(detail: Detail, step: StepInfo): Detail {
   const steps = detail.steps.some((s) => s.id === step.id)
