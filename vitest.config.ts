@@ -15,6 +15,7 @@ const unitTests = [
   'test/cli/output.test.ts',
   'test/cli/client.test.ts',
   'test/executor/server-client.test.ts',
+  'test/executor/live-log-shipper.test.ts',
 ];
 
 export default defineConfig({
