@@ -125,11 +125,17 @@ describe.runIf(isRoot)('the web portal in Chromium', () => {
   const longJobs: string[] = [];
   let wideJob = '';
 
+  /** Signs in with the keyboard alone: Tab to each field, type, Enter. */
   async function signIn(page: Page, name: string, secret: string): Promise<void> {
     await page.goto(`${steward.url}/`);
-    await page.getByLabel('User name').fill(name);
-    await page.getByLabel('Password').fill(secret);
-    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByLabel('User name').waitFor();
+    await page.keyboard.press('Tab');
+    expect(await page.evaluate('document.activeElement.id')).toBe('signin-name');
+    await page.keyboard.type(name);
+    await page.keyboard.press('Tab');
+    expect(await page.evaluate('document.activeElement.id')).toBe('signin-password');
+    await page.keyboard.type(secret);
+    await page.keyboard.press('Enter');
     await page.getByRole('button', { name: 'Sign out' }).waitFor();
   }
 

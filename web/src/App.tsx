@@ -3,7 +3,7 @@
  * admins) and the route table.
  */
 import { lazy, Suspense, useCallback, useEffect, useState, type ReactNode } from 'react';
-import { api, ApiError, setCsrfToken } from './api.js';
+import { api, ApiError, setCsrfToken, setSignedOutHandler } from './api.js';
 import { ErrorNote, Loading } from './components/common.js';
 import { useConnection } from './hooks.js';
 import { Link, match, navigate, useLocation } from './router.js';
@@ -128,6 +128,8 @@ export function App() {
     setCsrfToken(value?.csrfToken ?? '');
     setSession(value);
   }, []);
+
+  useEffect(() => setSignedOutHandler(() => adopt(null)), [adopt]);
 
   useEffect(() => {
     api<Session>('/api/auth/session').then(

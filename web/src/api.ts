@@ -20,6 +20,11 @@ export class ApiError extends Error {
 export const UNREACHABLE = 'STEWARD_SERVER_UNREACHABLE';
 
 let csrfToken = '';
+let onSignedOut: (() => void) | undefined;
+/** Called when the server no longer knows the session (expired, revoked): back to the sign-in page. */
+export function setSignedOutHandler(handler: () => void): void {
+  onSignedOut = handler;
+}
 export function setCsrfToken(token: string): void {
   csrfToken = token;
 }
@@ -121,6 +126,7 @@ async function send(path: string, options: RequestOptions): Promise<Response> {
     );
   }
   setOnline(true);
+  if (response.status === 401 && path !== '/api/auth/session') onSignedOut?.();
   if (!response.ok) throw await toError(response);
   return response;
 }

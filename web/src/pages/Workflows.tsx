@@ -1,6 +1,7 @@
 /** The spaces you can see, each with its workflows and their latest version. */
 import { api, encode } from '../api.js';
 import { ErrorNote, Loading, PageTitle, Time } from '../components/common.js';
+import { canPush, PushForm } from '../components/PushForm.js';
 import { useLoad } from '../hooks.js';
 import { Link, useTitle } from '../router.js';
 import type { Space, WorkflowListItem } from '../types.js';
@@ -73,6 +74,12 @@ export function WorkflowsPage() {
                 ))}
               </tbody>
             </table>
+          ) : null}
+          {canPush(space.role) ? (
+            <details>
+              <summary>Push a workflow into {space.name}</summary>
+              <PushForm space={space.name} onPushed={() => data.reload()} />
+            </details>
           ) : null}
         </section>
       ))}
