@@ -432,6 +432,7 @@ describe.runIf(isRoot)('the web portal in Chromium', () => {
     );
     const renderMs = Date.now() - started;
     const running = await page.locator('[data-step-row="loud"] .badge').textContent();
+    await log.scrollIntoViewIfNeeded();
     await screenshot(page, 'portal-job-wide');
     // Measured in the page: from a change (scroll to another place in the log, a click on a button) to the
     // next painted frame. A string, not a function: the test program has no DOM types.
