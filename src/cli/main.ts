@@ -9,6 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { registerAdminCommands } from './commands/admin.js';
+import { registerAuditCommands } from './commands/audit.js';
 import { registerAuthCommands } from './commands/auth.js';
 import { registerDaemonCommands } from './commands/daemons.js';
 import { registerJobCommands } from './commands/jobs.js';
@@ -43,6 +44,7 @@ export function buildProgram(): Command {
   registerJobCommands(program);
   registerResultCommands(program);
   registerAdminCommands(program);
+  registerAuditCommands(program);
   registerDaemonCommands(program);
   return program;
 }

@@ -374,16 +374,46 @@ export const JobDetail = Job.extend({
 });
 export type JobDetail = z.infer<typeof JobDetail>;
 
+/** A time in a listing filter: an ISO 8601 time (`2026-01-31T12:00:00Z`) or a date (`2026-01-31`, UTC). */
+export const IsoTime = z
+  .string()
+  .max(64)
+  .refine(
+    (value) =>
+      /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/.test(value) &&
+      !Number.isNaN(Date.parse(value)),
+    'expected an ISO time like 2026-01-31T12:00:00Z, or a date like 2026-01-31',
+  );
+
+/** Epoch ms of an `IsoTime`; a time written without a zone is UTC, whatever the server's zone. */
+export function parseIsoTime(value: string): number {
+  const zoned = /(?:Z|[+-]\d{2}:?\d{2})$/.test(value) || !value.includes(':');
+  return Date.parse(zoned ? value : `${value.replace(' ', 'T')}Z`);
+}
+
 export const ListJobsQuery = z
   .object({
     state: JobState.optional(),
+    /** Admins: only this user's jobs (users always see only their own). */
     user: z.string().max(256).optional(),
+    /** The workflow's name (in any space unless `space` is given). */
     workflow: WorkflowName.optional(),
+    space: SpaceName.optional(),
+    /** Created at or after this time. */
+    since: IsoTime.optional(),
+    /** Created before this time. */
+    until: IsoTime.optional(),
     limit: z.coerce.number().int().min(1).max(1000).default(50),
-    /** Return jobs created before this job id's creation (paging). */
-    before: z.string().max(100).optional(),
+    /** The `next` of the previous page (older jobs follow). A job id is accepted too (older clients). */
+    before: z.string().max(200).optional(),
   })
   .strict();
+export const JobList = z.object({
+  /** Newest first. */
+  jobs: z.array(Job),
+  /** Pass as `before` for the following (older) page; null on the last page. (Absent from older servers.) */
+  next: z.string().nullable().default(null),
+});
 
 export const ResultInfo = z.object({
   name: z.string(),
@@ -473,9 +503,23 @@ export const AuditQuery = z
   .object({
     actor: z.string().max(256).optional(),
     action: z.string().max(100).optional(),
+    /** Exactly this target (a job id, a user name, `METHOD /path` of a refusal…). */
+    target: z.string().max(512).optional(),
+    /** At or after this time. */
+    since: IsoTime.optional(),
+    /** Before this time. */
+    until: IsoTime.optional(),
     limit: z.coerce.number().int().min(1).max(1000).default(100),
+    /** The `next` of the previous page (older entries follow). */
+    before: z.coerce.number().int().min(1).optional(),
   })
   .strict();
+export const AuditList = z.object({
+  /** Newest first. */
+  entries: z.array(AuditEntry),
+  /** Pass as `before` for the following (older) page; null on the last page. (Absent from older servers.) */
+  next: z.number().int().nullable().default(null),
+});
 
 export const Health = z.object({ status: z.literal('ok'), version: z.string(), time: z.string() });
 
@@ -983,7 +1027,27 @@ export const apiRoutes = {
     tag: 'jobs',
     auth: 'user',
     query: ListJobsQuery,
-    response: z.object({ jobs: z.array(Job) }),
+    response: JobList,
+  },
+  jobStream: {
+    method: 'GET',
+    path: '/api/jobs/stream',
+    summary:
+      'Live changes of the jobs you may see (Server-Sent Events: `job` with a Job on each change, `resync` when changes may have been missed; admins: all jobs)',
+    tag: 'jobs',
+    auth: 'user',
+    responseMediaType: 'text/event-stream',
+  },
+  rerunJob: {
+    method: 'POST',
+    path: '/api/jobs/:id/rerun',
+    summary:
+      'Run a job again: a new job of the same pinned workflow version with the same params, as you, with your rights now',
+    tag: 'jobs',
+    auth: 'user',
+    params: IdParams,
+    response: Job,
+    status: 201,
   },
   showJob: {
     method: 'GET',
@@ -1089,7 +1153,7 @@ export const apiRoutes = {
     tag: 'audit',
     auth: 'admin',
     query: AuditQuery,
-    response: z.object({ entries: z.array(AuditEntry) }),
+    response: AuditList,
   },
   listAgents: {
     method: 'GET',

@@ -37,6 +37,8 @@ export interface SubmitInput {
   /** The job's own retry budget; default: the server's `retries` policy. */
   retries?: number | undefined;
   idempotencyKey?: string | undefined;
+  /** Set by a rerun (rerun.ts): the job this one repeats, recorded in the audit entry. */
+  rerunOf?: string | undefined;
 }
 
 /**
@@ -153,6 +155,7 @@ export class JobService {
         workflow: `${record.space}/${record.name}@${record.version}`,
         labels: input.labels,
         ...(input.retries !== undefined ? { retries: input.retries } : {}),
+        ...(input.rerunOf !== undefined ? { rerunOf: input.rerunOf } : {}),
       },
     });
     try {

@@ -30,8 +30,10 @@ export class RemoteChanges {
       onNotice: (notice) => this.onNotice(notice),
       onReconnect: () => {
         this.logger.info('LISTEN connection to PostgreSQL re-established; refreshing watched jobs');
-        // Notices sent while the connection was down are lost: re-read every watched job instead.
+        // Notices sent while the connection was down are lost: re-read every watched job instead, and
+        // have the jobs list streams re-read theirs.
         for (const jobId of this.watch.watchedJobIds()) this.onNotice({ origin: '', jobId });
+        this.watch.publishResync();
       },
       onError: (error) =>
         this.logger.warn({ err: error }, 'LISTEN connection to PostgreSQL lost; reconnecting'),
@@ -45,6 +47,7 @@ export class RemoteChanges {
 
   private onNotice(notice: JobChangeNotice): void {
     if (!this.watch.isWatched(notice.jobId)) return;
+    if (notice.stepId !== undefined && !this.watch.wantsSteps(notice.jobId)) return;
     const previous = this.chains.get(notice.jobId) ?? Promise.resolve();
     const run = previous.then(() => this.deliver(notice));
     this.chains.set(notice.jobId, run);

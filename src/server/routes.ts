@@ -10,6 +10,7 @@ import type { z } from 'zod';
 import {
   apiRoutes,
   isTerminal,
+  parseIsoTime,
   PROTOCOL_VERSION,
   StewardError,
   type ApiRoute,
@@ -20,7 +21,9 @@ import {
 import type { JobDetailRecord, JobRecord } from '../store/index.js';
 import type { Principal } from './auth.js';
 import type { ServerContext } from './context.js';
+import { listJobPage, streamJobList } from './job-list.js';
 import { contentDisposition } from './results.js';
+import { rerunJob } from './rerun.js';
 import { parseInput } from './validation.js';
 import {
   auditView,
@@ -282,18 +285,12 @@ export function buildHandlers(ctx: ServerContext): Handlers {
 
     submitJob: async ({ principal, body, source }) => jobView(await jobs.submit(principal, body, source)),
 
-    listJobs: async ({ principal, query }) => {
-      // Users see their own jobs whatever `user` they ask for; admins may filter by user.
-      const user = principal.role === 'admin' ? query.user : principal.user;
-      const list = await store.listJobs({
-        limit: query.limit,
-        ...(user !== undefined ? { user } : {}),
-        ...(query.state !== undefined ? { state: query.state } : {}),
-        ...(query.workflow !== undefined ? { workflow: query.workflow } : {}),
-        ...(query.before !== undefined ? { before: query.before } : {}),
-      });
-      return { jobs: list.map(jobView) };
-    },
+    listJobs: async ({ principal, query }) => listJobPage(ctx, principal, query),
+
+    jobStream: async ({ principal, request, reply }) => streamJobList(ctx, principal, request, reply),
+
+    rerunJob: async ({ principal, params, source }) =>
+      jobView(await rerunJob(ctx, principal, params.id, source)),
 
     showJob: async ({ principal, params, source }) => {
       const job = await ownJob(principal, params.id, source);
@@ -390,15 +387,18 @@ export function buildHandlers(ctx: ServerContext): Handlers {
       return results.preview(job.id, params.name, query.limit, query.offset);
     },
 
-    listAudit: async ({ query }) => ({
-      entries: (
-        await store.listAudit({
-          limit: query.limit,
-          ...(query.actor !== undefined ? { actor: query.actor } : {}),
-          ...(query.action !== undefined ? { action: query.action } : {}),
-        })
-      ).map(auditView),
-    }),
+    listAudit: async ({ query }) => {
+      const page = await store.listings.audit({
+        limit: query.limit,
+        ...(query.actor !== undefined ? { actor: query.actor } : {}),
+        ...(query.action !== undefined ? { action: query.action } : {}),
+        ...(query.target !== undefined ? { target: query.target } : {}),
+        ...(query.before !== undefined ? { before: query.before } : {}),
+        ...(query.since !== undefined ? { since: parseIsoTime(query.since) } : {}),
+        ...(query.until !== undefined ? { until: parseIsoTime(query.until) } : {}),
+      });
+      return { entries: page.items.map(auditView), next: page.next ?? null };
+    },
 
     listAgents: async ({ principal }) => {
       // Agents heartbeat every few seconds; one silent for five minutes is not "live".

@@ -19,8 +19,16 @@ export type JobChange =
   { type: 'job'; job: JobRecord } | { type: 'step'; step: StepRecord } | { type: 'log'; log: LiveLogChunk };
 export type JobListener = (change: JobChange) => void;
 
+/** A listener to every job's changes (the jobs list stream); steps are not sent to it. */
+export interface AllJobsListener {
+  job(job: JobRecord): void;
+  /** Changes may have been missed (the LISTEN connection was down): re-read what you show. */
+  resync(): void;
+}
+
 export class JobWatch {
   private readonly listeners = new Map<string, Set<JobListener>>();
+  private readonly allJobs = new Set<AllJobsListener>();
 
   constructor(private readonly logger: Logger) {}
 
@@ -37,9 +45,32 @@ export class JobWatch {
     };
   }
 
+  subscribeAll(listener: AllJobsListener): () => void {
+    this.allJobs.add(listener);
+    return () => {
+      this.allJobs.delete(listener);
+    };
+  }
+
   /** Whether anyone listens to this job (remote changes are read from the store only then). */
   isWatched(jobId: string): boolean {
+    return this.listeners.has(jobId) || this.allJobs.size > 0;
+  }
+
+  /** Whether anyone listens to this job's steps (only streams of that one job do). */
+  wantsSteps(jobId: string): boolean {
     return this.listeners.has(jobId);
+  }
+
+  /** Tells every all-jobs listener that changes may have been missed. */
+  publishResync(): void {
+    for (const listener of [...this.allJobs]) {
+      try {
+        listener.resync();
+      } catch (error) {
+        this.logger.warn({ err: error }, 'jobs listener failed');
+      }
+    }
   }
 
   /** The jobs with listeners now. */
@@ -49,6 +80,13 @@ export class JobWatch {
 
   publishJob(job: JobRecord): void {
     this.emit(job.id, { type: 'job', job });
+    for (const listener of [...this.allJobs]) {
+      try {
+        listener.job(job);
+      } catch (error) {
+        this.logger.warn({ err: error, jobId: job.id }, 'jobs listener failed');
+      }
+    }
   }
 
   publishStep(step: StepRecord): void {

@@ -38,6 +38,7 @@ import { WalFlusher, withCommitTracking } from './sqlite-durable.js';
 import type { Database, JobsTable } from './schema.js';
 import { SpaceStore } from './spaces.js';
 import { JobFileStore } from './job-files.js';
+import { Listings } from './listings.js';
 
 export interface OpenStoreOptions {
   /** Called with a line for each applied migration. Default: silent. */
@@ -340,6 +341,8 @@ export class Store {
   readonly spaces: SpaceStore;
   /** Uploads, job inputs and live log notices. */
   readonly files: JobFileStore;
+  /** Paged job and audit listings (portal, CLI). */
+  readonly listings: Listings;
 
   private constructor(
     readonly db: Db,
@@ -351,6 +354,7 @@ export class Store {
   ) {
     this.spaces = new SpaceStore(db);
     this.files = new JobFileStore(db, changeChannel, this.instanceId);
+    this.listings = new Listings(db, toJob);
   }
 
   /** Opens the database and applies pending migrations. */

@@ -2,10 +2,10 @@
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { z } from 'zod';
 import {
   Job,
   JobDetail,
+  JobList,
   LogsResponse,
   MAX_RETRIES,
   jobStates,
@@ -24,6 +24,17 @@ import { collect, contextOf, positiveInteger, segment, wholeNumber } from './sha
 
 /** How long `steward run` keeps sending its submission while no server answers (it is idempotent). */
 const SUBMIT_RETRY_MS = 30_000;
+
+interface ListJobsOptions {
+  state?: JobState;
+  user?: string;
+  workflow?: string;
+  space?: string;
+  since?: string;
+  until?: string;
+  before?: string;
+  limit?: number;
+}
 
 export function registerJobCommands(program: Command): void {
   program
@@ -95,38 +106,42 @@ export function registerJobCommands(program: Command): void {
     .addOption(new Option('--state <state>', 'only jobs in this state').choices(jobStates))
     .option('--user <name>', 'only jobs of this user')
     .option('--workflow <name>', 'only jobs of this workflow')
+    .option('--space <name>', "only jobs of this space's workflows")
+    .option('--since <time>', 'only jobs created at or after this time (2026-01-31 or 2026-01-31T12:00:00Z)')
+    .option('--until <time>', 'only jobs created before this time')
+    .option('--before <cursor>', 'the next page: the cursor the previous page printed')
     .option('--limit <n>', 'at most this many (default 50)', positiveInteger('--limit', 1000))
-    .action(
-      async (
-        options: { state?: JobState; user?: string; workflow?: string; limit?: number },
-        command: Command,
-      ) => {
-        const context = contextOf(command);
-        const client = await context.client();
-        const { jobs } = await client.json('GET', '/api/jobs', z.object({ jobs: z.array(Job) }), {
-          query: {
-            state: options.state,
-            user: options.user,
-            workflow: options.workflow,
-            limit: options.limit,
-          },
-        });
-        if (context.json) return context.printJson({ jobs });
-        context.out(
-          formatTable(
-            ['id', 'workflow', 'user', 'state', 'created', 'duration'],
-            jobs.map((job) => [
-              job.id,
-              `${job.workflow.space}/${job.workflow.name}@${job.workflow.version}`,
-              job.user,
-              job.state,
-              formatTime(job.createdAt),
-              formatDuration(spanMs(job.startedAt, job.finishedAt)),
-            ]),
-          ),
-        );
-      },
-    );
+    .action(async (options: ListJobsOptions, command: Command) => {
+      const context = contextOf(command);
+      const client = await context.client();
+      const { jobs, next } = await client.json('GET', '/api/jobs', JobList, {
+        query: {
+          state: options.state,
+          user: options.user,
+          workflow: options.workflow,
+          space: options.space,
+          since: options.since,
+          until: options.until,
+          before: options.before,
+          limit: options.limit,
+        },
+      });
+      if (context.json) return context.printJson({ jobs, next });
+      context.out(
+        formatTable(
+          ['id', 'workflow', 'user', 'state', 'created', 'duration'],
+          jobs.map((job) => [
+            job.id,
+            `${job.workflow.space}/${job.workflow.name}@${job.workflow.version}`,
+            job.user,
+            job.state,
+            formatTime(job.createdAt),
+            formatDuration(spanMs(job.startedAt, job.finishedAt)),
+          ]),
+        ),
+      );
+      if (next !== null) context.note(`more: steward jobs --before ${next} (with the same filters)`);
+    });
 
   program
     .command('job')

@@ -18,6 +18,7 @@ import * as m0006 from './0006_login_failures.js';
 import * as m0007 from './0007_agent_draining.js';
 import * as m0008 from './0008_spaces.js';
 import * as m0009 from './0009_user_deleted.js';
+import * as m0010 from './0010_job_listing.js';
 import * as m0011 from './0011_job_files.js';
 
 export type StoreDialect = 'sqlite' | 'postgres';
@@ -37,7 +38,7 @@ const migrations: readonly (readonly [string, NumberedMigration])[] = [
   ['0007_agent_draining', m0007],
   ['0008_spaces', m0008],
   ['0009_user_deleted', m0009],
-  // 0010 is another branch's; applied by name, so a gap or a later-merged 0010 is harmless.
+  ['0010_job_listing', m0010],
   ['0011_job_files', m0011],
 ];
 
