@@ -117,6 +117,8 @@ describe.each(backends)('store on $name', (backend) => {
           '0007_agent_draining',
           '0008_spaces',
           '0009_user_deleted',
+          '0010_job_listing',
+          '0011_job_files',
         ]);
         expect(await stores[2]!.countUsers()).toBe(0);
       } finally {

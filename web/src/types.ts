@@ -26,6 +26,8 @@ import type {
   UploadInfo,
   JobInputInfo,
   LogChunkEvent,
+  JobList,
+  AuditList,
 } from '../../src/protocol/api.js';
 import type { JobState, StepState } from '../../src/protocol/states.js';
 
@@ -42,6 +44,8 @@ export type NewToken = z.infer<typeof CreateTokenResponse>;
 export type Workflow = z.infer<typeof WorkflowDetail>;
 export type WorkflowListItem = z.infer<typeof WorkflowSummary>;
 export type StepLog = z.infer<typeof LogEntry>;
+export type JobPage = z.infer<typeof JobList>;
+export type AuditPage = z.infer<typeof AuditList>;
 /** The session as `POST/GET /api/auth/session` answer it (the cookie itself is HttpOnly). */
 export type Session = SessionInfo;
 /** `POST /api/uploads`: a file stored for a `file` param, owned by the caller until a job takes it. */

@@ -3,7 +3,7 @@ import { useState } from 'react';
 import { api, encode } from '../api.js';
 import { ErrorNote, formatBytes, formatDuration, Loading, Time } from '../components/common.js';
 import { useLoad } from '../hooks.js';
-import type { Agent, Audit, NewToken, Token } from '../types.js';
+import type { Agent, AuditPage, NewToken, Token } from '../types.js';
 import { ActionButton, ActionForm } from './forms.js';
 
 export function TokensAdmin() {
@@ -146,12 +146,12 @@ export function AuditAdmin() {
   const empty: AuditFilters = { actor: '', action: '', target: '', since: '', until: '' };
   const [draft, setDraft] = useState<AuditFilters>(empty);
   const [filters, setFilters] = useState<AuditFilters>(empty);
-  const [cursors, setCursors] = useState<string[]>([]);
+  const [cursors, setCursors] = useState<number[]>([]);
   const before = cursors[cursors.length - 1];
   const iso = (local: string) => (local ? new Date(local).toISOString() : undefined);
   const page = useLoad(
     () =>
-      api<{ entries: Audit[]; next?: string | null }>('/api/audit', {
+      api<AuditPage>('/api/audit', {
         query: { ...filters, since: iso(filters.since), until: iso(filters.until), limit: 50, before },
       }),
     [JSON.stringify(filters), before],

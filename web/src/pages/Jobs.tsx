@@ -9,7 +9,7 @@ import { useLoad } from '../hooks.js';
 import { Link, useTitle } from '../router.js';
 import { isAdmin, useSession } from '../session.js';
 import { useEventStream } from '../sse.js';
-import type { Job } from '../types.js';
+import type { Job, JobPage } from '../types.js';
 
 const states = [
   'queued',
@@ -63,7 +63,7 @@ export function JobsPage() {
   const [fresh, setFresh] = useState<Job[]>([]);
 
   const page = useLoad(async () => {
-    const answer = await api<{ jobs: Job[]; next?: string | null }>('/api/jobs', {
+    const answer = await api<JobPage>('/api/jobs', {
       query: {
         state: filters.state,
         workflow: filters.workflow,
@@ -80,6 +80,8 @@ export function JobsPage() {
   }, [JSON.stringify(filters), before]);
 
   useEventStream('/api/jobs/stream', {
+    // Changes may have been missed (the server's own queue overflowed): read the page again.
+    resync: () => page.reload(),
     job: (data) => {
       const job = data as Job;
       setLive((old) => new Map(old).set(job.id, job));
