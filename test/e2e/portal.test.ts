@@ -274,6 +274,14 @@ describe.runIf(isRoot)('the web portal in Chromium', () => {
     const page = await newPage();
     await page.goto(`${steward.url}/jobs/${encodeURIComponent(firstJob)}`);
     await page.getByRole('button', { name: 'Run again' }).click();
+    const refused = page.locator('.actions .error');
+    const firstPath = `/jobs/${encodeURIComponent(firstJob)}`;
+    await until(
+      'the new job to open, or an error',
+      async () => (await refused.count()) > 0 || new URL(page.url()).pathname !== firstPath,
+      30_000,
+    );
+    expect(await refused.count(), (await refused.allTextContents()).join('\n')).toBe(0);
     await page.waitForURL((url) => !url.pathname.endsWith(`/${encodeURIComponent(firstJob)}`));
     const rerun = decodeURIComponent(new URL(page.url()).pathname.split('/').pop()!);
     expect(rerun).not.toBe(firstJob);
