@@ -332,6 +332,13 @@ export function buildHandlers(ctx: ServerContext): Handlers {
           'STEWARD_NOT_FOUND',
           `input ${params.param} of job ${job.id} is missing on disk`,
         );
+      await ctx.audit.record({
+        actor: principal.user,
+        action: 'input.download',
+        target: `${job.id}/${params.param}`,
+        source,
+        detail: { size: info.size },
+      });
       reply
         .header('content-type', 'application/octet-stream')
         .header('content-length', String(info.size))

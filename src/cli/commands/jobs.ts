@@ -302,6 +302,10 @@ function describeJob(detail: JobDetailType): string {
             .join(' ')
         : '-',
     ],
+    ...detail.inputs.map((input): [string, string] => [
+      `input ${input.param}`,
+      `${input.name} (${input.size} bytes, sha256 ${input.sha256})`,
+    ]),
     ['labels', detail.labels.join(', ') || '-'],
     ['created', formatTime(detail.createdAt)],
     ['started', formatTime(detail.startedAt)],
