@@ -1070,6 +1070,8 @@ export class Store {
           )
           .execute();
       }
+      // New jobs appear in the jobs list streams of every server.
+      await this.notifyChange(trx, job.id);
     });
   }
 
