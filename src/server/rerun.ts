@@ -18,14 +18,15 @@ export async function rerunJob(
   // Someone else's job is "not found", as everywhere (admins may rerun any job, as themselves).
   const original = await ctx.jobs.visibleJob(principal, id, source);
   const { space, name, version } = original.workflow;
-  // TODO(file params): a job's stored input files (params of type `file`) must be carried over here: copy
-  // or link the original job's inputs into new uploads owned by the caller and put their ids in `params`,
-  // so the new job gets the same files. Until then a `file` param's stored value is passed as it is.
+  // The original's input files (params of type `file`) become fresh uploads of the caller (hard links), whose
+  // ids replace those params' stored values; the submit then moves them into the new job like any upload.
+  // If the submit is refused, they expire unused like any upload.
+  const staged = await ctx.uploads.stageRerunInputs(principal.user, original.id);
   return ctx.jobs.submit(
     principal,
     {
       workflow: `${space}/${name}@${version}`,
-      params: original.params,
+      params: { ...original.params, ...staged },
       labels: original.labels,
       timeoutSeconds: original.timeoutMs === null ? undefined : Math.ceil(original.timeoutMs / 1000),
       retries: original.retries ?? undefined,
