@@ -292,11 +292,14 @@ describe.runIf(isRoot)('the web portal in Chromium', () => {
     await table.first().waitFor();
     expect(await table.count()).toBe(expectedFigures(csv.rows, 4).length);
 
-    // Cancel: a job that would sleep ten minutes. The jobs list shows the change live.
+    // Cancel: a job that would sleep ten minutes. The open jobs list shows it, and its state, live.
+    await page.getByRole('link', { name: 'Jobs', exact: true }).click();
+    await page.locator(`tr[data-job="${rerun}"]`).waitFor();
+    await page.evaluate('window.marker = 7');
     const long = await aliceApi.submit('portal-long');
     longJobs.push(long);
-    await page.goto(`${steward.url}/jobs`);
-    await page.locator(`tr[data-job="${long}"]`).waitFor();
+    await page.locator(`tr[data-job="${long}"] .badge.state-running`).waitFor({ timeout: 60_000 });
+    expect(await page.evaluate('window.marker')).toBe(7);
     await page.goto(`${steward.url}/jobs/${encodeURIComponent(long)}`);
     await page.locator('.dag-node[data-step="wait"].state-running').waitFor({ timeout: 60_000 });
     await page.getByRole('button', { name: 'Cancel job' }).click();
@@ -490,4 +493,20 @@ describe.runIf(isRoot)('the web portal in Chromium', () => {
     expect((await aliceApi.waitFor(id, 120_000)).state).toBe('succeeded');
     await page.close();
   }, 300_000);
+
+  it('shows a banner while the server is down, and reconnects by itself when it is back', async () => {
+    const page = await newPage();
+    await page.goto(`${steward.url}/jobs`);
+    await page.locator(`tr[data-job="${firstJob}"]`).waitFor();
+    await steward.stop();
+    const banner = page.getByRole('alert').filter({ hasText: 'The server cannot be reached' });
+    await banner.waitFor({ timeout: 30_000 });
+    await screenshot(page, 'portal-offline');
+    await steward.up();
+    await banner.waitFor({ state: 'detached', timeout: 60_000 });
+    // Back without a reload, still signed in, with data loaded again.
+    await page.locator(`tr[data-job="${firstJob}"]`).waitFor();
+    await page.getByRole('button', { name: 'Sign out' }).waitFor();
+    await page.close();
+  }, 180_000);
 });
