@@ -75,6 +75,14 @@ const reportWorkflow = {
 
 const longWorkflow = { name: 'portal-long', steps: [{ id: 'wait', shell: 'sleep 600' }] };
 
+const failingWorkflow = {
+  name: 'portal-failing',
+  steps: [
+    { id: 'fine', shell: 'echo fine' },
+    { id: 'breaks', shell: 'echo "about to fail" >&2; exit 3', needs: ['fine'] },
+  ],
+};
+
 const hostileWorkflow = {
   name: 'portal-hostile',
   steps: [
@@ -162,7 +170,7 @@ describe.runIf(isRoot)('the web portal in Chromium', () => {
     await adminApi.createUser(bob.name, password);
     aliceApi = await ApiUser.login(steward.url, alice.name, password);
     bobApi = await ApiUser.login(steward.url, bob.name, password);
-    for (const workflow of [reportWorkflow, longWorkflow, hostileWorkflow, wideWorkflow()]) {
+    for (const workflow of [reportWorkflow, longWorkflow, hostileWorkflow, failingWorkflow, wideWorkflow()]) {
       await aliceApi.push(stringify(workflow));
     }
     browser = await launchBrowser();
@@ -390,6 +398,19 @@ describe.runIf(isRoot)('the web portal in Chromium', () => {
     expect(await page.locator('.file-text').textContent()).toBe('<b>not bold</b>\n');
     expect(await page.locator('img[src="x"], .file-text b').count()).toBe(0);
     expect(dialogs).toEqual([]);
+
+    // A failed job: its error in words with its code, naming the failing step, whose stderr is shown.
+    const failed = await aliceApi.submit('portal-failing');
+    expect((await aliceApi.waitFor(failed)).state).toBe('failed');
+    await page.goto(`${steward.url}/jobs/${encodeURIComponent(failed)}`);
+    const error = page.locator('.job-error');
+    await error.waitFor();
+    expect(await error.textContent()).toContain('at step breaks');
+    expect(await error.locator('.error-code').textContent()).toMatch(/^STEWARD_/);
+    await page.getByRole('button', { name: 'stderr' }).click();
+    await page.locator('.log').getByText('about to fail').waitFor();
+    await checkA11y(page, 'failed job page');
+    await screenshot(page, 'portal-job-failed', true);
     await page.close();
   }, 120_000);
 
