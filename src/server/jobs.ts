@@ -96,21 +96,27 @@ export class JobService {
     const deadline = now + config.loadTimeoutMs;
     // Recorded as offered before publishing (an agent may report `loading` as soon as the offer is out), in
     // the same commit as the insert.
-    const inserted = await store.insertJobOnce({
-      id,
-      user: principal.user,
-      workflow: { space: record.space, name: record.name, version: record.version, digest: record.digest },
-      params,
-      labels: input.labels,
-      timeoutMs,
-      jobTokenHash: sha256Hex(jobToken),
-      createdAt: now,
-      steps: workflow.steps.map((step) => ({ id: step.id, kind: step.kind })),
-      retries: input.retries ?? null,
-      loadDeadline: deadline,
-      offered: true,
-      submitKey: input.idempotencyKey ?? null,
-    });
+    const inserted = await store
+      .insertJobOnce({
+        id,
+        user: principal.user,
+        workflow: { space: record.space, name: record.name, version: record.version, digest: record.digest },
+        params,
+        labels: input.labels,
+        timeoutMs,
+        jobTokenHash: sha256Hex(jobToken),
+        createdAt: now,
+        steps: workflow.steps.map((step) => ({ id: step.id, kind: step.kind })),
+        retries: input.retries ?? null,
+        loadDeadline: deadline,
+        offered: true,
+        submitKey: input.idempotencyKey ?? null,
+      })
+      .catch(async (error: unknown) => {
+        // No job: what this submission reserved is free again at once, not only when it expires.
+        await this.deps.uploads.release(id).catch(() => undefined);
+        throw error;
+      });
     // A retry of a submission that already created its job: answer with that job, submit nothing.
     if (!inserted.created) {
       await this.deps.uploads.release(id);
