@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { registerAdminCommands } from './commands/admin.js';
 import { registerAuditCommands } from './commands/audit.js';
+import { registerRerunCommand } from './commands/rerun.js';
 import { registerAuthCommands } from './commands/auth.js';
 import { registerDaemonCommands } from './commands/daemons.js';
 import { registerJobCommands } from './commands/jobs.js';
@@ -42,6 +43,7 @@ export function buildProgram(): Command {
   registerWorkflowCommands(program);
   registerSpaceCommands(program);
   registerJobCommands(program);
+  registerRerunCommand(program);
   registerResultCommands(program);
   registerAdminCommands(program);
   registerAuditCommands(program);

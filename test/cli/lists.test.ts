@@ -68,6 +68,20 @@ describe('steward jobs and steward audit on a real server', () => {
     expect(bad.stderr).toContain('query.until');
   });
 
+  it('reruns a job with `steward rerun`, printing the new job', async () => {
+    const run = await runCli(cliBin, ['rerun', jobIds[1]!, '--json'], { configHome, env: userEnv });
+    expect(run.code).toBe(0);
+    const job = JSON.parse(run.stdout) as { id: string; params: Record<string, unknown> };
+    expect(job.id).not.toBe(jobIds[1]);
+    expect(job.params).toMatchObject({ region: 'r1' });
+    const other = await runCli(cliBin, ['rerun', jobIds[1]!], {
+      configHome,
+      env: { ...userEnv, STEWARD_TOKEN: await h.userToken('papi-cli-other') },
+    });
+    expect(other.code).toBe(1);
+    expect(other.stderr).toContain('STEWARD_NOT_FOUND');
+  });
+
   it('shows the audit log to admins with filters and paging', async () => {
     const forJob = await runCli(cliBin, ['audit', '--target', jobIds[0]!, '--json'], {
       configHome,

@@ -45,6 +45,9 @@ describe('route table and OpenAPI document', () => {
       'state',
       'user',
       'workflow',
+      'space',
+      'since',
+      'until',
       'limit',
       'before',
     ]);

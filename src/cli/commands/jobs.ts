@@ -246,7 +246,7 @@ export function registerJobCommands(program: Command): void {
  * Follows a job, shows progress, prints the summary (or, with --json, only the final JobDetail on stdout) and
  * sets the exit status: 0 only when the job ended in `wanted`.
  */
-async function waitAndReport(
+export async function waitAndReport(
   context: CliContext,
   client: ApiClient,
   jobId: string,
