@@ -13,6 +13,7 @@ export function LogView({ buffer, label }: { buffer: LogBuffer; label: string })
   const scroller = useRef<HTMLDivElement>(null);
   const spacer = useRef<HTMLDivElement>(null);
   const window_ = useRef<HTMLDivElement>(null);
+  // Bumped on every change of the buffer (a counter of its own: a new buffer may have the same version).
   const [, setVersion] = useState(0);
   const [top, setTop] = useState(0);
   const [height, setHeight] = useState(400);
@@ -25,7 +26,7 @@ export function LogView({ buffer, label }: { buffer: LogBuffer; label: string })
       if (frame.current) return;
       frame.current = requestAnimationFrame(() => {
         frame.current = 0;
-        setVersion(buffer.version);
+        setVersion((v) => v + 1);
       });
     });
     return () => {
