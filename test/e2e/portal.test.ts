@@ -313,6 +313,15 @@ describe.runIf(isRoot)('the web portal in Chromium', () => {
     await page.getByRole('button', { name: 'Cancel job' }).click();
     await page.locator('h1 .badge.state-canceled').waitFor({ timeout: 60_000 });
     expect((await aliceApi.job(long)).state).toBe('canceled');
+
+    // The state filter: only the canceled job is listed.
+    await page.getByRole('link', { name: 'Jobs', exact: true }).click();
+    await page.locator(`tr[data-job="${rerun}"]`).waitFor();
+    await page.getByLabel('State').selectOption('canceled');
+    await page.getByRole('button', { name: 'Apply filters' }).click();
+    await page.locator(`tr[data-job="${rerun}"]`).waitFor({ state: 'detached' });
+    expect(await page.locator('tr[data-job]').evaluateAll((rows) => rows.length)).toBe(1);
+    expect(await page.locator(`tr[data-job="${long}"]`).count()).toBe(1);
     await page.close();
   }, 240_000);
 
