@@ -20,6 +20,8 @@ import { freePort, isRoot, StewardInstance } from '../support/steward.js';
 import { until } from '../support/wait.js';
 
 const HOSTILE = '<img src=x onerror=alert(1)>';
+const PNG =
+  'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==';
 const gate = path.join(os.tmpdir(), `steward-web-gate-${randomBytes(4).toString('hex')}`);
 const wideGate = `${gate}-wide`;
 
@@ -91,6 +93,9 @@ const hostileWorkflow = {
       python: [
         'import os',
         `open(os.path.join(os.environ["STEWARD_OUTPUT_DIR"], ${JSON.stringify(HOSTILE)}), "w").write("<b>not bold</b>\\n")`,
+        // A 1x1 PNG, shown inline from a blob: URL (the CSP allows img-src blob:).
+        'import base64',
+        `open(os.path.join(os.environ["STEWARD_OUTPUT_DIR"], "dot.png"), "wb").write(base64.b64decode("${PNG}"))`,
       ].join('\n'),
     },
   ],
@@ -399,13 +404,19 @@ describe.runIf(isRoot)('the web portal in Chromium', () => {
     expect((await aliceApi.waitFor(id)).state).toBe('succeeded');
     const page = await newPage();
     await page.goto(`${steward.url}/jobs/${encodeURIComponent(id)}`);
-    const name = page.locator('.result-name');
+    const name = page.locator('.result-name').filter({ hasText: 'onerror' });
     await name.waitFor();
     expect(await name.textContent()).toBe(HOSTILE);
     await page.getByRole('button', { name: `View ${HOSTILE}` }).click();
     await page.locator('.file-text').waitFor();
     expect(await page.locator('.file-text').textContent()).toBe('<b>not bold</b>\n');
     expect(await page.locator('img[src="x"], .file-text b').count()).toBe(0);
+    await page.getByRole('button', { name: 'View dot.png' }).click();
+    const image = page.getByRole('img', { name: 'Result dot.png' });
+    await image.waitFor();
+    expect(await image.getAttribute('src')).toMatch(/^blob:/);
+    // Decoded: a blocked or broken image has no natural width.
+    await expect.poll(() => page.evaluate("document.querySelector('img.file-image').naturalWidth")).toBe(1);
     expect(dialogs).toEqual([]);
 
     // A failed job: its error in words with its code, naming the failing step, whose stderr is shown.
