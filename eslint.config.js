@@ -53,6 +53,30 @@ export default tseslint.config(
   },
   ...layerRules,
   {
+    // The portal runs in the browser: its own tsconfig (DOM, JSX), browser globals, and of our code it may
+    // use only src/protocol, for types (it talks to the server over REST only).
+    files: ['web/src/**/*.ts', 'web/src/**/*.tsx'],
+    languageOptions: {
+      parserOptions: { project: './web/tsconfig.json', tsconfigRootDir: import.meta.dirname },
+    },
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            ...all
+              .filter((layer) => layer !== 'protocol')
+              .map((layer) => ({
+                group: [`**/src/${layer}`, `**/src/${layer}/*`],
+                message: `web/ must not import src/${layer}: it talks to the server over REST (see docs/architecture.md)`,
+              })),
+            { group: ['node:*'], message: 'web/ runs in the browser' },
+          ],
+        },
+      ],
+    },
+  },
+  {
     files: ['**/*.js', '**/*.mjs', 'vitest.config.ts', 'eslint.config.js'],
     ...tseslint.configs.disableTypeChecked,
     languageOptions: {

@@ -1,6 +1,6 @@
 /**
  * Builds dist/ once before any test runs: the CLI, `steward up` and the executor processes that tests start
- * are the built ones. scripts/test builds first and sets STEWARD_TEST_SKIP_BUILD to avoid doing it twice.
+ * are the built ones, and the portal they serve. scripts/test builds first and sets STEWARD_TEST_SKIP_BUILD to avoid doing it twice.
  */
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
@@ -15,4 +15,7 @@ export default function setup(): void {
     encoding: 'utf8',
   });
   if (result.status !== 0) throw new Error(`build failed before tests:\n${result.stdout}\n${result.stderr}`);
+  // The portal (dist/web/), which `steward up` serves and the browser tests open.
+  const web = spawnSync('npm', ['run', '-s', 'build:web'], { cwd: root, encoding: 'utf8' });
+  if (web.status !== 0) throw new Error(`portal build failed before tests:\n${web.stdout}\n${web.stderr}`);
 }
