@@ -15,12 +15,7 @@ let cluster: Cluster | undefined;
 const osUsers = new OsUsers();
 
 async function running(c: Cluster, id: string): Promise<void> {
-  for (let deadline = Date.now() + 30_000; ;) {
-    const job = await c.job(id);
-    if (job.state === 'running') return;
-    if (Date.now() > deadline) throw new Error(`job never ran: ${JSON.stringify(job)}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  await c.waitForJob(id, 'the job to run', (job) => job.state === 'running');
 }
 
 beforeAll(async () => {

@@ -48,13 +48,12 @@ describe('broker node killed and restarted', () => {
     const c = cluster!;
     const ids = await Promise.all(Array.from({ length: BURST }, () => c.submit('noop')));
     // Kill once some jobs are done and many are still waiting.
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      const sample = await Promise.all(ids.slice(0, 30).map((id) => c.job(id)));
-      if (sample.some((job) => job.state === 'succeeded')) break;
-      if (Date.now() > deadline) throw new Error('no job finished before the kill');
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    await c.waitForAnyJob(
+      ids.slice(0, 30),
+      'a job to finish before the kill',
+      (job) => job.state === 'succeeded',
+      60_000,
+    );
     await broker!.kill();
     const killedAt = await Promise.all(ids.map((id) => c.job(id)));
     const pendingAtKill = killedAt.filter((job) => job.state !== 'succeeded').length;

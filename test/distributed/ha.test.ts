@@ -21,6 +21,7 @@ import { OsUsers } from '../support/os-users.js';
 import { brokerUrl, createVhost, deleteVhost } from '../support/rabbitmq.js';
 import { freePort, isRoot, tempDir } from '../support/steward.js';
 import { createPrivateDatabase } from '../store/backends.js';
+import { until } from '../support/wait.js';
 
 const BURST = Number(process.env.STEWARD_TEST_BURST ?? 500);
 const PASSWORD = 'admin-password-for-ha-tests';
@@ -57,12 +58,13 @@ async function startServer(index: number, port: number): Promise<Daemon> {
       },
     }),
   );
-  const daemon = Daemon.start(
-    ['server', '--config', config, '--port', String(port), '--data-dir', path.join(root, `server-${index}`)],
-    { STEWARD_ADMIN_PASSWORD: PASSWORD },
-  );
+  const dataDir = path.join(root, `server-${index}`);
+  const since = Date.now();
+  const daemon = Daemon.start(['server', '--config', config, '--port', String(port), '--data-dir', dataDir], {
+    STEWARD_ADMIN_PASSWORD: PASSWORD,
+  });
   servers.push(daemon);
-  await daemon.waitForOutput('Steward server is up');
+  await daemon.waitUntilUp(dataDir, since);
   return daemon;
 }
 
@@ -84,9 +86,10 @@ async function startAgent(id: string, userMap: Record<string, string>): Promise<
       },
     }),
   );
+  const since = Date.now();
   const daemon = Daemon.start(['agent', '--config', config, '--data-dir', dir]);
   agents.push(daemon);
-  await daemon.waitForOutput(`Steward agent ${id} is up`);
+  await daemon.waitUntilUp(dir, since);
   return daemon;
 }
 
@@ -256,15 +259,20 @@ describe('two servers on one PostgreSQL database', () => {
     let states = new Map<string, { state: string; attempt: number }>();
     try {
       const deadline = Date.now() + 240_000;
-      for (;;) {
-        const { rows } = await client.query<{ id: string; state: string; attempt: number }>(
-          'SELECT id, state, attempt FROM jobs',
-        );
-        states = new Map(rows.map((row) => [row.id, { state: row.state, attempt: row.attempt }]));
-        const open = accepted.filter((id) => !TERMINAL.has(states.get(id)?.state ?? 'missing'));
-        if (open.length === 0 || Date.now() > deadline) break;
-        await new Promise((resolve) => setTimeout(resolve, 500));
-      }
+      // Past the deadline the check gives in: the counts below say what did not end.
+      await until(
+        'every accepted job to end',
+        async () => {
+          const { rows } = await client.query<{ id: string; state: string; attempt: number }>(
+            'SELECT id, state, attempt FROM jobs',
+          );
+          states = new Map(rows.map((row) => [row.id, { state: row.state, attempt: row.attempt }]));
+          const open = accepted.filter((id) => !TERMINAL.has(states.get(id)?.state ?? 'missing'));
+          return open.length === 0 || Date.now() > deadline;
+        },
+        300_000,
+        500,
+      );
     } finally {
       await client.end();
     }

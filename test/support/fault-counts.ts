@@ -14,6 +14,8 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Cluster } from './distributed.js';
+import { agentEvents, matching, parseLogRecords } from './logs.js';
+import { until } from './wait.js';
 
 const TERMINAL = new Set(['succeeded', 'failed', 'canceled', 'expired', 'lost']);
 const LOST_CODES = new Set(['STEWARD_AGENT_LOST', 'STEWARD_DELIVERY_LIMIT', 'STEWARD_LOAD_TIMEOUT']);
@@ -32,16 +34,23 @@ export interface FaultCounts {
 
 /** Polls until every job is terminal or `timeoutMs` passes; never throws for unsettled jobs. */
 export async function settleAll(cluster: Cluster, ids: string[], timeoutMs: number): Promise<any[]> {
+  let jobs: any[] = [];
   const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const jobs: any[] = [];
-    // In slices: hundreds of parallel requests at once would measure the test, not the server.
-    for (let i = 0; i < ids.length; i += 50) {
-      jobs.push(...(await Promise.all(ids.slice(i, i + 50).map((id) => cluster.job(id)))));
-    }
-    if (jobs.every((job) => TERMINAL.has(job.state)) || Date.now() > deadline) return jobs;
-    await new Promise((resolve) => setTimeout(resolve, 500));
-  }
+  // Past the deadline the check gives in: the caller counts what did not end.
+  await until(
+    'every job to end',
+    async () => {
+      jobs = [];
+      // In slices: hundreds of parallel requests at once would measure the test, not the server.
+      for (let i = 0; i < ids.length; i += 50) {
+        jobs.push(...(await Promise.all(ids.slice(i, i + 50).map((id) => cluster.job(id)))));
+      }
+      return jobs.every((job) => TERMINAL.has(job.state)) || Date.now() > deadline;
+    },
+    timeoutMs + 60_000,
+    500,
+  );
+  return jobs;
 }
 
 /** Runs that reached their first step, per `jobId:attempt`, from every agent log of the cluster. */
@@ -54,16 +63,11 @@ export async function stepRuns(cluster: Cluster): Promise<Map<string, number>> {
       (file) => file.startsWith('steward-') && file.endsWith('.log'),
     );
     for (const file of files) {
-      const text = await readFile(path.join(logs, file), 'utf8');
-      for (const line of text.split('\n')) {
-        if (!line.includes('"first step started"')) continue;
-        try {
-          const entry = JSON.parse(line) as { jobId?: string; attempt?: number };
-          const key = `${entry.jobId}:${entry.attempt ?? 1}`;
-          runs.set(key, (runs.get(key) ?? 0) + 1);
-        } catch {
-          // a line cut short by kill -9
-        }
+      // A line cut short by kill -9 is skipped.
+      const records = parseLogRecords(await readFile(path.join(logs, file), 'utf8'));
+      for (const entry of matching(records, agentEvents.firstStepStarted)) {
+        const key = `${String(entry.jobId)}:${Number(entry.attempt ?? 1)}`;
+        runs.set(key, (runs.get(key) ?? 0) + 1);
       }
     }
   }
