@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * A hand-back that must not wait for the events queue. Agent A's executor claims a job's attempt (its
  * workflow fetch) and dies while loading; A hands the offer back. Its `offered` event, which would free the
@@ -126,7 +125,7 @@ describe.runIf(isRoot)('claim release on a hand-back', () => {
       while (killing) signalAll(await pgrep(doomed.uid), 'SIGKILL');
     })();
     try {
-      const [job] = await c.settle([id], 60_000);
+      const job = await c.settleOne(id, 60_000);
       expect(job.state, JSON.stringify(job)).toBe('succeeded');
       // The same attempt, loaded by B: no retry, no expiry.
       expect(job.attempt).toBe(1);

@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * Two agents and an offer that reaches both: agent A's broker connection is cut (a TCP proxy resets it)
  * while its jobs load, the broker takes those deliveries back and hands them to agent B, while A keeps
@@ -171,7 +170,7 @@ describe('an offer redelivered to another agent while the first still loads it',
       } finally {
         c.server.child.kill('SIGCONT');
       }
-      const [job] = await c.settle([id], 120_000);
+      const job = await c.settleOne(id, 120_000);
       const runs = await stepRuns(c);
       console.log(
         `killed after its claim: state ${job.state}, attempts ${JSON.stringify(job.attempts)}, ` +
@@ -183,7 +182,7 @@ describe('an offer redelivered to another agent while the first still loads it',
         state: 'lost',
         error: { code: 'STEWARD_AGENT_LOST' },
       });
-      expect(job.attempts[0].error.message).toMatch(/while loading the job; it had not started/);
+      expect(job.attempts[0]?.error?.message).toMatch(/while loading the job; it had not started/);
       // The heir was refused attempt 1 (the victim's claim) and ran attempt 2, once.
       expect(await copiesDropped(c, 'heir')).toBe(1);
       expect(runs.get(`${id}:1`)).toBeUndefined();

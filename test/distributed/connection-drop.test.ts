@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * The agent's broker connection cut for 30 s in the middle of a burst (a TCP proxy between agent and broker
  * resets its connections and refuses new ones), then restored: the broker takes back the offers that were

@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * Taking an agent out of service with the CLI: `steward agents drain` stops a real agent (through
  * RabbitMQ) taking new jobs while the job it runs finishes, `--wait` returns once it has none left, and
@@ -77,7 +76,7 @@ describe.runIf(isRoot)('draining an agent', () => {
 
     const resumed = await cli!.run(['agents', 'resume', id]);
     expect(resumed.code, resumed.stderr).toBe(0);
-    const [job] = await c.settle([waiting], 30_000);
+    const job = await c.settleOne(waiting, 30_000);
     expect(job.state).toBe('succeeded');
     expect(job.agentId).toBe(id);
     expect(job.attempt).toBe(1);
@@ -97,7 +96,7 @@ describe.runIf(isRoot)('draining an agent', () => {
       await c.waitForJob(
         jobId,
         'the nap to start',
-        (job) => job.state === 'running' && job.steps[0].state === 'running',
+        (job) => job.state === 'running' && job.steps[0]?.state === 'running',
       );
       return jobId;
     };

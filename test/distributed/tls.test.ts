@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-return -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * Server and agent reach the broker over amqps:// only, checking the broker's certificate against a CA and
  * showing a client certificate (the broker, a private node with a TLS listener, refuses clients without

@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-return -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * Distributed Steward for tests: a real `steward server` and real `steward agent` processes talking through
  * RabbitMQ (a fresh vhost on the machine's broker), each with its own config file, data dir and port.
@@ -8,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'yaml';
+import { Job, JobDetail, LoginResponse } from '../../src/protocol/index.js';
 import { brokerUrl } from './rabbitmq.js';
 import { freePort, stewardBin, tempDir } from './steward.js';
 import { readLogRecords } from './logs.js';
@@ -115,7 +115,7 @@ export class Cluster {
     this.url = `http://127.0.0.1:${port}`;
     const login = await this.request('POST', '/api/auth/login', { user: 'admin', password });
     if (login.status !== 200) throw new Error(`login failed: ${JSON.stringify(login.json)}`);
-    this.token = login.json.token as string;
+    this.token = LoginResponse.parse(login.json).token;
   }
 
   /** The id an agent started as `name` runs under. */
@@ -153,7 +153,8 @@ export class Cluster {
     return daemon;
   }
 
-  async request(method: string, url: string, body?: unknown): Promise<{ status: number; json: any }> {
+  /** A request as the admin; the body is left for the caller to check (or parse with a protocol schema). */
+  async request(method: string, url: string, body?: unknown): Promise<{ status: number; json: unknown }> {
     const response = await fetch(`${this.url}${url}`, {
       method,
       headers: {
@@ -170,21 +171,31 @@ export class Cluster {
     const response = await this.request('POST', '/api/jobs', { workflow, labels });
     if (response.status !== 201 && response.status !== 200)
       throw new Error(`submit failed: ${response.status} ${JSON.stringify(response.json)}`);
-    return response.json.id as string;
+    return Job.parse(response.json).id;
   }
 
-  async job(id: string): Promise<any> {
-    return (await this.request('GET', `/api/jobs/${id}`)).json;
+  /** The job's detail, parsed with the protocol's schema. */
+  async job(id: string): Promise<JobDetail> {
+    const response = await this.request('GET', `/api/jobs/${id}`);
+    if (response.status !== 200)
+      throw new Error(`job ${id}: ${response.status} ${JSON.stringify(response.json)}`);
+    return JobDetail.parse(response.json);
   }
 
   /** Waits until the job satisfies `check` (its detail as the API gives it); returns that detail. */
-  async waitForJob(id: string, what: string, check: (job: any) => boolean, timeoutMs = 30_000): Promise<any> {
-    let job: any;
+  async waitForJob(
+    id: string,
+    what: string,
+    check: (job: JobDetail) => boolean,
+    timeoutMs = 30_000,
+  ): Promise<JobDetail> {
+    let job: JobDetail | undefined;
     return until(
       () => `${what}: ${JSON.stringify(job)}`,
       async () => {
-        job = await this.job(id);
-        return check(job) && job;
+        const current = await this.job(id);
+        job = current;
+        return check(current) && current;
       },
       timeoutMs,
     );
@@ -194,9 +205,9 @@ export class Cluster {
   async waitForAnyJob(
     ids: string[],
     what: string,
-    check: (job: any) => boolean,
+    check: (job: JobDetail) => boolean,
     timeoutMs = 30_000,
-  ): Promise<any> {
+  ): Promise<JobDetail> {
     return until(
       what,
       async () => (await Promise.all(ids.map((id) => this.job(id)))).find(check),
@@ -206,9 +217,15 @@ export class Cluster {
   }
 
   /** Waits until every job is in a terminal state; returns them. */
-  async settle(ids: string[], timeoutMs = 60_000): Promise<any[]> {
+  /** Waits until the job is in a terminal state; returns it. */
+  async settleOne(id: string, timeoutMs = 60_000): Promise<JobDetail> {
+    const [job] = await this.settle([id], timeoutMs);
+    return job!;
+  }
+
+  async settle(ids: string[], timeoutMs = 60_000): Promise<JobDetail[]> {
     const terminal = new Set(['succeeded', 'failed', 'canceled', 'expired', 'lost']);
-    let jobs: any[] = [];
+    let jobs: JobDetail[] = [];
     const pending = () =>
       jobs.filter((job) => !terminal.has(job.state)).map((job) => `${job.id}:${job.state}`);
     return until(

@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * What a fault test counts, the same way in every fault test: how many jobs of a burst ended in which state,
  * how many were lost, stuck or duplicated, and how many were re-run as a new attempt.
@@ -13,6 +12,7 @@
  */
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { JobDetail } from '../../src/protocol/index.js';
 import type { Cluster } from './distributed.js';
 import { agentEvents, matching, parseLogRecords } from './logs.js';
 import { until } from './wait.js';
@@ -33,8 +33,8 @@ export interface FaultCounts {
 }
 
 /** Polls until every job is terminal or `timeoutMs` passes; never throws for unsettled jobs. */
-export async function settleAll(cluster: Cluster, ids: string[], timeoutMs: number): Promise<any[]> {
-  let jobs: any[] = [];
+export async function settleAll(cluster: Cluster, ids: string[], timeoutMs: number): Promise<JobDetail[]> {
+  let jobs: JobDetail[] = [];
   const deadline = Date.now() + timeoutMs;
   // Past the deadline the check gives in: the caller counts what did not end.
   await until(
@@ -89,11 +89,11 @@ export async function countFaults(cluster: Cluster, ids: string[], timeoutMs: nu
   };
   for (const job of jobs) {
     counts.states[job.state] = (counts.states[job.state] ?? 0) + 1;
-    const code: string | undefined = job.error?.code;
+    const code = job.error?.code;
     if (code) counts.errors[code] = (counts.errors[code] ?? 0) + 1;
     if (!TERMINAL.has(job.state)) counts.stuck += 1;
     else if (job.state === 'lost' || (code !== undefined && LOST_CODES.has(code))) counts.lost += 1;
-    if ((job.attempt ?? 1) > 1) counts.reattempted += 1;
+    if (job.attempt > 1) counts.reattempted += 1;
   }
   const ours = new Set(ids);
   for (const [key, n] of runs) if (n > 1 && ours.has(key.split(':')[0]!)) counts.duplicated += 1;
