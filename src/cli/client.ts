@@ -1,12 +1,24 @@
 /**
  * The CLI's only way to the server: `fetch` against the REST API described in src/protocol/api.ts.
- * Responses are checked against the same zod schemas the server validates with, so contract drift shows up
- * as a clear error instead of `undefined` in a table. Every failure becomes a `CliError` with a catalogue code.
+ * `call('listJobs', …)` takes method, path and response schema from the route table (`apiRoutes`), so a
+ * command names the route it uses ("go to definition" reaches the table and, from there, the handler) and
+ * never spells a path. Responses are checked against the same zod schemas the server validates with, so
+ * contract drift shows up as a clear error instead of `undefined` in a table. Every failure becomes a
+ * `CliError` with a catalogue code.
  */
 import { Readable } from 'node:stream';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import type { z } from 'zod';
-import { ErrorResponse, errorCatalogue, isErrorCode, type ErrorCode } from '../protocol/index.js';
+import {
+  apiRoutes,
+  ErrorResponse,
+  errorCatalogue,
+  isErrorCode,
+  type ApiRoute,
+  type ApiRoutes,
+  type ErrorCode,
+  type RouteName,
+} from '../protocol/index.js';
 import { CliError } from './failures.js';
 import { stripControl } from './output.js';
 
@@ -47,11 +59,62 @@ const READ_RETRY_MS = 10_000;
 const READ_RETRY_STATUSES: ReadonlySet<number> = new Set([502, 503, 504]);
 const BROKEN_CONNECTION: ReadonlySet<string> = new Set(['ECONNRESET', 'UND_ERR_SOCKET', 'EPIPE']);
 
+/** The `:name` segments of a route path. */
+type PathParamNames<Path extends string> = Path extends `${string}:${infer Param}/${infer Rest}`
+  ? Param | PathParamNames<`/${Rest}`>
+  : Path extends `${string}:${infer Param}`
+    ? Param
+    : never;
+
+type RouteOf<N extends RouteName> = ApiRoutes[N];
+type QueryValue = string | number | boolean | undefined;
+
+/** What a call of route `N` takes: its path parameters, query and body, typed from the route table. */
+export type CallOptions<N extends RouteName> = Omit<RequestOptions, 'body' | 'query'> &
+  ([PathParamNames<RouteOf<N>['path']>] extends [never]
+    ? { params?: never }
+    : { params: Record<PathParamNames<RouteOf<N>['path']>, string> }) &
+  (RouteOf<N> extends { query: infer Q extends z.ZodType }
+    ? { query?: { [K in keyof z.input<Q>]?: QueryValue } }
+    : { query?: never }) &
+  (RouteOf<N> extends { body: infer B extends z.ZodType } ? { body: z.input<B> } : { body?: never });
+
+/** A route with a JSON response schema answers with the parsed body; any other with the raw `Response`. */
+export type CallResult<N extends RouteName> =
+  RouteOf<N> extends { response: infer R extends z.ZodType } ? z.infer<R> : Response;
+
+/** Arguments after the route name: optional when the route needs no path parameter and no body. */
+type CallArgs<N extends RouteName> =
+  object extends CallOptions<N> ? [options?: CallOptions<N>] : [options: CallOptions<N>];
+
+/** The route's path with its `:name` segments filled in, each percent-encoded. */
+export function routePath(route: Pick<ApiRoute, 'path'>, params: Record<string, string> = {}): string {
+  return route.path.replace(/:(\w+)/g, (_match, name: string) => {
+    const value = params[name];
+    if (value === undefined) throw new Error(`route ${route.path}: no value for :${name}`);
+    return encodeURIComponent(value);
+  });
+}
+
 export class ApiClient {
   constructor(readonly options: ClientOptions) {}
 
   get server(): string {
     return this.options.server;
+  }
+
+  /** Calls the route `name` of the route table; a JSON response is parsed with the route's schema. */
+  async call<N extends RouteName>(name: N, ...[options]: CallArgs<N>): Promise<CallResult<N>> {
+    const route: ApiRoute = apiRoutes[name];
+    const { params, query, ...rest } = (options ?? {}) as CallOptions<N> & {
+      params?: Record<string, string>;
+      query?: Record<string, QueryValue>;
+    };
+    const path = routePath(route, params);
+    const request: RequestOptions = { ...rest, ...(query ? { query: queryStrings(query) } : {}) };
+    if (route.response)
+      return (await this.json(route.method, path, route.response, request)) as CallResult<N>;
+    return (await this.send(route.method, path, request)) as CallResult<N>;
   }
 
   /** A JSON request whose success body must match `schema`. */
@@ -156,6 +219,12 @@ export class ApiClient {
   private debug(line: string): void {
     if (this.options.debug) process.stderr.write(`${stripControl(line)}\n`);
   }
+}
+
+function queryStrings(query: Record<string, QueryValue>): Record<string, string | number | undefined> {
+  return Object.fromEntries(
+    Object.entries(query).map(([key, value]) => [key, typeof value === 'boolean' ? String(value) : value]),
+  );
 }
 
 /** Network failures from undici hide the reason in `cause` (sometimes an AggregateError for IPv4+IPv6). */

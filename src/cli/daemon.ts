@@ -171,6 +171,7 @@ export async function runUp(options: UpOptions): Promise<void> {
     await server.close();
     await bus.close();
   });
+  logger.info({ event: 'daemon.up', role: 'up', url, agentId: agentConfig.id }, 'Steward is up');
   const out = process.stdout;
   out.write(`Steward is up at ${url}\n`);
   out.write(`  data dir:   ${serverConfig.dataDir}\n`);
@@ -223,9 +224,12 @@ async function connectAmqp(config: CompiledBusConfig, logger: Logger, role: stri
     onConnectionEvent: (event) => {
       // Never log a URL's credentials.
       const url = event.url?.replace(/\/\/[^@/]*@/, '//');
-      if (event.type === 'connected') log.info({ url, queueType: bus.queueType }, 'connected to the broker');
-      else if (event.type === 'dropped') log.warn('broker connection dropped; reconnecting');
-      else log.warn({ url, err: event.error }, 'broker connection failed');
+      // `event` names the record for tooling and tests; the message is for people and may change.
+      if (event.type === 'connected')
+        log.info({ event: 'bus.connected', url, queueType: bus.queueType }, 'connected to the broker');
+      else if (event.type === 'dropped')
+        log.warn({ event: 'bus.dropped' }, 'broker connection dropped; reconnecting');
+      else log.warn({ event: 'bus.failed', url, err: event.error }, 'broker connection failed');
     },
   });
   await bus.connect();
@@ -274,6 +278,7 @@ export async function runServer(options: ServerOptions): Promise<void> {
     await running.close();
     await bus.close();
   });
+  logger.info({ event: 'daemon.up', role: 'server', url }, 'Steward server is up');
   const out = process.stdout;
   out.write(`Steward server is up at ${url}\n`);
   out.write(`  data dir:   ${config.dataDir}\n`);
@@ -376,6 +381,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     await agent.stop({ graceMs: config.stopGraceMs, interrupt });
     await bus.close();
   });
+  logger.info({ event: 'daemon.up', role: 'agent', agentId: config.id }, 'Steward agent is up');
   const out = process.stdout;
   out.write(`Steward agent ${config.id} is up\n`);
   out.write(`  slots:      ${config.slots}, labels: ${config.labels.join(', ') || '(none)'}\n`);

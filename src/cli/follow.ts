@@ -32,7 +32,7 @@ export async function followJob(
   options: FollowOptions = {},
 ): Promise<JobDetail> {
   const giveUpMs = options.giveUpMs ?? 60_000;
-  const path = `/api/jobs/${encodeURIComponent(jobId)}`;
+  const params = { id: jobId };
   let view: JobDetail | null = null;
   let failingSince: number | null = null;
   let delayMs = 250;
@@ -45,10 +45,10 @@ export async function followJob(
     try {
       if (view !== null) {
         // Catch up on what the dropped stream missed.
-        update(await client.json('GET', path, JobDetail), { kind: 'reconnect' });
+        update(await client.call('showJob', { params }), { kind: 'reconnect' });
         if (isTerminal((view as JobDetail).state)) return view;
       }
-      const response = await client.send('GET', `${path}/events`, { accept: 'text/event-stream' });
+      const response = await client.call('jobEvents', { params, accept: 'text/event-stream' });
       failingSince = null;
       delayMs = 250;
       for await (const message of readSse(ApiClient.bodyStream(response))) {

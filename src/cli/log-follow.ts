@@ -35,7 +35,6 @@ export async function followLogs(
   const streams: Stream[] = options.stream ? [options.stream] : ['stdout', 'stderr'];
   const wanted = (stepId: string, stream: Stream): boolean =>
     (options.step === undefined || stepId === options.step) && streams.includes(stream);
-  const base = `/api/jobs/${encodeURIComponent(jobId)}/logs`;
 
   const write = async (stepId: string, stream: Stream, bytes: Buffer): Promise<void> => {
     if (bytes.length === 0) return;
@@ -55,7 +54,8 @@ export async function followLogs(
     const offset = printed.get(`${stepId}/${stream}`) ?? 0;
     let response: Response;
     try {
-      response = await client.send('GET', `${base}/${encodeURIComponent(stepId)}/${stream}`, {
+      response = await client.call('jobLog', {
+        params: { id: jobId, step: stepId, stream },
         accept: 'text/plain',
         query: { offset },
       });

@@ -6,7 +6,7 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import { UploadInfo } from '../protocol/index.js';
+import type { UploadInfo } from '../protocol/index.js';
 import type { ApiClient } from './client.js';
 import { CliError } from './failures.js';
 
@@ -38,7 +38,7 @@ async function uploadFile(
     );
   });
   if (!info.isFile()) throw new CliError('STEWARD_BAD_REQUEST', `-p ${param}=@${file}: not a regular file`);
-  const upload = await client.json('POST', '/api/uploads', UploadInfo, {
+  const upload = await client.call('createUpload', {
     query: { name: path.basename(file) },
     rawBody: { open: () => createReadStream(file), length: info.size },
   });

@@ -1,10 +1,10 @@
-/* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-argument -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * The agent's own enforcement with a real `steward agent` on RabbitMQ: a job that freezes its executor ends
  * at its time limit plus the grace, reported by the agent, and the slot serves the next job; a second agent
  * with the same id on this host refuses to start while the first one's job runs on.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Job, type JobDetail } from '../../src/protocol/index.js';
 import { Cluster } from '../support/distributed.js';
 import { OsUsers } from '../support/os-users.js';
 import { createVhost, deleteVhost } from '../support/rabbitmq.js';
@@ -15,12 +15,7 @@ let cluster: Cluster | undefined;
 const osUsers = new OsUsers();
 
 async function running(c: Cluster, id: string): Promise<void> {
-  for (let deadline = Date.now() + 30_000; ;) {
-    const job = await c.job(id);
-    if (job.state === 'running') return;
-    if (Date.now() > deadline) throw new Error(`job never ran: ${JSON.stringify(job)}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  await c.waitForJob(id, 'the job to run', (job) => job.state === 'running');
 }
 
 beforeAll(async () => {
@@ -57,14 +52,14 @@ describe.runIf(isRoot)('what a RabbitMQ agent enforces itself', () => {
       timeoutSeconds: 4,
     });
     expect(submitted.status, JSON.stringify(submitted.json)).toBe(201);
-    const frozen = submitted.json.id as string;
+    const frozen = Job.parse(submitted.json).id;
     await running(c, frozen);
     const next = await c.submit('napper');
-    const [ended, after] = await c.settle([frozen, next], 60_000);
+    const [ended, after] = (await c.settle([frozen, next], 60_000)) as [JobDetail, JobDetail];
     expect(ended.state).toBe('failed');
     expect(ended.error?.code, ended.error?.message).toBe('STEWARD_AGENT_ENDED_JOB');
     expect(ended.error?.message).toContain('time limit of 4 s');
-    expect(Date.parse(ended.finishedAt) - Date.parse(ended.startedAt)).toBeLessThan((4 + 2 + 1.5) * 1000);
+    expect(Date.parse(ended.finishedAt!) - Date.parse(ended.startedAt!)).toBeLessThan((4 + 2 + 1.5) * 1000);
     expect(after.state, JSON.stringify(after.error)).toBe('succeeded');
   }, 90_000);
 
@@ -82,7 +77,7 @@ describe.runIf(isRoot)('what a RabbitMQ agent enforces itself', () => {
     expect(lines, refused?.message).toHaveLength(1);
     expect(lines[0]).toContain(`another agent with id "${c.agentId('worker')}" runs on this host`);
     expect(lines[0]).toContain('set agent.id');
-    const [job] = await c.settle([nap], 30_000);
+    const job = await c.settleOne(nap, 30_000);
     expect(job.state, JSON.stringify(job.error)).toBe('succeeded');
   }, 90_000);
 });

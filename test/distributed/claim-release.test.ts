@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * A hand-back that must not wait for the events queue. Agent A's executor claims a job's attempt (its
  * workflow fetch) and dies while loading; A hands the offer back. Its `offered` event, which would free the
@@ -10,14 +9,16 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import amqp from 'amqplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { agentEvents, matching, readLogRecords } from '../support/logs.js';
 import { Cluster } from '../support/distributed.js';
 import { OsUsers, type TestUser } from '../support/os-users.js';
 import { brokerUrl, createVhost, deleteVhost } from '../support/rabbitmq.js';
 import { isRoot } from '../support/steward.js';
+import { until } from '../support/wait.js';
 
 /** The asset makes loading take a moment after the fetch, so the executor can be caught in between. */
 const WORKFLOW =
@@ -88,12 +89,12 @@ describe.runIf(isRoot)('claim release on a hand-back', () => {
     await c.startAgent('a', { slots: 1, userMap: { admin: doomed.name }, bus });
     const id = await c.submit('slowload');
     // A's executor fetched the workflow (the claim) and is writing the asset: freeze it there.
-    const deadline = Date.now() + 30_000;
-    while (!(await findFile(path.join(c.agentDir('a'), 'workspaces'), 'big.bin'))) {
-      if (Date.now() > deadline)
-        throw new Error(`A never loaded the job: ${JSON.stringify(await c.job(id))}`);
-      await new Promise((resolve) => setTimeout(resolve, 5));
-    }
+    await until(
+      'A to load the job',
+      () => findFile(path.join(c.agentDir('a'), 'workspaces'), 'big.bin'),
+      30_000,
+      5,
+    );
     signalAll(await pgrep(doomed.uid), 'SIGSTOP');
     expect((await c.job(id)).state).not.toBe('running');
     await c.startAgent('b', { slots: 1, userMap: { admin: runner.name }, bus });
@@ -124,7 +125,7 @@ describe.runIf(isRoot)('claim release on a hand-back', () => {
       while (killing) signalAll(await pgrep(doomed.uid), 'SIGKILL');
     })();
     try {
-      const [job] = await c.settle([id], 60_000);
+      const job = await c.settleOne(id, 60_000);
       expect(job.state, JSON.stringify(job)).toBe('succeeded');
       // The same attempt, loaded by B: no retry, no expiry.
       expect(job.attempt).toBe(1);
@@ -132,11 +133,12 @@ describe.runIf(isRoot)('claim release on a hand-back', () => {
       expect(job.attempts).toHaveLength(1);
       // The backlog was there when the offer changed hands, and B was never refused.
       expect(backlog).toBeGreaterThan(FLOOD / 2);
-      const bLog = await readFile(path.join(c.agentDir('b'), 'logs', 'steward.log'), 'utf8');
-      expect(bLog).not.toContain("dropping this agent's copy");
-      const aLog = await readFile(path.join(c.agentDir('a'), 'logs', 'steward.log'), 'utf8');
-      expect(aLog).toContain('executor exited');
-      expect(aLog).not.toContain('could not release');
+      const bLog = await readLogRecords(c.agentDir('b'));
+      expect(matching(bLog, agentEvents.firstStepStarted)).toMatchObject([{ jobId: id }]);
+      expect(matching(bLog, agentEvents.copyDropped)).toEqual([]);
+      const aLog = await readLogRecords(c.agentDir('a'));
+      expect(matching(aLog, agentEvents.executorExited).length).toBeGreaterThan(0);
+      expect(matching(aLog, agentEvents.claimReleaseFailed)).toEqual([]);
     } finally {
       killing = false;
       await killer;

@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-return -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * One `steward server` and two `steward agent` processes through RabbitMQ (a fresh vhost on the machine's
  * broker): jobs share the load, a label only one agent has routes there, and a label no agent has ends the
@@ -64,10 +63,10 @@ describe('server and agents through RabbitMQ', () => {
 
   it('expires a job that needs a label no agent has, naming the label', async () => {
     const id = await cluster!.submit('noop', ['gpu']);
-    const [job] = await cluster!.settle([id], 30_000);
+    const job = await cluster!.settleOne(id, 30_000);
     expect(job.state).toBe('expired');
-    expect(job.error.code).toBe('STEWARD_LOAD_TIMEOUT');
-    expect(job.error.message).toMatch(/gpu/);
+    expect(job.error?.code).toBe('STEWARD_LOAD_TIMEOUT');
+    expect(job.error?.message).toMatch(/gpu/);
     expect(job.agentId).toBeNull();
   });
 });

@@ -1,19 +1,18 @@
-/* eslint-disable @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * The agent's broker connection cut for 30 s in the middle of a burst (a TCP proxy between agent and broker
  * resets its connections and refuses new ones), then restored: the broker takes back the offers that were
  * loading, the agent keeps those jobs, settles their redelivery instead of running them again, and re-sends
  * the events it could not publish during the cut. Nothing is lost, stuck or run twice.
  */
-import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Cluster } from '../support/distributed.js';
-import { countFaults, formatCounts } from '../support/fault-counts.js';
+import { countFaults, formatCounts, stepRuns } from '../support/fault-counts.js';
 import { OsUsers } from '../support/os-users.js';
-import { brokerUrl, createVhost, deleteVhost } from '../support/rabbitmq.js';
+import { agentEvents, matching, readLogRecords, type LogRecord } from '../support/logs.js';
+import { brokerUrl, createVhost, deleteVhost, offersQueueOf } from '../support/rabbitmq.js';
 import { isRoot } from '../support/steward.js';
 import { TcpProxy } from '../support/tcp-proxy.js';
+import { until } from '../support/wait.js';
 
 const NOOP = `name: noop
 description: one tiny query
@@ -58,17 +57,18 @@ describe('broker connection of an agent cut for 30 s', () => {
     });
     const ids = await Promise.all(Array.from({ length: BURST }, () => c.submit('noop')));
     // Cut once the agent is busy: some jobs done, some loading or running on it.
-    const deadline = Date.now() + 120_000;
-    for (;;) {
-      const sample = await Promise.all(ids.slice(0, 60).map((id) => c.job(id)));
-      if (
-        sample.filter((job) => job.state === 'succeeded').length >= 20 &&
-        sample.some((job) => job.state === 'loading' || job.state === 'running')
-      )
-        break;
-      if (Date.now() > deadline) throw new Error('the agent never got busy');
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    await until(
+      'the agent to get busy',
+      async () => {
+        const sample = await Promise.all(ids.slice(0, 60).map((id) => c.job(id)));
+        return (
+          sample.filter((job) => job.state === 'succeeded').length >= 20 &&
+          sample.some((job) => job.state === 'loading' || job.state === 'running')
+        );
+      },
+      120_000,
+      20,
+    );
     const acceptedBefore = proxy!.accepted;
     await proxy!.cutOff();
     const atCut = await Promise.all(ids.map((id) => c.job(id)));
@@ -76,9 +76,9 @@ describe('broker connection of an agent cut for 30 s', () => {
     await new Promise((resolve) => setTimeout(resolve, CUT_MS));
     await proxy!.restore();
     const counts = await countFaults(c, ids, 300_000);
-    const log = await readFile(path.join(c.agentDir('cut'), 'logs', 'steward.log'), 'utf8');
-    const takenBack = log.split('broker took back a loading offer').length - 1;
-    const settledRedeliveries = log.split('offer redelivered after a broker drop').length - 1;
+    const records = await readLogRecords(c.agentDir('cut'));
+    const takenBack = matching(records, agentEvents.offerTakenBack).length;
+    const settledRedeliveries = matching(records, agentEvents.redeliverySettled).length;
     console.log(
       `${formatCounts(`connection cut ${CUT_MS / 1000}s, burst ${BURST}`, counts)}; ` +
         `${pendingAtCut} not done at the cut, ${takenBack} loading offers taken back by the broker, ` +
@@ -108,28 +108,45 @@ describe('broker connection of an agent cut for 30 s', () => {
     // offers are still unacked (loading) when the agent's broker connection is cut.
     c.server.child.kill('SIGSTOP');
     try {
-      await new Promise((resolve) => setTimeout(resolve, 1500));
+      await until(
+        'the agent to hold every offer unacked',
+        async () => (await offersQueueOf(vhost)).unacked === 4,
+      );
       await proxy!.cutOff();
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      // Until the broker saw the connection go and took the offers back.
+      await until('the broker to take the offers back', async () => (await offersQueueOf(vhost)).ready === 4);
     } finally {
       c.server.child.kill('SIGCONT');
     }
     // The jobs load and run while the agent cannot reach the broker; then the connection comes back.
-    await new Promise((resolve) => setTimeout(resolve, 5000));
+    await until(
+      'every job to run its step while cut off',
+      async () => {
+        const runs = await stepRuns(c);
+        return ids.every((id) => runs.has(`${id}:1`));
+      },
+      30_000,
+      200,
+    );
     await proxy!.restore();
     const counts = await countFaults(c, ids, 120_000);
     // The jobs' final events may reach the server before the broker redelivers the offers (the agent sends
     // its unconfirmed publishes as soon as it reconnects): give the redeliveries a moment to arrive and be
     // logged.
-    let log = '';
+    let records: LogRecord[] = [];
     let takenBack = 0;
     let settled = 0;
-    for (const deadline = Date.now() + 20_000; ; await new Promise((resolve) => setTimeout(resolve, 200))) {
-      log = await readFile(path.join(c.agentDir(name), 'logs', 'steward.log'), 'utf8');
-      takenBack = log.split('broker took back a loading offer').length - 1;
-      settled = log.split('offer redelivered after a broker drop').length - 1;
-      if ((takenBack === 4 && settled === 4) || Date.now() > deadline) break;
-    }
+    await until(
+      'four offers taken back and four redeliveries settled',
+      async () => {
+        records = await readLogRecords(c.agentDir(name));
+        takenBack = matching(records, agentEvents.offerTakenBack).length;
+        settled = matching(records, agentEvents.redeliverySettled).length;
+        return takenBack === 4 && settled === 4;
+      },
+      20_000,
+      200,
+    ).catch(() => undefined); // the counts below say what is missing
     console.log(
       `${formatCounts('loading offers across a drop', counts)}; ${takenBack} taken back, ${settled} redeliveries settled`,
     );
@@ -137,6 +154,6 @@ describe('broker connection of an agent cut for 30 s', () => {
     expect(settled).toBe(4);
     expect(counts.duplicated).toBe(0);
     expect(counts.states).toEqual({ succeeded: 4 });
-    expect(log).not.toContain('STEWARD_OFFER_REPLAYED');
+    expect(JSON.stringify(records)).not.toContain('STEWARD_OFFER_REPLAYED');
   }, 180_000);
 });

@@ -1,16 +1,15 @@
-/* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * Taking an agent out of service with the CLI: `steward agents drain` stops a real agent (through
  * RabbitMQ) taking new jobs while the job it runs finishes, `--wait` returns once it has none left, and
  * `steward agents resume` lets the job that waited meanwhile run there.
  */
-import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { agentEvents, matching, readLogRecords } from '../support/logs.js';
 import { Cluster, type Daemon } from '../support/distributed.js';
 import { OsUsers } from '../support/os-users.js';
 import { createVhost, deleteVhost } from '../support/rabbitmq.js';
 import { CliUser, isRoot } from '../support/steward.js';
+import { until } from '../support/wait.js';
 
 const ADMIN_PASSWORD = 'admin-password-for-drain-tests';
 
@@ -47,24 +46,25 @@ describe.runIf(isRoot)('draining an agent', () => {
     await c.startAgent('worker', { slots: 2, userMap });
     const id = c.agentId('worker');
     const nap = await c.submit('napper');
-    for (let deadline = Date.now() + 30_000; ;) {
-      const job = await c.job(nap);
-      if (job.state === 'running') break;
-      if (Date.now() > deadline) throw new Error(`the nap never started: ${JSON.stringify(job)}`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await c.waitForJob(nap, 'the nap to start', (job) => job.state === 'running');
 
     const drained = await cli!.run(['agents', 'drain', id]);
     expect(drained.code, drained.stderr).toBe(0);
     expect(drained.stdout).toContain(`drain sent to agent ${id}`);
     // The registry shows the drain once the agent applied it (it reports at once).
-    for (let deadline = Date.now() + 10_000; ;) {
-      const listed = await cli!.run(['agents']);
-      const row = listed.stdout.split('\n').find((line) => line.startsWith(id));
-      if (row?.includes('draining')) break;
-      if (Date.now() > deadline) throw new Error(`never shown draining:\n${listed.stdout}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    let listed = '';
+    await until(
+      () => `the agent shown draining:\n${listed}`,
+      async () => {
+        listed = (await cli!.run(['agents'])).stdout;
+        return listed
+          .split('\n')
+          .find((line) => line.startsWith(id))
+          ?.includes('draining');
+      },
+      10_000,
+      100,
+    );
     // A job submitted now waits: the agent has a free slot but takes nothing.
     const waiting = await c.submit('noop');
     const waited = await cli!.run(['agents', 'drain', id, '--wait', '--timeout', '60']);
@@ -76,7 +76,7 @@ describe.runIf(isRoot)('draining an agent', () => {
 
     const resumed = await cli!.run(['agents', 'resume', id]);
     expect(resumed.code, resumed.stderr).toBe(0);
-    const [job] = await c.settle([waiting], 30_000);
+    const job = await c.settleOne(waiting, 30_000);
     expect(job.state).toBe('succeeded');
     expect(job.agentId).toBe(id);
     expect(job.attempt).toBe(1);
@@ -93,12 +93,12 @@ describe.runIf(isRoot)('draining an agent', () => {
     const userMap = { admin: (await osUsers.user('dg')).name };
     const runningJob = async (): Promise<string> => {
       const jobId = await c.submit('napper');
-      for (let deadline = Date.now() + 30_000; ;) {
-        const job = await c.job(jobId);
-        if (job.state === 'running' && job.steps[0].state === 'running') return jobId;
-        if (Date.now() > deadline) throw new Error(`the nap never started: ${JSON.stringify(job)}`);
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
+      await c.waitForJob(
+        jobId,
+        'the nap to start',
+        (job) => job.state === 'running' && job.steps[0]?.state === 'running',
+      );
+      return jobId;
     };
     const exited = (agent: Daemon) =>
       new Promise<void>((resolve) =>
@@ -114,20 +114,24 @@ describe.runIf(isRoot)('draining an agent', () => {
     // It waited for the 3 s nap, not for the whole grace.
     expect((await c.job(nap)).state).toBe('succeeded');
     expect(Date.now() - started).toBeLessThan(20_000);
-    const log = await readFile(path.join(c.agentDir('patient'), 'logs', 'steward.log'), 'utf8');
-    expect(log).toContain('stopping: taking no new jobs');
-    expect(log).not.toContain('stopping with jobs still running');
+    const log = await readLogRecords(c.agentDir('patient'));
+    expect(matching(log, agentEvents.stopping)).toHaveLength(1);
+    expect(matching(log, agentEvents.stoppedWithJobsRunning)).toEqual([]);
 
     const hurried = await c.startAgent('hurried', { slots: 2, userMap, stopGrace: '5m' });
     await runningJob();
     const hurriedAt = Date.now();
     hurried.child.kill('SIGTERM');
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // The second signal once the first is being acted on (it logged that it is stopping).
+    await until(
+      'the agent to start stopping',
+      async () => matching(await readLogRecords(c.agentDir('hurried')), agentEvents.stopping).length > 0,
+    );
     hurried.child.kill('SIGTERM');
     await exited(hurried);
     c.agents.delete('hurried');
     expect(Date.now() - hurriedAt).toBeLessThan(15_000);
-    const hurriedLog = await readFile(path.join(c.agentDir('hurried'), 'logs', 'steward.log'), 'utf8');
-    expect(hurriedLog).toContain('stopping with jobs still running');
+    const hurriedLog = await readLogRecords(c.agentDir('hurried'));
+    expect(matching(hurriedLog, agentEvents.stoppedWithJobsRunning)).toMatchObject([{ interrupted: true }]);
   }, 120_000);
 });

@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * Faults with a real server, real agents and RabbitMQ: an agent killed with SIGKILL while a burst of offers
  * loads, and offers published straight to the broker that are unsigned, forged, tampered or expired.
@@ -8,6 +7,8 @@ import path from 'node:path';
 import amqp from 'amqplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createOfferSigner, generateSigningKeyPem, type JobOffer } from '../../src/protocol/index.js';
+import { agentEvents, matching, readLogRecords } from '../support/logs.js';
+import { until } from '../support/wait.js';
 import { Cluster } from '../support/distributed.js';
 import { countFaults, formatCounts } from '../support/fault-counts.js';
 import { OsUsers } from '../support/os-users.js';
@@ -49,13 +50,11 @@ describe('faults', () => {
     await c.startAgent('survivor', { slots: 6, userMap, warmExecutors: 2 });
     const ids = await Promise.all(Array.from({ length: BURST }, () => c.submit('noop')));
     // Wait until the victim holds work, then kill it without a chance to clean up.
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      const jobs = await Promise.all(ids.slice(0, 40).map((id) => c.job(id)));
-      if (jobs.some((job) => job.agentId === victim.id)) break;
-      if (Date.now() > deadline) throw new Error('the victim agent never took a job');
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    await c.waitForAnyJob(
+      ids.slice(0, 40),
+      'the victim agent to take a job',
+      (job) => job.agentId === victim.id,
+    );
     await victim.stop('SIGKILL');
     const counts = await countFaults(c, ids, 300_000);
     console.log(formatCounts(`kill -9 agent, burst ${BURST}`, counts));
@@ -68,7 +67,7 @@ describe('faults', () => {
     expect(lost.length).toBeLessThanOrEqual(6);
     for (const job of lost) {
       expect(job.agentId).toBe(victim.id);
-      expect(job.error.code).toBe('STEWARD_AGENT_LOST');
+      expect(job.error?.code).toBe('STEWARD_AGENT_LOST');
     }
     const odd = jobs.filter((job) => job.state !== 'succeeded' && job.state !== 'lost');
     expect(
@@ -90,21 +89,14 @@ describe('faults', () => {
     await c.startAgent('exec-victim', { slots: 8, userMap, warmExecutors: 2 });
     const total = BURST;
     const ids = await Promise.all(Array.from({ length: total }, () => c.submit('short')));
-    let pid = 0;
-    const deadline = Date.now() + 30_000;
-    while (!pid) {
-      const jobs = await Promise.all(ids.slice(0, 16).map((id) => c.job(id)));
-      // A job whose step runs: one killed before its first step would be retried (server.retries.notStarted).
-      pid =
-        jobs.find(
-          (job) =>
-            job.state === 'running' &&
-            job.executor?.pid &&
-            (job.steps as Array<{ state: string }> | undefined)?.some((step) => step.state === 'running'),
-        )?.executor.pid ?? 0;
-      if (Date.now() > deadline) throw new Error('no job was running');
-      if (!pid) await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    // A job whose step runs: one killed before its first step would be retried (server.retries.notStarted).
+    const running = await c.waitForAnyJob(
+      ids.slice(0, 16),
+      'a job to run its step',
+      (job) =>
+        job.state === 'running' && !!job.executor?.pid && job.steps.some((step) => step.state === 'running'),
+    );
+    const pid = running.executor!.pid;
     process.kill(pid, 'SIGKILL');
     const counts = await countFaults(c, ids, 300_000);
     console.log(formatCounts(`kill -9 executor, burst ${total}`, counts));
@@ -118,8 +110,8 @@ describe('faults', () => {
     expect(failed.length).toBeLessThanOrEqual(8);
     for (const job of failed) {
       expect(job.state).toBe('failed');
-      expect(job.error.code).toBe('STEWARD_EXECUTOR_CRASHED');
-      expect(job.executor.pid).toBe(pid);
+      expect(job.error?.code).toBe('STEWARD_EXECUTOR_CRASHED');
+      expect(job.executor?.pid).toBe(pid);
     }
   }, 420_000);
 
@@ -132,21 +124,19 @@ describe('faults', () => {
     for (const agent of c.agents.values()) await agent.stop();
     const sleepy = await c.startAgent('sleepy', { slots: 1, userMap });
     const id = await c.submit('napper');
-    const deadline = Date.now() + 30_000;
     // Until its step runs: a job lost before any step started would be retried (server.retries.notStarted).
-    for (;;) {
-      const job = await c.job(id);
-      if (job.state === 'running' && job.steps[0].state === 'running') break;
-      if (Date.now() > deadline) throw new Error('the job never started');
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await c.waitForJob(
+      id,
+      'the step to run',
+      (job) => job.state === 'running' && job.steps[0]?.state === 'running',
+    );
     await sleepy.stop('SIGKILL');
     const started = Date.now();
-    const [job] = await c.settle([id], 30_000);
+    const job = await c.settleOne(id, 30_000);
     expect(job.state).toBe('lost');
     expect(job.agentId).toBe(sleepy.id);
-    expect(job.error.code).toBe('STEWARD_AGENT_LOST');
-    expect(job.error.message).toMatch(new RegExp(`agent ${sleepy.id} sent no heartbeat for more than 3s`));
+    expect(job.error?.code).toBe('STEWARD_AGENT_LOST');
+    expect(job.error?.message).toMatch(new RegExp(`agent ${sleepy.id} sent no heartbeat for more than 3s`));
     // Within the lease (3 s) plus one sweep (1 s) plus slack, well before the 20 s nap would have ended.
     expect(Date.now() - started).toBeLessThan(10_000);
   }, 60_000);
@@ -187,29 +177,28 @@ describe('faults', () => {
     }
     await channel.waitForConfirms();
     await connection.close();
-    const log = path.join(c.agentDir('guard'), 'logs', 'steward.log');
-    const deadline = Date.now() + 20_000;
-    let lines: Array<{ msg: string; code?: string }> = [];
-    while (Date.now() < deadline) {
-      const text = await readFile(log, 'utf8').catch(() => '');
-      lines = text
-        .split('\n')
-        .filter(Boolean)
-        .map((line) => JSON.parse(line) as { msg: string; code?: string })
-        .filter((line) => line.msg.startsWith('dead-lettering offer'));
-      if (lines.length >= 4) break;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    expect(lines).toHaveLength(4);
-    const codes = lines.map((line) => line.code).sort();
+    const rejected = await until(
+      'four rejected offers in the agent log',
+      async () => {
+        const records = matching(await readLogRecords(c.agentDir('guard')), agentEvents.offerRejected);
+        return records.length >= 4 && records;
+      },
+      20_000,
+      100,
+    );
+    expect(rejected).toHaveLength(4);
+    const codes = rejected.map((record) => record.code).sort();
     expect(codes).toEqual([
       'STEWARD_OFFER_EXPIRED',
       'STEWARD_OFFER_SIGNATURE_INVALID',
       'STEWARD_OFFER_SIGNATURE_INVALID',
       'STEWARD_OFFER_SIGNATURE_INVALID',
     ]);
-    const text = await readFile(log, 'utf8');
-    expect(text).not.toMatch(/"jobId":"(unsigned|forged|tampered|expired)"/);
+    // None of them was taken as a job.
+    const jobIds = (await readLogRecords(c.agentDir('guard'))).map((record) => record.jobId);
+    expect(jobIds.filter((id) => ['unsigned', 'forged', 'tampered', 'expired'].includes(String(id)))).toEqual(
+      [],
+    );
     await guard.stop();
   }, 60_000);
 });

@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * The HA setup for real: two `steward server` processes on one PostgreSQL database (private to this test),
  * one shared results directory and one shared signing-key file, behind a TCP failover proxy that is also
@@ -15,16 +14,20 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { z } from 'zod';
+import { Job, JobDetail, LoginResponse } from '../../src/protocol/index.js';
 import { Daemon } from '../support/distributed.js';
 import { FailoverProxy } from '../support/failover-proxy.js';
 import { OsUsers } from '../support/os-users.js';
 import { brokerUrl, createVhost, deleteVhost } from '../support/rabbitmq.js';
 import { freePort, isRoot, tempDir } from '../support/steward.js';
 import { createPrivateDatabase } from '../store/backends.js';
+import { until } from '../support/wait.js';
 
 const BURST = Number(process.env.STEWARD_TEST_BURST ?? 500);
 const PASSWORD = 'admin-password-for-ha-tests';
 const TERMINAL = new Set(['succeeded', 'failed', 'canceled', 'expired', 'lost']);
+const JobList = z.object({ jobs: z.array(Job) });
 
 let database: { url: string; dispose(): Promise<void> } | undefined;
 let vhost = '';
@@ -57,12 +60,13 @@ async function startServer(index: number, port: number): Promise<Daemon> {
       },
     }),
   );
-  const daemon = Daemon.start(
-    ['server', '--config', config, '--port', String(port), '--data-dir', path.join(root, `server-${index}`)],
-    { STEWARD_ADMIN_PASSWORD: PASSWORD },
-  );
+  const dataDir = path.join(root, `server-${index}`);
+  const since = Date.now();
+  const daemon = Daemon.start(['server', '--config', config, '--port', String(port), '--data-dir', dataDir], {
+    STEWARD_ADMIN_PASSWORD: PASSWORD,
+  });
   servers.push(daemon);
-  await daemon.waitForOutput('Steward server is up');
+  await daemon.waitUntilUp(dataDir, since);
   return daemon;
 }
 
@@ -84,9 +88,10 @@ async function startAgent(id: string, userMap: Record<string, string>): Promise<
       },
     }),
   );
+  const since = Date.now();
   const daemon = Daemon.start(['agent', '--config', config, '--data-dir', dir]);
   agents.push(daemon);
-  await daemon.waitForOutput(`Steward agent ${id} is up`);
+  await daemon.waitUntilUp(dir, since);
   return daemon;
 }
 
@@ -99,7 +104,7 @@ async function request(
   url: string,
   body?: unknown,
   base = proxy!.url,
-): Promise<{ status: number; json: any }> {
+): Promise<{ status: number; json: unknown }> {
   const deadline = Date.now() + 30_000;
   for (;;) {
     try {
@@ -138,7 +143,7 @@ beforeAll(async () => {
   await Promise.all(ports.map((port, index) => startServer(index, port)));
   const login = await request('POST', '/api/auth/login', { user: 'admin', password: PASSWORD });
   expect(login.status, JSON.stringify(login.json)).toBe(200);
-  token = login.json.token as string;
+  token = LoginResponse.parse(login.json).token;
   const userMap: Record<string, string> = isRoot ? { admin: (await osUsers.user('ha')).name } : {};
   await Promise.all([startAgent(`ha-a-${runTag}`, userMap), startAgent(`ha-b-${runTag}`, userMap)]);
   const workflow = `name: ha-noop
@@ -164,11 +169,11 @@ afterAll(async () => {
 async function submit(): Promise<string> {
   const response = await request('POST', '/api/jobs', { workflow: 'ha-noop', idempotencyKey: randomUUID() });
   if (response.status !== 201) throw new Error(`submit: ${response.status} ${JSON.stringify(response.json)}`);
-  return response.json.id as string;
+  return Job.parse(response.json).id;
 }
 
 /** Reads SSE events from one server until `end`; returns their names and the final job. */
-async function watch(base: string, id: string): Promise<{ events: string[]; end: any }> {
+async function watch(base: string, id: string): Promise<{ events: string[]; end: JobDetail }> {
   const response = await fetch(`${base}/api/jobs/${id}/events`, {
     headers: { authorization: `Bearer ${token}` },
     signal: AbortSignal.timeout(60_000),
@@ -187,7 +192,7 @@ async function watch(base: string, id: string): Promise<{ events: string[]; end:
       const data = /^data: (.*)$/m.exec(block)?.[1];
       if (!name) continue;
       events.push(name);
-      if (name === 'end') return { events, end: JSON.parse(data ?? 'null') };
+      if (name === 'end') return { events, end: JobDetail.parse(JSON.parse(data ?? 'null')) };
     }
   }
   throw new Error(`stream of ${id} on ${base} ended without "end": ${events.join(' ')}`);
@@ -222,7 +227,7 @@ describe('two servers on one PostgreSQL database', () => {
 
   it(`kill -9 of one of two servers during a burst of ${BURST} jobs: 0 lost, 0 stuck, 0 run twice`, async () => {
     const before = new Set(
-      ((await request('GET', '/api/jobs?limit=500')).json.jobs as { id: string }[]).map((job) => job.id),
+      JobList.parse((await request('GET', '/api/jobs?limit=500')).json).jobs.map((job) => job.id),
     );
     const started = Date.now();
     retriedRequests = 0;
@@ -256,15 +261,20 @@ describe('two servers on one PostgreSQL database', () => {
     let states = new Map<string, { state: string; attempt: number }>();
     try {
       const deadline = Date.now() + 240_000;
-      for (;;) {
-        const { rows } = await client.query<{ id: string; state: string; attempt: number }>(
-          'SELECT id, state, attempt FROM jobs',
-        );
-        states = new Map(rows.map((row) => [row.id, { state: row.state, attempt: row.attempt }]));
-        const open = accepted.filter((id) => !TERMINAL.has(states.get(id)?.state ?? 'missing'));
-        if (open.length === 0 || Date.now() > deadline) break;
-        await new Promise((resolve) => setTimeout(resolve, 500));
-      }
+      // Past the deadline the check gives in: the counts below say what did not end.
+      await until(
+        'every accepted job to end',
+        async () => {
+          const { rows } = await client.query<{ id: string; state: string; attempt: number }>(
+            'SELECT id, state, attempt FROM jobs',
+          );
+          states = new Map(rows.map((row) => [row.id, { state: row.state, attempt: row.attempt }]));
+          const open = accepted.filter((id) => !TERMINAL.has(states.get(id)?.state ?? 'missing'));
+          return open.length === 0 || Date.now() > deadline;
+        },
+        300_000,
+        500,
+      );
     } finally {
       await client.end();
     }

@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-call, @typescript-eslint/no-unsafe-return -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * Retries and poison jobs with a real server, real agents and RabbitMQ. A job whose agent is killed with
  * SIGKILL runs again on the other agent as attempt 2. A job whose executor dies every time it loads (here a
@@ -8,9 +7,9 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Job, type JobDetail } from '../../src/protocol/index.js';
+import { agentEvents, matching, readLogRecords } from '../support/logs.js';
 import { Cluster } from '../support/distributed.js';
 import { OsUsers, type TestUser } from '../support/os-users.js';
 import { brokerUrl, createVhost, deleteVhost } from '../support/rabbitmq.js';
@@ -114,25 +113,23 @@ describe.runIf(isRoot)('retries over RabbitMQ', () => {
     const victim = await c.startAgent(first, { slots: 1, userMap, bus: agentBus() });
     const submitted = await c.request('POST', '/api/jobs', { workflow: 'napper', retries: 1 });
     expect(submitted.status, JSON.stringify(submitted.json)).toBe(201);
-    const id = submitted.json.id as string;
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      const job = await c.job(id);
-      if (job.state === 'running' && job.steps[0].state === 'running') break;
-      if (Date.now() > deadline) throw new Error(`the job never started: ${JSON.stringify(job)}`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    const id = Job.parse(submitted.json).id;
+    await c.waitForJob(
+      id,
+      'the step to run',
+      (job) => job.state === 'running' && job.steps[0]?.state === 'running',
+    );
     // Killed first, then the other agent starts: starting it takes a moment, and on a busy machine the
     // 4 s nap could end before a kill that waited for it.
     await victim.stop('SIGKILL');
     await c.startAgent(second, { slots: 1, userMap, bus: agentBus() });
-    const [job] = await c.settle([id], 60_000);
+    const job = await c.settleOne(id, 60_000);
     expect(job.state, JSON.stringify(job.error)).toBe('succeeded');
     expect(job.attempt).toBe(2);
     expect(job.agentId).toBe(c.agentId(second));
     expect(job.attempts).toHaveLength(2);
     expect(job.attempts[0]).toMatchObject({ attempt: 1, state: 'lost', agentId: c.agentId(first) });
-    expect(job.attempts[0].error.code).toBe('STEWARD_AGENT_LOST');
+    expect(job.attempts[0]?.error?.code).toBe('STEWARD_AGENT_LOST');
     expect(job.attempts[1]).toMatchObject({
       attempt: 2,
       state: 'succeeded',
@@ -150,17 +147,13 @@ describe.runIf(isRoot)('retries over RabbitMQ', () => {
     const holder = await c.startAgent(id0, { slots: 2, userMap: { admin: runner.name }, bus: agentBus() });
     const submitted = await c.request('POST', '/api/jobs', { workflow: 'dozer', retries: 1 });
     expect(submitted.status, JSON.stringify(submitted.json)).toBe(201);
-    const id = submitted.json.id as string;
-    const waitFor = async (what: string, check: (job: any) => boolean, timeoutMs = 30_000): Promise<any> => {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const job = await c.job(id);
-        if (check(job)) return job;
-        if (Date.now() > deadline) throw new Error(`${what}: ${JSON.stringify(job)}`);
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-    };
-    await waitFor('the step never ran', (job) => job.state === 'running' && job.steps[0].state === 'running');
+    const id = Job.parse(submitted.json).id;
+    const waitFor = (what: string, check: (job: JobDetail) => boolean, timeoutMs = 30_000) =>
+      c.waitForJob(id, what, check, timeoutMs);
+    await waitFor(
+      'the step never ran',
+      (job) => job.state === 'running' && job.steps[0]?.state === 'running',
+    );
     // Frozen, not killed: silent past the lease, so the server gives attempt 1 up and offers attempt 2.
     holder.child.kill('SIGSTOP');
     try {
@@ -168,18 +161,20 @@ describe.runIf(isRoot)('retries over RabbitMQ', () => {
     } finally {
       holder.child.kill('SIGCONT');
     }
-    const [job] = await c.settle([id], 60_000);
+    const job = await c.settleOne(id, 60_000);
     expect(job.state, JSON.stringify(job.error)).toBe('succeeded');
     expect(job.attempt).toBe(2);
-    expect(job.attempts.map((attempt: any) => [attempt.attempt, attempt.state, attempt.agentId])).toEqual([
+    expect(job.attempts.map((attempt) => [attempt.attempt, attempt.state, attempt.agentId])).toEqual([
       [1, 'lost', c.agentId(id0)],
       [2, 'succeeded', c.agentId(id0)],
     ]);
-    const log = await readFile(path.join(c.agentDir(id0), 'logs', 'steward.log'), 'utf8');
-    expect(log).toContain('a newer attempt of a job held here arrived; stopping the older attempt');
+    const log = await readLogRecords(c.agentDir(id0));
+    expect(matching(log, agentEvents.olderAttemptStopped)).toMatchObject([
+      { jobId: id, heldAttempt: 1, newAttempt: 2 },
+    ]);
     // Attempt 2 began while attempt 1's 12 s nap would still have been running: the old one was stopped,
     // not waited for (and never ran beside it: the agent held attempt 2 back until then).
-    expect(Date.parse(job.attempts[1].startedAt) - Date.parse(job.attempts[0].startedAt)).toBeLessThan(
+    expect(Date.parse(job.attempts[1]!.startedAt!) - Date.parse(job.attempts[0]!.startedAt!)).toBeLessThan(
       11_000,
     );
     await holder.stop();
@@ -188,7 +183,7 @@ describe.runIf(isRoot)('retries over RabbitMQ', () => {
 
   it(`fails a job that kills every executor loading it as poison after exactly ${DELIVERY_LIMIT} deliveries`, async () => {
     await expectPoisonJobFailsAtTheLimit(cluster!, agentBus(), 'quorum queues');
-  }, 120_000);
+  }, 200_000);
 });
 
 /** Classic queues count no deliveries; the bus counts them itself, so the limit holds there as well. */
@@ -213,7 +208,7 @@ describe.runIf(isRoot)('poison jobs over RabbitMQ classic queues', () => {
 
   it(`fails a job that kills every executor loading it as poison after exactly ${DELIVERY_LIMIT} deliveries`, async () => {
     await expectPoisonJobFailsAtTheLimit(classic!, classic!.bus, 'classic queues');
-  }, 120_000);
+  }, 200_000);
 });
 
 /**
@@ -233,19 +228,24 @@ async function expectPoisonJobFailsAtTheLimit(
     // A generous retry budget: a poison job must not use it.
     const submitted = await c.request('POST', '/api/jobs', { workflow: 'poison', retries: 5 });
     expect(submitted.status, JSON.stringify(submitted.json)).toBe(201);
-    const id = submitted.json.id as string;
-    const [job] = await c.settle([id], 90_000);
+    const id = Job.parse(submitted.json).id;
+    const job = await c.settleOne(id, 90_000);
     expect(job.state).toBe('failed');
-    expect(job.error.code, job.error.message).toBe('STEWARD_POISON_JOB');
-    expect(job.error.message).toContain(`offer dead-lettered after ${DELIVERY_LIMIT} deliveries`);
-    expect(job.error.message).toContain('not retried');
+    expect(job.error?.code, job.error?.message).toBe('STEWARD_POISON_JOB');
+    expect(job.error?.message).toContain(`offer dead-lettered after ${DELIVERY_LIMIT} deliveries`);
+    expect(job.error?.message).toContain('not retried');
     expect(job.attempt).toBe(1);
     expect(job.attempts).toHaveLength(1);
     expect(job.attempts[0]).toMatchObject({ state: 'failed', error: { code: 'STEWARD_POISON_JOB' } });
     // One executor killed per delivery; and no delivery after the dead-lettering.
     expect(killer.killed.size).toBe(DELIVERY_LIMIT);
-    await new Promise((resolve) => setTimeout(resolve, 2000));
-    expect(killer.killed.size).toBe(DELIVERY_LIMIT);
+    // No delivery after the dead-lettering: a second poison job, offered after anything the first could still
+    // cause, goes its whole way to the limit, and the executors killed are exactly both jobs' deliveries.
+    const later = await c.request('POST', '/api/jobs', { workflow: 'poison', retries: 5 });
+    expect(later.status, JSON.stringify(later.json)).toBe(201);
+    const laterJob = await c.settleOne(Job.parse(later.json).id, 90_000);
+    expect(laterJob.error?.code).toBe('STEWARD_POISON_JOB');
+    expect(killer.killed.size).toBe(2 * DELIVERY_LIMIT);
     expect((await c.job(id)).attempts).toHaveLength(1);
     console.log(
       `poison job (${label}): ${killer.killed.size} executors killed, ${DELIVERY_LIMIT} deliveries, failed once`,

@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * The store is private in the distributed mode too: a job run by a `steward agent` through RabbitMQ, as a
  * real OS user on the server's machine, cannot read the `steward server`'s SQLite store, its -wal and -shm,
@@ -58,9 +57,9 @@ describe.runIf(isRoot)("a RabbitMQ agent's job and the server's store", () => {
     };
     const pushed = await c.request('POST', '/api/workflows', { source: stringify(workflow) });
     expect(pushed.status, JSON.stringify(pushed.json)).toBe(201);
-    const [job] = await c.settle([await c.submit('probe')]);
+    const job = await c.settleOne(await c.submit('probe'));
     expect(job.state, JSON.stringify(job)).toBe('succeeded');
-    const response = await fetch(`${c.url}/api/jobs/${job.id as string}/results/probe.txt`, {
+    const response = await fetch(`${c.url}/api/jobs/${job.id}/results/probe.txt`, {
       headers: { authorization: `Bearer ${c.token}` },
     });
     const lines = (await response.text()).split('\n');

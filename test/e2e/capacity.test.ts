@@ -9,6 +9,7 @@ import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobDetail } from '../../src/protocol/index.js';
 import { ApiUser } from '../support/api.js';
+import { agentEvents, matching, readLogRecords } from '../support/logs.js';
 import { OsUsers, type TestUser } from '../support/os-users.js';
 import { StewardInstance, isRoot, tempDir } from '../support/steward.js';
 import { until } from '../support/wait.js';
@@ -58,7 +59,8 @@ describe.runIf(isRoot)('capacity, idle timeout and agent death', () => {
         },
       }),
     );
-    steward = await StewardInstance.start({ extraArgs: ['--config', config] });
+    // --debug: the agent's records (an offer held for want of room) on stderr, for the test to wait on.
+    steward = await StewardInstance.start({ extraArgs: ['--config', config, '--debug'] });
     const admin = await ApiUser.login(steward.url, 'admin', steward.adminPassword);
     for (const user of [alice, bob]) await admin.createUser(user.name, 'capacity-password-1');
     aliceApi = await ApiUser.login(steward.url, alice.name, 'capacity-password-1');
@@ -77,7 +79,13 @@ describe.runIf(isRoot)('capacity, idle timeout and agent death', () => {
     const first = await aliceApi.submit('nap', { secs: 2 });
     await until('alice running', async () => (await aliceApi.job(first)).state === 'running');
     const second = await bobApi.submit('nap', { secs: 0 });
-    await new Promise((resolve) => setTimeout(resolve, 800));
+    // The agent holds bob's offer for want of room (it does not start it); the job stays offered.
+    const held = await steward.waitForLog(
+      "bob's offer held",
+      (record) => record.jobId === second && 'handBackMs' in record,
+    );
+    expect(held).toMatchObject({ user: bob.name });
+    expect(typeof held.reason).toBe('string');
     expect((await bobApi.job(second)).state).toBe('offered');
     const [a, b] = await Promise.all([aliceApi.waitFor(first), bobApi.waitFor(second)]);
     expect(a.state).toBe('succeeded');
@@ -100,10 +108,11 @@ describe.runIf(isRoot)('capacity, idle timeout and agent death', () => {
     const pid = job.executor!.pid;
     expect(alive(pid)).toBe(true);
     await until('idle executor to exit', () => !alive(pid), 10_000);
-    await until('exit recorded', async () => {
-      const log = await readFile(path.join(steward.dataDir, 'logs', 'steward.log'), 'utf8');
-      return log.split('\n').some((line) => line.includes(`"pid":${pid}`) && line.includes('"cause":"idle"'));
-    });
+    await until('exit recorded', async () =>
+      matching(await readLogRecords(steward.dataDir), agentEvents.executorExited).some(
+        (record) => record.pid === pid && record.cause === 'idle',
+      ),
+    );
   }, 30_000);
 
   it('takes executors and their steps down when the agent is killed with SIGKILL', async () => {

@@ -75,11 +75,16 @@ const workflows = [
   },
 ];
 
+/** A process's state letter from /proc (R, S, T for stopped, Z for a zombie), or '' when it is gone. */
+async function processState(pid: number): Promise<string> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  return stat ? stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) : '';
+}
+
 /** Whether a process runs (a zombie waiting for its reaper does not). */
 async function running(pid: number): Promise<boolean> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  if (!stat) return false;
-  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  const state = await processState(pid);
+  return state !== '' && state !== 'Z';
 }
 
 const ms = (time: string | null) => (time ? Date.parse(time) : Number.NaN);
@@ -179,8 +184,10 @@ describe.runIf(hasJobCgroups)('jobs the agent ends and contains', () => {
       async () => !(await readdir(userTmp)).includes(`${frozenJob}-1`),
       5_000,
     );
-    // Give the step the moment to freeze its executor.
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // The step has frozen its executor (stopped, as the kernel reports it).
+    const executorPid = (await aliceApi.job(id)).executor?.pid;
+    expect(executorPid).toBeDefined();
+    await until('the executor is frozen', async () => (await processState(executorPid!)) === 'T', 5_000);
     const canceledAt = Date.now();
     const { status } = await aliceApi.request('POST', `/api/jobs/${id}/cancel`);
     expect(status).toBe(200);

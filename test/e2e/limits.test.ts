@@ -12,6 +12,7 @@ import { detectCgroups, removeCgroupParents } from '../../src/agent/index.js';
 import { ApiUser } from '../support/api.js';
 import { OsUsers, type TestUser } from '../support/os-users.js';
 import { StewardInstance, isRoot, tempDir } from '../support/steward.js';
+import { until } from '../support/wait.js';
 
 const MiB = 1024 ** 2;
 
@@ -103,16 +104,18 @@ describe.runIf(hasCgroups)('executor limits with cgroups', () => {
       new RegExp(`steward-exec-limits\\+[0-9a-f]+/exec-${job.executor!.pid}$`, 'm'),
     );
     // The agent's heartbeat reports the executor with its resident memory.
-    const deadline = Date.now() + 5_000;
-    let rss: number | null | undefined;
-    while (!rss && Date.now() < deadline) {
-      const { body: agents } = await admin.request('GET', '/api/agents');
-      const list = (agents as { agents: { executors: { pid: number; rssBytes: number | null }[] }[] }).agents;
-      rss = list
-        .flatMap((agent) => agent.executors)
-        .find((entry) => entry.pid === job.executor!.pid)?.rssBytes;
-      if (!rss) await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    const rss = await until(
+      "the executor's resident memory in a heartbeat",
+      async () => {
+        const { body: agents } = await admin.request('GET', '/api/agents');
+        const list = (agents as { agents: { executors: { pid: number; rssBytes: number | null }[] }[] })
+          .agents;
+        return list.flatMap((agent) => agent.executors).find((entry) => entry.pid === job.executor!.pid)
+          ?.rssBytes;
+      },
+      5_000,
+      100,
+    );
     expect(rss).toBeGreaterThan(10 * MiB);
     // The kernel holds the limit, not just the record.
     const procCgroup = await readFile(`/proc/${job.executor!.pid}/cgroup`, 'utf8');

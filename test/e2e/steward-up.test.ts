@@ -8,6 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OsUsers, type TestUser } from '../support/os-users.js';
 import { CliUser, StewardInstance, isRoot, repoRoot, tempDir } from '../support/steward.js';
+import { until } from '../support/wait.js';
 
 interface JobJson {
   id: string;
@@ -258,13 +259,15 @@ describe('steward up, end to end through the CLI', () => {
     const submitted = await alice.run(['run', 'sleeper', '--json']);
     expect(submitted.code, submitted.stderr).toBe(0);
     const jobId = parseJson<JobJson>(submitted.stdout).id;
-    const deadline = Date.now() + 30_000;
-    let pids: number[] = [];
-    while (Date.now() < deadline) {
-      pids = (await readFile(pidFile, 'utf8').catch(() => '')).trim().split('\n').filter(Boolean).map(Number);
-      if (pids.length === 2) break;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    const pids = await until(
+      'both sleepers to start',
+      async () => {
+        const lines = (await readFile(pidFile, 'utf8').catch(() => '')).trim().split('\n').filter(Boolean);
+        return lines.length === 2 ? lines.map(Number) : undefined;
+      },
+      30_000,
+      100,
+    );
     expect(pids).toHaveLength(2);
     const canceled = await alice.run(['cancel', jobId, '--wait', '--json']);
     expect(canceled.code, canceled.stderr).toBe(0);

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OsUsers } from '../support/os-users.js';
 import { CliUser, StewardInstance, isRoot, tempDir } from '../support/steward.js';
+import { until as waitUntil } from '../support/wait.js';
 
 interface JobJson {
   id: string;
@@ -35,15 +36,9 @@ function parseJson<T>(text: string): T {
   }
 }
 
-async function until<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-}
+/** The shared `until`, with room for `steward up` on a busy machine. */
+const until = <T>(what: string, check: () => Promise<T>, timeoutMs = 60_000) =>
+  waitUntil(what, check, timeoutMs, 200);
 
 function alive(pid: number): boolean {
   try {

@@ -1,6 +1,6 @@
 /* eslint-disable @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-call, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ADMIN_PASSWORD, startHarness, type Harness } from './harness.js';
+import { ADMIN_PASSWORD, eventually, startHarness, type Harness } from './harness.js';
 
 describe('authentication and roles', () => {
   let h: Harness;
@@ -83,8 +83,10 @@ describe('authentication and roles', () => {
     h = await startHarness({ title: 'expiry', config: { sessionTtl: '300ms' } });
     const token = await h.adminToken();
     expect((await h.request({ method: 'GET', url: '/api/me', token })).status).toBe(200);
-    await new Promise((resolve) => setTimeout(resolve, 400));
-    const expired = await h.request({ method: 'GET', url: '/api/me', token });
+    const expired = await eventually(async () => {
+      const response = await h.request({ method: 'GET', url: '/api/me', token });
+      return response.status !== 200 && response;
+    }, 5_000);
     expect(expired.status).toBe(401);
     expect(expired.json.error.message).toBe('invalid or expired token');
   });

@@ -13,6 +13,7 @@ import { compileServerConfig, type StoreConfig } from '../../src/config/index.js
 import { createServer, type StewardServer } from '../../src/server/index.js';
 import type { Backend, BackendHandle } from '../store/backends.js';
 import { sqliteBackend } from '../store/backends.js';
+import { until } from '../support/wait.js';
 
 export const ADMIN_PASSWORD = 'admin-password-for-tests';
 
@@ -165,18 +166,9 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   return harness;
 }
 
-/** Waits until `check` returns a truthy value (polling briefly), or fails after `timeoutMs`. */
-export async function eventually<T>(
-  check: () => Promise<T | undefined | false> | T | undefined | false,
-  timeoutMs = 10_000,
-): Promise<T> {
-  const started = Date.now();
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() - started > timeoutMs) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+/** Waits until `check` returns a truthy value and returns it (the shared `until`, polling every 20 ms). */
+export function eventually<T>(check: () => Promise<T> | T, timeoutMs = 10_000) {
+  return until('the condition', check, timeoutMs, 20);
 }
 
 /** An agent's state event for an offer's attempt (agent `agent-1` unless `extra` names another). */

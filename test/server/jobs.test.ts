@@ -166,10 +166,16 @@ describe.each(backends)('jobs on $name', (backend) => {
       token: offer.jobToken,
     });
     expect(fetched.status, fetched.text).toBe(200);
-    const offers: unknown[] = [];
-    await h.bus.consumeOffers(async (delivery) => void offers.push(delivery.body), { prefetch: 10 });
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    expect(offers).toEqual([]);
+    // No second offer: the next job's offer is the first one left in the queue (first in, first out).
+    const offers: JobOffer[] = [];
+    const verifier = createOfferVerifier([h.server.publicKeyPem]);
+    await h.bus.consumeOffers(async (delivery) => void offers.push(verifier.verify(delivery.body)), {
+      prefetch: 10,
+    });
+    const next = await submit();
+    expect(next.status, next.text).toBe(201);
+    await eventually(() => offers.length > 0);
+    expect(offers.map((later) => later.jobId)).toEqual([next.json.id]);
   });
 
   it('offers again, as attempt 2, a job whose server recorded the offer but died before publishing it', async () => {

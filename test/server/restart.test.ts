@@ -3,7 +3,7 @@ import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { backends } from '../store/backends.js';
-import { REPORT_WORKFLOW, startHarness, type Harness } from './harness.js';
+import { eventually, REPORT_WORKFLOW, startHarness, type Harness } from './harness.js';
 
 describe.each(backends)('restart on $name', (backend) => {
   let h: Harness | undefined;
@@ -41,7 +41,7 @@ describe.each(backends)('restart on $name', (backend) => {
       })
     ).json;
     expect(job.state).toBe('offered');
-    while (!jobToken) await new Promise((resolve) => setTimeout(resolve, 10));
+    await eventually(() => jobToken);
     const upload = await h.request({
       method: 'PUT',
       url: `/api/exec/jobs/${job.id}/results/notes.txt?kind=file`,

@@ -145,12 +145,18 @@ describe('retry policy and poison jobs in the server', () => {
 
   it(`fails a job whose executors die loading it as poison after the bus's delivery limit, never retried`, async () => {
     // In the agent's place: every delivery is taken (loading), its executor dies, the offer is handed back.
+    // The first job offered is the poison one; a later job's offer is only taken (it marks "later").
     let deliveries = 0;
+    let poison: string | undefined;
+    const offered: string[] = [];
     const verifier = createOfferVerifier([h.server.publicKeyPem]);
     await h.bus.consumeOffers(
       async (delivery) => {
-        deliveries += 1;
         const offer = verifier.verify(delivery.body);
+        offered.push(offer.jobId);
+        poison ??= offer.jobId;
+        if (offer.jobId !== poison) return delivery.ack();
+        deliveries += 1;
         const base = (delivery.deliveryCount - 1) * 1_000_000;
         await h.bus.publishEvent(stateEvent(offer, base + 1, 'loading'));
         await h.bus.publishEvent(
@@ -177,7 +183,10 @@ describe('retry policy and poison jobs in the server', () => {
     expect(job.error.message).toContain('not retried');
     expect(deliveries).toBe(h.bus.deliveryLimit);
     expect(job.attempts).toHaveLength(1);
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Nothing more: a job submitted now is offered after anything the poison job could still cause.
+    const next = await submit();
+    await eventually(() => offered.includes(next));
     expect(deliveries).toBe(h.bus.deliveryLimit);
+    expect(offered.filter((jobId) => jobId === id)).toHaveLength(h.bus.deliveryLimit);
   });
 });

@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * The login throttle counts failures in the store: two servers on one PostgreSQL database (as in HA) throttle
  * together, so guesses spread over them gain nothing. And on either backend the window slides: failures
@@ -8,6 +7,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { ErrorResponse } from '../../src/protocol/index.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LoginThrottle } from '../../src/server/throttle.js';
 import { openStore, type Store } from '../../src/store/index.js';
@@ -64,9 +64,9 @@ describe('login throttle shared by two servers on one PostgreSQL database', () =
     for (const h of [a, b]) {
       const throttled = await login(h, 'admin', ADMIN_PASSWORD);
       expect(throttled.status).toBe(429);
-      expect(throttled.json.error.code).toBe('STEWARD_LOGIN_THROTTLED');
-      expect(throttled.json.error.message).toMatch(/for this user/);
-      expect(throttled.json.error.details.retryAfterSeconds).toBeGreaterThan(0);
+      expect(ErrorResponse.parse(throttled.json).error.code).toBe('STEWARD_LOGIN_THROTTLED');
+      expect(ErrorResponse.parse(throttled.json).error.message).toMatch(/for this user/);
+      expect(ErrorResponse.parse(throttled.json).error.details?.retryAfterSeconds).toBeGreaterThan(0);
     }
   });
 
@@ -76,7 +76,7 @@ describe('login throttle shared by two servers on one PostgreSQL database', () =
     for (const h of [a, b]) {
       const throttled = await login(h, 'admin', ADMIN_PASSWORD);
       expect(throttled.status).toBe(429);
-      expect(throttled.json.error.message).toMatch(/from this address/);
+      expect(ErrorResponse.parse(throttled.json).error.message).toMatch(/from this address/);
     }
   });
 
@@ -91,7 +91,7 @@ describe('login throttle shared by two servers on one PostgreSQL database', () =
     expect((await login(b, 'nobody', 'wrong')).status).toBe(401);
     const throttled = await login(a, 'admin', ADMIN_PASSWORD);
     expect(throttled.status).toBe(429);
-    expect(throttled.json.error.message).toMatch(/from this address/);
+    expect(ErrorResponse.parse(throttled.json).error.message).toMatch(/from this address/);
   });
 });
 
@@ -189,8 +189,8 @@ describe('login throttle by user and address', () => {
     for (let i = 0; i < 5; i++) expect((await login('admin', 'wrong', '203.0.113.7')).status).toBe(401);
     const refused = await login('admin', ADMIN_PASSWORD, '203.0.113.7');
     expect(refused.status).toBe(429);
-    expect(refused.json.error.code).toBe('STEWARD_LOGIN_THROTTLED');
-    expect(refused.json.error.message).toMatch(/for this user from this address/);
+    expect(ErrorResponse.parse(refused.json).error.code).toBe('STEWARD_LOGIN_THROTTLED');
+    expect(ErrorResponse.parse(refused.json).error.message).toMatch(/for this user from this address/);
     expect((await login('admin', ADMIN_PASSWORD, '198.51.100.9')).status).toBe(200);
     // The audit log records the client's address, as the trusted proxy reported it.
     const token = await h.adminToken();
@@ -208,7 +208,7 @@ describe('login throttle by user and address', () => {
     }
     const refused = await login('admin', ADMIN_PASSWORD, '192.0.2.4');
     expect(refused.status).toBe(429);
-    expect(refused.json.error.message).toMatch(/too many failed logins for this user;/);
+    expect(ErrorResponse.parse(refused.json).error.message).toMatch(/too many failed logins for this user;/);
   });
 
   it('ignores X-Forwarded-For unless trustProxy names the proxy', async () => {

@@ -3,6 +3,7 @@
  * request and response shapes of src/protocol/api.ts.
  */
 import type { JobDetail } from '../../src/protocol/index.js';
+import { until } from './wait.js';
 
 const finalStates = new Set(['succeeded', 'failed', 'canceled', 'expired', 'lost']);
 
@@ -71,13 +72,15 @@ export class ApiUser {
 
   /** Polls until the job is in a final state (bounded). */
   async waitFor(id: string, timeoutMs = 60_000): Promise<JobDetail> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const job = await this.job(id);
-      if (finalStates.has(job.state)) return job;
-      if (Date.now() > deadline) throw new Error(`job ${id} still ${job.state} after ${timeoutMs} ms`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    let last: JobDetail | undefined;
+    return until(
+      () => `job ${id} to end: still ${last?.state} after ${timeoutMs} ms`,
+      async () => {
+        last = await this.job(id);
+        return finalStates.has(last.state) ? last : undefined;
+      },
+      timeoutMs,
+    );
   }
 
   async run(workflow: string, params: Record<string, unknown> = {}, timeoutMs?: number): Promise<JobDetail> {

@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * Distributed Steward for tests: a real `steward server` and real `steward agent` processes talking through
  * RabbitMQ (a fresh vhost on the machine's broker), each with its own config file, data dir and port.
@@ -8,8 +7,11 @@ import { randomBytes } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'yaml';
+import { Job, JobDetail, LoginResponse } from '../../src/protocol/index.js';
 import { brokerUrl } from './rabbitmq.js';
 import { freePort, stewardBin, tempDir } from './steward.js';
+import { readLogRecords } from './logs.js';
+import { until } from './wait.js';
 
 export class Daemon {
   output = '';
@@ -28,14 +30,18 @@ export class Daemon {
     return new Daemon(child);
   }
 
-  async waitForOutput(text: string, timeoutMs = 30_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!this.output.includes(text)) {
-      if (this.child.exitCode !== null)
-        throw new Error(`exited with ${this.child.exitCode}:\n${this.output}`);
-      if (Date.now() > deadline) throw new Error(`no "${text}" within ${timeoutMs} ms:\n${this.output}`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+  /** Waits for the daemon's `daemon.up` record (in DATA_DIR/logs) written since `since`. */
+  async waitUntilUp(dataDir: string, since: number, timeoutMs = 30_000): Promise<void> {
+    await until(
+      () => `the daemon to be up within ${timeoutMs} ms:\n${this.output}`,
+      async () => {
+        if (this.child.exitCode !== null)
+          throw new Error(`exited with ${this.child.exitCode}:\n${this.output}`);
+        const records = await readLogRecords(dataDir);
+        return records.some((record) => record.event === 'daemon.up' && record.time >= since);
+      },
+      timeoutMs,
+    );
   }
 
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
@@ -100,15 +106,16 @@ export class Cluster {
     const config = path.join(this.root, 'server.yaml');
     await writeFile(config, stringify({ server: { bus: this.bus, ...this.options.server } }));
     const password = this.options.adminPassword ?? 'admin-password-for-tests';
+    const since = Date.now();
     this.server = Daemon.start(
       ['server', '--config', config, '--port', String(port), '--data-dir', this.dataDir],
       { STEWARD_ADMIN_PASSWORD: password },
     );
-    await this.server.waitForOutput('Steward server is up');
+    await this.server.waitUntilUp(this.dataDir, since);
     this.url = `http://127.0.0.1:${port}`;
     const login = await this.request('POST', '/api/auth/login', { user: 'admin', password });
     if (login.status !== 200) throw new Error(`login failed: ${JSON.stringify(login.json)}`);
-    this.token = login.json.token as string;
+    this.token = LoginResponse.parse(login.json).token;
   }
 
   /** The id an agent started as `name` runs under. */
@@ -138,14 +145,16 @@ export class Cluster {
         },
       }),
     );
+    const since = Date.now();
     const daemon = Daemon.start(['agent', '--config', config, '--data-dir', dir]);
     daemon.id = id;
     this.agents.set(name, daemon);
-    await daemon.waitForOutput(`Steward agent ${id} is up`);
+    await daemon.waitUntilUp(dir, since);
     return daemon;
   }
 
-  async request(method: string, url: string, body?: unknown): Promise<{ status: number; json: any }> {
+  /** A request as the admin; the body is left for the caller to check (or parse with a protocol schema). */
+  async request(method: string, url: string, body?: unknown): Promise<{ status: number; json: unknown }> {
     const response = await fetch(`${this.url}${url}`, {
       method,
       headers: {
@@ -162,26 +171,72 @@ export class Cluster {
     const response = await this.request('POST', '/api/jobs', { workflow, labels });
     if (response.status !== 201 && response.status !== 200)
       throw new Error(`submit failed: ${response.status} ${JSON.stringify(response.json)}`);
-    return response.json.id as string;
+    return Job.parse(response.json).id;
   }
 
-  async job(id: string): Promise<any> {
-    return (await this.request('GET', `/api/jobs/${id}`)).json;
+  /** The job's detail, parsed with the protocol's schema. */
+  async job(id: string): Promise<JobDetail> {
+    const response = await this.request('GET', `/api/jobs/${id}`);
+    if (response.status !== 200)
+      throw new Error(`job ${id}: ${response.status} ${JSON.stringify(response.json)}`);
+    return JobDetail.parse(response.json);
+  }
+
+  /** Waits until the job satisfies `check` (its detail as the API gives it); returns that detail. */
+  async waitForJob(
+    id: string,
+    what: string,
+    check: (job: JobDetail) => boolean,
+    timeoutMs = 30_000,
+  ): Promise<JobDetail> {
+    let job: JobDetail | undefined;
+    return until(
+      () => `${what}: ${JSON.stringify(job)}`,
+      async () => {
+        const current = await this.job(id);
+        job = current;
+        return check(current) && current;
+      },
+      timeoutMs,
+    );
+  }
+
+  /** Waits until one of the jobs satisfies `check`; returns it. */
+  async waitForAnyJob(
+    ids: string[],
+    what: string,
+    check: (job: JobDetail) => boolean,
+    timeoutMs = 30_000,
+  ): Promise<JobDetail> {
+    return until(
+      what,
+      async () => (await Promise.all(ids.map((id) => this.job(id)))).find(check),
+      timeoutMs,
+      20,
+    );
   }
 
   /** Waits until every job is in a terminal state; returns them. */
-  async settle(ids: string[], timeoutMs = 60_000): Promise<any[]> {
-    const deadline = Date.now() + timeoutMs;
+  /** Waits until the job is in a terminal state; returns it. */
+  async settleOne(id: string, timeoutMs = 60_000): Promise<JobDetail> {
+    const [job] = await this.settle([id], timeoutMs);
+    return job!;
+  }
+
+  async settle(ids: string[], timeoutMs = 60_000): Promise<JobDetail[]> {
     const terminal = new Set(['succeeded', 'failed', 'canceled', 'expired', 'lost']);
-    for (;;) {
-      const jobs = await Promise.all(ids.map((id) => this.job(id)));
-      if (jobs.every((job) => terminal.has(job.state))) return jobs;
-      if (Date.now() > deadline) {
-        const pending = jobs.filter((job) => !terminal.has(job.state)).map((job) => `${job.id}:${job.state}`);
-        throw new Error(`jobs not settled: ${pending.slice(0, 10).join(' ')}`);
-      }
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
+    let jobs: JobDetail[] = [];
+    const pending = () =>
+      jobs.filter((job) => !terminal.has(job.state)).map((job) => `${job.id}:${job.state}`);
+    return until(
+      () => `jobs to settle: ${pending().slice(0, 10).join(' ')}`,
+      async () => {
+        jobs = await Promise.all(ids.map((id) => this.job(id)));
+        return jobs.every((job) => terminal.has(job.state)) && jobs;
+      },
+      timeoutMs,
+      200,
+    );
   }
 
   async destroy(): Promise<void> {

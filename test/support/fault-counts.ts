@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * What a fault test counts, the same way in every fault test: how many jobs of a burst ended in which state,
  * how many were lost, stuck or duplicated, and how many were re-run as a new attempt.
@@ -13,7 +12,10 @@
  */
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { JobDetail } from '../../src/protocol/index.js';
 import type { Cluster } from './distributed.js';
+import { agentEvents, matching, parseLogRecords } from './logs.js';
+import { until } from './wait.js';
 
 const TERMINAL = new Set(['succeeded', 'failed', 'canceled', 'expired', 'lost']);
 const LOST_CODES = new Set(['STEWARD_AGENT_LOST', 'STEWARD_DELIVERY_LIMIT', 'STEWARD_LOAD_TIMEOUT']);
@@ -31,17 +33,24 @@ export interface FaultCounts {
 }
 
 /** Polls until every job is terminal or `timeoutMs` passes; never throws for unsettled jobs. */
-export async function settleAll(cluster: Cluster, ids: string[], timeoutMs: number): Promise<any[]> {
+export async function settleAll(cluster: Cluster, ids: string[], timeoutMs: number): Promise<JobDetail[]> {
+  let jobs: JobDetail[] = [];
   const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const jobs: any[] = [];
-    // In slices: hundreds of parallel requests at once would measure the test, not the server.
-    for (let i = 0; i < ids.length; i += 50) {
-      jobs.push(...(await Promise.all(ids.slice(i, i + 50).map((id) => cluster.job(id)))));
-    }
-    if (jobs.every((job) => TERMINAL.has(job.state)) || Date.now() > deadline) return jobs;
-    await new Promise((resolve) => setTimeout(resolve, 500));
-  }
+  // Past the deadline the check gives in: the caller counts what did not end.
+  await until(
+    'every job to end',
+    async () => {
+      jobs = [];
+      // In slices: hundreds of parallel requests at once would measure the test, not the server.
+      for (let i = 0; i < ids.length; i += 50) {
+        jobs.push(...(await Promise.all(ids.slice(i, i + 50).map((id) => cluster.job(id)))));
+      }
+      return jobs.every((job) => TERMINAL.has(job.state)) || Date.now() > deadline;
+    },
+    timeoutMs + 60_000,
+    500,
+  );
+  return jobs;
 }
 
 /** Runs that reached their first step, per `jobId:attempt`, from every agent log of the cluster. */
@@ -54,16 +63,11 @@ export async function stepRuns(cluster: Cluster): Promise<Map<string, number>> {
       (file) => file.startsWith('steward-') && file.endsWith('.log'),
     );
     for (const file of files) {
-      const text = await readFile(path.join(logs, file), 'utf8');
-      for (const line of text.split('\n')) {
-        if (!line.includes('"first step started"')) continue;
-        try {
-          const entry = JSON.parse(line) as { jobId?: string; attempt?: number };
-          const key = `${entry.jobId}:${entry.attempt ?? 1}`;
-          runs.set(key, (runs.get(key) ?? 0) + 1);
-        } catch {
-          // a line cut short by kill -9
-        }
+      // A line cut short by kill -9 is skipped.
+      const records = parseLogRecords(await readFile(path.join(logs, file), 'utf8'));
+      for (const entry of matching(records, agentEvents.firstStepStarted)) {
+        const key = `${String(entry.jobId)}:${Number(entry.attempt ?? 1)}`;
+        runs.set(key, (runs.get(key) ?? 0) + 1);
       }
     }
   }
@@ -85,11 +89,11 @@ export async function countFaults(cluster: Cluster, ids: string[], timeoutMs: nu
   };
   for (const job of jobs) {
     counts.states[job.state] = (counts.states[job.state] ?? 0) + 1;
-    const code: string | undefined = job.error?.code;
+    const code = job.error?.code;
     if (code) counts.errors[code] = (counts.errors[code] ?? 0) + 1;
     if (!TERMINAL.has(job.state)) counts.stuck += 1;
     else if (job.state === 'lost' || (code !== undefined && LOST_CODES.has(code))) counts.lost += 1;
-    if ((job.attempt ?? 1) > 1) counts.reattempted += 1;
+    if (job.attempt > 1) counts.reattempted += 1;
   }
   const ours = new Set(ids);
   for (const [key, n] of runs) if (n > 1 && ours.has(key.split(':')[0]!)) counts.duplicated += 1;

@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import path from 'node:path';
 import { freePort, tempDir } from './steward.js';
+import { until } from './wait.js';
 
 /** Debian's server script (the /usr/sbin wrapper switches to the rabbitmq user; this one runs as us). */
 function serverScript(): string {
@@ -113,12 +114,15 @@ export class PrivateBroker {
     this.child = child;
     child.stdout.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
-    const deadline = Date.now() + timeoutMs;
-    while (!(await portOpen(this.port)) || (this.tlsPort !== undefined && !(await portOpen(this.tlsPort)))) {
-      if (child.exitCode !== null) throw new Error(`broker exited with ${child.exitCode}:\n${this.output}`);
-      if (Date.now() > deadline) throw new Error(`broker not up within ${timeoutMs} ms:\n${this.output}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    await until(
+      () => `the broker to listen within ${timeoutMs} ms:\n${this.output}`,
+      async () => {
+        if (child.exitCode !== null) throw new Error(`broker exited with ${child.exitCode}:\n${this.output}`);
+        return (await portOpen(this.port)) && (this.tlsPort === undefined || (await portOpen(this.tlsPort)));
+      },
+      timeoutMs,
+      100,
+    );
   }
 
   /**

@@ -31,3 +31,22 @@ export async function deleteVhost(vhost: string): Promise<void> {
 export async function closeVhostConnections(vhost: string): Promise<void> {
   await rabbitmqctl('close_all_connections', '-p', vhost, 'test: dropping connections');
 }
+
+/** Ready and unacknowledged messages of a vhost's offers queue (-1 each when there is none). */
+export async function offersQueueOf(vhost: string): Promise<{ ready: number; unacked: number }> {
+  const out = await rabbitmqctl(
+    'list_queues',
+    '-p',
+    vhost,
+    '--no-table-headers',
+    '--quiet',
+    'name',
+    'messages_ready',
+    'messages_unacknowledged',
+  );
+  for (const line of out.split('\n')) {
+    const [name, ready, unacked] = line.trim().split(/\s+/);
+    if (name?.endsWith('.offers')) return { ready: Number(ready), unacked: Number(unacked) };
+  }
+  return { ready: -1, unacked: -1 };
+}

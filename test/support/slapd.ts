@@ -17,6 +17,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { Client } from 'ldapts';
 import { freePort, tempDir } from './steward.js';
+import { until } from './wait.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -111,20 +112,22 @@ export class Slapd {
     this.child = child;
     child.stdout.on('data', (chunk: Buffer) => (this.output.text += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (this.output.text += chunk.toString()));
-    const deadline = Date.now() + 15_000;
-    for (;;) {
-      if (child.exitCode !== null) throw new Error(`slapd exited with ${child.exitCode}`);
-      const client = new Client({ url: this.url, connectTimeout: 500, timeout: 1000 });
-      try {
-        await client.bind(ROOT_DN, ROOT_PASSWORD);
-        return;
-      } catch {
-        if (Date.now() > deadline) throw new Error('slapd did not answer within 15 s');
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      } finally {
-        await client.unbind().catch(() => undefined);
-      }
-    }
+    await until(
+      'slapd to answer (15 s)',
+      async () => {
+        if (child.exitCode !== null) throw new Error(`slapd exited with ${child.exitCode}`);
+        const client = new Client({ url: this.url, connectTimeout: 500, timeout: 1000 });
+        try {
+          await client.bind(ROOT_DN, ROOT_PASSWORD);
+          return true;
+        } catch {
+          return false;
+        } finally {
+          await client.unbind().catch(() => undefined);
+        }
+      },
+      15_000,
+    );
   }
 
   /** Stops slapd (data kept, so `run()` brings it back). */

@@ -9,6 +9,8 @@ import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseLogRecords, readLogRecords, type LogRecord } from './logs.js';
+import { until } from './wait.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const stewardBin = path.join(repoRoot, 'bin', 'steward.js');
@@ -41,7 +43,10 @@ export interface CliResult {
 
 export class StewardInstance {
   child: ChildProcess | undefined;
+  /** stdout and stderr together, for failure messages. */
   output = '';
+  /** stderr only: with `--debug` in extraArgs, the daemon's pino records as JSON lines. */
+  logText = '';
   url: string;
   /** The agent id this instance runs under unless its config names one (STEWARD_AGENT_ID). */
   readonly agentId = `up-${randomBytes(4).toString('hex')}`;
@@ -73,6 +78,7 @@ export class StewardInstance {
 
   async up(): Promise<void> {
     this.output = '';
+    this.logText = '';
     const command = [
       process.execPath,
       stewardBin,
@@ -84,6 +90,7 @@ export class StewardInstance {
       ...this.extraArgs,
     ];
     const [program, ...args] = [...this.launcher, ...command];
+    const since = Date.now();
     const child = spawn(program!, args, {
       // One agent per id per host: each instance gets an id of its own (a config's agent.id still wins).
       env: { ...process.env, STEWARD_ADMIN_PASSWORD: this.adminPassword, STEWARD_AGENT_ID: this.agentId },
@@ -91,20 +98,34 @@ export class StewardInstance {
     });
     this.child = child;
     child.stdout.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      if (child.exitCode !== null)
-        throw new Error(`steward up exited with ${child.exitCode}:\n${this.output}`);
-      try {
-        const response = await fetch(`${this.url}/api/health`);
-        if (response.ok && this.output.includes('Steward is up')) return;
-      } catch {
-        // not yet listening
-      }
-      if (Date.now() > deadline) throw new Error(`steward up did not answer within 30 s:\n${this.output}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    child.stderr.on('data', (chunk: Buffer) => {
+      this.output += chunk.toString();
+      this.logText += chunk.toString();
+    });
+    // Up: it answers, and its log has the `daemon.up` record of this start (written once agent and server run).
+    await until(
+      () => `steward up to answer within 30 s:\n${this.output}`,
+      async () => {
+        if (child.exitCode !== null)
+          throw new Error(`steward up exited with ${child.exitCode}:\n${this.output}`);
+        const health = await fetch(`${this.url}/api/health`).catch(() => undefined);
+        if (!health?.ok) return false;
+        const records = await readLogRecords(this.dataDir);
+        return records.some((record) => record.event === 'daemon.up' && record.time >= since);
+      },
+      30_000,
+      100,
+    );
+  }
+
+  /** The structured records logged so far (started with `--debug`, which sends them to stderr). */
+  logRecords(): LogRecord[] {
+    return parseLogRecords(this.logText);
+  }
+
+  /** Waits for a record matching `match` and returns it. */
+  waitForLog(what: string, match: (record: LogRecord) => boolean, timeoutMs = 30_000): Promise<LogRecord> {
+    return until(`a log record: ${what}`, () => this.logRecords().find(match), timeoutMs);
   }
 
   async stop(): Promise<void> {

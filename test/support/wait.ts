@@ -1,15 +1,25 @@
 /**
  * The one polling helper for tests that wait for a state no event announces (a process gone, a row written
- * by another process): it checks every 50 ms and fails naming what it waited for.
+ * by another process): it checks every `intervalMs` (50 ms) and fails naming what it waited for. It returns
+ * what the check returned once that is truthy, so a test can wait for a value and use it.
+ *
+ * A test that must show something did *not* happen does not sleep and look: it waits for a later event that
+ * would have come after the unwanted one (the next job's offer in a first-in-first-out queue, a later log
+ * record), then checks.
  */
-export async function until(
-  what: string,
-  check: () => boolean | Promise<boolean>,
+export async function until<T>(
+  /** What is awaited, for the failure; a function is asked only then (to name the last state seen). */
+  what: string | (() => string),
+  check: () => T | Promise<T>,
   timeoutMs = 15_000,
-): Promise<void> {
+  intervalMs = 50,
+): Promise<Exclude<T, false | undefined | null | 0 | ''>> {
   const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+  for (;;) {
+    const value = await check();
+    if (value) return value as Exclude<T, false | undefined | null | 0 | ''>;
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${typeof what === 'string' ? what : what()}`);
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
 }

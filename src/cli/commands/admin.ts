@@ -1,22 +1,10 @@
 /** `steward user`, `steward token`, `steward whoami`, `steward agents` (and `agents drain|resume`). */
 import type { Command } from 'commander';
 import { Option } from 'commander';
-import { z } from 'zod';
-import {
-  AgentInfo,
-  CreateTokenResponse,
-  DisableUserResponse,
-  Me,
-  TokenInfo,
-  User,
-} from '../../protocol/index.js';
 import { formatBytes, formatElapsed, formatTable, formatTime } from '../output.js';
 import { promptPassword, readPasswordFromStdin, readPasswordLinesFromStdin } from '../prompt.js';
 import { CliError, UsageError } from '../failures.js';
-import { contextOf, positiveInteger, segment } from './shared.js';
-
-const AgentList = z.object({ agents: z.array(AgentInfo) });
-const AgentControl = z.object({ id: z.string(), action: z.enum(['drain', 'resume']) });
+import { contextOf, positiveInteger } from './shared.js';
 
 export function registerAdminCommands(program: Command): void {
   const user = program
@@ -40,7 +28,7 @@ export function registerAdminCommands(program: Command): void {
           ? await readPasswordFromStdin()
           : await promptPassword(`Password for new user ${name}: `);
         if (password.length < 8) throw new UsageError('the password must have at least 8 characters');
-        const created = await client.json('POST', '/api/users', User, {
+        const created = await client.call('createUser', {
           body: { name, password, role: options.role },
         });
         if (context.json) return context.printJson(created);
@@ -54,7 +42,7 @@ export function registerAdminCommands(program: Command): void {
     .action(async (options: { deleted?: boolean }, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      const { users } = await client.json('GET', '/api/users', z.object({ users: z.array(User) }), {
+      const { users } = await client.call('listUsers', {
         query: options.deleted ? { deleted: 'true' } : {},
       });
       if (context.json) return context.printJson({ users });
@@ -81,7 +69,7 @@ export function registerAdminCommands(program: Command): void {
     .action(async (name: string, _options: unknown, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      const result = await client.json('POST', `/api/users/${segment(name)}/disable`, DisableUserResponse);
+      const result = await client.call('disableUser', { params: { name } });
       if (context.json) return context.printJson(result);
       const jobs = result.canceledJobs.length;
       context.out(
@@ -96,7 +84,7 @@ export function registerAdminCommands(program: Command): void {
     .action(async (name: string, _options: unknown, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      const result = await client.json('POST', `/api/users/${segment(name)}/enable`, User);
+      const result = await client.call('enableUser', { params: { name } });
       if (context.json) return context.printJson(result);
       context.out(`enabled user ${result.name}\n`);
     });
@@ -111,7 +99,7 @@ export function registerAdminCommands(program: Command): void {
         throw new UsageError(`user role: expected "admin" or "user", got ${JSON.stringify(role)}`);
       const context = contextOf(command);
       const client = await context.client();
-      const result = await client.json('PUT', `/api/users/${segment(name)}/role`, User, { body: { role } });
+      const result = await client.call('setUserRole', { params: { name }, body: { role } });
       if (context.json) return context.printJson(result);
       context.out(`user ${result.name} is now ${result.role}\n`);
     });
@@ -125,7 +113,7 @@ export function registerAdminCommands(program: Command): void {
     .action(async (name: string, _options: unknown, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      await client.send('DELETE', `/api/users/${segment(name)}`);
+      await client.call('deleteUser', { params: { name } });
       if (context.json) return context.printJson({ name, deleted: true });
       context.out(`deleted user ${name}\n`);
     });
@@ -143,7 +131,7 @@ export function registerAdminCommands(program: Command): void {
     .action(async (name: string | undefined, options: { passwordStdin?: boolean }, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      const me = await client.json('GET', '/api/me', Me);
+      const me = await client.call('me');
       const target = name ?? me.user;
       const own = target === me.user;
       // Say it before asking for passwords (the server refuses it anyway).
@@ -165,7 +153,8 @@ export function registerAdminCommands(program: Command): void {
         if (again !== password) throw new UsageError('the two new passwords differ; nothing changed');
       }
       if (password.length < 8) throw new UsageError('the password must have at least 8 characters');
-      await client.send('PUT', `/api/users/${segment(target)}/password`, {
+      await client.call('setUserPassword', {
+        params: { name: target },
         body: { password, ...(currentPassword === undefined ? {} : { currentPassword }) },
       });
       if (context.json) return context.printJson({ user: target, changed: true });
@@ -185,7 +174,7 @@ export function registerAdminCommands(program: Command): void {
     .action(async (name: string, options: { days?: number }, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      const created = await client.json('POST', '/api/tokens', CreateTokenResponse, {
+      const created = await client.call('createToken', {
         body: { name, ...(options.days === undefined ? {} : { expiresInDays: options.days }) },
       });
       if (context.json) return context.printJson(created);
@@ -201,7 +190,7 @@ export function registerAdminCommands(program: Command): void {
     .action(async (options: { user?: string }, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      const { tokens } = await client.json('GET', '/api/tokens', z.object({ tokens: z.array(TokenInfo) }), {
+      const { tokens } = await client.call('listTokens', {
         query: options.user === undefined ? {} : { user: options.user },
       });
       if (context.json) return context.printJson({ tokens });
@@ -228,7 +217,7 @@ export function registerAdminCommands(program: Command): void {
     .action(async (id: string, _options: unknown, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      await client.send('DELETE', `/api/tokens/${segment(id)}`);
+      await client.call('revokeToken', { params: { id } });
       if (context.json) return context.printJson({ id, revoked: true });
       context.out(`revoked token ${id}\n`);
     });
@@ -239,7 +228,7 @@ export function registerAdminCommands(program: Command): void {
     .action(async (_options: unknown, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      const me = await client.json('GET', '/api/me', Me);
+      const me = await client.call('me');
       if (context.json) return context.printJson({ server: client.server, ...me });
       const token = me.token
         ? `; ${me.token.kind === 'login' ? 'login session' : `API token ${me.token.name}`} ${me.token.id}, ${me.token.expiresAt ? `expires ${formatTime(me.token.expiresAt)}` : 'does not expire'}`
@@ -255,7 +244,7 @@ export function registerAdminCommands(program: Command): void {
     .action(async (_options: unknown, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      const { agents } = await client.json('GET', '/api/agents', AgentList);
+      const { agents } = await client.call('listAgents');
       if (context.json) return context.printJson({ agents });
       context.out(
         formatTable(
@@ -293,7 +282,7 @@ export function registerAdminCommands(program: Command): void {
     .action(async (id: string, options: { wait?: boolean; timeout?: number }, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      await client.json('POST', `/api/agents/${encodeURIComponent(id)}/drain`, AgentControl);
+      await client.call('drainAgent', { params: { id } });
       if (!options.wait) {
         if (context.json) return context.printJson({ id, action: 'drain' });
         context.out(`drain sent to agent ${id}: it takes no new jobs; its running jobs finish\n`);
@@ -301,7 +290,7 @@ export function registerAdminCommands(program: Command): void {
       }
       const deadline = options.timeout === undefined ? Infinity : Date.now() + options.timeout * 1000;
       for (;;) {
-        const { agents: live } = await client.json('GET', '/api/agents', AgentList);
+        const { agents: live } = await client.call('listAgents');
         const agent = live.find((candidate) => candidate.id === id);
         const running = agent ? agent.capacity.slots - agent.capacity.free : undefined;
         if (agent?.draining && running === 0) {
@@ -327,7 +316,7 @@ export function registerAdminCommands(program: Command): void {
     .action(async (id: string, _options: unknown, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      await client.json('POST', `/api/agents/${encodeURIComponent(id)}/resume`, AgentControl);
+      await client.call('resumeAgent', { params: { id } });
       if (context.json) return context.printJson({ id, action: 'resume' });
       context.out(`resume sent to agent ${id}\n`);
     });

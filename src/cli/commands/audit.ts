@@ -1,6 +1,5 @@
 /** `steward audit`: the audit log (admins), newest first, filtered and paged. */
 import type { Command } from 'commander';
-import { AuditList } from '../../protocol/index.js';
 import { formatTable, formatTime } from '../output.js';
 import { contextOf, positiveInteger } from './shared.js';
 
@@ -32,7 +31,7 @@ export function registerAuditCommands(program: Command): void {
     .action(async (options: AuditOptions, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      const { entries, next } = await client.json('GET', '/api/audit', AuditList, {
+      const { entries, next } = await client.call('listAudit', {
         query: { ...options },
       });
       if (context.json) return context.printJson({ entries, next });

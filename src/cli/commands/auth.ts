@@ -1,6 +1,5 @@
 /** `steward login` and `steward logout`: the only commands that touch the credentials file. */
 import type { Command } from 'commander';
-import { LoginResponse } from '../../protocol/index.js';
 import { ApiClient } from '../client.js';
 import { credentialsPath, readCredentials, writeCredentials } from '../credentials.js';
 import { UsageError } from '../failures.js';
@@ -26,7 +25,7 @@ export function registerAuthCommands(program: Command): void {
         ? await readPasswordFromStdin()
         : await promptPassword(`Password for ${options.user} at ${server}: `);
       const client = new ApiClient({ server, token: null, debug: context.debug });
-      const login = await client.json('POST', '/api/auth/login', LoginResponse, {
+      const login = await client.call('login', {
         body: { user: options.user, password },
         anonymous: true,
       });

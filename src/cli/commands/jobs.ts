@@ -3,10 +3,6 @@ import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import {
-  Job,
-  JobDetail,
-  JobList,
-  LogsResponse,
   MAX_RETRIES,
   jobStates,
   type JobDetail as JobDetailType,
@@ -20,7 +16,7 @@ import { createProgressView, renderJobTable } from '../progress.js';
 import { followLogs } from '../log-follow.js';
 import { uploadFileParams } from '../uploads.js';
 import { parseWorkflowRef } from './workflows.js';
-import { collect, contextOf, positiveInteger, segment, wholeNumber } from './shared.js';
+import { collect, contextOf, positiveInteger, wholeNumber } from './shared.js';
 
 /** How long `steward run` keeps sending its submission while no server answers (it is idempotent). */
 const SUBMIT_RETRY_MS = 30_000;
@@ -79,7 +75,7 @@ export function registerJobCommands(program: Command): void {
         });
         // One key per submission: if the answer is lost (the server died behind a load balancer), sending the
         // same request again returns the job the first one created instead of submitting a second.
-        const job = await client.json('POST', '/api/jobs', Job, {
+        const job = await client.call('submitJob', {
           body: {
             workflow: ref,
             params,
@@ -114,7 +110,7 @@ export function registerJobCommands(program: Command): void {
     .action(async (options: ListJobsOptions, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      const { jobs, next } = await client.json('GET', '/api/jobs', JobList, {
+      const { jobs, next } = await client.call('listJobs', {
         query: {
           state: options.state,
           user: options.user,
@@ -150,7 +146,7 @@ export function registerJobCommands(program: Command): void {
     .action(async (id: string, _options: unknown, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      const detail = await client.json('GET', `/api/jobs/${segment(id)}`, JobDetail);
+      const detail = await client.call('showJob', { params: { id } });
       if (context.json) return context.printJson(detail);
       context.out(describeJob(detail));
     });
@@ -186,7 +182,8 @@ export function registerJobCommands(program: Command): void {
           return;
         }
         // Text is streamed per log below; the listing only names them (with --json it inlines what fits).
-        const response = await client.json('GET', `/api/jobs/${segment(id)}/logs`, LogsResponse, {
+        const response = await client.call('jobLogs', {
+          params: { id },
           query: { maxBytes: context.json ? undefined : 0 },
         });
         const logs = response.logs.filter(
@@ -204,11 +201,11 @@ export function registerJobCommands(program: Command): void {
         // Empty streams are left out here (they are in --json): a header with nothing under it is noise.
         for (const entry of logs) {
           if (entry.size === 0) continue;
-          const body = await client.send(
-            'GET',
-            `/api/jobs/${segment(id)}/logs/${segment(entry.stepId)}/${entry.stream}`,
-            { accept: 'text/plain', query: { tail: options.tail } },
-          );
+          const body = await client.call('jobLog', {
+            params: { id, step: entry.stepId, stream: entry.stream },
+            accept: 'text/plain',
+            query: { tail: options.tail },
+          });
           context.out(`==> step ${entry.stepId} ${entry.stream} <==\n`);
           await streamToStdout(body);
         }
@@ -223,7 +220,7 @@ export function registerJobCommands(program: Command): void {
     .action(async (id: string, options: { wait?: boolean }, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      const job = await client.json('POST', `/api/jobs/${segment(id)}/cancel`, Job);
+      const job = await client.call('cancelJob', { params: { id } });
       if (!options.wait) {
         if (context.json) context.printJson(job);
         else context.out(`cancel requested for job ${job.id} (now ${job.state})\n`);

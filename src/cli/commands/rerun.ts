@@ -1,8 +1,7 @@
 /** `steward rerun`: run a job again with its pinned workflow version and params, as you. */
 import type { Command } from 'commander';
-import { Job } from '../../protocol/index.js';
 import { waitAndReport } from './jobs.js';
-import { contextOf, segment } from './shared.js';
+import { contextOf } from './shared.js';
 
 export function registerRerunCommand(program: Command): void {
   program
@@ -15,7 +14,7 @@ export function registerRerunCommand(program: Command): void {
     .action(async (id: string, options: { wait?: boolean }, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      const job = await client.json('POST', `/api/jobs/${segment(id)}/rerun`, Job);
+      const job = await client.call('rerunJob', { params: { id } });
       if (!options.wait) {
         if (context.json) return context.printJson(job);
         context.out(`${job.id}\n`);

@@ -4,12 +4,11 @@ import { createWriteStream, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
-import { z } from 'zod';
-import { ResultInfo, plainNameProblem } from '../../protocol/index.js';
+import { plainNameProblem, type ResultInfo } from '../../protocol/index.js';
 import { ApiClient } from '../client.js';
 import { CliError } from '../failures.js';
 import { formatBytes, formatCount, formatTable, formatTime } from '../output.js';
-import { contextOf, segment } from './shared.js';
+import { contextOf } from './shared.js';
 
 export function registerResultCommands(program: Command): void {
   program
@@ -23,11 +22,7 @@ export function registerResultCommands(program: Command): void {
     .action(async (id: string, options: { out?: string }, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      const { results } = await client.json(
-        'GET',
-        `/api/jobs/${segment(id)}/results`,
-        z.object({ results: z.array(ResultInfo) }),
-      );
+      const { results } = await client.call('listResults', { params: { id } });
       if (options.out === undefined) {
         if (context.json) return context.printJson({ results });
         context.out(
@@ -53,11 +48,10 @@ export function registerResultCommands(program: Command): void {
       const written: { name: string; file: string; bytes: number }[] = [];
       for (const download of downloads) {
         const file = path.join(dir, download.fileName);
-        const response = await client.send(
-          'GET',
-          `/api/jobs/${segment(id)}/results/${segment(download.fileName)}`,
-          { accept: '*/*' },
-        );
+        const response = await client.call('downloadResult', {
+          params: { id, name: download.fileName },
+          accept: '*/*',
+        });
         const bytes = await streamToFile(response, file);
         written.push({ name: download.resultName, file, bytes });
         if (!context.json) context.out(`${file}  ${formatBytes(bytes)}\n`);

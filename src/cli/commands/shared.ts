@@ -32,8 +32,3 @@ export function wholeNumber(name: string, max = Number.MAX_SAFE_INTEGER): (value
 export function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
 }
-
-/** Job ids and result names go into URL paths: always one encoded segment. */
-export function segment(value: string): string {
-  return encodeURIComponent(value);
-}

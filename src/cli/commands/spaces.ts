@@ -3,18 +3,10 @@
  * add|member remove`. The server decides who may do what (see docs/user-guide.md, "Spaces and roles").
  */
 import { Option, type Command } from 'commander';
-import { z } from 'zod';
-import {
-  GroupInfo,
-  SpaceDetail,
-  SpaceInfo,
-  SpaceMember,
-  SpaceName,
-  type SpaceRole,
-} from '../../protocol/index.js';
+import { SpaceName, type SpaceRole } from '../../protocol/index.js';
 import { UsageError } from '../failures.js';
 import { formatTable, formatTime } from '../output.js';
-import { contextOf, segment } from './shared.js';
+import { contextOf } from './shared.js';
 
 const roles = ['viewer', 'editor', 'owner'] as const;
 
@@ -55,7 +47,7 @@ export function registerSpaceCommands(program: Command): void {
     .action(async (name: string, options: { description: string }, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      const created = await client.json('POST', '/api/spaces', SpaceInfo, {
+      const created = await client.call('createSpace', {
         body: { name: checkSpace(name), description: options.description },
       });
       if (context.json) return context.printJson(created);
@@ -69,7 +61,7 @@ export function registerSpaceCommands(program: Command): void {
     .action(async (_options: unknown, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      const { spaces } = await client.json('GET', '/api/spaces', z.object({ spaces: z.array(SpaceInfo) }));
+      const { spaces } = await client.call('listSpaces');
       if (context.json) return context.printJson({ spaces });
       context.out(
         formatTable(
@@ -91,7 +83,7 @@ export function registerSpaceCommands(program: Command): void {
     .action(async (name: string, _options: unknown, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      const detail = await client.json('GET', `/api/spaces/${segment(checkSpace(name))}`, SpaceDetail);
+      const detail = await client.call('showSpace', { params: { space: checkSpace(name) } });
       if (context.json) return context.printJson(detail);
       let text = `${detail.name}  ${detail.kind === 'personal' ? `personal space of ${detail.owner ?? '-'}` : 'shared space'}\n`;
       if (detail.description) text += `${detail.description}\n`;
@@ -115,7 +107,7 @@ export function registerSpaceCommands(program: Command): void {
     .action(async (name: string, _options: unknown, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      await client.send('DELETE', `/api/spaces/${segment(checkSpace(name))}`);
+      await client.call('deleteSpace', { params: { space: checkSpace(name) } });
       if (context.json) return context.printJson({ deleted: name });
       context.out(`deleted space ${name}\n`);
     });
@@ -132,12 +124,10 @@ export function registerSpaceCommands(program: Command): void {
       const context = contextOf(command);
       const target = memberOf(options);
       const client = await context.client();
-      const added = await client.json(
-        'PUT',
-        `/api/spaces/${segment(checkSpace(spaceName))}/members`,
-        SpaceMember,
-        { body: { ...target, role: options.role } },
-      );
+      const added = await client.call('setSpaceMember', {
+        params: { space: checkSpace(spaceName) },
+        body: { ...target, role: options.role },
+      });
       if (context.json) return context.printJson(added);
       context.out(`${added.kind} ${added.name} is ${added.role} in space ${spaceName}\n`);
     });
@@ -151,9 +141,7 @@ export function registerSpaceCommands(program: Command): void {
       const context = contextOf(command);
       const target = memberOf(options);
       const client = await context.client();
-      await client.send('DELETE', `/api/spaces/${segment(checkSpace(spaceName))}/members`, {
-        query: target,
-      });
+      await client.call('removeSpaceMember', { params: { space: checkSpace(spaceName) }, query: target });
       if (context.json) return context.printJson({ removed: target, space: spaceName });
       context.out(`removed ${target.kind} ${target.name} from space ${spaceName}\n`);
     });
@@ -171,7 +159,7 @@ function registerGroupCommands(program: Command): void {
     .action(async (name: string, options: { description: string }, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      const created = await client.json('POST', '/api/groups', GroupInfo, {
+      const created = await client.call('createGroup', {
         body: { name, description: options.description },
       });
       if (context.json) return context.printJson(created);
@@ -183,7 +171,7 @@ function registerGroupCommands(program: Command): void {
     .action(async (_options: unknown, command: Command) => {
       const context = contextOf(command);
       const client = await context.client();
-      const { groups } = await client.json('GET', '/api/groups', z.object({ groups: z.array(GroupInfo) }));
+      const { groups } = await client.call('listGroups');
       if (context.json) return context.printJson({ groups });
       context.out(
         formatTable(
@@ -202,11 +190,11 @@ function registerGroupCommands(program: Command): void {
       .action(async (groupName: string, user: string, _options: unknown, command: Command) => {
         const context = contextOf(command);
         const client = await context.client();
-        const updated = await client.json(
-          action === 'add' ? 'PUT' : 'DELETE',
-          `/api/groups/${segment(groupName)}/members/${segment(user)}`,
-          GroupInfo,
-        );
+        const params = { group: groupName, user };
+        const updated =
+          action === 'add'
+            ? await client.call('addGroupMember', { params })
+            : await client.call('removeGroupMember', { params });
         if (context.json) return context.printJson(updated);
         context.out(
           `${action === 'add' ? 'added' : 'removed'} ${user} ${action === 'add' ? 'to' : 'from'} group ${updated.name}\n`,

@@ -6,19 +6,17 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { parse as parseYaml } from 'yaml';
-import { z } from 'zod';
+import type { z } from 'zod';
 import {
-  DeleteWorkflowResponse,
   parseWorkflowRef as parseRef,
   SpaceName,
-  WorkflowDetail,
-  WorkflowSummary,
-  WorkflowVersion,
   type ParsedWorkflowRef,
+  type WorkflowDetail,
 } from '../../protocol/index.js';
+import type { ApiClient } from '../client.js';
 import { CliError, UsageError } from '../failures.js';
 import { formatBytes, formatTable, formatTime } from '../output.js';
-import { contextOf, segment } from './shared.js';
+import { contextOf } from './shared.js';
 
 export function registerWorkflowCommands(program: Command): void {
   const workflow = program.command('workflow').description('push, list and inspect workflows');
@@ -36,12 +34,11 @@ export function registerWorkflowCommands(program: Command): void {
       const source = await readText(file);
       const assets = await readAssets(file, source);
       const client = await context.client();
-      const version = await client.json(
-        'POST',
-        space === undefined ? '/api/workflows' : `/api/spaces/${segment(space)}/workflows`,
-        WorkflowVersion,
-        { body: { source, fileName: path.basename(file), assets } },
-      );
+      const body = { source, fileName: path.basename(file), assets };
+      const version =
+        space === undefined
+          ? await client.call('pushWorkflow', { body })
+          : await client.call('pushSpaceWorkflow', { params: { space }, body });
       if (context.json) context.printJson(version);
       else context.out(`pushed ${version.space}/${version.name}@${version.version}\n`);
     });
@@ -54,11 +51,10 @@ export function registerWorkflowCommands(program: Command): void {
       const context = contextOf(command);
       const space = options.space === undefined ? undefined : checkSpace(options.space);
       const client = await context.client();
-      const { workflows } = await client.json(
-        'GET',
-        space === undefined ? '/api/workflows' : `/api/spaces/${segment(space)}/workflows`,
-        z.object({ workflows: z.array(WorkflowSummary) }),
-      );
+      const { workflows } =
+        space === undefined
+          ? await client.call('listWorkflows')
+          : await client.call('listSpaceWorkflows', { params: { space } });
       if (context.json) return context.printJson({ workflows });
       context.out(
         formatTable(
@@ -83,13 +79,7 @@ export function registerWorkflowCommands(program: Command): void {
       const context = contextOf(command);
       const parsed = parseWorkflowRef(ref);
       const client = await context.client();
-      const detail = await client.json(
-        'GET',
-        parsed.version === undefined
-          ? workflowPath(parsed)
-          : `${workflowPath(parsed)}/versions/${parsed.version}`,
-        WorkflowDetail,
-      );
+      const detail = await showWorkflow(client, parsed);
       if (context.json)
         return context.printJson(options.source ? { source: detail.source, format: detail.format } : detail);
       if (options.source)
@@ -109,7 +99,10 @@ export function registerWorkflowCommands(program: Command): void {
       if (parsed.version !== undefined)
         throw new UsageError('delete removes a whole workflow: give [SPACE/]NAME without @VERSION');
       const client = await context.client();
-      const deleted = await client.json('DELETE', workflowPath(parsed), DeleteWorkflowResponse);
+      const deleted =
+        parsed.space === undefined
+          ? await client.call('deleteWorkflow', { params: { name: parsed.name } })
+          : await client.call('deleteSpaceWorkflow', { params: { space: parsed.space, name: parsed.name } });
       if (context.json) return context.printJson(deleted);
       context.out(
         `deleted ${deleted.space}/${deleted.name} (${deleted.versions} version${deleted.versions === 1 ? '' : 's'})\n`,
@@ -133,11 +126,20 @@ function checkSpace(space: string): string {
   return space;
 }
 
-/** The API path of a workflow: the personal-space routes for a bare name, the space's routes otherwise. */
-function workflowPath(ref: ParsedWorkflowRef): string {
-  return ref.space === undefined
-    ? `/api/workflows/${segment(ref.name)}`
-    : `/api/spaces/${segment(ref.space)}/workflows/${segment(ref.name)}`;
+/** A workflow (a version of it): the personal-space routes for a bare name, the space's routes otherwise. */
+async function showWorkflow(
+  client: ApiClient,
+  ref: ParsedWorkflowRef,
+): Promise<z.infer<typeof WorkflowDetail>> {
+  const { space, name, version } = ref;
+  if (space === undefined) {
+    return version === undefined
+      ? client.call('showWorkflow', { params: { name } })
+      : client.call('showWorkflowVersion', { params: { name, version: String(version) } });
+  }
+  return version === undefined
+    ? client.call('showSpaceWorkflow', { params: { space, name } })
+    : client.call('showSpaceWorkflowVersion', { params: { space, name, version: String(version) } });
 }
 
 function describeWorkflow(detail: z.infer<typeof WorkflowDetail>): string {
