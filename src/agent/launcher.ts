@@ -4,6 +4,7 @@
  * keeps the job directories that executors killed by the agent left behind, for the user's next executor
  * to remove (as the user; root never deletes inside a user's tree).
  */
+import { LRUCache } from 'lru-cache';
 import type { OsAccount } from './accounts.js';
 import type { AgentClock, AgentHost, AgentPool, PooledExecutor } from './collaborators.js';
 import type { ActiveJob } from './offer-state.js';
@@ -28,7 +29,9 @@ export class Launcher {
    * nothing else with those directories (the executor uses them as the user), so a user who changes their own
    * directories meanwhile affects only their own jobs; the check runs again after DIRS_RECHECK_MS.
    */
-  private readonly prepared = new Map<string, UserDirs & { uid: number; at: number }>();
+  private readonly prepared = new LRUCache<string, UserDirs & { uid: number; at: number }>({
+    max: MAX_PREPARED_USERS,
+  });
   /** Job directories (`<job>-<attempt>`) left by executors the agent killed, by OS user. Bounded. */
   private readonly leftDirs = new Map<string, Set<string>>();
 
@@ -57,7 +60,7 @@ export class Launcher {
         this.host.prepareUserDirs(account),
       ]);
       dirs = { ...prepared, uid: account.uid, at: this.clock.now() };
-      this.remember(account.name, dirs);
+      this.prepared.set(account.name, dirs);
     }
     const t3 = this.clock.monotonic();
     job.coldStart = !this.pool.hasExecutorFor(account.name);
@@ -90,13 +93,5 @@ export class Launcher {
       this.leftDirs.set(user, names);
     }
     if (names.size < MAX_LEFT_DIRS_PER_USER) names.add(`${job.offer.jobId}-${job.offer.attempt}`);
-  }
-
-  private remember(user: string, dirs: UserDirs & { uid: number; at: number }): void {
-    this.prepared.set(user, dirs);
-    if (this.prepared.size > MAX_PREPARED_USERS) {
-      const oldest = this.prepared.keys().next().value;
-      if (oldest !== undefined) this.prepared.delete(oldest);
-    }
   }
 }

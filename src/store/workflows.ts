@@ -5,6 +5,7 @@
  * or deleted).
  */
 import type { Transaction } from 'kysely';
+import { LRUCache } from 'lru-cache';
 import type { ParamValue } from '../protocol/index.js';
 import { isUniqueViolation, type StoreContext } from './context.js';
 import type { Database } from './schema.js';
@@ -79,7 +80,7 @@ function toWorkflow(row: Database['workflows'], assets: readonly AssetRecord[]):
 
 export class WorkflowStore {
   /** Versions read once, by `space/name@version`; oldest insertion evicted first. */
-  private readonly versions = new Map<string, WorkflowRecord>();
+  private readonly versions = new LRUCache<string, WorkflowRecord>({ max: WORKFLOW_VERSIONS_KEPT });
 
   constructor(private readonly ctx: StoreContext) {}
 
@@ -142,7 +143,7 @@ export class WorkflowStore {
     const row = await query.selectAll().executeTakeFirst();
     if (!row) return undefined;
     const record = toWorkflow(row, await this.listAssets(space, name, row.version));
-    this.remember(key(row.version), record);
+    this.versions.set(key(row.version), record);
     return record;
   }
 
@@ -252,14 +253,6 @@ export class WorkflowStore {
       .where('version', '=', version)
       .orderBy('path')
       .execute();
-  }
-
-  private remember(key: string, record: WorkflowRecord): void {
-    this.versions.set(key, record);
-    if (this.versions.size > WORKFLOW_VERSIONS_KEPT) {
-      const oldest = this.versions.keys().next().value;
-      if (oldest !== undefined) this.versions.delete(oldest);
-    }
   }
 }
 
