@@ -1,0 +1,125 @@
+/** Route handlers: workflows, spaces and groups. */
+import type { Principal } from '../auth.js';
+import type { ServerContext } from '../context.js';
+import {
+  groupView,
+  iso,
+  spaceMemberView,
+  spaceView,
+  workflowDetailView,
+  workflowVersionView,
+} from '../views.js';
+import type { Handlers } from './types.js';
+
+export function workflowsHandlers(ctx: ServerContext) {
+  const { store, workflows, spaces } = ctx;
+
+  async function listSpaceWorkflows(principal: Principal, space: string) {
+    await spaces.require(principal, space, 'view');
+    return {
+      workflows: (await store.listWorkflows(space)).map((w) => ({
+        space: w.space,
+        name: w.name,
+        latestVersion: w.latestVersion,
+        description: w.description,
+        updatedAt: iso(w.updatedAt),
+        updatedBy: w.updatedBy,
+      })),
+    };
+  }
+
+  return {
+    pushWorkflow: async ({ principal, body, source }) =>
+      workflowVersionView(await workflows.push(principal, body, source)),
+
+    listWorkflows: async ({ principal }) =>
+      listSpaceWorkflows(principal, (await spaces.ownPersonal(principal)).name),
+
+    showWorkflow: async ({ principal, params }) =>
+      workflowDetailView(await workflows.resolve(principal, { space: principal.user, name: params.name })),
+
+    showWorkflowVersion: async ({ principal, params }) =>
+      workflowDetailView(
+        await workflows.resolve(principal, {
+          space: principal.user,
+          name: params.name,
+          version: params.version,
+        }),
+      ),
+
+    listWorkflowVersions: async ({ principal, params }) => ({
+      versions: (await workflows.versions(principal, { space: principal.user, name: params.name })).map(
+        workflowVersionView,
+      ),
+    }),
+
+    deleteWorkflow: async ({ principal, params, source }) =>
+      workflows.delete(principal, { space: principal.user, name: params.name }, source),
+
+    createSpace: async ({ principal, body, source }) =>
+      spaceView(await spaces.createShared(principal, body.name, body.description, source), null),
+
+    listSpaces: async ({ principal }) => ({
+      spaces: (await spaces.visible(principal)).map(({ space, role }) => spaceView(space, role)),
+    }),
+
+    showSpace: async ({ principal, params }) => {
+      const { space, role } = await spaces.require(principal, params.space, 'view');
+      return {
+        ...spaceView(space, role),
+        members: (await store.spaces.listMembers(space.name)).map(spaceMemberView),
+        workflows: await store.countWorkflows(space.name),
+      };
+    },
+
+    deleteSpace: async ({ principal, params, source }) => {
+      await spaces.deleteShared(principal, params.space, source);
+      return undefined;
+    },
+
+    setSpaceMember: async ({ principal, params, body, source }) =>
+      spaceMemberView(await spaces.setMember(principal, params.space, body, source)),
+
+    removeSpaceMember: async ({ principal, params, query, source }) => {
+      await spaces.removeMember(principal, params.space, query, source);
+      return undefined;
+    },
+
+    pushSpaceWorkflow: async ({ principal, params, body, source }) =>
+      workflowVersionView(await workflows.push(principal, body, source, params.space)),
+
+    listSpaceWorkflows: async ({ principal, params }) => listSpaceWorkflows(principal, params.space),
+
+    showSpaceWorkflow: async ({ principal, params }) =>
+      workflowDetailView(await workflows.resolve(principal, { space: params.space, name: params.name })),
+
+    listSpaceWorkflowVersions: async ({ principal, params }) => ({
+      versions: (await workflows.versions(principal, { space: params.space, name: params.name })).map(
+        workflowVersionView,
+      ),
+    }),
+
+    showSpaceWorkflowVersion: async ({ principal, params }) =>
+      workflowDetailView(
+        await workflows.resolve(principal, {
+          space: params.space,
+          name: params.name,
+          version: params.version,
+        }),
+      ),
+
+    deleteSpaceWorkflow: async ({ principal, params, source }) =>
+      workflows.delete(principal, { space: params.space, name: params.name }, source),
+
+    createGroup: async ({ principal, body, source }) =>
+      groupView(await spaces.createGroup(principal, body.name, body.description, source)),
+
+    listGroups: async () => ({ groups: (await store.spaces.listGroups()).map(groupView) }),
+
+    addGroupMember: async ({ principal, params, source }) =>
+      groupView(await spaces.addGroupMember(principal, params.group, params.user, source)),
+
+    removeGroupMember: async ({ principal, params, source }) =>
+      groupView(await spaces.removeGroupMember(principal, params.group, params.user, source)),
+  } satisfies Partial<Handlers>;
+}
