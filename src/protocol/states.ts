@@ -1,26 +1,10 @@
 import { z } from 'zod';
+import { jobStates, stepStates, terminalJobStates } from './state-names.js';
 
-export const jobStates = [
-  'queued',
-  'offered',
-  'loading',
-  'running',
-  'succeeded',
-  'failed',
-  'canceled',
-  'expired',
-  'lost',
-] as const;
+export { jobStates, stepStates, terminalJobStates } from './state-names.js';
+
 export const JobState = z.enum(jobStates);
 export type JobState = z.infer<typeof JobState>;
-
-export const terminalJobStates: ReadonlySet<JobState> = new Set([
-  'succeeded',
-  'failed',
-  'canceled',
-  'expired',
-  'lost',
-]);
 
 export function isTerminal(state: JobState): boolean {
   return terminalJobStates.has(state);
@@ -58,6 +42,5 @@ export function canTransition(from: JobState, to: JobState): boolean {
   return transitions[from].includes(to);
 }
 
-export const stepStates = ['pending', 'running', 'succeeded', 'failed', 'canceled', 'skipped'] as const;
 export const StepState = z.enum(stepStates);
 export type StepState = z.infer<typeof StepState>;

@@ -2,6 +2,7 @@
  * The jobs list: one page of the jobs a caller may see (`GET /api/jobs`), and the live stream of their
  * changes (`GET /api/jobs/stream`). Users see their own jobs, admins everyone's.
  */
+import { openEventStream } from './sse.js';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import { parseIsoTime, type ListJobsQuery } from '../protocol/index.js';
@@ -89,13 +90,7 @@ export function streamJobList(
     unsubscribe();
     raw.end();
   }
-  reply.hijack();
-  raw.writeHead(200, {
-    'content-type': 'text/event-stream; charset=utf-8',
-    'cache-control': 'no-cache, no-transform',
-    connection: 'keep-alive',
-    'x-accel-buffering': 'no',
-  });
+  openEventStream(reply);
   // A first comment, so the client sees the stream open (and is subscribed) before any job changes.
   raw.write(': connected\n\n');
   request.raw.on('close', finish);

@@ -31,6 +31,7 @@ import type {
 } from '../../src/protocol/api.js';
 import type { JobState, StepState } from '../../src/protocol/states.js';
 
+import { terminalJobStates } from '../../src/protocol/state-names.js';
 export type { Job, JobDetail, StepInfo, User, ResultInfo, WorkflowVersion, JobState, StepState };
 export type Agent = z.infer<typeof AgentInfo>;
 export type Audit = z.infer<typeof AuditEntry>;
@@ -55,10 +56,4 @@ export type JobInput = JobInputInfo;
 /** `event: log` of the job SSE stream: a chunk of a step's stdout or stderr as it arrived. */
 export type LogChunk = LogChunkEvent;
 
-export const terminalStates: ReadonlySet<string> = new Set([
-  'succeeded',
-  'failed',
-  'canceled',
-  'expired',
-  'lost',
-]);
+export const terminalStates: ReadonlySet<string> = terminalJobStates;

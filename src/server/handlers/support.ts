@@ -1,4 +1,5 @@
 /** What several route handlers share: job detail reads, the job's live event stream, agent control. */
+import { openEventStream } from '../sse.js';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { isTerminal, PROTOCOL_VERSION, StewardError, type JobDetail } from '../../protocol/index.js';
 import type { JobDetailRecord, JobRecord } from '../../store/index.js';
@@ -105,13 +106,7 @@ export async function streamJobEvents(
     else pending.push(deliver);
   });
 
-  reply.hijack();
-  raw.writeHead(200, {
-    'content-type': 'text/event-stream; charset=utf-8',
-    'cache-control': 'no-cache, no-transform',
-    connection: 'keep-alive',
-    'x-accel-buffering': 'no',
-  });
+  openEventStream(reply);
   request.raw.on('close', finish);
   let current: JobRecord;
   try {

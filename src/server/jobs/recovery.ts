@@ -3,21 +3,16 @@
  * ended without an outcome. Every server runs the sweep against the shared store; each transition only moves
  * a job still in the state it read, so two servers sweeping the same job act on it once.
  */
-import type { Logger } from 'pino';
 import type { Bus } from '../../bus/index.js';
-import type { CompiledServerConfig } from '../../config/index.js';
 import {
   canStartNewAttempt,
   formatExactDuration,
   type ErrorInfo,
   type JobEvent,
 } from '../../protocol/index.js';
-import type { JobRecord, Store } from '../../store/index.js';
-import type { AuditLog } from '../audit.js';
+import type { JobRecord } from '../../store/index.js';
 import { newJobToken } from '../secrets.js';
-import type { JobWatch } from '../watch.js';
-import type { OfferPublisher } from './offers.js';
-import type { TransitionJob } from './transition.js';
+import type { JobPartDeps } from './transition.js';
 
 /** How long a job may stay `queued` before it counts as left behind by a dead server (see adoptQueued). */
 export const QUEUED_GRACE_MS = 10_000;
@@ -44,15 +39,8 @@ export interface SweepCounts {
 /** What `retryOrEnd` did: began the next attempt, or not (with a note on why, for the final error). */
 export type RetryOutcome = { retried: true; job: JobRecord } | { retried: false; note: string | undefined };
 
-export interface JobRecoveryDeps {
-  store: Store;
+export interface JobRecoveryDeps extends JobPartDeps {
   bus: Bus;
-  audit: AuditLog;
-  watch: JobWatch;
-  config: CompiledServerConfig;
-  logger: Logger;
-  offers: OfferPublisher;
-  transition: TransitionJob;
 }
 
 export class JobRecovery {

@@ -2,19 +2,14 @@
  * Submission: resolves the workflow version the job pins and its params, stores the job as `offered` and
  * publishes its offer, in that order (an agent may report `loading` as soon as the offer is out).
  */
-import type { Logger } from 'pino';
-import type { CompiledServerConfig } from '../../config/index.js';
 import { resolveParams, type ParamSpec, type Workflow } from '../../engine/index.js';
 import { StewardError, type ParamValue } from '../../protocol/index.js';
-import type { JobRecord, Store, WorkflowRecord } from '../../store/index.js';
-import type { AuditLog } from '../audit.js';
+import type { JobRecord, WorkflowRecord } from '../../store/index.js';
 import type { Principal } from '../auth.js';
 import { newJobId, newJobToken } from '../secrets.js';
 import type { ReservedInputs, UploadService } from '../uploads.js';
-import type { JobWatch } from '../watch.js';
 import type { WorkflowRepository } from '../workflows.js';
-import type { OfferPublisher } from './offers.js';
-import type { TransitionJob } from './transition.js';
+import type { JobPartDeps } from './transition.js';
 
 export interface SubmitInput {
   workflow: string;
@@ -28,15 +23,8 @@ export interface SubmitInput {
   rerunOf?: string | undefined;
 }
 
-export interface JobSubmissionDeps {
-  store: Store;
+export interface JobSubmissionDeps extends JobPartDeps {
   workflows: WorkflowRepository;
-  audit: AuditLog;
-  watch: JobWatch;
-  config: CompiledServerConfig;
-  logger: Logger;
-  offers: OfferPublisher;
-  transition: TransitionJob;
   /** Uploaded files for `file` params (moved into a job's inputs at submit). */
   uploads: UploadService;
 }

@@ -1,7 +1,11 @@
 /** Every job state change the job service makes goes through here: the store's checked transition, then live listeners. */
+import type { Logger } from 'pino';
+import type { CompiledServerConfig } from '../../config/index.js';
 import type { JobState } from '../../protocol/index.js';
 import type { JobPatch, Store, TransitionResult } from '../../store/index.js';
+import type { AuditLog } from '../audit.js';
 import type { JobWatch } from '../watch.js';
+import type { OfferPublisher } from './offers.js';
 
 export type TransitionJob = (
   id: string,
@@ -17,4 +21,15 @@ export function jobTransitions(store: Store, watch: JobWatch): TransitionJob {
     if (result.ok) watch.publishJob(result.job);
     return result;
   };
+}
+
+/** What every part of the job service works with. */
+export interface JobPartDeps {
+  store: Store;
+  audit: AuditLog;
+  watch: JobWatch;
+  config: CompiledServerConfig;
+  logger: Logger;
+  offers: OfferPublisher;
+  transition: TransitionJob;
 }

@@ -1,7 +1,7 @@
 /** Admin pages: tokens, agents (executors per user, drain and resume), the audit log with filters. */
 import { useState } from 'react';
 import { api, encode } from '../api.js';
-import { ErrorNote, formatBytes, formatDuration, Loading, Time } from '../components/common.js';
+import { ErrorNote, formatBytes, formatDuration, Loading, Pager, Time } from '../components/common.js';
 import { useLoad } from '../hooks.js';
 import type { Agent, AuditPage, NewToken, Token } from '../types.js';
 import { ActionButton, ActionForm } from './forms.js';
@@ -214,22 +214,7 @@ export function AuditAdmin() {
       ) : (
         <Loading what="the audit log" />
       )}
-      <div className="pager">
-        <button
-          type="button"
-          disabled={cursors.length === 0}
-          onClick={() => setCursors(cursors.slice(0, -1))}
-        >
-          Newer
-        </button>
-        <button
-          type="button"
-          disabled={!page.data?.next}
-          onClick={() => page.data?.next && setCursors([...cursors, page.data.next])}
-        >
-          Older
-        </button>
-      </div>
+      <Pager cursors={cursors} next={page.data?.next} onChange={setCursors} />
     </>
   );
 }

@@ -71,3 +71,28 @@ export function Loading({ what }: { what: string }) {
     </p>
   );
 }
+
+/**
+ * Newer/Older buttons over keyset pages. `cursors` is the stack of `before` cursors of the pages walked so
+ * far (empty: the newest page); `next` is the cursor the current page answered with.
+ */
+export function Pager<C>({
+  cursors,
+  next,
+  onChange,
+}: {
+  cursors: C[];
+  next: C | null | undefined;
+  onChange: (cursors: C[]) => void;
+}) {
+  return (
+    <div className="pager">
+      <button type="button" disabled={cursors.length === 0} onClick={() => onChange(cursors.slice(0, -1))}>
+        Newer
+      </button>
+      <button type="button" disabled={!next} onClick={() => next && onChange([...cursors, next])}>
+        Older
+      </button>
+    </div>
+  );
+}

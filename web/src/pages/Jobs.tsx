@@ -4,24 +4,14 @@
  */
 import { useState, type FormEvent } from 'react';
 import { api } from '../api.js';
-import { ErrorNote, Loading, PageTitle, StateBadge, Time } from '../components/common.js';
+import { ErrorNote, Loading, PageTitle, Pager, StateBadge, Time } from '../components/common.js';
 import { useLoad } from '../hooks.js';
 import { Link, useTitle } from '../router.js';
 import { isAdmin, useSession } from '../session.js';
 import { useEventStream } from '../sse.js';
 import type { Job, JobPage } from '../types.js';
+import { jobStates } from '../../../src/protocol/state-names.js';
 
-const states = [
-  'queued',
-  'offered',
-  'loading',
-  'running',
-  'succeeded',
-  'failed',
-  'canceled',
-  'expired',
-  'lost',
-];
 const PAGE = 25;
 
 interface Filters {
@@ -111,7 +101,7 @@ export function JobsPage() {
           <label htmlFor="f-state">State</label>
           <select id="f-state" {...field('state')}>
             <option value="">any</option>
-            {states.map((s) => (
+            {jobStates.map((s) => (
               <option key={s} value={s}>
                 {s}
               </option>
@@ -186,22 +176,7 @@ export function JobsPage() {
         </tbody>
       </table>
       {page.data && rows.length === 0 ? <p className="muted">No jobs match.</p> : null}
-      <div className="pager">
-        <button
-          type="button"
-          disabled={cursors.length === 0}
-          onClick={() => setCursors(cursors.slice(0, -1))}
-        >
-          Newer
-        </button>
-        <button
-          type="button"
-          disabled={!page.data?.next}
-          onClick={() => page.data?.next && setCursors([...cursors, page.data.next])}
-        >
-          Older
-        </button>
-      </div>
+      <Pager cursors={cursors} next={page.data?.next} onChange={setCursors} />
     </section>
   );
 }
