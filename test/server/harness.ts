@@ -65,6 +65,8 @@ export interface HarnessOptions {
   adminPassword?: string | undefined;
   /** The built portal to serve at `/` (default: the server's own, absent when running from src). */
   portalDir?: string;
+  /** The server's and store's clock (default `Date.now`): expiry tests move it instead of waiting. */
+  clock?: () => number;
 }
 
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
@@ -82,6 +84,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
       logger,
       adminPassword: 'adminPassword' in options ? options.adminPassword : ADMIN_PASSWORD,
       ...(options.portalDir !== undefined ? { portalDir: options.portalDir } : {}),
+      ...(options.clock !== undefined ? { clock: options.clock } : {}),
     });
   let server: StewardServer;
   try {
