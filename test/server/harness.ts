@@ -225,6 +225,16 @@ export function errorOf(response: RawResponse): z.infer<typeof ErrorResponse>['e
   return parsed.data.error;
 }
 
+/** A raw answer's body parsed with route `name`'s response schema (for tests that send raw requests). */
+export function bodyOf<N extends RouteName>(name: N, response: RawResponse): CallResult<N> {
+  const route: ApiRoute = apiRoutes[name];
+  if (!route.response) throw new Error(`${name} has no JSON response`);
+  const parsed = route.response.safeParse(response.json);
+  if (!parsed.success)
+    throw new Error(`${name}: the answer (${response.status}) does not match its schema: ${response.text}`);
+  return parsed.data as CallResult<N>;
+}
+
 async function callRoute(
   harness: Harness,
   name: RouteName,
