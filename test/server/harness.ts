@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { EmbeddedBus } from '../../src/bus/index.js';
-import type { z } from 'zod';
+import { z } from 'zod';
 import type { CallOptions, CallResult } from '../../src/cli/client.js';
 import { routePath } from '../../src/cli/client.js';
 import {
@@ -223,6 +223,15 @@ export function errorOf(response: RawResponse): z.infer<typeof ErrorResponse>['e
   const parsed = ErrorResponse.safeParse(response.json);
   if (!parsed.success) throw new Error(`not an error answer (${response.status}): ${response.text}`);
   return parsed.data.error;
+}
+
+/** The per-field issues of a STEWARD_BAD_REQUEST answer (`error.details.issues`). */
+export function issuesOf(response: RawResponse): Array<{ field: string } & Record<string, unknown>> {
+  const issues = z
+    .array(z.object({ field: z.string() }).passthrough())
+    .safeParse(errorOf(response).details?.issues);
+  if (!issues.success) throw new Error(`no issues in the answer: ${response.text}`);
+  return issues.data;
 }
 
 /** A raw answer's body parsed with route `name`'s response schema (for tests that send raw requests). */
