@@ -184,7 +184,13 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
       return { status: response.statusCode, json, text: response.body, headers: response.headers };
     },
     async login(user, password) {
-      return (await harness.call('login', { body: { user, password } })).token;
+      const response = await harness.raw({
+        method: 'POST',
+        url: '/api/auth/login',
+        body: { user, password },
+      });
+      if (response.status !== 200) throw new Error(`login as ${user} failed: ${response.text}`);
+      return bodyOf('login', response).token;
     },
     adminToken() {
       return harness.login('admin', ADMIN_PASSWORD);
