@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AmqpBus, supportsQuorumQueues, type DeadLetter } from '../../src/bus/index.js';
 import type { SignedOffer } from '../../src/protocol/index.js';
 import { freePort } from '../support/steward.js';
-import { until } from '../support/wait.js';
+import { untilDefined } from '../support/wait.js';
 import {
   brokerUrl,
   closeVhostConnections,
@@ -24,18 +24,8 @@ const offer = (n: number): SignedOffer => ({
   keyId: 'k',
 });
 
-/** Waits, through the shared `until`, for `predicate` to return something other than undefined. */
-async function waitFor<T>(predicate: () => T | undefined, timeoutMs = 20_000): Promise<T> {
-  const found = await until(
-    'the bus',
-    () => {
-      const value = predicate();
-      return value === undefined ? undefined : { value };
-    },
-    timeoutMs,
-    10,
-  );
-  return found.value;
+function waitFor<T>(predicate: () => T | undefined, timeoutMs = 20_000): Promise<T> {
+  return untilDefined('the bus', predicate, timeoutMs, 10);
 }
 
 let vhost = '';

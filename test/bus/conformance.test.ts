@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AmqpBus, EmbeddedBus, type Bus, type DeadLetter, type Delivery } from '../../src/bus/index.js';
 import type { AgentMessage, Heartbeat, SignedOffer } from '../../src/protocol/index.js';
 import { brokerUrl, createVhost, deleteVhost } from '../support/rabbitmq.js';
-import { until } from '../support/wait.js';
+import { untilDefined } from '../support/wait.js';
 
 interface BusOptions {
   deliveryLimit?: number;
@@ -82,18 +82,8 @@ const heartbeat = (agentId: string): Heartbeat => ({
   draining: false,
 });
 
-/** Waits, through the shared `until`, for `predicate` to return something other than undefined. */
-async function waitFor<T>(predicate: () => T | undefined, timeoutMs = 10_000): Promise<T> {
-  const found = await until(
-    'the bus',
-    () => {
-      const value = predicate();
-      return value === undefined ? undefined : { value };
-    },
-    timeoutMs,
-    5,
-  );
-  return found.value;
+function waitFor<T>(predicate: () => T | undefined, timeoutMs = 10_000): Promise<T> {
+  return untilDefined('the bus', predicate, timeoutMs, 5);
 }
 
 describe.each(implementations)('$name bus', ({ make }) => {
