@@ -10,7 +10,7 @@
  */
 import type { CompiledServerConfig } from '../config/index.js';
 import { StewardError, type Role } from '../protocol/index.js';
-import type { Store, TokenRecord, UserRecord } from '../store/index.js';
+import type { Clock, Store, TokenRecord, UserRecord } from '../store/index.js';
 import type { AuditLog } from './audit.js';
 import { LdapDirectory, type DirectoryOutcome } from './ldap.js';
 import {
@@ -65,6 +65,8 @@ export class Authenticator {
     private readonly store: Store,
     private readonly audit: AuditLog,
     private readonly config: CompiledServerConfig,
+    /** Epoch ms for token lifetimes, directory re-checks and creation times (the store's clock in tests). */
+    private readonly clock: Clock = Date.now,
   ) {
     this.directory = config.ldap ? new LdapDirectory(config.ldap) : undefined;
     this.throttle = new LoginThrottle(store, config.loginThrottle);
@@ -78,7 +80,7 @@ export class Authenticator {
       name: 'admin',
       role: 'admin',
       passwordHash: await hashPassword(chosen),
-      createdAt: Date.now(),
+      createdAt: this.clock(),
     });
     if (!created) return undefined;
     await this.audit.record({
@@ -141,14 +143,14 @@ export class Authenticator {
         user = await this.store.upsertDirectoryUser({
           name: outcome.user.name,
           role: outcome.user.role,
-          time: Date.now(),
+          time: this.clock(),
         });
         if (user.source !== 'ldap') {
           // The directory's name differs from the typed one and belongs to a local user: refuse.
           failure = 'directory name is a local user';
         } else {
           this.directoryChecks.set(user.name, {
-            checkedAt: Date.now(),
+            checkedAt: this.clock(),
             role: user.role,
             groups: outcome.user.groups,
           });
@@ -188,7 +190,7 @@ export class Authenticator {
       );
     }
     await this.throttle.recordSuccess(name, source);
-    const now = Date.now();
+    const now = this.clock();
     const token = newSecret('stw_');
     const tokenId = newId();
     const expiresAt = now + issue.ttlMs;
@@ -241,7 +243,7 @@ export class Authenticator {
       throw new StewardError('STEWARD_UNAUTHENTICATED', 'invalid or expired token');
     }
     const found = await this.store.findToken(sha256Hex(secret));
-    const now = Date.now();
+    const now = this.clock();
     // Checked first: disabling revoked the user's tokens too, and "disabled" is what its holder needs to hear.
     if (found?.user.disabled) {
       await refuse('user disabled', found.user.name, found.token.id);
@@ -368,7 +370,7 @@ export class Authenticator {
     expiresInDays: number | undefined,
     source: string,
   ): Promise<{ token: string; record: TokenRecord }> {
-    const now = Date.now();
+    const now = this.clock();
     const token = newSecret('stw_');
     const record: TokenRecord = {
       id: newId(),
@@ -513,7 +515,7 @@ export class Authenticator {
       name: input.name,
       role: input.role,
       passwordHash: await hashPassword(input.password),
-      createdAt: Date.now(),
+      createdAt: this.clock(),
     });
     if (!created) {
       const existing = await this.store.getUser(input.name);

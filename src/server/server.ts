@@ -16,7 +16,7 @@ import {
   MAX_URL_PARAM_LENGTH,
   StewardError,
 } from '../protocol/index.js';
-import { openStore, type Store } from '../store/index.js';
+import { openStore, type Clock, type Store } from '../store/index.js';
 import { AuditLog } from './audit.js';
 import { Authenticator } from './auth.js';
 import type { ServerContext } from './context.js';
@@ -49,6 +49,11 @@ export interface CreateServerOptions {
   sweepIntervalMs?: number;
   /** The built web portal served at `/`. Default `dist/web` beside the server's own code. */
   portalDir?: string;
+  /**
+   * The clock (epoch ms) token and session expiry are judged by, and the store's clock. Default `Date.now`;
+   * tests inject their own to move time instead of waiting for it.
+   */
+  clock?: Clock;
 }
 
 export interface StewardServer {
@@ -77,7 +82,7 @@ export async function createServer(options: CreateServerOptions): Promise<Stewar
       : undefined;
   let store: Store;
   try {
-    store = await openStore(config.store);
+    store = await openStore(config.store, options.clock ? { clock: options.clock } : {});
   } catch (error) {
     claim?.release();
     throw error;
@@ -106,7 +111,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
   const signer = createOfferSigner(keys.privateKeyPem);
   const verifier = createOfferVerifier([keys.publicKeyPem]);
   const audit = new AuditLog(store, logger);
-  const auth = new Authenticator(store, audit, config);
+  const auth = new Authenticator(store, audit, config, options.clock);
   const generatedAdminPassword = await auth.bootstrapAdmin(options.adminPassword);
   const watch = new JobWatch(logger);
   // Results, logs and assets live in the shared directory: any server may take an upload or a download.
@@ -140,7 +145,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     logger,
     audit,
     auth,
-    sessions: new PortalSessions(auth, store, audit, config),
+    sessions: new PortalSessions(auth, store, audit, config, options.clock),
     workflows,
     spaces,
     jobs,

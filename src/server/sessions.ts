@@ -18,7 +18,7 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { CompiledServerConfig } from '../config/index.js';
 import { StewardError, type SessionInfo } from '../protocol/index.js';
-import type { Store } from '../store/index.js';
+import type { Clock, Store } from '../store/index.js';
 import type { AuditLog } from './audit.js';
 import type { Authenticator, Principal } from './auth.js';
 import { iso } from './views.js';
@@ -51,6 +51,7 @@ export class PortalSessions {
     private readonly store: Store,
     private readonly audit: AuditLog,
     private readonly config: CompiledServerConfig,
+    private readonly clock: Clock = Date.now,
   ) {}
 
   /**
@@ -106,7 +107,7 @@ export class PortalSessions {
     return {
       user: { name: principal.user, role: principal.role },
       csrfToken: csrfTokenFor(secret),
-      expiresAt: iso(token?.expiresAt ?? Date.now()),
+      expiresAt: iso(token?.expiresAt ?? this.clock()),
     };
   }
 

@@ -21,6 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DailyLogFile, prepareUserDirs, prepareWorkspaceRoot } from '../../src/agent/index.js';
 import { OsUsers, type TestUser } from '../support/os-users.js';
 import { isRoot, stewardBin, tempDir } from '../support/steward.js';
+import { until } from '../support/wait.js';
 
 const execFileAsync = promisify(execFile);
 const DAY = 86_400_000;
@@ -137,9 +138,11 @@ describe('daily agent log', () => {
     const dir = await tempDir('dailylog');
     const log = new DailyLogFile(dir, 'steward', 90);
     log.write('{"msg":"one"}\n');
-    await new Promise((resolve) => setTimeout(resolve, 50));
     const today = new Date().toISOString().slice(0, 10);
-    expect(await readlink(path.join(dir, 'steward.log'))).toBe(`steward-${today}.log`);
+    const link = await until('the steward.log link', () =>
+      readlink(path.join(dir, 'steward.log')).catch(() => undefined),
+    );
+    expect(link).toBe(`steward-${today}.log`);
     const old = new Date(Date.now() - 100 * DAY).toISOString().slice(0, 10);
     const recent = new Date(Date.now() - 10 * DAY).toISOString().slice(0, 10);
     await writeFile(path.join(dir, `steward-${old}.log`), 'old\n');

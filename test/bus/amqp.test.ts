@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AmqpBus, supportsQuorumQueues, type DeadLetter } from '../../src/bus/index.js';
 import type { SignedOffer } from '../../src/protocol/index.js';
 import { freePort } from '../support/steward.js';
+import { untilDefined } from '../support/wait.js';
 import {
   brokerUrl,
   closeVhostConnections,
@@ -23,14 +24,8 @@ const offer = (n: number): SignedOffer => ({
   keyId: 'k',
 });
 
-async function waitFor<T>(predicate: () => T | undefined, timeoutMs = 20_000): Promise<T> {
-  const started = Date.now();
-  for (;;) {
-    const value = predicate();
-    if (value !== undefined) return value;
-    if (Date.now() - started > timeoutMs) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 10));
-  }
+function waitFor<T>(predicate: () => T | undefined, timeoutMs = 20_000): Promise<T> {
+  return untilDefined('the bus', predicate, timeoutMs, 10);
 }
 
 let vhost = '';
@@ -233,8 +228,14 @@ describe('amqp bus', () => {
     const letters: DeadLetter[] = [];
     await b.consumeDeadLetters((letter) => void letters.push(letter));
     const counts: number[] = [];
+    let marker: number | undefined;
     await b.consumeOffers(
       async (d) => {
+        if ((JSON.parse((d.body as SignedOffer).payload) as { n: number }).n === 4) {
+          marker = d.deliveryCount;
+          await d.ack();
+          return;
+        }
         counts.push(d.deliveryCount);
         await d.requeue(0);
       },
@@ -246,7 +247,9 @@ describe('amqp bus', () => {
     expect(letter.body).toEqual(offer(3));
     expect(counts).toEqual([1, 2, 3]);
     // Nothing left behind: each hand-back replaced the offer by one copy, and the last one went to the DLX.
-    await new Promise((r) => setTimeout(r, 100));
+    // A marker published now comes after any stray copy in this first-in-first-out queue (prefetch 1).
+    await b.publishOffer(offer(4));
+    expect(await waitFor(() => marker)).toBe(1);
     expect(counts).toEqual([1, 2, 3]);
     expect(letters).toHaveLength(1);
     const listing = await rabbitmqctl('list_queues', '-p', vhost, 'name', 'messages', '--formatter', 'json');

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AmqpBus, EmbeddedBus, type Bus, type DeadLetter, type Delivery } from '../../src/bus/index.js';
 import type { AgentMessage, Heartbeat, SignedOffer } from '../../src/protocol/index.js';
 import { brokerUrl, createVhost, deleteVhost } from '../support/rabbitmq.js';
+import { untilDefined } from '../support/wait.js';
 
 interface BusOptions {
   deliveryLimit?: number;
@@ -82,16 +83,7 @@ const heartbeat = (agentId: string): Heartbeat => ({
 });
 
 function waitFor<T>(predicate: () => T | undefined, timeoutMs = 10_000): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const started = Date.now();
-    const tick = (): void => {
-      const value = predicate();
-      if (value !== undefined) return resolve(value);
-      if (Date.now() - started > timeoutMs) return reject(new Error('timed out waiting'));
-      setTimeout(tick, 5);
-    };
-    tick();
-  });
+  return untilDefined('the bus', predicate, timeoutMs, 5);
 }
 
 describe.each(implementations)('$name bus', ({ make }) => {
@@ -152,18 +144,27 @@ describe.each(implementations)('$name bus', ({ make }) => {
     const subscription = await bus.consumeOffers((d) => void held.push(d), { prefetch: 2 });
     for (let i = 0; i < 5; i++) await bus.publishOffer(offer(i));
     await waitFor(() => (held.length === 2 ? true : undefined));
-    await new Promise((r) => setTimeout(r, 30));
+    // The positive signal that a third delivery did not come: a second consumer gets every offer left.
+    const taken: Delivery<unknown>[] = [];
+    const other = await bus.consumeOffers((d) => void taken.push(d), { prefetch: 3 });
+    await waitFor(() => (taken.length === 3 ? true : undefined));
     expect(held).toHaveLength(2);
     await subscription.setPrefetch(0);
     await held[0]!.ack();
-    await new Promise((r) => setTimeout(r, 30));
+    // The second consumer is full: an offer published now goes to the first one unless it is paused.
+    await bus.publishOffer(offer(5));
+    await other.setPrefetch(4);
+    await waitFor(() => (taken.length === 4 ? true : undefined));
     expect(held).toHaveLength(2);
     await subscription.setPrefetch(3);
-    // One of the two was acked: with prefetch 3 it may now hold two more.
+    // One of the two was acked: with prefetch 3 it may now hold two more, and the third goes elsewhere.
+    for (let i = 6; i < 9; i++) await bus.publishOffer(offer(i));
     await waitFor(() => (held.length === 4 ? true : undefined));
-    await new Promise((r) => setTimeout(r, 30));
+    await other.setPrefetch(5);
+    await waitFor(() => (taken.length === 5 ? true : undefined));
     expect(held).toHaveLength(4);
     await held[1]!.ack();
+    await bus.publishOffer(offer(9));
     await waitFor(() => (held.length === 5 ? true : undefined));
     await bus.close();
   });

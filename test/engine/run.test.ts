@@ -3,6 +3,7 @@ import path from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { afterAll, describe, expect, it } from 'vitest';
 import { closeSqlAnalyzer, DuckDBHost } from '../../src/engine/index.js';
+import { until } from '../support/wait.js';
 import { makeJobDirs, processAlive, startRun } from './helpers.js';
 
 afterAll(async () => {
@@ -471,10 +472,13 @@ outputs: [r]
 });
 
 async function waitForPids(files: string[]): Promise<number[]> {
-  for (let attempt = 0; attempt < 200; attempt++) {
-    const contents = await Promise.all(files.map((file) => readFile(file, 'utf8').catch(() => '')));
-    if (contents.every((text) => text.trim() !== '')) return contents.map((text) => Number(text.trim()));
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-  throw new Error('pid files never appeared');
+  return until(
+    'the pid files',
+    async () => {
+      const contents = await Promise.all(files.map((file) => readFile(file, 'utf8').catch(() => '')));
+      return contents.every((text) => text.trim() !== '') && contents.map((text) => Number(text.trim()));
+    },
+    5_000,
+    25,
+  );
 }

@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-call, @typescript-eslint/no-unsafe-return -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * The agent registry and its admin controls: drain and resume go to the named agent's control queue, only
  * from admins, only for agents that reported, and are audited; the registry shows what heartbeats say.
@@ -7,7 +6,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Control } from '../../src/protocol/index.js';
 import { backends } from '../store/backends.js';
-import { eventually, startHarness, type Harness } from './harness.js';
+import { errorOf, eventually, startHarness, type Harness } from './harness.js';
 
 describe.each(backends)('agent registry and controls on $name', (backend) => {
   let h: Harness;
@@ -30,7 +29,7 @@ describe.each(backends)('agent registry and controls on $name', (backend) => {
     await h.dispose();
   });
 
-  async function heartbeat(draining = false, free = 2): Promise<any> {
+  async function heartbeat(draining = false, free = 2) {
     await h.bus.publishHeartbeat({
       v: 1,
       type: 'heartbeat',
@@ -43,14 +42,15 @@ describe.each(backends)('agent registry and controls on $name', (backend) => {
       draining,
     });
     return eventually(async () => {
-      const { agents } = (await h.request({ method: 'GET', url: '/api/agents', token: alice })).json;
-      const agent = agents.find((candidate: any) => candidate.id === 'agent-1');
+      const { agents } = await h.call('listAgents', { token: alice });
+      const agent = agents.find((candidate) => candidate.id === 'agent-1');
       return agent?.capacity.free === free && agent.draining === draining ? agent : undefined;
     });
   }
 
   const control = (action: 'drain' | 'resume', agent: string, token = admin) =>
-    h.request({ method: 'POST', url: `/api/agents/${agent}/${action}`, token });
+    // Raw: some ids are malformed on purpose.
+    h.raw({ method: 'POST', url: `/api/agents/${agent}/${action}`, token });
 
   it('sends drain and resume to a known agent, audited, and shows the state its heartbeats report', async () => {
     // An agent not drained says so in every heartbeat.
@@ -79,11 +79,11 @@ describe.each(backends)('agent registry and controls on $name', (backend) => {
     await heartbeat();
     const forbidden = await control('drain', 'agent-1', alice);
     expect(forbidden.status).toBe(403);
-    expect(forbidden.json.error.code).toBe('STEWARD_FORBIDDEN');
+    expect(errorOf(forbidden).code).toBe('STEWARD_FORBIDDEN');
     const unknown = await control('drain', 'agent-2');
     expect(unknown.status).toBe(404);
-    expect(unknown.json.error).toMatchObject({ code: 'STEWARD_NOT_FOUND' });
-    expect(unknown.json.error.message).toMatch(/no agent agent-2/);
+    expect(errorOf(unknown)).toMatchObject({ code: 'STEWARD_NOT_FOUND' });
+    expect(errorOf(unknown).message).toMatch(/no agent agent-2/);
     expect((await control('resume', 'bad%20agent%2Fid')).status).toBe(400);
     // A control sent now arrives after any wrongly sent one (the control queue is first in, first out).
     expect((await control('resume', 'agent-1')).status).toBe(202);
@@ -113,18 +113,15 @@ describe.each(backends)('agent registry and controls on $name', (backend) => {
       isolation: 'per-user',
       draining: false,
     });
-    const seenBy = async (token: string): Promise<any> => {
-      const response = await h.request({ method: 'GET', url: '/api/agents', token });
-      expect(response.status).toBe(200);
-      return response.json.agents.find((agent: any) => agent.id === 'agent-1');
-    };
+    const seenBy = async (token: string) =>
+      (await h.call('listAgents', { token })).agents.find((agent) => agent.id === 'agent-1');
     await eventually(async () => (await seenBy(admin))?.executors.length === 2);
-    expect((await seenBy(admin)).executors.map((e: any) => e.user)).toEqual(['alice', 'bob']);
-    const asAlice = await h.request({ method: 'GET', url: '/api/agents', token: alice });
-    expect((await seenBy(alice)).executors).toEqual([executor('alice', 2001, 7001)]);
+    expect((await seenBy(admin))?.executors.map((e) => e.user)).toEqual(['alice', 'bob']);
+    const asAlice = await h.raw({ method: 'GET', url: '/api/agents', token: alice });
+    expect((await seenBy(alice))?.executors).toEqual([executor('alice', 2001, 7001)]);
     expect(asAlice.text).not.toMatch(/bob|2002|7002/);
-    const asBob = await h.request({ method: 'GET', url: '/api/agents', token: bob });
-    expect((await seenBy(bob)).executors).toEqual([executor('bob', 2002, 7002)]);
+    const asBob = await h.raw({ method: 'GET', url: '/api/agents', token: bob });
+    expect((await seenBy(bob))?.executors).toEqual([executor('bob', 2002, 7002)]);
     expect(asBob.text).not.toMatch(/alice|2001|7001/);
     // The agent itself stays visible to everyone, with its capacity.
     expect(await seenBy(bob)).toMatchObject({ id: 'agent-1', capacity: { slots: 4, free: 2 } });
@@ -157,12 +154,12 @@ describe.each(backends)('agent registry and controls on $name', (backend) => {
       draining: false,
     });
     await eventually(async () => {
-      const { agents } = (await h.request({ method: 'GET', url: '/api/agents', token: alice })).json;
-      return agents.some((agent: any) => agent.id === 'agent-2');
+      const { agents } = await h.call('listAgents', { token: alice });
+      return agents.some((agent) => agent.id === 'agent-2');
     });
     // Registered while the events before it still wait: it did not queue behind them.
     expect(await h.bus.pendingEvents()).toBeGreaterThan(0);
-    const { agents } = (await h.request({ method: 'GET', url: '/api/agents', token: alice })).json;
-    expect(agents.map((agent: any) => agent.id)).not.toContain('agent-9');
+    const { agents } = await h.call('listAgents', { token: alice });
+    expect(agents.map((agent) => agent.id)).not.toContain('agent-9');
   });
 });

@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * Attempt claims: the executor's workflow fetch grants the job's attempt to one agent. A real server and
  * store (SQLite and PostgreSQL) with the embedded bus; the test fetches and publishes events in the agents'
@@ -8,7 +7,14 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Delivery } from '../../src/bus/index.js';
 import { createOfferVerifier, type JobOffer, type JobStateEvent } from '../../src/protocol/index.js';
 import { backends } from '../store/backends.js';
-import { eventually, REPORT_WORKFLOW, startHarness, stateEvent as eventOf, type Harness } from './harness.js';
+import {
+  errorOf,
+  eventually,
+  REPORT_WORKFLOW,
+  startHarness,
+  stateEvent as eventOf,
+  type Harness,
+} from './harness.js';
 
 const NOTHING_SWEPT = { expired: 0, lost: 0, adoptedQueued: 0, adoptedUnpublished: 0 };
 
@@ -29,13 +35,7 @@ describe.each(backends)('attempt claims on $name', (backend) => {
   beforeEach(async (context) => {
     h = await startHarness({ backend, title: context.task.name, config: { agentLease: '2s' } });
     alice = await h.userToken('alice');
-    const pushed = await h.request({
-      method: 'POST',
-      url: '/api/workflows',
-      token: alice,
-      body: { source: REPORT_WORKFLOW },
-    });
-    expect(pushed.status).toBe(201);
+    await h.call('pushWorkflow', { token: alice, body: { source: REPORT_WORKFLOW } });
     offers.length = 0;
     const verifier = createOfferVerifier([h.server.publicKeyPem]);
     await h.bus.consumeOffers(
@@ -51,28 +51,25 @@ describe.each(backends)('attempt claims on $name', (backend) => {
   });
 
   async function submit(): Promise<{ id: string; offer: JobOffer }> {
-    const response = await h.request({
-      method: 'POST',
-      url: '/api/jobs',
+    const { id } = await h.call('submitJob', {
       token: alice,
       body: { workflow: 'report', params: { region: 'north' } },
     });
-    expect(response.status, response.text).toBe(201);
-    const id = response.json.id as string;
     const taken = await eventually(() => offers.find((o) => o.offer.jobId === id));
     return { id, offer: taken.offer };
   }
 
+  /** Raw: some tests send a malformed agent id. */
   function fetchAs(offer: { jobId: string; jobToken: string }, agent?: string) {
-    return h.request({
+    return h.raw({
       method: 'GET',
       url: `/api/exec/jobs/${offer.jobId}/workflow${agent === undefined ? '' : `?agent=${agent}`}`,
       token: offer.jobToken,
     });
   }
 
-  async function detail(id: string): Promise<any> {
-    return (await h.request({ method: 'GET', url: `/api/jobs/${id}`, token: alice })).json;
+  function detail(id: string) {
+    return h.call('showJob', { token: alice, params: { id } });
   }
 
   async function heartbeat(agentId: string): Promise<void> {
@@ -90,8 +87,8 @@ describe.each(backends)('attempt claims on $name', (backend) => {
     // Heartbeats are applied asynchronously: a sweep run before this one lands would find the agent silent.
     const admin = await h.adminToken();
     await eventually(async () => {
-      const listed = await h.request({ method: 'GET', url: '/api/agents', token: admin });
-      return (listed.json.agents as { id: string }[]).some((agent) => agent.id === agentId);
+      const listed = await h.call('listAgents', { token: admin });
+      return listed.agents.some((agent) => agent.id === agentId);
     });
   }
 
@@ -100,11 +97,11 @@ describe.each(backends)('attempt claims on $name', (backend) => {
     expect((await fetchAs(offer, 'agent-a')).status).toBe(200);
     const refused = await fetchAs(offer, 'agent-b');
     expect(refused.status).toBe(409);
-    expect(refused.json.error).toMatchObject({
+    expect(errorOf(refused)).toMatchObject({
       code: 'STEWARD_ATTEMPT_CLAIMED',
       details: { claimedBy: 'agent-a' },
     });
-    expect(refused.json.error.message).toMatch(/held by agent agent-a; agent agent-b must not load it/);
+    expect(errorOf(refused).message).toMatch(/held by agent agent-a; agent agent-b must not load it/);
     // Its own executor retrying the fetch, or the offer redelivered to it: fine.
     expect((await fetchAs(offer, 'agent-a')).status).toBe(200);
     expect((await fetchAs(offer, 'agent-b')).status).toBe(409);
@@ -120,7 +117,7 @@ describe.each(backends)('attempt claims on $name', (backend) => {
     const holder = agents[answers.findIndex((answer) => answer.status === 200)];
     for (const answer of answers.filter((a) => a.status !== 200)) {
       expect(answer.status).toBe(409);
-      expect(answer.json.error).toMatchObject({
+      expect(errorOf(answer)).toMatchObject({
         code: 'STEWARD_ATTEMPT_CLAIMED',
         details: { claimedBy: holder },
       });
@@ -175,7 +172,7 @@ describe.each(backends)('attempt claims on $name', (backend) => {
       }),
     );
     await eventually(async () => (await detail(id)).state === 'offered');
-    expect((await detail(id)).error.code).toBe('STEWARD_EXECUTOR_CRASHED');
+    expect((await detail(id)).error?.code).toBe('STEWARD_EXECUTOR_CRASHED');
     expect((await fetchAs(offer, 'agent-b')).status).toBe(200);
     expect((await fetchAs(offer, 'agent-a')).status).toBe(409);
   });
@@ -183,7 +180,7 @@ describe.each(backends)('attempt claims on $name', (backend) => {
   it("lets the claim's agent release it before the job starts, so another agent loads the attempt before the hand-back event arrives", async () => {
     const { id, offer } = await submit();
     const release = (agent: string, token = offer.jobToken) =>
-      h.request({
+      h.raw({
         method: 'DELETE',
         url: `/api/exec/jobs/${id}/claim?agent=${agent}`,
         token,
@@ -238,7 +235,7 @@ describe.each(backends)('attempt claims on $name', (backend) => {
       state: 'lost',
       error: { code: 'STEWARD_AGENT_LOST' },
     });
-    expect(job.attempts[0].error.message).toMatch(/while loading the job; it had not started/);
+    expect(job.attempts[0]?.error?.message).toMatch(/while loading the job; it had not started/);
     expect((await fetchAs(offer, 'agent-a')).status).toBe(401);
     expect((await fetchAs(second.offer, 'agent-b')).status).toBe(200);
     expect((await fetchAs(second.offer, 'agent-a')).status).toBe(409);

@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-explicit-any -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * A real server for tests: temp data directory, a real store (SQLite by default, or PostgreSQL in its own
  * schema), the embedded bus, requests through fastify's inject (or real HTTP after listen()).
@@ -8,7 +7,17 @@ import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { EmbeddedBus } from '../../src/bus/index.js';
-import type { JobOffer, JobStateEvent } from '../../src/protocol/index.js';
+import { z } from 'zod';
+import type { CallOptions, CallResult } from '../../src/cli/client.js';
+import { routePath } from '../../src/cli/client.js';
+import {
+  apiRoutes,
+  ErrorResponse,
+  type ApiRoute,
+  type JobOffer,
+  type JobStateEvent,
+  type RouteName,
+} from '../../src/protocol/index.js';
 import { compileServerConfig, type StoreConfig } from '../../src/config/index.js';
 import { createServer, type StewardServer } from '../../src/server/index.js';
 import type { Backend, BackendHandle } from '../store/backends.js';
@@ -34,19 +43,59 @@ steps:
 outputs: [total]
 `;
 
+export interface RawRequest {
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  url: string;
+  token?: string;
+  body?: unknown;
+  headers?: Record<string, string>;
+  payload?: Buffer | string;
+}
+
+/** An answer as sent: the body parsed as JSON when it is JSON, unchecked (`errorOf` checks error bodies). */
+export interface RawResponse {
+  status: number;
+  json: unknown;
+  text: string;
+  headers: Record<string, unknown>;
+}
+
+/** @deprecated What `request` answers: `json` unchecked and untyped. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the untyped helper being retired.
+type LegacyResponse = RawResponse & { json: any };
+
+/** A route call from a test: the route's own params, query and body, plus the caller's token. */
+export type HarnessCallOptions<N extends RouteName> = Pick<CallOptions<N>, 'params' | 'query' | 'body'> & {
+  token?: string;
+  headers?: Record<string, string>;
+};
+type HarnessCallArgs<N extends RouteName> =
+  object extends CallOptions<N> ? [options?: HarnessCallOptions<N>] : [options: HarnessCallOptions<N>];
+/** A JSON route answers with its body parsed by the route's schema; any other with the raw response. */
+export type HarnessCallResult<N extends RouteName> =
+  CallResult<N> extends Response ? RawResponse : CallResult<N>;
+
 export interface Harness {
   server: StewardServer;
   bus: EmbeddedBus;
   dataDir: string;
   storeConfig: StoreConfig;
-  request(options: {
-    method: 'GET' | 'POST' | 'PUT' | 'DELETE';
-    url: string;
-    token?: string;
-    body?: unknown;
-    headers?: Record<string, string>;
-    payload?: Buffer | string;
-  }): Promise<{ status: number; json: any; text: string; headers: Record<string, unknown> }>;
+  /**
+   * Calls route `name` of the route table (method and path from `apiRoutes`) and parses a JSON answer with the
+   * route's response schema; any answer other than the route's success status throws with its body.
+   */
+  call<N extends RouteName>(name: N, ...args: HarnessCallArgs<N>): Promise<HarnessCallResult<N>>;
+  /** The same call, for a refusal: the answer's status and its body parsed with `ErrorResponse`. */
+  callError<N extends RouteName>(
+    name: N,
+    ...args: HarnessCallArgs<N>
+  ): Promise<{ status: number; error: z.infer<typeof ErrorResponse>['error'] }>;
+  /** A request as given (malformed input, headers, raw bodies); its JSON is `unknown`. */
+  raw(options: RawRequest): Promise<RawResponse>;
+  /**
+   * @deprecated Untyped: use `call` (or `raw` with `errorOf`). Kept while tests move over.
+   */
+  request(options: RawRequest): Promise<LegacyResponse>;
   login(user: string, password: string): Promise<string>;
   adminToken(): Promise<string>;
   /** Creates a user (via the admin API) and returns a login token for them. */
@@ -65,6 +114,8 @@ export interface HarnessOptions {
   adminPassword?: string | undefined;
   /** The built portal to serve at `/` (default: the server's own, absent when running from src). */
   portalDir?: string;
+  /** The server's and store's clock (default `Date.now`): expiry tests move it instead of waiting. */
+  clock?: () => number;
 }
 
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
@@ -82,6 +133,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
       logger,
       adminPassword: 'adminPassword' in options ? options.adminPassword : ADMIN_PASSWORD,
       ...(options.portalDir !== undefined ? { portalDir: options.portalDir } : {}),
+      ...(options.clock !== undefined ? { clock: options.clock } : {}),
     });
   let server: StewardServer;
   try {
@@ -103,7 +155,16 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     },
     dataDir,
     storeConfig,
-    async request({ method, url, token, body, headers, payload }) {
+    call(name, ...args) {
+      return callRoute(harness, name, args[0] ?? {}, false) as never;
+    },
+    callError(name, ...args) {
+      return callRoute(harness, name, args[0] ?? {}, true) as never;
+    },
+    request(options) {
+      return harness.raw(options);
+    },
+    async raw({ method, url, token, body, headers, payload }) {
       const response = await server.app.inject({
         method,
         url,
@@ -123,13 +184,13 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
       return { status: response.statusCode, json, text: response.body, headers: response.headers };
     },
     async login(user, password) {
-      const response = await harness.request({
+      const response = await harness.raw({
         method: 'POST',
         url: '/api/auth/login',
         body: { user, password },
       });
       if (response.status !== 200) throw new Error(`login as ${user} failed: ${response.text}`);
-      return (response.json as { token: string }).token;
+      return bodyOf('login', response).token;
     },
     adminToken() {
       return harness.login('admin', ADMIN_PASSWORD);
@@ -137,13 +198,10 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     async userToken(name, role = 'user') {
       if (!passwords.has(name)) {
         const password = `password-of-${name}`;
-        const created = await harness.request({
-          method: 'POST',
-          url: '/api/users',
+        await harness.call('createUser', {
           token: await harness.adminToken(),
           body: { name, password, role },
         });
-        if (created.status !== 201) throw new Error(`creating ${name} failed: ${created.text}`);
         passwords.set(name, password);
       }
       return harness.login(name, passwords.get(name)!);
@@ -164,6 +222,71 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     },
   };
   return harness;
+}
+
+/** The error of a refused answer, checked against the protocol's `ErrorResponse`. */
+export function errorOf(response: RawResponse): z.infer<typeof ErrorResponse>['error'] {
+  const parsed = ErrorResponse.safeParse(response.json);
+  if (!parsed.success) throw new Error(`not an error answer (${response.status}): ${response.text}`);
+  return parsed.data.error;
+}
+
+/** The per-field issues of a STEWARD_BAD_REQUEST answer (`error.details.issues`). */
+export function issuesOf(response: RawResponse): Array<{ field: string } & Record<string, unknown>> {
+  const issues = z
+    .array(z.object({ field: z.string() }).passthrough())
+    .safeParse(errorOf(response).details?.issues);
+  if (!issues.success) throw new Error(`no issues in the answer: ${response.text}`);
+  return issues.data;
+}
+
+/** A raw answer's body parsed with route `name`'s response schema (for tests that send raw requests). */
+export function bodyOf<N extends RouteName>(name: N, response: RawResponse): CallResult<N> {
+  const route: ApiRoute = apiRoutes[name];
+  if (!route.response) throw new Error(`${name} has no JSON response`);
+  const parsed = route.response.safeParse(response.json);
+  if (!parsed.success)
+    throw new Error(`${name}: the answer (${response.status}) does not match its schema: ${response.text}`);
+  return parsed.data as CallResult<N>;
+}
+
+async function callRoute(
+  harness: Harness,
+  name: RouteName,
+  options: {
+    params?: Record<string, string>;
+    query?: object;
+    body?: unknown;
+    token?: string;
+    headers?: Record<string, string>;
+  },
+  refusal: boolean,
+): Promise<unknown> {
+  const route: ApiRoute = apiRoutes[name];
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(options.query ?? {}) as Array<
+    [string, string | number | boolean | undefined]
+  >)
+    if (value !== undefined) query.set(key, String(value));
+  const search = query.size > 0 ? `?${query.toString()}` : '';
+  const response = await harness.raw({
+    method: route.method,
+    url: routePath(route, options.params) + search,
+    ...(options.token !== undefined ? { token: options.token } : {}),
+    ...(options.body !== undefined ? { body: options.body } : {}),
+    ...(options.headers !== undefined ? { headers: options.headers } : {}),
+  });
+  const ok = response.status === (route.status ?? 200);
+  if (refusal) {
+    if (ok) throw new Error(`${name} succeeded (${response.status}) where a refusal was expected`);
+    return { status: response.status, error: errorOf(response) };
+  }
+  if (!ok) throw new Error(`${name} answered ${response.status}: ${response.text}`);
+  if (!route.response) return response;
+  const parsed = route.response.safeParse(response.json);
+  if (!parsed.success)
+    throw new Error(`${name}: the answer does not match its schema: ${parsed.error.message}`);
+  return parsed.data;
 }
 
 /** Waits until `check` returns a truthy value and returns it (the shared `until`, polling every 20 ms). */

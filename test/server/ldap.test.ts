@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * LDAP login against a private slapd (test/support/slapd.ts): search-then-bind over StartTLS and LDAPS with
  * a generated CA, direct bind with a group search, nested groups → roles and the allowed-users policy,
@@ -21,7 +20,15 @@ import {
   USERS_GROUP_DN,
 } from '../support/slapd.js';
 import { freePort } from '../support/steward.js';
-import { ADMIN_PASSWORD, eventually, REPORT_WORKFLOW, startHarness, type Harness } from './harness.js';
+import {
+  bodyOf,
+  errorOf,
+  ADMIN_PASSWORD,
+  eventually,
+  REPORT_WORKFLOW,
+  startHarness,
+  type Harness,
+} from './harness.js';
 
 let slapd: Slapd;
 
@@ -64,7 +71,7 @@ function memberChange(operation: 'add' | 'delete', dn: string): Change {
 }
 
 function login(h: Harness, user: string, password: string) {
-  return h.request({ method: 'POST', url: '/api/auth/login', body: { user, password } });
+  return h.raw({ method: 'POST', url: '/api/auth/login', body: { user, password } });
 }
 
 describe('LDAP login (search-then-bind over StartTLS)', () => {
@@ -74,12 +81,16 @@ describe('LDAP login (search-then-bind over StartTLS)', () => {
       const first = await login(h, alice.uid, alice.password);
       expect(first.status).toBe(200);
       expect(first.json).toMatchObject({ user: alice.uid, role: 'admin' });
-      const me = await h.request({ method: 'GET', url: '/api/me', token: first.json.token });
+      const me = await h.raw({ method: 'GET', url: '/api/me', token: bodyOf('login', first).token });
       expect(me.json).toMatchObject({ user: alice.uid, role: 'admin', source: 'ldap' });
 
       const second = await login(h, bob.uid, bob.password);
       expect(second.json).toMatchObject({ user: bob.uid, role: 'user' });
-      const forbidden = await h.request({ method: 'GET', url: '/api/users', token: second.json.token });
+      const forbidden = await h.raw({
+        method: 'GET',
+        url: '/api/users',
+        token: bodyOf('login', second).token,
+      });
       expect(forbidden.status).toBe(403);
 
       const stored = await h.server.store.getUser(alice.uid);
@@ -142,18 +153,18 @@ describe('LDAP login (search-then-bind over StartTLS)', () => {
   it('takes access away from a user removed from the directory, including their tokens', async () => {
     await withHarness({ ldap: searchBindConfig({ cacheTtl: '300ms' }) }, async (h) => {
       const { dave } = slapd.people;
-      const token = (await login(h, dave.uid, dave.password)).json.token as string;
-      expect((await h.request({ method: 'GET', url: '/api/me', token })).status).toBe(200);
+      const token = bodyOf('login', await login(h, dave.uid, dave.password)).token;
+      expect((await h.raw({ method: 'GET', url: '/api/me', token })).status).toBe(200);
       await slapd.admin((client) =>
         // Taken out of the allowed group: as good as gone for Steward.
         client.modify(USERS_GROUP_DN, memberChange('delete', slapd.personDn(dave.uid))),
       );
       try {
         const refused = await eventually(async () => {
-          const response = await h.request({ method: 'GET', url: '/api/me', token });
+          const response = await h.raw({ method: 'GET', url: '/api/me', token });
           return response.status === 401 ? response : undefined;
         }, 5000);
-        expect(refused.json.error.code).toBe('STEWARD_UNAUTHENTICATED');
+        expect(errorOf(refused).code).toBe('STEWARD_UNAUTHENTICATED');
         expect((await login(h, dave.uid, dave.password)).status).toBe(401);
         const refusals = await h.server.store.listAudit({ action: 'token.refused', limit: 10 });
         expect(
@@ -170,17 +181,17 @@ describe('LDAP login (search-then-bind over StartTLS)', () => {
   it('follows a role change in the directory at the next re-check of a token', async () => {
     await withHarness({ ldap: searchBindConfig({ cacheTtl: '300ms' }) }, async (h) => {
       const { bob } = slapd.people;
-      const token = (await login(h, bob.uid, bob.password)).json.token as string;
-      expect((await h.request({ method: 'GET', url: '/api/me', token })).json.role).toBe('user');
+      const token = bodyOf('login', await login(h, bob.uid, bob.password)).token;
+      expect(bodyOf('me', await h.raw({ method: 'GET', url: '/api/me', token })).role).toBe('user');
       await slapd.admin((client) =>
         client.modify(ADMINS_GROUP_DN, memberChange('add', slapd.personDn(bob.uid))),
       );
       try {
         await eventually(async () => {
-          const me = await h.request({ method: 'GET', url: '/api/me', token });
-          return me.json.role === 'admin';
+          const me = await h.raw({ method: 'GET', url: '/api/me', token });
+          return bodyOf('me', me).role === 'admin';
         }, 5000);
-        expect((await h.request({ method: 'GET', url: '/api/users', token })).status).toBe(200);
+        expect((await h.raw({ method: 'GET', url: '/api/users', token })).status).toBe(200);
         expect(await h.server.store.getUser(bob.uid)).toMatchObject({ role: 'admin' });
       } finally {
         await slapd.admin((client) =>
@@ -196,45 +207,45 @@ describe('LDAP login (search-then-bind over StartTLS)', () => {
       const admin = await h.adminToken();
       const first = await login(h, bob.uid, bob.password);
       expect(first.status).toBe(200);
-      const token = first.json.token as string;
-      const users = await h.request({ method: 'GET', url: '/api/users', token: admin });
-      expect(users.json.users).toEqual(
+      const token = bodyOf('login', first).token;
+      const users = await h.raw({ method: 'GET', url: '/api/users', token: admin });
+      expect(bodyOf('listUsers', users).users).toEqual(
         expect.arrayContaining([
           expect.objectContaining({ name: 'admin', source: 'local' }),
           expect.objectContaining({ name: bob.uid, source: 'ldap' }),
         ]),
       );
-      const own = await h.request({
+      const own = await h.raw({
         method: 'PUT',
         url: `/api/users/${bob.uid}/password`,
         token,
         body: { currentPassword: bob.password, password: 'a-new-password' },
       });
       expect(own.status).toBe(409);
-      expect(own.json.error.code).toBe('STEWARD_USER_IN_DIRECTORY');
-      const role = await h.request({
+      expect(errorOf(own).code).toBe('STEWARD_USER_IN_DIRECTORY');
+      const role = await h.raw({
         method: 'PUT',
         url: `/api/users/${bob.uid}/role`,
         token: admin,
         body: { role: 'admin' },
       });
-      expect(role.json.error.code).toBe('STEWARD_USER_IN_DIRECTORY');
+      expect(errorOf(role).code).toBe('STEWARD_USER_IN_DIRECTORY');
 
       expect(
-        (await h.request({ method: 'POST', url: `/api/users/${bob.uid}/disable`, token: admin })).status,
+        (await h.raw({ method: 'POST', url: `/api/users/${bob.uid}/disable`, token: admin })).status,
       ).toBe(200);
-      expect((await h.request({ method: 'GET', url: '/api/me', token })).status).toBe(401);
+      expect((await h.raw({ method: 'GET', url: '/api/me', token })).status).toBe(401);
       const disabled = await login(h, bob.uid, bob.password);
       expect(disabled.status).toBe(401);
-      expect(disabled.json.error.message).toMatch(/this user is disabled/);
+      expect(errorOf(disabled).message).toMatch(/this user is disabled/);
 
-      expect((await h.request({ method: 'DELETE', url: `/api/users/${bob.uid}`, token: admin })).status).toBe(
+      expect((await h.raw({ method: 'DELETE', url: `/api/users/${bob.uid}`, token: admin })).status).toBe(
         204,
       );
       // The directory still says yes; the deleted name stays retired here.
       const deleted = await login(h, bob.uid, bob.password);
       expect(deleted.status).toBe(401);
-      expect(deleted.json.error.message).toBe('this user was deleted');
+      expect(errorOf(deleted).message).toBe('this user was deleted');
       const failed = await h.server.store.listAudit({ action: 'login.failed', limit: 1 });
       expect(failed[0]).toMatchObject({ actor: bob.uid, detail: { reason: 'user deleted', method: 'ldap' } });
     });
@@ -243,9 +254,9 @@ describe('LDAP login (search-then-bind over StartTLS)', () => {
   it('audits every token use at most once a minute per token', async () => {
     await withHarness({ ldap: searchBindConfig() }, async (h) => {
       const { bob } = slapd.people;
-      const token = (await login(h, bob.uid, bob.password)).json.token as string;
-      for (let i = 0; i < 3; i++) await h.request({ method: 'GET', url: '/api/me', token });
-      await h.request({ method: 'GET', url: '/api/me', token: 'stw_not-a-real-token' });
+      const token = bodyOf('login', await login(h, bob.uid, bob.password)).token;
+      for (let i = 0; i < 3; i++) await h.raw({ method: 'GET', url: '/api/me', token });
+      await h.raw({ method: 'GET', url: '/api/me', token: 'stw_not-a-real-token' });
       const uses = await h.server.store.listAudit({ action: 'token.use', limit: 10 });
       expect(uses.filter((e) => e.actor === bob.uid)).toHaveLength(1);
       const refused = await h.server.store.listAudit({ action: 'token.refused', limit: 10 });
@@ -297,7 +308,7 @@ describe('LDAP login variants', () => {
             const response = await login(h, slapd.people.alice.uid, slapd.people.alice.password);
             const elapsed = Date.now() - started;
             expect(response.status).toBe(503);
-            expect(response.json.error.code).toBe('STEWARD_DIRECTORY_UNAVAILABLE');
+            expect(errorOf(response).code).toBe('STEWARD_DIRECTORY_UNAVAILABLE');
             expect(response.text).not.toMatch(/ECONNREFUSED|127\.0\.0\.1|timeout/i);
             expect(elapsed).toBeLessThan(1800);
             expect((await login(h, 'admin', ADMIN_PASSWORD)).status).toBe(200);
@@ -333,8 +344,8 @@ describe('login throttling', () => {
         for (let i = 0; i < 3; i++) expect((await login(h, bob.uid, 'wrong')).status).toBe(401);
         const throttled = await login(h, bob.uid, bob.password);
         expect(throttled.status).toBe(429);
-        expect(throttled.json.error.code).toBe('STEWARD_LOGIN_THROTTLED');
-        expect(throttled.json.error.details.retryAfterSeconds).toBeGreaterThan(0);
+        expect(errorOf(throttled).code).toBe('STEWARD_LOGIN_THROTTLED');
+        expect(errorOf(throttled).details?.retryAfterSeconds).toBeGreaterThan(0);
         // Other users are not affected.
         expect((await login(h, 'admin', ADMIN_PASSWORD)).status).toBe(200);
         const audited = await h.server.store.listAudit({ action: 'login.throttled', limit: 5 });
@@ -348,7 +359,7 @@ describe('login throttling', () => {
       for (let i = 0; i < 4; i++) expect((await login(h, `guess${i}`, 'x')).status).toBe(401);
       const throttled = await login(h, 'admin', ADMIN_PASSWORD);
       expect(throttled.status).toBe(429);
-      expect(throttled.json.error.message).toMatch(/from this address/);
+      expect(errorOf(throttled).message).toMatch(/from this address/);
     });
   });
 });
@@ -366,17 +377,17 @@ describe('shared spaces through LDAP groups', () => {
         }),
       );
       try {
-        const aliceToken = (await login(h, alice.uid, alice.password)).json.token as string;
-        const bobToken = (await login(h, bob.uid, bob.password)).json.token as string;
-        const daveToken = (await login(h, dave.uid, dave.password)).json.token as string;
+        const aliceToken = bodyOf('login', await login(h, alice.uid, alice.password)).token;
+        const bobToken = bodyOf('login', await login(h, bob.uid, bob.password)).token;
+        const daveToken = bodyOf('login', await login(h, dave.uid, dave.password)).token;
         const admin = await h.adminToken();
         expect(
-          (await h.request({ method: 'POST', url: '/api/spaces', token: admin, body: { name: 'finance' } }))
+          (await h.raw({ method: 'POST', url: '/api/spaces', token: admin, body: { name: 'finance' } }))
             .status,
         ).toBe(201);
         // The DN as an admin might type it: other case, blanks after commas.
         const typed = financeDn.toUpperCase().replace(/,/g, ', ');
-        const member = await h.request({
+        const member = await h.raw({
           method: 'PUT',
           url: '/api/spaces/finance/members',
           token: admin,
@@ -385,7 +396,7 @@ describe('shared spaces through LDAP groups', () => {
         expect(member.status, member.text).toBe(200);
 
         // alice (a member through the group) pushes, bob (another member) runs it.
-        const pushed = await h.request({
+        const pushed = await h.raw({
           method: 'POST',
           url: '/api/spaces/finance/workflows',
           token: aliceToken,
@@ -398,22 +409,26 @@ describe('shared spaces through LDAP groups', () => {
           version: 1,
           createdBy: alice.uid,
         });
-        const submitted = await h.request({
+        const submitted = await h.raw({
           method: 'POST',
           url: '/api/jobs',
           token: bobToken,
           body: { workflow: 'finance/report', params: { region: 'emea' } },
         });
         expect(submitted.status, submitted.text).toBe(201);
-        expect(submitted.json.workflow).toEqual({ space: 'finance', name: 'report', version: 1 });
-        expect(submitted.json.user).toBe(bob.uid);
+        expect(bodyOf('submitJob', submitted).workflow).toEqual({
+          space: 'finance',
+          name: 'report',
+          version: 1,
+        });
+        expect(bodyOf('submitJob', submitted).user).toBe(bob.uid);
 
         // dave is in no group of the space: refused on list, show, run and push.
         const refusals = await spaceRequests(h, daveToken);
         for (const [what, response] of Object.entries(refusals)) {
           expect(response.status, what).toBe(403);
-          expect(response.json.error.code, what).toBe('STEWARD_SPACE_NOT_MEMBER');
-          expect(response.json.error.message, what).toContain("space's owners or an admin");
+          expect(errorOf(response).code, what).toBe('STEWARD_SPACE_NOT_MEMBER');
+          expect(errorOf(response).message, what).toContain("space's owners or an admin");
         }
         expect(Object.values(await spaceRequests(h, bobToken)).map((r) => r.status)).toEqual([
           200, 200, 201, 201,
@@ -424,18 +439,18 @@ describe('shared spaces through LDAP groups', () => {
           client.modify(financeDn, memberChange('delete', slapd.personDn(bob.uid))),
         );
         const ended = await eventually(async () => {
-          const response = await h.request({
+          const response = await h.raw({
             method: 'GET',
             url: '/api/spaces/finance/workflows',
             token: bobToken,
           });
           return response.status === 403 ? response : undefined;
         }, 5000);
-        expect(ended.json.error.code).toBe('STEWARD_SPACE_NOT_MEMBER');
+        expect(errorOf(ended).code).toBe('STEWARD_SPACE_NOT_MEMBER');
         for (const [what, response] of Object.entries(await spaceRequests(h, bobToken)))
           expect(response.status, what).toBe(403);
         // The token itself still works for bob's own things.
-        expect((await h.request({ method: 'GET', url: '/api/me', token: bobToken })).status).toBe(200);
+        expect((await h.raw({ method: 'GET', url: '/api/me', token: bobToken })).status).toBe(200);
       } finally {
         await slapd.admin((client) => client.del(financeDn));
       }
@@ -446,15 +461,15 @@ describe('shared spaces through LDAP groups', () => {
 /** List, show, run and push in the `finance` space, as the token's user. */
 async function spaceRequests(h: Harness, token: string) {
   return {
-    list: await h.request({ method: 'GET', url: '/api/spaces/finance/workflows', token }),
-    show: await h.request({ method: 'GET', url: '/api/spaces/finance/workflows/report', token }),
-    run: await h.request({
+    list: await h.raw({ method: 'GET', url: '/api/spaces/finance/workflows', token }),
+    show: await h.raw({ method: 'GET', url: '/api/spaces/finance/workflows/report', token }),
+    run: await h.raw({
       method: 'POST',
       url: '/api/jobs',
       token,
       body: { workflow: 'finance/report', params: { region: 'emea' } },
     }),
-    push: await h.request({
+    push: await h.raw({
       method: 'POST',
       url: '/api/spaces/finance/workflows',
       token,

@@ -1,10 +1,29 @@
-/* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-call, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { apiRoutes, type RouteName } from '../../src/protocol/index.js';
 import { buildOpenApiDocument, STEWARD_VERSION } from '../../src/server/index.js';
 import { startHarness, type Harness } from './harness.js';
+
+/** The parts of the OpenAPI document this test reads. */
+const Operation = z.object({
+  operationId: z.string(),
+  parameters: z.array(z.object({ name: z.string() }).passthrough()).optional(),
+  requestBody: z.unknown().optional(),
+  responses: z.record(z.string(), z.unknown()),
+});
+const OpenApiDocument = z.object({
+  openapi: z.string(),
+  paths: z.record(z.string(), z.record(z.string(), Operation)),
+});
+const SubmitBody = z.object({
+  content: z.object({
+    'application/json': z.object({
+      schema: z.object({ properties: z.object({ workflow: z.object({ pattern: z.string() }) }) }),
+    }),
+  }),
+});
 
 const committed = path.resolve(import.meta.dirname, '../../docs/openapi.json');
 
@@ -27,21 +46,24 @@ describe('route table and OpenAPI document', () => {
   });
 
   it('serves the OpenAPI 3.1 document generated from the route table', async () => {
-    const response = await h.request({ method: 'GET', url: '/api/openapi.json' });
+    const response = await h.call('openapi');
     expect(response.status).toBe(200);
-    expect(response.json.openapi).toBe('3.1.0');
     expect(response.json).toEqual(buildOpenApiDocument(STEWARD_VERSION));
-    const operations = Object.values(
-      response.json.paths as Record<string, Record<string, { operationId: string }>>,
-    ).flatMap((ops) => Object.values(ops).map((op) => op.operationId));
+    const document = OpenApiDocument.parse(response.json);
+    expect(document.openapi).toBe('3.1.0');
+    const operations = Object.values(document.paths).flatMap((ops) =>
+      Object.values(ops).map((op) => op.operationId),
+    );
     expect(operations.sort()).toEqual(Object.keys(apiRoutes).sort());
-    const submit = response.json.paths['/api/jobs'].post;
-    expect(submit.requestBody.content['application/json'].schema.properties.workflow.pattern).toBeDefined();
-    expect(submit.responses['201']).toBeDefined();
-    expect(response.json.paths['/api/jobs/{id}'].get.parameters).toEqual([
+    const submit = document.paths['/api/jobs']?.post;
+    expect(
+      SubmitBody.parse(submit?.requestBody).content['application/json'].schema.properties.workflow.pattern,
+    ).toBeDefined();
+    expect(submit?.responses['201']).toBeDefined();
+    expect(document.paths['/api/jobs/{id}']?.get?.parameters).toEqual([
       expect.objectContaining({ name: 'id', in: 'path', required: true }),
     ]);
-    expect(response.json.paths['/api/jobs'].get.parameters.map((p: { name: string }) => p.name)).toEqual([
+    expect(document.paths['/api/jobs']?.get?.parameters?.map((p) => p.name)).toEqual([
       'state',
       'user',
       'workflow',

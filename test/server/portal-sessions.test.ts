@@ -5,7 +5,6 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { CONTENT_SECURITY_POLICY } from '../../src/server/portal.js';
-import { until } from '../support/wait.js';
 import { REPORT_WORKFLOW, startHarness, type Harness } from './harness.js';
 
 interface SignedIn {
@@ -66,8 +65,8 @@ describe('portal sessions', () => {
     await h.dispose();
   });
 
-  async function start(config: Record<string, unknown> = {}): Promise<string> {
-    h = await startHarness({ title: 'papi sessions', config });
+  async function start(config: Record<string, unknown> = {}, clock?: () => number): Promise<string> {
+    h = await startHarness({ title: 'papi sessions', config, ...(clock ? { clock } : {}) });
     const admin = await h.adminToken();
     const created = await h.request({
       method: 'POST',
@@ -239,14 +238,13 @@ describe('portal sessions', () => {
   });
 
   it('expires a session after the configured time', async () => {
-    await start({ session: { ttl: '1s' } });
+    let now = Date.now();
+    await start({ session: { ttl: '1h' } }, () => now);
     const session = await signIn(h, 'papi-alice', PASSWORD);
+    now += 3_600_000 - 1;
     expect((await withCookie(h, 'GET', '/api/me', session.cookie)).status).toBe(200);
-    await until(
-      'the session to expire',
-      async () => (await withCookie(h, 'GET', '/api/me', session.cookie)).status === 401,
-      10_000,
-    );
+    now += 1;
+    expect((await withCookie(h, 'GET', '/api/me', session.cookie)).status).toBe(401);
     const reload = await h.server.app.inject({
       method: 'GET',
       url: '/api/auth/session',

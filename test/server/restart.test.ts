@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -15,15 +14,8 @@ describe.each(backends)('restart on $name', (backend) => {
   it('keeps users, tokens, workflows, jobs, results and the signing key across a restart', async (context) => {
     h = await startHarness({ backend, title: context.task.name });
     const alice = await h.userToken('alice');
-    const apiToken = (
-      await h.request({ method: 'POST', url: '/api/tokens', token: alice, body: { name: 'ci' } })
-    ).json.token as string;
-    await h.request({
-      method: 'POST',
-      url: '/api/workflows',
-      token: alice,
-      body: { source: REPORT_WORKFLOW },
-    });
+    const apiToken = (await h.call('createToken', { token: alice, body: { name: 'ci' } })).token;
+    await h.call('pushWorkflow', { token: alice, body: { source: REPORT_WORKFLOW } });
     let jobToken = '';
     await h.bus.consumeOffers(
       async (delivery) => {
@@ -32,17 +24,13 @@ describe.each(backends)('restart on $name', (backend) => {
       },
       { prefetch: 1 },
     );
-    const job = (
-      await h.request({
-        method: 'POST',
-        url: '/api/jobs',
-        token: alice,
-        body: { workflow: 'report', params: { region: 'emea' } },
-      })
-    ).json;
+    const job = await h.call('submitJob', {
+      token: alice,
+      body: { workflow: 'report', params: { region: 'emea' } },
+    });
     expect(job.state).toBe('offered');
     await eventually(() => jobToken);
-    const upload = await h.request({
+    const upload = await h.raw({
       method: 'PUT',
       url: `/api/exec/jobs/${job.id}/results/notes.txt?kind=file`,
       token: jobToken,
@@ -61,19 +49,17 @@ describe.each(backends)('restart on $name', (backend) => {
 
     expect(h.server.publicKeyPem).toBe(keyBefore);
     expect(readFileSync(keyFile, 'utf8')).toBe(keyText);
-    expect((await h.request({ method: 'GET', url: '/api/me', token: apiToken })).json.user).toBe('alice');
+    expect((await h.call('me', { token: apiToken })).user).toBe('alice');
     const fresh = await h.login('alice', 'password-of-alice');
-    const shown = await h.request({ method: 'GET', url: `/api/jobs/${job.id}`, token: fresh });
-    expect(shown.json).toMatchObject({ id: job.id, state: 'offered', params: { region: 'emea', limit: 10 } });
-    expect(
-      (await h.request({ method: 'GET', url: '/api/workflows/report', token: fresh })).json.version,
-    ).toBe(1);
-    expect(
-      (await h.request({ method: 'GET', url: `/api/jobs/${job.id}/results/notes.txt`, token: fresh })).text,
-    ).toBe('kept');
+    const shown = await h.call('showJob', { token: fresh, params: { id: job.id } });
+    expect(shown).toMatchObject({ id: job.id, state: 'offered', params: { region: 'emea', limit: 10 } });
+    expect((await h.call('showWorkflow', { token: fresh, params: { name: 'report' } })).version).toBe(1);
+    const download = await h.call('downloadResult', {
+      token: fresh,
+      params: { id: job.id, name: 'notes.txt' },
+    });
+    expect(download.text).toBe('kept');
     // The job token is a hash in the store, so it still works after the restart.
-    expect(
-      (await h.request({ method: 'GET', url: `/api/exec/jobs/${job.id}/workflow`, token: jobToken })).status,
-    ).toBe(200);
+    expect((await h.call('execWorkflow', { token: jobToken, params: { id: job.id } })).jobId).toBe(job.id);
   });
 });

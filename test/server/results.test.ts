@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,7 +7,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import type { Subscription } from '../../src/bus/index.js';
 import { createOfferVerifier, type JobOffer } from '../../src/protocol/index.js';
 import { checkSegmentName } from '../../src/server/results.js';
-import { eventually, startHarness, type Harness } from './harness.js';
+import { bodyOf, errorOf, eventually, startHarness, type Harness } from './harness.js';
 
 const WORKFLOW = `name: sales
 assets: [query.sql]
@@ -54,7 +53,7 @@ describe('executor routes, results and logs', () => {
       },
     });
     alice = await h.userToken('alice');
-    const pushed = await h.request({
+    const pushed = await h.raw({
       method: 'POST',
       url: '/api/workflows',
       token: alice,
@@ -68,8 +67,7 @@ describe('executor routes, results and logs', () => {
         .then((s) => (subscription = s));
     });
     expect(
-      (await h.request({ method: 'POST', url: '/api/jobs', token: alice, body: { workflow: 'sales' } }))
-        .status,
+      (await h.raw({ method: 'POST', url: '/api/jobs', token: alice, body: { workflow: 'sales' } })).status,
     ).toBe(201);
     offer = await received;
   });
@@ -79,7 +77,7 @@ describe('executor routes, results and logs', () => {
   });
 
   const exec = (method: 'GET' | 'PUT', url: string, payload?: Buffer | string, token = offer.jobToken) =>
-    h.request({
+    h.raw({
       method,
       url,
       token,
@@ -98,15 +96,15 @@ describe('executor routes, results and logs', () => {
       params: {},
     });
     const digest = createHash('sha256').update('SELECT 1').digest('hex');
-    expect(workflow.json.assets).toEqual([{ path: 'query.sql', size: 8, digest }]);
+    expect(bodyOf('execWorkflow', workflow).assets).toEqual([{ path: 'query.sql', size: 8, digest }]);
     // The executor caps step logs at the server's limit while steps write.
-    expect(workflow.json.limits).toEqual({ stepLogBytes: 4096 });
+    expect(bodyOf('execWorkflow', workflow).limits).toEqual({ stepLogBytes: 4096 });
     const asset = await exec('GET', `/api/exec/jobs/${offer.jobId}/assets/${digest}`);
     expect(asset.text).toBe('SELECT 1');
     expect((await exec('GET', `/api/exec/jobs/${offer.jobId}/assets/${'0'.repeat(64)}`)).status).toBe(404);
     // A user token is not a job token, and a job token is not a user token.
     expect((await exec('GET', `/api/exec/jobs/${offer.jobId}/workflow`, undefined, alice)).status).toBe(401);
-    expect((await h.request({ method: 'GET', url: '/api/me', token: offer.jobToken })).status).toBe(401);
+    expect((await h.raw({ method: 'GET', url: '/api/me', token: offer.jobToken })).status).toBe(401);
   });
 
   it('round-trips a table result: upload, list, download as Parquet and CSV, preview', async () => {
@@ -128,17 +126,21 @@ describe('executor routes, results and logs', () => {
       (await exec('PUT', `/api/exec/jobs/${offer.jobId}/results/notes.txt?kind=file`, 'hello')).status,
     ).toBe(204);
 
-    const list = await h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/results`, token: alice });
-    expect(list.json.results).toEqual([
-      expect.objectContaining({ name: 'notes.txt', kind: 'file', formats: [], size: 5, rows: null }),
+    const list = await h.raw({ method: 'GET', url: `/api/jobs/${offer.jobId}/results`, token: alice });
+    expect(list.json).toEqual(
       expect.objectContaining({
-        name: 'totals',
-        kind: 'table',
-        formats: ['csv', 'parquet'],
-        size: parquet.length,
-        rows: 25,
+        results: [
+          expect.objectContaining({ name: 'notes.txt', kind: 'file', formats: [], size: 5, rows: null }),
+          expect.objectContaining({
+            name: 'totals',
+            kind: 'table',
+            formats: ['csv', 'parquet'],
+            size: parquet.length,
+            rows: 25,
+          }),
+        ],
       }),
-    ]);
+    );
     const asParquet = await h.server.app.inject({
       method: 'GET',
       url: `/api/jobs/${offer.jobId}/results/totals.parquet`,
@@ -149,22 +151,21 @@ describe('executor routes, results and logs', () => {
     expect(asParquet.headers['content-disposition']).toBe(
       `attachment; filename="totals.parquet"; filename*=UTF-8''totals.parquet`,
     );
-    const asCsv = await h.request({
+    const asCsv = await h.raw({
       method: 'GET',
       url: `/api/jobs/${offer.jobId}/results/totals.csv`,
       token: alice,
     });
     expect(asCsv.text).toBe(csv);
     expect(
-      (await h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/results/notes.txt`, token: alice }))
-        .text,
+      (await h.raw({ method: 'GET', url: `/api/jobs/${offer.jobId}/results/notes.txt`, token: alice })).text,
     ).toBe('hello');
     expect(
-      (await h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/results/totals.json`, token: alice }))
+      (await h.raw({ method: 'GET', url: `/api/jobs/${offer.jobId}/results/totals.json`, token: alice }))
         .status,
     ).toBe(404);
 
-    const preview = await h.request({
+    const preview = await h.raw({
       method: 'GET',
       url: `/api/jobs/${offer.jobId}/results/totals/preview?limit=3&offset=10`,
       token: alice,
@@ -189,7 +190,7 @@ describe('executor routes, results and logs', () => {
     });
     expect(
       (
-        await h.request({
+        await h.raw({
           method: 'GET',
           url: `/api/jobs/${offer.jobId}/results/notes.txt/preview`,
           token: alice,
@@ -202,8 +203,7 @@ describe('executor routes, results and logs', () => {
     );
     const bob = await h.userToken('bob');
     expect(
-      (await h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/results/totals.csv`, token: bob }))
-        .status,
+      (await h.raw({ method: 'GET', url: `/api/jobs/${offer.jobId}/results/totals.csv`, token: bob })).status,
     ).toBe(404);
   });
 
@@ -211,7 +211,7 @@ describe('executor routes, results and logs', () => {
     // URL clients normalise a literal ".." segment away; an encoded slash reaches the handler.
     const slash = await exec('PUT', `/api/exec/jobs/${offer.jobId}/results/a%2Fb?kind=file`, 'x');
     expect(slash.status).toBe(400);
-    expect(slash.json.error.message).toContain('must be a plain name');
+    expect(errorOf(slash).message).toContain('must be a plain name');
     for (const name of ['..', '.', 'a/b', 'a\\b', 'x'.repeat(256), ''])
       expect(() => checkSegmentName(name, 'name')).toThrow();
     expect(() => checkSegmentName('report 2026.csv', 'name')).not.toThrow();
@@ -226,7 +226,7 @@ describe('executor routes, results and logs', () => {
       Buffer.alloc(65 * 1024),
     );
     expect(big.status).toBe(413);
-    expect(big.json.error.code).toBe('STEWARD_PAYLOAD_TOO_LARGE');
+    expect(errorOf(big).code).toBe('STEWARD_PAYLOAD_TOO_LARGE');
     const dir = path.join(h.dataDir, 'results', offer.jobId);
     expect(existsSync(path.join(dir, 'big.bin'))).toBe(false);
   });
@@ -241,7 +241,7 @@ describe('executor routes, results and logs', () => {
     expect(readFileSync(path.join(h.dataDir, 'jobs', offer.jobId, 'logs', 'totals.stdout.log'), 'utf8')).toBe(
       'out line\n',
     );
-    const logs = await h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/logs`, token: alice });
+    const logs = await h.raw({ method: 'GET', url: `/api/jobs/${offer.jobId}/logs`, token: alice });
     expect(logs.json).toEqual({
       jobId: offer.jobId,
       logs: [
@@ -277,18 +277,28 @@ describe('executor routes, results and logs', () => {
     ]);
     // The listing gives sizes, and text only within its budget of JSON bytes ("\n" takes two: 14 lines of
     // seven, then two bytes), cut on a character boundary.
-    const listing = await h.request({
+    const listing = await h.raw({
       method: 'GET',
       url: `/api/jobs/${offer.jobId}/logs?maxBytes=100`,
       token: alice,
     });
-    expect(listing.json.logs).toEqual([
-      { stepId: 'capped', stream: 'stdout', text: lines.slice(0, 86), size: capped.length, truncated: true },
-      { stepId: 'loud', stream: 'stdout', text: '', size: stored.length, truncated: true },
-    ]);
+    expect(listing.json).toEqual(
+      expect.objectContaining({
+        logs: [
+          {
+            stepId: 'capped',
+            stream: 'stdout',
+            text: lines.slice(0, 86),
+            size: capped.length,
+            truncated: true,
+          },
+          { stepId: 'loud', stream: 'stdout', text: '', size: stored.length, truncated: true },
+        ],
+      }),
+    );
     expect(
       (
-        await h.request({
+        await h.raw({
           method: 'GET',
           url: `/api/jobs/${offer.jobId}/logs?maxBytes=2000000`,
           token: alice,
@@ -304,7 +314,7 @@ describe('executor routes, results and logs', () => {
       204,
     );
     const get = (query: string, token = alice, stream = 'stdout') =>
-      h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/logs/totals/${stream}${query}`, token });
+      h.raw({ method: 'GET', url: `/api/jobs/${offer.jobId}/logs/totals/${stream}${query}`, token });
     const whole = await get('');
     expect(whole.status).toBe(200);
     expect(whole.text).toBe(text);
@@ -322,16 +332,16 @@ describe('executor routes, results and logs', () => {
     expect((await get('?tail=1', alice, 'stderr')).text).toBe('no newline');
     const both = await get('?tail=1&offset=2');
     expect(both.status).toBe(400);
-    expect(both.json.error.code).toBe('STEWARD_BAD_REQUEST');
-    const missing = await h.request({
+    expect(errorOf(both).code).toBe('STEWARD_BAD_REQUEST');
+    const missing = await h.raw({
       method: 'GET',
       url: `/api/jobs/${offer.jobId}/logs/other/stdout`,
       token: alice,
     });
     expect(missing.status).toBe(404);
-    expect(missing.json.error.message).toContain('no stdout log for step other');
+    expect(errorOf(missing).message).toContain('no stdout log for step other');
     expect(
-      (await h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/logs/totals/stdin`, token: alice }))
+      (await h.raw({ method: 'GET', url: `/api/jobs/${offer.jobId}/logs/totals/stdin`, token: alice }))
         .status,
     ).toBe(400);
     const bob = await h.userToken('bob');
@@ -361,7 +371,7 @@ describe('executor routes, results and logs', () => {
         )
       ).status,
     ).toBe(204);
-    const preview = await h.request({
+    const preview = await h.raw({
       method: 'GET',
       url: `/api/jobs/${offer.jobId}/results/wide/preview`,
       token: alice,
@@ -408,18 +418,18 @@ describe('executor routes, results and logs', () => {
         )
       ).status,
     ).toBe(204);
-    const paged = await h.request({
+    const paged = await h.raw({
       method: 'GET',
       url: `/api/jobs/${offer.jobId}/results/many/preview?limit=200`,
       token: alice,
     });
     expect(paged.status).toBe(200);
     expect(paged.text.length).toBeLessThan(16 * 1024 + 1024);
-    expect(paged.json.truncated).toBe(true);
-    expect(paged.json.truncatedCells).toEqual([]);
-    expect(paged.json.rows.length).toBeGreaterThan(10);
-    expect(paged.json.rows.length + paged.json.omittedRows).toBe(200);
-    expect(paged.json.rows[0]).toEqual({ id: '0', filler: 'z'.repeat(900) });
+    expect(bodyOf('previewResult', paged).truncated).toBe(true);
+    expect(bodyOf('previewResult', paged).truncatedCells).toEqual([]);
+    expect(bodyOf('previewResult', paged).rows.length).toBeGreaterThan(10);
+    expect(bodyOf('previewResult', paged).rows.length + bodyOf('previewResult', paged).omittedRows).toBe(200);
+    expect(bodyOf('previewResult', paged).rows[0]).toEqual({ id: '0', filler: 'z'.repeat(900) });
   });
 
   it('stops accepting the job token once the job has ended', async () => {
@@ -436,6 +446,6 @@ describe('executor routes, results and logs', () => {
     await eventually(async () => (await h.server.store.getJob(offer.jobId))?.state === 'succeeded');
     const late = await exec('GET', `/api/exec/jobs/${offer.jobId}/workflow`);
     expect(late.status).toBe(403);
-    expect(late.json.error.code).toBe('STEWARD_FORBIDDEN');
+    expect(errorOf(late).code).toBe('STEWARD_FORBIDDEN');
   });
 });

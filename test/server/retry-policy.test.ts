@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-return -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * The server's side of retries and poison jobs, with a real server, store and embedded bus, and the test in
  * the agent's place (taking offers and publishing events as an agent would).
@@ -16,13 +15,7 @@ describe('retry policy and poison jobs in the server', () => {
   beforeEach(async (context) => {
     h = await startHarness({ title: context.task.name, config: { agentLease: '2s' } });
     alice = await h.userToken('alice');
-    const pushed = await h.request({
-      method: 'POST',
-      url: '/api/workflows',
-      token: alice,
-      body: { source: REPORT_WORKFLOW },
-    });
-    expect(pushed.status).toBe(201);
+    await h.call('pushWorkflow', { token: alice, body: { source: REPORT_WORKFLOW } });
     offers.length = 0;
   });
 
@@ -41,19 +34,16 @@ describe('retry policy and poison jobs in the server', () => {
     );
   }
 
-  async function submit(extra: Record<string, unknown> = {}): Promise<string> {
-    const response = await h.request({
-      method: 'POST',
-      url: '/api/jobs',
+  async function submit(extra: { retries?: number } = {}): Promise<string> {
+    const job = await h.call('submitJob', {
       token: alice,
       body: { workflow: 'report', params: { region: 'north' }, ...extra },
     });
-    expect(response.status, response.text).toBe(201);
-    return response.json.id as string;
+    return job.id;
   }
 
-  async function detail(id: string): Promise<any> {
-    return (await h.request({ method: 'GET', url: `/api/jobs/${id}`, token: alice })).json;
+  function detail(id: string) {
+    return h.call('showJob', { token: alice, params: { id } });
   }
 
   it('retries a job lost before any step started as attempt 2, with a new token that alone works', async () => {
@@ -87,13 +77,13 @@ describe('retry policy and poison jobs in the server', () => {
       { attempt: 2, state: 'offered', agentId: null, error: null },
     ]);
     // The old attempt's token died with it; the new one works.
-    const oldToken = await h.request({
+    const oldToken = await h.raw({
       method: 'GET',
       url: `/api/exec/jobs/${id}/workflow`,
       token: first.offer.jobToken,
     });
     expect(oldToken.status).toBe(401);
-    const newToken = await h.request({
+    const newToken = await h.raw({
       method: 'GET',
       url: `/api/exec/jobs/${id}/workflow`,
       token: second.offer.jobToken,
@@ -132,12 +122,12 @@ describe('retry policy and poison jobs in the server', () => {
       step: { stepId: 'numbers', state: 'running', time: Date.now() },
     });
     await first.delivery.ack();
-    await eventually(async () => (await detail(id)).steps[0].state === 'running');
+    await eventually(async () => (await detail(id)).steps[0]?.state === 'running');
     await h.server.sweep(Date.now() + 10_000);
     const job = await detail(id);
     expect(job.state).toBe('lost');
-    expect(job.error.code).toBe('STEWARD_AGENT_LOST');
-    expect(job.error.message).toMatch(
+    expect(job.error?.code).toBe('STEWARD_AGENT_LOST');
+    expect(job.error?.message).toMatch(
       /not retried \(attempt 1; a step had started and server\.retries\.ran is 0\)$/,
     );
     expect(offers).toHaveLength(1);
@@ -176,11 +166,11 @@ describe('retry policy and poison jobs in the server', () => {
       const current = await detail(id);
       return current.state === 'failed' ? current : undefined;
     });
-    expect(job.error.code).toBe('STEWARD_POISON_JOB');
-    expect(job.error.message).toContain(
+    expect(job.error?.code).toBe('STEWARD_POISON_JOB');
+    expect(job.error?.message).toContain(
       `offer dead-lettered after ${h.bus.deliveryLimit} deliveries (the bus's delivery limit is ${h.bus.deliveryLimit})`,
     );
-    expect(job.error.message).toContain('not retried');
+    expect(job.error?.message).toContain('not retried');
     expect(deliveries).toBe(h.bus.deliveryLimit);
     expect(job.attempts).toHaveLength(1);
     // Nothing more: a job submitted now is offered after anything the poison job could still cause.

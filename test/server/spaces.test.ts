@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-call -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * Spaces over the REST API: roles, local groups, the error for each refusal, workflow deletion, and the
  * version a job pins at submit.
@@ -6,7 +5,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createOfferVerifier, type JobOffer } from '../../src/protocol/index.js';
 import { backends } from '../store/backends.js';
-import { REPORT_WORKFLOW, startHarness, type Harness } from './harness.js';
+import { bodyOf, errorOf, REPORT_WORKFLOW, startHarness, type Harness } from './harness.js';
 
 describe.each(backends)('spaces, roles and groups on $name', (backend) => {
   let h: Harness;
@@ -27,7 +26,7 @@ describe.each(backends)('spaces, roles and groups on $name', (backend) => {
   });
 
   const call = (method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, token: string, body?: unknown) =>
-    h.request({ method, url, token, ...(body !== undefined ? { body } : {}) });
+    h.raw({ method, url, token, ...(body !== undefined ? { body } : {}) });
   const push = (token: string, space?: string, source = REPORT_WORKFLOW) =>
     call('POST', space === undefined ? '/api/workflows' : `/api/spaces/${space}/workflows`, token, {
       source,
@@ -86,30 +85,34 @@ describe.each(backends)('spaces, roles and groups on $name', (backend) => {
     ] as const;
     for (const [what, response, status, code, fragment] of cases) {
       expect(response.status, `${what}: ${response.text}`).toBe(status);
-      expect(response.json.error.code, what).toBe(code);
-      expect(response.json.error.message, what).toContain(fragment);
+      expect(errorOf(response).code, what).toBe(code);
+      expect(errorOf(response).message, what).toContain(fragment);
     }
     // The editor pushes and the viewer runs.
     expect((await push(alice, 'finance')).status).toBe(201);
     expect((await submit(bob, 'finance/report')).status).toBe(201);
-    expect((await call('GET', '/api/spaces/finance/workflows', bob)).json.workflows).toEqual([
+    expect(
+      bodyOf('listSpaceWorkflows', await call('GET', '/api/spaces/finance/workflows', bob)).workflows,
+    ).toEqual([
       expect.objectContaining({ space: 'finance', name: 'report', latestVersion: 1, updatedBy: 'alice' }),
     ]);
     // A space holding workflows cannot be deleted; once they are, it can.
     const notEmpty = await call('DELETE', '/api/spaces/finance', admin);
     expect(notEmpty.status).toBe(409);
-    expect(notEmpty.json.error.code).toBe('STEWARD_SPACE_NOT_EMPTY');
-    expect(notEmpty.json.error.message).toContain('steward workflow delete finance/NAME');
-    expect((await call('DELETE', '/api/spaces/finance/workflows/report', bob)).json.error.code).toBe(
+    expect(errorOf(notEmpty).code).toBe('STEWARD_SPACE_NOT_EMPTY');
+    expect(errorOf(notEmpty).message).toContain('steward workflow delete finance/NAME');
+    expect(errorOf(await call('DELETE', '/api/spaces/finance/workflows/report', bob)).code).toBe(
       'STEWARD_SPACE_ROLE_REQUIRED',
     );
-    expect((await call('DELETE', '/api/spaces/finance/workflows/report', alice)).json).toEqual({
+    expect(
+      bodyOf('deleteSpaceWorkflow', await call('DELETE', '/api/spaces/finance/workflows/report', alice)),
+    ).toEqual({
       space: 'finance',
       name: 'report',
       versions: 1,
     });
     expect((await call('DELETE', '/api/spaces/finance', admin)).status).toBe(204);
-    expect((await call('GET', '/api/spaces/finance', admin)).json.error.code).toBe('STEWARD_SPACE_NOT_FOUND');
+    expect(errorOf(await call('GET', '/api/spaces/finance', admin)).code).toBe('STEWARD_SPACE_NOT_FOUND');
     const actions = (await h.server.store.listAudit({ limit: 100 })).map((e) => `${e.action} ${e.target}`);
     expect(actions).toEqual(
       expect.arrayContaining([
@@ -126,7 +129,9 @@ describe.each(backends)('spaces, roles and groups on $name', (backend) => {
 
   it('gives members of a local group their role, and takes it away when they leave the group', async () => {
     expect((await call('POST', '/api/groups', admin, { name: 'analysts' })).status).toBe(201);
-    expect((await call('PUT', '/api/groups/analysts/members/carol', admin)).json.members).toEqual(['carol']);
+    expect(
+      bodyOf('addGroupMember', await call('PUT', '/api/groups/analysts/members/carol', admin)).members,
+    ).toEqual(['carol']);
     await sharedSpace([
       ['user', 'alice', 'owner'],
       ['group', 'analysts', 'viewer'],
@@ -139,12 +144,14 @@ describe.each(backends)('spaces, roles and groups on $name', (backend) => {
         .status,
     ).toBe(200);
     expect(
-      (await call('PUT', '/api/spaces/finance/members', carol, { kind: 'user', name: 'dan', role: 'owner' }))
-        .json.error.code,
+      errorOf(
+        await call('PUT', '/api/spaces/finance/members', carol, { kind: 'user', name: 'dan', role: 'owner' }),
+      ).code,
     ).toBe('STEWARD_SPACE_ROLE_REQUIRED');
     expect(
-      (await call('PUT', '/api/spaces/alice/members', alice, { kind: 'user', name: 'bob', role: 'viewer' }))
-        .json.error.code,
+      errorOf(
+        await call('PUT', '/api/spaces/alice/members', alice, { kind: 'user', name: 'bob', role: 'viewer' }),
+      ).code,
     ).toBe('STEWARD_SPACE_NOT_SHARED');
     expect(
       (
@@ -159,24 +166,24 @@ describe.each(backends)('spaces, roles and groups on $name', (backend) => {
     expect((await call('PUT', '/api/groups/analysts/members/bob', alice)).status).toBe(403);
     expect((await call('POST', '/api/spaces', alice, { name: 'mine' })).status).toBe(403);
     // A shared space cannot take a user's name (it is their personal space's name).
-    expect((await call('POST', '/api/spaces', admin, { name: 'bob' })).json.error.code).toBe(
-      'STEWARD_CONFLICT',
-    );
+    expect(errorOf(await call('POST', '/api/spaces', admin, { name: 'bob' })).code).toBe('STEWARD_CONFLICT');
     // Nor can a new user take a shared space's name (their personal space would be missing).
     const taken = await call('POST', '/api/users', admin, { name: 'finance', password: 'finance-pass-1' });
     expect(taken.status, taken.text).toBe(409);
-    expect(taken.json.error.message).toContain('shared space');
+    expect(errorOf(taken).message).toContain('shared space');
 
     const listed = await call('GET', '/api/spaces', carol);
-    expect(listed.json.spaces.map((s: { name: string; role: string }) => [s.name, s.role])).toEqual([
+    expect(bodyOf('listSpaces', listed).spaces.map((s) => [s.name, s.role])).toEqual([
       ['carol', 'owner'],
       ['finance', 'viewer'],
     ]);
     const shown = await call('GET', '/api/spaces/finance', carol);
-    expect(shown.json).toMatchObject({ kind: 'shared', role: 'viewer', workflows: 1 });
+    expect(bodyOf('showSpace', shown)).toMatchObject({ kind: 'shared', role: 'viewer', workflows: 1 });
 
-    expect((await call('DELETE', '/api/groups/analysts/members/carol', admin)).json.members).toEqual([]);
-    expect((await submit(carol, 'finance/report')).json.error.code).toBe('STEWARD_SPACE_NOT_MEMBER');
+    expect(
+      bodyOf('removeGroupMember', await call('DELETE', '/api/groups/analysts/members/carol', admin)).members,
+    ).toEqual([]);
+    expect(errorOf(await submit(carol, 'finance/report')).code).toBe('STEWARD_SPACE_NOT_MEMBER');
     const audit = (await h.server.store.listAudit({ limit: 100 })).map((e) => e.action);
     expect(audit).toEqual(
       expect.arrayContaining(['group.create', 'group.member.add', 'group.member.remove', 'space.member.add']),
@@ -191,16 +198,18 @@ describe.each(backends)('spaces, roles and groups on $name', (backend) => {
     });
     expect((await push(alice)).status).toBe(201);
     // Admins read personal spaces (they cannot push there: see the refusals test).
-    expect((await call('GET', '/api/spaces/alice/workflows/report', admin)).json.createdBy).toBe('alice');
-    expect((await call('GET', '/api/spaces/alice/workflows', bob)).json.error.code).toBe(
+    expect(
+      bodyOf('showSpaceWorkflow', await call('GET', '/api/spaces/alice/workflows/report', admin)).createdBy,
+    ).toBe('alice');
+    expect(errorOf(await call('GET', '/api/spaces/alice/workflows', bob)).code).toBe(
       'STEWARD_SPACE_NOT_MEMBER',
     );
     const job = await submit(alice, 'report');
     expect(job.status).toBe(201);
-    expect(job.json.workflow).toEqual({ space: 'alice', name: 'report', version: 1 });
+    expect(bodyOf('submitJob', job).workflow).toEqual({ space: 'alice', name: 'report', version: 1 });
     const changed = REPORT_WORKFLOW.replace('Sums a few numbers', 'changed later');
-    expect((await push(alice, undefined, changed)).json.version).toBe(2);
-    expect((await call('DELETE', '/api/workflows/report', alice)).json.versions).toBe(2);
+    expect(bodyOf('pushWorkflow', await push(alice, undefined, changed)).version).toBe(2);
+    expect(bodyOf('deleteWorkflow', await call('DELETE', '/api/workflows/report', alice)).versions).toBe(2);
     // Deleted: it cannot be run or shown any more.
     expect((await submit(alice, 'report')).status).toBe(404);
     expect((await submit(alice, 'report@1')).status).toBe(404);
@@ -208,16 +217,21 @@ describe.each(backends)('spaces, roles and groups on $name', (backend) => {
 
     await expect.poll(() => offers.length).toBe(1);
     const offer = offers[0]!;
-    const fetched = await h.request({
+    const fetched = await h.raw({
       method: 'GET',
       url: `/api/exec/jobs/${offer.jobId}/workflow`,
       token: offer.jobToken,
     });
     expect(fetched.status, fetched.text).toBe(200);
-    expect(fetched.json.source).toBe(REPORT_WORKFLOW);
+    expect(bodyOf('execWorkflow', fetched).source).toBe(REPORT_WORKFLOW);
     const detail = await call('GET', `/api/jobs/${offer.jobId}`, alice);
-    expect(detail.json.workflow).toEqual({ space: 'alice', name: 'report', version: 1, pushedBy: 'alice' });
+    expect(bodyOf('showJob', detail).workflow).toEqual({
+      space: 'alice',
+      name: 'report',
+      version: 1,
+      pushedBy: 'alice',
+    });
     // Pushing again after a delete starts a new workflow, numbered after the deleted versions.
-    expect((await push(alice)).json.version).toBe(3);
+    expect(bodyOf('pushWorkflow', await push(alice)).version).toBe(3);
   });
 });

@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-call, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-return -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * User lifecycle through the REST API on a real server and store (SQLite and PostgreSQL): disable, enable,
  * role, delete, passwd, token revoke, whoami, and the refusals of each, with their audit entries. The test
@@ -7,7 +6,15 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createOfferVerifier, type Control, type JobOffer } from '../../src/protocol/index.js';
 import { backends } from '../store/backends.js';
-import { eventually, REPORT_WORKFLOW, startHarness, stateEvent, type Harness } from './harness.js';
+import {
+  bodyOf,
+  errorOf,
+  eventually,
+  REPORT_WORKFLOW,
+  startHarness,
+  stateEvent,
+  type Harness,
+} from './harness.js';
 
 describe.each(backends)('user lifecycle on $name', (backend) => {
   let h: Harness;
@@ -34,7 +41,7 @@ describe.each(backends)('user lifecycle on $name', (backend) => {
       controls.push(delivery.body as Control);
       await delivery.ack();
     });
-    const pushed = await h.request({
+    const pushed = await h.raw({
       method: 'POST',
       url: '/api/workflows',
       token: alice,
@@ -48,14 +55,14 @@ describe.each(backends)('user lifecycle on $name', (backend) => {
   });
 
   const call = (method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, token = admin, body?: unknown) =>
-    h.request({ method, url, token, ...(body === undefined ? {} : { body }) });
+    h.raw({ method, url, token, ...(body === undefined ? {} : { body }) });
   const submit = (token = alice) =>
     call('POST', '/api/jobs', token, { workflow: 'report', params: { region: 'emea' } });
-  const job = async (id: string) => (await call('GET', `/api/jobs/${id}`)).json;
+  const job = async (id: string) => bodyOf('showJob', await call('GET', `/api/jobs/${id}`));
 
   it('disabling a user refuses every one of its tokens at once, blocks login, and enabling lets it log in again without reviving the tokens', async () => {
     const second = await h.login('alice', 'password-of-alice');
-    const api = (await call('POST', '/api/tokens', alice, { name: 'ci' })).json.token as string;
+    const api = bodyOf('createToken', await call('POST', '/api/tokens', alice, { name: 'ci' })).token;
     for (const token of [alice, second, api]) expect((await call('GET', '/api/me', token)).status).toBe(200);
 
     const disabled = await call('POST', '/api/users/alice/disable');
@@ -64,15 +71,15 @@ describe.each(backends)('user lifecycle on $name', (backend) => {
     for (const token of [alice, second, api]) {
       const refused = await call('GET', '/api/me', token);
       expect(refused.status).toBe(401);
-      expect(refused.json.error.code).toBe('STEWARD_UNAUTHENTICATED');
+      expect(errorOf(refused).code).toBe('STEWARD_UNAUTHENTICATED');
     }
-    const login = await h.request({
+    const login = await h.raw({
       method: 'POST',
       url: '/api/auth/login',
       body: { user: 'alice', password: 'password-of-alice' },
     });
     expect(login.status).toBe(401);
-    expect(login.json.error.message).toMatch(/this user is disabled; an admin can enable it/);
+    expect(errorOf(login).message).toMatch(/this user is disabled; an admin can enable it/);
 
     const enabled = await call('POST', '/api/users/alice/enable');
     expect(enabled.status).toBe(200);
@@ -95,16 +102,16 @@ describe.each(backends)('user lifecycle on $name', (backend) => {
   it("disabling a user cancels its offered jobs at once and asks the agent to cancel its running ones; other users' jobs go on", async () => {
     const bob = await h.userToken('bob');
     // Workflows live in spaces: bob runs a copy of his own.
-    const pushed = await h.request({
+    const pushed = await h.raw({
       method: 'POST',
       url: '/api/workflows',
       token: bob,
       body: { source: REPORT_WORKFLOW },
     });
     expect(pushed.status, pushed.text).toBe(201);
-    const waiting = (await submit()).json.id as string;
-    const running = (await submit()).json.id as string;
-    const bobs = (await submit(bob)).json.id as string;
+    const waiting = bodyOf('submitJob', await submit()).id;
+    const running = bodyOf('submitJob', await submit()).id;
+    const bobs = bodyOf('submitJob', await submit(bob)).id;
     await eventually(() => offers.length === 3);
     const offer = offers.find((candidate) => candidate.jobId === running)!;
     await h.bus.publishEvent(stateEvent(offer, 1, 'running'));
@@ -112,7 +119,7 @@ describe.each(backends)('user lifecycle on $name', (backend) => {
 
     const disabled = await call('POST', '/api/users/alice/disable');
     expect(disabled.status, disabled.text).toBe(200);
-    expect([...disabled.json.canceledJobs].sort()).toEqual([waiting, running].sort());
+    expect([...bodyOf('disableUser', disabled).canceledJobs].sort()).toEqual([waiting, running].sort());
     expect(await job(waiting)).toMatchObject({
       state: 'canceled',
       error: { code: 'STEWARD_JOB_CANCELED', message: 'canceled: user alice was disabled by admin' },
@@ -132,11 +139,11 @@ describe.each(backends)('user lifecycle on $name', (backend) => {
   });
 
   it('asks the agent to cancel a job it already loads while the server still sees it offered', async () => {
-    const id = (await submit()).json.id as string;
+    const id = bodyOf('submitJob', await submit()).id;
     await eventually(() => offers.length === 1);
     const offer = offers[0]!;
     // The executor fetched the workflow (the claim); its loading/running events have not arrived yet.
-    const fetched = await h.request({
+    const fetched = await h.raw({
       method: 'GET',
       url: `/api/exec/jobs/${id}/workflow?agent=agent-1`,
       token: offer.jobToken,
@@ -144,7 +151,7 @@ describe.each(backends)('user lifecycle on $name', (backend) => {
     expect(fetched.status, fetched.text).toBe(200);
     expect((await job(id)).state).toBe('offered');
     const disabled = await call('POST', '/api/users/alice/disable');
-    expect(disabled.json.canceledJobs).toEqual([id]);
+    expect(bodyOf('disableUser', disabled).canceledJobs).toEqual([id]);
     expect((await job(id)).state).toBe('canceled');
     await eventually(() => controls.length === 1);
     expect(controls[0]).toEqual({ v: 1, type: 'cancel', jobId: id, attempt: 1 });
@@ -162,10 +169,10 @@ describe.each(backends)('user lifecycle on $name', (backend) => {
     };
     const late = await submit();
     expect(disabled?.status, disabled?.text).toBe(200);
-    expect(disabled?.json.canceledJobs).toEqual([]);
+    expect(disabled && bodyOf('disableUser', disabled).canceledJobs).toEqual([]);
     expect(late.status).toBe(401);
-    expect(late.json.error.message).toBe('this user is disabled');
-    const jobs = (await call('GET', '/api/jobs?user=alice')).json.jobs as any[];
+    expect(errorOf(late).message).toBe('this user is disabled');
+    const jobs = bodyOf('listJobs', await call('GET', '/api/jobs?user=alice')).jobs;
     expect(jobs).toHaveLength(1);
     expect(jobs[0]).toMatchObject({
       state: 'canceled',
@@ -177,7 +184,7 @@ describe.each(backends)('user lifecycle on $name', (backend) => {
     const next = await submit(await h.login('alice', 'password-of-alice'));
     expect(next.status, next.text).toBe(201);
     await eventually(() => offers.length > 0);
-    expect(offers.map((offer) => offer.jobId)).toEqual([next.json.id]);
+    expect(offers.map((offer) => offer.jobId)).toEqual([bodyOf('submitJob', next).id]);
   });
 
   it('refuses to disable, delete or demote the last enabled admin with STEWARD_LAST_ADMIN, and allows it while another admin remains', async () => {
@@ -188,26 +195,24 @@ describe.each(backends)('user lifecycle on $name', (backend) => {
     ] as const) {
       const refused = await call(method, url, admin, body);
       expect(refused.status, url).toBe(409);
-      expect(refused.json.error.code).toBe('STEWARD_LAST_ADMIN');
-      expect(refused.json.error.message).toMatch(/last enabled admin.*make another user an admin/);
+      expect(errorOf(refused).code).toBe('STEWARD_LAST_ADMIN');
+      expect(errorOf(refused).message).toMatch(/last enabled admin.*make another user an admin/);
     }
     expect((await call('GET', '/api/me')).status).toBe(200);
 
     // A disabled admin does not count as the one that remains.
     const carol = await h.userToken('carol', 'admin');
     expect((await call('POST', '/api/users/carol/disable')).status).toBe(200);
-    expect((await call('POST', '/api/users/admin/disable')).json.error.code).toBe('STEWARD_LAST_ADMIN');
+    expect(errorOf(await call('POST', '/api/users/admin/disable')).code).toBe('STEWARD_LAST_ADMIN');
     expect((await call('POST', '/api/users/carol/enable')).status).toBe(200);
     const fresh = await h.login('carol', 'password-of-carol');
     expect(carol).not.toBe(fresh);
     const demoted = await call('PUT', '/api/users/admin/role', fresh, { role: 'user' });
     expect(demoted.status, demoted.text).toBe(200);
-    expect(demoted.json.role).toBe('user');
+    expect(bodyOf('setUserRole', demoted).role).toBe('user');
     // The demoted admin's next request is a user's.
-    expect((await call('GET', '/api/users')).json.error.code).toBe('STEWARD_FORBIDDEN');
-    expect((await call('POST', '/api/users/carol/disable', fresh)).json.error.code).toBe(
-      'STEWARD_LAST_ADMIN',
-    );
+    expect(errorOf(await call('GET', '/api/users')).code).toBe('STEWARD_FORBIDDEN');
+    expect(errorOf(await call('POST', '/api/users/carol/disable', fresh)).code).toBe('STEWARD_LAST_ADMIN');
     const refused = await h.server.store.listAudit({ action: 'user.disable.refused', limit: 5 });
     expect(refused[0]).toMatchObject({ actor: 'carol', target: 'carol', detail: { reason: 'last admin' } });
   });
@@ -228,29 +233,31 @@ describe.each(backends)('user lifecycle on $name', (backend) => {
   });
 
   it('refuses to delete a user with jobs not ended; once disabled (its jobs canceled) deletes it, keeping its jobs readable and its name retired', async () => {
-    const id = (await submit()).json.id as string;
+    const id = bodyOf('submitJob', await submit()).id;
     const refused = await call('DELETE', '/api/users/alice');
     expect(refused.status).toBe(409);
-    expect(refused.json.error).toMatchObject({ code: 'STEWARD_USER_HAS_JOBS', details: { jobs: 1 } });
-    expect(refused.json.error.message).toMatch(/steward user disable alice/);
+    expect(errorOf(refused)).toMatchObject({ code: 'STEWARD_USER_HAS_JOBS', details: { jobs: 1 } });
+    expect(errorOf(refused).message).toMatch(/steward user disable alice/);
 
-    expect((await call('POST', '/api/users/alice/disable')).json.canceledJobs).toEqual([id]);
+    expect(bodyOf('disableUser', await call('POST', '/api/users/alice/disable')).canceledJobs).toEqual([id]);
     const deleted = await call('DELETE', '/api/users/alice');
     expect(deleted.status, deleted.text).toBe(204);
 
-    const listed = (await call('GET', '/api/users')).json.users.map((user: any) => user.name);
+    const listed = bodyOf('listUsers', await call('GET', '/api/users')).users.map((user) => user.name);
     expect(listed).toEqual(['admin']);
-    const all = (await call('GET', '/api/users?deleted=true')).json.users;
-    expect(all.find((user: any) => user.name === 'alice')).toMatchObject({ disabled: true });
-    expect(all.find((user: any) => user.name === 'alice').deletedAt).toMatch(/^\d{4}-/);
+    const all = bodyOf('listUsers', await call('GET', '/api/users?deleted=true')).users;
+    expect(all.find((user) => user.name === 'alice')).toMatchObject({ disabled: true });
+    expect(all.find((user) => user.name === 'alice')?.deletedAt).toMatch(/^\d{4}-/);
     // Past jobs and their audit trail stay readable by admins.
     expect(await job(id)).toMatchObject({ user: 'alice', state: 'canceled' });
-    expect((await call('GET', '/api/audit?actor=alice')).json.entries.length).toBeGreaterThan(0);
+    expect(bodyOf('listAudit', await call('GET', '/api/audit?actor=alice')).entries.length).toBeGreaterThan(
+      0,
+    );
     // No password, no tokens, no login, no re-creation.
     const stored = await h.server.store.getUser('alice');
     expect(stored?.passwordHash).toBeNull();
     expect(await h.server.store.listTokens('alice', 'login')).toEqual([]);
-    const login = await h.request({
+    const login = await h.raw({
       method: 'POST',
       url: '/api/auth/login',
       body: { user: 'alice', password: 'password-of-alice' },
@@ -262,14 +269,14 @@ describe.each(backends)('user lifecycle on $name', (backend) => {
       role: 'user',
     });
     expect(again.status).toBe(409);
-    expect(again.json.error.code).toBe('STEWARD_USER_NAME_RETIRED');
+    expect(errorOf(again).code).toBe('STEWARD_USER_NAME_RETIRED');
     // Gone for every other lifecycle call too.
     for (const [method, url] of [
       ['DELETE', '/api/users/alice'],
       ['POST', '/api/users/alice/enable'],
       ['POST', '/api/users/alice/disable'],
     ] as const) {
-      expect((await call(method, url)).json.error.code, url).toBe('STEWARD_NOT_FOUND');
+      expect(errorOf(await call(method, url)).code, url).toBe('STEWARD_NOT_FOUND');
     }
     const audit = await h.server.store.listAudit({ action: 'user.delete', limit: 5 });
     expect(audit[0]).toMatchObject({ actor: 'admin', target: 'alice' });
@@ -281,18 +288,18 @@ describe.each(backends)('user lifecycle on $name', (backend) => {
     const other = await h.login('alice', 'password-of-alice');
     const missing = await call('PUT', '/api/users/alice/password', alice, { password: 'a-new-password' });
     expect(missing.status).toBe(400);
-    expect(missing.json.error.message).toMatch(/needs your current password/);
+    expect(errorOf(missing).message).toMatch(/needs your current password/);
     const wrong = await call('PUT', '/api/users/alice/password', alice, {
       currentPassword: 'not-it',
       password: 'a-new-password',
     });
     expect(wrong.status).toBe(403);
-    expect(wrong.json.error.code).toBe('STEWARD_PASSWORD_WRONG');
+    expect(errorOf(wrong).code).toBe('STEWARD_PASSWORD_WRONG');
     const short = await call('PUT', '/api/users/alice/password', alice, {
       currentPassword: 'password-of-alice',
       password: 'short',
     });
-    expect(short.json.error.code).toBe('STEWARD_BAD_REQUEST');
+    expect(errorOf(short).code).toBe('STEWARD_BAD_REQUEST');
 
     const changed = await call('PUT', '/api/users/alice/password', alice, {
       currentPassword: 'password-of-alice',
@@ -308,8 +315,8 @@ describe.each(backends)('user lifecycle on $name', (backend) => {
     await h.userToken('bob');
     const forbidden = await call('PUT', '/api/users/bob/password', alice, { password: 'bobs-new-password' });
     expect(forbidden.status).toBe(403);
-    expect(forbidden.json.error).toMatchObject({ code: 'STEWARD_FORBIDDEN' });
-    expect(forbidden.json.error.message).toMatch(/only an admin/);
+    expect(errorOf(forbidden)).toMatchObject({ code: 'STEWARD_FORBIDDEN' });
+    expect(errorOf(forbidden).message).toMatch(/only an admin/);
     const reset = await call('PUT', '/api/users/alice/password', admin, { password: 'reset-by-admin' });
     expect(reset.status).toBe(204);
     // An admin reset ends every session of the user.
@@ -347,26 +354,26 @@ describe.each(backends)('user lifecycle on $name', (backend) => {
         currentPassword: `guess-${i}`,
         password: 'a-new-password',
       });
-      expect(wrong.json.error.code).toBe('STEWARD_PASSWORD_WRONG');
+      expect(errorOf(wrong).code).toBe('STEWARD_PASSWORD_WRONG');
     }
     const throttled = await call('PUT', '/api/users/alice/password', alice, {
       currentPassword: 'password-of-alice',
       password: 'a-new-password',
     });
     expect(throttled.status).toBe(429);
-    expect(throttled.json.error.code).toBe('STEWARD_LOGIN_THROTTLED');
+    expect(errorOf(throttled).code).toBe('STEWARD_LOGIN_THROTTLED');
   });
 
   it("refuses to set an LDAP user's password or role: they are the directory's", async () => {
     await h.server.store.upsertDirectoryUser({ name: 'dora', role: 'user', time: Date.now() });
     const password = await call('PUT', '/api/users/dora/password', admin, { password: 'a-new-password' });
     expect(password.status).toBe(409);
-    expect(password.json.error.code).toBe('STEWARD_USER_IN_DIRECTORY');
-    expect(password.json.error.message).toMatch(/LDAP user: its password is the directory's/);
+    expect(errorOf(password).code).toBe('STEWARD_USER_IN_DIRECTORY');
+    expect(errorOf(password).message).toMatch(/LDAP user: its password is the directory's/);
     const role = await call('PUT', '/api/users/dora/role', admin, { role: 'admin' });
-    expect(role.json.error.code).toBe('STEWARD_USER_IN_DIRECTORY');
-    const users = (await call('GET', '/api/users')).json.users;
-    expect(users.map((user: any) => [user.name, user.source])).toEqual([
+    expect(errorOf(role).code).toBe('STEWARD_USER_IN_DIRECTORY');
+    const users = bodyOf('listUsers', await call('GET', '/api/users')).users;
+    expect(users.map((user) => [user.name, user.source])).toEqual([
       ['admin', 'local'],
       ['alice', 'local'],
       ['dora', 'ldap'],
@@ -384,8 +391,8 @@ describe.each(backends)('user lifecycle on $name', (backend) => {
     ] as const) {
       const refused = await call(method, url, alice, body);
       expect(refused.status, url).toBe(403);
-      expect(refused.json.error.code).toBe('STEWARD_FORBIDDEN');
-      expect(refused.json.error.message).toMatch(/needs the admin role; ask an admin/);
+      expect(errorOf(refused).code).toBe('STEWARD_FORBIDDEN');
+      expect(errorOf(refused).message).toMatch(/needs the admin role; ask an admin/);
     }
     expect((await h.server.store.getUser('bob'))?.disabled).toBe(false);
     expect((await call('POST', '/api/users/ghost/disable')).status).toBe(404);
@@ -396,22 +403,22 @@ describe.each(backends)('user lifecycle on $name', (backend) => {
   });
 
   it("revokes one's own token at once, hides others' tokens from non-admins, and lets admins revoke anyone's", async () => {
-    const ci = (await call('POST', '/api/tokens', alice, { name: 'ci' })).json;
+    const ci = bodyOf('createToken', await call('POST', '/api/tokens', alice, { name: 'ci' }));
     const revoked = await call('DELETE', `/api/tokens/${ci.id}`, alice);
     expect(revoked.status).toBe(204);
     expect((await call('GET', '/api/me', ci.token)).status).toBe(401);
     expect((await call('DELETE', `/api/tokens/${ci.id}`, alice)).status).toBe(404);
 
     const bob = await h.userToken('bob');
-    const bobs = (await call('POST', '/api/tokens', bob, { name: 'laptop' })).json;
+    const bobs = bodyOf('createToken', await call('POST', '/api/tokens', bob, { name: 'laptop' }));
     const stolen = await call('DELETE', `/api/tokens/${bobs.id}`, alice);
     expect(stolen.status).toBe(404);
     expect((await call('GET', '/api/me', bobs.token)).status).toBe(200);
     const listing = await call('GET', '/api/tokens?user=bob', alice);
     expect(listing.status).toBe(403);
-    expect(listing.json.error.message).toMatch(/only admins can list another user's tokens/);
+    expect(errorOf(listing).message).toMatch(/only admins can list another user's tokens/);
 
-    const seen = (await call('GET', '/api/tokens?user=bob')).json.tokens;
+    const seen = bodyOf('listTokens', await call('GET', '/api/tokens?user=bob')).tokens;
     expect(seen).toEqual([expect.objectContaining({ id: bobs.id, name: 'laptop', user: 'bob' })]);
     expect((await call('DELETE', `/api/tokens/${bobs.id}`)).status).toBe(204);
     expect((await call('GET', '/api/me', bobs.token)).status).toBe(401);
@@ -433,9 +440,9 @@ describe.each(backends)('user lifecycle on $name', (backend) => {
       source: 'local',
       token: { kind: 'login', name: 'login' },
     });
-    expect(me.json.token.expiresAt).toMatch(/^\d{4}-/);
-    const ci = (await call('POST', '/api/tokens', alice, { name: 'ci' })).json;
-    expect((await call('GET', '/api/me', ci.token)).json.token).toEqual({
+    expect(bodyOf('me', me).token?.expiresAt).toMatch(/^\d{4}-/);
+    const ci = bodyOf('createToken', await call('POST', '/api/tokens', alice, { name: 'ci' }));
+    expect(bodyOf('me', await call('GET', '/api/me', ci.token)).token).toEqual({
       id: ci.id,
       kind: 'api',
       name: 'ci',

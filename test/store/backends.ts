@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import type { StoreConfig } from '../../src/config/index.js';
+import { until } from '../support/wait.js';
 
 export const POSTGRES_URL =
   process.env.STEWARD_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -95,20 +96,24 @@ export async function createPrivateDatabase(
       try {
         // Closed pools finish disconnecting asynchronously: wait for them rather than kill them (a killed
         // client raises an uncaught error in the test process). FORCE only for what truly leaked.
-        const deadline = Date.now() + 5000;
-        for (;;) {
-          try {
-            await client.query(`DROP DATABASE IF EXISTS "${name}"`);
-            break;
-          } catch (error) {
-            if ((error as { code?: string }).code !== '55006') throw error;
-            if (Date.now() > deadline) {
-              await client.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
-              break;
+        const dropped = await until(
+          'the database to drop',
+          async () => {
+            try {
+              await client.query(`DROP DATABASE IF EXISTS "${name}"`);
+              return true;
+            } catch (error) {
+              // 55006: still in use by a closing pool.
+              if ((error as { code?: string }).code !== '55006') throw error;
+              return false;
             }
-            await new Promise((resolve) => setTimeout(resolve, 50));
-          }
-        }
+          },
+          5000,
+        ).catch((error: unknown) => {
+          if (error instanceof Error && error.message.startsWith('timed out')) return false;
+          throw error;
+        });
+        if (!dropped) await client.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
       } finally {
         await client.end();
       }

@@ -6,6 +6,7 @@ import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { JobState, JobStateEvent, JobStepEvent } from '../../src/protocol/index.js';
 import { openStore, type JobChangeNotice, type Store } from '../../src/store/index.js';
+import { until } from '../support/wait.js';
 import { createPrivateDatabase } from './backends.js';
 
 let database: { url: string; dispose(): Promise<void> };
@@ -223,9 +224,5 @@ describe('two stores on one PostgreSQL database', () => {
 });
 
 async function waitFor(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+  await until('the condition', condition, timeoutMs, 20);
 }

@@ -23,3 +23,22 @@ export async function until<T>(
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
 }
+
+/** `until` for a check whose "not yet" is `undefined` (so that `0`, `''` or `false` count as found). */
+export async function untilDefined<T>(
+  what: string | (() => string),
+  check: () => T | undefined,
+  timeoutMs?: number,
+  intervalMs?: number,
+): Promise<T> {
+  const found = await until(
+    what,
+    () => {
+      const value = check();
+      return value === undefined ? undefined : { value };
+    },
+    timeoutMs,
+    intervalMs,
+  );
+  return found.value;
+}
