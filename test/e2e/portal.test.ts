@@ -330,6 +330,56 @@ describe.runIf(isRoot)('the web portal in Chromium', () => {
     await page.close();
   }, 240_000);
 
+  /** Presses Tab until the focused element's accessible text is `name`; fails after `limit` presses. */
+  async function tabTo(page: Page, name: string, limit = 120): Promise<void> {
+    for (let i = 0; i < limit; i++) {
+      await page.keyboard.press('Tab');
+      const focused = String(
+        await page.evaluate(
+          "(() => { const el = document.activeElement; return el ? String(el.getAttribute('aria-label') || el.innerText || '').trim() : ''; })()",
+        ),
+      );
+      if (focused === name) return;
+    }
+    throw new Error(`no element named ${JSON.stringify(name)} took the focus within ${limit} Tab presses`);
+  }
+
+  it('runs, cancels and reruns a workflow with the keyboard alone', async () => {
+    // A browser of its own: the shared one is signed in already, and this starts at the sign-in form.
+    const own = await launchBrowser();
+    const page = await own.context.newPage();
+    await signIn(page, alice.name, password);
+    await tabTo(page, 'Workflows');
+    await page.keyboard.press('Enter');
+    await page.waitForURL((url) => url.pathname === '/workflows');
+    await tabTo(page, 'portal-long');
+    await page.keyboard.press('Enter');
+    await page.waitForURL((url) => url.pathname.endsWith('/portal-long'));
+    await tabTo(page, 'Run version 1');
+    await page.keyboard.press('Enter');
+    await page.getByRole('button', { name: 'Run', exact: true }).waitFor();
+    await tabTo(page, 'Run');
+    await page.keyboard.press('Enter');
+    await page.waitForURL((url) => url.pathname.startsWith('/jobs/'));
+    const job = decodeURIComponent(new URL(page.url()).pathname.split('/').pop()!);
+    longJobs.push(job);
+    await page.locator('.dag-node[data-step="wait"].state-running').waitFor({ timeout: 60_000 });
+    await tabTo(page, 'Cancel job');
+    await page.keyboard.press('Enter');
+    await page.locator('h1 .badge.state-canceled').waitFor({ timeout: 60_000 });
+    expect((await aliceApi.job(job)).state).toBe('canceled');
+    await tabTo(page, 'Run again');
+    await page.keyboard.press('Enter');
+    await page.waitForURL((url) => !url.pathname.endsWith(`/${encodeURIComponent(job)}`));
+    const again = decodeURIComponent(new URL(page.url()).pathname.split('/').pop()!);
+    longJobs.push(again);
+    expect((await aliceApi.job(again)).workflow).toMatchObject({ name: 'portal-long', version: 1 });
+    await tabTo(page, 'Jobs');
+    await page.keyboard.press('Enter');
+    await page.locator(`tr[data-job="${again}"]`).waitFor();
+    await own.close();
+  }, 180_000);
+
   it('shows another user none of the first user’s jobs, and the same not-found as the API', async () => {
     const other = await launchBrowser();
     try {
