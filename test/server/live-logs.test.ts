@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * The live log chunk route (`POST /api/exec/jobs/:id/logs/:step/:stream/chunks?offset=N`) against a real
  * server and store: idempotent by offset, gaps and oversize refused, served while the step runs, replaced
@@ -11,10 +10,10 @@ import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EmbeddedBus, type Subscription } from '../../src/bus/index.js';
 import { compileServerConfig } from '../../src/config/index.js';
-import { createOfferVerifier, type JobOffer } from '../../src/protocol/index.js';
+import { createOfferVerifier, LogsResponse, type JobOffer } from '../../src/protocol/index.js';
 import { createServer } from '../../src/server/index.js';
 import { postgresBackend } from '../store/backends.js';
-import { eventually, startHarness, type Harness } from './harness.js';
+import { errorOf, eventually, startHarness, type Harness } from './harness.js';
 
 const WORKFLOW = `name: flogtalk
 steps:
@@ -96,12 +95,11 @@ describe('live log chunks', () => {
     // A gap: refused with the size the server has, nothing written.
     const gap = await chunk(20, 'lost');
     expect(gap.status).toBe(409);
-    expect(gap.json.error.code).toBe('STEWARD_LOG_OFFSET_MISMATCH');
-    expect(gap.json.error.details.size).toBe(14);
+    expect(errorOf(gap)).toMatchObject({ code: 'STEWARD_LOG_OFFSET_MISMATCH', details: { size: 14 } });
     // Past the step log limit, and over the chunk cap: 413.
     const over = await chunk(14, Buffer.alloc(4096, 0x61));
     expect(over.status).toBe(413);
-    expect(over.json.error.code).toBe('STEWARD_PAYLOAD_TOO_LARGE');
+    expect(errorOf(over).code).toBe('STEWARD_PAYLOAD_TOO_LARGE');
     const huge = await chunk(0, Buffer.alloc(1024 * 1024 + 1, 0x61));
     expect(huge.status).toBe(413);
     expect((await read()).text).toBe('line 1\nline 2\n');
@@ -111,7 +109,7 @@ describe('live log chunks', () => {
     expect((await chunk(0, 'x', '.hidden')).status).toBe(400);
 
     const listing = await h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/logs`, token: alice });
-    expect(listing.json.logs).toEqual([
+    expect(LogsResponse.parse(listing.json).logs).toEqual([
       expect.objectContaining({ stepId: 'talk', stream: 'stdout', size: 14, text: 'line 1\nline 2\n' }),
     ]);
 

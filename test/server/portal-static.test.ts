@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * The portal served at `/` by a real server: the built files, the index.html fallback for client routes,
  * the "not built" text, and the security headers on every kind of response.
@@ -8,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CONTENT_SECURITY_POLICY } from '../../src/server/portal.js';
-import { startHarness, type Harness } from './harness.js';
+import { errorOf, startHarness, type Harness } from './harness.js';
 
 const INDEX =
   '<!doctype html><html><head><script type="module" src="/assets/app-3f2a.js"></script></head></html>';
@@ -65,7 +64,7 @@ describe('the portal served at /', () => {
     expect(traversal.text).not.toContain('root:');
     const api404 = await h.request({ method: 'GET', url: '/api/nothing-here' });
     expect(api404.status).toBe(404);
-    expect(api404.json.error.code).toBe('STEWARD_NOT_FOUND');
+    expect(errorOf(api404).code).toBe('STEWARD_NOT_FOUND');
     expectSecurityHeaders(api404.headers);
   });
 
