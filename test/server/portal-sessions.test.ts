@@ -1,15 +1,17 @@
-/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * Portal sessions on a real server and store: the cookie's flags, sign-out, revocation by disabling and by a
  * password change, expiry, and the CSRF defence of every state-changing request the cookie authenticates.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { AuditList, ErrorResponse, Job, JobList, SessionInfo } from '../../src/protocol/index.js';
 import { CONTENT_SECURITY_POLICY } from '../../src/server/portal.js';
-import { REPORT_WORKFLOW, startHarness, type Harness } from './harness.js';
+import { errorOf, REPORT_WORKFLOW, startHarness, type Harness } from './harness.js';
 
 interface SignedIn {
   status: number;
-  json: any;
+  json: unknown;
+  /** The session, when the sign-in succeeded. */
+  info: SessionInfo | undefined;
   /** `steward_session=…`, for a Cookie header. */
   cookie: string;
   setCookie: string;
@@ -32,6 +34,7 @@ async function signIn(
   return {
     status: response.statusCode,
     json: response.json(),
+    info: response.statusCode === 200 ? SessionInfo.parse(response.json()) : undefined,
     cookie: session ? `steward_session=${session.value}` : '',
     setCookie,
   };
@@ -45,7 +48,7 @@ async function withCookie(
   cookie: string,
   options: { csrf?: string; headers?: Record<string, string>; body?: unknown } = {},
 ) {
-  return h.request({
+  return h.raw({
     method,
     url,
     headers: {
@@ -84,8 +87,8 @@ describe('portal sessions', () => {
     const session = await signIn(h, 'papi-alice', PASSWORD);
     expect(session.status).toBe(200);
     expect(session.json).toMatchObject({ user: { name: 'papi-alice', role: 'user' } });
-    expect(typeof session.json.csrfToken).toBe('string');
-    const expiresAt = Date.parse(session.json.expiresAt);
+    expect(typeof session.info!.csrfToken).toBe('string');
+    const expiresAt = Date.parse(session.info!.expiresAt);
     expect(expiresAt).toBeGreaterThanOrEqual(before + 2 * 3_600_000 - 1000);
     expect(expiresAt).toBeLessThanOrEqual(Date.now() + 2 * 3_600_000 + 1000);
     expect(session.setCookie).toMatch(/^steward_session=stw_[A-Za-z0-9_-]+;/);
@@ -145,30 +148,30 @@ describe('portal sessions', () => {
     const refused = async (options: Parameters<typeof withCookie>[4]) => {
       const response = await withCookie(h, 'POST', '/api/jobs', session.cookie, { body: submit, ...options });
       expect(response.status).toBe(403);
-      expect(response.json.error.code).toBe('STEWARD_CSRF_REJECTED');
+      expect(errorOf(response).code).toBe('STEWARD_CSRF_REJECTED');
     };
     // What another site's page can send: the cookie (if the browser attaches it), no token, its own Origin.
     await refused({ headers: { origin: 'https://evil.example' } });
     await refused({});
     await refused({ csrf: 'not-the-token' });
-    await refused({ csrf: session.json.csrfToken, headers: { origin: 'https://evil.example' } });
-    await refused({ csrf: session.json.csrfToken, headers: { 'sec-fetch-site': 'cross-site' } });
-    await refused({ csrf: session.json.csrfToken, headers: { origin: 'null' } });
+    await refused({ csrf: session.info!.csrfToken, headers: { origin: 'https://evil.example' } });
+    await refused({ csrf: session.info!.csrfToken, headers: { 'sec-fetch-site': 'cross-site' } });
+    await refused({ csrf: session.info!.csrfToken, headers: { origin: 'null' } });
     // Another session's token does not fit this session.
     const other = await signIn(h, 'papi-alice', PASSWORD);
-    await refused({ csrf: other.json.csrfToken });
+    await refused({ csrf: other.info!.csrfToken });
     const listed = await withCookie(h, 'GET', '/api/jobs', session.cookie);
     expect(listed.status).toBe(200);
-    expect(listed.json.jobs).toHaveLength(0);
+    expect(JobList.parse(listed.json).jobs).toHaveLength(0);
 
     // The portal's own request: same origin, with the token.
     const accepted = await withCookie(h, 'POST', '/api/jobs', session.cookie, {
       body: submit,
-      csrf: session.json.csrfToken,
+      csrf: session.info!.csrfToken,
       headers: { origin: 'http://localhost:80', 'sec-fetch-site': 'same-origin', host: 'localhost:80' },
     });
     expect(accepted.status).toBe(201);
-    expect(accepted.json.user).toBe('papi-alice');
+    expect(Job.parse(accepted.json).user).toBe('papi-alice');
     // Bearer requests (the CLI) need no token and are unaffected by an Origin.
     const cli = await h.request({
       method: 'POST',
@@ -184,15 +187,16 @@ describe('portal sessions', () => {
       url: '/api/audit?action=csrf.refused',
       token: await h.adminToken(),
     });
-    expect(audit.json.entries.length).toBeGreaterThanOrEqual(7);
-    expect(audit.json.entries[0]).toMatchObject({ actor: 'papi-alice', target: 'POST /api/jobs' });
+    const { entries } = AuditList.parse(audit.json);
+    expect(entries.length).toBeGreaterThanOrEqual(7);
+    expect(entries[0]).toMatchObject({ actor: 'papi-alice', target: 'POST /api/jobs' });
   });
 
   it('refuses a sign-in posted from another origin', async () => {
     await start();
     const forged = await signIn(h, 'papi-alice', PASSWORD, { origin: 'https://evil.example' });
     expect(forged.status).toBe(403);
-    expect(forged.json.error.code).toBe('STEWARD_CSRF_REJECTED');
+    expect(ErrorResponse.parse(forged.json).error.code).toBe('STEWARD_CSRF_REJECTED');
     expect(forged.setCookie).toBe('');
   });
 
@@ -206,7 +210,7 @@ describe('portal sessions', () => {
     const out = await h.server.app.inject({
       method: 'DELETE',
       url: '/api/auth/session',
-      headers: { cookie: session.cookie, 'x-csrf-token': session.json.csrfToken },
+      headers: { cookie: session.cookie, 'x-csrf-token': session.info!.csrfToken },
     });
     expect(out.statusCode).toBe(204);
     const cleared = out.cookies.find((cookie) => cookie.name === 'steward_session');
@@ -222,7 +226,7 @@ describe('portal sessions', () => {
     const first = await signIn(h, 'papi-alice', PASSWORD);
     const second = await signIn(h, 'papi-alice', PASSWORD);
     const changed = await withCookie(h, 'PUT', '/api/users/papi-alice/password', first.cookie, {
-      csrf: first.json.csrfToken,
+      csrf: first.info!.csrfToken,
       body: { currentPassword: PASSWORD, password: 'a-new-password-papi' },
     });
     expect(changed.status).toBe(204);
@@ -233,7 +237,7 @@ describe('portal sessions', () => {
     expect(disabled.status).toBe(200);
     const after = await withCookie(h, 'GET', '/api/auth/session', first.cookie);
     expect(after.status).toBe(401);
-    expect(after.json.error.message).toContain('disabled');
+    expect(errorOf(after).message).toContain('disabled');
     expect((await signIn(h, 'papi-alice', 'a-new-password-papi')).status).toBe(401);
   });
 
@@ -273,7 +277,7 @@ describe('portal sessions', () => {
     const session = await signIn(h, 'papi-alice', PASSWORD);
     const { url } = await h.server.listen();
     const abort = new AbortController();
-    const response = await fetch(`${url}/api/jobs/${job.json.id}/events`, {
+    const response = await fetch(`${url}/api/jobs/${Job.parse(job.json).id}/events`, {
       headers: { cookie: session.cookie },
       signal: abort.signal,
     });
@@ -282,12 +286,12 @@ describe('portal sessions', () => {
     expect(response.headers.get('content-security-policy')).toBe(CONTENT_SECURITY_POLICY);
     expect(response.headers.get('x-content-type-options')).toBe('nosniff');
     const reader = response.body!.getReader();
-    const first = new TextDecoder().decode((await reader.read()).value);
+    const first = new TextDecoder().decode((await reader.read()).value as Uint8Array | undefined);
     expect(first).toContain('event: snapshot');
     abort.abort();
     await reader.cancel().catch(() => undefined);
 
-    const logs = await withCookie(h, 'GET', `/api/jobs/${job.json.id}/logs`, session.cookie);
+    const logs = await withCookie(h, 'GET', `/api/jobs/${Job.parse(job.json).id}/logs`, session.cookie);
     expect(logs.status).toBe(200);
   });
 });
