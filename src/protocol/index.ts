@@ -5,3 +5,4 @@ export * from './signing.js';
 export * from './api.js';
 export * from './duration.js';
 export * from './names.js';
+export * from './checks.js';
