@@ -14,6 +14,7 @@ import { registerRerunCommand } from './commands/rerun.js';
 import { registerAuthCommands } from './commands/auth.js';
 import { registerDaemonCommands } from './commands/daemons.js';
 import { registerJobCommands } from './commands/jobs.js';
+import { registerNotifyCommands } from './commands/notify.js';
 import { registerResultCommands } from './commands/results.js';
 import { registerSpaceCommands } from './commands/spaces.js';
 import { registerWorkflowCommands } from './commands/workflows.js';
@@ -45,6 +46,7 @@ export function buildProgram(): Command {
   registerJobCommands(program);
   registerRerunCommand(program);
   registerResultCommands(program);
+  registerNotifyCommands(program);
   registerAdminCommands(program);
   registerAuditCommands(program);
   registerDaemonCommands(program);

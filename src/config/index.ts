@@ -18,6 +18,12 @@ export {
   type CompiledLdapConfig,
   type CompiledLoginThrottle,
 } from './ldap.js';
+export {
+  NotificationsConfig,
+  SmtpConfig,
+  type CompiledNotificationsConfig,
+  type CompiledSmtpConfig,
+} from './notifications.js';
 export { readConfigFile } from './read.js';
 export { compileServerConfig, RetriesConfig, ServerConfig, type CompiledServerConfig } from './server.js';
 export { parseByteSize } from './sizes.js';

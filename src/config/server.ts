@@ -11,6 +11,12 @@ import {
   type CompiledLdapConfig,
   type CompiledLoginThrottle,
 } from './ldap.js';
+import {
+  compileNotificationsConfig,
+  defaultNotificationsConfig,
+  NotificationsConfig,
+  type CompiledNotificationsConfig,
+} from './notifications.js';
 import { parseOrThrow } from './read.js';
 import { StoreConfig } from './store.js';
 
@@ -168,6 +174,11 @@ export const ServerConfig = z
      * `notStarted`: no step had started, default 2. A job's own `retries` overrides both.
      */
     retries: RetriesConfig.default({ ran: 0, notStarted: 2 }),
+    /**
+     * Job-end notifications: `smtp` for email rules, the rules' limit per user, delivery retries. Default:
+     * webhooks only, 20 rules per user, 10 attempts from 30s apart up to 1h.
+     */
+    notifications: NotificationsConfig.default(defaultNotificationsConfig),
   })
   .strict();
 export type ServerConfig = z.input<typeof ServerConfig>;
@@ -203,6 +214,8 @@ export interface CompiledServerConfig {
   readonly bus: CompiledBusConfig;
   /** Retry budgets by whether a step had started (see `ServerConfig.retries`). */
   readonly retries: { readonly ran: number; readonly notStarted: number };
+  /** Job-end notifications (see `ServerConfig.notifications`). */
+  readonly notifications: CompiledNotificationsConfig;
 }
 
 export function compileServerConfig(input: unknown): CompiledServerConfig {
@@ -242,6 +255,7 @@ export function compileServerConfig(input: unknown): CompiledServerConfig {
     trustProxy: Array.isArray(c.trustProxy) ? Object.freeze([...c.trustProxy]) : c.trustProxy,
     bus: compileBus(c.bus, 'server'),
     retries: Object.freeze({ ran: c.retries.ran, notStarted: c.retries.notStarted }),
+    notifications: compileNotificationsConfig(c.notifications),
   });
 }
 

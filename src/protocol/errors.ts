@@ -180,6 +180,16 @@ export const errorCatalogue = {
     summary:
       'A state-changing request authenticated by the portal session cookie lacked the X-CSRF-Token of that session, or came from another origin.',
   },
+  STEWARD_NOTIFICATION_RULE_LIMIT: {
+    status: 409,
+    summary:
+      'The user has as many notification rules as `server.notifications.maxRulesPerUser` allows; remove one first.',
+  },
+  STEWARD_EMAIL_NOT_CONFIGURED: {
+    status: 409,
+    summary:
+      'An email notification rule was asked for, but the server has no `server.notifications.smtp`; use a webhook or ask an admin to configure SMTP.',
+  },
 } as const satisfies Record<string, { status: number; summary: string }>;
 
 export type ErrorCode = keyof typeof errorCatalogue;

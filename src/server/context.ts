@@ -5,6 +5,7 @@ import type { Store } from '../store/index.js';
 import type { AuditLog } from './audit.js';
 import type { Authenticator } from './auth.js';
 import type { JobService } from './jobs/index.js';
+import type { NotificationService } from './notifications/index.js';
 import type { UserAdmin } from './users.js';
 import type { ResultFiles } from './results.js';
 import type { PortalSessions } from './sessions.js';
@@ -34,6 +35,8 @@ export interface ServerContext {
   /** Step logs arriving while their step runs. */
   liveLogs: LiveLogs;
   watch: JobWatch;
+  /** Users' notification rules (the dispatcher sends what job ends queued). */
+  notifications: NotificationService;
   version: string;
   openApiDocument(): Record<string, unknown>;
 }

@@ -22,6 +22,7 @@ import { Authenticator } from './auth.js';
 import type { ServerContext } from './context.js';
 import { EventConsumer } from './events.js';
 import { JobService, type SweepCounts } from './jobs/index.js';
+import { NotificationChannels, NotificationDispatcher, NotificationService } from './notifications/index.js';
 import { UserAdmin } from './users.js';
 import { loadOrCreateSigningKey } from './keys.js';
 import { buildOpenApiDocument } from './openapi.js';
@@ -137,6 +138,14 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     serverUrl: () => serverUrl,
     uploads,
   });
+  const channels = new NotificationChannels(config.notifications, `Steward/${STEWARD_VERSION}`);
+  const dispatcher = new NotificationDispatcher({
+    store,
+    config: config.notifications,
+    channels,
+    logger,
+    baseUrl: () => serverUrl,
+  });
   let openApi: Record<string, unknown> | undefined;
   const ctx: ServerContext = {
     config,
@@ -154,6 +163,12 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     uploads,
     liveLogs,
     watch,
+    notifications: new NotificationService({
+      store,
+      audit,
+      channels,
+      maxRulesPerUser: config.notifications.maxRulesPerUser,
+    }),
     version: STEWARD_VERSION,
     openApiDocument: () => (openApi ??= buildOpenApiDocument(STEWARD_VERSION)),
   };
@@ -207,6 +222,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
   }, sweepIntervalMs);
   sweeper.unref();
   uploads.start();
+  dispatcher.start();
 
   let closing: Promise<void> | undefined;
   return {
@@ -228,6 +244,8 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
       closing ??= (async () => {
         clearInterval(sweeper);
         uploads.stop();
+        await dispatcher.stop();
+        channels.close();
         await consumer.stop();
         await remote.stop();
         await app.close();

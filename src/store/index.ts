@@ -9,6 +9,14 @@ export type {
 } from './spaces.js';
 export type { ChangeListener, JobChangeNotice } from './changes.js';
 export type { JobFileStore, JobInputRecord, UploadRecord } from './job-files.js';
+export type {
+  ClaimedDelivery,
+  DeliveryRecord,
+  DeliverySettlement,
+  NewNotificationRule,
+  NotificationRuleRecord,
+  NotificationStore,
+} from './notifications.js';
 export { decodeJobCursor, encodeJobCursor } from './listings.js';
 export type { AuditPageFilter, JobCursor, JobPageFilter, Listings, Page } from './listings.js';
 export type {

@@ -228,6 +228,43 @@ export interface JobInputsTable {
   created_at: number;
 }
 
+/** A user's notification rule (migration 0014). */
+export interface NotificationRulesTable {
+  id: string;
+  user_name: string;
+  /** Only jobs of this schedule of the user; null: the user's default. */
+  schedule: string | null;
+  when: 'failure' | 'success' | 'always';
+  channel: 'webhook' | 'email';
+  /** The webhook URL or the email address. */
+  target: string;
+  /** The webhook's HMAC key; null for email. */
+  secret: string | null;
+  created_at: number;
+}
+
+/** One message to send for one rule and one job end: the outbox (migration 0014). */
+export interface NotificationDeliveriesTable {
+  id: string;
+  rule_id: string;
+  user_name: string;
+  job_id: string;
+  /** The job's attempt that ended: a later attempt (a lost job retried after all) supersedes it. */
+  job_attempt: number;
+  job_state: string;
+  channel: 'webhook' | 'email';
+  state: 'pending' | 'delivered' | 'failed' | 'dropped';
+  attempts: number;
+  /** When a pending delivery is due (a claimed one: when its claim runs out); null once settled. */
+  next_attempt_at: number | null;
+  /** The current claim's token; only its holder may settle the attempt. */
+  claim_token: string | null;
+  last_error: string | null;
+  created_at: number;
+  delivered_at: number | null;
+  updated_at: number;
+}
+
 export interface Database {
   users: UsersTable;
   api_tokens: ApiTokensTable;
@@ -247,4 +284,6 @@ export interface Database {
   group_members: GroupMembersTable;
   uploads: UploadsTable;
   job_inputs: JobInputsTable;
+  notification_rules: NotificationRulesTable;
+  notification_deliveries: NotificationDeliveriesTable;
 }

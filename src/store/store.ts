@@ -36,6 +36,7 @@ import { migrateToLatest, type StoreDialect } from './migrations/index.js';
 import { ResultStore, type ResultRecord, type ResultUpload } from './results.js';
 import { JobFileStore } from './job-files.js';
 import { Listings } from './listings.js';
+import { NotificationStore } from './notifications.js';
 import { SpaceStore } from './spaces.js';
 import type { WalFlusher } from './sqlite-durable.js';
 import { SweepStore } from './sweeps.js';
@@ -100,6 +101,8 @@ export class Store {
   readonly listings: Listings;
   /** Uploads, job inputs and live log notices. */
   readonly files: JobFileStore;
+  /** Notification rules and the delivery outbox (filled by jobs' terminal transitions). */
+  readonly notifications: NotificationStore;
   private readonly users: UserStore;
   private readonly tokens: TokenStore;
   private readonly loginFailures: LoginFailureStore;
@@ -128,6 +131,7 @@ export class Store {
     this.spaces = new SpaceStore(this.db);
     this.listings = new Listings(this.db, toJob);
     this.files = new JobFileStore(this.db, this.changeChannel, this.instanceId);
+    this.notifications = new NotificationStore(this.ctx);
     this.users = new UserStore(this.ctx);
     this.tokens = new TokenStore(this.ctx);
     this.loginFailures = new LoginFailureStore(this.ctx);

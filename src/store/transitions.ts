@@ -6,7 +6,9 @@
  * agent's state event in `events.ts`). It reads the job's row with `lockJobRow` (`SELECT … FOR UPDATE` on
  * PostgreSQL), checks `canTransition` and updates with `WHERE state = <the state it read>` inside the
  * caller's transaction, so two servers racing serialize and cannot both win. The change is mirrored onto
- * the current attempt's row and announced (`ChangeNotifier`) in the same transaction.
+ * the current attempt's row and announced (`ChangeNotifier`) in the same transaction; a job's end also
+ * queues its notifications there (`enqueueJobEndIn`), so they are sent once per end, by whichever server
+ * won it, and survive any crash after the commit.
  */
 import type { Transaction } from 'kysely';
 import {
@@ -18,6 +20,7 @@ import {
 } from '../protocol/index.js';
 import { lockJobRow, type StoreContext } from './context.js';
 import { readJob, toJob, type JobRecord } from './job-records.js';
+import { enqueueJobEndIn } from './notifications.js';
 import type { Database, JobsTable } from './schema.js';
 
 /** Fields a transition may set along with the new state. */
@@ -82,8 +85,12 @@ export async function transitionIn(
     .executeTakeFirst();
   if (Number(result.numUpdatedRows) !== 1) return { ok: false, job: (await readJob(trx, id)) ?? null };
   await recordAttemptState(trx, current.attempt, id, to, patch, now);
+  const job = toJob({ ...row, ...values });
+  // The schedule that started the job: wired when jobs record it; until then only default rules fire.
+  const schedule: string | null = null;
+  if (isTerminal(to)) await enqueueJobEndIn(trx, job, schedule, now);
   await ctx.changes.notify(trx, id);
-  return { ok: true, job: toJob({ ...row, ...values }) };
+  return { ok: true, job };
 }
 
 /** The job row's new values for a transition to `to` with `patch`. */
