@@ -2,7 +2,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Delivery, Subscription } from '../../src/bus/index.js';
+import { EmbeddedBus, type Delivery, type Subscription } from '../../src/bus/index.js';
+import { compileServerConfig } from '../../src/config/index.js';
 import {
   createOfferVerifier,
   NotificationMessage,
@@ -10,7 +11,9 @@ import {
   type JobOffer,
   type JobStepEvent,
 } from '../../src/protocol/index.js';
-import { backends, sqliteBackend } from '../store/backends.js';
+import { createServer } from '../../src/server/index.js';
+import { pino } from 'pino';
+import { backends, postgresBackend, sqliteBackend } from '../store/backends.js';
 import { startSmtpReceiver, startWebhookReceiver, type WebhookReceiver } from '../support/receivers.js';
 import { until } from '../support/wait.js';
 import { REPORT_WORKFLOW, stateEvent, startHarness, type Harness } from './harness.js';
@@ -409,5 +412,48 @@ describe('notification rules', () => {
     await harness.call('deleteNotificationRule', { token: alice, params: { id: rule.id } });
     const [dropped] = (await harness.call('listNotificationDeliveries', { token: alice })).deliveries;
     expect(dropped).toMatchObject({ id: pending!.id, state: 'dropped', lastError: 'its rule was removed' });
+  });
+});
+
+describe('notifications on two servers sharing PostgreSQL', () => {
+  it('sends each job end once although both servers dispatch', async (context) => {
+    const { harness, alice } = await setUp(postgresBackend, context.task.name);
+    receiver = await startWebhookReceiver();
+    // A second server on the same database and shared directory, with its own dispatcher.
+    const otherDir = mkdtempSync(path.join(os.tmpdir(), 'steward-second-server-'));
+    const otherBus = new EmbeddedBus({});
+    const other = await createServer({
+      config: compileServerConfig({
+        dataDir: otherDir,
+        sharedDir: harness.dataDir,
+        signingKeyFile: path.join(harness.dataDir, 'keys', 'offer-signing.pem'),
+        port: 0,
+        store: harness.storeConfig,
+        notifications: FAST,
+      }),
+      bus: otherBus,
+      logger: pino({ level: 'silent' }),
+    });
+    cleanups.push(async () => {
+      await other.close();
+      await otherBus.close();
+      rmSync(otherDir, { recursive: true, force: true });
+    });
+    await harness.call('createNotificationRule', {
+      token: alice,
+      body: { when: 'always', channel: { type: 'webhook', url: receiver.url } },
+    });
+    const jobs = [];
+    for (let n = 0; n < 6; n++) jobs.push(await runJob(harness, alice, n % 2 === 0 ? 'failed' : 'succeeded'));
+    await until('every delivery settled', async () => {
+      const { deliveries } = await harness.call('listNotificationDeliveries', { token: alice });
+      return deliveries.length === 6 && deliveries.every((delivery) => delivery.state === 'delivered');
+    });
+    const ids = receiver.requests.map((request) => String(request.headers['steward-delivery']));
+    expect(ids).toHaveLength(6);
+    expect(new Set(ids).size).toBe(6);
+    expect(new Set(receiver.requests.map((request) => parseMessage(request.body).job?.id))).toEqual(
+      new Set(jobs),
+    );
   });
 });
