@@ -271,6 +271,49 @@ describe('webhook retries', () => {
   });
 });
 
+describe('a lost job retried after all', () => {
+  it('drops the message about the lost attempt as superseded by the new attempt', async (context) => {
+    const { harness, alice } = await setUp(sqliteBackend, context.task.name);
+    receiver = await startWebhookReceiver();
+    receiver.respond = () => 500;
+    await harness.call('createNotificationRule', {
+      token: alice,
+      body: { when: 'failure', channel: { type: 'webhook', url: receiver.url } },
+    });
+    const taking = takeOffer(harness);
+    const job = await harness.call('submitJob', {
+      token: alice,
+      body: { workflow: 'report', params: { region: 'emea' } },
+    });
+    const { offer, subscription } = await taking;
+    await subscription.cancel();
+    await harness.bus.publishEvent(stateEvent(offer, 1, 'loading'));
+    await harness.bus.publishEvent(stateEvent(offer, 2, 'running'));
+    await until(
+      'running',
+      async () =>
+        (await harness.call('showJob', { token: alice, params: { id: job.id } })).state === 'running',
+    );
+    const error = { code: 'STEWARD_AGENT_LOST' as const, message: 'agent agent-1 sent no heartbeat' };
+    expect((await harness.server.store.transitionJob(job.id, 'lost', { error })).ok).toBe(true);
+    await until('an attempt at the lost message', () => receiver!.requests.length >= 1);
+    // The agent's late crash report makes the server retry the lost job as attempt 2 (recovery.ts).
+    const retried = await harness.server.store.retryJob(job.id, {
+      attempt: 1,
+      endState: 'lost',
+      error,
+      jobTokenHash: 'new-token-hash',
+      loadDeadline: Date.now() + 60_000,
+    });
+    expect(retried.ok).toBe(true);
+    const dropped = await until('dropped', async () => {
+      const [delivery] = (await harness.call('listNotificationDeliveries', { token: alice })).deliveries;
+      return delivery?.state === 'dropped' ? delivery : undefined;
+    });
+    expect(dropped.lastError).toBe('superseded: the job was retried as attempt 2 after this end');
+  });
+});
+
 describe('email notifications', () => {
   it('sends the job id, state, failing step, error and link through a real SMTP server, logged in', async (context) => {
     const smtp = await startSmtpReceiver({ user: 'steward', password: 'smtp-password-1' });
