@@ -247,8 +247,8 @@ describe('webhook retries', () => {
     });
   });
 
-  it('does not follow a redirect and says where it pointed', async (context) => {
-    const { harness, alice } = await setUp(sqliteBackend, context.task.name);
+  it('does not follow a redirect, says where it pointed, and stops waiting for a silent receiver', async (context) => {
+    const { harness, alice } = await setUp(sqliteBackend, context.task.name, { webhookTimeout: '500ms' });
     receiver = await startWebhookReceiver();
     const rule = await harness.call('createNotificationRule', {
       token: alice,
@@ -258,12 +258,15 @@ describe('webhook retries', () => {
     const result = await harness.call('testNotificationRule', { token: alice, params: { id: rule.id } });
     expect(result.delivered).toBe(false);
     expect(result.error).toMatch(/^HTTP 302: redirects are not followed/);
+    receiver.respond = () => 0;
+    const silent = await harness.call('testNotificationRule', { token: alice, params: { id: rule.id } });
+    expect(silent).toEqual({ delivered: false, error: 'no answer within 500 ms' });
     receiver.respond = () => 200;
     expect(await harness.call('testNotificationRule', { token: alice, params: { id: rule.id } })).toEqual({
       delivered: true,
       error: null,
     });
-    const test = receiver.requests[1]!;
+    const test = receiver.requests[2]!;
     expect(test.headers['steward-event']).toBe('notification.test');
     expect(verifySignatureHeader(rule.secret!, String(test.headers['steward-signature']), test.body)).toBe(
       true,

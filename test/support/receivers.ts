@@ -20,7 +20,7 @@ export interface ReceivedRequest {
 export interface WebhookReceiver {
   url: string;
   requests: ReceivedRequest[];
-  /** The status to answer the next request with (default 200); called with the requests so far. */
+  /** The status to answer the next request with (default 200; 0: no answer); called with the requests so far. */
   respond: (received: readonly ReceivedRequest[]) => number;
   close(): Promise<void>;
 }
@@ -39,6 +39,7 @@ export async function startWebhookReceiver(path = '/hook'): Promise<WebhookRecei
         at: Date.now(),
       });
       const status = receiver.respond(receiver.requests);
+      if (status === 0) return; // never answers (until closed)
       response.writeHead(status, { 'content-type': 'text/plain' });
       response.end(status < 300 ? 'ok' : `receiver says no (${status})`);
     });
