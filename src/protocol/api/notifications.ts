@@ -63,6 +63,7 @@ export const CreateNotificationRuleRequest = z
     channel: NotificationChannelInput,
   })
   .strict();
+export type CreateNotificationRuleRequest = z.infer<typeof CreateNotificationRuleRequest>;
 
 export const NotificationRule = z.object({
   id: z.string(),

@@ -17,7 +17,6 @@ import type { Principal } from '../auth.js';
 import { iso } from '../views.js';
 import type { NotificationChannels } from './channels.js';
 import { testMessage } from './message.js';
-import type { z } from 'zod';
 
 export interface NotificationServiceDeps {
   store: Store;
@@ -31,7 +30,7 @@ export class NotificationService {
 
   async create(
     principal: Principal,
-    request: z.output<typeof CreateNotificationRuleRequest>,
+    request: CreateNotificationRuleRequest,
     source: string,
   ): Promise<NotificationRule & { secret: string | null }> {
     const { channel } = request;
