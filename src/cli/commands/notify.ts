@@ -67,7 +67,7 @@ export function registerNotifyCommands(program: Command): void {
 
   notify
     .command('list')
-    .description('list your rules (admins: --all for everyone’s)')
+    .description("list your rules (admins: --all for every user's)")
     .option('--all', "admins: every user's rules")
     .action(async (options: { all?: boolean }, command: Command) => {
       const context = contextOf(command);
