@@ -7,3 +7,4 @@ export * from './duration.js';
 export * from './names.js';
 export * from './checks.js';
 export * from './notifications.js';
+export * from './webhook-signature.js';
