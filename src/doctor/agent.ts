@@ -47,6 +47,7 @@ export async function agentChecks(
     aclCheck(config.workspaceRoot),
     cgroupCheck(),
     workspaceRootCheck(config.workspaceRoot),
+    workspaceParentsCheck(config.workspaceRoot),
     pythonCheck(config.python),
     duckdbCheck(),
     diskCheck(config.workspaceRoot, options.minFreeBytes ?? GiB),
@@ -124,21 +125,35 @@ function cgroupCheck(): Promise<CheckResult> {
 
 function workspaceRootCheck(root: string): Promise<CheckResult> {
   const head: CheckHead = { id: 'agent.workspace-root', title: 'workspace root', fatal: true };
-  const fix = `make ${root} a directory owned by root, mode 0755, below root-owned parents (or set agent.workspaceRoot)`;
+  const fix = `make ${root} a directory owned by root, mode 0755, that users can traverse to (or set agent.workspaceRoot)`;
   return runCheck(
     head,
     async () => {
-      if (!existsSync(root)) {
-        const parent = existingAncestor(root);
-        const unsafe = isRoot() ? await unsafeAncestor(path.join(parent, 'x')) : undefined;
-        if (unsafe)
-          return fail(head, 'STEWARD_WORKSPACE_UNSAFE', `${root} would be created, but ${unsafe}`, fix);
-        return pass(head, `${root} does not exist yet; created (0755) at start`);
-      }
+      if (!existsSync(root)) return pass(head, `${root} does not exist yet; created (0755) at start`);
       await inspectWorkspaceRoot(root, isRoot());
-      const unsafe = isRoot() ? await unsafeAncestor(root) : undefined;
+      return pass(
+        head,
+        `${root}: ${isRoot() ? 'root-owned, ' : ''}not writable by others, reachable by users`,
+      );
+    },
+    fix,
+  );
+}
+
+/**
+ * Not fatal: a parent another user could rename or replace lets them swap the workspace root, but existing
+ * installations may sit below one (a home directory); doctor says so, the start does not refuse.
+ */
+function workspaceParentsCheck(root: string): Promise<CheckResult> {
+  const head = { id: 'agent.workspace-parents', title: "workspace root's parents" };
+  const fix = 'put agent.workspaceRoot below directories only root can change (e.g. /var/lib/steward-agent)';
+  return runCheck(
+    head,
+    async () => {
+      if (!isRoot()) return pass(head, "not root: workspaces are the invoking user's");
+      const unsafe = await unsafeAncestor(path.join(existingAncestor(path.dirname(root)), 'x'));
       if (unsafe) return fail(head, 'STEWARD_WORKSPACE_UNSAFE', unsafe, fix);
-      return pass(head, `${root}: ${isRoot() ? 'root-owned, ' : ''}not writable by others, parents safe`);
+      return pass(head, `every parent of ${root} is root's and not writable by others (or sticky)`);
     },
     fix,
   );

@@ -6,7 +6,7 @@
  */
 import { execFile } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { chmod, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -118,6 +118,7 @@ describe.runIf(isRoot)('steward doctor on an agent machine', () => {
       'agent.root',
       'agent.acl-tools',
       'agent.workspace-root',
+      'agent.workspace-parents',
       'agent.user',
       'agent.python',
       'agent.duckdb',
@@ -176,6 +177,27 @@ describe.runIf(isRoot)('steward doctor on an agent machine', () => {
     });
     expect(check(outcome, 'agent.workspace-root').detail).toMatch(/writable by group or others \(mode 777\)/);
     expect(failed(outcome)).toEqual(['agent.workspace-root']);
+    expect(outcome.code).toBe(1);
+  });
+
+  it('names a workspace root whose parent another user could replace, without making it fatal', async () => {
+    const theirs = path.join(root, 'users-dir');
+    await mkdir(theirs, { recursive: true });
+    await chown(theirs, alice.uid, alice.gid);
+    const nested = path.join(theirs, 'workspaces');
+    await mkdir(nested, { recursive: true });
+    await chmod(nested, 0o755);
+    const config = await writeAgentConfig('unsafe-parent', { workspaceRoot: nested });
+    const outcome = await doctor(['--config', config]);
+    expect(check(outcome, 'agent.workspace-parents')).toMatchObject({
+      status: 'fail',
+      code: 'STEWARD_WORKSPACE_UNSAFE',
+      fatal: false,
+    });
+    expect(check(outcome, 'agent.workspace-parents').detail).toContain(
+      `${theirs} is owned by uid ${alice.uid}`,
+    );
+    expect(check(outcome, 'agent.workspace-root').status).toBe('pass');
     expect(outcome.code).toBe(1);
   });
 
