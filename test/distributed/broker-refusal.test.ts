@@ -18,6 +18,7 @@ let emptyVhost: string;
 const brokerUser = `steward-refusal-${randomBytes(3).toString('hex')}`;
 const brokerPassword = randomBytes(12).toString('hex');
 const daemons: Daemon[] = [];
+const extraVhosts: string[] = [];
 
 async function file(name: string, content: string): Promise<string> {
   const target = path.join(root, name);
@@ -76,7 +77,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const daemon of daemons) await daemon.stop('SIGKILL');
   await rabbitmqctl('delete_user', brokerUser).catch(() => '');
-  for (const name of [vhost, emptyVhost]) if (name) await deleteVhost(name);
+  for (const name of [vhost, emptyVhost, ...extraVhosts]) if (name) await deleteVhost(name);
   if (root) await rm(root, { recursive: true, force: true });
 });
 
@@ -115,6 +116,43 @@ describe('a broker that refuses access', () => {
     const lines = stderr.trim().split('\n');
     expect(lines, stderr).toHaveLength(1);
     expect(lines[0]).toMatch(/^steward: STEWARD_BROKER_ACCESS_REFUSED: .*refused the login/);
+  });
+
+  it('stops steward agent with one line when its permissions refuse the default exchange', async () => {
+    // The regex the old admin guide gave: every Steward name, but not amq.default, which publishes go through.
+    const narrowVhost = await createVhost('refusal-narrow');
+    extraVhosts.push(narrowVhost);
+    await rabbitmqctl(
+      'set_permissions',
+      '-p',
+      narrowVhost,
+      brokerUser,
+      '^steward\\.',
+      '^steward\\.',
+      '^steward\\.',
+    );
+    const right = await file('narrow-password', `${brokerPassword}\n`);
+    const { publicKey } = generateKeyPairSync('ed25519');
+    const key = await file('narrow.pub', publicKey.export({ type: 'spki', format: 'pem' }).toString());
+    const config = await file(
+      'agent-narrow.yaml',
+      stringify({
+        agent: {
+          id: `refusal-${randomBytes(3).toString('hex')}`,
+          bus: bus(right, narrowVhost),
+          serverPublicKeyFile: key,
+          workspaceRoot: path.join(root, 'agent-narrow', 'workspaces'),
+          heartbeatInterval: '1s',
+        },
+      }),
+    );
+    const { code, stderr } = await exitOf(
+      start(['agent', '--config', config, '--data-dir', path.join(root, 'agent-narrow')]),
+    );
+    expect(code).toBe(1);
+    const lines = stderr.trim().split('\n');
+    expect(lines, stderr).toHaveLength(1);
+    expect(lines[0]).toMatch(/^steward: STEWARD_BROKER_ACCESS_REFUSED: .*access to exchange 'amq\.default'/);
   });
 
   it('names the vhost when the user has no permissions there', async () => {

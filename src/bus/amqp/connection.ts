@@ -228,6 +228,18 @@ export class BrokerConnection {
       this.model = connection;
       this.publisher = publisher;
       connection.on('close', () => this.onDrop(generation));
+      // A publish the user's permissions refuse (the write regex missing the default exchange) closes the
+      // publisher channel with 403, and reconnecting cannot help: say so once per connection.
+      publisher.on('error', (error: unknown) => {
+        const refusal = brokerRefusal(error);
+        if (refusal === undefined || this.generation !== generation) return;
+        const refused = new StewardError(
+          'STEWARD_BROKER_ACCESS_REFUSED',
+          `the broker at ${brokerAddress(url)} ${refusal}`,
+          { cause: error },
+        );
+        this.settings.onConnectionEvent?.({ type: 'refused', url, error: refused });
+      });
       publisher.on('close', () => {
         // The publisher channel alone can fail (e.g. a publish to an exchange that vanished): reconnect.
         if (this.generation === generation && this.model) void this.model.close().catch(() => {});
