@@ -11,8 +11,9 @@ const layers = {
   executor: ['engine', 'protocol', 'config'],
   agent: ['bus', 'protocol', 'config'],
   server: ['store', 'bus', 'protocol', 'config', 'engine'],
+  doctor: ['agent', 'server', 'store', 'bus', 'protocol', 'config'],
 };
-const all = ['protocol', 'config', 'engine', 'store', 'bus', 'executor', 'agent', 'server', 'cli'];
+const all = ['protocol', 'config', 'engine', 'store', 'bus', 'executor', 'agent', 'server', 'doctor', 'cli'];
 
 const layerRules = Object.entries(layers).map(([layer, allowed]) => ({
   files: [`src/${layer}/**/*.ts`],

@@ -169,6 +169,49 @@ export async function detectCgroups(agentId: string, instance: string): Promise<
   }
 }
 
+/** What `inspectCgroups` found: the interface and which of the controllers limits use are there. */
+export interface CgroupInventory {
+  version: CgroupVersion;
+  /** Of memory, cpu, pids (and v1's freezer, for job containment): those available to this process. */
+  present: string[];
+  missing: string[];
+  /** Where they were looked for. */
+  where: string;
+}
+
+/**
+ * Looks, without creating anything, for the controllers executor limits need: memory, cpu and pids (and on
+ * v1 the freezer hierarchy that job containment uses). For `steward doctor`.
+ */
+export async function inspectCgroups(): Promise<CgroupInventory> {
+  const wanted = ['memory', 'cpu', 'pids'];
+  if (existsSync(path.join(CGROUP_ROOT, 'cgroup.controllers'))) {
+    const home = path.join(CGROUP_ROOT, ownPaths().get('') ?? '/');
+    const available = (await readFile(path.join(home, 'cgroup.controllers'), 'utf8').catch(() => '')).split(
+      /\s+/,
+    );
+    const present = wanted.filter((controller) => available.includes(controller));
+    const missing = wanted.filter((controller) => !available.includes(controller));
+    return { version: 'v2', present, missing, where: home };
+  }
+  const probes: [string, string[]][] = [
+    ['memory', [path.join(CGROUP_ROOT, 'memory', 'memory.limit_in_bytes')]],
+    [
+      'cpu',
+      [
+        path.join(CGROUP_ROOT, 'cpu', 'cpu.cfs_quota_us'),
+        path.join(CGROUP_ROOT, 'cpu,cpuacct', 'cpu.cfs_quota_us'),
+      ],
+    ],
+    ['pids', [path.join(CGROUP_ROOT, 'pids', 'cgroup.procs')]],
+    ['freezer', [path.join(CGROUP_ROOT, 'freezer', 'cgroup.procs')]],
+  ];
+  const present = probes.filter(([, files]) => files.some((file) => existsSync(file))).map(([name]) => name);
+  const missing = probes.map(([name]) => name).filter((name) => !present.includes(name));
+  const version = present.includes('memory') || present.includes('cpu') ? 'v1' : 'none';
+  return { version, present, missing, where: CGROUP_ROOT };
+}
+
 function parentsOf(support: CgroupSupport): string[] {
   return [
     ...new Set(

@@ -22,10 +22,20 @@ export {
   type OsAccount,
   type IdentityPolicy,
 } from './accounts.js';
-export { ensureOwnedDir, prepareUserDirs, prepareWorkspaceRoot } from './workspaces.js';
+export {
+  checkAclSupport,
+  ensureOwnedDir,
+  findOnPath,
+  inspectWorkspaceRoot,
+  prepareUserDirs,
+  prepareWorkspaceRoot,
+  unsafeAncestor,
+} from './workspaces.js';
 export {
   detectCgroups,
+  inspectCgroups,
   removeCgroupParents,
+  type CgroupInventory,
   ExecutorCgroup,
   type CgroupSupport,
   type ExecutorLimits,

@@ -10,7 +10,7 @@
  */
 import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
-import { chmod, cp, lchown, lstat, mkdir, open, readdir } from 'node:fs/promises';
+import { access, chmod, cp, lchown, lstat, mkdir, mkdtemp, open, readdir, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { StewardError } from '../protocol/index.js';
@@ -24,9 +24,21 @@ export interface UserDirs {
   tempDir: string;
 }
 
-/** Creates the workspace root if missing and checks it is safe to create user directories in. */
+/**
+ * Creates the workspace root if missing and checks it is safe to create user directories in; as root, also
+ * that private ACLs can be set there (`checkAclSupport`).
+ */
 export async function prepareWorkspaceRoot(root: string, asRoot: boolean): Promise<void> {
   await mkdirTraversable(root);
+  await inspectWorkspaceRoot(root, asRoot);
+  if (asRoot) await checkAclSupport(root);
+}
+
+/**
+ * Checks an existing workspace root without changing anything: a directory, root's (when `asRoot`), not
+ * writable by group or others, and every ancestor traversable by users. Throws STEWARD_WORKSPACE_UNSAFE.
+ */
+export async function inspectWorkspaceRoot(root: string, asRoot: boolean): Promise<void> {
   const info = await lstat(root);
   if (!info.isDirectory())
     throw new StewardError('STEWARD_WORKSPACE_UNSAFE', `workspace root ${root} is not a directory`);
@@ -53,6 +65,22 @@ export async function prepareWorkspaceRoot(root: string, asRoot: boolean): Promi
       }
       if (dir === path.dirname(dir)) break;
     }
+  }
+}
+
+/**
+ * The first ancestor of `root` that someone other than root could rename or replace (an ancestor not owned
+ * by root, or writable by group or others without the sticky bit), described; undefined when all are safe.
+ * With such a parent, another user could swap the workspace root for a tree of their own.
+ */
+export async function unsafeAncestor(root: string): Promise<string | undefined> {
+  for (let dir = path.dirname(root); ; dir = path.dirname(dir)) {
+    const info = await lstat(dir);
+    const mode = (info.mode & 0o7777).toString(8);
+    if (info.uid !== 0) return `${dir} is owned by uid ${info.uid}, not root`;
+    if ((info.mode & 0o022) !== 0 && (info.mode & 0o1000) === 0)
+      return `${dir} is writable by group or others without the sticky bit (mode ${mode})`;
+    if (dir === path.dirname(dir)) return undefined;
   }
 }
 
@@ -117,6 +145,12 @@ export async function ensureOwnedDir(
     if ((info.mode & 0o7777) !== mode) await handle.chmod(mode);
     // Only on creation: the directory is the user's, who may change its ACL later as they may its mode.
     if (acl && created && asRoot) await setPrivateAcl(handle.fd, dir, acl);
+  } catch (error) {
+    // A directory we created but could not finish (its ACL above all) must not stay: the next job would
+    // find it "existing", skip the ACL and succeed, so a user's first job would fail and the second run
+    // without the private ACL. Removed, every job fails the same way until the cause is fixed.
+    if (created) await rmdir(dir).catch(() => {});
+    throw error;
   } finally {
     await handle.close();
   }
@@ -140,11 +174,62 @@ async function setPrivateAcl(fd: number, dir: string, acl: PrivateAcl): Promise<
   try {
     await execFileAsync('setfacl', ['-m', spec, `/proc/${process.pid}/fd/${fd}`], { timeout: 10_000 });
   } catch (error) {
+    throw aclFailure(dir, error);
+  }
+}
+
+function aclFailure(dir: string, error: unknown): StewardError {
+  const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
+  return new StewardError(
+    'STEWARD_ACL_TOOLS_MISSING',
+    missing
+      ? `cannot set the private ACL on ${dir}: setfacl is not installed (install the acl package)`
+      : `cannot set the private ACL on ${dir} (is the file system mounted with ACL support?): ${(error as Error).message}`,
+    { cause: error },
+  );
+}
+
+/** The directories of PATH holding an executable `name`; empty when it is not on PATH. */
+export async function findOnPath(name: string, searchPath = process.env.PATH ?? ''): Promise<string[]> {
+  const found: string[] = [];
+  for (const dir of searchPath.split(path.delimiter)) {
+    if (!dir) continue;
+    const candidate = path.join(dir, name);
+    if (
+      await access(candidate, constants.X_OK).then(
+        () => true,
+        () => false,
+      )
+    )
+      found.push(candidate);
+  }
+  return found;
+}
+
+/**
+ * Checks that private ACLs can be set in the workspace root: setfacl and getfacl are on PATH, and a scratch
+ * directory made there takes a default ACL (the file system supports them). Throws STEWARD_ACL_TOOLS_MISSING
+ * otherwise. A root agent runs this at start, so a machine without the acl package refuses to start instead
+ * of failing users' jobs.
+ */
+export async function checkAclSupport(root: string): Promise<void> {
+  const missing: string[] = [];
+  for (const tool of ['setfacl', 'getfacl']) if ((await findOnPath(tool)).length === 0) missing.push(tool);
+  if (missing.length > 0) {
     throw new StewardError(
-      'STEWARD_WORKSPACE_UNSAFE',
-      `cannot set the private ACL on ${dir} (is the acl package installed and the file system mounted with ACLs?): ${(error as Error).message}`,
-      { cause: error },
+      'STEWARD_ACL_TOOLS_MISSING',
+      `${missing.join(' and ')} not found on PATH: install the acl package (users' workspaces get private ACLs)`,
     );
+  }
+  const scratch = await mkdtemp(path.join(root, '.acl-check-'));
+  try {
+    await execFileAsync('setfacl', ['-m', 'u::rwx,g::---,o::---,d:u::rwx,d:g::---,d:o::---', scratch], {
+      timeout: 10_000,
+    });
+  } catch (error) {
+    throw aclFailure(root, error);
+  } finally {
+    await rmdir(scratch).catch(() => {});
   }
 }
 

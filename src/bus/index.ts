@@ -2,7 +2,10 @@ export type { Bus, Delivery, Subscription, DeadLetter, Handler } from './types.j
 export { EmbeddedBus } from './embedded.js';
 export {
   AmqpBus,
+  brokerAddress,
+  brokerRefusal,
   describeConnectError,
+  probeBroker,
   supportsQuorumQueues,
   type AmqpBusOptions,
   type QueueTypeOption,

@@ -15,15 +15,17 @@ import {
   runCleanup,
   type CleanupItem,
 } from '../agent/index.js';
-import { AmqpBus, EmbeddedBus, type Bus } from '../bus/index.js';
+import { AmqpBus, EmbeddedBus, brokerAddress, type Bus } from '../bus/index.js';
 import {
   compileAgentConfig,
   compileServerConfig,
   readConfigFile,
+  type CompiledAgentConfig,
   type CompiledBusConfig,
   type CompiledServerConfig,
 } from '../config/index.js';
-import { StewardError, parseDuration } from '../protocol/index.js';
+import { fatalAgentChecks } from '../doctor/index.js';
+import { StewardError, isErrorCode, parseDuration } from '../protocol/index.js';
 import { createServer } from '../server/index.js';
 import { secureDataDir, sqliteFiles } from './data-dir.js';
 
@@ -46,7 +48,7 @@ interface FileConfig {
   agent?: Record<string, unknown>;
 }
 
-function loadFileConfig(file: string | undefined): FileConfig {
+export function loadFileConfig(file: string | undefined): FileConfig {
   const raw = readConfigFile(file);
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new StewardError(
@@ -143,6 +145,7 @@ export async function runUp(options: UpOptions): Promise<void> {
     reachableWorkspaceRoot: isRoot ? agentConfig.workspaceRoot : undefined,
     privateFiles: serverPrivateFiles(serverConfig),
   });
+  await refuseOnFatalChecks(agentConfig, 'up');
   const logger = makeLogger(
     serverConfig.dataDir,
     serverConfig.logLevel,
@@ -197,6 +200,25 @@ export async function runUp(options: UpOptions): Promise<void> {
   out.write(`\nTry: steward login --server ${url} --user admin\n`);
 }
 
+/**
+ * The agent checks without which jobs cannot run safely (`fatalAgentChecks`: the ACL tools, the workspace
+ * root, the server's key): the first failure stops the start with one line, `steward doctor` shows them all.
+ */
+async function refuseOnFatalChecks(
+  config: CompiledAgentConfig,
+  role: 'agent' | 'up',
+  serverPublicKeyFile?: string,
+): Promise<void> {
+  const failed = (await fatalAgentChecks(config, role, serverPublicKeyFile)).find(
+    (check) => check.status === 'fail',
+  );
+  if (!failed) return;
+  throw new StewardError(
+    isErrorCode(failed.code) ? failed.code : 'STEWARD_CONFIG_INVALID',
+    `${failed.id}: ${failed.detail}${failed.fix ? ` (fix: ${failed.fix})` : ''}; run \`steward doctor\` for every check`,
+  );
+}
+
 function describeLimits(agent: Agent): string {
   const { memoryBytes, cpus } = agent.limits;
   const what = `${Math.round(memoryBytes / 1024 ** 2)} MiB memory, ${cpus} cpu per executor`;
@@ -204,6 +226,13 @@ function describeLimits(agent: Agent): string {
   return version === 'none'
     ? `${what} — NOT enforced (no cgroups: ${detail})`
     : `${what}, enforced by cgroup ${version}`;
+}
+
+/** `amqp://host:5672 (vhost steward, user steward-agent)`, without credentials. */
+function describeBus(bus: CompiledBusConfig): string {
+  if (bus.kind !== 'amqp') return 'embedded';
+  const urls = bus.urls.map(brokerAddress).join(', ');
+  return `${urls} (vhost ${bus.vhost ?? 'from the URL'}, user ${bus.user ?? 'from the URL'})`;
 }
 
 /** The RabbitMQ bus from a compiled config, connected (with retries across the URLs). */
@@ -229,11 +258,26 @@ async function connectAmqp(config: CompiledBusConfig, logger: Logger, role: stri
         log.info({ event: 'bus.connected', url, queueType: bus.queueType }, 'connected to the broker');
       else if (event.type === 'dropped')
         log.warn({ event: 'bus.dropped' }, 'broker connection dropped; reconnecting');
-      else log.warn({ event: 'bus.failed', url, err: event.error }, 'broker connection failed');
+      else if (event.type === 'refused') {
+        log.error({ event: 'bus.refused', url, err: event.error }, 'the broker refused access');
+        // At start the refusal reaches the caller of connect(), which reports it; on a reconnect nobody
+        // waits for it, and retrying would loop on the same answer: say it once and stop.
+        if (connectedOnce) stopOnRefusal(event.error);
+      } else log.warn({ event: 'bus.failed', url, err: event.error }, 'broker connection failed');
     },
   });
+  let connectedOnce = false;
   await bus.connect();
+  connectedOnce = true;
   return bus;
+}
+
+/** One line on stderr and exit 1: a broker refusal seen after start (credentials or permissions changed). */
+function stopOnRefusal(error: unknown): never {
+  const code = error instanceof StewardError ? error.code : 'STEWARD_BROKER_ACCESS_REFUSED';
+  const message = error instanceof Error ? error.message : String(error);
+  process.stderr.write(`steward: ${code}: ${message.replace(/\s*\n\s*/g, ' ')}\n`);
+  process.exit(1);
 }
 
 export async function runServer(options: ServerOptions): Promise<void> {
@@ -284,7 +328,7 @@ export async function runServer(options: ServerOptions): Promise<void> {
   out.write(`  data dir:   ${config.dataDir}\n`);
   out.write(`  store:      ${config.store.kind}\n`);
   if (config.sharedDir !== config.dataDir) out.write(`  shared dir: ${config.sharedDir}\n`);
-  out.write(`  bus:        amqp (${config.bus.urls.length} broker URL(s))\n`);
+  out.write(`  bus:        amqp ${describeBus(config.bus)}\n`);
   out.write(`  offer key:  ${publicKeyFile} (give it to agents as serverPublicKeyFile)\n`);
   if (server.generatedAdminPassword) {
     out.write(
@@ -368,6 +412,8 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     reachableWorkspaceRoot: isRoot ? config.workspaceRoot : undefined,
     privateFiles: [],
   });
+  const keyFile = file.agent?.serverPublicKeyFile;
+  await refuseOnFatalChecks(config, 'agent', typeof keyFile === 'string' ? keyFile : undefined);
   const logger = makeLogger(dataDir, 'info', options.debug ?? false, config.logRetentionDays);
   const bus = await connectAmqp(config.bus, logger, 'agent');
   const agent = createAgent({ config, bus, publicKeys: [config.serverPublicKey], logger });
@@ -384,6 +430,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
   logger.info({ event: 'daemon.up', role: 'agent', agentId: config.id }, 'Steward agent is up');
   const out = process.stdout;
   out.write(`Steward agent ${config.id} is up\n`);
+  out.write(`  bus:        amqp ${describeBus(config.bus)}\n`);
   out.write(`  slots:      ${config.slots}, labels: ${config.labels.join(', ') || '(none)'}\n`);
   out.write(`  workspaces: ${config.workspaceRoot}\n`);
   out.write(`  isolation:  ${agent.isolation}\n`);

@@ -13,6 +13,7 @@ import { registerAuditCommands } from './commands/audit.js';
 import { registerRerunCommand } from './commands/rerun.js';
 import { registerAuthCommands } from './commands/auth.js';
 import { registerDaemonCommands } from './commands/daemons.js';
+import { registerDoctorCommand } from './commands/doctor.js';
 import { registerJobCommands } from './commands/jobs.js';
 import { registerNotifyCommands } from './commands/notify.js';
 import { registerResultCommands } from './commands/results.js';
@@ -50,6 +51,7 @@ export function buildProgram(): Command {
   registerAdminCommands(program);
   registerAuditCommands(program);
   registerDaemonCommands(program);
+  registerDoctorCommand(program);
   return program;
 }
 

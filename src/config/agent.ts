@@ -162,6 +162,12 @@ export const AgentConfig = z
      * `<dataDir>/keys/offer-signing.pub`. Offers not signed by it never run.
      */
     serverPublicKeyFile: z.string().optional(),
+    /**
+     * `steward agent` only: the server's URL as this machine reaches it (its `server.publicUrl`); executors
+     * use the URL each offer carries, this one is what `steward doctor` probes (`GET /api/health`). Default
+     * none (not probed).
+     */
+    serverUrl: z.string().url().optional(),
   })
   .strict();
 export type AgentConfig = z.input<typeof AgentConfig>;
@@ -202,6 +208,7 @@ export interface CompiledAgentConfig {
   readonly bus: CompiledBusConfig;
   /** PEM contents of `serverPublicKeyFile`, when given. */
   readonly serverPublicKey: string | undefined;
+  readonly serverUrl: string | undefined;
 }
 
 export function compileAgentConfig(input: unknown, defaults: { dataDir: string }): CompiledAgentConfig {
@@ -246,6 +253,7 @@ export function compileAgentConfig(input: unknown, defaults: { dataDir: string }
       c.serverPublicKeyFile !== undefined
         ? readSecretFile(c.serverPublicKeyFile, 'agent.serverPublicKeyFile')
         : undefined,
+    serverUrl: c.serverUrl,
   });
 }
 

@@ -190,6 +190,51 @@ export const errorCatalogue = {
     summary:
       'An email notification rule was asked for, but the server has no `server.notifications.smtp`; use a webhook or ask an admin to configure SMTP.',
   },
+  STEWARD_BROKER_UNREACHABLE: {
+    status: 503,
+    summary:
+      'The RabbitMQ broker could not be reached (connection refused, timed out, or its TLS certificate was not accepted).',
+  },
+  STEWARD_BROKER_ACCESS_REFUSED: {
+    status: 503,
+    summary:
+      'The RabbitMQ broker refused the configured user or password, access to the vhost, or an operation the topology needs; the daemon stops instead of retrying.',
+  },
+  STEWARD_ACL_TOOLS_MISSING: {
+    status: 500,
+    summary:
+      "The ACL tools (setfacl, getfacl) are missing or the workspace file system refuses ACLs, so users' workspaces cannot be made private.",
+  },
+  STEWARD_NOT_ROOT: {
+    status: 500,
+    summary: 'The agent does not run as root, so jobs cannot run as their users (per-user isolation is off).',
+  },
+  STEWARD_CGROUPS_MISSING: {
+    status: 500,
+    summary: 'The cgroup controllers for executor limits (memory, cpu, pids; v1 or v2) are not available.',
+  },
+  STEWARD_PYTHON_MISSING: {
+    status: 500,
+    summary: "The agent's python interpreter (agent.python) does not run; python steps would fail.",
+  },
+  STEWARD_DUCKDB_UNAVAILABLE: { status: 500, summary: 'DuckDB does not load on this machine.' },
+  STEWARD_DISK_LOW: {
+    status: 507,
+    summary: 'Little free disk space is left where workspaces or the store live.',
+  },
+  STEWARD_PUBLIC_KEY_MISSING: {
+    status: 500,
+    summary:
+      "The server's offer-signing public key (agent.serverPublicKeyFile) is missing, unreadable or not a key.",
+  },
+  STEWARD_MIGRATIONS_PENDING: {
+    status: 503,
+    summary: 'The store has migrations this release would apply at its next start (or the store is newer).',
+  },
+  STEWARD_PUBLIC_URL_INVALID: {
+    status: 500,
+    summary: 'server.publicUrl is unset, not an http(s) URL, or the server does not answer there.',
+  },
 } as const satisfies Record<string, { status: number; summary: string }>;
 
 export type ErrorCode = keyof typeof errorCatalogue;

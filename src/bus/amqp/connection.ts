@@ -5,6 +5,7 @@
  */
 import amqp from 'amqplib';
 import type { ChannelModel, ConfirmChannel, Options } from 'amqplib';
+import { StewardError } from '../../protocol/index.js';
 
 /** How to reach the broker (part of `AmqpBusOptions`). */
 export interface ConnectionSettings {
@@ -22,9 +23,12 @@ export interface ConnectionSettings {
   /** Reconnect backoff: first delay and cap, in ms. Defaults 100 and 5000. */
   reconnectDelayMs?: number;
   reconnectMaxDelayMs?: number;
-  /** Connection events (connected, dropped, reconnecting) for the log. */
+  /**
+   * Connection events for the log: connected, dropped, failed (retried), and refused — the broker refused
+   * the credentials, the vhost or the topology, which is not retried (see `brokerRefusal`).
+   */
   onConnectionEvent?: (event: {
-    type: 'connected' | 'dropped' | 'failed';
+    type: 'connected' | 'dropped' | 'failed' | 'refused';
     url?: string;
     error?: unknown;
   }) => void;
@@ -177,6 +181,17 @@ export class BrokerConnection {
         await this.open(url);
         return;
       } catch (error) {
+        // A refusal is a configuration problem: retrying would loop forever, silently, on the same answer.
+        const refusal = brokerRefusal(error);
+        if (refusal !== undefined) {
+          const refused = new StewardError(
+            'STEWARD_BROKER_ACCESS_REFUSED',
+            `the broker at ${brokerAddress(url)} ${refusal}`,
+            { cause: error },
+          );
+          this.settings.onConnectionEvent?.({ type: 'refused', url, error: refused });
+          throw refused;
+        }
         this.settings.onConnectionEvent?.({ type: 'failed', url, error: describeConnectError(url, error) });
         this.urlIndex += 1;
         // A full round over the URLs failed: back off (jittered) before the next round.
@@ -213,6 +228,18 @@ export class BrokerConnection {
       this.model = connection;
       this.publisher = publisher;
       connection.on('close', () => this.onDrop(generation));
+      // A publish the user's permissions refuse (the write regex missing the default exchange) closes the
+      // publisher channel with 403, and reconnecting cannot help: say so once per connection.
+      publisher.on('error', (error: unknown) => {
+        const refusal = brokerRefusal(error);
+        if (refusal === undefined || this.generation !== generation) return;
+        const refused = new StewardError(
+          'STEWARD_BROKER_ACCESS_REFUSED',
+          `the broker at ${brokerAddress(url)} ${refusal}`,
+          { cause: error },
+        );
+        this.settings.onConnectionEvent?.({ type: 'refused', url, error: refused });
+      });
       publisher.on('close', () => {
         // The publisher channel alone can fail (e.g. a publish to an exchange that vanished): reconnect.
         if (this.generation === generation && this.model) void this.model.close().catch(() => {});
@@ -234,4 +261,51 @@ export class BrokerConnection {
     this.settings.onConnectionEvent?.({ type: 'dropped' });
     void this.ensureConnected().catch(() => {});
   }
+}
+
+/** `amqp://host:port` of a broker URL, without its credentials. */
+export function brokerAddress(url: string): string {
+  try {
+    const parsed = new URL(url);
+    return `${parsed.protocol}//${parsed.host}`;
+  } catch {
+    return url.replace(/\/\/[^@/]*@/, '//');
+  }
+}
+
+/**
+ * What the broker refused, when `error` is a refusal rather than a network failure: the login (AMQP 403
+ * ACCESS_REFUSED in the handshake), the vhost (the broker closes the connection instead of opening the
+ * vhost: no such vhost, or no permissions there), or an operation the topology needs (403 on a channel while
+ * declaring). Undefined for anything else (refused connection, timeout, TLS), which is worth retrying.
+ */
+export function brokerRefusal(error: unknown): string | undefined {
+  const message = error instanceof Error ? error.message : '';
+  if (/Handshake terminated by server: 403/.test(message) || /Login was refused/.test(message))
+    return 'refused the login: wrong user or password (bus.user, bus.passwordFile)';
+  if (/Expected ConnectionOpenOk; got <ConnectionClose/.test(message) || /NOT_ALLOWED/.test(message))
+    return 'refused access to the vhost: it does not exist, or the user has no permissions on it (rabbitmqctl set_permissions)';
+  const code = (error as { code?: unknown } | null)?.code;
+  if (code === 403 || /ACCESS_REFUSED/.test(message)) {
+    const said = /ACCESS_REFUSED - (.*?)"?$/.exec(message)?.[1];
+    return `refused an operation of the topology (check the user's permission regexes): ${said ?? message}`;
+  }
+  return undefined;
+}
+
+/**
+ * Opens one connection to `url` with the configured credentials and closes it again: the broker answers
+ * there and accepts the login and the vhost. Throws the connect error (see `brokerRefusal`) otherwise.
+ */
+export async function probeBroker(
+  settings: ConnectionSettings,
+  url: string,
+  timeoutMs = 5_000,
+): Promise<void> {
+  const connection = await amqp.connect(connectOptions(settings, url), {
+    ...socketOptions(settings),
+    timeout: timeoutMs,
+  });
+  connection.on('error', () => {});
+  await connection.close().catch(() => {});
 }

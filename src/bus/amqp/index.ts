@@ -1,3 +1,3 @@
 export { AmqpBus, type AmqpBusOptions } from './bus.js';
-export { describeConnectError } from './connection.js';
+export { brokerAddress, brokerRefusal, describeConnectError, probeBroker } from './connection.js';
 export { supportsQuorumQueues, type QueueTypeOption } from './topology.js';

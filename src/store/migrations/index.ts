@@ -104,3 +104,6 @@ async function migrateInTransaction(
     return done;
   });
 }
+
+/** The names of every migration this release knows, in application order. */
+export const migrationNames: readonly string[] = migrations.map(([name]) => name);
