@@ -15,7 +15,8 @@ import {
 } from '../protocol/index.js';
 import { substitute } from './params.js';
 import { checkExit, defaultShell, stepEnvironment } from './process-step.js';
-import { runProcess } from './processes.js';
+import { DEFAULT_DASK_PYTHON, LocalWorkerPlacement, startStepCluster } from './dask/index.js';
+import { runProcess, type ProcessSpec } from './processes.js';
 import {
   bindParams,
   copyStatement,
@@ -365,14 +366,48 @@ class JobRun {
     if (signal.aborted) throw new StepStopped('stopped');
 
     const argv = await this.argv(step);
-    const env = stepEnvironment(this.workflow.params, this.options, spec.env, {
+    const stepEnv = stepEnvironment(this.workflow.params, this.options, spec.env, {
       STEWARD_JOB_DIR: this.options.workDir,
       STEWARD_INPUT_DIR: inputDir,
       STEWARD_OUTPUT_DIR: outputDir,
       STEWARD_STEP_ID: step.id,
       STEWARD_PARAMS_FILE: await this.paramsFile(),
     });
+    const dask =
+      step.kind === 'python' && step.spec.dask
+        ? await startStepCluster({
+            request: step.spec.dask,
+            jobId: path.basename(this.options.workDir),
+            stepId: step.id,
+            stewardDir: this.stewardDir,
+            tempDir: this.options.tempDir,
+            cwd: this.options.workDir,
+            env: stepEnv,
+            python: this.options.daskPython ?? DEFAULT_DASK_PYTHON,
+            placement: this.options.daskPlacement ?? new LocalWorkerPlacement(),
+            ...(this.options.spawnWrapper ? { spawnWrapper: this.options.spawnWrapper } : {}),
+            signal,
+            startTimeoutMs: this.options.daskStartTimeoutMs ?? 120_000,
+            killGraceMs: this.options.killGraceMs ?? 3000,
+          })
+        : undefined;
+    try {
+      await this.runStepProcess(step, argv, dask?.env ?? stepEnv, dask?.signal ?? signal, dask?.sink);
+      const lost = dask?.lostError();
+      if (lost) throw lost;
+    } finally {
+      await dask?.stop();
+    }
+  }
 
+  /** The step's program in its own process group, its output in the step's bounded logs. */
+  private async runStepProcess(
+    step: ProcessStep,
+    argv: string[],
+    env: Record<string, string>,
+    signal: AbortSignal,
+    extraStderr: ProcessSpec['extraStderr'],
+  ): Promise<void> {
     const logDir = await this.subdir('logs');
     const stdoutPath = path.join(logDir, `${step.id}.stdout.log`);
     const stderrPath = path.join(logDir, `${step.id}.stderr.log`);
@@ -391,6 +426,7 @@ class JobRun {
       killGraceMs: this.options.killGraceMs ?? 3000,
       ...(this.options.spawnWrapper ? { spawnWrapper: this.options.spawnWrapper } : {}),
       ...(this.options.logLimitBytes !== undefined ? { logLimitBytes: this.options.logLimitBytes } : {}),
+      ...(extraStderr ? { extraStderr } : {}),
     }).finally(() => logsClosed?.());
     if (outcome.kind === 'stopped') throw new StepStopped('stopped');
     await checkExit(step, outcome, stderrPath);
@@ -406,7 +442,9 @@ class JobRun {
     await writeFile(scriptFile, step.spec.script, { mode: 0o600 });
     const interpreter =
       step.kind === 'python'
-        ? (this.options.python ?? 'python3')
+        ? step.spec.dask
+          ? (this.options.daskPython ?? DEFAULT_DASK_PYTHON)
+          : (this.options.python ?? 'python3')
         : (this.options.shell ?? (await defaultShell()));
     return [interpreter, scriptFile];
   }
