@@ -393,8 +393,9 @@ class JobRun {
         : undefined;
     try {
       await this.runStepProcess(step, argv, dask?.env ?? stepEnv, dask?.signal ?? signal, dask?.sink);
-      const lost = dask?.lostError();
-      if (lost) throw lost;
+    } catch (error) {
+      // A lost scheduler stopped the step's program: the loss is the step's failure, not the stop.
+      throw dask?.lostError() ?? error;
     } finally {
       await dask?.stop();
     }

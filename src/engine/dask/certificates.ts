@@ -91,7 +91,7 @@ export async function makeDaskCertificates(dir: string, label: string): Promise<
 }
 
 async function generateKeys(): Promise<webcrypto.CryptoKeyPair> {
-  return (await webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify']));
+  return await webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify']);
 }
 
 /** A random positive 128-bit serial number in hex. */

@@ -4,8 +4,9 @@
  * stopped), and `stop()` for the runner's `finally` — whatever ended the step (success, failure, cancel,
  * timeout), every Dask process is stopped before the step is reported.
  */
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { StewardError } from '../../protocol/index.js';
+import { StewardError } from '../../protocol/index.js';
 import type { DaskRequest, SpawnWrapper } from '../types.js';
 import { helperPythonPath, startDaskCluster, type DaskCluster } from './cluster.js';
 import type { DaskWorkerPlacement } from './placement.js';
@@ -45,6 +46,10 @@ export interface StepCluster {
 export async function startStepCluster(options: StepClusterOptions): Promise<StepCluster> {
   const sink = new DaskLogSink();
   const label = `${options.jobId}-${options.stepId}`;
+  const named = (error: unknown) =>
+    error instanceof StewardError
+      ? new StewardError(error.code, `step "${options.stepId}": ${error.message}`)
+      : error;
   const cluster = await startDaskCluster({
     request: options.request,
     label,
@@ -59,13 +64,16 @@ export async function startStepCluster(options: StepClusterOptions): Promise<Ste
     signal: options.signal,
     startTimeoutMs: options.startTimeoutMs,
     killGraceMs: options.killGraceMs,
+  }).catch((error: unknown) => {
+    throw named(error);
   });
+  await recordCluster(cluster, path.join(options.stewardDir, 'dask', options.stepId, 'workers.json'), sink);
   const controller = new AbortController();
   const onAbort = () => controller.abort();
   options.signal.addEventListener('abort', onAbort, { once: true });
   let lost: StewardError | undefined;
   void cluster.lost.then((error) => {
-    lost = error;
+    lost = named(error) as StewardError;
     controller.abort();
   });
   return {
@@ -83,4 +91,26 @@ export async function startStepCluster(options: StepClusterOptions): Promise<Ste
       await cluster.stop();
     },
   };
+}
+
+/**
+ * Says where the cluster runs: a line in the step's log, and `workers.json` beside the certificates (each
+ * worker's name, location, pid and start time, for the job's record and for benchmarks).
+ */
+async function recordCluster(cluster: DaskCluster, file: string, sink: DaskLogSink): Promise<void> {
+  const workers = cluster.workers.map((worker) => ({
+    name: worker.name,
+    location: worker.location,
+    pid: worker.pid,
+    startMs: cluster.workerStartMs.get(worker.name) ?? null,
+  }));
+  await writeFile(
+    file,
+    JSON.stringify({ scheduler: { address: cluster.address, pid: cluster.scheduler.pid }, workers }, null, 2),
+    { mode: 0o600 },
+  );
+  const starts = workers.map((worker) => `${worker.name} ${worker.startMs ?? '?'} ms`).join(', ');
+  sink.write(
+    `[steward] Dask scheduler ${cluster.address}; ${workers.length} workers registered (${starts})\n`,
+  );
 }
