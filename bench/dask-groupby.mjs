@@ -42,7 +42,8 @@ const expected = await connection.runAndReadAll(
   `SELECT count(*)::BIGINT AS keys, sum(total)::BIGINT AS total FROM
      (SELECT key, sum(amount) AS total FROM read_csv('${data}/part-*.csv') GROUP BY key)`,
 );
-const truth = expected.getRowObjectsJS()[0];
+const row = expected.getRowObjectsJS()[0];
+const truth = { keys: Number(row.keys), total: Number(row.total) };
 connection.closeSync();
 console.log(
   `data: ${rows.toLocaleString('en')} rows in ${parts} CSV parts, made in ${((performance.now() - t) / 1000).toFixed(1)} s`,
