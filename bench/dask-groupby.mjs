@@ -137,7 +137,7 @@ console.log(
 );
 for (const row of rowsOut) {
   console.log(
-    `| ${row.workers} | ${row.groupBy.toFixed(2)} | ${row.step.toFixed(2)} | ${row.wall.toFixed(2)} | ${percentile(row.starts, 50)} / ${Math.max(...row.starts)} |`,
+    `| ${row.workers} | ${row.groupBy.toFixed(2)} | ${row.step.toFixed(2)} | ${row.wall.toFixed(2)} | ${Math.round(percentile(row.starts, 50))} / ${Math.round(Math.max(...row.starts))} |`,
   );
 }
 console.log(`\nresult checked against DuckDB: ${truth.keys} keys, total ${truth.total}`);

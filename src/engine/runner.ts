@@ -15,7 +15,7 @@ import {
 } from '../protocol/index.js';
 import { substitute } from './params.js';
 import { checkExit, defaultShell, stepEnvironment } from './process-step.js';
-import { DEFAULT_DASK_PYTHON, LocalWorkerPlacement, startStepCluster } from './dask/index.js';
+import { DEFAULT_DASK_PYTHON, startStepCluster } from './dask/index.js';
 import { runProcess, type ProcessSpec } from './processes.js';
 import {
   bindParams,
@@ -375,21 +375,7 @@ class JobRun {
     });
     const dask =
       step.kind === 'python' && step.spec.dask
-        ? await startStepCluster({
-            request: step.spec.dask,
-            jobId: path.basename(this.options.workDir),
-            stepId: step.id,
-            stewardDir: this.stewardDir,
-            tempDir: this.options.tempDir,
-            cwd: this.options.workDir,
-            env: stepEnv,
-            python: this.options.daskPython ?? DEFAULT_DASK_PYTHON,
-            placement: this.options.daskPlacement ?? new LocalWorkerPlacement(),
-            ...(this.options.spawnWrapper ? { spawnWrapper: this.options.spawnWrapper } : {}),
-            signal,
-            startTimeoutMs: this.options.daskStartTimeoutMs ?? 120_000,
-            killGraceMs: this.options.killGraceMs ?? 3000,
-          })
+        ? await startStepCluster(step.id, step.spec.dask, this.stewardDir, stepEnv, signal, this.options)
         : undefined;
     try {
       await this.runStepProcess(step, argv, dask?.env ?? stepEnv, dask?.signal ?? signal, dask?.sink);

@@ -7,28 +7,10 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { StewardError } from '../../protocol/index.js';
-import type { DaskRequest, SpawnWrapper } from '../types.js';
-import { helperPythonPath, startDaskCluster, type DaskCluster } from './cluster.js';
-import type { DaskWorkerPlacement } from './placement.js';
+import type { DaskRequest, RunOptions } from '../types.js';
+import { DEFAULT_DASK_PYTHON, helperPythonPath, startDaskCluster, type DaskCluster } from './cluster.js';
+import { LocalWorkerPlacement } from './placement.js';
 import { DaskLogSink } from './process.js';
-
-export interface StepClusterOptions {
-  request: DaskRequest;
-  jobId: string;
-  stepId: string;
-  /** The job's `.steward` directory (state and certificates go in `dask/<step>`). */
-  stewardDir: string;
-  tempDir: string;
-  cwd: string;
-  /** The step's environment (params, its `env:`, the STEWARD_* variables). */
-  env: Record<string, string>;
-  python: string;
-  placement: DaskWorkerPlacement;
-  spawnWrapper?: SpawnWrapper;
-  signal: AbortSignal;
-  startTimeoutMs: number;
-  killGraceMs: number;
-}
 
 export interface StepCluster {
   cluster: DaskCluster;
@@ -43,34 +25,53 @@ export interface StepCluster {
   stop(): Promise<void>;
 }
 
-export async function startStepCluster(options: StepClusterOptions): Promise<StepCluster> {
+/** Defaults of the RunOptions this reads. */
+const DEFAULT_START_TIMEOUT_MS = 120_000;
+const DEFAULT_KILL_GRACE_MS = 3000;
+
+/**
+ * Starts the cluster of step `stepId` of the job run in `run.workDir`: state and certificates in
+ * `<stewardDir>/dask/<step>`, scratch in `<run.tempDir>/dask/<step>`. `env` is the step's environment
+ * (params, its `env:`, the STEWARD_* variables); the Dask processes get it too.
+ */
+export async function startStepCluster(
+  stepId: string,
+  request: DaskRequest,
+  stewardDir: string,
+  env: Record<string, string>,
+  signal: AbortSignal,
+  run: RunOptions,
+): Promise<StepCluster> {
   const sink = new DaskLogSink();
-  const label = `${options.jobId}-${options.stepId}`;
   const named = (error: unknown) =>
     error instanceof StewardError
-      ? new StewardError(error.code, `step "${options.stepId}": ${error.message}`)
+      ? new StewardError(error.code, `step "${stepId}": ${error.message}`)
       : error;
+  const stateDir = path.join(stewardDir, 'dask', stepId);
   const cluster = await startDaskCluster({
-    request: options.request,
-    label,
-    stateDir: path.join(options.stewardDir, 'dask', options.stepId),
-    scratchDir: path.join(options.tempDir, 'dask', options.stepId),
-    cwd: options.cwd,
-    python: options.python,
-    env: options.env,
-    placement: options.placement,
-    ...(options.spawnWrapper ? { spawnWrapper: options.spawnWrapper } : {}),
+    request,
+    label: `${path.basename(run.workDir)}-${stepId}`,
+    stateDir,
+    scratchDir: path.join(run.tempDir, 'dask', stepId),
+    cwd: run.workDir,
+    python: run.daskPython ?? DEFAULT_DASK_PYTHON,
+    env,
+    placement: run.daskPlacement ?? new LocalWorkerPlacement(),
+    ...(run.spawnWrapper ? { spawnWrapper: run.spawnWrapper } : {}),
     sink,
-    signal: options.signal,
-    startTimeoutMs: options.startTimeoutMs,
-    killGraceMs: options.killGraceMs,
+    signal,
+    startTimeoutMs: run.daskStartTimeoutMs ?? DEFAULT_START_TIMEOUT_MS,
+    killGraceMs: run.killGraceMs ?? DEFAULT_KILL_GRACE_MS,
   }).catch((error: unknown) => {
     throw named(error);
   });
-  await recordCluster(cluster, path.join(options.stewardDir, 'dask', options.stepId, 'workers.json'), sink);
+  await recordCluster(cluster, path.join(stateDir, 'workers.json'), sink).catch(async (error: unknown) => {
+    await cluster.stop();
+    throw error;
+  });
   const controller = new AbortController();
   const onAbort = () => controller.abort();
-  options.signal.addEventListener('abort', onAbort, { once: true });
+  signal.addEventListener('abort', onAbort, { once: true });
   let lost: StewardError | undefined;
   void cluster.lost.then((error) => {
     lost = named(error) as StewardError;
@@ -80,14 +81,10 @@ export async function startStepCluster(options: StepClusterOptions): Promise<Ste
     cluster,
     sink,
     signal: controller.signal,
-    env: {
-      ...options.env,
-      ...cluster.stepEnvironment(),
-      PYTHONPATH: helperPythonPath(options.env.PYTHONPATH),
-    },
+    env: { ...env, ...cluster.stepEnvironment(), PYTHONPATH: helperPythonPath(env.PYTHONPATH) },
     lostError: () => lost,
     stop: async () => {
-      options.signal.removeEventListener('abort', onAbort);
+      signal.removeEventListener('abort', onAbort);
       await cluster.stop();
     },
   };
