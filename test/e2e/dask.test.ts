@@ -11,6 +11,7 @@ import path from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { detectCgroups, removeCgroupParents } from '../../src/agent/index.js';
 import { ApiUser } from '../support/api.js';
 import { OsUsers, type TestUser } from '../support/os-users.js';
 import { StewardInstance, isRoot, tempDir } from '../support/steward.js';
@@ -24,6 +25,10 @@ const hasDask = (() => {
     return false;
   }
 })();
+
+const probe = isRoot ? await detectCgroups('probe-dask', 'probe') : undefined;
+if (probe) await removeCgroupParents(probe);
+const hasJobCgroups = probe?.jobsParent !== undefined;
 
 const PARTS = 40;
 const ROWS_PER_PART = 2_500;
@@ -53,6 +58,8 @@ const workflows = [
           '  "groups": [sorted(g) for g in client.run(os.getgroups).values()],',
           '  "address": os.environ["STEWARD_DASK_SCHEDULER"],',
           '  "workers": len(client.scheduler_info()["workers"]),',
+          '  "cgroups": sorted(client.run(lambda: open("/proc/self/cgroup").read()).values()),',
+          '  "step_cgroup": open("/proc/self/cgroup").read(),',
           '}',
           'json.dump(facts, open(os.path.join(out, "facts.json"), "w"))',
         ].join('\n'),
@@ -108,6 +115,21 @@ const workflows = [
       },
     ],
     outputs: ['intrude'],
+  },
+  {
+    name: 'failing',
+    steps: [
+      {
+        id: 'fail',
+        dask: { workers: 2 },
+        python: [
+          'import steward_dask',
+          'client = steward_dask.client()',
+          'assert client.submit(sum, [1, 2]).result() == 3',
+          'raise SystemExit(3)',
+        ].join('\n'),
+      },
+    ],
   },
   {
     // Long tasks; `started` tells the test that the computation is under way.
@@ -274,6 +296,8 @@ describe.runIf(isRoot && hasDask)('per-step Dask clusters as the submitting user
       groups: number[][];
       address: string;
       workers: number;
+      cgroups: string[];
+      step_cgroup: string;
     };
     expect(facts.workers).toBe(4);
     expect(facts.uids).toEqual([alice.uid, alice.uid, alice.uid, alice.uid]);
@@ -282,6 +306,9 @@ describe.runIf(isRoot && hasDask)('per-step Dask clusters as the submitting user
     );
     for (const groups of facts.groups) expect(groups).toContain(groupGid);
     expect(facts.address).toMatch(/^tls:\/\/127\.0\.0\.1:\d+$/);
+    // Inside the job's cgroup, with the step (so within the user's limits on the machine).
+    expect(facts.cgroups).toEqual(Array(4).fill(facts.step_cgroup));
+    if (hasJobCgroups) expect(facts.step_cgroup).toContain('/job-');
 
     // The step's log holds the Dask processes' lines (bounded with it).
     const { body: log } = await aliceApi.request('GET', `/api/jobs/${job.id}/logs/agg/stderr`);
@@ -349,6 +376,28 @@ describe.runIf(isRoot && hasDask)('per-step Dask clusters as the submitting user
     const ended = await aliceApi.waitFor(id, 120_000);
     expect(ended.state, JSON.stringify(ended.error)).toBe('succeeded');
     expect((await result(aliceApi, id, 'total.txt')).trim()).toBe(String(4324));
+    expect(await processesOf(alice.uid, [ended.executor!.pid])).toEqual([]);
+  }, 240_000);
+
+  it('stops the cluster when the step fails, and when the job’s time limit ends it', async () => {
+    const failed = await aliceApi.run('failing', {}, 120_000);
+    expect(failed.state).toBe('failed');
+    expect(failed.error?.code, failed.error?.message).toBe('STEWARD_STEP_FAILED');
+    expect(failed.error?.message).toContain('exited with code 3');
+    expect(await processesOf(alice.uid, [failed.executor!.pid])).toEqual([]);
+
+    const { status, body } = await aliceApi.request('POST', '/api/jobs', {
+      workflow: 'slow',
+      params: { seconds: 600 },
+      timeoutSeconds: 30,
+    });
+    expect(status, JSON.stringify(body)).toBe(201);
+    const id = (body as { id: string }).id;
+    const { workerPids } = await clusterOf(alice, id, 'slow', 3);
+    const ended = await aliceApi.waitFor(id, 90_000);
+    expect(ended.state).toBe('failed');
+    expect(ended.error?.code, ended.error?.message).toBe('STEWARD_STEP_TIMEOUT');
+    for (const pid of workerPids) expect(await running(pid)).toBe(false);
     expect(await processesOf(alice.uid, [ended.executor!.pid])).toEqual([]);
   }, 240_000);
 
