@@ -4,11 +4,16 @@
  * test/e2e/dask.test.ts for the clusters themselves).
  */
 import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { PassThrough } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
-import { makeDaskCertificates } from '../../src/engine/dask/index.js';
+import { checkDask, DaskLogSink, makeDaskCertificates } from '../../src/engine/dask/index.js';
+import { DaskProcess } from '../../src/engine/dask/process.js';
+import { StewardError } from '../../src/protocol/index.js';
+import { until } from '../support/wait.js';
 import { closeSqlAnalyzer, parseWorkflow, type PythonStep } from '../../src/engine/index.js';
 import { invalidIssues } from './helpers.js';
 
@@ -123,5 +128,84 @@ describe('per-job Dask certificates', () => {
   it('refuses to write over a file already in its place', async () => {
     const files = await certificatesOf('job-4-step');
     await expect(makeDaskCertificates(path.dirname(files.ca), 'job-4-step')).rejects.toThrow(/EEXIST/);
+  });
+});
+
+describe('Dask processes and their log lines', () => {
+  it('holds lines until the step log attaches, then writes straight to it, prefixed by process', async () => {
+    const sink = new DaskLogSink();
+    const chunks: string[] = [];
+    const target = new PassThrough();
+    target.on('data', (chunk: Buffer) => chunks.push(chunk.toString()));
+    const process = await DaskProcess.start({
+      name: 'worker-1',
+      argv: ['/bin/sh', '-c', 'echo first; echo second >&2; sleep 30'],
+      cwd: os.tmpdir(),
+      env: { PATH: '/usr/bin:/bin' },
+      sink,
+    });
+    await until('both lines arrived', async () =>
+      process.tail().split('\n').length === 2 ? true : undefined,
+    );
+    sink.attach(target);
+    sink.write('[dask scheduler] later\n');
+    expect(chunks.join('').split('\n').sort()).toEqual(
+      ['', '[dask scheduler] later', '[dask worker-1] first', '[dask worker-1] second'].sort(),
+    );
+    expect(process.alive()).toBe(true);
+    await process.stop(1000);
+    expect(process.alive()).toBe(false);
+    expect((await process.exited).signal).toBe('SIGTERM');
+  });
+
+  it('counts the lines it cannot hold and says so once the log attaches', () => {
+    const sink = new DaskLogSink();
+    const line = `${'x'.repeat(1023)}\n`;
+    for (let index = 0; index < 1100; index += 1) sink.write(line);
+    const target = new PassThrough();
+    let text = '';
+    target.on('data', (chunk: Buffer) => (text += chunk.toString()));
+    sink.attach(target);
+    expect(text).toContain('[steward] 76 Dask log lines dropped');
+  });
+
+  it('kills a process that ignores SIGTERM, with its whole group', async () => {
+    const process = await DaskProcess.start({
+      name: 'scheduler',
+      argv: ['/bin/sh', '-c', 'trap "" TERM; echo ready; sleep 30 & sleep 30; wait'],
+      cwd: os.tmpdir(),
+      env: { PATH: '/usr/bin:/bin' },
+      sink: new DaskLogSink(),
+    });
+    await until('TERM is ignored', async () => (process.tail() === 'ready' ? true : undefined));
+    await process.stop(300);
+    expect(process.alive()).toBe(false);
+    expect((await process.exited).signal).toBe('SIGKILL');
+  });
+
+  it('fails with STEWARD_DASK_START_FAILED naming a program that does not exist', async () => {
+    const error = await DaskProcess.start({
+      name: 'worker-2',
+      argv: ['/nonexistent/python3', '-m', 'distributed.cli.dask_worker'],
+      cwd: os.tmpdir(),
+      env: {},
+      sink: new DaskLogSink(),
+    }).then(
+      () => undefined,
+      (caught: unknown) => caught,
+    );
+    expect(error).toBeInstanceOf(StewardError);
+    expect((error as StewardError).code).toBe('STEWARD_DASK_START_FAILED');
+    expect((error as StewardError).message).toContain('/nonexistent/python3');
+  });
+
+  it('reports Dask as available, or how to install it, in the shared check shape', async () => {
+    const missing = await checkDask('/nonexistent/python3');
+    expect(missing).toMatchObject({ id: 'agent.dask', status: 'warn', code: 'STEWARD_DASK_START_FAILED' });
+    expect(missing.fix).toContain('python3-distributed');
+    const here = await checkDask();
+    const installed = existsSync('/usr/lib/python3/dist-packages/distributed');
+    expect(here.status).toBe(installed ? 'pass' : 'warn');
+    if (installed) expect(here.detail).toMatch(/distributed \d{4}\.\d+/);
   });
 });

@@ -1,5 +1,6 @@
 /** Per-step Dask clusters: certificates, processes, worker placement, the step's view. */
 export { DASK_HELPER_DIR, DEFAULT_DASK_PYTHON, startDaskCluster, type DaskCluster } from './cluster.js';
+export { checkDask } from './check.js';
 export { makeDaskCertificates, type DaskTlsFiles } from './certificates.js';
 export {
   LocalWorkerPlacement,
