@@ -14,3 +14,5 @@ export {
   stepLogMarker,
   type StepLogSummary,
 } from './step-log.js';
+export { checkDask, DASK_HELPER_DIR, DEFAULT_DASK_PYTHON, LocalWorkerPlacement } from './dask/index.js';
+export type { DaskWorkerPlacement, DaskWorkerRequest, PlacedDaskWorker } from './dask/index.js';

@@ -27,6 +27,8 @@ export interface ProcessSpec {
   spawnWrapper?: <T>(start: () => T) => T;
   /** Cap of each stored stream (head + tail are kept). Default DEFAULT_STEP_LOG_LIMIT_BYTES (32 MiB). */
   logLimitBytes?: number;
+  /** More output for the step's stderr log while the step runs (its Dask processes' lines). */
+  extraStderr?: { attach(sink: NodeJS.WritableStream): void; detach(): void };
 }
 
 export type ProcessOutcome = (
@@ -47,6 +49,7 @@ export async function runProcess(spec: ProcessSpec): Promise<ProcessOutcome> {
   const stdoutLog = await StepLogWriter.create(spec.stdoutPath, limit);
   const stderrLog = await StepLogWriter.create(spec.stderrPath, limit);
   const fifos = await openFifos(`${spec.stdoutPath}.fifo`, `${spec.stderrPath}.fifo`);
+  spec.extraStderr?.attach(stderrLog);
   const captures: Capture[] = [];
   let outcome: ProcessOutcome | undefined;
   let failure: { error: Error } | undefined;
@@ -75,6 +78,7 @@ export async function runProcess(spec: ProcessSpec): Promise<ProcessOutcome> {
     clearTimeout(timer);
     for (const entry of captures) entry.source.destroy();
     await drained;
+    spec.extraStderr?.detach();
   }
   const [stdout, stderr] = await Promise.all([stdoutLog.finish(), stderrLog.finish()]);
   if (failure) throw failure.error;
@@ -225,7 +229,7 @@ async function runGroup(
   }
 }
 
-function groupAlive(pgid: number): boolean {
+export function groupAlive(pgid: number): boolean {
   try {
     process.kill(-pgid, 0);
     return true;
@@ -242,7 +246,12 @@ function signalGroup(pgid: number, signal: NodeJS.Signals): void {
   }
 }
 
-async function stopGroup(pgid: number, graceMs: number, leaderExited: Promise<unknown>): Promise<void> {
+/** SIGTERM to the group, SIGKILL after `graceMs`; resolves once the group is gone (or 2 s after the KILL). */
+export async function stopGroup(
+  pgid: number,
+  graceMs: number,
+  leaderExited: Promise<unknown>,
+): Promise<void> {
   signalGroup(pgid, 'SIGTERM');
   const deadline = Date.now() + graceMs;
   while (groupAlive(pgid) && Date.now() < deadline) await delay(25);

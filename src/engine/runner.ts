@@ -15,7 +15,8 @@ import {
 } from '../protocol/index.js';
 import { substitute } from './params.js';
 import { checkExit, defaultShell, stepEnvironment } from './process-step.js';
-import { runProcess } from './processes.js';
+import { DEFAULT_DASK_PYTHON, startStepCluster } from './dask/index.js';
+import { runProcess, type ProcessSpec } from './processes.js';
 import {
   bindParams,
   copyStatement,
@@ -365,14 +366,35 @@ class JobRun {
     if (signal.aborted) throw new StepStopped('stopped');
 
     const argv = await this.argv(step);
-    const env = stepEnvironment(this.workflow.params, this.options, spec.env, {
+    const stepEnv = stepEnvironment(this.workflow.params, this.options, spec.env, {
       STEWARD_JOB_DIR: this.options.workDir,
       STEWARD_INPUT_DIR: inputDir,
       STEWARD_OUTPUT_DIR: outputDir,
       STEWARD_STEP_ID: step.id,
       STEWARD_PARAMS_FILE: await this.paramsFile(),
     });
+    const dask =
+      step.kind === 'python' && step.spec.dask
+        ? await startStepCluster(step.id, step.spec.dask, this.stewardDir, stepEnv, signal, this.options)
+        : undefined;
+    try {
+      await this.runStepProcess(step, argv, dask?.env ?? stepEnv, dask?.signal ?? signal, dask?.sink);
+    } catch (error) {
+      // A lost scheduler stopped the step's program: the loss is the step's failure, not the stop.
+      throw dask?.lostError() ?? error;
+    } finally {
+      await dask?.stop();
+    }
+  }
 
+  /** The step's program in its own process group, its output in the step's bounded logs. */
+  private async runStepProcess(
+    step: ProcessStep,
+    argv: string[],
+    env: Record<string, string>,
+    signal: AbortSignal,
+    extraStderr: ProcessSpec['extraStderr'],
+  ): Promise<void> {
     const logDir = await this.subdir('logs');
     const stdoutPath = path.join(logDir, `${step.id}.stdout.log`);
     const stderrPath = path.join(logDir, `${step.id}.stderr.log`);
@@ -391,6 +413,7 @@ class JobRun {
       killGraceMs: this.options.killGraceMs ?? 3000,
       ...(this.options.spawnWrapper ? { spawnWrapper: this.options.spawnWrapper } : {}),
       ...(this.options.logLimitBytes !== undefined ? { logLimitBytes: this.options.logLimitBytes } : {}),
+      ...(extraStderr ? { extraStderr } : {}),
     }).finally(() => logsClosed?.());
     if (outcome.kind === 'stopped') throw new StepStopped('stopped');
     await checkExit(step, outcome, stderrPath);
@@ -406,7 +429,9 @@ class JobRun {
     await writeFile(scriptFile, step.spec.script, { mode: 0o600 });
     const interpreter =
       step.kind === 'python'
-        ? (this.options.python ?? 'python3')
+        ? step.spec.dask
+          ? (this.options.daskPython ?? DEFAULT_DASK_PYTHON)
+          : (this.options.python ?? 'python3')
         : (this.options.shell ?? (await defaultShell()));
     return [interpreter, scriptFile];
   }

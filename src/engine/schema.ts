@@ -58,6 +58,19 @@ const scriptCommon = {
   inputFormat: z.enum(['csv', 'parquet']).optional(),
 };
 
+/** Most workers and threads per worker one step may ask for. */
+export const DASK_MAX_WORKERS = 64;
+export const DASK_MAX_THREADS = 64;
+
+/** A `python` step's `dask:` request (sizes are checked by the validator, like other sizes). */
+const DaskSchema = z
+  .object({
+    workers: z.number().int().min(1).max(DASK_MAX_WORKERS),
+    threads: z.number().int().min(1).max(DASK_MAX_THREADS).optional(),
+    memory: z.string().optional(),
+  })
+  .strict();
+
 export const stepSchemas = {
   read: z
     .object({
@@ -89,7 +102,9 @@ export const stepSchemas = {
     })
     .strict(),
   shell: z.object({ ...common, ...scriptCommon, shell: z.string().min(1) }).strict(),
-  python: z.object({ ...common, ...scriptCommon, python: z.string().min(1) }).strict(),
+  python: z
+    .object({ ...common, ...scriptCommon, python: z.string().min(1), dask: DaskSchema.optional() })
+    .strict(),
   command: z
     .object({
       ...common,

@@ -5,6 +5,7 @@
  */
 import path from 'node:path';
 import type { z } from 'zod';
+import { parseByteSize } from '../config/index.js';
 import { parseDuration, plainNameProblem } from '../protocol/index.js';
 import type { IssueList } from './issues.js';
 import { placeholders } from './params.js';
@@ -14,6 +15,7 @@ import { analyzeSql } from './sql-analyzer.js';
 import type {
   CommandStepSpec,
   ProcessStepInputs,
+  PythonStepSpec,
   ReadStepSpec,
   ScriptStepSpec,
   SqlStepSpec,
@@ -143,7 +145,7 @@ class StepRules {
       case 'shell':
         return { kind: 'shell', spec: this.scriptSpec(draft.data, draft.data.shell) };
       case 'python':
-        return { kind: 'python', spec: this.scriptSpec(draft.data, draft.data.python) };
+        return { kind: 'python', spec: this.pythonSpec(draft.data) };
       case 'command':
         return { kind: 'command', spec: this.commandSpec(draft.data) };
     }
@@ -310,6 +312,17 @@ class StepRules {
     return { ...this.processInputs(data), script };
   }
 
+  private pythonSpec(data: StepShapes['python']): PythonStepSpec {
+    const spec: PythonStepSpec = this.scriptSpec(data, data.python);
+    if (data.dask) {
+      const dask = daskRequest(data.dask.memory);
+      if ('problem' in dask) this.issues.add([...this.at, 'dask', 'memory'], dask.problem);
+      else
+        spec.dask = { workers: data.dask.workers, threads: data.dask.threads ?? 1, memoryBytes: dask.bytes };
+    }
+    return spec;
+  }
+
   private commandSpec(data: StepShapes['command']): CommandStepSpec {
     const inputs = this.processInputs(data);
     const command = data.command.map(String);
@@ -318,6 +331,23 @@ class StepRules {
     );
     return { ...inputs, command };
   }
+}
+
+const DASK_DEFAULT_MEMORY = 1024 ** 3;
+const DASK_MIN_MEMORY = 256 * 1024 ** 2;
+
+/** A worker's memory as written (`2GiB`), in bytes: a size like other sizes, 256 MiB at least. */
+function daskRequest(memory: string | undefined): { bytes: number } | { problem: string } {
+  if (memory === undefined) return { bytes: DASK_DEFAULT_MEMORY };
+  let bytes: number;
+  try {
+    bytes = parseByteSize(memory);
+  } catch {
+    return { problem: `expected a size like 512MiB or 4GiB, got ${JSON.stringify(memory)}` };
+  }
+  return bytes < DASK_MIN_MEMORY
+    ? { problem: `a Dask worker needs at least 256MiB, got ${JSON.stringify(memory)}` }
+    : { bytes };
 }
 
 function formatFromPath(template: string): TableFormat | undefined {

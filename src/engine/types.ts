@@ -3,6 +3,7 @@
  * agent. The executor hosts it; the server uses only parsing and validation.
  */
 import type { ErrorInfo, ParamValue, StepEvent } from '../protocol/index.js';
+import type { DaskWorkerPlacement } from './dask/placement.js';
 import type { DuckDBHost } from './tables.js';
 
 export type ParamType = 'string' | 'number' | 'integer' | 'boolean' | 'date' | 'enum' | 'file';
@@ -48,10 +49,17 @@ export interface WriteStep extends StepCommon {
   spec: WriteStepSpec;
 }
 
-export interface ScriptStep extends StepCommon {
-  kind: 'shell' | 'python';
+export interface ShellStep extends StepCommon {
+  kind: 'shell';
   spec: ScriptStepSpec;
 }
+
+export interface PythonStep extends StepCommon {
+  kind: 'python';
+  spec: PythonStepSpec;
+}
+
+export type ScriptStep = ShellStep | PythonStep;
 
 export interface CommandStep extends StepCommon {
   kind: 'command';
@@ -103,6 +111,15 @@ export interface RunOptions {
   onEvent: (event: StepEvent) => void;
   /** Interpreter for `python` steps; default `python3`. */
   python?: string;
+  /**
+   * Interpreter of `python` steps that declare `dask:`, and of their Dask scheduler and workers: the Python
+   * that has `distributed`. Default `/usr/bin/python3` (Debian's python3-distributed).
+   */
+  daskPython?: string;
+  /** Where `dask:` steps' workers run. Default: all on this machine (`LocalWorkerPlacement`). */
+  daskPlacement?: DaskWorkerPlacement;
+  /** Longest wait for a step's Dask scheduler and workers to be up. Default 120000 ms. */
+  daskStartTimeoutMs?: number;
   /** Interpreter for `shell` steps; default `/bin/bash` (falls back to `/bin/sh`). */
   shell?: string;
   /** Overall job time limit. Default: none. */
@@ -185,6 +202,22 @@ export interface ProcessStepInputs {
 export interface ScriptStepSpec extends ProcessStepInputs {
   /** The script text. */
   script: string;
+}
+
+/** `StepSpec.spec` of a `python` step. */
+export interface PythonStepSpec extends ScriptStepSpec {
+  /** A Dask cluster for the step: started before it, stopped when it ends. */
+  dask?: DaskRequest;
+}
+
+/** A step's `dask:` request, validated. */
+export interface DaskRequest {
+  /** Worker processes (1–64). */
+  workers: number;
+  /** Threads per worker (1–64). Default 1. */
+  threads: number;
+  /** Dask's memory limit per worker, in bytes. Default 1 GiB. */
+  memoryBytes: number;
 }
 
 /** `StepSpec.spec` of a `command` step. */

@@ -90,6 +90,14 @@ export const errorCatalogue = {
   },
   STEWARD_STEP_FAILED: { status: 500, summary: 'A workflow step failed; the message names the step.' },
   STEWARD_STEP_TIMEOUT: { status: 500, summary: 'A workflow step exceeded its timeout.' },
+  STEWARD_DASK_START_FAILED: {
+    status: 500,
+    summary: "A step's Dask scheduler or workers could not be started, or did not all register in time.",
+  },
+  STEWARD_DASK_SCHEDULER_LOST: {
+    status: 500,
+    summary: "A step's Dask scheduler exited while the step ran; the step failed.",
+  },
   STEWARD_JOB_CANCELED: { status: 409, summary: 'The job was canceled.' },
   STEWARD_RESULT_UPLOAD_FAILED: {
     status: 500,

@@ -1,0 +1,13 @@
+/** Per-step Dask clusters: certificates, processes, worker placement, the step's view. */
+export { DASK_HELPER_DIR, DEFAULT_DASK_PYTHON, startDaskCluster, type DaskCluster } from './cluster.js';
+export { checkDask } from './check.js';
+export { makeDaskCertificates, type DaskTlsFiles } from './certificates.js';
+export {
+  LocalWorkerPlacement,
+  type DaskPlacementContext,
+  type DaskWorkerPlacement,
+  type DaskWorkerRequest,
+  type PlacedDaskWorker,
+} from './placement.js';
+export { DaskLogSink, type DaskExit } from './process.js';
+export { startStepCluster, type StepCluster } from './step.js';
