@@ -4,6 +4,8 @@ export {
   AmqpBus,
   describeConnectError,
   supportsQuorumQueues,
+  probeBroker,
   type AmqpBusOptions,
+  type BrokerProbeTarget,
   type QueueTypeOption,
 } from './amqp/index.js';

@@ -12,6 +12,7 @@ import { registerAdminCommands } from './commands/admin.js';
 import { registerAuditCommands } from './commands/audit.js';
 import { registerRerunCommand } from './commands/rerun.js';
 import { registerAuthCommands } from './commands/auth.js';
+import { registerClusterCommands } from './commands/cluster.js';
 import { registerDaemonCommands } from './commands/daemons.js';
 import { registerJobCommands } from './commands/jobs.js';
 import { registerResultCommands } from './commands/results.js';
@@ -47,6 +48,7 @@ export function buildProgram(): Command {
   registerResultCommands(program);
   registerAdminCommands(program);
   registerAuditCommands(program);
+  registerClusterCommands(program);
   registerDaemonCommands(program);
   return program;
 }

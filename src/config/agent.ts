@@ -162,6 +162,19 @@ export const AgentConfig = z
      * `<dataDir>/keys/offer-signing.pub`. Offers not signed by it never run.
      */
     serverPublicKeyFile: z.string().optional(),
+    /**
+     * `steward agent` only: the server's offer-signing public key (PEM) inline, as `steward cluster
+     * agent-config` prints it. Give this or `serverPublicKeyFile`, not both.
+     */
+    serverPublicKey: z
+      .string()
+      .regex(/-----BEGIN PUBLIC KEY-----[\s\S]+-----END PUBLIC KEY-----/, 'expected a PEM public key')
+      .optional(),
+    /**
+     * The server's URL, which the agent probes from this machine and reports in its heartbeats (`steward
+     * cluster check` fails when it does not answer). Default: the URL the last offer named.
+     */
+    serverUrl: z.string().url().optional(),
   })
   .strict();
 export type AgentConfig = z.input<typeof AgentConfig>;
@@ -200,8 +213,10 @@ export interface CompiledAgentConfig {
   readonly accountCacheTtlMs: number;
   readonly accountLookupTimeoutMs: number;
   readonly bus: CompiledBusConfig;
-  /** PEM contents of `serverPublicKeyFile`, when given. */
+  /** The server's public key (PEM): `serverPublicKey`, or the contents of `serverPublicKeyFile`. */
   readonly serverPublicKey: string | undefined;
+  /** The server URL the agent probes (see `AgentConfig.serverUrl`). */
+  readonly serverUrl: string | undefined;
 }
 
 export function compileAgentConfig(input: unknown, defaults: { dataDir: string }): CompiledAgentConfig {
@@ -242,11 +257,21 @@ export function compileAgentConfig(input: unknown, defaults: { dataDir: string }
     accountCacheTtlMs: c.accountCacheTtl,
     accountLookupTimeoutMs: c.accountLookupTimeout,
     bus: compileBus(c.bus, 'agent'),
-    serverPublicKey:
-      c.serverPublicKeyFile !== undefined
-        ? readSecretFile(c.serverPublicKeyFile, 'agent.serverPublicKeyFile')
-        : undefined,
+    serverPublicKey: serverPublicKeyOf(c),
+    serverUrl: c.serverUrl,
   });
+}
+
+function serverPublicKeyOf(c: z.output<typeof AgentConfig>): string | undefined {
+  if (c.serverPublicKey !== undefined && c.serverPublicKeyFile !== undefined)
+    throw new StewardError(
+      'STEWARD_CONFIG_INVALID',
+      'agent config: give serverPublicKey or serverPublicKeyFile, not both',
+    );
+  if (c.serverPublicKey !== undefined) return c.serverPublicKey;
+  return c.serverPublicKeyFile !== undefined
+    ? readSecretFile(c.serverPublicKeyFile, 'agent.serverPublicKeyFile')
+    : undefined;
 }
 
 /**

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { Duration, MAX_RETRIES } from '../protocol/index.js';
 import { compileBus, BusConfig, type CompiledBusConfig } from './bus.js';
+import { ClustersConfig, compileClustersConfig, type CompiledClustersConfig } from './clusters.js';
 import {
   compileLdapConfig,
   LdapConfig,
@@ -168,6 +169,11 @@ export const ServerConfig = z
      * `notStarted`: no step had started, default 2. A job's own `retries` overrides both.
      */
     retries: RetriesConfig.default({ ran: 0, notStarted: 2 }),
+    /**
+     * Clusters (`steward cluster …`): the default cluster of jobs that name none (default `local`, the
+     * server's own bus), the clock skew the attach checks allow, and how long they listen for heartbeats.
+     */
+    clusters: ClustersConfig.default({ default: 'local', maxClockSkew: 30_000, heartbeatWait: 6_000 }),
   })
   .strict();
 export type ServerConfig = z.input<typeof ServerConfig>;
@@ -203,6 +209,8 @@ export interface CompiledServerConfig {
   readonly bus: CompiledBusConfig;
   /** Retry budgets by whether a step had started (see `ServerConfig.retries`). */
   readonly retries: { readonly ran: number; readonly notStarted: number };
+  /** Cluster settings (see `ServerConfig.clusters`). */
+  readonly clusters: CompiledClustersConfig;
 }
 
 export function compileServerConfig(input: unknown): CompiledServerConfig {
@@ -242,6 +250,7 @@ export function compileServerConfig(input: unknown): CompiledServerConfig {
     trustProxy: Array.isArray(c.trustProxy) ? Object.freeze([...c.trustProxy]) : c.trustProxy,
     bus: compileBus(c.bus, 'server'),
     retries: Object.freeze({ ran: c.retries.ran, notStarted: c.retries.notStarted }),
+    clusters: compileClustersConfig(c.clusters),
   });
 }
 

@@ -101,7 +101,7 @@ function coalesceWrites(model: ChannelModel): void {
   };
 }
 
-function connectOptions(settings: ConnectionSettings, url: string): string | Options.Connect {
+export function connectOptions(settings: ConnectionSettings, url: string): string | Options.Connect {
   const { vhost, user, password } = settings;
   if (vhost === undefined && user === undefined && password === undefined) return url;
   const parsed = new URL(url);
@@ -116,7 +116,7 @@ function connectOptions(settings: ConnectionSettings, url: string): string | Opt
   };
 }
 
-function socketOptions(settings: ConnectionSettings): Record<string, unknown> {
+export function socketOptions(settings: ConnectionSettings): Record<string, unknown> {
   const { ca, cert, key } = settings;
   // Nagle's algorithm would hold a small frame (a publish, an ack) back until the previous one is
   // acknowledged: tens of ms added to every round trip of a request/confirm protocol.
