@@ -92,7 +92,9 @@ function classifyConnectFailure(target: BrokerProbeTarget, where: string, error:
         fix: 'check the user in the broker URL and the password file (--password-file); rabbitmqctl authenticate_user USER PASSWORD',
       }),
     ];
-  if (/NOT[-_]ALLOWED|530/.test(message))
+  // Credentials were accepted, but the vhost was not opened to the user (amqplib reports only that the
+  // broker closed the connection instead of answering connection.open).
+  if (/NOT[-_]ALLOWED|530|Expected ConnectionOpenOk/.test(message))
     return [
       check('cluster.broker.reachable', 'broker reachable', { status: 'pass', detail: where }),
       check('cluster.broker.credentials', 'credentials accepted', {
