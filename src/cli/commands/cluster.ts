@@ -13,7 +13,7 @@ import { contextOf, positiveInteger } from './shared.js';
 export function registerClusterCommands(program: Command): void {
   const cluster = program
     .command('cluster')
-    .description('clusters of agents the server attaches and detaches at run time (admins)');
+    .description('agent pools behind other brokers: add, check, attach, list, detach (admins)');
 
   cluster
     .command('add')
