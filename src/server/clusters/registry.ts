@@ -101,7 +101,10 @@ export class ClusterRegistry implements ClusterBuses {
   private async reconcileOnce(): Promise<void> {
     if (this.closed) return;
     const clusters = await this.deps.store.clusters.list();
-    const unfinished = await this.deps.store.clusters.unfinishedJobs();
+    // Counting unfinished jobs is needed only to finish a detach.
+    const unfinished = clusters.some((cluster) => cluster.state === 'detaching')
+      ? await this.deps.store.clusters.unfinishedJobs()
+      : new Map<string, Partial<Record<string, number>>>();
     for (const cluster of clusters) {
       const busy = Object.values(unfinished.get(cluster.name) ?? {}).some((count) => (count ?? 0) > 0);
       if (cluster.state === 'detaching' && !busy) {
@@ -174,7 +177,8 @@ export class ClusterRegistry implements ClusterBuses {
     this.open.delete(name);
     await entry.consumer.stop().catch(() => undefined);
     await entry.bus.close().catch(() => undefined);
-    await entry.started;
+    // A consumer still waiting for a broker that is away ends with the bus; never wait long for it.
+    await Promise.race([entry.started, new Promise((resolve) => setTimeout(resolve, 5_000).unref())]);
     this.deps.logger.info({ event: 'cluster.closed', cluster: name }, 'cluster bus closed');
   }
 
