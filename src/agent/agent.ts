@@ -74,6 +74,7 @@ export class Agent {
   private stopping = false;
   private stopped = false;
   private lock: { release(): Promise<void> } | undefined;
+  private readonly selfReport: AgentDeps['selfReport'];
 
   constructor(deps: AgentDeps) {
     this.config = deps.config;
@@ -83,6 +84,7 @@ export class Agent {
     this.host = deps.host;
     this.isolation = deps.host.isolation;
     this.clock = deps.clock ?? systemClock;
+    this.selfReport = deps.selfReport;
     this.deliveryLimit = this.bus.deliveryLimit;
     this.budget = { ...this.config.capacity, executorMemoryBytes: this.config.limits.memoryBytes };
     this.report = new Reporter(this.config.id, this.bus, this.clock, this.log);
@@ -256,6 +258,7 @@ export class Agent {
       await delivery.deadLetter(`${reason.code}: ${reason.message}`);
       return;
     }
+    this.selfReport?.learnUrl(offer.serverUrl);
     const key = offerKey(offer);
     const older = this.olderAttempts(offer);
     const action = decideOffer({
@@ -457,6 +460,7 @@ export class Agent {
       executors: this.pool.executors(),
       isolation: this.isolation,
       draining: this.draining,
+      ...this.selfReport?.report(),
     });
   }
 

@@ -11,6 +11,7 @@ import type {
   ExecutorIdentity,
   ExecutorInfo,
   ExecutorToAgent,
+  Heartbeat,
   JobOffer,
   OfferVerifier,
 } from '../protocol/index.js';
@@ -111,4 +112,9 @@ export interface AgentDeps {
   /** Builds the pool, given where it reports to (the agent). */
   pool: (events: PoolEvents) => AgentPool;
   clock?: AgentClock;
+  /**
+   * What each heartbeat reports about the agent for the cluster checks (its keys' fingerprints, its probe
+   * of the server's URL), told each offer's server URL. Default: nothing.
+   */
+  selfReport?: { report(): Pick<Heartbeat, 'keyFingerprints' | 'serverProbe'>; learnUrl(url: string): void };
 }

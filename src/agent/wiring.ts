@@ -9,6 +9,7 @@ import { createOfferVerifier } from '../protocol/index.js';
 import { Agent } from './agent.js';
 import { createHost } from './host.js';
 import { ExecutorPool } from './pool.js';
+import { ServerProber } from './server-probe.js';
 
 export interface AgentOptions {
   config: CompiledAgentConfig;
@@ -25,6 +26,12 @@ export function createAgent(options: AgentOptions): Agent {
     bus: options.bus,
     logger: options.logger,
     verifier: createOfferVerifier(options.publicKeys),
+    selfReport: new ServerProber(
+      options.publicKeys,
+      config.serverUrl,
+      Math.max(config.heartbeatIntervalMs, 5_000),
+      options.logger.child({ component: 'agent', agentId: config.id }),
+    ),
     host: createHost(config),
     pool: (events) =>
       new ExecutorPool({

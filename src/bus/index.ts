@@ -7,6 +7,8 @@ export {
   describeConnectError,
   probeBroker,
   supportsQuorumQueues,
+  tryBrokerLogin,
   type AmqpBusOptions,
+  type BrokerProbeTarget,
   type QueueTypeOption,
 } from './amqp/index.js';

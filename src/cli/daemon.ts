@@ -403,7 +403,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
   if (!config.serverPublicKey) {
     throw new StewardError(
       'STEWARD_CONFIG_INVALID',
-      "`steward agent` needs agent.serverPublicKeyFile: the server's <dataDir>/keys/offer-signing.pub",
+      "`steward agent` needs agent.serverPublicKey (inline, as `steward cluster agent-config` prints it) or agent.serverPublicKeyFile (the server's <dataDir>/keys/offer-signing.pub)",
     );
   }
   privateUmask();

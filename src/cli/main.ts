@@ -12,6 +12,7 @@ import { registerAdminCommands } from './commands/admin.js';
 import { registerAuditCommands } from './commands/audit.js';
 import { registerRerunCommand } from './commands/rerun.js';
 import { registerAuthCommands } from './commands/auth.js';
+import { registerClusterCommands } from './commands/cluster.js';
 import { registerDaemonCommands } from './commands/daemons.js';
 import { registerDoctorCommand } from './commands/doctor.js';
 import { registerJobCommands } from './commands/jobs.js';
@@ -50,6 +51,7 @@ export function buildProgram(): Command {
   registerNotifyCommands(program);
   registerAdminCommands(program);
   registerAuditCommands(program);
+  registerClusterCommands(program);
   registerDaemonCommands(program);
   registerDoctorCommand(program);
   return program;

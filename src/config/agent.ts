@@ -163,9 +163,18 @@ export const AgentConfig = z
      */
     serverPublicKeyFile: z.string().optional(),
     /**
-     * `steward agent` only: the server's URL as this machine reaches it (its `server.publicUrl`); executors
-     * use the URL each offer carries, this one is what `steward doctor` probes (`GET /api/health`). Default
-     * none (not probed).
+     * `steward agent` only: the server's offer-signing public key (PEM) inline, as `steward cluster
+     * agent-config` prints it. Give this or `serverPublicKeyFile`, not both.
+     */
+    serverPublicKey: z
+      .string()
+      .regex(/-----BEGIN PUBLIC KEY-----[\s\S]+-----END PUBLIC KEY-----/, 'expected a PEM public key')
+      .optional(),
+    /**
+     * The server's URL as this machine reaches it (its `server.publicUrl`). The agent probes it and reports
+     * the answer in its heartbeats (`steward cluster check` fails when it does not answer), and `steward
+     * doctor` probes it too (`GET /api/health`). Executors use the URL each offer carries. Default: the URL
+     * the last offer named (doctor: not probed).
      */
     serverUrl: z.string().url().optional(),
   })
@@ -206,8 +215,9 @@ export interface CompiledAgentConfig {
   readonly accountCacheTtlMs: number;
   readonly accountLookupTimeoutMs: number;
   readonly bus: CompiledBusConfig;
-  /** PEM contents of `serverPublicKeyFile`, when given. */
+  /** The server's public key (PEM): `serverPublicKey`, or the contents of `serverPublicKeyFile`. */
   readonly serverPublicKey: string | undefined;
+  /** The server URL the agent probes (see `AgentConfig.serverUrl`). */
   readonly serverUrl: string | undefined;
 }
 
@@ -249,12 +259,21 @@ export function compileAgentConfig(input: unknown, defaults: { dataDir: string }
     accountCacheTtlMs: c.accountCacheTtl,
     accountLookupTimeoutMs: c.accountLookupTimeout,
     bus: compileBus(c.bus, 'agent'),
-    serverPublicKey:
-      c.serverPublicKeyFile !== undefined
-        ? readSecretFile(c.serverPublicKeyFile, 'agent.serverPublicKeyFile')
-        : undefined,
+    serverPublicKey: serverPublicKeyOf(c),
     serverUrl: c.serverUrl,
   });
+}
+
+function serverPublicKeyOf(c: z.output<typeof AgentConfig>): string | undefined {
+  if (c.serverPublicKey !== undefined && c.serverPublicKeyFile !== undefined)
+    throw new StewardError(
+      'STEWARD_CONFIG_INVALID',
+      'agent config: give serverPublicKey or serverPublicKeyFile, not both',
+    );
+  if (c.serverPublicKey !== undefined) return c.serverPublicKey;
+  return c.serverPublicKeyFile !== undefined
+    ? readSecretFile(c.serverPublicKeyFile, 'agent.serverPublicKeyFile')
+    : undefined;
 }
 
 /**

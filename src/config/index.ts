@@ -5,6 +5,7 @@
  */
 export { AgentConfig, compileAgentConfig, defaultMaxJobsPerUser, type CompiledAgentConfig } from './agent.js';
 export { BusConfig, type CompiledBusConfig } from './bus.js';
+export { clusterBusConfig, ClustersConfig, type CompiledClustersConfig } from './clusters.js';
 export {
   compileIdentityPolicy,
   defaultBannedUsers,

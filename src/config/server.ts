@@ -4,6 +4,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { Duration, MAX_RETRIES } from '../protocol/index.js';
 import { compileBus, BusConfig, type CompiledBusConfig } from './bus.js';
+import { ClustersConfig, compileClustersConfig, type CompiledClustersConfig } from './clusters.js';
 import {
   compileLdapConfig,
   LdapConfig,
@@ -179,6 +180,11 @@ export const ServerConfig = z
      * webhooks only, 20 rules per user, 10 attempts from 30s apart up to 1h.
      */
     notifications: NotificationsConfig.default(defaultNotificationsConfig),
+    /**
+     * Clusters (`steward cluster …`): the default cluster of jobs that name none (default `local`, the
+     * server's own bus), the clock skew the attach checks allow, and how long they listen for heartbeats.
+     */
+    clusters: ClustersConfig.default({ default: 'local', maxClockSkew: 30_000, heartbeatWait: 6_000 }),
   })
   .strict();
 export type ServerConfig = z.input<typeof ServerConfig>;
@@ -216,6 +222,8 @@ export interface CompiledServerConfig {
   readonly retries: { readonly ran: number; readonly notStarted: number };
   /** Job-end notifications (see `ServerConfig.notifications`). */
   readonly notifications: CompiledNotificationsConfig;
+  /** Cluster settings (see `ServerConfig.clusters`). */
+  readonly clusters: CompiledClustersConfig;
 }
 
 export function compileServerConfig(input: unknown): CompiledServerConfig {
@@ -256,6 +264,7 @@ export function compileServerConfig(input: unknown): CompiledServerConfig {
     bus: compileBus(c.bus, 'server'),
     retries: Object.freeze({ ran: c.retries.ran, notStarted: c.retries.notStarted }),
     notifications: compileNotificationsConfig(c.notifications),
+    clusters: compileClustersConfig(c.clusters),
   });
 }
 

@@ -2,7 +2,7 @@
  * Broker checks: each configured bus answers at its URLs and accepts its credentials and vhost. Takes a list,
  * so the server's own bus and every attached cluster's are checked alike.
  */
-import { brokerAddress, brokerRefusal, describeConnectError, probeBroker } from '../bus/index.js';
+import { brokerAddress, brokerRefusal, describeConnectError, tryBrokerLogin } from '../bus/index.js';
 import type { CompiledBusConfig } from '../config/index.js';
 import type { CheckResult } from '../protocol/index.js';
 import { fail, oneLine, pass, warn } from './check.js';
@@ -28,7 +28,7 @@ async function brokerCheck({ name, bus, fatal }: NamedBus, timeoutMs: number): P
   const outcomes = await Promise.all(
     bus.urls.map(async (url) => {
       try {
-        await probeBroker({ ...bus, urls: [...bus.urls] }, url, timeoutMs);
+        await tryBrokerLogin({ ...bus, urls: [...bus.urls] }, url, timeoutMs);
         return { url, ok: true as const };
       } catch (error) {
         return { url, ok: false as const, refusal: brokerRefusal(error), error };

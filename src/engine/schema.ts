@@ -3,7 +3,7 @@
  * SQL analysis, param typing) live in validator.ts. Objects are strict: unknown keys are errors.
  */
 import { z } from 'zod';
-import { WorkflowName } from '../protocol/index.js';
+import { ClusterName, WorkflowName } from '../protocol/index.js';
 
 export const STEP_ID = /^[a-z_][a-z0-9_]*$/;
 export const stepKinds = ['read', 'sql', 'write', 'shell', 'python', 'command'] as const;
@@ -48,6 +48,8 @@ export const WorkflowFileSchema = z
     assets: z.array(z.string().min(1).max(1024)).optional(),
     steps: z.array(z.unknown()).min(1, 'a workflow needs at least one step'),
     outputs: z.array(z.string()).optional(),
+    /** The cluster the workflow's jobs run on unless the submit names one. Default: the server's default. */
+    cluster: ClusterName.optional(),
   })
   .strict();
 

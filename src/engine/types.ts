@@ -81,6 +81,8 @@ export interface Workflow {
   outputs: string[];
   /** Relative paths of asset files the workflow ships with (copied into the job directory). */
   assets: string[];
+  /** The cluster its jobs run on unless the submit names one (`cluster:`); undefined: the server's default. */
+  cluster?: string | undefined;
   format: 'yaml' | 'json';
   source: string;
 }

@@ -52,6 +52,7 @@ export async function parseWorkflow(source: string, options: ParseOptions = {}):
     steps,
     outputs,
     assets,
+    ...(file.cluster !== undefined ? { cluster: file.cluster } : {}),
     format,
     source,
   };

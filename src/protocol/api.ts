@@ -4,6 +4,7 @@
  * keeps its schemas and routes in `api/<area>.ts`; this module joins the route table and re-exports them.
  */
 import { adminRoutes, systemRoutes } from './api/admin.js';
+import { clusterRoutes } from './api/clusters.js';
 import { execRoutes } from './api/exec.js';
 import { identityRoutes } from './api/identity.js';
 import { jobRoutes } from './api/jobs.js';
@@ -12,6 +13,7 @@ import { spaceRoutes } from './api/spaces.js';
 import { workflowRoutes } from './api/workflows.js';
 
 export * from './api/admin.js';
+export * from './api/clusters.js';
 export * from './api/common.js';
 export * from './api/identity.js';
 export * from './api/jobs.js';
@@ -29,6 +31,7 @@ export const apiRoutes = {
   ...jobRoutes,
   ...notificationRoutes,
   ...adminRoutes,
+  ...clusterRoutes,
   ...execRoutes,
 };
 

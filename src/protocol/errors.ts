@@ -243,6 +243,59 @@ export const errorCatalogue = {
     status: 500,
     summary: 'server.publicUrl is unset, not an http(s) URL, or the server does not answer there.',
   },
+  STEWARD_CLUSTER_UNKNOWN: {
+    status: 404,
+    summary: 'No cluster of that name is defined.',
+  },
+  STEWARD_CLUSTER_DETACHED: {
+    status: 409,
+    summary: 'The cluster is detached, or being detached: it takes no new jobs.',
+  },
+  STEWARD_CLUSTER_NO_AGENTS: {
+    status: 409,
+    summary: "No live agent of the job's cluster: nothing could run the job.",
+  },
+  STEWARD_LABEL_UNAVAILABLE: {
+    status: 409,
+    summary:
+      "No live agent of the job's cluster has every label the job requires; the message names the missing label.",
+  },
+  STEWARD_CLUSTER_CHECK_FAILED: {
+    status: 409,
+    summary: "A cluster's attach was refused because checks failed; `details.checks` lists them.",
+  },
+  STEWARD_CLUSTER_BROKER_UNREACHABLE: {
+    status: 503,
+    summary: "The cluster's broker could not be reached, or its TLS certificate was not accepted.",
+  },
+  STEWARD_CLUSTER_BROKER_AUTH: {
+    status: 403,
+    summary: "The cluster's broker refused the user name or password.",
+  },
+  STEWARD_CLUSTER_BROKER_PERMISSION: {
+    status: 403,
+    summary:
+      "The broker user lacks a permission Steward's topology needs (the vhost, a queue or exchange, the default exchange included).",
+  },
+  STEWARD_CLUSTER_TOPOLOGY: {
+    status: 409,
+    summary:
+      'The broker holds Steward queues of an incompatible shape, or agents speak another protocol version.',
+  },
+  STEWARD_CLUSTER_CLOCK_SKEW: {
+    status: 409,
+    summary: "An agent's clock differs from the server's by more than the allowed skew.",
+  },
+  STEWARD_CLUSTER_AGENT_KEY: {
+    status: 409,
+    summary:
+      "An agent does not trust this server's offer-signing key (or does not report it): it would refuse every offer.",
+  },
+  STEWARD_CLUSTER_SERVER_UNREACHABLE: {
+    status: 409,
+    summary:
+      "An agent could not reach the server's public URL, which its executors need to fetch workflows and upload results.",
+  },
 } as const satisfies Record<string, { status: number; summary: string }>;
 
 export type ErrorCode = keyof typeof errorCatalogue;

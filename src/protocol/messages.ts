@@ -145,6 +145,20 @@ export const Heartbeat = z
     isolation: z.enum(['per-user', 'single-user']),
     /** Drained by an administrator (a `drain` control): takes no new jobs. */
     draining: z.boolean(),
+    /**
+     * `sha256:<hex>` of each offer-signing public key the agent trusts (see `keyFingerprint`), so the server
+     * can tell an agent that would refuse its offers. Optional: a heartbeat without it still parses (the
+     * cluster check then says the agent does not report its key).
+     */
+    keyFingerprints: z.array(z.string().max(200)).max(16).optional(),
+    /**
+     * The agent's last probe of the server's URL (`GET <url>/api/health`), which its executors need.
+     * Optional, like `keyFingerprints`; absent until the agent knows a URL.
+     */
+    serverProbe: z
+      .object({ url: z.string().max(2048), ok: z.boolean(), error: z.string().max(500).optional() })
+      .strict()
+      .optional(),
   })
   .strict();
 export type Heartbeat = z.infer<typeof Heartbeat>;

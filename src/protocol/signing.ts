@@ -37,6 +37,14 @@ export function keyIdOf(publicKey: KeyObject): string {
   return createHash('sha256').update(der).digest('hex').slice(0, 16);
 }
 
+/**
+ * The fingerprint of a public key (PEM) as agents report it in heartbeats and `steward cluster check`
+ * compares it: the key id that signed offers carry.
+ */
+export function publicKeyFingerprint(publicKeyPem: string): string {
+  return keyIdOf(createPublicKey(publicKeyPem));
+}
+
 export function createOfferSigner(privateKeyPem: string): OfferSigner {
   const privateKey = createPrivateKey(privateKeyPem);
   const keyId = keyIdOf(createPublicKey(privateKey));

@@ -3,6 +3,8 @@ import type { Bus } from '../bus/index.js';
 import type { CompiledServerConfig } from '../config/index.js';
 import type { Store } from '../store/index.js';
 import type { AuditLog } from './audit.js';
+import type { ClusterRegistry } from './clusters/registry.js';
+import type { ClusterService } from './clusters/service.js';
 import type { Authenticator } from './auth.js';
 import type { JobService } from './jobs/index.js';
 import type { NotificationService } from './notifications/index.js';
@@ -19,7 +21,10 @@ import type { WorkflowRepository } from './workflows.js';
 export interface ServerContext {
   config: CompiledServerConfig;
   store: Store;
+  /** The server's own bus: the `local` cluster's. */
   bus: Bus;
+  /** The attached clusters' buses (`registry`) and their administration (`service`). */
+  clusters: { registry: ClusterRegistry; service: ClusterService };
   logger: Logger;
   audit: AuditLog;
   auth: Authenticator;

@@ -45,6 +45,8 @@ export class EventConsumer {
       watch: JobWatch;
       logger: Logger;
       verifier: OfferVerifier;
+      /** The cluster whose bus this consumes (agents are recorded under it). Default `local`. */
+      cluster?: string;
     },
   ) {}
 
@@ -73,7 +75,7 @@ export class EventConsumer {
       );
       return;
     }
-    await this.deps.store.upsertAgent(parsed.data);
+    await this.deps.store.upsertAgent(parsed.data, undefined, this.deps.cluster);
   }
 
   async onEvent(delivery: Delivery<unknown>): Promise<void> {

@@ -30,6 +30,7 @@ export async function rerunJob(
       timeoutSeconds: original.timeoutMs === null ? undefined : Math.ceil(original.timeoutMs / 1000),
       retries: original.retries ?? undefined,
       rerunOf: original.id,
+      cluster: original.cluster,
     },
     source,
   );

@@ -9,6 +9,7 @@ import type { JobRecord } from '../store/index.js';
 import type { Principal } from './auth.js';
 import type { ServerContext } from './context.js';
 import { adminHandlers } from './handlers/admin.js';
+import { clustersHandlers } from './handlers/clusters.js';
 import { execHandlers } from './handlers/exec.js';
 import { identityHandlers } from './handlers/identity.js';
 import { jobsHandlers } from './handlers/jobs.js';
@@ -27,6 +28,7 @@ export function buildHandlers(ctx: ServerContext): Handlers {
     ...jobsHandlers(ctx),
     ...notificationsHandlers(ctx),
     ...adminHandlers(ctx),
+    ...clustersHandlers(ctx),
     ...execHandlers(ctx),
   };
 }

@@ -14,11 +14,14 @@ import {
   createOfferSigner,
   createOfferVerifier,
   MAX_URL_PARAM_LENGTH,
+  publicKeyFingerprint,
   StewardError,
 } from '../protocol/index.js';
 import { openStore, type Clock, type Store } from '../store/index.js';
 import { AuditLog } from './audit.js';
 import { Authenticator } from './auth.js';
+import { ClusterRegistry } from './clusters/registry.js';
+import { ClusterService } from './clusters/service.js';
 import type { ServerContext } from './context.js';
 import { EventConsumer } from './events.js';
 import { JobService, type SweepCounts } from './jobs/index.js';
@@ -126,9 +129,29 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
   const uploads = new UploadService(store, config.sharedDir, config.uploads, logger);
   const liveLogs = new LiveLogs(store, config.sharedDir, watch, config.stepLogLimitBytes, logger);
   let serverUrl = config.publicUrl ?? localUrl(config.host, config.port);
-  const jobs = new JobService({
+  // One consumer per attached cluster's bus (`local`: the server's own); offers go to the job's cluster.
+  const registry = new ClusterRegistry({
     store,
-    bus,
+    logger,
+    localBus: bus,
+    consumerFor: (cluster, clusterBus) =>
+      new EventConsumer({ bus: clusterBus, store, jobs, watch, logger, verifier, cluster }),
+  });
+  const clusters = new ClusterService({
+    store,
+    config,
+    logger,
+    audit,
+    registry,
+    keyFingerprint: publicKeyFingerprint(keys.publicKeyPem),
+    publicKeyPem: keys.publicKeyPem,
+    serverUrl: () => serverUrl,
+    transition: () => jobs.transition,
+  });
+  const jobs: JobService = new JobService({
+    store,
+    clusters: registry,
+    admit: (cluster, labels) => clusters.admit(cluster, labels),
     signer,
     workflows,
     audit,
@@ -151,6 +174,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     config,
     store,
     bus,
+    clusters: { registry, service: clusters },
     logger,
     audit,
     auth,
@@ -207,9 +231,8 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
 
   const remote = new RemoteChanges(store, watch, logger, (jobId, log) => liveLogs.read(jobId, log));
   await remote.start();
-  const consumer = new EventConsumer({ bus, store, jobs, watch, logger, verifier });
   try {
-    await consumer.start();
+    await registry.start();
   } catch (error) {
     await remote.stop();
     throw error;
@@ -219,6 +242,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     Math.min(15_000, Math.max(1000, Math.floor(Math.min(config.loadTimeoutMs, config.agentLeaseMs) / 4)));
   const sweeper = setInterval(() => {
     jobs.sweep().catch((error: unknown) => logger.error({ err: error }, 'recovery sweep failed'));
+    registry.reconcile().catch((error: unknown) => logger.error({ err: error }, 'cluster reconcile failed'));
   }, sweepIntervalMs);
   sweeper.unref();
   uploads.start();
@@ -246,7 +270,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
         uploads.stop();
         await dispatcher.stop();
         channels.close();
-        await consumer.stop();
+        await registry.close();
         await remote.stop();
         await app.close();
         await results.close();

@@ -46,6 +46,8 @@ export interface NewJob {
    * an insert and a `queued → offered` transition. Default: `queued`.
    */
   offered?: boolean;
+  /** The cluster the job is routed to. Default `local` (the server's own bus). */
+  cluster?: string;
 }
 
 export interface ListJobsFilter {
@@ -219,6 +221,7 @@ async function insertJobRows(trx: Transaction<Database>, job: NewJob): Promise<v
       retries: job.retries ?? null,
       submit_key: job.submitKey ?? null,
       offer_published_at: null,
+      cluster: job.cluster ?? 'local',
     })
     .execute();
   await beginAttempt(trx, job.id, 1, state, job.createdAt);

@@ -94,6 +94,8 @@ export interface JobsTable {
   offer_published_at: number | null;
   /** The agent holding the current attempt's claim (its executor fetched the workflow first; migration 0005). */
   claimed_by: string | null;
+  /** The cluster the job was routed to at submit (migration 0012; default `local`). */
+  cluster: string;
 }
 
 /** One row per attempt of a job (migration 0003); the job's current attempt is `jobs.attempt`. */
@@ -162,6 +164,27 @@ export interface AgentsTable {
   last_seen: number;
   /** 1 while the agent reports being drained (migration 0007). */
   draining: number;
+  /** The cluster whose bus its heartbeats came through (migration 0012; default `local`). */
+  cluster: string;
+  /** The agent's clock minus the server's when its last heartbeat arrived, in ms (migration 0012). */
+  clock_offset_ms: number | null;
+  /** SHA-256 fingerprint of the offer-signing key the agent trusts, as it reported it (migration 0012). */
+  key_fingerprint: string | null;
+  /** The agent's last probe of the server's URL, `{url, ok, error?}` as JSON (migration 0012). */
+  server_probe_json: string | null;
+}
+
+export interface ClustersTable {
+  name: string;
+  broker_url: string;
+  vhost: string | null;
+  password_file: string | null;
+  ca_file: string | null;
+  cert_file: string | null;
+  key_file: string | null;
+  state: 'attached' | 'detaching' | 'detached';
+  created_at: number;
+  changed_at: number;
 }
 
 /** One failed login per row and key (`u:<user>` or `s:<address>`); see migration 0006. */
@@ -286,4 +309,5 @@ export interface Database {
   job_inputs: JobInputsTable;
   notification_rules: NotificationRulesTable;
   notification_deliveries: NotificationDeliveriesTable;
+  clusters: ClustersTable;
 }

@@ -20,6 +20,7 @@ import { AttemptStore, type RetryPlan, type RetryResult } from './attempts.js';
 import { AuditStore, type AuditRecord, type ListAuditFilter, type NewAuditRecord } from './audit.js';
 import { ChangeListener, ChangeNotifier, changeChannelFor, type ChangeListenerOptions } from './changes.js';
 import { ClaimStore, type ClaimResult } from './claims.js';
+import { ClusterStore } from './clusters.js';
 import { connect, type Connection, type ConnectOptions } from './connection.js';
 import type { Clock, Db, Executor, StoreContext } from './context.js';
 import { EventStore, type AppliedEvent } from './events.js';
@@ -55,6 +56,7 @@ export type { AgentRecord } from './agents.js';
 export type { RetryPlan, RetryResult } from './attempts.js';
 export type { AuditRecord, ListAuditFilter, NewAuditRecord } from './audit.js';
 export type { ClaimResult } from './claims.js';
+export type { ClusterRecord, ClusterState, NewCluster } from './clusters.js';
 export type { Clock, Executor } from './context.js';
 export type { AppliedEvent } from './events.js';
 export type { AttemptRecord, JobDetailRecord, JobRecord, StepRecord } from './job-records.js';
@@ -103,6 +105,8 @@ export class Store {
   readonly files: JobFileStore;
   /** Notification rules and the delivery outbox (filled by jobs' terminal transitions). */
   readonly notifications: NotificationStore;
+  /** Defined clusters and their jobs' counts. */
+  readonly clusters: ClusterStore;
   private readonly users: UserStore;
   private readonly tokens: TokenStore;
   private readonly loginFailures: LoginFailureStore;
@@ -138,6 +142,7 @@ export class Store {
     this.results = new ResultStore(this.ctx);
     this.audit = new AuditStore(this.ctx);
     this.agents = new AgentStore(this.ctx);
+    this.clusters = new ClusterStore(this.ctx);
     this.workflows = new WorkflowStore(this.ctx);
     this.jobs = new JobStore(this.ctx);
     this.attempts = new AttemptStore(this.ctx);
@@ -463,13 +468,18 @@ export class Store {
     return this.audit.listAudit(filter);
   }
 
-  upsertAgent(heartbeat: Heartbeat, now?: number): Promise<void> {
-    return this.agents.upsertAgent(heartbeat, now);
+  /** Records a heartbeat that came through `cluster`'s bus (default `local`). */
+  upsertAgent(heartbeat: Heartbeat, now?: number, cluster?: string): Promise<void> {
+    return this.agents.upsertAgent(heartbeat, now, cluster);
   }
 
-  /** Agents seen at or after `since`. */
-  listAgents(since?: number): Promise<AgentRecord[]> {
-    return this.agents.listAgents(since);
+  /** Agents seen at or after `since`, of one cluster when given. */
+  listAgents(since?: number, cluster?: string): Promise<AgentRecord[]> {
+    return this.agents.listAgents(since, cluster);
+  }
+
+  agentCluster(id: string): Promise<string | undefined> {
+    return this.agents.agentCluster(id);
   }
 }
 

@@ -105,6 +105,7 @@ describe('steward user and token', () => {
           {
             id: 'node-7',
             labels: ['gpu'],
+            cluster: 'local',
             isolation: 'per-user',
             lastSeen: '2026-11-22T10:00:00.000Z',
             capacity: { slots: 8, free: 6 },

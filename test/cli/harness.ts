@@ -176,6 +176,7 @@ export function makeJob(overrides: Partial<Job> = {}): Job {
     workflow: { space: 'alice', name: 'sales-report', version: 3 },
     params: {},
     labels: [],
+    cluster: 'local',
     state: 'queued',
     attempt: 1,
     createdAt: '2026-11-22T10:00:00.000Z',

@@ -1,9 +1,10 @@
 /**
  * One `steward server` and two `steward agent` processes through RabbitMQ (a fresh vhost on the machine's
- * broker): jobs share the load, a label only one agent has routes there, and a label no agent has ends the
- * job `expired` saying so.
+ * broker): jobs share the load, a label only one agent has routes there, and a label no live agent has is
+ * refused at submit, naming it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ErrorResponse } from '../../src/protocol/index.js';
 import { Cluster } from '../support/distributed.js';
 import { OsUsers } from '../support/os-users.js';
 import { createVhost, deleteVhost } from '../support/rabbitmq.js';
@@ -61,12 +62,11 @@ describe('server and agents through RabbitMQ', () => {
     }
   });
 
-  it('expires a job that needs a label no agent has, naming the label', async () => {
-    const id = await cluster!.submit('noop', ['gpu']);
-    const job = await cluster!.settleOne(id, 30_000);
-    expect(job.state).toBe('expired');
-    expect(job.error?.code).toBe('STEWARD_LOAD_TIMEOUT');
-    expect(job.error?.message).toMatch(/gpu/);
-    expect(job.agentId).toBeNull();
+  it('refuses at submit a job that needs a label no live agent has, naming the label', async () => {
+    const refused = await cluster!.request('POST', '/api/jobs', { workflow: 'noop', labels: ['gpu'] });
+    expect(refused.status).toBe(409);
+    const { error } = ErrorResponse.parse(refused.json);
+    expect(error.code).toBe('STEWARD_LABEL_UNAVAILABLE');
+    expect(error.message).toMatch(/label gpu/);
   });
 });

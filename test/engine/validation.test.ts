@@ -242,3 +242,21 @@ describe('parseWorkflow', () => {
     expect(name.issues[0]).toMatchObject({ path: 'name', line: 1 });
   });
 });
+
+describe('workflow-level cluster', () => {
+  const base = `name: where
+steps:
+  - id: one
+    sql: SELECT 1 AS x
+`;
+
+  it('reads the cluster its jobs run on unless the submit names one', async () => {
+    expect((await parseWorkflow(`${base}cluster: dev\n`)).cluster).toBe('dev');
+    expect((await parseWorkflow(base)).cluster).toBeUndefined();
+  });
+
+  it('refuses a cluster that is not a cluster name, at its line', async () => {
+    const { issues } = await invalidIssues(`${base}cluster: Dev Cluster\n`);
+    expect(issues).toEqual([expect.objectContaining({ path: 'cluster', line: 5 })]);
+  });
+});

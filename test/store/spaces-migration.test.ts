@@ -78,6 +78,7 @@ describe.each(backends)('migration 0008 (spaces) on $name', (backend) => {
       '0009_user_deleted',
       '0010_job_listing',
       '0011_job_files',
+      '0012_clusters',
       '0014_notifications',
     ]);
 

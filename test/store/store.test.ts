@@ -22,7 +22,7 @@ describe.each(backends)('store on $name', (backend) => {
     await handle.dispose();
   });
 
-  async function seedJob(id = '20260101000000000-aaaaaaaa'): Promise<void> {
+  async function seedJob(id = '20260101000000000-aaaaaaaa', cluster?: string): Promise<void> {
     await store.createUser({ name: 'alice', role: 'user', passwordHash: null, createdAt: 1 });
     await store.insertWorkflowVersion({
       space: 'alice',
@@ -47,6 +47,7 @@ describe.each(backends)('store on $name', (backend) => {
       jobTokenHash: 'h',
       createdAt: 1_767_225_600_000,
       steps: [{ id: 'a', kind: 'sql' }],
+      ...(cluster !== undefined ? { cluster } : {}),
     });
   }
 
@@ -119,6 +120,7 @@ describe.each(backends)('store on $name', (backend) => {
           '0009_user_deleted',
           '0010_job_listing',
           '0011_job_files',
+          '0012_clusters',
           '0014_notifications',
         ]);
         expect(await stores[2]!.countUsers()).toBe(0);
@@ -449,6 +451,10 @@ describe.each(backends)('store on $name', (backend) => {
         executors: [],
         lastSeen: 200,
         draining: false,
+        cluster: 'local',
+        clockOffsetMs: -199,
+        keyFingerprints: null,
+        serverProbe: null,
       },
     ]);
     expect(await store.listAgents(201)).toEqual([]);
@@ -457,5 +463,49 @@ describe.each(backends)('store on $name', (backend) => {
     expect((await store.listAgents())[0]).toMatchObject({ draining: true, lastSeen: 300 });
     await store.upsertAgent(beat, 400);
     expect((await store.listAgents())[0]).toMatchObject({ draining: false, lastSeen: 400 });
+    // Heartbeats through a cluster's bus record the cluster and what the attach checks read.
+    const probe = { url: 'http://server:8080', ok: false, error: 'ECONNREFUSED' };
+    await store.upsertAgent(
+      { ...beat, time: 550, keyFingerprints: ['abc'], serverProbe: probe },
+      500,
+      'prod',
+    );
+    expect(await store.listAgents(0, 'prod')).toEqual([
+      expect.objectContaining({
+        id: 'a1',
+        cluster: 'prod',
+        clockOffsetMs: 50,
+        keyFingerprints: ['abc'],
+        serverProbe: probe,
+      }),
+    ]);
+    expect(await store.listAgents(0, 'local')).toEqual([]);
+    expect(await store.agentCluster('a1')).toBe('prod');
+  });
+
+  it('stores clusters detached, moves their state only from the states given, and removes only detached ones', async () => {
+    const cluster = {
+      name: 'prod',
+      brokerUrl: 'amqp://steward@mq:5672',
+      vhost: 'prod',
+      passwordFile: '/etc/steward/prod-pw',
+      caFile: null,
+      certFile: null,
+      keyFile: null,
+    };
+    expect(await store.clusters.create(cluster)).toBe(true);
+    expect(await store.clusters.create(cluster)).toBe(false);
+    expect(await store.clusters.get('prod')).toMatchObject({ ...cluster, state: 'detached' });
+    expect(await store.clusters.setState('prod', 'detaching', ['attached'])).toBe(false);
+    expect(await store.clusters.setState('prod', 'attached', ['detached'])).toBe(true);
+    expect(await store.clusters.remove('prod')).toBe(false);
+    expect(await store.clusters.setState('prod', 'detaching', ['attached'])).toBe(true);
+    await seedJob('job-prod-1', 'prod');
+    expect((await store.getJob('job-prod-1'))?.cluster).toBe('prod');
+    expect((await store.clusters.unfinishedJobs()).get('prod')).toEqual({ queued: 1 });
+    expect(await store.clusters.jobIds('prod', ['queued'])).toEqual(['job-prod-1']);
+    expect(await store.clusters.setState('prod', 'detached', ['detaching'])).toBe(true);
+    expect(await store.clusters.remove('prod')).toBe(true);
+    expect(await store.clusters.list()).toEqual([]);
   });
 });

@@ -105,7 +105,7 @@ function coalesceWrites(model: ChannelModel): void {
   };
 }
 
-function connectOptions(settings: ConnectionSettings, url: string): string | Options.Connect {
+export function connectOptions(settings: ConnectionSettings, url: string): string | Options.Connect {
   const { vhost, user, password } = settings;
   if (vhost === undefined && user === undefined && password === undefined) return url;
   const parsed = new URL(url);
@@ -120,7 +120,7 @@ function connectOptions(settings: ConnectionSettings, url: string): string | Opt
   };
 }
 
-function socketOptions(settings: ConnectionSettings): Record<string, unknown> {
+export function socketOptions(settings: ConnectionSettings): Record<string, unknown> {
   const { ca, cert, key } = settings;
   // Nagle's algorithm would hold a small frame (a publish, an ack) back until the previous one is
   // acknowledged: tens of ms added to every round trip of a request/confirm protocol.
@@ -297,7 +297,7 @@ export function brokerRefusal(error: unknown): string | undefined {
  * Opens one connection to `url` with the configured credentials and closes it again: the broker answers
  * there and accepts the login and the vhost. Throws the connect error (see `brokerRefusal`) otherwise.
  */
-export async function probeBroker(
+export async function tryBrokerLogin(
   settings: ConnectionSettings,
   url: string,
   timeoutMs = 5_000,

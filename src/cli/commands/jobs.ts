@@ -45,6 +45,10 @@ export function registerJobCommands(program: Command): void {
     )
     .option('--label <label>', 'run only on agents with this label (repeatable)', collect)
     .option(
+      '--cluster <name>',
+      "the cluster to run on (default: the workflow's cluster:, else the server's default cluster)",
+    )
+    .option(
       '--timeout <seconds>',
       'overall job time limit in seconds',
       positiveInteger('--timeout', 30 * 24 * 3600),
@@ -61,6 +65,7 @@ export function registerJobCommands(program: Command): void {
         options: {
           param: Record<string, string>;
           label?: string[];
+          cluster?: string;
           timeout?: number;
           retries?: number;
           wait?: boolean;
@@ -80,6 +85,7 @@ export function registerJobCommands(program: Command): void {
             workflow: ref,
             params,
             labels: options.label ?? [],
+            ...(options.cluster === undefined ? {} : { cluster: options.cluster }),
             ...(options.timeout === undefined ? {} : { timeoutSeconds: options.timeout }),
             ...(options.retries === undefined ? {} : { retries: options.retries }),
             idempotencyKey: randomUUID(),

@@ -41,6 +41,8 @@ export const AgentInfo = z.object({
   isolation: z.enum(['per-user', 'single-user']),
   /** Drained by an administrator: takes no new jobs, finishes those it has (as of its last heartbeat). */
   draining: z.boolean(),
+  /** The cluster whose bus its heartbeats come through. */
+  cluster: z.string(),
   lastSeen: z.string(),
   capacity: z.object({ slots: z.number().int(), free: z.number().int() }),
   executors: z.array(

@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { ErrorInfo, ExecutorIdentity, ParamValue } from '../messages.js';
 import { JobState, StepState } from '../states.js';
+import { ClusterName } from './clusters.js';
 import { IsoTime, SpaceName, WorkflowName, WorkflowRef } from './common.js';
 import { type ApiRoute, IdParams, InputParams, LogParams, ResultParams } from './route.js';
 
@@ -17,6 +18,8 @@ export const SubmitJobRequest = z
       .array(z.string().regex(/^[a-zA-Z0-9_.:-]{1,100}$/))
       .max(20)
       .default([]),
+    /** The cluster to run on. Default: the workflow's `cluster:`, else the server's default cluster. */
+    cluster: ClusterName.optional(),
     /** Overall job time limit in seconds. */
     timeoutSeconds: z
       .number()
@@ -120,6 +123,8 @@ export const Job = z.object({
   agentId: z.string().nullable(),
   executor: ExecutorIdentity.nullable(),
   error: ErrorInfo.nullable(),
+  /** The cluster the job was routed to at submit (`local`: the server's own bus). */
+  cluster: z.string(),
 });
 export type Job = z.infer<typeof Job>;
 export const JobDetail = Job.extend({

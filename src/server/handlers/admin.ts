@@ -37,6 +37,7 @@ export function adminHandlers(ctx: ServerContext) {
           capacity: a.capacity,
           executors: a.executors.filter(visible),
           draining: a.draining,
+          cluster: a.cluster,
         })),
       };
     },

@@ -28,7 +28,8 @@ export async function controlAgent(
   const known = (await ctx.store.listAgents()).some((agent) => agent.id === agentId);
   if (!known)
     throw new StewardError('STEWARD_NOT_FOUND', `no agent ${agentId} has ever reported to this server`);
-  await ctx.bus.publishControl(agentId, { v: PROTOCOL_VERSION, type: action });
+  const bus = await ctx.clusters.registry.busOfAgent(agentId);
+  await bus.publishControl(agentId, { v: PROTOCOL_VERSION, type: action });
   await ctx.audit.record({ actor: principal.user, action: `agent.${action}`, target: agentId, source });
   return { id: agentId, action };
 }

@@ -5,7 +5,6 @@
  * (`transition.ts`).
  */
 import type { Logger } from 'pino';
-import type { Bus } from '../../bus/index.js';
 import type { CompiledServerConfig } from '../../config/index.js';
 import {
   isTerminal,
@@ -17,6 +16,7 @@ import {
 } from '../../protocol/index.js';
 import type { JobRecord, Store } from '../../store/index.js';
 import type { AuditLog } from '../audit.js';
+import type { ClusterBuses } from '../clusters/registry.js';
 import type { Principal } from '../auth.js';
 import type { UploadService } from '../uploads.js';
 import type { JobWatch } from '../watch.js';
@@ -32,7 +32,10 @@ export type { SubmitInput } from './submission.js';
 
 export interface JobServiceDeps {
   store: Store;
-  bus: Bus;
+  /** Each cluster's bus: offers go to the job's cluster, controls to the agent's. */
+  clusters: ClusterBuses;
+  /** The cluster a job goes to (the one asked for, else the default), refused when it could not run there. */
+  admit: (cluster: string | undefined, labels: readonly string[]) => Promise<string>;
   signer: OfferSigner;
   workflows: WorkflowRepository;
   audit: AuditLog;
@@ -160,7 +163,8 @@ export class JobService {
   }
 
   private async sendCancel(agentId: string, job: JobRecord): Promise<void> {
-    await this.deps.bus.publishControl(agentId, {
+    const bus = await this.deps.clusters.busOfAgent(agentId);
+    await bus.publishControl(agentId, {
       v: PROTOCOL_VERSION,
       type: 'cancel',
       jobId: job.id,

@@ -4,7 +4,6 @@
  * when the bus refuses it.
  */
 import type { Logger } from 'pino';
-import type { Bus } from '../../bus/index.js';
 import {
   PROTOCOL_VERSION,
   StewardError,
@@ -13,10 +12,12 @@ import {
   type SignedOffer,
 } from '../../protocol/index.js';
 import type { JobRecord, Store } from '../../store/index.js';
+import type { ClusterBuses } from '../clusters/registry.js';
 
 export interface OfferPublisherDeps {
   store: Store;
-  bus: Bus;
+  /** The bus of each cluster: an offer goes only to its job's cluster. */
+  clusters: ClusterBuses;
   signer: OfferSigner;
   logger: Logger;
   /** The URL executors use to reach this server (known once listening). */
@@ -41,8 +42,10 @@ export class OfferPublisher {
    * refuses the offer.
    */
   async publish(job: JobRecord, terms: OfferTerms): Promise<{ recorded: Promise<void> }> {
+    // A cluster detached since (its bus closed) throws STEWARD_CLUSTER_DETACHED, as the job's error.
+    const bus = this.deps.clusters.busFor(job.cluster);
     try {
-      await this.deps.bus.publishOffer(this.sign(job, terms));
+      await bus.publishOffer(this.sign(job, terms));
     } catch (error) {
       throw new StewardError('STEWARD_UNAVAILABLE', 'the bus did not accept the job offer; retry later', {
         cause: error,

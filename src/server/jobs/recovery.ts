@@ -3,7 +3,6 @@
  * ended without an outcome. Every server runs the sweep against the shared store; each transition only moves
  * a job still in the state it read, so two servers sweeping the same job act on it once.
  */
-import type { Bus } from '../../bus/index.js';
 import {
   canStartNewAttempt,
   formatExactDuration,
@@ -11,6 +10,7 @@ import {
   type JobEvent,
 } from '../../protocol/index.js';
 import type { JobRecord } from '../../store/index.js';
+import type { ClusterBuses } from '../clusters/registry.js';
 import { newJobToken } from '../secrets.js';
 import type { JobPartDeps } from './transition.js';
 
@@ -40,7 +40,7 @@ export interface SweepCounts {
 export type RetryOutcome = { retried: true; job: JobRecord } | { retried: false; note: string | undefined };
 
 export interface JobRecoveryDeps extends JobPartDeps {
-  bus: Bus;
+  clusters: ClusterBuses;
 }
 
 export class JobRecovery {
@@ -102,7 +102,7 @@ export class JobRecovery {
     // held coming back) does not delay them. But a dead agent's final events may wait in that backlog, so
     // while it is there, agents get three leases (a queue that never drains must not hide a dead agent for
     // ever, hence three, not more).
-    const pending = await this.deps.bus.pendingEvents();
+    const pending = await this.deps.clusters.pendingEvents();
     if (pending === undefined || pending === 0) return orphans;
     const overdue = await this.deps.store.listRunningJobsOfSilentAgents(now - 3 * leaseMs);
     if (overdue.length === 0)

@@ -21,12 +21,16 @@ export interface SubmitInput {
   idempotencyKey?: string | undefined;
   /** Set by a rerun (rerun.ts): the job this one repeats, recorded in the audit entry. */
   rerunOf?: string | undefined;
+  /** The cluster to run on; default the workflow's `cluster:`, else the server's default. */
+  cluster?: string | undefined;
 }
 
 export interface JobSubmissionDeps extends JobPartDeps {
   workflows: WorkflowRepository;
   /** Uploaded files for `file` params (moved into a job's inputs at submit). */
   uploads: UploadService;
+  /** The cluster a job goes to, refused when it could not run there (see `ClusterService.admit`). */
+  admit: (cluster: string | undefined, labels: readonly string[]) => Promise<string>;
 }
 
 export class JobSubmission {
@@ -38,6 +42,8 @@ export class JobSubmission {
     const record = await workflows.resolve(principal, input.workflow);
     const workflow = await workflows.parsedFor(record);
     const resolved = resolveParams(workflow, input.params);
+    // Refused here, before anything is stored, rather than after the delivery limit or the load timeout.
+    const cluster = await this.deps.admit(input.cluster ?? workflow.cluster, input.labels);
     const now = Date.now();
     const id = newJobId(now);
     const reserved = await this.reserveInputs(principal.user, id, workflow.params, resolved, input);
@@ -47,7 +53,7 @@ export class JobSubmission {
     const inserted = await this.insert(
       principal,
       input,
-      { id, record, workflow, reserved, now, deadline },
+      { id, record, workflow, reserved, now, deadline, cluster },
       token.hash,
     );
     // A retry of a submission that already created its job: answer with that job, submit nothing.
@@ -68,6 +74,7 @@ export class JobSubmission {
       detail: {
         workflow: `${record.space}/${record.name}@${record.version}`,
         labels: input.labels,
+        cluster: job.cluster,
         ...(input.retries !== undefined ? { retries: input.retries } : {}),
         ...(input.rerunOf !== undefined ? { rerunOf: input.rerunOf } : {}),
       },
@@ -106,6 +113,7 @@ export class JobSubmission {
       reserved: ReservedInputs;
       now: number;
       deadline: number;
+      cluster: string;
     },
     jobTokenHash: string,
   ): Promise<{ created: boolean; job: JobRecord }> {
@@ -125,6 +133,7 @@ export class JobSubmission {
         loadDeadline: job.deadline,
         offered: true,
         submitKey: input.idempotencyKey ?? null,
+        cluster: job.cluster,
       });
     } catch (error) {
       await this.deps.uploads.release(id).catch(() => undefined);
