@@ -15,6 +15,7 @@ import {
   createOfferVerifier,
   MAX_URL_PARAM_LENGTH,
   StewardError,
+  type OfferVerifier,
 } from '../protocol/index.js';
 import { openStore, type Clock, type Store } from '../store/index.js';
 import { AuditLog } from './audit.js';
@@ -106,10 +107,65 @@ export async function createServer(options: CreateServerOptions): Promise<Stewar
 }
 
 async function assemble(options: CreateServerOptions, store: Store, logger: Logger): Promise<StewardServer> {
-  const { config, bus } = options;
+  const { config } = options;
   const keys = loadOrCreateSigningKey(config.signingKeyFile);
-  const signer = createOfferSigner(keys.privateKeyPem);
-  const verifier = createOfferVerifier([keys.publicKeyPem]);
+  const { ctx, generatedAdminPassword, serverUrl } = await buildContext(
+    options,
+    store,
+    logger,
+    keys.privateKeyPem,
+  );
+  const app = await buildApp(ctx, options.portalDir ?? defaultPortalDir());
+  const background = await startBackground(
+    ctx,
+    createOfferVerifier([keys.publicKeyPem]),
+    options.sweepIntervalMs,
+  );
+
+  let closing: Promise<void> | undefined;
+  return {
+    app,
+    store,
+    publicKeyPem: keys.publicKeyPem,
+    generatedAdminPassword,
+    async listen() {
+      const address = await app.listen({ host: config.host, port: config.port });
+      if (!config.publicUrl) {
+        const bound = app.server.address();
+        const port = bound && typeof bound === 'object' ? bound.port : config.port;
+        serverUrl.current = localUrl(config.host, port);
+      }
+      return { url: config.publicUrl ?? (address.startsWith('http') ? serverUrl.current : address) };
+    },
+    sweep: (now) => ctx.jobs.sweep(now),
+    close() {
+      closing ??= (async () => {
+        await background.stop();
+        await app.close();
+        await ctx.results.close();
+        await store.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+/**
+ * The server's services over one store and bus, and the `admin` user on first start. `serverUrl` is what
+ * local executors are told to call: set once the listening port is known (when no publicUrl is configured).
+ */
+async function buildContext(
+  options: CreateServerOptions,
+  store: Store,
+  logger: Logger,
+  privateKeyPem: string,
+): Promise<{
+  ctx: ServerContext;
+  generatedAdminPassword: string | undefined;
+  serverUrl: { current: string };
+}> {
+  const { config, bus } = options;
+  const signer = createOfferSigner(privateKeyPem);
   const audit = new AuditLog(store, logger);
   const auth = new Authenticator(store, audit, config, options.clock);
   const generatedAdminPassword = await auth.bootstrapAdmin(options.adminPassword);
@@ -124,7 +180,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
   });
   const uploads = new UploadService(store, config.sharedDir, config.uploads, logger);
   const liveLogs = new LiveLogs(store, config.sharedDir, watch, config.stepLogLimitBytes, logger);
-  let serverUrl = config.publicUrl ?? localUrl(config.host, config.port);
+  const serverUrl = { current: config.publicUrl ?? localUrl(config.host, config.port) };
   const jobs = new JobService({
     store,
     bus,
@@ -134,7 +190,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     watch,
     config,
     logger,
-    serverUrl: () => serverUrl,
+    serverUrl: () => serverUrl.current,
     uploads,
   });
   let openApi: Record<string, unknown> | undefined;
@@ -157,8 +213,13 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     version: STEWARD_VERSION,
     openApiDocument: () => (openApi ??= buildOpenApiDocument(STEWARD_VERSION)),
   };
+  return { ctx, generatedAdminPassword, serverUrl };
+}
 
-  const fastifyLogger: FastifyBaseLogger = logger;
+/** The HTTP side: Fastify with the error handler, raw uploads, the portal, durable writes and every route. */
+async function buildApp(ctx: ServerContext, portalDir: string): Promise<FastifyInstance> {
+  const { config, store } = ctx;
+  const fastifyLogger: FastifyBaseLogger = ctx.logger;
   const app: FastifyInstance = Fastify({
     loggerInstance: fastifyLogger,
     bodyLimit: config.bodyLimitBytes,
@@ -181,7 +242,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
   });
   registerSecurityHeaders(app);
   await app.register(fastifyCookie);
-  await registerPortal(app, options.portalDir ?? defaultPortalDir());
+  await registerPortal(app, portalDir);
   // A request that may have written is answered only once its writes are on disk (the store flushes commits
   // in groups; see Store.durable). Reads are answered at once.
   app.addHook('onSend', async (request, _reply, payload) => {
@@ -189,7 +250,19 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     return payload;
   });
   registerRoutes(app, ctx, buildHandlers(ctx));
+  return app;
+}
 
+/**
+ * What runs beside the HTTP API: other servers' changes (RemoteChanges), the agents' events, the recovery
+ * sweep and the upload janitor. `stop()` ends them in order.
+ */
+async function startBackground(
+  ctx: ServerContext,
+  verifier: OfferVerifier,
+  sweepEveryMs: number | undefined,
+): Promise<{ stop(): Promise<void> }> {
+  const { config, store, bus, jobs, watch, logger, liveLogs, uploads } = ctx;
   const remote = new RemoteChanges(store, watch, logger, (jobId, log) => liveLogs.read(jobId, log));
   await remote.start();
   const consumer = new EventConsumer({ bus, store, jobs, watch, logger, verifier });
@@ -200,41 +273,19 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     throw error;
   }
   const sweepIntervalMs =
-    options.sweepIntervalMs ??
+    sweepEveryMs ??
     Math.min(15_000, Math.max(1000, Math.floor(Math.min(config.loadTimeoutMs, config.agentLeaseMs) / 4)));
   const sweeper = setInterval(() => {
     jobs.sweep().catch((error: unknown) => logger.error({ err: error }, 'recovery sweep failed'));
   }, sweepIntervalMs);
   sweeper.unref();
   uploads.start();
-
-  let closing: Promise<void> | undefined;
   return {
-    app,
-    store,
-    publicKeyPem: keys.publicKeyPem,
-    generatedAdminPassword,
-    async listen() {
-      const address = await app.listen({ host: config.host, port: config.port });
-      if (!config.publicUrl) {
-        const bound = app.server.address();
-        const port = bound && typeof bound === 'object' ? bound.port : config.port;
-        serverUrl = localUrl(config.host, port);
-      }
-      return { url: config.publicUrl ?? (address.startsWith('http') ? serverUrl : address) };
-    },
-    sweep: (now) => jobs.sweep(now),
-    close() {
-      closing ??= (async () => {
-        clearInterval(sweeper);
-        uploads.stop();
-        await consumer.stop();
-        await remote.stop();
-        await app.close();
-        await results.close();
-        await store.close();
-      })();
-      return closing;
+    async stop() {
+      clearInterval(sweeper);
+      uploads.stop();
+      await consumer.stop();
+      await remote.stop();
     },
   };
 }
