@@ -163,7 +163,7 @@ describe('login throttle by user and address', () => {
   });
 
   function login(user: string, password: string, from?: string) {
-    return h!.request({
+    return h!.raw({
       method: 'POST',
       url: '/api/auth/login',
       body: { user, password },
