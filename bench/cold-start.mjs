@@ -2,7 +2,7 @@
 //   cold = a user's first job on the machine: no executor for them, no home directory yet;
 //   warm = the same user's next job, their executor already running.
 // Measured by the agent itself, from the offer reaching it to the job's first step running (the
-// `first step started` line of its log, field startLatencyMs), over N users (default 50). Also prints the
+// `job.first-step` record of its log, field startLatencyMs), over N users (default 50). Also prints the
 // resident memory of idle executors. Usage: sudo node bench/cold-start.mjs [users]
 import { execFileSync } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -99,8 +99,14 @@ try {
   const log = readFileSync(path.join(steward.dataDir, 'logs', 'steward.log'), 'utf8');
   const starts = log
     .split('\n')
-    .filter((line) => line.includes('"first step started"'))
-    .map((line) => JSON.parse(line));
+    .flatMap((line) => {
+      try {
+        return [JSON.parse(line)];
+      } catch {
+        return []; // not a record, or one still being written
+      }
+    })
+    .filter((record) => record.event === 'job.first-step');
   const cold = starts.filter((entry) => entry.coldStart).map((entry) => entry.startLatencyMs);
   const warm = starts.filter((entry) => !entry.coldStart).map((entry) => entry.startLatencyMs);
   const rss = pids.map((pid) => {

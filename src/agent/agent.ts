@@ -91,12 +91,13 @@ export class Agent {
     this.pool = deps.pool({
       onOutput: (owner, pid, stream, line) => {
         if (owner) this.host.userLog(owner, pid, stream, line);
-        else this.log.info({ pid, stream }, line);
+        else this.log.info({ event: 'executor.output', pid, stream }, line);
       },
       onMessage: (executor, message) => this.jobs.onExecutorMessage(executor, message),
       onExit: (executor, exit, jobs) => {
         this.log.info(
           {
+            event: 'executor.exited',
             user: executor.account.name,
             pid: executor.pid,
             kind: exit.kind,
@@ -173,6 +174,7 @@ export class Agent {
     await this.sendHeartbeat();
     this.log.info(
       {
+        event: 'agent.started',
         isolation: this.isolation,
         slots: this.config.slots,
         labels: this.config.labels,
@@ -211,7 +213,7 @@ export class Agent {
   private async drainBeforeStop(graceMs: number, interrupt: AbortSignal | undefined): Promise<void> {
     this.draining = true;
     this.log.info(
-      { running: this.table.jobs, graceMs },
+      { event: 'agent.stopping', running: this.table.jobs, graceMs },
       'stopping: taking no new jobs; waiting for the running ones to end (a second signal stops at once)',
     );
     await this.handBackParked();
@@ -225,7 +227,11 @@ export class Agent {
     }
     if (this.table.jobs > 0)
       this.log.warn(
-        { running: this.table.jobs, interrupted: interrupt?.aborted ?? false },
+        {
+          event: 'agent.stopped-with-jobs',
+          running: this.table.jobs,
+          interrupted: interrupt?.aborted ?? false,
+        },
         'stopping with jobs still running: they end with their executors',
       );
   }
@@ -234,11 +240,15 @@ export class Agent {
   private async houseKeep(): Promise<void> {
     try {
       const { prunedLogs, removed, failed } = await this.host.houseKeep();
-      for (const { path, error } of failed) this.log.warn({ path, error }, 'cleanup failed');
+      for (const { path, error } of failed)
+        this.log.warn({ event: 'cleanup.failed', path, error }, 'cleanup failed');
       if (prunedLogs + removed + failed.length > 0)
-        this.log.info({ prunedLogs, removed, failed: failed.length }, 'housekeeping');
+        this.log.info(
+          { event: 'housekeeping.done', prunedLogs, removed, failed: failed.length },
+          'housekeeping',
+        );
     } catch (error) {
-      this.log.error({ err: error }, 'housekeeping failed');
+      this.log.error({ event: 'housekeeping.failed', err: error }, 'housekeeping failed');
     }
   }
 
@@ -252,7 +262,7 @@ export class Agent {
     } catch (error) {
       const reason = coerceError(error, 'STEWARD_MESSAGE_INVALID');
       this.log.warn(
-        { code: reason.code, deliveryCount: delivery.deliveryCount },
+        { event: 'offer.rejected', code: reason.code, deliveryCount: delivery.deliveryCount },
         `dead-lettering offer: ${reason.message}`,
       );
       await delivery.deadLetter(`${reason.code}: ${reason.message}`);
@@ -301,7 +311,12 @@ export class Agent {
   private async redelivered(key: string, delivery: Delivery<unknown>): Promise<void> {
     const job = this.table.activeJob(key);
     this.log.info(
-      { jobId: key.split(':')[0], deliveryCount: delivery.deliveryCount, state: job ? 'active' : 'ended' },
+      {
+        event: 'offer.redelivered',
+        jobId: key.split(':')[0],
+        deliveryCount: delivery.deliveryCount,
+        state: job ? 'active' : 'ended',
+      },
       'offer redelivered after a broker drop; the job is already ours',
     );
     const holder = this.table.redelivered(key, delivery);
@@ -341,7 +356,7 @@ export class Agent {
       if (this.table.unpark(key, delivery)) clearTimeout(timer);
     });
     this.log.debug(
-      { jobId: offer.jobId, user: offer.user, reason, handBackMs: Math.round(pause) },
+      { event: 'offer.held', jobId: offer.jobId, user: offer.user, reason, handBackMs: Math.round(pause) },
       'no room for the offer now; holding it until a job ends',
     );
   }
@@ -386,7 +401,12 @@ export class Agent {
     for (const job of older) {
       if (job.cancelRequested) continue;
       this.log.warn(
-        { jobId: offer.jobId, heldAttempt: job.offer.attempt, newAttempt: offer.attempt },
+        {
+          event: 'job.older-attempt-stopped',
+          jobId: offer.jobId,
+          heldAttempt: job.offer.attempt,
+          newAttempt: offer.attempt,
+        },
         'a newer attempt of a job held here arrived; stopping the older attempt',
       );
       this.jobs.requestCancel(job);
@@ -439,7 +459,11 @@ export class Agent {
     if (draining === this.draining) return;
     this.draining = draining;
     this.log.info(
-      { running: this.table.jobs, parked: this.table.parkedOffers },
+      {
+        event: draining ? 'agent.drained' : 'agent.resumed',
+        running: this.table.jobs,
+        parked: this.table.parkedOffers,
+      },
       draining
         ? 'drained: taking no new jobs; the ones taken run to their end'
         : 'resumed: taking jobs again',

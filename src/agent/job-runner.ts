@@ -78,7 +78,10 @@ export class JobRunner {
     delivery.onRevoked(() => {
       // Still ours if still running here (or ended here): its redelivery is settled, not run again.
       if (this.table.takenBack(job, delivery))
-        this.log.info({ jobId: job.offer.jobId }, 'broker took back a loading offer; keeping the job');
+        this.log.info(
+          { event: 'offer.taken-back', jobId: job.offer.jobId },
+          'broker took back a loading offer; keeping the job',
+        );
     });
   }
 
@@ -113,12 +116,15 @@ export class JobRunner {
     } catch (error) {
       if (error instanceof ExecutorExitedError && this.table.isCurrent(job)) {
         // Killed while becoming the user: a crash before the load, handed back like one during it.
-        this.log.warn({ jobId: offer.jobId, cause: error.exit.cause }, error.message);
+        this.log.warn(
+          { event: 'job.start-interrupted', jobId: offer.jobId, cause: error.exit.cause },
+          error.message,
+        );
         this.handBackLoading(job, error.exit);
         return;
       }
       const failure = coerceError(error, 'STEWARD_EXECUTOR_START_FAILED');
-      this.log.warn({ jobId: offer.jobId, code: failure.code }, failure.message);
+      this.log.warn({ event: 'job.start-failed', jobId: offer.jobId, code: failure.code }, failure.message);
       // Identity refusals and start failures end the job with a clear reason: no retry loop.
       await this.finish(job, 'failed', { code: failure.code, message: failure.message });
     }
@@ -176,6 +182,7 @@ export class JobRunner {
           // Offer arrival → first step running: the figure `bench/cold-start.mjs` reports.
           this.log.info(
             {
+              event: 'job.first-step',
               jobId: job.offer.jobId,
               attempt: job.offer.attempt,
               user: executor.account.name,
@@ -296,7 +303,7 @@ export class JobRunner {
       await this.host.releaseClaim(offer, AbortSignal.timeout(CLAIM_RELEASE_TIMEOUT_MS));
     } catch (error) {
       this.log.warn(
-        { jobId: offer.jobId, attempt: offer.attempt, err: error },
+        { event: 'claim.release-failed', jobId: offer.jobId, attempt: offer.attempt, err: error },
         "could not release this agent's claim on the job; another agent may load it only once the hand-back event reaches the server",
       );
     }
@@ -314,7 +321,12 @@ export class JobRunner {
     this.dropJobResources(job);
     if (job.executor) this.pool.jobEnded(job.executor, job.offer.jobId);
     this.log.info(
-      { jobId: job.offer.jobId, attempt: job.offer.attempt, held: job.hold.kind === 'held' },
+      {
+        event: 'job.copy-dropped',
+        jobId: job.offer.jobId,
+        attempt: job.offer.attempt,
+        held: job.hold.kind === 'held',
+      },
       `another agent loads the job; dropping this agent's copy (${error.message})`,
     );
     await this.release(job);
@@ -331,7 +343,7 @@ export class JobRunner {
       const killed = await job.cgroup.remove().catch(() => 0);
       if (killed > 0)
         this.log.info(
-          { jobId: job.offer.jobId, killed },
+          { event: 'job.strays-killed', jobId: job.offer.jobId, killed },
           'killed processes the job left behind in its cgroup',
         );
     }
@@ -387,7 +399,13 @@ export class JobRunner {
     const executor = job.executor;
     const unresponsive = executor !== undefined && !this.pool.responsive(executor);
     this.log.warn(
-      { jobId: job.offer.jobId, attempt: job.offer.attempt, user: executor?.account.name, unresponsive },
+      {
+        event: 'job.ended-by-agent',
+        jobId: job.offer.jobId,
+        attempt: job.offer.attempt,
+        user: executor?.account.name,
+        unresponsive,
+      },
       `ending the job from the agent: ${why}`,
     );
     if (executor && (unresponsive || !job.cgroup)) {

@@ -278,8 +278,29 @@ export class ExecutorPool {
       this.forget(executor);
       this.track(this.reap(executor, exit));
     });
-    // Limits first, identity second: the process joins its cgroup while still root and idle, so nothing the
-    // user runs starts outside it.
+    await this.joinCgroup(executor, process, account);
+    const assumed = this.assumeIdentity(executor, process, account, dirs);
+    try {
+      executor.identity = await assumed;
+    } catch (error) {
+      void process.stop('identity switch failed');
+      throw error;
+    }
+    this.live.add(executor);
+    this.owners.set(account.uid, executor);
+    this.markIdle(executor);
+    return executor;
+  }
+
+  /**
+   * Puts a new user's executor into its cgroup and delegates that to the user. Limits first, identity second:
+   * the process joins its cgroup while still root and idle, so nothing the user runs starts outside it.
+   */
+  private async joinCgroup(
+    executor: UserExecutor,
+    process: ExecutorProcess,
+    account: OsAccount,
+  ): Promise<void> {
     // A pre-started executor usually sits in its cgroup already (see addWarm): less to do on the user's clock.
     const prepared = this.warmCgroups.get(process);
     this.warmCgroups.delete(process);
@@ -309,6 +330,15 @@ export class ExecutorPool {
         `could not delegate the executor's cgroup to ${account.name}: ${(error as Error).message}`,
       );
     }
+  }
+
+  /** Tells the executor to become the user; resolves with the identity it reports once it has. */
+  private assumeIdentity(
+    executor: UserExecutor,
+    process: ExecutorProcess,
+    account: OsAccount,
+    dirs: UserDirs,
+  ): Promise<ExecutorIdentity> {
     const assumed = new Promise<ExecutorIdentity>((resolve, reject) => {
       const onMessage = (message: ExecutorToAgent): void => {
         if (message.type === 'assumed') {
@@ -353,16 +383,7 @@ export class ExecutorPool {
       heartbeatMs: this.options.heartbeat.intervalMs,
       ...(executor.cgroup?.homeProcsFile ? { cgroupProcs: executor.cgroup.homeProcsFile } : {}),
     });
-    try {
-      executor.identity = await assumed;
-    } catch (error) {
-      void process.stop('identity switch failed');
-      throw error;
-    }
-    this.live.add(executor);
-    this.owners.set(account.uid, executor);
-    this.markIdle(executor);
-    return executor;
+    return assumed;
   }
 
   /** Records an exit with its cause — from the cgroup's OOM counter when it says so — and removes the cgroup. */

@@ -76,7 +76,7 @@ export class Reporter {
     try {
       await this.bus.publishHeartbeat(heartbeat);
     } catch (error) {
-      this.log.error({ err: error }, 'could not publish heartbeat');
+      this.log.error({ event: 'heartbeat.publish-failed', err: error }, 'could not publish heartbeat');
     }
   }
 
@@ -84,7 +84,10 @@ export class Reporter {
     try {
       await this.events.send(event);
     } catch (error) {
-      this.log.error({ err: error, type: event.type }, 'could not publish event');
+      this.log.error(
+        { event: 'event.publish-failed', err: error, type: event.type },
+        'could not publish event',
+      );
     }
   }
 }

@@ -2,25 +2,13 @@
  * The engine's public contract. The engine is a library: it knows nothing of the bus, the server or the
  * agent. The executor hosts it; the server uses only parsing and validation.
  */
-import type { ErrorInfo, ParamValue, StepEvent } from '../protocol/index.js';
+import type { ErrorInfo, ParamDefinition, ParamValue, StepEvent } from '../protocol/index.js';
 import type { DaskWorkerPlacement } from './dask/placement.js';
 import type { DuckDBHost } from './tables.js';
 
-export type ParamType = 'string' | 'number' | 'integer' | 'boolean' | 'date' | 'enum' | 'file';
-
-export interface ParamSpec {
-  name: string;
-  type: ParamType;
-  required: boolean;
-  default?: ParamValue;
-  /** For `enum`. */
-  values?: string[];
-  description?: string;
-  /** For `file`: accepted file name extensions, lowercase with their dot (`.csv`); any when absent. */
-  accept?: string[];
-  /** For `file`: largest accepted file in bytes (the server's `uploads.maxBytes` bounds it too). */
-  maxSize?: number;
-}
+/** A declared param (the protocol's `ParamDefinition`: the store keeps and the API shows the same shape). */
+export type ParamSpec = ParamDefinition;
+export type { ParamType } from '../protocol/index.js';
 
 export type StepKind = 'read' | 'sql' | 'write' | 'shell' | 'python' | 'command';
 

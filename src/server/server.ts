@@ -16,6 +16,7 @@ import {
   MAX_URL_PARAM_LENGTH,
   publicKeyFingerprint,
   StewardError,
+  type OfferVerifier,
 } from '../protocol/index.js';
 import { openStore, type Clock, type Store } from '../store/index.js';
 import { AuditLog } from './audit.js';
@@ -110,10 +111,65 @@ export async function createServer(options: CreateServerOptions): Promise<Stewar
 }
 
 async function assemble(options: CreateServerOptions, store: Store, logger: Logger): Promise<StewardServer> {
-  const { config, bus } = options;
+  const { config } = options;
   const keys = loadOrCreateSigningKey(config.signingKeyFile);
-  const signer = createOfferSigner(keys.privateKeyPem);
   const verifier = createOfferVerifier([keys.publicKeyPem]);
+  const { ctx, generatedAdminPassword, serverUrl, channels } = await buildContext(
+    options,
+    store,
+    logger,
+    keys,
+    verifier,
+  );
+  const app = await buildApp(ctx, options.portalDir ?? defaultPortalDir());
+  const background = await startBackground(ctx, channels, serverUrl, options.sweepIntervalMs);
+
+  let closing: Promise<void> | undefined;
+  return {
+    app,
+    store,
+    publicKeyPem: keys.publicKeyPem,
+    generatedAdminPassword,
+    async listen() {
+      const address = await app.listen({ host: config.host, port: config.port });
+      if (!config.publicUrl) {
+        const bound = app.server.address();
+        const port = bound && typeof bound === 'object' ? bound.port : config.port;
+        serverUrl.current = localUrl(config.host, port);
+      }
+      return { url: config.publicUrl ?? (address.startsWith('http') ? serverUrl.current : address) };
+    },
+    sweep: (now) => ctx.jobs.sweep(now),
+    close() {
+      closing ??= (async () => {
+        await background.stop();
+        await app.close();
+        await ctx.results.close();
+        await store.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+/**
+ * The server's services over one store and bus, and the `admin` user on first start. `serverUrl` is what
+ * local executors are told to call: set once the listening port is known (when no publicUrl is configured).
+ */
+async function buildContext(
+  options: CreateServerOptions,
+  store: Store,
+  logger: Logger,
+  keys: { privateKeyPem: string; publicKeyPem: string },
+  verifier: OfferVerifier,
+): Promise<{
+  ctx: ServerContext;
+  generatedAdminPassword: string | undefined;
+  serverUrl: { current: string };
+  channels: NotificationChannels;
+}> {
+  const { config, bus } = options;
+  const signer = createOfferSigner(keys.privateKeyPem);
   const audit = new AuditLog(store, logger);
   const auth = new Authenticator(store, audit, config, options.clock);
   const generatedAdminPassword = await auth.bootstrapAdmin(options.adminPassword);
@@ -128,9 +184,9 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
   });
   const uploads = new UploadService(store, config.sharedDir, config.uploads, logger);
   const liveLogs = new LiveLogs(store, config.sharedDir, watch, config.stepLogLimitBytes, logger);
-  let serverUrl = config.publicUrl ?? localUrl(config.host, config.port);
+  const serverUrl = { current: config.publicUrl ?? localUrl(config.host, config.port) };
   // One consumer per attached cluster's bus (`local`: the server's own); offers go to the job's cluster.
-  const registry = new ClusterRegistry({
+  const registry: ClusterRegistry = new ClusterRegistry({
     store,
     logger,
     localBus: bus,
@@ -145,7 +201,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     registry,
     keyFingerprint: publicKeyFingerprint(keys.publicKeyPem),
     publicKeyPem: keys.publicKeyPem,
-    serverUrl: () => serverUrl,
+    serverUrl: () => serverUrl.current,
     transition: () => jobs.transition,
   });
   const jobs: JobService = new JobService({
@@ -158,17 +214,10 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     watch,
     config,
     logger,
-    serverUrl: () => serverUrl,
+    serverUrl: () => serverUrl.current,
     uploads,
   });
   const channels = new NotificationChannels(config.notifications, `Steward/${STEWARD_VERSION}`);
-  const dispatcher = new NotificationDispatcher({
-    store,
-    config: config.notifications,
-    channels,
-    logger,
-    baseUrl: () => serverUrl,
-  });
   let openApi: Record<string, unknown> | undefined;
   const ctx: ServerContext = {
     config,
@@ -196,8 +245,13 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     version: STEWARD_VERSION,
     openApiDocument: () => (openApi ??= buildOpenApiDocument(STEWARD_VERSION)),
   };
+  return { ctx, generatedAdminPassword, serverUrl, channels };
+}
 
-  const fastifyLogger: FastifyBaseLogger = logger;
+/** The HTTP side: Fastify with the error handler, raw uploads, the portal, durable writes and every route. */
+async function buildApp(ctx: ServerContext, portalDir: string): Promise<FastifyInstance> {
+  const { config, store } = ctx;
+  const fastifyLogger: FastifyBaseLogger = ctx.logger;
   const app: FastifyInstance = Fastify({
     loggerInstance: fastifyLogger,
     bodyLimit: config.bodyLimitBytes,
@@ -220,7 +274,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
   });
   registerSecurityHeaders(app);
   await app.register(fastifyCookie);
-  await registerPortal(app, options.portalDir ?? defaultPortalDir());
+  await registerPortal(app, portalDir);
   // A request that may have written is answered only once its writes are on disk (the store flushes commits
   // in groups; see Store.durable). Reads are answered at once.
   app.addHook('onSend', async (request, _reply, payload) => {
@@ -228,7 +282,22 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     return payload;
   });
   registerRoutes(app, ctx, buildHandlers(ctx));
+  return app;
+}
 
+/**
+ * What runs beside the HTTP API: other servers' changes (RemoteChanges), the agents' events on every
+ * attached cluster's bus, the recovery sweep with the clusters' reconcile, the upload janitor and the
+ * notification dispatcher. `stop()` ends them in order.
+ */
+async function startBackground(
+  ctx: ServerContext,
+  channels: NotificationChannels,
+  serverUrl: { current: string },
+  sweepEveryMs: number | undefined,
+): Promise<{ stop(): Promise<void> }> {
+  const { config, store, jobs, watch, logger, liveLogs, uploads } = ctx;
+  const { registry } = ctx.clusters;
   const remote = new RemoteChanges(store, watch, logger, (jobId, log) => liveLogs.read(jobId, log));
   await remote.start();
   try {
@@ -238,7 +307,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     throw error;
   }
   const sweepIntervalMs =
-    options.sweepIntervalMs ??
+    sweepEveryMs ??
     Math.min(15_000, Math.max(1000, Math.floor(Math.min(config.loadTimeoutMs, config.agentLeaseMs) / 4)));
   const sweeper = setInterval(() => {
     jobs.sweep().catch((error: unknown) => logger.error({ err: error }, 'recovery sweep failed'));
@@ -246,37 +315,22 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
   }, sweepIntervalMs);
   sweeper.unref();
   uploads.start();
-  dispatcher.start();
-
-  let closing: Promise<void> | undefined;
-  return {
-    app,
+  const dispatcher = new NotificationDispatcher({
     store,
-    publicKeyPem: keys.publicKeyPem,
-    generatedAdminPassword,
-    async listen() {
-      const address = await app.listen({ host: config.host, port: config.port });
-      if (!config.publicUrl) {
-        const bound = app.server.address();
-        const port = bound && typeof bound === 'object' ? bound.port : config.port;
-        serverUrl = localUrl(config.host, port);
-      }
-      return { url: config.publicUrl ?? (address.startsWith('http') ? serverUrl : address) };
-    },
-    sweep: (now) => jobs.sweep(now),
-    close() {
-      closing ??= (async () => {
-        clearInterval(sweeper);
-        uploads.stop();
-        await dispatcher.stop();
-        channels.close();
-        await registry.close();
-        await remote.stop();
-        await app.close();
-        await results.close();
-        await store.close();
-      })();
-      return closing;
+    config: config.notifications,
+    channels,
+    logger,
+    baseUrl: () => serverUrl.current,
+  });
+  dispatcher.start();
+  return {
+    async stop() {
+      clearInterval(sweeper);
+      uploads.stop();
+      await dispatcher.stop();
+      channels.close();
+      await registry.close();
+      await remote.stop();
     },
   };
 }

@@ -1,7 +1,7 @@
 /**
  * Bearer tokens: login tokens (sessions) and named API tokens. Only a token's hash is stored; the secret
  * is shown once, when it is made. Whether a token may authenticate is decided in the server
- * (`server/auth.ts`) from what `findToken` returns, expiry judged by the store's clock.
+ * (`server/token-auth.ts`) from what `findToken` returns, expiry judged by the store's clock.
  */
 import type { StoreContext } from './context.js';
 import type { Database } from './schema.js';

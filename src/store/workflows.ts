@@ -6,21 +6,12 @@
  */
 import type { Transaction } from 'kysely';
 import { LRUCache } from 'lru-cache';
-import type { ParamValue } from '../protocol/index.js';
+import type { ParamDefinition } from '../protocol/index.js';
 import { isUniqueViolation, type StoreContext } from './context.js';
 import type { Database } from './schema.js';
 
-export interface ParamDefinitionRecord {
-  name: string;
-  type: 'string' | 'number' | 'integer' | 'boolean' | 'date' | 'enum' | 'file';
-  required: boolean;
-  default?: ParamValue;
-  values?: string[];
-  description?: string;
-  /** `file` params (see the engine's ParamSpec). */
-  accept?: string[];
-  maxSize?: number;
-}
+/** A stored version's declared params: the protocol's `ParamDefinition` (the engine's `ParamSpec`). */
+export type ParamDefinitionRecord = ParamDefinition;
 
 export interface AssetRecord {
   path: string;

@@ -26,6 +26,7 @@ import {
   type JobOffer,
   type JobState,
 } from '../../src/protocol/index.js';
+import { agentEvents, isEvent, matching, parseLogRecords, type LogRecord } from '../support/logs.js';
 import { until } from '../support/wait.js';
 
 /** An executor that records what the agent sends it; the test scripts its answers. */
@@ -170,6 +171,8 @@ interface Harness {
   heartbeats: Heartbeat[];
   deadLetters: DeadLetter[];
   released: string[];
+  /** The agent's log records (debug and up). */
+  logs: LogRecord[];
   publish(jobId: string, options?: { user?: string; labels?: string[]; timeoutMs?: number }): JobOffer;
   republish(offer: JobOffer): void;
   states(jobId: string): string[];
@@ -189,6 +192,7 @@ async function startAgent(config: Record<string, unknown>, deliveryLimit = 20): 
   const heartbeats: Heartbeat[] = [];
   const deadLetters: DeadLetter[] = [];
   const released: string[] = [];
+  const logs: LogRecord[] = [];
   await bus.consumeEvents(async (delivery) => {
     const message = AgentMessage.parse(delivery.body);
     if (message.type === 'events') events.push(...message.events);
@@ -204,7 +208,7 @@ async function startAgent(config: Record<string, unknown>, deliveryLimit = 20): 
   const agent = new Agent({
     config: compileAgentConfig({ id: 'agent-in-process', ...config }, { dataDir: dir }),
     bus,
-    logger: pino({ level: 'silent' }),
+    logger: pino({ level: 'debug' }, { write: (line: string) => void logs.push(...parseLogRecords(line)) }),
     verifier: createOfferVerifier([keys.publicKeyPem]),
     host: testHost(dir, released),
     pool: (poolEvents) => (pool = new TestPool(poolEvents)),
@@ -224,6 +228,7 @@ async function startAgent(config: Record<string, unknown>, deliveryLimit = 20): 
     heartbeats,
     deadLetters,
     released,
+    logs,
     publish(jobId, options = {}) {
       const offer: JobOffer = {
         v: PROTOCOL_VERSION,
@@ -304,6 +309,10 @@ describe('agent (in-process, embedded bus)', () => {
       'STEWARD_OFFER_REPLAYED',
     ]);
     expect(h.states('job-r')).toEqual(['loading', 'running', 'succeeded']);
+    // The forged offer is logged as rejected; a replay is dead-lettered quietly.
+    expect(matching(h.logs, agentEvents.offerRejected)).toMatchObject([
+      { code: 'STEWARD_OFFER_SIGNATURE_INVALID', deliveryCount: 1 },
+    ]);
   });
 
   it('parks an offer over the per-user cap and places it, on its first delivery, when the user’s job ends', async () => {
@@ -320,6 +329,7 @@ describe('agent (in-process, embedded bus)', () => {
     expect(loading).toBeGreaterThan(ended);
     // Held, not handed back: its events are its first delivery's.
     expect(h.events.find((e) => e.jobId === 'job-2')?.seq).toBe(1);
+    expect(matching(h.logs, agentEvents.offerHeld)).toMatchObject([{ jobId: 'job-2', user: 'alice' }]);
   });
 
   it('hands parked offers back when drained, takes none while drained, and takes jobs again once resumed', async () => {
@@ -343,6 +353,8 @@ describe('agent (in-process, embedded bus)', () => {
     expect(h.events.find((e) => e.jobId === 'job-p')!.seq).toBe(1_000_001);
     expect(h.events.find((e) => e.jobId === 'job-d2')!.seq).toBe(1);
     expect(h.heartbeats.at(-1)?.draining).toBe(false);
+    expect(matching(h.logs, isEvent('agent.drained'))).toHaveLength(1);
+    expect(matching(h.logs, isEvent('agent.resumed'))).toHaveLength(1);
   });
 
   it('hands an offer back for other agents when it lacks the labels', async () => {
@@ -410,5 +422,8 @@ describe('agent (in-process, embedded bus)', () => {
         (e) => e.jobId === 'job-n' && e.attempt === 2 && e.type === 'state' && e.state === 'running',
       ),
     );
+    expect(matching(h.logs, agentEvents.olderAttemptStopped)).toMatchObject([
+      { jobId: 'job-n', heldAttempt: 1, newAttempt: 2 },
+    ]);
   });
 });

@@ -20,14 +20,14 @@ describe('steward jobs and steward audit on a real server', () => {
     const user = await h.userToken('papi-cli');
     userEnv = { STEWARD_SERVER: url, STEWARD_TOKEN: user };
     adminEnv = { STEWARD_SERVER: url, STEWARD_TOKEN: await h.adminToken() };
-    await h.request({
+    await h.raw({
       method: 'POST',
       url: '/api/workflows',
       token: user,
       body: { source: REPORT_WORKFLOW },
     });
     for (let i = 0; i < 3; i++) {
-      const job = await h.request({
+      const job = await h.raw({
         method: 'POST',
         url: '/api/jobs',
         token: user,

@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-call, @typescript-eslint/no-explicit-any -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * File params and live logs under a real `steward up`, as real OS users: a CSV uploaded with the run is read
  * by the job (its totals checked against ones computed here), hostile file names stay inside the job
@@ -10,6 +9,13 @@ import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  ErrorResponse,
+  JobDetail,
+  LogsResponse,
+  PreviewResponse,
+  UploadInfo,
+} from '../../src/protocol/index.js';
 import { ApiUser } from '../support/api.js';
 import { OsUsers } from '../support/os-users.js';
 import { CliUser, StewardInstance, isRoot, stewardBin, tempDir } from '../support/steward.js';
@@ -85,7 +91,12 @@ async function upload(user: ApiUser, name: string, body: Buffer | string, token?
     },
     body,
   });
-  return { status: response.status, body: (await response.json()) as Record<string, any> };
+  return { status: response.status, body: await response.json() };
+}
+
+/** A refusal's error, parsed with the protocol's `ErrorResponse`. */
+function errorOf(body: unknown) {
+  return ErrorResponse.parse(body).error;
 }
 
 beforeAll(async () => {
@@ -139,7 +150,7 @@ describe('file params', () => {
       timeoutMs: 120_000,
     });
     expect(run.code, `${run.stderr}\n${run.stdout}`).toBe(0);
-    const job = JSON.parse(run.stdout) as { id: string; state: string; inputs: any[] };
+    const job = JobDetail.parse(JSON.parse(run.stdout));
     expect(job.state).toBe('succeeded');
     expect(job.inputs).toEqual([
       expect.objectContaining({
@@ -151,7 +162,7 @@ describe('file params', () => {
 
     const preview = await alice.request('GET', `/api/jobs/${job.id}/results/total/preview`);
     expect(preview.status).toBe(200);
-    const got = (preview.body as { rows: { category: string; total: number; n: number }[] }).rows;
+    const got = PreviewResponse.parse(preview.body).rows;
     expect(got).toEqual(
       [...expected.entries()]
         .sort(([a], [b]) => a.localeCompare(b))
@@ -172,14 +183,14 @@ describe('file params', () => {
     const foreign = await bob.request('GET', `/api/jobs/${job.id}/inputs/data`);
     const missing = await bob.request('GET', `/api/jobs/20260101000000000-00000000/inputs/data`);
     expect(foreign.status).toBe(404);
-    expect((foreign.body as any).error.code).toBe((missing.body as any).error.code);
+    expect(errorOf(foreign.body).code).toBe(errorOf(missing.body).code);
   }, 180_000);
 
   it('refuses an upload over uploads.maxBytes with 413, declared or streamed', async () => {
     const big = Buffer.alloc(MAX_UPLOAD + 1, 0x61);
     const declared = await upload(alice, 'big.csv', big);
     expect(declared.status).toBe(413);
-    expect(declared.body.error.code).toBe('STEWARD_PAYLOAD_TOO_LARGE');
+    expect(errorOf(declared.body).code).toBe('STEWARD_PAYLOAD_TOO_LARGE');
     // Without a length: counted while streaming.
     const response = await fetch(`${steward.url}/api/uploads?name=big.csv`, {
       method: 'POST',
@@ -196,10 +207,10 @@ describe('file params', () => {
       duplex: 'half',
     });
     expect(response.status).toBe(413);
-    expect(((await response.json()) as any).error.code).toBe('STEWARD_PAYLOAD_TOO_LARGE');
+    expect(errorOf(await response.json()).code).toBe('STEWARD_PAYLOAD_TOO_LARGE');
     const exact = await upload(alice, 'fits.csv', Buffer.alloc(MAX_UPLOAD, 0x61));
     expect(exact.status).toBe(201);
-    expect(exact.body.size).toBe(MAX_UPLOAD);
+    expect(UploadInfo.parse(exact.body).size).toBe(MAX_UPLOAD);
   });
 
   it('keeps hostile file names inside the job directory', async () => {
@@ -211,8 +222,9 @@ describe('file params', () => {
     ] as const) {
       const up = await upload(alice, hostile, `content of ${stored}\n`);
       expect(up.status, JSON.stringify(up.body)).toBe(201);
-      expect(up.body.name).toBe(stored);
-      const id = await alice.submit('flogecho', { data: up.body.id });
+      const uploaded = UploadInfo.parse(up.body);
+      expect(uploaded.name).toBe(stored);
+      const id = await alice.submit('flogecho', { data: uploaded.id });
       const job = await alice.waitFor(id, 60_000);
       expect(job.state, JSON.stringify(job.error)).toBe('succeeded');
       const text = String((await alice.request('GET', `/api/jobs/${id}/logs/show/stdout`)).body);
@@ -225,9 +237,10 @@ describe('file params', () => {
   it('does not let another user run with an upload, and names the param in the error', async () => {
     const up = await upload(alice, 'mine.csv', 'a,b\n1,2\n');
     expect(up.status).toBe(201);
+    const mine = UploadInfo.parse(up.body);
     const stolen = await bob.request('POST', '/api/jobs', {
       workflow: 'flogecho',
-      params: { data: up.body.id },
+      params: { data: mine.id },
     });
     const nothing = await bob.request('POST', '/api/jobs', {
       workflow: 'flogecho',
@@ -235,30 +248,31 @@ describe('file params', () => {
     });
     expect(stolen.status).toBe(404);
     expect(nothing.status).toBe(404);
-    expect((stolen.body as any).error.code).toBe('STEWARD_NOT_FOUND');
-    expect((stolen.body as any).error.details.param).toBe('data');
-    expect((stolen.body as any).error.message.replace(up.body.id, 'ID')).toBe(
-      (nothing.body as any).error.message.replace('upl_AAAAAAAAAAAAAAAAAAAAAAAA', 'ID'),
+    const stolenError = errorOf(stolen.body);
+    expect(stolenError.code).toBe('STEWARD_NOT_FOUND');
+    expect(stolenError.details?.param).toBe('data');
+    expect(stolenError.message.replace(mine.id, 'ID')).toBe(
+      errorOf(nothing.body).message.replace('upl_AAAAAAAAAAAAAAAAAAAAAAAA', 'ID'),
     );
     // Still usable by its owner, once.
-    const id = await alice.submit('flogecho', { data: up.body.id });
+    const id = await alice.submit('flogecho', { data: mine.id });
     expect((await alice.waitFor(id, 60_000)).state).toBe('succeeded');
     const again = await alice.request('POST', '/api/jobs', {
       workflow: 'flogecho',
-      params: { data: up.body.id },
+      params: { data: mine.id },
     });
     expect(again.status).toBe(404);
     // A value that breaks a param's rule names that param too.
     const wrongType = await alice.request('POST', '/api/jobs', { workflow: 'flogsum', params: {} });
     expect(wrongType.status).toBe(422);
-    expect((wrongType.body as any).error.details.param).toBe('data');
+    expect(errorOf(wrongType.body).details?.param).toBe('data');
     const txt = await upload(alice, 'notes.txt', 'x');
     const refused = await alice.request('POST', '/api/jobs', {
       workflow: 'flogsum',
-      params: { data: txt.body.id },
+      params: { data: UploadInfo.parse(txt.body).id },
     });
     expect(refused.status).toBe(422);
-    expect((refused.body as any).error.details.param).toBe('data');
+    expect(errorOf(refused.body).details?.param).toBe('data');
   }, 120_000);
 });
 
@@ -321,10 +335,11 @@ describe('live logs', () => {
     const final = String((await alice.request('GET', `/api/jobs/${id}/logs/talk/stdout`)).body);
     expect(final).toBe('line 1\nline 2\nline 3\nafter release\n');
     const listing = await alice.request('GET', `/api/jobs/${id}/logs`);
-    expect((listing.body as any).logs.map((l: any) => `${l.stepId}.${l.stream}`).sort()).toEqual([
-      'talk.stderr',
-      'talk.stdout',
-    ]);
+    expect(
+      LogsResponse.parse(listing.body)
+        .logs.map((entry) => `${entry.stepId}.${entry.stream}`)
+        .sort(),
+    ).toEqual(['talk.stderr', 'talk.stdout']);
   }, 120_000);
 
   it('`steward logs -f` prints lines before the job ends, then the rest, each once', async () => {

@@ -60,10 +60,6 @@ export interface RawResponse {
   headers: Record<string, unknown>;
 }
 
-/** @deprecated What `request` answers: `json` unchecked and untyped. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the untyped helper being retired.
-type LegacyResponse = RawResponse & { json: any };
-
 /** A route call from a test: the route's own params, query and body, plus the caller's token. */
 export type HarnessCallOptions<N extends RouteName> = Pick<CallOptions<N>, 'params' | 'query' | 'body'> & {
   token?: string;
@@ -92,10 +88,6 @@ export interface Harness {
   ): Promise<{ status: number; error: z.infer<typeof ErrorResponse>['error'] }>;
   /** A request as given (malformed input, headers, raw bodies); its JSON is `unknown`. */
   raw(options: RawRequest): Promise<RawResponse>;
-  /**
-   * @deprecated Untyped: use `call` (or `raw` with `errorOf`). Kept while tests move over.
-   */
-  request(options: RawRequest): Promise<LegacyResponse>;
   login(user: string, password: string): Promise<string>;
   adminToken(): Promise<string>;
   /** Creates a user (via the admin API) and returns a login token for them. */
@@ -160,9 +152,6 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     },
     callError(name, ...args) {
       return callRoute(harness, name, args[0] ?? {}, true) as never;
-    },
-    request(options) {
-      return harness.raw(options);
     },
     async raw({ method, url, token, body, headers, payload }) {
       const response = await server.app.inject({

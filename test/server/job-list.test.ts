@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-call, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-return -- HTTP response bodies are checked by assertions, not by static types. */
 /**
  * The portal's job reads on a real server and store: the filtered, paged jobs list, the live stream of job
  * changes (also across two servers on one PostgreSQL database), rerun with the caller's current rights,
@@ -11,9 +10,16 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EmbeddedBus } from '../../src/bus/index.js';
 import { compileServerConfig } from '../../src/config/index.js';
+import { Job } from '../../src/protocol/index.js';
 import { createServer } from '../../src/server/index.js';
 import { postgresBackend } from '../store/backends.js';
-import { REPORT_WORKFLOW, startHarness, type Harness } from './harness.js';
+import { bodyOf, REPORT_WORKFLOW, startHarness, type Harness, type HarnessCallOptions } from './harness.js';
+
+/** One event of the jobs stream: a `job` event carries the job, parsed with the protocol's `Job`. */
+interface StreamEvent {
+  event: string;
+  job: Job | undefined;
+}
 
 /** Reads Server-Sent Events from a real HTTP stream until `want` returns true for one. */
 class EventReader {
@@ -21,7 +27,7 @@ class EventReader {
   private connected = false;
   private readonly reader: ReadableStreamDefaultReader<Uint8Array>;
   private readonly decoder = new TextDecoder();
-  readonly events: { event: string; data: any }[] = [];
+  readonly events: StreamEvent[] = [];
 
   constructor(
     response: Response,
@@ -39,8 +45,8 @@ class EventReader {
     return reader;
   }
 
-  async next(want: (event: { event: string; data: any }) => boolean): Promise<{ event: string; data: any }> {
-    let found: { event: string; data: any } | undefined;
+  async next(want: (event: StreamEvent) => boolean): Promise<StreamEvent> {
+    let found: StreamEvent | undefined;
     await this.until(() => (found = this.events.find(want)) !== undefined, 'an event');
     return found!;
   }
@@ -59,7 +65,8 @@ class EventReader {
         if (block.startsWith(': connected')) this.connected = true;
         const event = /^event: (.*)$/m.exec(block)?.[1];
         const data = /^data: (.*)$/m.exec(block)?.[1];
-        if (event !== undefined && data !== undefined) this.events.push({ event, data: JSON.parse(data) });
+        if (event !== undefined && data !== undefined)
+          this.events.push({ event, job: event === 'job' ? Job.parse(JSON.parse(data)) : undefined });
       }
     }
   }
@@ -70,28 +77,20 @@ class EventReader {
   }
 }
 
-const SUBMIT = { workflow: 'report', params: { region: 'emea' } };
+type SubmitBody = HarnessCallOptions<'submitJob'>['body'];
+const SUBMIT: SubmitBody = { workflow: 'report', params: { region: 'emea' } };
 
 async function setUp(h: Harness): Promise<{ admin: string; amy: string; bo: string }> {
   const admin = await h.adminToken();
   const amy = await h.userToken('papi-amy');
   const bo = await h.userToken('papi-bo');
-  for (const token of [amy, bo]) {
-    const pushed = await h.request({
-      method: 'POST',
-      url: '/api/workflows',
-      token,
-      body: { source: REPORT_WORKFLOW },
-    });
-    expect(pushed.status).toBe(201);
-  }
+  for (const token of [amy, bo]) await h.call('pushWorkflow', { token, body: { source: REPORT_WORKFLOW } });
   return { admin, amy, bo };
 }
 
-async function submit(h: Harness, token: string, body: Record<string, unknown> = SUBMIT): Promise<any> {
-  const response = await h.request({ method: 'POST', url: '/api/jobs', token, body });
-  expect(response.status, response.text).toBe(201);
-  return response.json;
+/** Submits a job (201, or the call throws). */
+async function submit(h: Harness, token: string, body: SubmitBody = SUBMIT): Promise<Job> {
+  return h.call('submitJob', { token, body });
 }
 
 describe('the jobs list, stream and rerun', () => {
@@ -109,43 +108,40 @@ describe('the jobs list, stream and rerun', () => {
     await submit(h, bo);
     await submit(h, bo);
     const list = async (token: string, query = '') =>
-      (await h.request({ method: 'GET', url: `/api/jobs${query}`, token })).json;
+      bodyOf('listJobs', await h.raw({ method: 'GET', url: `/api/jobs${query}`, token }));
 
     const own = await list(amy);
-    expect(own.jobs.map((job: any) => job.id)).toEqual(amyJobs.map((job) => job.id).reverse());
+    expect(own.jobs.map((job) => job.id)).toEqual(amyJobs.map((job) => job.id).reverse());
     expect(own.next).toBeNull();
     // A user's `user` filter cannot widen the view.
-    expect((await list(amy, '?user=papi-bo')).jobs.every((job: any) => job.user === 'papi-amy')).toBe(true);
+    expect((await list(amy, '?user=papi-bo')).jobs.every((job) => job.user === 'papi-amy')).toBe(true);
     expect((await list(admin)).jobs).toHaveLength(5);
-    expect((await list(admin, '?user=papi-bo')).jobs.map((job: any) => job.user)).toEqual([
-      'papi-bo',
-      'papi-bo',
-    ]);
+    expect((await list(admin, '?user=papi-bo')).jobs.map((job) => job.user)).toEqual(['papi-bo', 'papi-bo']);
 
     const first = await list(amy, '?limit=2');
     expect(first.jobs).toHaveLength(2);
     expect(typeof first.next).toBe('string');
-    const second = await list(amy, `?limit=2&before=${encodeURIComponent(first.next)}`);
-    expect(second.jobs.map((job: any) => job.id)).toEqual([amyJobs[0].id]);
+    const second = await list(amy, `?limit=2&before=${encodeURIComponent(first.next ?? '')}`);
+    expect(second.jobs.map((job) => job.id)).toEqual([amyJobs[0]!.id]);
     expect(second.next).toBeNull();
     // Older clients page with a job id.
-    expect((await list(amy, `?before=${amyJobs[2].id}`)).jobs).toHaveLength(2);
+    expect((await list(amy, `?before=${amyJobs[2]!.id}`)).jobs).toHaveLength(2);
 
     expect((await list(amy, '?state=offered')).jobs).toHaveLength(3);
     expect((await list(amy, '?state=failed')).jobs).toHaveLength(0);
     expect((await list(amy, '?workflow=report&space=papi-amy')).jobs).toHaveLength(3);
     expect((await list(admin, '?space=papi-bo')).jobs).toHaveLength(2);
     expect((await list(amy, '?space=papi-bo')).jobs).toHaveLength(0);
-    const created = Date.parse(amyJobs[1].createdAt);
+    const created = Date.parse(amyJobs[1]!.createdAt);
     const since = await list(amy, `?since=${new Date(created).toISOString()}`);
-    expect(since.jobs.map((job: any) => job.id)).toEqual([amyJobs[2].id, amyJobs[1].id]);
+    expect(since.jobs.map((job) => job.id)).toEqual([amyJobs[2]!.id, amyJobs[1]!.id]);
     const until = await list(amy, `?until=${new Date(created).toISOString()}`);
-    expect(until.jobs.map((job: any) => job.id)).toEqual([amyJobs[0].id]);
+    expect(until.jobs.map((job) => job.id)).toEqual([amyJobs[0]!.id]);
     expect((await list(amy, '?since=2099-01-01')).jobs).toHaveLength(0);
 
-    const bad = await h.request({ method: 'GET', url: '/api/jobs?since=yesterday', token: amy });
+    const bad = await h.callError('listJobs', { token: amy, query: { since: 'yesterday' } });
     expect(bad.status).toBe(400);
-    expect(bad.json.error.message).toContain('query.since');
+    expect(bad.error.message).toContain('query.since');
   });
 
   it('streams the changes of the jobs the caller may see, by session cookie or bearer token', async () => {
@@ -171,15 +167,14 @@ describe('the jobs list, stream and rerun', () => {
     const amysJob = await submit(h, amy);
     // Events arrive in publication order: had Bo's job reached Amy, it would come before her own.
     const first = await amyStream.next((event) => event.event === 'job');
-    expect(first.data).toMatchObject({ id: amysJob.id, user: 'papi-amy', state: 'offered' });
-    expect(amyStream.events.some((event) => event.data?.id === bosJob.id)).toBe(false);
-    await adminStream.next((event) => event.data?.id === bosJob.id);
-    await adminStream.next((event) => event.data?.id === amysJob.id);
+    expect(first.job).toMatchObject({ id: amysJob.id, user: 'papi-amy', state: 'offered' });
+    expect(amyStream.events.some((event) => event.job?.id === bosJob.id)).toBe(false);
+    await adminStream.next((event) => event.job?.id === bosJob.id);
+    await adminStream.next((event) => event.job?.id === amysJob.id);
 
-    const canceled = await h.request({ method: 'POST', url: `/api/jobs/${amysJob.id}/cancel`, token: amy });
-    expect(canceled.status).toBe(200);
-    const end = await amyStream.next((event) => event.data?.state === 'canceled');
-    expect(end.data.id).toBe(amysJob.id);
+    await h.call('cancelJob', { token: amy, params: { id: amysJob.id } });
+    const end = await amyStream.next((event) => event.job?.state === 'canceled');
+    expect(end.job?.id).toBe(amysJob.id);
   });
 
   it('streams job changes made on another server sharing the PostgreSQL database', async () => {
@@ -202,9 +197,9 @@ describe('the jobs list, stream and rerun', () => {
     cleanups.push(() => stream.close());
     // Submitted and canceled on the first server; heard on the second through LISTEN/NOTIFY.
     const job = await submit(h, amy);
-    await stream.next((event) => event.data?.id === job.id && event.data.state === 'offered');
-    await h.request({ method: 'POST', url: `/api/jobs/${job.id}/cancel`, token: amy });
-    await stream.next((event) => event.data?.id === job.id && event.data.state === 'canceled');
+    await stream.next((event) => event.job?.id === job.id && event.job.state === 'offered');
+    await h.call('cancelJob', { token: amy, params: { id: job.id } });
+    await stream.next((event) => event.job?.id === job.id && event.job.state === 'canceled');
   });
 
   it('reruns a job with its pinned version and params, as the caller with the caller’s rights now', async () => {
@@ -212,90 +207,75 @@ describe('the jobs list, stream and rerun', () => {
     const { admin, amy, bo } = await setUp(h);
     const original = await submit(h, amy, { workflow: 'report', params: { region: 'apac', limit: 7 } });
     // A newer version does not change what a rerun runs.
-    await h.request({
-      method: 'POST',
-      url: '/api/workflows',
+    await h.call('pushWorkflow', {
       token: amy,
       body: { source: REPORT_WORKFLOW.replace('Sums a few numbers', 'Sums more numbers') },
     });
-    const rerun = await h.request({ method: 'POST', url: `/api/jobs/${original.id}/rerun`, token: amy });
-    expect(rerun.status).toBe(201);
-    expect(rerun.json.id).not.toBe(original.id);
-    expect(rerun.json).toMatchObject({
+    const rerun = await h.call('rerunJob', { token: amy, params: { id: original.id } });
+    expect(rerun.id).not.toBe(original.id);
+    expect(rerun).toMatchObject({
       user: 'papi-amy',
       workflow: { space: 'papi-amy', name: 'report', version: 1 },
       params: original.params,
       state: 'offered',
     });
-    const audit = await h.request({
-      method: 'GET',
-      url: `/api/audit?action=job.submit&target=${rerun.json.id}`,
+    const audit = await h.call('listAudit', {
       token: admin,
+      query: { action: 'job.submit', target: rerun.id },
     });
-    expect(audit.json.entries).toHaveLength(1);
-    expect(audit.json.entries[0]).toMatchObject({ actor: 'papi-amy', detail: { rerunOf: original.id } });
+    expect(audit.entries).toHaveLength(1);
+    expect(audit.entries[0]).toMatchObject({ actor: 'papi-amy', detail: { rerunOf: original.id } });
 
     // Another user's job: the same "not found" as reading it.
-    const foreign = await h.request({ method: 'POST', url: `/api/jobs/${original.id}/rerun`, token: bo });
-    const read = await h.request({ method: 'GET', url: `/api/jobs/${original.id}`, token: bo });
+    const foreign = await h.callError('rerunJob', { token: bo, params: { id: original.id } });
+    const read = await h.callError('showJob', { token: bo, params: { id: original.id } });
     expect(foreign.status).toBe(404);
-    expect(foreign.json.error).toEqual({ ...read.json.error, message: expect.any(String) });
-    expect(foreign.json.error.code).toBe('STEWARD_NOT_FOUND');
-    expect(foreign.json.error.message).toBe(read.json.error.message);
+    expect(foreign.error).toEqual(read.error);
+    expect(foreign.error.code).toBe('STEWARD_NOT_FOUND');
     // An admin reruns it as themself.
-    const byAdmin = await h.request({ method: 'POST', url: `/api/jobs/${original.id}/rerun`, token: admin });
-    expect(byAdmin.status).toBe(201);
-    expect(byAdmin.json.user).toBe('admin');
+    const byAdmin = await h.call('rerunJob', { token: admin, params: { id: original.id } });
+    expect(byAdmin.user).toBe('admin');
   });
 
   it('refuses a rerun to a user who lost the right to run the workflow', async () => {
     h = await startHarness({ title: 'papi rerun rights' });
     const { admin, amy } = await setUp(h);
-    expect(
-      (await h.request({ method: 'POST', url: '/api/spaces', token: admin, body: { name: 'papi-team' } }))
-        .status,
-    ).toBe(201);
-    const member = await h.request({
-      method: 'PUT',
-      url: '/api/spaces/papi-team/members',
+    // Each call throws unless it answers its route's success status.
+    await h.call('createSpace', { token: admin, body: { name: 'papi-team' } });
+    await h.call('setSpaceMember', {
       token: admin,
+      params: { space: 'papi-team' },
       body: { kind: 'user', name: 'papi-amy', role: 'editor' },
     });
-    expect(member.status).toBe(200);
-    const pushed = await h.request({
-      method: 'POST',
-      url: '/api/spaces/papi-team/workflows',
+    await h.call('pushSpaceWorkflow', {
       token: amy,
+      params: { space: 'papi-team' },
       body: { source: REPORT_WORKFLOW },
     });
-    expect(pushed.status).toBe(201);
     const job = await submit(h, amy, { workflow: 'papi-team/report', params: { region: 'emea' } });
-    expect((await h.request({ method: 'POST', url: `/api/jobs/${job.id}/rerun`, token: amy })).status).toBe(
-      201,
-    );
+    await h.call('rerunJob', { token: amy, params: { id: job.id } });
 
-    const removed = await h.request({
-      method: 'DELETE',
-      url: '/api/spaces/papi-team/members?kind=user&name=papi-amy',
+    await h.call('removeSpaceMember', {
       token: admin,
+      params: { space: 'papi-team' },
+      query: { kind: 'user', name: 'papi-amy' },
     });
-    expect(removed.status).toBe(204);
-    const refused = await h.request({ method: 'POST', url: `/api/jobs/${job.id}/rerun`, token: amy });
+    const refused = await h.callError('rerunJob', { token: amy, params: { id: job.id } });
     expect(refused.status).toBe(403);
-    expect(refused.json.error.code).toBe('STEWARD_SPACE_NOT_MEMBER');
+    expect(refused.error.code).toBe('STEWARD_SPACE_NOT_MEMBER');
     // Her own job stays hers to read; only running it again needs the right.
-    expect((await h.request({ method: 'GET', url: `/api/jobs/${job.id}`, token: amy })).status).toBe(200);
-    const jobs = await h.request({ method: 'GET', url: '/api/jobs?space=papi-team', token: amy });
-    expect(jobs.json.jobs).toHaveLength(2);
+    expect((await h.call('showJob', { token: amy, params: { id: job.id } })).id).toBe(job.id);
+    const jobs = await h.call('listJobs', { token: amy, query: { space: 'papi-team' } });
+    expect(jobs.jobs).toHaveLength(2);
   });
 
   it('pages the audit log with target and time filters', async () => {
     h = await startHarness({ title: 'papi audit' });
     const { admin, amy } = await setUp(h);
     const job = await submit(h, amy);
-    await h.request({ method: 'POST', url: `/api/jobs/${job.id}/cancel`, token: amy });
+    await h.call('cancelJob', { token: amy, params: { id: job.id } });
     const page = async (query: string) =>
-      (await h.request({ method: 'GET', url: `/api/audit${query}`, token: admin })).json;
+      bodyOf('listAudit', await h.raw({ method: 'GET', url: `/api/audit${query}`, token: admin }));
 
     const all = await page('?limit=1000');
     expect(all.next).toBeNull();
@@ -303,18 +283,18 @@ describe('the jobs list, stream and rerun', () => {
     let next: number | null = null;
     do {
       const current = await page(`?limit=3${next !== null ? `&before=${next}` : ''}`);
-      seen.push(...current.entries.map((entry: any) => entry.id));
+      seen.push(...current.entries.map((entry) => entry.id));
       next = current.next;
     } while (next !== null);
-    expect(seen).toEqual(all.entries.map((entry: any) => entry.id));
+    expect(seen).toEqual(all.entries.map((entry) => entry.id));
 
     const forJob = await page(`?target=${job.id}`);
-    expect(forJob.entries.map((entry: any) => entry.action).sort()).toEqual(['job.cancel', 'job.submit']);
-    const submitted = forJob.entries.find((entry: any) => entry.action === 'job.submit');
+    expect(forJob.entries.map((entry) => entry.action).sort()).toEqual(['job.cancel', 'job.submit']);
+    const submitted = forJob.entries.find((entry) => entry.action === 'job.submit')!;
     expect((await page(`?target=${job.id}&until=${submitted.time}`)).entries).toHaveLength(0);
     expect((await page(`?target=${job.id}&since=${submitted.time}`)).entries.length).toBeGreaterThan(0);
     expect((await page('?since=2099-01-01')).entries).toHaveLength(0);
-    const refused = await h.request({ method: 'GET', url: '/api/audit', token: amy });
+    const refused = await h.callError('listAudit', { token: amy });
     expect(refused.status).toBe(403);
   });
 });

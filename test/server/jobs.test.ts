@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-return -- HTTP response bodies are checked by assertions, not by static types. */
 import http from 'node:http';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { DeadLetter, Delivery, Subscription } from '../../src/bus/index.js';
@@ -10,7 +9,14 @@ import {
 } from '../../src/protocol/index.js';
 import { backends } from '../store/backends.js';
 import { until } from '../support/wait.js';
-import { eventually, REPORT_WORKFLOW, startHarness, stateEvent, type Harness } from './harness.js';
+import {
+  eventually,
+  REPORT_WORKFLOW,
+  startHarness,
+  stateEvent,
+  type Harness,
+  type HarnessCallOptions,
+} from './harness.js';
 
 const NOTHING_SWEPT = { expired: 0, lost: 0, adoptedQueued: 0, adoptedUnpublished: 0 };
 
@@ -51,23 +57,35 @@ describe.each(backends)('jobs on $name', (backend) => {
   beforeEach(async (context) => {
     h = await startHarness({ backend, title: context.task.name, config: { loadTimeout: '2m' } });
     alice = await h.userToken('alice');
-    const pushed = await h.request({
-      method: 'POST',
-      url: '/api/workflows',
-      token: alice,
-      body: { source: REPORT_WORKFLOW },
-    });
-    expect(pushed.status).toBe(201);
+    await push(alice);
   });
   afterEach(async () => {
     await h.dispose();
   });
 
-  async function submit(
-    token = alice,
-    body: Record<string, unknown> = { workflow: 'report', params: { region: 'emea' } },
-  ) {
-    return h.request({ method: 'POST', url: '/api/jobs', token, body });
+  type SubmitBody = HarnessCallOptions<'submitJob'>['body'];
+  const REPORT_JOB: SubmitBody = { workflow: 'report', params: { region: 'emea' } };
+
+  /** Pushes `report` into the user's personal space. */
+  async function push(token: string) {
+    await h.call('pushWorkflow', { token, body: { source: REPORT_WORKFLOW } });
+  }
+
+  /** Submits a job (201, or the call throws). */
+  async function submit(token = alice, body: SubmitBody = REPORT_JOB) {
+    return h.call('submitJob', { token, body });
+  }
+
+  async function show(id: string, token = alice) {
+    return h.call('showJob', { token, params: { id } });
+  }
+
+  /** Polls the job's detail until `done` holds for it. */
+  function detailWhen(id: string, done: (detail: Awaited<ReturnType<typeof show>>) => boolean) {
+    return eventually(async () => {
+      const detail = await show(id);
+      return done(detail) ? detail : undefined;
+    });
   }
 
   it('publishes a signed offer on submit and records the job as offered', async () => {
@@ -78,8 +96,7 @@ describe.each(backends)('jobs on $name', (backend) => {
       labels: ['gpu'],
       timeoutSeconds: 60,
     });
-    expect(submitted.status).toBe(201);
-    expect(submitted.json).toMatchObject({
+    expect(submitted).toMatchObject({
       user: 'alice',
       state: 'offered',
       attempt: 1,
@@ -87,10 +104,10 @@ describe.each(backends)('jobs on $name', (backend) => {
       params: { region: 'emea', limit: 5 },
       labels: ['gpu'],
     });
-    expect(submitted.json.id).toMatch(/^\d{17}-[0-9a-f]{8}$/);
+    expect(submitted.id).toMatch(/^\d{17}-[0-9a-f]{8}$/);
     const { offer } = await taking;
     expect(offer).toMatchObject({
-      jobId: submitted.json.id,
+      jobId: submitted.id,
       user: 'alice',
       labels: ['gpu'],
       params: { region: 'emea', limit: 5 },
@@ -100,37 +117,32 @@ describe.each(backends)('jobs on $name', (backend) => {
     expect(offer.deadline - offer.issuedAt).toBe(120_000);
     expect(offer.workflow.digest).toMatch(/^[0-9a-f]{64}$/);
     const audit = await h.server.store.listAudit({ action: 'job.submit', limit: 5 });
-    expect(audit[0]).toMatchObject({ actor: 'alice', target: submitted.json.id });
+    expect(audit[0]).toMatchObject({ actor: 'alice', target: submitted.id });
   });
 
   it('answers a retried submission with the same idempotency key with the job it created, publishing once', async () => {
     const offers: unknown[] = [];
     await h.bus.consumeOffers(async (delivery) => void offers.push(delivery.body), { prefetch: 10 });
-    const body = { workflow: 'report', params: { region: 'emea' }, idempotencyKey: 'run-7f3a' };
+    const body: SubmitBody = { ...REPORT_JOB, idempotencyKey: 'run-7f3a' };
     // Concurrent retries too: the unique index decides which one creates the job.
     const answers = await Promise.all([submit(alice, body), submit(alice, body), submit(alice, body)]);
-    for (const answer of answers) expect(answer.status, answer.text).toBe(201);
-    const ids = new Set(answers.map((answer) => answer.json.id as string));
+    const ids = new Set(answers.map((answer) => answer.id));
     expect(ids.size).toBe(1);
     // Another user's key is their own (bob runs his own `report`, in his personal space).
     const bob = await h.userToken('bob');
-    const pushed = await h.request({
-      method: 'POST',
-      url: '/api/workflows',
-      token: bob,
-      body: { source: REPORT_WORKFLOW },
-    });
-    expect(pushed.status, pushed.text).toBe(201);
+    await push(bob);
     const other = await submit(bob, body);
-    expect(other.status).toBe(201);
-    expect(ids.has(other.json.id as string)).toBe(false);
+    expect(ids.has(other.id)).toBe(false);
     await eventually(() => offers.length >= 2 || undefined);
     expect(offers).toHaveLength(2);
-    const mine = await h.request({ method: 'GET', url: '/api/jobs', token: alice });
-    expect(mine.json.jobs).toHaveLength(1);
-    const bad = await submit(alice, { ...body, idempotencyKey: 'has space' });
+    const mine = await h.call('listJobs', { token: alice });
+    expect(mine.jobs).toHaveLength(1);
+    const bad = await h.callError('submitJob', {
+      token: alice,
+      body: { ...body, idempotencyKey: 'has space' },
+    });
     expect(bad.status).toBe(400);
-    expect(bad.text).toMatch(/idempotencyKey/);
+    expect(JSON.stringify(bad.error)).toMatch(/idempotencyKey/);
   });
 
   it('offers a job that a dead server left queued, with a new token, once, whichever server sweeps', async () => {
@@ -160,12 +172,8 @@ describe.each(backends)('jobs on $name', (backend) => {
     expect(offer).toMatchObject({ jobId: job.id, attempt: 1, deadline: created + 120_000 });
     const stored = await h.server.store.getJob(job.id);
     expect(stored?.state).toBe('offered');
-    const fetched = await h.request({
-      method: 'GET',
-      url: `/api/exec/jobs/${job.id}/workflow`,
-      token: offer.jobToken,
-    });
-    expect(fetched.status, fetched.text).toBe(200);
+    // The offer's token fetches the workflow (the call throws on anything but 200).
+    await h.call('execWorkflow', { token: offer.jobToken, params: { id: job.id } });
     // No second offer: the next job's offer is the first one left in the queue (first in, first out).
     const offers: JobOffer[] = [];
     const verifier = createOfferVerifier([h.server.publicKeyPem]);
@@ -173,9 +181,8 @@ describe.each(backends)('jobs on $name', (backend) => {
       prefetch: 10,
     });
     const next = await submit();
-    expect(next.status, next.text).toBe(201);
     await eventually(() => offers.length > 0);
-    expect(offers.map((later) => later.jobId)).toEqual([next.json.id]);
+    expect(offers.map((later) => later.jobId)).toEqual([next.id]);
   });
 
   it('offers again, as attempt 2, a job whose server recorded the offer but died before publishing it', async () => {
@@ -186,7 +193,7 @@ describe.each(backends)('jobs on $name', (backend) => {
     // sweeps.
     await until(
       'the offer recorded as published',
-      async () => (await h.server.store.getJob(submitted.json.id))?.offerPublishedAt != null,
+      async () => (await h.server.store.getJob(submitted.id))?.offerPublishedAt != null,
     );
     expect(await h.server.sweep(Date.now() + 30_000)).toEqual(NOTHING_SWEPT);
 
@@ -213,51 +220,42 @@ describe.each(backends)('jobs on $name', (backend) => {
     expect(stored).toMatchObject({ state: 'offered', attempt: 2 });
     expect(stored?.offerPublishedAt).not.toBeNull();
     // The new attempt's token works (the first attempt's token was replaced).
-    const fetched = await h.request({
-      method: 'GET',
-      url: `/api/exec/jobs/${job.id}/workflow`,
-      token: offer.jobToken,
-    });
-    expect(fetched.status).toBe(200);
+    await h.call('execWorkflow', { token: offer.jobToken, params: { id: job.id } });
   });
 
   it('refuses params that do not match the workflow with 422', async () => {
-    const response = await submit(alice, { workflow: 'report', params: { limit: 'many' } });
+    const response = await h.callError('submitJob', {
+      token: alice,
+      body: { workflow: 'report', params: { limit: 'many' } },
+    });
     expect(response.status).toBe(422);
-    expect(response.json.error.code).toBe('STEWARD_PARAMS_INVALID');
-    expect(response.json.error.message).toContain('params.');
-    expect((await submit(alice, { workflow: 'nope', params: {} })).status).toBe(404);
+    expect(response.error.code).toBe('STEWARD_PARAMS_INVALID');
+    expect(response.error.message).toContain('params.');
+    const unknown = await h.callError('submitJob', { token: alice, body: { workflow: 'nope', params: {} } });
+    expect(unknown.status).toBe(404);
   });
 
   it("hides a user's job from another user (404) but shows it to admins", async () => {
-    const job = (await submit()).json;
+    const job = await submit();
     const bob = await h.userToken('bob');
-    for (const url of [`/api/jobs/${job.id}`, `/api/jobs/${job.id}/results`, `/api/jobs/${job.id}/logs`]) {
-      const response = await h.request({ method: 'GET', url, token: bob });
-      expect(response.status).toBe(404);
-      expect(response.json.error).toEqual({ code: 'STEWARD_NOT_FOUND', message: `no job ${job.id}` });
+    for (const route of ['showJob', 'listResults', 'jobLogs'] as const) {
+      const response = await h.callError(route, { token: bob, params: { id: job.id } });
+      expect(response.status, route).toBe(404);
+      expect(response.error).toEqual({ code: 'STEWARD_NOT_FOUND', message: `no job ${job.id}` });
     }
-    expect((await h.request({ method: 'POST', url: `/api/jobs/${job.id}/cancel`, token: bob })).status).toBe(
-      404,
-    );
-    expect((await h.request({ method: 'GET', url: '/api/jobs', token: bob })).json.jobs).toEqual([]);
-    expect((await h.request({ method: 'GET', url: '/api/jobs?user=alice', token: bob })).json.jobs).toEqual(
-      [],
-    );
+    expect((await h.callError('cancelJob', { token: bob, params: { id: job.id } })).status).toBe(404);
+    expect((await h.call('listJobs', { token: bob })).jobs).toEqual([]);
+    expect((await h.call('listJobs', { token: bob, query: { user: 'alice' } })).jobs).toEqual([]);
     const admin = await h.adminToken();
-    expect((await h.request({ method: 'GET', url: `/api/jobs/${job.id}`, token: admin })).json.user).toBe(
-      'alice',
-    );
-    expect(
-      (await h.request({ method: 'GET', url: '/api/jobs?user=alice', token: admin })).json.jobs,
-    ).toHaveLength(1);
+    expect((await show(job.id, admin)).user).toBe('alice');
+    expect((await h.call('listJobs', { token: admin, query: { user: 'alice' } })).jobs).toHaveLength(1);
     const forbidden = await h.server.store.listAudit({ actor: 'bob', action: 'forbidden', limit: 10 });
     expect(forbidden.length).toBeGreaterThanOrEqual(4);
   });
 
   it('applies an agent event with the same seq only once and tracks steps', async () => {
     const taking = takeOffer(h);
-    const job = (await submit()).json;
+    const job = await submit();
     const { offer } = await taking;
     const executor = { pid: 4242, osUser: 'alice', uid: 1001, gid: 1001, groups: [1001, 27] };
     const events: AgentMessage[] = [
@@ -269,13 +267,11 @@ describe.each(backends)('jobs on $name', (backend) => {
       stepEvent(offer, 4, 'numbers', 'failed'),
     ];
     for (const event of events) await h.bus.publishEvent(event);
-    const detail = await eventually(async () => {
-      const response = await h.request({ method: 'GET', url: `/api/jobs/${job.id}`, token: alice });
-      // The job row and its steps are two reads: wait for both (a read between them may see one side only).
-      return response.json.state === 'running' && response.json.steps[0].state === 'succeeded'
-        ? response.json
-        : undefined;
-    });
+    // The job row and its steps are two reads: wait for both (a read between them may see one side only).
+    const detail = await detailWhen(
+      job.id,
+      (current) => current.state === 'running' && current.steps[0]?.state === 'succeeded',
+    );
     expect(detail).toMatchObject({ state: 'running', agentId: 'agent-1', executor });
     expect(detail.startedAt).not.toBeNull();
     expect(detail.steps[0]).toMatchObject({ id: 'numbers', kind: 'sql', state: 'succeeded', rows: 3 });
@@ -287,17 +283,14 @@ describe.each(backends)('jobs on $name', (backend) => {
         error: { code: 'STEWARD_STEP_FAILED', message: 'step total failed' },
       }),
     );
-    const ended = await eventually(async () => {
-      const response = await h.request({ method: 'GET', url: `/api/jobs/${job.id}`, token: alice });
-      return response.json.state !== 'running' ? response.json : undefined;
-    });
+    const ended = await detailWhen(job.id, (current) => current.state !== 'running');
     expect(ended.state).toBe('failed');
     expect(ended.error).toEqual({ code: 'STEWARD_STEP_FAILED', message: 'step total failed' });
   });
 
   it('applies a batch of events like the same events sent one by one, and refuses a mixed-agent batch', async () => {
     const taking = takeOffer(h);
-    const job = (await submit()).json;
+    const job = await submit();
     const { offer } = await taking;
     const letters: DeadLetter[] = [];
     await h.bus.consumeDeadLetters((letter) => void letters.push(letter));
@@ -310,9 +303,7 @@ describe.each(backends)('jobs on $name', (backend) => {
     });
     await eventually(() => letters.length > 0);
     expect(letters[0]!.reason).toContain('every event of a batch must name the agent');
-    expect((await h.request({ method: 'GET', url: `/api/jobs/${job.id}`, token: alice })).json.state).toBe(
-      'offered',
-    );
+    expect((await show(job.id)).state).toBe('offered');
     await h.bus.publishEvent({
       v: 1,
       type: 'events',
@@ -327,15 +318,9 @@ describe.each(backends)('jobs on $name', (backend) => {
         stateEvent(offer, 7, 'succeeded'),
       ],
     });
-    const ended = await eventually(async () => {
-      const response = await h.request({ method: 'GET', url: `/api/jobs/${job.id}`, token: alice });
-      return response.json.state === 'succeeded' ? response.json : undefined;
-    });
-    expect((ended.steps as Array<{ state: string }>).map((step) => step.state)).toEqual([
-      'succeeded',
-      'succeeded',
-    ]);
-    expect(ended.steps[0].rows).toBe(3);
+    const ended = await detailWhen(job.id, (current) => current.state === 'succeeded');
+    expect(ended.steps.map((step) => step.state)).toEqual(['succeeded', 'succeeded']);
+    expect(ended.steps[0]?.rows).toBe(3);
   });
 
   it('dead-letters an agent message that fails the schema without stopping the consumer', async () => {
@@ -345,7 +330,7 @@ describe.each(backends)('jobs on $name', (backend) => {
     await eventually(() => letters.length > 0);
     expect(letters[0]).toMatchObject({
       queue: 'events',
-      reason: expect.stringContaining('invalid agent message'),
+      reason: expect.stringContaining('invalid agent message') as unknown,
     });
     await h.bus.publishHeartbeat({
       v: 1,
@@ -359,17 +344,17 @@ describe.each(backends)('jobs on $name', (backend) => {
       draining: false,
     });
     const agents = await eventually(async () => {
-      const response = await h.request({ method: 'GET', url: '/api/agents', token: alice });
-      return response.json.agents.length > 0 ? response.json.agents : undefined;
+      const { agents: live } = await h.call('listAgents', { token: alice });
+      return live.length > 0 ? live : undefined;
     });
     expect(agents[0]).toMatchObject({ id: 'agent-9', capacity: { slots: 2, free: 1 } });
   });
 
   it('expires an offer nobody loaded within the load timeout', async () => {
-    const job = (await submit()).json;
+    const job = await submit();
     expect(await h.server.sweep(Date.now() + 60_000)).toEqual(NOTHING_SWEPT);
     expect(await h.server.sweep(Date.now() + 121_000)).toEqual({ ...NOTHING_SWEPT, expired: 1 });
-    const detail = (await h.request({ method: 'GET', url: `/api/jobs/${job.id}`, token: alice })).json;
+    const detail = await show(job.id);
     expect(detail.state).toBe('expired');
     expect(detail.error).toEqual({
       code: 'STEWARD_LOAD_TIMEOUT',
@@ -381,52 +366,35 @@ describe.each(backends)('jobs on $name', (backend) => {
     await h.dispose();
     h = await startHarness({ backend, title: 'sweeper', config: { loadTimeout: '300ms' } });
     alice = await h.userToken('alice');
-    await h.request({
-      method: 'POST',
-      url: '/api/workflows',
-      token: alice,
-      body: { source: REPORT_WORKFLOW },
-    });
-    const job = (await submit()).json;
-    const detail = await eventually(async () => {
-      const response = await h.request({ method: 'GET', url: `/api/jobs/${job.id}`, token: alice });
-      return response.json.state === 'expired' ? response.json : undefined;
-    });
-    expect(detail.error.message).toBe('no executor loaded the job within 300ms');
+    await push(alice);
+    const job = await submit();
+    const detail = await detailWhen(job.id, (current) => current.state === 'expired');
+    expect(detail.error?.message).toBe('no executor loaded the job within 300ms');
   });
 
   it('fails a job whose offer passed the delivery limit', async () => {
     await h.dispose();
     h = await startHarness({ backend, title: 'delivery limit' });
     alice = await h.userToken('alice');
-    await h.request({
-      method: 'POST',
-      url: '/api/workflows',
-      token: alice,
-      body: { source: REPORT_WORKFLOW },
-    });
+    await push(alice);
     // An agent that rejects every offer: the bus redelivers until its limit, then dead-letters.
     await h.bus.consumeOffers(async (delivery) => delivery.requeue(0), { prefetch: 1 });
-    const job = (await submit()).json;
-    const detail = await eventually(async () => {
-      const response = await h.request({ method: 'GET', url: `/api/jobs/${job.id}`, token: alice });
-      return response.json.state === 'failed' ? response.json : undefined;
-    });
-    expect(detail.error.code).toBe('STEWARD_DELIVERY_LIMIT');
-    expect(detail.error.message).toMatch(/delivered \d+ times/);
+    const job = await submit();
+    const detail = await detailWhen(job.id, (current) => current.state === 'failed');
+    expect(detail.error?.code).toBe('STEWARD_DELIVERY_LIMIT');
+    expect(detail.error?.message).toMatch(/delivered \d+ times/);
   });
 
   it('cancels an offered job at once and refuses to cancel it again', async () => {
-    const job = (await submit()).json;
-    const canceled = await h.request({ method: 'POST', url: `/api/jobs/${job.id}/cancel`, token: alice });
-    expect(canceled.status).toBe(200);
-    expect(canceled.json).toMatchObject({
+    const job = await submit();
+    const canceled = await h.call('cancelJob', { token: alice, params: { id: job.id } });
+    expect(canceled).toMatchObject({
       state: 'canceled',
       error: { code: 'STEWARD_JOB_CANCELED', message: 'canceled by alice' },
     });
-    const again = await h.request({ method: 'POST', url: `/api/jobs/${job.id}/cancel`, token: alice });
+    const again = await h.callError('cancelJob', { token: alice, params: { id: job.id } });
     expect(again.status).toBe(409);
-    expect(again.json.error.code).toBe('STEWARD_JOB_NOT_CANCELABLE');
+    expect(again.error.code).toBe('STEWARD_JOB_NOT_CANCELABLE');
     expect((await h.server.store.listAudit({ action: 'job.cancel', limit: 5 })).map((e) => e.target)).toEqual(
       [job.id],
     );
@@ -434,7 +402,7 @@ describe.each(backends)('jobs on $name', (backend) => {
 
   it('asks the agent to cancel a running job and lets its final event end it', async () => {
     const taking = takeOffer(h);
-    const job = (await submit()).json;
+    const job = await submit();
     const { offer } = await taking;
     const controls: unknown[] = [];
     await h.bus.consumeControl('agent-1', async (delivery) => {
@@ -443,9 +411,8 @@ describe.each(backends)('jobs on $name', (backend) => {
     });
     await h.bus.publishEvent(stateEvent(offer, 1, 'running'));
     await eventually(async () => (await h.server.store.getJob(job.id))?.state === 'running');
-    const response = await h.request({ method: 'POST', url: `/api/jobs/${job.id}/cancel`, token: alice });
-    expect(response.status).toBe(200);
-    expect(response.json.state).toBe('running');
+    const response = await h.call('cancelJob', { token: alice, params: { id: job.id } });
+    expect(response.state).toBe('running');
     await eventually(() => controls.length > 0);
     expect(controls[0]).toEqual({ v: 1, type: 'cancel', jobId: job.id, attempt: 1 });
     expect((await h.server.store.getJob(job.id))?.cancelRequested).toBe(true);
@@ -459,7 +426,7 @@ describe.each(backends)('jobs on $name', (backend) => {
 
   it('asks an agent to stop a job that expired while it was loading', async () => {
     const taking = takeOffer(h);
-    const job = (await submit()).json;
+    const job = await submit();
     const { offer } = await taking;
     const controls: unknown[] = [];
     await h.bus.consumeControl('agent-1', async (delivery) => {
@@ -478,9 +445,9 @@ describe.each(backends)('jobs on $name', (backend) => {
   it('streams a snapshot, job and step changes, and an end event over SSE', async () => {
     const { url } = await h.server.listen();
     const taking = takeOffer(h);
-    const job = (await submit()).json;
+    const job = await submit();
     const { offer } = await taking;
-    const received: { event: string; data: any }[] = [];
+    const received: { event: string; data: unknown }[] = [];
     const done = new Promise<void>((resolve, reject) => {
       const request = http.get(
         `${url}/api/jobs/${job.id}/events`,
@@ -499,7 +466,7 @@ describe.each(backends)('jobs on $name', (backend) => {
               const event = /^event: (.*)$/m.exec(block)?.[1];
               const data = /^data: (.*)$/m.exec(block)?.[1];
               if (event && data) {
-                received.push({ event, data: JSON.parse(data) });
+                received.push({ event, data: JSON.parse(data) as unknown });
                 if (event === 'snapshot') {
                   void (async () => {
                     await h.bus.publishEvent(stateEvent(offer, 1, 'running'));
@@ -531,9 +498,9 @@ describe.each(backends)('jobs on $name', (backend) => {
   });
 
   it('ends the SSE stream at once for a job that already ended', async () => {
-    const job = (await submit()).json;
-    await h.request({ method: 'POST', url: `/api/jobs/${job.id}/cancel`, token: alice });
-    const response = await h.request({ method: 'GET', url: `/api/jobs/${job.id}/events`, token: alice });
+    const job = await submit();
+    await h.call('cancelJob', { token: alice, params: { id: job.id } });
+    const response = await h.call('jobEvents', { token: alice, params: { id: job.id } });
     expect(response.status).toBe(200);
     expect(response.text).toMatch(
       /^event: snapshot\ndata: .*\n\nevent: end\ndata: .*"state":"canceled".*\n\n$/s,

@@ -25,7 +25,7 @@ async function submitAndCatchOffer(
   h: Harness,
   token: string,
 ): Promise<{ offer: JobOffer; subscription: Subscription }> {
-  const pushed = await h.request({
+  const pushed = await h.raw({
     method: 'POST',
     url: '/api/workflows',
     token,
@@ -39,7 +39,7 @@ async function submitAndCatchOffer(
       .consumeOffers(async (delivery) => resolve(verifier.verify(delivery.body)), { prefetch: 1 })
       .then((s) => (subscription = s));
   });
-  const submitted = await h.request({
+  const submitted = await h.raw({
     method: 'POST',
     url: '/api/jobs',
     token,
@@ -68,7 +68,7 @@ describe('live log chunks', () => {
   });
 
   const chunk = (offset: number, payload: string | Buffer, step = 'talk', token = offer.jobToken) =>
-    h.request({
+    h.raw({
       method: 'POST',
       url: `/api/exec/jobs/${offer.jobId}/logs/${step}/stdout/chunks?offset=${offset}`,
       token,
@@ -76,7 +76,7 @@ describe('live log chunks', () => {
       headers: { 'content-type': 'application/octet-stream' },
     });
   const read = (query = '') =>
-    h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/logs/talk/stdout${query}`, token: alice });
+    h.raw({ method: 'GET', url: `/api/jobs/${offer.jobId}/logs/talk/stdout${query}`, token: alice });
 
   it('appends by offset once, refuses gaps and chunks past the limit, and serves what arrived while the step runs', async () => {
     expect((await read()).status).toBe(404);
@@ -108,13 +108,13 @@ describe('live log chunks', () => {
     expect((await chunk(14, 'x', 'talk', alice)).status).toBe(401);
     expect((await chunk(0, 'x', '.hidden')).status).toBe(400);
 
-    const listing = await h.request({ method: 'GET', url: `/api/jobs/${offer.jobId}/logs`, token: alice });
+    const listing = await h.raw({ method: 'GET', url: `/api/jobs/${offer.jobId}/logs`, token: alice });
     expect(LogsResponse.parse(listing.json).logs).toEqual([
       expect.objectContaining({ stepId: 'talk', stream: 'stdout', size: 14, text: 'line 1\nline 2\n' }),
     ]);
 
     // The final upload is the authority: it replaces the live log, and a late chunk changes nothing.
-    const final = await h.request({
+    const final = await h.raw({
       method: 'PUT',
       url: `/api/exec/jobs/${offer.jobId}/logs/talk/stdout`,
       token: offer.jobToken,

@@ -71,7 +71,7 @@ describe('portal sessions', () => {
   async function start(config: Record<string, unknown> = {}, clock?: () => number): Promise<string> {
     h = await startHarness({ title: 'papi sessions', config, ...(clock ? { clock } : {}) });
     const admin = await h.adminToken();
-    const created = await h.request({
+    const created = await h.raw({
       method: 'POST',
       url: '/api/users',
       token: admin,
@@ -103,11 +103,11 @@ describe('portal sessions', () => {
     expect(again.json).toEqual(session.json);
     const me = await withCookie(h, 'GET', '/api/me', session.cookie);
     expect(me.json).toMatchObject({ user: 'papi-alice', token: { kind: 'session' } });
-    expect((await h.request({ method: 'GET', url: '/api/auth/session' })).status).toBe(401);
+    expect((await h.raw({ method: 'GET', url: '/api/auth/session' })).status).toBe(401);
 
     // The session secret is no bearer token, and a bearer token is no session cookie.
     const secret = session.cookie.slice('steward_session='.length);
-    expect((await h.request({ method: 'GET', url: '/api/me', token: secret })).status).toBe(401);
+    expect((await h.raw({ method: 'GET', url: '/api/me', token: secret })).status).toBe(401);
     const bearer = await h.login('papi-alice', PASSWORD);
     expect((await withCookie(h, 'GET', '/api/me', `steward_session=${bearer}`)).status).toBe(401);
   });
@@ -135,7 +135,7 @@ describe('portal sessions', () => {
     const alice = await h.login('papi-alice', PASSWORD);
     expect(
       (
-        await h.request({
+        await h.raw({
           method: 'POST',
           url: '/api/workflows',
           token: alice,
@@ -173,7 +173,7 @@ describe('portal sessions', () => {
     expect(accepted.status).toBe(201);
     expect(Job.parse(accepted.json).user).toBe('papi-alice');
     // Bearer requests (the CLI) need no token and are unaffected by an Origin.
-    const cli = await h.request({
+    const cli = await h.raw({
       method: 'POST',
       url: '/api/jobs',
       token: alice,
@@ -182,7 +182,7 @@ describe('portal sessions', () => {
     });
     expect(cli.status).toBe(201);
 
-    const audit = await h.request({
+    const audit = await h.raw({
       method: 'GET',
       url: '/api/audit?action=csrf.refused',
       token: await h.adminToken(),
@@ -233,7 +233,7 @@ describe('portal sessions', () => {
     expect((await withCookie(h, 'GET', '/api/me', second.cookie)).status).toBe(401);
     expect((await withCookie(h, 'GET', '/api/me', first.cookie)).status).toBe(200);
 
-    const disabled = await h.request({ method: 'POST', url: '/api/users/papi-alice/disable', token: admin });
+    const disabled = await h.raw({ method: 'POST', url: '/api/users/papi-alice/disable', token: admin });
     expect(disabled.status).toBe(200);
     const after = await withCookie(h, 'GET', '/api/auth/session', first.cookie);
     expect(after.status).toBe(401);
@@ -262,13 +262,13 @@ describe('portal sessions', () => {
   it('authenticates the job event stream and downloads by cookie, with the CSP on the stream', async () => {
     await start();
     const alice = await h.login('papi-alice', PASSWORD);
-    await h.request({
+    await h.raw({
       method: 'POST',
       url: '/api/workflows',
       token: alice,
       body: { source: REPORT_WORKFLOW },
     });
-    const job = await h.request({
+    const job = await h.raw({
       method: 'POST',
       url: '/api/jobs',
       token: alice,

@@ -45,7 +45,7 @@ describe('login throttle shared by two servers on one PostgreSQL database', () =
   }
 
   function login(h: Harness, user: string, password: string) {
-    return h.request({ method: 'POST', url: '/api/auth/login', body: { user, password } });
+    return h.raw({ method: 'POST', url: '/api/auth/login', body: { user, password } });
   }
 
   beforeEach(async (context) => {
@@ -163,7 +163,7 @@ describe('login throttle by user and address', () => {
   });
 
   function login(user: string, password: string, from?: string) {
-    return h!.request({
+    return h!.raw({
       method: 'POST',
       url: '/api/auth/login',
       body: { user, password },
@@ -194,7 +194,7 @@ describe('login throttle by user and address', () => {
     expect((await login('admin', ADMIN_PASSWORD, '198.51.100.9')).status).toBe(200);
     // The audit log records the client's address, as the trusted proxy reported it.
     const token = await h.adminToken();
-    const audit = await h.request({ method: 'GET', url: '/api/audit?action=login.throttled', token });
+    const audit = await h.raw({ method: 'GET', url: '/api/audit?action=login.throttled', token });
     expect(JSON.stringify(audit.json)).toContain('203.0.113.7');
   });
 

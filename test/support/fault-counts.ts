@@ -6,7 +6,7 @@
  *   the offer (`STEWARD_DELIVERY_LIMIT`, `STEWARD_LOAD_TIMEOUT`): work that was submitted and never ran.
  * - stuck: still not terminal when the settle time ran out.
  * - duplicated: a job whose steps ran more than once in one attempt, counted from the agents' logs (every
- *   run that reaches its first step logs "first step started" with its job and attempt). A kill -9'd agent
+ *   run that reaches its first step logs a `job.first-step` record with its job and attempt). A kill -9'd agent
  *   may lose its last buffered log lines, so for it the count is a lower bound.
  * - reattempted: jobs whose final attempt is above 1 (a re-run visible as a new attempt, not a duplicate).
  */

@@ -3,9 +3,8 @@
  * with `--debug`). Tests match a record on its fields, never on its sentence, so rewording a message breaks
  * no test.
  *
- * Records the daemon entry points write carry an `event` name (`daemon.up`, `bus.connected`, …). The agent's
- * records do not yet: `agentEvents` recognises each one by the fields only it has, in this one place. A
- * record gaining an `event` field needs only its entry here changed.
+ * Records carry an `event` name: the daemon entry points' (`daemon.up`, `bus.connected`, …) and the agent's
+ * (`offer.rejected`, `job.first-step`, …, listed in `agentEvents`).
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -35,43 +34,37 @@ export async function readLogRecords(dataDir: string): Promise<LogRecord[]> {
 }
 
 type Matcher = (record: LogRecord) => boolean;
-const has =
-  (...fields: string[]): Matcher =>
-  (record) =>
-    fields.every((field) => field in record);
 
-/** The agent's records that tests look for, each recognised by its distinguishing fields. */
+/** Records of one `event` name. */
+export function isEvent(name: string): Matcher {
+  return (record) => record.event === name;
+}
+
+/** The agent's records that tests look for, by their `event` name. */
 export const agentEvents = {
   /** A malformed, forged, tampered or expired offer was dead-lettered: `{ code, deliveryCount }`. */
-  offerRejected: (record) => has('code', 'deliveryCount')(record) && !('jobId' in record),
+  offerRejected: isEvent('offer.rejected'),
   /** An offer waits for room here: `{ jobId, user, reason, handBackMs }` (debug). */
-  offerHeld: has('jobId', 'reason', 'handBackMs'),
-  /** The broker took back a loading offer after a drop and the agent keeps the job. */
-  offerTakenBack: (record) =>
-    record.level === LEVEL.info &&
-    Object.keys(record)
-      .filter((key) => !BASE_FIELDS.has(key))
-      .join() === 'jobId',
+  offerHeld: isEvent('offer.held'),
+  /** The broker took back a loading offer after a drop and the agent keeps the job: `{ jobId }`. */
+  offerTakenBack: isEvent('offer.taken-back'),
   /** That offer came back and was settled, not run again: `{ jobId, deliveryCount, state }`. */
-  redeliverySettled: has('jobId', 'deliveryCount', 'state'),
+  redeliverySettled: isEvent('offer.redelivered'),
   /** A newer attempt of a job held here arrived; the older one is stopped: `{ heldAttempt, newAttempt }`. */
-  olderAttemptStopped: has('jobId', 'heldAttempt', 'newAttempt'),
+  olderAttemptStopped: isEvent('job.older-attempt-stopped'),
   /** Another agent loads the job; this copy is dropped: `{ jobId, attempt, held }`. */
-  copyDropped: has('jobId', 'attempt', 'held'),
+  copyDropped: isEvent('job.copy-dropped'),
   /** Releasing this agent's claim failed: `{ jobId, attempt, err }` (warn). */
-  claimReleaseFailed: (record) => record.level === LEVEL.warn && has('jobId', 'attempt', 'err')(record),
+  claimReleaseFailed: isEvent('claim.release-failed'),
   /** A job attempt's first step runs: `{ jobId, attempt, startLatencyMs, … }`. */
-  firstStepStarted: has('jobId', 'attempt', 'startLatencyMs'),
-  /** An executor process ended: `{ pid, code, signal, cause, jobs }`. */
-  executorExited: has('pid', 'signal', 'jobs'),
+  firstStepStarted: isEvent('job.first-step'),
+  /** An executor process ended: `{ pid, kind, code, signal, cause, jobs }`. */
+  executorExited: isEvent('executor.exited'),
   /** The first stop signal: no new jobs, waiting for the running ones: `{ running, graceMs }`. */
-  stopping: has('running', 'graceMs'),
+  stopping: isEvent('agent.stopping'),
   /** Stopped with jobs still running (grace over or a second signal): `{ running, interrupted }`. */
-  stoppedWithJobsRunning: has('running', 'interrupted'),
+  stoppedWithJobsRunning: isEvent('agent.stopped-with-jobs'),
 } satisfies Record<string, Matcher>;
-
-/** Fields every record has (pino's and the daemon's base, the agent's child bindings). */
-const BASE_FIELDS = new Set(['level', 'time', 'pid', 'host', 'msg', 'component', 'role', 'agentId']);
 
 /** Records that match. */
 export function matching(records: LogRecord[], match: Matcher): LogRecord[] {

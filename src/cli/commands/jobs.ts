@@ -33,6 +33,15 @@ interface ListJobsOptions {
 }
 
 export function registerJobCommands(program: Command): void {
+  runCommand(program);
+  jobsCommand(program);
+  jobCommand(program);
+  logsCommand(program);
+  cancelCommand(program);
+}
+
+/** `steward run WORKFLOW`: submit a job, and with --wait follow it. */
+function runCommand(program: Command): void {
   program
     .command('run')
     .description('submit a job; with --wait, follow it and exit 0 only if it succeeds')
@@ -101,7 +110,10 @@ export function registerJobCommands(program: Command): void {
         await waitAndReport(context, client, job.id);
       },
     );
+}
 
+/** `steward jobs`: the jobs list, filtered and paged. */
+function jobsCommand(program: Command): void {
   program
     .command('jobs')
     .description("list jobs (yours; admins see everyone's)")
@@ -144,7 +156,10 @@ export function registerJobCommands(program: Command): void {
       );
       if (next !== null) context.note(`more: steward jobs --before ${next} (with the same filters)`);
     });
+}
 
+/** `steward job ID`: one job in detail. */
+function jobCommand(program: Command): void {
   program
     .command('job')
     .description('show a job: state, parameters, executor identity, steps, error')
@@ -156,7 +171,10 @@ export function registerJobCommands(program: Command): void {
       if (context.json) return context.printJson(detail);
       context.out(describeJob(detail));
     });
+}
 
+/** `steward logs ID`: the steps' stored logs, or followed live with -f. */
+function logsCommand(program: Command): void {
   program
     .command('logs')
     .description(
@@ -217,7 +235,10 @@ export function registerJobCommands(program: Command): void {
         }
       },
     );
+}
 
+/** `steward cancel ID`. */
+function cancelCommand(program: Command): void {
   program
     .command('cancel')
     .description('cancel a job; with --wait, wait until it has stopped')

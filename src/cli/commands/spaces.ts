@@ -38,7 +38,16 @@ export function registerSpaceCommands(program: Command): void {
   const space = program
     .command('space')
     .description('spaces: where workflows live and who may see, run and push them');
+  spaceCreate(space);
+  spaceList(space);
+  spaceShow(space);
+  spaceDelete(space);
+  spaceMemberCommands(space);
+  registerGroupCommands(program);
+}
 
+/** `steward space create NAME` */
+function spaceCreate(space: Command): void {
   space
     .command('create')
     .description('create a shared space (admins)')
@@ -54,7 +63,10 @@ export function registerSpaceCommands(program: Command): void {
       context.out(`created space ${created.name}\n`);
       context.note(`add members with: steward space member add ${created.name} --user NAME --role editor`);
     });
+}
 
+/** `steward space list` */
+function spaceList(space: Command): void {
   space
     .command('list')
     .description('spaces you are a member of, with your role (admins: every space)')
@@ -75,7 +87,10 @@ export function registerSpaceCommands(program: Command): void {
         ),
       );
     });
+}
 
+/** `steward space show NAME` */
+function spaceShow(space: Command): void {
   space
     .command('show')
     .description('a space with its members')
@@ -99,7 +114,10 @@ export function registerSpaceCommands(program: Command): void {
       }
       context.out(text);
     });
+}
 
+/** `steward space delete NAME` */
+function spaceDelete(space: Command): void {
   space
     .command('delete')
     .description('delete an empty shared space (admins)')
@@ -111,7 +129,10 @@ export function registerSpaceCommands(program: Command): void {
       if (context.json) return context.printJson({ deleted: name });
       context.out(`deleted space ${name}\n`);
     });
+}
 
+/** `steward space member add|remove SPACE --user NAME | --group NAME`. */
+function spaceMemberCommands(space: Command): void {
   const member = space.command('member').description("manage a shared space's members (its owners, admins)");
   member
     .command('add')
@@ -145,8 +166,6 @@ export function registerSpaceCommands(program: Command): void {
       if (context.json) return context.printJson({ removed: target, space: spaceName });
       context.out(`removed ${target.kind} ${target.name} from space ${spaceName}\n`);
     });
-
-  registerGroupCommands(program);
 }
 
 function registerGroupCommands(program: Command): void {

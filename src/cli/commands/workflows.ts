@@ -20,7 +20,14 @@ import { contextOf } from './shared.js';
 
 export function registerWorkflowCommands(program: Command): void {
   const workflow = program.command('workflow').description('push, list and inspect workflows');
+  workflowPush(workflow);
+  workflowList(workflow);
+  workflowShow(workflow);
+  workflowDelete(workflow);
+}
 
+/** `steward workflow push` */
+function workflowPush(workflow: Command): void {
   workflow
     .command('push')
     .description(
@@ -42,7 +49,10 @@ export function registerWorkflowCommands(program: Command): void {
       if (context.json) context.printJson(version);
       else context.out(`pushed ${version.space}/${version.name}@${version.version}\n`);
     });
+}
 
+/** `steward workflow list` */
+function workflowList(workflow: Command): void {
   workflow
     .command('list')
     .description("list a space's workflows with their latest version (default: your personal space)")
@@ -69,7 +79,10 @@ export function registerWorkflowCommands(program: Command): void {
         ),
       );
     });
+}
 
+/** `steward workflow show` */
+function workflowShow(workflow: Command): void {
   workflow
     .command('show')
     .description('show a workflow version: parameters, steps, assets')
@@ -86,7 +99,10 @@ export function registerWorkflowCommands(program: Command): void {
         return context.out(detail.source.endsWith('\n') ? detail.source : `${detail.source}\n`);
       context.out(describeWorkflow(detail));
     });
+}
 
+/** `steward workflow delete` */
+function workflowDelete(workflow: Command): void {
   workflow
     .command('delete')
     .description(

@@ -19,6 +19,7 @@ export const PushWorkflowRequest = z
   })
   .strict();
 
+/** One param a workflow declares: the one shape for the engine (`ParamSpec`), the store and the API. */
 export const ParamDefinition = z.object({
   name: z.string(),
   type: z.enum(['string', 'number', 'integer', 'boolean', 'date', 'enum', 'file']),
@@ -31,6 +32,9 @@ export const ParamDefinition = z.object({
   /** `file` params: largest accepted file in bytes (the server's `uploads.maxBytes` bounds it too). */
   maxSize: z.number().int().optional(),
 });
+/** A workflow's declared param, as the engine parses it, the store keeps it and the API shows it. */
+export type ParamDefinition = z.infer<typeof ParamDefinition>;
+export type ParamType = ParamDefinition['type'];
 
 export const WorkflowVersion = z.object({
   /** The space the workflow lives in. */

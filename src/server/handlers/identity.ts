@@ -5,6 +5,15 @@ import { iso, tokenView, userView } from '../views.js';
 import type { Handlers } from './types.js';
 
 export function identityHandlers(ctx: ServerContext) {
+  return {
+    ...signInHandlers(ctx),
+    ...tokenHandlers(ctx),
+    ...userHandlers(ctx),
+  } satisfies Partial<Handlers>;
+}
+
+/** Health, the API document, login, portal sessions and `me`. */
+function signInHandlers(ctx: ServerContext) {
   const { store, auth } = ctx;
 
   return {
@@ -46,7 +55,14 @@ export function identityHandlers(ctx: ServerContext) {
           : {}),
       };
     },
+  } satisfies Partial<Handlers>;
+}
 
+/** A user's named API tokens. */
+function tokenHandlers(ctx: ServerContext) {
+  const { store, auth } = ctx;
+
+  return {
     createToken: async ({ principal, body, source }) => {
       const { token, record } = await auth.createApiToken(principal, body.name, body.expiresInDays, source);
       return { ...tokenView(record), token };
@@ -73,7 +89,14 @@ export function identityHandlers(ctx: ServerContext) {
       await auth.revokeApiToken(principal, params.id, source);
       return undefined;
     },
+  } satisfies Partial<Handlers>;
+}
 
+/** Users, for admins (and a user's own password). */
+function userHandlers(ctx: ServerContext) {
+  const { store, auth } = ctx;
+
+  return {
     createUser: async ({ principal, body, source }) => {
       await auth.createUser(principal, body, source);
       const user = await store.getUser(body.name);

@@ -12,28 +12,22 @@ import {
 import type { Handlers } from './types.js';
 
 export function workflowsHandlers(ctx: ServerContext) {
-  const { store, workflows, spaces } = ctx;
+  return {
+    ...workflowHandlers(ctx),
+    ...spaceHandlers(ctx),
+  } satisfies Partial<Handlers>;
+}
 
-  async function listSpaceWorkflows(principal: Principal, space: string) {
-    await spaces.require(principal, space, 'view');
-    return {
-      workflows: (await store.listWorkflows(space)).map((w) => ({
-        space: w.space,
-        name: w.name,
-        latestVersion: w.latestVersion,
-        description: w.description,
-        updatedAt: iso(w.updatedAt),
-        updatedBy: w.updatedBy,
-      })),
-    };
-  }
+/** Workflows: in the caller's personal space (bare names) and in any space by name. */
+function workflowHandlers(ctx: ServerContext) {
+  const { workflows, spaces } = ctx;
 
   return {
     pushWorkflow: async ({ principal, body, source }) =>
       workflowVersionView(await workflows.push(principal, body, source)),
 
     listWorkflows: async ({ principal }) =>
-      listSpaceWorkflows(principal, (await spaces.ownPersonal(principal)).name),
+      listSpaceWorkflows(ctx, principal, (await spaces.ownPersonal(principal)).name),
 
     showWorkflow: async ({ principal, params }) =>
       workflowDetailView(await workflows.resolve(principal, { space: principal.user, name: params.name })),
@@ -56,6 +50,39 @@ export function workflowsHandlers(ctx: ServerContext) {
     deleteWorkflow: async ({ principal, params, source }) =>
       workflows.delete(principal, { space: principal.user, name: params.name }, source),
 
+    pushSpaceWorkflow: async ({ principal, params, body, source }) =>
+      workflowVersionView(await workflows.push(principal, body, source, params.space)),
+
+    listSpaceWorkflows: async ({ principal, params }) => listSpaceWorkflows(ctx, principal, params.space),
+
+    showSpaceWorkflow: async ({ principal, params }) =>
+      workflowDetailView(await workflows.resolve(principal, { space: params.space, name: params.name })),
+
+    listSpaceWorkflowVersions: async ({ principal, params }) => ({
+      versions: (await workflows.versions(principal, { space: params.space, name: params.name })).map(
+        workflowVersionView,
+      ),
+    }),
+
+    showSpaceWorkflowVersion: async ({ principal, params }) =>
+      workflowDetailView(
+        await workflows.resolve(principal, {
+          space: params.space,
+          name: params.name,
+          version: params.version,
+        }),
+      ),
+
+    deleteSpaceWorkflow: async ({ principal, params, source }) =>
+      workflows.delete(principal, { space: params.space, name: params.name }, source),
+  } satisfies Partial<Handlers>;
+}
+
+/** Spaces, their members, and local groups. */
+function spaceHandlers(ctx: ServerContext) {
+  const { store, spaces } = ctx;
+
+  return {
     createSpace: async ({ principal, body, source }) =>
       spaceView(await spaces.createShared(principal, body.name, body.description, source), null),
 
@@ -85,32 +112,6 @@ export function workflowsHandlers(ctx: ServerContext) {
       return undefined;
     },
 
-    pushSpaceWorkflow: async ({ principal, params, body, source }) =>
-      workflowVersionView(await workflows.push(principal, body, source, params.space)),
-
-    listSpaceWorkflows: async ({ principal, params }) => listSpaceWorkflows(principal, params.space),
-
-    showSpaceWorkflow: async ({ principal, params }) =>
-      workflowDetailView(await workflows.resolve(principal, { space: params.space, name: params.name })),
-
-    listSpaceWorkflowVersions: async ({ principal, params }) => ({
-      versions: (await workflows.versions(principal, { space: params.space, name: params.name })).map(
-        workflowVersionView,
-      ),
-    }),
-
-    showSpaceWorkflowVersion: async ({ principal, params }) =>
-      workflowDetailView(
-        await workflows.resolve(principal, {
-          space: params.space,
-          name: params.name,
-          version: params.version,
-        }),
-      ),
-
-    deleteSpaceWorkflow: async ({ principal, params, source }) =>
-      workflows.delete(principal, { space: params.space, name: params.name }, source),
-
     createGroup: async ({ principal, body, source }) =>
       groupView(await spaces.createGroup(principal, body.name, body.description, source)),
 
@@ -122,4 +123,20 @@ export function workflowsHandlers(ctx: ServerContext) {
     removeGroupMember: async ({ principal, params, source }) =>
       groupView(await spaces.removeGroupMember(principal, params.group, params.user, source)),
   } satisfies Partial<Handlers>;
+}
+
+/** A space's workflows, for a caller who may view the space. */
+async function listSpaceWorkflows(ctx: ServerContext, principal: Principal, space: string) {
+  const { store, spaces } = ctx;
+  await spaces.require(principal, space, 'view');
+  return {
+    workflows: (await store.listWorkflows(space)).map((w) => ({
+      space: w.space,
+      name: w.name,
+      latestVersion: w.latestVersion,
+      description: w.description,
+      updatedAt: iso(w.updatedAt),
+      updatedBy: w.updatedBy,
+    })),
+  };
 }
