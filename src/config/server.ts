@@ -11,7 +11,9 @@ import {
   type CompiledLdapConfig,
   type CompiledLoginThrottle,
 } from './ldap.js';
+import { compileMetricsConfig, MetricsConfig, type CompiledMetricsConfig } from './metrics.js';
 import { parseOrThrow } from './read.js';
+import { compileRetentionConfig, RetentionConfig, type CompiledRetentionConfig } from './retention.js';
 import { StoreConfig } from './store.js';
 
 const RetryCount = z
@@ -168,6 +170,10 @@ export const ServerConfig = z
      * `notStarted`: no step had started, default 2. A job's own `retries` overrides both.
      */
     retries: RetriesConfig.default({ ran: 0, notStarted: 2 }),
+    /** The Prometheus endpoint `/metrics` (see config/metrics.ts). Default: off. */
+    metrics: MetricsConfig.optional(),
+    /** How long ended jobs' files and records are kept (see config/retention.ts). Default: forever. */
+    retention: RetentionConfig.optional(),
   })
   .strict();
 export type ServerConfig = z.input<typeof ServerConfig>;
@@ -203,6 +209,10 @@ export interface CompiledServerConfig {
   readonly bus: CompiledBusConfig;
   /** Retry budgets by whether a step had started (see `ServerConfig.retries`). */
   readonly retries: { readonly ran: number; readonly notStarted: number };
+  /** The Prometheus endpoint; undefined when off. */
+  readonly metrics: CompiledMetricsConfig | undefined;
+  /** Retention of ended jobs; undefined: everything is kept. */
+  readonly retention: CompiledRetentionConfig | undefined;
 }
 
 export function compileServerConfig(input: unknown): CompiledServerConfig {
@@ -242,6 +252,8 @@ export function compileServerConfig(input: unknown): CompiledServerConfig {
     trustProxy: Array.isArray(c.trustProxy) ? Object.freeze([...c.trustProxy]) : c.trustProxy,
     bus: compileBus(c.bus, 'server'),
     retries: Object.freeze({ ran: c.retries.ran, notStarted: c.retries.notStarted }),
+    metrics: compileMetricsConfig(c.metrics),
+    retention: compileRetentionConfig(c.retention),
   });
 }
 

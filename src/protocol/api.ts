@@ -7,6 +7,7 @@ import { adminRoutes, systemRoutes } from './api/admin.js';
 import { execRoutes } from './api/exec.js';
 import { identityRoutes } from './api/identity.js';
 import { jobRoutes } from './api/jobs.js';
+import { retentionRoutes } from './api/retention.js';
 import { spaceRoutes } from './api/spaces.js';
 import { workflowRoutes } from './api/workflows.js';
 
@@ -14,6 +15,7 @@ export * from './api/admin.js';
 export * from './api/common.js';
 export * from './api/identity.js';
 export * from './api/jobs.js';
+export * from './api/retention.js';
 export type { ApiRoute } from './api/route.js';
 export * from './api/spaces.js';
 export * from './api/workflows.js';
@@ -26,6 +28,7 @@ export const apiRoutes = {
   ...spaceRoutes,
   ...jobRoutes,
   ...adminRoutes,
+  ...retentionRoutes,
   ...execRoutes,
 };
 

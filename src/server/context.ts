@@ -7,6 +7,7 @@ import type { Authenticator } from './auth.js';
 import type { JobService } from './jobs/index.js';
 import type { UserAdmin } from './users.js';
 import type { ResultFiles } from './results.js';
+import type { RetentionService } from './retention.js';
 import type { PortalSessions } from './sessions.js';
 import type { SpaceService } from './spaces.js';
 import type { JobWatch } from './watch.js';
@@ -34,6 +35,8 @@ export interface ServerContext {
   /** Step logs arriving while their step runs. */
   liveLogs: LiveLogs;
   watch: JobWatch;
+  /** Pins and the retention sweep. */
+  retention: RetentionService;
   version: string;
   openApiDocument(): Record<string, unknown>;
 }

@@ -12,6 +12,7 @@ import { adminHandlers } from './handlers/admin.js';
 import { execHandlers } from './handlers/exec.js';
 import { identityHandlers } from './handlers/identity.js';
 import { jobsHandlers } from './handlers/jobs.js';
+import { retentionHandlers } from './handlers/retention.js';
 import type { Handler, HandlerContext, Handlers } from './handlers/types.js';
 import { workflowsHandlers } from './handlers/workflows.js';
 import { parseInput } from './validation.js';
@@ -25,6 +26,7 @@ export function buildHandlers(ctx: ServerContext): Handlers {
     ...workflowsHandlers(ctx),
     ...jobsHandlers(ctx),
     ...adminHandlers(ctx),
+    ...retentionHandlers(ctx),
     ...execHandlers(ctx),
   };
 }

@@ -30,6 +30,8 @@ import { RemoteChanges } from './remote.js';
 import { PortalSessions } from './sessions.js';
 import { claimSqliteFile } from './sqlite-guard.js';
 import { LiveLogs } from './live-logs.js';
+import { countingBus, MetricsListener, registerMetricsRoute, ServerMetrics } from './metrics/index.js';
+import { RetentionService } from './retention.js';
 import { ResultFiles } from './results.js';
 import { UploadService } from './uploads.js';
 import { buildHandlers, registerRoutes } from './routes.js';
@@ -54,6 +56,11 @@ export interface CreateServerOptions {
    * tests inject their own to move time instead of waiting for it.
    */
   clock?: Clock;
+  /**
+   * The Prometheus metrics this server reports. Default: its own. The daemon passes one it also gives the
+   * bus's connection events to, so failures before the server exists count too.
+   */
+  metrics?: ServerMetrics;
 }
 
 export interface StewardServer {
@@ -65,6 +72,12 @@ export interface StewardServer {
   readonly generatedAdminPassword: string | undefined;
   /** Starts listening on config.host:config.port (0 = any free port). */
   listen(): Promise<{ url: string }>;
+  /** This server's metrics (`GET /metrics`). */
+  readonly metrics: ServerMetrics;
+  /** Pins and the retention sweep (`server.retention`). */
+  readonly retention: RetentionService;
+  /** Where the separate metrics listener (`server.metrics.listen`) serves `/metrics`, once listening. */
+  readonly metricsUrl: string | undefined;
   /** Runs every recovery sweep once now (expiry, lost agents, adoption); returns what each did. */
   sweep(now?: number): Promise<SweepCounts>;
   /** Stops consuming, closes HTTP, DuckDB and the store. Does not close the bus (the caller owns it). */
@@ -80,24 +93,27 @@ export async function createServer(options: CreateServerOptions): Promise<Stewar
     config.store.kind === 'sqlite' && config.store.path !== undefined
       ? claimSqliteFile(config.store.path)
       : undefined;
+  const metrics = options.metrics ?? new ServerMetrics();
   let store: Store;
   try {
-    store = await openStore(config.store, options.clock ? { clock: options.clock } : {});
+    store = await openStore(config.store, {
+      ...(options.clock ? { clock: options.clock } : {}),
+      onError: (kind) => metrics.countStoreError(kind),
+    });
   } catch (error) {
     claim?.release();
     throw error;
   }
   try {
-    const server = await assemble(options, store, logger);
+    const server = await assemble({ ...options, metrics }, store, logger);
     const close = server.close.bind(server);
     let closing: Promise<void> | undefined;
-    return {
-      ...server,
-      close() {
-        closing ??= close().finally(() => claim?.release());
-        return closing;
-      },
+    // Replaced in place, not spread into a copy: the server has getters (metricsUrl).
+    server.close = () => {
+      closing ??= close().finally(() => claim?.release());
+      return closing;
     };
+    return server;
   } catch (error) {
     await store.close();
     claim?.release();
@@ -105,12 +121,23 @@ export async function createServer(options: CreateServerOptions): Promise<Stewar
   }
 }
 
-async function assemble(options: CreateServerOptions, store: Store, logger: Logger): Promise<StewardServer> {
-  const { config, bus } = options;
+async function assemble(
+  options: CreateServerOptions & { metrics: ServerMetrics },
+  store: Store,
+  logger: Logger,
+): Promise<StewardServer> {
+  const { config, metrics } = options;
+  const clock = options.clock ?? Date.now;
+  metrics.readFrom({ store, agentLeaseMs: config.agentLeaseMs, clock });
+  const bus = countingBus(options.bus, metrics);
+  const observeTransition = metrics.observeTransition.bind(metrics);
   const keys = loadOrCreateSigningKey(config.signingKeyFile);
   const signer = createOfferSigner(keys.privateKeyPem);
   const verifier = createOfferVerifier([keys.publicKeyPem]);
-  const audit = new AuditLog(store, logger);
+  const audit = new AuditLog(store, logger, (event) => {
+    if (event.action === 'login.failed') metrics.countLoginFailure('rejected');
+    else if (event.action === 'login.throttled') metrics.countLoginFailure('throttled');
+  });
   const auth = new Authenticator(store, audit, config, options.clock);
   const generatedAdminPassword = await auth.bootstrapAdmin(options.adminPassword);
   const watch = new JobWatch(logger);
@@ -136,6 +163,17 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     logger,
     serverUrl: () => serverUrl,
     uploads,
+    observeTransition,
+  });
+  const retention = new RetentionService({
+    store,
+    sharedDir: config.sharedDir,
+    config: config.retention,
+    audit,
+    jobs,
+    metrics,
+    logger,
+    clock,
   });
   let openApi: Record<string, unknown> | undefined;
   const ctx: ServerContext = {
@@ -154,6 +192,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     uploads,
     liveLogs,
     watch,
+    retention,
     version: STEWARD_VERSION,
     openApiDocument: () => (openApi ??= buildOpenApiDocument(STEWARD_VERSION)),
   };
@@ -189,10 +228,11 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     return payload;
   });
   registerRoutes(app, ctx, buildHandlers(ctx));
+  registerMetricsRoute(app, metrics, config.metrics);
 
   const remote = new RemoteChanges(store, watch, logger, (jobId, log) => liveLogs.read(jobId, log));
   await remote.start();
-  const consumer = new EventConsumer({ bus, store, jobs, watch, logger, verifier });
+  const consumer = new EventConsumer({ bus, store, jobs, watch, logger, verifier, observeTransition });
   try {
     await consumer.start();
   } catch (error) {
@@ -207,6 +247,13 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
   }, sweepIntervalMs);
   sweeper.unref();
   uploads.start();
+  retention.start();
+  const metricsConfig = config.metrics;
+  const metricsListener =
+    metricsConfig?.listen === undefined
+      ? undefined
+      : new MetricsListener(metrics, { ...metricsConfig, listen: metricsConfig.listen }, logger);
+  let metricsUrl: string | undefined;
 
   let closing: Promise<void> | undefined;
   return {
@@ -214,7 +261,13 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     store,
     publicKeyPem: keys.publicKeyPem,
     generatedAdminPassword,
+    metrics,
+    retention,
+    get metricsUrl() {
+      return metricsUrl;
+    },
     async listen() {
+      if (metricsListener && metricsUrl === undefined) metricsUrl = await metricsListener.start();
       const address = await app.listen({ host: config.host, port: config.port });
       if (!config.publicUrl) {
         const bound = app.server.address();
@@ -228,6 +281,8 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
       closing ??= (async () => {
         clearInterval(sweeper);
         uploads.stop();
+        retention.stop();
+        await metricsListener?.stop();
         await consumer.stop();
         await remote.stop();
         await app.close();

@@ -10,12 +10,15 @@ export type {
 export type { ChangeListener, JobChangeNotice } from './changes.js';
 export type { JobFileStore, JobInputRecord, UploadRecord } from './job-files.js';
 export { decodeJobCursor, encodeJobCursor } from './listings.js';
+export type { ExpiredJob, ExpiryRule, RetentionStore } from './retention.js';
+export { LIVE_JOB_STATES, type LiveJobCount, type LiveJobState, type StatsStore } from './stats.js';
 export type { AuditPageFilter, JobCursor, JobPageFilter, Listings, Page } from './listings.js';
 export type {
   AgentRecord,
   AppliedEvent,
   ClaimResult,
   Clock,
+  StoreErrorKind,
   AttemptRecord,
   AssetRecord,
   AuditRecord,

@@ -32,6 +32,10 @@ export interface JobRecord {
   retries: number | null;
   /** The agent holding the current attempt's claim (see `claimAttempt`); null until its first fetch. */
   claimedBy: string | null;
+  /** Kept whatever the retention settings (`steward pin`). */
+  pinned: boolean;
+  /** When the retention sweep removed the job's result files, logs and inputs; null while they are kept. */
+  filesPurgedAt: number | null;
 }
 
 /** One attempt of a job: a run on one agent. Attempt numbers start at 1; a retry adds the next. */
@@ -112,6 +116,8 @@ export function toJob(row: JobsTable): JobRecord {
     updatedAt: row.updated_at,
     retries: row.retries,
     claimedBy: row.claimed_by,
+    pinned: Number(row.pinned) === 1,
+    filesPurgedAt: row.files_purged_at,
   };
 }
 

@@ -219,6 +219,7 @@ async function insertJobRows(trx: Transaction<Database>, job: NewJob): Promise<v
       retries: job.retries ?? null,
       submit_key: job.submitKey ?? null,
       offer_published_at: null,
+      pinned: 0,
     })
     .execute();
   await beginAttempt(trx, job.id, 1, state, job.createdAt);

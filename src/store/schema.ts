@@ -94,6 +94,10 @@ export interface JobsTable {
   offer_published_at: number | null;
   /** The agent holding the current attempt's claim (its executor fetched the workflow first; migration 0005). */
   claimed_by: string | null;
+  /** 1: kept whatever the retention settings (migration 0015). */
+  pinned: number;
+  /** When the retention sweep removed the job's files; null while kept (migration 0015). */
+  files_purged_at: number | null;
 }
 
 /** One row per attempt of a job (migration 0003); the job's current attempt is `jobs.attempt`. */

@@ -34,6 +34,8 @@ import { JobStore, type ListJobsFilter, type NewJob } from './jobs.js';
 import { LoginFailureStore } from './login-failures.js';
 import { migrateToLatest, type StoreDialect } from './migrations/index.js';
 import { ResultStore, type ResultRecord, type ResultUpload } from './results.js';
+import { RetentionStore } from './retention.js';
+import { StatsStore } from './stats.js';
 import { JobFileStore } from './job-files.js';
 import { Listings } from './listings.js';
 import { SpaceStore } from './spaces.js';
@@ -54,6 +56,7 @@ export type { AgentRecord } from './agents.js';
 export type { RetryPlan, RetryResult } from './attempts.js';
 export type { AuditRecord, ListAuditFilter, NewAuditRecord } from './audit.js';
 export type { ClaimResult } from './claims.js';
+export type { StoreErrorKind } from './connection.js';
 export type { Clock, Executor } from './context.js';
 export type { AppliedEvent } from './events.js';
 export type { AttemptRecord, JobDetailRecord, JobRecord, StepRecord } from './job-records.js';
@@ -100,6 +103,10 @@ export class Store {
   readonly listings: Listings;
   /** Uploads, job inputs and live log notices. */
   readonly files: JobFileStore;
+  /** Pins and the retention sweep's reads and writes. */
+  readonly retention: RetentionStore;
+  /** Figures for the metrics endpoint. */
+  readonly stats: StatsStore;
   private readonly users: UserStore;
   private readonly tokens: TokenStore;
   private readonly loginFailures: LoginFailureStore;
@@ -128,6 +135,8 @@ export class Store {
     this.spaces = new SpaceStore(this.db);
     this.listings = new Listings(this.db, toJob);
     this.files = new JobFileStore(this.db, this.changeChannel, this.instanceId);
+    this.retention = new RetentionStore(this.ctx);
+    this.stats = new StatsStore(this.ctx);
     this.users = new UserStore(this.ctx);
     this.tokens = new TokenStore(this.ctx);
     this.loginFailures = new LoginFailureStore(this.ctx);

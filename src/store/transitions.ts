@@ -45,7 +45,8 @@ export interface TransitionOptions {
 }
 
 export type TransitionResult =
-  | { ok: true; job: JobRecord }
+  /** `from`: the state the job left. */
+  | { ok: true; job: JobRecord; from: JobState }
   /** `job` is the current record (null when the job does not exist). */
   | { ok: false; job: JobRecord | null };
 
@@ -83,7 +84,7 @@ export async function transitionIn(
   if (Number(result.numUpdatedRows) !== 1) return { ok: false, job: (await readJob(trx, id)) ?? null };
   await recordAttemptState(trx, current.attempt, id, to, patch, now);
   await ctx.changes.notify(trx, id);
-  return { ok: true, job: toJob({ ...row, ...values }) };
+  return { ok: true, job: toJob({ ...row, ...values }), from: current.state };
 }
 
 /** The job row's new values for a transition to `to` with `patch`. */

@@ -68,6 +68,7 @@ async function seeded(backend: Backend, title: string, count: number): Promise<S
       submit_key: null,
       offer_published_at: null,
       claimed_by: null,
+      pinned: 0,
     };
   });
   for (let start = 0; start < rows.length; start += 500)
