@@ -230,7 +230,13 @@ async function assemble(
   registerRoutes(app, ctx, buildHandlers(ctx));
   registerMetricsRoute(app, metrics, config.metrics);
 
-  const remote = new RemoteChanges(store, watch, logger, (jobId, log) => liveLogs.read(jobId, log));
+  const remote = new RemoteChanges(
+    store,
+    watch,
+    logger,
+    (jobId, log) => liveLogs.read(jobId, log),
+    () => metrics.countStoreError('connection'),
+  );
   await remote.start();
   const consumer = new EventConsumer({ bus, store, jobs, watch, logger, verifier, observeTransition });
   try {
