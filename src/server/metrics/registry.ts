@@ -24,6 +24,19 @@ export interface MetricsSource {
   clock: () => number;
 }
 
+/**
+ * The process's own figures (memory, CPU, event loop, GC), once per process: prom-client starts monitors
+ * for them that are never stopped, so a registry per server (tests start hundreds) must not each add them.
+ */
+let processRegistry: Registry | undefined;
+function processMetrics(): Registry {
+  if (!processRegistry) {
+    processRegistry = new Registry();
+    collectDefaultMetrics({ register: processRegistry, prefix: 'steward_' });
+  }
+  return processRegistry;
+}
+
 /** Seconds: from a second to a day, for queue waits and run times alike. */
 const DURATION_BUCKETS = [1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21_600, 86_400];
 
@@ -113,7 +126,6 @@ export class ServerMetrics {
   });
 
   constructor() {
-    collectDefaultMetrics({ register: this.registry, prefix: 'steward_' });
     // Counters start at 0 for every known label value, so rate() and alerts see them before the first event.
     for (const reason of ['rejected', 'throttled'] as const) this.loginFailures.inc({ reason }, 0);
     for (const kind of ['query', 'connection'] as const) this.storeErrors.inc({ kind }, 0);
@@ -167,7 +179,7 @@ export class ServerMetrics {
    */
   render(): Promise<string> {
     this.rendering ??= this.refresh()
-      .then(() => this.registry.metrics())
+      .then(async () => `${await this.registry.metrics()}${await processMetrics().metrics()}`)
       .finally(() => {
         this.rendering = undefined;
       });
