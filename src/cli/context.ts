@@ -7,11 +7,12 @@
  */
 import { ApiClient } from './client.js';
 import { normaliseServerUrl, readCredentials } from './credentials.js';
-import { CliError } from './failures.js';
+import { CliError, UsageError } from './failures.js';
 import { formatJson, stripControl } from './output.js';
 
 export interface GlobalOptions {
-  server?: string;
+  /** `true` for a bare `--server` (only `steward cleanup --server` takes that). */
+  server?: string | true;
   json?: boolean;
   debug?: boolean;
 }
@@ -52,6 +53,8 @@ export class CliContext {
 
   /** The server the user named (flag or env) without consulting the credentials file, or null. */
   explicitServer(): string | null {
+    if (this.globals.server === true)
+      throw new UsageError('--server needs a URL (only `steward cleanup --server` takes none)');
     const named = this.globals.server ?? (this.env.STEWARD_SERVER || undefined);
     return named === undefined ? null : normaliseServerUrl(named);
   }

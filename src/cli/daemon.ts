@@ -26,7 +26,7 @@ import {
 } from '../config/index.js';
 import { fatalAgentChecks } from '../doctor/index.js';
 import { StewardError, isErrorCode, parseDuration } from '../protocol/index.js';
-import { createServer } from '../server/index.js';
+import { createServer, ServerMetrics } from '../server/index.js';
 import { secureDataDir, sqliteFiles } from './data-dir.js';
 
 export interface UpOptions {
@@ -152,14 +152,19 @@ export async function runUp(options: UpOptions): Promise<void> {
     options.debug ?? false,
     agentConfig.logRetentionDays,
   );
+  const metrics = new ServerMetrics();
   const bus = new EmbeddedBus({
-    onHandlerError: (error, queue) => logger.error({ err: error, queue }, 'bus handler failed'),
+    onHandlerError: (error, queue) => {
+      metrics.countBusError('handler');
+      logger.error({ err: error, queue }, 'bus handler failed');
+    },
   });
   const server = await createServer({
     config: serverConfig,
     bus,
     logger,
     adminPassword: process.env.STEWARD_ADMIN_PASSWORD,
+    metrics,
   });
   const { url } = await server.listen();
   const agent = createAgent({ config: agentConfig, bus, publicKeys: [server.publicKeyPem], logger });
@@ -236,7 +241,12 @@ function describeBus(bus: CompiledBusConfig): string {
 }
 
 /** The RabbitMQ bus from a compiled config, connected (with retries across the URLs). */
-async function connectAmqp(config: CompiledBusConfig, logger: Logger, role: string): Promise<Bus> {
+async function connectAmqp(
+  config: CompiledBusConfig,
+  logger: Logger,
+  role: string,
+  metrics?: ServerMetrics,
+): Promise<Bus> {
   if (config.kind !== 'amqp') throw new Error('not an amqp bus config');
   const log = logger.child({ component: 'bus', role });
   const bus = new AmqpBus({
@@ -249,21 +259,27 @@ async function connectAmqp(config: CompiledBusConfig, logger: Logger, role: stri
     key: config.key,
     deliveryLimit: config.deliveryLimit,
     queueType: config.queueType,
-    onHandlerError: (error, queue) => log.error({ err: error, queue }, 'bus handler failed'),
+    onHandlerError: (error, queue) => {
+      metrics?.countBusError('handler');
+      log.error({ err: error, queue }, 'bus handler failed');
+    },
     onConnectionEvent: (event) => {
       // Never log a URL's credentials.
       const url = event.url?.replace(/\/\/[^@/]*@/, '//');
       // `event` names the record for tooling and tests; the message is for people and may change.
       if (event.type === 'connected')
         log.info({ event: 'bus.connected', url, queueType: bus.queueType }, 'connected to the broker');
-      else if (event.type === 'dropped')
-        log.warn({ event: 'bus.dropped' }, 'broker connection dropped; reconnecting');
-      else if (event.type === 'refused') {
-        log.error({ event: 'bus.refused', url, err: event.error }, 'the broker refused access');
-        // At start the refusal reaches the caller of connect(), which reports it; on a reconnect nobody
-        // waits for it, and retrying would loop on the same answer: say it once and stop.
-        if (connectedOnce) stopOnRefusal(event.error);
-      } else log.warn({ event: 'bus.failed', url, err: event.error }, 'broker connection failed');
+      else {
+        metrics?.countBusError('connection');
+        if (event.type === 'dropped')
+          log.warn({ event: 'bus.dropped' }, 'broker connection dropped; reconnecting');
+        else if (event.type === 'refused') {
+          log.error({ event: 'bus.refused', url, err: event.error }, 'the broker refused access');
+          // At start the refusal reaches the caller of connect(), which reports it; on a reconnect nobody
+          // waits for it, and retrying would loop on the same answer: say it once and stop.
+          if (connectedOnce) stopOnRefusal(event.error);
+        } else log.warn({ event: 'bus.failed', url, err: event.error }, 'broker connection failed');
+      }
     },
   });
   let connectedOnce = false;
@@ -302,10 +318,17 @@ export async function runServer(options: ServerOptions): Promise<void> {
   privateUmask();
   secureDataDir({ dataDir: config.dataDir, privateFiles: serverPrivateFiles(config) });
   const logger = makeLogger(config.dataDir, config.logLevel, options.debug ?? false);
-  const bus = await connectAmqp(config.bus, logger, 'server');
+  const metrics = new ServerMetrics();
+  const bus = await connectAmqp(config.bus, logger, 'server', metrics);
   let server;
   try {
-    server = await createServer({ config, bus, logger, adminPassword: process.env.STEWARD_ADMIN_PASSWORD });
+    server = await createServer({
+      config,
+      bus,
+      logger,
+      adminPassword: process.env.STEWARD_ADMIN_PASSWORD,
+      metrics,
+    });
   } catch (error) {
     await bus.close();
     throw error;
@@ -317,6 +340,8 @@ export async function runServer(options: ServerOptions): Promise<void> {
   // The public half is no secret (the keys dir is 0700 anyway); the umask must not narrow what admins copy.
   chmodSync(publicKeyFile, 0o644);
   const { url } = await server.listen();
+  if (server.metricsUrl)
+    logger.info({ event: 'metrics.listen', url: server.metricsUrl }, 'metrics listener is up');
   const running = server;
   onShutdown(async () => {
     await running.close();

@@ -18,6 +18,7 @@ import { registerDoctorCommand } from './commands/doctor.js';
 import { registerJobCommands } from './commands/jobs.js';
 import { registerNotifyCommands } from './commands/notify.js';
 import { registerResultCommands } from './commands/results.js';
+import { registerRetentionCommands } from './commands/retention.js';
 import { registerSpaceCommands } from './commands/spaces.js';
 import { registerWorkflowCommands } from './commands/workflows.js';
 import { exitCodes, reportFailure } from './failures.js';
@@ -32,8 +33,10 @@ export function buildProgram(): Command {
     .showSuggestionAfterError(true)
     .description('Steward: run workflows on a Steward server as your own OS account')
     .version(packageVersion(), '-V, --version')
+    // The URL is optional only so that `steward cleanup --server` (the server's retention sweep) parses;
+    // every command that talks to a server refuses a bare --server (see CliContext.explicitServer).
     .option(
-      '--server <url>',
+      '--server [url]',
       'server URL (default: $STEWARD_SERVER, else the server of the last `steward login`)',
     )
     .option('--json', 'machine-readable output')
@@ -49,6 +52,7 @@ export function buildProgram(): Command {
   registerRerunCommand(program);
   registerResultCommands(program);
   registerNotifyCommands(program);
+  registerRetentionCommands(program);
   registerAdminCommands(program);
   registerAuditCommands(program);
   registerClusterCommands(program);

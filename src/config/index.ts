@@ -25,7 +25,14 @@ export {
   type CompiledNotificationsConfig,
   type CompiledSmtpConfig,
 } from './notifications.js';
+export { compileMetricsConfig, MetricsConfig, type CompiledMetricsConfig } from './metrics.js';
 export { readConfigFile } from './read.js';
+export {
+  compileRetentionConfig,
+  RetentionConfig,
+  type CompiledRetentionConfig,
+  type RetentionHorizons,
+} from './retention.js';
 export { compileServerConfig, RetriesConfig, ServerConfig, type CompiledServerConfig } from './server.js';
 export { parseByteSize } from './sizes.js';
 export { StoreConfig } from './store.js';

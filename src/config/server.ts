@@ -18,7 +18,9 @@ import {
   NotificationsConfig,
   type CompiledNotificationsConfig,
 } from './notifications.js';
+import { compileMetricsConfig, MetricsConfig, type CompiledMetricsConfig } from './metrics.js';
 import { parseOrThrow } from './read.js';
+import { compileRetentionConfig, RetentionConfig, type CompiledRetentionConfig } from './retention.js';
 import { StoreConfig } from './store.js';
 
 const RetryCount = z
@@ -185,6 +187,10 @@ export const ServerConfig = z
      * server's own bus), the clock skew the attach checks allow, and how long they listen for heartbeats.
      */
     clusters: ClustersConfig.default({ default: 'local', maxClockSkew: 30_000, heartbeatWait: 6_000 }),
+    /** The Prometheus endpoint `/metrics` (see config/metrics.ts). Default: off. */
+    metrics: MetricsConfig.optional(),
+    /** How long ended jobs' files and records are kept (see config/retention.ts). Default: forever. */
+    retention: RetentionConfig.optional(),
   })
   .strict();
 export type ServerConfig = z.input<typeof ServerConfig>;
@@ -224,6 +230,10 @@ export interface CompiledServerConfig {
   readonly notifications: CompiledNotificationsConfig;
   /** Cluster settings (see `ServerConfig.clusters`). */
   readonly clusters: CompiledClustersConfig;
+  /** The Prometheus endpoint; undefined when off. */
+  readonly metrics: CompiledMetricsConfig | undefined;
+  /** Retention of ended jobs; undefined: everything is kept. */
+  readonly retention: CompiledRetentionConfig | undefined;
 }
 
 export function compileServerConfig(input: unknown): CompiledServerConfig {
@@ -265,6 +275,8 @@ export function compileServerConfig(input: unknown): CompiledServerConfig {
     retries: Object.freeze({ ran: c.retries.ran, notStarted: c.retries.notStarted }),
     notifications: compileNotificationsConfig(c.notifications),
     clusters: compileClustersConfig(c.clusters),
+    metrics: compileMetricsConfig(c.metrics),
+    retention: compileRetentionConfig(c.retention),
   });
 }
 

@@ -9,6 +9,7 @@ import { execRoutes } from './api/exec.js';
 import { identityRoutes } from './api/identity.js';
 import { jobRoutes } from './api/jobs.js';
 import { notificationRoutes } from './api/notifications.js';
+import { retentionRoutes } from './api/retention.js';
 import { spaceRoutes } from './api/spaces.js';
 import { workflowRoutes } from './api/workflows.js';
 
@@ -18,6 +19,7 @@ export * from './api/common.js';
 export * from './api/identity.js';
 export * from './api/jobs.js';
 export * from './api/notifications.js';
+export * from './api/retention.js';
 export type { ApiRoute } from './api/route.js';
 export * from './api/spaces.js';
 export * from './api/workflows.js';
@@ -32,6 +34,7 @@ export const apiRoutes = {
   ...notificationRoutes,
   ...adminRoutes,
   ...clusterRoutes,
+  ...retentionRoutes,
   ...execRoutes,
 };
 

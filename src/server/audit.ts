@@ -17,9 +17,12 @@ export class AuditLog {
   constructor(
     private readonly store: Store,
     private readonly logger: Logger,
+    /** Sees every event recorded (the metrics count failed logins here). Default: nobody. */
+    private readonly observe?: (event: AuditEvent) => void,
   ) {}
 
   async record(event: AuditEvent): Promise<void> {
+    this.observe?.(event);
     const entry = {
       time: Date.now(),
       actor: event.actor,

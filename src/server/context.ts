@@ -10,6 +10,7 @@ import type { JobService } from './jobs/index.js';
 import type { NotificationService } from './notifications/index.js';
 import type { UserAdmin } from './users.js';
 import type { ResultFiles } from './results.js';
+import type { RetentionService } from './retention.js';
 import type { PortalSessions } from './sessions.js';
 import type { SpaceService } from './spaces.js';
 import type { JobWatch } from './watch.js';
@@ -42,6 +43,8 @@ export interface ServerContext {
   watch: JobWatch;
   /** Users' notification rules (the dispatcher sends what job ends queued). */
   notifications: NotificationService;
+  /** Pins and the retention sweep. */
+  retention: RetentionService;
   version: string;
   openApiDocument(): Record<string, unknown>;
 }

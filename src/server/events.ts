@@ -16,7 +16,7 @@ import {
   type OfferVerifier,
 } from '../protocol/index.js';
 import type { AppliedEvent, Store } from '../store/index.js';
-import type { JobService } from './jobs/index.js';
+import type { JobService, TransitionObserver } from './jobs/index.js';
 import type { JobWatch } from './watch.js';
 
 /** Causes an agent gives when it hands an offer back because the executor loading it died. */
@@ -47,6 +47,8 @@ export class EventConsumer {
       verifier: OfferVerifier;
       /** The cluster whose bus this consumes (agents are recorded under it). Default `local`. */
       cluster?: string;
+      /** Told of every state change an event made (the metrics). Default: nobody. */
+      observeTransition?: TransitionObserver;
     },
   ) {}
 
@@ -104,6 +106,7 @@ export class EventConsumer {
       return;
     }
     if (result.job) this.deps.watch.publishJob(result.job);
+    if (result.job && result.from !== undefined) this.deps.observeTransition?.(result.job, result.from);
     if (result.step) this.deps.watch.publishStep(result.step);
     if (result.applied && !result.job && event.type === 'state' && !isTerminal(event.state)) {
       await this.stopIfEnded(event.jobId, event.attempt, event.agentId);

@@ -22,6 +22,8 @@ export class RemoteChanges {
       jobId: string,
       log: NonNullable<JobChangeNotice['log']>,
     ) => Promise<LiveLogChunk | undefined>,
+    /** Told when the LISTEN connection is lost (the metrics count it as a store connection error). */
+    private readonly onConnectionLost?: () => void,
   ) {}
 
   /** No-op on SQLite (a single server hears all its own changes). */
@@ -35,8 +37,10 @@ export class RemoteChanges {
         for (const jobId of this.watch.watchedJobIds()) this.onNotice({ origin: '', jobId });
         this.watch.publishResync();
       },
-      onError: (error) =>
-        this.logger.warn({ err: error }, 'LISTEN connection to PostgreSQL lost; reconnecting'),
+      onError: (error) => {
+        this.onConnectionLost?.();
+        this.logger.warn({ err: error }, 'LISTEN connection to PostgreSQL lost; reconnecting');
+      },
     });
   }
 

@@ -14,6 +14,7 @@ import { execHandlers } from './handlers/exec.js';
 import { identityHandlers } from './handlers/identity.js';
 import { jobsHandlers } from './handlers/jobs.js';
 import { notificationsHandlers } from './handlers/notifications.js';
+import { retentionHandlers } from './handlers/retention.js';
 import type { Handler, HandlerContext, Handlers } from './handlers/types.js';
 import { workflowsHandlers } from './handlers/workflows.js';
 import { parseInput } from './validation.js';
@@ -29,6 +30,7 @@ export function buildHandlers(ctx: ServerContext): Handlers {
     ...notificationsHandlers(ctx),
     ...adminHandlers(ctx),
     ...clustersHandlers(ctx),
+    ...retentionHandlers(ctx),
     ...execHandlers(ctx),
   };
 }

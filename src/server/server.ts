@@ -35,6 +35,8 @@ import { RemoteChanges } from './remote.js';
 import { PortalSessions } from './sessions.js';
 import { claimSqliteFile } from './sqlite-guard.js';
 import { LiveLogs } from './live-logs.js';
+import { countingBus, MetricsListener, registerMetricsRoute, ServerMetrics } from './metrics/index.js';
+import { RetentionService } from './retention.js';
 import { ResultFiles } from './results.js';
 import { UploadService } from './uploads.js';
 import { buildHandlers, registerRoutes } from './routes.js';
@@ -59,6 +61,11 @@ export interface CreateServerOptions {
    * tests inject their own to move time instead of waiting for it.
    */
   clock?: Clock;
+  /**
+   * The Prometheus metrics this server reports. Default: its own. The daemon passes one it also gives the
+   * bus's connection events to, so failures before the server exists count too.
+   */
+  metrics?: ServerMetrics;
 }
 
 export interface StewardServer {
@@ -70,6 +77,12 @@ export interface StewardServer {
   readonly generatedAdminPassword: string | undefined;
   /** Starts listening on config.host:config.port (0 = any free port). */
   listen(): Promise<{ url: string }>;
+  /** This server's metrics (`GET /metrics`). */
+  readonly metrics: ServerMetrics;
+  /** Pins and the retention sweep (`server.retention`). */
+  readonly retention: RetentionService;
+  /** Where the separate metrics listener (`server.metrics.listen`) serves `/metrics`, once listening. */
+  readonly metricsUrl: string | undefined;
   /** Runs every recovery sweep once now (expiry, lost agents, adoption); returns what each did. */
   sweep(now?: number): Promise<SweepCounts>;
   /** Stops consuming, closes HTTP, DuckDB and the store. Does not close the bus (the caller owns it). */
@@ -85,24 +98,27 @@ export async function createServer(options: CreateServerOptions): Promise<Stewar
     config.store.kind === 'sqlite' && config.store.path !== undefined
       ? claimSqliteFile(config.store.path)
       : undefined;
+  const metrics = options.metrics ?? new ServerMetrics();
   let store: Store;
   try {
-    store = await openStore(config.store, options.clock ? { clock: options.clock } : {});
+    store = await openStore(config.store, {
+      ...(options.clock ? { clock: options.clock } : {}),
+      onError: (kind) => metrics.countStoreError(kind),
+    });
   } catch (error) {
     claim?.release();
     throw error;
   }
   try {
-    const server = await assemble(options, store, logger);
+    const server = await assemble({ ...options, metrics }, store, logger);
     const close = server.close.bind(server);
     let closing: Promise<void> | undefined;
-    return {
-      ...server,
-      close() {
-        closing ??= close().finally(() => claim?.release());
-        return closing;
-      },
+    // Replaced in place, not spread into a copy: the server has getters (metricsUrl).
+    server.close = () => {
+      closing ??= close().finally(() => claim?.release());
+      return closing;
     };
+    return server;
   } catch (error) {
     await store.close();
     claim?.release();
@@ -110,8 +126,11 @@ export async function createServer(options: CreateServerOptions): Promise<Stewar
   }
 }
 
-async function assemble(options: CreateServerOptions, store: Store, logger: Logger): Promise<StewardServer> {
-  const { config } = options;
+type AssembleOptions = CreateServerOptions & { metrics: ServerMetrics };
+
+async function assemble(options: AssembleOptions, store: Store, logger: Logger): Promise<StewardServer> {
+  const { config, metrics } = options;
+  metrics.readFrom({ store, agentLeaseMs: config.agentLeaseMs, clock: options.clock ?? Date.now });
   const keys = loadOrCreateSigningKey(config.signingKeyFile);
   const verifier = createOfferVerifier([keys.publicKeyPem]);
   const { ctx, generatedAdminPassword, serverUrl, channels } = await buildContext(
@@ -122,7 +141,14 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     verifier,
   );
   const app = await buildApp(ctx, options.portalDir ?? defaultPortalDir());
-  const background = await startBackground(ctx, channels, serverUrl, options.sweepIntervalMs);
+  registerMetricsRoute(app, metrics, config.metrics);
+  const background = await startBackground(ctx, { channels, serverUrl, metrics }, options.sweepIntervalMs);
+  const metricsConfig = config.metrics;
+  const metricsListener =
+    metricsConfig?.listen === undefined
+      ? undefined
+      : new MetricsListener(metrics, { ...metricsConfig, listen: metricsConfig.listen }, logger);
+  let metricsUrl: string | undefined;
 
   let closing: Promise<void> | undefined;
   return {
@@ -130,7 +156,13 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     store,
     publicKeyPem: keys.publicKeyPem,
     generatedAdminPassword,
+    metrics,
+    retention: ctx.retention,
+    get metricsUrl() {
+      return metricsUrl;
+    },
     async listen() {
+      if (metricsListener && metricsUrl === undefined) metricsUrl = await metricsListener.start();
       const address = await app.listen({ host: config.host, port: config.port });
       if (!config.publicUrl) {
         const bound = app.server.address();
@@ -143,6 +175,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     close() {
       closing ??= (async () => {
         await background.stop();
+        await metricsListener?.stop();
         await app.close();
         await ctx.results.close();
         await store.close();
@@ -157,7 +190,7 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
  * local executors are told to call: set once the listening port is known (when no publicUrl is configured).
  */
 async function buildContext(
-  options: CreateServerOptions,
+  options: AssembleOptions,
   store: Store,
   logger: Logger,
   keys: { privateKeyPem: string; publicKeyPem: string },
@@ -168,9 +201,14 @@ async function buildContext(
   serverUrl: { current: string };
   channels: NotificationChannels;
 }> {
-  const { config, bus } = options;
+  const { config, metrics } = options;
+  const bus = countingBus(options.bus, metrics);
+  const observeTransition = metrics.observeTransition.bind(metrics);
   const signer = createOfferSigner(keys.privateKeyPem);
-  const audit = new AuditLog(store, logger);
+  const audit = new AuditLog(store, logger, (event) => {
+    if (event.action === 'login.failed') metrics.countLoginFailure('rejected');
+    else if (event.action === 'login.throttled') metrics.countLoginFailure('throttled');
+  });
   const auth = new Authenticator(store, audit, config, options.clock);
   const generatedAdminPassword = await auth.bootstrapAdmin(options.adminPassword);
   const watch = new JobWatch(logger);
@@ -191,7 +229,16 @@ async function buildContext(
     logger,
     localBus: bus,
     consumerFor: (cluster, clusterBus) =>
-      new EventConsumer({ bus: clusterBus, store, jobs, watch, logger, verifier, cluster }),
+      new EventConsumer({
+        bus: clusterBus,
+        store,
+        jobs,
+        watch,
+        logger,
+        verifier,
+        cluster,
+        observeTransition,
+      }),
   });
   const clusters = new ClusterService({
     store,
@@ -216,6 +263,17 @@ async function buildContext(
     logger,
     serverUrl: () => serverUrl.current,
     uploads,
+    observeTransition,
+  });
+  const retention = new RetentionService({
+    store,
+    sharedDir: config.sharedDir,
+    config: config.retention,
+    audit,
+    jobs,
+    metrics,
+    logger,
+    clock: options.clock ?? Date.now,
   });
   const channels = new NotificationChannels(config.notifications, `Steward/${STEWARD_VERSION}`);
   let openApi: Record<string, unknown> | undefined;
@@ -242,6 +300,7 @@ async function buildContext(
       channels,
       maxRulesPerUser: config.notifications.maxRulesPerUser,
     }),
+    retention,
     version: STEWARD_VERSION,
     openApiDocument: () => (openApi ??= buildOpenApiDocument(STEWARD_VERSION)),
   };
@@ -292,13 +351,22 @@ async function buildApp(ctx: ServerContext, portalDir: string): Promise<FastifyI
  */
 async function startBackground(
   ctx: ServerContext,
-  channels: NotificationChannels,
-  serverUrl: { current: string },
+  {
+    channels,
+    serverUrl,
+    metrics,
+  }: { channels: NotificationChannels; serverUrl: { current: string }; metrics: ServerMetrics },
   sweepEveryMs: number | undefined,
 ): Promise<{ stop(): Promise<void> }> {
   const { config, store, jobs, watch, logger, liveLogs, uploads } = ctx;
   const { registry } = ctx.clusters;
-  const remote = new RemoteChanges(store, watch, logger, (jobId, log) => liveLogs.read(jobId, log));
+  const remote = new RemoteChanges(
+    store,
+    watch,
+    logger,
+    (jobId, log) => liveLogs.read(jobId, log),
+    () => metrics.countStoreError('connection'),
+  );
   await remote.start();
   try {
     await registry.start();
@@ -315,6 +383,7 @@ async function startBackground(
   }, sweepIntervalMs);
   sweeper.unref();
   uploads.start();
+  ctx.retention.start();
   const dispatcher = new NotificationDispatcher({
     store,
     config: config.notifications,
@@ -327,6 +396,7 @@ async function startBackground(
     async stop() {
       clearInterval(sweeper);
       uploads.stop();
+      ctx.retention.stop();
       await dispatcher.stop();
       channels.close();
       await registry.close();

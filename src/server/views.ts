@@ -97,6 +97,8 @@ export function jobDetailView(
     steps: steps.map(stepView),
     attempts: attempts.map(attemptView),
     inputs: inputs.map(jobInputView),
+    pinned: job.pinned,
+    filesPurgedAt: iso(job.filesPurgedAt),
   };
 }
 

@@ -5,7 +5,7 @@
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
+import { Kysely, PostgresDialect, SqliteDialect, type LogConfig } from 'kysely';
 import pg from 'pg';
 import type { StoreConfig } from '../config/index.js';
 import { isUniqueViolation, type Db } from './context.js';
@@ -18,7 +18,14 @@ export interface ConnectOptions {
   busyTimeoutMs?: number;
   /** PostgreSQL pool size. Default 10. */
   poolSize?: number;
+  /**
+   * Told of every failed query (`query`; not the unique-key collisions the store expects and handles) and
+   * every connection the database refused or dropped (`connection`), for the metrics. Default: nobody.
+   */
+  onError?: (kind: StoreErrorKind, error: unknown) => void;
 }
+
+export type StoreErrorKind = 'query' | 'connection';
 
 export interface Connection {
   db: Db;
@@ -51,6 +58,7 @@ function connectSqlite(file: string, options: ConnectOptions): Connection {
   return {
     db: new Kysely<Database>({
       dialect: new SqliteDialect({ database: withCommitTracking(database, flusher) }),
+      log: queryErrorLog(options),
     }),
     dialect: 'sqlite',
     flusher,
@@ -70,7 +78,37 @@ async function connectPostgres(
     // Epoch-ms times are int8; they fit a JS number exactly, so read them as numbers rather than strings.
     types: { getTypeParser: int8AsNumber as typeof pg.types.getTypeParser },
   });
-  return { db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), dialect: 'postgres' };
+  const { onError } = options;
+  // An idle client the server dropped (restart, failover) errors on the pool, not on a query.
+  pool.on('error', (error) => onError?.('connection', error));
+  // Kysely logs failed queries, not failed connects: count those on the way out of the pool.
+  const counted = {
+    connect: async () => {
+      try {
+        return await pool.connect();
+      } catch (error) {
+        onError?.('connection', error);
+        throw error;
+      }
+    },
+    end: () => pool.end(),
+  };
+  return {
+    db: new Kysely<Database>({
+      dialect: new PostgresDialect({ pool: counted }),
+      log: queryErrorLog(options),
+    }),
+    dialect: 'postgres',
+  };
+}
+
+/** Kysely's log hook, reporting failed queries to `onError` (nothing when there is no `onError`). */
+function queryErrorLog(options: ConnectOptions): LogConfig {
+  const { onError } = options;
+  if (!onError) return [];
+  return (event) => {
+    if (event.level === 'error' && !isUniqueViolation(event.error)) onError('query', event.error);
+  };
 }
 
 /** The schema must exist before a pooled connection can put it on its search_path. */

@@ -9,7 +9,13 @@
  * upsert the step's row. Every change is announced (`ChangeNotifier`) in the same transaction.
  */
 import type { Transaction } from 'kysely';
-import { isTerminal, type JobEvent, type JobStateEvent, type JobStepEvent } from '../protocol/index.js';
+import {
+  isTerminal,
+  type JobEvent,
+  type JobState,
+  type JobStateEvent,
+  type JobStepEvent,
+} from '../protocol/index.js';
 import { insertedRows, lockJobRow, type StoreContext } from './context.js';
 import { readJob, toJob, toStep, type JobRecord, type StepRecord } from './job-records.js';
 import type { Database, JobsTable } from './schema.js';
@@ -20,6 +26,8 @@ export interface AppliedEvent {
   applied: boolean;
   /** The job after the event, when the event changed it. */
   job?: JobRecord;
+  /** The state the job left, when the event moved it to another state (metrics observe transitions). */
+  from?: JobState;
   /** The step after the event, for step events. */
   step?: StepRecord;
   /**
@@ -121,7 +129,7 @@ export class EventStore {
       options,
       jobRow,
     );
-    return result.ok ? { applied: true, job: result.job } : { applied: true };
+    return result.ok ? { applied: true, job: result.job, from: job.state } : { applied: true };
   }
 
   /** A step event of the current attempt: upserts the step's row (a step the job did not list is added). */

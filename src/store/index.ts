@@ -19,6 +19,8 @@ export type {
   NotificationStore,
 } from './notifications.js';
 export { decodeJobCursor, encodeJobCursor } from './listings.js';
+export type { ExpiredJob, ExpiryRule, RetentionStore } from './retention.js';
+export { LIVE_JOB_STATES, type LiveJobCount, type LiveJobState, type StatsStore } from './stats.js';
 export type { AuditPageFilter, JobCursor, JobPageFilter, Listings, Page } from './listings.js';
 export type {
   AgentRecord,
@@ -28,6 +30,7 @@ export type {
   ClusterState,
   NewCluster,
   Clock,
+  StoreErrorKind,
   AttemptRecord,
   AssetRecord,
   AuditRecord,

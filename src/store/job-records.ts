@@ -34,6 +34,10 @@ export interface JobRecord {
   claimedBy: string | null;
   /** The cluster the job was routed to at submit (`local`: the server's own bus). */
   cluster: string;
+  /** Kept whatever the retention settings (`steward pin`). */
+  pinned: boolean;
+  /** When the retention sweep removed the job's result files, logs and inputs; null while they are kept. */
+  filesPurgedAt: number | null;
 }
 
 /** One attempt of a job: a run on one agent. Attempt numbers start at 1; a retry adds the next. */
@@ -115,6 +119,8 @@ export function toJob(row: JobsTable): JobRecord {
     retries: row.retries,
     claimedBy: row.claimed_by,
     cluster: row.cluster,
+    pinned: Number(row.pinned) === 1,
+    filesPurgedAt: row.files_purged_at,
   };
 }
 

@@ -222,6 +222,7 @@ async function insertJobRows(trx: Transaction<Database>, job: NewJob): Promise<v
       submit_key: job.submitKey ?? null,
       offer_published_at: null,
       cluster: job.cluster ?? 'local',
+      pinned: 0,
     })
     .execute();
   await beginAttempt(trx, job.id, 1, state, job.createdAt);

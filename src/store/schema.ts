@@ -96,6 +96,10 @@ export interface JobsTable {
   claimed_by: string | null;
   /** The cluster the job was routed to at submit (migration 0012; default `local`). */
   cluster: string;
+  /** 1: kept whatever the retention settings (migration 0015). */
+  pinned: number;
+  /** When the retention sweep removed the job's files; null while kept (migration 0015). */
+  files_purged_at: number | null;
 }
 
 /** One row per attempt of a job (migration 0003); the job's current attempt is `jobs.attempt`. */

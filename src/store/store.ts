@@ -35,6 +35,8 @@ import { JobStore, type ListJobsFilter, type NewJob } from './jobs.js';
 import { LoginFailureStore } from './login-failures.js';
 import { migrateToLatest, type StoreDialect } from './migrations/index.js';
 import { ResultStore, type ResultRecord, type ResultUpload } from './results.js';
+import { RetentionStore } from './retention.js';
+import { StatsStore } from './stats.js';
 import { JobFileStore } from './job-files.js';
 import { Listings } from './listings.js';
 import { NotificationStore } from './notifications.js';
@@ -57,6 +59,7 @@ export type { RetryPlan, RetryResult } from './attempts.js';
 export type { AuditRecord, ListAuditFilter, NewAuditRecord } from './audit.js';
 export type { ClaimResult } from './claims.js';
 export type { ClusterRecord, ClusterState, NewCluster } from './clusters.js';
+export type { StoreErrorKind } from './connection.js';
 export type { Clock, Executor } from './context.js';
 export type { AppliedEvent } from './events.js';
 export type { AttemptRecord, JobDetailRecord, JobRecord, StepRecord } from './job-records.js';
@@ -107,6 +110,10 @@ export class Store {
   readonly notifications: NotificationStore;
   /** Defined clusters and their jobs' counts. */
   readonly clusters: ClusterStore;
+  /** Pins and the retention sweep's reads and writes. */
+  readonly retention: RetentionStore;
+  /** Figures for the metrics endpoint. */
+  readonly stats: StatsStore;
   private readonly users: UserStore;
   private readonly tokens: TokenStore;
   private readonly loginFailures: LoginFailureStore;
@@ -136,6 +143,8 @@ export class Store {
     this.listings = new Listings(this.db, toJob);
     this.files = new JobFileStore(this.db, this.changeChannel, this.instanceId);
     this.notifications = new NotificationStore(this.ctx);
+    this.retention = new RetentionStore(this.ctx);
+    this.stats = new StatsStore(this.ctx);
     this.users = new UserStore(this.ctx);
     this.tokens = new TokenStore(this.ctx);
     this.loginFailures = new LoginFailureStore(this.ctx);

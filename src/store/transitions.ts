@@ -48,7 +48,8 @@ export interface TransitionOptions {
 }
 
 export type TransitionResult =
-  | { ok: true; job: JobRecord }
+  /** `from`: the state the job left. */
+  | { ok: true; job: JobRecord; from: JobState }
   /** `job` is the current record (null when the job does not exist). */
   | { ok: false; job: JobRecord | null };
 
@@ -90,7 +91,7 @@ export async function transitionIn(
   const schedule: string | null = null;
   if (isTerminal(to)) await enqueueJobEndIn(trx, job, schedule, now);
   await ctx.changes.notify(trx, id);
-  return { ok: true, job };
+  return { ok: true, job, from: current.state };
 }
 
 /** The job row's new values for a transition to `to` with `patch`. */

@@ -215,6 +215,8 @@ export function makeDetail(
     workflow: { ...base.workflow, pushedBy: base.user },
     steps,
     inputs: [],
+    pinned: false,
+    filesPurgedAt: null,
     attempts: attempts ?? [
       {
         attempt: base.attempt,

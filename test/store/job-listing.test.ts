@@ -69,6 +69,7 @@ async function seeded(backend: Backend, title: string, count: number): Promise<S
       offer_published_at: null,
       claimed_by: null,
       cluster: 'local',
+      pinned: 0,
     };
   });
   for (let start = 0; start < rows.length; start += 500)

@@ -80,6 +80,7 @@ describe.each(backends)('migration 0008 (spaces) on $name', (backend) => {
       '0011_job_files',
       '0012_clusters',
       '0014_notifications',
+      '0015_retention',
     ]);
 
     // Every user (and pusher) has a personal space.

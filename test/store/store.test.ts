@@ -122,6 +122,7 @@ describe.each(backends)('store on $name', (backend) => {
           '0011_job_files',
           '0012_clusters',
           '0014_notifications',
+          '0015_retention',
         ]);
         expect(await stores[2]!.countUsers()).toBe(0);
       } finally {

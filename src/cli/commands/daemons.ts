@@ -6,6 +6,7 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import type { GlobalOptions } from '../context.js';
+import { UsageError } from '../failures.js';
 
 interface ServeOptions {
   host?: string;
@@ -49,7 +50,9 @@ export function registerDaemonCommands(program: Command): void {
 export function registerCleanupCommand(program: Command): void {
   program
     .command('cleanup')
-    .description("delete old job directories and temp files from users' workspaces (as root)")
+    .description(
+      "delete old job directories and temp files from users' workspaces (as root); with --server, run the server's retention sweep (admins)",
+    )
     .option('--config <file>', 'configuration file (YAML); its agent section gives the workspace root')
     .option(
       '--data-dir <dir>',
@@ -58,14 +61,30 @@ export function registerCleanupCommand(program: Command): void {
     .option('--older-than <duration>', 'delete what was last modified longer ago than this', '7d')
     .option('--dry-run', 'only list what would be deleted')
     .option('--json', 'print the result as JSON')
+    .addHelpText(
+      'after',
+      '\nWith the global --server [URL] it cleans up the server instead: the retention sweep of\nserver.retention runs now (`steward cleanup --server`) or lists what it would remove\n(`steward cleanup --server --dry-run`). Admins only; audited.',
+    )
     .action(
-      async (options: {
-        config?: string;
-        dataDir?: string;
-        olderThan: string;
-        dryRun?: boolean;
-        json?: boolean;
-      }) => {
+      async (
+        options: {
+          config?: string;
+          dataDir?: string;
+          olderThan: string;
+          dryRun?: boolean;
+          json?: boolean;
+        },
+        command: Command,
+      ) => {
+        if (command.optsWithGlobals<{ server?: string | true }>().server !== undefined) {
+          if (options.config !== undefined || options.dataDir !== undefined)
+            throw new UsageError(
+              'cleanup --server cleans up the server through its API: --config and --data-dir are for the local cleanup',
+            );
+          const { runServerCleanup } = await import('./retention.js');
+          process.exitCode = await runServerCleanup(command, options.dryRun === true);
+          return;
+        }
         const { runCleanupCommand } = await import('../daemon.js');
         process.exitCode = await runCleanupCommand(options);
       },

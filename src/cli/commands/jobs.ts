@@ -329,6 +329,15 @@ function describeJob(detail: JobDetailType): string {
     ['agent', detail.agentId ?? '-'],
     ['executor', executor],
     ['error', detail.error ? `${detail.error.code}: ${detail.error.message}` : '-'],
+    ['pinned', detail.pinned ? 'yes (kept whatever the retention settings)' : 'no'],
+    ...(detail.filesPurgedAt === null
+      ? []
+      : [
+          [
+            'files',
+            `results, logs and inputs removed by retention at ${formatTime(detail.filesPurgedAt)}`,
+          ] as [string, string],
+        ]),
   ];
   const width = Math.max(...fields.map(([name]) => name.length));
   let text = fields.map(([name, value]) => `${`${name}:`.padEnd(width + 2)}${value}`).join('\n') + '\n';

@@ -140,6 +140,10 @@ export const JobDetail = Job.extend({
   attempts: z.array(AttemptInfo),
   /** The files given for `file` params (`GET /api/jobs/:id/inputs/:param`). */
   inputs: z.array(JobInputInfo),
+  /** Kept whatever the retention settings (`steward pin`). */
+  pinned: z.boolean(),
+  /** When retention removed the job's result files, logs and inputs; null while they are kept. */
+  filesPurgedAt: z.string().nullable(),
 });
 export type JobDetail = z.infer<typeof JobDetail>;
 

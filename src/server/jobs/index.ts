@@ -25,10 +25,11 @@ import { JobClaims } from './claims.js';
 import { OfferPublisher } from './offers.js';
 import { JobRecovery, type RetryOutcome, type SweepCounts } from './recovery.js';
 import { JobSubmission, type SubmitInput } from './submission.js';
-import { jobTransitions, type TransitionJob } from './transition.js';
+import { jobTransitions, type TransitionJob, type TransitionObserver } from './transition.js';
 
 export { QUEUED_GRACE_MS, type SweepCounts } from './recovery.js';
 export type { SubmitInput } from './submission.js';
+export type { TransitionObserver } from './transition.js';
 
 export interface JobServiceDeps {
   store: Store;
@@ -46,6 +47,8 @@ export interface JobServiceDeps {
   serverUrl: () => string;
   /** Uploaded files for `file` params (moved into a job's inputs at submit). */
   uploads: UploadService;
+  /** Told of every state change this server commits (the metrics). Default: nobody. */
+  observeTransition?: TransitionObserver;
 }
 
 export class JobService {
@@ -56,7 +59,7 @@ export class JobService {
   private readonly claims: JobClaims;
 
   constructor(private readonly deps: JobServiceDeps) {
-    this.transition = jobTransitions(deps.store, deps.watch);
+    this.transition = jobTransitions(deps.store, deps.watch, deps.observeTransition);
     const offers = new OfferPublisher(deps);
     const shared = { ...deps, offers, transition: this.transition };
     this.submission = new JobSubmission(shared);
