@@ -7,6 +7,7 @@ import { adminRoutes, systemRoutes } from './api/admin.js';
 import { execRoutes } from './api/exec.js';
 import { identityRoutes } from './api/identity.js';
 import { jobRoutes } from './api/jobs.js';
+import { scheduleRoutes } from './api/schedules.js';
 import { spaceRoutes } from './api/spaces.js';
 import { workflowRoutes } from './api/workflows.js';
 
@@ -15,6 +16,7 @@ export * from './api/common.js';
 export * from './api/identity.js';
 export * from './api/jobs.js';
 export type { ApiRoute } from './api/route.js';
+export * from './api/schedules.js';
 export * from './api/spaces.js';
 export * from './api/workflows.js';
 
@@ -25,6 +27,7 @@ export const apiRoutes = {
   ...workflowRoutes,
   ...spaceRoutes,
   ...jobRoutes,
+  ...scheduleRoutes,
   ...adminRoutes,
   ...execRoutes,
 };

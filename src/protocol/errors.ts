@@ -180,6 +180,15 @@ export const errorCatalogue = {
     summary:
       'A state-changing request authenticated by the portal session cookie lacked the X-CSRF-Token of that session, or came from another origin.',
   },
+  STEWARD_SCHEDULE_INVALID: {
+    status: 422,
+    summary:
+      'A schedule cannot be kept: its cron expression or time zone is not understood, it has no future run, or its workflow takes a file param (an upload is used by one job only).',
+  },
+  STEWARD_SCHEDULE_EXISTS: {
+    status: 409,
+    summary: 'You already have a schedule of that name; schedule names are unique per owner.',
+  },
 } as const satisfies Record<string, { status: number; summary: string }>;
 
 export type ErrorCode = keyof typeof errorCatalogue;

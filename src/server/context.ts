@@ -5,6 +5,7 @@ import type { Store } from '../store/index.js';
 import type { AuditLog } from './audit.js';
 import type { Authenticator } from './auth.js';
 import type { JobService } from './jobs/index.js';
+import type { ScheduleService } from './schedules/index.js';
 import type { UserAdmin } from './users.js';
 import type { ResultFiles } from './results.js';
 import type { PortalSessions } from './sessions.js';
@@ -27,6 +28,7 @@ export interface ServerContext {
   workflows: WorkflowRepository;
   spaces: SpaceService;
   jobs: JobService;
+  schedules: ScheduleService;
   users: UserAdmin;
   results: ResultFiles;
   /** Uploads for `file` params and jobs' input files. */

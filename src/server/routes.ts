@@ -12,6 +12,7 @@ import { adminHandlers } from './handlers/admin.js';
 import { execHandlers } from './handlers/exec.js';
 import { identityHandlers } from './handlers/identity.js';
 import { jobsHandlers } from './handlers/jobs.js';
+import { schedulesHandlers } from './handlers/schedules.js';
 import type { Handler, HandlerContext, Handlers } from './handlers/types.js';
 import { workflowsHandlers } from './handlers/workflows.js';
 import { parseInput } from './validation.js';
@@ -24,6 +25,7 @@ export function buildHandlers(ctx: ServerContext): Handlers {
     ...identityHandlers(ctx),
     ...workflowsHandlers(ctx),
     ...jobsHandlers(ctx),
+    ...schedulesHandlers(ctx),
     ...adminHandlers(ctx),
     ...execHandlers(ctx),
   };

@@ -22,6 +22,7 @@ import { Authenticator } from './auth.js';
 import type { ServerContext } from './context.js';
 import { EventConsumer } from './events.js';
 import { JobService, type SweepCounts } from './jobs/index.js';
+import { Scheduler, ScheduleService, type FireCounts } from './schedules/index.js';
 import { UserAdmin } from './users.js';
 import { loadOrCreateSigningKey } from './keys.js';
 import { buildOpenApiDocument } from './openapi.js';
@@ -54,6 +55,11 @@ export interface CreateServerOptions {
    * tests inject their own to move time instead of waiting for it.
    */
   clock?: Clock;
+  /**
+   * The schedule firing loop. `enabled: false` runs no loop (tests call `fireSchedules`); `misfireGraceMs`:
+   * how late a tick may be found and still fire as on time (default 60 s).
+   */
+  scheduler?: { enabled?: boolean; misfireGraceMs?: number };
 }
 
 export interface StewardServer {
@@ -67,6 +73,8 @@ export interface StewardServer {
   listen(): Promise<{ url: string }>;
   /** Runs every recovery sweep once now (expiry, lost agents, adoption); returns what each did. */
   sweep(now?: number): Promise<SweepCounts>;
+  /** Handles every schedule tick due at `now` once (what the firing loop does on each pass). */
+  fireSchedules(now?: number): Promise<FireCounts>;
   /** Stops consuming, closes HTTP, DuckDB and the store. Does not close the bus (the caller owns it). */
   close(): Promise<void>;
 }
@@ -137,6 +145,8 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     serverUrl: () => serverUrl,
     uploads,
   });
+  const clock = options.clock ?? Date.now;
+  const schedules = new ScheduleService({ store, workflows, spaces, audit, clock });
   let openApi: Record<string, unknown> | undefined;
   const ctx: ServerContext = {
     config,
@@ -149,7 +159,8 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
     workflows,
     spaces,
     jobs,
-    users: new UserAdmin({ store, audit, jobs }),
+    schedules,
+    users: new UserAdmin({ store, audit, jobs, schedules }),
     results,
     uploads,
     liveLogs,
@@ -207,6 +218,17 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
   }, sweepIntervalMs);
   sweeper.unref();
   uploads.start();
+  const scheduler = new Scheduler({
+    store,
+    jobs,
+    audit,
+    logger,
+    clock,
+    ...(options.scheduler?.misfireGraceMs !== undefined
+      ? { misfireGraceMs: options.scheduler.misfireGraceMs }
+      : {}),
+  });
+  if (options.scheduler?.enabled !== false) scheduler.start();
 
   let closing: Promise<void> | undefined;
   return {
@@ -224,9 +246,11 @@ async function assemble(options: CreateServerOptions, store: Store, logger: Logg
       return { url: config.publicUrl ?? (address.startsWith('http') ? serverUrl : address) };
     },
     sweep: (now) => jobs.sweep(now),
+    fireSchedules: (now) => scheduler.runOnce(now),
     close() {
       closing ??= (async () => {
         clearInterval(sweeper);
+        await scheduler.stop();
         uploads.stop();
         await consumer.stop();
         await remote.stop();

@@ -52,6 +52,7 @@ export function jobView(job: JobRecord): Job {
     agentId: job.agentId,
     executor: job.executor,
     error: job.error,
+    schedule: job.schedule,
   };
 }
 

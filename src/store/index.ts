@@ -9,6 +9,15 @@ export type {
 } from './spaces.js';
 export type { ChangeListener, JobChangeNotice } from './changes.js';
 export type { JobFileStore, JobInputRecord, UploadRecord } from './job-files.js';
+export { TickTakenError } from './schedules.js';
+export type {
+  MisfirePolicy,
+  NewSchedule,
+  OverlapPolicy,
+  ScheduleRecord,
+  ScheduleStore,
+  TickClaim,
+} from './schedules.js';
 export { decodeJobCursor, encodeJobCursor } from './listings.js';
 export type { AuditPageFilter, JobCursor, JobPageFilter, Listings, Page } from './listings.js';
 export type {

@@ -32,6 +32,8 @@ export interface JobRecord {
   retries: number | null;
   /** The agent holding the current attempt's claim (see `claimAttempt`); null until its first fetch. */
   claimedBy: string | null;
+  /** The id of the schedule that fired the job; null for jobs submitted by hand. */
+  schedule: string | null;
 }
 
 /** One attempt of a job: a run on one agent. Attempt numbers start at 1; a retry adds the next. */
@@ -112,6 +114,7 @@ export function toJob(row: JobsTable): JobRecord {
     updatedAt: row.updated_at,
     retries: row.retries,
     claimedBy: row.claimed_by,
+    schedule: row.schedule,
   };
 }
 

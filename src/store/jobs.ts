@@ -18,6 +18,7 @@ import {
   type JobRecord,
   type StepRecord,
 } from './job-records.js';
+import { claimTick, type TickClaim } from './schedules.js';
 import type { Database } from './schema.js';
 import { transitionIn, type JobPatch, type TransitionOptions, type TransitionResult } from './transitions.js';
 
@@ -46,6 +47,11 @@ export interface NewJob {
    * an insert and a `queued → offered` transition. Default: `queued`.
    */
   offered?: boolean;
+  /**
+   * A job fired by a schedule: its tick is claimed (see `schedules.ts`) in the transaction that inserts the
+   * job, which is not inserted when the claim fails (TickTakenError). Default: a job submitted by hand.
+   */
+  tick?: TickClaim;
 }
 
 export interface ListJobsFilter {
@@ -72,6 +78,7 @@ export class JobStore {
     }
     try {
       await this.ctx.db.transaction().execute(async (trx) => {
+        if (job.tick) await claimTick(trx, { ...job.tick, jobId: job.id });
         await insertJobRows(trx, job);
         // New jobs appear in the jobs list streams of every server.
         await this.ctx.changes.notify(trx, job.id);
@@ -219,6 +226,7 @@ async function insertJobRows(trx: Transaction<Database>, job: NewJob): Promise<v
       retries: job.retries ?? null,
       submit_key: job.submitKey ?? null,
       offer_published_at: null,
+      schedule: job.tick?.scheduleId ?? null,
     })
     .execute();
   await beginAttempt(trx, job.id, 1, state, job.createdAt);

@@ -94,6 +94,8 @@ export interface JobsTable {
   offer_published_at: number | null;
   /** The agent holding the current attempt's claim (its executor fetched the workflow first; migration 0005). */
   claimed_by: string | null;
+  /** The schedule that fired the job; null for jobs submitted by hand (migration 0013). */
+  schedule: string | null;
 }
 
 /** One row per attempt of a job (migration 0003); the job's current attempt is `jobs.attempt`. */
@@ -228,6 +230,37 @@ export interface JobInputsTable {
   created_at: number;
 }
 
+/** A workflow run on a cron expression as its owner (migration 0013; see `schedules.ts`). */
+export interface SchedulesTable {
+  id: string;
+  owner: string;
+  /** Unique per owner. */
+  name: string;
+  /** `[space/]name[@version]`, resolved at each firing with the owner's rights then. */
+  workflow_ref: string;
+  params_json: string;
+  labels_json: string;
+  cron: string;
+  /** IANA time zone the cron expression is read in. */
+  time_zone: string;
+  misfire: 'catch-up' | 'skip';
+  overlap: 'skip' | 'queue' | 'allow';
+  paused: number;
+  /** Why it was paused (by its owner, or because the owner was disabled); null while active. */
+  paused_reason: string | null;
+  /** The next tick not yet handled; null when the expression has no further run. */
+  next_due_at: number | null;
+  /** A tick the `queue` overlap policy holds until the running job of this schedule ends. */
+  queued_due_at: number | null;
+  last_fired_at: number | null;
+  last_job_id: string | null;
+  /** Why the last tick did not fire (no access, workflow gone, …); cleared by the next firing. */
+  last_error_code: string | null;
+  last_error_message: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
 export interface Database {
   users: UsersTable;
   api_tokens: ApiTokensTable;
@@ -247,4 +280,5 @@ export interface Database {
   group_members: GroupMembersTable;
   uploads: UploadsTable;
   job_inputs: JobInputsTable;
+  schedules: SchedulesTable;
 }

@@ -38,6 +38,7 @@ import { JobFileStore } from './job-files.js';
 import { Listings } from './listings.js';
 import { SpaceStore } from './spaces.js';
 import type { WalFlusher } from './sqlite-durable.js';
+import { ScheduleStore } from './schedules.js';
 import { SweepStore } from './sweeps.js';
 import { TokenStore, type FoundToken, type TokenRecord } from './tokens.js';
 import type { JobPatch, TransitionOptions, TransitionResult } from './transitions.js';
@@ -100,6 +101,8 @@ export class Store {
   readonly listings: Listings;
   /** Uploads, job inputs and live log notices. */
   readonly files: JobFileStore;
+  /** Schedules and their ticks (the claim that fires each tick once). */
+  readonly schedules: ScheduleStore;
   private readonly users: UserStore;
   private readonly tokens: TokenStore;
   private readonly loginFailures: LoginFailureStore;
@@ -128,6 +131,7 @@ export class Store {
     this.spaces = new SpaceStore(this.db);
     this.listings = new Listings(this.db, toJob);
     this.files = new JobFileStore(this.db, this.changeChannel, this.instanceId);
+    this.schedules = new ScheduleStore(this.ctx);
     this.users = new UserStore(this.ctx);
     this.tokens = new TokenStore(this.ctx);
     this.loginFailures = new LoginFailureStore(this.ctx);

@@ -184,6 +184,7 @@ export function makeJob(overrides: Partial<Job> = {}): Job {
     agentId: null,
     executor: null,
     error: null,
+    schedule: null,
     ...overrides,
   };
 }

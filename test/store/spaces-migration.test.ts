@@ -73,7 +73,13 @@ describe.each(backends)('migration 0008 (spaces) on $name', (backend) => {
     }
     const applied: string[] = [];
     store = await openStore(handle.config, { onMigration: (name) => applied.push(name) });
-    expect(applied).toEqual(['0008_spaces', '0009_user_deleted', '0010_job_listing', '0011_job_files']);
+    expect(applied).toEqual([
+      '0008_spaces',
+      '0009_user_deleted',
+      '0010_job_listing',
+      '0011_job_files',
+      '0013_schedules',
+    ]);
 
     // Every user (and pusher) has a personal space.
     expect((await store.spaces.listSpaces()).map((s) => [s.name, s.kind, s.owner])).toEqual([

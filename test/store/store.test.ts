@@ -119,6 +119,7 @@ describe.each(backends)('store on $name', (backend) => {
           '0009_user_deleted',
           '0010_job_listing',
           '0011_job_files',
+          '0013_schedules',
         ]);
         expect(await stores[2]!.countUsers()).toBe(0);
       } finally {

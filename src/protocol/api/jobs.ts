@@ -120,6 +120,8 @@ export const Job = z.object({
   agentId: z.string().nullable(),
   executor: ExecutorIdentity.nullable(),
   error: ErrorInfo.nullable(),
+  /** The id of the schedule that fired the job; null for jobs submitted by hand. */
+  schedule: z.string().nullable(),
 });
 export type Job = z.infer<typeof Job>;
 export const JobDetail = Job.extend({

@@ -4,7 +4,7 @@
  */
 import { resolveParams, type ParamSpec, type Workflow } from '../../engine/index.js';
 import { StewardError, type ParamValue } from '../../protocol/index.js';
-import type { JobRecord, WorkflowRecord } from '../../store/index.js';
+import type { JobRecord, TickClaim, WorkflowRecord } from '../../store/index.js';
 import type { Principal } from '../auth.js';
 import { newJobId, newJobToken } from '../secrets.js';
 import type { ReservedInputs, UploadService } from '../uploads.js';
@@ -21,6 +21,11 @@ export interface SubmitInput {
   idempotencyKey?: string | undefined;
   /** Set by a rerun (rerun.ts): the job this one repeats, recorded in the audit entry. */
   rerunOf?: string | undefined;
+  /**
+   * Set by the scheduler: the schedule and tick firing this job. The tick's claim commits with the job's
+   * insert, or the insert fails with TickTakenError (another server fired the tick).
+   */
+  schedule?: { id: string; name: string; dueAt: number; late: boolean; claim: TickClaim } | undefined;
 }
 
 export interface JobSubmissionDeps extends JobPartDeps {
@@ -70,6 +75,14 @@ export class JobSubmission {
         labels: input.labels,
         ...(input.retries !== undefined ? { retries: input.retries } : {}),
         ...(input.rerunOf !== undefined ? { rerunOf: input.rerunOf } : {}),
+        ...(input.schedule !== undefined
+          ? {
+              schedule: input.schedule.id,
+              scheduleName: input.schedule.name,
+              dueAt: new Date(input.schedule.dueAt).toISOString(),
+              ...(input.schedule.late ? { late: true } : {}),
+            }
+          : {}),
       },
     });
     try {
@@ -125,6 +138,7 @@ export class JobSubmission {
         loadDeadline: job.deadline,
         offered: true,
         submitKey: input.idempotencyKey ?? null,
+        ...(input.schedule ? { tick: input.schedule.claim } : {}),
       });
     } catch (error) {
       await this.deps.uploads.release(id).catch(() => undefined);

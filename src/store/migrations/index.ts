@@ -20,6 +20,7 @@ import * as m0008 from './0008_spaces.js';
 import * as m0009 from './0009_user_deleted.js';
 import * as m0010 from './0010_job_listing.js';
 import * as m0011 from './0011_job_files.js';
+import * as m0013 from './0013_schedules.js';
 
 export type StoreDialect = 'sqlite' | 'postgres';
 
@@ -40,6 +41,7 @@ const migrations: readonly (readonly [string, NumberedMigration])[] = [
   ['0009_user_deleted', m0009],
   ['0010_job_listing', m0010],
   ['0011_job_files', m0011],
+  ['0013_schedules', m0013],
 ];
 
 interface MigrationTables {
