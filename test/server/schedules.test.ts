@@ -81,10 +81,9 @@ describe('schedules on one server', () => {
         token,
         body: { name: 'x', workflow: 'report', params: { region: 'n' }, cron: '* * * * *', ...body },
       });
-    expect((await bad({ cron: 'every day' })).error).toMatchObject({
-      code: 'STEWARD_SCHEDULE_INVALID',
-      message: expect.stringMatching(/^cron: /),
-    });
+    const cron = (await bad({ cron: 'every day' })).error;
+    expect(cron.code).toBe('STEWARD_SCHEDULE_INVALID');
+    expect(cron.message).toMatch(/^cron: /);
     expect((await bad({ timeZone: 'Mars/Olympus' })).error.code).toBe('STEWARD_SCHEDULE_INVALID');
     expect((await bad({ params: {} })).error.code).toBe('STEWARD_PARAMS_INVALID');
     await create({ name: 'x' });
@@ -99,10 +98,9 @@ describe('schedules on one server', () => {
           'name: upload\nparams:\n  data:\n    type: file\n    required: true\nsteps:\n  - id: a\n    sql: SELECT 1\n',
       },
     });
-    expect((await bad({ name: 'y', workflow: 'upload', params: {} })).error).toMatchObject({
-      code: 'STEWARD_SCHEDULE_INVALID',
-      message: expect.stringContaining('file param'),
-    });
+    const upload = (await bad({ name: 'y', workflow: 'upload', params: {} })).error;
+    expect(upload.code).toBe('STEWARD_SCHEDULE_INVALID');
+    expect(upload.message).toContain('file param');
   });
 
   it('fires each due tick once as the owner, naming the schedule on the job and in its audit entry', async () => {
