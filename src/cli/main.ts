@@ -15,6 +15,7 @@ import { registerAuthCommands } from './commands/auth.js';
 import { registerDaemonCommands } from './commands/daemons.js';
 import { registerJobCommands } from './commands/jobs.js';
 import { registerResultCommands } from './commands/results.js';
+import { registerScheduleCommands } from './commands/schedule.js';
 import { registerSpaceCommands } from './commands/spaces.js';
 import { registerWorkflowCommands } from './commands/workflows.js';
 import { exitCodes, reportFailure } from './failures.js';
@@ -44,6 +45,7 @@ export function buildProgram(): Command {
   registerSpaceCommands(program);
   registerJobCommands(program);
   registerRerunCommand(program);
+  registerScheduleCommands(program);
   registerResultCommands(program);
   registerAdminCommands(program);
   registerAuditCommands(program);

@@ -151,7 +151,7 @@ export class Scheduler {
     }
     try {
       const principal = await this.ownerPrincipal(schedule);
-      await this.options.jobs.submit(
+      const job = await this.options.jobs.submit(
         principal,
         {
           workflow: schedule.workflow,
@@ -160,6 +160,10 @@ export class Scheduler {
           schedule: { id: schedule.id, name: schedule.name, dueAt: plan.dueAt, late: plan.late, claim },
         },
         AUDIT_SOURCE,
+      );
+      this.options.logger.info(
+        { event: 'schedule.fired', schedule: schedule.id, dueAt: plan.dueAt, jobId: job.id },
+        'schedule fired',
       );
       return 'fired';
     } catch (error) {
