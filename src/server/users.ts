@@ -100,6 +100,10 @@ export class UserAdmin {
   /** Deletes `name` (see the file comment); refused while the user has jobs that have not ended. */
   async delete(principal: Principal, name: string, source: string): Promise<UserRecord> {
     const outcome = await this.change(principal, name, { kind: 'delete', time: Date.now() }, source);
+    // A deleted user's schedules could never fire again: paused (audited), kept for the record.
+    const pausedSchedules = (
+      await this.deps.schedules.pauseOwnerSchedules(principal, name, source, 'deleted')
+    ).length;
     await this.deps.audit.record({
       actor: principal.user,
       action: 'user.delete',
@@ -109,6 +113,7 @@ export class UserAdmin {
         role: outcome.before.role,
         source: outcome.before.source,
         revokedTokens: outcome.revokedTokens,
+        pausedSchedules,
       },
     });
     return outcome.user;

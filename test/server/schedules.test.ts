@@ -267,4 +267,14 @@ describe('schedules on one server', () => {
     await h.call('enableUser', { token: admin, params: { name: 'alice' } });
     expect((await h.call('showSchedule', { token: admin, params: { schedule: one.id } })).paused).toBe(true);
   });
+
+  it('pauses the schedules of a user being deleted, audited', async () => {
+    const bob = await h.userToken('bob');
+    await h.call('pushWorkflow', { token: bob, body: { source: REPORT_WORKFLOW } });
+    const own = await create({ name: 'bobs' }, bob);
+    await h.call('deleteUser', { token: admin, params: { name: 'bob' } });
+    const shown = await h.call('showSchedule', { token: admin, params: { schedule: own.id } });
+    expect(shown).toMatchObject({ paused: true, pausedReason: 'owner bob was deleted by admin' });
+    expect(await audit('schedule.pause', own.id)).toMatchObject([{ actor: 'admin', owner: 'bob' }]);
+  });
 });

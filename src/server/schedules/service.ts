@@ -150,11 +150,17 @@ export class ScheduleService {
   }
 
   /**
-   * Pauses every active schedule of a user being disabled, each with an audit entry by `actor`: a disabled
-   * account's schedules must not run on its behalf, and stay paused when the user is enabled again.
+   * Pauses every active schedule of a user being disabled (or deleted), each with an audit entry by
+   * `actor`: a disabled account's schedules must not run on its behalf, and stay paused when the user is
+   * enabled again.
    */
-  async pauseOwnerSchedules(actor: Principal, owner: string, source: string): Promise<string[]> {
-    const reason = `owner ${owner} was disabled by ${actor.user}`;
+  async pauseOwnerSchedules(
+    actor: Principal,
+    owner: string,
+    source: string,
+    why: 'disabled' | 'deleted' = 'disabled',
+  ): Promise<string[]> {
+    const reason = `owner ${owner} was ${why} by ${actor.user}`;
     const ids = await this.deps.store.schedules.pauseSchedulesOf(owner, reason);
     for (const id of ids)
       await this.deps.audit.record({
