@@ -1,12 +1,13 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ScheduleInfo } from '../../src/protocol/index.js';
+import { backends } from '../store/backends.js';
 import { startHarness, REPORT_WORKFLOW, type Harness } from './harness.js';
 
 const MINUTE = 60_000;
 const T0 = Date.parse('2026-05-01T10:00:00Z');
 
 /** Schedules through the REST API on an in-process server whose clock the test moves; firing by hand. */
-describe('schedules on one server', () => {
+describe.each(backends)('schedules on one server on $name', (backend) => {
   let h: Harness;
   let now: number;
   let alice: string;
@@ -14,7 +15,12 @@ describe('schedules on one server', () => {
 
   beforeEach(async (context) => {
     now = T0 - 30_000;
-    h = await startHarness({ title: context.task.name, clock: () => now, scheduler: { enabled: false } });
+    h = await startHarness({
+      backend,
+      title: context.task.name,
+      clock: () => now,
+      scheduler: { enabled: false },
+    });
     admin = await h.adminToken();
     alice = await h.userToken('alice');
     await h.call('pushWorkflow', { token: alice, body: { source: REPORT_WORKFLOW } });
