@@ -51,7 +51,12 @@ export function registerScheduleCommands(program: Command): void {
   const schedule = program
     .command('schedule')
     .description('run a workflow as you on a cron expression in a time zone');
+  registerAdd(schedule);
+  registerListAndShow(schedule);
+  registerChanges(schedule);
+}
 
+function registerAdd(schedule: Command): void {
   schedule
     .command('add')
     .description('create a schedule')
@@ -93,7 +98,9 @@ export function registerScheduleCommands(program: Command): void {
       if (context.json) return context.printJson(created);
       context.out(describe(created));
     });
+}
 
+function registerListAndShow(schedule: Command): void {
   schedule
     .command('list')
     .description('your schedules with their next run (admins: --all for everyone)')
@@ -138,7 +145,9 @@ export function registerScheduleCommands(program: Command): void {
       if (context.json) return context.printJson(shown);
       context.out(describe(shown));
     });
+}
 
+function registerChanges(schedule: Command): void {
   for (const [verb, route, done] of [
     ['pause', 'pauseSchedule', 'paused'],
     ['resume', 'resumeSchedule', 'resumed'],
