@@ -19,6 +19,7 @@ import { registerJobCommands } from './commands/jobs.js';
 import { registerNotifyCommands } from './commands/notify.js';
 import { registerResultCommands } from './commands/results.js';
 import { registerRetentionCommands } from './commands/retention.js';
+import { registerScheduleCommands } from './commands/schedule.js';
 import { registerSpaceCommands } from './commands/spaces.js';
 import { registerWorkflowCommands } from './commands/workflows.js';
 import { exitCodes, reportFailure } from './failures.js';
@@ -50,6 +51,7 @@ export function buildProgram(): Command {
   registerSpaceCommands(program);
   registerJobCommands(program);
   registerRerunCommand(program);
+  registerScheduleCommands(program);
   registerResultCommands(program);
   registerNotifyCommands(program);
   registerRetentionCommands(program);

@@ -10,6 +10,7 @@ import { identityRoutes } from './api/identity.js';
 import { jobRoutes } from './api/jobs.js';
 import { notificationRoutes } from './api/notifications.js';
 import { retentionRoutes } from './api/retention.js';
+import { scheduleRoutes } from './api/schedules.js';
 import { spaceRoutes } from './api/spaces.js';
 import { workflowRoutes } from './api/workflows.js';
 
@@ -21,6 +22,7 @@ export * from './api/jobs.js';
 export * from './api/notifications.js';
 export * from './api/retention.js';
 export type { ApiRoute } from './api/route.js';
+export * from './api/schedules.js';
 export * from './api/spaces.js';
 export * from './api/workflows.js';
 
@@ -32,6 +34,7 @@ export const apiRoutes = {
   ...spaceRoutes,
   ...jobRoutes,
   ...notificationRoutes,
+  ...scheduleRoutes,
   ...adminRoutes,
   ...clusterRoutes,
   ...retentionRoutes,

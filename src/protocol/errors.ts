@@ -296,6 +296,15 @@ export const errorCatalogue = {
     summary:
       "An agent could not reach the server's public URL, which its executors need to fetch workflows and upload results.",
   },
+  STEWARD_SCHEDULE_INVALID: {
+    status: 422,
+    summary:
+      'A schedule cannot be kept: its cron expression or time zone is not understood, it has no future run, or its workflow takes a file param (an upload is used by one job only).',
+  },
+  STEWARD_SCHEDULE_EXISTS: {
+    status: 409,
+    summary: 'You already have a schedule of that name; schedule names are unique per owner.',
+  },
 } as const satisfies Record<string, { status: number; summary: string }>;
 
 export type ErrorCode = keyof typeof errorCatalogue;

@@ -8,6 +8,7 @@ import type { ClusterService } from './clusters/service.js';
 import type { Authenticator } from './auth.js';
 import type { JobService } from './jobs/index.js';
 import type { NotificationService } from './notifications/index.js';
+import type { ScheduleService } from './schedules/index.js';
 import type { UserAdmin } from './users.js';
 import type { ResultFiles } from './results.js';
 import type { RetentionService } from './retention.js';
@@ -34,6 +35,7 @@ export interface ServerContext {
   workflows: WorkflowRepository;
   spaces: SpaceService;
   jobs: JobService;
+  schedules: ScheduleService;
   users: UserAdmin;
   results: ResultFiles;
   /** Uploads for `file` params and jobs' input files. */

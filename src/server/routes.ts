@@ -15,6 +15,7 @@ import { identityHandlers } from './handlers/identity.js';
 import { jobsHandlers } from './handlers/jobs.js';
 import { notificationsHandlers } from './handlers/notifications.js';
 import { retentionHandlers } from './handlers/retention.js';
+import { schedulesHandlers } from './handlers/schedules.js';
 import type { Handler, HandlerContext, Handlers } from './handlers/types.js';
 import { workflowsHandlers } from './handlers/workflows.js';
 import { parseInput } from './validation.js';
@@ -28,6 +29,7 @@ export function buildHandlers(ctx: ServerContext): Handlers {
     ...workflowsHandlers(ctx),
     ...jobsHandlers(ctx),
     ...notificationsHandlers(ctx),
+    ...schedulesHandlers(ctx),
     ...adminHandlers(ctx),
     ...clustersHandlers(ctx),
     ...retentionHandlers(ctx),

@@ -26,6 +26,7 @@ import { ClusterService } from './clusters/service.js';
 import type { ServerContext } from './context.js';
 import { EventConsumer } from './events.js';
 import { JobService, type SweepCounts } from './jobs/index.js';
+import { Scheduler, ScheduleService, type FireCounts } from './schedules/index.js';
 import { NotificationChannels, NotificationDispatcher, NotificationService } from './notifications/index.js';
 import { UserAdmin } from './users.js';
 import { loadOrCreateSigningKey } from './keys.js';
@@ -66,6 +67,11 @@ export interface CreateServerOptions {
    * bus's connection events to, so failures before the server exists count too.
    */
   metrics?: ServerMetrics;
+  /**
+   * The schedule firing loop. `enabled: false` runs no loop (tests call `fireSchedules`); `misfireGraceMs`:
+   * how late a tick may be found and still fire as on time (default 60 s).
+   */
+  scheduler?: { enabled?: boolean; misfireGraceMs?: number };
 }
 
 export interface StewardServer {
@@ -85,6 +91,8 @@ export interface StewardServer {
   readonly metricsUrl: string | undefined;
   /** Runs every recovery sweep once now (expiry, lost agents, adoption); returns what each did. */
   sweep(now?: number): Promise<SweepCounts>;
+  /** Handles every schedule tick due at `now` once (what the firing loop does on each pass). */
+  fireSchedules(now?: number): Promise<FireCounts>;
   /** Stops consuming, closes HTTP, DuckDB and the store. Does not close the bus (the caller owns it). */
   close(): Promise<void>;
 }
@@ -142,7 +150,7 @@ async function assemble(options: AssembleOptions, store: Store, logger: Logger):
   );
   const app = await buildApp(ctx, options.portalDir ?? defaultPortalDir());
   registerMetricsRoute(app, metrics, config.metrics);
-  const background = await startBackground(ctx, { channels, serverUrl, metrics }, options.sweepIntervalMs);
+  const background = await startBackground(ctx, { channels, serverUrl, metrics }, options);
   const metricsConfig = config.metrics;
   const metricsListener =
     metricsConfig?.listen === undefined
@@ -172,6 +180,7 @@ async function assemble(options: AssembleOptions, store: Store, logger: Logger):
       return { url: config.publicUrl ?? (address.startsWith('http') ? serverUrl.current : address) };
     },
     sweep: (now) => ctx.jobs.sweep(now),
+    fireSchedules: (now) => background.scheduler.runOnce(now),
     close() {
       closing ??= (async () => {
         await background.stop();
@@ -275,6 +284,13 @@ async function buildContext(
     logger,
     clock: options.clock ?? Date.now,
   });
+  const schedules = new ScheduleService({
+    store,
+    workflows,
+    spaces,
+    audit,
+    clock: options.clock ?? Date.now,
+  });
   const channels = new NotificationChannels(config.notifications, `Steward/${STEWARD_VERSION}`);
   let openApi: Record<string, unknown> | undefined;
   const ctx: ServerContext = {
@@ -289,7 +305,8 @@ async function buildContext(
     workflows,
     spaces,
     jobs,
-    users: new UserAdmin({ store, audit, jobs }),
+    schedules,
+    users: new UserAdmin({ store, audit, jobs, schedules }),
     results,
     uploads,
     liveLogs,
@@ -356,8 +373,8 @@ async function startBackground(
     serverUrl,
     metrics,
   }: { channels: NotificationChannels; serverUrl: { current: string }; metrics: ServerMetrics },
-  sweepEveryMs: number | undefined,
-): Promise<{ stop(): Promise<void> }> {
+  options: Pick<CreateServerOptions, 'sweepIntervalMs' | 'scheduler' | 'clock'>,
+): Promise<{ scheduler: Scheduler; stop(): Promise<void> }> {
   const { config, store, jobs, watch, logger, liveLogs, uploads } = ctx;
   const { registry } = ctx.clusters;
   const remote = new RemoteChanges(
@@ -375,7 +392,7 @@ async function startBackground(
     throw error;
   }
   const sweepIntervalMs =
-    sweepEveryMs ??
+    options.sweepIntervalMs ??
     Math.min(15_000, Math.max(1000, Math.floor(Math.min(config.loadTimeoutMs, config.agentLeaseMs) / 4)));
   const sweeper = setInterval(() => {
     jobs.sweep().catch((error: unknown) => logger.error({ err: error }, 'recovery sweep failed'));
@@ -392,9 +409,22 @@ async function startBackground(
     baseUrl: () => serverUrl.current,
   });
   dispatcher.start();
+  const scheduler = new Scheduler({
+    store,
+    jobs,
+    audit: ctx.audit,
+    logger,
+    clock: options.clock ?? Date.now,
+    ...(options.scheduler?.misfireGraceMs !== undefined
+      ? { misfireGraceMs: options.scheduler.misfireGraceMs }
+      : {}),
+  });
+  if (options.scheduler?.enabled !== false) scheduler.start();
   return {
+    scheduler,
     async stop() {
       clearInterval(sweeper);
+      await scheduler.stop();
       uploads.stop();
       ctx.retention.stop();
       await dispatcher.stop();

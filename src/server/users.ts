@@ -6,7 +6,8 @@
  *   next request with any of them is 401), and every job of theirs that has not ended is canceled: queued and
  *   offered ones at once, loading and running ones through their agent (which kills the steps). A disabled
  *   account is someone who left or a credential that leaked; code must not go on running under that OS
- *   account on its behalf. Enabling does not bring tokens back: the user logs in again.
+ *   account on its behalf. Their schedules are paused (each audited) and stay paused when the user is
+ *   enabled again. Enabling does not bring tokens back: the user logs in again.
  * - Delete: refused while the user has jobs that have not ended. The row stays (disabled, no password, its
  *   tokens removed, `deletedAt` set) so past jobs, results and audit entries stay readable by admins under
  *   the same name, and the name cannot be created again (STEWARD_USER_NAME_RETIRED), by an admin or by an
@@ -18,11 +19,14 @@ import type { Store, UserChange, UserRecord } from '../store/index.js';
 import type { AuditLog } from './audit.js';
 import type { Principal } from './auth.js';
 import type { JobService } from './jobs/index.js';
+import type { ScheduleService } from './schedules/index.js';
 
 export interface UserAdminDeps {
   store: Store;
   audit: AuditLog;
   jobs: JobService;
+  /** Disabling a user pauses their schedules. */
+  schedules: ScheduleService;
 }
 
 export class UserAdmin {
@@ -40,7 +44,10 @@ export class UserAdmin {
     // If a cancel fails (the bus is down), the disable stands and is audited with the jobs canceled so far;
     // running the disable again cancels the rest.
     const canceledJobs: string[] = [];
+    let pausedSchedules = 0;
     try {
+      // Paused first: a tick firing now would otherwise add a job after the cancel's listing.
+      pausedSchedules = (await this.deps.schedules.pauseOwnerSchedules(principal, name, source)).length;
       await this.cancelLiveJobs(principal, name, source, canceledJobs);
     } finally {
       await this.deps.audit.record({
@@ -52,6 +59,7 @@ export class UserAdmin {
           wasDisabled: outcome.before.disabled,
           revokedTokens: outcome.revokedTokens,
           canceledJobs: canceledJobs.length,
+          pausedSchedules,
         },
       });
     }
@@ -92,6 +100,10 @@ export class UserAdmin {
   /** Deletes `name` (see the file comment); refused while the user has jobs that have not ended. */
   async delete(principal: Principal, name: string, source: string): Promise<UserRecord> {
     const outcome = await this.change(principal, name, { kind: 'delete', time: Date.now() }, source);
+    // A deleted user's schedules could never fire again: paused (audited), kept for the record.
+    const pausedSchedules = (
+      await this.deps.schedules.pauseOwnerSchedules(principal, name, source, 'deleted')
+    ).length;
     await this.deps.audit.record({
       actor: principal.user,
       action: 'user.delete',
@@ -101,6 +113,7 @@ export class UserAdmin {
         role: outcome.before.role,
         source: outcome.before.source,
         revokedTokens: outcome.revokedTokens,
+        pausedSchedules,
       },
     });
     return outcome.user;

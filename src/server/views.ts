@@ -53,6 +53,7 @@ export function jobView(job: JobRecord): Job {
     executor: job.executor,
     error: job.error,
     cluster: job.cluster,
+    schedule: job.schedule,
   };
 }
 

@@ -18,6 +18,15 @@ export type {
   NotificationRuleRecord,
   NotificationStore,
 } from './notifications.js';
+export { TickTakenError } from './schedules.js';
+export type {
+  MisfirePolicy,
+  NewSchedule,
+  OverlapPolicy,
+  ScheduleRecord,
+  ScheduleStore,
+  TickClaim,
+} from './schedules.js';
 export { decodeJobCursor, encodeJobCursor } from './listings.js';
 export type { ExpiredJob, ExpiryRule, RetentionStore } from './retention.js';
 export { LIVE_JOB_STATES, type LiveJobCount, type LiveJobState, type StatsStore } from './stats.js';

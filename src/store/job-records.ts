@@ -38,6 +38,8 @@ export interface JobRecord {
   pinned: boolean;
   /** When the retention sweep removed the job's result files, logs and inputs; null while they are kept. */
   filesPurgedAt: number | null;
+  /** The id of the schedule that fired the job; null for jobs submitted by hand. */
+  schedule: string | null;
 }
 
 /** One attempt of a job: a run on one agent. Attempt numbers start at 1; a retry adds the next. */
@@ -121,6 +123,7 @@ export function toJob(row: JobsTable): JobRecord {
     cluster: row.cluster,
     pinned: Number(row.pinned) === 1,
     filesPurgedAt: row.files_purged_at,
+    schedule: row.schedule,
   };
 }
 

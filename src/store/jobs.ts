@@ -18,6 +18,7 @@ import {
   type JobRecord,
   type StepRecord,
 } from './job-records.js';
+import { claimTick, type TickClaim } from './schedules.js';
 import type { Database } from './schema.js';
 import { transitionIn, type JobPatch, type TransitionOptions, type TransitionResult } from './transitions.js';
 
@@ -48,6 +49,11 @@ export interface NewJob {
   offered?: boolean;
   /** The cluster the job is routed to. Default `local` (the server's own bus). */
   cluster?: string;
+  /**
+   * A job fired by a schedule: its tick is claimed (see `schedules.ts`) in the transaction that inserts the
+   * job, which is not inserted when the claim fails (TickTakenError). Default: a job submitted by hand.
+   */
+  tick?: TickClaim;
 }
 
 export interface ListJobsFilter {
@@ -74,6 +80,7 @@ export class JobStore {
     }
     try {
       await this.ctx.db.transaction().execute(async (trx) => {
+        if (job.tick) await claimTick(trx, { ...job.tick, jobId: job.id });
         await insertJobRows(trx, job);
         // New jobs appear in the jobs list streams of every server.
         await this.ctx.changes.notify(trx, job.id);
@@ -223,6 +230,7 @@ async function insertJobRows(trx: Transaction<Database>, job: NewJob): Promise<v
       offer_published_at: null,
       cluster: job.cluster ?? 'local',
       pinned: 0,
+      schedule: job.tick?.scheduleId ?? null,
     })
     .execute();
   await beginAttempt(trx, job.id, 1, state, job.createdAt);

@@ -100,6 +100,8 @@ export interface JobsTable {
   pinned: number;
   /** When the retention sweep removed the job's files; null while kept (migration 0015). */
   files_purged_at: number | null;
+  /** The schedule that fired the job; null for jobs submitted by hand (migration 0013). */
+  schedule: string | null;
 }
 
 /** One row per attempt of a job (migration 0003); the job's current attempt is `jobs.attempt`. */
@@ -292,6 +294,37 @@ export interface NotificationDeliveriesTable {
   updated_at: number;
 }
 
+/** A workflow run on a cron expression as its owner (migration 0013; see `schedules.ts`). */
+export interface SchedulesTable {
+  id: string;
+  owner: string;
+  /** Unique per owner. */
+  name: string;
+  /** `[space/]name[@version]`, resolved at each firing with the owner's rights then. */
+  workflow_ref: string;
+  params_json: string;
+  labels_json: string;
+  cron: string;
+  /** IANA time zone the cron expression is read in. */
+  time_zone: string;
+  misfire: 'catch-up' | 'skip';
+  overlap: 'skip' | 'queue' | 'allow';
+  paused: number;
+  /** Why it was paused (by its owner, or because the owner was disabled); null while active. */
+  paused_reason: string | null;
+  /** The next tick not yet handled; null when the expression has no further run. */
+  next_due_at: number | null;
+  /** A tick the `queue` overlap policy holds until the running job of this schedule ends. */
+  queued_due_at: number | null;
+  last_fired_at: number | null;
+  last_job_id: string | null;
+  /** Why the last tick did not fire (no access, workflow gone, …); cleared by the next firing. */
+  last_error_code: string | null;
+  last_error_message: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
 export interface Database {
   users: UsersTable;
   api_tokens: ApiTokensTable;
@@ -314,4 +347,5 @@ export interface Database {
   notification_rules: NotificationRulesTable;
   notification_deliveries: NotificationDeliveriesTable;
   clusters: ClustersTable;
+  schedules: SchedulesTable;
 }

@@ -42,6 +42,7 @@ import { Listings } from './listings.js';
 import { NotificationStore } from './notifications.js';
 import { SpaceStore } from './spaces.js';
 import type { WalFlusher } from './sqlite-durable.js';
+import { ScheduleStore } from './schedules.js';
 import { SweepStore } from './sweeps.js';
 import { TokenStore, type FoundToken, type TokenRecord } from './tokens.js';
 import type { JobPatch, TransitionOptions, TransitionResult } from './transitions.js';
@@ -114,6 +115,8 @@ export class Store {
   readonly retention: RetentionStore;
   /** Figures for the metrics endpoint. */
   readonly stats: StatsStore;
+  /** Schedules and their ticks (the claim that fires each tick once). */
+  readonly schedules: ScheduleStore;
   private readonly users: UserStore;
   private readonly tokens: TokenStore;
   private readonly loginFailures: LoginFailureStore;
@@ -145,6 +148,7 @@ export class Store {
     this.notifications = new NotificationStore(this.ctx);
     this.retention = new RetentionStore(this.ctx);
     this.stats = new StatsStore(this.ctx);
+    this.schedules = new ScheduleStore(this.ctx);
     this.users = new UserStore(this.ctx);
     this.tokens = new TokenStore(this.ctx);
     this.loginFailures = new LoginFailureStore(this.ctx);

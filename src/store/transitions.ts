@@ -87,9 +87,7 @@ export async function transitionIn(
   if (Number(result.numUpdatedRows) !== 1) return { ok: false, job: (await readJob(trx, id)) ?? null };
   await recordAttemptState(trx, current.attempt, id, to, patch, now);
   const job = toJob({ ...row, ...values });
-  // The schedule that started the job: wired when jobs record it; until then only default rules fire.
-  const schedule: string | null = null;
-  if (isTerminal(to)) await enqueueJobEndIn(trx, job, schedule, now);
+  if (isTerminal(to)) await enqueueJobEndIn(trx, job, await scheduleNameIn(trx, job.schedule), now);
   await ctx.changes.notify(trx, id);
   return { ok: true, job, from: current.state };
 }
@@ -146,4 +144,15 @@ async function recordAttemptState(
       .where('started_at', 'is', null)
       .execute();
   }
+}
+
+/** The name of the schedule that started a job (rules are scoped by name); null for a job run by hand. */
+async function scheduleNameIn(trx: Transaction<Database>, scheduleId: string | null): Promise<string | null> {
+  if (scheduleId === null) return null;
+  const row = await trx
+    .selectFrom('schedules')
+    .select('name')
+    .where('id', '=', scheduleId)
+    .executeTakeFirst();
+  return row?.name ?? null;
 }

@@ -185,6 +185,7 @@ export function makeJob(overrides: Partial<Job> = {}): Job {
     agentId: null,
     executor: null,
     error: null,
+    schedule: null,
     ...overrides,
   };
 }

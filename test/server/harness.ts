@@ -108,6 +108,8 @@ export interface HarnessOptions {
   portalDir?: string;
   /** The server's and store's clock (default `Date.now`): expiry tests move it instead of waiting. */
   clock?: () => number;
+  /** The schedule firing loop (default: on); schedule tests turn it off and call `fireSchedules`. */
+  scheduler?: { enabled?: boolean; misfireGraceMs?: number };
 }
 
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
@@ -126,6 +128,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
       adminPassword: 'adminPassword' in options ? options.adminPassword : ADMIN_PASSWORD,
       ...(options.portalDir !== undefined ? { portalDir: options.portalDir } : {}),
       ...(options.clock !== undefined ? { clock: options.clock } : {}),
+      ...(options.scheduler !== undefined ? { scheduler: options.scheduler } : {}),
     });
   let server: StewardServer;
   try {

@@ -106,6 +106,20 @@ async function setUp(backend = sqliteBackend, title: string, config: Record<stri
   return { harness: h, alice, url };
 }
 
+/** A schedule named `nightly` of the user's (a rule may be scoped only to a schedule that exists). */
+async function addNightlySchedule(harness: Harness, token: string): Promise<void> {
+  await harness.call('createSchedule', {
+    token,
+    body: {
+      name: 'nightly',
+      workflow: 'report',
+      params: { region: 'emea' },
+      cron: '0 3 * * *',
+      timeZone: 'UTC',
+    },
+  });
+}
+
 function parseMessage(body: string): NotificationMessage {
   return NotificationMessage.parse(JSON.parse(body));
 }
@@ -382,6 +396,16 @@ describe('notification rules', () => {
       (await refused({ when: 'failure', channel: { type: 'email', address: 'a@example.org' } })).code,
     ).toBe('STEWARD_EMAIL_NOT_CONFIGURED');
 
+    expect(
+      (
+        await refused({
+          when: 'always',
+          schedule: 'nightly',
+          channel: { type: 'webhook', url: 'https://h.example.org/' },
+        })
+      ).code,
+    ).toBe('STEWARD_NOT_FOUND');
+    await addNightlySchedule(harness, alice);
     const given = await harness.call('createNotificationRule', {
       token: alice,
       body: {
@@ -444,6 +468,7 @@ describe('notification rules', () => {
       token: alice,
       body: { when: 'failure', channel: { type: 'webhook', url: receiver.url } },
     });
+    await addNightlySchedule(harness, alice);
     await harness.call('createNotificationRule', {
       token: alice,
       body: { when: 'always', schedule: 'nightly', channel: { type: 'webhook', url: receiver.url } },

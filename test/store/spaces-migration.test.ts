@@ -79,6 +79,7 @@ describe.each(backends)('migration 0008 (spaces) on $name', (backend) => {
       '0010_job_listing',
       '0011_job_files',
       '0012_clusters',
+      '0013_schedules',
       '0014_notifications',
       '0015_retention',
     ]);

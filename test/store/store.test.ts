@@ -121,6 +121,7 @@ describe.each(backends)('store on $name', (backend) => {
           '0010_job_listing',
           '0011_job_files',
           '0012_clusters',
+          '0013_schedules',
           '0014_notifications',
           '0015_retention',
         ]);

@@ -15,6 +15,7 @@ import { JobPage } from './pages/Job.js';
 import { WorkflowsPage } from './pages/Workflows.js';
 import { WorkflowPage } from './pages/Workflow.js';
 import { RunPage } from './pages/Run.js';
+import { SchedulesPage } from './pages/Schedules.js';
 
 // Admin pages are a separate chunk: users who are not admins never download them.
 const AdminPage = lazy(() => import('./admin/Admin.js'));
@@ -61,6 +62,7 @@ function Routes({ session }: { session: Session }): ReactNode {
   let params = match('/jobs/:id', path);
   if (params) return <JobPage key={params.id} id={params.id ?? ''} />;
   if (path === '/workflows') return <WorkflowsPage />;
+  if (path === '/schedules') return <SchedulesPage />;
   params = match('/workflows/:space/:name', path);
   if (params) return <WorkflowPage space={params.space ?? ''} name={params.name ?? ''} />;
   params = match('/workflows/:space/:name/run', path);
@@ -95,6 +97,11 @@ function Nav({ session, onSignOut }: { session: Session; onSignOut: () => void }
           <li>
             <Link href="/workflows" aria-current={current('/workflows')}>
               Workflows
+            </Link>
+          </li>
+          <li>
+            <Link href="/schedules" aria-current={current('/schedules')}>
+              Schedules
             </Link>
           </li>
           {isAdmin(session)

@@ -28,6 +28,7 @@ import type {
   LogChunkEvent,
   JobList,
   AuditList,
+  ScheduleInfo,
 } from '../../src/protocol/api.js';
 import type { JobState, StepState } from '../../src/protocol/states.js';
 
@@ -47,6 +48,7 @@ export type WorkflowListItem = z.infer<typeof WorkflowSummary>;
 export type StepLog = z.infer<typeof LogEntry>;
 export type JobPage = z.infer<typeof JobList>;
 export type AuditPage = z.infer<typeof AuditList>;
+export type Schedule = z.infer<typeof ScheduleInfo>;
 /** The session as `POST/GET /api/auth/session` answer it (the cookie itself is HttpOnly). */
 export type Session = SessionInfo;
 /** `POST /api/uploads`: a file stored for a `file` param, owned by the caller until a job takes it. */

@@ -364,7 +364,7 @@ function describeJob(detail: JobDetailType): string {
   return text;
 }
 
-function collectParam(value: string, previous: Record<string, string>): Record<string, string> {
+export function collectParam(value: string, previous: Record<string, string>): Record<string, string> {
   const equals = value.indexOf('=');
   if (equals <= 0) throw new InvalidArgumentError(`expected key=value, got ${JSON.stringify(value)}`);
   const key = value.slice(0, equals);

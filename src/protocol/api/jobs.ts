@@ -125,6 +125,8 @@ export const Job = z.object({
   error: ErrorInfo.nullable(),
   /** The cluster the job was routed to at submit (`local`: the server's own bus). */
   cluster: z.string(),
+  /** The id of the schedule that fired the job; null for jobs submitted by hand. */
+  schedule: z.string().nullable(),
 });
 export type Job = z.infer<typeof Job>;
 export const JobDetail = Job.extend({

@@ -4,7 +4,7 @@
  */
 import { resolveParams, type ParamSpec, type Workflow } from '../../engine/index.js';
 import { StewardError, type ParamValue } from '../../protocol/index.js';
-import type { JobRecord, WorkflowRecord } from '../../store/index.js';
+import type { JobRecord, TickClaim, WorkflowRecord } from '../../store/index.js';
 import type { Principal } from '../auth.js';
 import { newJobId, newJobToken } from '../secrets.js';
 import type { ReservedInputs, UploadService } from '../uploads.js';
@@ -23,6 +23,11 @@ export interface SubmitInput {
   rerunOf?: string | undefined;
   /** The cluster to run on; default the workflow's `cluster:`, else the server's default. */
   cluster?: string | undefined;
+  /**
+   * Set by the scheduler: the schedule and tick firing this job. The tick's claim commits with the job's
+   * insert, or the insert fails with TickTakenError (another server fired the tick).
+   */
+  schedule?: { id: string; name: string; dueAt: number; late: boolean; claim: TickClaim } | undefined;
 }
 
 export interface JobSubmissionDeps extends JobPartDeps {
@@ -77,6 +82,14 @@ export class JobSubmission {
         cluster: job.cluster,
         ...(input.retries !== undefined ? { retries: input.retries } : {}),
         ...(input.rerunOf !== undefined ? { rerunOf: input.rerunOf } : {}),
+        ...(input.schedule !== undefined
+          ? {
+              schedule: input.schedule.id,
+              scheduleName: input.schedule.name,
+              dueAt: new Date(input.schedule.dueAt).toISOString(),
+              ...(input.schedule.late ? { late: true } : {}),
+            }
+          : {}),
       },
     });
     try {
@@ -134,6 +147,7 @@ export class JobSubmission {
         offered: true,
         submitKey: input.idempotencyKey ?? null,
         cluster: job.cluster,
+        ...(input.schedule ? { tick: input.schedule.claim } : {}),
       });
     } catch (error) {
       await this.deps.uploads.release(id).catch(() => undefined);

@@ -110,8 +110,9 @@ export class NotificationDispatcher {
         kind: 'dropped',
         reason: `superseded: the job was retried as attempt ${detail.job.attempt} after this end`,
       };
-    // The schedule that started the job: wired when jobs record it.
-    const message = jobEndMessage(delivery.id, rule, detail, this.deps.baseUrl(), null);
+    const schedule =
+      detail.job.schedule === null ? undefined : await store.schedules.getSchedule(detail.job.schedule);
+    const message = jobEndMessage(delivery.id, rule, detail, this.deps.baseUrl(), schedule?.name ?? null);
     const result = await channels.send(rule, message, this.stopping.signal);
     if (result.ok) return { kind: 'delivered' };
     if (this.stopping.signal.aborted) return 'released';

@@ -39,6 +39,14 @@ export class NotificationService {
         'STEWARD_EMAIL_NOT_CONFIGURED',
         'this server sends no email (no server.notifications.smtp); use a webhook, or ask an admin to configure SMTP',
       );
+    if (
+      request.schedule !== undefined &&
+      !(await this.deps.store.schedules.findScheduleByName(principal.user, request.schedule))
+    )
+      throw new StewardError(
+        'STEWARD_NOT_FOUND',
+        `you have no schedule ${JSON.stringify(request.schedule)} (see \`steward schedule list\`)`,
+      );
     const generated = channel.type === 'webhook' && channel.secret === undefined;
     const secret =
       channel.type === 'webhook' ? (channel.secret ?? randomBytes(32).toString('base64url')) : null;

@@ -21,6 +21,7 @@ import * as m0009 from './0009_user_deleted.js';
 import * as m0010 from './0010_job_listing.js';
 import * as m0011 from './0011_job_files.js';
 import * as m0012 from './0012_clusters.js';
+import * as m0013 from './0013_schedules.js';
 import * as m0014 from './0014_notifications.js';
 import * as m0015 from './0015_retention.js';
 
@@ -44,6 +45,7 @@ const migrations: readonly (readonly [string, NumberedMigration])[] = [
   ['0010_job_listing', m0010],
   ['0011_job_files', m0011],
   ['0012_clusters', m0012],
+  ['0013_schedules', m0013],
   ['0014_notifications', m0014],
   ['0015_retention', m0015],
 ];
