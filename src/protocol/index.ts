@@ -6,3 +6,4 @@ export * from './api.js';
 export * from './duration.js';
 export * from './names.js';
 export * from './checks.js';
+export * from './suggest.js';

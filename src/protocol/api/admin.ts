@@ -41,6 +41,11 @@ export const AgentInfo = z.object({
   isolation: z.enum(['per-user', 'single-user']),
   /** Drained by an administrator: takes no new jobs, finishes those it has (as of its last heartbeat). */
   draining: z.boolean(),
+  /**
+   * `offline`: no heartbeat within the server's agent lease (`server.agentLease`), so it runs nothing the
+   * server counts on and its executors are not listed; else `draining` or `active`.
+   */
+  state: z.enum(['active', 'draining', 'offline']),
   lastSeen: z.string(),
   capacity: z.object({ slots: z.number().int(), free: z.number().int() }),
   executors: z.array(
@@ -49,6 +54,7 @@ export const AgentInfo = z.object({
       uid: z.number().int(),
       pid: z.number().int(),
       jobs: z.number().int(),
+      /** When the executor became idle, as epoch milliseconds (null while it runs a job). Not a duration. */
       idleSinceMs: z.number().int().nullable(),
       rssBytes: z.number().int().nullable(),
     }),
