@@ -21,4 +21,4 @@ export {
 export { readConfigFile } from './read.js';
 export { compileServerConfig, RetriesConfig, ServerConfig, type CompiledServerConfig } from './server.js';
 export { parseByteSize } from './sizes.js';
-export { StoreConfig } from './store.js';
+export { StoreConfig, compileStoreConfig, type CompiledStoreConfig } from './store.js';

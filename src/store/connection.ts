@@ -7,7 +7,7 @@ import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
 import pg from 'pg';
-import type { StoreConfig } from '../config/index.js';
+import type { CompiledStoreConfig as StoreConfig } from '../config/index.js';
 import { isUniqueViolation, type Db } from './context.js';
 import type { StoreDialect } from './migrations/index.js';
 import type { Database } from './schema.js';
@@ -32,7 +32,7 @@ const INT8_OID = 20;
 export async function connect(config: StoreConfig, options: ConnectOptions): Promise<Connection> {
   return config.kind === 'sqlite'
     ? connectSqlite(config.path ?? path.resolve('.steward', 'steward.db'), options)
-    : connectPostgres(config.url, config.schema, options);
+    : connectPostgres(config.url, config.schema, options, config.password);
 }
 
 function connectSqlite(file: string, options: ConnectOptions): Connection {
@@ -61,10 +61,12 @@ async function connectPostgres(
   url: string,
   schema: string | undefined,
   options: ConnectOptions,
+  password?: string,
 ): Promise<Connection> {
-  if (schema !== undefined) await createSchema(url, schema);
+  if (schema !== undefined) await createSchema(url, schema, password);
   const pool = new pg.Pool({
     connectionString: url,
+    ...(password !== undefined ? { password } : {}),
     max: options.poolSize ?? 10,
     ...(schema !== undefined ? { options: `-c search_path=${schema}` } : {}),
     // Epoch-ms times are int8; they fit a JS number exactly, so read them as numbers rather than strings.
@@ -74,8 +76,8 @@ async function connectPostgres(
 }
 
 /** The schema must exist before a pooled connection can put it on its search_path. */
-async function createSchema(url: string, schema: string): Promise<void> {
-  const client = new pg.Client({ connectionString: url });
+async function createSchema(url: string, schema: string, password: string | undefined): Promise<void> {
+  const client = new pg.Client({ connectionString: url, ...(password !== undefined ? { password } : {}) });
   await client.connect();
   try {
     await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdentifier(schema)}`);

@@ -114,8 +114,13 @@ describe('the jobs list, stream and rerun', () => {
     const own = await list(amy);
     expect(own.jobs.map((job: any) => job.id)).toEqual(amyJobs.map((job) => job.id).reverse());
     expect(own.next).toBeNull();
-    // A user's `user` filter cannot widen the view.
-    expect((await list(amy, '?user=papi-bo')).jobs.every((job: any) => job.user === 'papi-amy')).toBe(true);
+    // A user's `user` filter cannot widen the view: another user's name is refused (not answered with
+    // one's own jobs, which looked like that user's); one's own name is fine.
+    const others = await h.request({ method: 'GET', url: '/api/jobs?user=papi-bo', token: amy });
+    expect(others.status).toBe(403);
+    expect(others.json.error.code).toBe('STEWARD_FORBIDDEN');
+    expect(others.json.error.message).toMatch(/only admins/);
+    expect((await list(amy, '?user=papi-amy')).jobs).toHaveLength(3);
     expect((await list(admin)).jobs).toHaveLength(5);
     expect((await list(admin, '?user=papi-bo')).jobs.map((job: any) => job.user)).toEqual([
       'papi-bo',

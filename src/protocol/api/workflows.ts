@@ -46,6 +46,8 @@ export const WorkflowVersion = z.object({
   assets: z.array(z.object({ path: z.string(), size: z.number().int(), digest: z.string() })),
 });
 export type WorkflowVersion = z.infer<typeof WorkflowVersion>;
+/** A push's answer. `unchanged`: the file and its assets equal the latest version, which stays the latest. */
+export const PushedWorkflow = WorkflowVersion.extend({ unchanged: z.boolean() });
 export const WorkflowDetail = WorkflowVersion.extend({
   source: z.string(),
   format: z.enum(['yaml', 'json']),
@@ -77,7 +79,7 @@ export const workflowRoutes = {
     tag: 'workflows',
     auth: 'user',
     body: PushWorkflowRequest,
-    response: WorkflowVersion,
+    response: PushedWorkflow,
     status: 201,
   },
   listWorkflows: {

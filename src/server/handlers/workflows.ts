@@ -1,4 +1,5 @@
 /** Route handlers: workflows, spaces and groups. */
+import type { WorkflowRecord } from '../../store/index.js';
 import type { Principal } from '../auth.js';
 import type { ServerContext } from '../context.js';
 import {
@@ -30,7 +31,7 @@ export function workflowsHandlers(ctx: ServerContext) {
 
   return {
     pushWorkflow: async ({ principal, body, source }) =>
-      workflowVersionView(await workflows.push(principal, body, source)),
+      pushedView(await workflows.push(principal, body, source)),
 
     listWorkflows: async ({ principal }) =>
       listSpaceWorkflows(principal, (await spaces.ownPersonal(principal)).name),
@@ -86,7 +87,7 @@ export function workflowsHandlers(ctx: ServerContext) {
     },
 
     pushSpaceWorkflow: async ({ principal, params, body, source }) =>
-      workflowVersionView(await workflows.push(principal, body, source, params.space)),
+      pushedView(await workflows.push(principal, body, source, params.space)),
 
     listSpaceWorkflows: async ({ principal, params }) => listSpaceWorkflows(principal, params.space),
 
@@ -122,4 +123,9 @@ export function workflowsHandlers(ctx: ServerContext) {
     removeGroupMember: async ({ principal, params, source }) =>
       groupView(await spaces.removeGroupMember(principal, params.group, params.user, source)),
   } satisfies Partial<Handlers>;
+}
+
+/** A push's answer: the version, and whether it was the latest one already (nothing new was stored). */
+function pushedView(pushed: { record: WorkflowRecord; unchanged: boolean }) {
+  return { ...workflowVersionView(pushed.record), unchanged: pushed.unchanged };
 }
