@@ -123,6 +123,9 @@ function onShutdown(stop: (interrupt: AbortSignal) => Promise<void>): void {
   watchNpmLauncher(() => handler('SIGTERM (npx stopped)'));
 }
 
+/** The parent at start: read before the daemon starts, since npx may be stopped while it does. */
+const launcherPid = process.ppid;
+
 /**
  * `npx steward up` runs `npm exec`, which starts `sh -c steward …`, which starts this process. A SIGTERM to
  * npm is forwarded to that shell only: the shell exits and this process, orphaned, went on serving. So
@@ -135,9 +138,8 @@ function watchNpmLauncher(stop: () => void): void {
   // test run under `npx vitest`) is not watched.
   const command = process.env.npm_lifecycle_script?.trim().split(/\s+/)[0]?.replace(/^['"]|['"]$/g, '');
   if (process.env.npm_command !== 'exec' || command !== 'steward') return;
-  const parent = process.ppid;
   const timer = setInterval(() => {
-    if (process.ppid === parent) return;
+    if (process.ppid === launcherPid) return;
     clearInterval(timer);
     stop();
   }, 500);
