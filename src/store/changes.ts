@@ -14,6 +14,7 @@
 import { createHash } from 'node:crypto';
 import { sql, type Transaction } from 'kysely';
 import pg from 'pg';
+import { connectionStringWith } from './connection.js';
 import type { Database } from './schema.js';
 
 /** A committed change of one job (and one of its steps), as announced to every server. */
@@ -98,10 +99,8 @@ export class ChangeListener {
   }
 
   private async connect(): Promise<void> {
-    const { password } = this.options;
     const client = new pg.Client({
-      connectionString: this.options.url,
-      ...(password !== undefined ? { password } : {}),
+      connectionString: connectionStringWith(this.options.url, this.options.password),
     });
     // An 'error' without a listener would crash the process; a broken connection is handled by reconnecting.
     client.on('error', (error) => this.lost(client, error));
