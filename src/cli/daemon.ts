@@ -136,7 +136,10 @@ const launcherPid = process.ppid;
 function watchNpmLauncher(stop: () => void): void {
   // npm exec names the command it ran; a daemon that merely inherited npm's environment (say, started by a
   // test run under `npx vitest`) is not watched.
-  const command = process.env.npm_lifecycle_script?.trim().split(/\s+/)[0]?.replace(/^['"]|['"]$/g, '');
+  const command = process.env.npm_lifecycle_script
+    ?.trim()
+    .split(/\s+/)[0]
+    ?.replace(/^['"]|['"]$/g, '');
   if (process.env.npm_command !== 'exec' || command !== 'steward') return;
   const timer = setInterval(() => {
     if (process.ppid === launcherPid) return;

@@ -513,12 +513,15 @@ async function checkInputFile(stepId: string, written: string, resolved: string)
     const why =
       code === 'ENOENT' || code === 'ENOTDIR'
         ? relative
-          ? 'does not exist in the job directory (list it in the workflow\'s assets, or give an absolute path)'
+          ? "does not exist in the job directory (list it in the workflow's assets, or give an absolute path)"
           : 'does not exist'
         : code === 'EACCES'
-          ? 'is not readable by the job\'s OS account'
+          ? "is not readable by the job's OS account"
           : `cannot be read (${code ?? 'unknown error'})`;
-    throw new StewardError('STEWARD_STEP_FAILED', `step "${stepId}": input file ${JSON.stringify(written)} ${why}`);
+    throw new StewardError(
+      'STEWARD_STEP_FAILED',
+      `step "${stepId}": input file ${JSON.stringify(written)} ${why}`,
+    );
   }
 }
 

@@ -19,6 +19,12 @@ export interface ParseOptions {
   format?: 'yaml' | 'json';
   /** Source file name, used to pick the format and to prefix error messages. */
   fileName?: string;
+  /**
+   * Also refuse a `read` of a relative path that nothing provides (see `checkReadSources`). The server
+   * checks this at push; a library caller that places files in the job directory itself leaves it off.
+   * Default false.
+   */
+  requireReadSources?: boolean;
 }
 
 type WorkflowFile = z.output<typeof WorkflowFileSchema>;
@@ -42,7 +48,7 @@ export async function parseWorkflow(source: string, options: ParseOptions = {}):
     kindOf: new Map(drafts.map((draft) => [draft.id, draft.kind])),
   });
   const acyclic = checkCycles(steps, drafts, issues);
-  if (acyclic) checkReadSources(steps, drafts, assets, issues);
+  if (acyclic && options.requireReadSources === true) checkReadSources(steps, drafts, assets, issues);
   const outputs = parseOutputs(file.outputs, steps, acyclic, issues);
 
   if (issues.items.length > 0) throw invalid(sortIssues(issues.items), options.fileName);
@@ -179,7 +185,12 @@ function checkReadSources(
   for (const step of steps) {
     if (step.kind !== 'read') continue;
     const file = step.spec.path;
-    if (path.posix.isAbsolute(file) || file.includes('${') || /[*?[]/.test(file) || /^[a-z][a-z0-9+.-]*:/i.test(file))
+    if (
+      path.posix.isAbsolute(file) ||
+      file.includes('${') ||
+      /[*?[]/.test(file) ||
+      /^[a-z][a-z0-9+.-]*:/i.test(file)
+    )
       continue;
     const normalized = path.posix.normalize(file);
     const isAsset = assets.some((asset) => asset === normalized || normalized.startsWith(`${asset}/`));

@@ -34,7 +34,8 @@ export function closestNames(input: string, candidates: Iterable<string>, limit 
       scored.push({ name, distance: 0 });
       continue;
     }
-    const contains = wanted.length >= 3 && lower.length >= 3 && (lower.includes(wanted) || wanted.includes(lower));
+    const contains =
+      wanted.length >= 3 && lower.length >= 3 && (lower.includes(wanted) || wanted.includes(lower));
     if (!contains && Math.abs(lower.length - wanted.length) > maxDistance) continue;
     const distance = contains ? 1 : editDistance(wanted, lower);
     if (distance <= maxDistance) scored.push({ name, distance });

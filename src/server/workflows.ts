@@ -73,6 +73,7 @@ export class WorkflowRepository {
         ? await this.spaces.ownPersonal(principal)
         : (await this.spaces.require(principal, spaceName, 'push')).space;
     const workflow = await parseWorkflow(input.source, {
+      requireReadSources: true,
       ...(input.format ? { format: input.format } : {}),
       ...(input.fileName ? { fileName: input.fileName } : {}),
     }).catch((error: unknown) => {

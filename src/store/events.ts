@@ -120,7 +120,8 @@ export class EventStore {
             .where('job_id', '=', job.id)
             .executeTakeFirst()
         : undefined;
-    const firstStepAt = firstStep?.first === null || firstStep?.first === undefined ? null : Number(firstStep.first);
+    const firstStepAt =
+      firstStep?.first === null || firstStep?.first === undefined ? null : Number(firstStep.first);
     const result = await transitionIn(
       this.ctx,
       trx,

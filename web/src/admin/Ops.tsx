@@ -90,7 +90,10 @@ export function AgentsAdmin() {
       {agents.data?.agents.map((a) => (
         <section key={a.id} className="agent" aria-labelledby={`agent-${a.id}`}>
           <h2 id={`agent-${a.id}`}>
-            {a.id} <span className="muted">{a.state === 'offline' ? 'offline' : a.draining ? 'draining' : 'taking jobs'}</span>
+            {a.id}{' '}
+            <span className="muted">
+              {a.state === 'offline' ? 'offline' : a.draining ? 'draining' : 'taking jobs'}
+            </span>
           </h2>
           <p>
             Capacity {a.capacity.slots} slots, {a.capacity.free} free · {a.isolation} · labels{' '}
