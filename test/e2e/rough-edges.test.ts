@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { JobDetail } from '../../src/protocol/index.js';
 import { OsUsers } from '../support/os-users.js';
 import { CliUser, StewardInstance, isRoot, tempDir } from '../support/steward.js';
+import { until } from '../support/wait.js';
 
 /** What `--json` prints for a failure: the REST API's error body. */
 const ErrorBody = z.object({
@@ -183,10 +184,32 @@ describe('states and the agent list', () => {
     }
   });
 
+  it('gives each job a TMPDIR of its own, as the user guide says', async () => {
+    const file = await workflowFile(
+      'tmpdir',
+      'name: tmpdir\nsteps:\n  - id: a\n    shell: \'echo "$TMPDIR"; test -d "$TMPDIR" && test -w "$TMPDIR"\'\n',
+    );
+    expect((await alice.run(['workflow', 'push', file])).code).toBe(0);
+    const dirs: string[] = [];
+    for (let round = 0; round < 2; round++) {
+      const run = await alice.run(['run', 'tmpdir', '--wait', '--json']);
+      const job = jsonOf(run.stdout, (value) => JobDetail.parse(value));
+      expect(job.state, run.stderr).toBe('succeeded');
+      const logs = await alice.run(['logs', job.id]);
+      const dir = logs.stdout.split('\n').find((line) => line.startsWith('/'));
+      expect(dir, logs.stdout).toMatch(new RegExp(`/tmp/${job.id}-1$`));
+      dirs.push(dir!);
+    }
+    expect(dirs[0]).not.toBe(dirs[1]);
+  });
+
   it('shows an executor’s idle time as a duration since it became idle, not since the epoch', async () => {
     expect((await alice.run(['run', 'quick', '--wait'])).code).toBe(0);
-    const table = await admin.run(['agents']);
-    expect(table.code, table.stderr).toBe(0);
+    // The executor shows idle from the agent's next heartbeat on.
+    const table = await until('an idle executor in `steward agents`', async () => {
+      const listed = await admin.run(['agents']);
+      return /idle \S+?\)/.test(listed.stdout) && listed;
+    });
     expect(table.stdout).toMatch(/\bactive\b/);
     const idle = /idle (\S+?)\)/.exec(table.stdout)?.[1];
     expect(idle, table.stdout).toMatch(/^(\d+ms|\d+\.\d+s|\d+m\d\ds)$/);
