@@ -204,7 +204,9 @@ describe('states and the agent list', () => {
   });
 
   it('shows an executor’s idle time as a duration since it became idle, not since the epoch', async () => {
-    expect((await alice.run(['run', 'quick', '--wait'])).code).toBe(0);
+    const file = await workflowFile('idle', 'name: idle\nsteps:\n  - id: a\n    sql: SELECT 1 AS x\n');
+    expect((await alice.run(['workflow', 'push', file])).code).toBe(0);
+    expect((await alice.run(['run', 'idle', '--wait'])).code).toBe(0);
     // The executor shows idle from the agent's next heartbeat on.
     const table = await until('an idle executor in `steward agents`', async () => {
       const listed = await admin.run(['agents']);

@@ -251,7 +251,7 @@ export function registerAdminCommands(program: Command): void {
           ['id', 'state', 'labels', 'isolation', 'free/slots', 'executors', 'last seen'],
           agents.map((agent) => [
             agent.id,
-            agent.state,
+            agent.state ?? (agent.draining ? 'draining' : 'active'),
             agent.labels.join(','),
             agent.isolation,
             `${agent.capacity.free}/${agent.capacity.slots}`,

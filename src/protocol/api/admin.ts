@@ -43,9 +43,10 @@ export const AgentInfo = z.object({
   draining: z.boolean(),
   /**
    * `offline`: no heartbeat within the server's agent lease (`server.agentLease`), so it runs nothing the
-   * server counts on and its executors are not listed; else `draining` or `active`.
+   * server counts on and its executors are not listed; else `draining` or `active`. (Servers older than
+   * this field do not send it: read `draining`.)
    */
-  state: z.enum(['active', 'draining', 'offline']),
+  state: z.enum(['active', 'draining', 'offline']).optional(),
   lastSeen: z.string(),
   capacity: z.object({ slots: z.number().int(), free: z.number().int() }),
   executors: z.array(

@@ -47,7 +47,10 @@ export const WorkflowVersion = z.object({
 });
 export type WorkflowVersion = z.infer<typeof WorkflowVersion>;
 /** A push's answer. `unchanged`: the file and its assets equal the latest version, which stays the latest. */
-export const PushedWorkflow = WorkflowVersion.extend({ unchanged: z.boolean() });
+export const PushedWorkflow = WorkflowVersion.extend({
+  // A server older than this field stored a new version every time.
+  unchanged: z.boolean().default(false),
+});
 export const WorkflowDetail = WorkflowVersion.extend({
   source: z.string(),
   format: z.enum(['yaml', 'json']),
