@@ -141,7 +141,7 @@ export class EventStore {
     job: JobRecord,
     now: number,
   ): Promise<AppliedEvent> {
-    const step = event.step;
+    let step = event.step;
     const existing = await trx
       .selectFrom('job_steps')
       .selectAll()
@@ -150,8 +150,16 @@ export class EventStore {
       .executeTakeFirst();
     // A step never goes back: once it (or its job) ended, a late `running` or `pending` report is stale.
     const reopens = step.state === 'running' || step.state === 'pending';
-    if (reopens && (isTerminal(job.state) || (existing !== undefined && isStepEnded(existing.state))))
+    if (reopens && existing !== undefined && (isTerminal(job.state) || isStepEnded(existing.state)))
       return { applied: true };
+    // A step the job did not list, first reported after the job ended (events applied out of order): it is
+    // recorded, closed as the job's end closes steps.
+    if (reopens && existing === undefined && isTerminal(job.state))
+      step = {
+        ...step,
+        state: step.state === 'pending' ? 'skipped' : job.state === 'canceled' ? 'canceled' : 'failed',
+        message: step.message ?? `the job ended ${job.state} while this step was running`,
+      };
     const values = stepValues(step, existing);
     if (existing) {
       await trx
