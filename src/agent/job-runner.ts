@@ -224,10 +224,12 @@ export class JobRunner {
       );
       job.enforcer.unref();
     }
-    await this.slots.updatePrefetch();
     // `running` is published before the ack, so the broker has it before anything can make the offer
-    // go elsewhere; the final state, published later on the same channel, can never overtake it.
+    // go elsewhere; the final state, published later on the same channel, can never overtake it. It takes
+    // its number and time now, before any await: the executor runs steps from `loaded` on, and their events
+    // must come after it.
     const running = this.report.state(job, 'running');
+    await this.slots.updatePrefetch();
     await this.release(job);
     await running;
   }

@@ -122,6 +122,33 @@ function onShutdown(stop: (interrupt: AbortSignal) => Promise<void>): void {
   };
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);
+  watchNpmLauncher(() => handler('SIGTERM (npx stopped)'));
+}
+
+/** The parent at start: read before the daemon starts, since npx may be stopped while it does. */
+const launcherPid = process.ppid;
+
+/**
+ * `npx steward up` runs `npm exec`, which starts `sh -c steward …`, which starts this process. A SIGTERM to
+ * npm is forwarded to that shell only: the shell exits and this process, orphaned, went on serving. So
+ * under `npx steward` (npm sets `npm_command=exec` and `npm_lifecycle_script=steward`), the launcher going away counts as a SIGTERM: when the parent
+ * changes (this process was re-parented), stop as on the signal. Started any other way (systemd, nohup, a
+ * shell's `&`) nothing is watched: a daemon outliving the shell that started it is expected there.
+ */
+function watchNpmLauncher(stop: () => void): void {
+  // npm exec names the command it ran; a daemon that merely inherited npm's environment (say, started by a
+  // test run under `npx vitest`) is not watched.
+  const command = process.env.npm_lifecycle_script
+    ?.trim()
+    .split(/\s+/)[0]
+    ?.replace(/^['"]|['"]$/g, '');
+  if (process.env.npm_command !== 'exec' || command !== 'steward') return;
+  const timer = setInterval(() => {
+    if (process.ppid === launcherPid) return;
+    clearInterval(timer);
+    stop();
+  }, 500);
+  timer.unref();
 }
 
 export async function runUp(options: UpOptions): Promise<void> {

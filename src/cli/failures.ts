@@ -3,6 +3,7 @@
  * from the protocol catalogue. Usage mistakes exit 2, everything else 1; stacks only with `--debug`.
  */
 import { StewardError, isErrorCode, type ErrorCode } from '../protocol/index.js';
+import { formatJson } from './output.js';
 
 /** A wrong invocation (bad option value, missing argument): exit status 2. */
 export class UsageError extends Error {
@@ -37,8 +38,18 @@ export class CliError extends StewardError {
 
 export const exitCodes = { ok: 0, failure: 1, usage: 2 } as const;
 
-/** Writes the one-line report for `error` to stderr and returns the exit status. */
-export function reportFailure(error: unknown, debug: boolean, write: (text: string) => void): number {
+/**
+ * Writes the report for `error` to stderr and returns the exit status: one line `steward: CODE: message`, or
+ * with `json` one JSON document shaped like the REST API's error body, `{"error": {code, message, details}}`
+ * (validation issues in `details.issues`), so a script reading `--json` output never parses prose.
+ */
+export function reportFailure(
+  error: unknown,
+  debug: boolean,
+  write: (text: string) => void,
+  json = false,
+): number {
+  if (json) return reportJsonFailure(error, debug, write);
   if (error instanceof UsageError) {
     write(`steward: ${error.message}\n`);
     if (debug && error.stack) write(`${error.stack}\n`);
@@ -57,6 +68,26 @@ export function reportFailure(error: unknown, debug: boolean, write: (text: stri
   write(`steward: ${code}: ${oneLine(message)}\n`);
   if (debug) writeDebug(error, write);
   return exitCodes.failure;
+}
+
+function reportJsonFailure(error: unknown, debug: boolean, write: (text: string) => void): number {
+  const usage = error instanceof UsageError;
+  const code: ErrorCode = usage
+    ? 'STEWARD_BAD_REQUEST'
+    : error instanceof StewardError
+      ? error.code
+      : isErrorCode((error as { code?: unknown } | null)?.code)
+        ? (error as { code: ErrorCode }).code
+        : 'STEWARD_INTERNAL';
+  const message = error instanceof Error ? error.message : String(error);
+  const details: Record<string, unknown> = {
+    ...(error instanceof StewardError && error.details ? error.details : {}),
+    ...(error instanceof CliError && error.lines.length > 0 ? { issues: error.lines } : {}),
+    ...(error instanceof CliError && error.httpStatus !== undefined ? { httpStatus: error.httpStatus } : {}),
+  };
+  write(formatJson({ error: { code, message, details } }));
+  if (debug) writeDebug(error, write);
+  return usage ? exitCodes.usage : exitCodes.failure;
 }
 
 function writeDebug(error: unknown, write: (text: string) => void): void {

@@ -22,15 +22,20 @@ import { registerRetentionCommands } from './commands/retention.js';
 import { registerScheduleCommands } from './commands/schedule.js';
 import { registerSpaceCommands } from './commands/spaces.js';
 import { registerWorkflowCommands } from './commands/workflows.js';
-import { exitCodes, reportFailure } from './failures.js';
+import { UsageError, exitCodes, reportFailure } from './failures.js';
 import { stripControl } from './output.js';
 
-export function buildProgram(): Command {
+export function buildProgram(options: { json?: boolean } = {}): Command {
   const program = new Command('steward');
   // Settings that subcommands inherit must be set before the subcommands are added.
   program
     .exitOverride()
-    .configureOutput({ outputError: (text, write) => write(`steward: ${text.replace(/^error: /, '')}`) })
+    .configureOutput({
+      // With --json a usage error is reported as JSON by `main`, not as commander's text.
+      outputError: (text, write) => {
+        if (!options.json) write(`steward: ${text.replace(/^error: /, '')}`);
+      },
+    })
     .showSuggestionAfterError(true)
     .description('Steward: run workflows on a Steward server as your own OS account')
     .version(packageVersion(), '-V, --version')
@@ -66,16 +71,27 @@ export function buildProgram(): Command {
 /** Runs one command line and returns the exit status (it never throws). */
 export async function main(argv: readonly string[]): Promise<number> {
   const debug = argv.includes('--debug');
-  const program = buildProgram();
+  const json = argv.includes('--json');
+  const program = buildProgram({ json });
   try {
     await program.parseAsync([...argv]);
   } catch (error) {
     if (error instanceof CommanderError) {
-      // Commander has already printed its message (help, version, or a usage error).
-      return error.exitCode === 0 ? exitCodes.ok : exitCodes.usage;
+      // Commander has already printed its message (help, version, or a usage error), unless --json.
+      if (error.exitCode === 0) return exitCodes.ok;
+      if (!json) return exitCodes.usage;
+      return reportFailure(
+        new UsageError(error.message.replace(/^error: /, '')),
+        debug,
+        (text) => process.stderr.write(text),
+        true,
+      );
     }
-    // Error messages carry server-provided text (names, job errors): no terminal control reaches the screen.
-    return reportFailure(error, debug, (text) => process.stderr.write(stripControl(text)));
+    // Error messages carry server-provided text (names, job errors): no terminal control reaches the screen
+    // (JSON escapes control characters itself).
+    return json
+      ? reportFailure(error, debug, (text) => process.stderr.write(text), true)
+      : reportFailure(error, debug, (text) => process.stderr.write(stripControl(text)));
   }
   return typeof process.exitCode === 'number' ? process.exitCode : exitCodes.ok;
 }

@@ -94,7 +94,7 @@ class LineView implements ProgressView {
       const facts = [
         step.rows === null ? null : `${formatCount(step.rows)} rows`,
         step.durationMs === null ? null : formatElapsed(step.durationMs),
-        step.state === 'failed' && step.message ? step.message : null,
+        // A failed step's message is not repeated here: the summary at the end prints it once.
       ].filter((fact) => fact !== null);
       this.stream.write(
         `${stripControl(`step ${step.id} ${step.state}${facts.length ? ` (${facts.join(', ')})` : ''}`, false)}\n`,

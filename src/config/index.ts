@@ -35,4 +35,4 @@ export {
 } from './retention.js';
 export { compileServerConfig, RetriesConfig, ServerConfig, type CompiledServerConfig } from './server.js';
 export { parseByteSize } from './sizes.js';
-export { StoreConfig } from './store.js';
+export { StoreConfig, compileStoreConfig, type CompiledStoreConfig } from './store.js';

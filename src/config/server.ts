@@ -21,7 +21,7 @@ import {
 import { compileMetricsConfig, MetricsConfig, type CompiledMetricsConfig } from './metrics.js';
 import { parseOrThrow } from './read.js';
 import { compileRetentionConfig, RetentionConfig, type CompiledRetentionConfig } from './retention.js';
-import { StoreConfig } from './store.js';
+import { StoreConfig, compileStoreConfig, type CompiledStoreConfig } from './store.js';
 
 const RetryCount = z
   .number({ error: 'expected a whole number of retries' })
@@ -204,7 +204,7 @@ export interface CompiledServerConfig {
   /** The offer-signing private key file (absolute). */
   readonly signingKeyFile: string;
   readonly publicUrl: string | undefined;
-  readonly store: StoreConfig;
+  readonly store: CompiledStoreConfig;
   readonly loadTimeoutMs: number;
   readonly agentLeaseMs: number;
   readonly sessionTtlMs: number;
@@ -252,7 +252,7 @@ export function compileServerConfig(input: unknown): CompiledServerConfig {
     store:
       c.store === undefined || (c.store.kind === 'sqlite' && c.store.path === undefined)
         ? { kind: 'sqlite' as const, path: path.join(dataDir, 'steward.db') }
-        : c.store,
+        : compileStoreConfig(c.store, 'server'),
     loadTimeoutMs: c.loadTimeout,
     agentLeaseMs: c.agentLease,
     sessionTtlMs: c.sessionTtl,

@@ -279,10 +279,22 @@ class JobRun {
       case 'read': {
         const { spec } = step;
         const { sql, values } = readStatement(step.id, spec.format, spec.options);
-        const rows = await this.withConnection(signal, (connection) =>
-          runCounting(connection, sql, { ...values, path: this.resolvePath(spec.path) }),
-        );
-        return { rows };
+        const written = substitute(spec.path, this.options.params);
+        const source = this.resolvePath(spec.path);
+        await checkInputFile(step.id, written, source);
+        try {
+          const rows = await this.withConnection(signal, (connection) =>
+            runCounting(connection, sql, { ...values, path: source }),
+          );
+          return { rows };
+        } catch (error) {
+          if (signal.aborted) throw error;
+          // The statement is Steward's, not the user's: say what could not be read, without it.
+          throw new StewardError(
+            'STEWARD_STEP_FAILED',
+            `step "${step.id}" could not read ${JSON.stringify(written)} as ${spec.format}: ${withoutStatement(error)}`,
+          );
+        }
       }
       case 'sql': {
         const { spec } = step;
@@ -509,6 +521,42 @@ class JobRun {
     if (this.stop.signal.aborted) throw new Error('job stopped while publishing outputs');
     return [...tables, ...outputs];
   }
+}
+
+/**
+ * A missing or unreadable input named in the user's terms (the path as the workflow wrote it, params
+ * substituted), before DuckDB reports it with the statement Steward generated. Globs and URLs are left to
+ * DuckDB.
+ */
+async function checkInputFile(stepId: string, written: string, resolved: string): Promise<void> {
+  if (/[*?[]/.test(written) || /^[a-z][a-z0-9+.-]*:\/\//i.test(written)) return;
+  try {
+    await stat(resolved);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const relative = !path.isAbsolute(written);
+    const why =
+      code === 'ENOENT' || code === 'ENOTDIR'
+        ? relative
+          ? "does not exist in the job directory (list it in the workflow's assets, or give an absolute path)"
+          : 'does not exist'
+        : code === 'EACCES'
+          ? "is not readable by the job's OS account"
+          : `cannot be read (${code ?? 'unknown error'})`;
+    throw new StewardError(
+      'STEWARD_STEP_FAILED',
+      `step "${stepId}": input file ${JSON.stringify(written)} ${why}`,
+    );
+  }
+}
+
+/** A DuckDB error's message without the `LINE n: …` excerpt of the statement that failed. */
+function withoutStatement(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message
+    .replace(/\n+LINE \d+:[\s\S]*$/, '')
+    .replace(/\s*\n\s*/g, ' ')
+    .trim();
 }
 
 function stepError(step: StepSpec, error: unknown): ErrorInfo {

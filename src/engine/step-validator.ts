@@ -6,7 +6,7 @@
 import path from 'node:path';
 import type { z } from 'zod';
 import { parseByteSize } from '../config/index.js';
-import { parseDuration, plainNameProblem } from '../protocol/index.js';
+import { didYouMean, parseDuration, plainNameProblem } from '../protocol/index.js';
 import type { IssueList } from './issues.js';
 import { placeholders } from './params.js';
 import { stepKinds, stepSchemas, tableFormats, type StepKindName, type TableFormat } from './schema.js';
@@ -68,7 +68,7 @@ export function parseStepShapes(rawSteps: readonly unknown[], issues: IssueList)
     const label = typeof id === 'string' ? `step "${id}"` : 'step';
     const kinds = stepKinds.filter((kind) => Object.hasOwn(raw, kind));
     if (kinds.length === 0) {
-      issues.add(at, `${label} has no kind: expected one of ${stepKinds.join(', ')}`);
+      issues.add(at, noKindMessage(label, Object.keys(raw)));
       return;
     }
     if (kinds.length > 1) {
@@ -90,6 +90,25 @@ export function parseStepShapes(rawSteps: readonly unknown[], issues: IssueList)
     drafts.push(draft);
   });
   return drafts;
+}
+
+/** Keys every kind of step may have besides its kind's own (see `common` and `scriptCommon` in schema.ts). */
+const SHARED_STEP_KEYS: ReadonlySet<string> = new Set(
+  Object.values(stepSchemas).flatMap((schema) => Object.keys(schema.shape)),
+);
+
+/**
+ * A step without a kind usually has a misspelt one (`sqll:`, `Python:`): name the keys that are no step's,
+ * with the closest kind for each.
+ */
+function noKindMessage(label: string, keys: readonly string[]): string {
+  const unknown = keys.filter((key) => !SHARED_STEP_KEYS.has(key));
+  const named = unknown
+    .slice(0, 5)
+    .map((key) => `"${key}"${didYouMean(key, stepKinds)}`)
+    .join(', ');
+  const what = unknown.length === 0 ? '' : ` (unknown key${unknown.length > 1 ? 's' : ''} ${named})`;
+  return `${label} has no kind${what}: expected one of ${stepKinds.join(', ')}`;
 }
 
 /** What the step rules know of the whole workflow. */

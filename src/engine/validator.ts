@@ -19,6 +19,12 @@ export interface ParseOptions {
   format?: 'yaml' | 'json';
   /** Source file name, used to pick the format and to prefix error messages. */
   fileName?: string;
+  /**
+   * Also refuse a `read` of a relative path that nothing provides (see `checkReadSources`). The server
+   * checks this at push; a library caller that places files in the job directory itself leaves it off.
+   * Default false.
+   */
+  requireReadSources?: boolean;
 }
 
 type WorkflowFile = z.output<typeof WorkflowFileSchema>;
@@ -42,6 +48,7 @@ export async function parseWorkflow(source: string, options: ParseOptions = {}):
     kindOf: new Map(drafts.map((draft) => [draft.id, draft.kind])),
   });
   const acyclic = checkCycles(steps, drafts, issues);
+  if (acyclic && options.requireReadSources === true) checkReadSources(steps, drafts, assets, issues);
   const outputs = parseOutputs(file.outputs, steps, acyclic, issues);
 
   if (issues.items.length > 0) throw invalid(sortIssues(issues.items), options.fileName);
@@ -144,6 +151,57 @@ function parseAssets(files: readonly string[], issues: IssueList): string[] {
     }
   });
   return assets;
+}
+
+/**
+ * Phase: a `read` of a relative path (without params or globs) reads a file in the job directory, which
+ * holds only the workflow's assets and what its steps write there. One that is no asset, no `write` step's
+ * target and not after a script or command step (which may create it) would fail only when the job runs:
+ * refuse it at push, naming the path.
+ */
+function checkReadSources(
+  steps: readonly StepSpec[],
+  drafts: readonly StepDraft[],
+  assets: readonly string[],
+  issues: IssueList,
+): void {
+  const byId = new Map(steps.map((step) => [step.id, step]));
+  const written = new Set(
+    steps.flatMap((step) => (step.kind === 'write' ? [path.posix.normalize(step.spec.path)] : [])),
+  );
+  const afterProcessStep = (step: StepSpec): boolean => {
+    const seen = new Set<string>();
+    const stack = [...step.needs];
+    while (stack.length > 0) {
+      const id = stack.pop()!;
+      if (seen.has(id)) continue;
+      seen.add(id);
+      const need = byId.get(id);
+      if (!need) continue;
+      if (need.kind === 'shell' || need.kind === 'python' || need.kind === 'command') return true;
+      stack.push(...need.needs);
+    }
+    return false;
+  };
+  for (const step of steps) {
+    if (step.kind !== 'read') continue;
+    const file = step.spec.path;
+    if (
+      path.posix.isAbsolute(file) ||
+      file.includes('${') ||
+      /[*?[]/.test(file) ||
+      /^[a-z][a-z0-9+.-]*:/i.test(file)
+    )
+      continue;
+    const normalized = path.posix.normalize(file);
+    const isAsset = assets.some((asset) => asset === normalized || normalized.startsWith(`${asset}/`));
+    if (isAsset || written.has(normalized) || afterProcessStep(step)) continue;
+    const index = drafts.find((draft) => draft.id === step.id)?.index ?? 0;
+    issues.add(
+      ['steps', index, 'read'],
+      `step "${step.id}" reads "${file}", which is not in the workflow's assets: list it under assets (it is uploaded with the workflow) or give an absolute path`,
+    );
+  }
 }
 
 /** Phase: the dependency graph has no cycle. Returns whether it is acyclic. */

@@ -8,3 +8,4 @@ export * from './names.js';
 export * from './checks.js';
 export * from './notifications.js';
 export * from './webhook-signature.js';
+export * from './suggest.js';

@@ -105,9 +105,6 @@ export class EventConsumer {
       await this.refuseUnclaimed(event, result.claimedBy);
       return;
     }
-    if (result.job) this.deps.watch.publishJob(result.job);
-    if (result.job && result.from !== undefined) this.deps.observeTransition?.(result.job, result.from);
-    if (result.step) this.deps.watch.publishStep(result.step);
     if (result.applied && !result.job && event.type === 'state' && !isTerminal(event.state)) {
       await this.stopIfEnded(event.jobId, event.attempt, event.agentId);
     }
@@ -185,7 +182,7 @@ export class EventConsumer {
           const item = this.queued.shift()!;
           try {
             const event = await this.deps.jobs.onAttemptFailure(item.event as JobEvent & { type: 'state' });
-            item.resolve(await this.deps.store.applyEvent(event));
+            this.settle(item, await this.deps.store.applyEvent(event));
           } catch (error) {
             item.reject(error);
           }
@@ -201,12 +198,12 @@ export class EventConsumer {
           // own delivery (which the bus requeues).
         }
         if (results) {
-          batch.forEach((item, index) => item.resolve(results[index]!));
+          batch.forEach((item, index) => this.settle(item, results[index]!));
           continue;
         }
         for (const item of batch) {
           try {
-            item.resolve(await this.deps.store.applyEvent(item.event));
+            this.settle(item, await this.deps.store.applyEvent(item.event));
           } catch (error) {
             item.reject(error);
           }
@@ -215,6 +212,21 @@ export class EventConsumer {
     } finally {
       this.writing = undefined;
     }
+  }
+
+  /**
+   * Tells live listeners what the event changed, then resolves its delivery. Listeners hear changes here, in
+   * the order they were applied: were they told by each delivery's own continuation, two deliveries of one
+   * group commit would interleave (a step's `succeeded` from the second, then its `running` from the first),
+   * and `run --wait` printed steps out of order and twice.
+   */
+  private settle(item: QueuedEvent, result: AppliedEvent): void {
+    if (result.claimedBy === undefined) {
+      if (result.job) this.deps.watch.publishJob(result.job);
+      if (result.job && result.from !== undefined) this.deps.observeTransition?.(result.job, result.from);
+      if (result.step) this.deps.watch.publishStep(result.step);
+    }
+    item.resolve(result);
   }
 
   private isRetryableFailure(event: JobEvent): boolean {

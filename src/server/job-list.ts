@@ -5,7 +5,7 @@
 import { openEventStream } from './sse.js';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { z } from 'zod';
-import { parseIsoTime, type ListJobsQuery } from '../protocol/index.js';
+import { StewardError, parseIsoTime, type ListJobsQuery } from '../protocol/index.js';
 import { decodeJobCursor, encodeJobCursor, type JobPageFilter, type JobRecord } from '../store/index.js';
 import type { Principal } from './auth.js';
 import type { ServerContext } from './context.js';
@@ -23,7 +23,14 @@ export async function listJobPage(
   principal: Principal,
   query: z.output<typeof ListJobsQuery>,
 ): Promise<{ jobs: ReturnType<typeof jobView>[]; next: string | null }> {
-  // Users see their own jobs whatever `user` they ask for; admins may filter by user.
+  // Users see their own jobs; admins may filter by user. Asking for someone else's is refused rather than
+  // answered with one's own jobs, which looked like that user's.
+  if (principal.role !== 'admin' && query.user !== undefined && query.user !== principal.user)
+    throw new StewardError(
+      'STEWARD_FORBIDDEN',
+      `only admins may list other users' jobs; you see your own (user ${JSON.stringify(principal.user)})`,
+      { details: { user: query.user } },
+    );
   const user = principal.role === 'admin' ? query.user : principal.user;
   const filter: JobPageFilter = { limit: query.limit };
   if (user !== undefined) filter.user = user;

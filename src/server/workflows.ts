@@ -9,7 +9,7 @@ import { LRUCache } from 'lru-cache';
 import { parse as parseYaml } from 'yaml';
 import { describeWorkflow, parseWorkflow } from '../engine/index.js';
 import type { Workflow } from '../engine/index.js';
-import { StewardError, WorkflowName } from '../protocol/index.js';
+import { StewardError, WorkflowName, closestNames, didYouMean } from '../protocol/index.js';
 import type { AssetRecord, Store, WorkflowRecord } from '../store/index.js';
 import type { AuditLog } from './audit.js';
 import type { Principal } from './auth.js';
@@ -67,12 +67,13 @@ export class WorkflowRepository {
     input: PushInput,
     source: string,
     spaceName?: string,
-  ): Promise<WorkflowRecord> {
+  ): Promise<{ record: WorkflowRecord; unchanged: boolean }> {
     const space =
       spaceName === undefined
         ? await this.spaces.ownPersonal(principal)
         : (await this.spaces.require(principal, spaceName, 'push')).space;
     const workflow = await parseWorkflow(input.source, {
+      requireReadSources: true,
       ...(input.format ? { format: input.format } : {}),
       ...(input.fileName ? { fileName: input.fileName } : {}),
     }).catch((error: unknown) => {
@@ -104,6 +105,9 @@ export class WorkflowRepository {
     }
     stored.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
     const digest = sha256Hex(input.source + '\0' + stored.map((a) => `${a.path}\0${a.digest}\n`).join(''));
+    // The same source and assets as the latest version: that version stays the latest, no new one.
+    const latest = await this.store.getWorkflow(space.name, workflow.name);
+    if (latest?.digest === digest) return { record: latest, unchanged: true };
     const description = describeWorkflow(workflow);
     const record = await this.store.insertWorkflowVersion({
       space: space.name,
@@ -126,7 +130,7 @@ export class WorkflowRepository {
       source,
       detail: { digest, assets: stored.length },
     });
-    return record;
+    return { record, unchanged: false };
   }
 
   /**
@@ -137,23 +141,35 @@ export class WorkflowRepository {
     const address = typeof ref === 'string' ? this.spaces.address(principal, ref) : ref;
     await this.spaces.require(principal, address.space, 'view');
     const record = await this.store.getWorkflow(address.space, address.name, address.version);
-    if (!record)
+    if (record) return record;
+    if (address.version !== undefined && (await this.store.getWorkflow(address.space, address.name)))
       throw new StewardError(
         'STEWARD_NOT_FOUND',
-        address.version === undefined
-          ? `no workflow ${address.space}/${address.name}`
-          : `no workflow ${address.space}/${address.name} version ${address.version}`,
+        `no workflow ${address.space}/${address.name} version ${address.version}`,
       );
-    return record;
+    throw await this.notFound(address);
   }
 
   /** Every version of a live workflow (viewer role). */
   async versions(principal: Principal, address: WorkflowAddress): Promise<WorkflowRecord[]> {
     await this.spaces.require(principal, address.space, 'view');
     const versions = await this.store.listWorkflowVersions(address.space, address.name);
-    if (versions.length === 0)
-      throw new StewardError('STEWARD_NOT_FOUND', `no workflow ${address.space}/${address.name}`);
+    if (versions.length === 0) throw await this.notFound(address);
     return versions;
+  }
+
+  /**
+   * "No workflow" with the space's closest names (the caller may view the space: names are no secret to
+   * them), also in `details.suggestions`.
+   */
+  private async notFound(address: { space: string; name: string }): Promise<StewardError> {
+    const names = (await this.store.listWorkflows(address.space)).map((summary) => summary.name);
+    const suggestions = closestNames(address.name, names);
+    return new StewardError(
+      'STEWARD_NOT_FOUND',
+      `no workflow ${address.space}/${address.name}${didYouMean(address.name, names)}`,
+      { details: { suggestions } },
+    );
   }
 
   /**

@@ -14,6 +14,7 @@
 import { createHash } from 'node:crypto';
 import { sql, type Transaction } from 'kysely';
 import pg from 'pg';
+import { connectionStringWith } from './connection.js';
 import type { Database } from './schema.js';
 
 /** A committed change of one job (and one of its steps), as announced to every server. */
@@ -57,6 +58,8 @@ export class ChangeNotifier {
 export interface ChangeListenerOptions {
   url: string;
   channel: string;
+  /** The role's password when it is not in the URL (`store.postgres.passwordFile`). */
+  password?: string | undefined;
   /** Called for each notice of another store instance (notices of `ownOrigin` are skipped). */
   onNotice: (notice: JobChangeNotice) => void;
   /** Called after a lost connection was re-established: notices of the gap were missed. */
@@ -96,7 +99,9 @@ export class ChangeListener {
   }
 
   private async connect(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.options.url });
+    const client = new pg.Client({
+      connectionString: connectionStringWith(this.options.url, this.options.password),
+    });
     // An 'error' without a listener would crash the process; a broken connection is handled by reconnecting.
     client.on('error', (error) => this.lost(client, error));
     client.on('end', () => this.lost(client, new Error('the LISTEN connection ended')));

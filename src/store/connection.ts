@@ -7,7 +7,8 @@ import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, PostgresDialect, SqliteDialect, type LogConfig } from 'kysely';
 import pg from 'pg';
-import type { StoreConfig } from '../config/index.js';
+import type { CompiledStoreConfig as StoreConfig } from '../config/index.js';
+import { StewardError } from '../protocol/index.js';
 import { isUniqueViolation, type Db } from './context.js';
 import type { StoreDialect } from './migrations/index.js';
 import type { Database } from './schema.js';
@@ -39,7 +40,7 @@ const INT8_OID = 20;
 export async function connect(config: StoreConfig, options: ConnectOptions): Promise<Connection> {
   return config.kind === 'sqlite'
     ? connectSqlite(config.path ?? path.resolve('.steward', 'steward.db'), options)
-    : connectPostgres(config.url, config.schema, options);
+    : connectPostgres(config.url, config.schema, options, config.password);
 }
 
 function connectSqlite(file: string, options: ConnectOptions): Connection {
@@ -69,10 +70,11 @@ async function connectPostgres(
   url: string,
   schema: string | undefined,
   options: ConnectOptions,
+  password?: string,
 ): Promise<Connection> {
-  if (schema !== undefined) await createSchema(url, schema);
+  if (schema !== undefined) await createSchema(url, schema, password);
   const pool = new pg.Pool({
-    connectionString: url,
+    connectionString: connectionStringWith(url, password),
     max: options.poolSize ?? 10,
     ...(schema !== undefined ? { options: `-c search_path=${schema}` } : {}),
     // Epoch-ms times are int8; they fit a JS number exactly, so read them as numbers rather than strings.
@@ -111,9 +113,25 @@ function queryErrorLog(options: ConnectOptions): LogConfig {
   };
 }
 
+/**
+ * The URL with the password from `store.passwordFile` in it. (pg's `password` option does not do: a
+ * connection string's parsed fields replace the options, and a URL without a password parses as an empty one.)
+ */
+export function connectionStringWith(url: string, password: string | undefined): string {
+  if (password === undefined) return url;
+  const parsed = new URL(url);
+  parsed.password = encodeURIComponent(password);
+  if (parsed.password === '')
+    throw new StewardError(
+      'STEWARD_CONFIG_INVALID',
+      'store.passwordFile: the store URL must name a host (postgres://user@host/db) to carry a password',
+    );
+  return parsed.toString();
+}
+
 /** The schema must exist before a pooled connection can put it on its search_path. */
-async function createSchema(url: string, schema: string): Promise<void> {
-  const client = new pg.Client({ connectionString: url });
+async function createSchema(url: string, schema: string, password: string | undefined): Promise<void> {
+  const client = new pg.Client({ connectionString: connectionStringWith(url, password) });
   await client.connect();
   try {
     await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdentifier(schema)}`);

@@ -120,12 +120,22 @@ export class EventStore {
       return { applied: true, job: (await readJob(trx, job.id))! };
     }
     const options = { attempt: event.attempt, now };
+    const firstStep =
+      event.state === 'running'
+        ? await trx
+            .selectFrom('job_steps')
+            .select((eb) => eb.fn.min('started_at').as('first'))
+            .where('job_id', '=', job.id)
+            .executeTakeFirst()
+        : undefined;
+    const firstStepAt =
+      firstStep?.first === null || firstStep?.first === undefined ? null : Number(firstStep.first);
     const result = await transitionIn(
       this.ctx,
       trx,
       job.id,
       event.state,
-      patchOf(event, job),
+      patchOf(event, job, firstStepAt),
       options,
       jobRow,
     );
@@ -139,13 +149,25 @@ export class EventStore {
     job: JobRecord,
     now: number,
   ): Promise<AppliedEvent> {
-    const step = event.step;
+    let step = event.step;
     const existing = await trx
       .selectFrom('job_steps')
       .selectAll()
       .where('job_id', '=', job.id)
       .where('step_id', '=', step.stepId)
       .executeTakeFirst();
+    // A step never goes back: once it (or its job) ended, a late `running` or `pending` report is stale.
+    const reopens = step.state === 'running' || step.state === 'pending';
+    if (reopens && existing !== undefined && (isTerminal(job.state) || isStepEnded(existing.state)))
+      return { applied: true };
+    // A step the job did not list, first reported after the job ended (events applied out of order): it is
+    // recorded, closed as the job's end closes steps.
+    if (reopens && existing === undefined && isTerminal(job.state))
+      step = {
+        ...step,
+        state: step.state === 'pending' ? 'skipped' : job.state === 'canceled' ? 'canceled' : 'failed',
+        message: step.message ?? `the job ended ${job.state} while this step was running`,
+      };
     const values = stepValues(step, existing);
     if (existing) {
       await trx
@@ -155,7 +177,16 @@ export class EventStore {
         .where('step_id', '=', step.stepId)
         .execute();
     } else await insertUnlistedStep(trx, job.id, step.stepId, values);
-    await trx.updateTable('jobs').set({ updated_at: now }).where('id', '=', job.id).execute();
+    // The job started no later than its first step: the agent stamps `running` after the executor said
+    // `loaded`, and a quick step may start (and end) before that stamp.
+    const stepStart = values.started_at;
+    const startedAt =
+      stepStart !== null && job.startedAt !== null && stepStart < job.startedAt ? stepStart : undefined;
+    await trx
+      .updateTable('jobs')
+      .set({ updated_at: now, ...(startedAt !== undefined ? { started_at: startedAt } : {}) })
+      .where('id', '=', job.id)
+      .execute();
     // An updated step is the row read above with the new values (the job's lock keeps others out).
     const row = existing
       ? { ...existing, ...values }
@@ -170,8 +201,12 @@ export class EventStore {
   }
 }
 
+function isStepEnded(state: string): boolean {
+  return state !== 'running' && state !== 'pending';
+}
+
 /** What a state event changes along with the state. */
-function patchOf(event: JobStateEvent, job: JobRecord): JobPatch {
+function patchOf(event: JobStateEvent, job: JobRecord, firstStepAt: number | null): JobPatch {
   const patch: JobPatch = { agentId: event.agentId };
   if (event.executor) patch.executor = event.executor;
   if (event.error) patch.error = event.error;
@@ -179,7 +214,8 @@ function patchOf(event: JobStateEvent, job: JobRecord): JobPatch {
   // must not keep showing it.
   else if (event.state === 'loading' || event.state === 'running' || event.state === 'succeeded')
     patch.error = null;
-  if (event.state === 'running' && job.startedAt === null) patch.startedAt = event.time;
+  if (event.state === 'running' && job.startedAt === null)
+    patch.startedAt = firstStepAt !== null && firstStepAt < event.time ? firstStepAt : event.time;
   if (isTerminal(event.state)) patch.finishedAt = event.time;
   // The claim's agent handed the offer back before loading it (its executor died): the attempt is
   // free again for whichever agent the bus gives the offer to next.

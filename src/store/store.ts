@@ -13,7 +13,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
-import type { StoreConfig } from '../config/index.js';
+import type { CompiledStoreConfig as StoreConfig } from '../config/index.js';
 import type { Heartbeat, JobEvent, JobState } from '../protocol/index.js';
 import { AgentStore, type AgentRecord } from './agents.js';
 import { AttemptStore, type RetryPlan, type RetryResult } from './attempts.js';
@@ -198,6 +198,7 @@ export class Store {
     if (this.config.kind !== 'postgres' || this.changeChannel === undefined) return undefined;
     const listener = new ChangeListener({
       url: this.config.url,
+      password: this.config.password,
       channel: this.changeChannel,
       ownOrigin: this.instanceId,
       ...handlers,

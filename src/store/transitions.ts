@@ -86,6 +86,7 @@ export async function transitionIn(
     .executeTakeFirst();
   if (Number(result.numUpdatedRows) !== 1) return { ok: false, job: (await readJob(trx, id)) ?? null };
   await recordAttemptState(trx, current.attempt, id, to, patch, now);
+  if (isTerminal(to)) await closeOpenSteps(trx, id, to, values.finished_at ?? now);
   const job = toJob({ ...row, ...values });
   if (isTerminal(to)) await enqueueJobEndIn(trx, job, await scheduleNameIn(trx, job.schedule), now);
   await ctx.changes.notify(trx, id);
@@ -155,4 +156,44 @@ async function scheduleNameIn(trx: Transaction<Database>, scheduleId: string | n
     .where('id', '=', scheduleId)
     .executeTakeFirst();
   return row?.name ?? null;
+}
+
+/**
+ * A job that ended leaves no step open: a step still `running` (its agent was lost, its executor died, the
+ * job was canceled or failed elsewhere) ends `canceled` with a canceled job and `failed` otherwise, at the
+ * job's end, saying why; a `pending` one is `skipped`. Without this a lost job's step stayed `running` and
+ * its duration kept growing. Only here, so every way a job ends closes its steps.
+ */
+async function closeOpenSteps(
+  trx: Transaction<Database>,
+  jobId: string,
+  to: JobState,
+  finishedAt: number,
+): Promise<void> {
+  const open = await trx
+    .selectFrom('job_steps')
+    .select(['step_id', 'started_at', 'message'])
+    .where('job_id', '=', jobId)
+    .where('state', '=', 'running')
+    .execute();
+  for (const step of open) {
+    await trx
+      .updateTable('job_steps')
+      .set({
+        state: to === 'canceled' ? 'canceled' : 'failed',
+        finished_at: finishedAt,
+        duration_ms: step.started_at === null ? null : Math.max(0, finishedAt - step.started_at),
+        message: step.message ?? `the job ended ${to} while this step was running`,
+      })
+      .where('job_id', '=', jobId)
+      .where('step_id', '=', step.step_id)
+      .where('state', '=', 'running')
+      .execute();
+  }
+  await trx
+    .updateTable('job_steps')
+    .set({ state: 'skipped' })
+    .where('job_id', '=', jobId)
+    .where('state', '=', 'pending')
+    .execute();
 }

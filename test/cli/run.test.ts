@@ -213,7 +213,9 @@ describe('steward run', () => {
     expect(run.stdout).toContain(
       'error: STEWARD_STEP_FAILED: step report failed: Catalog Error: Table "salez" does not exist\n',
     );
-    expect(run.stdout).toContain('failed step: report: Catalog Error');
+    // The step's message is the job's error: printed once, not again on the step's lines.
+    expect(run.stdout).toContain('failed step: report\n');
+    expect(run.stdout.split('Catalog Error').length - 1).toBe(1);
   });
 
   it.each(['canceled', 'expired', 'lost'] as const)('exits 1 when the job ends %s', async (state) => {

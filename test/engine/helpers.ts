@@ -81,7 +81,7 @@ export function startRun(
 /** Parses a workflow that must be invalid and returns its issues. */
 export async function invalidIssues(
   source: string,
-  options: { format?: 'yaml' | 'json' } = {},
+  options: { format?: 'yaml' | 'json'; requireReadSources?: boolean } = {},
 ): Promise<{ message: string; issues: ValidationIssue[] }> {
   try {
     await parseWorkflow(source, options);

@@ -109,6 +109,42 @@ describe('parseWorkflow', () => {
     expect(several.message).toContain('several kinds (sql, shell)');
   });
 
+  it('names an unknown step key and the kind it is closest to', async () => {
+    const typo = await invalidIssues('name: w\nsteps:\n  - id: a\n    Python: print(1)\n    timeout: 5m\n');
+    expect(typo.issues[0]).toMatchObject({ path: 'steps.0', line: 3 });
+    expect(typo.message).toContain(
+      'step "a" has no kind (unknown key "Python" (did you mean "python"?)): expected one of read, sql, write, shell, python, command',
+    );
+    const far = await invalidIssues('name: w\nsteps:\n  - id: a\n    frobnicate: 1\n');
+    expect(far.message).toContain('step "a" has no kind (unknown key "frobnicate"): expected one of');
+  });
+
+  it('at push, refuses a relative read path that no asset, write step or earlier script provides', async () => {
+    const push = { requireReadSources: true };
+    const unlisted = await invalidIssues('name: w\nsteps:\n  - id: a\n    read: data/sales.csv\n', push);
+    expect(unlisted.issues[0]).toMatchObject({ path: 'steps.0.read', line: 4 });
+    expect(unlisted.message).toContain(
+      'step "a" reads "data/sales.csv", which is not in the workflow\'s assets',
+    );
+    // Provided: an asset (or a file in an asset directory), a write step's target, a file made by a script
+    // step it needs; not checked: absolute paths, params, globs, URLs.
+    for (const source of [
+      'name: w\nassets: [data/sales.csv]\nsteps:\n  - id: a\n    read: data/sales.csv\n',
+      'name: w\nassets: [data]\nsteps:\n  - id: a\n    read: ./data/sales.csv\n',
+      'name: w\nsteps:\n  - id: a\n    sql: SELECT 1 AS x\n  - id: w\n    write: {table: a, path: out/a.csv}\n  - id: b\n    read: out/a.csv\n    needs: [w]\n',
+      'name: w\nsteps:\n  - id: make\n    shell: echo x > made.csv\n  - id: b\n    read: made.csv\n    needs: [make]\n',
+      'name: w\nsteps:\n  - id: a\n    read: /srv/data/sales.csv\n',
+      'name: w\nparams:\n  file: {type: string, default: x.csv}\nsteps:\n  - id: a\n    read: {path: "${file}", format: csv}\n',
+      'name: w\nsteps:\n  - id: a\n    read: {path: "data/*.csv", format: csv}\n',
+    ]) {
+      await expect(parseWorkflow(source, push), source).resolves.toBeDefined();
+    }
+    // The engine alone (a library caller that places files itself) does not check.
+    await expect(
+      parseWorkflow('name: w\nsteps:\n  - id: a\n    read: data/sales.csv\n'),
+    ).resolves.toBeDefined();
+  });
+
   it('reports needs naming an unknown step', async () => {
     const { issues } = await invalidIssues(
       'name: w\nsteps:\n  - id: a\n    shell: "true"\n    needs: [ghost]\n',

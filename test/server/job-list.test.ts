@@ -113,8 +113,13 @@ describe('the jobs list, stream and rerun', () => {
     const own = await list(amy);
     expect(own.jobs.map((job) => job.id)).toEqual(amyJobs.map((job) => job.id).reverse());
     expect(own.next).toBeNull();
-    // A user's `user` filter cannot widen the view.
-    expect((await list(amy, '?user=papi-bo')).jobs.every((job) => job.user === 'papi-amy')).toBe(true);
+    // A user's `user` filter cannot widen the view: another user's name is refused (not answered with
+    // one's own jobs, which looked like that user's); one's own name is fine.
+    const others = await h.callError('listJobs', { token: amy, query: { user: 'papi-bo' } });
+    expect(others.status).toBe(403);
+    expect(others.error.code).toBe('STEWARD_FORBIDDEN');
+    expect(others.error.message).toMatch(/only admins/);
+    expect((await list(amy, '?user=papi-amy')).jobs).toHaveLength(3);
     expect((await list(admin)).jobs).toHaveLength(5);
     expect((await list(admin, '?user=papi-bo')).jobs.map((job) => job.user)).toEqual(['papi-bo', 'papi-bo']);
 

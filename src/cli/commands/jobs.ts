@@ -290,7 +290,9 @@ export function summary(detail: JobDetailType): string {
   let text = `job ${detail.id} ${detail.state} after ${took}${detail.attempt > 1 ? ` (attempt ${detail.attempt})` : ''}\n`;
   if (detail.error) text += `error: ${detail.error.code}: ${detail.error.message}\n`;
   for (const step of detail.steps.filter((candidate) => candidate.state === 'failed')) {
-    text += `failed step: ${step.id}${step.message ? `: ${step.message}` : ''}\n`;
+    // The job's error is usually its first failed step's: print that message once.
+    const repeated = step.message !== null && detail.error?.message.includes(step.message) === true;
+    text += `failed step: ${step.id}${step.message && !repeated ? `: ${step.message}` : ''}\n`;
   }
   return text;
 }

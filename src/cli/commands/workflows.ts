@@ -47,6 +47,8 @@ function workflowPush(workflow: Command): void {
           ? await client.call('pushWorkflow', { body })
           : await client.call('pushSpaceWorkflow', { params: { space }, body });
       if (context.json) context.printJson(version);
+      else if (version.unchanged)
+        context.out(`unchanged, still ${version.space}/${version.name}@${version.version}\n`);
       else context.out(`pushed ${version.space}/${version.name}@${version.version}\n`);
     });
 }

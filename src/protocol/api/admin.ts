@@ -43,6 +43,12 @@ export const AgentInfo = z.object({
   draining: z.boolean(),
   /** The cluster whose bus its heartbeats come through. */
   cluster: z.string(),
+  /**
+   * `offline`: no heartbeat within the server's agent lease (`server.agentLease`), so it runs nothing the
+   * server counts on and its executors are not listed; else `draining` or `active`. (Servers older than
+   * this field do not send it: read `draining`.)
+   */
+  state: z.enum(['active', 'draining', 'offline']).optional(),
   lastSeen: z.string(),
   capacity: z.object({ slots: z.number().int(), free: z.number().int() }),
   executors: z.array(
@@ -51,6 +57,7 @@ export const AgentInfo = z.object({
       uid: z.number().int(),
       pid: z.number().int(),
       jobs: z.number().int(),
+      /** When the executor became idle, as epoch milliseconds (null while it runs a job). Not a duration. */
       idleSinceMs: z.number().int().nullable(),
       rssBytes: z.number().int().nullable(),
     }),

@@ -5,6 +5,7 @@ import type { ApiRoute } from './route.js';
 import {
   DeleteWorkflowResponse,
   PushWorkflowRequest,
+  PushedWorkflow,
   WorkflowDetail,
   WorkflowSummary,
   WorkflowVersion,
@@ -138,7 +139,7 @@ export const spaceRoutes = {
     auth: 'user',
     params: SpaceParams,
     body: PushWorkflowRequest,
-    response: WorkflowVersion,
+    response: PushedWorkflow,
     status: 201,
   },
   listSpaceWorkflows: {

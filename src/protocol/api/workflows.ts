@@ -50,6 +50,11 @@ export const WorkflowVersion = z.object({
   assets: z.array(z.object({ path: z.string(), size: z.number().int(), digest: z.string() })),
 });
 export type WorkflowVersion = z.infer<typeof WorkflowVersion>;
+/** A push's answer. `unchanged`: the file and its assets equal the latest version, which stays the latest. */
+export const PushedWorkflow = WorkflowVersion.extend({
+  // A server older than this field stored a new version every time.
+  unchanged: z.boolean().default(false),
+});
 export const WorkflowDetail = WorkflowVersion.extend({
   source: z.string(),
   format: z.enum(['yaml', 'json']),
@@ -81,7 +86,7 @@ export const workflowRoutes = {
     tag: 'workflows',
     auth: 'user',
     body: PushWorkflowRequest,
-    response: WorkflowVersion,
+    response: PushedWorkflow,
     status: 201,
   },
   listWorkflows: {

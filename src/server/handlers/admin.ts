@@ -23,22 +23,28 @@ export function adminHandlers(ctx: ServerContext) {
     },
 
     listAgents: async ({ principal }) => {
-      // Agents heartbeat every few seconds; one silent for five minutes is not "live".
-      const agents = await store.listAgents(Date.now() - 5 * 60_000);
+      // Agents heartbeat every few seconds; one silent for five minutes is not listed at all, and one silent
+      // past its lease is offline: its last heartbeat's executors are gone or about to be.
+      const now = Date.now();
+      const agents = await store.listAgents(now - 5 * 60_000);
       // Other users' executors would tell a non-admin who works here, their uids and pids: admins only.
       const visible = (executor: { user: string }): boolean =>
         principal.role === 'admin' || executor.user === principal.user;
       return {
-        agents: agents.map((a) => ({
-          id: a.id,
-          labels: a.labels,
-          isolation: a.isolation,
-          lastSeen: iso(a.lastSeen),
-          capacity: a.capacity,
-          executors: a.executors.filter(visible),
-          draining: a.draining,
-          cluster: a.cluster,
-        })),
+        agents: agents.map((a) => {
+          const offline = now - a.lastSeen > ctx.config.agentLeaseMs;
+          return {
+            id: a.id,
+            labels: a.labels,
+            isolation: a.isolation,
+            lastSeen: iso(a.lastSeen),
+            capacity: offline ? { slots: a.capacity.slots, free: 0 } : a.capacity,
+            executors: offline ? [] : a.executors.filter(visible),
+            draining: a.draining,
+            cluster: a.cluster,
+            state: offline ? ('offline' as const) : a.draining ? ('draining' as const) : ('active' as const),
+          };
+        }),
       };
     },
 

@@ -1,4 +1,5 @@
 /** Route handlers: workflows, spaces and groups. */
+import type { WorkflowRecord } from '../../store/index.js';
 import type { Principal } from '../auth.js';
 import type { ServerContext } from '../context.js';
 import {
@@ -24,7 +25,7 @@ function workflowHandlers(ctx: ServerContext) {
 
   return {
     pushWorkflow: async ({ principal, body, source }) =>
-      workflowVersionView(await workflows.push(principal, body, source)),
+      pushedView(await workflows.push(principal, body, source)),
 
     listWorkflows: async ({ principal }) =>
       listSpaceWorkflows(ctx, principal, (await spaces.ownPersonal(principal)).name),
@@ -51,7 +52,7 @@ function workflowHandlers(ctx: ServerContext) {
       workflows.delete(principal, { space: principal.user, name: params.name }, source),
 
     pushSpaceWorkflow: async ({ principal, params, body, source }) =>
-      workflowVersionView(await workflows.push(principal, body, source, params.space)),
+      pushedView(await workflows.push(principal, body, source, params.space)),
 
     listSpaceWorkflows: async ({ principal, params }) => listSpaceWorkflows(ctx, principal, params.space),
 
@@ -139,4 +140,9 @@ async function listSpaceWorkflows(ctx: ServerContext, principal: Principal, spac
       updatedBy: w.updatedBy,
     })),
   };
+}
+
+/** A push's answer: the version, and whether it was the latest one already (nothing new was stored). */
+function pushedView(pushed: { record: WorkflowRecord; unchanged: boolean }) {
+  return { ...workflowVersionView(pushed.record), unchanged: pushed.unchanged };
 }

@@ -90,7 +90,10 @@ export function AgentsAdmin() {
       {agents.data?.agents.map((a) => (
         <section key={a.id} className="agent" aria-labelledby={`agent-${a.id}`}>
           <h2 id={`agent-${a.id}`}>
-            {a.id} <span className="muted">{a.draining ? 'draining' : 'taking jobs'}</span>
+            {a.id}{' '}
+            <span className="muted">
+              {a.state === 'offline' ? 'offline' : a.draining ? 'draining' : 'taking jobs'}
+            </span>
           </h2>
           <p>
             Capacity {a.capacity.slots} slots, {a.capacity.free} free · {a.isolation} · labels{' '}
@@ -122,7 +125,7 @@ export function AgentsAdmin() {
                   <td>{e.uid}</td>
                   <td>{e.pid}</td>
                   <td>{e.jobs}</td>
-                  <td>{e.idleSinceMs === null ? 'busy' : formatDuration(e.idleSinceMs)}</td>
+                  <td>{e.idleSinceMs === null ? 'busy' : formatDuration(Date.now() - e.idleSinceMs)}</td>
                   <td>{e.rssBytes === null ? '—' : formatBytes(e.rssBytes)}</td>
                 </tr>
               ))}

@@ -18,7 +18,7 @@ export function registerAgentCommands(program: Command): void {
           ['id', 'state', 'labels', 'isolation', 'free/slots', 'executors', 'last seen'],
           agents.map((agent) => [
             agent.id,
-            agent.draining ? 'draining' : 'active',
+            agent.state ?? (agent.draining ? 'draining' : 'active'),
             agent.labels.join(','),
             agent.isolation,
             `${agent.capacity.free}/${agent.capacity.slots}`,
