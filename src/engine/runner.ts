@@ -17,6 +17,7 @@ import { substitute } from './params.js';
 import { checkExit, defaultShell, stepEnvironment } from './process-step.js';
 import { DEFAULT_DASK_PYTHON, startStepCluster } from './dask/index.js';
 import { runProcess, type ProcessSpec } from './processes.js';
+import { checkInputFile, stepError, withoutStatement } from './step-errors.js';
 import {
   bindParams,
   copyStatement,
@@ -521,48 +522,6 @@ class JobRun {
     if (this.stop.signal.aborted) throw new Error('job stopped while publishing outputs');
     return [...tables, ...outputs];
   }
-}
-
-/**
- * A missing or unreadable input named in the user's terms (the path as the workflow wrote it, params
- * substituted), before DuckDB reports it with the statement Steward generated. Globs and URLs are left to
- * DuckDB.
- */
-async function checkInputFile(stepId: string, written: string, resolved: string): Promise<void> {
-  if (/[*?[]/.test(written) || /^[a-z][a-z0-9+.-]*:\/\//i.test(written)) return;
-  try {
-    await stat(resolved);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    const relative = !path.isAbsolute(written);
-    const why =
-      code === 'ENOENT' || code === 'ENOTDIR'
-        ? relative
-          ? "does not exist in the job directory (list it in the workflow's assets, or give an absolute path)"
-          : 'does not exist'
-        : code === 'EACCES'
-          ? "is not readable by the job's OS account"
-          : `cannot be read (${code ?? 'unknown error'})`;
-    throw new StewardError(
-      'STEWARD_STEP_FAILED',
-      `step "${stepId}": input file ${JSON.stringify(written)} ${why}`,
-    );
-  }
-}
-
-/** A DuckDB error's message without the `LINE n: …` excerpt of the statement that failed. */
-function withoutStatement(error: unknown): string {
-  const message = error instanceof Error ? error.message : String(error);
-  return message
-    .replace(/\n+LINE \d+:[\s\S]*$/, '')
-    .replace(/\s*\n\s*/g, ' ')
-    .trim();
-}
-
-function stepError(step: StepSpec, error: unknown): ErrorInfo {
-  if (error instanceof StewardError) return { code: error.code, message: error.message };
-  const message = error instanceof Error ? error.message : String(error);
-  return { code: 'STEWARD_STEP_FAILED', message: `step "${step.id}" failed: ${message}` };
 }
 
 async function linkOrCopy(source: string, target: string): Promise<void> {
