@@ -150,69 +150,12 @@ process.on('message', (raw: unknown) => {
   }
   const message = parsed.data;
   switch (message.type) {
-    case 'assume': {
-      if (identity) {
-        // One user per executor, forever: it never goes back to root or on to another user.
-        send({ type: 'assume-failed', message: `executor already runs as ${identity.osUser}` });
-        return;
-      }
-      try {
-        const assumed = assumeIdentity(message);
-        identity = message;
-        env = cleanEnvironment(message, process.env);
-        // Replace the environment wholesale so nothing from the launch leaks into steps.
-        for (const key of Object.keys(process.env)) delete process.env[key];
-        Object.assign(process.env, env);
-        process.chdir(message.workspaceDir);
-        send({ type: 'assumed', ...assumed });
-        // Proof of life on the pipe: an executor that stops pinging (stopped, stuck) is killed by the agent,
-        // which then ends its jobs itself.
-        if (message.heartbeatMs) setInterval(() => send({ type: 'ping' }), message.heartbeatMs).unref();
-        // As the user, so its spill files are the user's; in the background, ready by the first job.
-        duckdbHost = startDuckDBHost(message);
-        void removeStaleSpillDirs(message.tempDir);
-      } catch (error) {
-        send({ type: 'assume-failed', message: (error as Error).message });
-        void shutdown('identity switch failed');
-      }
+    case 'assume':
+      onAssume(message);
       return;
-    }
-    case 'job': {
-      if (!identity) {
-        send({
-          type: 'finished',
-          jobId: message.jobId,
-          state: 'failed',
-          error: { code: 'STEWARD_EXECUTOR_START_FAILED', message: 'executor has no identity yet' },
-        });
-        return;
-      }
-      const controller = new AbortController();
-      running.set(message.jobId, controller);
-      duckdbHost ??= startDuckDBHost(identity);
-      runJob(message, {
-        identity,
-        env,
-        send,
-        signal: controller.signal,
-        duckdbHost,
-        ...(message.cgroupProcs && identity.cgroupProcs
-          ? { spawnWrapper: cgroupSpawner(message.cgroupProcs, identity.cgroupProcs) }
-          : {}),
-      })
-        .catch((error: unknown) => {
-          const normalised = coerceError(error);
-          log('error', 'job crashed', { jobId: message.jobId, error: String(error) });
-          send({
-            type: 'finished',
-            jobId: message.jobId,
-            state: 'failed',
-            error: { code: normalised.code, message: normalised.message },
-          });
-        })
-        .finally(() => running.delete(message.jobId));
+    case 'job':
+      onJob(message);
       return;
-    }
     case 'cancel':
       running.get(message.jobId)?.abort(new Error('canceled'));
       return;
@@ -220,19 +163,86 @@ process.on('message', (raw: unknown) => {
       void shutdown('asked by agent');
       return;
     case 'remove-job-dirs':
-      // Jobs the agent ended after killing this user's previous executor: their directories were left.
-      if (identity && !identity.keepJobDirs) {
-        for (const name of message.names) {
-          if (running.has(name.slice(0, name.lastIndexOf('-')))) continue;
-          void rm(path.join(identity.tempDir, name), { recursive: true, force: true }).catch(() => {});
-          void rm(path.join(identity.workspaceDir, 'jobs', name), { recursive: true, force: true }).catch(
-            () => {},
-          );
-        }
-      }
+      onRemoveJobDirs(message.names);
       return;
   }
 });
+
+type AgentMessageOf<T extends AgentToExecutor['type']> = Extract<AgentToExecutor, { type: T }>;
+
+/** Switches to the user, once: one user per executor, forever (never back to root, never another user). */
+function onAssume(message: AgentMessageOf<'assume'>): void {
+  if (identity) {
+    send({ type: 'assume-failed', message: `executor already runs as ${identity.osUser}` });
+    return;
+  }
+  try {
+    const assumed = assumeIdentity(message);
+    identity = message;
+    env = cleanEnvironment(message, process.env);
+    // Replace the environment wholesale so nothing from the launch leaks into steps.
+    for (const key of Object.keys(process.env)) delete process.env[key];
+    Object.assign(process.env, env);
+    process.chdir(message.workspaceDir);
+    send({ type: 'assumed', ...assumed });
+    // Proof of life on the pipe: an executor that stops pinging (stopped, stuck) is killed by the agent,
+    // which then ends its jobs itself.
+    if (message.heartbeatMs) setInterval(() => send({ type: 'ping' }), message.heartbeatMs).unref();
+    // As the user, so its spill files are the user's; in the background, ready by the first job.
+    duckdbHost = startDuckDBHost(message);
+    void removeStaleSpillDirs(message.tempDir);
+  } catch (error) {
+    send({ type: 'assume-failed', message: (error as Error).message });
+    void shutdown('identity switch failed');
+  }
+}
+
+/** Runs a job as the assumed user; a crash of the runner still ends the job with a reason. */
+function onJob(message: AgentMessageOf<'job'>): void {
+  if (!identity) {
+    send({
+      type: 'finished',
+      jobId: message.jobId,
+      state: 'failed',
+      error: { code: 'STEWARD_EXECUTOR_START_FAILED', message: 'executor has no identity yet' },
+    });
+    return;
+  }
+  const controller = new AbortController();
+  running.set(message.jobId, controller);
+  duckdbHost ??= startDuckDBHost(identity);
+  runJob(message, {
+    identity,
+    env,
+    send,
+    signal: controller.signal,
+    duckdbHost,
+    ...(message.cgroupProcs && identity.cgroupProcs
+      ? { spawnWrapper: cgroupSpawner(message.cgroupProcs, identity.cgroupProcs) }
+      : {}),
+  })
+    .catch((error: unknown) => {
+      const normalised = coerceError(error);
+      log('error', 'job crashed', { jobId: message.jobId, error: String(error) });
+      send({
+        type: 'finished',
+        jobId: message.jobId,
+        state: 'failed',
+        error: { code: normalised.code, message: normalised.message },
+      });
+    })
+    .finally(() => running.delete(message.jobId));
+}
+
+/** Jobs the agent ended after killing this user's previous executor: their directories were left. */
+function onRemoveJobDirs(names: readonly string[]): void {
+  if (!identity || identity.keepJobDirs) return;
+  for (const name of names) {
+    if (running.has(name.slice(0, name.lastIndexOf('-')))) continue;
+    void rm(path.join(identity.tempDir, name), { recursive: true, force: true }).catch(() => {});
+    void rm(path.join(identity.workspaceDir, 'jobs', name), { recursive: true, force: true }).catch(() => {});
+  }
+}
 
 // The agent is our parent and our only reason to live: when its pipe closes (it exited, even by SIGKILL),
 // stop every job and exit, so no process keeps running as a user without supervision.
