@@ -215,7 +215,7 @@ describe('steward up, end to end through the CLI', () => {
     const cases: [string, string, string, RegExp][] = [
       [
         'missing-file',
-        'name: missing-file\nsteps:\n  - id: data\n    read: no/such/file.csv\n',
+        'name: missing-file\nsteps:\n  - id: data\n    read: /nonexistent/steward-test/no/such/file.csv\n',
         'data',
         /file\.csv/,
       ],
