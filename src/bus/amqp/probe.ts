@@ -30,8 +30,8 @@ export interface BrokerProbeTarget extends Omit<ConnectionSettings, 'urls'> {
 type Outcome = Pick<CheckResult, 'status' | 'detail' | 'code' | 'fix'>;
 
 const PERMISSION_FIX =
-  "grant the broker user configure, write and read on Steward's names and the default exchange: " +
-  "rabbitmqctl set_permissions -p VHOST USER '^(steward\\..*|amq\\.default)$' '^(steward\\..*|amq\\.default)$' '^(steward\\..*|amq\\.default)$'";
+  "grant the broker user configure and read on Steward's names, and write on them and the default exchange: " +
+  "rabbitmqctl set_permissions -p VHOST USER '^steward\\.' '^(amq\\.default|steward\\..*)$' '^steward\\.'";
 
 function check(id: string, title: string, outcome: Outcome): CheckResult {
   return { id, title, fatal: false, ...outcome };
