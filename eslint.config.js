@@ -11,7 +11,7 @@ const layers = {
   executor: ['engine', 'protocol', 'config'],
   agent: ['bus', 'protocol', 'config'],
   server: ['store', 'bus', 'protocol', 'config', 'engine'],
-  doctor: ['agent', 'server', 'store', 'bus', 'protocol', 'config'],
+  doctor: ['agent', 'server', 'store', 'bus', 'engine', 'protocol', 'config'],
 };
 const all = ['protocol', 'config', 'engine', 'store', 'bus', 'executor', 'agent', 'server', 'doctor', 'cli'];
 

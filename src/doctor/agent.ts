@@ -1,7 +1,7 @@
 /**
  * What an agent machine needs (`steward doctor`, and the fatal ones at the start of `steward up` and
  * `steward agent`): root, the ACL tools, cgroup controllers, a safe workspace root, NSS, python3, DuckDB,
- * free disk, and — for a distributed agent — the broker, the server and the server's public key.
+ * Dask (a warning), free disk, and — for a distributed agent — the broker, the server and the server's public key.
  */
 import { execFile } from 'node:child_process';
 import { createPublicKey } from 'node:crypto';
@@ -18,6 +18,7 @@ import {
   unsafeAncestor,
 } from '../agent/index.js';
 import type { CompiledAgentConfig } from '../config/index.js';
+import { checkDask } from '../engine/index.js';
 import type { CheckResult } from '../protocol/index.js';
 import { brokerChecks } from './broker.js';
 import { fail, oneLine, pass, runCheck, warn, type CheckHead } from './check.js';
@@ -50,6 +51,8 @@ export async function agentChecks(
     workspaceParentsCheck(config.workspaceRoot),
     pythonCheck(config.python),
     duckdbCheck(),
+    // A warning only: just workflows with `dask:` steps need it.
+    checkDask(),
     diskCheck(config.workspaceRoot, options.minFreeBytes ?? GiB),
   ];
   if (options.user !== undefined) checks.push(userCheck(options.user, config.accountLookupTimeoutMs));
@@ -57,7 +60,7 @@ export async function agentChecks(
     checks.push(
       brokerChecks([{ name: 'default', bus: config.bus }]),
       serverCheck(config.serverUrl),
-      Promise.resolve(publicKeyCheck(options.serverPublicKeyFile)),
+      Promise.resolve(publicKeyCheck(options.serverPublicKeyFile, config.serverPublicKey)),
     );
   }
   return (await Promise.all(checks)).flat();
@@ -73,7 +76,8 @@ export async function fatalAgentChecks(
   serverPublicKeyFile?: string,
 ): Promise<CheckResult[]> {
   const checks = [aclCheck(config.workspaceRoot), workspaceRootCheck(config.workspaceRoot)];
-  if (role === 'agent') checks.push(Promise.resolve(publicKeyCheck(serverPublicKeyFile)));
+  if (role === 'agent')
+    checks.push(Promise.resolve(publicKeyCheck(serverPublicKeyFile, config.serverPublicKey)));
   return (await Promise.all(checks)).filter((check) => check.fatal);
 }
 
@@ -268,23 +272,30 @@ function serverCheck(serverUrl: string | undefined): Promise<CheckResult> {
   });
 }
 
-function publicKeyCheck(file: string | undefined): CheckResult {
+/** The key file when one is named, else the inline `agent.serverPublicKey` (as `cluster agent-config` prints). */
+function publicKeyCheck(file: string | undefined, inline: string | undefined): CheckResult {
   const head: CheckHead = { id: 'agent.public-key', title: "server's public key", fatal: true };
   const fix =
-    "copy the server's <dataDir>/keys/offer-signing.pub here and name it in agent.serverPublicKeyFile";
-  if (file === undefined)
-    return fail(head, 'STEWARD_PUBLIC_KEY_MISSING', 'agent.serverPublicKeyFile is not set', fix);
+    "copy the server's <dataDir>/keys/offer-signing.pub here and name it in agent.serverPublicKeyFile (or inline it as agent.serverPublicKey)";
+  if (file === undefined && inline === undefined)
+    return fail(
+      head,
+      'STEWARD_PUBLIC_KEY_MISSING',
+      'neither agent.serverPublicKeyFile nor agent.serverPublicKey is set',
+      fix,
+    );
+  const where = file ?? 'agent.serverPublicKey';
   try {
-    const key = createPublicKey(readFileSync(file, 'utf8'));
+    const key = createPublicKey(file !== undefined ? readFileSync(file, 'utf8') : inline!);
     if (key.asymmetricKeyType !== 'ed25519')
       return fail(
         head,
         'STEWARD_PUBLIC_KEY_MISSING',
-        `${file}: a ${key.asymmetricKeyType} key, not Ed25519`,
+        `${where}: a ${key.asymmetricKeyType} key, not Ed25519`,
         fix,
       );
-    return pass(head, `${file}: Ed25519 public key`);
+    return pass(head, `${where}: Ed25519 public key`);
   } catch (error) {
-    return fail(head, 'STEWARD_PUBLIC_KEY_MISSING', `${file}: ${oneLine(error)}`, fix);
+    return fail(head, 'STEWARD_PUBLIC_KEY_MISSING', `${where}: ${oneLine(error)}`, fix);
   }
 }

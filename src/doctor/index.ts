@@ -13,11 +13,11 @@ import {
 import { checkReport, StewardError, type CheckReport, type CheckResult } from '../protocol/index.js';
 import { agentChecks } from './agent.js';
 import { fail, oneLine } from './check.js';
-import { serverChecks } from './server.js';
+import { attachedClusterBuses, serverChecks } from './server.js';
 
 export { agentChecks, fatalAgentChecks, type AgentCheckOptions } from './agent.js';
 export { brokerChecks, type NamedBus } from './broker.js';
-export { serverChecks, type ServerCheckOptions } from './server.js';
+export { attachedClusterBuses, serverChecks, type ServerCheckOptions } from './server.js';
 
 export type MachineRole = 'agent' | 'server' | 'up';
 
@@ -42,8 +42,17 @@ export async function doctor(input: DoctorInput): Promise<{ role: MachineRole; r
   const compiled = compile(input, role);
   if ('failure' in compiled) return { role, report: checkReport([compiled.failure]) };
   const checks: CheckResult[] = [];
-  if (compiled.server)
-    checks.push(...(await serverChecks(compiled.server, { role: role === 'up' ? 'up' : 'server' })));
+  if (compiled.server) {
+    // The brokers of the clusters attached in the store, besides the server's own bus.
+    const clusters = await attachedClusterBuses(compiled.server);
+    checks.push(
+      ...(await serverChecks(compiled.server, {
+        role: role === 'up' ? 'up' : 'server',
+        extraBuses: clusters.buses,
+      })),
+      ...clusters.failures,
+    );
+  }
   if (compiled.agent) {
     checks.push(
       ...(await agentChecks(compiled.agent, {

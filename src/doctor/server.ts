@@ -5,10 +5,10 @@
  */
 import { existsSync, lstatSync, statSync } from 'node:fs';
 import path from 'node:path';
-import type { CompiledServerConfig } from '../config/index.js';
+import { clusterBusConfig, type CompiledServerConfig } from '../config/index.js';
 import type { CheckResult } from '../protocol/index.js';
 import { LdapDirectory } from '../server/index.js';
-import { inspectStore } from '../store/index.js';
+import { inspectClusters, inspectStore } from '../store/index.js';
 import { brokerChecks, type NamedBus } from './broker.js';
 import { fail, oneLine, pass, runCheck, warn } from './check.js';
 
@@ -36,6 +36,34 @@ export async function serverChecks(
     brokerChecks(buses),
   ];
   return (await Promise.all(checks)).flat();
+}
+
+/**
+ * The buses of the clusters attached in the server's store (attached or detaching), for `extraBuses`: each
+ * built as the cluster registry connects to it. A cluster whose settings do not compile (an unreadable
+ * password file) becomes its failed check. None when the store cannot be read (`server.store` says why).
+ */
+export async function attachedClusterBuses(
+  config: CompiledServerConfig,
+): Promise<{ buses: NamedBus[]; failures: CheckResult[] }> {
+  const clusters = await inspectClusters(config.store).catch(() => []);
+  const buses: NamedBus[] = [];
+  const failures: CheckResult[] = [];
+  for (const cluster of clusters) {
+    try {
+      buses.push({ name: cluster.name, bus: clusterBusConfig(cluster) });
+    } catch (error) {
+      failures.push(
+        fail(
+          { id: `broker.${cluster.name}`, title: `broker of bus "${cluster.name}"` },
+          'STEWARD_CONFIG_INVALID',
+          `cluster ${cluster.name}: ${oneLine(error)}`,
+          `fix the cluster's files (steward cluster remove, then add it again) or detach it`,
+        ),
+      );
+    }
+  }
+  return { buses, failures };
 }
 
 function storeCheck(config: CompiledServerConfig): Promise<CheckResult> {

@@ -113,7 +113,7 @@ export class ClusterStore {
   }
 }
 
-function toCluster(row: ClustersTable): ClusterRecord {
+export function toCluster(row: ClustersTable): ClusterRecord {
   return {
     name: row.name,
     brokerUrl: row.broker_url,

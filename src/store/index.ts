@@ -1,5 +1,5 @@
 export { Store, openStore } from './store.js';
-export { inspectStore, type StoreStatus } from './inspect.js';
+export { inspectClusters, inspectStore, type StoreStatus } from './inspect.js';
 export type {
   GroupRecord,
   MemberKind,

@@ -1,9 +1,11 @@
 /**
  * `steward doctor` on a server machine (a `server` section with a RabbitMQ bus): the store and its
- * migrations, the store files' and the signing key's modes, the public URL, LDAP, the broker. Real parts: a
+ * migrations, the store files' and the signing key's modes, the public URL, LDAP, the brokers (its own and
+ * those of the clusters attached in its store), and the Dask check on a `steward up` machine. Real parts: a
  * SQLite store made by the real store code, PostgreSQL (a closed port for the unreachable case), a private
  * slapd, the machine's RabbitMQ.
  */
+import { execFile } from 'node:child_process';
 import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -142,6 +144,63 @@ describe('steward doctor on a server machine', () => {
     });
     expect(check(report, 'server.ldap').detail).toMatch(/refused the service account/);
     expect(code).toBe(1);
+  });
+
+  it('checks the brokers of the clusters attached in the store and fails naming an unreachable one', async () => {
+    const dataDir = path.join(root, 'clusters');
+    await mkdir(dataDir, { mode: 0o700 });
+    const passwordFile = path.join(root, 'clusters-password');
+    await writeFile(passwordFile, 'guest\n', { mode: 0o600 });
+    const closed = await freePort();
+    const store = await openStore({ kind: 'sqlite', path: path.join(dataDir, 'steward.db') });
+    const files = { passwordFile, caFile: null, certFile: null, keyFile: null };
+    await store.clusters.create({ name: 'near', brokerUrl: 'amqp://guest@127.0.0.1:5672', vhost, ...files });
+    await store.clusters.create({
+      name: 'gone',
+      brokerUrl: `amqp://guest@127.0.0.1:${closed}`,
+      vhost,
+      ...files,
+    });
+    await store.clusters.create({
+      name: 'idle',
+      brokerUrl: `amqp://guest@127.0.0.1:${closed}`,
+      vhost,
+      ...files,
+    });
+    for (const name of ['near', 'gone']) await store.clusters.setState(name, 'attached', ['detached']);
+    await store.close();
+    const { code, report } = await doctor(await serverConfig('clusters', {}));
+    expect(check(report, 'broker.default').status).toBe('pass');
+    expect(check(report, 'broker.near').status, check(report, 'broker.near').detail).toBe('pass');
+    expect(check(report, 'broker.gone')).toMatchObject({
+      status: 'fail',
+      code: 'STEWARD_BROKER_UNREACHABLE',
+    });
+    expect(check(report, 'broker.gone').title).toContain('gone');
+    expect(check(report, 'broker.gone').detail).toContain(`127.0.0.1:${closed}`);
+    // A detached cluster's broker is not this server's concern.
+    expect(report.checks.map((item) => item.id)).not.toContain('broker.idle');
+    expect(code).toBe(1);
+  });
+
+  it('reports whether Dask is usable for dask: steps as a warning, never a failure', async () => {
+    const config = path.join(root, 'up.yaml');
+    await writeFile(config, stringify({ server: { dataDir: path.join(root, 'up') }, agent: {} }));
+    const { report, role } = await doctor(config);
+    expect(role).toBe('up');
+    const dask = check(report, 'agent.dask');
+    // The same probe, run here: the check says what this machine's python3 really has.
+    const importable = await new Promise<boolean>((resolve) =>
+      execFile('/usr/bin/python3', ['-c', 'import distributed, pandas'], (error) => resolve(!error)),
+    );
+    if (importable) {
+      expect(dask.status, dask.detail).toBe('pass');
+      expect(dask.detail).toMatch(/distributed \S+, pandas \S+/);
+    } else {
+      expect(dask).toMatchObject({ status: 'warn', code: 'STEWARD_DASK_START_FAILED' });
+      expect(dask.fix).toMatch(/python3-distributed/);
+    }
+    expect(dask.fatal ?? false).toBe(false);
   });
 
   it('names a store with migrations still to apply as a warning', async () => {

@@ -134,6 +134,39 @@ describe.runIf(isRoot)('steward doctor on an agent machine', () => {
     });
   });
 
+  it('checks the server key given inline (as `cluster agent-config` prints it) and says Dask as a warning at most', async () => {
+    const inline = generateKeyPairSync('ed25519')
+      .publicKey.export({ type: 'spki', format: 'pem' })
+      .toString();
+    const config = await writeAgentConfig('inline-key', {
+      serverPublicKeyFile: undefined,
+      serverPublicKey: inline,
+    });
+    const outcome = await doctor(['--config', config]);
+    expect(check(outcome, 'agent.public-key')).toMatchObject({ status: 'pass', fatal: true });
+    expect(check(outcome, 'agent.public-key').detail).toBe('agent.serverPublicKey: Ed25519 public key');
+    const dask = check(outcome, 'agent.dask');
+    expect(['pass', 'warn'], dask.detail).toContain(dask.status);
+    expect(dask.fatal).toBe(false);
+    expect(dask.detail).toContain('/usr/bin/python3');
+    expect(failed(outcome), outcome.stdout).toEqual([]);
+
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 })
+      .publicKey.export({ type: 'spki', format: 'pem' })
+      .toString();
+    const wrong = await writeAgentConfig('inline-rsa', {
+      serverPublicKeyFile: undefined,
+      serverPublicKey: rsa,
+    });
+    const refused = await doctor(['--config', wrong]);
+    expect(check(refused, 'agent.public-key')).toMatchObject({
+      status: 'fail',
+      code: 'STEWARD_PUBLIC_KEY_MISSING',
+    });
+    expect(check(refused, 'agent.public-key').detail).toMatch(/rsa key, not Ed25519/);
+    expect(refused.code).toBe(1);
+  });
+
   it('names the missing ACL tools when setfacl and getfacl are not on PATH', async () => {
     // A PATH with what the other checks use (getent, python3) but not the acl package's tools.
     const bin = path.join(root, 'bin-without-acl');
