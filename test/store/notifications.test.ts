@@ -5,7 +5,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openStore, type Store } from '../../src/store/index.js';
-import { createPrivateDatabase } from './backends.js';
+import { createPrivateDatabase, seedAliceWorkflow } from './backends.js';
 
 let database: { url: string; dispose(): Promise<void> };
 let a: Store;
@@ -15,20 +15,7 @@ beforeEach(async (context) => {
   database = await createPrivateDatabase(context.task.name);
   a = await openStore({ kind: 'postgres', url: database.url });
   b = await openStore({ kind: 'postgres', url: database.url });
-  await a.createUser({ name: 'alice', role: 'user', passwordHash: null, createdAt: 1 });
-  await a.insertWorkflowVersion({
-    space: 'alice',
-    name: 'wf',
-    source: 'name: wf',
-    format: 'yaml',
-    digest: 'd1',
-    description: '',
-    params: [],
-    steps: [{ id: 'a', kind: 'sql', needs: [] }],
-    assets: [],
-    createdBy: 'alice',
-    createdAt: 2,
-  });
+  await seedAliceWorkflow(a);
 });
 
 afterEach(async () => {

@@ -5,8 +5,8 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { JobEvent, JobState } from '../../src/protocol/index.js';
-import { openStore, type Store } from '../../src/store/index.js';
-import { backends, type BackendHandle } from './backends.js';
+import type { Store } from '../../src/store/index.js';
+import { backends, openBackendStore, seedAliceWorkflow, type BackendHandle } from './backends.js';
 
 const T0 = 1_767_225_600_000;
 
@@ -16,30 +16,13 @@ describe.each(backends)('closing steps on $name', (backend) => {
   let jobs = 0;
 
   beforeEach(async (context) => {
-    handle = await backend.create(context.task.name);
-    try {
-      store = await openStore(handle.config);
-    } catch (error) {
-      await handle.dispose();
-      throw error;
-    }
-    await store.createUser({ name: 'alice', role: 'user', passwordHash: null, createdAt: 1 });
-    await store.insertWorkflowVersion({
-      space: 'alice',
-      name: 'wf',
-      source: 'name: wf',
-      format: 'yaml',
-      digest: 'd1',
-      description: '',
-      params: [],
+    ({ handle, store } = await openBackendStore(backend, context.task.name));
+    await seedAliceWorkflow(store, {
       steps: [
         { id: 'a', kind: 'sql', needs: [] },
         { id: 'b', kind: 'shell', needs: ['a'] },
         { id: 'c', kind: 'sql', needs: ['b'] },
       ],
-      assets: [],
-      createdBy: 'alice',
-      createdAt: 2,
     });
   });
 
