@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import type { StoreConfig } from '../../src/config/index.js';
-import { openStore, type NewWorkflowVersion, type Store } from '../../src/store/index.js';
+import { openStore, type NewJob, type NewWorkflowVersion, type Store } from '../../src/store/index.js';
 import { until } from '../support/wait.js';
 
 export const POSTGRES_URL =
@@ -160,4 +160,21 @@ export async function seedAliceWorkflow(
     createdBy: 'alice',
     createdAt: options.workflowAt ?? 2,
   });
+}
+
+/** A new job of alice's `wf` (version 1, digest `d1`, one SQL step `a`, created at 1), with `changes`. */
+export function aliceJob(id: string, changes: Partial<NewJob> = {}): NewJob {
+  return {
+    id,
+    user: 'alice',
+    workflow: { space: 'alice', name: 'wf', version: 1, digest: 'd1' },
+    params: {},
+    labels: [],
+    timeoutMs: null,
+    jobTokenHash: 'h',
+    createdAt: 1,
+    steps: [{ id: 'a', kind: 'sql' }],
+    loadDeadline: null,
+    ...changes,
+  };
 }

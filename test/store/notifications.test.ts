@@ -5,7 +5,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openStore, type Store } from '../../src/store/index.js';
-import { createPrivateDatabase, seedAliceWorkflow } from './backends.js';
+import { aliceJob, createPrivateDatabase, seedAliceWorkflow } from './backends.js';
 
 let database: { url: string; dispose(): Promise<void> };
 let a: Store;
@@ -27,18 +27,7 @@ afterEach(async () => {
 async function seedJobs(count: number): Promise<string[]> {
   const ids = Array.from({ length: count }, (_, n) => `20260101000000000-${String(n).padStart(8, '0')}`);
   for (const id of ids) {
-    await a.insertJobOnce({
-      id,
-      user: 'alice',
-      workflow: { space: 'alice', name: 'wf', version: 1, digest: 'd1' },
-      params: {},
-      labels: [],
-      timeoutMs: null,
-      jobTokenHash: 'h',
-      createdAt: 1,
-      steps: [{ id: 'a', kind: 'sql' }],
-      loadDeadline: null,
-    });
+    await a.insertJobOnce(aliceJob(id));
   }
   return ids;
 }

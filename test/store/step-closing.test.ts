@@ -6,7 +6,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { JobEvent, JobState } from '../../src/protocol/index.js';
 import type { Store } from '../../src/store/index.js';
-import { backends, openBackendStore, seedAliceWorkflow, type BackendHandle } from './backends.js';
+import { aliceJob, backends, openBackendStore, seedAliceWorkflow, type BackendHandle } from './backends.js';
 
 const T0 = 1_767_225_600_000;
 
@@ -34,22 +34,18 @@ describe.each(backends)('closing steps on $name', (backend) => {
   /** A job run to step b: loading, running, a done, b running. Returns its id and an event maker. */
   async function runningJob() {
     const id = `20260101000000000-close${++jobs}`;
-    await store.insertJobOnce({
-      id,
-      user: 'alice',
-      workflow: { space: 'alice', name: 'wf', version: 1, digest: 'd1' },
-      params: {},
-      labels: [],
-      timeoutMs: null,
-      jobTokenHash: `token-${id}`,
-      createdAt: T0,
-      steps: [
-        { id: 'a', kind: 'sql' },
-        { id: 'b', kind: 'shell' },
-        { id: 'c', kind: 'sql' },
-      ],
-      offered: true,
-    });
+    await store.insertJobOnce(
+      aliceJob(id, {
+        jobTokenHash: `token-${id}`,
+        createdAt: T0,
+        steps: [
+          { id: 'a', kind: 'sql' },
+          { id: 'b', kind: 'shell' },
+          { id: 'c', kind: 'sql' },
+        ],
+        offered: true,
+      }),
+    );
     let seq = 0;
     const base = () => ({ v: 1 as const, jobId: id, attempt: 1, seq: ++seq, agentId: 'agent-1' });
     const state = (to: JobState, time: number): JobEvent => ({ ...base(), type: 'state', time, state: to });
