@@ -2,6 +2,7 @@ export type { Bus, Delivery, Subscription, DeadLetter, Handler } from './types.j
 export { EmbeddedBus } from './embedded.js';
 export {
   AmqpBus,
+  amqpBusOptions,
   brokerAddress,
   brokerRefusal,
   describeConnectError,

@@ -15,7 +15,7 @@ import {
   runCleanup,
   type CleanupItem,
 } from '../agent/index.js';
-import { AmqpBus, EmbeddedBus, brokerAddress, type Bus } from '../bus/index.js';
+import { AmqpBus, amqpBusOptions, EmbeddedBus, brokerAddress, type Bus } from '../bus/index.js';
 import {
   compileAgentConfig,
   compileServerConfig,
@@ -277,15 +277,7 @@ async function connectAmqp(
   if (config.kind !== 'amqp') throw new Error('not an amqp bus config');
   const log = logger.child({ component: 'bus', role });
   const bus = new AmqpBus({
-    urls: [...config.urls],
-    vhost: config.vhost,
-    user: config.user,
-    password: config.password,
-    ca: config.ca,
-    cert: config.cert,
-    key: config.key,
-    deliveryLimit: config.deliveryLimit,
-    queueType: config.queueType,
+    ...amqpBusOptions(config),
     onHandlerError: (error, queue) => {
       metrics?.countBusError('handler');
       log.error({ err: error, queue }, 'bus handler failed');

@@ -1,6 +1,6 @@
 /** The server's cluster settings: which cluster a job goes to by default, and what the attach checks allow. */
 import { z } from 'zod';
-import { ClusterName, Duration } from '../protocol/index.js';
+import { ClusterName, DEFAULT_DELIVERY_LIMIT, Duration } from '../protocol/index.js';
 import { compileBus, type CompiledBusConfig } from './bus.js';
 
 export const ClustersConfig = z
@@ -35,8 +35,8 @@ export function compileClustersConfig(c: z.output<typeof ClustersConfig>): Compi
   });
 }
 
-/** A stored cluster's bus: its files (password, TLS) are read now, never kept in the store. */
-export function clusterBusConfig(cluster: {
+/** A cluster's broker as defined (and stored): secrets as file paths on the server, read when connecting. */
+export interface ClusterBroker {
   name: string;
   brokerUrl: string;
   vhost: string | null;
@@ -44,7 +44,10 @@ export function clusterBusConfig(cluster: {
   caFile: string | null;
   certFile: string | null;
   keyFile: string | null;
-}): CompiledBusConfig & { kind: 'amqp' } {
+}
+
+/** A stored cluster's bus: its files (password, TLS) are read now, never kept in the store. */
+export function clusterBusConfig(cluster: ClusterBroker): CompiledBusConfig & { kind: 'amqp' } {
   const compiled = compileBus(
     {
       kind: 'amqp',
@@ -54,7 +57,7 @@ export function clusterBusConfig(cluster: {
       ...(cluster.caFile !== null ? { ca: cluster.caFile } : {}),
       ...(cluster.certFile !== null ? { cert: cluster.certFile } : {}),
       ...(cluster.keyFile !== null ? { key: cluster.keyFile } : {}),
-      deliveryLimit: 20,
+      deliveryLimit: DEFAULT_DELIVERY_LIMIT,
       queueType: 'auto',
     },
     `cluster ${cluster.name}`,

@@ -5,7 +5,12 @@
  */
 export { AgentConfig, compileAgentConfig, defaultMaxJobsPerUser, type CompiledAgentConfig } from './agent.js';
 export { BusConfig, type CompiledBusConfig } from './bus.js';
-export { clusterBusConfig, ClustersConfig, type CompiledClustersConfig } from './clusters.js';
+export {
+  clusterBusConfig,
+  ClustersConfig,
+  type ClusterBroker,
+  type CompiledClustersConfig,
+} from './clusters.js';
 export {
   compileIdentityPolicy,
   defaultBannedUsers,

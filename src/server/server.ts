@@ -194,6 +194,14 @@ async function assemble(options: AssembleOptions, store: Store, logger: Logger):
   };
 }
 
+/** What `buildContext` gives `assemble`. */
+interface BuiltContext {
+  ctx: ServerContext;
+  generatedAdminPassword: string | undefined;
+  serverUrl: { current: string };
+  channels: NotificationChannels;
+}
+
 /**
  * The server's services over one store and bus, and the `admin` user on first start. `serverUrl` is what
  * local executors are told to call: set once the listening port is known (when no publicUrl is configured).
@@ -204,26 +212,92 @@ async function buildContext(
   logger: Logger,
   keys: { privateKeyPem: string; publicKeyPem: string },
   verifier: OfferVerifier,
-): Promise<{
-  ctx: ServerContext;
-  generatedAdminPassword: string | undefined;
-  serverUrl: { current: string };
-  channels: NotificationChannels;
-}> {
+): Promise<BuiltContext> {
   const { config, metrics } = options;
   const bus = countingBus(options.bus, metrics);
   const observeTransition = metrics.observeTransition.bind(metrics);
-  const signer = createOfferSigner(keys.privateKeyPem);
-  const audit = new AuditLog(store, logger, (event) => {
-    if (event.action === 'login.failed') metrics.countLoginFailure('rejected');
-    else if (event.action === 'login.throttled') metrics.countLoginFailure('throttled');
-  });
+  const clock = options.clock ?? Date.now;
+  const audit = meteredAudit(store, logger, metrics);
   const auth = new Authenticator(store, audit, config, options.clock);
   const generatedAdminPassword = await auth.bootstrapAdmin(options.adminPassword);
   const watch = new JobWatch(logger);
-  // Results, logs and assets live in the shared directory: any server may take an upload or a download.
   const spaces = new SpaceService(store, audit);
   const workflows = new WorkflowRepository(store, config.sharedDir, audit, spaces);
+  const { results, uploads, liveLogs } = sharedFiles(config, store, logger, watch);
+  const serverUrl = { current: config.publicUrl ?? localUrl(config.host, config.port) };
+  const { registry, clusters, jobs } = wireJobs({
+    config,
+    store,
+    logger,
+    bus,
+    keys,
+    verifier,
+    audit,
+    watch,
+    workflows,
+    uploads,
+    serverUrl,
+    observeTransition,
+  });
+  const retention = new RetentionService({
+    store,
+    sharedDir: config.sharedDir,
+    config: config.retention,
+    audit,
+    jobs,
+    metrics,
+    logger,
+    clock,
+  });
+  const schedules = new ScheduleService({ store, workflows, spaces, audit, clock });
+  const channels = new NotificationChannels(config.notifications, `Steward/${STEWARD_VERSION}`);
+  let openApi: Record<string, unknown> | undefined;
+  const ctx: ServerContext = {
+    config,
+    store,
+    bus,
+    clusters: { registry, service: clusters },
+    logger,
+    audit,
+    auth,
+    sessions: new PortalSessions(auth, store, audit, config, options.clock),
+    workflows,
+    spaces,
+    jobs,
+    schedules,
+    users: new UserAdmin({ store, audit, jobs, schedules }),
+    results,
+    uploads,
+    liveLogs,
+    watch,
+    notifications: new NotificationService({
+      store,
+      audit,
+      channels,
+      maxRulesPerUser: config.notifications.maxRulesPerUser,
+    }),
+    retention,
+    version: STEWARD_VERSION,
+    openApiDocument: () => (openApi ??= buildOpenApiDocument(STEWARD_VERSION)),
+  };
+  return { ctx, generatedAdminPassword, serverUrl, channels };
+}
+
+/** The audit log, counting failed and throttled logins in the metrics. */
+function meteredAudit(store: Store, logger: Logger, metrics: ServerMetrics): AuditLog {
+  return new AuditLog(store, logger, (event) => {
+    if (event.action === 'login.failed') metrics.countLoginFailure('rejected');
+    else if (event.action === 'login.throttled') metrics.countLoginFailure('throttled');
+  });
+}
+
+/** Results, logs and uploads live in the shared directory: any server may take an upload or a download. */
+function sharedFiles(
+  config: CompiledServerConfig,
+  store: Store,
+  logger: Logger,
+  watch: JobWatch,
+): { results: ResultFiles; uploads: UploadService; liveLogs: LiveLogs } {
   const results = new ResultFiles(store, config.sharedDir, config.resultLimitBytes, logger, {
     stepLogBytes: config.stepLogLimitBytes,
     previewCellBytes: config.preview.cellBytes,
@@ -231,7 +305,37 @@ async function buildContext(
   });
   const uploads = new UploadService(store, config.sharedDir, config.uploads, logger);
   const liveLogs = new LiveLogs(store, config.sharedDir, watch, config.stepLogLimitBytes, logger);
-  const serverUrl = { current: config.publicUrl ?? localUrl(config.host, config.port) };
+  return { results, uploads, liveLogs };
+}
+
+/** What `wireJobs` builds the job service, the cluster registry and the cluster service over. */
+interface JobWiring {
+  config: CompiledServerConfig;
+  store: Store;
+  logger: Logger;
+  bus: Bus;
+  keys: { privateKeyPem: string; publicKeyPem: string };
+  verifier: OfferVerifier;
+  audit: AuditLog;
+  watch: JobWatch;
+  workflows: WorkflowRepository;
+  uploads: UploadService;
+  serverUrl: { current: string };
+  observeTransition: ServerMetrics['observeTransition'];
+}
+
+/**
+ * The job service, the cluster registry and the cluster service, which refer to one another: the registry's
+ * event consumers and the cluster service reach the job service (built last) through closures.
+ */
+function wireJobs(wiring: JobWiring): {
+  registry: ClusterRegistry;
+  clusters: ClusterService;
+  jobs: JobService;
+} {
+  const { config, store, logger, bus, keys, verifier, audit, watch, workflows, uploads, serverUrl } = wiring;
+  const { observeTransition } = wiring;
+  const signer = createOfferSigner(keys.privateKeyPem);
   // One consumer per attached cluster's bus (`local`: the server's own); offers go to the job's cluster.
   const registry: ClusterRegistry = new ClusterRegistry({
     store,
@@ -274,54 +378,7 @@ async function buildContext(
     uploads,
     observeTransition,
   });
-  const retention = new RetentionService({
-    store,
-    sharedDir: config.sharedDir,
-    config: config.retention,
-    audit,
-    jobs,
-    metrics,
-    logger,
-    clock: options.clock ?? Date.now,
-  });
-  const schedules = new ScheduleService({
-    store,
-    workflows,
-    spaces,
-    audit,
-    clock: options.clock ?? Date.now,
-  });
-  const channels = new NotificationChannels(config.notifications, `Steward/${STEWARD_VERSION}`);
-  let openApi: Record<string, unknown> | undefined;
-  const ctx: ServerContext = {
-    config,
-    store,
-    bus,
-    clusters: { registry, service: clusters },
-    logger,
-    audit,
-    auth,
-    sessions: new PortalSessions(auth, store, audit, config, options.clock),
-    workflows,
-    spaces,
-    jobs,
-    schedules,
-    users: new UserAdmin({ store, audit, jobs, schedules }),
-    results,
-    uploads,
-    liveLogs,
-    watch,
-    notifications: new NotificationService({
-      store,
-      audit,
-      channels,
-      maxRulesPerUser: config.notifications.maxRulesPerUser,
-    }),
-    retention,
-    version: STEWARD_VERSION,
-    openApiDocument: () => (openApi ??= buildOpenApiDocument(STEWARD_VERSION)),
-  };
-  return { ctx, generatedAdminPassword, serverUrl, channels };
+  return { registry, clusters, jobs };
 }
 
 /** The HTTP side: Fastify with the error handler, raw uploads, the portal, durable writes and every route. */

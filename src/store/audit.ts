@@ -1,5 +1,5 @@
 /** The audit trail: append-only, read newest first. What is audited is decided in the server. */
-import type { StoreContext } from './context.js';
+import type { Executor, StoreContext } from './context.js';
 
 export interface AuditRecord {
   id: number;
@@ -23,17 +23,7 @@ export class AuditStore {
   constructor(private readonly ctx: StoreContext) {}
 
   async appendAudit(entry: NewAuditRecord): Promise<void> {
-    await this.ctx.db
-      .insertInto('audit')
-      .values({
-        time: entry.time,
-        actor: entry.actor,
-        action: entry.action,
-        target: entry.target,
-        source: entry.source,
-        detail_json: entry.detail === null ? null : JSON.stringify(entry.detail),
-      })
-      .execute();
+    await insertAudit(this.ctx.db, entry);
   }
 
   /** Newest first. */
@@ -52,4 +42,19 @@ export class AuditStore {
       detail: row.detail_json === null ? null : (JSON.parse(row.detail_json) as Record<string, unknown>),
     }));
   }
+}
+
+/** Appends one audit entry, on the store or within a transaction of another module's write. */
+export async function insertAudit(db: Executor, entry: NewAuditRecord): Promise<void> {
+  await db
+    .insertInto('audit')
+    .values({
+      time: entry.time,
+      actor: entry.actor,
+      action: entry.action,
+      target: entry.target,
+      source: entry.source,
+      detail_json: entry.detail === null ? null : JSON.stringify(entry.detail),
+    })
+    .execute();
 }

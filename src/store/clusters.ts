@@ -2,20 +2,14 @@
  * The cluster registry: one row per defined cluster (the built-in `local` is not stored). Secrets are kept
  * as file paths only; the server reads them when it connects.
  */
+import type { ClusterBroker } from '../config/index.js';
 import { terminalJobStates, type JobState } from '../protocol/index.js';
 import type { StoreContext } from './context.js';
 import type { ClustersTable } from './schema.js';
 
 export type ClusterState = ClustersTable['state'];
 
-export interface ClusterRecord {
-  name: string;
-  brokerUrl: string;
-  vhost: string | null;
-  passwordFile: string | null;
-  caFile: string | null;
-  certFile: string | null;
-  keyFile: string | null;
+export interface ClusterRecord extends ClusterBroker {
   state: ClusterState;
   createdAt: number;
   changedAt: number;

@@ -13,7 +13,7 @@
 import { randomUUID } from 'node:crypto';
 import { sql, type Transaction } from 'kysely';
 import { rulesFor, type NotifyWhen } from '../protocol/index.js';
-import type { NewAuditRecord } from './audit.js';
+import { insertAudit, type NewAuditRecord } from './audit.js';
 import type { Executor, StoreContext } from './context.js';
 import type { JobRecord } from './job-records.js';
 import type { Database, NotificationDeliveriesTable, NotificationRulesTable } from './schema.js';
@@ -301,20 +301,6 @@ function settledValues(outcome: DeliverySettlement, now: number): Partial<Notifi
         updated_at: now,
       };
   }
-}
-
-async function insertAudit(trx: Transaction<Database>, entry: NewAuditRecord): Promise<void> {
-  await trx
-    .insertInto('audit')
-    .values({
-      time: entry.time,
-      actor: entry.actor,
-      action: entry.action,
-      target: entry.target,
-      source: entry.source,
-      detail_json: entry.detail === null ? null : JSON.stringify(entry.detail),
-    })
-    .execute();
 }
 
 function toRule(row: NotificationRulesTable): NotificationRuleRecord {

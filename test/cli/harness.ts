@@ -11,6 +11,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { afterEach, beforeEach } from 'vitest';
 import type { Job, JobDetail, StepInfo } from '../../src/protocol/index.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -229,4 +230,29 @@ export function makeDetail(
       },
     ],
   };
+}
+
+/** What `useServerDouble` gives each test: the double, a config directory, and the env pointing at both. */
+export interface ServerDoubleSetup {
+  server: ServerDouble;
+  dir: string;
+  env: Record<string, string>;
+}
+
+/**
+ * A fresh server double and config directory for every test of the file (closed and removed after it),
+ * with the environment that points the CLI at the double with `token`. Read the fields inside a test.
+ */
+export function useServerDouble(token: string): ServerDoubleSetup {
+  const setup = {} as ServerDoubleSetup;
+  beforeEach(async (context) => {
+    setup.dir = await tempDirFor(context.task.name);
+    setup.server = await ServerDouble.start();
+    setup.env = { STEWARD_SERVER: setup.server.url, STEWARD_TOKEN: token };
+  });
+  afterEach(async () => {
+    await setup.server.close();
+    await fs.rm(setup.dir, { recursive: true, force: true });
+  });
+  return setup;
 }

@@ -1,25 +1,13 @@
 /** `steward pin|unpin` and `steward cleanup --server`, the built CLI against a server double. */
-import { promises as fs } from 'node:fs';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ServerDouble, cliBin, runCli, sendJson, tempDirFor } from './harness.js';
+import { describe, expect, it } from 'vitest';
+import { cliBin, runCli, sendJson, useServerDouble } from './harness.js';
 
-let server: ServerDouble;
-let dir: string;
-let env: Record<string, string>;
+const double = useServerDouble('admin-token');
 const jobId = '01JTESTJOB0000000000000001';
-
-beforeEach(async (context) => {
-  dir = await tempDirFor(context.task.name);
-  server = await ServerDouble.start();
-  env = { STEWARD_SERVER: server.url, STEWARD_TOKEN: 'admin-token' };
-});
-afterEach(async () => {
-  await server.close();
-  await fs.rm(dir, { recursive: true, force: true });
-});
 
 describe('steward pin, unpin and cleanup --server', () => {
   it('pins and unpins a job through its pin route', async () => {
+    const { server, dir, env } = double;
     server.on('POST', `/api/jobs/${jobId}/pin`, (_request, response) =>
       sendJson(response, 200, { id: jobId, pinned: true, filesPurgedAt: null }),
     );
@@ -35,6 +23,7 @@ describe('steward pin, unpin and cleanup --server', () => {
   });
 
   it('runs the server sweep with a bare --server, as a dry run when asked, and prints what goes', async () => {
+    const { server, dir, env } = double;
     const bodies: unknown[] = [];
     server.on('POST', '/api/retention/sweep', (request, response) => {
       const body = JSON.parse(request.body) as { dryRun: boolean };
@@ -60,6 +49,7 @@ describe('steward pin, unpin and cleanup --server', () => {
   });
 
   it('refuses a bare --server anywhere else, and local options with cleanup --server', async () => {
+    const { dir, env } = double;
     const jobs = await runCli(cliBin, ['jobs', '--server'], { configHome: dir, env });
     expect(jobs.code).toBe(2);
     expect(jobs.stderr).toContain('--server needs a URL');

@@ -6,9 +6,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { AgentInfo } from '../../src/protocol/index.js';
-import { Cluster } from '../support/distributed.js';
+import { Cluster, tearDownCluster } from '../support/distributed.js';
 import { OsUsers } from '../support/os-users.js';
-import { createVhost, deleteVhost } from '../support/rabbitmq.js';
+import { createVhost } from '../support/rabbitmq.js';
 import { isRoot } from '../support/steward.js';
 import { until } from '../support/wait.js';
 
@@ -33,15 +33,10 @@ beforeAll(async () => {
   cluster = await Cluster.start({ vhost, server: { agentLease: '3s' } });
   const userMap = isRoot ? { admin: (await osUsers.user('al')).name } : {};
   await cluster.startAgent('agent', { slots: 1, userMap });
-  const pushed = await cluster.request('POST', '/api/workflows', { source: SLOW });
-  expect(pushed.status, JSON.stringify(pushed.json)).toBe(201);
+  await cluster.pushWorkflow(SLOW);
 }, 120_000);
 
-afterAll(async () => {
-  await cluster?.destroy();
-  await osUsers.cleanup();
-  if (vhost) await deleteVhost(vhost);
-}, 60_000);
+afterAll(() => tearDownCluster(cluster, osUsers, vhost), 60_000);
 
 async function agents(): Promise<z.infer<typeof AgentInfo>[]> {
   const response = await cluster!.request('GET', '/api/agents');

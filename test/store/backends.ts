@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import type { StoreConfig } from '../../src/config/index.js';
+import { openStore, type NewJob, type NewWorkflowVersion, type Store } from '../../src/store/index.js';
 import { until } from '../support/wait.js';
 
 export const POSTGRES_URL =
@@ -118,5 +119,62 @@ export async function createPrivateDatabase(
         await client.end();
       }
     },
+  };
+}
+
+/** Opens a store on a fresh backend for one test; the backend is disposed of when the store cannot open. */
+export async function openBackendStore(
+  backend: Backend,
+  title: string,
+  options?: Parameters<typeof openStore>[1],
+): Promise<{ handle: BackendHandle; store: Store }> {
+  const handle = await backend.create(title);
+  try {
+    return { handle, store: await openStore(handle.config, options) };
+  } catch (error) {
+    await handle.dispose();
+    throw error;
+  }
+}
+
+/**
+ * The user `alice` and one workflow of hers (digest `d1`): what most store tests need before a job. By
+ * default `wf` with one SQL step `a`, the user created at 1 and the workflow at 2.
+ */
+export async function seedAliceWorkflow(
+  store: Store,
+  options: { name?: string; steps?: NewWorkflowVersion['steps']; userAt?: number; workflowAt?: number } = {},
+): Promise<void> {
+  const name = options.name ?? 'wf';
+  await store.createUser({ name: 'alice', role: 'user', passwordHash: null, createdAt: options.userAt ?? 1 });
+  await store.insertWorkflowVersion({
+    space: 'alice',
+    name,
+    source: `name: ${name}`,
+    format: 'yaml',
+    digest: 'd1',
+    description: '',
+    params: [],
+    steps: options.steps ?? [{ id: 'a', kind: 'sql', needs: [] }],
+    assets: [],
+    createdBy: 'alice',
+    createdAt: options.workflowAt ?? 2,
+  });
+}
+
+/** A new job of alice's `wf` (version 1, digest `d1`, one SQL step `a`, created at 1), with `changes`. */
+export function aliceJob(id: string, changes: Partial<NewJob> = {}): NewJob {
+  return {
+    id,
+    user: 'alice',
+    workflow: { space: 'alice', name: 'wf', version: 1, digest: 'd1' },
+    params: {},
+    labels: [],
+    timeoutMs: null,
+    jobTokenHash: 'h',
+    createdAt: 1,
+    steps: [{ id: 'a', kind: 'sql' }],
+    loadDeadline: null,
+    ...changes,
   };
 }

@@ -5,7 +5,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openStore, type Store } from '../../src/store/index.js';
-import { createPrivateDatabase } from './backends.js';
+import { aliceJob, createPrivateDatabase, seedAliceWorkflow } from './backends.js';
 
 let database: { url: string; dispose(): Promise<void> };
 let a: Store;
@@ -15,20 +15,7 @@ beforeEach(async (context) => {
   database = await createPrivateDatabase(context.task.name);
   a = await openStore({ kind: 'postgres', url: database.url });
   b = await openStore({ kind: 'postgres', url: database.url });
-  await a.createUser({ name: 'alice', role: 'user', passwordHash: null, createdAt: 1 });
-  await a.insertWorkflowVersion({
-    space: 'alice',
-    name: 'wf',
-    source: 'name: wf',
-    format: 'yaml',
-    digest: 'd1',
-    description: '',
-    params: [],
-    steps: [{ id: 'a', kind: 'sql', needs: [] }],
-    assets: [],
-    createdBy: 'alice',
-    createdAt: 2,
-  });
+  await seedAliceWorkflow(a);
 });
 
 afterEach(async () => {
@@ -40,18 +27,7 @@ afterEach(async () => {
 async function seedJobs(count: number): Promise<string[]> {
   const ids = Array.from({ length: count }, (_, n) => `20260101000000000-${String(n).padStart(8, '0')}`);
   for (const id of ids) {
-    await a.insertJobOnce({
-      id,
-      user: 'alice',
-      workflow: { space: 'alice', name: 'wf', version: 1, digest: 'd1' },
-      params: {},
-      labels: [],
-      timeoutMs: null,
-      jobTokenHash: 'h',
-      createdAt: 1,
-      steps: [{ id: 'a', kind: 'sql' }],
-      loadDeadline: null,
-    });
+    await a.insertJobOnce(aliceJob(id));
   }
   return ids;
 }

@@ -7,7 +7,7 @@ import {
   type Store,
   type TickClaim,
 } from '../../src/store/index.js';
-import { backends, type BackendHandle } from './backends.js';
+import { backends, openBackendStore, seedAliceWorkflow, type BackendHandle } from './backends.js';
 
 const start = Date.UTC(2026, 2, 1, 12, 0, 0);
 
@@ -63,27 +63,8 @@ describe.each(backends)('schedules in the store on $name', (backend) => {
   const extra: Store[] = [];
 
   beforeEach(async (context) => {
-    handle = await backend.create(context.task.name);
-    try {
-      store = await openStore(handle.config, { clock: () => start });
-    } catch (error) {
-      await handle.dispose();
-      throw error;
-    }
-    await store.createUser({ name: 'alice', role: 'user', passwordHash: null, createdAt: start });
-    await store.insertWorkflowVersion({
-      space: 'alice',
-      name: 'report',
-      source: 'name: report',
-      format: 'yaml',
-      digest: 'd1',
-      description: '',
-      params: [],
-      steps: [{ id: 'a', kind: 'sql', needs: [] }],
-      assets: [],
-      createdBy: 'alice',
-      createdAt: start,
-    });
+    ({ handle, store } = await openBackendStore(backend, context.task.name, { clock: () => start }));
+    await seedAliceWorkflow(store, { name: 'report', userAt: start, workflowAt: start });
   });
 
   afterEach(async () => {

@@ -5,8 +5,8 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { JobEvent, JobState } from '../../src/protocol/index.js';
-import { openStore, type Store } from '../../src/store/index.js';
-import { backends, type BackendHandle } from './backends.js';
+import type { Store } from '../../src/store/index.js';
+import { aliceJob, backends, openBackendStore, seedAliceWorkflow, type BackendHandle } from './backends.js';
 
 const T0 = 1_767_225_600_000;
 
@@ -16,30 +16,13 @@ describe.each(backends)('closing steps on $name', (backend) => {
   let jobs = 0;
 
   beforeEach(async (context) => {
-    handle = await backend.create(context.task.name);
-    try {
-      store = await openStore(handle.config);
-    } catch (error) {
-      await handle.dispose();
-      throw error;
-    }
-    await store.createUser({ name: 'alice', role: 'user', passwordHash: null, createdAt: 1 });
-    await store.insertWorkflowVersion({
-      space: 'alice',
-      name: 'wf',
-      source: 'name: wf',
-      format: 'yaml',
-      digest: 'd1',
-      description: '',
-      params: [],
+    ({ handle, store } = await openBackendStore(backend, context.task.name));
+    await seedAliceWorkflow(store, {
       steps: [
         { id: 'a', kind: 'sql', needs: [] },
         { id: 'b', kind: 'shell', needs: ['a'] },
         { id: 'c', kind: 'sql', needs: ['b'] },
       ],
-      assets: [],
-      createdBy: 'alice',
-      createdAt: 2,
     });
   });
 
@@ -51,22 +34,18 @@ describe.each(backends)('closing steps on $name', (backend) => {
   /** A job run to step b: loading, running, a done, b running. Returns its id and an event maker. */
   async function runningJob() {
     const id = `20260101000000000-close${++jobs}`;
-    await store.insertJobOnce({
-      id,
-      user: 'alice',
-      workflow: { space: 'alice', name: 'wf', version: 1, digest: 'd1' },
-      params: {},
-      labels: [],
-      timeoutMs: null,
-      jobTokenHash: `token-${id}`,
-      createdAt: T0,
-      steps: [
-        { id: 'a', kind: 'sql' },
-        { id: 'b', kind: 'shell' },
-        { id: 'c', kind: 'sql' },
-      ],
-      offered: true,
-    });
+    await store.insertJobOnce(
+      aliceJob(id, {
+        jobTokenHash: `token-${id}`,
+        createdAt: T0,
+        steps: [
+          { id: 'a', kind: 'sql' },
+          { id: 'b', kind: 'shell' },
+          { id: 'c', kind: 'sql' },
+        ],
+        offered: true,
+      }),
+    );
     let seq = 0;
     const base = () => ({ v: 1 as const, jobId: id, attempt: 1, seq: ++seq, agentId: 'agent-1' });
     const state = (to: JobState, time: number): JobEvent => ({ ...base(), type: 'state', time, state: to });

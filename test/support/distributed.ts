@@ -8,7 +8,7 @@ import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { Job, JobDetail, LoginResponse } from '../../src/protocol/index.js';
-import { brokerUrl } from './rabbitmq.js';
+import { brokerUrl, deleteVhost } from './rabbitmq.js';
 import { freePort, stewardBin, tempDir } from './steward.js';
 import { readLogRecords } from './logs.js';
 import { until } from './wait.js';
@@ -167,6 +167,13 @@ export class Cluster {
     return { status: response.status, json: text ? JSON.parse(text) : undefined };
   }
 
+  /** Pushes a workflow as the admin; throws with the server's answer unless it was stored (201). */
+  async pushWorkflow(source: string): Promise<void> {
+    const pushed = await this.request('POST', '/api/workflows', { source });
+    if (pushed.status !== 201)
+      throw new Error(`pushing a workflow: ${pushed.status} ${JSON.stringify(pushed.json)}`);
+  }
+
   async submit(workflow: string, labels: string[] = []): Promise<string> {
     const response = await this.request('POST', '/api/jobs', { workflow, labels });
     if (response.status !== 201 && response.status !== 200)
@@ -244,4 +251,15 @@ export class Cluster {
     await this.server?.stop();
     for (const dir of [this.root, ...this.dirs]) await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** The end of a distributed test file: its cluster's processes and directories, OS users, and vhost. */
+export async function tearDownCluster(
+  cluster: Cluster | undefined,
+  osUsers: { cleanup(): Promise<void> },
+  vhost: string,
+): Promise<void> {
+  await cluster?.destroy();
+  await osUsers.cleanup();
+  if (vhost) await deleteVhost(vhost);
 }

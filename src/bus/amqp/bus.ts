@@ -5,6 +5,7 @@
  * the bus's own delivery count on classic queues (`delivery.ts`), and dead letters (`dead-letters.ts`).
  */
 import type { ChannelModel } from 'amqplib';
+import type { CompiledBusConfig } from '../../config/index.js';
 import {
   DEFAULT_DELIVERY_LIMIT,
   type AgentMessage,
@@ -44,6 +45,24 @@ export interface AmqpBusOptions extends ConnectionSettings {
   prefix?: string;
   /** Called when a handler throws; the bus keeps going. */
   onHandlerError?: (error: unknown, queue: string) => void;
+}
+
+/**
+ * The options a compiled `kind: amqp` bus config gives (brokers, credentials, TLS, delivery limit, queue
+ * type); the caller adds its own handlers.
+ */
+export function amqpBusOptions(config: CompiledBusConfig & { kind: 'amqp' }): AmqpBusOptions {
+  return {
+    urls: [...config.urls],
+    vhost: config.vhost,
+    user: config.user,
+    password: config.password,
+    ca: config.ca,
+    cert: config.cert,
+    key: config.key,
+    deliveryLimit: config.deliveryLimit,
+    queueType: config.queueType,
+  };
 }
 
 export class AmqpBus implements Bus, SubscriptionHost {

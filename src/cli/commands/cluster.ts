@@ -14,7 +14,17 @@ export function registerClusterCommands(program: Command): void {
   const cluster = program
     .command('cluster')
     .description('agent pools behind other brokers: add, check, attach, list, detach (admins)');
+  addCommand(cluster);
+  agentConfigCommand(cluster);
+  checkCommand(cluster);
+  attachCommand(cluster);
+  listCommand(cluster);
+  detachCommand(cluster);
+  removeCommand(cluster);
+}
 
+/** `steward cluster add NAME --broker URL`: define a cluster, detached. */
+function addCommand(cluster: Command): void {
   cluster
     .command('add')
     .description('define a cluster, detached: a RabbitMQ broker and vhost its agents use')
@@ -57,7 +67,10 @@ export function registerClusterCommands(program: Command): void {
         );
       },
     );
+}
 
+/** `steward cluster agent-config NAME`: print an agent config for the cluster. */
+function agentConfigCommand(cluster: Command): void {
   cluster
     .command('agent-config')
     .description("print a complete agent config for the cluster (broker, server URL, the server's key)")
@@ -69,7 +82,10 @@ export function registerClusterCommands(program: Command): void {
       if (context.json) return context.printJson({ yaml });
       context.out(yaml);
     });
+}
 
+/** `steward cluster check NAME`: run the cluster's checks. */
+function checkCommand(cluster: Command): void {
   cluster
     .command('check')
     .description("run the cluster's checks; exit 1 when one fails")
@@ -82,7 +98,10 @@ export function registerClusterCommands(program: Command): void {
       else context.out(formatCheckTable(report));
       if (!report.ok) process.exitCode = 1;
     });
+}
 
+/** `steward cluster attach NAME`: run the checks and attach the cluster. */
+function attachCommand(cluster: Command): void {
   cluster
     .command('attach')
     .description('run the checks and attach the cluster: it takes jobs. Refused when a check fails')
@@ -109,7 +128,10 @@ export function registerClusterCommands(program: Command): void {
       context.out(formatCheckTable(attached.report));
       context.out(`attached cluster ${name}${attached.report.ok ? '' : ' (forced past failed checks)'}\n`);
     });
+}
 
+/** `steward cluster list`: clusters with their state, agents, slots and jobs. */
+function listCommand(cluster: Command): void {
   cluster
     .command('list')
     .description('clusters with their state, agents, free and used slots, and jobs')
@@ -134,7 +156,10 @@ export function registerClusterCommands(program: Command): void {
         ),
       );
     });
+}
 
+/** `steward cluster detach NAME`: detach a cluster, with --wait until it is detached. */
+function detachCommand(cluster: Command): void {
   cluster
     .command('detach')
     .description(
@@ -159,7 +184,10 @@ export function registerClusterCommands(program: Command): void {
           : `cluster ${name} detaching: new submits refused; ${unfinished(info)} job(s) finish first (--wait waits)\n`,
       );
     });
+}
 
+/** `steward cluster remove NAME`: delete a detached cluster's definition. */
+function removeCommand(cluster: Command): void {
   cluster
     .command('remove')
     .description("delete a detached cluster's definition (its jobs and results stay)")

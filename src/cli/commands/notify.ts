@@ -18,7 +18,15 @@ export function registerNotifyCommands(program: Command): void {
   const notify = program
     .command('notify')
     .description('tell you when your jobs end: webhooks (signed) or email, on failure, success or always');
+  addCommand(notify);
+  listCommand(notify);
+  removeCommand(notify);
+  testCommand(notify);
+  deliveriesCommand(notify);
+}
 
+/** `steward notify add --webhook URL|--email ADDRESS`: add a rule. */
+function addCommand(notify: Command): void {
   notify
     .command('add')
     .description(
@@ -64,7 +72,10 @@ export function registerNotifyCommands(program: Command): void {
         );
       }
     });
+}
 
+/** `steward notify list`: your rules (admins: --all). */
+function listCommand(notify: Command): void {
   notify
     .command('list')
     .description("list your rules (admins: --all for every user's)")
@@ -91,7 +102,10 @@ export function registerNotifyCommands(program: Command): void {
         ),
       );
     });
+}
 
+/** `steward notify remove ID`: remove a rule. */
+function removeCommand(notify: Command): void {
   notify
     .command('remove')
     .description('remove a rule; its deliveries not yet sent are dropped')
@@ -103,7 +117,10 @@ export function registerNotifyCommands(program: Command): void {
       if (context.json) return context.printJson({ id, removed: true });
       context.out(`removed rule ${id}\n`);
     });
+}
 
+/** `steward notify test ID`: send a test message through a rule now. */
+function testCommand(notify: Command): void {
   notify
     .command('test')
     .description('send a test message through a rule now and say whether it arrived')
@@ -119,7 +136,10 @@ export function registerNotifyCommands(program: Command): void {
         process.exitCode = 1;
       }
     });
+}
 
+/** `steward notify deliveries`: recent deliveries of your rules. */
+function deliveriesCommand(notify: Command): void {
   notify
     .command('deliveries')
     .description('recent deliveries of your rules: state, attempts, last error')

@@ -60,108 +60,188 @@ export function helperPythonPath(existing: string | undefined): string {
   return existing ? `${DASK_HELPER_DIR}:${existing}` : DASK_HELPER_DIR;
 }
 
+/** The processes started so far, for stopping them all on a failed start or at `stop()`. */
+interface StartedProcesses {
+  scheduler?: DaskProcess;
+  workers: PlacedDaskWorker[];
+}
+
+/** Where a starting cluster keeps its files, and the environment its processes share. */
+interface ClusterFiles {
+  tls: DaskTlsFiles;
+  schedulerFile: string;
+  eventsFile: string;
+  env: Record<string, string>;
+}
+
 export async function startDaskCluster(options: DaskClusterOptions): Promise<DaskCluster> {
-  const { request } = options;
+  const files = await prepareFiles(options);
+  const deadline = Date.now() + options.startTimeoutMs;
+  const started: StartedProcesses = { workers: [] };
+  const stopAll = async () => {
+    await Promise.all(started.workers.map((worker) => worker.stop(options.killGraceMs)));
+    await started.scheduler?.stop(options.killGraceMs);
+  };
+  try {
+    const { scheduler, schedulerExit, address } = await startScheduler(options, files, deadline, started);
+    started.workers = await placeWorkers(options, files, address);
+    const workerStartMs = await waitForWorkers(options, files, deadline, {
+      scheduler,
+      schedulerExit,
+      workers: started.workers,
+    });
+    return runningCluster(options, files.tls, { scheduler, address, started, workerStartMs, stopAll });
+  } catch (error) {
+    await stopAll();
+    throw error;
+  }
+}
+
+/** The state and scratch directories, the job's certificates, and the processes' environment. */
+async function prepareFiles(options: DaskClusterOptions): Promise<ClusterFiles> {
   await mkdir(options.stateDir, { recursive: true, mode: 0o700 });
   await mkdir(options.scratchDir, { recursive: true, mode: 0o700 });
   const tls = await makeDaskCertificates(path.join(options.stateDir, 'tls'), options.label);
-  const schedulerFile = path.join(options.stateDir, 'scheduler.json');
-  const eventsFile = path.join(options.stateDir, 'events.jsonl');
   const env = {
     ...options.env,
     PYTHONPATH: helperPythonPath(options.env.PYTHONPATH),
     // Refuse any connection that is not TLS, whatever a user's dask config says.
     DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION: 'True',
   };
-  const deadline = Date.now() + options.startTimeoutMs;
-  const started: { scheduler?: DaskProcess; workers: PlacedDaskWorker[] } = { workers: [] };
-  const stopAll = async () => {
-    await Promise.all(started.workers.map((worker) => worker.stop(options.killGraceMs)));
-    await started.scheduler?.stop(options.killGraceMs);
+  return {
+    tls,
+    schedulerFile: path.join(options.stateDir, 'scheduler.json'),
+    eventsFile: path.join(options.stateDir, 'events.jsonl'),
+    env,
   };
-  try {
-    const scheduler = await DaskProcess.start({
-      name: 'scheduler',
-      argv: schedulerArgv(options.python, tls, schedulerFile),
+}
+
+/** Starts the scheduler (recorded in `started` at once) and waits for the address it writes. */
+async function startScheduler(
+  options: DaskClusterOptions,
+  files: ClusterFiles,
+  deadline: number,
+  started: StartedProcesses,
+): Promise<{ scheduler: DaskProcess; schedulerExit: { exit?: DaskExit }; address: string }> {
+  const scheduler = await DaskProcess.start({
+    name: 'scheduler',
+    argv: schedulerArgv(options.python, files.tls, files.schedulerFile),
+    cwd: options.cwd,
+    env: { ...files.env, STEWARD_DASK_EVENTS: files.eventsFile },
+    ...(options.spawnWrapper ? { spawnWrapper: options.spawnWrapper } : {}),
+    sink: options.sink,
+  });
+  started.scheduler = scheduler;
+  const schedulerExit = watchExit(scheduler.exited);
+  const address = await waitFor(options, deadline, 'the Dask scheduler to start', async () => {
+    if (schedulerExit.exit) throw exitedError('scheduler', schedulerExit.exit, scheduler.tail());
+    const info = await readJson(files.schedulerFile);
+    return typeof info?.address === 'string' ? info.address : undefined;
+  });
+  return { scheduler, schedulerExit, address };
+}
+
+/** Starts the requested workers through the placement, pointed at the scheduler. */
+function placeWorkers(
+  options: DaskClusterOptions,
+  files: ClusterFiles,
+  address: string,
+): Promise<PlacedDaskWorker[]> {
+  const { request } = options;
+  const { tls } = files;
+  return options.placement.place(
+    {
+      label: options.label,
+      count: request.workers,
+      threads: request.threads,
+      memoryBytes: request.memoryBytes,
+      schedulerAddress: address,
+      tls: { ca: tls.ca, ...tls.worker },
+      python: options.python,
+      env: files.env,
       cwd: options.cwd,
-      env: { ...env, STEWARD_DASK_EVENTS: eventsFile },
-      ...(options.spawnWrapper ? { spawnWrapper: options.spawnWrapper } : {}),
+      scratchDir: options.scratchDir,
+    },
+    {
+      signal: options.signal,
       sink: options.sink,
-    });
-    started.scheduler = scheduler;
-    const schedulerExit = watchExit(scheduler.exited);
-    const address = await waitFor(options, deadline, 'the Dask scheduler to start', async () => {
+      ...(options.spawnWrapper ? { spawnWrapper: options.spawnWrapper } : {}),
+    },
+  );
+}
+
+/**
+ * Waits until every worker has registered with the scheduler (failing as soon as the scheduler or a worker
+ * exits); gives each worker's milliseconds from its start to its registration, by worker name.
+ */
+async function waitForWorkers(
+  options: DaskClusterOptions,
+  files: ClusterFiles,
+  deadline: number,
+  processes: { scheduler: DaskProcess; schedulerExit: { exit?: DaskExit }; workers: PlacedDaskWorker[] },
+): Promise<Map<string, number>> {
+  const { request } = options;
+  const { scheduler, schedulerExit, workers } = processes;
+  const workerExits = workers.map((worker) => ({ worker, state: watchExit(worker.exited) }));
+  const registered = await waitFor(
+    options,
+    deadline,
+    `${request.workers} Dask workers to register`,
+    async () => {
       if (schedulerExit.exit) throw exitedError('scheduler', schedulerExit.exit, scheduler.tail());
-      const info = await readJson(schedulerFile);
-      return typeof info?.address === 'string' ? info.address : undefined;
-    });
-    started.workers = await options.placement.place(
-      {
-        label: options.label,
-        count: request.workers,
-        threads: request.threads,
-        memoryBytes: request.memoryBytes,
-        schedulerAddress: address,
-        tls: { ca: tls.ca, ...tls.worker },
-        python: options.python,
-        env,
-        cwd: options.cwd,
-        scratchDir: options.scratchDir,
-      },
-      {
-        signal: options.signal,
-        sink: options.sink,
-        ...(options.spawnWrapper ? { spawnWrapper: options.spawnWrapper } : {}),
-      },
-    );
-    const workerExits = started.workers.map((worker) => ({ worker, state: watchExit(worker.exited) }));
-    const registered = await waitFor(
-      options,
-      deadline,
-      `${request.workers} Dask workers to register`,
-      async () => {
-        if (schedulerExit.exit) throw exitedError('scheduler', schedulerExit.exit, scheduler.tail());
-        const gone = workerExits.find((entry) => entry.state.exit);
-        if (gone) throw exitedError(gone.worker.name, gone.state.exit!, gone.worker.tail());
-        const added = await workersAdded(eventsFile);
-        return added.size >= request.workers ? added : undefined;
-      },
-    );
-    const workerStartMs = new Map<string, number>();
-    for (const worker of started.workers) {
-      const at = registered.get(`${options.label}-${worker.name}`);
-      if (at !== undefined) workerStartMs.set(worker.name, Math.max(0, at - worker.startedAt));
-    }
-    let stopping: Promise<void> | undefined;
-    const lost = scheduler.exited.then(async (exit) => {
-      await stopping;
-      return exitedError('scheduler', exit, scheduler.tail(), 'STEWARD_DASK_SCHEDULER_LOST');
-    });
-    return {
-      address,
-      tls,
-      scheduler: { pid: scheduler.pid },
-      workers: started.workers,
-      workerStartMs,
-      lost: new Promise((resolve) => {
-        // Only an exit before stop() is a loss; after it, the promise stays pending.
-        void lost.then((error) => {
-          if (!stopping) resolve(error);
-        });
-      }),
-      stepEnvironment: () => ({
-        STEWARD_DASK_SCHEDULER: address,
-        STEWARD_DASK_CA_FILE: tls.ca,
-        STEWARD_DASK_CLIENT_CERT: tls.client.cert,
-        STEWARD_DASK_CLIENT_KEY: tls.client.key,
-        STEWARD_DASK_WORKERS: String(request.workers),
-      }),
-      stop: () => (stopping ??= stopAll()),
-    };
-  } catch (error) {
-    await stopAll();
-    throw error;
+      const gone = workerExits.find((entry) => entry.state.exit);
+      if (gone) throw exitedError(gone.worker.name, gone.state.exit!, gone.worker.tail());
+      const added = await workersAdded(files.eventsFile);
+      return added.size >= request.workers ? added : undefined;
+    },
+  );
+  const workerStartMs = new Map<string, number>();
+  for (const worker of workers) {
+    const at = registered.get(`${options.label}-${worker.name}`);
+    if (at !== undefined) workerStartMs.set(worker.name, Math.max(0, at - worker.startedAt));
   }
+  return workerStartMs;
+}
+
+/** The started cluster: its address and files for the step, its loss, and its stop. */
+function runningCluster(
+  options: DaskClusterOptions,
+  tls: DaskTlsFiles,
+  parts: {
+    scheduler: DaskProcess;
+    address: string;
+    started: StartedProcesses;
+    workerStartMs: Map<string, number>;
+    stopAll: () => Promise<void>;
+  },
+): DaskCluster {
+  const { scheduler, address, started, workerStartMs, stopAll } = parts;
+  let stopping: Promise<void> | undefined;
+  const lost = scheduler.exited.then(async (exit) => {
+    await stopping;
+    return exitedError('scheduler', exit, scheduler.tail(), 'STEWARD_DASK_SCHEDULER_LOST');
+  });
+  return {
+    address,
+    tls,
+    scheduler: { pid: scheduler.pid },
+    workers: started.workers,
+    workerStartMs,
+    lost: new Promise((resolve) => {
+      // Only an exit before stop() is a loss; after it, the promise stays pending.
+      void lost.then((error) => {
+        if (!stopping) resolve(error);
+      });
+    }),
+    stepEnvironment: () => ({
+      STEWARD_DASK_SCHEDULER: address,
+      STEWARD_DASK_CA_FILE: tls.ca,
+      STEWARD_DASK_CLIENT_CERT: tls.client.cert,
+      STEWARD_DASK_CLIENT_KEY: tls.client.key,
+      STEWARD_DASK_WORKERS: String(options.request.workers),
+    }),
+    stop: () => (stopping ??= stopAll()),
+  };
 }
 
 function schedulerArgv(python: string, tls: DaskTlsFiles, schedulerFile: string): string[] {

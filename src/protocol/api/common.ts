@@ -32,6 +32,12 @@ export const WorkflowRef = z
   .max(200)
   .regex(/^[a-z0-9_.@/-]+$/, 'expected [SPACE/]NAME[@VERSION]: lowercase letters, digits, "_", ".", "-"');
 
+/** The agent labels a job (or a schedule's jobs) must run on: up to 20 of letters, digits and `_.:-`. */
+export const JobLabels = z
+  .array(z.string().regex(/^[a-zA-Z0-9_.:-]{1,100}$/))
+  .max(20)
+  .default([]);
+
 export interface ParsedWorkflowRef {
   /** Absent: the caller's personal space. */
   space?: string;

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { ErrorInfo, ExecutorIdentity, ParamValue } from '../messages.js';
 import { JobState, StepState } from '../states.js';
 import { ClusterName } from './clusters.js';
-import { IsoTime, SpaceName, WorkflowName, WorkflowRef } from './common.js';
+import { IsoTime, JobLabels, SpaceName, WorkflowName, WorkflowRef } from './common.js';
 import { type ApiRoute, IdParams, InputParams, LogParams, ResultParams } from './route.js';
 
 /** The most retries a job may ask for or a server may grant: beyond it, a failing job only burns machines. */
@@ -14,10 +14,7 @@ export const SubmitJobRequest = z
     workflow: WorkflowRef,
     /** Values as typed JSON or as strings (from `-p key=value`); converted by the parameter definitions. */
     params: z.record(z.string(), ParamValue).default({}),
-    labels: z
-      .array(z.string().regex(/^[a-zA-Z0-9_.:-]{1,100}$/))
-      .max(20)
-      .default([]),
+    labels: JobLabels,
     /** The cluster to run on. Default: the workflow's `cluster:`, else the server's default cluster. */
     cluster: ClusterName.optional(),
     /** Overall job time limit in seconds. */

@@ -1,7 +1,7 @@
 /** Schedules: a workflow run with fixed params on a cron expression in a time zone, as its owner. */
 import { z } from 'zod';
 import { ErrorInfo, ParamValue } from '../messages.js';
-import { WorkflowRef } from './common.js';
+import { JobLabels, WorkflowRef } from './common.js';
 import type { ApiRoute } from './route.js';
 
 export const ScheduleName = z
@@ -22,10 +22,7 @@ export const CreateScheduleRequest = z
     workflow: WorkflowRef,
     /** Fixed values, checked against the workflow's params now and at every firing. */
     params: z.record(z.string(), ParamValue).default({}),
-    labels: z
-      .array(z.string().regex(/^[a-zA-Z0-9_.:-]{1,100}$/))
-      .max(20)
-      .default([]),
+    labels: JobLabels,
     /** Five fields (minute first) or six (seconds first), read by croner. */
     cron: z.string().min(1).max(200),
     /** The IANA time zone the expression is read in (daylight saving included). Default `UTC`. */

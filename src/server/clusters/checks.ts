@@ -5,7 +5,7 @@
  * code and a fix. A detached cluster's agents are heard by listening to its heartbeats queue for a while.
  */
 import type { Logger } from 'pino';
-import { AmqpBus, probeBroker } from '../../bus/index.js';
+import { AmqpBus, amqpBusOptions, probeBroker } from '../../bus/index.js';
 import { clusterBusConfig, type CompiledServerConfig } from '../../config/index.js';
 import { Heartbeat, type CheckResult } from '../../protocol/index.js';
 import type { AgentRecord, ClusterRecord, Store } from '../../store/index.js';
@@ -62,17 +62,7 @@ export async function listenForAgents(deps: ClusterCheckDeps, cluster: ClusterRe
   const started = Date.now();
   const fresh = new Set<string>();
   const older = new Map<string, { heartbeat: Heartbeat; at: number }>();
-  const bus = new AmqpBus({
-    urls: [...config.urls],
-    vhost: config.vhost,
-    user: config.user,
-    password: config.password,
-    ca: config.ca,
-    cert: config.cert,
-    key: config.key,
-    deliveryLimit: config.deliveryLimit,
-    queueType: config.queueType,
-  });
+  const bus = new AmqpBus(amqpBusOptions(config));
   let done: () => void = () => {};
   const finished = new Promise<void>((resolve) => (done = resolve));
   const timer = setTimeout(() => done(), deps.config.clusters.heartbeatWaitMs);

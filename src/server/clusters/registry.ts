@@ -9,7 +9,7 @@
  * becomes `detached` (whichever server sees that first); nothing of its jobs lives on its broker afterwards.
  */
 import type { Logger } from 'pino';
-import { AmqpBus, type Bus } from '../../bus/index.js';
+import { AmqpBus, amqpBusOptions, type Bus } from '../../bus/index.js';
 import { clusterBusConfig } from '../../config/index.js';
 import { LOCAL_CLUSTER, StewardError } from '../../protocol/index.js';
 import type { ClusterRecord, Store } from '../../store/index.js';
@@ -151,15 +151,7 @@ export class ClusterRegistry implements ClusterBuses {
     const config = clusterBusConfig(cluster);
     const log = this.deps.logger.child({ component: 'bus', cluster: cluster.name });
     return new AmqpBus({
-      urls: [...config.urls],
-      vhost: config.vhost,
-      user: config.user,
-      password: config.password,
-      ca: config.ca,
-      cert: config.cert,
-      key: config.key,
-      deliveryLimit: config.deliveryLimit,
-      queueType: config.queueType,
+      ...amqpBusOptions(config),
       onHandlerError: (error, queue) => log.error({ err: error, queue }, 'bus handler failed'),
       onConnectionEvent: (event) => {
         if (event.type === 'connected')
