@@ -237,7 +237,9 @@ export class ScheduleStore {
     await this.ctx.db
       .updateTable('schedules')
       .set(
-        change.paused
+        // `in`, not the flag: the durability test compiles the store without strict null checks, where a
+        // boolean discriminant does not narrow.
+        'reason' in change
           ? { paused: 1, paused_reason: change.reason, queued_due_at: null, updated_at: now }
           : {
               paused: 0,

@@ -49,9 +49,12 @@ describe('an agent that stops', () => {
     await cluster!.waitForJob(id, 'the shell step to run', (job) =>
       job.steps.some((step) => step.id === 'wait' && step.state === 'running'),
     );
-    const live = (await agents()).find((agent) => agent.id === cluster!.agentId('agent'));
+    // The agent list is as of the agent's last heartbeat: wait for one that reports the executor.
+    const live = await until('a heartbeat listing the executor', async () => {
+      const agent = (await agents()).find((item) => item.id === cluster!.agentId('agent'));
+      return agent && agent.executors.length > 0 ? agent : undefined;
+    });
     expect(live).toMatchObject({ state: 'active' });
-    expect(live!.executors.length).toBeGreaterThan(0);
 
     await cluster!.agents.get('agent')!.stop('SIGKILL');
     const job = await cluster!.settleOne(id, 60_000);

@@ -24,7 +24,7 @@ const osUsers = new OsUsers();
 
 beforeAll(async () => {
   vhost = await createVhost('cluster');
-  cluster = await Cluster.start({ vhost, server: { loadTimeout: '4s' } });
+  cluster = await Cluster.start({ vhost, server: { loadTimeout: '15s' } });
   // As root, jobs of "admin" run as a real unprivileged OS account.
   const userMap = isRoot ? { admin: (await osUsers.user('cl')).name } : {};
   await Promise.all([
