@@ -87,6 +87,8 @@ export function machine() {
   return `${os.cpus()[0]?.model ?? 'cpu'} × ${os.availableParallelism()}, ${(os.totalmem() / 1024 ** 3).toFixed(0)} GiB, Node ${process.version}, ${os.platform()} ${os.release()}`;
 }
 
+let benchUsers = 0;
+
 /**
  * Starts `steward up`; as root also creates an OS user for the jobs. `root` is the checkout whose
  * `bin/steward.js` (and so `dist/`) runs: another checkout's, to compare a build with this one in one run.
@@ -109,6 +111,9 @@ export async function startSteward({ config, root = repoRoot, nodeArgs = [] } = 
     env: { ...process.env, STEWARD_ADMIN_PASSWORD: adminPassword },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  // A start that fails after the spawn must not leave the server running.
+  const kill = () => child.exitCode === null && child.kill('SIGTERM');
+  process.once('exit', kill);
   let output = '';
   child.stdout.on('data', (c) => (output += c));
   child.stderr.on('data', (c) => (output += c));
@@ -142,7 +147,7 @@ export async function startSteward({ config, root = repoRoot, nodeArgs = [] } = 
   let user = 'benchuser';
   let osUser;
   if (process.getuid() === 0) {
-    osUser = `stbench${process.pid}`.slice(0, 30);
+    osUser = `stbench${process.pid}${benchUsers++ || ''}`.slice(0, 30);
     execFileSync('useradd', ['-m', '-U', '-s', '/bin/bash', osUser]);
     user = osUser;
   }
@@ -156,6 +161,7 @@ export async function startSteward({ config, root = repoRoot, nodeArgs = [] } = 
     pid: child.pid,
     api: (method, route, body) => api(method, route, token, body),
     async stop() {
+      process.off('exit', kill);
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));
       if (osUser) {

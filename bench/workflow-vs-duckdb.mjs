@@ -1,8 +1,9 @@
 // A 4-step SQL workflow over N rows through Steward (submit → done over REST, `steward up`) next to the honest
-// limit: the same statements in a WARM, in-memory DuckDB (one instance kept across rounds, in this process,
+// limit: the same statements in a WARM, in-memory DuckDB (one process kept across rounds, warm-duckdb.mjs,
 // same @duckdb/node-api, same threads and memory_limit as the executor, a fresh `ATTACH ':memory:'` per
 // round as the executor does per job, the same CTAS with the same bound params, then each output COPYed to
-// Parquet and CSV into a fresh directory with the same options Steward uses). Rounds alternate; the first
+// Parquet and CSV into a fresh directory with the same options Steward uses; as root in a cgroup like an
+// executor's). Before each timed run every side's processes are idle. Rounds alternate; the first
 // round of each side is a warm-up, checked to produce the same outputs on both sides, and not counted.
 //
 // Usage: node bench/workflow-vs-duckdb.mjs [rows=5000000] [rounds=7] [--short] [--compare=<checkout>]
@@ -11,7 +12,8 @@
 //                         rounds, e.g. the commit before a change: before/after side by side
 //   STEWARD_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles `steward up` (server and agent).
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { loadavg } from 'node:os';
+import { availableParallelism, loadavg, totalmem } from 'node:os';
+import { fork } from 'node:child_process';
 import path from 'node:path';
 import { DOUBLE, DuckDBInstance, VARCHAR } from '@duckdb/node-api';
 import { machine, percentile, repoRoot, runAndTime, settled, startSteward, tempDir } from './harness.mjs';
@@ -67,34 +69,58 @@ const duck = await DuckDBInstance.create(':memory:', {
 }
 
 /**
- * The limit: what the executor's engine does for this workflow, with nothing else. The statements are the
- * ones src/engine builds (runner.ts: CTAS per sql step; tables.ts copyStatement: Parquet with DuckDB's
- * default compression, CSV with a header). Returns ms from the ATTACH to the last COPY done; the DETACH
- * (which Steward does after the job has ended) is outside the timing.
+ * The limit: a warm DuckDB process doing what the executor's engine does for this workflow and nothing else
+ * (warm-duckdb.mjs). As root it runs in a cgroup made by the agent's own code with an executor's default
+ * limits (CPU quota of all cores, half the RAM), as the executor does: on a shared machine a cgroup competes
+ * for CPU as one entity, and a baseline outside one would get a bigger share than the executor it is
+ * compared with.
  */
-let duckRound = 0;
-async function warmDuckDB(outDir) {
-  const name = `"job_${duckRound++}"`;
-  mkdirSync(outDir, { recursive: true });
-  const admin = await duck.connect();
-  const t = performance.now();
-  await admin.run(`ATTACH ':memory:' AS ${name}`);
-  const c = await duck.connect();
-  await c.run(`USE ${name}`);
-  for (const [id, sql, types] of steps) {
-    const values = Object.fromEntries(Object.keys(types).map((k) => [k, params[k]]));
-    await c.runAndReadAll(`CREATE TABLE "${id}" AS\n${sql}\n`, values, types);
+async function startWarmDuckDB() {
+  const child = fork(path.join(repoRoot, 'bench/warm-duckdb.mjs'), [], { stdio: 'inherit' });
+  const replies = [];
+  const waiting = [];
+  child.on('message', (reply) => (waiting.length ? waiting.shift()(reply) : replies.push(reply)));
+  const ask = (message) =>
+    new Promise((resolve, reject) => {
+      const settle = (reply) => (reply.error ? reject(new Error(reply.error)) : resolve(reply));
+      child.send(message);
+      if (replies.length) settle(replies.shift());
+      else waiting.push(settle);
+    });
+  let cgroup;
+  let support;
+  let placement = 'no cgroup (not root)';
+  if (process.getuid?.() === 0) {
+    const cgroups = await import(path.join(repoRoot, 'dist/agent/cgroups.js'));
+    support = await cgroups.detectCgroups(`bench-duckdb-${process.pid}`, 'a');
+    if (support.version !== 'none') {
+      const limits = { memoryBytes: Math.floor(totalmem() / 2), cpus: availableParallelism(), pids: 1024 };
+      cgroup = await cgroups.ExecutorCgroup.create(support, `exec-${child.pid}`, limits);
+      await cgroup.join(child.pid);
+      placement = `a cgroup ${support.version} like an executor's (${limits.cpus} CPUs, ${(limits.memoryBytes / 1024 ** 3).toFixed(0)} GiB)`;
+    } else placement = `no cgroup (${support.detail})`;
   }
-  for (const id of outputs) {
-    await c.runAndReadAll(`COPY "${id}" TO '${path.join(outDir, `${id}.parquet`)}' (format parquet)`);
-    await c.runAndReadAll(`COPY "${id}" TO '${path.join(outDir, `${id}.csv`)}' (format csv, header true)`);
-  }
-  const ms = performance.now() - t;
-  c.closeSync();
-  await admin.run(`DETACH ${name}`);
-  admin.closeSync();
-  return ms;
+  await ask({ settings: { threads, memoryLimit, tempDir: path.join(dataDir, 'duckdb-tmp') } });
+  return {
+    placement,
+    pid: child.pid,
+    run: async (outDir) => (await ask({ run: { steps: workerSteps, outputs, params, outDir } })).ms,
+    async stop() {
+      child.send({ exit: true });
+      await new Promise((resolve) => child.once('exit', resolve));
+      if (cgroup) {
+        await cgroup.remove();
+        const cgroups = await import(path.join(repoRoot, 'dist/agent/cgroups.js'));
+        await cgroups.removeCgroupParents(support);
+      }
+    },
+  };
 }
+const workerSteps = steps.map(([id, sql, types]) => [
+  id,
+  sql,
+  Object.fromEntries(Object.keys(types).map((key) => [key, types[key] === DOUBLE ? 'DOUBLE' : 'VARCHAR'])),
+]);
 
 const workflow = [
   'name: bench-aggregate',
@@ -129,6 +155,28 @@ async function describeOutputs(read) {
   return described;
 }
 
+/**
+ * Sorted CSV lines equal field by field; numbers within 1e-9 relative: a floating-point sum depends on the
+ * order a parallel aggregation adds in, which differs from run to run on either side.
+ */
+function sameLines(a, b) {
+  const [la, lb] = [a.split('\n'), b.split('\n')];
+  if (la.length !== lb.length) return false;
+  return la.every((line, i) => {
+    const [fa, fb] = [line.split(','), lb[i].split(',')];
+    return (
+      fa.length === fb.length &&
+      fa.every((x, j) => {
+        const [na, nb] = [Number(x), Number(fb[j])];
+        if (x === fb[j]) return true;
+        return (
+          Number.isFinite(na) && Number.isFinite(nb) && Math.abs(na - nb) <= 1e-9 * Math.max(1, Math.abs(na))
+        );
+      })
+    );
+  });
+}
+
 async function checkSameOutputs(steward, jobId, bareDir) {
   const fromSteward = await describeOutputs(async (id) => {
     const get = async (file) => {
@@ -146,10 +194,7 @@ async function checkSameOutputs(steward, jobId, bareDir) {
   }));
   for (const id of outputs) {
     const [a, b] = [fromSteward[id], fromBare[id]];
-    // Floating-point sums may differ in the last digits with the order of a parallel aggregation; compare
-    // everything else exactly.
-    const round = (text) => text.replace(/\d+\.\d{6,}/g, (n) => Number(n).toPrecision(9));
-    if (a.header !== b.header || round(a.lines) !== round(b.lines) || a.parquet !== b.parquet)
+    if (a.header !== b.header || !sameLines(a.lines, b.lines) || a.parquet !== b.parquet)
       throw new Error(
         `output ${id} differs: steward ${JSON.stringify(a.parquet)}, warm duckdb ${JSON.stringify(b.parquet)}`,
       );
@@ -159,21 +204,29 @@ async function checkSameOutputs(steward, jobId, bareDir) {
   );
 }
 
-const configFile = path.join(dataDir, 'steward.yaml');
-writeFileSync(configFile, `agent:\n  duckdb:\n    threads: ${threads}\n    memoryLimit: ${memoryLimit}\n`);
+/** One config per side: two `steward up` on one host need agent ids of their own. */
+function configFile(index) {
+  const file = path.join(dataDir, `steward-${index}.yaml`);
+  writeFileSync(
+    file,
+    `agent:\n  id: bench-${process.pid}-${index}\n  duckdb:\n    threads: ${threads}\n    memoryLimit: ${memoryLimit}\n`,
+  );
+  return file;
+}
 const sides = [{ label: 'steward', root: repoRoot }];
 if (compare)
   sides.unshift({ label: `steward (${path.basename(path.resolve(compare))})`, root: path.resolve(compare) });
 const started = [];
+const warm = await startWarmDuckDB();
 try {
-  for (const side of sides) {
-    side.steward = await startSteward({ config: configFile, root: side.root, nodeArgs });
+  for (const [index, side] of sides.entries()) {
+    side.steward = await startSteward({ config: configFile(index), root: side.root, nodeArgs });
     started.push(side.steward);
     await side.steward.api('POST', '/api/workflows', { source: workflow, fileName: 'bench.yaml' });
     side.times = [];
   }
   const bareTimes = [];
-  const allPids = () => started.map((s) => s.pid);
+  const allPids = () => [...started.map((s) => s.pid), warm.pid];
   const loads = [];
   for (let round = 0; round <= rounds; round++) {
     const line = [];
@@ -191,7 +244,7 @@ try {
     }
     await settled(allPids());
     const work = tempDir('bare');
-    const ms = await warmDuckDB(work);
+    const ms = await warm.run(work);
     if (round === 0) for (const side of sides) await checkSameOutputs(side.steward, side.lastJob, work);
     rmSync(work, { recursive: true, force: true });
     if (round > 0) bareTimes.push(ms);
@@ -203,6 +256,7 @@ try {
   console.log(
     `\nworkflow over ${rows.toLocaleString()} rows, ${steps.length} steps, ${outputs.length} outputs (parquet + csv), threads=${threads}, memory_limit=${memoryLimit}`,
   );
+  console.log(`warm duckdb: one process for all rounds, in ${warm.placement}`);
   console.log(
     `machine: ${machine()}; load average during the rounds ${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)}`,
   );
@@ -214,6 +268,7 @@ try {
   console.log(`median of ${rounds}: ${figures.join(' | ')}; goal ≤ 1.15× warm duckdb`);
 } finally {
   for (const steward of started) await steward.stop();
+  await warm.stop();
   duck.closeSync();
   rmSync(dataDir, { recursive: true, force: true });
 }
