@@ -2,7 +2,7 @@
 // IPC. It starts its instance only after the bench has placed it (in a cgroup shaped like an executor's, when
 // the agent uses cgroups), so that its DuckDB threads are born there.
 //   → { settings: { threads, memoryLimit, tempDir } }      ← { ready: true }
-//   → { run: { steps, outputs, params, outDir } }          ← { ms } | { error }
+//   → { run: { steps, outputs, params, outDir } }          ← { ms, ctasMs } | { error }
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { DOUBLE, DuckDBInstance, VARCHAR } from '@duckdb/node-api';
@@ -30,6 +30,7 @@ async function run({ steps, outputs, params, outDir }) {
     const bound = Object.fromEntries(Object.entries(declared).map(([key, type]) => [key, types[type]]));
     await connection.runAndReadAll(`CREATE TABLE "${id}" AS\n${sql}\n`, values, bound);
   }
+  const ctasMs = performance.now() - t;
   for (const id of outputs) {
     const file = (format) => `'${path.join(outDir, `${id}.${format}`)}'`;
     await connection.runAndReadAll(`COPY "${id}" TO ${file('parquet')} (format parquet)`);
@@ -39,7 +40,7 @@ async function run({ steps, outputs, params, outDir }) {
   connection.closeSync();
   await admin.run(`DETACH ${name}`);
   admin.closeSync();
-  return ms;
+  return { ms, ctasMs };
 }
 
 process.on('message', (message) => {
@@ -55,7 +56,7 @@ process.on('message', (message) => {
         });
         process.send({ ready: true });
       } else if (message.run) {
-        process.send({ ms: await run(message.run) });
+        process.send(await run(message.run));
       } else if (message.exit) {
         instance?.closeSync();
         process.disconnect();

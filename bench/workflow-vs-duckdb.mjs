@@ -104,7 +104,7 @@ async function startWarmDuckDB() {
   return {
     placement,
     pid: child.pid,
-    run: async (outDir) => (await ask({ run: { steps: workerSteps, outputs, params, outDir } })).ms,
+    run: (outDir) => ask({ run: { steps: workerSteps, outputs, params, outDir } }),
     async stop() {
       child.send({ exit: true });
       await new Promise((resolve) => child.once('exit', resolve));
@@ -224,30 +224,43 @@ try {
     started.push(side.steward);
     await side.steward.api('POST', '/api/workflows', { source: workflow, fileName: 'bench.yaml' });
     side.times = [];
+    side.splits = [];
   }
   const bareTimes = [];
+  const bareSplits = [];
   const allPids = () => [...started.map((s) => s.pid), warm.pid];
   const loads = [];
   for (let round = 0; round <= rounds; round++) {
     const line = [];
     for (const side of sides) {
       await settled(allPids());
+      const submitted = Date.now();
       const { job, done } = await runAndTime(side.steward, {
         workflow: 'bench-aggregate',
         params: { data: dataFile },
       });
       if (job.state !== 'succeeded')
         throw new Error(`job ${job.id} ${job.state}: ${JSON.stringify(job.error)}`);
-      if (round > 0) side.times.push(done);
+      if (round > 0) {
+        side.times.push(done);
+        // Where the time went, from the job's step records: submit → first step, the steps, the rest.
+        const detail = await side.steward.api('GET', `/api/jobs/${job.id}`);
+        const first = Math.min(...detail.steps.map((step) => Date.parse(step.startedAt))) - submitted;
+        const last = Math.max(...detail.steps.map((step) => Date.parse(step.finishedAt))) - submitted;
+        side.splits.push({ start: first, steps: last - first, end: done - last });
+      }
       line.push(`${side.label} ${(done / 1000).toFixed(3)} s`);
       side.lastJob = job.id;
     }
     await settled(allPids());
     const work = tempDir('bare');
-    const ms = await warm.run(work);
+    const { ms, ctasMs } = await warm.run(work);
     if (round === 0) for (const side of sides) await checkSameOutputs(side.steward, side.lastJob, work);
     rmSync(work, { recursive: true, force: true });
-    if (round > 0) bareTimes.push(ms);
+    if (round > 0) {
+      bareTimes.push(ms);
+      bareSplits.push({ ctas: ctasMs, copy: ms - ctasMs });
+    }
     line.push(`warm duckdb ${(ms / 1000).toFixed(3)} s`);
     loads.push(loadavg()[0]);
     console.log(`${round === 0 ? 'warm-up' : `round ${round}`}: ${line.join(', ')}`);
@@ -266,6 +279,18 @@ try {
       `${side.label} ${(percentile(side.times, 50) / 1000).toFixed(3)} s (${(percentile(side.times, 50) / b).toFixed(3)}×)`,
     );
   console.log(`median of ${rounds}: ${figures.join(' | ')}; goal ≤ 1.15× warm duckdb`);
+  const median = (list, key) =>
+    `${percentile(
+      list.map((split) => split[key]),
+      50,
+    ).toFixed(0)}`;
+  console.log(
+    `medians of the parts (ms): warm duckdb: CTAS ${median(bareSplits, 'ctas')}, COPY ${median(bareSplits, 'copy')}`,
+  );
+  for (const side of sides)
+    console.log(
+      `  ${side.label}: submit → first step ${median(side.splits, 'start')}, steps (CTAS) ${median(side.splits, 'steps')}, last step → done (COPY, uploads, end) ${median(side.splits, 'end')}`,
+    );
 } finally {
   for (const steward of started) await steward.stop();
   await warm.stop();
