@@ -11,7 +11,8 @@
 //   --compare=<checkout>  also runs another checkout's build (its bin/steward.js and dist/) in the same
 //                         rounds, e.g. the commit before a change: before/after side by side
 //   STEWARD_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles `steward up` (server and agent).
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Buffer } from 'node:buffer';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg, totalmem } from 'node:os';
 import { fork } from 'node:child_process';
 import path from 'node:path';

@@ -25,6 +25,7 @@ import {
 } from '../protocol/index.js';
 import type { AssumeMessage } from './identity.js';
 import { placeInputs } from './inputs.js';
+import { uploadRun } from './result-uploads.js';
 import { LiveLogShipper } from './live-logs.js';
 import { ServerClient } from './server-client.js';
 
@@ -105,7 +106,7 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
     });
     // The final uploads replace the live logs: nothing live may arrive after them.
     await shipper.stop();
-    await uploadAll(client, result);
+    await uploadRun(client, result);
   } catch (error) {
     const normalised = coerceError(error, 'STEWARD_EXECUTOR_START_FAILED');
     failure = { code: normalised.code, message: normalised.message };
@@ -141,26 +142,4 @@ function stepLogLimit(bytes: unknown): { logLimitBytes?: number } {
   return typeof bytes === 'number' && Number.isSafeInteger(bytes) && bytes >= MIN_STEP_LOG_LIMIT_BYTES
     ? { logLimitBytes: bytes }
     : {};
-}
-
-async function uploadAll(client: ServerClient, result: RunResult): Promise<void> {
-  // Logs first: they matter most when a job failed.
-  for (const log of result.logs) await client.uploadLog(log.stepId, log.stream, log.path);
-  if (result.state !== 'succeeded') return;
-  for (const output of result.outputs) {
-    if (output.kind === 'table') {
-      await client.uploadResult(output.name, output.parquetPath, {
-        kind: 'table',
-        format: 'parquet',
-        rows: output.rows,
-      });
-      await client.uploadResult(output.name, output.csvPath, {
-        kind: 'table',
-        format: 'csv',
-        rows: output.rows,
-      });
-    } else {
-      await client.uploadResult(output.name, output.path, { kind: 'file' });
-    }
-  }
 }

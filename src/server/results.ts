@@ -9,7 +9,7 @@
  * Previews are result-preview.ts's; reading stored logs in bounded pieces is result-logs.ts's.
  */
 import { createWriteStream, mkdirSync } from 'node:fs';
-import { rename, rm, stat } from 'node:fs/promises';
+import { rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -237,11 +237,12 @@ export class ResultFiles {
       await rm(temp, { force: true });
       throw error;
     }
-    return (await stat(path.join(dir, fileName))).size;
+    // What was written is what passed the counter: no stat of the file just renamed.
+    return counter.bytes;
   }
 
   /** Checks the body and returns a pass-through that fails it past the upload limit (declared or counted). */
-  private counter(body: unknown, declaredLength: number | undefined): Transform {
+  private counter(body: unknown, declaredLength: number | undefined): Transform & { bytes: number } {
     if (!isReadable(body)) {
       throw new StewardError(
         'STEWARD_BAD_REQUEST',
@@ -256,17 +257,19 @@ export class ResultFiles {
         `upload of ${declaredLength} bytes exceeds the limit of ${limit} bytes`,
       );
     }
-    let size = 0;
-    const counter = new Transform({
-      transform(chunk: Buffer, _encoding, callback) {
-        size += chunk.length;
-        if (size > limit)
-          callback(
-            new StewardError('STEWARD_PAYLOAD_TOO_LARGE', `upload exceeds the limit of ${limit} bytes`),
-          );
-        else callback(null, chunk);
-      },
-    });
+    const counter = Object.assign(
+      new Transform({
+        transform(chunk: Buffer, _encoding, callback) {
+          counter.bytes += chunk.length;
+          if (counter.bytes > limit)
+            callback(
+              new StewardError('STEWARD_PAYLOAD_TOO_LARGE', `upload exceeds the limit of ${limit} bytes`),
+            );
+          else callback(null, chunk);
+        },
+      }),
+      { bytes: 0 },
+    );
     return counter;
   }
 }
