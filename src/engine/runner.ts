@@ -59,6 +59,10 @@ class JobRun {
   private readonly exports = new Map<string, Promise<string>>();
   private paramsFileWritten: Promise<string> | undefined;
   private readonly subdirs = new Map<string, Promise<string>>();
+  /** Connections of the job's database between two statements (see `withConnection`). */
+  private readonly idleConnections: DuckDBConnection[] = [];
+  /** Set once the run is over: a statement ending after that closes its connection. */
+  private closing = false;
 
   constructor(
     private readonly workflow: Workflow,
@@ -127,6 +131,7 @@ class JobRun {
     } finally {
       if (jobTimer) clearTimeout(jobTimer);
       signal.removeEventListener('abort', onCancel);
+      this.closeIdleConnections();
       if (this.database) {
         try {
           await (await this.database).close();
@@ -329,22 +334,37 @@ class JobRun {
     return path.resolve(this.options.workDir, substitute(template, this.options.params));
   }
 
-  /** One connection per running step; an abort interrupts its query. */
+  /**
+   * A connection of the job's database for one step or export; an abort interrupts its query. Connections
+   * are kept for the job's next statements rather than closed: opening one (and pointing it at the job's
+   * database and directory) is a few turns of the thread pool, paid per step and per export before. All of
+   * them are this job's, so nothing crosses between jobs; one whose statement failed or was interrupted is
+   * closed, not reused.
+   */
   private async withConnection<T>(
     signal: AbortSignal,
     work: (connection: DuckDBConnection) => Promise<T>,
   ): Promise<T> {
-    const database = await this.db();
-    const connection = await database.connect();
+    const connection = this.idleConnections.pop() ?? (await (await this.db()).connect());
     const onAbort = () => connection.interrupt();
     signal.addEventListener('abort', onAbort, { once: true });
+    let reusable = false;
     try {
       if (signal.aborted) throw new StepStopped('stopped');
-      return await work(connection);
+      const result = await work(connection);
+      reusable = !signal.aborted;
+      return result;
     } finally {
       signal.removeEventListener('abort', onAbort);
-      connection.closeSync();
+      if (reusable && !this.closing) this.idleConnections.push(connection);
+      else connection.closeSync();
     }
+  }
+
+  /** Closes the connections kept for reuse; the job's database may then be closed. */
+  private closeIdleConnections(): void {
+    this.closing = true;
+    for (const connection of this.idleConnections.splice(0)) connection.closeSync();
   }
 
   /** Exports a table to `.steward/tables/<id>.<format>` once per job, however many steps ask for it. */
@@ -499,17 +519,18 @@ class JobRun {
         await this.subdir('results');
         const parquetPath = path.join(resultsDir, `${step.id}.parquet`);
         const csvPath = path.join(resultsDir, `${step.id}.csv`);
-        for (const [format, target] of [
-          ['parquet', parquetPath],
-          ['csv', csvPath],
-        ] as const) {
-          const already = this.exports.get(`${step.id}.${format}`);
-          if (already) await linkOrCopy(await already, target);
-          else
-            await this.withConnection(this.stop.signal, (connection) =>
-              runCounting(connection, copyStatement(step.id, target, format)),
-            );
-        }
+        // Both formats on one connection; a table a script step already had exported is linked, not
+        // exported again.
+        await this.withConnection(this.stop.signal, async (connection) => {
+          for (const [format, target] of [
+            ['parquet', parquetPath],
+            ['csv', csvPath],
+          ] as const) {
+            const already = this.exports.get(`${step.id}.${format}`);
+            if (already) await linkOrCopy(await already, target);
+            else await runCounting(connection, copyStatement(step.id, target, format));
+          }
+        });
         return {
           name: step.id,
           kind: 'table',

@@ -426,6 +426,74 @@ describe('runWorkflow on a shared DuckDBHost (as executors run jobs)', () => {
     }
   });
 
+  it("reuses a job's connections across steps and exports, and closes a connection whose statement failed", async (context) => {
+    const dirs = await makeJobDirs(context.task.name);
+    const real = await DuckDBHost.create({
+      spillDir: path.join(dirs.tempDir, 'spill'),
+      memoryLimit: '512MB',
+      threads: 2,
+    });
+    // The real host, counting the connections a job opens and closes.
+    let opened = 0;
+    let closed = 0;
+    const counting = {
+      openJob: async (options: { workDir: string }) => {
+        const job = await real.openJob(options);
+        return {
+          connect: async () => {
+            const connection = await job.connect();
+            opened++;
+            const closeSync = connection.closeSync.bind(connection);
+            connection.closeSync = () => {
+              closed++;
+              closeSync();
+            };
+            return connection;
+          },
+          close: () => job.close(),
+        };
+      },
+    } as unknown as DuckDBHost;
+    const chain = `name: chain
+steps:
+  - id: a
+    sql: SELECT range AS v FROM range(10)
+  - id: b
+    sql: SELECT v * 2 AS v FROM a
+  - id: c
+    sql: SELECT sum(v) AS total FROM b
+outputs: [b, c]
+`;
+    try {
+      const ok = await startRun(chain, dirs, {}, { duckdbHost: Promise.resolve(counting) }).result;
+      expect(ok.state).toBe('succeeded');
+      // Three steps one after the other and two tables exported in two formats: seven connections before.
+      expect(opened).toBeLessThanOrEqual(2);
+      expect(closed).toBe(opened);
+      const c = ok.outputs.find((output) => output.name === 'c');
+      if (c?.kind !== 'table') throw new Error('expected a table output');
+      expect(await readFile(c.csvPath, 'utf8')).toBe('total\n90\n');
+
+      opened = closed = 0;
+      const failing = `name: failing
+steps:
+  - id: a
+    sql: SELECT 1 AS v
+  - id: b
+    sql: SELECT CAST('x' AS INTEGER) AS v FROM a
+`;
+      const failed = await startRun(failing, dirs, {}, { duckdbHost: Promise.resolve(counting) }).result;
+      expect(failed.state).toBe('failed');
+      // a's connection served b, whose statement failed: closed then, not kept.
+      expect(opened).toBe(1);
+      expect(closed).toBe(1);
+    } finally {
+      await real.settled();
+      real.close();
+      await dirs.cleanup();
+    }
+  });
+
   it('keeps the tables of two concurrent jobs apart even when their steps have the same names', async (context) => {
     const first = await makeJobDirs(`${context.task.name} one`);
     const second = await makeJobDirs(`${context.task.name} two`);
