@@ -59,6 +59,8 @@ class JobRun {
   private readonly exports = new Map<string, Promise<string>>();
   private paramsFileWritten: Promise<string> | undefined;
   private readonly subdirs = new Map<string, Promise<string>>();
+  /** Output tables being exported or exported, by step id (see `exportResult`). */
+  private readonly resultExports = new Map<string, Promise<{ parquetPath: string; csvPath: string }>>();
   /** Connections of the job's database between two statements (see `withConnection`). */
   private readonly idleConnections: DuckDBConnection[] = [];
   /** Set once the run is over: a statement ending after that closes its connection. */
@@ -131,6 +133,9 @@ class JobRun {
     } finally {
       if (jobTimer) clearTimeout(jobTimer);
       signal.removeEventListener('abort', onCancel);
+      // A job that failed or stopped may still be exporting a table (interrupted by now): its connection
+      // must be back before the database goes.
+      await Promise.allSettled(this.resultExports.values());
       this.closeIdleConnections();
       if (this.database) {
         try {
@@ -253,6 +258,7 @@ class JobRun {
         durationMs,
         ...(outcome.rows !== undefined ? { rows: outcome.rows } : {}),
       });
+      if (this.isTableOutput(step) && !this.stop.signal.aborted) void this.exportResult(step.id);
     } else if (outcome.state === 'failed') {
       this.fail(outcome.error);
       this.emit({
@@ -469,6 +475,42 @@ class JobRun {
     return [interpreter, scriptFile];
   }
 
+  /** Whether a step's table is published as a result (Parquet + CSV). */
+  private isTableOutput(step: StepSpec): boolean {
+    return (step.kind === 'read' || step.kind === 'sql') && this.workflow.outputs.includes(step.id);
+  }
+
+  /**
+   * Exports an output table to `.steward/results/<id>.parquet` and `.csv`, once. Started as soon as its step
+   * succeeds, so that it runs while the job's other steps do instead of after the last one; nothing leaves
+   * the job directory before the whole run has succeeded (the uploads start after it). Both formats go on one
+   * connection; a table a script step already had exported is linked, not exported again.
+   */
+  private exportResult(id: string): Promise<{ parquetPath: string; csvPath: string }> {
+    let pending = this.resultExports.get(id);
+    if (!pending) {
+      pending = this.subdir('results').then(async (resultsDir) => {
+        const parquetPath = path.join(resultsDir, `${id}.parquet`);
+        const csvPath = path.join(resultsDir, `${id}.csv`);
+        await this.withConnection(this.stop.signal, async (connection) => {
+          for (const [format, target] of [
+            ['parquet', parquetPath],
+            ['csv', csvPath],
+          ] as const) {
+            const already = this.exports.get(`${id}.${format}`);
+            if (already) await linkOrCopy(await already, target);
+            else await runCounting(connection, copyStatement(id, target, format));
+          }
+        });
+        return { parquetPath, csvPath };
+      });
+      // A failure is the job's when it publishes; a job that fails or stops first never asks.
+      pending.catch(() => {});
+      this.resultExports.set(id, pending);
+    }
+    return pending;
+  }
+
   /** Publishes outputs: tables as Parquet + CSV, write steps' files, script steps' output files. */
   private async publish(): Promise<RunOutput[]> {
     const outputs: RunOutput[] = [];
@@ -489,7 +531,6 @@ class JobRun {
       }
       owners.set(name, step);
     };
-    const resultsDir = path.join(this.stewardDir, 'results');
     const tableOutputs: StepSpec[] = [];
     for (const id of this.workflow.outputs) {
       const step = this.workflow.steps.find((candidate) => candidate.id === id);
@@ -516,21 +557,7 @@ class JobRun {
     }
     const tables = await Promise.all(
       tableOutputs.map(async (step): Promise<RunOutput> => {
-        await this.subdir('results');
-        const parquetPath = path.join(resultsDir, `${step.id}.parquet`);
-        const csvPath = path.join(resultsDir, `${step.id}.csv`);
-        // Both formats on one connection; a table a script step already had exported is linked, not
-        // exported again.
-        await this.withConnection(this.stop.signal, async (connection) => {
-          for (const [format, target] of [
-            ['parquet', parquetPath],
-            ['csv', csvPath],
-          ] as const) {
-            const already = this.exports.get(`${step.id}.${format}`);
-            if (already) await linkOrCopy(await already, target);
-            else await runCounting(connection, copyStatement(step.id, target, format));
-          }
-        });
+        const { parquetPath, csvPath } = await this.exportResult(step.id);
         return {
           name: step.id,
           kind: 'table',
