@@ -17,7 +17,16 @@ import { availableParallelism, loadavg, totalmem } from 'node:os';
 import { fork } from 'node:child_process';
 import path from 'node:path';
 import { DOUBLE, DuckDBInstance, VARCHAR } from '@duckdb/node-api';
-import { machine, percentile, repoRoot, runAndTime, settled, startSteward, tempDir } from './harness.mjs';
+import {
+  machine,
+  percentile,
+  repoRoot,
+  runAndTime,
+  settled,
+  startSteward,
+  tempDir,
+  treeCpuMs,
+} from './harness.mjs';
 
 const flags = process.argv.slice(2).filter((a) => a.startsWith('--'));
 const positional = process.argv.slice(2).filter((a) => !a.startsWith('--'));
@@ -226,15 +235,18 @@ try {
     await side.steward.api('POST', '/api/workflows', { source: workflow, fileName: 'bench.yaml' });
     side.times = [];
     side.splits = [];
+    side.cpu = [];
   }
   const bareTimes = [];
   const bareSplits = [];
+  const bareCpu = [];
   const allPids = () => [...started.map((s) => s.pid), warm.pid];
   const loads = [];
   for (let round = 0; round <= rounds; round++) {
     const line = [];
     for (const side of sides) {
       await settled(allPids());
+      const cpuBefore = treeCpuMs([side.steward.pid]);
       const submitted = Date.now();
       const { job, done } = await runAndTime(side.steward, {
         workflow: 'bench-aggregate',
@@ -250,17 +262,24 @@ try {
         const last = Math.max(...detail.steps.map((step) => Date.parse(step.finishedAt))) - submitted;
         side.splits.push({ start: first, steps: last - first, end: done - last });
       }
+      // CPU of the server, agent and executor for the job, its cleanup included (it is done once they are
+      // idle again): unlike wall-clock time, it does not grow with other work on a shared machine.
+      await settled(allPids());
+      if (round > 0) side.cpu.push(treeCpuMs([side.steward.pid]) - cpuBefore);
       line.push(`${side.label} ${(done / 1000).toFixed(3)} s`);
       side.lastJob = job.id;
     }
     await settled(allPids());
     const work = tempDir('bare');
+    const warmCpuBefore = treeCpuMs([warm.pid]);
     const { ms, ctasMs } = await warm.run(work);
+    const warmCpu = treeCpuMs([warm.pid]) - warmCpuBefore;
     if (round === 0) for (const side of sides) await checkSameOutputs(side.steward, side.lastJob, work);
     rmSync(work, { recursive: true, force: true });
     if (round > 0) {
       bareTimes.push(ms);
       bareSplits.push({ ctas: ctasMs, copy: ms - ctasMs });
+      bareCpu.push(warmCpu);
     }
     line.push(`warm duckdb ${(ms / 1000).toFixed(3)} s`);
     loads.push(loadavg()[0]);
@@ -280,6 +299,13 @@ try {
       `${side.label} ${(percentile(side.times, 50) / 1000).toFixed(3)} s (${(percentile(side.times, 50) / b).toFixed(3)}×)`,
     );
   console.log(`median of ${rounds}: ${figures.join(' | ')}; goal ≤ 1.15× warm duckdb`);
+  const cpu = percentile(bareCpu, 50);
+  const cpuFigures = [`warm duckdb ${cpu.toFixed(0)} ms`];
+  for (const side of sides) {
+    const own = percentile(side.cpu, 50);
+    cpuFigures.push(`${side.label} ${own.toFixed(0)} ms (${(own / cpu).toFixed(3)}×)`);
+  }
+  console.log(`CPU per run, median: ${cpuFigures.join(' | ')}`);
   const median = (list, key) =>
     `${percentile(
       list.map((split) => split[key]),
