@@ -3,19 +3,14 @@
  * stops at the first failure (running steps are canceled, unstarted ones skipped), then publishes outputs.
  * Never throws for step failures: the outcome is in the RunResult.
  */
-import { copyFile, link, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { DuckDBConnection } from '@duckdb/node-api';
-import {
-  formatExactDuration,
-  plainNameProblem,
-  StewardError,
-  type ErrorInfo,
-  type StepEvent,
-} from '../protocol/index.js';
+import { formatExactDuration, StewardError, type ErrorInfo, type StepEvent } from '../protocol/index.js';
 import { substitute } from './params.js';
 import { checkExit, defaultShell, stepEnvironment } from './process-step.js';
 import { DEFAULT_DASK_PYTHON, startStepCluster } from './dask/index.js';
+import { checkedOutputs, linkOrCopy } from './outputs.js';
 import { runProcess, type ProcessSpec } from './processes.js';
 import { checkInputFile, stepError, withoutStatement } from './step-errors.js';
 import {
@@ -513,70 +508,24 @@ class JobRun {
 
   /** Publishes outputs: tables as Parquet + CSV, write steps' files, script steps' output files. */
   private async publish(): Promise<RunOutput[]> {
-    const outputs: RunOutput[] = [];
-    const owners = new Map<string, string>();
-    const claim = (name: string, step: string) => {
-      // Checked before any upload starts: one bad name fails the job with its reason, not with an HTTP error
-      // halfway through the uploads.
-      const problem = plainNameProblem(name);
-      if (problem !== undefined) {
-        throw new StewardError(
-          'STEWARD_RESULT_NAME_INVALID',
-          `step "${step}" publishes ${JSON.stringify(name)}, which ${problem}: a result is one file name of at most 255 bytes, not starting with "."`,
-        );
-      }
-      const owner = owners.get(name);
-      if (owner !== undefined) {
-        throw new Error(`outputs: steps "${owner}" and "${step}" both publish "${name}"`);
-      }
-      owners.set(name, step);
-    };
-    const tableOutputs: StepSpec[] = [];
-    for (const id of this.workflow.outputs) {
-      const step = this.workflow.steps.find((candidate) => candidate.id === id);
-      if (!step) continue;
-      if (step.kind === 'read' || step.kind === 'sql') {
-        for (const name of [id, `${id}.csv`, `${id}.parquet`]) claim(name, id);
-        tableOutputs.push(step);
-      } else if (step.kind === 'write') {
-        const file = this.stepResults.get(id)?.file;
-        if (!file) continue;
-        const name = path.basename(file);
-        claim(name, id);
-        outputs.push({ name, kind: 'file', path: file, size: (await stat(file)).size });
-      } else {
-        const outputDir = path.join(this.stewardDir, 'out', id);
-        const entries = await readdir(outputDir, { withFileTypes: true }).catch(() => []);
-        for (const entry of entries.sort((a, b) => a.name.localeCompare(b.name))) {
-          if (!entry.isFile()) continue;
-          claim(entry.name, id);
-          const file = path.join(outputDir, entry.name);
-          outputs.push({ name: entry.name, kind: 'file', path: file, size: (await stat(file)).size });
-        }
-      }
-    }
+    const { tableIds, files } = await checkedOutputs(
+      this.workflow,
+      this.stewardDir,
+      (id) => this.stepResults.get(id)?.file,
+    );
     const tables = await Promise.all(
-      tableOutputs.map(async (step): Promise<RunOutput> => {
-        const { parquetPath, csvPath } = await this.exportResult(step.id);
+      tableIds.map(async (id): Promise<RunOutput> => {
+        const { parquetPath, csvPath } = await this.exportResult(id);
         return {
-          name: step.id,
+          name: id,
           kind: 'table',
-          rows: this.stepResults.get(step.id)?.rows ?? 0,
+          rows: this.stepResults.get(id)?.rows ?? 0,
           parquetPath,
           csvPath,
         };
       }),
     );
     if (this.stop.signal.aborted) throw new Error('job stopped while publishing outputs');
-    return [...tables, ...outputs];
-  }
-}
-
-async function linkOrCopy(source: string, target: string): Promise<void> {
-  await rm(target, { force: true });
-  try {
-    await link(source, target);
-  } catch {
-    await copyFile(source, target);
+    return [...tables, ...files];
   }
 }
