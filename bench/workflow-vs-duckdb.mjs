@@ -38,6 +38,9 @@ const threads = 2;
 const memoryLimit = '4GiB';
 const nodeArgs = (process.env.STEWARD_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
 
+// Amounts are DECIMAL and the top users are ordered by user id among equal totals, so that both sides'
+// outputs are exactly comparable: floating-point sums depend on the order a parallel aggregation adds in,
+// and the 1000th place would otherwise fall among equal totals differently from run to run.
 const steps = [
   ['events', `SELECT * FROM read_parquet($data)`, { data: VARCHAR }],
   [
@@ -47,7 +50,7 @@ const steps = [
   ],
   [
     'top_users',
-    `SELECT user_id, sum(amount) AS total, count(*) AS n FROM events WHERE amount > $min_amount GROUP BY user_id ORDER BY total DESC LIMIT 1000`,
+    `SELECT user_id, sum(amount) AS total, count(*) AS n FROM events WHERE amount > $min_amount GROUP BY user_id ORDER BY total DESC, user_id LIMIT 1000`,
     { min_amount: DOUBLE },
   ],
   [
@@ -72,7 +75,7 @@ const duck = await DuckDBInstance.create(':memory:', {
   const t = performance.now();
   const c = await duck.connect();
   await c.run(`COPY (SELECT i AS id, i % 100000 AS user_id, 'cat' || (i % 20) AS category,
-                 round(random() * 100, 2) AS amount, DATE '2026-01-01' + CAST(i % 365 AS INTEGER) AS day
+                 CAST(round(random() * 100, 2) AS DECIMAL(10, 2)) AS amount, DATE '2026-01-01' + CAST(i % 365 AS INTEGER) AS day
                FROM range(${rows}) t(i)) TO '${dataFile}' (FORMAT parquet)`);
   c.closeSync();
   console.log(`generated ${rows.toLocaleString()} rows in ${((performance.now() - t) / 1000).toFixed(1)} s`);
