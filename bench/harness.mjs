@@ -119,7 +119,10 @@ export async function startSteward({ config, root = repoRoot, nodeArgs = [] } = 
   child.stderr.on('data', (c) => (output += c));
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {
-    if (child.exitCode !== null) throw new Error(`steward up exited:\n${output}`);
+    if (child.exitCode !== null) {
+      rmSync(dataDir, { recursive: true, force: true });
+      throw new Error(`steward up exited:\n${output}`);
+    }
     try {
       if ((await fetch(`${url}/api/health`)).ok && output.includes('Steward is up')) break;
     } catch {
