@@ -83,16 +83,30 @@ export function pidsNamed(name) {
   return pids;
 }
 
+/** OS users created by `startSteward` in this process (each instance gets its own). */
+let startedOsUsers = 0;
+
 export function machine() {
   return `${os.cpus()[0]?.model ?? 'cpu'} × ${os.availableParallelism()}, ${(os.totalmem() / 1024 ** 3).toFixed(0)} GiB, Node ${process.version}, ${os.platform()} ${os.release()}`;
 }
 
-/** Starts `steward up`; as root also creates an OS user for the jobs. */
-export async function startSteward({ config } = {}) {
+/**
+ * Starts `steward up`; as root also creates an OS user for the jobs. `root` is the checkout whose
+ * `bin/steward.js` (and so `dist/`) runs: another checkout's, to compare a build with this one in one run.
+ */
+export async function startSteward({ config, root = repoRoot, nodeArgs = [] } = {}) {
   const dataDir = tempDir('data');
   const port = await freePort();
   const adminPassword = 'bench-admin-password';
-  const args = [path.join(repoRoot, 'bin/steward.js'), 'up', '--port', String(port), '--data-dir', dataDir];
+  const args = [
+    ...nodeArgs,
+    path.join(root, 'bin/steward.js'),
+    'up',
+    '--port',
+    String(port),
+    '--data-dir',
+    dataDir,
+  ];
   if (config) args.push('--config', config);
   const child = spawn(process.execPath, args, {
     env: { ...process.env, STEWARD_ADMIN_PASSWORD: adminPassword },
@@ -131,7 +145,7 @@ export async function startSteward({ config } = {}) {
   let user = 'benchuser';
   let osUser;
   if (process.getuid() === 0) {
-    osUser = `stbench${process.pid}`.slice(0, 30);
+    osUser = `stbench${process.pid}x${(startedOsUsers += 1)}`.slice(0, 30);
     execFileSync('useradd', ['-m', '-U', '-s', '/bin/bash', osUser]);
     user = osUser;
   }
@@ -142,6 +156,7 @@ export async function startSteward({ config } = {}) {
     url,
     dataDir,
     token,
+    pid: child.pid,
     api: (method, route, body) => api(method, route, token, body),
     async stop() {
       child.kill('SIGTERM');
@@ -161,6 +176,22 @@ export async function startSteward({ config } = {}) {
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Resolves once the process tree under `pids` has used no more than `ticks` CPU ticks (10 ms each) over
+ * `windowMs`: what a finished job leaves behind (dropping its tables, removing its directories) is done
+ * before the next timed round starts.
+ */
+export async function settled(pids, { windowMs = 200, ticks = 1, timeoutMs = 30_000 } = {}) {
+  const giveUp = Date.now() + timeoutMs;
+  let before = treeCpuMs(pids);
+  while (Date.now() < giveUp) {
+    await new Promise((r) => setTimeout(r, windowMs));
+    const now = treeCpuMs(pids);
+    if (now - before <= ticks * 10) return;
+    before = now;
+  }
 }
 
 /** Submits a job and follows its SSE stream; returns client-side times (ms) to running and to done. */

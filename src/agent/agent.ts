@@ -414,27 +414,21 @@ export class Agent {
   }
 
   /**
-   * Whether the offer fits this machine's budget now (see capacity.ts); an idle executor of another user is
-   * evicted to make room for a new one. Returns the reason it does not fit, or undefined.
+   * Whether the offer fits this machine's budget now (see capacity.ts): the user's cap, and the core tokens
+   * and memory of the executors running jobs. Idle executors hold none of it (the pool stops them when their
+   * memory is needed). Returns the reason it does not fit, or undefined.
    */
   private fits(offer: JobOffer): string | undefined {
     const verdict = capacityVerdict({
       user: offer.user,
-      jobs: [...this.table.activeJobs()].map((job) => ({
-        user: job.offer.user,
-        placed: job.executor !== undefined,
-      })),
+      jobs: [...this.table.activeJobs()].map((job) => ({ user: job.offer.user })),
       budget: this.budget,
       perUser: this.isolation === 'per-user',
       osNameOf: (user) => this.host.osNameOf(user),
-      hasExecutorFor: (osName) => this.pool.hasExecutorFor(osName),
     });
     if (verdict.kind === 'fits') return undefined;
     if (verdict.kind === 'full') return verdict.reason;
-    for (;;) {
-      const shortfall = executorShortfall(this.pool.userExecutorCount + verdict.pending, this.budget);
-      if (shortfall === undefined || !this.pool.evictIdle()) return shortfall;
-    }
+    return executorShortfall(verdict.running, this.budget);
   }
 
   // --- control -------------------------------------------------------------------------------------------

@@ -36,6 +36,10 @@ export function createAgent(options: AgentOptions): Agent {
     pool: (events) =>
       new ExecutorPool({
         warmExecutors: config.warmExecutors,
+        idleBudget: {
+          idleMemoryBytes: config.capacity.idleMemoryBytes,
+          minAvailableBytes: config.capacity.minAvailableBytes,
+        },
         idleTimeoutMs: config.idleTimeoutMs,
         stopTimeoutMs: config.stopTimeoutMs,
         duckdb: config.duckdb,
