@@ -4,10 +4,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const scripts = ['latency.mjs', 'workflow-vs-duckdb.mjs'];
+const scripts = ['latency.mjs', ['workflow-vs-duckdb.mjs', '--short']];
 // Per-user executors need root (it creates OS users).
-if (process.getuid?.() === 0) scripts.push('cold-start.mjs');
-for (const script of scripts) {
-  console.log(`\n== ${script}`);
-  execFileSync(process.execPath, [path.join(here, script)], { stdio: 'inherit' });
+if (process.getuid?.() === 0) scripts.push(['cold-start.mjs', '12'], ['many-users.mjs', '--short']);
+// Each entry: a script, or a script and its arguments (the short version of a long bench).
+for (const entry of scripts) {
+  const [script, ...args] = [entry].flat();
+  console.log(`\n== ${[script, ...args].join(' ')}`);
+  execFileSync(process.execPath, [path.join(here, script), ...args], { stdio: 'inherit' });
 }

@@ -43,6 +43,7 @@ import { HOLD_PAUSE_MS, REJECT_PAUSE_MS, jitteredPause, parkPause, placementOrde
 import { decideOffer } from './placement.js';
 import { PREFETCH_SHRINK_DELAY_MS, freeSlots, prefetchChange, wantedPrefetch } from './prefetch.js';
 import { Reporter } from './reporter.js';
+import { logResourcesOnSignal } from './resources.js';
 
 export class Agent {
   readonly isolation: 'per-user' | 'single-user';
@@ -75,6 +76,7 @@ export class Agent {
   private stopped = false;
   private lock: { release(): Promise<void> } | undefined;
   private readonly selfReport: AgentDeps['selfReport'];
+  private stopResourceLog: (() => void) | undefined;
 
   constructor(deps: AgentDeps) {
     this.config = deps.config;
@@ -110,6 +112,8 @@ export class Agent {
         );
         for (const jobId of jobs) this.jobs.executorLost(jobId, exit);
       },
+      onSpareReady: (pid, ready) =>
+        this.log.info({ event: 'executor.spare-ready', pid, ready }, 'spare executor ready'),
     });
     this.jobs = new JobRunner({
       config: this.config,
@@ -170,6 +174,7 @@ export class Agent {
       Math.min(this.config.cleanup?.everyMs ?? 86_400_000, 86_400_000),
     );
     this.housekeeping.unref();
+    this.stopResourceLog = logResourcesOnSignal(this.pool, this.log);
     void this.houseKeep();
     await this.sendHeartbeat();
     this.log.info(
@@ -201,6 +206,7 @@ export class Agent {
     if (this.heartbeat) clearInterval(this.heartbeat);
     if (this.housekeeping) clearInterval(this.housekeeping);
     if (this.prefetchShrink) clearTimeout(this.prefetchShrink);
+    this.stopResourceLog?.();
     await this.handBackParked();
     await this.offers?.cancel();
     await this.control?.cancel();

@@ -45,6 +45,8 @@ export interface PoolEvents {
   onMessage(executor: PooledExecutor, message: ExecutorToAgent): void;
   /** A user's executor exited, with the jobs it still had. */
   onExit(executor: PooledExecutor, exit: ExitInfo, jobs: string[]): void;
+  /** A spare is ready for a user (`ready`: how many are ready now). */
+  onSpareReady?(pid: number, ready: number): void;
 }
 
 /** The executor pool (one executor per OS user), as the agent uses it; see `ExecutorPool`. */
@@ -57,6 +59,8 @@ export interface AgentPool {
   jobEnded(executor: PooledExecutor, jobId: string): void;
   /** Whether the OS account has an executor here (starting, running jobs or idle). */
   hasExecutorFor(osName: string): boolean;
+  /** Idle executors and spares, and their measured resident memory together (bytes). */
+  idleMemory?(): { idle: number; spares: number; residentBytes: number; budgetBytes: number };
   responsive(executor: PooledExecutor): boolean;
   killHung(executor: PooledExecutor, cause: string): void;
   executors(): ExecutorInfo[];

@@ -53,6 +53,8 @@ export interface PoolOptions extends Omit<SpawnOptions, 'onOutput'> {
   onMessage: (executor: UserExecutor, message: ExecutorToAgent) => void;
   /** Called when a user's executor exits, with the jobs it still had. */
   onExit: (executor: UserExecutor, exit: ExitInfo, jobs: string[]) => void;
+  /** Called when a spare is ready, with how many are ready now. */
+  onSpareReady?: (pid: number, ready: number) => void;
   /**
    * The executor → agent ping on the pipe: the executor sends one every `intervalMs`; one silent for
    * `intervalMs × misses` is taken as stopped or hung and killed (see `ExecutorProcess.kill`).
@@ -293,8 +295,8 @@ export class ExecutorPool {
     for (const executor of evict) this.retire(executor, 'evicted: idle memory needed');
   }
 
-  /** The idle executors and spares, and their measured memory (for heartbeats and benches). */
-  idleMemory(): { idle: number; spares: number; residentBytes: number } {
+  /** The idle executors and spares, their measured memory and the budget for it (for leak checks, benches). */
+  idleMemory(): { idle: number; spares: number; residentBytes: number; budgetBytes: number } {
     let idle = 0;
     let residentBytes = 0;
     for (const executor of this.live)
@@ -304,7 +306,12 @@ export class ExecutorPool {
       }
     for (const spare of this.warm)
       residentBytes += spare.pid ? (this.memory.residentBytes(spare.pid) ?? 0) : 0;
-    return { idle, spares: this.warm.length, residentBytes };
+    return {
+      idle,
+      spares: this.warm.length,
+      residentBytes,
+      budgetBytes: this.options.idleBudget.idleMemoryBytes,
+    };
   }
 
   /**
@@ -546,6 +553,10 @@ export class ExecutorPool {
       );
       this.warmCgroups.set(process, joining);
       await joining.catch(() => {});
+    }
+    if (this.warm.includes(process)) {
+      const ready = this.warm.filter((spare) => spare.state === 'ready').length;
+      this.options.onSpareReady?.(process.pid ?? -1, ready);
     }
     this.trimIdle();
   }

@@ -50,6 +50,7 @@ export function createAgent(options: AgentOptions): Agent {
         onOutput: (owner, pid, stream, line) => events.onOutput(owner, pid, stream, line),
         onMessage: (executor, message) => events.onMessage(executor, message),
         onExit: (executor, exit, jobs) => events.onExit(executor, exit, jobs),
+        onSpareReady: (pid, ready) => events.onSpareReady?.(pid, ready),
       }),
   });
 }
