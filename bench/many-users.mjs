@@ -71,6 +71,8 @@ function addUser(name) {
 }
 let steward;
 let scratch;
+/** Each job's id by its submit→done time (to find its `job.first-step` record). */
+const jobIds = new Map();
 let cleaning = false;
 async function cleanup() {
   if (cleaning) return;
@@ -164,6 +166,7 @@ async function runJob(user) {
   };
   const { job, done } = await runAndTime(client, { workflow: 'bench/noop' });
   if (job.state !== 'succeeded') throw new Error(`${user.name}: job ${job.id} ${job.state}`);
+  jobIds.set(done, job.id ?? job.jobId);
   return done;
 }
 
@@ -222,7 +225,9 @@ try {
   const atStart = afterFirst;
   peakIdle = Math.max(peakIdle, afterFirst.idle?.residentBytes ?? 0);
   const resident = await residentUsers(admin);
-  const returning = users.filter((user) => resident.has(user.name));
+  // Most recently used first: each job grows its executor a little, and the budget, when it runs over,
+  // takes the least recently used — so the round ends with the users most at risk, not starts with them.
+  const returning = users.filter((user) => resident.has(user.name)).reverse();
   const returningMs = new Map();
   for (const user of returning) returningMs.set(user.name, await runJob(user));
   const afterReturn = await resources();
@@ -263,7 +268,9 @@ try {
   const evictions = logRecords('executor.exited').filter((entry) => /evicted/.test(entry.cause ?? '')).length;
 
   const alone = percentile(aloneMs, 50);
+  const startOf = new Map(starts.map((entry) => [entry.jobId, entry]));
   const back = [...returningMs.values()];
+  const backCold = back.filter((ms) => startOf.get(jobIds.get(ms))?.coldStart).length;
   const side = Math.min(10, Math.floor(users.length / 2));
   const firstUsers = users.slice(0, side).map((user) => user.name);
   const lastUsers = users.slice(-side).map((user) => user.name);
@@ -285,7 +292,7 @@ try {
   console.log('');
   console.log(`(a) one user alone, no-op submit→done p50:        ${fmt(aloneMs)}`);
   console.log(
-    `    returning users (executor resident) p50:      ${fmt(back)}  = ${(percentile(back, 50) / alone).toFixed(2)}× alone   goal ≤ 1.5×`,
+    `    returning users (executor resident) p50:      ${fmt(back)}  = ${(percentile(back, 50) / alone).toFixed(2)}× alone   goal ≤ 1.5×; ${backCold} of ${back.length} found their executor stopped by then`,
   );
   console.log(
     `    idle executors the default budget kept:       ${resident.size} (agent: ${afterFirst.idle?.idle ?? '?'} idle + ${afterFirst.idle?.spares ?? '?'} spares, ${mib(afterFirst.idle?.residentBytes ?? 0)} measured), ${evictions} evicted over the run`,

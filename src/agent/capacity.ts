@@ -101,14 +101,22 @@ export interface IdleBudgetInput<K> {
 }
 
 /**
- * The idle executors to stop, least recently used first: as few as bring the idle executors and spares
- * within the idle budget and MemAvailable back to its floor (each stopped executor frees what it uses).
- * Empty when nothing needs their memory.
+ * Once over the idle budget, idle executors are stopped until they are this far below it (a tenth of it):
+ * an executor grows a little with each job, and stopping just enough would stop one at almost every job of
+ * users taking turns — each time the one whose turn comes next, on a round of the resident users.
+ */
+export const IDLE_BUDGET_SLACK = 0.1;
+
+/**
+ * The idle executors to stop, least recently used first: none while the idle executors and spares fit the
+ * idle budget and MemAvailable is above its floor; else as few as bring them a tenth below the budget
+ * (IDLE_BUDGET_SLACK) and MemAvailable back to its floor (each stopped executor frees what it uses).
  */
 export function idleEvictions<K>(input: IdleBudgetInput<K>): K[] {
   const idle = [...input.idle].sort((a, b) => a.idleSince - b.idleSince);
   let overBudget = input.spareBytes - input.idleBudgetBytes;
   for (const executor of idle) overBudget += executor.residentBytes;
+  if (overBudget > 0) overBudget += Math.floor(input.idleBudgetBytes * IDLE_BUDGET_SLACK);
   let memoryShort = input.availableBytes === undefined ? 0 : input.minAvailableBytes - input.availableBytes;
   const evict: K[] = [];
   for (const executor of idle) {

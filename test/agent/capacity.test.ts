@@ -102,11 +102,14 @@ describe('agent capacity', () => {
       expect(idleEvictions({ ...base, idle: executors })).toEqual([]);
     });
 
-    it('stops the least recently used first, and only as many as bring them within the budget', () => {
+    it('stops the least recently used first, as many as bring them a tenth below the budget', () => {
       const executors = [idle('c', 300, 30), idle('a', 100, 10), idle('d', 150, 40), idle('b', 200, 20)];
-      // 200 (spares) + 750 = 950 ≤ 1000: nothing; a 60 MiB more: 1010 > 1000, and stopping `a` (LRU) suffices.
+      // 200 (spares) + 750 = 950 ≤ 1000: nothing to stop; 10 MiB more (960) still nothing.
       expect(idleEvictions({ ...base, idle: executors })).toEqual([]);
-      expect(idleEvictions({ ...base, idle: [...executors, idle('e', 60, 50)] })).toEqual(['a']);
+      expect(idleEvictions({ ...base, idle: [...executors, idle('e', 10, 50)] })).toEqual([]);
+      // 60 MiB more: 1010 > 1000; down to 900 takes `a` (LRU, 100 MiB) and `b` (200).
+      expect(idleEvictions({ ...base, idle: [...executors, idle('e', 60, 50)] })).toEqual(['a', 'b']);
+      // 950 against 500: down to 450 takes a, b and c (600 freed → 350).
       expect(idleEvictions({ ...base, idleBudgetBytes: 500 * MiB, idle: executors })).toEqual([
         'a',
         'b',
