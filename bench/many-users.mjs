@@ -22,6 +22,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
+import { clearInterval, setInterval } from 'node:timers';
 import path from 'node:path';
 import { machine, percentile, runAndTime, startSteward, tempDir } from './harness.mjs';
 

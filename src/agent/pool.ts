@@ -8,10 +8,10 @@
  * memory against the idle budget (spares included), and the least recently used are stopped only when that
  * budget or the machine's MemAvailable floor needs it (see `idleEvictions` in capacity.ts).
  */
-import { readFileSync } from 'node:fs';
 import type { ExecutorIdentity, ExecutorInfo, ExecutorToAgent } from '../protocol/index.js';
 import type { OsAccount } from './accounts.js';
 import { idleEvictions } from './capacity.js';
+import { procMemory, residentBytes, type MemoryProbe } from './memory.js';
 import { ExecutorCgroup, formatBytes, type CgroupSupport, type ExecutorLimits } from './cgroups.js';
 import { ExecutorProcess, type ExitInfo, type SpawnOptions } from './spawner.js';
 import type { UserDirs } from './workspaces.js';
@@ -61,33 +61,6 @@ export interface PoolOptions extends Omit<SpawnOptions, 'onOutput'> {
    */
   heartbeat: { intervalMs: number; misses: number };
 }
-
-/** Resident memory of a process from /proc (Linux), or null (it exited, or no /proc). */
-function residentBytes(pid: number): number | null {
-  try {
-    const kib = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
-    return kib === undefined ? null : Number(kib) * 1024;
-  } catch {
-    return null;
-  }
-}
-
-/** The machine's MemAvailable from /proc/meminfo, or undefined where there is none. */
-function availableBytes(): number | undefined {
-  try {
-    const kib = /^MemAvailable:\s+(\d+) kB$/m.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1];
-    return kib === undefined ? undefined : Number(kib) * 1024;
-  } catch {
-    return undefined;
-  }
-}
-
-export interface MemoryProbe {
-  residentBytes(pid: number): number | null;
-  availableBytes(): number | undefined;
-}
-
-const procMemory: MemoryProbe = { residentBytes, availableBytes };
 
 /** How often idle executors' resident memory is measured again (it is also measured as each goes idle). */
 const RESAMPLE_MS = 10_000;
