@@ -202,15 +202,24 @@ try {
   let peakTree = 0;
   let peakIdle = 0;
   const sampler = setInterval(() => (peakTree = Math.max(peakTree, treeRssBytes(steward.pid))), 500);
+  // OS accounts one by one (useradd locks /etc/passwd), server accounts eight at a time (password hashing).
   const newUsers = async (n, from) => {
-    const users = [];
+    const names = [];
     for (let i = from; i < from + n; i++) {
-      const name = `${PREFIX}${tag}u${i}`;
-      addUser(name);
-      await call(admin, 'POST', '/api/users', { name, password: 'bench-user-password' });
-      await call(admin, 'PUT', '/api/spaces/bench/members', { kind: 'user', name, role: 'viewer' });
-      users.push({ name, token: await login(name, 'bench-user-password') });
+      names.push(`${PREFIX}${tag}u${i}`);
+      addUser(names.at(-1));
     }
+    const users = [];
+    for (let i = 0; i < names.length; i += 8)
+      users.push(
+        ...(await Promise.all(
+          names.slice(i, i + 8).map(async (name) => {
+            await call(admin, 'POST', '/api/users', { name, password: 'bench-user-password' });
+            await call(admin, 'PUT', '/api/spaces/bench/members', { kind: 'user', name, role: 'viewer' });
+            return { name, token: await login(name, 'bench-user-password') };
+          }),
+        )),
+      );
     return users;
   };
 
