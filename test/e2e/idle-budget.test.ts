@@ -66,7 +66,11 @@ describe.runIf(isRoot)('idle budget and spares', () => {
     matching(await readLogRecords(steward.dataDir), matcher);
 
   it('gives each new user a ready spare, replaces it at once, and evicts the least recently used idle executor', async () => {
-    await until('the first spare ready', async () => (await records(agentEvents.spareReady)).length >= 1, 30_000);
+    await until(
+      'the first spare ready',
+      async () => (await records(agentEvents.spareReady)).length >= 1,
+      30_000,
+    );
     const pids: number[] = [];
     for (const user of users) {
       const spares = (await records(agentEvents.spareReady)).length;
