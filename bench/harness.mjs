@@ -83,11 +83,12 @@ export function pidsNamed(name) {
   return pids;
 }
 
+/** OS users created by `startSteward` in this process (each instance gets its own). */
+let startedOsUsers = 0;
+
 export function machine() {
   return `${os.cpus()[0]?.model ?? 'cpu'} × ${os.availableParallelism()}, ${(os.totalmem() / 1024 ** 3).toFixed(0)} GiB, Node ${process.version}, ${os.platform()} ${os.release()}`;
 }
-
-let benchUsers = 0;
 
 /**
  * Starts `steward up`; as root also creates an OS user for the jobs. `root` is the checkout whose
@@ -150,7 +151,7 @@ export async function startSteward({ config, root = repoRoot, nodeArgs = [] } = 
   let user = 'benchuser';
   let osUser;
   if (process.getuid() === 0) {
-    osUser = `stbench${process.pid}${benchUsers++ || ''}`.slice(0, 30);
+    osUser = `stbench${process.pid}x${(startedOsUsers += 1)}`.slice(0, 30);
     execFileSync('useradd', ['-m', '-U', '-s', '/bin/bash', osUser]);
     user = osUser;
   }

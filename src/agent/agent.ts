@@ -43,6 +43,7 @@ import { HOLD_PAUSE_MS, REJECT_PAUSE_MS, jitteredPause, parkPause, placementOrde
 import { decideOffer } from './placement.js';
 import { PREFETCH_SHRINK_DELAY_MS, freeSlots, prefetchChange, wantedPrefetch } from './prefetch.js';
 import { Reporter } from './reporter.js';
+import { logResourcesOnSignal } from './resources.js';
 
 export class Agent {
   readonly isolation: 'per-user' | 'single-user';
@@ -75,6 +76,7 @@ export class Agent {
   private stopped = false;
   private lock: { release(): Promise<void> } | undefined;
   private readonly selfReport: AgentDeps['selfReport'];
+  private stopResourceLog: (() => void) | undefined;
 
   constructor(deps: AgentDeps) {
     this.config = deps.config;
@@ -110,6 +112,8 @@ export class Agent {
         );
         for (const jobId of jobs) this.jobs.executorLost(jobId, exit);
       },
+      onSpareReady: (pid, ready) =>
+        this.log.info({ event: 'executor.spare-ready', pid, ready }, 'spare executor ready'),
     });
     this.jobs = new JobRunner({
       config: this.config,
@@ -170,6 +174,7 @@ export class Agent {
       Math.min(this.config.cleanup?.everyMs ?? 86_400_000, 86_400_000),
     );
     this.housekeeping.unref();
+    this.stopResourceLog = logResourcesOnSignal(this.pool, this.log);
     void this.houseKeep();
     await this.sendHeartbeat();
     this.log.info(
@@ -201,6 +206,7 @@ export class Agent {
     if (this.heartbeat) clearInterval(this.heartbeat);
     if (this.housekeeping) clearInterval(this.housekeeping);
     if (this.prefetchShrink) clearTimeout(this.prefetchShrink);
+    this.stopResourceLog?.();
     await this.handBackParked();
     await this.offers?.cancel();
     await this.control?.cancel();
@@ -414,27 +420,21 @@ export class Agent {
   }
 
   /**
-   * Whether the offer fits this machine's budget now (see capacity.ts); an idle executor of another user is
-   * evicted to make room for a new one. Returns the reason it does not fit, or undefined.
+   * Whether the offer fits this machine's budget now (see capacity.ts): the user's cap, and the core tokens
+   * and memory of the executors running jobs. Idle executors hold none of it (the pool stops them when their
+   * memory is needed). Returns the reason it does not fit, or undefined.
    */
   private fits(offer: JobOffer): string | undefined {
     const verdict = capacityVerdict({
       user: offer.user,
-      jobs: [...this.table.activeJobs()].map((job) => ({
-        user: job.offer.user,
-        placed: job.executor !== undefined,
-      })),
+      jobs: [...this.table.activeJobs()].map((job) => ({ user: job.offer.user })),
       budget: this.budget,
       perUser: this.isolation === 'per-user',
       osNameOf: (user) => this.host.osNameOf(user),
-      hasExecutorFor: (osName) => this.pool.hasExecutorFor(osName),
     });
     if (verdict.kind === 'fits') return undefined;
     if (verdict.kind === 'full') return verdict.reason;
-    for (;;) {
-      const shortfall = executorShortfall(this.pool.userExecutorCount + verdict.pending, this.budget);
-      if (shortfall === undefined || !this.pool.evictIdle()) return shortfall;
-    }
+    return executorShortfall(verdict.running, this.budget);
   }
 
   // --- control -------------------------------------------------------------------------------------------

@@ -1,9 +1,13 @@
 /**
- * Capacity: whether an offer fits this machine's budget now, as pure arithmetic over a snapshot of the jobs
- * and executors (no I/O; the agent evicts idle executors itself, see `Agent.fits`). The checks, in order:
- * the user's own cap of jobs; then — only with per-user isolation and only if the user needs a new executor —
- * core tokens and memory for one more executor, counting users accepted a moment ago whose executors are not
- * in the pool yet.
+ * Capacity, as pure arithmetic over snapshots (no I/O): whether an offer fits this machine now, and which
+ * idle executors to stop.
+ *
+ * Slots bound concurrent jobs, not resident executors. An executor that runs jobs counts its core tokens and
+ * its memory limit against `capacity.tokens` and `capacity.memory` (its cgroup limit is the ceiling it may
+ * grow to while it runs). An idle executor reserves nothing: it costs what it really uses — its measured
+ * resident memory — against the idle budget (`capacity.idleMemory`, pre-started spares included), and it is
+ * stopped, least recently used first, only when that budget or the machine's real memory (MemAvailable below
+ * `capacity.minAvailableMemory`) needs its memory back.
  */
 import type { CompiledAgentConfig } from '../config/index.js';
 
@@ -12,35 +16,35 @@ export type CapacityBudget = CompiledAgentConfig['capacity'] & {
   executorMemoryBytes: number;
 };
 
-/** A job taken here, as capacity sees it. */
+/** A job taken here and not ended, as capacity sees it. */
 export interface JobLoad {
   /** The server user it runs for. */
   user: string;
-  /** Whether its executor is assigned already (else its user may still be waiting for one). */
-  placed: boolean;
 }
 
 export interface CapacityInput {
   /** The offer's server user. */
   user: string;
-  /** The jobs taken here and not ended. */
+  /** The jobs taken here and not ended (running, or waiting for their executor). */
   jobs: Iterable<JobLoad>;
   budget: CapacityBudget;
   /** Whether each user gets an executor of their own (running as root). */
   perUser: boolean;
   /** The OS account name for a server user, or undefined when the identity policy refuses it. */
   osNameOf: (user: string) => string | undefined;
-  /** Whether the pool has an executor (starting or running) for an OS account name. */
-  hasExecutorFor: (osName: string) => boolean;
 }
 
 export type CapacityVerdict =
   | { kind: 'fits' }
   | { kind: 'full'; reason: string }
-  /** The user needs a new executor: check `executorShortfall` with `pending` more than the pool holds. */
-  | { kind: 'needs-executor'; pending: number };
+  /** The user's executor would start running: check `executorShortfall` with the `running` ones. */
+  | { kind: 'needs-executor'; running: number };
 
 /**
+ * The user's own cap of jobs first; then — only with per-user isolation — whether the user's executor runs
+ * jobs already (so it is counted), else how many executors run jobs: one per OS account with a job here,
+ * whether its executor is resident, pre-started or still starting. Idle executors do not count.
+ *
  * Names the identity policy would refuse fit: placing them ends the job with the refusal, which costs
  * nothing.
  */
@@ -52,24 +56,75 @@ export function capacityVerdict(input: CapacityInput): CapacityVerdict {
     return { kind: 'full', reason: `user ${user} already runs ${userJobs} job(s), the per-user cap` };
   if (!input.perUser) return { kind: 'fits' };
   const osName = input.osNameOf(user);
-  if (osName === undefined || input.hasExecutorFor(osName)) return { kind: 'fits' };
-  // Users accepted a moment ago whose executors are not in the pool yet hold their share too.
-  const pending = new Set<string>();
+  if (osName === undefined) return { kind: 'fits' };
+  const running = new Set<string>();
   for (const job of jobs) {
-    if (job.placed || job.user === user || pending.has(job.user)) continue;
     const name = input.osNameOf(job.user);
-    if (name !== undefined && !input.hasExecutorFor(name)) pending.add(job.user);
+    if (name !== undefined) running.add(name);
   }
-  return { kind: 'needs-executor', pending: pending.size };
+  if (running.has(osName)) return { kind: 'fits' };
+  return { kind: 'needs-executor', running: running.size };
 }
 
 /**
- * Whether one more executor fits beside `executors` (those in the pool plus the pending ones): undefined
- * when it does, else why not (to evict an idle executor, or to park the offer with).
+ * Whether one more running executor fits beside `running` ones: undefined when it does, else why not (to
+ * park the offer with). Each counts its core tokens and its memory limit, the most it may use while running.
  */
-export function executorShortfall(executors: number, budget: CapacityBudget): string | undefined {
-  const tokens = (executors + 1) * budget.tokensPerExecutor;
-  const memory = (executors + 1) * budget.executorMemoryBytes;
+export function executorShortfall(running: number, budget: CapacityBudget): string | undefined {
+  const tokens = (running + 1) * budget.tokensPerExecutor;
+  const memory = (running + 1) * budget.executorMemoryBytes;
   if (tokens <= budget.tokens && memory <= budget.memoryBytes) return undefined;
-  return `no capacity for another executor (${tokens} of ${budget.tokens} core tokens, ${memory} of ${budget.memoryBytes} bytes)`;
+  return `no capacity for another running executor (${tokens} of ${budget.tokens} core tokens, ${memory} of ${budget.memoryBytes} bytes)`;
+}
+
+/** An idle executor, as the idle budget sees it. */
+export interface IdleExecutor<K> {
+  key: K;
+  /** Its measured resident memory (bytes). */
+  residentBytes: number;
+  /** When its last job ended (epoch ms): the least recently used goes first. */
+  idleSince: number;
+  /** Counted, but never stopped (handed out for a job a moment ago). */
+  pinned?: boolean;
+}
+
+export interface IdleBudgetInput<K> {
+  idle: Iterable<IdleExecutor<K>>;
+  /** Measured resident memory of the pre-started spares (they are idle too, and kept). */
+  spareBytes: number;
+  /** `capacity.idleMemory`. */
+  idleBudgetBytes: number;
+  /** The machine's MemAvailable (bytes), or undefined when unknown (not Linux). */
+  availableBytes: number | undefined;
+  /** `capacity.minAvailableMemory`: below it, idle executors give their memory back. */
+  minAvailableBytes: number;
+}
+
+/**
+ * Once over the idle budget, idle executors are stopped until they are this far below it (a tenth of it):
+ * an executor grows a little with each job, and stopping just enough would stop one at almost every job of
+ * users taking turns — each time the one whose turn comes next, on a round of the resident users.
+ */
+export const IDLE_BUDGET_SLACK = 0.1;
+
+/**
+ * The idle executors to stop, least recently used first: none while the idle executors and spares fit the
+ * idle budget and MemAvailable is above its floor; else as few as bring them a tenth below the budget
+ * (IDLE_BUDGET_SLACK) and MemAvailable back to its floor (each stopped executor frees what it uses).
+ */
+export function idleEvictions<K>(input: IdleBudgetInput<K>): K[] {
+  const idle = [...input.idle].sort((a, b) => a.idleSince - b.idleSince);
+  let overBudget = input.spareBytes - input.idleBudgetBytes;
+  for (const executor of idle) overBudget += executor.residentBytes;
+  if (overBudget > 0) overBudget += Math.floor(input.idleBudgetBytes * IDLE_BUDGET_SLACK);
+  let memoryShort = input.availableBytes === undefined ? 0 : input.minAvailableBytes - input.availableBytes;
+  const evict: K[] = [];
+  for (const executor of idle) {
+    if (overBudget <= 0 && memoryShort <= 0) break;
+    if (executor.pinned) continue;
+    evict.push(executor.key);
+    overBudget -= executor.residentBytes;
+    memoryShort -= executor.residentBytes;
+  }
+  return evict;
 }

@@ -28,6 +28,8 @@ export interface PooledExecutor {
   /** Its cgroup, when limits are enforced. */
   readonly cgroup: ExecutorCgroup | undefined;
   readonly process: { send(message: AgentToExecutor): boolean };
+  /** How it came to be: a ready spare, a spare still starting, or started for its user. */
+  readonly origin?: 'spare' | 'starting-spare' | 'spawned';
 }
 
 /** What the pool reports to the agent. */
@@ -43,6 +45,8 @@ export interface PoolEvents {
   onMessage(executor: PooledExecutor, message: ExecutorToAgent): void;
   /** A user's executor exited, with the jobs it still had. */
   onExit(executor: PooledExecutor, exit: ExitInfo, jobs: string[]): void;
+  /** A spare is ready for a user (`ready`: how many are ready now). */
+  onSpareReady?(pid: number, ready: number): void;
 }
 
 /** The executor pool (one executor per OS user), as the agent uses it; see `ExecutorPool`. */
@@ -53,11 +57,10 @@ export interface AgentPool {
   acquire(account: OsAccount, dirs: UserDirs): Promise<PooledExecutor>;
   jobStarted(executor: PooledExecutor, jobId: string): void;
   jobEnded(executor: PooledExecutor, jobId: string): void;
-  /** User executors starting or running: each holds its share of the machine's capacity. */
-  readonly userExecutorCount: number;
+  /** Whether the OS account has an executor here (starting, running jobs or idle). */
   hasExecutorFor(osName: string): boolean;
-  /** Stops the executor idle the longest; false when none is idle. */
-  evictIdle(): boolean;
+  /** Idle executors and spares, and their measured resident memory together (bytes). */
+  idleMemory?(): { idle: number; spares: number; residentBytes: number; budgetBytes: number };
   responsive(executor: PooledExecutor): boolean;
   killHung(executor: PooledExecutor, cause: string): void;
   executors(): ExecutorInfo[];

@@ -187,6 +187,7 @@ export class JobRunner {
               attempt: job.offer.attempt,
               user: executor.account.name,
               coldStart: job.coldStart,
+              ...(job.coldStart && executor.origin ? { executorOrigin: executor.origin } : {}),
               startLatencyMs: roundMs(this.clock.monotonic() - job.receivedAt),
               phasesMs: job.timing,
             },

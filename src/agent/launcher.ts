@@ -50,22 +50,26 @@ export class Launcher {
     const account = await this.host.resolveAccount(job.offer.user);
     const t1 = this.clock.monotonic();
     let homeDone = t1;
+    let home: Promise<void> | undefined;
     let dirs = this.prepared.get(account.name);
     if (!dirs || dirs.uid !== account.uid || this.clock.now() - dirs.at > DIRS_RECHECK_MS) {
-      // The home directory and the workspace are independent: prepared side by side.
-      const [, prepared] = await Promise.all([
-        this.host.ensureHome(account).then(() => {
-          homeDone = this.clock.monotonic();
-        }),
-        this.host.prepareUserDirs(account),
-      ]);
+      // The home directory (copied from /etc/skel for a new user) is needed only once the job's steps run:
+      // it is made while the workspace is prepared and the executor takes on the user, not before.
+      home = this.host.ensureHome(account).then(() => {
+        homeDone = this.clock.monotonic();
+      });
+      home.catch(() => {}); // awaited below; a failure is reported there
+      const prepared = await this.host.prepareUserDirs(account);
       dirs = { ...prepared, uid: account.uid, at: this.clock.now() };
-      this.prepared.set(account.name, dirs);
     }
     const t3 = this.clock.monotonic();
     job.coldStart = !this.pool.hasExecutorFor(account.name);
     const executor = await this.pool.acquire(account, dirs);
     const t4 = this.clock.monotonic();
+    await home;
+    // Remembered only once the home exists too: a failed one is tried again by the user's next job.
+    if (home) this.prepared.set(account.name, dirs);
+    const t5 = this.clock.monotonic();
     const left = this.leftDirs.get(account.name);
     if (left) {
       this.leftDirs.delete(account.name);
@@ -75,8 +79,9 @@ export class Launcher {
     job.timing = {
       acceptAndResolve: roundMs(t1 - job.receivedAt),
       home: roundMs(homeDone - t1),
-      homeAndDirs: roundMs(t3 - t1),
+      dirs: roundMs(t3 - t1),
       executor: roundMs(t4 - t3),
+      homeWait: roundMs(t5 - t4),
       load: 0,
     };
     return { executor, account };

@@ -1,11 +1,17 @@
 /**
  * The executor pool: exactly one executor per OS user (keyed by uid, never by a process-name scan), reused
- * while warm, stopped after the idle timeout; plus a few pre-started executors with no user yet, each of
- * which becomes one user's executor and never anyone else's.
+ * while warm, stopped after the idle timeout; plus `warmExecutors` spares — pre-started executors with no
+ * user yet, each of which becomes one user's executor and never anyone else's. A spare taken is replaced at
+ * once, so the next new user (or one whose executor was stopped) finds one ready.
+ *
+ * Idle executors stay resident as long as their memory is not needed: each costs its measured resident
+ * memory against the idle budget (spares included), and the least recently used are stopped only when that
+ * budget or the machine's MemAvailable floor needs it (see `idleEvictions` in capacity.ts).
  */
-import { readFileSync } from 'node:fs';
 import type { ExecutorIdentity, ExecutorInfo, ExecutorToAgent } from '../protocol/index.js';
 import type { OsAccount } from './accounts.js';
+import { idleEvictions } from './capacity.js';
+import { procMemory, residentBytes, type MemoryProbe } from './memory.js';
 import { ExecutorCgroup, formatBytes, type CgroupSupport, type ExecutorLimits } from './cgroups.js';
 import { ExecutorProcess, type ExitInfo, type SpawnOptions } from './spawner.js';
 import type { UserDirs } from './workspaces.js';
@@ -31,8 +37,13 @@ export interface PoolOptions extends Omit<SpawnOptions, 'onOutput'> {
     stream: 'stdout' | 'stderr',
     line: string,
   ) => void;
+  /** Spares kept ready (`warmExecutors`). */
   warmExecutors: number;
   idleTimeoutMs: number;
+  /** The idle budget: measured memory of idle executors and spares, and MemAvailable's floor. */
+  idleBudget: { idleMemoryBytes: number; minAvailableBytes: number };
+  /** How memory is measured; /proc by default (tests hand in their own). */
+  memory?: MemoryProbe;
   duckdb: { memoryLimit: string; threads: number };
   keepJobDirs: boolean;
   /** Where executor cgroups go (`none`: limits recorded but not enforced). */
@@ -42,6 +53,8 @@ export interface PoolOptions extends Omit<SpawnOptions, 'onOutput'> {
   onMessage: (executor: UserExecutor, message: ExecutorToAgent) => void;
   /** Called when a user's executor exits, with the jobs it still had. */
   onExit: (executor: UserExecutor, exit: ExitInfo, jobs: string[]) => void;
+  /** Called when a spare is ready, with how many are ready now. */
+  onSpareReady?: (pid: number, ready: number) => void;
   /**
    * The executor → agent ping on the pipe: the executor sends one every `intervalMs`; one silent for
    * `intervalMs × misses` is taken as stopped or hung and killed (see `ExecutorProcess.kill`).
@@ -49,15 +62,16 @@ export interface PoolOptions extends Omit<SpawnOptions, 'onOutput'> {
   heartbeat: { intervalMs: number; misses: number };
 }
 
-/** Resident memory of a process from /proc (Linux), or null. */
-function residentBytes(pid: number): number | null {
-  try {
-    const kib = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
-    return kib === undefined ? null : Number(kib) * 1024;
-  } catch {
-    return null;
-  }
-}
+/** How often idle executors' resident memory is measured again (it is also measured as each goes idle). */
+const RESAMPLE_MS = 10_000;
+/**
+ * An executor just handed out (`acquire`) is about to get its job: it is not stopped for memory meanwhile,
+ * though it may look idle for that moment.
+ */
+const ACQUIRED_PIN_MS = 10_000;
+
+/** How a user's executor came to be: a ready spare, a spare still starting, or one started for the user. */
+export type ExecutorOrigin = 'spare' | 'starting-spare' | 'spawned';
 
 /** The exit cause of a process the kernel killed for exceeding the cgroup's memory limit. */
 export function outOfMemory(limits: ExecutorLimits): string {
@@ -74,11 +88,16 @@ export class UserExecutor {
   lastHeard = Date.now();
   /** Set once it was killed for missing its heartbeats. */
   hung = false;
+  /** Its resident memory when last measured (bytes; 0 before the first measurement). */
+  residentBytes = 0;
+  /** When it was last handed out for a job (epoch ms). */
+  acquiredAt = 0;
   private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly account: OsAccount,
     readonly process: ExecutorProcess,
+    readonly origin: ExecutorOrigin,
   ) {}
 
   get pid(): number {
@@ -110,17 +129,24 @@ export class ExecutorPool {
   /** The executor currently serving each uid, once started. */
   private readonly owners = new Map<number, UserExecutor>();
   private readonly live = new Set<UserExecutor>();
+  /** The spares, oldest first. */
   private readonly warm: ExecutorProcess[] = [];
   /** Reaping and cgroup removals under way. */
   private readonly cleanups = new Set<Promise<unknown>>();
   /** Cgroups of pre-started executors, joined before any user is assigned. */
   private readonly warmCgroups = new Map<ExecutorProcess, Promise<ExecutorCgroup | undefined>>();
   private closed = false;
+  private readonly memory: MemoryProbe;
+  private lastResample = Date.now();
 
   private readonly watchdog: NodeJS.Timeout;
 
   constructor(private readonly options: PoolOptions) {
-    this.watchdog = setInterval(() => this.checkHeartbeats(), options.heartbeat.intervalMs);
+    this.memory = options.memory ?? procMemory;
+    this.watchdog = setInterval(() => {
+      this.checkHeartbeats();
+      this.trimIdle();
+    }, options.heartbeat.intervalMs);
     this.watchdog.unref();
   }
 
@@ -175,7 +201,11 @@ export class ExecutorPool {
    */
   acquire(account: OsAccount, dirs: UserDirs): Promise<UserExecutor> {
     const existing = this.byUid.get(account.uid);
-    if (existing) return existing;
+    if (existing) {
+      const owner = this.owners.get(account.uid);
+      if (owner) owner.acquiredAt = Date.now();
+      return existing;
+    }
     const starting = this.startFor(account, dirs);
     this.byUid.set(account.uid, starting);
     this.names.set(account.uid, account.name);
@@ -194,12 +224,10 @@ export class ExecutorPool {
 
   jobEnded(executor: UserExecutor, jobId: string): void {
     executor.jobs.delete(jobId);
-    if (executor.jobs.size === 0) this.markIdle(executor);
-  }
-
-  /** User executors starting or running: each holds its share of the machine's capacity. */
-  get userExecutorCount(): number {
-    return this.byUid.size;
+    if (executor.jobs.size > 0) return;
+    this.markIdle(executor);
+    executor.residentBytes = this.memory.residentBytes(executor.pid) ?? executor.residentBytes;
+    this.trimIdle();
   }
 
   hasExecutorFor(osName: string): boolean {
@@ -208,18 +236,55 @@ export class ExecutorPool {
   }
 
   /**
-   * Stops the executor idle the longest, to free its capacity for another user. Returns false when none is
-   * idle. Its share counts as free at once: it has no job, and it exits within the stop timeout.
+   * Stops the least recently used idle executors while the idle ones and the spares use more than the idle
+   * budget, or MemAvailable is below its floor (see `idleEvictions`). Measures idle executors again every
+   * RESAMPLE_MS; each is measured as it goes idle too.
    */
-  evictIdle(): boolean {
-    let oldest: UserExecutor | undefined;
+  trimIdle(): void {
+    if (this.closed) return;
+    const now = Date.now();
+    const resample = now - this.lastResample >= RESAMPLE_MS;
+    if (resample) this.lastResample = now;
+    const idle: { key: UserExecutor; residentBytes: number; idleSince: number; pinned: boolean }[] = [];
     for (const executor of this.live) {
       if (executor.jobs.size > 0 || executor.idleSince === null) continue;
-      if (!oldest || executor.idleSince < oldest.idleSince!) oldest = executor;
+      if (resample) executor.residentBytes = this.memory.residentBytes(executor.pid) ?? 0;
+      idle.push({
+        key: executor,
+        residentBytes: executor.residentBytes,
+        idleSince: executor.idleSince,
+        pinned: now - executor.acquiredAt < ACQUIRED_PIN_MS,
+      });
     }
-    if (!oldest) return false;
-    this.retire(oldest, 'evicted: capacity needed for another user');
-    return true;
+    let spareBytes = 0;
+    for (const spare of this.warm) spareBytes += spare.pid ? (this.memory.residentBytes(spare.pid) ?? 0) : 0;
+    const evict = idleEvictions({
+      idle,
+      spareBytes,
+      idleBudgetBytes: this.options.idleBudget.idleMemoryBytes,
+      availableBytes: this.memory.availableBytes(),
+      minAvailableBytes: this.options.idleBudget.minAvailableBytes,
+    });
+    for (const executor of evict) this.retire(executor, 'evicted: idle memory needed');
+  }
+
+  /** The idle executors and spares, their measured memory and the budget for it (for leak checks, benches). */
+  idleMemory(): { idle: number; spares: number; residentBytes: number; budgetBytes: number } {
+    let idle = 0;
+    let residentBytes = 0;
+    for (const executor of this.live)
+      if (executor.jobs.size === 0 && executor.idleSince !== null) {
+        idle += 1;
+        residentBytes += executor.residentBytes;
+      }
+    for (const spare of this.warm)
+      residentBytes += spare.pid ? (this.memory.residentBytes(spare.pid) ?? 0) : 0;
+    return {
+      idle,
+      spares: this.warm.length,
+      residentBytes,
+      budgetBytes: this.options.idleBudget.idleMemoryBytes,
+    };
   }
 
   /**
@@ -266,8 +331,9 @@ export class ExecutorPool {
   }
 
   private async startFor(account: OsAccount, dirs: UserDirs): Promise<UserExecutor> {
-    const process = await this.takeWarm();
-    const executor = new UserExecutor(account, process);
+    const { process, origin } = await this.takeWarm();
+    const executor = new UserExecutor(account, process, origin);
+    executor.acquiredAt = Date.now();
     process.owner = account.name;
     process.on('message', (message) => {
       executor.lastHeard = Date.now();
@@ -408,18 +474,24 @@ export class ExecutorPool {
     executor.setIdleTimer(timer);
   }
 
-  /** A pre-started executor if one is ready, else a new one; a replacement starts in the background. */
-  private async takeWarm(): Promise<ExecutorProcess> {
+  /**
+   * A ready spare if there is one, else the spare closest to ready (started first), else a new executor.
+   * Its replacement starts at once, before this one takes on its user: spares are replenished ahead of
+   * demand, not after.
+   */
+  private async takeWarm(): Promise<{ process: ExecutorProcess; origin: ExecutorOrigin }> {
     const ready = this.warm.findIndex((process) => process.state === 'ready');
-    let process: ExecutorProcess;
-    if (ready >= 0) {
-      process = this.warm.splice(ready, 1)[0]!;
-    } else {
-      process = this.spawn();
-      await process.start();
-    }
-    if (!this.closed && this.warm.length < this.options.warmExecutors) void this.addWarm().catch(() => {});
-    return process;
+    const index = ready >= 0 ? ready : this.warm.findIndex((process) => process.state === 'starting');
+    const process = index >= 0 ? this.warm.splice(index, 1)[0]! : this.spawn();
+    const origin: ExecutorOrigin = ready >= 0 ? 'spare' : index >= 0 ? 'starting-spare' : 'spawned';
+    this.replenish();
+    await process.start();
+    return { process, origin };
+  }
+
+  /** Starts spares until `warmExecutors` are ready or starting. */
+  private replenish(): void {
+    while (!this.closed && this.warm.length < this.options.warmExecutors) void this.addWarm().catch(() => {});
   }
 
   /**
@@ -429,6 +501,7 @@ export class ExecutorPool {
   private async addWarm(): Promise<void> {
     const process = this.spawn();
     this.warm.push(process);
+    let wasReady = false;
     process.once('exit', () => {
       const index = this.warm.indexOf(process);
       if (index >= 0) this.warm.splice(index, 1);
@@ -437,8 +510,12 @@ export class ExecutorPool {
         this.warmCgroups.delete(process);
         this.track(cgroup.then((group) => group?.remove()));
       }
+      // A spare that had started and died (killed, OOM) is replaced; one that never started is not, so a
+      // broken executor does not spawn in a loop (the next user's start tries again).
+      if (index >= 0 && wasReady) this.replenish();
     });
     await process.start();
+    wasReady = true;
     if (this.options.cgroups.version !== 'none' && process.pid) {
       const pid = process.pid;
       const joining = ExecutorCgroup.create(this.options.cgroups, `exec-${pid}`, this.options.limits).then(
@@ -450,6 +527,11 @@ export class ExecutorPool {
       this.warmCgroups.set(process, joining);
       await joining.catch(() => {});
     }
+    if (this.warm.includes(process)) {
+      const ready = this.warm.filter((spare) => spare.state === 'ready').length;
+      this.options.onSpareReady?.(process.pid ?? -1, ready);
+    }
+    this.trimIdle();
   }
 
   private spawn(): ExecutorProcess {

@@ -14,7 +14,15 @@ import {
 import { readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 
+/**
+ * Most users' log files held open at once: the least recently written is closed past it (and opened again,
+ * appending, on its user's next line), so an agent serving many users does not hold a descriptor per user
+ * it ever served.
+ */
+const MAX_OPEN_STREAMS = 64;
+
 export class UserLogs {
+  /** Open files by user, least recently written first. */
   private readonly streams = new Map<string, { day: string; stream: WriteStream }>();
 
   constructor(
@@ -37,7 +45,13 @@ export class UserLogs {
         stream: createWriteStream(path.join(dir, `executor-${day}.log`), { flags: 'a', mode: 0o600 }),
       };
       entry.stream.on('error', () => {});
-      this.streams.set(user, entry);
+    }
+    this.streams.delete(user);
+    this.streams.set(user, entry);
+    if (this.streams.size > MAX_OPEN_STREAMS) {
+      const [oldest, open] = this.streams.entries().next().value!;
+      this.streams.delete(oldest);
+      open.stream.end();
     }
     entry.stream.write(`${now.toISOString()} pid=${pid ?? '-'} ${stream} ${line}\n`);
   }

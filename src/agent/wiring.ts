@@ -36,6 +36,10 @@ export function createAgent(options: AgentOptions): Agent {
     pool: (events) =>
       new ExecutorPool({
         warmExecutors: config.warmExecutors,
+        idleBudget: {
+          idleMemoryBytes: config.capacity.idleMemoryBytes,
+          minAvailableBytes: config.capacity.minAvailableBytes,
+        },
         idleTimeoutMs: config.idleTimeoutMs,
         stopTimeoutMs: config.stopTimeoutMs,
         duckdb: config.duckdb,
@@ -46,6 +50,7 @@ export function createAgent(options: AgentOptions): Agent {
         onOutput: (owner, pid, stream, line) => events.onOutput(owner, pid, stream, line),
         onMessage: (executor, message) => events.onMessage(executor, message),
         onExit: (executor, exit, jobs) => events.onExit(executor, exit, jobs),
+        onSpareReady: (pid, ready) => events.onSpareReady?.(pid, ready),
       }),
   });
 }

@@ -10,7 +10,19 @@
  */
 import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
-import { access, chmod, cp, lchown, lstat, mkdir, mkdtemp, open, readdir, rmdir } from 'node:fs/promises';
+import {
+  access,
+  chmod,
+  copyFile,
+  cp,
+  lchown,
+  lstat,
+  mkdir,
+  mkdtemp,
+  open,
+  readdir,
+  rmdir,
+} from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { StewardError } from '../protocol/index.js';
@@ -294,16 +306,30 @@ export async function ensureHome(account: OsAccount): Promise<void> {
   } catch {
     return;
   }
-  for (const entry of entries) {
-    const target = path.join(account.home, entry);
-    await cp(path.join('/etc/skel', entry), target, {
-      recursive: true,
-      verbatimSymlinks: true,
-      errorOnExist: false,
-      force: false,
-    });
-    await chownTree(target, account);
+  // Side by side: a new user's first job waits for its home (see Launcher.executorFor).
+  await Promise.all(entries.map((entry) => copySkelEntry(entry, account)));
+}
+
+/**
+ * Copies one entry of /etc/skel into a new home, owned by the user. A plain file (the usual skel) is one
+ * copyFile, which never overwrites nor follows anything already at the target (COPYFILE_EXCL); anything
+ * else goes through fs.cp.
+ */
+async function copySkelEntry(entry: string, account: OsAccount): Promise<void> {
+  const source = path.join('/etc/skel', entry);
+  const target = path.join(account.home, entry);
+  if ((await lstat(source)).isFile()) {
+    try {
+      await copyFile(source, target, constants.COPYFILE_EXCL);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') return; // left as it is, like cp's force: false
+      throw error;
+    }
+    await lchown(target, account.uid, account.gid);
+    return;
   }
+  await cp(source, target, { recursive: true, verbatimSymlinks: true, errorOnExist: false, force: false });
+  await chownTree(target, account);
 }
 
 async function chownTree(target: string, account: OsAccount): Promise<void> {

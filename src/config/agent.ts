@@ -8,6 +8,16 @@ import { compileIdentityPolicy, IdentityPolicyConfig, type CompiledIdentityPolic
 import { parseOrThrow, readSecretFile } from './read.js';
 import { ByteSize, parseByteSize } from './sizes.js';
 
+/** The idle budget when none is set: a quarter of the machine's memory (see `capacity.idleMemory`). */
+export function defaultIdleMemory(totalBytes: number): number {
+  return Math.floor(totalBytes / 4);
+}
+
+/** MemAvailable's floor when none is set: a tenth of the machine's memory. */
+export function defaultMinAvailableMemory(totalBytes: number): number {
+  return Math.floor(totalBytes / 10);
+}
+
 /**
  * The per-user cap when none is set: it must fit the slots (the former default, `maxJobsPerExecutor` = 4,
  * let one user fill a 2-slot machine), and leave one slot to others where there is more than one.
@@ -100,18 +110,34 @@ export const AgentConfig = z
       .strict()
       .default({}),
     /**
-     * This machine's budget. An offer that would exceed it is handed back (another machine takes it), never
-     * started and failed. A new user's executor costs `duckdb.threads / 2` core tokens and `limits.memory`.
+     * This machine's budget. Slots bound the jobs running at once; an offer that would exceed the budget is
+     * held, then handed back (another machine takes it), never started and failed. An executor running jobs
+     * counts `duckdb.threads / 2` core tokens and `limits.memory` (its ceiling) against `tokens` and
+     * `memory`; an idle one reserves nothing and counts what it really uses against `idleMemory`.
      */
     capacity: z
       .object({
         /**
-         * Core tokens. Default: enough for one executor per slot (`slots × duckdb.threads / 2`), so only
-         * `slots` binds unless a budget is set.
+         * Core tokens of the executors running jobs. Default: enough for one executor per slot
+         * (`slots × duckdb.threads / 2`), so only `slots` binds unless a budget is set.
          */
         tokens: z.number().min(0.5).max(100_000).optional(),
-        /** Memory shared by all executors, like `20GiB`. Default `slots × limits.memory` (limits are ceilings). */
+        /**
+         * Memory of the executors running jobs, each counted at `limits.memory`, like `20GiB`. Default
+         * `slots × limits.memory`, so only `slots` binds unless a budget is set.
+         */
         memory: ByteSize.optional(),
+        /**
+         * Resident memory (measured) that idle executors and pre-started spares may use together, like
+         * `6GiB`. Past it, the least recently used idle executors stop. Default: a quarter of the machine's
+         * memory (6 GiB on a 24 GiB machine: about 70 idle executors of 85 MiB).
+         */
+        idleMemory: ByteSize.optional(),
+        /**
+         * When the machine's available memory (MemAvailable) falls below this, idle executors stop, least
+         * recently used first, until it is back above it. Default: a tenth of the machine's memory.
+         */
+        minAvailableMemory: ByteSize.optional(),
         /**
          * Jobs one user runs at once on this machine. Default `slots − 1` (at least 1, at most
          * `maxJobsPerExecutor`): one user alone never holds every slot, so another user's job always finds
@@ -137,8 +163,11 @@ export const AgentConfig = z
     keepJobDirs: z.boolean().default(false),
     /** Interpreter for python steps. Default `python3` from the executor's PATH. */
     python: z.string().default('python3'),
-    /** Executors started ahead of need, waiting to take on a user's identity. Default 1 (root only). */
-    warmExecutors: z.number().int().min(0).max(64).default(1),
+    /**
+     * Spares: executors started ahead of need, waiting to take on a new user's identity (root only). One
+     * taken is replaced at once, so a new user, or one whose executor was stopped, finds one ready. Default 2.
+     */
+    warmExecutors: z.number().int().min(0).max(64).default(2),
     /** Days per-user executor logs and the agent's daily logs are kept. Default 90. */
     logRetentionDays: z.number().int().min(1).max(36_500).default(90),
     /**
@@ -204,6 +233,10 @@ export interface CompiledAgentConfig {
     readonly maxJobsPerUser: number;
     /** Core tokens one user's executor takes: duckdb.threads / 2. */
     readonly tokensPerExecutor: number;
+    /** Resident memory idle executors and spares may use together (`capacity.idleMemory`). */
+    readonly idleMemoryBytes: number;
+    /** MemAvailable's floor, below which idle executors stop (`capacity.minAvailableMemory`). */
+    readonly minAvailableBytes: number;
   };
   readonly duckdb: { readonly memoryLimit: string; readonly threads: number };
   readonly keepJobDirs: boolean;
@@ -314,6 +347,12 @@ function compileResources(
       maxJobsPerUser:
         c.capacity.maxJobsPerUser ?? defaultMaxJobsPerUser(c.slots ?? cores, c.maxJobsPerExecutor),
       tokensPerExecutor: duckdbThreads / 2,
+      idleMemoryBytes: c.capacity.idleMemory
+        ? parseByteSize(c.capacity.idleMemory)
+        : defaultIdleMemory(os.totalmem()),
+      minAvailableBytes: c.capacity.minAvailableMemory
+        ? parseByteSize(c.capacity.minAvailableMemory)
+        : defaultMinAvailableMemory(os.totalmem()),
     }),
     duckdb: Object.freeze({
       memoryLimit: `${Math.floor(duckdbBytes / 1024 ** 2)}MiB`,

@@ -1,6 +1,8 @@
 /**
  * The executor process. The agent starts it with a clean environment and an IPC pipe as its only channel;
- * it loads everything it needs (engine, DuckDB) first, says `ready`, and waits to be assigned a user.
+ * it loads the code a job needs first, says `ready`, and waits to be assigned a user. DuckDB's instance
+ * (and the pages of its library that using it touches, 20 MiB resident) start only when a job first needs a
+ * table: an idle executor of a user who runs no SQL stays small.
  * It never talks to the broker and holds no credential but the job tokens of its own jobs.
  */
 import { writeFileSync } from 'node:fs';
@@ -10,7 +12,7 @@ import { AgentToExecutor, coerceError, type ExecutorToAgent } from '../protocol/
 import { closeInheritedFds } from './fds.js';
 import { assumeIdentity, cleanEnvironment, type AssumeMessage } from './identity.js';
 import { runJob } from './job-runner.js';
-// Loaded before `ready` so a user's first job does not pay for it (the DuckDB native module especially).
+// Loaded before `ready` so a user's first job does not pay for it.
 import { DuckDBHost, parseWorkflow, type SpawnWrapper } from '../engine/index.js';
 
 if (!process.send) {
@@ -25,14 +27,8 @@ const running = new Map<string, AbortController>();
 let identity: AssumeMessage | undefined;
 let env: Record<string, string> = {};
 let exiting = false;
-/** The DuckDB instance of every job of this executor, started as soon as the user is known. */
+/** The DuckDB instance of every job of this executor, started when a job first needs it. */
 let duckdbHost: Promise<DuckDBHost> | undefined;
-
-/**
- * Started before `ready` with DuckDB's defaults and no file (like the rest of the warm-up), so that a user's
- * first job does not wait for it; it gets the user's limits and spill directory once the user is known.
- */
-let prestartedHost: Promise<DuckDBHost> | undefined;
 
 /**
  * The shared DuckDB instance's spill directory: one per executor (`temp_directory` is a setting of the
@@ -70,14 +66,7 @@ function startDuckDBHost(assumed: AssumeMessage): Promise<DuckDBHost> {
     memoryLimit: assumed.duckdb.memoryLimit,
     threads: assumed.duckdb.threads,
   };
-  const prestarted = prestartedHost;
-  prestartedHost = undefined;
-  const host = prestarted
-    ? prestarted.then(async (started) => {
-        await started.configure(options);
-        return started;
-      })
-    : DuckDBHost.create(options);
+  const host = DuckDBHost.create(options);
   // A failed start is retried by the next job rather than failing every job to come.
   host.catch((error: unknown) => {
     log('error', 'DuckDB could not start', { error: String(error) });
@@ -188,8 +177,6 @@ function onAssume(message: AgentMessageOf<'assume'>): void {
     // Proof of life on the pipe: an executor that stops pinging (stopped, stuck) is killed by the agent,
     // which then ends its jobs itself.
     if (message.heartbeatMs) setInterval(() => send({ type: 'ping' }), message.heartbeatMs).unref();
-    // As the user, so its spill files are the user's; in the background, ready by the first job.
-    duckdbHost = startDuckDBHost(message);
     void removeStaleSpillDirs(message.tempDir);
   } catch (error) {
     send({ type: 'assume-failed', message: (error as Error).message });
@@ -210,13 +197,12 @@ function onJob(message: AgentMessageOf<'job'>): void {
   }
   const controller = new AbortController();
   running.set(message.jobId, controller);
-  duckdbHost ??= startDuckDBHost(identity);
   runJob(message, {
     identity,
     env,
     send,
     signal: controller.signal,
-    duckdbHost,
+    duckdbHost: lazyDuckDBHost(identity),
     ...(message.cgroupProcs && identity.cgroupProcs
       ? { spawnWrapper: cgroupSpawner(message.cgroupProcs, identity.cgroupProcs) }
       : {}),
@@ -232,6 +218,21 @@ function onJob(message: AgentMessageOf<'job'>): void {
       });
     })
     .finally(() => running.delete(message.jobId));
+}
+
+/**
+ * The executor's DuckDB instance, started (as the user, so its spill files are the user's) only when a job
+ * first opens its tables: `then` starts it. A job with no table (shell, python) never does.
+ */
+function lazyDuckDBHost(assumed: AssumeMessage): Promise<DuckDBHost> {
+  const host = (): Promise<DuckDBHost> => (duckdbHost ??= startDuckDBHost(assumed));
+  const lazy: Promise<DuckDBHost> = {
+    then: (onFulfilled, onRejected) => host().then(onFulfilled, onRejected),
+    catch: (onRejected) => host().catch(onRejected),
+    finally: (onFinally) => host().finally(onFinally),
+    [Symbol.toStringTag]: 'Promise',
+  };
+  return lazy;
 }
 
 /** Jobs the agent ended after killing this user's previous executor: their directories were left. */
@@ -260,19 +261,14 @@ process.on('uncaughtException', (error) => {
 });
 
 /**
- * Runs once, as root, before `ready`: exercises the code a first job needs (workflow parsing with DuckDB's
- * SQL parser, the HTTP client) so a user's first job does not pay for loading and compiling it. It touches no
- * file and no network (a `data:` URL).
+ * Runs once, as root, before `ready`: exercises the code a first job needs (workflow parsing, the HTTP
+ * client) so a user's first job does not pay for loading and compiling it. It touches no file and no network
+ * (a `data:` URL), and not DuckDB: SQL steps' parsing and tables start it when a job has them.
  */
 async function warmUp(): Promise<void> {
   try {
-    await parseWorkflow(
-      'name: warm\nsteps:\n  - id: q\n    sql: SELECT 1 AS x\n  - id: s\n    shell: "true"\n',
-      { format: 'yaml' },
-    );
+    await parseWorkflow('name: warm\nsteps:\n  - id: s\n    shell: "true"\n', { format: 'yaml' });
     await (await fetch('data:text/plain,warm')).text();
-    prestartedHost = DuckDBHost.create();
-    await prestartedHost;
   } catch (error) {
     log('info', 'warm-up skipped', { error: String(error) });
   }

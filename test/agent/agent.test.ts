@@ -77,14 +77,8 @@ class TestPool implements AgentPool {
   }
   jobStarted(): void {}
   jobEnded(): void {}
-  get userExecutorCount(): number {
-    return this.byUser.size;
-  }
   hasExecutorFor(osName: string): boolean {
     return this.byUser.has(osName);
-  }
-  evictIdle(): boolean {
-    return false;
   }
   responsive(): boolean {
     return true;

@@ -2,10 +2,12 @@ import { describe, expect, it } from 'vitest';
 import {
   capacityVerdict,
   executorShortfall,
+  idleEvictions,
   type CapacityBudget,
   type CapacityInput,
 } from '../../src/agent/capacity.js';
 
+const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
 const budget: CapacityBudget = {
   tokens: 4,
@@ -13,6 +15,8 @@ const budget: CapacityBudget = {
   memoryBytes: 4 * GiB,
   executorMemoryBytes: GiB,
   maxJobsPerUser: 2,
+  idleMemoryBytes: 1 * GiB,
+  minAvailableBytes: 2 * GiB,
 };
 
 function input(overrides: Partial<CapacityInput> = {}): CapacityInput {
@@ -22,18 +26,13 @@ function input(overrides: Partial<CapacityInput> = {}): CapacityInput {
     budget,
     perUser: true,
     osNameOf: (user) => (user === 'root' ? undefined : user),
-    hasExecutorFor: () => false,
     ...overrides,
   };
 }
 
 describe('agent capacity', () => {
   it('refuses a user who already runs the per-user cap of jobs, naming the cap', () => {
-    const jobs = [
-      { user: 'alice', placed: true },
-      { user: 'alice', placed: true },
-      { user: 'bob', placed: true },
-    ];
+    const jobs = [{ user: 'alice' }, { user: 'alice' }, { user: 'bob' }];
     expect(capacityVerdict(input({ jobs }))).toEqual({
       kind: 'full',
       reason: 'user alice already runs 2 job(s), the per-user cap',
@@ -41,8 +40,8 @@ describe('agent capacity', () => {
     expect(capacityVerdict(input({ jobs: jobs.slice(1) }))).not.toMatchObject({ kind: 'full' });
   });
 
-  it('lets a user with an executor here in without counting executors', () => {
-    expect(capacityVerdict(input({ hasExecutorFor: (name) => name === 'alice' }))).toEqual({ kind: 'fits' });
+  it('lets a user whose executor runs jobs here in without counting it again', () => {
+    expect(capacityVerdict(input({ jobs: [{ user: 'alice' }, { user: 'bob' }] }))).toEqual({ kind: 'fits' });
   });
 
   it('lets everything under the user cap in when not isolating per user', () => {
@@ -53,26 +52,87 @@ describe('agent capacity', () => {
     expect(capacityVerdict(input({ user: 'root' }))).toEqual({ kind: 'fits' });
   });
 
-  it('counts other users accepted a moment ago, whose executors are not in the pool yet, once each', () => {
+  it('counts one running executor per OS account with a job here, placed or not, and no idle one', () => {
     const jobs = [
-      { user: 'bob', placed: false },
-      { user: 'bob', placed: false },
-      { user: 'carol', placed: false },
-      { user: 'dave', placed: true },
-      { user: 'erin', placed: false },
-      { user: 'root', placed: false },
-      { user: 'alice', placed: false },
+      { user: 'bob' },
+      { user: 'bob' },
+      { user: 'carol' },
+      { user: 'dave' },
+      { user: 'root' }, // refused by the identity policy: it never gets an executor
     ];
-    const verdict = capacityVerdict(input({ jobs, hasExecutorFor: (name) => name === 'erin' }));
-    expect(verdict).toEqual({ kind: 'needs-executor', pending: 2 });
+    expect(capacityVerdict(input({ jobs }))).toEqual({ kind: 'needs-executor', running: 3 });
+    // Two server users mapped to one OS account share its executor.
+    const mapped = input({
+      jobs,
+      osNameOf: (user) => (user === 'root' ? undefined : user === 'carol' ? 'bob' : user),
+    });
+    expect(capacityVerdict(mapped)).toEqual({ kind: 'needs-executor', running: 2 });
+    expect(capacityVerdict(input({ user: 'carol', jobs: [{ user: 'bob' }], osNameOf: () => 'bob' }))).toEqual(
+      {
+        kind: 'fits',
+      },
+    );
   });
 
   it('fits another executor while both core tokens and memory allow it, and says which ran out', () => {
     expect(executorShortfall(3, budget)).toBeUndefined();
     expect(executorShortfall(4, budget)).toBe(
-      `no capacity for another executor (5 of 4 core tokens, ${5 * GiB} of ${4 * GiB} bytes)`,
+      `no capacity for another running executor (5 of 4 core tokens, ${5 * GiB} of ${4 * GiB} bytes)`,
     );
     expect(executorShortfall(2, { ...budget, memoryBytes: 2.5 * GiB })).toMatch(/^no capacity/);
     expect(executorShortfall(2, { ...budget, tokens: 2 })).toMatch(/3 of 2 core tokens/);
+  });
+
+  describe('idle budget', () => {
+    const idle = (key: string, rss: number, idleSince: number, pinned = false) => ({
+      key,
+      residentBytes: rss * MiB,
+      idleSince,
+      pinned,
+    });
+    const base = {
+      spareBytes: 200 * MiB,
+      idleBudgetBytes: 1000 * MiB,
+      availableBytes: 10 * GiB,
+      minAvailableBytes: 2 * GiB,
+    };
+
+    it('keeps every idle executor while they and the spares fit the budget and memory is plentiful', () => {
+      const executors = [idle('a', 100, 1), idle('b', 300, 2), idle('c', 400, 3)];
+      expect(idleEvictions({ ...base, idle: executors })).toEqual([]);
+    });
+
+    it('stops the least recently used first, as many as bring them a tenth below the budget', () => {
+      const executors = [idle('c', 300, 30), idle('a', 100, 10), idle('d', 150, 40), idle('b', 200, 20)];
+      // 200 (spares) + 750 = 950 ≤ 1000: nothing to stop; 10 MiB more (960) still nothing.
+      expect(idleEvictions({ ...base, idle: executors })).toEqual([]);
+      expect(idleEvictions({ ...base, idle: [...executors, idle('e', 10, 50)] })).toEqual([]);
+      // 60 MiB more: 1010 > 1000; down to 900 takes `a` (LRU, 100 MiB) and `b` (200).
+      expect(idleEvictions({ ...base, idle: [...executors, idle('e', 60, 50)] })).toEqual(['a', 'b']);
+      // 950 against 500: down to 450 takes a, b and c (600 freed → 350).
+      expect(idleEvictions({ ...base, idleBudgetBytes: 500 * MiB, idle: executors })).toEqual([
+        'a',
+        'b',
+        'c',
+      ]);
+    });
+
+    it('stops idle executors when the machine runs short of memory, even within the budget', () => {
+      const executors = [idle('a', 100, 1), idle('b', 100, 2), idle('c', 100, 3)];
+      const short = { ...base, idle: executors, availableBytes: 2 * GiB - 150 * MiB };
+      expect(idleEvictions(short)).toEqual(['a', 'b']);
+      expect(idleEvictions({ ...short, availableBytes: undefined })).toEqual([]);
+    });
+
+    it('counts an executor handed out a moment ago but never stops it', () => {
+      const executors = [idle('a', 600, 1, true), idle('b', 300, 2)];
+      expect(idleEvictions({ ...base, idle: executors })).toEqual(['b']);
+      expect(idleEvictions({ ...base, idle: [idle('a', 2000, 1, true)] })).toEqual([]);
+    });
+
+    it('stops every idle executor when the spares alone fill the budget', () => {
+      const executors = [idle('a', 10, 1), idle('b', 10, 2)];
+      expect(idleEvictions({ ...base, spareBytes: 1200 * MiB, idle: executors })).toEqual(['a', 'b']);
+    });
   });
 });

@@ -58,6 +58,8 @@ export const agentEvents = {
   claimReleaseFailed: isEvent('claim.release-failed'),
   /** A job attempt's first step runs: `{ jobId, attempt, startLatencyMs, … }`. */
   firstStepStarted: isEvent('job.first-step'),
+  /** A spare (pre-started executor) is ready for a new user: `{ pid, ready }`. */
+  spareReady: isEvent('executor.spare-ready'),
   /** An executor process ended: `{ pid, kind, code, signal, cause, jobs }`. */
   executorExited: isEvent('executor.exited'),
   /** The first stop signal: no new jobs, waiting for the running ones: `{ running, graceMs }`. */
