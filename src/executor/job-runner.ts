@@ -26,7 +26,7 @@ import {
 import type { AssumeMessage } from './identity.js';
 import { placeInputs } from './inputs.js';
 import { LiveLogShipper } from './live-logs.js';
-import { ServerClient } from './server-client.js';
+import { ServerClient, type JobWorkflow } from './server-client.js';
 
 export type JobMessage = Extract<AgentToExecutor, { type: 'job' }>;
 
@@ -73,7 +73,7 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
     await mkdir(workDir, { recursive: true, mode: 0o700 });
     // The job's own TMPDIR (tmp/<job>-<attempt>): private, and removed with everything in it at the job's end.
     await mkdir(tempDir, { recursive: true, mode: 0o700 });
-    const fetched = await client.workflow(job.agentId);
+    const fetched = await fetchWorkflow(client, job);
     const workflow = await parseCached(fetched.source, fetched.format);
     for (const asset of fetched.assets) {
       const target = path.join(workDir, asset.path);
@@ -134,6 +134,15 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
     await rm(tempDir, { recursive: true, force: true }).catch(() => {});
     await rm(workDir, { recursive: true, force: true }).catch(() => {});
   }
+}
+
+/**
+ * The job's workflow from the server, with the claim its agent asked for: none when the agent's confirmed
+ * `loading` event holds it, a check of that event's claim, or (agents of earlier versions) the fetch's own.
+ */
+function fetchWorkflow(client: ServerClient, job: JobMessage): Promise<JobWorkflow> {
+  if (job.claim === 'event') return client.workflow();
+  return client.workflow(job.agentId, job.claim === 'await-event' ? 'event' : 'fetch');
 }
 
 /** The server's step log cap when it is usable; else the engine's default. */

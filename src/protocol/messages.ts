@@ -245,6 +245,14 @@ export const AgentToExecutor = z.discriminatedUnion('type', [
       jobToken: z.string(),
       /** The agent placing the job: the executor claims the attempt for it when fetching the workflow. */
       agentId: AgentId,
+      /**
+       * How the attempt is claimed. `event`: the agent's `loading` event of a first delivery was confirmed by
+       * the broker before this message, and claims the attempt when the server applies it; the executor's
+       * fetch claims nothing. `await-event`: the same event claims it, but another agent may hold it (a
+       * redelivered offer): the fetch checks the claim is this agent's before anything runs. Absent: the
+       * fetch claims it (agents of earlier versions).
+       */
+      claim: z.enum(['event', 'await-event']).optional(),
       params: z.record(z.string(), ParamValue),
       timeoutMs: z.number().int().positive().optional(),
       /**
