@@ -179,6 +179,8 @@ export class JobRunner {
       jobToken: job.offer.jobToken,
       agentId: this.config.id,
       claim: claimMode,
+      // Carried on only when nothing needs checking: a redelivery's executor fetches (the fetch checks the claim).
+      ...(claimMode === 'event' && job.offer.inline ? { workflow: job.offer.inline } : {}),
       params: job.offer.params,
       ...(job.offer.limits.timeoutMs ? { timeoutMs: job.offer.limits.timeoutMs } : {}),
       ...(job.cgroup ? { cgroupProcs: job.cgroup.procsFile } : {}),

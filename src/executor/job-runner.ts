@@ -137,10 +137,24 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
 }
 
 /**
- * The job's workflow from the server, with the claim its agent asked for: none when the agent's confirmed
+ * The job's workflow: from its offer when it travelled there, else from the server, with the claim its agent
+ * asked for: none when the agent's confirmed
  * `loading` event holds it, a check of that event's claim, or (agents of earlier versions) the fetch's own.
  */
-function fetchWorkflow(client: ServerClient, job: JobMessage): Promise<JobWorkflow> {
+/** What a job needs of its workflow fetch. */
+type LoadedWorkflow = Omit<JobWorkflow, 'jobId' | 'attempt' | 'user'>;
+
+async function fetchWorkflow(client: ServerClient, job: JobMessage): Promise<LoadedWorkflow> {
+  // Carried in the signed offer: what the fetch would answer for a workflow with no assets and no inputs.
+  if (job.workflow)
+    return {
+      source: job.workflow.source,
+      format: job.workflow.format,
+      params: job.params,
+      assets: [],
+      limits: { stepLogBytes: job.workflow.stepLogBytes },
+      inputs: [],
+    };
   if (job.claim === 'event') return client.workflow();
   return client.workflow(job.agentId, job.claim === 'await-event' ? 'event' : 'fetch');
 }
