@@ -4,10 +4,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const scripts = ['latency.mjs', 'workflow-vs-duckdb.mjs'];
-// Per-user executors need root (it creates OS users).
-if (process.getuid?.() === 0) scripts.push('cold-start.mjs');
-for (const script of scripts) {
-  console.log(`\n== ${script}`);
-  execFileSync(process.execPath, [path.join(here, script)], { stdio: 'inherit' });
+const scripts = [['latency.mjs'], ['workflow-vs-duckdb.mjs']];
+// Per-user executors need root (it creates OS users); so does the RabbitMQ bench (rabbitmqctl, a bench user).
+if (process.getuid?.() === 0) scripts.push(['cold-start.mjs'], ['amqp-vs-celery.mjs', '300', '300', '20']);
+for (const [script, ...args] of scripts) {
+  console.log(`\n== ${script} ${args.join(' ')}`);
+  execFileSync(process.execPath, [path.join(here, script), ...args], { stdio: 'inherit' });
 }

@@ -246,14 +246,15 @@ export class JobRunner {
       );
       job.enforcer.unref();
     }
-    // `running` is published before the ack, so the broker has it before anything can make the offer
-    // go elsewhere; the final state, published later on the same channel, can never overtake it. It takes
-    // its number and time now, before any await: the executor runs steps from `loaded` on, and their events
-    // must come after it.
+    // `running` is confirmed before the ack, so the broker has it before anything can make the offer go
+    // elsewhere; the final state, published later on the same channel, can never overtake it. It takes its
+    // number and time now, before any await: the executor runs steps from `loaded` on, and their events must
+    // come after it. It may wait for the job's steps and end to travel with it (see EventBatcher); the ack
+    // waits with it, off the job's path.
     const running = this.report.state(job, 'running');
     await this.slots.updatePrefetch();
-    await this.release(job);
     await running;
+    await this.release(job);
   }
 
   /**
