@@ -95,7 +95,8 @@ try {
     path.join(dir, 'agent.json'),
     JSON.stringify({
       agent: {
-        id: 'bench-agent',
+        // Of its own: another run of this bench on the machine must not find its agent id taken.
+        id: `bench-agent-${process.pid}`,
         slots: cores * 4,
         // Every job is the same user's: let that user have every slot (the default per-user cap is 4, and an
         // offer over the cap goes back to the queue for another agent after a pause).
@@ -116,7 +117,7 @@ try {
     path.join(dir, 'agent'),
   ]);
   cleanups.unshift(() => agent.stop());
-  await agent.ready('Steward agent bench-agent is up');
+  await agent.ready(`Steward agent bench-agent-${process.pid} is up`);
 
   const url = `http://127.0.0.1:${port}`;
   const api = async (method, route, token, body) => {
