@@ -7,6 +7,7 @@
 // CPU per job: user + system time of the server, the agent and its executors (Celery: worker and client),
 // read from /proc over the burst; the broker's own CPU (shared with anything else using it) separately.
 // Usage: node bench/amqp-vs-celery.mjs [stewardJobs=2000] [celeryTasks=2000] [sequential=50]
+// (`npm run bench` runs it short: 300 300 20.) STEWARD_BENCH_ONLY=steward: the Steward half alone.
 // Needs: the machine's RabbitMQ on 127.0.0.1:5672 (guest/guest, rabbitmqctl) and python3-celery
 // (`apt-get install python3-celery`; the bench runs /usr/bin/python3, or $CELERY_PYTHON).
 import { execFileSync, spawn } from 'node:child_process';
@@ -94,7 +95,8 @@ try {
     path.join(dir, 'agent.json'),
     JSON.stringify({
       agent: {
-        id: 'bench-agent',
+        // Of its own: another run of this bench on the machine must not find its agent id taken.
+        id: `bench-agent-${process.pid}`,
         slots: cores * 4,
         // Every job is the same user's: let that user have every slot (the default per-user cap is 4, and an
         // offer over the cap goes back to the queue for another agent after a pause).
@@ -115,7 +117,7 @@ try {
     path.join(dir, 'agent'),
   ]);
   cleanups.unshift(() => agent.stop());
-  await agent.ready('Steward agent bench-agent is up');
+  await agent.ready(`Steward agent bench-agent-${process.pid} is up`);
 
   const url = `http://127.0.0.1:${port}`;
   const api = async (method, route, token, body) => {
@@ -221,40 +223,44 @@ try {
     `Steward phases p50/p99 (ms): submit→step running ${p(phases.queueToStep)}, step ${p(phases.step)}, step end→done recorded ${p(phases.stepToDone)}, recorded→client ${p(phases.doneToClient)}`,
   );
   for (const cleanup of cleanups.splice(0)) await cleanup();
+  // Comparing Steward builds back to back (e.g. a checkout against the one before a change) needs only this
+  // half: STEWARD_BENCH_ONLY=steward.
+  if (process.env.STEWARD_BENCH_ONLY !== 'steward') await celeryAndFloor();
+  async function celeryAndFloor() {
+    // --- Celery -------------------------------------------------------------------------------------------
+    // Twice, on the same broker: as Celery ships (a classic queue; the client publishes without waiting for
+    // the broker's confirm; the worker acks a task when it starts it), and configured for the guarantees
+    // Steward gives its jobs (publisher confirms, a quorum queue, the ack after the task ran).
+    const celeryRuns = [];
+    for (const variant of ['default', 'durable']) {
+      const result = await runCelery(variant);
+      celeryRuns.push(result);
+      console.log(
+        `Celery ${variant === 'default' ? '(as shipped)' : '(durable: confirms, quorum queue, acks late)'}: ${celeryTasks} tasks, prefork ×${cores}, rpc backend, throughput ${f(result.throughput)} tasks/s; sequential delay().get() p50 ${f(result.p50)} ms, p99 ${f(result.p99)} ms; CPU per task: worker ${f(result.workerCpu)} ms (whole life, start-up included), broker ${f(result.brokerCpu)} ms`,
+      );
+    }
+    for (const [variant, celery] of celeryRuns.map((run, i) => [i === 0 ? 'as shipped' : 'durable', run])) {
+      console.log(
+        `ratio Steward/Celery (${variant}): throughput ${(steward.throughput / celery.throughput).toFixed(3)}×, p50 latency ${(steward.p50 / celery.p50).toFixed(2)}×, CPU per unit of work (without broker) ${((cpuMs.server + cpuMs.agent) / celery.workerCpu).toFixed(2)}×`,
+      );
+    }
 
-  // --- Celery -------------------------------------------------------------------------------------------
-  // Twice, on the same broker: as Celery ships (a classic queue; the client publishes without waiting for
-  // the broker's confirm; the worker acks a task when it starts it), and configured for the guarantees
-  // Steward gives its jobs (publisher confirms, a quorum queue, the ack after the task ran).
-  const celeryRuns = [];
-  for (const variant of ['default', 'durable']) {
-    const result = await runCelery(variant);
-    celeryRuns.push(result);
+    // --- The protocol's floor ------------------------------------------------------------------------------
+    // What the broker alone allows for the messages Steward's protocol cannot do without, with no Steward
+    // code, database, HTTP or executor: a persistent, confirmed offer per job on a quorum queue; the "agent"
+    // answers each with a persistent, confirmed event on a quorum queue (the events of one tick as one
+    // message, as Steward's agent batches them) and acks the offer after that confirm; the "server" acks the
+    // events. Prefetch is generous (1,000). The gap between this and Steward is Steward's own work per job
+    // (HTTP submit, database, signing, the executor's fetch and claim, the step), not the broker's.
+    const floor = await runFloor(stewardJobs, sequential);
     console.log(
-      `Celery ${variant === 'default' ? '(as shipped)' : '(durable: confirms, quorum queue, acks late)'}: ${celeryTasks} tasks, prefork ×${cores}, rpc backend, throughput ${f(result.throughput)} tasks/s; sequential delay().get() p50 ${f(result.p50)} ms, p99 ${f(result.p99)} ms; CPU per task: worker ${f(result.workerCpu)} ms (whole life, start-up included), broker ${f(result.brokerCpu)} ms`,
+      `protocol floor (amqplib alone: a confirmed persistent offer and event per job on quorum queues, no Steward code): throughput ${f(floor.throughput)} jobs/s; sequential offer→event p50 ${f(floor.p50)} ms, p99 ${f(floor.p99)} ms; broker CPU per job ${floor.brokerCpu.toFixed(2)} ms`,
+    );
+    const celery = celeryRuns[0];
+    console.log(
+      `issue 4's goal next to the floor: ≥ 3× Celery's throughput is ${f(3 * celery.throughput)} jobs/s (the floor: ${(floor.throughput / (3 * celery.throughput)).toFixed(2)}× that, Steward: ${(steward.throughput / (3 * celery.throughput)).toFixed(3)}×); p50 below Celery's ${f(celery.p50)} ms (the floor: ${(floor.p50 / celery.p50).toFixed(2)}× it, Steward: ${(steward.p50 / celery.p50).toFixed(2)}×)`,
     );
   }
-  for (const [variant, celery] of celeryRuns.map((run, i) => [i === 0 ? 'as shipped' : 'durable', run])) {
-    console.log(
-      `ratio Steward/Celery (${variant}): throughput ${(steward.throughput / celery.throughput).toFixed(3)}×, p50 latency ${(steward.p50 / celery.p50).toFixed(2)}×, CPU per unit of work (without broker) ${((cpuMs.server + cpuMs.agent) / celery.workerCpu).toFixed(2)}×`,
-    );
-  }
-
-  // --- The protocol's floor ------------------------------------------------------------------------------
-  // What the broker alone allows for the messages Steward's protocol cannot do without, with no Steward
-  // code, database, HTTP or executor: a persistent, confirmed offer per job on a quorum queue; the "agent"
-  // answers each with a persistent, confirmed event on a quorum queue (the events of one tick as one
-  // message, as Steward's agent batches them) and acks the offer after that confirm; the "server" acks the
-  // events. Prefetch is generous (1,000). The gap between this and Steward is Steward's own work per job
-  // (HTTP submit, database, signing, the executor's fetch and claim, the step), not the broker's.
-  const floor = await runFloor(stewardJobs, sequential);
-  console.log(
-    `protocol floor (amqplib alone: a confirmed persistent offer and event per job on quorum queues, no Steward code): throughput ${f(floor.throughput)} jobs/s; sequential offer→event p50 ${f(floor.p50)} ms, p99 ${f(floor.p99)} ms; broker CPU per job ${floor.brokerCpu.toFixed(2)} ms`,
-  );
-  const celery = celeryRuns[0];
-  console.log(
-    `issue 4's goal next to the floor: ≥ 3× Celery's throughput is ${f(3 * celery.throughput)} jobs/s (the floor: ${(floor.throughput / (3 * celery.throughput)).toFixed(2)}× that, Steward: ${(steward.throughput / (3 * celery.throughput)).toFixed(3)}×); p50 below Celery's ${f(celery.p50)} ms (the floor: ${(floor.p50 / celery.p50).toFixed(2)}× it, Steward: ${(steward.p50 / celery.p50).toFixed(2)}×)`,
-  );
 
   async function runFloor(jobs, sequentialJobs) {
     const url = `${brokerUrl}/${encodeURIComponent(vhost)}`;

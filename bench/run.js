@@ -5,8 +5,13 @@ import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const scripts = ['latency.mjs', ['workflow-vs-duckdb.mjs', '--short']];
-// Per-user executors need root (it creates OS users).
-if (process.getuid?.() === 0) scripts.push(['cold-start.mjs', '12'], ['many-users.mjs', '--short']);
+// Per-user executors need root (it creates OS users); so does the RabbitMQ bench (rabbitmqctl, a bench user).
+if (process.getuid?.() === 0)
+  scripts.push(
+    ['cold-start.mjs', '12'],
+    ['many-users.mjs', '--short'],
+    ['amqp-vs-celery.mjs', '300', '300', '20'],
+  );
 // Each entry: a script, or a script and its arguments (the short version of a long bench).
 for (const entry of scripts) {
   const [script, ...args] = [entry].flat();

@@ -107,12 +107,12 @@ export class JobRunner {
     this.table.accept(job);
     this.watchRevocation(job, delivery);
     await this.slots.updatePrefetch();
-    // Placing does not wait for the broker's confirm of `loading`: it is published now, on the channel every
-    // later event of the job goes out on, so the server still sees it first; and whatever was confirmed, the
-    // offer stays unacked until `loaded`, so a crash before that leads to redelivery.
-    void this.report.state(job, 'loading');
+    // `loading` claims the attempt once the server applies it. Placing goes on meanwhile; the job is handed
+    // to the executor once the broker confirmed the event (see claimMode). The offer stays unacked until
+    // `loaded`, so a crash before that leads to redelivery.
+    const loading = this.report.state(job, 'loading');
     try {
-      await this.place(job);
+      await this.place(job, this.claimMode(job, delivery, loading));
     } catch (error) {
       if (error instanceof ExecutorExitedError && this.table.isCurrent(job)) {
         // Killed while becoming the user: a crash before the load, handed back like one during it.
@@ -130,7 +130,25 @@ export class JobRunner {
     }
   }
 
-  private async place(job: ActiveJob): Promise<void> {
+  /**
+   * How the job's attempt is claimed (see the `job` message). A first delivery reaches one agent only: the
+   * broker gives the offer to another agent only after taking it back from this one, and this agent's
+   * `loading`, confirmed before that, is ahead of the other agent's in the events queue, so the server
+   * grants the claim to this agent. Otherwise (a redelivery, an unconfirmed `loading`, a delivery taken
+   * back meanwhile) another agent may hold it, and the executor's fetch checks the claim before anything
+   * runs.
+   */
+  private async claimMode(
+    job: ActiveJob,
+    delivery: Delivery<unknown>,
+    loading: Promise<boolean>,
+  ): Promise<'event' | 'await-event'> {
+    const confirmed = await loading;
+    const held = job.hold.kind === 'held' && job.hold.delivery === delivery;
+    return confirmed && held && delivery.deliveryCount === 1 ? 'event' : 'await-event';
+  }
+
+  private async place(job: ActiveJob, claim: Promise<'event' | 'await-event'>): Promise<void> {
     const { executor, account } = await this.launcher.executorFor(job);
     if (job.cancelRequested) {
       await this.finish(job, 'canceled', {
@@ -152,6 +170,7 @@ export class JobRunner {
       );
     }
     this.pool.jobStarted(executor, job.offer.jobId);
+    const claimMode = await claim;
     executor.process.send({
       type: 'job',
       jobId: job.offer.jobId,
@@ -159,6 +178,9 @@ export class JobRunner {
       serverUrl: job.offer.serverUrl,
       jobToken: job.offer.jobToken,
       agentId: this.config.id,
+      claim: claimMode,
+      // Carried on only when nothing needs checking: a redelivery's executor fetches (the fetch checks the claim).
+      ...(claimMode === 'event' && job.offer.inline ? { workflow: job.offer.inline } : {}),
       params: job.offer.params,
       ...(job.offer.limits.timeoutMs ? { timeoutMs: job.offer.limits.timeoutMs } : {}),
       ...(job.cgroup ? { cgroupProcs: job.cgroup.procsFile } : {}),
@@ -225,14 +247,15 @@ export class JobRunner {
       );
       job.enforcer.unref();
     }
-    // `running` is published before the ack, so the broker has it before anything can make the offer
-    // go elsewhere; the final state, published later on the same channel, can never overtake it. It takes
-    // its number and time now, before any await: the executor runs steps from `loaded` on, and their events
-    // must come after it.
+    // `running` is confirmed before the ack, so the broker has it before anything can make the offer go
+    // elsewhere; the final state, published later on the same channel, can never overtake it. It takes its
+    // number and time now, before any await: the executor runs steps from `loaded` on, and their events must
+    // come after it. It may wait for the job's steps and end to travel with it (see EventBatcher); the ack
+    // waits with it, off the job's path.
     const running = this.report.state(job, 'running');
     await this.slots.updatePrefetch();
-    await this.release(job);
     await running;
+    await this.release(job);
   }
 
   /**

@@ -82,8 +82,12 @@ const MAX_ENDED = 100_000;
 
 export class OfferTable {
   private readonly states = new Map<string, OfferState>();
+  /**
+   * The loading and running jobs, apart: `states` also remembers up to `maxEnded` ended offers, and each
+   * executor message looks its job up among the active ones.
+   */
+  private readonly active = new Set<ActiveJob>();
   private endedCount = 0;
-  private jobCount = 0;
   private parkedCount = 0;
 
   constructor(private readonly maxEnded = MAX_ENDED) {}
@@ -94,7 +98,7 @@ export class OfferTable {
 
   /** Jobs loading or running (they hold a slot). */
   get jobs(): number {
-    return this.jobCount;
+    return this.active.size;
   }
 
   get parkedOffers(): number {
@@ -116,9 +120,8 @@ export class OfferTable {
     return state?.kind === 'loading' && state.job === job;
   }
 
-  *activeJobs(): IterableIterator<ActiveJob> {
-    for (const state of this.states.values())
-      if (state.kind === 'loading' || state.kind === 'running') yield state.job;
+  activeJobs(): IterableIterator<ActiveJob> {
+    return this.active.values();
   }
 
   *parked(): IterableIterator<ParkedOffer & { key: string }> {
@@ -147,7 +150,7 @@ export class OfferTable {
   accept(job: ActiveJob): void {
     this.expect(job.key, [undefined], 'loading');
     this.states.set(job.key, { kind: 'loading', job });
-    this.jobCount += 1;
+    this.active.add(job);
   }
 
   /** loading → running: the executor reported the workflow loaded. */
@@ -160,7 +163,7 @@ export class OfferTable {
   end(job: ActiveJob): boolean {
     if (!this.isCurrent(job)) return false;
     this.states.set(job.key, { kind: 'ended', awaitingRedelivery: job.hold.kind === 'taken-back' });
-    this.jobCount -= 1;
+    this.active.delete(job);
     this.endedCount += 1;
     this.forgetOldEnded();
     return true;
@@ -170,7 +173,7 @@ export class OfferTable {
   handBack(job: ActiveJob): boolean {
     if (!this.isLoading(job)) return false;
     this.states.delete(job.key);
-    this.jobCount -= 1;
+    this.active.delete(job);
     return true;
   }
 

@@ -38,8 +38,9 @@ export class Reporter {
     this.events = new EventBatcher(agentId, (message) => this.bus.publishEvent(message));
   }
 
-  async state(job: ReportedJob, state: JobState, error?: ErrorInfo): Promise<void> {
-    await this.publish({
+  /** Resolves with whether the broker confirmed the event (a failure is logged, not thrown). */
+  async state(job: ReportedJob, state: JobState, error?: ErrorInfo): Promise<boolean> {
+    return this.publish({
       ...this.next(job),
       type: 'state',
       state,
@@ -80,14 +81,16 @@ export class Reporter {
     }
   }
 
-  private async publish(event: JobEvent): Promise<void> {
+  private async publish(event: JobEvent): Promise<boolean> {
     try {
       await this.events.send(event);
+      return true;
     } catch (error) {
       this.log.error(
         { event: 'event.publish-failed', err: error, type: event.type },
         'could not publish event',
       );
+      return false;
     }
   }
 }

@@ -110,6 +110,19 @@ export const ServerConfig = z
       .min(1024)
       .default(32 * 1024 * 1024),
     /**
+     * Largest workflow source sent inside its job's signed offer, so the executor need not fetch it over
+     * HTTP. Only a workflow with no assets and no `file` params travels so; larger ones, and any when this is
+     * 0, are fetched as before. Agents older than this option refuse offers that carry a workflow: set 0
+     * until every agent is upgraded. Default 64 KiB; at most 128 KiB (an offer must stay under the bus's
+     * 256 KiB message limit).
+     */
+    offerWorkflowMaxBytes: z
+      .number()
+      .int()
+      .min(0)
+      .max(128 * 1024)
+      .default(64 * 1024),
+    /**
      * Result previews (`GET /api/jobs/:id/results/:name/preview`): `cellBytes` caps one value (a longer one
      * is cut and listed in `truncatedCells`), `responseBytes` caps the rows of one response (rows past it
      * are left out and counted in `omittedRows`). Defaults 8 KiB and 1 MiB.
@@ -214,6 +227,8 @@ export interface CompiledServerConfig {
   readonly resultLimitBytes: number;
   /** Cap of one stored step log stream (see `ServerConfig.stepLogLimitBytes`). */
   readonly stepLogLimitBytes: number;
+  /** Largest workflow sent inside its offer (see `ServerConfig.offerWorkflowMaxBytes`); 0: never. */
+  readonly offerWorkflowMaxBytes: number;
   /** Preview caps (see `ServerConfig.preview`). */
   readonly preview: { readonly cellBytes: number; readonly responseBytes: number };
   /** Upload caps (see `ServerConfig.uploads`). */
@@ -260,6 +275,7 @@ export function compileServerConfig(input: unknown): CompiledServerConfig {
     bodyLimitBytes: c.bodyLimitBytes,
     resultLimitBytes: c.resultLimitBytes,
     stepLogLimitBytes: c.stepLogLimitBytes,
+    offerWorkflowMaxBytes: c.offerWorkflowMaxBytes,
     preview: Object.freeze({ cellBytes: c.preview.cellBytes, responseBytes: c.preview.responseBytes }),
     uploads: Object.freeze({ maxBytes: c.uploads.maxBytes, ttlMs: c.uploads.ttl }),
     logLevel: c.logLevel,

@@ -14,7 +14,7 @@ import type { JobWorkflow, ServerClient } from './server-client.js';
 export async function placeInputs(
   client: Pick<ServerClient, 'downloadInput'>,
   workflow: Workflow,
-  fetched: JobWorkflow,
+  fetched: Pick<JobWorkflow, 'params' | 'inputs'>,
   workDir: string,
 ): Promise<Record<string, ParamValue>> {
   const params = { ...fetched.params };

@@ -27,7 +27,7 @@ import type { AssumeMessage } from './identity.js';
 import { placeInputs } from './inputs.js';
 import { uploadRun } from './result-uploads.js';
 import { LiveLogShipper } from './live-logs.js';
-import { ServerClient } from './server-client.js';
+import { ServerClient, type JobWorkflow } from './server-client.js';
 
 export type JobMessage = Extract<AgentToExecutor, { type: 'job' }>;
 
@@ -71,11 +71,13 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
   let loaded = false;
   let shipper: LiveLogShipper | undefined;
   try {
-    await mkdir(workDir, { recursive: true, mode: 0o700 });
-    // The job's own TMPDIR (tmp/<job>-<attempt>): private, and removed with everything in it at the job's end.
-    await mkdir(tempDir, { recursive: true, mode: 0o700 });
-    const fetched = await client.workflow(job.agentId);
+    const fetched = await fetchWorkflow(client, job);
     const workflow = await parseCached(fetched.source, fetched.format);
+    if (needsJobDirs(workflow, fetched, context)) {
+      await mkdir(workDir, { recursive: true, mode: 0o700 });
+      // The job's own TMPDIR (tmp/<job>-<attempt>): private, and removed with everything in it at the end.
+      await mkdir(tempDir, { recursive: true, mode: 0o700 });
+    }
     for (const asset of fetched.assets) {
       const target = path.join(workDir, asset.path);
       // Asset paths were validated at push; check again here since this is where they touch the disk.
@@ -135,6 +137,41 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
     await rm(tempDir, { recursive: true, force: true }).catch(() => {});
     await rm(workDir, { recursive: true, force: true }).catch(() => {});
   }
+}
+
+/**
+ * The job's workflow: from its offer when it travelled there, else from the server, with the claim its agent
+ * asked for: none when the agent's confirmed
+ * `loading` event holds it, a check of that event's claim, or (agents of earlier versions) the fetch's own.
+ */
+/**
+ * Whether the job's directories must exist before it runs: for files placed in them (assets, inputs), for a
+ * process step (its working directory and TMPDIR), or for a job database of its own (in the job's temp
+ * directory, without the executor's shared DuckDB). Otherwise nothing may use them, and a job that writes
+ * there after all (a result, a `write` step) has the engine create what it writes into (as the user, 0700
+ * under the executor's umask); a job of SQL steps alone touches no directory.
+ */
+function needsJobDirs(workflow: Workflow, fetched: LoadedWorkflow, context: JobContext): boolean {
+  if (fetched.assets.length > 0 || fetched.inputs.length > 0 || !context.duckdbHost) return true;
+  return workflow.steps.some((step) => step.kind !== 'sql' && step.kind !== 'read' && step.kind !== 'write');
+}
+
+/** What a job needs of its workflow fetch. */
+type LoadedWorkflow = Omit<JobWorkflow, 'jobId' | 'attempt' | 'user'>;
+
+async function fetchWorkflow(client: ServerClient, job: JobMessage): Promise<LoadedWorkflow> {
+  // Carried in the signed offer: what the fetch would answer for a workflow with no assets and no inputs.
+  if (job.workflow)
+    return {
+      source: job.workflow.source,
+      format: job.workflow.format,
+      params: job.params,
+      assets: [],
+      limits: { stepLogBytes: job.workflow.stepLogBytes },
+      inputs: [],
+    };
+  if (job.claim === 'event') return client.workflow();
+  return client.workflow(job.agentId, job.claim === 'await-event' ? 'event' : 'fetch');
 }
 
 /** The server's step log cap when it is usable; else the engine's default. */

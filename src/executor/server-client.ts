@@ -72,11 +72,14 @@ export class ServerClient {
   }
 
   /**
-   * Fetches the job's workflow. With `agentId`, the fetch claims the job's attempt for that agent; another
-   * agent's claim fails it with STEWARD_ATTEMPT_CLAIMED.
+   * Fetches the job's workflow. With `agentId`, the fetch claims the job's attempt for that agent (with
+   * `claim: 'event'`, checks that the agent's `loading` event claimed it, waiting while the server has not
+   * applied that event yet); another agent's claim fails it with STEWARD_ATTEMPT_CLAIMED.
    */
-  async workflow(agentId?: string): Promise<JobWorkflow> {
-    const query = agentId === undefined ? '' : `?${new URLSearchParams({ agent: agentId }).toString()}`;
+  async workflow(agentId?: string, claim: 'fetch' | 'event' = 'fetch'): Promise<JobWorkflow> {
+    const search = new URLSearchParams(agentId === undefined ? {} : { agent: agentId });
+    if (agentId !== undefined && claim === 'event') search.set('claim', 'event');
+    const query = agentId === undefined ? '' : `?${search.toString()}`;
     let refusal: StewardError | undefined;
     for (let attempt = 0; ; attempt++) {
       try {

@@ -31,6 +31,17 @@ export type ParamValue = z.infer<typeof ParamValue>;
 export const ErrorInfo = z.object({ code: errorCode, message: z.string().max(8000) });
 export type ErrorInfo = { code: ErrorCode; message: string };
 
+/** A workflow carried inside its job's offer (see `JobOffer.inline`) and handed on to the executor. */
+export const InlineWorkflow = z
+  .object({
+    source: z.string().max(128 * 1024),
+    format: z.enum(['yaml', 'json']),
+    /** The server's cap of one stored step log stream (what a fetch answers as `limits.stepLogBytes`). */
+    stepLogBytes: z.number().int().positive(),
+  })
+  .strict();
+export type InlineWorkflow = z.infer<typeof InlineWorkflow>;
+
 /** What the server asks an agent to run. Carried inside a SignedOffer, never bare. */
 export const JobOffer = z
   .object({
@@ -50,6 +61,11 @@ export const JobOffer = z
     /** Epoch ms after which no agent may start loading this offer (the load timeout). */
     deadline: z.number().int(),
     issuedAt: z.number().int(),
+    /**
+     * The workflow itself, when it is small and needs nothing else from the server (no assets, no `file`
+     * params): the executor then runs it without fetching it. Covered by the offer's signature.
+     */
+    inline: InlineWorkflow.optional(),
   })
   .strict();
 export type JobOffer = z.infer<typeof JobOffer>;
@@ -245,6 +261,16 @@ export const AgentToExecutor = z.discriminatedUnion('type', [
       jobToken: z.string(),
       /** The agent placing the job: the executor claims the attempt for it when fetching the workflow. */
       agentId: AgentId,
+      /**
+       * How the attempt is claimed. `event`: the agent's `loading` event of a first delivery was confirmed by
+       * the broker before this message, and claims the attempt when the server applies it; the executor's
+       * fetch claims nothing. `await-event`: the same event claims it, but another agent may hold it (a
+       * redelivered offer): the fetch checks the claim is this agent's before anything runs. Absent: the
+       * fetch claims it (agents of earlier versions).
+       */
+      claim: z.enum(['event', 'await-event']).optional(),
+      /** The workflow, when its offer carried it and the claim needs no check: no fetch then. */
+      workflow: InlineWorkflow.optional(),
       params: z.record(z.string(), ParamValue),
       timeoutMs: z.number().int().positive().optional(),
       /**

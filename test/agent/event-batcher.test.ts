@@ -2,6 +2,18 @@ import { describe, expect, it } from 'vitest';
 import { EventBatcher } from '../../src/agent/event-batcher.js';
 import { AgentMessage, MAX_BATCH_EVENTS, type JobEvent } from '../../src/protocol/index.js';
 
+/** A `running` state event (one that may wait for company). */
+const runningEvent = (seq: number): JobEvent => ({
+  v: 1,
+  type: 'state',
+  jobId: 'j1',
+  attempt: 1,
+  seq,
+  time: 1,
+  agentId: 'agent-1',
+  state: 'running',
+});
+
 function event(seq: number, message = ''): JobEvent {
   return {
     v: 1,
@@ -59,5 +71,41 @@ describe('agent event batcher', () => {
     const first = Promise.allSettled([batcher.send(event(1)), batcher.send(event(2))]);
     expect((await first).map((r) => r.status)).toEqual(['rejected', 'rejected']);
     await expect(batcher.send(event(3))).resolves.toBeUndefined();
+  });
+
+  it("holds a job's running and step events for the window and sends them with its end as one message", async () => {
+    const sent: AgentMessage[] = [];
+    const batcher = new EventBatcher(
+      'agent-1',
+      async (message) => void sent.push(message),
+      undefined,
+      60_000,
+    );
+    const running = runningEvent(1);
+    const step: JobEvent = {
+      v: 1,
+      type: 'step',
+      jobId: 'j1',
+      attempt: 1,
+      seq: 2,
+      time: 1,
+      agentId: 'agent-1',
+      step: { stepId: 'one', state: 'succeeded', time: 1 },
+    };
+    const held = [batcher.send(running), batcher.send(step)];
+    // Several turns of the event loop later, nothing has left: the window is a minute here.
+    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(sent).toHaveLength(0);
+    await Promise.all([...held, batcher.send(event(3))]);
+    expect(sent).toHaveLength(1);
+    expect(carried(sent[0]!).map((e) => e.seq)).toEqual([1, 2, 3]);
+  });
+
+  it('sends a lone running event once its window has passed', async () => {
+    const sent: AgentMessage[] = [];
+    const batcher = new EventBatcher('agent-1', async (message) => void sent.push(message), undefined, 5);
+    await batcher.send(runningEvent(1));
+    expect(sent).toHaveLength(1);
+    expect(carried(sent[0]!).map((e) => e.seq)).toEqual([1]);
   });
 });

@@ -36,8 +36,12 @@ const osUsers = new OsUsers();
 
 beforeAll(async () => {
   vhost = await createVhost('claims');
-  // The lease outlasts the cut: agent A, only unreachable through the broker, keeps its jobs.
-  cluster = await Cluster.start({ vhost, server: { loadTimeout: '5m', agentLease: '2m' } });
+  // The lease outlasts the cut: agent A, only unreachable through the broker, keeps its jobs. Workflows are
+  // fetched, not carried in the offers: the paused server must hold A's loads.
+  cluster = await Cluster.start({
+    vhost,
+    server: { loadTimeout: '5m', agentLease: '2m', offerWorkflowMaxBytes: 0 },
+  });
   proxy = await TcpProxy.start({ port: Number(new URL(brokerUrl).port || 5672) });
   const pushed = await cluster.request('POST', '/api/workflows', { source: NOOP });
   expect(pushed.status, JSON.stringify(pushed.json)).toBe(201);

@@ -1,5 +1,6 @@
 /**
- * Attempt claims: the executor's workflow fetch grants the job's attempt to one agent. A real server and
+ * Attempt claims: the first agent's applied `loading` event (or, from executors of earlier versions, the
+ * workflow fetch) grants the job's attempt to one agent. A real server and
  * store (SQLite and PostgreSQL) with the embedded bus; the test fetches and publishes events in the agents'
  * and executors' place.
  */
@@ -60,10 +61,11 @@ describe.each(backends)('attempt claims on $name', (backend) => {
   }
 
   /** Raw: some tests send a malformed agent id. */
-  function fetchAs(offer: { jobId: string; jobToken: string }, agent?: string) {
+  function fetchAs(offer: { jobId: string; jobToken: string }, agent?: string, claim?: 'event') {
+    const query = agent === undefined ? '' : `?agent=${agent}${claim ? `&claim=${claim}` : ''}`;
     return h.raw({
       method: 'GET',
-      url: `/api/exec/jobs/${offer.jobId}/workflow${agent === undefined ? '' : `?agent=${agent}`}`,
+      url: `/api/exec/jobs/${offer.jobId}/workflow${query}`,
       token: offer.jobToken,
     });
   }
@@ -131,13 +133,14 @@ describe.each(backends)('attempt claims on $name', (backend) => {
       controls.push(delivery.body);
       await delivery.ack();
     });
-    // Both agents report loading before their executors fetch: before the claim, that applies as always.
-    await h.bus.publishEvent(stateEvent(offer, 'agent-b', 1_000_001, 'loading'));
+    // Both agents report loading: agent-a's, applied first, claims the attempt; agent-b's is refused.
+    await h.bus.publishEvent(stateEvent(offer, 'agent-a', 1, 'loading'));
     await eventually(async () => (await detail(id)).state === 'loading');
-    expect((await fetchAs(offer, 'agent-a')).status).toBe(200);
+    await h.bus.publishEvent(stateEvent(offer, 'agent-b', 1_000_001, 'loading'));
+    expect((await fetchAs(offer, 'agent-b', 'event')).status).toBe(409);
+    expect((await fetchAs(offer, 'agent-a', 'event')).status).toBe(200);
     // The claim makes agent-a the job's agent: a cancel now would reach the agent that loads the job.
     expect((await detail(id)).agentId).toBe('agent-a');
-    await h.bus.publishEvent(stateEvent(offer, 'agent-a', 1, 'loading'));
     // An executor crash reported by the other agent retries nothing.
     await h.bus.publishEvent(
       stateEvent(offer, 'agent-b', 1_000_002, 'failed', {
@@ -270,12 +273,26 @@ describe.each(backends)('attempt claims on $name', (backend) => {
     expect((await detail(id)).attempts[0]).toMatchObject({ attempt: 1, state: 'lost' });
   });
 
-  it('leaves a loading job nobody claimed to the bus, however silent its agent', async () => {
+  it("claims the attempt with the first agent's loading event; a fetch that checks the claim waits for that event", async () => {
     const { id, offer } = await submit();
-    await heartbeat('agent-a');
+    // No loading event applied yet: the checking fetch is answered 503, which the executor retries.
+    const early = await fetchAs(offer, 'agent-a', 'event');
+    expect(early.status).toBe(503);
+    expect(errorOf(early)).toMatchObject({ code: 'STEWARD_UNAVAILABLE' });
+    expect(errorOf(early).message).toMatch(/agent agent-a's loading report has not been applied yet/);
     await h.bus.publishEvent(stateEvent(offer, 'agent-a', 1, 'loading'));
-    await eventually(async () => (await detail(id)).state === 'loading');
-    expect(await h.server.sweep(Date.now() + 10_000)).toEqual(NOTHING_SWEPT);
-    expect(await detail(id)).toMatchObject({ state: 'loading', attempt: 1 });
+    await h.bus.publishEvent(stateEvent(offer, 'agent-b', 1_000_001, 'loading'));
+    await eventually(async () => (await fetchAs(offer, 'agent-a', 'event')).status === 200);
+    const refused = await fetchAs(offer, 'agent-b', 'event');
+    expect(refused.status).toBe(409);
+    expect(errorOf(refused)).toMatchObject({
+      code: 'STEWARD_ATTEMPT_CLAIMED',
+      details: { claimedBy: 'agent-a' },
+    });
+    // A fetch that claims (an executor of an earlier version) is refused alike; one naming no agent (the
+    // holder's, whose confirmed loading event claims) is served.
+    expect((await fetchAs(offer, 'agent-b')).status).toBe(409);
+    expect((await fetchAs(offer)).status).toBe(200);
+    expect(await detail(id)).toMatchObject({ state: 'loading', agentId: 'agent-a', attempt: 1 });
   });
 });

@@ -10,11 +10,11 @@ export const execRoutes = {
     method: 'GET',
     path: '/api/exec/jobs/:id/workflow',
     summary:
-      'Executor: the workflow source and resolved params of its job; `agent` claims the attempt for that agent',
+      "Executor: the workflow source and resolved params of its job; `agent` claims the attempt for that agent (with `claim=event`: checks that the agent's `loading` event claimed it)",
     tag: 'executor',
     auth: 'job',
     params: IdParams,
-    query: z.object({ agent: AgentId.optional() }).strict(),
+    query: z.object({ agent: AgentId.optional(), claim: z.enum(['fetch', 'event']).optional() }).strict(),
     response: z.object({
       jobId: z.string(),
       attempt: z.number().int(),

@@ -11,9 +11,10 @@ export function execHandlers(ctx: ServerContext) {
 
   return {
     execWorkflow: async ({ job, query }) => {
-      // The fetch is the claim: it happens once per job before any user code runs (an executor of an
-      // older version sends no agent and claims nothing).
-      if (query.agent !== undefined) await jobs.claim(job, query.agent);
+      // With `agent`, the fetch claims the attempt (or, with `claim=event`, checks that the agent's `loading`
+      // event did); it happens once per job before any user code runs. Without, it claims nothing: the
+      // agent's confirmed `loading` event of a first delivery holds the claim (see JobClaims).
+      if (query.agent !== undefined) await jobs.claim(job, query.agent, query.claim ?? 'fetch');
       // Exactly the version pinned at submit, even if the workflow was deleted or pushed again since.
       const record = await workflows.pinned(job.workflow);
       return {

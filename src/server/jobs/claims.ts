@@ -9,6 +9,14 @@ import type { JobRecord, Store } from '../../store/index.js';
 import { bearerOf } from '../auth.js';
 import { sha256Hex } from '../secrets.js';
 
+/**
+ * How a workflow fetch naming an agent treats the claim. `fetch`: the fetch takes it (executors of earlier
+ * versions). `event`: the agent's `loading` event takes it when the server applies it (see
+ * `Store.claimByLoadingEvents`); the fetch only checks, and is answered 503 (retried) until that event is
+ * applied. An agent given a redelivered offer fetches so, since another agent may hold the attempt.
+ */
+export type ClaimMode = 'fetch' | 'event';
+
 export class JobClaims {
   constructor(private readonly deps: { store: Store; logger: Logger }) {}
 
@@ -38,8 +46,17 @@ export class JobClaims {
    * taken back in a connection drop goes to whichever agent is next, while the first keeps loading it); this
    * is what keeps the attempt from running on both.
    */
-  async claim(job: JobRecord, agentId: string): Promise<void> {
+  async claim(job: JobRecord, agentId: string, mode: ClaimMode = 'fetch'): Promise<void> {
     if (job.claimedBy === agentId) return;
+    if (mode === 'event') {
+      if (job.claimedBy === null)
+        // Retried by the executor (a 503): the agent's `loading` is still in the events queue.
+        throw new StewardError(
+          'STEWARD_UNAVAILABLE',
+          `job ${job.id} attempt ${job.attempt}: agent ${agentId}'s loading report has not been applied yet`,
+        );
+      this.refuse(job, agentId, job.claimedBy);
+    }
     const claimed = await this.deps.store.claimAttempt(job.id, job.attempt, job.jobTokenHash, agentId);
     if (claimed.ok) {
       // Answered by a GET, which does not wait for the flush by itself: the grant must survive a power cut.
@@ -49,14 +66,18 @@ export class JobClaims {
     const current = claimed.job;
     if (!current || current.attempt !== job.attempt || current.jobTokenHash !== job.jobTokenHash)
       throw new StewardError('STEWARD_UNAUTHENTICATED', 'invalid job token');
+    this.refuse(job, agentId, current.claimedBy);
+  }
+
+  private refuse(job: JobRecord, agentId: string, claimedBy: string | null): never {
     this.deps.logger.info(
-      { jobId: job.id, attempt: job.attempt, agentId, claimedBy: current.claimedBy },
+      { jobId: job.id, attempt: job.attempt, agentId, claimedBy },
       'refused a workflow fetch: another agent holds the attempt',
     );
     throw new StewardError(
       'STEWARD_ATTEMPT_CLAIMED',
-      `job ${job.id} attempt ${job.attempt} is held by agent ${current.claimedBy ?? '?'}; agent ${agentId} must not load it`,
-      { details: { claimedBy: current.claimedBy } },
+      `job ${job.id} attempt ${job.attempt} is held by agent ${claimedBy ?? '?'}; agent ${agentId} must not load it`,
+      { details: { claimedBy } },
     );
   }
 

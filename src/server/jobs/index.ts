@@ -21,7 +21,7 @@ import type { Principal } from '../auth.js';
 import type { UploadService } from '../uploads.js';
 import type { JobWatch } from '../watch.js';
 import type { WorkflowRepository } from '../workflows.js';
-import { JobClaims } from './claims.js';
+import { JobClaims, type ClaimMode } from './claims.js';
 import { OfferPublisher } from './offers.js';
 import { JobRecovery, type RetryOutcome, type SweepCounts } from './recovery.js';
 import { JobSubmission, type SubmitInput } from './submission.js';
@@ -29,6 +29,7 @@ import { jobTransitions, type TransitionJob, type TransitionObserver } from './t
 
 export { QUEUED_GRACE_MS, type SweepCounts } from './recovery.js';
 export type { SubmitInput } from './submission.js';
+export type { ClaimMode } from './claims.js';
 export type { TransitionObserver } from './transition.js';
 
 export interface JobServiceDeps {
@@ -96,8 +97,8 @@ export class JobService {
     return this.claims.authenticateJob(authorization, jobId);
   }
 
-  claim(job: JobRecord, agentId: string): Promise<void> {
-    return this.claims.claim(job, agentId);
+  claim(job: JobRecord, agentId: string, mode: ClaimMode = 'fetch'): Promise<void> {
+    return this.claims.claim(job, agentId, mode);
   }
 
   releaseClaim(job: JobRecord, agentId: string): Promise<void> {

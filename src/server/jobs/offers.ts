@@ -7,12 +7,15 @@ import type { Logger } from 'pino';
 import {
   PROTOCOL_VERSION,
   StewardError,
+  type InlineWorkflow,
   type JobOffer,
   type OfferSigner,
   type SignedOffer,
 } from '../../protocol/index.js';
+import type { CompiledServerConfig } from '../../config/index.js';
 import type { JobRecord, Store } from '../../store/index.js';
 import type { ClusterBuses } from '../clusters/registry.js';
+import type { WorkflowRepository } from '../workflows.js';
 
 export interface OfferPublisherDeps {
   store: Store;
@@ -22,6 +25,9 @@ export interface OfferPublisherDeps {
   logger: Logger;
   /** The URL executors use to reach this server (known once listening). */
   serverUrl: () => string;
+  /** The pinned workflow versions (a small one travels inside its offer). */
+  workflows: Pick<WorkflowRepository, 'pinned'>;
+  config: Pick<CompiledServerConfig, 'offerWorkflowMaxBytes' | 'stepLogLimitBytes'>;
 }
 
 /** What the offer carries besides the job's row: the token (only its hash is stored) and the load deadline. */
@@ -44,8 +50,9 @@ export class OfferPublisher {
   async publish(job: JobRecord, terms: OfferTerms): Promise<{ recorded: Promise<void> }> {
     // A cluster detached since (its bus closed) throws STEWARD_CLUSTER_DETACHED, as the job's error.
     const bus = this.deps.clusters.busFor(job.cluster);
+    const inline = await this.inlineWorkflow(job);
     try {
-      await bus.publishOffer(this.sign(job, terms));
+      await bus.publishOffer(this.sign(job, terms, inline));
     } catch (error) {
       throw new StewardError('STEWARD_UNAVAILABLE', 'the bus did not accept the job offer; retry later', {
         cause: error,
@@ -54,7 +61,31 @@ export class OfferPublisher {
     return { recorded: this.recordPublished(job) };
   }
 
-  private sign(job: JobRecord, { jobToken, deadline, now }: OfferTerms): SignedOffer {
+  /**
+   * The job's workflow to carry in its offer, when it is small (`offerWorkflowMaxBytes`) and needs nothing
+   * else from the server: no assets to download, no `file` params (whose files the executor fetches along
+   * with the list of them). Anything else, or a workflow that cannot be read now, is fetched as before.
+   */
+  private async inlineWorkflow(job: JobRecord): Promise<InlineWorkflow | undefined> {
+    const maxBytes = this.deps.config.offerWorkflowMaxBytes;
+    if (maxBytes === 0) return undefined;
+    const record = await this.deps.workflows.pinned(job.workflow).catch(() => undefined);
+    if (
+      !record ||
+      record.assets.length > 0 ||
+      record.params.some((param) => param.type === 'file') ||
+      // As serialized in the offer (escapes included), which must stay under the bus's message limit.
+      Buffer.byteLength(JSON.stringify(record.source)) > maxBytes
+    )
+      return undefined;
+    return { source: record.source, format: record.format, stepLogBytes: this.deps.config.stepLogLimitBytes };
+  }
+
+  private sign(
+    job: JobRecord,
+    { jobToken, deadline, now }: OfferTerms,
+    inline: InlineWorkflow | undefined,
+  ): SignedOffer {
     const offer: JobOffer = {
       v: PROTOCOL_VERSION,
       jobId: job.id,
@@ -70,6 +101,7 @@ export class OfferPublisher {
       limits: job.timeoutMs === null ? {} : { timeoutMs: job.timeoutMs },
       deadline,
       issuedAt: now,
+      ...(inline ? { inline } : {}),
     };
     return this.deps.signer.sign(offer);
   }
