@@ -74,13 +74,15 @@ let steward;
 let scratch;
 /** Each job's id by its submit→done time (to find its `job.first-step` record). */
 const jobIds = new Map();
-let cleaning = false;
-async function cleanup() {
-  if (cleaning) return;
-  cleaning = true;
-  await steward?.stop().catch(() => {});
-  deleteUsers(created.splice(0));
-  if (scratch) rmSync(scratch, { recursive: true, force: true });
+let cleaning;
+/** Stops `steward up` and deletes the bench's users, once; every caller waits for the same run. */
+function cleanup() {
+  cleaning ??= (async () => {
+    await steward?.stop().catch(() => {});
+    deleteUsers(created.splice(0));
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
+  })();
+  return cleaning;
 }
 for (const signal of ['SIGINT', 'SIGTERM'])
   process.once(signal, () => {
