@@ -299,7 +299,7 @@ try {
       .join(' ')}`,
   );
   console.log(
-    `one agent, default config; ${count} users, then ${returning.length} returning, then ${evictedCold.length} evicted + ${newCold.length} brand-new users ${gapMs} ms apart`,
+    `one agent, ${short ? 'default config but a 1 GiB idle budget (--short)' : 'default config'}; ${count} users, then ${returning.length} returning, then ${evictedCold.length} evicted + ${newCold.length} brand-new users ${gapMs} ms apart`,
   );
   console.log('');
   console.log(`(a) one user alone, no-op submit→done p50:        ${fmt(aloneMs)}`);
