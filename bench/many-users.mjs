@@ -74,13 +74,15 @@ let steward;
 let scratch;
 /** Each job's id by its submit→done time (to find its `job.first-step` record). */
 const jobIds = new Map();
-let cleaning = false;
-async function cleanup() {
-  if (cleaning) return;
-  cleaning = true;
-  await steward?.stop().catch(() => {});
-  deleteUsers(created.splice(0));
-  if (scratch) rmSync(scratch, { recursive: true, force: true });
+let cleaning;
+/** Stops `steward up` and deletes the bench's users, once; every caller waits for the same run. */
+function cleanup() {
+  cleaning ??= (async () => {
+    await steward?.stop().catch(() => {});
+    deleteUsers(created.splice(0));
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
+  })();
+  return cleaning;
 }
 for (const signal of ['SIGINT', 'SIGTERM'])
   process.once(signal, () => {
@@ -297,7 +299,7 @@ try {
       .join(' ')}`,
   );
   console.log(
-    `one agent, default config; ${count} users, then ${returning.length} returning, then ${evictedCold.length} evicted + ${newCold.length} brand-new users ${gapMs} ms apart`,
+    `one agent, ${short ? 'default config but a 1 GiB idle budget (--short)' : 'default config'}; ${count} users, then ${returning.length} returning, then ${evictedCold.length} evicted + ${newCold.length} brand-new users ${gapMs} ms apart`,
   );
   console.log('');
   console.log(`(a) one user alone, no-op submit→done p50:        ${fmt(aloneMs)}`);
