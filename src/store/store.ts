@@ -41,6 +41,7 @@ import { JobFileStore } from './job-files.js';
 import { Listings } from './listings.js';
 import { NotificationStore } from './notifications.js';
 import { SpaceStore } from './spaces.js';
+import { StatementCounts } from './statements.js';
 import type { WalFlusher } from './sqlite-durable.js';
 import { ScheduleStore } from './schedules.js';
 import { SweepStore } from './sweeps.js';
@@ -117,6 +118,8 @@ export class Store {
   readonly stats: StatsStore;
   /** Schedules and their ticks (the claim that fires each tick once). */
   readonly schedules: ScheduleStore;
+  /** Every SQL statement this store sent, by kind (see `statements.ts`). */
+  readonly statements: StatementCounts;
   private readonly users: UserStore;
   private readonly tokens: TokenStore;
   private readonly loginFailures: LoginFailureStore;
@@ -134,7 +137,9 @@ export class Store {
     connection: Connection,
     private readonly config: StoreConfig,
     clock: Clock,
+    statements: StatementCounts,
   ) {
+    this.statements = statements;
     this.db = connection.db;
     this.dialect = connection.dialect;
     this.flusher = connection.flusher;
@@ -166,7 +171,15 @@ export class Store {
 
   /** Opens the database and applies pending migrations. */
   static async open(config: StoreConfig, options: OpenStoreOptions = {}): Promise<Store> {
-    const connection = await connect(config, options);
+    const statements = new StatementCounts();
+    const { onStatement } = options;
+    const connection = await connect(config, {
+      ...options,
+      onStatement: (sql) => {
+        statements.count(sql);
+        onStatement?.(sql);
+      },
+    });
     const { db, dialect, flusher } = connection;
     try {
       for (const name of await migrateToLatest(db as Kysely<unknown>, dialect, options.migrateUntil))
@@ -177,7 +190,7 @@ export class Store {
       await db.destroy();
       throw error;
     }
-    return new Store(connection, config, options.clock ?? Date.now);
+    return new Store(connection, config, options.clock ?? Date.now, statements);
   }
 
   /**
