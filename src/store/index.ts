@@ -49,6 +49,8 @@ export type {
   StoreErrorKind,
   AttemptRecord,
   AssetRecord,
+  BatchJob,
+  StoredBatchJob,
   AuditRecord,
   FoundToken,
   JobDetailRecord,

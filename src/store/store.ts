@@ -31,6 +31,7 @@ import {
   type JobRecord,
   type StepRecord,
 } from './job-records.js';
+import { insertJobBatch, type BatchJob, type StoredBatchJob } from './job-batch.js';
 import { JobStore, type ListJobsFilter, type NewJob } from './jobs.js';
 import { LoginFailureStore } from './login-failures.js';
 import { migrateToLatest, type StoreDialect } from './migrations/index.js';
@@ -66,6 +67,7 @@ export type { Clock, Executor } from './context.js';
 export type { AppliedEvent } from './events.js';
 export type { AttemptRecord, JobDetailRecord, JobRecord, StepRecord } from './job-records.js';
 export type { ListJobsFilter, NewJob } from './jobs.js';
+export type { BatchJob, StoredBatchJob } from './job-batch.js';
 export type { ResultRecord, ResultUpload } from './results.js';
 export type { FoundToken, TokenRecord } from './tokens.js';
 export type { JobPatch, TransitionOptions, TransitionResult } from './transitions.js';
@@ -354,6 +356,14 @@ export class Store {
   /** Stores a new job, or finds the one stored with its `submitKey` (`created: false`). */
   insertJobOnce(job: NewJob): Promise<{ job: JobRecord; created: boolean }> {
     return this.jobs.insertJobOnce(job);
+  }
+
+  /**
+   * Stores a batch of jobs, with their audit entries, in one transaction (see `job-batch.ts`); a job whose
+   * `submitKey` was used before is returned as stored then (`created: false`). In the batch's order.
+   */
+  insertJobBatch(batch: readonly BatchJob[]): Promise<StoredBatchJob[]> {
+    return insertJobBatch(this.ctx, this.jobs, batch);
   }
 
   /** The job `user` created with idempotency key `key`, if any. */
