@@ -81,7 +81,9 @@ export async function transitionRowIn(
   patch: JobPatch,
   options: TransitionOptions,
   locked?: JobsTable,
-): Promise<Extract<TransitionResult, { ok: false }> | { ok: true; job: JobRecord; from: JobState; row: JobsTable }> {
+): Promise<
+  Extract<TransitionResult, { ok: false }> | { ok: true; job: JobRecord; from: JobState; row: JobsTable }
+> {
   const row = locked ?? (await lockJobRow(ctx, trx, id));
   if (!row) return { ok: false, job: null };
   const current = toJob(row);

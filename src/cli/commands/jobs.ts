@@ -42,6 +42,16 @@ export function registerJobCommands(program: Command): void {
   cancelCommand(program);
 }
 
+interface RunOptions {
+  param: Record<string, string>;
+  label?: string[];
+  cluster?: string;
+  timeout?: number;
+  retries?: number;
+  wait?: boolean;
+  repeat?: number;
+}
+
 /** `steward run WORKFLOW`: submit a job, and with --wait follow it. */
 function runCommand(program: Command): void {
   program
@@ -75,55 +85,41 @@ function runCommand(program: Command): void {
       `submit N jobs with these params, ${MAX_BATCH_JOBS} per request (POST /api/jobs/batch); prints one job id or error per line`,
       positiveInteger('--repeat', 1_000_000),
     )
-    .action(
-      async (
-        ref: string,
-        options: {
-          param: Record<string, string>;
-          label?: string[];
-          cluster?: string;
-          timeout?: number;
-          retries?: number;
-          wait?: boolean;
-          repeat?: number;
-        },
-        command: Command,
-      ) => {
-        const context = contextOf(command);
-        parseWorkflowRef(ref);
-        if (options.repeat !== undefined && options.wait)
-          throw new InvalidArgumentError(
-            '--repeat and --wait do not go together (follow jobs with `steward jobs`)',
-          );
-        const client = await context.client();
-        const params = await uploadFileParams(client, options.param, (line) => {
-          if (!context.json) context.note(line);
-        });
-        // One key per submission: if the answer is lost (the server died behind a load balancer), sending the
-        // same request again returns the job the first one created instead of submitting a second.
-        const submission = () => ({
-          workflow: ref,
-          params,
-          labels: options.label ?? [],
-          ...(options.cluster === undefined ? {} : { cluster: options.cluster }),
-          ...(options.timeout === undefined ? {} : { timeoutSeconds: options.timeout }),
-          ...(options.retries === undefined ? {} : { retries: options.retries }),
-          idempotencyKey: randomUUID(),
-        });
-        if (options.repeat !== undefined) {
-          await submitRepeated(context, client, options.repeat, submission);
-          return;
-        }
-        const job = await client.call('submitJob', { body: submission(), retryForMs: SUBMIT_RETRY_MS });
-        if (!options.wait) {
-          if (context.json) context.printJson(job);
-          else context.out(`${job.id}\n`);
-          return;
-        }
-        if (!context.json) context.note(`submitted job ${job.id}`);
-        await waitAndReport(context, client, job.id);
-      },
-    );
+    .action(async (ref: string, options: RunOptions, command: Command) => {
+      const context = contextOf(command);
+      parseWorkflowRef(ref);
+      if (options.repeat !== undefined && options.wait)
+        throw new InvalidArgumentError(
+          '--repeat and --wait do not go together (follow jobs with `steward jobs`)',
+        );
+      const client = await context.client();
+      const params = await uploadFileParams(client, options.param, (line) => {
+        if (!context.json) context.note(line);
+      });
+      // One key per submission: if the answer is lost (the server died behind a load balancer), sending the
+      // same request again returns the job the first one created instead of submitting a second.
+      const submission = () => ({
+        workflow: ref,
+        params,
+        labels: options.label ?? [],
+        ...(options.cluster === undefined ? {} : { cluster: options.cluster }),
+        ...(options.timeout === undefined ? {} : { timeoutSeconds: options.timeout }),
+        ...(options.retries === undefined ? {} : { retries: options.retries }),
+        idempotencyKey: randomUUID(),
+      });
+      if (options.repeat !== undefined) {
+        await submitRepeated(context, client, options.repeat, submission);
+        return;
+      }
+      const job = await client.call('submitJob', { body: submission(), retryForMs: SUBMIT_RETRY_MS });
+      if (!options.wait) {
+        if (context.json) context.printJson(job);
+        else context.out(`${job.id}\n`);
+        return;
+      }
+      if (!context.json) context.note(`submitted job ${job.id}`);
+      await waitAndReport(context, client, job.id);
+    });
 }
 
 /**
