@@ -25,6 +25,9 @@ const stewardJobs = Number(process.argv[2] ?? 2000);
 const celeryTasks = Number(process.argv[3] ?? 2000);
 const sequential = Number(process.argv[4] ?? 50);
 const python = process.env.CELERY_PYTHON ?? '/usr/bin/python3';
+// STEWARD_BENCH_BATCH=N submits the burst through POST /api/jobs/batch, N jobs per request (default: one
+// POST /api/jobs per job).
+const batchSize = Number(process.env.STEWARD_BENCH_BATCH ?? 0);
 const cores = os.availableParallelism();
 const bin = path.join(repoRoot, 'bin/steward.js');
 
@@ -172,12 +175,15 @@ try {
   const cpuBefore = Object.fromEntries(Object.entries(cpuPids).map(([k, pids]) => [k, treeCpuMs(pids)]));
   const benchCpuBefore = process.cpuUsage();
   const t0 = performance.now();
-  const ids = await Promise.all(
-    Array.from(
-      { length: stewardJobs },
-      async () => (await api('POST', '/api/jobs', token, { workflow: 'noop' })).id,
-    ),
-  );
+  const ids =
+    batchSize > 0
+      ? await submitInBatches()
+      : await Promise.all(
+          Array.from(
+            { length: stewardJobs },
+            async () => (await api('POST', '/api/jobs', token, { workflow: 'noop' })).id,
+          ),
+        );
   // Collected the way a client waits for a batch: the last job submitted is polled until it ends, then one
   // list request reads the states of all (any job still going is polled on its own). Polling each job in
   // turn would spend a good part of the server's time answering the bench.
@@ -197,6 +203,24 @@ try {
     );
   }
   const stewardSeconds = (performance.now() - t0) / 1000;
+
+  async function submitInBatches() {
+    const sizes = [];
+    for (let i = 0; i < stewardJobs; i += batchSize) sizes.push(Math.min(batchSize, stewardJobs - i));
+    const answers = await Promise.all(
+      sizes.map((n) =>
+        api('POST', '/api/jobs/batch', token, {
+          jobs: Array.from({ length: n }, () => ({ workflow: 'noop' })),
+        }),
+      ),
+    );
+    return answers.flatMap((answer) =>
+      answer.jobs.map((item) => {
+        if (!item.job) throw new Error(`a batch item was refused: ${JSON.stringify(item)}`);
+        return item.job.id;
+      }),
+    );
+  }
   const cpuMs = Object.fromEntries(
     Object.entries(cpuPids).map(([k, pids]) => [k, (treeCpuMs(pids) - cpuBefore[k]) / stewardJobs]),
   );
@@ -214,7 +238,7 @@ try {
   // Printed now: the Celery half can still fail (e.g. python3-celery missing).
   console.log(`no-op work through RabbitMQ on one machine (${machine()})`);
   console.log(
-    `Steward: ${stewardJobs} jobs, 1 agent with ${cores * 4} slots, throughput ${f(steward.throughput)} jobs/s; sequential submit→done (SSE) p50 ${f(steward.p50)} ms, p99 ${f(steward.p99)} ms${steward.failed ? `; ${steward.failed} not succeeded` : ''}`,
+    `Steward: ${stewardJobs} jobs${batchSize > 0 ? ` submitted in batches of ${batchSize}` : ''}, 1 agent with ${cores * 4} slots, throughput ${f(steward.throughput)} jobs/s; sequential submit→done (SSE) p50 ${f(steward.p50)} ms, p99 ${f(steward.p99)} ms${steward.failed ? `; ${steward.failed} not succeeded` : ''}`,
   );
   console.log(
     `Steward CPU per job in the burst: server ${f(cpuMs.server)} ms + agent and executors ${f(cpuMs.agent)} ms = ${f(cpuMs.server + cpuMs.agent)} ms; broker ${f(cpuMs.broker)} ms; bench client ${f(cpuMs.client)} ms`,

@@ -46,15 +46,23 @@ export class AuditStore {
 
 /** Appends one audit entry, on the store or within a transaction of another module's write. */
 export async function insertAudit(db: Executor, entry: NewAuditRecord): Promise<void> {
+  await insertAuditRows(db, [entry]);
+}
+
+/** Appends audit entries with one statement (callers keep a batch within SQLite's parameter limit). */
+export async function insertAuditRows(db: Executor, entries: readonly NewAuditRecord[]): Promise<void> {
+  if (entries.length === 0) return;
   await db
     .insertInto('audit')
-    .values({
-      time: entry.time,
-      actor: entry.actor,
-      action: entry.action,
-      target: entry.target,
-      source: entry.source,
-      detail_json: entry.detail === null ? null : JSON.stringify(entry.detail),
-    })
+    .values(
+      entries.map((entry) => ({
+        time: entry.time,
+        actor: entry.actor,
+        action: entry.action,
+        target: entry.target,
+        source: entry.source,
+        detail_json: entry.detail === null ? null : JSON.stringify(entry.detail),
+      })),
+    )
     .execute();
 }

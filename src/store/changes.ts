@@ -53,6 +53,17 @@ export class ChangeNotifier {
     const notice: JobChangeNotice = { origin: this.origin, jobId, ...(stepId ? { stepId } : {}) };
     await sql`SELECT pg_notify(${this.channel}, ${JSON.stringify(notice)})`.execute(trx);
   }
+
+  /** Announces several jobs' changes with one statement (one notice each, as `notify` sends). */
+  async notifyMany(trx: Transaction<Database>, jobIds: readonly string[]): Promise<void> {
+    if (this.channel === undefined || jobIds.length === 0) return;
+    const notices = jobIds.map((jobId) =>
+      JSON.stringify({ origin: this.origin, jobId } satisfies JobChangeNotice),
+    );
+    await sql`SELECT pg_notify(${this.channel}, notice) FROM unnest(${notices}::text[]) AS notice`.execute(
+      trx,
+    );
+  }
 }
 
 export interface ChangeListenerOptions {

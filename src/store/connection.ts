@@ -24,6 +24,8 @@ export interface ConnectOptions {
    * every connection the database refused or dropped (`connection`), for the metrics. Default: nobody.
    */
   onError?: (kind: StoreErrorKind, error: unknown) => void;
+  /** Told the text of every statement sent (BEGIN and COMMIT included). Default: nobody. */
+  onStatement?: (sql: string) => void;
 }
 
 export type StoreErrorKind = 'query' | 'connection';
@@ -104,12 +106,16 @@ async function connectPostgres(
   };
 }
 
-/** Kysely's log hook, reporting failed queries to `onError` (nothing when there is no `onError`). */
+/**
+ * Kysely's log hook: every statement sent to `onStatement`, failed queries to `onError` (no hook at all when
+ * neither is given).
+ */
 function queryErrorLog(options: ConnectOptions): LogConfig {
-  const { onError } = options;
-  if (!onError) return [];
+  const { onError, onStatement } = options;
+  if (!onError && !onStatement) return [];
   return (event) => {
-    if (event.level === 'error' && !isUniqueViolation(event.error)) onError('query', event.error);
+    onStatement?.(event.query.sql);
+    if (event.level === 'error' && !isUniqueViolation(event.error)) onError?.('query', event.error);
   };
 }
 

@@ -16,10 +16,11 @@ import {
   type JobStateEvent,
   type JobStepEvent,
 } from '../protocol/index.js';
-import { insertedRows, lockJobRow, type StoreContext } from './context.js';
-import { readJob, toJob, toStep, type JobRecord, type StepRecord } from './job-records.js';
+import type { StoreContext } from './context.js';
+import { applyEventBatch } from './event-batch.js';
+import { toJob, toStep, type JobRecord, type StepRecord } from './job-records.js';
 import type { Database, JobsTable } from './schema.js';
-import { transitionIn, type JobPatch } from './transitions.js';
+import { transitionRowIn, type JobPatch } from './transitions.js';
 
 export interface AppliedEvent {
   /** False when (jobId, attempt, seq) was seen before: nothing changed. */
@@ -53,49 +54,39 @@ export class EventStore {
    * older attempt only count as seen. Step events upsert the step row.
    */
   async applyEvent(event: JobEvent, now = this.ctx.clock()): Promise<AppliedEvent> {
-    return this.ctx.db.transaction().execute((trx) => this.applyEventIn(trx, event, now));
+    return (await this.applyEvents([event], now))[0]!;
   }
 
   /**
-   * Applies several events in one transaction, in the given order (a group commit: one fsync for all).
-   * Each event is applied exactly as `applyEvent` would; all of them are durable when this resolves, and
-   * none is if it rejects.
+   * Applies several events in one transaction, in the given order (a group commit: one fsync for all; see
+   * `event-batch.ts` for how the batch's jobs are locked and its events recorded). Each event is applied
+   * exactly as `applyEvent` would; all of them are durable when this resolves, and none is if it rejects.
    */
   async applyEvents(events: readonly JobEvent[], now = this.ctx.clock()): Promise<AppliedEvent[]> {
     if (events.length === 0) return [];
-    return this.ctx.db.transaction().execute(async (trx) => {
-      const results: AppliedEvent[] = [];
-      for (const event of events) results.push(await this.applyEventIn(trx, event, now));
-      return results;
-    });
+    return this.ctx.db
+      .transaction()
+      .execute((trx) =>
+        applyEventBatch(this.ctx, trx, events, now, (t, event, row) => this.applyLocked(t, event, row, now)),
+      );
   }
 
-  /** Records the event as seen and, when it is new, current and from the claim's agent, applies it. */
-  private async applyEventIn(
+  /** Applies a new event of a locked job when it is of the current attempt and from the claim's agent. */
+  private async applyLocked(
     trx: Transaction<Database>,
     event: JobEvent,
+    jobRow: JobsTable,
     now: number,
-  ): Promise<AppliedEvent> {
-    // The row lock makes two servers applying events of one job (a redelivery after a server died, or
-    // two events consumed at once) take turns: the second sees the first's record and effect.
-    const jobRow = await lockJobRow(this.ctx, trx, event.jobId);
-    // Events for unknown jobs cannot be recorded (foreign key); they are harmless and dropped.
-    if (!jobRow) return { applied: false };
-    const inserted = await trx
-      .insertInto('applied_events')
-      .values({ job_id: event.jobId, attempt: event.attempt, seq: event.seq, applied_at: now })
-      .onConflict((oc) => oc.columns(['job_id', 'attempt', 'seq']).doNothing())
-      .executeTakeFirst();
-    if (insertedRows(inserted) !== 1) return { applied: false };
+  ): Promise<{ applied: AppliedEvent; row?: JobsTable }> {
     const job = toJob(jobRow);
-    if (event.attempt !== job.attempt) return { applied: true };
+    if (event.attempt !== job.attempt) return { applied: { applied: true } };
     // Only the agent holding the attempt's claim may report on it. Before any claim (an agent reports
     // `loading` before its executor fetches) every agent's events apply as before.
     if (job.claimedBy !== null && event.agentId !== job.claimedBy)
-      return { applied: true, claimedBy: job.claimedBy };
+      return { applied: { applied: true, claimedBy: job.claimedBy } };
     return event.type === 'state'
       ? this.applyStateEvent(trx, event, job, jobRow, now)
-      : this.applyStepEvent(trx, event, job, now);
+      : this.applyStepEvent(trx, event, job, jobRow, now);
   }
 
   /**
@@ -108,16 +99,15 @@ export class EventStore {
     job: JobRecord,
     jobRow: JobsTable,
     now: number,
-  ): Promise<AppliedEvent> {
+  ): Promise<{ applied: AppliedEvent; row?: JobsTable }> {
     if (event.state === job.state) {
-      if (!event.executor) return { applied: true };
-      await trx
-        .updateTable('jobs')
-        .set({ executor_json: JSON.stringify(event.executor), updated_at: now })
-        .where('id', '=', job.id)
-        .execute();
+      if (!event.executor) return { applied: { applied: true } };
+      const values = { executor_json: JSON.stringify(event.executor), updated_at: now };
+      await trx.updateTable('jobs').set(values).where('id', '=', job.id).execute();
       await this.ctx.changes.notify(trx, job.id);
-      return { applied: true, job: (await readJob(trx, job.id))! };
+      // The row as locked with the new values: nobody else can have changed it.
+      const row = { ...jobRow, ...values };
+      return { applied: { applied: true, job: toJob(row) }, row };
     }
     const options = { attempt: event.attempt, now };
     const firstStep =
@@ -130,7 +120,7 @@ export class EventStore {
         : undefined;
     const firstStepAt =
       firstStep?.first === null || firstStep?.first === undefined ? null : Number(firstStep.first);
-    const result = await transitionIn(
+    const result = await transitionRowIn(
       this.ctx,
       trx,
       job.id,
@@ -139,7 +129,9 @@ export class EventStore {
       options,
       jobRow,
     );
-    return result.ok ? { applied: true, job: result.job, from: job.state } : { applied: true };
+    return result.ok
+      ? { applied: { applied: true, job: result.job, from: job.state }, row: result.row }
+      : { applied: { applied: true } };
   }
 
   /** A step event of the current attempt: upserts the step's row (a step the job did not list is added). */
@@ -147,8 +139,9 @@ export class EventStore {
     trx: Transaction<Database>,
     event: JobStepEvent,
     job: JobRecord,
+    jobRow: JobsTable,
     now: number,
-  ): Promise<AppliedEvent> {
+  ): Promise<{ applied: AppliedEvent; row?: JobsTable }> {
     let step = event.step;
     const existing = await trx
       .selectFrom('job_steps')
@@ -159,7 +152,7 @@ export class EventStore {
     // A step never goes back: once it (or its job) ended, a late `running` or `pending` report is stale.
     const reopens = step.state === 'running' || step.state === 'pending';
     if (reopens && existing !== undefined && (isTerminal(job.state) || isStepEnded(existing.state)))
-      return { applied: true };
+      return { applied: { applied: true } };
     // A step the job did not list, first reported after the job ended (events applied out of order): it is
     // recorded, closed as the job's end closes steps.
     if (reopens && existing === undefined && isTerminal(job.state))
@@ -182,11 +175,10 @@ export class EventStore {
     const stepStart = values.started_at;
     const startedAt =
       stepStart !== null && job.startedAt !== null && stepStart < job.startedAt ? stepStart : undefined;
-    await trx
-      .updateTable('jobs')
-      .set({ updated_at: now, ...(startedAt !== undefined ? { started_at: startedAt } : {}) })
-      .where('id', '=', job.id)
-      .execute();
+    const jobValues = { updated_at: now, ...(startedAt !== undefined ? { started_at: startedAt } : {}) };
+    // Skipped when an earlier event of this batch already left the job at these values.
+    const changed = jobRow.updated_at !== now || startedAt !== undefined;
+    if (changed) await trx.updateTable('jobs').set(jobValues).where('id', '=', job.id).execute();
     // An updated step is the row read above with the new values (the job's lock keeps others out).
     const row = existing
       ? { ...existing, ...values }
@@ -197,7 +189,10 @@ export class EventStore {
           .where('step_id', '=', step.stepId)
           .executeTakeFirstOrThrow();
     await this.ctx.changes.notify(trx, job.id, step.stepId);
-    return { applied: true, step: toStep(row) };
+    return {
+      applied: { applied: true, step: toStep(row) },
+      ...(changed ? { row: { ...jobRow, ...jobValues } } : {}),
+    };
   }
 }
 

@@ -27,6 +27,13 @@ export type {
   ScheduleStore,
   TickClaim,
 } from './schedules.js';
+export {
+  STATEMENT_KINDS,
+  statementsSince,
+  type StatementCounts,
+  type StatementCountsSnapshot,
+  type StatementKind,
+} from './statements.js';
 export { decodeJobCursor, encodeJobCursor } from './listings.js';
 export type { ExpiredJob, ExpiryRule, RetentionStore } from './retention.js';
 export { LIVE_JOB_STATES, type LiveJobCount, type LiveJobState, type StatsStore } from './stats.js';
@@ -42,6 +49,8 @@ export type {
   StoreErrorKind,
   AttemptRecord,
   AssetRecord,
+  BatchJob,
+  StoredBatchJob,
   AuditRecord,
   FoundToken,
   JobDetailRecord,

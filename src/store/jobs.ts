@@ -6,7 +6,6 @@
  */
 import type { Transaction } from 'kysely';
 import { terminalJobStates, type JobState, type ParamValue } from '../protocol/index.js';
-import { beginAttempt } from './attempts.js';
 import { isUniqueViolation, type Executor, type StoreContext } from './context.js';
 import {
   PENDING_STEP,
@@ -19,7 +18,7 @@ import {
   type StepRecord,
 } from './job-records.js';
 import { claimTick, type TickClaim } from './schedules.js';
-import type { Database } from './schema.js';
+import type { Database, JobsTable } from './schema.js';
 import { transitionIn, type JobPatch, type TransitionOptions, type TransitionResult } from './transitions.js';
 
 export interface NewJob {
@@ -65,7 +64,18 @@ export interface ListJobsFilter {
   limit: number;
 }
 
+/** An offer confirmation waiting to be recorded (see `markOfferPublished`). */
+interface Confirmation {
+  id: string;
+  attempt: number;
+  now: number;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
 export class JobStore {
+  private readonly confirmations: Confirmation[] = [];
+
   constructor(private readonly ctx: StoreContext) {}
 
   /**
@@ -78,12 +88,14 @@ export class JobStore {
       const existing = await this.findJobBySubmitKey(job.user, job.submitKey);
       if (existing) return { job: existing, created: false };
     }
+    let row: JobsTable;
     try {
-      await this.ctx.db.transaction().execute(async (trx) => {
+      row = await this.ctx.db.transaction().execute(async (trx) => {
         if (job.tick) await claimTick(trx, { ...job.tick, jobId: job.id });
-        await insertJobRows(trx, job);
+        const inserted = await insertJobRows(trx, job);
         // New jobs appear in the jobs list streams of every server.
         await this.ctx.changes.notify(trx, job.id);
+        return inserted;
       });
     } catch (error) {
       if (job.submitKey && isUniqueViolation(error)) {
@@ -92,9 +104,8 @@ export class JobStore {
       }
       throw error;
     }
-    const created = await this.getJob(job.id);
-    if (!created) throw new Error(`job ${job.id} vanished after insert`);
-    return { job: created, created: true };
+    // The record is the row as inserted: no read after the insert (its offer is not out yet).
+    return { job: toJob(row), created: true };
   }
 
   async getJob(id: string, executor: Executor = this.ctx.db): Promise<JobRecord | undefined> {
@@ -151,15 +162,43 @@ export class JobStore {
     });
   }
 
-  /** Records that the bus confirmed the offer of this attempt. */
-  async markOfferPublished(id: string, attempt: number, now = this.ctx.clock()): Promise<void> {
-    await this.ctx.db
-      .updateTable('jobs')
-      .set({ offer_published_at: now })
-      .where('id', '=', id)
-      .where('attempt', '=', attempt)
-      .where('offer_published_at', 'is', null)
-      .execute();
+  /**
+   * Records that the bus confirmed the offer of this attempt. Confirmations that arrive in one turn of the
+   * event loop (a burst of submits, a batch's offers) are recorded together: one UPDATE per attempt number,
+   * each at the latest of their times. Resolves when the write holding this one is done.
+   */
+  markOfferPublished(id: string, attempt: number, now = this.ctx.clock()): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.confirmations.push({ id, attempt, now, resolve, reject });
+      if (this.confirmations.length === 1) setImmediate(() => void this.recordConfirmations());
+    });
+  }
+
+  private async recordConfirmations(): Promise<void> {
+    const pending = this.confirmations.splice(0);
+    const byAttempt = new Map<number, Confirmation[]>();
+    for (const c of pending) byAttempt.set(c.attempt, [...(byAttempt.get(c.attempt) ?? []), c]);
+    for (const [attempt, group] of byAttempt) {
+      try {
+        for (let i = 0; i < group.length; i += 500) {
+          const part = group.slice(i, i + 500);
+          await this.ctx.db
+            .updateTable('jobs')
+            .set({ offer_published_at: Math.max(...part.map((c) => c.now)) })
+            .where(
+              'id',
+              'in',
+              part.map((c) => c.id),
+            )
+            .where('attempt', '=', attempt)
+            .where('offer_published_at', 'is', null)
+            .execute();
+        }
+        for (const c of group) c.resolve();
+      } catch (error) {
+        for (const c of group) c.reject(error);
+      }
+    }
   }
 
   /**
@@ -198,53 +237,72 @@ export class JobStore {
   }
 }
 
-async function insertJobRows(trx: Transaction<Database>, job: NewJob): Promise<void> {
-  const state = job.offered ? 'offered' : 'queued';
-  await trx
-    .insertInto('jobs')
-    .values({
-      id: job.id,
-      user_name: job.user,
-      workflow_space: job.workflow.space,
-      workflow_name: job.workflow.name,
-      workflow_version: job.workflow.version,
-      workflow_digest: job.workflow.digest,
-      params_json: JSON.stringify(job.params),
-      labels_json: JSON.stringify(job.labels),
-      state,
-      attempt: 1,
-      agent_id: null,
-      executor_json: null,
-      error_code: null,
-      error_message: null,
-      timeout_ms: job.timeoutMs,
-      job_token_hash: job.jobTokenHash,
-      load_deadline: job.loadDeadline ?? null,
-      cancel_requested: 0,
-      created_at: job.createdAt,
-      started_at: null,
-      finished_at: null,
-      updated_at: job.createdAt,
-      retries: job.retries ?? null,
-      submit_key: job.submitKey ?? null,
-      offer_published_at: null,
-      cluster: job.cluster ?? 'local',
-      pinned: 0,
-      schedule: job.tick?.scheduleId ?? null,
-    })
-    .execute();
-  await beginAttempt(trx, job.id, 1, state, job.createdAt);
-  if (job.steps.length === 0) return;
-  await trx
-    .insertInto('job_steps')
-    .values(
-      job.steps.map((step, position) => ({
-        job_id: job.id,
-        step_id: step.id,
-        kind: step.kind,
-        position,
-        ...PENDING_STEP,
-      })),
-    )
-    .execute();
+/** The job's row as its submission stores it (and as the record returned then: no read after the insert). */
+export function newJobRow(job: NewJob): JobsTable {
+  return {
+    id: job.id,
+    user_name: job.user,
+    workflow_space: job.workflow.space,
+    workflow_name: job.workflow.name,
+    workflow_version: job.workflow.version,
+    workflow_digest: job.workflow.digest,
+    params_json: JSON.stringify(job.params),
+    labels_json: JSON.stringify(job.labels),
+    state: job.offered ? 'offered' : 'queued',
+    attempt: 1,
+    agent_id: null,
+    executor_json: null,
+    error_code: null,
+    error_message: null,
+    timeout_ms: job.timeoutMs,
+    job_token_hash: job.jobTokenHash,
+    load_deadline: job.loadDeadline ?? null,
+    cancel_requested: 0,
+    created_at: job.createdAt,
+    started_at: null,
+    finished_at: null,
+    updated_at: job.createdAt,
+    retries: job.retries ?? null,
+    submit_key: job.submitKey ?? null,
+    offer_published_at: null,
+    claimed_by: null,
+    cluster: job.cluster ?? 'local',
+    pinned: 0,
+    files_purged_at: null,
+    schedule: job.tick?.scheduleId ?? null,
+  };
+}
+
+/** The first attempt's row of a new job. */
+export function firstAttemptRow(job: NewJob): Database['job_attempts'] {
+  return {
+    job_id: job.id,
+    attempt: 1,
+    state: job.offered ? 'offered' : 'queued',
+    agent_id: null,
+    offered_at: job.createdAt,
+    started_at: null,
+    finished_at: null,
+    error_code: null,
+    error_message: null,
+  };
+}
+
+/** A new job's steps, `pending`, in workflow order. */
+export function pendingStepRows(job: NewJob): Database['job_steps'][] {
+  return job.steps.map((step, position) => ({
+    job_id: job.id,
+    step_id: step.id,
+    kind: step.kind,
+    position,
+    ...PENDING_STEP,
+  }));
+}
+
+async function insertJobRows(trx: Transaction<Database>, job: NewJob): Promise<JobsTable> {
+  const row = newJobRow(job);
+  await trx.insertInto('jobs').values(row).execute();
+  await trx.insertInto('job_attempts').values(firstAttemptRow(job)).execute();
+  if (job.steps.length > 0) await trx.insertInto('job_steps').values(pendingStepRows(job)).execute();
+  return row;
 }

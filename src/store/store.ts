@@ -23,7 +23,7 @@ import { ClaimStore, type ClaimResult } from './claims.js';
 import { ClusterStore } from './clusters.js';
 import { connect, type Connection, type ConnectOptions } from './connection.js';
 import type { Clock, Db, Executor, StoreContext } from './context.js';
-import { claimByLoadingEvents } from './event-batch.js';
+import { claimByLoadingEvents } from './loading-claims.js';
 import { EventStore, type AppliedEvent } from './events.js';
 import {
   toJob,
@@ -32,6 +32,7 @@ import {
   type JobRecord,
   type StepRecord,
 } from './job-records.js';
+import { insertJobBatch, type BatchJob, type StoredBatchJob } from './job-batch.js';
 import { JobStore, type ListJobsFilter, type NewJob } from './jobs.js';
 import { LoginFailureStore } from './login-failures.js';
 import { migrateToLatest, type StoreDialect } from './migrations/index.js';
@@ -42,6 +43,7 @@ import { JobFileStore } from './job-files.js';
 import { Listings } from './listings.js';
 import { NotificationStore } from './notifications.js';
 import { SpaceStore } from './spaces.js';
+import { StatementCounts } from './statements.js';
 import type { WalFlusher } from './sqlite-durable.js';
 import { ScheduleStore } from './schedules.js';
 import { SweepStore } from './sweeps.js';
@@ -66,6 +68,7 @@ export type { Clock, Executor } from './context.js';
 export type { AppliedEvent } from './events.js';
 export type { AttemptRecord, JobDetailRecord, JobRecord, StepRecord } from './job-records.js';
 export type { ListJobsFilter, NewJob } from './jobs.js';
+export type { BatchJob, StoredBatchJob } from './job-batch.js';
 export type { ResultRecord, ResultUpload } from './results.js';
 export type { FoundToken, TokenRecord } from './tokens.js';
 export type { JobPatch, TransitionOptions, TransitionResult } from './transitions.js';
@@ -118,6 +121,8 @@ export class Store {
   readonly stats: StatsStore;
   /** Schedules and their ticks (the claim that fires each tick once). */
   readonly schedules: ScheduleStore;
+  /** Every SQL statement this store sent, by kind (see `statements.ts`). */
+  readonly statements: StatementCounts;
   private readonly users: UserStore;
   private readonly tokens: TokenStore;
   private readonly loginFailures: LoginFailureStore;
@@ -135,7 +140,9 @@ export class Store {
     connection: Connection,
     private readonly config: StoreConfig,
     clock: Clock,
+    statements: StatementCounts,
   ) {
+    this.statements = statements;
     this.db = connection.db;
     this.dialect = connection.dialect;
     this.flusher = connection.flusher;
@@ -167,7 +174,15 @@ export class Store {
 
   /** Opens the database and applies pending migrations. */
   static async open(config: StoreConfig, options: OpenStoreOptions = {}): Promise<Store> {
-    const connection = await connect(config, options);
+    const statements = new StatementCounts();
+    const { onStatement } = options;
+    const connection = await connect(config, {
+      ...options,
+      onStatement: (sql) => {
+        statements.count(sql);
+        onStatement?.(sql);
+      },
+    });
     const { db, dialect, flusher } = connection;
     try {
       for (const name of await migrateToLatest(db as Kysely<unknown>, dialect, options.migrateUntil))
@@ -178,7 +193,7 @@ export class Store {
       await db.destroy();
       throw error;
     }
-    return new Store(connection, config, options.clock ?? Date.now);
+    return new Store(connection, config, options.clock ?? Date.now, statements);
   }
 
   /**
@@ -342,6 +357,14 @@ export class Store {
   /** Stores a new job, or finds the one stored with its `submitKey` (`created: false`). */
   insertJobOnce(job: NewJob): Promise<{ job: JobRecord; created: boolean }> {
     return this.jobs.insertJobOnce(job);
+  }
+
+  /**
+   * Stores a batch of jobs, with their audit entries, in one transaction (see `job-batch.ts`); a job whose
+   * `submitKey` was used before is returned as stored then (`created: false`). In the batch's order.
+   */
+  insertJobBatch(batch: readonly BatchJob[]): Promise<StoredBatchJob[]> {
+    return insertJobBatch(this.ctx, this.jobs, batch);
   }
 
   /** The job `user` created with idempotency key `key`, if any. */

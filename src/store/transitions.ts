@@ -10,7 +10,7 @@
  * queues its notifications there (`enqueueJobEndIn`), so they are sent once per end, by whichever server
  * won it, and survive any crash after the commit.
  */
-import type { Transaction } from 'kysely';
+import { sql, type Transaction } from 'kysely';
 import {
   canTransition,
   isTerminal,
@@ -68,6 +68,22 @@ export async function transitionIn(
   options: TransitionOptions,
   locked?: JobsTable,
 ): Promise<TransitionResult> {
+  const result = await transitionRowIn(ctx, trx, id, to, patch, options, locked);
+  return result.ok ? { ok: true, job: result.job, from: result.from } : result;
+}
+
+/** `transitionIn`, also returning the job's row after the transition (an event batch carries it on). */
+export async function transitionRowIn(
+  ctx: StoreContext,
+  trx: Transaction<Database>,
+  id: string,
+  to: JobState,
+  patch: JobPatch,
+  options: TransitionOptions,
+  locked?: JobsTable,
+): Promise<
+  Extract<TransitionResult, { ok: false }> | { ok: true; job: JobRecord; from: JobState; row: JobsTable }
+> {
   const row = locked ?? (await lockJobRow(ctx, trx, id));
   if (!row) return { ok: false, job: null };
   const current = toJob(row);
@@ -87,10 +103,11 @@ export async function transitionIn(
   if (Number(result.numUpdatedRows) !== 1) return { ok: false, job: (await readJob(trx, id)) ?? null };
   await recordAttemptState(trx, current.attempt, id, to, patch, now);
   if (isTerminal(to)) await closeOpenSteps(trx, id, to, values.finished_at ?? now);
-  const job = toJob({ ...row, ...values });
+  const updated = { ...row, ...values };
+  const job = toJob(updated);
   if (isTerminal(to)) await enqueueJobEndIn(trx, job, await scheduleNameIn(trx, job.schedule), now);
   await ctx.changes.notify(trx, id);
-  return { ok: true, job, from: current.state };
+  return { ok: true, job, from: current.state, row: updated };
 }
 
 /** The job row's new values for a transition to `to` with `patch`. */
@@ -132,19 +149,13 @@ async function recordAttemptState(
   await trx
     .updateTable('job_attempts')
     .set(values)
+    // The attempt's own start, once (the job's startedAt is its first attempt's).
+    .$if(to === 'running', (update) =>
+      update.set({ started_at: sql<number>`COALESCE(started_at, ${patch.startedAt ?? now})` }),
+    )
     .where('job_id', '=', id)
     .where('attempt', '=', attempt)
     .execute();
-  if (to === 'running') {
-    // The attempt's own start (the job's startedAt is its first attempt's).
-    await trx
-      .updateTable('job_attempts')
-      .set({ started_at: patch.startedAt ?? now })
-      .where('job_id', '=', id)
-      .where('attempt', '=', attempt)
-      .where('started_at', 'is', null)
-      .execute();
-  }
 }
 
 /** The name of the schedule that started a job (rules are scoped by name); null for a job run by hand. */
@@ -170,30 +181,21 @@ async function closeOpenSteps(
   to: JobState,
   finishedAt: number,
 ): Promise<void> {
-  const open = await trx
-    .selectFrom('job_steps')
-    .select(['step_id', 'started_at', 'message'])
-    .where('job_id', '=', jobId)
-    .where('state', '=', 'running')
-    .execute();
-  for (const step of open) {
-    await trx
-      .updateTable('job_steps')
-      .set({
-        state: to === 'canceled' ? 'canceled' : 'failed',
-        finished_at: finishedAt,
-        duration_ms: step.started_at === null ? null : Math.max(0, finishedAt - step.started_at),
-        message: step.message ?? `the job ended ${to} while this step was running`,
-      })
-      .where('job_id', '=', jobId)
-      .where('step_id', '=', step.step_id)
-      .where('state', '=', 'running')
-      .execute();
-  }
+  // One statement for both: running steps end (state, end, duration never negative, a message), pending
+  // ones are skipped and keep the rest.
+  const ended = to === 'canceled' ? 'canceled' : 'failed';
+  const running = sql<boolean>`state = 'running'`;
   await trx
     .updateTable('job_steps')
-    .set({ state: 'skipped' })
+    .set({
+      state: sql<string>`CASE WHEN ${running} THEN ${ended} ELSE 'skipped' END`,
+      finished_at: sql<number | null>`CASE WHEN ${running} THEN ${finishedAt} ELSE finished_at END`,
+      duration_ms: sql<number | null>`CASE WHEN ${running} THEN (CASE WHEN started_at IS NULL THEN NULL
+        WHEN started_at > ${finishedAt} THEN 0 ELSE ${finishedAt} - started_at END) ELSE duration_ms END`,
+      message: sql<string | null>`CASE WHEN ${running}
+        THEN COALESCE(message, ${`the job ended ${to} while this step was running`}) ELSE message END`,
+    })
     .where('job_id', '=', jobId)
-    .where('state', '=', 'pending')
+    .where('state', 'in', ['running', 'pending'])
     .execute();
 }

@@ -326,3 +326,32 @@ describe('steward job and steward logs', () => {
     expect(one.stdout).toBe('==> step report stdout <==\ndone\n');
   });
 });
+
+describe('steward run --repeat', () => {
+  it('submits the copies in one batch and prints each job id or error in order, exiting 1 on a refusal', async () => {
+    server.on('POST', '/api/jobs/batch', (_request, response) =>
+      sendJson(response, 200, {
+        jobs: [
+          { job: makeJob() },
+          { error: { code: 'STEWARD_PARAMS_INVALID', message: 'params.limit: expected an integer' } },
+          { job: makeJob() },
+        ],
+      }),
+    );
+    const run = await runCli(cliBin, ['run', 'sales-report', '--repeat', '3', '-p', 'limit=5'], {
+      configHome: dir,
+      env,
+    });
+    expect(run.code, run.stderr).toBe(1);
+    expect(run.stdout).toBe(
+      `${jobId}\nerror STEWARD_PARAMS_INVALID: params.limit: expected an integer\n${jobId}\n`,
+    );
+    const [call] = server.calls('POST', '/api/jobs/batch');
+    const body = JSON.parse(call!.body) as {
+      jobs: { workflow: string; params: object; idempotencyKey: string }[];
+    };
+    expect(body.jobs).toHaveLength(3);
+    expect(body.jobs[0]).toMatchObject({ workflow: 'sales-report', params: { limit: '5' } });
+    expect(new Set(body.jobs.map((job) => job.idempotencyKey)).size).toBe(3);
+  });
+});

@@ -3,8 +3,10 @@ import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import {
+  MAX_BATCH_JOBS,
   MAX_RETRIES,
   jobStates,
+  type SubmitJobBatchRequest,
   type JobDetail as JobDetailType,
   type JobState,
 } from '../../protocol/index.js';
@@ -40,6 +42,16 @@ export function registerJobCommands(program: Command): void {
   cancelCommand(program);
 }
 
+interface RunOptions {
+  param: Record<string, string>;
+  label?: string[];
+  cluster?: string;
+  timeout?: number;
+  retries?: number;
+  wait?: boolean;
+  repeat?: number;
+}
+
 /** `steward run WORKFLOW`: submit a job, and with --wait follow it. */
 function runCommand(program: Command): void {
   program
@@ -68,48 +80,73 @@ function runCommand(program: Command): void {
       wholeNumber('--retries', MAX_RETRIES),
     )
     .option('--wait', 'follow the job until it ends')
-    .action(
-      async (
-        ref: string,
-        options: {
-          param: Record<string, string>;
-          label?: string[];
-          cluster?: string;
-          timeout?: number;
-          retries?: number;
-          wait?: boolean;
-        },
-        command: Command,
-      ) => {
-        const context = contextOf(command);
-        parseWorkflowRef(ref);
-        const client = await context.client();
-        const params = await uploadFileParams(client, options.param, (line) => {
-          if (!context.json) context.note(line);
-        });
-        // One key per submission: if the answer is lost (the server died behind a load balancer), sending the
-        // same request again returns the job the first one created instead of submitting a second.
-        const job = await client.call('submitJob', {
-          body: {
-            workflow: ref,
-            params,
-            labels: options.label ?? [],
-            ...(options.cluster === undefined ? {} : { cluster: options.cluster }),
-            ...(options.timeout === undefined ? {} : { timeoutSeconds: options.timeout }),
-            ...(options.retries === undefined ? {} : { retries: options.retries }),
-            idempotencyKey: randomUUID(),
-          },
-          retryForMs: SUBMIT_RETRY_MS,
-        });
-        if (!options.wait) {
-          if (context.json) context.printJson(job);
-          else context.out(`${job.id}\n`);
-          return;
-        }
-        if (!context.json) context.note(`submitted job ${job.id}`);
-        await waitAndReport(context, client, job.id);
-      },
-    );
+    .option(
+      '--repeat <n>',
+      `submit N jobs with these params, ${MAX_BATCH_JOBS} per request (POST /api/jobs/batch); prints one job id or error per line`,
+      positiveInteger('--repeat', 1_000_000),
+    )
+    .action(async (ref: string, options: RunOptions, command: Command) => {
+      const context = contextOf(command);
+      parseWorkflowRef(ref);
+      if (options.repeat !== undefined && options.wait)
+        throw new InvalidArgumentError(
+          '--repeat and --wait do not go together (follow jobs with `steward jobs`)',
+        );
+      const client = await context.client();
+      const params = await uploadFileParams(client, options.param, (line) => {
+        if (!context.json) context.note(line);
+      });
+      // One key per submission: if the answer is lost (the server died behind a load balancer), sending the
+      // same request again returns the job the first one created instead of submitting a second.
+      const submission = () => ({
+        workflow: ref,
+        params,
+        labels: options.label ?? [],
+        ...(options.cluster === undefined ? {} : { cluster: options.cluster }),
+        ...(options.timeout === undefined ? {} : { timeoutSeconds: options.timeout }),
+        ...(options.retries === undefined ? {} : { retries: options.retries }),
+        idempotencyKey: randomUUID(),
+      });
+      if (options.repeat !== undefined) {
+        await submitRepeated(context, client, options.repeat, submission);
+        return;
+      }
+      const job = await client.call('submitJob', { body: submission(), retryForMs: SUBMIT_RETRY_MS });
+      if (!options.wait) {
+        if (context.json) context.printJson(job);
+        else context.out(`${job.id}\n`);
+        return;
+      }
+      if (!context.json) context.note(`submitted job ${job.id}`);
+      await waitAndReport(context, client, job.id);
+    });
+}
+
+/**
+ * `steward run --repeat N`: N submissions in batches of at most MAX_BATCH_JOBS, each item with its own
+ * idempotency key (a batch retried after a lost answer returns the jobs it created). Prints a job id, or
+ * `error CODE: message`, per line in order; exits 1 when any item was refused.
+ */
+async function submitRepeated(
+  context: CliContext,
+  client: ApiClient,
+  count: number,
+  submission: () => SubmitJobBatchRequest['jobs'][number],
+): Promise<void> {
+  const items: unknown[] = [];
+  let refused = 0;
+  for (let done = 0; done < count; done += MAX_BATCH_JOBS) {
+    const jobs = Array.from({ length: Math.min(MAX_BATCH_JOBS, count - done) }, submission);
+    const answer = await client.call('submitJobBatch', { body: { jobs }, retryForMs: SUBMIT_RETRY_MS });
+    for (const item of answer.jobs) {
+      items.push(item);
+      if ('error' in item) refused++;
+      if (context.json) continue;
+      context.out('job' in item ? `${item.job.id}\n` : `error ${item.error.code}: ${item.error.message}\n`);
+    }
+  }
+  if (context.json) context.printJson({ jobs: items });
+  if (refused > 0) process.exitCode = 1;
 }
 
 /** `steward jobs`: the jobs list, filtered and paged. */

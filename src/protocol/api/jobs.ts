@@ -46,6 +46,25 @@ export const SubmitJobRequest = z
   })
   .strict();
 
+/** The most jobs one batch may submit: bounds one request's transaction and answer. */
+export const MAX_BATCH_JOBS = 1000;
+
+/**
+ * Several submissions in one request. Each item is what `POST /api/jobs` takes. A body that does not match
+ * this schema is refused whole (nothing stored; the issue names the item, `jobs.3.params`); the items are
+ * then each checked as a single submit would be (workflow, rights, params, cluster), stored in one
+ * transaction and offered. An item refused gets its error in the answer; the others are stored and run.
+ */
+export const SubmitJobBatchRequest = z
+  .object({
+    jobs: z
+      .array(SubmitJobRequest)
+      .min(1, 'expected at least one job')
+      .max(MAX_BATCH_JOBS, `expected at most ${MAX_BATCH_JOBS} jobs per batch (send larger sets in parts)`),
+  })
+  .strict();
+export type SubmitJobBatchRequest = z.infer<typeof SubmitJobBatchRequest>;
+
 export const StepInfo = z.object({
   id: z.string(),
   kind: z.string(),
@@ -126,6 +145,19 @@ export const Job = z.object({
   schedule: z.string().nullable(),
 });
 export type Job = z.infer<typeof Job>;
+/** What became of each item of a batch, in the request's order: its job, or why it was refused. */
+export const SubmitJobBatchResponse = z.object({
+  jobs: z.array(
+    z.union([
+      z.object({ job: Job }).strict(),
+      z
+        .object({ error: ErrorInfo.extend({ details: z.record(z.string(), z.unknown()).optional() }) })
+        .strict(),
+    ]),
+  ),
+});
+export type SubmitJobBatchResponse = z.infer<typeof SubmitJobBatchResponse>;
+
 export const JobDetail = Job.extend({
   /** The pinned version, with who pushed it (null if that version's record cannot be read). */
   workflow: z.object({
@@ -256,6 +288,15 @@ export const jobRoutes = {
     body: SubmitJobRequest,
     response: Job,
     status: 201,
+  },
+  submitJobBatch: {
+    method: 'POST',
+    path: '/api/jobs/batch',
+    summary: `Submit up to ${MAX_BATCH_JOBS} jobs at once: each item as for \`POST /api/jobs\`, stored in one transaction; the answer lists each item's job or error, in order`,
+    tag: 'jobs',
+    auth: 'user',
+    body: SubmitJobBatchRequest,
+    response: SubmitJobBatchResponse,
   },
   listJobs: {
     method: 'GET',

@@ -19,6 +19,12 @@ export function jobsHandlers(ctx: ServerContext) {
   return {
     submitJob: async ({ principal, body, source }) => jobView(await jobs.submit(principal, body, source)),
 
+    submitJobBatch: async ({ principal, body, source }) => ({
+      jobs: (await jobs.submitBatch(principal, body.jobs, source)).map((item) =>
+        'job' in item ? { job: jobView(item.job) } : item,
+      ),
+    }),
+
     listJobs: async ({ principal, query }) => listJobPage(ctx, principal, query),
 
     jobStream: async ({ principal, request, reply }) => streamJobList(ctx, principal, request, reply),

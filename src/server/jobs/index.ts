@@ -24,12 +24,14 @@ import type { WorkflowRepository } from '../workflows.js';
 import { JobClaims, type ClaimMode } from './claims.js';
 import { OfferPublisher } from './offers.js';
 import { JobRecovery, type RetryOutcome, type SweepCounts } from './recovery.js';
-import { JobSubmission, type SubmitInput } from './submission.js';
+import { submitBatch, type BatchItemResult } from './batch.js';
+import { JobSubmission, type JobSubmissionDeps, type SubmitInput } from './submission.js';
 import { jobTransitions, type TransitionJob, type TransitionObserver } from './transition.js';
 
 export { QUEUED_GRACE_MS, type SweepCounts } from './recovery.js';
 export type { SubmitInput } from './submission.js';
 export type { ClaimMode } from './claims.js';
+export type { BatchItemResult } from './batch.js';
 export type { TransitionObserver } from './transition.js';
 
 export interface JobServiceDeps {
@@ -56,6 +58,7 @@ export class JobService {
   /** Moves a job and tells live listeners. */
   readonly transition: TransitionJob;
   private readonly submission: JobSubmission;
+  private readonly submissionDeps: JobSubmissionDeps;
   private readonly recovery: JobRecovery;
   private readonly claims: JobClaims;
 
@@ -63,6 +66,7 @@ export class JobService {
     this.transition = jobTransitions(deps.store, deps.watch, deps.observeTransition);
     const offers = new OfferPublisher(deps);
     const shared = { ...deps, offers, transition: this.transition };
+    this.submissionDeps = shared;
     this.submission = new JobSubmission(shared);
     this.recovery = new JobRecovery(shared);
     this.claims = new JobClaims(deps);
@@ -70,6 +74,15 @@ export class JobService {
 
   submit(principal: Principal, input: SubmitInput, source: string): Promise<JobRecord> {
     return this.submission.submit(principal, input, source);
+  }
+
+  /** Several submissions stored in one transaction (see `batch.ts`): each item's job or error, in order. */
+  submitBatch(
+    principal: Principal,
+    inputs: readonly SubmitInput[],
+    source: string,
+  ): Promise<BatchItemResult[]> {
+    return submitBatch(this.submissionDeps, this.submission, principal, inputs, source);
   }
 
   /** Every recovery sweep once (see `JobRecovery`), with what each did. */
