@@ -133,3 +133,61 @@ export type DaskWorkerVerdict = z.infer<typeof DaskWorkerVerdict>;
 /** The worker's TLS files, as text; written 0600 by the worker's own process as the job's user. */
 export const DaskWorkerTls = z.object({ ca: z.string(), cert: z.string(), key: z.string() });
 export type DaskWorkerTls = z.infer<typeof DaskWorkerTls>;
+
+// ---------------------------------------------------------------------------------------------------------
+// Agent ↔ Dask worker host (dist/executor/dask-worker-main.js): a small process the agent starts as root,
+// in a cgroup of its own, that takes on the job's user for good (as an executor does) and runs one worker.
+
+export const AgentToDaskWorkerHost = z.discriminatedUnion('type', [
+  z
+    .object({
+      type: z.literal('start'),
+      identity: z
+        .object({
+          osUser: z.string(),
+          uid: z.number().int(),
+          gid: z.number().int(),
+          home: z.string(),
+          shell: z.string(),
+          tempDir: z.string(),
+          workspaceDir: z.string(),
+        })
+        .strict(),
+      worker: z
+        .object({
+          /** `<job>-<attempt>`: the job's directory name on this machine. */
+          jobDir: z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,250}$/),
+          /** `<step>-worker-<index>`: its directory, log prefix and part of its Dask name. */
+          name: z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,250}$/),
+          label: z.string().max(300),
+          schedulerAddress: z.string().max(300),
+          threads: z.number().int().min(1),
+          memoryBytes: z.number().int().positive(),
+          python: z.string(),
+          keepDirs: z.boolean(),
+        })
+        .strict(),
+      tls: DaskWorkerTls,
+    })
+    .strict(),
+  z.object({ type: z.literal('stop'), graceMs: z.number().int().min(0) }).strict(),
+]);
+export type AgentToDaskWorkerHost = z.infer<typeof AgentToDaskWorkerHost>;
+
+export const DaskWorkerHostToAgent = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('ready'), pid: z.number().int() }).strict(),
+  z
+    .object({
+      type: z.literal('started'),
+      pid: z.number().int(),
+      uid: z.number().int(),
+      gid: z.number().int(),
+      groups: z.array(z.number().int()),
+    })
+    .strict(),
+  z.object({ type: z.literal('failed'), message: z.string().max(8000) }).strict(),
+  z
+    .object({ type: z.literal('exited'), code: z.number().int().nullable(), signal: z.string().nullable() })
+    .strict(),
+]);
+export type DaskWorkerHostToAgent = z.infer<typeof DaskWorkerHostToAgent>;
