@@ -8,18 +8,8 @@
  */
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import {
-  DaskLogSink,
-  DaskProcess,
-  helperPythonPath,
-  workerArgv,
-  type DaskExit,
-} from '../engine/index.js';
-import {
-  AgentToDaskWorkerHost,
-  type DaskWorkerHostToAgent,
-  type DaskWorkerTls,
-} from '../protocol/index.js';
+import { DaskLogSink, DaskProcess, helperPythonPath, workerArgv, type DaskExit } from '../engine/index.js';
+import { AgentToDaskWorkerHost, type DaskWorkerHostToAgent, type DaskWorkerTls } from '../protocol/index.js';
 import { closeInheritedFds } from './fds.js';
 import { assumeIdentity, cleanEnvironment } from './identity.js';
 
@@ -73,6 +63,7 @@ async function start(message: StartMessage): Promise<void> {
     argv: workerArgv(
       {
         label: spec.label,
+        step: spec.name,
         count: 1,
         threads: spec.threads,
         memoryBytes: spec.memoryBytes,
@@ -105,7 +96,11 @@ async function start(message: StartMessage): Promise<void> {
 
 /** The key is written by the worker's own user, 0600, and never replaces an existing file (`wx`). */
 async function writeTls(dir: string, tls: DaskWorkerTls): Promise<{ ca: string; cert: string; key: string }> {
-  const files = { ca: path.join(dir, 'ca.pem'), cert: path.join(dir, 'worker.pem'), key: path.join(dir, 'worker.key') };
+  const files = {
+    ca: path.join(dir, 'ca.pem'),
+    cert: path.join(dir, 'worker.pem'),
+    key: path.join(dir, 'worker.key'),
+  };
   await writeFile(files.ca, tls.ca, { mode: 0o600, flag: 'wx' });
   await writeFile(files.cert, tls.cert, { mode: 0o600, flag: 'wx' });
   await writeFile(files.key, tls.key, { mode: 0o600, flag: 'wx' });

@@ -24,6 +24,7 @@ import {
   type ExecutorToAgent,
 } from '../protocol/index.js';
 import type { AssumeMessage } from './identity.js';
+import { ClusterWorkerPlacement, DEFAULT_WORKER_LOAD_TIMEOUT_MS } from './dask-placement.js';
 import { placeInputs } from './inputs.js';
 import { LiveLogShipper } from './live-logs.js';
 import { ServerClient } from './server-client.js';
@@ -98,6 +99,7 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
       env: { ...context.env, TMPDIR: tempDir },
       signal: context.signal,
       ...(context.spawnWrapper ? { spawnWrapper: context.spawnWrapper } : {}),
+      ...daskOptions(identity, client),
       timeoutMs: job.timeoutMs,
       ...limit,
       onEvent: (step) => send({ type: 'step', jobId: job.jobId, step }),
@@ -134,6 +136,15 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
     await rm(tempDir, { recursive: true, force: true }).catch(() => {});
     await rm(workDir, { recursive: true, force: true }).catch(() => {});
   }
+}
+
+/** The agent's interpreter and Dask scheduler host, and workers placed on the job's cluster's agents. */
+function daskOptions(identity: AssumeMessage, client: ServerClient) {
+  return {
+    ...(identity.python ? { python: identity.python } : {}),
+    ...(identity.daskSchedulerHost ? { daskSchedulerHost: identity.daskSchedulerHost } : {}),
+    daskPlacement: new ClusterWorkerPlacement(client, DEFAULT_WORKER_LOAD_TIMEOUT_MS),
+  };
 }
 
 /** The server's step log cap when it is usable; else the engine's default. */

@@ -277,6 +277,7 @@ async function buildContext(
       signer: createOfferSigner(keys.privateKeyPem),
       logger,
       serverUrl: () => serverUrl.current,
+      loadTimeoutMs: config.loadTimeoutMs,
     }),
     notifications: new NotificationService({
       store,

@@ -29,6 +29,8 @@ export type DaskPlaceRequest = z.infer<typeof DaskPlaceRequest>;
 export const DaskPlacement = z.object({
   /** `cluster`: worker offers were published; `local`: the job's cluster has one embedded agent. */
   mode: z.enum(['cluster', 'local']),
+  /** How long the agents have to start the workers: the asked time, at most the server's load timeout. */
+  loadTimeoutMs: z.number().int(),
   workers: z.array(DaskWorkerInfo),
 });
 export type DaskPlacement = z.infer<typeof DaskPlacement>;

@@ -57,6 +57,8 @@ export interface DaskWorkersDeps {
   signer: OfferSigner;
   logger: Logger;
   serverUrl: () => string;
+  /** The server's load timeout: the longest a worker offer waits for an agent. */
+  loadTimeoutMs: number;
   clock?: () => number;
 }
 
@@ -75,7 +77,8 @@ export class DaskWorkers {
    */
   async place(job: JobRecord, step: string, request: DaskPlaceRequest): Promise<DaskPlacement> {
     const bus = this.deps.clusters.busFor(job.cluster);
-    if (bus.kind === 'embedded') return { mode: 'local', workers: [] };
+    const loadTimeoutMs = Math.min(request.loadTimeoutMs, this.deps.loadTimeoutMs);
+    if (bus.kind === 'embedded') return { mode: 'local', loadTimeoutMs, workers: [] };
     this.stop(job.id, step);
     const now = this.clock();
     const placement: Placement = {
@@ -109,7 +112,7 @@ export class DaskWorkers {
         memoryBytes: request.memoryBytes,
         serverUrl: this.deps.serverUrl(),
         workerToken: token,
-        deadline: now + request.loadTimeoutMs,
+        deadline: now + loadTimeoutMs,
         issuedAt: now,
       });
       try {
@@ -125,7 +128,7 @@ export class DaskWorkers {
       { event: 'dask.workers-offered', jobId: job.id, step, count: request.count },
       'Dask worker offers published',
     );
-    return { mode: 'cluster', workers: placement.workers.map((worker) => worker.info) };
+    return { mode: 'cluster', loadTimeoutMs, workers: placement.workers.map((worker) => worker.info) };
   }
 
   /** The step's workers (all steps' with `step` undefined). */

@@ -9,6 +9,7 @@ export function daskHandlers(ctx: ServerContext) {
 
     execDaskWorkers: async ({ job, params }) => ({
       mode: 'cluster' as const,
+      loadTimeoutMs: ctx.config.loadTimeoutMs,
       workers: dask.list(job.id, params.step),
     }),
 
