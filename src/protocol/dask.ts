@@ -10,9 +10,7 @@
  * and a job offer's payload lacks it, so neither can be replayed as the other.
  */
 import { z } from 'zod';
-import { StewardError } from './errors.js';
-import { PROTOCOL_VERSION, type SignedOffer } from './messages.js';
-import type { OfferSigner, OfferVerifier } from './signing.js';
+import { PROTOCOL_VERSION } from './messages.js';
 
 const id = z.string().min(1).max(200);
 
@@ -43,36 +41,6 @@ export const DaskWorkerOffer = z
   })
   .strict();
 export type DaskWorkerOffer = z.infer<typeof DaskWorkerOffer>;
-
-export function signDaskWorkerOffer(signer: OfferSigner, offer: DaskWorkerOffer): SignedOffer {
-  return signer.signText(JSON.stringify(DaskWorkerOffer.parse(offer)));
-}
-
-/**
- * The worker offer in a signed envelope, or STEWARD_OFFER_SIGNATURE_INVALID / STEWARD_MESSAGE_INVALID /
- * STEWARD_OFFER_EXPIRED.
- */
-export function verifyDaskWorkerOffer(verifier: OfferVerifier, raw: unknown, now: number): DaskWorkerOffer {
-  const payload = verifier.verifyText(raw);
-  let json: unknown;
-  try {
-    json = JSON.parse(payload);
-  } catch {
-    throw new StewardError('STEWARD_MESSAGE_INVALID', 'signed worker offer payload is not JSON');
-  }
-  const offer = DaskWorkerOffer.safeParse(json);
-  if (!offer.success)
-    throw new StewardError(
-      'STEWARD_MESSAGE_INVALID',
-      `signed worker offer invalid: ${offer.error.issues[0]?.path.join('.') ?? ''} ${offer.error.issues[0]?.message ?? ''}`,
-    );
-  if (offer.data.deadline < now)
-    throw new StewardError(
-      'STEWARD_OFFER_EXPIRED',
-      `worker offer for job ${offer.data.jobId} expired at ${new Date(offer.data.deadline).toISOString()}`,
-    );
-  return offer.data;
-}
 
 /** One worker of a step's Dask cluster, as job detail and the executor's placement see it. */
 export const DaskWorkerInfo = z.object({

@@ -8,6 +8,7 @@ import {
 } from 'node:crypto';
 import { createHash } from 'node:crypto';
 import { StewardError } from './errors.js';
+import { DaskWorkerOffer } from './dask.js';
 import { JobOffer, SignedOffer, PROTOCOL_VERSION } from './messages.js';
 
 /**
@@ -115,4 +116,36 @@ export function createOfferVerifier(publicKeyPems: readonly string[]): OfferVeri
       return offer.data;
     },
   };
+}
+
+// Dask worker offers (dask.ts): the same key and envelope, a payload of their own.
+
+export function signDaskWorkerOffer(signer: OfferSigner, offer: DaskWorkerOffer): SignedOffer {
+  return signer.signText(JSON.stringify(DaskWorkerOffer.parse(offer)));
+}
+
+/**
+ * The worker offer in a signed envelope, or STEWARD_OFFER_SIGNATURE_INVALID / STEWARD_MESSAGE_INVALID /
+ * STEWARD_OFFER_EXPIRED.
+ */
+export function verifyDaskWorkerOffer(verifier: OfferVerifier, raw: unknown, now: number): DaskWorkerOffer {
+  const payload = verifier.verifyText(raw);
+  let json: unknown;
+  try {
+    json = JSON.parse(payload);
+  } catch {
+    throw new StewardError('STEWARD_MESSAGE_INVALID', 'signed worker offer payload is not JSON');
+  }
+  const offer = DaskWorkerOffer.safeParse(json);
+  if (!offer.success)
+    throw new StewardError(
+      'STEWARD_MESSAGE_INVALID',
+      `signed worker offer invalid: ${offer.error.issues[0]?.path.join('.') ?? ''} ${offer.error.issues[0]?.message ?? ''}`,
+    );
+  if (offer.data.deadline < now)
+    throw new StewardError(
+      'STEWARD_OFFER_EXPIRED',
+      `worker offer for job ${offer.data.jobId} expired at ${new Date(offer.data.deadline).toISOString()}`,
+    );
+  return offer.data;
 }
