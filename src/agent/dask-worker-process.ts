@@ -149,7 +149,8 @@ export class DaskWorkerProcess {
     let reported: WorkerExit | undefined;
     this.child.on('message', (raw: unknown) => {
       const parsed = DaskWorkerHostToAgent.safeParse(raw);
-      if (parsed.success && parsed.data.type === 'exited') reported = parsed.data;
+      if (parsed.success && parsed.data.type === 'exited')
+        reported = { code: parsed.data.code, signal: parsed.data.signal };
     });
     this.child.once('exit', (code, signal) => {
       this.resolveExit(reported ?? { code, signal: signal ?? null });
