@@ -152,14 +152,15 @@ async function running(pid: number): Promise<boolean> {
 }
 
 /** Running processes of `uid` whose command line mentions `word` (Dask's are `…distributed.cli.dask_…`). */
-async function processesOf(uid: number, word = 'dask'): Promise<number[]> {
-  const found: number[] = [];
+async function processesOf(uid: number, word = 'dask'): Promise<string[]> {
+  const found: string[] = [];
   for (const entry of await readdir('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     const status = await readFile(`/proc/${entry}/status`, 'utf8').catch(() => '');
     if (!new RegExp(`^Uid:\\s+${uid}\\s`, 'm').test(status)) continue;
     const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
-    if (cmdline.includes(word) && (await running(Number(entry)))) found.push(Number(entry));
+    if (cmdline.includes(word) && (await running(Number(entry))))
+      found.push(`${entry} ${cmdline.replaceAll('\0', ' ').slice(0, 200)}`);
   }
   return found;
 }
@@ -283,7 +284,11 @@ describe.runIf(isRoot && hasDask)('a Dask cluster across the agents of a cluster
       expect(worker.peakRssBytes).toBeGreaterThan(0);
       expect(await running(worker.pid!)).toBe(false);
     }
-    expect(await processesOf(alice.uid)).toEqual([]);
+    let left: string[] = [];
+    await until(
+      () => `no Dask process of alice left: ${left.join('; ')}`,
+      async () => (left = await processesOf(alice.uid)).length === 0,
+    );
   }, 180_000);
 
   it('refuses another user’s job that has the scheduler’s address, on either agent', async () => {
