@@ -255,7 +255,9 @@ describe.runIf(isRoot && hasDask)('a Dask cluster across the agents of a cluster
       `SELECT key, sum(amount)::BIGINT, count(*)::BIGINT, max(amount)::BIGINT
        FROM read_csv('${path.join(dataDir, 'part-*.csv')}') GROUP BY key ORDER BY key`,
     );
-    const expected = reader.getRowsJS().map((row) => row.map((value) => String(value)).join(','));
+    const expected = reader
+      .getRowsJS()
+      .map((row) => row.map((value) => String(value as string | bigint)).join(','));
     connection.closeSync();
     const lines = (await result(aliceApi, job.id, 'groupby.csv')).trim().split('\n');
     expect(lines[0]).toBe('key,total,rows,largest');
