@@ -52,7 +52,15 @@ console.log(
 const config = path.join(scratch, 'steward.yaml');
 writeFileSync(
   config,
-  ['agent:', '  slots: 1', '  keepJobDirs: true', '  limits: { memory: 12GiB, pids: 8192 }', ''].join('\n'),
+  // An agent id of its own: another `steward up` on this host (its default id) must not block the bench.
+  [
+    'agent:',
+    `  id: bench-dask-${process.pid}`,
+    '  slots: 1',
+    '  keepJobDirs: true',
+    '  limits: { memory: 12GiB, pids: 8192 }',
+    '',
+  ].join('\n'),
 );
 const workflow = (workers) => `name: groupby-${workers}
 params:
