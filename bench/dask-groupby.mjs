@@ -101,10 +101,8 @@ try {
     const timing = await steward.api('GET', `/api/jobs/${job.id}/results/timing.json`);
     if (timing.keys !== truth.keys || timing.total !== truth.total)
       throw new Error(`wrong result: ${JSON.stringify(timing)} vs DuckDB ${JSON.stringify(truth)}`);
-    const user = readFileSync('/etc/passwd', 'utf8')
-      .split('\n')
-      .find((line) => line.startsWith('stbench'))
-      ?.split(':')[0];
+    // The job's own OS user (other benches on this host create `stbench<pid>` users too).
+    const user = detail.executor.osUser;
     const record = JSON.parse(
       readFileSync(
         path.join(
