@@ -340,11 +340,15 @@ describe.runIf(isRoot && hasDask)('a Dask cluster across the agents of a cluster
     const id = await aliceApi.submit('slow', { seconds: 60 });
     const workers = await startedWorkers(aliceApi, id, 3);
     const job = await aliceApi.job(id);
-    await until('the computation started', async () =>
-      stat(path.join(jobDir(job, alice), '.steward', 'out', 'slow', 'started')).then(
-        () => true,
-        () => false,
-      ),
+    await until(
+      'the computation started',
+      async () =>
+        stat(path.join(jobDir(job, alice), '.steward', 'out', 'slow', 'started')).then(
+          () => true,
+          () => false,
+        ),
+      // Workers registered; the step's program still has to start and connect (slow on a loaded machine).
+      90_000,
     );
     for (const worker of workers) expect(await running(worker.pid!)).toBe(true);
     const { status } = await aliceApi.request('POST', `/api/jobs/${id}/cancel`);
@@ -364,11 +368,15 @@ describe.runIf(isRoot && hasDask)('a Dask cluster across the agents of a cluster
     const id = await aliceApi.submit('slow', { seconds: 12 });
     const workers = await startedWorkers(aliceApi, id, 3);
     const job = await aliceApi.job(id);
-    await until('the computation started', async () =>
-      stat(path.join(jobDir(job, alice), '.steward', 'out', 'slow', 'started')).then(
-        () => true,
-        () => false,
-      ),
+    await until(
+      'the computation started',
+      async () =>
+        stat(path.join(jobDir(job, alice), '.steward', 'out', 'slow', 'started')).then(
+          () => true,
+          () => false,
+        ),
+      // Workers registered; the step's program still has to start and connect (slow on a loaded machine).
+      90_000,
     );
     process.kill(workers[0]!.pid!, 'SIGKILL');
     const ended = await aliceApi.waitFor(id, 90_000);
