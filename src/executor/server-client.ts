@@ -114,7 +114,7 @@ export class ServerClient {
         ? {}
         : { body: () => text as never, headers: { 'content-type': 'application/json' } }),
     });
-    return response.status === 204 ? undefined : ((await response.json()) as unknown);
+    return response.status === 204 ? undefined : await response.json();
   }
 
   /** Downloads an asset and checks its digest, so a corrupted transfer never reaches a step. */
