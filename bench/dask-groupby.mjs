@@ -52,7 +52,15 @@ console.log(
 const config = path.join(scratch, 'steward.yaml');
 writeFileSync(
   config,
-  ['agent:', '  slots: 1', '  keepJobDirs: true', '  limits: { memory: 12GiB, pids: 8192 }', ''].join('\n'),
+  // An agent id of its own: another `steward up` on this host (its default id) must not block the bench.
+  [
+    'agent:',
+    `  id: bench-dask-${process.pid}`,
+    '  slots: 1',
+    '  keepJobDirs: true',
+    '  limits: { memory: 12GiB, pids: 8192 }',
+    '',
+  ].join('\n'),
 );
 const workflow = (workers) => `name: groupby-${workers}
 params:
@@ -93,10 +101,8 @@ try {
     const timing = await steward.api('GET', `/api/jobs/${job.id}/results/timing.json`);
     if (timing.keys !== truth.keys || timing.total !== truth.total)
       throw new Error(`wrong result: ${JSON.stringify(timing)} vs DuckDB ${JSON.stringify(truth)}`);
-    const user = readFileSync('/etc/passwd', 'utf8')
-      .split('\n')
-      .find((line) => line.startsWith('stbench'))
-      ?.split(':')[0];
+    // The job's own OS user (other benches on this host create `stbench<pid>` users too).
+    const user = detail.executor.osUser;
     const record = JSON.parse(
       readFileSync(
         path.join(

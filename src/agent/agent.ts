@@ -36,6 +36,7 @@ import {
   type AgentHost,
   type AgentPool,
 } from './collaborators.js';
+import { DaskWorkerHost } from './dask-workers.js';
 import { JobRunner } from './job-runner.js';
 import { Launcher } from './launcher.js';
 import { OfferTable, offerKey, type ActiveJob } from './offer-state.js';
@@ -58,6 +59,8 @@ export class Agent {
   private readonly clock: AgentClock;
   private readonly report: Reporter;
   private readonly jobs: JobRunner;
+  /** Dask workers placed here by worker offers (dask-workers.ts); they share the agent's slots. */
+  private readonly daskWorkers: DaskWorkerHost;
   /** Every offer this agent parks, runs or ran (bounded), in its one state. */
   private readonly table = new OfferTable();
   private readonly deliveryLimit: number;
@@ -126,6 +129,16 @@ export class Agent {
       launcher: new Launcher(this.host, this.pool, this.clock, this.config.keepJobDirs),
       slots: { updatePrefetch: () => this.updatePrefetch(), placeParked: () => this.placeParked() },
     });
+    this.daskWorkers = new DaskWorkerHost({
+      ...deps,
+      log: this.log,
+      cgroups: () => this.cgroupSupport,
+      load: () => ({
+        freeSlots: freeSlots({ open: this.open, slots: this.config.slots, jobs: this.table.jobs }),
+        executors: this.runningExecutors(),
+        open: this.open,
+      }),
+    });
   }
 
   /** Which cgroup interface enforces executor limits (`none` with the reason when none does). */
@@ -138,7 +151,8 @@ export class Agent {
   }
 
   get freeSlots(): number {
-    return freeSlots({ open: this.open, slots: this.config.slots, jobs: this.table.jobs });
+    const jobs = this.table.jobs + this.daskWorkers.slotsTaken;
+    return freeSlots({ open: this.open, slots: this.config.slots, jobs });
   }
 
   /** Whether the agent takes new jobs: neither drained nor stopped. */
@@ -167,6 +181,7 @@ export class Agent {
     this.offers = await this.bus.consumeOffers((delivery) => this.onOffer(delivery), {
       prefetch: this.prefetchApplied,
     });
+    await this.daskWorkers.start();
     this.heartbeat = setInterval(() => void this.sendHeartbeat(), this.config.heartbeatIntervalMs);
     this.heartbeat.unref();
     this.housekeeping = setInterval(
@@ -210,6 +225,7 @@ export class Agent {
     await this.handBackParked();
     await this.offers?.cancel();
     await this.control?.cancel();
+    await this.daskWorkers.stop();
     await this.pool.close();
     await this.host.removeCgroupParents(this.cgroupSupport);
     this.host.closeLogs();
@@ -435,6 +451,14 @@ export class Agent {
     if (verdict.kind === 'fits') return undefined;
     if (verdict.kind === 'full') return verdict.reason;
     return executorShortfall(verdict.running, this.budget);
+  }
+
+  /** Executors running jobs here: one per OS account with an active job (idle ones reserve nothing). */
+  private runningExecutors(): number {
+    const names = new Set<string>();
+    for (const job of this.table.activeJobs())
+      names.add(this.host.osNameOf(job.offer.user) ?? job.offer.user);
+    return names.size;
   }
 
   // --- control -------------------------------------------------------------------------------------------

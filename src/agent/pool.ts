@@ -46,6 +46,8 @@ export interface PoolOptions extends Omit<SpawnOptions, 'onOutput'> {
   memory?: MemoryProbe;
   duckdb: { memoryLimit: string; threads: number };
   keepJobDirs: boolean;
+  /** What the executor's steps need of the agent's config: the python interpreter, the Dask scheduler host. */
+  steps?: { python: string; daskSchedulerHost: string };
   /** Where executor cgroups go (`none`: limits recorded but not enforced). */
   cgroups: CgroupSupport;
   limits: ExecutorLimits;
@@ -446,6 +448,7 @@ export class ExecutorPool {
       workspaceDir: dirs.workspaceDir,
       duckdb: this.options.duckdb,
       keepJobDirs: this.options.keepJobDirs,
+      ...(this.options.steps ?? {}),
       heartbeatMs: this.options.heartbeat.intervalMs,
       ...(executor.cgroup?.homeProcsFile ? { cgroupProcs: executor.cgroup.homeProcsFile } : {}),
     });

@@ -7,6 +7,7 @@ import type { Bus } from '../bus/index.js';
 import type { CompiledAgentConfig } from '../config/index.js';
 import { createOfferVerifier } from '../protocol/index.js';
 import { Agent } from './agent.js';
+import { daskSchedulerHost } from './dask-workers.js';
 import { createHost } from './host.js';
 import { ExecutorPool } from './pool.js';
 import { ServerProber } from './server-probe.js';
@@ -44,6 +45,10 @@ export function createAgent(options: AgentOptions): Agent {
         stopTimeoutMs: config.stopTimeoutMs,
         duckdb: config.duckdb,
         keepJobDirs: config.keepJobDirs,
+        steps: {
+          python: config.python,
+          daskSchedulerHost: daskSchedulerHost(config.daskSchedulerHost, options.bus),
+        },
         cgroups: { version: 'none', detail: 'not detected yet' },
         limits: config.limits,
         heartbeat: config.executorHeartbeat,

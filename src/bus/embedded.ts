@@ -26,7 +26,7 @@ interface Message {
   deliveryCount: number;
 }
 
-type QueueName = DeadLetter['queue'] | 'heartbeats';
+type QueueName = DeadLetter['queue'] | 'heartbeats' | 'dask-workers';
 
 class Consumer {
   unacked = 0;
@@ -144,6 +144,7 @@ export class EmbeddedBus implements Bus {
   private readonly offers = new Queue('offers', this);
   private readonly events = new Queue('events', this);
   private readonly heartbeats = new Queue('heartbeats', this);
+  private readonly daskWorkers = new Queue('dask-workers', this);
   private readonly controls = new Map<string, Queue>();
   private readonly deadLetterHandlers = new Set<(letter: DeadLetter) => void | Promise<void>>();
   private readonly pendingDeadLetters: DeadLetter[] = [];
@@ -161,6 +162,17 @@ export class EmbeddedBus implements Bus {
 
   async consumeOffers(handler: Handler<unknown>, options: { prefetch: number }): Promise<Subscription> {
     return this.subscribe(this.offers, handler, options.prefetch);
+  }
+
+  async publishDaskWorkerOffer(offer: SignedOffer): Promise<void> {
+    this.publish(this.daskWorkers, offer);
+  }
+
+  async consumeDaskWorkerOffers(
+    handler: Handler<unknown>,
+    options: { prefetch: number },
+  ): Promise<Subscription> {
+    return this.subscribe(this.daskWorkers, handler, options.prefetch);
   }
 
   async publishEvent(message: AgentMessage): Promise<void> {
@@ -224,7 +236,7 @@ export class EmbeddedBus implements Bus {
     this.closed = true;
     for (const timer of this.timers) clearTimeout(timer);
     this.timers.clear();
-    for (const queue of [this.offers, this.events, ...this.controls.values()]) {
+    for (const queue of [this.offers, this.events, this.daskWorkers, ...this.controls.values()]) {
       for (const consumer of queue.consumers) consumer.active = false;
     }
   }
@@ -251,7 +263,7 @@ export class EmbeddedBus implements Bus {
   /** @internal */
   deadLetter(queue: QueueName, message: Message, reason: string): void {
     // As on RabbitMQ, heartbeats are never dead-lettered: one the server cannot use is dropped.
-    if (queue === 'heartbeats') return;
+    if (queue === 'heartbeats' || queue === 'dask-workers') return;
     const letter: DeadLetter = {
       body: JSON.parse(message.text) as unknown,
       reason,

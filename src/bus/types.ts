@@ -60,6 +60,13 @@ export interface Bus {
   publishOffer(offer: SignedOffer): Promise<void>;
   /** Agents consume offers; `prefetch` = free capacity. */
   consumeOffers(handler: Handler<unknown>, options: { prefetch: number }): Promise<Subscription>;
+  /**
+   * Server → any agent: a signed offer of one Dask worker (protocol/dask.ts), in a queue of its own so that
+   * job offers' prefetch and delivery limit are not shared with them. Never dead-lettered for the server:
+   * one that no agent takes expires (its deadline), and the step that asked fails on its own timeout.
+   */
+  publishDaskWorkerOffer(offer: SignedOffer): Promise<void>;
+  consumeDaskWorkerOffers(handler: Handler<unknown>, options: { prefetch: number }): Promise<Subscription>;
   /** Agent → server: job events, one or a batch per message. */
   publishEvent(message: AgentMessage): Promise<void>;
   /**

@@ -161,6 +161,21 @@ export const AgentConfig = z
       .default({}),
     /** Keep job directories after the job ends (for debugging). Default false. */
     keepJobDirs: z.boolean().default(false),
+    /**
+     * Dask steps (issue 17). `schedulerHost`: the address a step's Dask scheduler listens on when its job
+     * runs on this agent, which the cluster's other agents must reach for their workers. Default: this
+     * machine's first non-loopback IPv4 address (127.0.0.1 when it has none, and with an embedded bus,
+     * where every worker runs on this machine).
+     */
+    dask: z
+      .object({
+        schedulerHost: z
+          .string()
+          .regex(/^[A-Za-z0-9_.:-]{1,253}$/)
+          .optional(),
+      })
+      .strict()
+      .default({}),
     /** Interpreter for python steps. Default `python3` from the executor's PATH. */
     python: z.string().default('python3'),
     /**
@@ -240,6 +255,8 @@ export interface CompiledAgentConfig {
   };
   readonly duckdb: { readonly memoryLimit: string; readonly threads: number };
   readonly keepJobDirs: boolean;
+  /** Where Dask schedulers of jobs run here listen (see `AgentConfig.dask`); undefined: the default. */
+  readonly daskSchedulerHost: string | undefined;
   readonly python: string;
   readonly warmExecutors: number;
   readonly heartbeatIntervalMs: number;
@@ -282,6 +299,7 @@ export function compileAgentConfig(input: unknown, defaults: { dataDir: string }
     stopGraceMs: c.stopGrace,
     maxJobsPerExecutor: c.maxJobsPerExecutor,
     keepJobDirs: c.keepJobDirs,
+    daskSchedulerHost: c.dask.schedulerHost,
     python: c.python,
     warmExecutors: c.warmExecutors,
     heartbeatIntervalMs: c.heartbeatInterval,

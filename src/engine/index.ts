@@ -14,5 +14,20 @@ export {
   stepLogMarker,
   type StepLogSummary,
 } from './step-log.js';
-export { checkDask, DASK_HELPER_DIR, DEFAULT_DASK_PYTHON, LocalWorkerPlacement } from './dask/index.js';
-export type { DaskWorkerPlacement, DaskWorkerRequest, PlacedDaskWorker } from './dask/index.js';
+export {
+  checkDask,
+  DASK_HELPER_DIR,
+  DaskLogSink,
+  DaskProcess,
+  DEFAULT_DASK_PYTHON,
+  helperPythonPath,
+  LocalWorkerPlacement,
+  workerArgv,
+} from './dask/index.js';
+export type {
+  DaskExit,
+  DaskPlacementContext,
+  DaskWorkerPlacement,
+  DaskWorkerRequest,
+  PlacedDaskWorker,
+} from './dask/index.js';

@@ -110,6 +110,11 @@ export interface RunOptions {
   daskPlacement?: DaskWorkerPlacement;
   /** Longest wait for a step's Dask scheduler and workers to be up. Default 120000 ms. */
   daskStartTimeoutMs?: number;
+  /**
+   * Address a `dask:` step's scheduler listens on: one the workers' machines reach (the agent's
+   * `dask.schedulerHost`). Default 127.0.0.1 (every worker on this machine).
+   */
+  daskSchedulerHost?: string;
   /** Interpreter for `shell` steps; default `/bin/bash` (falls back to `/bin/sh`). */
   shell?: string;
   /** Overall job time limit. Default: none. */

@@ -15,7 +15,10 @@ export interface AssumedIdentity {
 }
 
 /** Only these variables reach user code; nothing of the agent's environment does. */
-export function cleanEnvironment(message: AssumeMessage, base: NodeJS.ProcessEnv): Record<string, string> {
+export function cleanEnvironment(
+  message: Pick<AssumeMessage, 'home' | 'osUser' | 'shell' | 'tempDir'>,
+  base: NodeJS.ProcessEnv,
+): Record<string, string> {
   return {
     HOME: message.home,
     USER: message.osUser,
@@ -27,7 +30,7 @@ export function cleanEnvironment(message: AssumeMessage, base: NodeJS.ProcessEnv
   };
 }
 
-export function assumeIdentity(message: AssumeMessage): AssumedIdentity {
+export function assumeIdentity(message: Pick<AssumeMessage, 'osUser' | 'uid' | 'gid'>): AssumedIdentity {
   const currentUid = process.getuid!();
   if (currentUid === 0) {
     if (message.uid === 0 || message.gid === 0) throw new Error('refusing to run user code as root');

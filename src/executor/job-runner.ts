@@ -24,6 +24,7 @@ import {
   type ExecutorToAgent,
 } from '../protocol/index.js';
 import type { AssumeMessage } from './identity.js';
+import { ClusterWorkerPlacement, DEFAULT_WORKER_LOAD_TIMEOUT_MS } from './dask-placement.js';
 import { placeInputs } from './inputs.js';
 import { uploadRun } from './result-uploads.js';
 import { LiveLogShipper } from './live-logs.js';
@@ -101,6 +102,7 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
       env: { ...context.env, TMPDIR: tempDir },
       signal: context.signal,
       ...(context.spawnWrapper ? { spawnWrapper: context.spawnWrapper } : {}),
+      ...daskOptions(identity, client),
       timeoutMs: job.timeoutMs,
       ...limit,
       onEvent: (step) => send({ type: 'step', jobId: job.jobId, step }),
@@ -140,11 +142,6 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
 }
 
 /**
- * The job's workflow: from its offer when it travelled there, else from the server, with the claim its agent
- * asked for: none when the agent's confirmed
- * `loading` event holds it, a check of that event's claim, or (agents of earlier versions) the fetch's own.
- */
-/**
  * Whether the job's directories must exist before it runs: for files placed in them (assets, inputs), for a
  * process step (its working directory and TMPDIR), or for a job database of its own (in the job's temp
  * directory, without the executor's shared DuckDB). Otherwise nothing may use them, and a job that writes
@@ -159,6 +156,10 @@ function needsJobDirs(workflow: Workflow, fetched: LoadedWorkflow, context: JobC
 /** What a job needs of its workflow fetch. */
 type LoadedWorkflow = Omit<JobWorkflow, 'jobId' | 'attempt' | 'user'>;
 
+/**
+ * The job's workflow: from its offer when it travelled there, else from the server, with the claim its agent
+ * asked for: none when the agent's confirmed `loading` event holds it, a check of that event's claim, or (agents of earlier versions) the fetch's own.
+ */
 async function fetchWorkflow(client: ServerClient, job: JobMessage): Promise<LoadedWorkflow> {
   // Carried in the signed offer: what the fetch would answer for a workflow with no assets and no inputs.
   if (job.workflow)
@@ -172,6 +173,15 @@ async function fetchWorkflow(client: ServerClient, job: JobMessage): Promise<Loa
     };
   if (job.claim === 'event') return client.workflow();
   return client.workflow(job.agentId, job.claim === 'await-event' ? 'event' : 'fetch');
+}
+
+/** The agent's interpreter and Dask scheduler host, and workers placed on the job's cluster's agents. */
+function daskOptions(identity: AssumeMessage, client: ServerClient) {
+  return {
+    ...(identity.python ? { python: identity.python } : {}),
+    ...(identity.daskSchedulerHost ? { daskSchedulerHost: identity.daskSchedulerHost } : {}),
+    daskPlacement: new ClusterWorkerPlacement(client, DEFAULT_WORKER_LOAD_TIMEOUT_MS),
+  };
 }
 
 /** The server's step log cap when it is usable; else the engine's default. */

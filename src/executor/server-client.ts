@@ -106,6 +106,20 @@ export class ServerClient {
     }
   }
 
+  /**
+   * A JSON call to another of the job's executor routes (`path` below `/api/exec/jobs/<id>`), with the
+   * job token and the same retries; the parsed answer, or undefined for 204.
+   */
+  async json(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<unknown> {
+    const text = body === undefined ? undefined : JSON.stringify(body);
+    const response = await this.request(method, path, {
+      ...(text === undefined
+        ? {}
+        : { body: () => text as never, headers: { 'content-type': 'application/json' } }),
+    });
+    return response.status === 204 ? undefined : await response.json();
+  }
+
   /** Downloads an asset and checks its digest, so a corrupted transfer never reaches a step. */
   async downloadAsset(digest: string, target: string): Promise<void> {
     const response = await this.request('GET', `/assets/${digest}`);

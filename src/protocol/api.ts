@@ -5,6 +5,7 @@
  */
 import { adminRoutes, systemRoutes } from './api/admin.js';
 import { clusterRoutes } from './api/clusters.js';
+import { daskRoutes } from './api/dask.js';
 import { execRoutes } from './api/exec.js';
 import { identityRoutes } from './api/identity.js';
 import { jobRoutes } from './api/jobs.js';
@@ -17,6 +18,7 @@ import { workflowRoutes } from './api/workflows.js';
 export * from './api/admin.js';
 export * from './api/clusters.js';
 export * from './api/common.js';
+export * from './api/dask.js';
 export * from './api/identity.js';
 export * from './api/jobs.js';
 export * from './api/notifications.js';
@@ -39,6 +41,7 @@ export const apiRoutes = {
   ...clusterRoutes,
   ...retentionRoutes,
   ...execRoutes,
+  ...daskRoutes,
 };
 
 export type ApiRoutes = typeof apiRoutes;

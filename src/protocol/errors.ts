@@ -98,6 +98,11 @@ export const errorCatalogue = {
     status: 500,
     summary: "A step's Dask scheduler exited while the step ran; the step failed.",
   },
+  STEWARD_DASK_NO_ROOM: {
+    status: 503,
+    summary:
+      "The agents of the job's cluster could not take all of a step's Dask workers before the load timeout.",
+  },
   STEWARD_JOB_CANCELED: { status: 409, summary: 'The job was canceled.' },
   STEWARD_RESULT_UPLOAD_FAILED: {
     status: 500,

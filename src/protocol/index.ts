@@ -9,3 +9,4 @@ export * from './checks.js';
 export * from './notifications.js';
 export * from './webhook-signature.js';
 export * from './suggest.js';
+export * from './dask.js';

@@ -243,6 +243,10 @@ export const AgentToExecutor = z.discriminatedUnion('type', [
       /** Per-job DuckDB limits, set explicitly (see docs/admin-guide.md). */
       duckdb: z.object({ memoryLimit: z.string(), threads: z.number().int().positive() }),
       keepJobDirs: z.boolean(),
+      /** Interpreter of `python` steps (the agent's `python`); absent: `python3` from PATH. */
+      python: z.string().max(4096).optional(),
+      /** Address the job's Dask schedulers listen on (the agent's `dask.schedulerHost`). */
+      daskSchedulerHost: z.string().max(253).optional(),
       /** How often the executor pings the agent on the pipe (a missed ping marks it stopped or hung). */
       heartbeatMs: z.number().int().positive().optional(),
       /**

@@ -8,6 +8,7 @@ import {
 } from 'node:crypto';
 import { createHash } from 'node:crypto';
 import { StewardError } from './errors.js';
+import { DaskWorkerOffer } from './dask.js';
 import { JobOffer, SignedOffer, PROTOCOL_VERSION } from './messages.js';
 
 /**
@@ -17,11 +18,15 @@ import { JobOffer, SignedOffer, PROTOCOL_VERSION } from './messages.js';
 export interface OfferSigner {
   readonly keyId: string;
   sign(offer: JobOffer): SignedOffer;
+  /** Signs any other offer's exact JSON text (a Dask worker offer: see dask.ts), in the same envelope. */
+  signText(payload: string): SignedOffer;
 }
 
 export interface OfferVerifier {
   /** Returns the offer or throws STEWARD_OFFER_SIGNATURE_INVALID / STEWARD_MESSAGE_INVALID / STEWARD_OFFER_EXPIRED. */
   verify(signed: unknown, now?: number): JobOffer;
+  /** Checks the envelope's signature only and returns its payload text (the caller parses it). */
+  verifyText(signed: unknown): string;
 }
 
 export function generateSigningKeyPem(): { privateKeyPem: string; publicKeyPem: string } {
@@ -51,7 +56,9 @@ export function createOfferSigner(privateKeyPem: string): OfferSigner {
   return {
     keyId,
     sign(offer) {
-      const payload = JSON.stringify(JobOffer.parse(offer));
+      return this.signText(JSON.stringify(JobOffer.parse(offer)));
+    },
+    signText(payload) {
       const signature = sign(null, Buffer.from(payload), privateKey).toString('base64');
       return { v: PROTOCOL_VERSION, payload, signature, keyId };
     },
@@ -66,7 +73,7 @@ export function createOfferVerifier(publicKeyPems: readonly string[]): OfferVeri
     }),
   );
   return {
-    verify(raw, now = Date.now()) {
+    verifyText(raw) {
       const envelope = SignedOffer.safeParse(raw);
       if (!envelope.success) {
         throw new StewardError('STEWARD_OFFER_SIGNATURE_INVALID', 'offer is not a signed offer envelope');
@@ -84,9 +91,13 @@ export function createOfferVerifier(publicKeyPems: readonly string[]): OfferVeri
         Buffer.from(envelope.data.signature, 'base64'),
       );
       if (!ok) throw new StewardError('STEWARD_OFFER_SIGNATURE_INVALID', 'offer signature does not verify');
+      return envelope.data.payload;
+    },
+    verify(raw, now = Date.now()) {
+      const payload = this.verifyText(raw);
       let json: unknown;
       try {
-        json = JSON.parse(envelope.data.payload);
+        json = JSON.parse(payload);
       } catch {
         throw new StewardError('STEWARD_MESSAGE_INVALID', 'signed offer payload is not JSON');
       }
@@ -105,4 +116,36 @@ export function createOfferVerifier(publicKeyPems: readonly string[]): OfferVeri
       return offer.data;
     },
   };
+}
+
+// Dask worker offers (dask.ts): the same key and envelope, a payload of their own.
+
+export function signDaskWorkerOffer(signer: OfferSigner, offer: DaskWorkerOffer): SignedOffer {
+  return signer.signText(JSON.stringify(DaskWorkerOffer.parse(offer)));
+}
+
+/**
+ * The worker offer in a signed envelope, or STEWARD_OFFER_SIGNATURE_INVALID / STEWARD_MESSAGE_INVALID /
+ * STEWARD_OFFER_EXPIRED.
+ */
+export function verifyDaskWorkerOffer(verifier: OfferVerifier, raw: unknown, now: number): DaskWorkerOffer {
+  const payload = verifier.verifyText(raw);
+  let json: unknown;
+  try {
+    json = JSON.parse(payload);
+  } catch {
+    throw new StewardError('STEWARD_MESSAGE_INVALID', 'signed worker offer payload is not JSON');
+  }
+  const offer = DaskWorkerOffer.safeParse(json);
+  if (!offer.success)
+    throw new StewardError(
+      'STEWARD_MESSAGE_INVALID',
+      `signed worker offer invalid: ${offer.error.issues[0]?.path.join('.') ?? ''} ${offer.error.issues[0]?.message ?? ''}`,
+    );
+  if (offer.data.deadline < now)
+    throw new StewardError(
+      'STEWARD_OFFER_EXPIRED',
+      `worker offer for job ${offer.data.jobId} expired at ${new Date(offer.data.deadline).toISOString()}`,
+    );
+  return offer.data;
 }

@@ -5,6 +5,7 @@ import type { Store } from '../store/index.js';
 import type { AuditLog } from './audit.js';
 import type { ClusterRegistry } from './clusters/registry.js';
 import type { ClusterService } from './clusters/service.js';
+import type { DaskWorkers } from './dask/workers.js';
 import type { Authenticator } from './auth.js';
 import type { JobService } from './jobs/index.js';
 import type { NotificationService } from './notifications/index.js';
@@ -43,6 +44,8 @@ export interface ServerContext {
   /** Step logs arriving while their step runs. */
   liveLogs: LiveLogs;
   watch: JobWatch;
+  /** Dask workers placed on the agents of jobs' clusters (worker offers, their TLS files and reports). */
+  dask: DaskWorkers;
   /** Users' notification rules (the dispatcher sends what job ends queued). */
   notifications: NotificationService;
   /** Pins and the retention sweep. */

@@ -10,6 +10,7 @@ import type { Principal } from './auth.js';
 import type { ServerContext } from './context.js';
 import { adminHandlers } from './handlers/admin.js';
 import { clustersHandlers } from './handlers/clusters.js';
+import { daskHandlers } from './handlers/dask.js';
 import { execHandlers } from './handlers/exec.js';
 import { identityHandlers } from './handlers/identity.js';
 import { jobsHandlers } from './handlers/jobs.js';
@@ -34,6 +35,7 @@ export function buildHandlers(ctx: ServerContext): Handlers {
     ...clustersHandlers(ctx),
     ...retentionHandlers(ctx),
     ...execHandlers(ctx),
+    ...daskHandlers(ctx),
   };
 }
 

@@ -54,8 +54,11 @@ export async function verifyPassword(password: string, stored: string): Promise<
   return key.length === expected.length && timingSafeEqual(key, expected);
 }
 
-/** `stw_` user tokens, `stj_` job tokens: a prefix makes leaked secrets easy to recognise and scan for. */
-export function newSecret(prefix: 'stw_' | 'stj_'): string {
+/**
+ * `stw_` user tokens, `stj_` job tokens, `std_` Dask worker tokens: a prefix makes leaked secrets easy to
+ * recognise and scan for.
+ */
+export function newSecret(prefix: 'stw_' | 'stj_' | 'std_'): string {
   return prefix + randomBytes(32).toString('base64url');
 }
 

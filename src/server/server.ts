@@ -3,6 +3,7 @@
  * data directory, so a restarted server (or a second one on the same PostgreSQL and shared directory)
  * continues where the last one stopped.
  */
+import { DaskWorkers } from './dask/workers.js';
 import { mkdirSync } from 'node:fs';
 import fastifyCookie from '@fastify/cookie';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
@@ -270,6 +271,14 @@ async function buildContext(
     uploads,
     liveLogs,
     watch,
+    dask: new DaskWorkers({
+      store,
+      clusters: registry,
+      signer: createOfferSigner(keys.privateKeyPem),
+      logger,
+      serverUrl: () => serverUrl.current,
+      loadTimeoutMs: config.loadTimeoutMs,
+    }),
     notifications: new NotificationService({
       store,
       audit,

@@ -91,6 +91,12 @@ describe('amqp bus', () => {
     expect(heartbeatArgs['x-max-length']).toBe(10000);
     expect(heartbeatArgs['x-overflow']).toBe('drop-head');
     expect(heartbeatArgs['x-dead-letter-exchange']).toBeUndefined();
+    // Dask worker offers: a quorum queue of their own, handed back often until their deadline, dropped
+    // (not dead-lettered to the server: nothing binds their key on the dlx) past a high limit.
+    const daskWorkers = byName.get('steward.v1.dask-workers');
+    expect(daskWorkers?.type).toBe('quorum');
+    const daskArgs = Object.fromEntries(daskWorkers!.arguments.map(([k, , v]) => [k, v]));
+    expect(daskArgs['x-delivery-limit']).toBe(10000);
     // A second client with the same settings redeclares without a clash.
     const again = bus('steward.v1', { deliveryLimit: 7 });
     await again.connect();

@@ -140,6 +140,19 @@ export class AmqpBus implements Bus, SubscriptionHost {
     return this.subscribe(this.name('offers'), 'offers', handler, options.prefetch);
   }
 
+  async publishDaskWorkerOffer(offer: SignedOffer): Promise<void> {
+    await this.knowQueueType();
+    await this.publisher.publishJson(this.name('dask-workers'), offer);
+  }
+
+  async consumeDaskWorkerOffers(
+    handler: Handler<unknown>,
+    options: { prefetch: number },
+  ): Promise<Subscription> {
+    await this.knowQueueType();
+    return this.subscribe(this.name('dask-workers'), 'dask-workers', handler, options.prefetch);
+  }
+
   async publishEvent(message: AgentMessage): Promise<void> {
     await this.knowQueueType();
     await this.publisher.publishJson(this.name('events'), message);

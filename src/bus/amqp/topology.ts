@@ -26,19 +26,22 @@ export type QueueType = 'quorum' | 'classic';
  * The queues the bus's own messages go to. Heartbeats are never dead-lettered: a malformed one is dropped by
  * the server, an old one by the queue.
  */
-export type QueueKind = DeadLetter['queue'] | 'heartbeats';
+export type QueueKind = DeadLetter['queue'] | 'heartbeats' | 'dask-workers';
 
 /** What a subscription consumes, as named in error reports: a queue kind, or the dead letters. */
 export type QueueRole = QueueKind | 'dead-letters';
 
 /** The shared names (the per-agent control queues aside). */
-export type TopologyName = 'offers' | 'events' | 'heartbeats' | 'dead-letters' | 'dlx';
+export type TopologyName = 'offers' | 'events' | 'heartbeats' | 'dask-workers' | 'dead-letters' | 'dlx';
 
 /**
  * The heartbeats queue keeps the newest this many (drop-head): with every server away for a day, agents
  * would otherwise pile up tens of thousands each, and only the latest of an agent tells anything.
  */
 const HEARTBEATS_KEPT = 10_000;
+
+/** Returns of one Dask worker offer before the broker drops it (its deadline ends it sooner). */
+const DASK_WORKER_DELIVERY_LIMIT = 10_000;
 
 /** Whether a broker announcing this version has quorum queues (RabbitMQ 3.8 and later). */
 export function supportsQuorumQueues(version: string | undefined): boolean {
@@ -129,6 +132,13 @@ export class Topology {
       ],
       [this.name('events'), 'events', {}],
       [this.name('heartbeats'), 'heartbeats', { 'x-max-length': HEARTBEATS_KEPT, 'x-overflow': 'drop-head' }],
+      // Agents hand back worker offers they cannot fit, often, until the offer's deadline: a high limit,
+      // and no dead-letter route (nothing binds `dask-workers` on the dlx), so a spent one is dropped.
+      [
+        this.name('dask-workers'),
+        'dask-workers',
+        this.resolved === 'quorum' ? { 'x-delivery-limit': DASK_WORKER_DELIVERY_LIMIT } : {},
+      ],
     );
     for (const agentId of this.controls) {
       await this.declareQueues(connection, [this.controlName(agentId), 'control', {}]);

@@ -7,13 +7,14 @@ import {
   MAX_RETRIES,
   jobStates,
   type SubmitJobBatchRequest,
+  type DaskWorkerInfo,
   type JobDetail as JobDetailType,
   type JobState,
 } from '../../protocol/index.js';
 import { ApiClient } from '../client.js';
 import type { CliContext } from '../context.js';
 import { followJob } from '../follow.js';
-import { formatElapsed, formatTable, formatTime, spanMs } from '../output.js';
+import { formatBytes, formatElapsed, formatTable, formatTime, spanMs } from '../output.js';
 import { createProgressView, renderJobTable } from '../progress.js';
 import { followLogs } from '../log-follow.js';
 import { uploadFileParams } from '../uploads.js';
@@ -207,7 +208,32 @@ function jobCommand(program: Command): void {
       const detail = await client.call('showJob', { params: { id } });
       if (context.json) return context.printJson(detail);
       context.out(describeJob(detail));
+      // A server without Dask placement (older) answers 404: nothing to show.
+      const dask = await client.call('jobDaskWorkers', { params: { id } }).catch(() => ({ workers: [] }));
+      if (dask.workers.length > 0) context.out(describeDaskWorkers(dask.workers));
     });
+}
+
+/** The job's Dask workers placed on the cluster's agents: where, as whom, and what they used. */
+function describeDaskWorkers(workers: readonly DaskWorkerInfo[]): string {
+  return (
+    '\nDask workers:\n' +
+    formatTable(
+      ['STEP', 'WORKER', 'STATE', 'AGENT', 'PID', 'UID', 'THREADS', 'MEMORY', 'PEAK RSS', 'CPU'],
+      workers.map((worker) => [
+        worker.step,
+        String(worker.index),
+        worker.exit ? `${worker.state} (${worker.exit.signal ?? `code ${worker.exit.code}`})` : worker.state,
+        worker.agent ?? '-',
+        worker.pid === null ? '-' : String(worker.pid),
+        worker.uid === null ? '-' : String(worker.uid),
+        String(worker.threads),
+        formatBytes(worker.memoryBytes),
+        formatBytes(worker.peakRssBytes),
+        worker.cpuMs === null ? '-' : formatElapsed(worker.cpuMs),
+      ]),
+    )
+  );
 }
 
 /** `steward logs ID`: the steps' stored logs, or followed live with -f. */

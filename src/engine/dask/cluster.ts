@@ -23,12 +23,15 @@ export interface DaskClusterOptions {
   request: DaskRequest;
   /** `<job>-<step>`, for names. */
   label: string;
+  step: string;
   /** Private (0700) directory for the certificates and the scheduler's files, in the job directory. */
   stateDir: string;
   /** Scratch (spill) directory, in the job's temp directory. */
   scratchDir: string;
   cwd: string;
   python: string;
+  /** Address the scheduler listens on (reachable by the workers' machines). */
+  schedulerHost: string;
   /** The step's clean base environment (the executor's). */
   env: Record<string, string>;
   placement: DaskWorkerPlacement;
@@ -125,7 +128,7 @@ async function startScheduler(
 ): Promise<{ scheduler: DaskProcess; schedulerExit: { exit?: DaskExit }; address: string }> {
   const scheduler = await DaskProcess.start({
     name: 'scheduler',
-    argv: schedulerArgv(options.python, files.tls, files.schedulerFile),
+    argv: schedulerArgv(options.python, options.schedulerHost, files.tls, files.schedulerFile),
     cwd: options.cwd,
     env: { ...files.env, STEWARD_DASK_EVENTS: files.eventsFile },
     ...(options.spawnWrapper ? { spawnWrapper: options.spawnWrapper } : {}),
@@ -152,6 +155,7 @@ function placeWorkers(
   return options.placement.place(
     {
       label: options.label,
+      step: options.step,
       count: request.workers,
       threads: request.threads,
       memoryBytes: request.memoryBytes,
@@ -244,16 +248,15 @@ function runningCluster(
   };
 }
 
-function schedulerArgv(python: string, tls: DaskTlsFiles, schedulerFile: string): string[] {
+function schedulerArgv(python: string, host: string, tls: DaskTlsFiles, schedulerFile: string): string[] {
   return [
     python,
     '-m',
     'distributed.cli.dask_scheduler',
     '--protocol',
     'tls',
-    // The single-agent placement: workers and the step are on this machine.
     '--host',
-    '127.0.0.1',
+    host,
     '--port',
     '0',
     '--no-dashboard',

@@ -16,6 +16,8 @@ import type { SpawnWrapper } from '../types.js';
 export interface DaskWorkerRequest {
   /** Job and step, for names (`<label>-worker-<n>`). */
   label: string;
+  /** The step's id (a placement across agents names the step to the server). */
+  step: string;
   count: number;
   threads: number;
   /** Dask's memory limit per worker (it spills, then pauses, above fractions of it). */

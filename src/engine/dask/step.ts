@@ -51,10 +51,12 @@ export async function startStepCluster(
   const cluster = await startDaskCluster({
     request,
     label: `${path.basename(run.workDir)}-${stepId}`,
+    step: stepId,
     stateDir,
     scratchDir: path.join(run.tempDir, 'dask', stepId),
     cwd: run.workDir,
     python: run.daskPython ?? DEFAULT_DASK_PYTHON,
+    schedulerHost: run.daskSchedulerHost ?? '127.0.0.1',
     env,
     placement: run.daskPlacement ?? new LocalWorkerPlacement(),
     ...(run.spawnWrapper ? { spawnWrapper: run.spawnWrapper } : {}),

@@ -21,6 +21,8 @@ export function countingBus(bus: Bus, metrics: ServerMetrics): Bus {
     },
     publishOffer: (offer) => counted(bus.publishOffer(offer)),
     consumeOffers: (handler, options) => bus.consumeOffers(handler, options),
+    publishDaskWorkerOffer: (offer) => counted(bus.publishDaskWorkerOffer(offer)),
+    consumeDaskWorkerOffers: (handler, options) => bus.consumeDaskWorkerOffers(handler, options),
     publishEvent: (message) => bus.publishEvent(message),
     publishHeartbeat: (heartbeat) => bus.publishHeartbeat(heartbeat),
     consumeHeartbeats: (handler) => bus.consumeHeartbeats(handler),
