@@ -32,7 +32,11 @@ const osUsers = new OsUsers();
 beforeAll(async () => {
   vhost = await createVhost('drop');
   // The lease outlasts the cut: an agent that is only unreachable through the broker keeps its jobs.
-  cluster = await Cluster.start({ vhost, server: { loadTimeout: '5m', agentLease: '2m' } });
+  // Workflows are fetched, not carried in offers: the second test holds loads by pausing the server.
+  cluster = await Cluster.start({
+    vhost,
+    server: { loadTimeout: '5m', agentLease: '2m', offerWorkflowMaxBytes: 0 },
+  });
   proxy = await TcpProxy.start({ port: Number(new URL(brokerUrl).port || 5672) });
   const pushed = await cluster.request('POST', '/api/workflows', { source: NOOP });
   expect(pushed.status, JSON.stringify(pushed.json)).toBe(201);
