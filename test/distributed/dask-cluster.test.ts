@@ -7,7 +7,6 @@
  * through Dask's own recovery, and a step asking for more workers than the cluster holds fails with
  * STEWARD_DASK_NO_ROOM after the server's load timeout, naming how many were placed.
  */
-import { execFileSync } from 'node:child_process';
 import { chmod, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
@@ -19,16 +18,8 @@ import { Cluster, tearDownCluster } from '../support/distributed.js';
 import { OsUsers, type TestUser } from '../support/os-users.js';
 import { createVhost } from '../support/rabbitmq.js';
 import { isRoot, tempDir } from '../support/steward.js';
+import { hasDask, holdWorkflow, intrudeWorkflow, slowWorkflow } from '../support/dask.js';
 import { until } from '../support/wait.js';
-
-const hasDask = (() => {
-  try {
-    execFileSync('/usr/bin/python3', ['-c', 'import distributed, pandas'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
 
 const ADMIN_PASSWORD = 'admin-password-for-dask-cluster';
 const PASSWORD = 'dask-cluster-password-1';
@@ -61,78 +52,9 @@ const workflows = [
     ],
     outputs: ['agg'],
   },
-  {
-    // Holds its cluster while the test's gate file exists (at most a minute).
-    name: 'hold',
-    params: { gate: { type: 'string', required: true } },
-    steps: [
-      {
-        id: 'hold',
-        dask: { workers: 2, memory: '512MiB' },
-        python: [
-          'import os, time',
-          'import steward_dask',
-          'client = steward_dask.client()',
-          'assert client.submit(lambda x: x + 1, 1).result() == 2',
-          'deadline = time.time() + 60',
-          'while os.path.exists(os.environ["gate"]) and time.time() < deadline:',
-          '    time.sleep(0.1)',
-        ].join('\n'),
-      },
-    ],
-  },
-  {
-    // Tries another job's scheduler with this job's certificate and without TLS; then its own.
-    name: 'intrude',
-    params: { target: { type: 'string', required: true } },
-    steps: [
-      {
-        id: 'intrude',
-        dask: { workers: 1, memory: '512MiB' },
-        python: [
-          'import json, os',
-          'from distributed import Client',
-          'import steward_dask',
-          'report = {}',
-          'def attempt(name, address, **kwargs):',
-          '    try:',
-          '        Client(address, timeout=8, **kwargs).close()',
-          '        report[name] = "connected"',
-          '    except Exception as error:',
-          '        report[name] = "refused: " + type(error).__name__ + ": " + str(error)',
-          'attempt("other_job_certificate", os.environ["target"], security=steward_dask.security())',
-          'attempt("own_cluster", steward_dask.scheduler_address(), security=steward_dask.security())',
-          'json.dump(report, open(os.path.join(os.environ["STEWARD_OUTPUT_DIR"], "report.json"), "w"))',
-        ].join('\n'),
-      },
-    ],
-    outputs: ['intrude'],
-  },
-  {
-    // Long tasks; `started` tells the test that the computation is under way.
-    name: 'slow',
-    params: { seconds: { type: 'number', default: 60 } },
-    steps: [
-      {
-        id: 'slow',
-        dask: { workers: 3, threads: 1, memory: '512MiB' },
-        python: [
-          'import os, time',
-          'import steward_dask',
-          'client = steward_dask.client()',
-          'seconds = float(os.environ["seconds"])',
-          'def work(i):',
-          '    time.sleep(seconds / 12)',
-          '    return i * i',
-          'futures = client.map(work, range(24))',
-          'open(os.path.join(os.environ["STEWARD_OUTPUT_DIR"], "started"), "w").close()',
-          'total = sum(client.gather(futures))',
-          'open(os.path.join(os.environ["STEWARD_OUTPUT_DIR"], "total.txt"), "w").write(str(total))',
-        ].join('\n'),
-      },
-    ],
-    outputs: ['slow'],
-  },
+  holdWorkflow({ workers: 2, memory: '512MiB' }),
+  intrudeWorkflow({ workers: 1, memory: '512MiB' }),
+  slowWorkflow({ workers: 3, threads: 1, memory: '512MiB' }),
   {
     name: 'greedy',
     steps: [

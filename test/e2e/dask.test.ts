@@ -15,16 +15,8 @@ import { detectCgroups, removeCgroupParents } from '../../src/agent/index.js';
 import { ApiUser } from '../support/api.js';
 import { OsUsers, type TestUser } from '../support/os-users.js';
 import { StewardInstance, isRoot, tempDir } from '../support/steward.js';
+import { hasDask, holdWorkflow, intrudeWorkflow, slowWorkflow } from '../support/dask.js';
 import { until } from '../support/wait.js';
-
-const hasDask = (() => {
-  try {
-    execFileSync('/usr/bin/python3', ['-c', 'import distributed, pandas'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
 
 const probe = isRoot ? await detectCgroups('probe-dask', 'probe') : undefined;
 if (probe) await removeCgroupParents(probe);
@@ -67,55 +59,8 @@ const workflows = [
     ],
     outputs: ['agg'],
   },
-  {
-    // Holds its cluster until the test removes the file it waits for (or a minute passes).
-    name: 'hold',
-    params: { gate: { type: 'string', required: true } },
-    steps: [
-      {
-        id: 'hold',
-        dask: { workers: 1 },
-        python: [
-          'import os, time',
-          'import steward_dask',
-          'client = steward_dask.client()',
-          'assert client.submit(lambda x: x + 1, 1).result() == 2',
-          'deadline = time.time() + 60',
-          'while os.path.exists(os.environ["gate"]) and time.time() < deadline:',
-          '    time.sleep(0.1)',
-        ].join('\n'),
-      },
-    ],
-  },
-  {
-    // Tries another job's scheduler with this job's certificate and without TLS; then its own.
-    name: 'intrude',
-    params: { target: { type: 'string', required: true } },
-    steps: [
-      {
-        id: 'intrude',
-        dask: { workers: 1 },
-        python: [
-          'import json, os',
-          'from distributed import Client',
-          'import steward_dask',
-          'target = os.environ["target"]',
-          'report = {}',
-          'def attempt(name, address, **kwargs):',
-          '    try:',
-          '        Client(address, timeout=8, **kwargs).close()',
-          '        report[name] = "connected"',
-          '    except Exception as error:',
-          '        report[name] = "refused: " + type(error).__name__ + ": " + str(error)',
-          'attempt("other_job_certificate", target, security=steward_dask.security())',
-          'attempt("no_tls", target.replace("tls://", "tcp://"))',
-          'attempt("own_cluster", steward_dask.scheduler_address(), security=steward_dask.security())',
-          'json.dump(report, open(os.path.join(os.environ["STEWARD_OUTPUT_DIR"], "report.json"), "w"))',
-        ].join('\n'),
-      },
-    ],
-    outputs: ['intrude'],
-  },
+  holdWorkflow({ workers: 1 }),
+  intrudeWorkflow({ workers: 1 }),
   {
     name: 'failing',
     steps: [
@@ -131,32 +76,7 @@ const workflows = [
       },
     ],
   },
-  {
-    // Long tasks; `started` tells the test that the computation is under way.
-    name: 'slow',
-    params: { seconds: { type: 'number', default: 60 } },
-    steps: [
-      {
-        id: 'slow',
-        dask: { workers: 3 },
-        python: [
-          'import os, time',
-          'import steward_dask',
-          'client = steward_dask.client()',
-          'seconds = float(os.environ["seconds"])',
-          'def work(i):',
-          '    time.sleep(seconds / 12)',
-          '    return i * i',
-          'futures = client.map(work, range(24))',
-          'open(os.path.join(os.environ["STEWARD_OUTPUT_DIR"], "started"), "w").close()',
-          'total = sum(client.gather(futures))',
-          'assert total == sum(i * i for i in range(24)), total',
-          'open(os.path.join(os.environ["STEWARD_OUTPUT_DIR"], "total.txt"), "w").write(str(total))',
-        ].join('\n'),
-      },
-    ],
-    outputs: ['slow'],
-  },
+  slowWorkflow({ workers: 3 }),
 ];
 
 /** Whether a process runs (a zombie waiting for its reaper does not). */
