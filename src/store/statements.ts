@@ -2,8 +2,7 @@
  * How many SQL statements the store sent, by kind. Every statement goes through Kysely's log hook (BEGIN
  * and COMMIT included: the drivers send them on the same logged connection), so this counts what reached
  * the database, not what the code meant to send. A job's cost in statements is read as the difference of
- * two snapshots (`test/store/statements-per-job.test.ts`, `bench/sql-per-job.mjs`, and the metrics
- * endpoint's `steward_store_statements_total`).
+ * two snapshots (`test/server/sql-per-job.test.ts` bounds a no-op job's, phase by phase).
  */
 
 export const STATEMENT_KINDS = [
