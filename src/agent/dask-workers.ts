@@ -21,6 +21,7 @@ import type { CompiledAgentConfig } from '../config/index.js';
 import {
   DaskWorkerTls,
   DaskWorkerVerdict,
+  MAX_REPORT_LOG_LINES,
   coerceError,
   verifyDaskWorkerOffer,
   type DaskWorkerOffer,
@@ -30,6 +31,7 @@ import {
 import type { CgroupSupport } from './cgroups.js';
 import { formatBytes } from './cgroups.js';
 import type { AgentHost } from './collaborators.js';
+import { DaskWorkerOutput } from './dask-worker-output.js';
 import { DaskWorkerProcess } from './dask-worker-process.js';
 import { jitteredPause } from './parking.js';
 
@@ -156,6 +158,7 @@ export class DaskWorkerHost {
       await host.ensureHome(account);
       const dirs = await host.prepareUserDirs(account);
       const name = `${offer.step}-worker-${offer.index}`;
+      const output = new DaskWorkerOutput();
       const process = await DaskWorkerProcess.start({
         name: `dask-${offer.jobId}-${offer.attempt}-${name}`.replace(/[^A-Za-z0-9_.-]/g, '_'),
         cgroups: this.deps.cgroups(),
@@ -173,7 +176,10 @@ export class DaskWorkerHost {
           keepDirs: config.keepJobDirs,
         },
         tls,
-        onOutput: (pid, stream, line) => host.userLog(account.name, pid, stream, line),
+        onOutput: (pid, stream, line) => {
+          host.userLog(account.name, pid, stream, line);
+          output.add(stream, line);
+        },
       });
       this.running.set(key, { offer, process });
       await delivery.ack();
@@ -194,7 +200,7 @@ export class DaskWorkerHost {
         pid: process.workerPid,
         uid: process.uid,
       });
-      void this.lease(key, offer, process);
+      void this.lease(key, offer, process, output);
     } catch (error) {
       const reason = coerceError(error).message;
       log.warn(
@@ -206,14 +212,22 @@ export class DaskWorkerHost {
   }
 
   /** Renews the worker's lease every second until it exits or must stop; then reports its exit. */
-  private async lease(key: string, offer: DaskWorkerOffer, process: DaskWorkerProcess): Promise<void> {
+  private async lease(
+    key: string,
+    offer: DaskWorkerOffer,
+    process: DaskWorkerProcess,
+    output: DaskWorkerOutput,
+  ): Promise<void> {
     let exited = false;
     void process.exited.then(() => (exited = true));
     let renewedAt = Date.now();
     while (!exited && !this.closed) {
       await Promise.race([process.exited, delay(LEASE_MS)]);
       if (exited) break;
-      const verdict = await this.report(offer, { kind: 'alive', ...(await process.resources()) });
+      const verdict = await this.reportWithLog(offer, output, {
+        kind: 'alive',
+        ...(await process.resources()),
+      });
       if (verdict) renewedAt = Date.now();
       if (verdict?.action === 'stop' || Date.now() - renewedAt > LEASE_LOST_MS) {
         await process.stop(STOP_GRACE_MS);
@@ -227,7 +241,23 @@ export class DaskWorkerHost {
       { event: 'dask.worker-exited', jobId: offer.jobId, step: offer.step, index: offer.index, ...exit },
       'Dask worker exited',
     );
-    await this.report(offer, { kind: 'exited', ...exit, ...(await process.resources()) });
+    const resources = await process.resources();
+    // The last lines first (a report carries a bounded number), then the exit with what is left.
+    for (let round = 0; output.pending > MAX_REPORT_LOG_LINES && round < 10; round += 1)
+      if (!(await this.reportWithLog(offer, output, { kind: 'alive', ...resources }))) break;
+    await this.reportWithLog(offer, output, { kind: 'exited', ...exit, ...resources });
+  }
+
+  /** A report carrying the worker's output since the last one (kept for the next when it fails). */
+  private async reportWithLog(
+    offer: DaskWorkerOffer,
+    output: DaskWorkerOutput,
+    report: Extract<DaskWorkerReport, { kind: 'alive' | 'exited' }>,
+  ): Promise<DaskWorkerVerdict | undefined> {
+    const log = output.take();
+    const verdict = await this.report(offer, log.length > 0 ? { ...report, log } : report);
+    if (!verdict) output.putBack(log);
+    return verdict;
   }
 
   /** The worker's TLS files; undefined when the server no longer wants the worker (drop the offer). */

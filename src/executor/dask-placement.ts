@@ -12,6 +12,7 @@ import { readFile } from 'node:fs/promises';
 import {
   LocalWorkerPlacement,
   type DaskExit,
+  type DaskLogSink,
   type DaskPlacementContext,
   type DaskWorkerPlacement,
   type DaskWorkerRequest,
@@ -21,6 +22,8 @@ import { DaskPlacement, StewardError, formatExactDuration, type DaskWorkerInfo }
 import type { ServerClient } from './server-client.js';
 
 const POLL_MS = 250;
+/** Lines of a worker's output kept for `tail()` (a lost worker's error names them). */
+const TAIL_LINES = 20;
 /** How long agents may take to start a step's workers, unless the server's load timeout is shorter. */
 export const DEFAULT_WORKER_LOAD_TIMEOUT_MS = 120_000;
 /** Longest wait, after asking, for the agents to report the workers stopped. */
@@ -51,7 +54,7 @@ export class ClusterWorkerPlacement implements DaskWorkerPlacement {
       }),
     );
     if (asked.mode === 'local') return new LocalWorkerPlacement().place(request, context);
-    const watch = new RemoteWorkers(this.client, path);
+    const watch = new RemoteWorkers(this.client, path, context.sink);
     try {
       const workers = await watch.untilStarted(request.count, asked.loadTimeoutMs, context.signal);
       return workers.map((info) => watch.placed(info));
@@ -68,10 +71,14 @@ class RemoteWorkers {
   private polling: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
   private readonly exits = new Map<number, (exit: DaskExit) => void>();
+  /** The last lines of each worker's output, for `tail()`. */
+  private readonly tails = new Map<number, string[]>();
 
   constructor(
     private readonly client: ServerClient,
     private readonly path: string,
+    /** The step's log: workers on other agents write into it through the server (bounded by the sink). */
+    private readonly sink: DaskLogSink,
   ) {}
 
   async untilStarted(count: number, timeoutMs: number, signal: AbortSignal): Promise<DaskWorkerInfo[]> {
@@ -104,7 +111,7 @@ class RemoteWorkers {
         this.exits.set(info.index, resolve);
         this.polling ??= this.pollExits();
       }),
-      tail: () => `(the worker's log is in ${info.agent ?? 'its agent'}'s per-user log)`,
+      tail: () => (this.tails.get(info.index) ?? []).join('\n'),
       stop: () => this.stopAll(),
     };
   }
@@ -124,7 +131,8 @@ class RemoteWorkers {
   }
 
   private async refresh(): Promise<DaskWorkerInfo[]> {
-    const { workers } = DaskPlacement.parse(await this.client.json('GET', this.path));
+    const { workers, logs } = DaskPlacement.parse(await this.client.json('GET', this.path));
+    for (const log of logs ?? []) this.relay(log);
     for (const worker of workers) {
       this.latest.set(worker.index, worker);
       if (worker.state === 'exited' && worker.exit) {
@@ -136,6 +144,18 @@ class RemoteWorkers {
       }
     }
     return workers;
+  }
+
+  /** Writes a worker's output into the step's log, as a worker started here would (`[dask worker-N@agent]`). */
+  private relay(log: { index: number; agent: string; lines: string[]; dropped: number }): void {
+    const prefix = `[dask worker-${log.index}@${log.agent}]`;
+    if (log.dropped > 0) this.sink.write(`${prefix} (${log.dropped} lines dropped by the server)\n`);
+    const tail = this.tails.get(log.index) ?? [];
+    for (const line of log.lines) {
+      this.sink.write(`${prefix} ${line}\n`);
+      tail.push(line);
+    }
+    this.tails.set(log.index, tail.slice(-TAIL_LINES));
   }
 
   /** Resolves each started worker's `exited` as the server learns of its exit, until all are known. */

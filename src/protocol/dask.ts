@@ -64,6 +64,13 @@ export const DaskWorkerInfo = z.object({
 });
 export type DaskWorkerInfo = z.infer<typeof DaskWorkerInfo>;
 
+/** Most lines of a worker's output one report carries (the agent keeps the rest for the next). */
+export const MAX_REPORT_LOG_LINES = 200;
+/** Longest line of a worker's output relayed (longer ones are cut by the agent). */
+export const MAX_REPORT_LOG_LINE = 2000;
+/** Output lines of a worker since the agent's previous report, relayed into the step's log. */
+const ReportLog = z.array(z.string().max(MAX_REPORT_LOG_LINE)).max(MAX_REPORT_LOG_LINES).optional();
+
 /** What an agent reports about a worker it holds, with the worker token. */
 export const DaskWorkerReport = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('declined'), agent: z.string().max(100), reason: z.string().max(500) }).strict(),
@@ -80,6 +87,7 @@ export const DaskWorkerReport = z.discriminatedUnion('kind', [
       kind: z.literal('alive'),
       peakRssBytes: z.number().int().nonnegative().nullable(),
       cpuMs: z.number().int().nonnegative().nullable(),
+      log: ReportLog,
     })
     .strict(),
   z
@@ -89,6 +97,7 @@ export const DaskWorkerReport = z.discriminatedUnion('kind', [
       signal: z.string().max(20).nullable(),
       peakRssBytes: z.number().int().nonnegative().nullable(),
       cpuMs: z.number().int().nonnegative().nullable(),
+      log: ReportLog,
     })
     .strict(),
 ]);

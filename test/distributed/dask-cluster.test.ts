@@ -213,6 +213,12 @@ describe.runIf(isRoot && hasDask)('a Dask cluster across the agents of a cluster
       () => `no Dask process of alice left: ${left.join('; ')}`,
       async () => (left = await processesOf(alice.uid)).length === 0,
     );
+
+    // The step's log holds the scheduler's lines and, through the server, every worker's, on either agent.
+    const { body: log } = await aliceApi.request('GET', `/api/jobs/${job.id}/logs/agg/stderr`);
+    expect(String(log)).toContain('[dask scheduler]');
+    for (const worker of workers)
+      expect(String(log)).toContain(`[dask worker-${worker.index}@${worker.agent}]`);
   }, 180_000);
 
   it('refuses another user’s job that has the scheduler’s address, on either agent', async () => {

@@ -32,6 +32,20 @@ export const DaskPlacement = z.object({
   /** How long the agents have to start the workers: the asked time, at most the server's load timeout. */
   loadTimeoutMs: z.number().int(),
   workers: z.array(DaskWorkerInfo),
+  /**
+   * Output of workers on other agents not yet handed to the executor (each line once), for the step's log;
+   * `dropped` counts lines the server's bound left out.
+   */
+  logs: z
+    .array(
+      z.object({
+        index: z.number().int(),
+        agent: z.string(),
+        lines: z.array(z.string()),
+        dropped: z.number().int(),
+      }),
+    )
+    .optional(),
 });
 export type DaskPlacement = z.infer<typeof DaskPlacement>;
 

@@ -36,11 +36,24 @@ import { newSecret, sha256Hex } from '../secrets.js';
 const MAX_PLACEMENTS = 2000;
 /** Agents' refusals kept per worker. */
 const MAX_DECLINES = 8;
+/** Output lines of one worker kept until the executor takes them (the oldest are dropped first). */
+const MAX_PENDING_LOG_LINES = 2000;
 
 interface WorkerEntry {
   info: DaskWorkerInfo;
   placement: Placement;
   tls: DaskWorkerTls | undefined;
+  /** Output relayed by its agent that the executor has not taken yet, and how many lines were dropped. */
+  log: string[];
+  dropped: number;
+}
+
+/** Output of one worker for the step's log, as `DaskPlacement.logs` carries it. */
+export interface DaskWorkerLog {
+  index: number;
+  agent: string;
+  lines: string[];
+  dropped: number;
 }
 
 interface Placement {
@@ -95,6 +108,8 @@ export class DaskWorkers {
         placement,
         tls: request.tls,
         info: newWorker(step, index, request),
+        log: [],
+        dropped: 0,
       };
       placement.workers.push(entry);
       this.byToken.set(sha256Hex(token), entry);
@@ -140,6 +155,24 @@ export class DaskWorkers {
         if (step === undefined || worker.info.step === step) found.push(worker.info);
     }
     return found;
+  }
+
+  /** Output the step's workers sent since the last call (each line is handed out once). */
+  takeLogs(jobId: string, step: string): DaskWorkerLog[] {
+    const placement = this.placements.get(placementKey(jobId, step));
+    const logs: DaskWorkerLog[] = [];
+    for (const worker of placement?.workers ?? []) {
+      if (worker.log.length === 0 && worker.dropped === 0) continue;
+      logs.push({
+        index: worker.info.index,
+        agent: worker.info.agent ?? '?',
+        lines: worker.log,
+        dropped: worker.dropped,
+      });
+      worker.log = [];
+      worker.dropped = 0;
+    }
+    return logs;
   }
 
   /** Asks the step's workers to stop: their agents get `stop` at their next report. Idempotent. */
@@ -192,8 +225,10 @@ export class DaskWorkers {
         break;
       case 'alive':
         Object.assign(info, { peakRssBytes: report.peakRssBytes, cpuMs: report.cpuMs });
+        keepLog(worker, report.log);
         break;
       case 'exited':
+        keepLog(worker, report.log);
         Object.assign(info, {
           state: 'exited',
           exitedAt: now,
@@ -227,6 +262,17 @@ export class DaskWorkers {
       this.placements.delete(oldest.key);
       for (const [hash, entry] of this.byToken) if (entry.placement === oldest) this.byToken.delete(hash);
     }
+  }
+}
+
+/** Appends relayed output to what the executor has not taken yet, dropping the oldest past the bound. */
+function keepLog(worker: WorkerEntry, lines: readonly string[] | undefined): void {
+  if (!lines || lines.length === 0) return;
+  worker.log.push(...lines);
+  const excess = worker.log.length - MAX_PENDING_LOG_LINES;
+  if (excess > 0) {
+    worker.log.splice(0, excess);
+    worker.dropped += excess;
   }
 }
 

@@ -11,6 +11,7 @@ export function daskHandlers(ctx: ServerContext) {
       mode: 'cluster' as const,
       loadTimeoutMs: ctx.config.loadTimeoutMs,
       workers: dask.list(job.id, params.step),
+      logs: dask.takeLogs(job.id, params.step),
     }),
 
     execDaskStop: async ({ job, params }) => {
