@@ -192,11 +192,9 @@ export class EventConsumer {
         const batch = this.queued.splice(0, Math.min(MAX_BATCH, end < 0 ? this.queued.length : end));
         let results: AppliedEvent[] | undefined;
         try {
-          const events = batch.map((item) => item.event);
-          // `loading` events claim their attempts first, in order (the claim is no longer the executor's
-          // fetch); the events are then applied as before, another agent's refused.
-          await this.deps.store.claimByLoadingEvents(events);
-          results = await this.deps.store.applyEvents(events);
+          // A `loading` event claims its attempt as it is applied (the claim is no longer the executor's
+          // fetch); a later agent's events for that attempt are refused.
+          results = await this.deps.store.applyEvents(batch.map((item) => item.event));
         } catch {
           // One bad event must not hold back the others: apply them one by one; a failure rejects only its
           // own delivery (which the bus requeues).
@@ -207,7 +205,6 @@ export class EventConsumer {
         }
         for (const item of batch) {
           try {
-            await this.deps.store.claimByLoadingEvents([item.event]);
             this.settle(item, await this.deps.store.applyEvent(item.event));
           } catch (error) {
             item.reject(error);

@@ -101,8 +101,14 @@ export class EventStore {
     now: number,
   ): Promise<{ applied: AppliedEvent; row?: JobsTable }> {
     if (event.state === job.state) {
-      if (!event.executor) return { applied: { applied: true } };
-      const values = { executor_json: JSON.stringify(event.executor), updated_at: now };
+      // `loading` again with no claim yet (the first came from an agent of an earlier version): it claims.
+      const claim = event.state === 'loading' && job.claimedBy === null;
+      if (!event.executor && !claim) return { applied: { applied: true } };
+      const values = {
+        ...(event.executor ? { executor_json: JSON.stringify(event.executor) } : {}),
+        ...(claim ? { claimed_by: event.agentId, agent_id: event.agentId } : {}),
+        updated_at: now,
+      };
       await trx.updateTable('jobs').set(values).where('id', '=', job.id).execute();
       await this.ctx.changes.notify(trx, job.id);
       // The row as locked with the new values: nobody else can have changed it.
@@ -215,6 +221,9 @@ function patchOf(event: JobStateEvent, job: JobRecord, firstStepAt: number | nul
   // The claim's agent handed the offer back before loading it (its executor died): the attempt is
   // free again for whichever agent the bus gives the offer to next.
   if (event.state === 'offered') patch.claimedBy = null;
+  // The first applied `loading` of the attempt claims it for its agent (see docs/architecture.md, "Claims"):
+  // in the same statement as the state, so a claim costs nothing of its own.
+  else if (event.state === 'loading' && job.claimedBy === null) patch.claimedBy = event.agentId;
   return patch;
 }
 

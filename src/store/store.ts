@@ -23,7 +23,6 @@ import { ClaimStore, type ClaimResult } from './claims.js';
 import { ClusterStore } from './clusters.js';
 import { connect, type Connection, type ConnectOptions } from './connection.js';
 import type { Clock, Db, Executor, StoreContext } from './context.js';
-import { claimByLoadingEvents } from './loading-claims.js';
 import { EventStore, type AppliedEvent } from './events.js';
 import {
   toJob,
@@ -475,11 +474,6 @@ export class Store {
   /** Applies an agent event exactly once per (jobId, attempt, seq). */
   applyEvent(event: JobEvent, now?: number): Promise<AppliedEvent> {
     return this.events.applyEvent(event, now);
-  }
-
-  /** Claims the attempts of `loading` events for their agents, first come first served (event-batch.ts). */
-  claimByLoadingEvents(events: readonly JobEvent[], now?: number): Promise<void> {
-    return claimByLoadingEvents(this.ctx, events, now);
   }
 
   /** Applies several events in one transaction (a group commit), each as `applyEvent` would. */

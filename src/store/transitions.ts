@@ -34,8 +34,11 @@ export interface JobPatch {
   startedAt?: number | null;
   finishedAt?: number | null;
   cancelRequested?: boolean;
-  /** Gives up the attempt's claim (null): its agent handed the offer back before loading it. */
-  claimedBy?: null;
+  /**
+   * The attempt's claim: taken by the agent whose `loading` is applied first (its id), or given up (null):
+   * its agent handed the offer back before loading it.
+   */
+  claimedBy?: string | null;
 }
 
 export interface TransitionOptions {

@@ -11,8 +11,8 @@ import { sha256Hex } from '../secrets.js';
 
 /**
  * How a workflow fetch naming an agent treats the claim. `fetch`: the fetch takes it (executors of earlier
- * versions). `event`: the agent's `loading` event takes it when the server applies it (see
- * `Store.claimByLoadingEvents`); the fetch only checks, and is answered 503 (retried) until that event is
+ * versions). `event`: the agent's `loading` event takes it when the server applies it (in the event's state
+ * update, `store/events.ts`); the fetch only checks, and is answered 503 (retried) until that event is
  * applied. An agent given a redelivered offer fetches so, since another agent may hold the attempt.
  */
 export type ClaimMode = 'fetch' | 'event';
