@@ -75,6 +75,9 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
     const fetched = await fetchWorkflow(client, job);
     const workflow = await parseCached(fetched.source, fetched.format);
     if (needsJobDirs(workflow, fetched, context)) {
+      // What an executor of this attempt killed while loading left here (assets are written exclusively).
+      await rm(workDir, { recursive: true, force: true });
+      await rm(tempDir, { recursive: true, force: true });
       await mkdir(workDir, { recursive: true, mode: 0o700 });
       // The job's own TMPDIR (tmp/<job>-<attempt>): private, and removed with everything in it at the end.
       await mkdir(tempDir, { recursive: true, mode: 0o700 });
