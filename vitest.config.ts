@@ -25,7 +25,7 @@ interface Tier {
 const tiers = {
   unit: {
     folders: ['protocol', 'config', 'engine', 'agent', 'executor'],
-    files: ['cli/output', 'cli/client', 'cli/data-dir', 'server/schedule-ticks'],
+    files: ['cli/output', 'cli/client', 'cli/data-dir', 'server/schedule-ticks', 'server/secrets'],
   },
   e2e: {
     folders: ['e2e'],

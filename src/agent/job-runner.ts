@@ -26,6 +26,17 @@ const CLAIM_RELEASE_TIMEOUT_MS = 5_000;
 /** Between the two releases of a hand-back: time for a fetch the dead executor sent to reach the server. */
 const CLAIM_RELEASE_SETTLE_MS = 250;
 
+/**
+ * The server's answers to a load that say this copy of the offer is not the job's to run: another agent
+ * holds the attempt, or the attempt's job token no longer opens the job (a newer attempt replaced it, or the
+ * job ended). On the executor routes these come only from the job token and the claim (`server/jobs/claims.ts`).
+ */
+const COPY_REFUSALS = new Set(['STEWARD_ATTEMPT_CLAIMED', 'STEWARD_UNAUTHENTICATED', 'STEWARD_FORBIDDEN']);
+
+function isCopyRefusal(error: ErrorInfo | undefined): error is ErrorInfo {
+  return error !== undefined && COPY_REFUSALS.has(error.code);
+}
+
 function formatSeconds(ms: number): string {
   return `${Math.round(ms / 100) / 10} s`;
 }
@@ -219,7 +230,7 @@ export class JobRunner {
         void this.report.step(job, message.step);
         return;
       case 'finished':
-        if (this.table.isLoading(job) && message.error?.code === 'STEWARD_ATTEMPT_CLAIMED') {
+        if (this.table.isLoading(job) && isCopyRefusal(message.error)) {
           void this.dropClaimed(job, message.error);
           return;
         }
@@ -336,11 +347,12 @@ export class JobRunner {
   }
 
   /**
-   * The server refused this agent's load: another agent holds the attempt (the broker gave it the same offer
-   * after taking it back from this agent in a connection drop, or the other way round). The job is that
-   * agent's: settle this agent's delivery, if it still holds one, and free the slot, without a state event
-   * (the job's record is the other agent's to write). The offer stays `ended` here: should the broker bring
-   * it here again, it is settled, not loaded.
+   * The server refused this agent's load. Either another agent holds the attempt (the broker gave it the
+   * same offer after taking it back from this agent in a connection drop, or the other way round), or the
+   * attempt is no longer the job's (the server gave it up for a newer one, or the job ended, before this
+   * copy's first fetch). The job is another's: settle this agent's delivery, if it still holds one, and free
+   * the slot, without a state event (the job's record is not this copy's to write). The offer stays `ended`
+   * here: should the broker bring it here again, it is settled, not loaded.
    */
   private async dropClaimed(job: ActiveJob, error: ErrorInfo): Promise<void> {
     if (!this.table.end(job)) return;

@@ -70,8 +70,15 @@ export function newPassword(): string {
   return randomBytes(18).toString('base64url');
 }
 
+/**
+ * A short random id (token ids, temp names). It starts with a letter or digit: ids are typed as
+ * command-line arguments (`steward token revoke <id>`), where a leading `-` would read as an option.
+ */
 export function newId(bytes = 9): string {
-  return randomBytes(bytes).toString('base64url');
+  for (;;) {
+    const id = randomBytes(bytes).toString('base64url');
+    if (/^[A-Za-z0-9]/.test(id)) return id;
+  }
 }
 
 /**

@@ -53,9 +53,15 @@ function sampleRss(pid: number): { stop: () => Promise<number> } {
 }
 
 /** Asks /api/health every 100 ms until stopped; gives the slowest answer in ms. */
-function watchHealth(url: string): { stop: () => Promise<{ slowestMs: number; answers: number }> } {
-  let slowestMs = 0;
-  let answers = 0;
+/**
+ * Polls /api/health while a test loads the server. A server that blocks its event loop on the log (reads or
+ * copies it in one piece) answers late every time; a loaded CI machine delays a few answers only, so the
+ * median carries the bound and the slowest answer gets a loose one.
+ */
+function watchHealth(url: string): {
+  stop: () => Promise<{ slowestMs: number; medianMs: number; answers: number }>;
+} {
+  const times: number[] = [];
   let running = true;
   const loop = (async () => {
     while (running) {
@@ -63,8 +69,7 @@ function watchHealth(url: string): { stop: () => Promise<{ slowestMs: number; an
       const response = await fetch(`${url}/api/health`);
       expect(response.status).toBe(200);
       await response.arrayBuffer();
-      slowestMs = Math.max(slowestMs, performance.now() - started);
-      answers++;
+      times.push(performance.now() - started);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   })();
@@ -72,7 +77,12 @@ function watchHealth(url: string): { stop: () => Promise<{ slowestMs: number; an
     stop: async () => {
       running = false;
       await loop;
-      return { slowestMs, answers };
+      const sorted = [...times].sort((a, b) => a - b);
+      return {
+        slowestMs: sorted.at(-1) ?? 0,
+        medianMs: sorted[Math.floor(sorted.length / 2)] ?? 0,
+        answers: sorted.length,
+      };
     },
   };
 }
@@ -141,10 +151,11 @@ steps:
     expect(await readdir(path.dirname(logFile))).toEqual(['loud.stderr.log', 'loud.stdout.log']);
 
     console.log(
-      `1 GiB step: job took ${tookMs} ms; stored stdout log ${stored} bytes; steward up VmRSS peak ${(highest / MiB).toFixed(0)} MiB; /api/health slowest ${answered.slowestMs.toFixed(0)} ms over ${answered.answers} answers`,
+      `1 GiB step: job took ${tookMs} ms; stored stdout log ${stored} bytes; steward up VmRSS peak ${(highest / MiB).toFixed(0)} MiB; /api/health median ${answered.medianMs.toFixed(0)} ms, slowest ${answered.slowestMs.toFixed(0)} ms over ${answered.answers} answers`,
     );
     expect(highest).toBeLessThan(RSS_BOUND);
-    expect(answered.slowestMs).toBeLessThan(1000);
+    expect(answered.medianMs).toBeLessThan(250);
+    expect(answered.slowestMs).toBeLessThan(5000);
 
     const logs = await user.run(['logs', jobId], { timeoutMs: 120_000 });
     expect(logs.code, logs.stderr).toBe(0);
@@ -205,11 +216,12 @@ steps:
     expect(reads).toEqual([GiB, GiB, GiB, GiB]);
     for (const length of listings) expect(length).toBeLessThan(MiB + 4096);
     console.log(
-      `4 concurrent reads of a 1 GiB log: ${tookMs} ms; steward up VmRSS peak ${(highest / MiB).toFixed(0)} MiB (VmHWM since start ${(hwm / MiB).toFixed(0)} MiB); /api/health slowest ${answered.slowestMs.toFixed(0)} ms over ${answered.answers} answers`,
+      `4 concurrent reads of a 1 GiB log: ${tookMs} ms; steward up VmRSS peak ${(highest / MiB).toFixed(0)} MiB (VmHWM since start ${(hwm / MiB).toFixed(0)} MiB); /api/health median ${answered.medianMs.toFixed(0)} ms, slowest ${answered.slowestMs.toFixed(0)} ms over ${answered.answers} answers`,
     );
     expect(highest).toBeLessThan(RSS_BOUND);
     expect(hwm).toBeLessThan(RSS_BOUND);
-    expect(answered.slowestMs).toBeLessThan(1000);
+    expect(answered.medianMs).toBeLessThan(250);
+    expect(answered.slowestMs).toBeLessThan(5000);
   }, 300_000);
 
   it('previews a table of two 200 MB strings with its memory and response bounded, and says it cut them', async () => {
