@@ -1,9 +1,9 @@
 // A 4-step SQL workflow over N rows through Steward (submit → done over REST, `steward up`) next to the honest
 // limit: the same statements in a WARM, in-memory DuckDB (one process kept across rounds, warm-duckdb.mjs,
 // same @duckdb/node-api, same threads and memory_limit as the executor, a fresh `ATTACH ':memory:'` per
-// round as the executor does per job, the same CTAS with the same bound params, then each output COPYed to
-// Parquet and CSV into a fresh directory with the same options Steward uses; as root in a cgroup like an
-// executor's). Before each timed run every side's processes are idle. Rounds alternate; the first
+// round as the executor does per job, the same CTAS with the same bound params, independent steps side by
+// side as the engine runs them, each output COPYed to Parquet and CSV as soon as its table exists, with the
+// same options Steward uses; as root in a cgroup like an executor's). Before each timed run every side's processes are idle. Rounds alternate; the first
 // round of each side is a warm-up, checked to produce the same outputs on both sides, and not counted.
 //
 // Usage: node bench/workflow-vs-duckdb.mjs [rows=5000000] [rounds=7] [--short] [--compare=<checkout>]
@@ -129,10 +129,13 @@ async function startWarmDuckDB() {
     },
   };
 }
+// Each step with the steps it reads: what the engine infers from the SQL, so that the warm side runs them in
+// the same order and side by side where the engine does (daily and top_users at once).
 const workerSteps = steps.map(([id, sql, types]) => [
   id,
   sql,
   Object.fromEntries(Object.keys(types).map((key) => [key, types[key] === DOUBLE ? 'DOUBLE' : 'VARCHAR'])),
+  steps.map(([other]) => other).filter((other) => other !== id && new RegExp(`\\b${other}\\b`).test(sql)),
 ]);
 
 const workflow = [

@@ -57,6 +57,11 @@ export interface AgentPool {
   acquire(account: OsAccount, dirs: UserDirs): Promise<PooledExecutor>;
   jobStarted(executor: PooledExecutor, jobId: string): void;
   jobEnded(executor: PooledExecutor, jobId: string): void;
+  /**
+   * Starts the spares missing. Called once a job's first step runs (and by `jobEnded`): a spare taken is
+   * replaced then, not while the start that took it still needs the CPU.
+   */
+  replenish(): void;
   /** Whether the OS account has an executor here (starting, running jobs or idle). */
   hasExecutorFor(osName: string): boolean;
   /** Idle executors and spares, and their measured resident memory together (bytes). */
@@ -87,6 +92,9 @@ export interface AgentHost {
   /** The OS account name for a server user, or undefined when the identity policy refuses it. */
   osNameOf(serverUser: string): string | undefined;
   ensureHome(account: OsAccount): Promise<void>;
+  /** Where the user's directories are (whether or not they exist yet). */
+  userDirs(account: OsAccount): UserDirs;
+  /** Makes (or checks) the user's directories; resolves to `userDirs(account)`. */
   prepareUserDirs(account: OsAccount): Promise<UserDirs>;
   /** Gives up this agent's claim on an attempt that never started (see claim-release.ts). */
   releaseClaim(offer: JobOffer, signal: AbortSignal): Promise<void>;

@@ -18,7 +18,7 @@ import { planCleanup, runCleanup } from './cleanup.js';
 import type { AgentHost, HousekeepingReport } from './collaborators.js';
 import { AgentLock } from './lock.js';
 import { UserLogs } from './user-logs.js';
-import { ensureHome, prepareUserDirs, prepareWorkspaceRoot } from './workspaces.js';
+import { ensureHome, prepareUserDirs, prepareWorkspaceRoot, userDirPaths } from './workspaces.js';
 
 export function createHost(
   config: CompiledAgentConfig,
@@ -45,6 +45,7 @@ export function createHost(
       }
     },
     ensureHome: async (account) => (perUser ? ensureHome(account) : undefined),
+    userDirs: (account) => userDirPaths(config.workspaceRoot, account),
     prepareUserDirs: (account) =>
       prepareUserDirs(config.workspaceRoot, account, perUser, { auditorsGroup: config.auditorsGroup }),
     releaseClaim: (offer, signal) => releaseClaim(offer, config.id, signal),

@@ -226,6 +226,8 @@ export class JobRunner {
             },
             'first step started',
           );
+          // Now that the start is over, what it took from the spares is replaced.
+          this.pool.replenish();
         }
         void this.report.step(job, message.step);
         return;

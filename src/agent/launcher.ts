@@ -50,25 +50,32 @@ export class Launcher {
     const account = await this.host.resolveAccount(job.offer.user);
     const t1 = this.clock.monotonic();
     let homeDone = t1;
+    let dirsDone = t1;
     let home: Promise<void> | undefined;
+    let preparing: Promise<UserDirs> | undefined;
     let dirs = this.prepared.get(account.name);
     if (!dirs || dirs.uid !== account.uid || this.clock.now() - dirs.at > DIRS_RECHECK_MS) {
-      // The home directory (copied from /etc/skel for a new user) is needed only once the job's steps run:
-      // it is made while the workspace is prepared and the executor takes on the user, not before.
+      // The home (copied from /etc/skel for a new user) and the user's directories are needed only once the
+      // job is sent: they are made while the executor takes on the user, not before. The executor enters
+      // the workspace only with its first job, which goes after this returns.
       home = this.host.ensureHome(account).then(() => {
         homeDone = this.clock.monotonic();
       });
-      home.catch(() => {}); // awaited below; a failure is reported there
-      const prepared = await this.host.prepareUserDirs(account);
-      dirs = { ...prepared, uid: account.uid, at: this.clock.now() };
+      preparing = this.host.prepareUserDirs(account).then((made) => {
+        dirsDone = this.clock.monotonic();
+        return made;
+      });
+      // Awaited below; a failure is reported there, even when the executor fails first.
+      home.catch(() => {});
+      preparing.catch(() => {});
     }
-    const t3 = this.clock.monotonic();
     job.coldStart = !this.pool.hasExecutorFor(account.name);
-    const executor = await this.pool.acquire(account, dirs);
+    const executor = await this.pool.acquire(account, dirs ?? this.host.userDirs(account));
     const t4 = this.clock.monotonic();
+    if (preparing) dirs = { ...(await preparing), uid: account.uid, at: this.clock.now() };
     await home;
     // Remembered only once the home exists too: a failed one is tried again by the user's next job.
-    if (home) this.prepared.set(account.name, dirs);
+    if (preparing && dirs) this.prepared.set(account.name, dirs);
     const t5 = this.clock.monotonic();
     const left = this.leftDirs.get(account.name);
     if (left) {
@@ -76,12 +83,14 @@ export class Launcher {
       executor.process.send({ type: 'remove-job-dirs', names: [...left] });
     }
     // Where a start's time goes (ms), logged with the start latency: the figures to look at when it is slow.
+    // `home`, `dirs` and `executor` run side by side from the account's resolution; `dirsWait` is what the
+    // job still waited for the first two once its executor was ready.
     job.timing = {
       acceptAndResolve: roundMs(t1 - job.receivedAt),
       home: roundMs(homeDone - t1),
-      dirs: roundMs(t3 - t1),
-      executor: roundMs(t4 - t3),
-      homeWait: roundMs(t5 - t4),
+      dirs: roundMs(dirsDone - t1),
+      executor: roundMs(t4 - t1),
+      dirsWait: roundMs(t5 - t4),
       load: 0,
     };
     return { executor, account };

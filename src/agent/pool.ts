@@ -225,6 +225,7 @@ export class ExecutorPool {
   }
 
   jobEnded(executor: UserExecutor, jobId: string): void {
+    this.replenish();
     executor.jobs.delete(jobId);
     if (executor.jobs.size > 0) return;
     this.markIdle(executor);
@@ -352,6 +353,7 @@ export class ExecutorPool {
       executor.identity = await assumed;
     } catch (error) {
       void process.stop('identity switch failed');
+      this.replenish();
       throw error;
     }
     this.live.add(executor);
@@ -487,13 +489,16 @@ export class ExecutorPool {
     const index = ready >= 0 ? ready : this.warm.findIndex((process) => process.state === 'starting');
     const process = index >= 0 ? this.warm.splice(index, 1)[0]! : this.spawn();
     const origin: ExecutorOrigin = ready >= 0 ? 'spare' : index >= 0 ? 'starting-spare' : 'spawned';
-    this.replenish();
+    // A ready spare taken is replaced once its job's first step runs (`replenish`, called by the agent): a
+    // Node process starting now would take the CPU this start needs. Without a ready spare, demand is
+    // outrunning them: start now.
+    if (ready < 0) this.replenish();
     await process.start();
     return { process, origin };
   }
 
   /** Starts spares until `warmExecutors` are ready or starting. */
-  private replenish(): void {
+  replenish(): void {
     while (!this.closed && this.warm.length < this.options.warmExecutors) void this.addWarm().catch(() => {});
   }
 

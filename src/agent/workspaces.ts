@@ -22,6 +22,7 @@ import {
   open,
   readdir,
   rmdir,
+  type FileHandle,
 } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -112,7 +113,8 @@ async function mkdirTraversable(dir: string): Promise<void> {
 
 /**
  * Makes `dir` a directory owned by uid:gid with `mode`, refusing links and foreign owners. When `asRoot` is
- * false (single-user mode) ownership is the invoking user's and only type and mode are enforced.
+ * false (single-user mode) ownership is the invoking user's and only type and mode are enforced. With `acl`,
+ * a directory created here gets the private ACL (see `ensureOwnedDirs`).
  */
 export async function ensureOwnedDir(
   dir: string,
@@ -121,6 +123,56 @@ export async function ensureOwnedDir(
   asRoot: boolean,
   acl?: PrivateAcl,
 ): Promise<void> {
+  await ensureOwnedDirs([dir], account, mode, asRoot, acl);
+}
+
+/** A directory checked by `openOwnedDir`, still open. */
+interface OwnedDir {
+  dir: string;
+  handle: FileHandle;
+  created: boolean;
+}
+
+/**
+ * `ensureOwnedDir` for sibling directories, side by side, with one `setfacl` for all of those it created
+ * (a process start from a large daemon is most of what making a new user's directories costs). A failure
+ * removes every directory made here: the next job would find one "existing", skip the ACL and succeed, so a
+ * user's first job would fail and the second run without the private ACL. Removed, every job fails the same
+ * way until the cause is fixed.
+ */
+async function ensureOwnedDirs(
+  dirs: string[],
+  account: OsAccount,
+  mode: number,
+  asRoot: boolean,
+  acl: PrivateAcl | undefined,
+): Promise<void> {
+  const opened = await Promise.allSettled(dirs.map((dir) => openOwnedDir(dir, account, mode, asRoot)));
+  const owned = opened.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+  try {
+    const failed = opened.find((result) => result.status === 'rejected');
+    if (failed) throw failed.reason;
+    // Only on creation: the directory is the user's, who may change its ACL later as they may its mode.
+    const fresh = owned.filter((entry) => entry.created);
+    if (acl && asRoot && fresh.length > 0) await setPrivateAcl(fresh, acl);
+  } catch (error) {
+    for (const entry of owned) if (entry.created) await rmdir(entry.dir).catch(() => {});
+    throw error;
+  } finally {
+    for (const entry of owned) await entry.handle.close();
+  }
+}
+
+/**
+ * Creates `dir` if missing and opens it, refusing a link or a foreign owner; gives a new directory to the
+ * account and sets `mode`. On failure, a directory it created is removed again.
+ */
+async function openOwnedDir(
+  dir: string,
+  account: OsAccount,
+  mode: number,
+  asRoot: boolean,
+): Promise<OwnedDir> {
   let created = false;
   try {
     await mkdir(dir, { mode: 0o700 });
@@ -132,6 +184,7 @@ export async function ensureOwnedDir(
   try {
     handle = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
   } catch (error) {
+    if (created) await rmdir(dir).catch(() => {});
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ELOOP' || code === 'ENOTDIR') {
       throw new StewardError(
@@ -155,16 +208,11 @@ export async function ensureOwnedDir(
       }
     }
     if ((info.mode & 0o7777) !== mode) await handle.chmod(mode);
-    // Only on creation: the directory is the user's, who may change its ACL later as they may its mode.
-    if (acl && created && asRoot) await setPrivateAcl(handle.fd, dir, acl);
+    return { dir, handle, created };
   } catch (error) {
-    // A directory we created but could not finish (its ACL above all) must not stay: the next job would
-    // find it "existing", skip the ACL and succeed, so a user's first job would fail and the second run
-    // without the private ACL. Removed, every job fails the same way until the cause is fixed.
+    await handle.close();
     if (created) await rmdir(dir).catch(() => {});
     throw error;
-  } finally {
-    await handle.close();
   }
 }
 
@@ -175,18 +223,20 @@ export interface PrivateAcl {
 }
 
 /**
- * Sets an access ACL and a default (inherited) ACL on a directory we hold open: owner rwx, group and others
- * nothing, optionally an auditors group r-x. `setfacl` is given /proc/<our pid>/fd/<fd>, which names the
- * very directory we opened with O_NOFOLLOW, so a path swapped in the meantime cannot redirect it.
+ * Sets an access ACL and a default (inherited) ACL on directories we hold open, with one `setfacl`: owner
+ * rwx, group and others nothing, optionally an auditors group r-x. `setfacl` is given /proc/<our pid>/fd/<fd>,
+ * which names the very directory we opened with O_NOFOLLOW, so a path swapped in the meantime cannot
+ * redirect it.
  */
-async function setPrivateAcl(fd: number, dir: string, acl: PrivateAcl): Promise<void> {
+async function setPrivateAcl(dirs: OwnedDir[], acl: PrivateAcl): Promise<void> {
   const entries = ['u::rwx', 'g::---', 'o::---'];
   if (acl.auditorsGroup) entries.push(`g:${acl.auditorsGroup}:r-x`, 'm::r-x');
   const spec = [...entries, ...entries.map((entry) => `d:${entry}`)].join(',');
+  const targets = dirs.map(({ handle }) => `/proc/${process.pid}/fd/${handle.fd}`);
   try {
-    await execFileAsync('setfacl', ['-m', spec, `/proc/${process.pid}/fd/${fd}`], { timeout: 10_000 });
+    await execFileAsync('setfacl', ['-m', spec, ...targets], { timeout: 10_000 });
   } catch (error) {
-    throw aclFailure(dir, error);
+    throw aclFailure(dirs.map(({ dir }) => dir).join(' and '), error);
   }
 }
 
@@ -251,6 +301,12 @@ export async function checkAclSupport(root: string): Promise<void> {
  */
 const preparing = new Map<string, Promise<unknown>>();
 
+/** Where a user's directories are under the workspace root (`prepareUserDirs` makes them). */
+export function userDirPaths(root: string, account: Pick<OsAccount, 'name'>): UserDirs {
+  const userRoot = path.join(root, account.name);
+  return { root: userRoot, workspaceDir: path.join(userRoot, 'work'), tempDir: path.join(userRoot, 'tmp') };
+}
+
 export async function prepareUserDirs(
   root: string,
   account: OsAccount,
@@ -274,15 +330,10 @@ async function prepareUserDirsNow(
   asRoot: boolean,
   acl: PrivateAcl | undefined,
 ): Promise<UserDirs> {
-  const userRoot = path.join(root, account.name);
+  const { root: userRoot, workspaceDir, tempDir } = userDirPaths(root, account);
   await ensureOwnedDir(userRoot, account, 0o700, asRoot, acl?.auditorsGroup ? acl : undefined);
-  const workspaceDir = path.join(userRoot, 'work');
-  const tempDir = path.join(userRoot, 'tmp');
-  // Independent of each other once their parent is safe: done side by side (each may start a setfacl).
-  await Promise.all([
-    ensureOwnedDir(workspaceDir, account, 0o700, asRoot, acl),
-    ensureOwnedDir(tempDir, account, 0o700, asRoot, acl),
-  ]);
+  // Independent of each other once their parent is safe: side by side, with one setfacl for both.
+  await ensureOwnedDirs([workspaceDir, tempDir], account, 0o700, asRoot, acl);
   return { root: userRoot, workspaceDir, tempDir };
 }
 

@@ -27,6 +27,8 @@ const running = new Map<string, AbortController>();
 let identity: AssumeMessage | undefined;
 let env: Record<string, string> = {};
 let exiting = false;
+/** Whether the process has moved into the user's workspace (with its first job; see onAssume). */
+let enteredWorkspace = false;
 /** The DuckDB instance of every job of this executor, started when a job first needs it. */
 let duckdbHost: Promise<DuckDBHost> | undefined;
 
@@ -172,7 +174,8 @@ function onAssume(message: AgentMessageOf<'assume'>): void {
     // Replace the environment wholesale so nothing from the launch leaks into steps.
     for (const key of Object.keys(process.env)) delete process.env[key];
     Object.assign(process.env, env);
-    process.chdir(message.workspaceDir);
+    // The workspace may still be being made (the agent makes it while this switch runs): entered with the
+    // first job, which the agent sends only once it exists.
     send({ type: 'assumed', ...assumed });
     // Proof of life on the pipe: an executor that stops pinging (stopped, stuck) is killed by the agent,
     // which then ends its jobs itself.
@@ -194,6 +197,23 @@ function onJob(message: AgentMessageOf<'job'>): void {
       error: { code: 'STEWARD_EXECUTOR_START_FAILED', message: 'executor has no identity yet' },
     });
     return;
+  }
+  if (!enteredWorkspace) {
+    try {
+      process.chdir(identity.workspaceDir);
+      enteredWorkspace = true;
+    } catch (error) {
+      send({
+        type: 'finished',
+        jobId: message.jobId,
+        state: 'failed',
+        error: {
+          code: 'STEWARD_EXECUTOR_START_FAILED',
+          message: `cannot enter the workspace ${identity.workspaceDir}: ${(error as Error).message}`,
+        },
+      });
+      return;
+    }
   }
   const controller = new AbortController();
   running.set(message.jobId, controller);

@@ -77,6 +77,8 @@ class TestPool implements AgentPool {
   }
   jobStarted(): void {}
   jobEnded(): void {}
+  replenish(): void {}
+
   hasExecutorFor(osName: string): boolean {
     return this.byUser.has(osName);
   }
@@ -130,6 +132,11 @@ class TestPool implements AgentPool {
 }
 
 function testHost(dir: string, released: string[]): AgentHost {
+  const dirsOf = (account: { name: string }) => ({
+    root: dir,
+    workspaceDir: path.join(dir, account.name),
+    tempDir: path.join(dir, account.name, 'tmp'),
+  });
   return {
     isolation: 'single-user',
     lock: async () => ({ release: async () => undefined }),
@@ -145,11 +152,8 @@ function testHost(dir: string, released: string[]): AgentHost {
     }),
     osNameOf: (user) => user,
     ensureHome: async () => undefined,
-    prepareUserDirs: async (account) => ({
-      root: dir,
-      workspaceDir: path.join(dir, account.name),
-      tempDir: path.join(dir, account.name, 'tmp'),
-    }),
+    userDirs: dirsOf,
+    prepareUserDirs: async (account) => dirsOf(account),
     releaseClaim: async (offer) => void released.push(`${offer.jobId}:${offer.attempt}`),
     houseKeep: async () => ({ prunedLogs: 0, removed: 0, failed: [] }),
     userLog: () => undefined,
