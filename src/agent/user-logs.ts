@@ -13,6 +13,7 @@ import {
 } from 'node:fs';
 import { readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { PassThrough, type Writable } from 'node:stream';
 
 /**
  * Most users' log files held open at once: the least recently written is closed past it (and opened again,
@@ -21,9 +22,18 @@ import path from 'node:path';
  */
 const MAX_OPEN_STREAMS = 64;
 
+/** A user's open log file; `input` takes its lines, `closed` settles once its file is closed. */
+interface UserLog {
+  day: string;
+  input: Writable;
+  closed: Promise<void>;
+}
+
 export class UserLogs {
   /** Open files by user, least recently written first. */
-  private readonly streams = new Map<string, { day: string; stream: WriteStream }>();
+  private readonly streams = new Map<string, UserLog>();
+  /** Users' files being closed (ended, lines still going out), until they are. */
+  private readonly closing = new Map<string, Promise<void>>();
 
   constructor(
     private readonly logDir: string,
@@ -37,23 +47,54 @@ export class UserLogs {
     const day = now.toISOString().slice(0, 10);
     let entry = this.streams.get(user);
     if (!entry || entry.day !== day) {
-      entry?.stream.end();
-      const dir = path.join(this.logDir, user);
-      mkdirSync(dir, { recursive: true, mode: 0o700 });
-      entry = {
-        day,
-        stream: createWriteStream(path.join(dir, `executor-${day}.log`), { flags: 'a', mode: 0o600 }),
-      };
-      entry.stream.on('error', () => {});
+      if (entry) this.end(user, entry);
+      entry = this.open(user, day);
     }
     this.streams.delete(user);
     this.streams.set(user, entry);
     if (this.streams.size > MAX_OPEN_STREAMS) {
       const [oldest, open] = this.streams.entries().next().value!;
       this.streams.delete(oldest);
-      open.stream.end();
+      this.end(oldest, open);
     }
-    entry.stream.write(`${now.toISOString()} pid=${pid ?? '-'} ${stream} ${line}\n`);
+    entry.input.write(`${now.toISOString()} pid=${pid ?? '-'} ${stream} ${line}\n`);
+  }
+
+  /**
+   * Opens (appending) the user's file of `day`. While the user's previous file is still taking the lines
+   * written before it was closed, this one takes its lines into a buffer and opens only after: a user's
+   * lines stay in the order they came, across a close and a reopen.
+   */
+  private open(user: string, day: string): UserLog {
+    const dir = path.join(this.logDir, user);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const file = path.join(dir, `executor-${day}.log`);
+    const start = (): { stream: WriteStream; closed: Promise<void> } => {
+      const stream = createWriteStream(file, { flags: 'a', mode: 0o600 });
+      stream.on('error', () => {});
+      return { stream, closed: new Promise((resolve) => stream.once('close', () => resolve())) };
+    };
+    const previous = this.closing.get(user);
+    if (!previous) {
+      const { stream, closed } = start();
+      return { day, input: stream, closed };
+    }
+    const input = new PassThrough();
+    const closed = previous.then(() => {
+      const started = start();
+      input.pipe(started.stream);
+      return started.closed;
+    });
+    return { day, input, closed };
+  }
+
+  /** Ends a user's file; its lines still go out, and a reopen of the user's log waits for them. */
+  private end(user: string, log: UserLog): void {
+    log.input.end();
+    const closed: Promise<void> = log.closed.finally(() => {
+      if (this.closing.get(user) === closed) this.closing.delete(user);
+    });
+    this.closing.set(user, closed);
   }
 
   /** Deletes per-user log files older than the retention. */
@@ -75,7 +116,7 @@ export class UserLogs {
   }
 
   close(): void {
-    for (const { stream } of this.streams.values()) stream.end();
+    for (const [user, log] of this.streams) this.end(user, log);
     this.streams.clear();
   }
 }
