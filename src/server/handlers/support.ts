@@ -81,9 +81,10 @@ export async function streamJobEvents(
     unsubscribe();
     raw.end();
   };
-  const end = async (): Promise<void> => {
+  // `known`: the terminal detail when it was just read (a job that had ended when the stream opened).
+  const end = async (known?: JobDetail): Promise<void> => {
     try {
-      send('end', await readJobDetailView(ctx, job.id));
+      send('end', known ?? (await readJobDetailView(ctx, job.id)));
     } catch (error) {
       request.log.warn({ err: error, jobId: job.id }, 'could not send the final job event');
     }
@@ -110,10 +111,12 @@ export async function streamJobEvents(
   openEventStream(reply);
   request.raw.on('close', finish);
   let current: JobRecord;
+  let snapshot: JobDetail;
   try {
     const detail = await readJobDetail(ctx, job.id);
     current = detail.job;
-    send('snapshot', await detailView(ctx, detail));
+    snapshot = await detailView(ctx, detail);
+    send('snapshot', snapshot);
   } catch (error) {
     // Headers are out: the error shape cannot be sent any more, so log it and end the stream.
     request.log.error({ err: error, jobId: job.id }, 'could not send the job snapshot');
@@ -121,7 +124,8 @@ export async function streamJobEvents(
     return reply;
   }
   if (isTerminal(current.state)) {
-    await end();
+    // Nothing of an ended job changes any more: the snapshot is its end too.
+    await end(snapshot);
     return reply;
   }
   ready = true;
