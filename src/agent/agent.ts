@@ -117,6 +117,16 @@ export class Agent {
       },
       onSpareReady: (pid, ready) =>
         this.log.info({ event: 'executor.spare-ready', pid, ready }, 'spare executor ready'),
+      onEvicted: (executor, residentBytes) =>
+        this.log.info(
+          {
+            event: 'executor.evicted',
+            user: executor.account.name,
+            pid: executor.pid,
+            residentMiB: Math.round(residentBytes / 1024 ** 2),
+          },
+          'stopping an idle executor: the idle budget needs its memory',
+        ),
     });
     this.jobs = new JobRunner({
       config: this.config,

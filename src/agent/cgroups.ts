@@ -22,6 +22,12 @@
  * every process in the executor's cgroup but the executor at each job's end, and a sibling job's cgroup is
  * the same user's, under the same limits, and killed at that job's end.
  *
+ * Job cgroups are made ahead and used again: making one is a `mkdir` in the cgroup file system, which the
+ * kernel can take milliseconds over, and a warm executor's job should not wait for it. The first is made
+ * when the executor takes on its user; a job's cgroup that its end left empty is kept (named `job-<n>`, not
+ * by job) for the executor's next job, and removed with the executor's. A process the user moved into a
+ * kept cgroup between jobs is the user's own, under the same limits, and dies with the next job there.
+ *
  * Killing a job is freeze → kill → thaw: frozen, nothing in the cgroup can fork, so one pass of SIGKILL
  * reaches all of it (a fork loop included); thawed, every process dies.
  *
@@ -277,12 +283,20 @@ async function procsIn(dir: string): Promise<number[]> {
  * only `spare` (or nothing) is left. Returns how many were signalled.
  */
 async function killIn(dir: string, spare: number | undefined): Promise<number> {
+  return (await killAndCheck(dir, spare)).killed;
+}
+
+/** `killIn`, and whether the cgroup was seen with nothing but `spare` in it at the end. */
+async function killAndCheck(
+  dir: string,
+  spare: number | undefined,
+): Promise<{ killed: number; empty: boolean }> {
   const v1Freezer = existsSync(path.join(dir, 'freezer.state'));
   const v2Freezer = !v1Freezer && existsSync(path.join(dir, 'cgroup.freeze'));
   let count = 0;
   for (let round = 0; round < 20; round++) {
     const before = (await procsIn(dir)).filter((pid) => pid !== spare);
-    if (before.length === 0) break;
+    if (before.length === 0) return { killed: count, empty: true };
     const frozen = await freeze(dir, v1Freezer, v2Freezer);
     for (const pid of await procsIn(dir)) {
       if (pid === spare) continue;
@@ -296,7 +310,7 @@ async function killIn(dir: string, spare: number | undefined): Promise<number> {
     if (frozen) await thaw(dir, v1Freezer);
     await delay(round === 0 ? 2 : 10);
   }
-  return count;
+  return { killed: count, empty: false };
 }
 
 async function freeze(dir: string, v1: boolean, v2: boolean): Promise<boolean> {
@@ -347,6 +361,11 @@ export class JobCgroup {
     return killIn(this.dir, this.executorPid);
   }
 
+  /** `kill`, and whether nothing but the executor was left in it at the end (it can then serve again). */
+  killAndCheck(): Promise<{ killed: number; empty: boolean }> {
+    return killAndCheck(this.dir, this.executorPid);
+  }
+
   /** Kills what is left and removes the cgroup. */
   async remove(): Promise<number> {
     const killed = await this.kill();
@@ -364,8 +383,20 @@ export class JobCgroup {
   }
 }
 
+/** Emptied job cgroups an executor keeps for its next jobs: one per job it runs at once, within reason. */
+const KEPT_JOB_CGROUPS = 4;
+
 /** One executor's cgroup (v1: one directory per hierarchy; v2: one directory). */
 export class ExecutorCgroup {
+  /** The user and the executor the cgroup was delegated to (job cgroups are made for them). */
+  private owner: { uid: number; gid: number; executorPid: number } | undefined;
+  /** Emptied job cgroups kept for the executor's next jobs (see `takeJob`). */
+  private readonly keptJobs: JobCgroup[] = [];
+  /** A job cgroup being made ahead of the next job. */
+  private makingJob: Promise<void> | undefined;
+  private jobCount = 0;
+  private removing = false;
+
   private constructor(
     readonly version: 'v1' | 'v2',
     readonly limits: ExecutorLimits,
@@ -416,6 +447,18 @@ export class ExecutorCgroup {
     return this.dirs.jobs ? path.join(this.dirs.jobs, 'cgroup.procs') : undefined;
   }
 
+  /**
+   * Gives the cgroup the least CPU weight there is (`cpu.weight` 1 on v2, `cpu.shares` 2 on v1), or the
+   * default back. A spare (pre-started, no user yet) starts in the background: it is started while a user's
+   * job has just begun, and a Node process's start would otherwise take a core from the jobs of the moment.
+   * It gets the default weight back when it takes on a user, before that user's first job.
+   */
+  async setBackground(background: boolean): Promise<void> {
+    if (this.version === 'v2')
+      await writeFile(path.join(this.dirs.cpu, 'cpu.weight'), background ? '1' : '100');
+    else await writeFile(path.join(this.dirs.cpu, 'cpu.shares'), background ? '2' : '1024');
+  }
+
   /** Moves a process (and so everything it will start) into the cgroup. */
   async join(pid: number): Promise<void> {
     for (const dir of new Set(Object.values(this.dirs)))
@@ -424,30 +467,75 @@ export class ExecutorCgroup {
 
   /**
    * Lets the executor's user move its own processes into this cgroup (its `cgroup.procs` file only; see the
-   * module comment for why that is safe). Done once, when the executor is assigned its user.
+   * module comment for why that is safe). Done once, when the executor is assigned its user; the cgroup of
+   * the executor's first job is made then too, while the executor takes on the user.
    */
-  async delegate(uid: number, gid: number): Promise<void> {
-    if (this.dirs.jobs) await chown(path.join(this.dirs.jobs, 'cgroup.procs'), uid, gid);
+  async delegate(uid: number, gid: number, executorPid: number): Promise<void> {
+    if (!this.dirs.jobs) return;
+    await chown(path.join(this.dirs.jobs, 'cgroup.procs'), uid, gid);
+    this.owner = { uid, gid, executorPid };
+    this.prepareJob();
   }
 
-  /** Makes a job's cgroup, writable (its `cgroup.procs` only) by the executor's user. */
-  async createJob(
-    name: string,
-    executorPid: number,
-    uid: number,
-    gid: number,
-  ): Promise<JobCgroup | undefined> {
+  /**
+   * A cgroup for a job starting now: one kept from an earlier job or made ahead, else a new one. Job
+   * cgroups are named `job-<n>` in the executor's own (the agent logs which job has which). Making one is a
+   * `mkdir` in the cgroup filesystem, which the kernel may take milliseconds over; a warm executor's job
+   * does not wait for it. Undefined when jobs get no cgroups here.
+   */
+  async takeJob(): Promise<JobCgroup | undefined> {
     if (!this.dirs.jobs) return undefined;
-    const dir = path.join(this.dirs.jobs, name);
+    if (this.keptJobs.length === 0 && this.makingJob) await this.makingJob;
+    return this.keptJobs.pop() ?? this.makeJob();
+  }
+
+  /**
+   * Ends a job's cgroup: kills everything left in it, then keeps it for a next job of the executor if it was
+   * seen empty (nothing of the ended job can be in it then), else removes it. Returns how many processes
+   * were killed.
+   */
+  async endJob(job: JobCgroup): Promise<number> {
+    const { killed, empty } = await job.killAndCheck();
+    if (empty && !this.removing && this.keptJobs.length < KEPT_JOB_CGROUPS) {
+      this.keptJobs.push(job);
+      return killed;
+    }
+    return killed + (await job.remove());
+  }
+
+  /** Makes a job cgroup ahead of the executor's next job, unless one is kept or on its way. */
+  private prepareJob(): void {
+    if (this.removing || this.makingJob || this.keptJobs.length > 0 || !this.owner) return;
+    const making: Promise<void> = this.makeJob()
+      .then(
+        (job) => {
+          this.keptJobs.push(job);
+        },
+        () => {
+          // Made when the job starts instead (and its failure then fails the job).
+        },
+      )
+      .finally(() => {
+        if (this.makingJob === making) this.makingJob = undefined;
+      });
+    this.makingJob = making;
+  }
+
+  /** A new, empty job cgroup whose `cgroup.procs` the executor's user may write. */
+  private async makeJob(): Promise<JobCgroup> {
+    if (!this.dirs.jobs || !this.owner) throw new Error('job cgroups need a delegated executor cgroup');
+    if (this.removing) throw new Error("the executor's cgroup is being removed");
+    const { uid, gid, executorPid } = this.owner;
+    const dir = path.join(this.dirs.jobs, `job-${++this.jobCount}`);
     const job = new JobCgroup(dir, executorPid);
     try {
       await makeCgroupDir(dir, false);
     } catch (error) {
-      // The same attempt placed here again (handed back while loading, then redelivered): start it empty.
+      // Left by an earlier agent's executor of the same pid, say: start it empty.
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
       await job.kill();
     }
-    await chown(path.join(dir, 'cgroup.procs'), uid, gid);
+    await chown(job.procsFile, uid, gid);
     return job;
   }
 
@@ -510,6 +598,10 @@ export class ExecutorCgroup {
 
   /** Kills what is left and removes the cgroup directories (job cgroups included). */
   async remove(): Promise<void> {
+    this.removing = true;
+    // A job cgroup being made must exist before the tree is removed, or it would be left behind.
+    await this.makingJob;
+    this.keptJobs.length = 0;
     await this.killAll();
     for (const dir of new Set(Object.values(this.dirs))) await removeTree(dir);
   }

@@ -47,6 +47,8 @@ export interface PoolEvents {
   onExit(executor: PooledExecutor, exit: ExitInfo, jobs: string[]): void;
   /** A spare is ready for a user (`ready`: how many are ready now). */
   onSpareReady?(pid: number, ready: number): void;
+  /** An idle executor is being stopped for the idle budget (`residentBytes`: its last measure). */
+  onEvicted?(executor: PooledExecutor, residentBytes: number): void;
 }
 
 /** The executor pool (one executor per OS user), as the agent uses it; see `ExecutorPool`. */

@@ -4,6 +4,7 @@
  * the executor, or by the agent itself when a time limit or a cancel is overrun) and freeing its slot.
  * Each step moves the job's `OfferState` through the `OfferTable` (offer-state.ts).
  */
+import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Delivery } from '../bus/index.js';
 import type { CompiledAgentConfig } from '../config/index.js';
@@ -160,7 +161,7 @@ export class JobRunner {
   }
 
   private async place(job: ActiveJob, claim: Promise<'event' | 'await-event'>): Promise<void> {
-    const { executor, account } = await this.launcher.executorFor(job);
+    const { executor } = await this.launcher.executorFor(job);
     if (job.cancelRequested) {
       await this.finish(job, 'canceled', {
         code: 'STEWARD_JOB_CANCELED',
@@ -171,15 +172,8 @@ export class JobRunner {
     job.executor = executor;
     job.identity = executor.identity;
     job.oomKillsBefore = executor.cgroup?.oomKills() ?? 0;
-    if (executor.cgroup?.jobCgroups) {
-      // Made by root, writable (its cgroup.procs only) by the user: every step of the job starts in it.
-      job.cgroup = await executor.cgroup.createJob(
-        `job-${job.offer.jobId}-${job.offer.attempt}`.replace(/[^A-Za-z0-9_.-]/g, '_'),
-        executor.pid,
-        account.uid,
-        account.gid,
-      );
-    }
+    // Made by root, writable (its cgroup.procs only) by the user: every step of the job starts in it.
+    job.cgroup = await executor.cgroup?.takeJob();
     this.pool.jobStarted(executor, job.offer.jobId);
     const claimMode = await claim;
     executor.process.send({
@@ -222,6 +216,7 @@ export class JobRunner {
               coldStart: job.coldStart,
               ...(job.coldStart && executor.origin ? { executorOrigin: executor.origin } : {}),
               startLatencyMs: roundMs(this.clock.monotonic() - job.receivedAt),
+              ...(job.cgroup ? { cgroup: path.basename(job.cgroup.dir) } : {}),
               phasesMs: job.timing,
             },
             'first step started',
@@ -380,7 +375,7 @@ export class JobRunner {
     // Everything of the job dies with it — daemons that left the step's process group included — before
     // the end is reported; and anything of a job that slipped out of its job's cgroup goes too.
     if (job.cgroup) {
-      const killed = await job.cgroup.remove().catch(() => 0);
+      const killed = await (job.executor?.cgroup?.endJob(job.cgroup) ?? job.cgroup.remove()).catch(() => 0);
       if (killed > 0)
         this.log.info(
           { event: 'job.strays-killed', jobId: job.offer.jobId, killed },

@@ -57,6 +57,8 @@ export interface PoolOptions extends Omit<SpawnOptions, 'onOutput'> {
   onExit: (executor: UserExecutor, exit: ExitInfo, jobs: string[]) => void;
   /** Called when a spare is ready, with how many are ready now. */
   onSpareReady?: (pid: number, ready: number) => void;
+  /** Called when an idle executor is stopped for the idle budget, with its last measured memory. */
+  onEvicted?: (executor: UserExecutor, residentBytes: number) => void;
   /**
    * The executor → agent ping on the pipe: the executor sends one every `intervalMs`; one silent for
    * `intervalMs × misses` is taken as stopped or hung and killed (see `ExecutorProcess.kill`).
@@ -268,7 +270,11 @@ export class ExecutorPool {
       availableBytes: this.memory.availableBytes(),
       minAvailableBytes: this.options.idleBudget.minAvailableBytes,
     });
-    for (const executor of evict) this.retire(executor, 'evicted: idle memory needed');
+    for (const executor of evict) {
+      // Told in the order chosen (least recently used first); their exits may come in any order.
+      this.options.onEvicted?.(executor, executor.residentBytes);
+      this.retire(executor, 'evicted: idle memory needed');
+    }
   }
 
   /** The idle executors and spares, their measured memory and the budget for it (for leak checks, benches). */
@@ -391,9 +397,13 @@ export class ExecutorPool {
         );
       }
     }
-    // The user may move its own processes between the executor's cgroup and its jobs' (see cgroups.ts).
+    // The user may move its own processes between the executor's cgroup and its jobs' (see cgroups.ts). A
+    // spare's cgroup gets its CPU weight back (see addWarm).
     try {
-      await executor.cgroup?.delegate(account.uid, account.gid);
+      await Promise.all([
+        prepared ? executor.cgroup?.setBackground(false) : undefined,
+        executor.cgroup?.delegate(account.uid, account.gid, process.pid ?? -1),
+      ]);
     } catch (error) {
       void process.stop('cgroup setup failed');
       throw new Error(
@@ -493,6 +503,12 @@ export class ExecutorPool {
     // Node process starting now would take the CPU this start needs. Without a ready spare, demand is
     // outrunning them: start now.
     if (ready < 0) this.replenish();
+    // A spare still starting finishes its start on the user's clock: at the default CPU weight.
+    if (origin === 'starting-spare')
+      void this.warmCgroups
+        .get(process)
+        ?.then((group) => group?.setBackground(false))
+        .catch(() => {});
     await process.start();
     return { process, origin };
   }
@@ -504,7 +520,8 @@ export class ExecutorPool {
 
   /**
    * Starts a pre-started executor and, when limits are enforced, puts it into its own cgroup right away —
-   * still root, still without a user — so an assignment only has the identity switch left to do.
+   * still root, still without a user, at the least CPU weight (see `ExecutorCgroup.setBackground`) — so an
+   * assignment only has the identity switch left to do.
    */
   private async addWarm(): Promise<void> {
     const process = this.spawn();
@@ -522,19 +539,27 @@ export class ExecutorPool {
       // broken executor does not spawn in a loop (the next user's start tries again).
       if (index >= 0 && wasReady) this.replenish();
     });
-    await process.start();
-    wasReady = true;
+    const started = process.start();
+    // Into its cgroup at once, with the least CPU weight: it starts on the CPU time nobody else wants.
     if (this.options.cgroups.version !== 'none' && process.pid) {
       const pid = process.pid;
       const joining = ExecutorCgroup.create(this.options.cgroups, `exec-${pid}`, this.options.limits).then(
         async (group) => {
-          await group.join(pid);
-          return group;
+          try {
+            await group.setBackground(true);
+            await group.join(pid);
+            return group;
+          } catch (error) {
+            await group.remove().catch(() => {});
+            throw error;
+          }
         },
       );
       this.warmCgroups.set(process, joining);
-      await joining.catch(() => {});
     }
+    await started;
+    wasReady = true;
+    await this.warmCgroups.get(process)?.catch(() => {});
     if (this.warm.includes(process)) {
       const ready = this.warm.filter((spare) => spare.state === 'ready').length;
       this.options.onSpareReady?.(process.pid ?? -1, ready);

@@ -56,6 +56,7 @@ export function createAgent(options: AgentOptions): Agent {
         onMessage: (executor, message) => events.onMessage(executor, message),
         onExit: (executor, exit, jobs) => events.onExit(executor, exit, jobs),
         onSpareReady: (pid, ready) => events.onSpareReady?.(pid, ready),
+        onEvicted: (executor, residentBytes) => events.onEvicted?.(executor, residentBytes),
       }),
   });
 }

@@ -26,6 +26,7 @@ import {
 import type { AssumeMessage } from './identity.js';
 import { ClusterWorkerPlacement, DEFAULT_WORKER_LOAD_TIMEOUT_MS } from './dask-placement.js';
 import { placeInputs } from './inputs.js';
+import { emptyDir } from './job-dirs.js';
 import { uploadRun } from './result-uploads.js';
 import { LiveLogShipper } from './live-logs.js';
 import { ServerClient, type JobWorkflow } from './server-client.js';
@@ -74,14 +75,9 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
   try {
     const fetched = await fetchWorkflow(client, job);
     const workflow = await parseCached(fetched.source, fetched.format);
-    if (needsJobDirs(workflow, fetched, context)) {
-      // What an executor of this attempt killed while loading left here (assets are written exclusively).
-      await rm(workDir, { recursive: true, force: true });
-      await rm(tempDir, { recursive: true, force: true });
-      await mkdir(workDir, { recursive: true, mode: 0o700 });
-      // The job's own TMPDIR (tmp/<job>-<attempt>): private, and removed with everything in it at the end.
-      await mkdir(tempDir, { recursive: true, mode: 0o700 });
-    }
+    // The job's directory, and its own TMPDIR (tmp/<job>-<attempt>): private, removed with everything in
+    // them at the end.
+    if (needsJobDirs(workflow, fetched, context)) await Promise.all([emptyDir(workDir), emptyDir(tempDir)]);
     for (const asset of fetched.assets) {
       const target = path.join(workDir, asset.path);
       // Asset paths were validated at push; check again here since this is where they touch the disk.

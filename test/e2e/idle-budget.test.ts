@@ -1,8 +1,10 @@
 /**
  * Many users on one agent, through a real `steward up` as root with real OS users: idle executors stay
  * resident until the idle budget needs their memory, then go least recently used first; every new user
- * gets a ready spare, and the spare taken is replaced before the next user arrives.
+ * gets a ready spare (started at the least CPU weight, the default once a user's), and the spare taken is
+ * replaced before the next user arrives.
  */
+import { existsSync, readFileSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'yaml';
@@ -14,6 +16,25 @@ import { StewardInstance, isRoot, tempDir } from '../support/steward.js';
 import { until } from '../support/wait.js';
 
 const noop = { name: 'noop', steps: [{ id: 'hi', shell: 'true' }] };
+
+/** The CPU weight of the cgroup a process is in (v2 `cpu.weight`, v1 `cpu.shares`), if it has one of its own. */
+function cpuWeight(pid: number): { value: number; least: number; default: number } | undefined {
+  const lines = readFileSync(`/proc/${pid}/cgroup`, 'utf8').trim().split('\n');
+  if (existsSync('/sys/fs/cgroup/cgroup.controllers')) {
+    const where = lines.find((line) => line.startsWith('0::'))?.slice(3);
+    const file = `/sys/fs/cgroup${where}/cpu.weight`;
+    return where && where !== '/' && existsSync(file)
+      ? { value: Number(readFileSync(file, 'utf8')), least: 1, default: 100 }
+      : undefined;
+  }
+  const line = lines.find((entry) => entry.split(':')[1]?.split(',').includes('cpu'));
+  if (!line) return undefined;
+  const [, controllers, where] = line.split(':');
+  const file = `/sys/fs/cgroup/${controllers}${where}/cpu.shares`;
+  return where !== '/' && existsSync(file)
+    ? { value: Number(readFileSync(file, 'utf8')), least: 2, default: 1024 }
+    : undefined;
+}
 
 function alive(pid: number): boolean {
   try {
@@ -71,12 +92,18 @@ describe.runIf(isRoot)('idle budget and spares', () => {
       async () => (await records(agentEvents.spareReady)).length >= 1,
       30_000,
     );
+    // A ready spare starts on the CPU time nobody else wants (the least weight), when cgroups are in force.
+    const [spare] = await records(agentEvents.spareReady);
+    const spareWeight = cpuWeight(Number(spare!.pid));
+    if (spareWeight) expect(spareWeight.value).toBe(spareWeight.least);
     const pids: number[] = [];
     for (const user of users) {
       const spares = (await records(agentEvents.spareReady)).length;
       const job = await user.api.run('noop');
       expect(job.state, JSON.stringify(job.error)).toBe('succeeded');
       pids.push(job.executor!.pid);
+      // The spare became the user's executor, at the default weight.
+      if (spareWeight) expect(cpuWeight(job.executor!.pid)!.value).toBe(spareWeight.default);
       const [start] = (await records(agentEvents.firstStepStarted)).filter(
         (record) => record.user === user.os.name,
       );
@@ -97,9 +124,13 @@ describe.runIf(isRoot)('idle budget and spares', () => {
     const exits = (await records(agentEvents.executorExited)).filter((record) =>
       /^evicted: idle memory needed/.test(String(record.cause)),
     );
-    expect(exits[0]).toMatchObject({ user: first, jobs: [] });
-    if (exits.length > 1) expect(exits[1]).toMatchObject({ user: second });
+    expect(exits.find((record) => record.user === first)).toMatchObject({ jobs: [] });
     expect(exits.some((record) => record.user === last)).toBe(false);
+    // Chosen least recently used first (two chosen at once may exit in either order).
+    const evicted = await records(agentEvents.executorEvicted);
+    expect(evicted[0]).toMatchObject({ user: first, pid: pids[0] });
+    if (evicted.length > 1) expect(evicted[1]).toMatchObject({ user: second });
+    expect(evicted.some((record) => record.user === last)).toBe(false);
     expect(alive(pids[2]!)).toBe(true);
     // The evicted user's next job gets an executor again (a spare), and succeeds.
     const again = await users[0]!.api.run('noop');

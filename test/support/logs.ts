@@ -60,6 +60,8 @@ export const agentEvents = {
   firstStepStarted: isEvent('job.first-step'),
   /** A spare (pre-started executor) is ready for a new user: `{ pid, ready }`. */
   spareReady: isEvent('executor.spare-ready'),
+  /** An idle executor chosen for eviction (idle budget), in the order chosen: `{ user, pid, residentMiB }`. */
+  executorEvicted: isEvent('executor.evicted'),
   /** An executor process ended: `{ pid, kind, code, signal, cause, jobs }`. */
   executorExited: isEvent('executor.exited'),
   /** The first stop signal: no new jobs, waiting for the running ones: `{ running, graceMs }`. */
