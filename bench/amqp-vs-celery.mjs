@@ -3,7 +3,9 @@
 // twice: as shipped (classic queue, no publisher confirms, ack on receipt) and configured for what Steward
 // guarantees (publisher confirms, a quorum queue, ack after the task ran).
 // Throughput: a burst submitted at once, first submit → last done. Latency: sequential submit → done, seen
-// by the client as Celery's delay().get() sees it (pushed: the job's SSE stream; not polled).
+// by the client as Celery's delay().get() sees it (pushed, not polled), twice: through the job's own SSE
+// stream opened after its submit (a request per job, as `steward run` follows one job), and through one jobs
+// stream the client opened once (as Celery's client has one reply queue).
 // CPU per job: user + system time of the server, the agent and its executors (Celery: worker and client),
 // read from /proc over the burst; the broker's own CPU (shared with anything else using it) separately.
 // Usage: node bench/amqp-vs-celery.mjs [stewardJobs=2000] [celeryTasks=2000] [sequential=50]
@@ -19,7 +21,16 @@ import path from 'node:path';
 import { Buffer } from 'node:buffer';
 import { setImmediate } from 'node:timers';
 import amqp from 'amqplib';
-import { machine, percentile, pidsNamed, repoRoot, runAndTime, tempDir, treeCpuMs } from './harness.mjs';
+import {
+  machine,
+  openJobStream,
+  percentile,
+  pidsNamed,
+  repoRoot,
+  runAndTime,
+  tempDir,
+  treeCpuMs,
+} from './harness.mjs';
 
 const stewardJobs = Number(process.argv[2] ?? 2000);
 const celeryTasks = Number(process.argv[3] ?? 2000);
@@ -171,6 +182,19 @@ try {
       phases.doneToClient.push(done - (at(detail.finishedAt) - at(detail.createdAt)));
     }
   }
+  // The same, waited for on one jobs stream opened once (see openJobStream): no HTTP request per job but the
+  // submit, as Celery's client waits on its one reply queue. Run second, on equally warm code.
+  const streamLatencies = [];
+  const jobStream = await openJobStream(client);
+  try {
+    for (let i = 0; i < sequential; i++) {
+      const { job, done } = await jobStream.runAndTime({ workflow: 'noop' });
+      if (job.state !== 'succeeded') throw new Error(`job ${job.id} ${job.state}`);
+      streamLatencies.push(done);
+    }
+  } finally {
+    jobStream.close();
+  }
   const cpuPids = { server: [server.child.pid], agent: [agent.child.pid], broker: pidsNamed('beam.smp') };
   const cpuBefore = Object.fromEntries(Object.entries(cpuPids).map(([k, pids]) => [k, treeCpuMs(pids)]));
   const benchCpuBefore = process.cpuUsage();
@@ -231,6 +255,8 @@ try {
     throughput: stewardJobs / stewardSeconds,
     p50: percentile(seqLatencies, 50),
     p99: percentile(seqLatencies, 99),
+    streamP50: percentile(streamLatencies, 50),
+    streamP99: percentile(streamLatencies, 99),
     failed: notOk,
   };
   const f = (v) => `${v.toFixed(1)}`;
@@ -239,6 +265,9 @@ try {
   console.log(`no-op work through RabbitMQ on one machine (${machine()})`);
   console.log(
     `Steward: ${stewardJobs} jobs${batchSize > 0 ? ` submitted in batches of ${batchSize}` : ''}, 1 agent with ${cores * 4} slots, throughput ${f(steward.throughput)} jobs/s; sequential submit→done (SSE) p50 ${f(steward.p50)} ms, p99 ${f(steward.p99)} ms${steward.failed ? `; ${steward.failed} not succeeded` : ''}`,
+  );
+  console.log(
+    `Steward sequential submit→done on one jobs stream opened once (GET /api/jobs/stream, as Celery's client waits on one reply queue): p50 ${f(steward.streamP50)} ms, p99 ${f(steward.streamP99)} ms`,
   );
   console.log(
     `Steward CPU per job in the burst: server ${f(cpuMs.server)} ms + agent and executors ${f(cpuMs.agent)} ms = ${f(cpuMs.server + cpuMs.agent)} ms; broker ${f(cpuMs.broker)} ms; bench client ${f(cpuMs.client)} ms`,
@@ -265,7 +294,7 @@ try {
     }
     for (const [variant, celery] of celeryRuns.map((run, i) => [i === 0 ? 'as shipped' : 'durable', run])) {
       console.log(
-        `ratio Steward/Celery (${variant}): throughput ${(steward.throughput / celery.throughput).toFixed(3)}×, p50 latency ${(steward.p50 / celery.p50).toFixed(2)}×, CPU per unit of work (without broker) ${((cpuMs.server + cpuMs.agent) / celery.workerCpu).toFixed(2)}×`,
+        `ratio Steward/Celery (${variant}): throughput ${(steward.throughput / celery.throughput).toFixed(3)}×, p50 latency ${(steward.p50 / celery.p50).toFixed(2)}× (a stream per job) / ${(steward.streamP50 / celery.p50).toFixed(2)}× (one jobs stream), CPU per unit of work (without broker) ${((cpuMs.server + cpuMs.agent) / celery.workerCpu).toFixed(2)}×`,
       );
     }
 

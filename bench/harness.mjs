@@ -202,6 +202,22 @@ export async function settled(pids, { windowMs = 200, ticks = 1, timeoutMs = 30_
 }
 
 /** Submits a job and follows its SSE stream; returns client-side times (ms) to running and to done. */
+/** The blocks of a server-sent event stream (the lines between blank lines), as they arrive. */
+async function* sseBlocks(reader) {
+  const decoder = new TextDecoder();
+  let buffer = '';
+  for (;;) {
+    const { value, done } = await reader.read().catch(() => ({ done: true }));
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let split;
+    while ((split = buffer.indexOf('\n\n')) >= 0) {
+      yield buffer.slice(0, split);
+      buffer = buffer.slice(split + 2);
+    }
+  }
+}
+
 export async function runAndTime(steward, body) {
   const t0 = performance.now();
   const job = await steward.api('POST', '/api/jobs', body);
@@ -209,37 +225,74 @@ export async function runAndTime(steward, body) {
     headers: { authorization: `Bearer ${steward.token}` },
   });
   const reader = response.body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = '';
   let running;
   let final;
-  outer: for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buffer += decoder.decode(value, { stream: true });
-    let split;
-    while ((split = buffer.indexOf('\n\n')) >= 0) {
-      const block = buffer.slice(0, split);
-      buffer = buffer.slice(split + 2);
-      const event = /^event: (.*)$/m.exec(block)?.[1];
-      const data = /^data: (.*)$/m.exec(block)?.[1];
-      if (!event || !data) continue;
-      const payload = JSON.parse(data);
-      if (
-        running === undefined &&
-        ['running', 'succeeded', 'failed'].includes(payload.state) &&
-        (event === 'job' || event === 'snapshot' || event === 'end')
-      ) {
-        running = performance.now() - t0;
-      }
-      if (event === 'end') {
-        final = payload;
-        break outer;
-      }
+  for await (const block of sseBlocks(reader)) {
+    const event = /^event: (.*)$/m.exec(block)?.[1];
+    const data = /^data: (.*)$/m.exec(block)?.[1];
+    if (!event || !data) continue;
+    const payload = JSON.parse(data);
+    if (
+      running === undefined &&
+      ['running', 'succeeded', 'failed'].includes(payload.state) &&
+      (event === 'job' || event === 'snapshot' || event === 'end')
+    ) {
+      running = performance.now() - t0;
+    }
+    if (event === 'end') {
+      final = payload;
+      break;
     }
   }
   await reader.cancel().catch(() => {});
   const done = performance.now() - t0;
   if (!final) throw new Error(`job ${job.id}: event stream ended without an end event`);
   return { job: final, running: running ?? done, done };
+}
+
+/**
+ * One live stream of the caller's job changes (`GET /api/jobs/stream`), opened once, that any number of
+ * submissions wait on: the way a client following many jobs works (the portal does), and what Celery's
+ * `delay().get()` has in its rpc backend, one reply consumer per client. `runAndTime` opens a stream per job
+ * instead. Terminal states seen before anyone waits are kept (by id) until waited for.
+ */
+export async function openJobStream(steward) {
+  const response = await fetch(`${steward.url}/api/jobs/stream`, {
+    headers: { authorization: `Bearer ${steward.token}` },
+  });
+  if (!response.ok) throw new Error(`GET /api/jobs/stream: ${response.status}`);
+  const terminal = new Set(['succeeded', 'failed', 'expired', 'canceled', 'lost']);
+  const ended = new Map();
+  const waiting = new Map();
+  const reader = response.body.getReader();
+  let connected;
+  const open = new Promise((resolve) => (connected = resolve));
+  void (async () => {
+    for await (const block of sseBlocks(reader)) {
+      if (block.startsWith(': connected')) connected();
+      if (!/^event: job$/m.test(block)) continue;
+      const job = JSON.parse(/^data: (.*)$/m.exec(block)[1]);
+      if (!terminal.has(job.state)) continue;
+      const waiter = waiting.get(job.id);
+      if (waiter) {
+        waiting.delete(job.id);
+        waiter(job);
+      } else ended.set(job.id, job);
+    }
+  })();
+  await open;
+  return {
+    /** Submits a job and resolves when the stream says it ended: `{ job, done }` (ms since the submit). */
+    async runAndTime(body) {
+      const t0 = performance.now();
+      const submitted = await steward.api('POST', '/api/jobs', body);
+      const job =
+        ended.get(submitted.id) ?? (await new Promise((resolve) => waiting.set(submitted.id, resolve)));
+      ended.delete(submitted.id);
+      return { job, done: performance.now() - t0 };
+    },
+    close() {
+      void reader.cancel().catch(() => {});
+    },
+  };
 }

@@ -1,5 +1,5 @@
 /** The directories of one job in an executor: its working directory and its TMPDIR. */
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, rm, rmdir } from 'node:fs/promises';
 
 /**
  * Makes one of the job's directories (0700, parents included), empty. What an executor of this attempt
@@ -16,5 +16,19 @@ export async function emptyDir(dir: string): Promise<void> {
     if (code === 'EEXIST') await rm(dir, { recursive: true, force: true });
     else if (code !== 'ENOENT') throw error;
     await mkdir(dir, { recursive: true, mode: 0o700 });
+  }
+}
+
+/**
+ * Removes one of the job's directories with everything in it, never following a link. A job of SQL steps
+ * alone usually has none: one `rmdir` finds that out (or removes an empty one), where a recursive removal
+ * costs two `lstat` calls and loading its module.
+ */
+export async function removeDir(dir: string): Promise<void> {
+  try {
+    await rmdir(dir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+    await rm(dir, { recursive: true, force: true });
   }
 }

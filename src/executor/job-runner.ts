@@ -4,7 +4,7 @@
  * the final state. Everything here already runs as the job's user.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { LRUCache } from 'lru-cache';
 import {
@@ -26,7 +26,7 @@ import {
 import type { AssumeMessage } from './identity.js';
 import { ClusterWorkerPlacement, DEFAULT_WORKER_LOAD_TIMEOUT_MS } from './dask-placement.js';
 import { placeInputs } from './inputs.js';
-import { emptyDir } from './job-dirs.js';
+import { emptyDir, removeDir } from './job-dirs.js';
 import { uploadRun } from './result-uploads.js';
 import { LiveLogShipper } from './live-logs.js';
 import { ServerClient, type JobWorkflow } from './server-client.js';
@@ -134,10 +134,8 @@ export async function runJob(job: JobMessage, context: JobContext): Promise<void
       ...(result!.error ? { error: result!.error } : {}),
     });
   }
-  if (!identity.keepJobDirs) {
-    await rm(tempDir, { recursive: true, force: true }).catch(() => {});
-    await rm(workDir, { recursive: true, force: true }).catch(() => {});
-  }
+  if (!identity.keepJobDirs)
+    await Promise.all([removeDir(tempDir).catch(() => {}), removeDir(workDir).catch(() => {})]);
 }
 
 /**

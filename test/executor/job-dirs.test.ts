@@ -1,12 +1,13 @@
 /**
  * A job's directories: made private and empty whatever an earlier executor of the same attempt left there,
- * with their parents when those are missing; any other failure is the job's.
+ * with their parents when those are missing; any other failure is the job's. Removed with their contents,
+ * never through a link, and a missing one is no error.
  */
 import { mkdtemp, mkdir, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { emptyDir } from '../../src/executor/job-dirs.js';
+import { emptyDir, removeDir } from '../../src/executor/job-dirs.js';
 
 const dirs: string[] = [];
 afterEach(async () => {
@@ -61,5 +62,27 @@ describe('emptyDir', () => {
     const root = await scratch();
     await writeFile(path.join(root, 'jobs'), 'not a directory');
     await expect(emptyDir(path.join(root, 'jobs', 'job1-1'))).rejects.toMatchObject({ code: 'ENOTDIR' });
+  });
+});
+
+describe('removeDir', () => {
+  it('removes a missing, an empty and a full directory, and a link without its target', async () => {
+    const root = await scratch();
+    await removeDir(path.join(root, 'missing'));
+    const empty = path.join(root, 'empty');
+    await mkdir(empty);
+    await removeDir(empty);
+    const full = path.join(root, 'full');
+    await mkdir(path.join(full, 'a', 'b'), { recursive: true });
+    await writeFile(path.join(full, 'a', 'b', 'f.txt'), 'x');
+    await removeDir(full);
+    const target = path.join(root, 'target');
+    await mkdir(target);
+    await writeFile(path.join(target, 'keep.txt'), 'keep');
+    const link = path.join(root, 'link');
+    await symlink(target, link);
+    await removeDir(link);
+    expect((await readdir(root)).sort()).toEqual(['target']);
+    expect(await readdir(target)).toEqual(['keep.txt']);
   });
 });
