@@ -383,6 +383,14 @@ export class JobCgroup {
   }
 }
 
+/** The executor's cgroup is being removed (the executor exited): no job can start in it any more. */
+export class ExecutorCgroupGoneError extends Error {
+  constructor() {
+    super("the executor's cgroup is being removed: the executor exited");
+    this.name = 'ExecutorCgroupGoneError';
+  }
+}
+
 /** Emptied job cgroups an executor keeps for its next jobs: one per job it runs at once, within reason. */
 const KEPT_JOB_CGROUPS = 4;
 
@@ -481,10 +489,12 @@ export class ExecutorCgroup {
    * A cgroup for a job starting now: one kept from an earlier job or made ahead, else a new one. Job
    * cgroups are named `job-<n>` in the executor's own (the agent logs which job has which). Making one is a
    * `mkdir` in the cgroup filesystem, which the kernel may take milliseconds over; a warm executor's job
-   * does not wait for it. Undefined when jobs get no cgroups here.
+   * does not wait for it. Undefined when jobs get no cgroups here; ExecutorCgroupGoneError once the executor
+   * exited.
    */
   async takeJob(): Promise<JobCgroup | undefined> {
     if (!this.dirs.jobs) return undefined;
+    if (this.removing) throw new ExecutorCgroupGoneError();
     if (this.keptJobs.length === 0 && this.makingJob) await this.makingJob;
     return this.keptJobs.pop() ?? this.makeJob();
   }
@@ -524,7 +534,7 @@ export class ExecutorCgroup {
   /** A new, empty job cgroup whose `cgroup.procs` the executor's user may write. */
   private async makeJob(): Promise<JobCgroup> {
     if (!this.dirs.jobs || !this.owner) throw new Error('job cgroups need a delegated executor cgroup');
-    if (this.removing) throw new Error("the executor's cgroup is being removed");
+    if (this.removing) throw new ExecutorCgroupGoneError();
     const { uid, gid, executorPid } = this.owner;
     const dir = path.join(this.dirs.jobs, `job-${++this.jobCount}`);
     const job = new JobCgroup(dir, executorPid);

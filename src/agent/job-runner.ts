@@ -18,6 +18,7 @@ import {
 import type { AgentClock, AgentHost, AgentPool, PooledExecutor } from './collaborators.js';
 import { roundMs, type Launcher } from './launcher.js';
 import type { ActiveJob, OfferTable } from './offer-state.js';
+import { ExecutorCgroupGoneError } from './cgroups.js';
 import { ExecutorExitedError, outOfMemory } from './pool.js';
 import type { Reporter } from './reporter.js';
 import type { ExitInfo } from './spawner.js';
@@ -126,7 +127,9 @@ export class JobRunner {
     try {
       await this.place(job, this.claimMode(job, delivery, loading));
     } catch (error) {
-      if (error instanceof ExecutorExitedError && this.table.isCurrent(job)) {
+      // Handed back already when the executor's exit reached the pool first.
+      if (error instanceof ExecutorExitedError && !this.table.isCurrent(job)) return;
+      if (error instanceof ExecutorExitedError) {
         // Killed while becoming the user: a crash before the load, handed back like one during it.
         this.log.warn(
           { event: 'job.start-interrupted', jobId: offer.jobId, cause: error.exit.cause },
@@ -173,10 +176,17 @@ export class JobRunner {
     job.identity = executor.identity;
     job.oomKillsBefore = executor.cgroup?.oomKills() ?? 0;
     // Made by root, writable (its cgroup.procs only) by the user: every step of the job starts in it.
-    job.cgroup = await executor.cgroup?.takeJob();
+    try {
+      job.cgroup = await executor.cgroup?.takeJob();
+    } catch (error) {
+      if (error instanceof ExecutorCgroupGoneError) throw executorGone(executor);
+      throw error;
+    }
     this.pool.jobStarted(executor, job.offer.jobId);
     const claimMode = await claim;
-    executor.process.send({
+    // An executor that exited since it was resolved has no pipe any more: handed back like a death while
+    // loading (its exit reached the pool before this job was counted as its).
+    const sent = executor.process.send({
       type: 'job',
       jobId: job.offer.jobId,
       attempt: job.offer.attempt,
@@ -190,6 +200,7 @@ export class JobRunner {
       ...(job.offer.limits.timeoutMs ? { timeoutMs: job.offer.limits.timeoutMs } : {}),
       ...(job.cgroup ? { cgroupProcs: job.cgroup.procsFile } : {}),
     });
+    if (!sent) throw executorGone(executor);
     job.sentAt = this.clock.monotonic();
     // A cancel that came while the executor was being prepared is the executor's to honour now.
     if (job.cancelRequested) this.requestCancel(job);
@@ -468,4 +479,15 @@ export class JobRunner {
       if (job.offer.jobId === jobId && job.executor === executor) return job;
     return undefined;
   }
+}
+
+/** The error of a job whose executor exited between being resolved and being given the job. */
+function executorGone(executor: PooledExecutor): ExecutorExitedError {
+  const cause = 'exited before the job was handed to it';
+  return new ExecutorExitedError(`the executor for ${executor.account.name} ${cause}`, {
+    kind: 'exited',
+    code: null,
+    signal: null,
+    cause,
+  });
 }

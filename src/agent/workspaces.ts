@@ -38,13 +38,30 @@ export interface UserDirs {
 }
 
 /**
+ * Workspace roots whose default ACL this process set to the private one (`prepareWorkspaceRoot`). A
+ * directory made in one gets that ACL from the kernel as it is made, and passes it on: a new user's
+ * directories need no `setfacl` of their own, whose process start from a large daemon was most of what
+ * making them cost, and they are never without their ACL, not even for an instant.
+ */
+const privateRoots = new Set<string>();
+
+/**
  * Creates the workspace root if missing and checks it is safe to create user directories in; as root, also
- * that private ACLs can be set there (`checkAclSupport`).
+ * that private ACLs can be set there (`checkAclSupport`), and gives it the private default ACL (owner rwx,
+ * group and others nothing), which the directories made in it inherit.
  */
 export async function prepareWorkspaceRoot(root: string, asRoot: boolean): Promise<void> {
   await mkdirTraversable(root);
   await inspectWorkspaceRoot(root, asRoot);
-  if (asRoot) await checkAclSupport(root);
+  if (!asRoot) return;
+  await checkAclSupport(root);
+  try {
+    // The default ACL only (what is made inside inherits it); the root's own access stays as it is.
+    await execFileAsync('setfacl', ['-d', '--set', 'u::rwx,g::---,o::---', root], { timeout: 10_000 });
+  } catch (error) {
+    throw aclFailure(root, error);
+  }
+  privateRoots.add(root);
 }
 
 /**
@@ -122,8 +139,9 @@ export async function ensureOwnedDir(
   mode: number,
   asRoot: boolean,
   acl?: PrivateAcl,
-): Promise<void> {
-  await ensureOwnedDirs([dir], account, mode, asRoot, acl);
+): Promise<{ created: boolean }> {
+  const [created] = await ensureOwnedDirs([dir], account, mode, asRoot, acl);
+  return { created: created === true };
 }
 
 /** A directory checked by `openOwnedDir`, still open. */
@@ -138,7 +156,7 @@ interface OwnedDir {
  * (a process start from a large daemon is most of what making a new user's directories costs). A failure
  * removes every directory made here: the next job would find one "existing", skip the ACL and succeed, so a
  * user's first job would fail and the second run without the private ACL. Removed, every job fails the same
- * way until the cause is fixed.
+ * way until the cause is fixed. Resolves with whether each directory was created here.
  */
 async function ensureOwnedDirs(
   dirs: string[],
@@ -146,7 +164,7 @@ async function ensureOwnedDirs(
   mode: number,
   asRoot: boolean,
   acl: PrivateAcl | undefined,
-): Promise<void> {
+): Promise<boolean[]> {
   const opened = await Promise.allSettled(dirs.map((dir) => openOwnedDir(dir, account, mode, asRoot)));
   const owned = opened.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
   try {
@@ -155,6 +173,7 @@ async function ensureOwnedDirs(
     // Only on creation: the directory is the user's, who may change its ACL later as they may its mode.
     const fresh = owned.filter((entry) => entry.created);
     if (acl && asRoot && fresh.length > 0) await setPrivateAcl(fresh, acl);
+    return owned.map((entry) => entry.created);
   } catch (error) {
     for (const entry of owned) if (entry.created) await rmdir(entry.dir).catch(() => {});
     throw error;
@@ -331,9 +350,19 @@ async function prepareUserDirsNow(
   acl: PrivateAcl | undefined,
 ): Promise<UserDirs> {
   const { root: userRoot, workspaceDir, tempDir } = userDirPaths(root, account);
-  await ensureOwnedDir(userRoot, account, 0o700, asRoot, acl?.auditorsGroup ? acl : undefined);
+  const { created } = await ensureOwnedDir(
+    userRoot,
+    account,
+    0o700,
+    asRoot,
+    acl?.auditorsGroup ? acl : undefined,
+  );
+  // A user root made just now in a root with the private default ACL has that ACL as its default too, and
+  // the work and tmp directories inherit it as they are made. Otherwise (an auditors group, a user root
+  // made before, a root not prepared by this process) they get it from setfacl.
+  const inherited = asRoot && created && !acl?.auditorsGroup && privateRoots.has(root);
   // Independent of each other once their parent is safe: side by side, with one setfacl for both.
-  await ensureOwnedDirs([workspaceDir, tempDir], account, 0o700, asRoot, acl);
+  await ensureOwnedDirs([workspaceDir, tempDir], account, 0o700, asRoot, inherited ? undefined : acl);
   return { root: userRoot, workspaceDir, tempDir };
 }
 

@@ -1,9 +1,13 @@
 /**
- * Without the acl package a user's workspace cannot be made private. That used to fail a user's first job
- * (STEWARD_WORKSPACE_UNSAFE) and let the second run, without the private ACL: the first had left the
- * directories behind, and an existing directory is not given an ACL again. Now it is the same answer every
- * time: the half-made directory is removed, every job fails with STEWARD_ACL_TOOLS_MISSING, and once the
- * tools are back the next job gets a private workspace. `steward up` refuses to start without the tools.
+ * Users' workspaces are private (an ACL: owner only, and a default ACL so that what is made inside stays so).
+ * The agent gives its workspace root the private default ACL at start, and a new user's directories inherit
+ * it from the kernel as they are made: no `setfacl` per user, and never a moment without the ACL — even if
+ * the acl package is removed once the agent runs. Where the ACL cannot be inherited (a root the process did
+ * not prepare, a user root made before), the directories get it from `setfacl`; without the tools that used
+ * to fail a user's first job (STEWARD_WORKSPACE_UNSAFE) and let the second run without the private ACL (the
+ * first had left the directories behind, and an existing directory is not given an ACL again). Now it is the
+ * same answer every time: the half-made directories are removed, STEWARD_ACL_TOOLS_MISSING, and once the
+ * tools are back the directories are private. `steward up` refuses to start without the tools.
  *
  * The tools are hidden the way a machine without the package lacks them: the daemon's PATH has every tool
  * of /usr/bin but setfacl and getfacl, which sit in a directory of their own that the test empties.
@@ -71,10 +75,42 @@ afterAll(async () => {
   if (root) await rm(root, { recursive: true, force: true });
 });
 
-describe.runIf(isRoot)('workspaces without the ACL tools', () => {
-  it('refuses every preparation of a new user workspace alike, leaving nothing behind', async () => {
-    const workspaces = path.join(root, 'direct-workspaces');
+/** The ACL of a path as getfacl prints it (the test's own PATH has the tools). */
+async function aclOf(target: string): Promise<string> {
+  return (await execFileAsync('/usr/bin/getfacl', ['-p', target])).stdout;
+}
+
+function expectPrivate(acl: string): void {
+  for (const entry of ['user::rwx', 'group::---', 'other::---'])
+    expect(acl.split('\n'), acl).toContain(entry);
+  for (const entry of ['default:user::rwx', 'default:group::---', 'default:other::---'])
+    expect(acl.split('\n'), acl).toContain(entry);
+}
+
+describe.runIf(isRoot)('private workspaces, with and without the ACL tools', () => {
+  it('inherits the private ACL in a prepared root, with or without the tools', async () => {
+    const workspaces = path.join(root, 'prepared-workspaces');
     await prepareWorkspaceRoot(workspaces, true);
+    expect(await aclOf(workspaces)).toContain('default:other::---');
+    const account = (await lookupAccount(carol.name))!;
+    const saved = process.env.PATH;
+    process.env.PATH = [toolsDir, '/usr/sbin'].join(':');
+    try {
+      const dirs = await prepareUserDirs(workspaces, account, true, {});
+      for (const dir of [dirs.workspaceDir, dirs.tempDir]) {
+        expectPrivate(await aclOf(dir));
+        const info = await stat(dir);
+        expect([info.uid, info.mode & 0o777]).toEqual([account.uid, 0o700]);
+      }
+    } finally {
+      process.env.PATH = saved;
+    }
+  });
+
+  it('refuses every preparation of a workspace that must get its ACL from setfacl alike, leaving nothing behind', async () => {
+    // Not prepared by this process: nothing is inherited, so setfacl must run.
+    const workspaces = path.join(root, 'direct-workspaces');
+    await mkdir(workspaces, { mode: 0o755 });
     const account = (await lookupAccount(carol.name))!;
     const saved = process.env.PATH;
     process.env.PATH = [toolsDir, '/usr/sbin'].join(':');
@@ -94,11 +130,11 @@ describe.runIf(isRoot)('workspaces without the ACL tools', () => {
       process.env.PATH = saved;
     }
     const dirs = await prepareUserDirs(workspaces, account, true, {});
-    const { stdout } = await execFileAsync('getfacl', ['-p', dirs.workspaceDir]);
-    expect(stdout).toContain('default:other::---');
+    expectPrivate(await aclOf(dirs.workspaceDir));
+    expectPrivate(await aclOf(dirs.tempDir));
   });
 
-  it("fails a user's first and second job alike while the tools are missing, and runs the next once they are back", async () => {
+  it("gives a new user's first job a private workspace after the tools are gone, as the agent prepared its root at start", async () => {
     const steward = await StewardInstance.start({ launcher: ['/usr/bin/env', `PATH=${daemonPath}`] });
     const admin = await CliUser.create('admin', steward.url);
     const user = await CliUser.create(carol.name, steward.url);
@@ -112,19 +148,13 @@ describe.runIf(isRoot)('workspaces without the ACL tools', () => {
       const pushed = await user.run(['workflow', 'push', path.join(repoRoot, 'examples/whoami.yaml')]);
       expect(pushed.code, pushed.stderr).toBe(0);
       await hideAclTools();
-      for (const attempt of ['first', 'second']) {
-        const result = await user.run(['run', 'whoami', '--wait', '--json']);
-        const job = JSON.parse(result.stdout) as {
-          state: string;
-          error: { code: string; message: string } | null;
-        };
-        expect(job.state, `${attempt} job: ${result.stdout}`).toBe('failed');
-        expect(job.error?.code, attempt).toBe('STEWARD_ACL_TOOLS_MISSING');
-        expect(job.error?.message, attempt).toMatch(/setfacl is not installed/);
-      }
-      await restoreAclTools();
       const result = await user.run(['run', 'whoami', '--wait', '--json']);
-      expect((JSON.parse(result.stdout) as { state: string }).state, result.stdout).toBe('succeeded');
+      const job = JSON.parse(result.stdout) as { state: string };
+      expect(job.state, result.stdout).toBe('succeeded');
+      // The default workspace root: <data dir>/workspaces.
+      const userRoot = path.join(steward.dataDir, 'workspaces', carol.name);
+      expectPrivate(await aclOf(path.join(userRoot, 'work')));
+      expectPrivate(await aclOf(path.join(userRoot, 'tmp')));
     } finally {
       await restoreAclTools();
       await steward.destroy();
