@@ -44,10 +44,15 @@ export type ProcessOutcome = (
 const PIPE_DRAIN_MS = 1000;
 
 export async function runProcess(spec: ProcessSpec): Promise<ProcessOutcome> {
-  if (spec.signal.aborted) return { kind: 'stopped' };
   const limit = spec.logLimitBytes ?? DEFAULT_STEP_LOG_LIMIT_BYTES;
   const stdoutLog = await StepLogWriter.create(spec.stdoutPath, limit);
   const stderrLog = await StepLogWriter.create(spec.stderrPath, limit);
+  if (spec.signal.aborted) {
+    // Stopped before it started (a Dask step whose scheduler died at once, say): its logs exist, empty, as
+    // the run reports them and the executor uploads them.
+    await Promise.all([stdoutLog.finish(), stderrLog.finish()]);
+    return { kind: 'stopped' };
+  }
   const fifos = await openFifos(`${spec.stdoutPath}.fifo`, `${spec.stderrPath}.fifo`);
   spec.extraStderr?.attach(stderrLog);
   const captures: Capture[] = [];

@@ -1,6 +1,7 @@
 /**
  * Bounded step logs: the writer on its own (exact head, marker and tail for any chunking), and real steps
- * whose output goes through the FIFOs into it.
+ * whose output goes through the FIFOs into it. A step stopped before its process started still has its
+ * (empty) logs, which the run reports and the executor uploads.
  */
 import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -12,6 +13,7 @@ import {
   StepLogWriter,
   stepLogMarker,
 } from '../../src/engine/step-log.js';
+import { runProcess } from '../../src/engine/processes.js';
 import { makeJobDirs, startRun } from './helpers.js';
 
 afterAll(async () => {
@@ -209,6 +211,32 @@ steps:
       );
     } finally {
       process.env.PATH = path0;
+      await dirs.cleanup();
+    }
+  });
+});
+
+describe('a step stopped before it started', () => {
+  it('has its two logs, empty, and starts nothing', async () => {
+    const dirs = await makeJobDirs('stopped before start');
+    try {
+      const controller = new AbortController();
+      controller.abort();
+      const marker = path.join(dirs.workDir, 'ran');
+      const outcome = await runProcess({
+        argv: ['/bin/sh', '-c', `touch ${marker}`],
+        cwd: dirs.workDir,
+        env: { PATH: '/usr/bin:/bin' },
+        stdoutPath: path.join(dirs.workDir, 'step.stdout.log'),
+        stderrPath: path.join(dirs.workDir, 'step.stderr.log'),
+        signal: controller.signal,
+        killGraceMs: 1000,
+      });
+      expect(outcome.kind).toBe('stopped');
+      for (const stream of ['stdout', 'stderr'])
+        expect((await stat(path.join(dirs.workDir, `step.${stream}.log`))).size).toBe(0);
+      expect(await stat(marker).catch(() => undefined)).toBeUndefined();
+    } finally {
       await dirs.cleanup();
     }
   });
