@@ -88,7 +88,12 @@ export class OfferTable {
    */
   private readonly active = new Set<ActiveJob>();
   private endedCount = 0;
-  private parkedCount = 0;
+  /**
+   * The keys of parked offers, apart for the same reason: every job's end looks for parked offers to place,
+   * and a walk over `states` grew with the ended offers remembered (a long-running agent's every job end
+   * would have walked up to `maxEnded` of them).
+   */
+  private readonly parkedKeys = new Set<string>();
 
   constructor(private readonly maxEnded = MAX_ENDED) {}
 
@@ -102,7 +107,7 @@ export class OfferTable {
   }
 
   get parkedOffers(): number {
-    return this.parkedCount;
+    return this.parkedKeys.size;
   }
 
   /** The job under `key` if it is this very job and still loading or running. */
@@ -125,7 +130,10 @@ export class OfferTable {
   }
 
   *parked(): IterableIterator<ParkedOffer & { key: string }> {
-    for (const [key, state] of this.states) if (state.kind === 'parked') yield { ...state, key };
+    for (const key of this.parkedKeys) {
+      const state = this.states.get(key);
+      if (state?.kind === 'parked') yield { ...state, key };
+    }
   }
 
   // --- transitions ---------------------------------------------------------------------------------------
@@ -134,7 +142,7 @@ export class OfferTable {
   park(key: string, parked: ParkedOffer): void {
     this.expect(key, [undefined], 'parked');
     this.states.set(key, { kind: 'parked', ...parked });
-    this.parkedCount += 1;
+    this.parkedKeys.add(key);
   }
 
   /** parked → (none), if `delivery` is still the parked one; returns the parked offer. */
@@ -142,7 +150,7 @@ export class OfferTable {
     const state = this.states.get(key);
     if (state?.kind !== 'parked' || (delivery && state.delivery !== delivery)) return undefined;
     this.states.delete(key);
-    this.parkedCount -= 1;
+    this.parkedKeys.delete(key);
     return state;
   }
 

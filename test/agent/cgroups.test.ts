@@ -2,8 +2,9 @@
  * Cgroups on the real cgroup file system (as root). Names per agent instance: starting an instance removes
  * the cgroups of dead instances of its own id — killing what still ran there — and never touches those of
  * another id, even one that starts with the same letters. An executor's job cgroups: made ahead for its
- * user, killed empty at a job's end and kept for the next job, removed with the executor's. A spare's CPU
- * weight: the least until it takes on a user.
+ * user, killed empty at a job's end and kept for the next job, removed with the executor's; a job's process
+ * that left its job cgroup for the executor's is killed. A spare's CPU weight: the least until it takes on a
+ * user.
  */
 import { spawn } from 'node:child_process';
 import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
@@ -86,6 +87,32 @@ describe.runIf(probe !== undefined && probe.version !== 'none' && probe.jobsPare
         await group.remove();
         expect(await stat(execDir).catch(() => undefined)).toBeUndefined();
         expect(await running(executorPid)).toBe(false);
+      } finally {
+        await removeCgroupParents(support);
+      }
+    });
+
+    it("kills a job's process that moved itself out of its job cgroup into the executor's, and never the executor", async () => {
+      const support = await detectCgroups(`cgs${process.pid}`, 'ffff6666');
+      try {
+        const group = await ExecutorCgroup.create(support, 'exec-1', limits);
+        const executorPid = await sleeperIn(group);
+        await group.delegate(65534, 65534, executorPid);
+        // Nothing but the executor there: nothing killed, the executor untouched.
+        expect(await group.killStrays(executorPid)).toBe(0);
+        const job = (await group.takeJob())!;
+        const stray = spawn('sleep', ['3600'], { stdio: 'ignore', detached: true });
+        stray.unref();
+        await group.join(stray.pid!);
+        await writeFile(job.procsFile, String(stray.pid));
+        // Out again, into the executor's own cgroup, where no process of a job belongs.
+        await writeFile(path.join(support.jobsParent!, 'exec-1', 'cgroup.procs'), String(stray.pid));
+        expect(await group.endJob(job)).toBe(0);
+        expect(await running(stray.pid!)).toBe(true);
+        expect(await group.killStrays(executorPid)).toBe(1);
+        expect(await running(stray.pid!)).toBe(false);
+        expect(await running(executorPid)).toBe(true);
+        await group.remove();
       } finally {
         await removeCgroupParents(support);
       }

@@ -93,6 +93,28 @@ describe('agent offer state', () => {
     expect(table.parkedOffers).toBe(0);
   });
 
+  it('lists the parked offers alone, in the order they were parked, among running and ended ones', () => {
+    const table = new OfferTable();
+    for (const id of ['e1', 'e2', 'r1']) {
+      const j = job(id);
+      table.accept(j);
+      if (id !== 'r1') expect(table.end(j)).toBe(true);
+    }
+    const timer = setTimeout(() => undefined, 0);
+    const park = (id: string) =>
+      table.park(`${id}:1`, { offer: offer(id), delivery: delivery(), receivedAt: 0, timer });
+    park('p2');
+    park('p1');
+    park('p3');
+    expect(table.unpark('p1:1')).toBeDefined();
+    expect([...table.parked()].map((entry) => entry.key)).toEqual(['p2:1', 'p3:1']);
+    // Accepted once unparked: no longer listed.
+    expect(table.unpark('p2:1')).toBeDefined();
+    table.accept(job('p2'));
+    expect([...table.parked()].map((entry) => entry.key)).toEqual(['p3:1']);
+    expect(table.parkedOffers).toBe(1);
+  });
+
   it('settles a redelivery of a job whose delivery the broker took back, holding it while the job loads', () => {
     const table = new OfferTable();
     const first = delivery();

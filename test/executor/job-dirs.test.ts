@@ -66,7 +66,7 @@ describe('emptyDir', () => {
 });
 
 describe('removeDir', () => {
-  it('removes a missing, an empty and a full directory, and a link without its target', async () => {
+  it('removes a missing, an empty and a full directory, and links (live or dangling) without their targets', async () => {
     const root = await scratch();
     await removeDir(path.join(root, 'missing'));
     const empty = path.join(root, 'empty');
@@ -82,6 +82,9 @@ describe('removeDir', () => {
     const link = path.join(root, 'link');
     await symlink(target, link);
     await removeDir(link);
+    const dangling = path.join(root, 'dangling');
+    await symlink(path.join(root, 'nowhere'), dangling);
+    await removeDir(dangling);
     expect((await readdir(root)).sort()).toEqual(['target']);
     expect(await readdir(target)).toEqual(['keep.txt']);
   });
