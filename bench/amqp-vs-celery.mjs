@@ -185,12 +185,16 @@ try {
   // The same, waited for on one jobs stream opened once (see openJobStream): no HTTP request per job but the
   // submit, as Celery's client waits on its one reply queue. Run second, on equally warm code.
   const streamLatencies = [];
+  // Where the client's wait goes on that stream: the submit's answer, and the stream's `running`.
+  const streamPhases = { answered: [], running: [] };
   const jobStream = await openJobStream(client);
   try {
     for (let i = 0; i < sequential; i++) {
-      const { job, done } = await jobStream.runAndTime({ workflow: 'noop' });
+      const { job, done, answered, running } = await jobStream.runAndTime({ workflow: 'noop' });
       if (job.state !== 'succeeded') throw new Error(`job ${job.id} ${job.state}`);
       streamLatencies.push(done);
+      streamPhases.answered.push(answered);
+      if (running !== undefined) streamPhases.running.push(running);
     }
   } finally {
     jobStream.close();
@@ -267,7 +271,7 @@ try {
     `Steward: ${stewardJobs} jobs${batchSize > 0 ? ` submitted in batches of ${batchSize}` : ''}, 1 agent with ${cores * 4} slots, throughput ${f(steward.throughput)} jobs/s; sequential submit→done (SSE) p50 ${f(steward.p50)} ms, p99 ${f(steward.p99)} ms${steward.failed ? `; ${steward.failed} not succeeded` : ''}`,
   );
   console.log(
-    `Steward sequential submit→done on one jobs stream opened once (GET /api/jobs/stream, as Celery's client waits on one reply queue): p50 ${f(steward.streamP50)} ms, p99 ${f(steward.streamP99)} ms`,
+    `Steward sequential submit→done on one jobs stream opened once (GET /api/jobs/stream, as Celery's client waits on one reply queue): p50 ${f(steward.streamP50)} ms, p99 ${f(steward.streamP99)} ms; of it, p50/p99 (ms since the submit): submit answered ${p(streamPhases.answered)}, running seen ${p(streamPhases.running)} (${streamPhases.running.length} of ${sequential} jobs), end seen ${p(streamLatencies)}`,
   );
   console.log(
     `Steward CPU per job in the burst: server ${f(cpuMs.server)} ms + agent and executors ${f(cpuMs.agent)} ms = ${f(cpuMs.server + cpuMs.agent)} ms; broker ${f(cpuMs.broker)} ms; bench client ${f(cpuMs.client)} ms`,

@@ -264,6 +264,8 @@ export async function openJobStream(steward) {
   const terminal = new Set(['succeeded', 'failed', 'expired', 'canceled', 'lost']);
   const ended = new Map();
   const waiting = new Map();
+  // When the stream first said a job was running (performance.now()), until its end is waited for.
+  const runningAt = new Map();
   const reader = response.body.getReader();
   let connected;
   const open = new Promise((resolve) => (connected = resolve));
@@ -272,6 +274,7 @@ export async function openJobStream(steward) {
       if (block.startsWith(': connected')) connected();
       if (!/^event: job$/m.test(block)) continue;
       const job = JSON.parse(/^data: (.*)$/m.exec(block)[1]);
+      if (job.state === 'running' && !runningAt.has(job.id)) runningAt.set(job.id, performance.now());
       if (!terminal.has(job.state)) continue;
       const waiter = waiting.get(job.id);
       if (waiter) {
@@ -282,14 +285,22 @@ export async function openJobStream(steward) {
   })();
   await open;
   return {
-    /** Submits a job and resolves when the stream says it ended: `{ job, done }` (ms since the submit). */
+    /**
+     * Submits a job and resolves when the stream says it ended: `{ job, done, answered, running }`, ms since
+     * the submit: its end, the submit's answer, and the stream's `running` (undefined when none came: a job
+     * can go from queued to its end in one change).
+     */
     async runAndTime(body) {
       const t0 = performance.now();
       const submitted = await steward.api('POST', '/api/jobs', body);
+      const answered = performance.now() - t0;
       const job =
         ended.get(submitted.id) ?? (await new Promise((resolve) => waiting.set(submitted.id, resolve)));
+      const done = performance.now() - t0;
       ended.delete(submitted.id);
-      return { job, done: performance.now() - t0 };
+      const seenRunning = runningAt.get(submitted.id);
+      runningAt.delete(submitted.id);
+      return { job, done, answered, running: seenRunning === undefined ? undefined : seenRunning - t0 };
     },
     close() {
       void reader.cancel().catch(() => {});

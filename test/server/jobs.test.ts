@@ -120,6 +120,25 @@ describe.each(backends)('jobs on $name', (backend) => {
     expect(audit[0]).toMatchObject({ actor: 'alice', target: submitted.id });
   });
 
+  it("publishes an offer only once its job's record is durable", async () => {
+    // What the server does, in order: the store's flushes (begun, done) and the offer's publish.
+    const order: string[] = [];
+    const store = h.server.store;
+    const durable = store.durable.bind(store);
+    store.durable = () => {
+      order.push('flush');
+      return durable().then(() => void order.push('flushed'));
+    };
+    const publish = h.bus.publishOffer.bind(h.bus);
+    h.bus.publishOffer = (offer) => {
+      order.push('publish');
+      return publish(offer);
+    };
+    await submit();
+    expect(order).toContain('publish');
+    expect(order.slice(0, order.indexOf('publish'))).toContain('flushed');
+  });
+
   it('answers a retried submission with the same idempotency key with the job it created, publishing once', async () => {
     const offers: unknown[] = [];
     await h.bus.consumeOffers(async (delivery) => void offers.push(delivery.body), { prefetch: 10 });

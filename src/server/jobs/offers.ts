@@ -44,15 +44,34 @@ export class OfferPublisher {
    * Signs and publishes the offer of the job's current attempt (already recorded `offered`). Resolves once
    * the broker confirmed it, with `recorded`: the write marking it confirmed (never rejects). A caller that
    * answers a client need not wait for that write: if it is lost, a sweep (adoptUnpublished) offers the job
-   * again as a new attempt — wasteful, never a hidden second run. Throws STEWARD_UNAVAILABLE when the bus
-   * refuses the offer.
+   * again as a new attempt — wasteful, never a hidden second run. Throws STEWARD_UNAVAILABLE when the job's
+   * record cannot be flushed or the bus refuses the offer.
    */
   async publish(job: JobRecord, terms: OfferTerms): Promise<{ recorded: Promise<void> }> {
     // A cluster detached since (its bus closed) throws STEWARD_CLUSTER_DETACHED, as the job's error.
     const bus = this.deps.clusters.busFor(job.cluster);
+    // The job's record is on disk before its offer exists: an offer whose job a power cut took back would
+    // run as its user with no record or audit of it. The embedded store commits without flushing and
+    // flushes in groups (Store.durable); the flush runs while the offer is read and signed, and commits made
+    // meanwhile share it.
+    const durable = this.deps.store.durable();
+    // Awaited below; a failure while signing must not leave its rejection unhandled.
+    durable.catch(() => {});
     const inline = await this.inlineWorkflow(job);
+    const signed = this.sign(job, terms, inline);
     try {
-      await bus.publishOffer(this.sign(job, terms, inline));
+      await durable;
+    } catch (error) {
+      throw new StewardError(
+        'STEWARD_UNAVAILABLE',
+        "the job's record could not be made durable; retry later",
+        {
+          cause: error,
+        },
+      );
+    }
+    try {
+      await bus.publishOffer(signed);
     } catch (error) {
       throw new StewardError('STEWARD_UNAVAILABLE', 'the bus did not accept the job offer; retry later', {
         cause: error,
