@@ -3,8 +3,10 @@
 // same @duckdb/node-api, same threads and memory_limit as the executor, a fresh `ATTACH ':memory:'` per
 // round as the executor does per job, the same CTAS with the same bound params, independent steps side by
 // side as the engine runs them, each output COPYed to Parquet and CSV as soon as its table exists, with the
-// same options Steward uses; as root in a cgroup like an executor's). Before each timed run every side's processes are idle. Rounds alternate; the first
-// round of each side is a warm-up, checked to produce the same outputs on both sides, and not counted.
+// same options Steward uses; as root in a cgroup like an executor's). Before each timed run every side's
+// processes are idle. Each round runs every side once, in an order that turns by one each round (the side
+// run second was slower whatever its build); the first round is a warm-up, checked to produce the same
+// outputs on both sides, and not counted.
 //
 // Usage: node bench/workflow-vs-duckdb.mjs [rows=5000000] [rounds=7] [--short] [--compare=<checkout>]
 //   --short               200,000 rows, 3 rounds (what `npm run bench` runs)
@@ -248,48 +250,62 @@ try {
   const bareCpu = [];
   const allPids = () => [...started.map((s) => s.pid), warm.pid];
   const loads = [];
-  for (let round = 0; round <= rounds; round++) {
-    const line = [];
-    for (const side of sides) {
-      await settled(allPids());
-      const cpuBefore = treeCpuMs([side.steward.pid]);
-      const submitted = Date.now();
-      const { job, done } = await runAndTime(side.steward, {
-        workflow: 'bench-aggregate',
-        params: { data: dataFile },
-      });
-      if (job.state !== 'succeeded')
-        throw new Error(`job ${job.id} ${job.state}: ${JSON.stringify(job.error)}`);
-      if (round > 0) {
-        side.times.push(done);
-        // Where the time went, from the job's step records: submit → first step, the steps, the rest.
-        const detail = await side.steward.api('GET', `/api/jobs/${job.id}`);
-        const first = Math.min(...detail.steps.map((step) => Date.parse(step.startedAt))) - submitted;
-        const last = Math.max(...detail.steps.map((step) => Date.parse(step.finishedAt))) - submitted;
-        side.splits.push({ start: first, steps: last - first, end: done - last });
-      }
-      // CPU of the server, agent and executor for the job, its cleanup included (it is done once they are
-      // idle again): unlike wall-clock time, it does not grow with other work on a shared machine.
-      await settled(allPids());
-      if (round > 0) side.cpu.push(treeCpuMs([side.steward.pid]) - cpuBefore);
-      line.push(`${side.label} ${(done / 1000).toFixed(3)} s`);
-      side.lastJob = job.id;
-    }
+  // Each round runs every side once, the order turning by one each round: the side that ran right after
+  // another was measurably slower (the same build ran 0.72 s first and 0.79 s second, 15 rounds each way), so
+  // a fixed order favoured whichever went first.
+  const runSide = async (side, round) => {
     await settled(allPids());
-    const work = tempDir('bare');
+    const cpuBefore = treeCpuMs([side.steward.pid]);
+    const submitted = Date.now();
+    const { job, done } = await runAndTime(side.steward, {
+      workflow: 'bench-aggregate',
+      params: { data: dataFile },
+    });
+    if (job.state !== 'succeeded')
+      throw new Error(`job ${job.id} ${job.state}: ${JSON.stringify(job.error)}`);
+    if (round > 0) {
+      side.times.push(done);
+      // Where the time went, from the job's step records: submit → first step, the steps, the rest.
+      const detail = await side.steward.api('GET', `/api/jobs/${job.id}`);
+      const first = Math.min(...detail.steps.map((step) => Date.parse(step.startedAt))) - submitted;
+      const last = Math.max(...detail.steps.map((step) => Date.parse(step.finishedAt))) - submitted;
+      side.splits.push({ start: first, steps: last - first, end: done - last });
+    }
+    // CPU of the server, agent and executor for the job, its cleanup included (it is done once they are
+    // idle again): unlike wall-clock time, it does not grow with other work on a shared machine.
+    await settled(allPids());
+    if (round > 0) side.cpu.push(treeCpuMs([side.steward.pid]) - cpuBefore);
+    side.lastJob = job.id;
+    return `${side.label} ${(done / 1000).toFixed(3)} s`;
+  };
+  const runWarm = async (round, work) => {
+    await settled(allPids());
     const warmCpuBefore = treeCpuMs([warm.pid]);
     const { ms, ctasMs } = await warm.run(work);
     const warmCpu = treeCpuMs([warm.pid]) - warmCpuBefore;
-    if (round === 0) for (const side of sides) await checkSameOutputs(side.steward, side.lastJob, work);
-    rmSync(work, { recursive: true, force: true });
     if (round > 0) {
       bareTimes.push(ms);
       bareSplits.push({ ctas: ctasMs, copy: ms - ctasMs });
       bareCpu.push(warmCpu);
     }
-    line.push(`warm duckdb ${(ms / 1000).toFixed(3)} s`);
+    return `warm duckdb ${(ms / 1000).toFixed(3)} s`;
+  };
+  for (let round = 0; round <= rounds; round++) {
+    const work = tempDir('bare');
+    const runners = [
+      ...sides.map((side) => ({ label: side.label, run: () => runSide(side, round) })),
+      { label: 'warm duckdb', run: () => runWarm(round, work) },
+    ];
+    const turned = runners.map((_, i) => runners[(i + round) % runners.length]);
+    const done = new Map();
+    for (const runner of turned) done.set(runner.label, await runner.run());
+    // Printed in a fixed order, the order run after it.
+    const line = runners.map((runner) => done.get(runner.label));
+    const order = `(order: ${turned.map((runner) => runner.label).join(' → ')})`;
+    if (round === 0) for (const side of sides) await checkSameOutputs(side.steward, side.lastJob, work);
+    rmSync(work, { recursive: true, force: true });
     loads.push(loadavg()[0]);
-    console.log(`${round === 0 ? 'warm-up' : `round ${round}`}: ${line.join(', ')}`);
+    console.log(`${round === 0 ? 'warm-up' : `round ${round}`}: ${line.join(', ')} ${order}`);
   }
   const b = percentile(bareTimes, 50);
   console.log(
