@@ -191,6 +191,8 @@ async function runGroup(
       detached: true,
       stdio: ['ignore', fifos?.stdout.write ?? 'pipe', fifos?.stderr.write ?? 'pipe'],
     });
+  // Stopped while its logs and pipes were being made: nothing is started.
+  if (spec.signal.aborted) return { kind: 'stopped' };
   let child: ReturnType<typeof start>;
   try {
     // The wrapper (the executor's job cgroup) must see the fork happen inside it: the spawn is synchronous.
@@ -220,6 +222,9 @@ async function runGroup(
     stopping ??= stopGroup(pid, spec.killGraceMs, exited);
   };
   spec.signal.addEventListener('abort', onAbort, { once: true });
+  // A stop that came during the spawn was before this listener, which an aborted signal never calls: the
+  // step's program would have run to its end (a sibling's failure under load, waiting 30 s for a `sleep`).
+  if (spec.signal.aborted) onAbort();
   try {
     const outcome = await exited;
     if (stopping || spec.signal.aborted) {

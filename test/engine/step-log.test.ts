@@ -240,4 +240,31 @@ describe('a step stopped before it started', () => {
       await dirs.cleanup();
     }
   });
+
+  it('is stopped when the stop comes while its process is being started', async () => {
+    const dirs = await makeJobDirs('stopped while starting');
+    try {
+      const controller = new AbortController();
+      const started = Date.now();
+      const outcome = await runProcess({
+        argv: ['/bin/sleep', '30'],
+        cwd: dirs.workDir,
+        env: { PATH: '/usr/bin:/bin' },
+        stdoutPath: path.join(dirs.workDir, 'step.stdout.log'),
+        stderrPath: path.join(dirs.workDir, 'step.stderr.log'),
+        signal: controller.signal,
+        killGraceMs: 1000,
+        // The stop lands after every check before the spawn and before the step listens for it.
+        spawnWrapper: (start) => {
+          const child = start();
+          controller.abort();
+          return child;
+        },
+      });
+      expect(outcome.kind).toBe('stopped');
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      await dirs.cleanup();
+    }
+  });
 });
