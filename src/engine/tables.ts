@@ -15,6 +15,7 @@ import {
   VARCHAR,
   dateValue,
   type DuckDBConnection,
+  type DuckDBMaterializedResult,
   type DuckDBType,
   type DuckDBValue,
 } from '@duckdb/node-api';
@@ -321,15 +322,47 @@ interface Spare {
   connection: DuckDBConnection;
 }
 
-/** Runs a statement whose single result cell is a row count (CTAS, COPY) and returns it. */
+/**
+ * Runs a statement whose single result cell is a row count (CTAS, COPY) and returns it. Each asynchronous
+ * call into DuckDB is a turn of Node's thread pool, and under load each turn waits for a core: a statement
+ * without parameters is one call (its result is materialized, so the count is read without fetching
+ * chunks); one with parameters is prepared directly, bound and run. DuckDB's `runAndReadAll` took five turns
+ * for either (statements extracted, prepared, run, then two chunks fetched).
+ */
 export async function runCounting(
   connection: DuckDBConnection,
   sql: string,
   values?: Record<string, DuckDBValue>,
   types?: Record<string, DuckDBType>,
 ): Promise<number> {
-  const reader = await connection.runAndReadAll(sql, values, types);
-  const cell = reader.getRows()[0]?.[0];
+  const result =
+    values && Object.keys(values).length > 0
+      ? await runPrepared(connection, sql, values, types)
+      : await connection.run(sql);
+  return countIn(result);
+}
+
+async function runPrepared(
+  connection: DuckDBConnection,
+  sql: string,
+  values: Record<string, DuckDBValue>,
+  types: Record<string, DuckDBType> | undefined,
+): Promise<DuckDBMaterializedResult> {
+  const prepared = await connection.prepare(sql);
+  try {
+    prepared.bind(values, types);
+    return await prepared.run();
+  } finally {
+    prepared.destroySync();
+  }
+}
+
+/** The first cell of a materialized result as a count (0 when there is none, or it is not a number). */
+function countIn(result: DuckDBMaterializedResult): number {
+  if (result.chunkCount === 0) return 0;
+  const chunk = result.getChunk(0);
+  if (chunk.rowCount === 0 || chunk.columnCount === 0) return 0;
+  const cell = chunk.getRowValues(0)[0];
   return typeof cell === 'bigint' || typeof cell === 'number' ? Number(cell) : 0;
 }
 

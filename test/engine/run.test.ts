@@ -93,6 +93,8 @@ describe('runWorkflow', () => {
       ]);
       expect(succeeded.find((event) => event.stepId === 'sales')?.rows).toBe(4);
       expect(succeeded.find((event) => event.stepId === 'by_region')?.rows).toBe(1);
+      // The counts of a read and a CTAS with bound parameters, and of a COPY without any.
+      expect(succeeded.find((event) => event.stepId === 'export')?.rows).toBe(1);
 
       const byName = new Map(result.outputs.map((output) => [output.name, output]));
       const table = byName.get('by_region');
