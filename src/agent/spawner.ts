@@ -10,7 +10,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { fileURLToPath } from 'node:url';
-import { ExecutorToAgent, type AgentToExecutor } from '../protocol/index.js';
+import { ExecutorFrame, type AgentToExecutor, type ExecutorToAgent } from '../protocol/index.js';
 
 export type ExecutorState = 'starting' | 'ready' | 'assuming' | 'assigned' | 'stopping' | 'exited';
 
@@ -107,7 +107,7 @@ export class ExecutorProcess extends EventEmitter<{
         });
       }
       child.on('message', (raw: unknown) => {
-        const parsed = ExecutorToAgent.safeParse(raw);
+        const parsed = ExecutorFrame.safeParse(raw);
         if (!parsed.success) {
           this.options.onOutput(
             'stderr',
@@ -115,11 +115,14 @@ export class ExecutorProcess extends EventEmitter<{
           );
           return;
         }
-        if (parsed.data.type === 'ready' && this.state === 'starting') {
-          this.state = 'ready';
-          resolve();
+        const messages = parsed.data.type === 'batch' ? parsed.data.messages : [parsed.data];
+        for (const message of messages) {
+          if (message.type === 'ready' && this.state === 'starting') {
+            this.state = 'ready';
+            resolve();
+          }
+          this.emit('message', message);
         }
-        this.emit('message', parsed.data);
       });
       child.on('error', (error) => {
         if (this.state === 'starting') reject(error);

@@ -12,6 +12,7 @@ import { AgentToExecutor, coerceError, type ExecutorToAgent } from '../protocol/
 import { closeInheritedFds } from './fds.js';
 import { assumeIdentity, cleanEnvironment, type AssumeMessage } from './identity.js';
 import { runJob } from './job-runner.js';
+import { Outbox } from './outbox.js';
 // Loaded before `ready` so a user's first job does not pay for it.
 import { DuckDBHost, parseWorkflow, type SpawnWrapper } from '../engine/index.js';
 
@@ -96,8 +97,14 @@ function cgroupSpawner(jobProcs: string, homeProcs: string): SpawnWrapper {
   };
 }
 
+const outbox = new Outbox((frame) => {
+  if (!process.connected) return false;
+  process.send!(frame);
+  return true;
+});
+
 function send(message: ExecutorToAgent): void {
-  if (process.connected) process.send!(message);
+  if (process.connected) outbox.send(message);
 }
 
 /**
@@ -130,6 +137,8 @@ async function shutdown(reason: string): Promise<void> {
   const deadline = Date.now() + 5_000;
   while (running.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
   if (identity) await rm(spillDirOf(identity), { recursive: true, force: true }).catch(() => {});
+  // What this turn sent (an `assume-failed`, a job's end) goes before the exit, not at the next turn.
+  outbox.flush();
   process.exit(0);
 }
 

@@ -318,3 +318,22 @@ export const ExecutorToAgent = z.discriminatedUnion('type', [
   z.object({ type: z.literal('finished'), jobId: id, state: JobState, error: ErrorInfo.optional() }).strict(),
 ]);
 export type ExecutorToAgent = z.infer<typeof ExecutorToAgent>;
+
+/** Most messages one `batch` frame carries (a job of many steps failing skips them all in one turn). */
+export const MAX_EXECUTOR_BATCH = 512;
+
+/**
+ * What travels on the executor's pipe: one message, or the messages made in one turn of its event loop, in
+ * order (a short job's `loaded` and first step, or its last step and `finished`: one wake-up of the agent
+ * instead of two).
+ */
+export const ExecutorFrame = z.union([
+  ExecutorToAgent,
+  z
+    .object({
+      type: z.literal('batch'),
+      messages: z.array(ExecutorToAgent).min(1).max(MAX_EXECUTOR_BATCH),
+    })
+    .strict(),
+]);
+export type ExecutorFrame = z.infer<typeof ExecutorFrame>;
