@@ -24,6 +24,7 @@ import amqp from 'amqplib';
 import {
   machine,
   openJobStream,
+  ownCpuMs,
   percentile,
   pidsNamed,
   repoRoot,
@@ -201,6 +202,8 @@ try {
   }
   const cpuPids = { server: [server.child.pid], agent: [agent.child.pid], broker: pidsNamed('beam.smp') };
   const cpuBefore = Object.fromEntries(Object.entries(cpuPids).map(([k, pids]) => [k, treeCpuMs(pids)]));
+  // The agent's own share of its tree (the rest is its executors').
+  const agentOwnBefore = ownCpuMs(agent.child.pid);
   const benchCpuBefore = process.cpuUsage();
   const t0 = performance.now();
   const ids =
@@ -252,6 +255,7 @@ try {
   const cpuMs = Object.fromEntries(
     Object.entries(cpuPids).map(([k, pids]) => [k, (treeCpuMs(pids) - cpuBefore[k]) / stewardJobs]),
   );
+  cpuMs.agentOwn = (ownCpuMs(agent.child.pid) - agentOwnBefore) / stewardJobs;
   const benchCpu = process.cpuUsage(benchCpuBefore);
   cpuMs.client = (benchCpu.user + benchCpu.system) / 1000 / stewardJobs;
   const notOk = burstJobs.filter((job) => job.state !== 'succeeded').length;
@@ -274,7 +278,7 @@ try {
     `Steward sequential submit→done on one jobs stream opened once (GET /api/jobs/stream, as Celery's client waits on one reply queue): p50 ${f(steward.streamP50)} ms, p99 ${f(steward.streamP99)} ms; of it, p50/p99 (ms since the submit): submit answered ${p(streamPhases.answered)}, running seen ${p(streamPhases.running)} (${streamPhases.running.length} of ${sequential} jobs), end seen ${p(streamLatencies)}`,
   );
   console.log(
-    `Steward CPU per job in the burst: server ${f(cpuMs.server)} ms + agent and executors ${f(cpuMs.agent)} ms = ${f(cpuMs.server + cpuMs.agent)} ms; broker ${f(cpuMs.broker)} ms; bench client ${f(cpuMs.client)} ms`,
+    `Steward CPU per job in the burst: server ${f(cpuMs.server)} ms + agent and executors ${f(cpuMs.agent)} ms (agent ${f(cpuMs.agentOwn)}, executors ${f(cpuMs.agent - cpuMs.agentOwn)}) = ${f(cpuMs.server + cpuMs.agent)} ms; broker ${f(cpuMs.broker)} ms; bench client ${f(cpuMs.client)} ms`,
   );
   console.log(
     `Steward phases p50/p99 (ms): submit→step running ${p(phases.queueToStep)}, step ${p(phases.step)}, step end→done recorded ${p(phases.stepToDone)}, recorded→client ${p(phases.doneToClient)}`,

@@ -69,6 +69,17 @@ export function treeCpuMs(rootPids) {
   return (total * 1000) / 100; // USER_HZ is 100 on Linux
 }
 
+/** CPU time (ms, user + system) of one process alone, not its children; 0 once it has exited. */
+export function ownCpuMs(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+  } catch {
+    return 0;
+  }
+}
+
 /** Pids of processes whose command name is `name` (e.g. the broker's `beam.smp`). */
 export function pidsNamed(name) {
   const pids = [];

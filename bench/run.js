@@ -4,7 +4,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const scripts = ['latency.mjs', ['workflow-vs-duckdb.mjs', '--short']];
+const scripts = [
+  'latency.mjs',
+  ['workflow-vs-duckdb.mjs', '--short'],
+  ['duckdb-host.mjs', '500', '--rounds=3'],
+];
 // Per-user executors need root (it creates OS users); so does the RabbitMQ bench (rabbitmqctl, a bench user).
 if (process.getuid?.() === 0)
   scripts.push(

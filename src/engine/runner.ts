@@ -5,7 +5,6 @@
  */
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { DuckDBConnection } from '@duckdb/node-api';
 import { formatExactDuration, StewardError, type ErrorInfo, type StepEvent } from '../protocol/index.js';
 import { substitute } from './params.js';
 import { checkExit, defaultShell, stepEnvironment } from './process-step.js';
@@ -19,7 +18,7 @@ import {
   openJobDatabase,
   quoteIdentifier,
   readStatement,
-  runCounting,
+  type JobConnection,
   type JobDatabase,
 } from './tables.js';
 import type { ProcessStep, RunOptions, RunOutput, RunResult, StepLog, StepSpec, Workflow } from './types.js';
@@ -57,7 +56,7 @@ class JobRun {
   /** Output tables being exported or exported, by step id (see `exportResult`). */
   private readonly resultExports = new Map<string, Promise<{ parquetPath: string; csvPath: string }>>();
   /** Connections of the job's database between two statements (see `withConnection`). */
-  private readonly idleConnections: DuckDBConnection[] = [];
+  private readonly idleConnections: JobConnection[] = [];
   /** Set once the run is over: a statement ending after that closes its connection. */
   private closing = false;
 
@@ -291,7 +290,7 @@ class JobRun {
         await checkInputFile(step.id, written, source);
         try {
           const rows = await this.withConnection(signal, (connection) =>
-            runCounting(connection, sql, { ...values, path: source }),
+            connection.count(sql, { ...values, path: source }),
           );
           return { rows };
         } catch (error) {
@@ -309,9 +308,7 @@ class JobRun {
         // The query was checked to be exactly one SELECT, so it can follow `AS` unchanged; the newline
         // ends any trailing line comment.
         const sql = `CREATE TABLE ${quoteIdentifier(step.id)} AS\n${spec.sql}\n`;
-        const rows = await this.withConnection(signal, (connection) =>
-          runCounting(connection, sql, values, types),
-        );
+        const rows = await this.withConnection(signal, (connection) => connection.count(sql, values, types));
         return { rows };
       }
       case 'write': {
@@ -319,7 +316,7 @@ class JobRun {
         const target = this.resolvePath(spec.path);
         await mkdir(path.dirname(target), { recursive: true });
         const rows = await this.withConnection(signal, (connection) =>
-          runCounting(connection, copyStatement(spec.table, target, spec.format, spec.options)),
+          connection.count(copyStatement(spec.table, target, spec.format, spec.options)),
         );
         return { rows, file: target };
       }
@@ -344,7 +341,7 @@ class JobRun {
    */
   private async withConnection<T>(
     signal: AbortSignal,
-    work: (connection: DuckDBConnection) => Promise<T>,
+    work: (connection: JobConnection) => Promise<T>,
   ): Promise<T> {
     const connection = this.idleConnections.pop() ?? (await (await this.db()).connect());
     const onAbort = () => connection.interrupt();
@@ -358,14 +355,14 @@ class JobRun {
     } finally {
       signal.removeEventListener('abort', onAbort);
       if (reusable && !this.closing) this.idleConnections.push(connection);
-      else connection.closeSync();
+      else connection.close();
     }
   }
 
   /** Closes the connections kept for reuse; the job's database may then be closed. */
   private closeIdleConnections(): void {
     this.closing = true;
-    for (const connection of this.idleConnections.splice(0)) connection.closeSync();
+    for (const connection of this.idleConnections.splice(0)) connection.close();
   }
 
   /** Exports a table to `.steward/tables/<id>.<format>` once per job, however many steps ask for it. */
@@ -376,7 +373,7 @@ class JobRun {
       pending = this.subdir('tables').then(async (tables) => {
         const target = path.join(tables, key);
         await this.withConnection(this.stop.signal, (connection) =>
-          runCounting(connection, copyStatement(table, target, format)),
+          connection.count(copyStatement(table, target, format)),
         );
         return target;
       });
@@ -494,7 +491,7 @@ class JobRun {
           ] as const) {
             const already = this.exports.get(`${id}.${format}`);
             if (already) await linkOrCopy(await already, target);
-            else await runCounting(connection, copyStatement(id, target, format));
+            else await connection.count(copyStatement(id, target, format));
           }
         });
         return { parquetPath, csvPath };

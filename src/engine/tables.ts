@@ -87,7 +87,7 @@ export function bindParams(
 /** Where a job's tables live: connections to them, and the end of them. */
 export interface JobDatabase {
   /** A connection whose unqualified names are the job's tables and whose relative paths are the job's. */
-  connect(): Promise<DuckDBConnection>;
+  connect(): Promise<JobConnection>;
   /**
    * Drops the job's tables. Every connection must be closed first. A host's job database is dropped in the
    * background, behind the host's queued statements (`DuckDBHost.settled` waits for it).
@@ -119,8 +119,8 @@ class OwnJobDatabase implements JobDatabase {
     return new OwnJobDatabase(instance);
   }
 
-  connect(): Promise<DuckDBConnection> {
-    return this.instance.connect();
+  async connect(): Promise<JobConnection> {
+    return new JobConnection(await this.instance.connect());
   }
 
   close(): Promise<void> {
@@ -149,17 +149,17 @@ export interface DuckDBHostOptions {
  * tables are gone when the job is. This saves a per-job instance start and a checkpoint + fsync per job.
  * `memory_limit` and `threads` bound the executor as a whole, which is what the cgroup limits bound too.
  *
- * Attaching a database and opening a connection to it are a few statements of DuckDB's (each a turn of
- * Node's thread pool): milliseconds a job would wait for before its first query. So the host keeps one
+ * Attaching a database and opening a connection to it are calls into DuckDB (each a turn of Node's thread
+ * pool, and about 0.3 ms of CPU): time a job would wait for before its first query. So the host keeps one
  * database attached ahead, with a connection that already uses it (the spare), and a job takes it; the next
- * spare is attached when a job's database is detached, after the job. A job that finds none (several start
- * at once) attaches its own as before. All databases here are the same OS user's, as are all jobs.
+ * spare is attached after the job, in the same call that detaches the job's database. A job that finds none
+ * (several start at once) attaches its own. All databases here are the same OS user's, as are all jobs.
  */
 export class DuckDBHost {
   /**
-   * The host's own connection, for ATTACH and DETACH of job databases: a connection opened and closed for
-   * each of them cost more than the statement itself (about 0.5 ms of CPU per job). No job SQL ever runs
-   * on it; its statements run one at a time (`adminQueue`).
+   * The host's own connection, for DETACHing job databases when no spare is attached with it (see
+   * `attachConnected`): a connection opened and closed for each cost more than the statement itself. No job
+   * SQL ever runs on it; its statements run one at a time (`adminQueue`).
    */
   private admin: DuckDBConnection | undefined;
   private adminQueue: Promise<unknown> = Promise.resolve();
@@ -215,23 +215,20 @@ export class DuckDBHost {
     this.prepareSpare();
   }
 
-  /** Attaches the next spare in the background, unless one is ready or coming. */
-  private prepareSpare(): void {
-    if (this.spare || this.closed) return;
-    const spare = this.attach().then(
-      async (name): Promise<Spare | undefined> => {
-        try {
-          const connection = await this.connectTo(name);
-          if (this.closed) {
-            connection.closeSync();
-            return undefined;
-          }
-          this.spareMade = { name, connection };
-          return this.spareMade;
-        } catch {
-          void this.runAdmin(`DETACH ${name}`).catch(() => {});
+  /**
+   * Attaches the next spare in the background, unless one is ready or coming; `drop` (a job's database) is
+   * detached first, in the same call. Returns whether it started one.
+   */
+  private prepareSpare(drop?: string): boolean {
+    if (this.spare || this.closed) return false;
+    const spare = this.attachConnected(undefined, drop).then(
+      (made): Spare | undefined => {
+        if (this.closed) {
+          made.connection.closeSync();
           return undefined;
         }
+        this.spareMade = made;
+        return made;
       },
       () => undefined,
     );
@@ -240,21 +237,39 @@ export class DuckDBHost {
     void spare.then((made) => {
       if (!made && this.spare === spare) this.spare = undefined;
     });
+    return true;
   }
 
-  private async attach(): Promise<string> {
-    // Random, so that a job's SQL cannot name a concurrent job's database by guessing its id.
+  /**
+   * A new job database, attached under a random name (so that a job's SQL cannot name a concurrent job's
+   * database by guessing its id), with a connection that uses it — and, given the job's directory, resolves
+   * relative paths there: one call into DuckDB (each is a turn of the thread pool and about 0.3 ms of CPU).
+   */
+  private async attachConnected(workDir?: string, drop?: string): Promise<Spare> {
     const name = quoteIdentifier(`job_${randomBytes(12).toString('hex')}`);
-    await this.runAdmin(`ATTACH ':memory:' AS ${name}`);
-    return name;
+    const connection = await this.instance.connect();
+    const statements = [
+      ...(drop ? [`DETACH DATABASE IF EXISTS ${drop}`] : []),
+      `ATTACH ':memory:' AS ${name}`,
+      `USE ${name}`,
+      ...(workDir === undefined ? [] : [searchPath(workDir)]),
+    ];
+    try {
+      await connection.run(statements.join('; '));
+    } catch (error) {
+      connection.closeSync();
+      // Any of them may have been done before a later one failed.
+      for (const database of [drop, name])
+        if (database) void this.runAdmin(`DETACH DATABASE IF EXISTS ${database}`).catch(() => {});
+      throw error;
+    }
+    return { name, connection };
   }
 
-  private async connectTo(name: string, workDir?: string): Promise<DuckDBConnection> {
+  private async connectTo(name: string, workDir: string): Promise<DuckDBConnection> {
     const connection = await this.instance.connect();
     try {
-      await connection.run(
-        workDir === undefined ? `USE ${name}` : `USE ${name}; SET file_search_path = ${workDir}`,
-      );
+      await connection.run(`USE ${name}; ${searchPath(workDir)}`);
     } catch (error) {
       connection.closeSync();
       throw error;
@@ -263,36 +278,36 @@ export class DuckDBHost {
   }
 
   async openJob(options: { workDir: string }): Promise<JobDatabase> {
-    const workDir = quoteLiteral(options.workDir);
+    const { workDir } = options;
     const taken = this.spare;
     this.spare = undefined;
     const spare = taken ? await taken : undefined;
     if (spare && this.spareMade === spare) this.spareMade = undefined;
-    const name = spare?.name ?? (await this.attach());
-    // The spare's connection is the job's first: only the job's directory is left to set on it.
-    let ready: DuckDBConnection | undefined = spare?.connection;
+    // Without a spare (jobs starting together), the job's first connection is made with its database.
+    const first = spare ?? (await this.attachConnected(workDir));
+    const { name } = first;
+    // The spare's connection is the job's first: only the job's directory is left to set on it, which its
+    // first statement does in the same call.
+    let ready: JobConnection | undefined = new JobConnection(
+      first.connection,
+      spare ? searchPath(workDir) : undefined,
+    );
     const detach = (): Promise<void> => {
-      ready?.closeSync();
+      ready?.close();
       ready = undefined;
-      // Dropped behind the host's other work, not waited for by the job: its outcome does not depend on it.
-      // The next spare follows it.
-      void this.runAdmin(`DETACH ${name}`)
-        .catch(() => {})
-        .then(() => this.prepareSpare());
+      // Dropped without the job waiting (its outcome does not depend on it): in the same call that attaches
+      // the next spare, or, when a spare is ready or coming, behind the host's other work.
+      if (!this.prepareSpare(name))
+        void this.runAdmin(`DETACH ${name}`)
+          .catch(() => {})
+          .then(() => this.prepareSpare());
       return Promise.resolve();
     };
     return {
       connect: async () => {
         const connection = ready;
         ready = undefined;
-        if (!connection) return this.connectTo(name, workDir);
-        try {
-          await connection.run(`SET file_search_path = ${workDir}`);
-        } catch (error) {
-          connection.closeSync();
-          throw error;
-        }
-        return connection;
+        return connection ?? new JobConnection(await this.connectTo(name, workDir));
       },
       close: detach,
     };
@@ -322,24 +337,62 @@ interface Spare {
   connection: DuckDBConnection;
 }
 
+/** The statement that makes a connection resolve relative paths in `dir`. */
+function searchPath(dir: string): string {
+  return `SET file_search_path = ${quoteLiteral(dir)}`;
+}
+
 /**
- * Runs a statement whose single result cell is a row count (CTAS, COPY) and returns it. Each asynchronous
- * call into DuckDB is a turn of Node's thread pool, and under load each turn waits for a core: a statement
- * without parameters is one call (its result is materialized, so the count is read without fetching
- * chunks); one with parameters is prepared directly, bound and run. DuckDB's `runAndReadAll` took five turns
- * for either (statements extracted, prepared, run, then two chunks fetched).
+ * A connection to a job's database. A new one may still have the job's directory to set: its first
+ * statement does that in the same call into DuckDB when it binds no parameters (each call is a turn of
+ * Node's thread pool, and under load each turn waits for a core).
  */
-export async function runCounting(
-  connection: DuckDBConnection,
-  sql: string,
-  values?: Record<string, DuckDBValue>,
-  types?: Record<string, DuckDBType>,
-): Promise<number> {
-  const result =
-    values && Object.keys(values).length > 0
-      ? await runPrepared(connection, sql, values, types)
-      : await connection.run(sql);
-  return countIn(result);
+export class JobConnection {
+  constructor(
+    private readonly connection: DuckDBConnection,
+    private setup?: string,
+  ) {}
+
+  /**
+   * Runs a statement whose single result cell is a row count (CTAS, COPY) and returns it. Without parameters
+   * it is one call (its result is materialized, so the count is read without fetching chunks); with them it
+   * is prepared directly, bound and run. DuckDB's `runAndReadAll` took five turns for either (statements
+   * extracted, prepared, run, then two chunks fetched).
+   */
+  async count(
+    sql: string,
+    values?: Record<string, DuckDBValue>,
+    types?: Record<string, DuckDBType>,
+  ): Promise<number> {
+    const setup = this.takeSetup();
+    if (values && Object.keys(values).length > 0) {
+      if (setup) await this.connection.run(setup);
+      return countIn(await runPrepared(this.connection, sql, values, types));
+    }
+    return countIn(await this.connection.run(setup ? `${setup};\n${sql}` : sql));
+  }
+
+  /** The rows of any statement (for looking into a job's database). */
+  async rows(sql: string): Promise<DuckDBValue[][]> {
+    const setup = this.takeSetup();
+    if (setup) await this.connection.run(setup);
+    return (await this.connection.runAndReadAll(sql)).getRows();
+  }
+
+  /** Stops the statement running now. */
+  interrupt(): void {
+    this.connection.interrupt();
+  }
+
+  close(): void {
+    this.connection.closeSync();
+  }
+
+  private takeSetup(): string | undefined {
+    const setup = this.setup;
+    this.setup = undefined;
+    return setup;
+  }
 }
 
 async function runPrepared(

@@ -359,15 +359,46 @@ describe('runWorkflow on a shared DuckDBHost (as executors run jobs)', () => {
       // now (the next job's, the spare) holds a table.
       await host.settled();
       const connection = await (await host.openJob({ workDir: dirs.workDir })).connect();
-      const tables = await connection.runAndReadAll(
+      const tables = await connection.rows(
         "SELECT database_name, table_name FROM duckdb_tables() WHERE database_name LIKE 'job_%'",
       );
-      expect(tables.getRows()).toEqual([]);
-      const databases = await connection.runAndReadAll(
+      expect(tables).toEqual([]);
+      const databases = await connection.rows(
         "SELECT database_name FROM duckdb_databases() WHERE database_name LIKE 'job_%'",
       );
-      expect(databases.getRows().length).toBeLessThanOrEqual(2);
-      connection.closeSync();
+      expect(databases.length).toBeLessThanOrEqual(2);
+      // Its relative paths are the job's: the job's first statement set them.
+      expect(await connection.rows("SELECT current_setting('file_search_path')")).toEqual([[dirs.workDir]]);
+      connection.close();
+    } finally {
+      host.close();
+      await dirs.cleanup();
+    }
+  });
+
+  it("resolves relative paths in the job directory from a job's first statement, with or without parameters", async (context) => {
+    const dirs = await makeJobDirs(context.task.name);
+    const host = await DuckDBHost.create({
+      spillDir: path.join(dirs.tempDir, 'spill'),
+      memoryLimit: '256MB',
+      threads: 1,
+    });
+    try {
+      await mkdir(path.join(dirs.workDir, 'data'), { recursive: true });
+      await writeFile(path.join(dirs.workDir, 'data', 'rel.csv'), 'x\n1\n2\n3\n');
+      const sources = [
+        "name: rel\nsteps:\n  - id: n\n    sql: SELECT count(*) AS n FROM 'data/rel.csv'\noutputs: [n]\n",
+        "name: rel\nparams:\n  min: {type: integer, default: 2}\nsteps:\n  - id: n\n    sql: SELECT count(*) AS n FROM 'data/rel.csv' WHERE x >= $min\noutputs: [n]\n",
+      ];
+      for (const [index, source] of sources.entries()) {
+        // Each job takes the spare attached ahead: its first statement sets the job's directory.
+        await host.settled();
+        const result = await startRun(source, dirs, {}, { duckdbHost: Promise.resolve(host) }).result;
+        expect(result.error).toBeUndefined();
+        const table = result.outputs.find((output) => output.name === 'n');
+        if (table?.kind !== 'table') throw new Error('expected a table output');
+        expect(await readFile(table.csvPath, 'utf8')).toBe(`n\n${index === 0 ? 3 : 2}\n`);
+      }
     } finally {
       host.close();
       await dirs.cleanup();
@@ -380,11 +411,11 @@ describe('runWorkflow on a shared DuckDBHost (as executors run jobs)', () => {
     try {
       await host.configure({ spillDir: path.join(dirs.tempDir, 'spill'), memoryLimit: '300MB', threads: 1 });
       const connection = await (await host.openJob({ workDir: dirs.workDir })).connect();
-      const reader = await connection.runAndReadAll(
+      const rows = await connection.rows(
         "SELECT current_setting('threads'), current_setting('memory_limit'), current_setting('temp_directory')",
       );
-      connection.closeSync();
-      const [threads, memory, spill] = reader.getRows()[0]!;
+      connection.close();
+      const [threads, memory, spill] = rows[0]!;
       expect(Number(threads)).toBe(1);
       expect(String(memory)).toMatch(/^28\d\.\d MiB$/);
       expect(spill).toBe(path.join(dirs.tempDir, 'spill'));
@@ -419,9 +450,8 @@ describe('runWorkflow on a shared DuckDBHost (as executors run jobs)', () => {
       }
       await host.settled();
       const connection = await (await host.openJob({ workDir: dirs.workDir })).connect();
-      const tables = await connection.runAndReadAll('SELECT database_name, table_name FROM duckdb_tables()');
-      expect(tables.getRows()).toEqual([]);
-      connection.closeSync();
+      expect(await connection.rows('SELECT database_name, table_name FROM duckdb_tables()')).toEqual([]);
+      connection.close();
     } finally {
       host.close();
       await dirs.cleanup();
@@ -445,10 +475,10 @@ describe('runWorkflow on a shared DuckDBHost (as executors run jobs)', () => {
           connect: async () => {
             const connection = await job.connect();
             opened++;
-            const closeSync = connection.closeSync.bind(connection);
-            connection.closeSync = () => {
+            const close = connection.close.bind(connection);
+            connection.close = () => {
               closed++;
-              closeSync();
+              close();
             };
             return connection;
           },
