@@ -192,6 +192,11 @@ describe.each(backends)('webhook notifications on $name', (backend) => {
     });
     const failed = await runJob(harness, alice, 'failed');
     const first = await until('the first attempt', () => receiver!.requests[0]);
+    // Stop once the failed attempt is on record: a stop while it is in flight gives the claim back uncounted.
+    await until('the first attempt settled as a retry', async () => {
+      const [delivery] = (await harness.call('listNotificationDeliveries', { token: alice })).deliveries;
+      return delivery?.state === 'pending' && delivery.attempts === 1 && delivery.lastError !== null;
+    });
     await harness.stop();
     receiver.respond = () => 200;
     await harness.restart();
