@@ -175,6 +175,7 @@ export class JobRunner {
     job.executor = executor;
     job.identity = executor.identity;
     job.oomKillsBefore = executor.cgroup?.oomKills() ?? 0;
+    const placed = this.clock.monotonic();
     // Made by root, writable (its cgroup.procs only) by the user: every step of the job starts in it.
     try {
       job.cgroup = await executor.cgroup?.takeJob();
@@ -183,7 +184,13 @@ export class JobRunner {
       throw error;
     }
     this.pool.jobStarted(executor, job.offer.jobId);
+    const cgroupDone = this.clock.monotonic();
     const claimMode = await claim;
+    if (job.timing) {
+      job.timing.cgroup = roundMs(cgroupDone - placed);
+      // What the job still waited for the broker's confirm of `loading` once its executor was ready.
+      job.timing.confirmWait = roundMs(this.clock.monotonic() - cgroupDone);
+    }
     // An executor that exited since it was resolved has no pipe any more: handed back like a death while
     // loading (its exit reached the pool before this job was counted as its).
     const sent = executor.process.send({

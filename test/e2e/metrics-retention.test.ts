@@ -141,6 +141,7 @@ describe.runIf(isRoot)('metrics and retention end to end', () => {
     expect(JSON.parse(results.stdout)).toMatchObject({ results: [] });
     // The human form of the same commands.
     const again = await admin.run(['cleanup', '--server', '--dry-run']);
+    expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toContain('(dry run: nothing removed)');
     const metrics = await scrape();
     expect(value(metrics, 'steward_retention_removed_total', { what: 'files' })).toBeGreaterThanOrEqual(1);

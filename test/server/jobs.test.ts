@@ -372,6 +372,11 @@ describe.each(backends)('jobs on $name', (backend) => {
 
   it('expires an offer nobody loaded within the load timeout', async () => {
     const job = await submit();
+    // Recorded as published after the answer: until then a sweep a minute ahead would offer it again.
+    await until(
+      'the offer recorded as published',
+      async () => (await h.server.store.getJob(job.id))?.offerPublishedAt != null,
+    );
     expect(await h.server.sweep(Date.now() + 60_000)).toEqual(NOTHING_SWEPT);
     expect(await h.server.sweep(Date.now() + 121_000)).toEqual({ ...NOTHING_SWEPT, expired: 1 });
     const detail = await show(job.id);
