@@ -1,5 +1,5 @@
 /** The directories of one job in an executor: its working directory and its TMPDIR. */
-import { lstatSync } from 'node:fs';
+import { lstatSync, mkdirSync } from 'node:fs';
 import { mkdir, rm, rmdir } from 'node:fs/promises';
 
 /**
@@ -11,7 +11,9 @@ import { mkdir, rm, rmdir } from 'node:fs/promises';
  */
 export async function emptyDir(dir: string): Promise<void> {
   try {
-    await mkdir(dir, { mode: 0o700 });
+    // Synchronous: a `mkdir` is a few microseconds of metadata, where a turn of the thread pool (shared with
+    // DuckDB's calls and the last job's removal) cost a warm start 0.3–4.6 ms.
+    mkdirSync(dir, { mode: 0o700 });
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EEXIST') await rm(dir, { recursive: true, force: true });
