@@ -27,6 +27,7 @@ import {
   settled,
   startSteward,
   tempDir,
+  ownCpuMs,
   treeCpuMs,
 } from './harness.mjs';
 
@@ -244,6 +245,7 @@ try {
     side.times = [];
     side.splits = [];
     side.cpu = [];
+    side.serverCpu = [];
   }
   const bareTimes = [];
   const bareSplits = [];
@@ -256,6 +258,7 @@ try {
   const runSide = async (side, round) => {
     await settled(allPids());
     const cpuBefore = treeCpuMs([side.steward.pid]);
+    const serverCpuBefore = ownCpuMs(side.steward.pid);
     const submitted = Date.now();
     const { job, done } = await runAndTime(side.steward, {
       workflow: 'bench-aggregate',
@@ -274,7 +277,10 @@ try {
     // CPU of the server, agent and executor for the job, its cleanup included (it is done once they are
     // idle again): unlike wall-clock time, it does not grow with other work on a shared machine.
     await settled(allPids());
-    if (round > 0) side.cpu.push(treeCpuMs([side.steward.pid]) - cpuBefore);
+    if (round > 0) {
+      side.cpu.push(treeCpuMs([side.steward.pid]) - cpuBefore);
+      side.serverCpu.push(ownCpuMs(side.steward.pid) - serverCpuBefore);
+    }
     side.lastJob = job.id;
     return `${side.label} ${(done / 1000).toFixed(3)} s`;
   };
@@ -325,7 +331,10 @@ try {
   const cpuFigures = [`warm duckdb ${cpu.toFixed(0)} ms`];
   for (const side of sides) {
     const own = percentile(side.cpu, 50);
-    cpuFigures.push(`${side.label} ${own.toFixed(0)} ms (${(own / cpu).toFixed(3)}×)`);
+    const server = percentile(side.serverCpu, 50);
+    cpuFigures.push(
+      `${side.label} ${own.toFixed(0)} ms (${(own / cpu).toFixed(3)}×; \`steward up\` ${server.toFixed(0)}, executor ${(own - server).toFixed(0)})`,
+    );
   }
   console.log(`CPU per run, median: ${cpuFigures.join(' | ')}`);
   const median = (list, key) =>

@@ -2,21 +2,18 @@
  * Uploads a finished run's step logs and results to the server, several at once. Each upload is one HTTP
  * round trip, and one after the other they were most of a small job's time after its last step (six round
  * trips for a workflow with three output tables). Each upload streams its file, so running a few at once
- * keeps memory bounded: `concurrency` files in flight, each in small chunks.
- *
- * The two formats of one table go one after the other: the server records them in one result row (the
- * second adds its format to the row the first made), and two uploads of one name at once would race for
- * that row.
+ * keeps memory bounded: `concurrency` files in flight, each in small chunks. A table's two formats are two
+ * uploads like any other: the server merges them into one result row in whichever order they arrive.
  */
 import type { RunResult } from '../engine/index.js';
 import type { ServerClient } from './server-client.js';
 
-/** How many uploads run at once. */
-export const UPLOAD_CONCURRENCY = 4;
+/** How many uploads run at once: a workflow's usual outputs (a few tables, two formats each) in one round. */
+export const UPLOAD_CONCURRENCY = 8;
 
 type Upload = () => Promise<void>;
 
-/** Every upload a run needs: its logs, and when it succeeded its results (a table's two formats as one). */
+/** Every upload a run needs: its logs, and when it succeeded its results (a table's two formats). */
 function uploadsOf(client: ServerClient, result: RunResult): Upload[] {
   const uploads: Upload[] = result.logs.map(
     (log) => () => client.uploadLog(log.stepId, log.stream, log.path),
@@ -24,18 +21,13 @@ function uploadsOf(client: ServerClient, result: RunResult): Upload[] {
   if (result.state !== 'succeeded') return uploads;
   for (const output of result.outputs) {
     if (output.kind === 'table') {
-      uploads.push(async () => {
-        await client.uploadResult(output.name, output.parquetPath, {
-          kind: 'table',
-          format: 'parquet',
-          rows: output.rows,
-        });
-        await client.uploadResult(output.name, output.csvPath, {
-          kind: 'table',
-          format: 'csv',
-          rows: output.rows,
-        });
-      });
+      for (const [format, file] of [
+        ['parquet', output.parquetPath],
+        ['csv', output.csvPath],
+      ] as const)
+        uploads.push(() =>
+          client.uploadResult(output.name, file, { kind: 'table', format, rows: output.rows }),
+        );
     } else {
       uploads.push(() => client.uploadResult(output.name, output.path, { kind: 'file' }));
     }

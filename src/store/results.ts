@@ -39,29 +39,35 @@ function toResult(row: Database['results']): ResultRecord {
 export class ResultStore {
   constructor(private readonly ctx: StoreContext) {}
 
-  /** Records an uploaded result file. For tables, formats accumulate (`parquet` then `csv`). */
+  /**
+   * Records an uploaded result file. For tables, formats accumulate (`parquet`, `csv`), in whichever order
+   * they arrive, and two formats of one table may arrive at once: the row is inserted if it is new, and
+   * otherwise merged under its lock (on PostgreSQL the second insert waits for the first to commit and then
+   * does nothing; SQLite runs one transaction at a time).
+   */
   async upsertResult(result: ResultUpload): Promise<ResultRecord> {
     return this.ctx.db.transaction().execute(async (trx) => {
-      const existing = await trx
-        .selectFrom('results')
-        .selectAll()
-        .where('job_id', '=', result.jobId)
-        .where('name', '=', result.name)
+      const inserted = await trx
+        .insertInto('results')
+        .values({
+          job_id: result.jobId,
+          name: result.name,
+          kind: result.kind,
+          formats_json: JSON.stringify(result.format ? [result.format] : []),
+          size: result.size,
+          rows: result.rows,
+          created_at: result.createdAt,
+        })
+        .onConflict((conflict) => conflict.columns(['job_id', 'name']).doNothing())
         .executeTakeFirst();
-      if (existing) await addFormat(trx, existing, result);
-      else {
-        await trx
-          .insertInto('results')
-          .values({
-            job_id: result.jobId,
-            name: result.name,
-            kind: result.kind,
-            formats_json: JSON.stringify(result.format ? [result.format] : []),
-            size: result.size,
-            rows: result.rows,
-            created_at: result.createdAt,
-          })
-          .execute();
+      if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 0) {
+        let existing = trx
+          .selectFrom('results')
+          .selectAll()
+          .where('job_id', '=', result.jobId)
+          .where('name', '=', result.name);
+        if (this.ctx.dialect === 'postgres') existing = existing.forUpdate();
+        await addFormat(trx, await existing.executeTakeFirstOrThrow(), result);
       }
       const row = await trx
         .selectFrom('results')

@@ -1,5 +1,5 @@
 /**
- * A run's uploads against a real local HTTP server: several at once, a table's two formats in order, and a
+ * A run's uploads against a real local HTTP server: several at once, a table's two formats together, and a
  * failure that stops new uploads but is reported only once the started ones have ended.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -84,7 +84,7 @@ function resultName(url: string): string {
 }
 
 describe('result uploads', () => {
-  it('uploads several files at once, at most the concurrency, each table parquet before csv', async () => {
+  it('uploads several files at once, at most the concurrency, logs first, both formats of every table', async () => {
     const inFlight = new Set<string>();
     let most = 0;
     const completed: string[] = [];
@@ -113,13 +113,25 @@ describe('result uploads', () => {
     expect(most).toBe(3);
     expect(completed).toHaveLength(8);
     for (const table of ['a', 'b', 'c']) {
-      expect(completed.indexOf(`${table}parquet`)).toBeLessThan(completed.indexOf(`${table}csv`));
       expect(bodies.get(`${table}csv`)).toBe(`contents of ${table}.csv`);
       expect(bodies.get(`${table}parquet`)).toBe(`contents of ${table}.parquet`);
     }
     expect(bodies.get('script/stdout')).toBe('contents of script.stdout.log');
     // Logs go first: both are in the first group.
     expect(completed.slice(0, 3)).toEqual(expect.arrayContaining(['script/stderr', 'script/stdout']));
+  });
+
+  it("sends a table's two formats at once by default: three tables in one round", async () => {
+    const held: Arrival[] = [];
+    const url = await holdingServer((arrival) => {
+      held.push(arrival);
+      // Nothing is answered until all eight (two logs, three tables in two formats) are in flight together.
+      if (held.length === 8) for (const waiting of held) waiting.answer();
+    });
+    await uploadRun(new ServerClient(url, 'j1', 'stj_token'), await runWith(['a', 'b', 'c']));
+    expect(
+      held.map((arrival) => resultName(arrival.url) + (/format=(\w+)/.exec(arrival.url)?.[1] ?? '')).sort(),
+    ).toEqual(['acsv', 'aparquet', 'bcsv', 'bparquet', 'ccsv', 'cparquet', 'script/stderr', 'script/stdout']);
   });
 
   it('starts nothing after a failure and rejects only once the started uploads have ended', async () => {

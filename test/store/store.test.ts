@@ -406,6 +406,27 @@ describe.each(backends)('store on $name', (backend) => {
     expect((await store.listResults('20260101000000000-aaaaaaaa')).map((r) => r.name)).toEqual(['t']);
   });
 
+  it('merges two formats of one table that arrive at once, in either order', async () => {
+    await seedJob();
+    const upload = (name: string, format: 'parquet' | 'csv', size: number) =>
+      store.upsertResult({
+        jobId: '20260101000000000-aaaaaaaa',
+        name,
+        kind: 'table',
+        format,
+        size,
+        rows: 3,
+        createdAt: 1,
+      });
+    await Promise.all([upload('a', 'csv', 50), upload('a', 'parquet', 100)]);
+    await Promise.all([upload('b', 'parquet', 100), upload('b', 'csv', 50)]);
+    const results = await store.listResults('20260101000000000-aaaaaaaa');
+    expect(results).toEqual([
+      expect.objectContaining({ name: 'a', formats: ['csv', 'parquet'], size: 100, rows: 3 }),
+      expect.objectContaining({ name: 'b', formats: ['csv', 'parquet'], size: 100, rows: 3 }),
+    ]);
+  });
+
   it('appends audit entries and lists them newest first', async () => {
     await store.appendAudit({
       time: 1,
