@@ -100,6 +100,19 @@ export interface IdleBudgetInput<K> {
   minAvailableBytes: number;
 }
 
+/** Longest an executor handed out for a job is kept from eviction while that job is not yet counted as its. */
+export const ACQUIRED_PIN_MS = 10_000;
+
+/**
+ * Whether an executor that looks idle was handed out (`acquire`) for a job not yet counted as its: it is not
+ * stopped for memory in that moment. One whose job has come and gone since is idle like any other; pinning
+ * it for the whole window let a burst of users with short jobs keep more than the budget (1,453 MiB of a
+ * 1 GiB budget in `bench/many-users.mjs --short`).
+ */
+export function pinnedForJob(acquiredAt: number, idleSince: number, now: number): boolean {
+  return acquiredAt >= idleSince && now - acquiredAt < ACQUIRED_PIN_MS;
+}
+
 /**
  * Once over the idle budget, idle executors are stopped until they are this far below it (a tenth of it):
  * an executor grows a little with each job, and stopping just enough would stop one at almost every job of

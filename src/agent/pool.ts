@@ -10,7 +10,7 @@
  */
 import type { ExecutorIdentity, ExecutorInfo, ExecutorToAgent } from '../protocol/index.js';
 import type { OsAccount } from './accounts.js';
-import { idleEvictions } from './capacity.js';
+import { idleEvictions, pinnedForJob } from './capacity.js';
 import { procMemory, residentBytes, type MemoryProbe } from './memory.js';
 import { ExecutorCgroup, formatBytes, type CgroupSupport, type ExecutorLimits } from './cgroups.js';
 import { ExecutorProcess, type ExitInfo, type SpawnOptions } from './spawner.js';
@@ -68,11 +68,6 @@ export interface PoolOptions extends Omit<SpawnOptions, 'onOutput'> {
 
 /** How often idle executors' resident memory is measured again (it is also measured as each goes idle). */
 const RESAMPLE_MS = 10_000;
-/**
- * An executor just handed out (`acquire`) is about to get its job: it is not stopped for memory meanwhile,
- * though it may look idle for that moment.
- */
-const ACQUIRED_PIN_MS = 10_000;
 
 /** How a user's executor came to be: a ready spare, a spare still starting, or one started for the user. */
 export type ExecutorOrigin = 'spare' | 'starting-spare' | 'spawned';
@@ -258,7 +253,7 @@ export class ExecutorPool {
         key: executor,
         residentBytes: executor.residentBytes,
         idleSince: executor.idleSince,
-        pinned: now - executor.acquiredAt < ACQUIRED_PIN_MS,
+        pinned: pinnedForJob(executor.acquiredAt, executor.idleSince, now),
       });
     }
     let spareBytes = 0;
@@ -342,7 +337,6 @@ export class ExecutorPool {
   private async startFor(account: OsAccount, dirs: UserDirs): Promise<UserExecutor> {
     const { process, origin } = await this.takeWarm();
     const executor = new UserExecutor(account, process, origin);
-    executor.acquiredAt = Date.now();
     process.owner = account.name;
     process.on('message', (message) => {
       executor.lastHeard = Date.now();
@@ -365,6 +359,8 @@ export class ExecutorPool {
     this.live.add(executor);
     this.owners.set(account.uid, executor);
     this.markIdle(executor);
+    // Handed out to the job that started it, which is not counted as its yet (see pinnedForJob).
+    executor.acquiredAt = Date.now();
     return executor;
   }
 

@@ -3,6 +3,7 @@ import {
   capacityVerdict,
   executorShortfall,
   idleEvictions,
+  pinnedForJob,
   type CapacityBudget,
   type CapacityInput,
 } from '../../src/agent/capacity.js';
@@ -84,6 +85,18 @@ describe('agent capacity', () => {
   });
 
   describe('idle budget', () => {
+    it('pins an executor only from its hand-out until its job is counted, and at most 10 s', () => {
+      const now = 100_000;
+      // Handed out a second ago, after it went idle: its job is on its way.
+      expect(pinnedForJob(now - 1000, now - 5000, now)).toBe(true);
+      // Its job came and went since: idle like any other, although it was handed out a moment ago.
+      expect(pinnedForJob(now - 1000, now - 500, now)).toBe(false);
+      // Handed out and never given its job (the placement failed): the pin runs out.
+      expect(pinnedForJob(now - 10_000, now - 20_000, now)).toBe(false);
+      // A new executor is idle and handed out in the same millisecond.
+      expect(pinnedForJob(now, now, now)).toBe(true);
+    });
+
     const idle = (key: string, rss: number, idleSince: number, pinned = false) => ({
       key,
       residentBytes: rss * MiB,
