@@ -45,10 +45,11 @@ async function hostSide(root, name) {
       await database.close();
       return rows;
     },
-    // Closed once nothing is in flight (an ATTACH still running when the instance closes would crash it).
+    // Closed once nothing is in flight (an ATTACH still running when the instance closes would crash it;
+    // checkouts before the host's close waited for that itself).
     close: async () => {
       await host.settled();
-      host.close();
+      await host.close();
     },
   };
 }

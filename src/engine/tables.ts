@@ -172,6 +172,7 @@ export class DuckDBHost {
   private constructor(private readonly instance: DuckDBInstance) {}
 
   private runAdmin(sql: string): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('the DuckDB host is closed'));
     const run = this.adminQueue.then(async () => {
       this.admin ??= await this.instance.connect();
       await this.admin.run(sql);
@@ -267,6 +268,7 @@ export class DuckDBHost {
   }
 
   private async connectTo(name: string, workDir: string): Promise<DuckDBConnection> {
+    if (this.closed) throw new Error('the DuckDB host is closed');
     const connection = await this.instance.connect();
     try {
       await connection.run(`USE ${name}; ${searchPath(workDir)}`);
@@ -278,6 +280,7 @@ export class DuckDBHost {
   }
 
   async openJob(options: { workDir: string }): Promise<JobDatabase> {
+    if (this.closed) throw new Error('the DuckDB host is closed');
     const { workDir } = options;
     const taken = this.spare;
     this.spare = undefined;
@@ -322,8 +325,15 @@ export class DuckDBHost {
     }
   }
 
-  close(): void {
+  /**
+   * Closes the instance once the statements it has queued (a job database's DETACH, the next spare's ATTACH)
+   * have run: closing DuckDB under a statement in flight ends the process. A closed host starts nothing new.
+   * Jobs still running on it must have ended first.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
+    await this.settled();
     this.spareMade?.connection.closeSync();
     this.spareMade = undefined;
     this.admin?.closeSync();

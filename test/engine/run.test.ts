@@ -371,7 +371,7 @@ describe('runWorkflow on a shared DuckDBHost (as executors run jobs)', () => {
       expect(await connection.rows("SELECT current_setting('file_search_path')")).toEqual([[dirs.workDir]]);
       connection.close();
     } finally {
-      host.close();
+      await host.close();
       await dirs.cleanup();
     }
   });
@@ -400,7 +400,7 @@ describe('runWorkflow on a shared DuckDBHost (as executors run jobs)', () => {
         expect(await readFile(table.csvPath, 'utf8')).toBe(`n\n${index === 0 ? 3 : 2}\n`);
       }
     } finally {
-      host.close();
+      await host.close();
       await dirs.cleanup();
     }
   });
@@ -420,7 +420,7 @@ describe('runWorkflow on a shared DuckDBHost (as executors run jobs)', () => {
       expect(String(memory)).toMatch(/^28\d\.\d MiB$/);
       expect(spill).toBe(path.join(dirs.tempDir, 'spill'));
     } finally {
-      host.close();
+      await host.close();
       await dirs.cleanup();
     }
   });
@@ -453,7 +453,7 @@ describe('runWorkflow on a shared DuckDBHost (as executors run jobs)', () => {
       expect(await connection.rows('SELECT database_name, table_name FROM duckdb_tables()')).toEqual([]);
       connection.close();
     } finally {
-      host.close();
+      await host.close();
       await dirs.cleanup();
     }
   });
@@ -521,7 +521,30 @@ steps:
       expect(closed).toBe(1);
     } finally {
       await real.settled();
-      real.close();
+      await real.close();
+      await dirs.cleanup();
+    }
+  });
+
+  it('closes while a job database is still being detached and the next spare attached, and the process lives on', async (context) => {
+    const dirs = await makeJobDirs(context.task.name);
+    try {
+      for (let round = 0; round < 20; round++) {
+        const host = await DuckDBHost.create({
+          spillDir: path.join(dirs.tempDir, 'spill'),
+          memoryLimit: '256MB',
+          threads: 1,
+        });
+        const job = await host.openJob({ workDir: dirs.workDir });
+        const connection = await job.connect();
+        expect(await connection.rows('SELECT 42')).toEqual([[42]]);
+        // The job's end queues a DETACH and the next spare's ATTACH; the host closes before they have run.
+        await job.close();
+        await host.close();
+        // A closed host refuses new jobs with an error, not a crash.
+        await expect(host.openJob({ workDir: dirs.workDir })).rejects.toThrow(/closed/);
+      }
+    } finally {
       await dirs.cleanup();
     }
   });
@@ -564,7 +587,7 @@ outputs: [r]
       );
       expect(values).toEqual(['v\n1\n', 'v\n2\n']);
     } finally {
-      (await host).close();
+      await (await host).close();
       await first.cleanup();
       await second.cleanup();
     }
