@@ -248,13 +248,14 @@ try {
   // (b) evicted users and brand-new users, taking turns, --gap ms apart.
   const evicted = users.filter((user) => !resident.has(user.name)).slice(0, fresh);
   const brandNew = await newUsers(fresh, count);
-  const coldUsers = [];
+  // Each user's job in (b): the churn below may start their executor cold again, back to back with other
+  // users' jobs, and that start is not the one (b) measures.
+  const partBJob = new Map();
   for (let i = 0; i < Math.max(evicted.length, brandNew.length); i++)
     for (const user of [evicted[i], brandNew[i]]) {
       if (!user) continue;
       await new Promise((resolve) => setTimeout(resolve, gapMs));
-      await runJob(user);
-      coldUsers.push(user.name);
+      partBJob.set(user.name, jobIds.get(await runJob(user)));
     }
   // Churn: every user again, in the same order (the least recently used first: each is evicted by then when
   // users outnumber what the budget keeps).
@@ -267,11 +268,16 @@ try {
   clearInterval(sampler);
 
   const starts = logRecords('job.first-step');
-  const colds = starts.filter((entry) => entry.coldStart);
-  // A user's last cold start (part b for the evicted users), and their first (the first pass).
-  const coldOf = new Map(colds.map((entry) => [entry.user, entry]));
-  const firstColdOf = new Map(colds.reverse().map((entry) => [entry.user, entry]));
-  const coldB = (names) => names.map((name) => coldOf.get(name)).filter(Boolean);
+  const startOf = new Map(starts.map((entry) => [entry.jobId, entry]));
+  // A user's first cold start (the first pass), and the cold start of their job in (b).
+  const firstColdOf = new Map(
+    starts
+      .filter((entry) => entry.coldStart)
+      .reverse()
+      .map((entry) => [entry.user, entry]),
+  );
+  const coldB = (names) =>
+    names.map((name) => startOf.get(partBJob.get(name))).filter((entry) => entry?.coldStart);
   const evictedCold = coldB(evicted.map((user) => user.name));
   const newCold = coldB(brandNew.map((user) => user.name));
   const origins = {};
@@ -280,7 +286,6 @@ try {
   const evictions = logRecords('executor.exited').filter((entry) => /evicted/.test(entry.cause ?? '')).length;
 
   const alone = percentile(aloneMs, 50);
-  const startOf = new Map(starts.map((entry) => [entry.jobId, entry]));
   const back = [...returningMs.values()];
   const backCold = back.filter((ms) => startOf.get(jobIds.get(ms))?.coldStart).length;
   const side = Math.min(10, Math.floor(users.length / 2));
@@ -330,6 +335,17 @@ try {
   console.log(
     `    agent process fds: ${atStart.fds} (${held(atStart)}) → ${atEnd.fds} (${held(atEnd)})   goal: no growth`,
   );
+  // Which kinds of descriptor changed (builds before the breakdown report none).
+  const kinds = new Set([...Object.keys(atStart.fdKinds ?? {}), ...Object.keys(atEnd.fdKinds ?? {})]);
+  const changed = [...kinds]
+    .map((kind) => [kind, atStart.fdKinds?.[kind] ?? 0, atEnd.fdKinds?.[kind] ?? 0])
+    .filter(([, before, after]) => before !== after)
+    .map(([kind, before, after]) => `${kind} ${before} → ${after}`);
+  if (changed.length) console.log(`    fds that changed, by kind: ${changed.join(', ')}`);
+  if (changed.some((entry) => entry.startsWith('file:') && entry.includes('/logs/')))
+    console.log(
+      '    (the agent keeps the executor log files of the 64 users who wrote last open: they grow to that, then stay)',
+    );
   console.log(
     `    active handles/timers: ${JSON.stringify(atStart.active)} → ${JSON.stringify(atEnd.active)}`,
   );

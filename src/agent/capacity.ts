@@ -90,7 +90,7 @@ export interface IdleExecutor<K> {
 
 export interface IdleBudgetInput<K> {
   idle: Iterable<IdleExecutor<K>>;
-  /** Measured resident memory of the pre-started spares (they are idle too, and kept). */
+  /** What the pre-started spares count for (they are idle too, and kept; see `spareFootprint`). */
   spareBytes: number;
   /** `capacity.idleMemory`. */
   idleBudgetBytes: number;
@@ -111,6 +111,18 @@ export const ACQUIRED_PIN_MS = 10_000;
  */
 export function pinnedForJob(acquiredAt: number, idleSince: number, now: number): boolean {
   return acquiredAt >= idleSince && now - acquiredAt < ACQUIRED_PIN_MS;
+}
+
+/**
+ * What the spares count for against the idle budget: each at least the most a spare has been seen to use
+ * (`typicalBytes`). A spare still starting, counted at what it uses so far, grows afterwards with no trim
+ * to follow: `bench/many-users.mjs --short` found the idle executors and spares at 1,040 MiB of a 1 GiB
+ * budget that way.
+ */
+export function spareFootprint(measuredBytes: readonly number[], typicalBytes: number): number {
+  let total = 0;
+  for (const bytes of measuredBytes) total += Math.max(bytes, typicalBytes);
+  return total;
 }
 
 /**

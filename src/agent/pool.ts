@@ -10,7 +10,7 @@
  */
 import type { ExecutorIdentity, ExecutorInfo, ExecutorToAgent } from '../protocol/index.js';
 import type { OsAccount } from './accounts.js';
-import { idleEvictions, pinnedForJob } from './capacity.js';
+import { idleEvictions, pinnedForJob, spareFootprint } from './capacity.js';
 import { procMemory, residentBytes, type MemoryProbe } from './memory.js';
 import { ExecutorCgroup, formatBytes, type CgroupSupport, type ExecutorLimits } from './cgroups.js';
 import { ExecutorProcess, type ExitInfo, type SpawnOptions } from './spawner.js';
@@ -137,6 +137,8 @@ export class ExecutorPool {
   private closed = false;
   private readonly memory: MemoryProbe;
   private lastResample = Date.now();
+  /** The most a spare has been measured to use (bytes): what a spare still starting is counted at. */
+  private spareBytesSeen = 0;
 
   private readonly watchdog: NodeJS.Timeout;
 
@@ -256,11 +258,9 @@ export class ExecutorPool {
         pinned: pinnedForJob(executor.acquiredAt, executor.idleSince, now),
       });
     }
-    let spareBytes = 0;
-    for (const spare of this.warm) spareBytes += spare.pid ? (this.memory.residentBytes(spare.pid) ?? 0) : 0;
     const evict = idleEvictions({
       idle,
-      spareBytes,
+      spareBytes: spareFootprint(this.measureSpares(), this.spareBytesSeen),
       idleBudgetBytes: this.options.idleBudget.idleMemoryBytes,
       availableBytes: this.memory.availableBytes(),
       minAvailableBytes: this.options.idleBudget.minAvailableBytes,
@@ -272,6 +272,13 @@ export class ExecutorPool {
     }
   }
 
+  /** Each spare's resident memory now (bytes), remembering the most seen. */
+  private measureSpares(): number[] {
+    const measured = this.warm.map((spare) => (spare.pid ? (this.memory.residentBytes(spare.pid) ?? 0) : 0));
+    for (const bytes of measured) this.spareBytesSeen = Math.max(this.spareBytesSeen, bytes);
+    return measured;
+  }
+
   /** The idle executors and spares, their measured memory and the budget for it (for leak checks, benches). */
   idleMemory(): { idle: number; spares: number; residentBytes: number; budgetBytes: number } {
     let idle = 0;
@@ -281,8 +288,7 @@ export class ExecutorPool {
         idle += 1;
         residentBytes += executor.residentBytes;
       }
-    for (const spare of this.warm)
-      residentBytes += spare.pid ? (this.memory.residentBytes(spare.pid) ?? 0) : 0;
+    for (const bytes of this.measureSpares()) residentBytes += bytes;
     return {
       idle,
       spares: this.warm.length,

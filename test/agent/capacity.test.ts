@@ -4,6 +4,7 @@ import {
   executorShortfall,
   idleEvictions,
   pinnedForJob,
+  spareFootprint,
   type CapacityBudget,
   type CapacityInput,
 } from '../../src/agent/capacity.js';
@@ -141,6 +142,23 @@ describe('agent capacity', () => {
       const executors = [idle('a', 600, 1, true), idle('b', 300, 2)];
       expect(idleEvictions({ ...base, idle: executors })).toEqual(['b']);
       expect(idleEvictions({ ...base, idle: [idle('a', 2000, 1, true)] })).toEqual([]);
+    });
+
+    it('counts a spare still starting at what a spare has been seen to use, so it cannot grow past the budget', () => {
+      expect(spareFootprint([30 * MiB, 90 * MiB], 85 * MiB)).toBe(175 * MiB);
+      // Before any spare was measured ready, each counts what it uses.
+      expect(spareFootprint([30 * MiB, 90 * MiB], 0)).toBe(120 * MiB);
+      expect(spareFootprint([], 85 * MiB)).toBe(0);
+      // 940 MiB idle and a starting spare at 30 MiB fit a 1,000 MiB budget by its measure, not once it
+      // has grown to a spare's 85 MiB: the oldest idle executor goes now.
+      const executors = [idle('a', 470, 1), idle('b', 470, 2)];
+      const measured = [30 * MiB];
+      expect(idleEvictions({ ...base, spareBytes: spareFootprint(measured, 0), idle: executors })).toEqual(
+        [],
+      );
+      expect(
+        idleEvictions({ ...base, spareBytes: spareFootprint(measured, 85 * MiB), idle: executors }),
+      ).toEqual(['a']);
     });
 
     it('stops every idle executor when the spares alone fill the budget', () => {
